@@ -1,0 +1,38 @@
+"""The Collector protocol: one driver per protocol, run by the supervisor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Protocol, Self
+
+from config.settings import DeviceBase
+from store.batch import Batch
+
+
+class Collector(Protocol):
+    """An async context manager: entering connects (raising ``ConnectError`` when the device
+    cannot be reached), exiting closes. ``batches()`` yields columnar batches until the
+    connection is lost, when it raises ``ConnectError``. Reconnect and backoff are the
+    supervisor's job, never the driver's.
+
+    A request the device refuses (e.g. a Modbus exception response) is not a lost
+    connection: the driver yields those tags with a bad quality and keeps going.
+    """
+
+    device: DeviceBase
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def batches(self) -> AsyncIterator[Batch]: ...
+
+
+class CollectorFactory(Protocol):
+    def __call__(self, device: DeviceBase, tag_ids: Mapping[str, int]) -> Collector: ...

@@ -1,0 +1,57 @@
+"""tierproof's one error tree.
+
+Every library exception is translated into one of these in exactly one place with
+``raise ... from exc``; the API maps the tree to RFC 9457 problem responses in one handler.
+"""
+
+from __future__ import annotations
+
+
+class TierproofError(Exception):
+    """Base of every error tierproof raises on purpose."""
+
+
+class ConfigError(TierproofError):
+    """A configuration file or field is invalid.
+
+    ``problems`` holds one ``(location, reason)`` pair per problem, where location is
+    ``file: field.path`` so that a user can find the line to fix.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[tuple[str, str]] = problems or []
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return super().__str__()
+        lines = [super().__str__()]
+        lines += [f"  {loc}: {reason}" for loc, reason in self.problems]
+        return "\n".join(lines)
+
+
+class CollectorError(TierproofError):
+    """A collector failed to read from a device."""
+
+
+class ConnectError(CollectorError):
+    """The device could not be reached (refused, timed out, closed the connection)."""
+
+
+class DeviceRequestError(CollectorError):
+    """The device answered a request with an error (e.g. a Modbus exception response).
+
+    Affects only the tags of that request; the device stays connected.
+    """
+
+
+class StoreError(TierproofError):
+    """The store could not write or read."""
+
+
+class KpiError(TierproofError):
+    """A KPI could not be computed from what was asked (unknown asset, empty window...)."""
+
+
+class NotFoundError(TierproofError):
+    """A named asset, tag, line or device does not exist."""

@@ -1,0 +1,96 @@
+"""The Store protocol and the records it keeps besides samples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from .batch import Batch, Series
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    """A tag as the store knows it; ``tag_id`` is assigned by the store and stable by ``path``."""
+
+    path: str  # site/area/line/asset/signal
+    asset: str  # site/area/line/asset
+    role: str
+    device: str
+    protocol: str
+    unit: str = ""
+    enum: dict[int, str] | None = None
+    tag_id: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """An interval during which a device delivered nothing (``end_ns`` None: still open)."""
+
+    gap_id: int
+    device: str
+    start_ns: int
+    end_ns: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    ts_ns: int
+    value: float
+    quality: int
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class StoreStats:
+    batches_written: int = 0
+    points_written: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every store backend provides. Methods are synchronous and thread-safe;
+    async callers run writes on one writer thread (see ``store.writer``)."""
+
+    def register_tags(self, tags: Sequence[TagRecord]) -> dict[str, int]:
+        """Insert or update tags; return path -> tag_id (ids are stable across restarts)."""
+        ...
+
+    def tags(self) -> list[TagRecord]: ...
+
+    def write(self, batch: Batch) -> None:
+        """Write a batch durably: when this returns, the batch survives a process crash."""
+        ...
+
+    def read(self, tag_id: int, start_ns: int, end_ns: int, prior: bool = True) -> Series:
+        """Samples of one tag with start_ns <= ts < end_ns in time order; with ``prior``,
+        also the last sample before start_ns (step signals need the value at the start)."""
+        ...
+
+    def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
+        """(ts_ns, text, quality) of a string tag in the window."""
+        ...
+
+    def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]: ...
+
+    def last_ts(self, tag_ids: Sequence[int]) -> int | None:
+        """Newest sample time over these tags, or None."""
+        ...
+
+    def open_gap(self, device: str, start_ns: int, reason: str) -> int: ...
+
+    def close_gap(self, gap_id: int, end_ns: int) -> None: ...
+
+    def gaps(self, device: str | None, start_ns: int, end_ns: int) -> list[Gap]:
+        """Gaps overlapping the window (open gaps count as reaching now)."""
+        ...
+
+    def apply_retention(self, now_ns: int) -> int:
+        """Delete samples older than the retention; return how many were deleted."""
+        ...
+
+    def stats(self) -> StoreStats: ...
+
+    def close(self) -> None: ...
