@@ -354,7 +354,6 @@ class SimulationSettings(Model):
     history_days: float = Field(default=14.0, ge=0, le=400)
     improvement_at: Instant = "now-7d"
     counter_reset_every_h: float = Field(default=72.0, gt=0)
-    counter_modulus: int = Field(default=65536, ge=2, description="counters wrap past this")
     baseline: Regime = Field(default_factory=Regime)
     improved: Regime = Field(
         default_factory=lambda: Regime(
