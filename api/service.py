@@ -1,0 +1,187 @@
+"""Reads the store and feeds the KPI core: the only place where KPIs meet I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from config.errors import KpiError, NotFoundError
+from config.settings import Asset, Settings
+from config.signals import CANONICAL, Role, canonical_code
+from kpi import (
+    ALGORITHM_VERSION,
+    CounterDelta,
+    Kpis,
+    Step,
+    TimeElements,
+    UnitSignals,
+    counter_increase,
+    group_by_line,
+    planned_intervals,
+    roll_up,
+    time_elements,
+)
+from store.base import Store, TagRecord
+
+_NS = 1_000_000_000
+KPI_FIELDS = ("availability", "effectiveness", "quality_ratio", "oee")
+
+
+def iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / _NS, UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_ns(dt: datetime) -> int:
+    return int(dt.timestamp() * 1_000_000) * 1000
+
+
+def config_fingerprint(settings: Settings) -> str:
+    """Short hash of the effective configuration, recorded with every assessment."""
+    blob = json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class AssetResult:
+    asset: Asset
+    elements: TimeElements
+    evidence: dict[str, Any]
+
+
+class KpiService:
+    """Computes ISO 22400 KPIs of assets, lines and the plant from the store."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.fingerprint = config_fingerprint(settings)
+
+    def _tags_of(self, asset: str) -> dict[Role, TagRecord]:
+        out: dict[Role, TagRecord] = {}
+        for t in self.store.tags():
+            if t.asset == asset and t.role in Role.__members__.values():
+                out.setdefault(Role(t.role), t)
+        return out
+
+    @staticmethod
+    def _lut(tag: TagRecord) -> dict[int, int] | None:
+        role = Role(tag.role)
+        if tag.enum is None or role not in CANONICAL:
+            return None
+        return {int(raw): canonical_code(role, name) for raw, name in tag.enum.items()}
+
+    def asset_result(self, asset: Asset, start_ns: int, end_ns: int) -> AssetResult:
+        tags = self._tags_of(asset.path)
+        devices = sorted({t.device for t in tags.values()})
+        gaps = [g for d in devices for g in self.store.gaps(d, start_ns, end_ns)]
+        gap_iv = [(g.start_ns, g.end_ns if g.end_ns is not None else end_ns) for g in gaps]
+        evidence_tags: list[dict[str, Any]] = []
+
+        def read(role: Role) -> tuple[TagRecord, Any] | None:
+            tag = tags.get(role)
+            if tag is None:
+                return None
+            series = self.store.read(tag.tag_id, start_ns, end_ns, prior=True)
+            inwin = (series.ts_ns >= start_ns) & (series.ts_ns < end_ns)
+            evidence_tags.append(
+                {
+                    "path": tag.path,
+                    "tag_id": tag.tag_id,
+                    "role": role.value,
+                    "samples": int(inwin.sum()),
+                    "bad_samples": int((series.quality[inwin] >= 2).sum()),
+                    "prior_sample": iso(int(series.ts_ns[0])) if len(series) and not inwin[0] else None,
+                }
+            )
+            return tag, series
+
+        def step(role: Role) -> Step | None:
+            got = read(role)
+            if got is None:
+                return None
+            tag, s = got
+            return Step.from_samples(s.ts_ns, s.value, s.quality, self._lut(tag))
+
+        def count(role: Role) -> CounterDelta | None:
+            got = read(role)
+            if got is None:
+                return None
+            _, s = got
+            return counter_increase(s.ts_ns, s.value, s.quality, start_ns, end_ns)
+
+        sig = UnitSignals(
+            state=step(Role.STATE),
+            mode=step(Role.MODE),
+            channel=step(Role.CHANNEL_MODE),
+            total=count(Role.TOTAL_COUNT),
+            good=count(Role.GOOD_COUNT),
+            reject=count(Role.REJECT_COUNT),
+            energy=count(Role.ENERGY_KWH),
+            ideal_cycle_s=asset.ideal_cycle_time_s,
+        )
+        planned = planned_intervals(self.settings.calendar, start_ns, end_ns)
+        elements = time_elements(sig, start_ns, end_ns, planned, gap_iv)
+        missing = [
+            r.value
+            for r in (Role.STATE, Role.MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT)
+            if r not in tags and not (r is Role.TOTAL_COUNT and Role.REJECT_COUNT in tags)
+        ]
+        evidence = {
+            "kind": "measured",
+            "tags": evidence_tags,
+            "missing_roles": missing,
+            "gaps": [
+                {"device": g.device, "start": iso(g.start_ns), "end": iso(g.end_ns), "reason": g.reason}
+                for g in gaps
+            ],
+            "planned_intervals": len(planned[0]),
+            "ideal_cycle_time_s": asset.ideal_cycle_time_s,
+        }
+        return AssetResult(asset, elements, evidence)
+
+    def assets_for(self, asset: str | None, line: str | None) -> list[Asset]:
+        assets = self.settings.assets
+        if asset is not None:
+            assets = [a for a in assets if a.path == asset]
+            if not assets:
+                raise NotFoundError(f"no asset {asset!r}; GET /api/v1/assets lists them")
+        if line is not None:
+            assets = [a for a in assets if a.line == line]
+            if not assets:
+                raise NotFoundError(
+                    f"no line {line!r}; a line is site/area/line, e.g. "
+                    f"{self.settings.assets[0].line if self.settings.assets else 'site/area/line'}"
+                )
+        return assets
+
+    def kpis(
+        self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None
+    ) -> dict[str, Any]:
+        """KPIs per asset, per line and for the selection, with their evidence."""
+        if end <= start:
+            raise KpiError(f"the window is empty: to ({end.isoformat()}) is not after from ({start.isoformat()})")
+        start_ns, end_ns = to_ns(start), to_ns(end)
+        results = [self.asset_result(a, start_ns, end_ns) for a in self.assets_for(asset, line)]
+        per_asset = {r.asset.path: r.elements for r in results}
+        lines = group_by_line(per_asset)
+        return {
+            "window": {"from": iso(start_ns), "to": iso(end_ns)},
+            "algorithm_version": ALGORITHM_VERSION,
+            "config_fingerprint": self.fingerprint,
+            "assets": {r.asset.path: self._entry(r.elements, r.evidence) for r in results},
+            "lines": {p: self._entry(e) for p, e in lines.items()},
+            "total": self._entry(roll_up(per_asset.values())),
+        }
+
+    @staticmethod
+    def _entry(e: TimeElements, evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = dict(Kpis.of(e).as_dict())
+        out["elements"] = e.as_dict()
+        if evidence is not None:
+            out["evidence"] = evidence
+        return out

@@ -1,0 +1,208 @@
+"""ISO 22400-2 time elements and KPIs per work unit, and roll-ups across units.
+
+Time elements are measured inside planned busy time (PBT, from the shift calendar); quantities
+over the whole window. Roll-ups sum elements and quantities first, then divide: ratios are
+never averaged. Ratios are fractions; a ratio whose denominator is zero is None (not 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from config.signals import ChannelMode, MachineState, OperationMode
+
+from .calendar import I64, overlap_seconds
+from .steps import UNKNOWN, CounterDelta, Step, combine
+
+ALGORITHM_VERSION = "tierproof-kpi/1"
+_S = MachineState
+_M = OperationMode
+
+
+@dataclass(frozen=True, slots=True)
+class TimeElements:
+    """Additive inputs of the KPIs for one work unit (or a sum of units) over one window."""
+
+    window_s: float = 0.0
+    pbt_s: float = 0.0  # planned busy time
+    known_s: float = 0.0  # PBT during which state and mode are known
+    apt_s: float = 0.0  # Executing & Processing
+    asut_s: float = 0.0  # (Executing | NotExecuting) & Setup
+    adet_s: float = 0.0  # OutOfService
+    idle_s: float = 0.0  # NotExecuting & Processing (waiting, minor stops)
+    maintenance_s: float = 0.0  # mode Maintenance, not OutOfService
+    not_available_s: float = 0.0
+    other_s: float = 0.0  # known, but none of the above (e.g. NotExecuting & None)
+    apt_auto_s: float = 0.0  # APT in channel mode Automatic
+    apt_mode_known_s: float = 0.0  # APT whose channel mode is known
+    apt_outside_plan_s: float = 0.0  # Executing & Processing outside PBT (reported, not used)
+    pq: float = 0.0  # produced quantity
+    gq: float = 0.0  # good quantity
+    sq: float = 0.0  # scrap (reject) quantity
+    ideal_s: float = 0.0  # PRU x PQ: the time the output would take at ideal speed
+    energy_kwh: float = 0.0
+    counter_resets: int = 0
+    units: int = 1
+
+    def __add__(self, other: TimeElements) -> TimeElements:
+        return TimeElements(
+            **{
+                f.name: getattr(self, f.name) + getattr(other, f.name)
+                for f in fields(self)
+                if f.name != "window_s"
+            },
+            window_s=max(self.window_s, other.window_s),
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis:
+    """KPIs derived from time elements (fractions; None when undefined)."""
+
+    availability: float | None
+    effectiveness: float | None
+    quality_ratio: float | None
+    oee: float | None
+    nee: float | None
+    technical_efficiency: float | None
+    setup_rate: float | None
+    scrap_ratio: float | None
+    throughput_per_h: float | None
+    automation_rate: float | None
+    energy_per_unit_kwh: float | None
+    coverage: float | None
+
+    @classmethod
+    def of(cls, e: TimeElements) -> Kpis:
+        a = _ratio(e.apt_s, e.pbt_s)
+        eff = _ratio(e.ideal_s, e.apt_s) if e.ideal_s > 0 or e.apt_s > 0 else None
+        q = _ratio(e.gq, e.pq)
+        oee = a * eff * q if a is not None and eff is not None and q is not None else None
+        aupt = e.apt_s + e.asut_s
+        nee_t = _ratio(aupt, e.pbt_s)
+        nee = nee_t * eff * q if nee_t is not None and eff is not None and q is not None else None
+        busy = e.apt_s + e.asut_s + e.adet_s + e.idle_s
+        return cls(
+            availability=a,
+            effectiveness=eff,
+            quality_ratio=q,
+            oee=oee,
+            nee=nee,
+            technical_efficiency=_ratio(e.apt_s, e.apt_s + e.adet_s),
+            setup_rate=_ratio(e.asut_s, aupt),
+            scrap_ratio=_ratio(e.sq, e.pq),
+            throughput_per_h=(e.pq / (busy / 3600.0)) if busy > 0 else None,
+            automation_rate=_ratio(e.apt_auto_s, e.apt_mode_known_s),
+            energy_per_unit_kwh=_ratio(e.energy_kwh, e.gq),
+            coverage=_ratio(e.known_s, e.pbt_s),
+        )
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSignals:
+    """What one work unit's KPIs are computed from (codes already canonical)."""
+
+    state: Step | None
+    mode: Step | None
+    channel: Step | None
+    total: CounterDelta | None
+    good: CounterDelta | None
+    reject: CounterDelta | None
+    energy: CounterDelta | None
+    ideal_cycle_s: float | None
+
+
+def _empty_step() -> Step:
+    return Step(np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+def time_elements(
+    sig: UnitSignals,
+    start_ns: int,
+    end_ns: int,
+    planned: tuple[I64, I64],
+    gaps: Sequence[tuple[int, int]] = (),
+) -> TimeElements:
+    """Time elements of one unit over [start_ns, end_ns).
+
+    ``planned`` is the planned busy time (sorted disjoint intervals), ``gaps`` the intervals
+    its device was unreachable.
+    """
+    steps = [sig.state or _empty_step(), sig.mode or _empty_step(), sig.channel or _empty_step()]
+    iv = combine(steps, start_ns, end_ns, gaps)
+    in_plan = overlap_seconds(planned, iv.start, iv.end)
+    out_plan = iv.seconds - in_plan
+    st, md, ch = iv.codes
+    known = (st != UNKNOWN) & (md != UNKNOWN)
+    # NotAvailable and OutOfService define the element whatever the mode says
+    known |= (st == _S.NotAvailable) | (st == _S.OutOfService)
+    executing = st == _S.Executing
+    apt = executing & (md == _M.Processing)
+    asut = ((st == _S.Executing) | (st == _S.NotExecuting)) & (md == _M.Setup)
+    adet = st == _S.OutOfService
+    idle = (st == _S.NotExecuting) & (md == _M.Processing)
+    maint = (md == _M.Maintenance) & ~adet & (st != _S.NotAvailable)
+    na = st == _S.NotAvailable
+    other = known & ~(apt | asut | adet | idle | maint | na)
+
+    def s(mask: np.ndarray, w: np.ndarray = in_plan) -> float:
+        return float(w[mask].sum())
+
+    pbt = float(np.sum(planned[1] - planned[0]) / 1e9)
+    tot = sig.total
+    if tot is None and sig.good is not None and sig.reject is not None:
+        tot = CounterDelta(sig.good.increase + sig.reject.increase, 0, 0)
+    pq = tot.increase if tot else 0.0
+    gq = sig.good.increase if sig.good else (pq - sig.reject.increase if sig.reject and tot else 0.0)
+    sq = sig.reject.increase if sig.reject else (pq - gq if sig.good and tot else 0.0)
+    resets = sum(c.resets for c in (sig.total, sig.good, sig.reject, sig.energy) if c)
+    return TimeElements(
+        window_s=(end_ns - start_ns) / 1e9,
+        pbt_s=pbt,
+        known_s=s(known),
+        apt_s=s(apt),
+        asut_s=s(asut),
+        adet_s=s(adet),
+        idle_s=s(idle),
+        maintenance_s=s(maint),
+        not_available_s=s(na),
+        other_s=s(other),
+        apt_auto_s=s(apt & (ch == ChannelMode.Automatic)),
+        apt_mode_known_s=s(apt & (ch != UNKNOWN)),
+        apt_outside_plan_s=s(apt, out_plan),
+        pq=pq,
+        gq=gq,
+        sq=sq,
+        ideal_s=(sig.ideal_cycle_s or 0.0) * pq,
+        energy_kwh=sig.energy.increase if sig.energy else 0.0,
+        counter_resets=resets,
+    )
+
+
+def roll_up(elements: Iterable[TimeElements]) -> TimeElements:
+    """Sum time elements and quantities of several units (then compute Kpis.of the sum)."""
+    total: TimeElements | None = None
+    for e in elements:
+        total = e if total is None else total + e
+    return total if total is not None else TimeElements(units=0)
+
+
+def group_by_line(per_asset: Mapping[str, TimeElements]) -> dict[str, TimeElements]:
+    """Line path (site/area/line) -> summed elements of its assets."""
+    lines: dict[str, list[TimeElements]] = {}
+    for path, e in per_asset.items():
+        lines.setdefault(path.rsplit("/", 1)[0], []).append(e)
+    return {line: roll_up(es) for line, es in sorted(lines.items())}

@@ -1,0 +1,136 @@
+"""Step signals (state, mode) and cumulative counters, as numpy.
+
+A step signal holds each sample's value until the next sample of the same tag. A value is
+unknown where its sample has bad quality, before the first sample, inside a recorded gap, or
+where the raw value has no canonical meaning. Unknown time is never guessed: it lowers the
+coverage that every KPI reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from config.signals import Quality
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+UNKNOWN = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step signal: sorted sample times and canonical codes (UNKNOWN where unusable)."""
+
+    ts_ns: I64
+    code: I64
+
+    @classmethod
+    def from_samples(
+        cls,
+        ts_ns: I64,
+        value: F64,
+        quality: npt.NDArray[np.uint8],
+        lut: Mapping[int, int] | None = None,
+    ) -> Step:
+        """Map raw values through ``lut`` (raw -> canonical code); unmapped raw -> UNKNOWN."""
+        ok = (quality < Quality.BAD) & np.isfinite(value)
+        raw = np.where(ok, value, -1.0)
+        code = np.full(len(value), UNKNOWN, np.int64)
+        if lut is None:
+            good = ok & (raw == np.round(raw))
+            code[good] = raw[good].astype(np.int64)
+        else:
+            for r, c in lut.items():
+                code[ok & (raw == r)] = c
+        return cls(np.asarray(ts_ns, np.int64), code)
+
+
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    """Consecutive intervals [start, end) covering a window, with one code row per signal."""
+
+    start: I64
+    end: I64
+    codes: npt.NDArray[np.int64]  # shape (n_signals, n_intervals)
+
+    @property
+    def seconds(self) -> F64:
+        return (self.end - self.start).astype(np.float64) / 1e9
+
+
+def _merge_gaps(gaps: Sequence[tuple[int, int]]) -> tuple[I64, I64]:
+    if not gaps:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    g = np.array(sorted(gaps), np.int64)
+    s, e = [int(g[0, 0])], [int(g[0, 1])]
+    for a, b in g[1:]:
+        if a <= e[-1]:
+            e[-1] = max(e[-1], int(b))
+        else:
+            s.append(int(a))
+            e.append(int(b))
+    return np.array(s, np.int64), np.array(e, np.int64)
+
+
+def combine(
+    steps: Sequence[Step], start_ns: int, end_ns: int, gaps: Sequence[tuple[int, int]] = ()
+) -> Intervals:
+    """Split [start_ns, end_ns) at every change of any signal and at gap edges.
+
+    Each interval carries every signal's code in force over it; inside a gap every code is
+    UNKNOWN (the device was unreachable, so the last value is not carried across).
+    """
+    gs, ge = _merge_gaps(gaps)
+    cuts = [np.array([start_ns, end_ns], np.int64), gs, ge]
+    cuts += [s.ts_ns for s in steps]
+    b = np.unique(np.concatenate(cuts))
+    b = b[(b >= start_ns) & (b <= end_ns)]
+    starts, ends = b[:-1], b[1:]
+    codes = np.full((len(steps), len(starts)), UNKNOWN, np.int64)
+    for k, s in enumerate(steps):
+        i = np.searchsorted(s.ts_ns, starts, side="right") - 1
+        have = i >= 0
+        codes[k, have] = s.code[i[have]]
+    if len(gs):
+        # an interval lies inside a gap when the last gap start at or before it ends after it
+        j = np.searchsorted(gs, starts, side="right") - 1
+        inside = (j >= 0) & (ge[np.maximum(j, 0)] >= ends)
+        codes[:, inside] = UNKNOWN
+    return Intervals(starts, ends, codes)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterDelta:
+    """Increase of a cumulative counter in a window."""
+
+    increase: float
+    resets: int
+    samples: int  # usable samples in the window
+
+
+def counter_increase(
+    ts_ns: I64, value: F64, quality: npt.NDArray[np.uint8], start_ns: int, end_ns: int
+) -> CounterDelta:
+    """Sum of non-negative differences between consecutive usable samples, each attributed
+    to the later sample's time and counted when that time is in [start_ns, end_ns).
+
+    A drop means the counter was reset: the new value counts from zero.
+    Needs the last sample before the window (read with ``prior``) to count the first rise.
+    """
+    ok = (quality < Quality.BAD) & np.isfinite(value)
+    t, v = ts_ns[ok], value[ok]
+    if len(v) < 2:
+        return CounterDelta(0.0, 0, int(((t >= start_ns) & (t < end_ns)).sum()))
+    d = np.diff(v)
+    inc = np.where(d >= 0, d, v[1:])
+    at = t[1:]
+    inw = (at >= start_ns) & (at < end_ns)
+    return CounterDelta(
+        float(inc[inw].sum()),
+        int((d[inw] < 0).sum()),
+        int(((t >= start_ns) & (t < end_ns)).sum()),
+    )

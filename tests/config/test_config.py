@@ -1,0 +1,125 @@
+"""Configuration: every shipped file loads; every bad field is named with its path and reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config import ConfigError, load_settings, settings_from_dict
+from config.loader import SHIPPED_DIR
+
+SHIPPED = sorted(p for p in SHIPPED_DIR.rglob("*.yaml") if p.name != "tiers.yaml")
+
+
+def test_there_are_shipped_configs() -> None:
+    names = {p.relative_to(SHIPPED_DIR).as_posix() for p in SHIPPED}
+    assert {"demo.yaml", "examples/modbus.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_config_loads(path: Path) -> None:
+    s = load_settings(path)
+    assert s.assets, "a shipped config declares its assets"
+    assert s.all_tags(), "a shipped config declares tags"
+
+
+GOOD = {
+    "assets": [{"path": "s/a/l/m1", "ideal_cycle_time_s": 30}],
+    "devices": [
+        {
+            "protocol": "modbus", "name": "plc1", "host": "127.0.0.1", "port": 502,
+            "tags": [
+                {"name": "state", "asset": "s/a/l/m1", "role": "state", "address": 0,
+                 "enum": {0: "NotAvailable", 1: "OutOfService", 2: "NotExecuting", 3: "Executing"}},
+                {"name": "good", "asset": "s/a/l/m1", "role": "good_count", "address": 1, "type": "uint32"},
+            ],
+        }
+    ],
+}
+
+
+def bad(path: str, value: object) -> dict:
+    """GOOD with one field replaced; path like devices.0.port."""
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    node = data
+    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    return data
+
+
+def test_good_config_is_accepted() -> None:
+    s = settings_from_dict(GOOD)
+    assert s.devices[0].tags[1].path == "s/a/l/m1/good"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "where", "why"),
+    [
+        ("devices.0.port", 70000, "devices[0].port", "less than or equal to 65535"),
+        ("devices.0.host", None, "devices[0].host", "valid string"),
+        ("devices.0.protocol", "profibus", "devices[0]", "protocol"),
+        ("devices.0.tags.1.type", "float128", "devices[0].tags[1].type", "float32"),
+        ("devices.0.tags.1.byte_order", "ABDC", "devices[0].tags[1].byte_order", "CDAB"),
+        ("devices.0.tags.1.address", -1, "devices[0].tags[1].address", "greater than or equal to 0"),
+        ("devices.0.tags.1.table", "coil", "devices[0].tags[1]", "type must be bool"),
+        ("devices.0.tags.1.asset", "s/a/l/m9", "devices[0].tags[1].asset", "no asset 's/a/l/m9'"),
+        ("devices.0.tags.1.group", "fast", "devices[0].tags[1].group", "no poll group 'fast'"),
+        ("devices.0.tags.1.role", "state", "devices[0].tags[1].role", "already has a state tag"),
+        ("devices.0.tags.0.enum", {0: "Running"}, "devices[0].tags[0]", "not state names"),
+        ("devices.0.tags.0.enum", None, "devices[0].tags[0].enum", "needs enum"),
+        ("devices.0.tags.0.name", "a/b", "devices[0].tags[0].name", "letters, digits"),
+        ("devices.0.tags.0.speling", 1, "devices[0].tags[0].speling", "unknown field"),
+        ("assets.0.path", "only/three/parts", "assets[0].path", "site/area/line/asset"),
+        ("assets.0.ideal_cycle_time_s", 0, "assets[0].ideal_cycle_time_s", "greater than 0"),
+        ("calendar", {"timezone": "Mars/Olympus"}, "calendar.timezone", "unknown time zone"),
+        ("kpi", {"current": {"start": "yesterday"}}, "kpi.current.start", "ISO 8601"),
+    ],
+)
+def test_bad_field_is_named(path: str, value: object, where: str, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(bad(path, value), "plant.yaml")
+    locations = [loc for loc, _ in info.value.problems]
+    reasons = " | ".join(r for _, r in info.value.problems)
+    assert any(loc == f"plant.yaml: {where}" for loc in locations), locations
+    assert why in reasons
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = bad("devices.0.port", 0)
+    data["devices"][0]["timeout_s"] = -1
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(data, "plant.yaml")
+    assert len(info.value.problems) == 2
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    f = tmp_path / "broken.yaml"
+    f.write_text("assets:\n  - path: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(f)
+    assert f"{f}:" in str(info.value) and "YAML" in str(info.value)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_config_cli_ok_and_error(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    r = _cli("check-config", str(good))
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+
+    broken = tmp_path / "bad.yaml"
+    broken.write_text(yaml.safe_dump(bad("devices.0.port", 70000)))
+    r = _cli("check-config", str(broken))
+    assert r.returncode == 2
+    assert f"{broken}: devices[0].port" in r.stderr

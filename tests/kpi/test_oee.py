@@ -1,0 +1,122 @@
+"""KPI core on hand-computed cases: every number below is worked out in the comment beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from config.signals import ChannelMode, MachineState, OperationMode, Quality
+from kpi import CounterDelta, Kpis, Step, TimeElements, UnitSignals, counter_increase, roll_up
+from kpi.oee import time_elements
+
+S = 1_000_000_000
+EX, OOS, NE = MachineState.Executing, MachineState.OutOfService, MachineState.NotExecuting
+PROC, SETUP = OperationMode.Processing, OperationMode.Setup
+AUTO, MAN = ChannelMode.Automatic, ChannelMode.Manual
+
+
+def step(points: list[tuple[float, int]], bad_at: tuple[float, ...] = ()) -> Step:
+    ts = np.array([t * S for t, _ in points], np.int64)
+    val = np.array([v for _, v in points], np.float64)
+    q = np.array([Quality.BAD if t in bad_at else Quality.GOOD for t, _ in points], np.uint8)
+    return Step.from_samples(ts, val, q)
+
+
+def counter(points: list[tuple[float, float]], start: float = 0, end: float = 1000) -> CounterDelta:
+    ts = np.array([t * S for t, _ in points], np.int64)
+    val = np.array([v for _, v in points], np.float64)
+    return counter_increase(ts, val, np.zeros(len(ts), np.uint8), int(start * S), int(end * S))
+
+
+ALL_PLANNED = (np.array([0], np.int64), np.array([1000 * S], np.int64))
+
+
+def unit(**kw: object) -> UnitSignals:
+    base: dict[str, object] = dict(
+        state=step([(0, EX), (600, OOS), (700, EX)]),
+        mode=step([(-50, PROC)]),
+        channel=step([(0, AUTO), (500, MAN)]),
+        total=None, good=None, reject=None, energy=None, ideal_cycle_s=10.0,
+    )
+    base.update(kw)
+    return UnitSignals(**base)  # type: ignore[arg-type]
+
+
+def test_counter_reset_counts_from_zero() -> None:
+    # before window 100 -> 110 (+10 at t=100) -> 150 (+40) -> reset to 5 (+5) -> 20 (+15)
+    c = counter([(-10, 100), (100, 110), (500, 150), (800, 5), (900, 20)])
+    assert c.increase == 70 and c.resets == 1 and c.samples == 4
+
+
+def test_counter_rise_before_window_not_counted() -> None:
+    # the rise 0 -> 50 happens at t=-5, before the window
+    c = counter([(-10, 0), (-5, 50), (10, 60)])
+    assert c.increase == 10
+
+
+@pytest.mark.parametrize(
+    ("case", "kw", "gaps", "planned", "expect"),
+    [
+        # Executing+Processing 0-600 and 700-1000 = 900 s; OutOfService 600-700 = 100 s
+        ("basic", {}, [], ALL_PLANNED,
+         dict(pbt_s=1000, known_s=1000, apt_s=900, adet_s=100, apt_auto_s=500, apt_mode_known_s=900)),
+        # a device gap 200-300: that time is unknown, not carried from the last value
+        ("gap", {}, [(200 * S, 300 * S)], ALL_PLANNED,
+         dict(pbt_s=1000, known_s=900, apt_s=800, adet_s=100, apt_auto_s=400)),
+        # a bad-quality state sample at 650 makes 650-700 unknown, instead of OutOfService
+        ("bad sample", dict(state=step([(0, EX), (600, OOS), (650, EX), (700, EX)], bad_at=(650,))),
+         [], ALL_PLANNED, dict(known_s=950, apt_s=900, adet_s=50)),
+        # planned busy time only 0-500: elements clipped to it, the rest reported apart
+        ("partial plan", {}, [], (np.array([0], np.int64), np.array([500 * S], np.int64)),
+         dict(pbt_s=500, known_s=500, apt_s=500, adet_s=0, apt_outside_plan_s=400)),
+        # setup while executing and while not executing both count as ASUT
+        ("setup", dict(state=step([(0, EX), (100, NE), (200, EX)]), mode=step([(0, SETUP), (300, PROC)])),
+         [], ALL_PLANNED, dict(asut_s=300, apt_s=700, idle_s=0)),
+        # before the first sample nothing is known
+        ("late start", dict(state=step([(400, EX)]), mode=step([(400, PROC)])), [], ALL_PLANNED,
+         dict(known_s=600, apt_s=600)),
+    ],
+)
+def test_time_elements(
+    case: str, kw: dict[str, object], gaps: list[tuple[int, int]],
+    planned: tuple[np.ndarray, np.ndarray], expect: dict[str, float],
+) -> None:
+    e = time_elements(unit(**kw), 0, 1000 * S, planned, gaps)
+    for k, v in expect.items():
+        assert getattr(e, k) == pytest.approx(v), (case, k)
+
+
+def test_kpis_from_elements() -> None:
+    good = counter([(-1, 0), (500, 80)])
+    reject = counter([(-1, 0), (500, 10)])
+    total = counter([(-1, 0), (500, 90)])
+    e = time_elements(unit(total=total, good=good, reject=reject), 0, 1000 * S, ALL_PLANNED)
+    k = Kpis.of(e)
+    assert k.availability == pytest.approx(0.9)  # 900 / 1000
+    assert k.effectiveness == pytest.approx(10 * 90 / 900)  # PRU x PQ / APT = 1.0
+    assert k.quality_ratio == pytest.approx(80 / 90)
+    assert k.oee == pytest.approx(0.9 * 1.0 * 80 / 90)
+    assert k.technical_efficiency == pytest.approx(900 / 1000)
+    assert k.automation_rate == pytest.approx(500 / 900)
+    assert k.coverage == pytest.approx(1.0)
+
+
+def test_effectiveness_above_one_is_reported_not_clipped() -> None:
+    total = counter([(-1, 0), (500, 200)])  # 200 parts x 10 s = 2000 s ideal in 900 s
+    k = Kpis.of(time_elements(unit(total=total), 0, 1000 * S, ALL_PLANNED))
+    assert k.effectiveness == pytest.approx(2000 / 900)
+
+
+def test_roll_up_sums_elements_never_averages_ratios() -> None:
+    a = TimeElements(pbt_s=1000, apt_s=900, ideal_s=900, pq=90, gq=90, known_s=1000)
+    b = TimeElements(pbt_s=100, apt_s=10, ideal_s=5, pq=1, gq=0, known_s=100)
+    k = Kpis.of(roll_up([a, b]))
+    assert k.availability == pytest.approx(910 / 1100)  # the mean of ratios would be 0.5
+    assert k.effectiveness == pytest.approx(905 / 910)
+    assert k.quality_ratio == pytest.approx(90 / 91)
+    assert roll_up([a, b]).units == 2
+
+
+def test_undefined_ratios_are_none() -> None:
+    k = Kpis.of(TimeElements())
+    assert k.availability is None and k.oee is None and k.quality_ratio is None
