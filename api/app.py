@@ -42,6 +42,13 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def quality_name(code: int) -> str:
+    try:
+        return Quality(code).name.lower()
+    except ValueError:
+        return f"code {code}"
+
+
 def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
@@ -108,7 +115,8 @@ def create_app(
     )
 
     def gw(request: Request) -> Gateway:
-        return request.app.state.gateway  # type: ignore[no-any-return]
+        gateway: Gateway = request.app.state.gateway
+        return gateway
 
     # ------------------------------------------------------------------ errors as RFC 9457
 
@@ -196,7 +204,7 @@ def create_app(
             return LatestOut(path=tag_path, ts=None, value=None, quality="no data")
         return LatestOut(
             path=tag_path, ts=iso(got.ts_ns), value=_num(got.value), text=got.text,
-            quality=Quality(got.quality).name.lower() if got.quality in Quality._value2member_map_ else str(got.quality),
+            quality=quality_name(got.quality),
         )
 
     @app.get(

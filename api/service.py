@@ -164,7 +164,9 @@ class KpiService:
     ) -> dict[str, Any]:
         """KPIs per asset, per line and for the selection, with their evidence."""
         if end <= start:
-            raise KpiError(f"the window is empty: to ({end.isoformat()}) is not after from ({start.isoformat()})")
+            raise KpiError(
+                f"the window is empty: to ({end.isoformat()}) is not after from ({start.isoformat()})"
+            )
         start_ns, end_ns = to_ns(start), to_ns(end)
         results = [self.asset_result(a, start_ns, end_ns) for a in self.assets_for(asset, line)]
         per_asset = {r.asset.path: r.elements for r in results}

@@ -1,0 +1,24 @@
+"""Collectors: one driver per protocol, and the supervisor that runs them.
+
+``COLLECTORS`` is the registry from a device's ``protocol`` (its config ``type``) to the
+collector class; importing this package has no other side effect.
+"""
+
+from __future__ import annotations
+
+from .base import Collector, CollectorFactory
+from .modbus import ModbusCollector
+
+COLLECTORS: dict[str, CollectorFactory] = {"modbus": ModbusCollector}
+
+from .supervisor import DeviceHealth, Supervisor, backoff_delays  # noqa: E402
+
+__all__ = [
+    "COLLECTORS",
+    "Collector",
+    "CollectorFactory",
+    "DeviceHealth",
+    "ModbusCollector",
+    "Supervisor",
+    "backoff_delays",
+]

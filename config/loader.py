@@ -12,6 +12,8 @@ from .errors import ConfigError
 from .settings import Settings, cross_check
 
 SHIPPED_DIR = Path(__file__).resolve().parent
+#: discriminator values of the tagged unions (devices by protocol, store by type)
+UNION_TAGS = frozenset({"modbus", "sqlite"})
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:
@@ -19,10 +21,8 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif p in ("modbus",):  # pydantic's discriminator tag adds the union branch name
-            continue
-        elif p.startswith("function-") or p.endswith("]"):
-            continue
+        elif p in UNION_TAGS or p.startswith("function-") or p.endswith("]"):
+            continue  # pydantic puts the branch of a tagged union into the path; users never wrote it
         else:
             out += f".{p}" if out else str(p)
     return out or "(top level)"

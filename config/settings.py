@@ -418,9 +418,18 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 roles.setdefault(key, loc)
             if t.role in ENUM_ROLES and t.enum is None:
                 problems.append(
-                    (f"{loc}.enum", f"a {t.role.value} tag needs enum: raw value -> {canonical_names(t.role)}")
+                    (
+                        f"{loc}.enum",
+                        f"a {t.role.value} tag needs enum: raw value -> {canonical_names(t.role)}",
+                    )
                 )
-            if isinstance(d, ModbusDevice) and isinstance(t, ModbusTag):
-                if t.group != "default" and t.group not in d.poll_groups:
-                    problems.append((f"{loc}.group", f"no poll group {t.group!r} in devices[{di}].poll_groups"))
+            if (
+                isinstance(d, ModbusDevice)
+                and isinstance(t, ModbusTag)
+                and t.group != "default"
+                and t.group not in d.poll_groups
+            ):
+                problems.append(
+                    (f"{loc}.group", f"no poll group {t.group!r} in devices[{di}].poll_groups")
+                )
     return problems

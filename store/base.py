@@ -69,6 +69,12 @@ class Store(Protocol):
         also the last sample before start_ns (step signals need the value at the start)."""
         ...
 
+    def read_many(
+        self, tag_ids: Sequence[int], start_ns: int, end_ns: int, prior: bool = True
+    ) -> dict[int, Series]:
+        """``read`` of several tags at once (tag_id -> Series), from one consistent view."""
+        ...
+
     def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
         """(ts_ns, text, quality) of a string tag in the window."""
         ...

@@ -104,5 +104,5 @@ class Series(NamedTuple):
     def empty(cls) -> Series:
         return cls(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.uint8))
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __len__(self) -> int:
         return len(self.ts_ns)

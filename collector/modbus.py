@@ -1,0 +1,515 @@
+"""Modbus TCP collector: polls holding/input registers, coils and discrete inputs.
+
+Tags of the same unit id, table and poll group are coalesced into as few requests as the
+device allows (``max_registers_per_request`` / ``max_bits_per_request``, joining tags at most
+``coalesce_gap`` unused registers apart). The answers of all requests of a poll are
+decoded together by a :class:`~collector.modbus_codec.Decoder` precomputed with the plan.
+Every poll group runs its own drift-free loop at its interval; each poll yields one
+:class:`~store.batch.Batch`.
+
+A Modbus exception response is about the tags of that request, not the connection: the
+collector re-reads a failed coalesced request tag by tag, marks exactly the tags that fail
+(quality ``BAD_CONFIG`` for illegal address / function / value, ``BAD_DEVICE_FAILURE`` for
+the rest, value NaN, reason in :attr:`ModbusCollector.tag_errors`), then requests those tags
+alone and only every ``bad_tag_retry_s`` seconds until they read again. Gateway exceptions
+(0x0A, 0x0B: the unit behind a gateway does not answer) and busy answers mark the whole
+request for that poll without isolating anything.
+
+A timeout, a malformed answer or a lost connection raises
+:class:`~config.errors.ConnectError` out of :meth:`ModbusCollector.batches`; reconnecting is
+the supervisor's job. A unit id that never answers therefore reconnects the whole device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from config.errors import ConfigError, ConnectError
+from config.settings import DeviceBase, ModbusDevice, ModbusTable, ModbusTag
+from config.signals import Quality
+from store.batch import Batch
+
+from .modbus_codec import Decoder
+
+__all__ = ["ModbusCollector"]
+
+log = logging.getLogger("tierproof.collector.modbus")
+
+_READERS: dict[str, str] = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
+_BIT_TABLES = frozenset({"coil", "discrete"})
+
+_EXCEPTION_NAMES = {
+    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+    4: "server device failure", 5: "acknowledge", 6: "server device busy",
+    8: "memory parity error", 10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+#: a refusal of the request as a whole, not of particular addresses: never split or isolate
+_REQUEST_WIDE = frozenset({5, 6, 10, 11})
+#: pseudo exception code for an answer with fewer items than asked
+_SHORT = 256
+#: stand-in for the answer of a request not read (or refused) in a poll
+_ZEROS = [0] * 2000
+
+
+def _quality(code: int) -> Quality:
+    if code in (1, 2, 3):
+        return Quality.BAD_CONFIG
+    if code in (10, 11):
+        return Quality.BAD_NOT_CONNECTED
+    return Quality.BAD_DEVICE_FAILURE
+
+
+def _describe(code: int) -> str:
+    if code == _SHORT:
+        return "answer shorter than the request"
+    return f"Modbus exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
+
+
+@dataclass(slots=True)
+class _Request:
+    unit: int
+    table: ModbusTable
+    start: int
+    count: int
+    members: list[int]  # indices into the collector's tag list, in output order
+    bits: bool  # coil / discrete: answers go to the group's bit stream, else its registers
+    base: int  # where this request's answer starts in that stream
+    lo: int  # slice of the group's output arrays
+    hi: int
+    bad: int | None = None  # tag index when this request isolates a bad tag
+    errored: bool = False  # some member has an entry in tag_errors
+
+
+@dataclass(slots=True)
+class _Group:
+    name: str
+    interval: float
+    requests: list[_Request]
+    tag_id: npt.NDArray[np.int32]
+    scale: npt.NDArray[np.float64] | None  # None: every tag has scale 1, offset 0
+    offset: npt.NDArray[np.float64] | None
+    has_text: bool
+    # one decoder per stream: a poll decodes the concatenated answers of all its requests
+    registers: Decoder
+    bits: Decoder
+    register_count: int
+    bit_count: int
+
+
+@dataclass(slots=True)
+class _BadTag:
+    quality: Quality
+    reason: str
+    next_due: float  # event-loop time of the next retry
+
+
+@dataclass(slots=True)
+class ModbusStats:
+    polls: int = 0
+    requests: int = 0
+    overruns: int = 0  # poll ticks skipped because a poll took longer than its interval
+    splits: int = 0  # coalesced requests re-read tag by tag after an exception
+
+
+class ModbusCollector:
+    """Collects one :class:`~config.settings.ModbusDevice` (several unit ids, one connection).
+
+    ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
+    ``bad_tag_retry_s`` is how often a tag that the device refuses is retried.
+    """
+
+    device: DeviceBase
+
+    def __init__(
+        self,
+        device: DeviceBase,
+        tag_ids: Mapping[str, int],
+        *,
+        bad_tag_retry_s: float = 30.0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if not isinstance(device, ModbusDevice):
+            raise ConfigError(f"device {device.name}: ModbusCollector needs a modbus device")
+        self.device = device
+        self._dev = device
+        self._tags: list[ModbusTag] = list(device.tags)
+        self._clock = clock
+        self.bad_tag_retry_s = bad_tag_retry_s
+        problems: list[tuple[str, str]] = []
+        for i, t in enumerate(self._tags):
+            loc = f"devices[{device.name}].tags[{i}]"
+            if t.path not in tag_ids:
+                problems.append((loc, f"tag {t.path} has no tag id (not registered in the store)"))
+            limit = self._limit(t.table)
+            if t.width > limit:
+                problems.append(
+                    (loc, f"tag {t.path} spans {t.width} items, more than the {limit} "
+                          f"per request the device allows")
+                )
+        if problems:
+            raise ConfigError(f"device {device.name}: cannot collect its tags", problems)
+        self._ids = np.array([tag_ids[t.path] for t in self._tags], dtype=np.int32)
+        #: tag path -> why the device refuses it (cleared when the tag reads again)
+        self.tag_errors: dict[str, str] = {}
+        self.stats = ModbusStats()
+        self._bad: dict[int, _BadTag] = {}
+        self._solo: set[int] = set()  # requested alone: bad, or refused in any larger request
+        self._no_gap: set[int] = set()  # never joined across unused registers
+        self._groups: dict[str, _Group] = {}
+        for name in sorted({t.group for t in self._tags}):
+            self._groups[name] = self._plan(name)
+        self._client: AsyncModbusTcpClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ plan
+
+    def _limit(self, table: str) -> int:
+        if table in _BIT_TABLES:
+            return self._dev.max_bits_per_request
+        return self._dev.max_registers_per_request
+
+    def _plan(self, group: str) -> _Group:
+        """Coalesce the group's tags into requests (rebuilt when a tag turns bad or recovers)."""
+        members = [i for i, t in enumerate(self._tags) if t.group == group]
+        blocks: list[tuple[list[int], int | None]] = []
+        by_key: dict[tuple[int, str], list[int]] = {}
+        for i in members:
+            if i in self._solo:
+                blocks.append(([i], i if i in self._bad else None))
+            else:
+                t = self._tags[i]
+                by_key.setdefault((t.unit_id, t.table), []).append(i)
+        for (_, table), idxs in sorted(by_key.items()):
+            blocks.extend((b, None) for b in self._coalesce(idxs, self._limit(table)))
+        requests: list[_Request] = []
+        order: list[int] = []
+        # per stream (False: registers, True: bits): tags, their stream offsets, output positions
+        streams: dict[bool, tuple[list[ModbusTag], list[int], list[int]]] = {
+            False: ([], [], []), True: ([], [], [])
+        }
+        size = {False: 0, True: 0}
+        for block, bad in blocks:
+            tags = [self._tags[i] for i in block]
+            start = min(t.address for t in tags)
+            count = max(t.address + t.width for t in tags) - start
+            bits = tags[0].table in _BIT_TABLES
+            lo = len(order)
+            s_tags, s_offsets, s_positions = streams[bits]
+            for k, t in enumerate(tags):
+                s_tags.append(t)
+                s_offsets.append(size[bits] + t.address - start)
+                s_positions.append(lo + k)
+            order.extend(block)
+            requests.append(_Request(
+                unit=tags[0].unit_id, table=tags[0].table, start=start, count=count,
+                members=block, bits=bits, base=size[bits],
+                lo=lo, hi=len(order), bad=bad,
+                errored=any(t.path in self.tag_errors for t in tags),
+            ))
+            size[bits] += count
+        tags = [self._tags[i] for i in order]
+        scale = np.array([t.scale for t in tags], dtype=np.float64)
+        offset = np.array([t.offset for t in tags], dtype=np.float64)
+        identity = bool(np.all(scale == 1.0) and np.all(offset == 0.0))
+        return _Group(
+            name=group,
+            interval=self._dev.group_interval(group),
+            requests=requests,
+            tag_id=self._ids[np.array(order, dtype=np.intp)] if order else np.empty(0, np.int32),
+            scale=None if identity else scale,
+            offset=None if identity else offset,
+            has_text=any(t.type == "string" for t in tags),
+            registers=Decoder(streams[False][0], streams[False][1], bit_table=False,
+                              positions=streams[False][2]),
+            bits=Decoder(streams[True][0], streams[True][1], bit_table=True,
+                         positions=streams[True][2]),
+            register_count=size[False],
+            bit_count=size[True],
+        )
+
+    def _coalesce(self, idxs: list[int], limit: int) -> list[list[int]]:
+        ordered = sorted(idxs, key=lambda i: (self._tags[i].address, -self._tags[i].width))
+        blocks: list[list[int]] = []
+        start = end = 0
+        for i in ordered:
+            t = self._tags[i]
+            if blocks:
+                prev = blocks[-1][-1]
+                gap = 0 if (i in self._no_gap or prev in self._no_gap) else self._dev.coalesce_gap
+                new_end = max(end, t.address + t.width)
+                if t.address - end <= gap and new_end - start <= limit:
+                    blocks[-1].append(i)
+                    end = new_end
+                    continue
+            blocks.append([i])
+            start, end = t.address, t.address + t.width
+        return blocks
+
+    def _replan(self, group: str) -> None:
+        self._groups[group] = self._plan(group)
+
+    # ------------------------------------------------------------------ connection
+
+    async def __aenter__(self) -> Self:
+        d = self._dev
+        client = AsyncModbusTcpClient(
+            d.host, port=d.port, timeout=d.timeout_s, retries=0,
+            # reconnecting is the supervisor's job; pymodbus must not do it behind our back
+            reconnect_delay=0, name=d.name,
+        )
+        try:
+            ok = await client.connect()
+        except (OSError, ModbusException, TimeoutError) as exc:
+            client.close()
+            raise ConnectError(f"{d.name}: cannot connect to {d.host}:{d.port}: {exc}") from exc
+        if not ok:
+            client.close()
+            raise ConnectError(
+                f"{d.name}: cannot connect to {d.host}:{d.port} (refused or timed out)"
+            )
+        self._client = client
+        log.info("%s: connected to %s:%d", d.name, d.host, d.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._cancel_tasks()
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def _cancel_tasks(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read(self, unit: int, table: str, address: int, count: int
+                    ) -> list[int] | list[bool] | int:
+        """Data, or the Modbus exception code the device answered with.
+
+        The one place pymodbus errors become tierproof errors.
+        """
+        client = self._client
+        d = self._dev
+        if client is None or not client.connected:
+            raise ConnectError(f"{d.name}: connection to {d.host}:{d.port} lost")
+        self.stats.requests += 1
+        try:
+            rr = await getattr(client, _READERS[table])(address, count=count, device_id=unit)
+        except (ModbusException, OSError, TimeoutError) as exc:
+            raise ConnectError(
+                f"{d.name}: no valid answer from {d.host}:{d.port} unit {unit} "
+                f"(read {table} {address}+{count}): {exc}"
+            ) from exc
+        if rr.isError():
+            return int(rr.exception_code)
+        data: list[int] | list[bool] = rr.bits if table in _BIT_TABLES else rr.registers
+        if len(data) < count:
+            return _SHORT
+        return data
+
+    # ------------------------------------------------------------------ polling
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """One batch per poll of each group, until the connection is lost (ConnectError)."""
+        if self._client is None:
+            raise ConnectError(f"{self._dev.name}: not connected (use 'async with collector')")
+        await self._cancel_tasks()
+        # small: a slow consumer must hold the poll loops back, not queue up stale polls
+        queue: asyncio.Queue[Batch | BaseException] = asyncio.Queue(maxsize=2 * len(self._groups))
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(g, queue), name=f"modbus {self._dev.name} {g}")
+            for g in self._groups
+        ]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            await self._cancel_tasks()
+
+    async def _poll_loop(self, name: str, queue: asyncio.Queue[Batch | BaseException]) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._groups[name].interval
+        due = loop.time()
+        try:
+            while True:
+                batch = await self._poll(name)
+                if len(batch):
+                    await queue.put(batch)
+                # next tick on the fixed grid start + k*interval, so that polls do not drift;
+                # ticks missed by a slow poll are skipped, never made up in a burst
+                due += interval
+                now = loop.time()
+                if due <= now:
+                    missed = int((now - due) // interval) + 1
+                    due += missed * interval
+                    self.stats.overruns += missed
+                await asyncio.sleep(due - now)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which raises it
+            await queue.put(exc)
+
+    async def _poll(self, name: str) -> Batch:
+        group = self._groups[name]
+        n = len(group.tag_id)
+        values = np.empty(n, np.float64)
+        quality = np.zeros(n, np.uint8)
+        ts = np.empty(n, np.int64)
+        text = np.full(n, None, dtype=object) if group.has_text else None
+        keep: npt.NDArray[np.bool_] | None = None
+        now = asyncio.get_running_loop().time()
+        replan = False
+        # the answers of all requests, concatenated, decoded at once after the last one
+        registers: list[int] = []
+        bits: list[bool] = []
+        refused: list[tuple[_Request, int]] = []
+        for req in group.requests:
+            stream: list[Any] = bits if req.bits else registers
+            if req.bad is not None and now < self._bad[req.bad].next_due:
+                if keep is None:
+                    keep = np.ones(n, bool)
+                keep[req.lo:req.hi] = False
+                stream.extend(_ZEROS[:req.count])
+                continue
+            data = await self._read(req.unit, req.table, req.start, req.count)
+            ts[req.lo:req.hi] = self._clock()
+            if isinstance(data, int):
+                refused.append((req, data))
+                stream.extend(_ZEROS[:req.count])
+                continue
+            stream.extend(data if len(data) == req.count else data[:req.count])
+            if req.errored:
+                replan |= self._recovered(req)
+        if registers:
+            group.registers.decode(registers, values, text)
+        if bits:
+            group.bits.decode(bits, values)
+        for req, code in refused:
+            lo, hi = req.lo, req.hi
+            replan |= await self._refused(
+                req, code, values[lo:hi], quality[lo:hi],
+                text[lo:hi] if text is not None else None, ts[lo:hi],
+            )
+        if group.scale is not None and group.offset is not None:
+            values *= group.scale
+            values += group.offset
+        self.stats.polls += 1
+        if replan:
+            self._replan(name)
+        if keep is not None:
+            return Batch(group.tag_id[keep], ts[keep], values[keep], quality[keep],
+                         text[keep] if text is not None else None)
+        return Batch(group.tag_id.copy(), ts, values, quality, text)
+
+    def _recovered(self, req: _Request) -> bool:
+        req.errored = False
+        for i in req.members:
+            self.tag_errors.pop(self._tags[i].path, None)
+        if req.bad is None:
+            return False
+        t = self._tags[req.bad]
+        log.info("%s: tag %s reads again", self._dev.name, t.path)
+        del self._bad[req.bad]
+        self._solo.discard(req.bad)
+        return True
+
+    def _fail(self, i: int, code: int, isolate: bool) -> Quality:
+        """Record why tag i failed; with ``isolate``, request it alone at the slow cadence."""
+        t = self._tags[i]
+        q = _quality(code)
+        reason = (f"{_describe(code)} reading {t.table} {t.address}"
+                  f"{'' if t.width == 1 else f'..{t.address + t.width - 1}'} of unit {t.unit_id}")
+        if self.tag_errors.get(t.path) != reason:
+            log.warning("%s: tag %s: %s", self._dev.name, t.path, reason)
+        self.tag_errors[t.path] = reason
+        if isolate:
+            due = asyncio.get_running_loop().time() + self.bad_tag_retry_s
+            self._bad[i] = _BadTag(q, reason, due)
+            self._solo.add(i)
+        return q
+
+    async def _refused(
+        self,
+        req: _Request,
+        code: int,
+        out: npt.NDArray[np.float64],
+        quality: npt.NDArray[np.uint8],
+        text: npt.NDArray[np.object_] | None,
+        ts: npt.NDArray[np.int64],
+    ) -> bool:
+        """Handle an exception answer to ``req``; return whether the group must be replanned."""
+        out[:] = np.nan
+        if text is not None:
+            text[:] = None
+        req.errored = True
+        if code in _REQUEST_WIDE:
+            for j, i in enumerate(req.members):
+                quality[j] = self._fail(i, code, isolate=False)
+            if req.bad is not None:
+                self._bad[req.bad].next_due = (
+                    asyncio.get_running_loop().time() + self.bad_tag_retry_s
+                )
+            return False
+        if len(req.members) == 1:
+            i = req.members[0]
+            was_bad = i in self._bad
+            quality[0] = self._fail(i, code, isolate=True)
+            return not was_bad
+        # find exactly which tags the device refuses: read each alone
+        self.stats.splits += 1
+        table_bits = req.table in _BIT_TABLES
+        failed = 0
+        for j, i in enumerate(req.members):
+            t = self._tags[i]
+            data = await self._read(t.unit_id, t.table, t.address, t.width)
+            ts[j] = self._clock()
+            if isinstance(data, int):
+                quality[j] = self._fail(i, code=data, isolate=data not in _REQUEST_WIDE)
+                failed += 1
+                continue
+            self.tag_errors.pop(t.path, None)
+            Decoder([t], [0], bit_table=table_bits).decode(
+                data, out[j:j + 1], text[j:j + 1] if text is not None else None
+            )
+        if failed == 0:
+            # every tag reads alone, so the device refuses the span itself (an illegal unused
+            # register inside it, or a shorter request limit than configured)
+            spans_gap = req.count > sum(self._tags[i].width for i in req.members)
+            target = self._no_gap if spans_gap and not self._no_gap.issuperset(req.members) \
+                else self._solo
+            target.update(req.members)
+            log.warning(
+                "%s: unit %d refuses %s %d+%d (%s) but each of its tags reads alone; "
+                "%s", self._dev.name, req.unit, req.table, req.start, req.count,
+                _describe(code),
+                "no longer joining these tags across gaps" if target is self._no_gap
+                else "reading these tags one by one",
+            )
+        return True

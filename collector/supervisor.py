@@ -1,0 +1,283 @@
+"""The supervisor: runs every device's collector, reconnects with backoff, keeps health.
+
+Each enabled device runs in its own task: connect (enter the collector), hand every batch to
+the :class:`~store.writer.Writer`, and when the connection is lost record a gap in the store
+and reconnect after an exponential, jittered, bounded delay. The first batch after the device
+comes back closes the gap. Nothing a driver raises stops the gateway or another device: an
+unexpected exception is logged with its traceback and handled like a lost connection.
+
+At start, a device whose tags have samples older than now gets a closed gap
+``[last sample, now)`` with reason "gateway not running", so KPIs never bridge the time
+the gateway itself was down. At stop, open gaps are closed at the stop time for the same
+reason (the next start records the outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Literal, Self
+
+import numpy as np
+
+from config.errors import ConfigError, ConnectError
+from config.settings import Backoff, DeviceBase
+from config.signals import Quality
+from store.base import Store
+from store.batch import Batch
+from store.writer import Writer
+
+from .base import Collector, CollectorFactory
+
+__all__ = ["DeviceHealth", "Supervisor", "backoff_delays"]
+
+log = logging.getLogger("tierproof.supervisor")
+
+State = Literal["connecting", "connected", "backoff", "stopped", "disabled"]
+
+GATEWAY_NOT_RUNNING = "gateway not running"
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    """What the supervisor knows about one device (a snapshot when returned by status())."""
+
+    name: str
+    protocol: str
+    state: State = "stopped"
+    last_success: int | None = None  # ns, gateway time of the last delivered batch
+    last_error: str | None = None
+    samples_delivered: int = 0
+    bad_samples: int = 0  # delivered with quality >= BAD
+    reconnects: int = 0  # successful connections after a lost or failed one
+    gap_open_since: int | None = None  # ns, start of the gap currently open
+    tag_errors: dict[str, str] = field(default_factory=dict)
+
+
+def backoff_delays(backoff: Backoff, rng: random.Random | None = None) -> Iterator[float]:
+    """Delays before successive reconnect attempts: initial * multiplier**n with +-jitter,
+    never above ``max_s``."""
+    rng = rng or random.Random()
+    base = backoff.initial_s
+    while True:
+        jitter = 1.0 + rng.uniform(-backoff.jitter, backoff.jitter)
+        yield min(backoff.max_s, base * jitter)
+        base = min(backoff.max_s, base * backoff.multiplier)
+
+
+class Supervisor:
+    """Runs the collectors of ``devices``; use as ``async with`` or start()/stop().
+
+    ``factories`` maps a device's protocol to its collector class (default: the registry
+    ``collector.COLLECTORS``). ``clock`` (ns) stamps gaps; ``sleep`` and ``rng`` exist so
+    tests can observe backoff without waiting for it.
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[DeviceBase],
+        store: Store,
+        writer: Writer,
+        tag_ids: Mapping[str, int],
+        factories: Mapping[str, CollectorFactory] | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if factories is None:
+            from collector import COLLECTORS  # the registry imports this module
+
+            factories = COLLECTORS
+        names = [d.name for d in devices]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"device names must be unique; repeated: {dup}")
+        self.devices = list(devices)
+        self.store = store
+        self.writer = writer
+        self.tag_ids = dict(tag_ids)
+        self.factories = dict(factories)
+        self.clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._health = {
+            d.name: DeviceHealth(d.name, _protocol(d), "stopped" if d.enabled else "disabled")
+            for d in devices
+        }
+        self._collectors: dict[str, Collector] = {}
+        self._gaps: dict[str, tuple[int, int]] = {}  # device -> (gap_id, start_ns) while open
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Record "gateway not running" gaps, then start one task per enabled device."""
+        if self._tasks:
+            return
+        now = self.clock()
+        for d in self.devices:
+            if d.enabled:
+                await self._startup_gap(d, now)
+        for d in self.devices:
+            if d.enabled:
+                self._tasks[d.name] = asyncio.create_task(self._run(d), name=f"device {d.name}")
+
+    async def stop(self) -> None:
+        """Stop every device task, close their connections and the gaps still open."""
+        tasks, self._tasks = self._tasks, {}
+        for t in tasks.values():
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        now = self.clock()
+        for name in list(self._gaps):
+            await self._close_gap(name, now)
+        for d in self.devices:
+            h = self._health[d.name]
+            if d.enabled:
+                h.state = "stopped"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def status(self) -> list[DeviceHealth]:
+        """A snapshot of every device's health, in configuration order."""
+        out = []
+        for d in self.devices:
+            h = self._health[d.name]
+            c = self._collectors.get(d.name)
+            errors = dict(getattr(c, "tag_errors", {}) or {}) if c is not None else {}
+            out.append(replace(h, tag_errors=errors))
+        return out
+
+    # ------------------------------------------------------------------ store (writer thread)
+
+    async def _startup_gap(self, d: DeviceBase, now: int) -> None:
+        tags = getattr(d, "tags", [])
+        ids = [self.tag_ids[t.path] for t in tags if t.path in self.tag_ids]
+        if not ids:
+            return
+        try:
+            last = await self.writer.run(self.store.last_ts, ids)
+            if last is not None and last < now:
+                gap_id = await self.writer.run(
+                    self.store.open_gap, d.name, last, GATEWAY_NOT_RUNNING
+                )
+                await self.writer.run(self.store.close_gap, gap_id, now)
+                log.info("%s: recorded gap %d..%d (%s)", d.name, last, now, GATEWAY_NOT_RUNNING)
+        except Exception:
+            log.exception("%s: could not record the %r gap", d.name, GATEWAY_NOT_RUNNING)
+
+    async def _open_gap(self, name: str, start_ns: int, reason: str) -> None:
+        if name in self._gaps:
+            return
+        try:
+            gap_id = await self.writer.run(self.store.open_gap, name, start_ns, reason)
+        except Exception:
+            log.exception("%s: could not record a gap", name)
+            return
+        self._gaps[name] = (gap_id, start_ns)
+        self._health[name].gap_open_since = start_ns
+
+    async def _close_gap(self, name: str, end_ns: int) -> None:
+        gap = self._gaps.pop(name, None)
+        if gap is None:
+            return
+        gap_id, start = gap
+        self._health[name].gap_open_since = None
+        try:
+            await self.writer.run(self.store.close_gap, gap_id, max(end_ns, start))
+        except Exception:
+            log.exception("%s: could not close gap %d", name, gap_id)
+
+    # ------------------------------------------------------------------ one device
+
+    async def _run(self, d: DeviceBase) -> None:
+        h = self._health[d.name]
+        delays = backoff_delays(d.backoff, self._rng)
+        ever_connected = False
+        while True:
+            h.state = "connecting"
+            attempt_ns = self.clock()
+            try:
+                collector = self._make(d)
+            except Exception as exc:
+                # a configuration the driver refuses does not heal by retrying
+                h.state, h.last_error = "stopped", str(exc)
+                log.error("%s: not collected: %s", d.name, exc)
+                return
+            self._collectors[d.name] = collector
+            delivered = h.samples_delivered
+            try:
+                async with collector:
+                    h.state = "connected"
+                    if ever_connected:
+                        h.reconnects += 1
+                    ever_connected = True
+                    log.info("%s: connected", d.name)
+                    batches = collector.batches()
+                    try:
+                        async for batch in batches:
+                            await self._deliver(d.name, batch)
+                    finally:
+                        # stop the driver's poll loops now, not when the generator is collected
+                        aclose = getattr(batches, "aclose", None)
+                        if aclose is not None:
+                            await aclose()
+                raise ConnectError(f"{d.name}: the collector stopped delivering")
+            except asyncio.CancelledError:
+                raise
+            except (ConnectError, OSError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                log.warning("%s: %s", d.name, reason)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: driver failed unexpectedly; reconnecting", d.name)
+            h.last_error = reason
+            if h.samples_delivered > delivered:
+                # the device worked since the last failure: back off from the start again
+                delays = backoff_delays(d.backoff, self._rng)
+            start = h.last_success if h.last_success is not None else attempt_ns
+            await self._open_gap(d.name, start, reason)
+            delay = next(delays)
+            h.state = "backoff"
+            log.info("%s: reconnecting in %.2f s", d.name, delay)
+            await self._sleep(delay)
+
+    def _make(self, d: DeviceBase) -> Collector:
+        protocol = _protocol(d)
+        factory = self.factories.get(protocol)
+        if factory is None:
+            raise ConfigError(f"no collector for protocol {protocol!r}")
+        return factory(d, self.tag_ids)
+
+    async def _deliver(self, name: str, batch: Batch) -> None:
+        await self.writer.submit(batch)
+        h = self._health[name]
+        n = len(batch)
+        if n:
+            newest = int(batch.ts_ns.max())
+            if name in self._gaps:
+                await self._close_gap(name, int(batch.ts_ns.min()))
+            h.last_success = newest
+        h.samples_delivered += n
+        h.bad_samples += int(np.count_nonzero(batch.quality >= Quality.BAD))
+
+
+def _protocol(d: DeviceBase) -> str:
+    return str(getattr(d, "protocol", type(d).__name__))

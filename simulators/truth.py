@@ -1,0 +1,187 @@
+"""Exact ground-truth KPIs of a simulated plant, straight from the machine model.
+
+Independent of ``kpi/`` (only the calendar's planned intervals are shared): these numbers
+come from the timeline and the parts themselves, not from stored samples, so comparing them
+with what the gateway computes from collected data tests the whole chain.
+
+Time elements count inside planned busy time (PBT) of the window; quantities and energy
+count over the whole window. Roll-ups (lines, plant) sum elements, then divide. Ratios are
+fractions, None where the denominator is zero (or PRU is unknown).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from config.settings import Settings, parse_instant
+from config.signals import ChannelMode, MachineState, OperationMode
+from kpi.calendar import overlap_seconds, planned_intervals
+
+from .model import NS, datetime_ns
+from .plant import Plant
+
+__all__ = ["Elements", "asset_elements", "truth", "write_truth"]
+
+_NS_PER_H = 3600 * NS
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Elements:
+    """Additive ISO 22400 inputs of one asset, or of a sum of assets, over one window."""
+
+    pbt_s: float = 0.0  # window ∩ planned busy time
+    apt_s: float = 0.0  # Executing & Processing ∩ PBT
+    asut_s: float = 0.0  # (Executing | NotExecuting) & Setup ∩ PBT
+    adet_s: float = 0.0  # OutOfService ∩ PBT
+    minor_stop_s: float = 0.0  # NotExecuting & Processing ∩ PBT (informational)
+    apt_auto_s: float = 0.0  # APT in channel mode Automatic
+    pq: int = 0  # parts completed in [start, end)
+    gq: int = 0
+    sq: int = 0
+    energy_kwh: float = 0.0  # meter increase over [start, end)
+    pru_pq_s: float | None = 0.0  # sum of PRU x PQ; None when some asset has no PRU
+    units: int = 1
+
+    def __add__(self, other: Elements) -> Elements:
+        a, b = self.pru_pq_s, other.pru_pq_s
+        pru = None if a is None or b is None else a + b
+        vals = {f.name: getattr(self, f.name) + getattr(other, f.name)
+                for f in fields(self) if f.name != "pru_pq_s"}
+        return Elements(**vals, pru_pq_s=pru)
+
+    def ratios(self) -> dict[str, float | None]:
+        def r(num: float | None, den: float) -> float | None:
+            return None if num is None or den <= 0 else num / den
+
+        availability = r(self.apt_s, self.pbt_s)
+        effectiveness = r(self.pru_pq_s, self.apt_s)  # may exceed 1: not clipped
+        quality = r(self.gq, self.pq)
+        oee = (
+            availability * effectiveness * quality
+            if availability is not None and effectiveness is not None and quality is not None
+            else None
+        )
+        return {
+            "availability": availability,
+            "effectiveness": effectiveness,
+            "quality_ratio": quality,
+            "oee": oee,
+            "automation_rate": r(self.apt_auto_s, self.apt_s),
+            "scrap_ratio": r(self.sq, self.pq),
+            "energy_per_unit": r(self.energy_kwh, self.gq),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(self.ratios())
+        return out
+
+
+def asset_elements(plant: Plant, asset: str, start_ns: int, end_ns: int) -> Elements:
+    """Exact elements of one asset over [start_ns, end_ns)."""
+    tl = plant.timeline(asset, start_ns, end_ns)
+    plan = planned_intervals(plant.settings.calendar, start_ns, end_ns)
+    pbt = float(np.sum(plan[1] - plan[0])) / NS
+    seg, end = tl.seg_ns, tl.seg_end
+    inside = overlap_seconds(plan, seg, end)  # seconds of each segment inside PBT
+    state, mode = tl.state, tl.mode
+    executing = state == MachineState.Executing
+    not_executing = state == MachineState.NotExecuting
+    apt_mask = executing & (mode == OperationMode.Processing)
+    setup_mask = (executing | not_executing) & (mode == OperationMode.Setup)
+    pru = plant.settings.asset(asset).ideal_cycle_time_s
+    pq = int(tl.part_ns.size)  # the timeline holds exactly the parts of [start, end)
+    gq = int(np.count_nonzero(tl.part_good))
+    return Elements(
+        pbt_s=pbt,
+        apt_s=float(np.sum(inside[apt_mask])),
+        asut_s=float(np.sum(inside[setup_mask])),
+        adet_s=float(np.sum(inside[state == MachineState.OutOfService])),
+        minor_stop_s=float(np.sum(inside[not_executing & (mode == OperationMode.Processing)])),
+        apt_auto_s=float(np.sum(inside[apt_mask & (tl.channel == ChannelMode.Automatic)])),
+        pq=pq,
+        gq=gq,
+        sq=pq - gq,
+        energy_kwh=float(np.sum(tl.power_kw * ((end - seg) / _NS_PER_H))),
+        pru_pq_s=None if pru is None else pru * pq,
+        units=1,
+    )
+
+
+def _sum(items: Iterable[Elements]) -> Elements:
+    total: Elements | None = None
+    for e in items:
+        total = e if total is None else total + e
+    return total if total is not None else Elements(units=0)
+
+
+def _instant_ns(x: datetime | str | int, now: datetime) -> int:
+    if isinstance(x, int):
+        return x
+    return datetime_ns(parse_instant(x, now))
+
+
+def truth(
+    settings: Settings,
+    start: datetime | str | int,
+    end: datetime | str | int,
+    now: datetime | None = None,
+    *,
+    plant: Plant | None = None,
+) -> dict[str, Any]:
+    """Ground truth of [start, end) per asset, per line and for the plant, as JSON-ready data.
+
+    ``start``/``end`` are datetimes, ns since the epoch, or strings like ``now-7d``. Pass the
+    ``plant`` whose history was stored (or the same ``now``) so that the regime boundary is
+    the same.
+    """
+    if plant is None:
+        plant = Plant(settings, now=now)
+    ref = plant.now
+    s_ns, e_ns = _instant_ns(start, ref), _instant_ns(end, ref)
+    if e_ns <= s_ns:
+        raise ValueError("truth window end must be after its start")
+    per_asset = {a.path: asset_elements(plant, a.path, s_ns, e_ns) for a in settings.assets}
+    lines: dict[str, list[Elements]] = {}
+    for a in settings.assets:
+        lines.setdefault(a.line, []).append(per_asset[a.path])
+
+    def iso(ns: int) -> str:
+        return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
+
+    return {
+        "window": {"start": iso(s_ns), "end": iso(e_ns)},
+        "assets": {path: e.as_dict() for path, e in per_asset.items()},
+        "lines": {line: _sum(items).as_dict() for line, items in lines.items()},
+        "plant": _sum(per_asset.values()).as_dict(),
+    }
+
+
+def write_truth(
+    settings: Settings,
+    out_path: str | Path,
+    now: datetime | None = None,
+    *,
+    window: Literal["current", "baseline"] = "current",
+    plant: Plant | None = None,
+) -> dict[str, Any]:
+    """Write the truth of the config's ``kpi.current`` (or ``kpi.baseline``) window as JSON."""
+    if plant is None:
+        plant = Plant(settings, now=now)
+    w = settings.kpi.current if window == "current" else settings.kpi.baseline
+    if w is None:
+        raise ValueError(f"the configuration has no kpi.{window} window")
+    start, end = w.resolve(plant.now)
+    data = truth(settings, start, end, plant=plant)
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return data

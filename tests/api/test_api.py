@@ -1,0 +1,170 @@
+"""Every API endpoint over HTTP, against the real demo command (simulated plant -> Modbus ->
+collectors -> SQLite -> KPIs -> API) started as a subprocess on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from config import load_settings, shipped_config
+
+PROBLEM = "application/problem+json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+            if got:
+                return got
+        except (httpx.HTTPError, AssertionError, KeyError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; last error: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
+    tmp = tmp_path_factory.mktemp("demo")
+    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    for d in data["devices"]:
+        d["port"] = _free_port()
+    cfg = tmp / "demo.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    port = _free_port()
+    log = (tmp / "demo.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "demo", "--config", str(cfg), "--port", str(port),
+         "--data-dir", str(tmp / "data"), "--duration", "600"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        _wait(lambda: proc.poll() is None and client.get("/api/v1/health").status_code == 200,
+              90, "the demo's API to answer")
+        yield client, cfg
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        print((tmp / "demo.log").read_text()[-3000:])
+
+
+def test_kpis_for_every_asset_right_away(demo: tuple[httpx.Client, Path]) -> None:
+    client, cfg = demo
+    assets = [a.path for a in load_settings(cfg).assets]
+    body = client.get("/api/v1/kpis").json()
+    assert sorted(body["assets"]) == sorted(assets)
+    for path in assets:
+        entry = body["assets"][path]
+        for k in ("oee", "availability", "effectiveness", "quality_ratio"):
+            assert entry[k] is not None and 0 < entry[k] <= 1.5, (path, k, entry[k])
+        assert entry["oee"] == pytest.approx(
+            entry["availability"] * entry["effectiveness"] * entry["quality_ratio"])
+        assert entry["coverage"] > 0.99
+        assert {t["role"] for t in entry["evidence"]["tags"]} >= {"state", "mode", "good_count"}
+    assert set(body["lines"]) == {"demo/machining/line1", "demo/machining/line2"}
+    assert body["algorithm_version"] and body["config_fingerprint"]
+
+
+def test_kpi_filters(demo: tuple[httpx.Client, Path]) -> None:
+    client, _ = demo
+    one = client.get("/api/v1/kpis", params={"asset": "demo/machining/line2/press-01",
+                                             "from": "now-2d", "to": "now"}).json()
+    assert list(one["assets"]) == ["demo/machining/line2/press-01"]
+    line = client.get("/api/v1/kpis", params={"line": "demo/machining/line1"}).json()
+    assert len(line["assets"]) == 3 and list(line["lines"]) == ["demo/machining/line1"]
+    # the line's figures are the sums of its assets' elements, not a mean of ratios
+    apt = sum(a["elements"]["apt_s"] for a in line["assets"].values())
+    pbt = sum(a["elements"]["pbt_s"] for a in line["assets"].values())
+    assert line["lines"]["demo/machining/line1"]["availability"] == pytest.approx(apt / pbt)
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "status", "mentions"),
+    [
+        ("/api/v1/kpis", {"asset": "demo/nowhere/x/y"}, 404, "demo/nowhere/x/y"),
+        ("/api/v1/kpis", {"line": "demo/machining/line9"}, 404, "line9"),
+        ("/api/v1/kpis", {"from": "last tuesday"}, 422, "from"),
+        ("/api/v1/kpis", {"from": "now", "to": "now-1d"}, 422, "empty"),
+        ("/api/v1/tags/demo/machining/line1/lathe-01/nope/latest", {}, 404, "nope"),
+        ("/api/v1/tags/demo/machining/line1/lathe-01/state/samples", {"limit": 0}, 422, "limit"),
+        ("/api/v1/nothing-here", {}, 404, "Not Found"),
+    ],
+)
+def test_bad_requests_are_problems(
+    demo: tuple[httpx.Client, Path], url: str, params: dict[str, Any], status: int, mentions: str
+) -> None:
+    client, _ = demo
+    r = client.get(url, params=params)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status and mentions in body["detail"]
+
+
+def test_health_assets_tags(demo: tuple[httpx.Client, Path]) -> None:
+    client, cfg = demo
+    settings = load_settings(cfg)
+    h = client.get("/api/v1/health").json()
+    assert h["status"] == "ok" and h["store"]["points_written"] > 0
+    assets = client.get("/api/v1/assets").json()
+    assert [a["path"] for a in assets] == [a.path for a in settings.assets]
+    assert all(a["tags"] for a in assets)
+    tags = client.get("/api/v1/tags").json()
+    assert sorted(t["path"] for t in tags) == sorted(t.path for _, t in settings.all_tags())
+    some = client.get("/api/v1/tags", params={"asset": "demo/machining/line2/robot-01"}).json()
+    assert some and {t["asset"] for t in some} == {"demo/machining/line2/robot-01"}
+
+
+def test_live_collection_reaches_latest_and_samples(demo: tuple[httpx.Client, Path]) -> None:
+    client, _ = demo
+    path = "demo/machining/line1/lathe-01/good_count"
+
+    def live() -> bool:
+        status = client.get("/api/v1/collector/status").json()
+        return len(status) == 2 and all(
+            d["state"] == "connected" and d["samples_delivered"] > 0 and d["protocol"] == "modbus"
+            for d in status
+        )
+
+    _wait(live, 60, "both Modbus devices to deliver")
+    latest = client.get(f"/api/v1/tags/{path}/latest").json()
+    assert latest["quality"] == "good" and latest["value"] is not None and latest["ts"]
+    samples = client.get(f"/api/v1/tags/{path}/samples", params={"from": "now-10m"}).json()
+    assert samples["count"] >= 1 and len(samples["ts"]) == len(samples["value"]) == samples["count"]
+    assert all(q == 0 for q in samples["quality"])
+
+
+def test_openapi_and_dashboard(demo: tuple[httpx.Client, Path]) -> None:
+    client, _ = demo
+    spec = client.get("/openapi.json").json()
+    for p in ("/api/v1/health", "/api/v1/assets", "/api/v1/tags", "/api/v1/kpis",
+              "/api/v1/collector/status", "/api/v1/tags/{tag_path}/latest"):
+        assert p in spec["paths"], p
+    assert "swagger" in client.get("/docs").text.lower()
+    page = client.get("/")
+    assert page.status_code == 200 and "/api/v1/kpis" in page.text

@@ -1,0 +1,78 @@
+"""Builders and waiting helpers for the collector tests (imported by the test modules)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from collector.modbus import ModbusCollector
+from config.settings import ModbusDevice, ModbusTag
+from simulators.modbus_server import ModbusSimServer
+from store.batch import Batch
+
+ASSET = "site/area/line/m1"
+
+#: the start_server fixture: start_server(units=None, port=0) -> running server
+StartServer = Callable[..., Awaitable[ModbusSimServer]]
+Sample = tuple[float, int, object]  # value, quality, text
+
+
+def mtag(name: str, address: int, type: str = "uint16", **kw: Any) -> ModbusTag:
+    """A Modbus tag on asset ASSET (override with asset=...)."""
+    kw.setdefault("asset", ASSET)
+    return ModbusTag(name=name, address=address, type=type, **kw)  # type: ignore[arg-type]
+
+
+def mdevice(port: int, tags: list[ModbusTag], name: str = "plc1", **kw: Any) -> ModbusDevice:
+    """A Modbus device on 127.0.0.1:port with short timeouts for tests; polls every 30 s
+    unless told otherwise, so that a test sees exactly one poll when it wants one."""
+    kw.setdefault("timeout_s", 0.5)
+    kw.setdefault("poll_interval_s", 30.0)
+    return ModbusDevice(
+        protocol="modbus", name=name, host="127.0.0.1", port=port, tags=tags, **kw
+    )
+
+
+def ids_for(*devices: ModbusDevice) -> dict[str, int]:
+    """Tag ids 100, 101, ... in configuration order."""
+    out: dict[str, int] = {}
+    for d in devices:
+        for t in d.tags:
+            out[t.path] = 100 + len(out)
+    return out
+
+
+def by_name(batch: Batch, device: ModbusDevice, ids: dict[str, int]) -> dict[str, Sample]:
+    """tag name -> (value, quality, text) of one batch."""
+    name_of = {ids[t.path]: t.name for t in device.tags}
+    out: dict[str, Sample] = {}
+    for k in range(len(batch)):
+        text = batch.text[k] if batch.text is not None else None
+        out[name_of[int(batch.tag_id[k])]] = (float(batch.value[k]), int(batch.quality[k]), text)
+    return out
+
+
+async def poll_once(
+    device: ModbusDevice, ids: dict[str, int], **kw: Any
+) -> tuple[Batch, ModbusCollector]:
+    """Connect, take the first batch, disconnect."""
+    async with ModbusCollector(device, ids, **kw) as c:
+        gen = c.batches()
+        try:
+            batch = await asyncio.wait_for(anext(gen), 20)
+        finally:
+            await gen.aclose()
+    return batch, c
+
+
+async def wait_until(
+    cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Wait for cond() to hold: a generous deadline, never a timed assertion."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)

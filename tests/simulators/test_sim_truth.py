@@ -1,0 +1,157 @@
+"""Ground truth: invariants, roll-ups as sums, and the regimes moving KPIs the right way."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from config import Settings, load_settings, shipped_config
+from config.settings import SimulationSettings
+from simulators import Plant, truth, write_truth
+
+NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
+ADDITIVE = ("pbt_s", "apt_s", "asut_s", "adet_s", "minor_stop_s", "apt_auto_s", "pq", "gq", "sq",
+            "energy_kwh", "pru_pq_s", "units")
+RATIOS = ("availability", "effectiveness", "quality_ratio", "oee", "automation_rate",
+          "scrap_ratio", "energy_per_unit")
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings(shipped_config("demo.yaml"))
+
+
+@pytest.fixture(scope="module")
+def plant(settings: Settings) -> Plant:
+    return Plant(settings, now=NOW)
+
+
+@pytest.fixture(scope="module")
+def current(settings: Settings, plant: Plant) -> dict[str, Any]:
+    return truth(settings, "now-7d", "now", plant=plant)
+
+
+@pytest.fixture(scope="module")
+def baseline(settings: Settings, plant: Plant) -> dict[str, Any]:
+    return truth(settings, "now-14d", "now-7d", plant=plant)
+
+
+def every_node(t: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*t["assets"].values(), *t["lines"].values(), t["plant"]]
+
+
+def test_shape(settings: Settings, current: dict[str, Any]) -> None:
+    assert set(current) == {"window", "assets", "lines", "plant"}
+    assert current["window"] == {"start": (NOW - timedelta(days=7)).isoformat(),
+                                 "end": NOW.isoformat()}
+    assert set(current["assets"]) == {a.path for a in settings.assets}
+    assert set(current["lines"]) == {"demo/machining/line1", "demo/machining/line2"}
+    for node in every_node(current):
+        assert set(ADDITIVE) | set(RATIOS) <= set(node)
+
+
+def test_time_elements_partition_planned_busy_time(current: dict[str, Any]) -> None:
+    for node in every_node(current):
+        assert 0 < node["apt_s"] <= node["pbt_s"]
+        assert node["apt_auto_s"] <= node["apt_s"]
+        # inside PBT a machine is always producing, in setup, failed or in a minor stop
+        parts = node["apt_s"] + node["asut_s"] + node["adet_s"] + node["minor_stop_s"]
+        assert parts == pytest.approx(node["pbt_s"], rel=1e-9)
+        assert node["pq"] == node["gq"] + node["sq"] > 0
+        assert 0 < node["availability"] <= 1
+        assert 0 < node["quality_ratio"] <= 1
+        assert node["oee"] == pytest.approx(
+            node["availability"] * node["effectiveness"] * node["quality_ratio"]
+        )
+        assert node["scrap_ratio"] == pytest.approx(1 - node["quality_ratio"])
+
+
+def test_planned_busy_time_follows_the_calendar(settings: Settings, plant: Plant) -> None:
+    tz = ZoneInfo("Asia/Shanghai")
+    monday = datetime(2026, 11, 16, tzinfo=tz)  # a Monday
+    t = truth(settings, monday, monday + timedelta(days=1), plant=plant)
+    # 06:00-22:00 minus breaks of 10, 30 and 15 minutes
+    assert t["assets"]["demo/machining/line1/lathe-01"]["pbt_s"] == 16 * 3600 - 55 * 60
+    sunday = monday - timedelta(days=1)
+    t = truth(settings, sunday, monday, plant=plant)
+    node = t["assets"]["demo/machining/line1/lathe-01"]
+    assert node["pbt_s"] == 0 and node["pq"] == 0
+    assert node["availability"] is None and node["energy_kwh"] > 0  # standby power
+
+
+def test_roll_ups_sum_elements_then_divide(settings: Settings, current: dict[str, Any]) -> None:
+    for line, node in current["lines"].items():
+        members = [current["assets"][a.path] for a in settings.assets if a.line == line]
+        for key in ADDITIVE:
+            assert node[key] == pytest.approx(sum(m[key] for m in members))
+        assert node["effectiveness"] == pytest.approx(
+            sum(m["pru_pq_s"] for m in members) / sum(m["apt_s"] for m in members)
+        )
+        assert node["availability"] == pytest.approx(node["apt_s"] / node["pbt_s"])
+    plant = current["plant"]
+    for key in ADDITIVE:
+        assert plant[key] == pytest.approx(sum(n[key] for n in current["lines"].values()))
+    assert plant["units"] == len(settings.assets)
+    # a ratio of sums is not the mean of ratios (PQ differs a lot between machines)
+    mean = sum(n["quality_ratio"] for n in current["assets"].values()) / len(settings.assets)
+    assert plant["quality_ratio"] == pytest.approx(plant["gq"] / plant["pq"])
+    assert plant["quality_ratio"] != pytest.approx(mean, rel=1e-6)
+
+
+def test_kpis_match_the_regime(plant: Plant, current: dict[str, Any]) -> None:
+    for asset, node in current["assets"].items():
+        b = plant.model(asset).improved
+        # parts come every ideal/speed seconds of APT: effectiveness is the speed
+        assert node["effectiveness"] == pytest.approx(b.speed, abs=0.01)
+        assert node["scrap_ratio"] == pytest.approx(b.defect_rate, abs=0.01)
+
+
+def test_improved_regime_is_better(baseline: dict[str, Any], current: dict[str, Any]) -> None:
+    for path in [*current["assets"], "plant"]:
+        before = baseline["plant"] if path == "plant" else baseline["assets"][path]
+        after = current["plant"] if path == "plant" else current["assets"][path]
+        for key in ("availability", "effectiveness", "quality_ratio", "oee", "automation_rate"):
+            assert after[key] > before[key], (path, key)
+        for key in ("scrap_ratio", "energy_per_unit"):
+            assert after[key] < before[key], (path, key)
+    # the demo is built to clear the excellence thresholds
+    assert current["plant"]["scrap_ratio"] <= 0.7 * baseline["plant"]["scrap_ratio"]
+    assert current["plant"]["gq"] >= 1.2 * baseline["plant"]["gq"]
+    assert current["plant"]["automation_rate"] >= 0.8
+
+
+def test_default_regimes_also_improve(settings: Settings) -> None:
+    s = settings.model_copy(update={"simulation": SimulationSettings()})
+    p = Plant(s, now=NOW)
+    before = truth(s, "now-14d", "now-7d", plant=p)["plant"]
+    after = truth(s, "now-7d", "now", plant=p)["plant"]
+    assert after["oee"] > before["oee"]
+    assert after["scrap_ratio"] < before["scrap_ratio"]
+
+
+def test_unknown_pru_gives_no_effectiveness(settings: Settings) -> None:
+    assets = [settings.assets[0].model_copy(update={"ideal_cycle_time_s": None}),
+              *settings.assets[1:]]
+    s = settings.model_copy(update={"assets": assets})
+    t = truth(s, "now-1d", "now", plant=Plant(s, now=NOW))
+    assert t["assets"][assets[0].path]["effectiveness"] is None
+    assert t["assets"][assets[0].path]["pq"] > 0  # still produces, at a default cycle
+    assert t["lines"]["demo/machining/line1"]["effectiveness"] is None
+    assert t["lines"]["demo/machining/line2"]["effectiveness"] is not None
+
+
+def test_write_truth_writes_the_current_window(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "truth.json"
+    data = write_truth(settings, out, now=NOW)
+    loaded = json.loads(out.read_text())
+    assert loaded == json.loads(json.dumps(data))
+    start, end = settings.kpi.current.resolve(NOW)
+    assert loaded["window"] == {"start": start.isoformat(), "end": end.isoformat()}
+    assert loaded["plant"]["pq"] == truth(settings, start, end, now=NOW)["plant"]["pq"]
+    base = write_truth(settings, tmp_path / "b.json", now=NOW, window="baseline")
+    assert base["window"]["end"] == (NOW - timedelta(days=7)).isoformat()
