@@ -2,7 +2,8 @@
 # Install the Debian packages the test suite needs, when missing. apt never starts services
 # here: the test fixtures start each server themselves on a free port.
 set -euo pipefail
-PKGS=(${TIERPROOF_DEBIAN_PKGS:-})
+# chromium: the dashboard test drives the real browser
+PKGS=(chromium ${TIERPROOF_DEBIAN_PKGS:-})
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

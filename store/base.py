@@ -89,6 +89,14 @@ class Store(Protocol):
 
     def close_gap(self, gap_id: int, end_ns: int) -> None: ...
 
+    def mark_alive(self, device: str, ts_ns: int) -> None:
+        """Record that the gateway was collecting ``device`` at ``ts_ns`` (a heartbeat)."""
+        ...
+
+    def last_alive(self, device: str) -> int | None:
+        """The newest heartbeat of ``device``: after a restart, the time since then is a gap."""
+        ...
+
     def gaps(self, device: str | None, start_ns: int, end_ns: int) -> list[Gap]:
         """Gaps overlapping the window (open gaps count as reaching now)."""
         ...

@@ -129,6 +129,10 @@ CREATE TABLE gaps (
 );
 CREATE INDEX gaps_by_device ON gaps (device, start_ns);
 CREATE INDEX gaps_by_end ON gaps (end_ns);
+CREATE TABLE heartbeats (
+    device TEXT PRIMARY KEY,
+    ts_ns  INTEGER NOT NULL
+);
 """
 
 _INSERT_CHUNK = (
@@ -943,6 +947,19 @@ class SqliteStore:
                     f"{self._path}: gap {gap_id} cannot end at {end_ns}, before its start {row[0]}"
                 )
             conn.execute("UPDATE gaps SET end_ns = ? WHERE gap_id = ?", (int(end_ns), gap_id))
+
+    def mark_alive(self, device: str, ts_ns: int) -> None:
+        with self._write_txn("record heartbeat") as conn:
+            conn.execute(
+                "INSERT INTO heartbeats (device, ts_ns) VALUES (?, ?)"
+                " ON CONFLICT (device) DO UPDATE SET ts_ns = max(ts_ns, excluded.ts_ns)",
+                (device, int(ts_ns)),
+            )
+
+    def last_alive(self, device: str) -> int | None:
+        with self._snapshot("read heartbeat") as conn:
+            row = conn.execute("SELECT ts_ns FROM heartbeats WHERE device = ?", (device,)).fetchone()
+        return None if row is None else int(row[0])
 
     def gaps(self, device: str | None, start_ns: int, end_ns: int) -> list[Gap]:
         """Gaps overlapping [start_ns, end_ns): start < end_ns and (open or end > start_ns)."""

@@ -3,74 +3,16 @@ collectors -> SQLite -> KPIs -> API) started as a subprocess on free ports."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
+from api_helpers import wait_for
 
-from config import load_settings, shipped_config
+from config import load_settings
 
 PROBLEM = "application/problem+json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            got = check()
-            if got:
-                return got
-        except (httpx.HTTPError, AssertionError, KeyError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last error: {last!r}")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
-    tmp = tmp_path_factory.mktemp("demo")
-    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
-    for d in data["devices"]:
-        d["port"] = _free_port()
-    cfg = tmp / "demo.yaml"
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-    port = _free_port()
-    log = (tmp / "demo.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "demo", "--config", str(cfg), "--port", str(port),
-         "--data-dir", str(tmp / "data"), "--duration", "600"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        _wait(lambda: proc.poll() is None and client.get("/api/v1/health").status_code == 200,
-              90, "the demo's API to answer")
-        yield client, cfg
-    finally:
-        client.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        print((tmp / "demo.log").read_text()[-3000:])
 
 
 def test_kpis_for_every_asset_right_away(demo: tuple[httpx.Client, Path]) -> None:
@@ -151,7 +93,7 @@ def test_live_collection_reaches_latest_and_samples(demo: tuple[httpx.Client, Pa
             for d in status
         )
 
-    _wait(live, 60, "both Modbus devices to deliver")
+    wait_for(live, 60, "both Modbus devices to deliver")
     latest = client.get(f"/api/v1/tags/{path}/latest").json()
     assert latest["quality"] == "good" and latest["value"] is not None and latest["ts"]
     samples = client.get(f"/api/v1/tags/{path}/samples", params={"from": "now-10m"}).json()

@@ -1,0 +1,49 @@
+"""The demo command as a fixture: simulated plant -> Modbus -> collectors -> SQLite -> KPIs
+-> API, started as a subprocess on free ports, shared by the API and dashboard tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from api_helpers import free_port, wait_for
+
+from config import shipped_config
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
+    tmp = tmp_path_factory.mktemp("demo")
+    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    for d in data["devices"]:
+        d["port"] = free_port()
+    cfg = tmp / "demo.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    port = free_port()
+    log = (tmp / "demo.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "demo", "--config", str(cfg), "--port", str(port),
+         "--data-dir", str(tmp / "data"), "--duration", "600"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        wait_for(lambda: proc.poll() is None and client.get("/api/v1/health").status_code == 200,
+              90, "the demo's API to answer")
+        yield client, cfg
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        print((tmp / "demo.log").read_text()[-3000:])
