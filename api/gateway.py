@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from types import TracebackType
 from typing import Self
 
@@ -41,8 +44,23 @@ class Gateway:
         self.writer = Writer(self.store)
         self.supervisor: Supervisor | None = None
         self._collect = collect
+        self._retention: asyncio.Task[None] | None = None
+
+    async def _apply_retention(self, every_s: float) -> None:
+        """Delete samples past ``store.retention_days`` at start and then every ``every_s``."""
+        while True:
+            try:
+                deleted = await self.writer.run(self.store.apply_retention, time.time_ns())
+                if deleted:
+                    log.info("retention: deleted %d samples older than %s days",
+                             deleted, self.settings.store.retention_days)
+            except Exception:
+                log.exception("retention failed; will retry")
+            await asyncio.sleep(every_s)
 
     async def __aenter__(self) -> Self:
+        if self.settings.store.retention_days is not None:
+            self._retention = asyncio.create_task(self._apply_retention(3600.0), name="retention")
         if self._collect:
             self.supervisor = Supervisor(
                 [d for d in self.settings.devices], self.store, self.writer, self.tag_ids
@@ -57,6 +75,10 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         try:
+            if self._retention is not None:
+                self._retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._retention
             if self.supervisor is not None:
                 await self.supervisor.stop()
             await self.writer.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from api_helpers import free_port, wait_for
+from netutil import free_port, wait_for
 
 from config import shipped_config
 

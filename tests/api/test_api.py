@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_helpers import wait_for
+from netutil import wait_for
 
 from config import load_settings
 

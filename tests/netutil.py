@@ -1,4 +1,4 @@
-"""Helpers of the API tests (a module, not a conftest, so tests can import them)."""
+"""Helpers shared by tests (a module, not a conftest, so tests can import them)."""
 
 from __future__ import annotations
 
