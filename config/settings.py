@@ -11,7 +11,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .signals import ENUM_ROLES, SINGLE_ROLES, Role, canonical_names
 
@@ -118,6 +118,16 @@ ASSET_PATH = re.compile(rf"^{_PATH_SEGMENT}(/{_PATH_SEGMENT}){{3}}$")
 NAME = re.compile(rf"^{_PATH_SEGMENT}$")
 
 
+def _check_name(v: str) -> str:
+    if not NAME.match(v):
+        raise ValueError(f"{v!r} may hold only letters, digits, _ . -")
+    return v
+
+
+#: a device name or a path segment
+Name = Annotated[str, AfterValidator(_check_name)]
+
+
 class Asset(Model):
     """One machine (work unit). ``path`` is site/area/line/asset."""
 
@@ -162,7 +172,7 @@ REGISTER_WIDTH: dict[str, int] = {
 class TagBase(Model):
     """What every tag has, whatever its protocol."""
 
-    name: str = Field(description="signal name, the last segment of the tag path")
+    name: Name = Field(description="signal name, the last segment of the tag path")
     asset: str = Field(description="path of the asset this signal belongs to")
     role: Role = Role.ANALOG
     unit: str = ""
@@ -172,13 +182,6 @@ class TagBase(Model):
     )
     scale: float = 1.0
     offset: float = 0.0
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME.match(v):
-            raise ValueError(f"{v!r} may hold only letters, digits, _ . -")
-        return v
 
     @model_validator(mode="after")
     def _enum_names(self) -> TagBase:
@@ -255,16 +258,9 @@ class Backoff(Model):
 
 
 class DeviceBase(Model):
-    name: str
+    name: Name
     enabled: bool = True
     backoff: Backoff = Field(default_factory=Backoff)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME.match(v):
-            raise ValueError(f"{v!r} may hold only letters, digits, _ . -")
-        return v
 
 
 class ModbusDevice(DeviceBase):

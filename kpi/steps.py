@@ -16,6 +16,8 @@ import numpy.typing as npt
 
 from config.signals import Quality
 
+from .calendar import merge
+
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 UNKNOWN = -1
@@ -62,20 +64,6 @@ class Intervals:
         return (self.end - self.start).astype(np.float64) / 1e9
 
 
-def _merge_gaps(gaps: Sequence[tuple[int, int]]) -> tuple[I64, I64]:
-    if not gaps:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    g = np.array(sorted(gaps), np.int64)
-    s, e = [int(g[0, 0])], [int(g[0, 1])]
-    for a, b in g[1:]:
-        if a <= e[-1]:
-            e[-1] = max(e[-1], int(b))
-        else:
-            s.append(int(a))
-            e.append(int(b))
-    return np.array(s, np.int64), np.array(e, np.int64)
-
-
 def combine(
     steps: Sequence[Step], start_ns: int, end_ns: int, gaps: Sequence[tuple[int, int]] = ()
 ) -> Intervals:
@@ -84,7 +72,7 @@ def combine(
     Each interval carries every signal's code in force over it; inside a gap every code is
     UNKNOWN (the device was unreachable, so the last value is not carried across).
     """
-    gs, ge = _merge_gaps(gaps)
+    gs, ge = merge(list(gaps))
     cuts = [np.array([start_ns, end_ns], np.int64), gs, ge]
     cuts += [s.ts_ns for s in steps]
     b = np.unique(np.concatenate(cuts))
