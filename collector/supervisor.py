@@ -6,10 +6,13 @@ and reconnect after an exponential, jittered, bounded delay. The first batch aft
 comes back closes the gap. Nothing a driver raises stops the gateway or another device: an
 unexpected exception is logged with its traceback and handled like a lost connection.
 
-At start, a device whose tags have samples older than now gets a closed gap
-``[last sample, now)`` with reason "gateway not running", so KPIs never bridge the time
-the gateway itself was down. At stop, open gaps are closed at the stop time for the same
-reason (the next start records the outage).
+While a device is connected the supervisor records a heartbeat in the store every
+``heartbeat_s`` seconds (and at stop). At start, a device with a heartbeat gets a closed gap
+``[last heartbeat, now)`` with reason "gateway not running", so KPIs never bridge the time
+the gateway itself was down; a gap left open by a crash is closed at the same instant. The
+newest *sample* would be the wrong start: report-by-exception sources (subscriptions, MQTT)
+can be silent for hours while connected. At stop, open gaps are closed at the stop time (the
+next start records the outage from the last heartbeat).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ log = logging.getLogger("tierproof.supervisor")
 State = Literal["connecting", "connected", "backoff", "stopped", "disabled"]
 
 GATEWAY_NOT_RUNNING = "gateway not running"
+HEARTBEAT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -89,6 +93,7 @@ class Supervisor:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         if factories is None:
             from collector import COLLECTORS  # the registry imports this module
@@ -113,6 +118,8 @@ class Supervisor:
         self._collectors: dict[str, Collector] = {}
         self._gaps: dict[str, tuple[int, int]] = {}  # device -> (gap_id, start_ns) while open
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._heartbeat_s = heartbeat_s
+        self._beat: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,10 +134,14 @@ class Supervisor:
         for d in self.devices:
             if d.enabled:
                 self._tasks[d.name] = asyncio.create_task(self._run(d), name=f"device {d.name}")
+        self._beat = asyncio.create_task(self._heartbeats(), name="heartbeats")
 
     async def stop(self) -> None:
         """Stop every device task, close their connections and the gaps still open."""
         tasks, self._tasks = self._tasks, {}
+        if self._beat is not None:
+            tasks["heartbeats"], self._beat = self._beat, None
+        await self._mark_alive(self.clock())  # connected until now
         for t in tasks.values():
             t.cancel()
         if tasks:
@@ -167,19 +178,33 @@ class Supervisor:
 
     # ------------------------------------------------------------------ store (writer thread)
 
+    async def _mark_alive(self, now: int) -> None:
+        for name, h in self._health.items():
+            if h.state != "connected":
+                continue
+            try:
+                await self.writer.run(self.store.mark_alive, name, now)
+            except Exception:
+                log.exception("%s: could not record a heartbeat", name)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await self._mark_alive(self.clock())
+
     async def _startup_gap(self, d: DeviceBase, now: int) -> None:
-        tags = getattr(d, "tags", [])
-        ids = [self.tag_ids[t.path] for t in tags if t.path in self.tag_ids]
-        if not ids:
-            return
         try:
-            last = await self.writer.run(self.store.last_ts, ids)
+            for g in await self.writer.run(self.store.gaps, d.name, now, now + 1):
+                if g.end_ns is None:  # left open by a gateway that did not stop cleanly
+                    await self.writer.run(self.store.close_gap, g.gap_id, max(now, g.start_ns))
+            last = await self.writer.run(self.store.last_alive, d.name)
             if last is not None and last < now:
                 gap_id = await self.writer.run(
                     self.store.open_gap, d.name, last, GATEWAY_NOT_RUNNING
                 )
                 await self.writer.run(self.store.close_gap, gap_id, now)
-                log.info("%s: recorded gap %d..%d (%s)", d.name, last, now, GATEWAY_NOT_RUNNING)
+                log.info("%s: recorded a gap of %.1f s since the last heartbeat (%s)",
+                         d.name, (now - last) / 1e9, GATEWAY_NOT_RUNNING)
         except Exception:
             log.exception("%s: could not record the %r gap", d.name, GATEWAY_NOT_RUNNING)
 

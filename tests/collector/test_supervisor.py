@@ -144,22 +144,32 @@ async def test_unreachable_device_backs_off_within_bounds(
 async def test_startup_records_gateway_not_running(
     start_server: StartServer, sqlite_store: SqliteStore
 ) -> None:
+    """The outage starts at the last heartbeat, not at the newest sample (a report-by-exception
+    source can be silent while connected); a gap a crash left open is closed at restart."""
     server = await start_server({1: image(1)})
     dev = mdevice(server.port, two_tags("s/a/l/m1"), name="M", poll_interval_s=0.05)
     fresh = mdevice(server.port, [mtag("c", 1, asset="s/a/l/m2")], name="N")
     ids = register(sqlite_store, dev, fresh)
-    last = time.time_ns() - 3600 * 10**9
-    sqlite_store.write(Batch.of([ids[dev.tags[0].path]], last, 1.0))
+    hour = 3600 * 10**9
+    alive = time.time_ns() - hour
+    sqlite_store.write(Batch.of([ids[dev.tags[0].path]], alive - 5 * hour, 1.0))  # old sample
+    sqlite_store.mark_alive("M", alive)
+    crashed = sqlite_store.open_gap("M", alive - 2 * hour, "connection refused")  # never closed
     writer = Writer(sqlite_store)
     before = time.time_ns()
-    async with Supervisor([dev, fresh], sqlite_store, writer, ids) as sup:
+    async with Supervisor([dev, fresh], sqlite_store, writer, ids, heartbeat_s=0.05) as sup:
         after = time.time_ns()
         await wait_until(lambda: health(sup, "M").samples_delivered > 0, what="M delivering")
+        await wait_until(lambda: (sqlite_store.last_alive("N") or 0) > after, what="N heartbeat")
     await writer.close()
     gaps = sqlite_store.gaps(None, 0, 2**62)
-    assert [(g.device, g.reason) for g in gaps] == [("M", "gateway not running")]
-    assert gaps[0].start_ns == last
-    assert gaps[0].end_ns is not None and before <= gaps[0].end_ns <= after
+    assert [(g.device, g.reason) for g in gaps] == [
+        ("M", "connection refused"), ("M", "gateway not running")]
+    assert gaps[0].gap_id == crashed and before <= (gaps[0].end_ns or 0) <= after
+    assert gaps[1].start_ns == alive
+    assert gaps[1].end_ns is not None and before <= gaps[1].end_ns <= after
+    # a clean stop leaves a heartbeat at the stop, so the next start's gap begins there
+    assert (sqlite_store.last_alive("M") or 0) >= after
 
 
 class Flaky:
