@@ -300,11 +300,15 @@ class ModbusCollector:
             client.close()
 
     async def _cancel_tasks(self) -> None:
+        # Python 3.11's asyncio.wait_for, which pymodbus awaits, can swallow a cancellation
+        # that arrives as a response does: cancel until the poll loops have ended (they also
+        # stop by themselves once they are no longer in _tasks)
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {t for t in tasks if not t.done()}
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
 
     async def _read(self, unit: int, table: str, address: int, count: int
                     ) -> list[int] | list[bool] | int:
@@ -357,8 +361,9 @@ class ModbusCollector:
         loop = asyncio.get_running_loop()
         interval = self._groups[name].interval
         due = loop.time()
+        me = asyncio.current_task()
         try:
-            while True:
+            while me in self._tasks:
                 batch = await self._poll(name)
                 if len(batch):
                     await queue.put(batch)

@@ -21,10 +21,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 
@@ -142,10 +142,7 @@ class Supervisor:
         if self._beat is not None:
             tasks["heartbeats"], self._beat = self._beat, None
         await self._mark_alive(self.clock())  # connected until now
-        for t in tasks.values():
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await cancel_and_wait(tasks.values())
         now = self.clock()
         for name in list(self._gaps):
             await self._close_gap(name, now)
@@ -188,7 +185,8 @@ class Supervisor:
                 log.exception("%s: could not record a heartbeat", name)
 
     async def _heartbeats(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        while self._beat is me:  # see cancel_and_wait
             await asyncio.sleep(self._heartbeat_s)
             await self._mark_alive(self.clock())
 
@@ -236,7 +234,10 @@ class Supervisor:
         h = self._health[d.name]
         delays = backoff_delays(d.backoff, self._rng)
         ever_connected = False
-        while True:
+        me = asyncio.current_task()
+        # stop() drops the task from _tasks before cancelling it: a cancellation lost
+        # inside a driver (see cancel_and_wait) still ends the loop
+        while self._tasks.get(d.name) is me:
             h.state = "connecting"
             attempt_ns = self.clock()
             try:
@@ -273,14 +274,13 @@ class Supervisor:
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: driver failed unexpectedly; reconnecting", d.name)
-            h.last_error = reason
+            h.state, h.last_error = "backoff", reason
             if h.samples_delivered > delivered:
                 # the device worked since the last failure: back off from the start again
                 delays = backoff_delays(d.backoff, self._rng)
             start = h.last_success if h.last_success is not None else attempt_ns
             await self._open_gap(d.name, start, reason)
             delay = next(delays)
-            h.state = "backoff"
             log.info("%s: reconnecting in %.2f s", d.name, delay)
             await self._sleep(delay)
 
@@ -302,6 +302,24 @@ class Supervisor:
             h.last_success = newest
         h.samples_delivered += n
         h.bad_samples += int(np.count_nonzero(batch.quality >= Quality.BAD))
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait until every one has ended.
+
+    Python 3.11's ``asyncio.wait_for`` (which pymodbus awaits) can swallow a cancellation that
+    arrives just as its inner future completes, so one ``cancel()`` may not end a task:
+    cancel again until it does.
+    """
+    pending = {t for t in tasks if not t.done()}
+    done_all = set(pending)
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    for t in done_all:
+        if not t.cancelled() and t.exception() is not None:
+            log.debug("task %s ended with %r while stopping", t.get_name(), t.exception())
 
 
 def _protocol(d: DeviceBase) -> str:
