@@ -204,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if args.log_level != "DEBUG":
+        # pymodbus logs every server start and client retry at INFO; ours say what matters
+        logging.getLogger("pymodbus").setLevel(logging.WARNING)
     try:
         if args.command == "check-config":
             return _check(args)
