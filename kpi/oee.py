@@ -46,6 +46,7 @@ class TimeElements:
     energy_kwh: float = 0.0
     counter_resets: int = 0
     units: int = 1
+    pq_known: int = 1  # units whose produced quantity is measured (total or good + reject)
 
     def __add__(self, other: TimeElements) -> TimeElements:
         return TimeElements(
@@ -84,9 +85,11 @@ class Kpis:
 
     @classmethod
     def of(cls, e: TimeElements) -> Kpis:
-        a = _ratio(e.apt_s, e.pbt_s)
-        eff = _ratio(e.ideal_s, e.apt_s) if e.ideal_s > 0 or e.apt_s > 0 else None
-        q = _ratio(e.gq, e.pq)
+        # no known state at all is no measurement, not a machine that never ran
+        a = _ratio(e.apt_s, e.pbt_s) if e.known_s > 0 else None
+        counted = e.pq_known == e.units  # every unit's output is measured
+        eff = _ratio(e.ideal_s, e.apt_s) if counted and (e.ideal_s > 0 or e.apt_s > 0) else None
+        q = _ratio(e.gq, e.pq) if counted else None
         oee = a * eff * q if a is not None and eff is not None and q is not None else None
         aupt = e.apt_s + e.asut_s
         nee_t = _ratio(aupt, e.pbt_s)
@@ -100,8 +103,8 @@ class Kpis:
             nee=nee,
             technical_efficiency=_ratio(e.apt_s, e.apt_s + e.adet_s),
             setup_rate=_ratio(e.asut_s, aupt),
-            scrap_ratio=_ratio(e.sq, e.pq),
-            throughput_per_h=(e.pq / (busy / 3600.0)) if busy > 0 else None,
+            scrap_ratio=_ratio(e.sq, e.pq) if counted else None,
+            throughput_per_h=(e.pq / (busy / 3600.0)) if counted and busy > 0 else None,
             automation_rate=_ratio(e.apt_auto_s, e.apt_mode_known_s),
             energy_per_unit_kwh=_ratio(e.energy_kwh, e.gq),
             coverage=_ratio(e.known_s, e.pbt_s),
@@ -189,6 +192,7 @@ def time_elements(
         ideal_s=(sig.ideal_cycle_s or 0.0) * pq,
         energy_kwh=sig.energy.increase if sig.energy else 0.0,
         counter_resets=resets,
+        pq_known=int(tot is not None),
     )
 
 

@@ -120,3 +120,24 @@ def test_roll_up_sums_elements_never_averages_ratios() -> None:
 def test_undefined_ratios_are_none() -> None:
     k = Kpis.of(TimeElements())
     assert k.availability is None and k.oee is None and k.quality_ratio is None
+
+
+def test_unmeasured_output_or_state_gives_none_not_zero() -> None:
+    # only good parts are counted: PQ is unknown, so effectiveness and quality are undefined
+    good = counter([(-1, 0), (500, 80)])
+    k = Kpis.of(time_elements(unit(good=good), 0, 1000 * S, ALL_PLANNED))
+    assert k.availability == pytest.approx(0.9)
+    assert k.effectiveness is None and k.quality_ratio is None and k.oee is None
+    # good + reject without total: PQ = good + reject
+    reject = counter([(-1, 0), (500, 10)])
+    k = Kpis.of(time_elements(unit(good=good, reject=reject), 0, 1000 * S, ALL_PLANNED))
+    assert k.quality_ratio == pytest.approx(80 / 90)
+    # no state or mode tag at all: availability is undefined, coverage 0
+    k = Kpis.of(time_elements(unit(state=None, mode=None, total=counter([(-1, 0), (5, 3)])),
+                              0, 1000 * S, ALL_PLANNED))
+    assert k.availability is None and k.coverage == 0
+    # one unit without counted output makes the roll-up's output ratios undefined too
+    a = time_elements(unit(total=counter([(-1, 0), (500, 90)])), 0, 1000 * S, ALL_PLANNED)
+    b = time_elements(unit(good=good), 0, 1000 * S, ALL_PLANNED)
+    assert Kpis.of(roll_up([a, b])).effectiveness is None
+    assert Kpis.of(roll_up([a, a])).effectiveness == pytest.approx(Kpis.of(a).effectiveness)
