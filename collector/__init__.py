@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from .base import Collector, CollectorFactory
 from .modbus import ModbusCollector
+from .opcua import OpcUaCollector
 
-COLLECTORS: dict[str, CollectorFactory] = {"modbus": ModbusCollector}
+COLLECTORS: dict[str, CollectorFactory] = {"modbus": ModbusCollector, "opcua": OpcUaCollector}
 
 from .supervisor import DeviceHealth, Supervisor, backoff_delays  # noqa: E402
 
@@ -19,6 +20,7 @@ __all__ = [
     "CollectorFactory",
     "DeviceHealth",
     "ModbusCollector",
+    "OpcUaCollector",
     "Supervisor",
     "backoff_delays",
 ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
-from config.settings import DeviceBase
+from config.settings import DeviceBase, TagBase
 from store.batch import Batch
 
 
@@ -36,3 +36,13 @@ class Collector(Protocol):
 
 class CollectorFactory(Protocol):
     def __call__(self, device: DeviceBase, tag_ids: Mapping[str, int]) -> Collector: ...
+
+
+def unregistered_tags(device: DeviceBase, tags: Sequence[TagBase], tag_ids: Mapping[str, int]
+                      ) -> list[tuple[str, str]]:
+    """(location, reason) for each of the device's tags that has no id in the store."""
+    return [
+        (f"devices[{device.name}].tags[{i}]", f"tag {t.path} has no tag id (not registered in the store)")
+        for i, t in enumerate(tags)
+        if t.path not in tag_ids
+    ]

@@ -40,6 +40,7 @@ from config.settings import DeviceBase, ModbusDevice, ModbusTable, ModbusTag
 from config.signals import Quality
 from store.batch import Batch
 
+from .base import unregistered_tags
 from .modbus_codec import Decoder
 
 __all__ = ["ModbusCollector"]
@@ -152,11 +153,9 @@ class ModbusCollector:
         self._tags: list[ModbusTag] = list(device.tags)
         self._clock = clock
         self.bad_tag_retry_s = bad_tag_retry_s
-        problems: list[tuple[str, str]] = []
+        problems = unregistered_tags(device, self._tags, tag_ids)
         for i, t in enumerate(self._tags):
             loc = f"devices[{device.name}].tags[{i}]"
-            if t.path not in tag_ids:
-                problems.append((loc, f"tag {t.path} has no tag id (not registered in the store)"))
             limit = self._limit(t.table)
             if t.width > limit:
                 problems.append(

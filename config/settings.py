@@ -6,12 +6,23 @@ cross-field checks of :func:`cross_check`, and reports every problem with its fi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from .signals import ENUM_ROLES, SINGLE_ROLES, Role, canonical_names
 
@@ -239,6 +250,59 @@ class ModbusTag(TagBase):
         return REGISTER_WIDTH[self.type]
 
 
+# OPC UA node ids in the string forms of OPC 10000-6 §5.3.1.10: "ns=<index>;" or
+# "nsu=<namespace uri>;" (resolved against the server's namespace array at connect) followed
+# by i= (numeric), s= (string), g= (GUID) or b= (base64 ByteString). No prefix means ns=0.
+_NODE_ID = re.compile(r"^(?:(ns)=(\d+);|(nsu)=([^;]+);)?([isgb])=(.*)$", re.DOTALL)
+
+
+def parse_node_id(text: str) -> tuple[int | str, str, str]:
+    """Split a node id string into (namespace index or URI, kind i/s/g/b, identifier).
+
+    Raises ValueError naming the problem; this is the load-time check, the collector turns the
+    parts into asyncua node ids.
+    """
+    m = _NODE_ID.match(text.strip())
+    if not m:
+        raise ValueError(
+            f"{text!r} is not an OPC UA node id; use ns=<n>;i=<int>, ns=<n>;s=<text>, "
+            "ns=<n>;g=<guid>, ns=<n>;b=<base64> or nsu=<namespace uri>;s=<text>"
+        )
+    ns: int | str = int(m.group(2)) if m.group(1) else (m.group(4) if m.group(3) else 0)
+    if isinstance(ns, int) and ns > 65535:
+        raise ValueError(f"{text!r}: namespace index {ns} is above 65535")
+    kind, ident = m.group(5), m.group(6)
+    if kind == "i":
+        if not ident.isdigit() or int(ident) > 0xFFFFFFFF:
+            raise ValueError(f"{text!r}: a numeric identifier (i=) must be an integer 0..4294967295")
+    elif kind == "s":
+        if not ident:
+            raise ValueError(f"{text!r}: a string identifier (s=) must not be empty")
+    elif kind == "g":
+        try:
+            uuid.UUID(ident)
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {ident!r} is not a GUID (g=)") from exc
+    else:
+        try:
+            base64.b64decode(ident, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"{text!r}: {ident!r} is not base64 (b=)") from exc
+    return ns, kind, ident
+
+
+class OpcUaTag(TagBase):
+    """An OPC UA tag: one variable node, read or monitored by its Value attribute."""
+
+    node_id: str = Field(description="ns=2;i=5, ns=2;s=x, ns=2;g=<guid>, ns=2;b=<base64>, nsu=<uri>;s=x")
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, v: str) -> str:
+        parse_node_id(v)
+        return v.strip()
+
+
 # --------------------------------------------------------------------------- devices
 
 
@@ -294,7 +358,80 @@ class ModbusDevice(DeviceBase):
         return self.poll_groups.get(group, self.poll_interval_s)
 
 
-Device = Annotated[ModbusDevice, Field(discriminator="protocol")]
+class Deadband(Model):
+    """Data-change filter of a monitored item: report only changes larger than ``value``
+    (absolute, in the tag's engineering unit, or percent of the node's EURange)."""
+
+    type: Literal["none", "absolute", "percent"] = "none"
+    value: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> Deadband:
+        if self.type == "percent" and self.value > 100:
+            raise ValueError("a percent deadband must be 0..100")
+        return self
+
+
+OpcUaSecurityPolicy = Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
+OpcUaSecurityMode = Literal["None", "Sign", "SignAndEncrypt"]
+
+
+class OpcUaDevice(DeviceBase):
+    """An OPC UA server (a machine, a PLC, an aggregating server)."""
+
+    protocol: Literal["opcua"]
+    endpoint: str = Field(description="opc.tcp://host:port[/path]")
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    publishing_interval_ms: float = Field(default=1000.0, gt=0)
+    sampling_interval_ms: float = Field(
+        default=-1.0, ge=-1, description="-1: the publishing interval; 0: the server's fastest"
+    )
+    queue_size: int = Field(default=1, ge=1, le=10000)
+    deadband: Deadband = Field(default_factory=Deadband)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=4.0, gt=0)
+    security_policy: OpcUaSecurityPolicy = "None"
+    security_mode: OpcUaSecurityMode = "None"
+    certificate: str | None = Field(default=None, description="client certificate (DER or PEM) path")
+    private_key: str | None = Field(default=None, description="client private key (PEM) path")
+    trusted_certificates: list[str] = Field(
+        default_factory=list,
+        description="server certificate files trusted; empty trusts any server certificate",
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    max_items_per_subscription: int = Field(default=1000, ge=1)
+    tags: list[OpcUaTag] = Field(default_factory=list)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        if not re.match(r"^opc\.tcp://[^/:\s]+(:\d{1,5})?(/\S*)?$", v):
+            raise ValueError(f"{v!r} is not an opc.tcp://host[:port][/path] endpoint")
+        return v
+
+    @model_validator(mode="after")
+    def _security(self) -> OpcUaDevice:
+        secure = self.security_policy != "None"
+        if secure != (self.security_mode != "None"):
+            raise ValueError(
+                "security_mode must be None exactly when security_policy is None "
+                f"(policy {self.security_policy}, mode {self.security_mode})"
+            )
+        if secure and (self.certificate is None or self.private_key is None):
+            raise ValueError(
+                f"security_policy {self.security_policy} needs certificate and private_key"
+            )
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+    @property
+    def sampling_ms(self) -> float:
+        return self.publishing_interval_ms if self.sampling_interval_ms < 0 else self.sampling_interval_ms
+
+
+Device = Annotated[ModbusDevice | OpcUaDevice, Field(discriminator="protocol")]
 
 
 # --------------------------------------------------------------------------- store, api, kpi

@@ -56,3 +56,22 @@ __all__ = [
     "write_machine",
     "write_truth",
 ]
+
+# the OPC UA simulator
+from .opcua_server import (
+    NAMESPACE_URI,
+    OPCUA_SIGNALS,
+    SECURITY_ALL,
+    OpcUaPlantServer,
+    SimUserManager,
+    serve_opcua,
+)
+
+__all__ += [
+    "NAMESPACE_URI",
+    "OPCUA_SIGNALS",
+    "SECURITY_ALL",
+    "OpcUaPlantServer",
+    "SimUserManager",
+    "serve_opcua",
+]
