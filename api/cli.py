@@ -71,7 +71,7 @@ def backfill(settings: Settings, plant: object, tag_ids: dict[str, int], store: 
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from simulators import Plant, serve_plant
+    from simulators import Plant, serve_devices
     from store import open_store
 
     from .app import create_app
@@ -93,7 +93,7 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         tag_ids = store.register_tags(tag_records(settings))
         backfill(settings, plant, tag_ids, store, now)
-        async with serve_plant(settings, plant):
+        async with serve_devices(settings, plant):
             app = create_app(settings, store=store)
             url = f"http://{args.host}:{args.port}"
             print(f"  dashboard  {url}/\n  API docs   {url}/docs\n  KPIs       {url}/api/v1/kpis",
@@ -119,7 +119,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
-    from simulators import Plant, serve_plant, write_truth
+    from simulators import Plant, serve_devices, write_truth
 
     settings = _settings(args.config)
     if settings.simulation is None:
@@ -130,10 +130,9 @@ async def _simulate(args: argparse.Namespace) -> int:
         print(f"wrote ground truth of the current window to {args.truth}")
         return 0
     plant = Plant(settings, now=now)
-    async with serve_plant(settings, plant):
-        for d in settings.devices:
-            print(f"  {d.protocol} {d.name} on {getattr(d, 'host', '?')}:{getattr(d, 'port', '?')}",
-                  flush=True)
+    async with serve_devices(settings, plant) as running:
+        for line in running.describe():
+            print(f"  {line}", flush=True)
         print("simulating; Ctrl-C to stop", flush=True)
         if args.duration is None:
             await asyncio.Event().wait()
@@ -205,8 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     if args.log_level != "DEBUG":
-        # pymodbus logs every server start and client retry at INFO; ours say what matters
-        logging.getLogger("pymodbus").setLevel(logging.WARNING)
+        # the protocol stacks log every server start and client retry at INFO; ours say what matters
+        for noisy in ("pymodbus", "asyncua"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "check-config":
             return _check(args)

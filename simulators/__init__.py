@@ -75,3 +75,7 @@ __all__ += [
     "SimUserManager",
     "serve_opcua",
 ]
+
+from .servers import SimulatedDevices, serve_devices  # noqa: E402
+
+__all__ += ["SimulatedDevices", "serve_devices"]

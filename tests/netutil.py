@@ -27,3 +27,13 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}; last error: {last!r}")
+
+
+def on_free_ports(config: dict[str, Any]) -> dict[str, Any]:
+    """A parsed configuration whose devices listen on free ports (Modbus port, OPC UA endpoint)."""
+    for d in config["devices"]:
+        if d["protocol"] == "opcua":
+            d["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}/tierproof/simulator"
+        else:
+            d["port"] = free_port()
+    return config

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from netutil import free_port, wait_for
+from netutil import free_port, on_free_ports, wait_for
 
 from config import shipped_config
 
@@ -22,8 +22,7 @@ from config import shipped_config
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
     tmp = tmp_path_factory.mktemp("demo")
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
-    for d in data["devices"]:
-        d["port"] = free_port()
+    on_free_ports(data)
     cfg = tmp / "demo.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     port = free_port()

@@ -28,7 +28,8 @@ def test_kpis_for_every_asset_right_away(demo: tuple[httpx.Client, Path]) -> Non
             entry["availability"] * entry["effectiveness"] * entry["quality_ratio"])
         assert entry["coverage"] > 0.99
         assert {t["role"] for t in entry["evidence"]["tags"]} >= {"state", "mode", "good_count"}
-    assert set(body["lines"]) == {"demo/machining/line1", "demo/machining/line2"}
+    assert set(body["lines"]) == {a.rsplit("/", 1)[0] for a in assets}
+    assert len(body["lines"]) == 3
     assert body["algorithm_version"] and body["config_fingerprint"]
 
 
@@ -88,12 +89,11 @@ def test_live_collection_reaches_latest_and_samples(demo: tuple[httpx.Client, Pa
 
     def live() -> bool:
         status = client.get("/api/v1/collector/status").json()
-        return len(status) == 2 and all(
-            d["state"] == "connected" and d["samples_delivered"] > 0 and d["protocol"] == "modbus"
-            for d in status
+        return sorted(d["protocol"] for d in status) == ["modbus", "modbus", "opcua"] and all(
+            d["state"] == "connected" and d["samples_delivered"] > 0 for d in status
         )
 
-    wait_for(live, 60, "both Modbus devices to deliver")
+    wait_for(live, 60, "the Modbus and OPC UA devices to deliver")
     latest = client.get(f"/api/v1/tags/{path}/latest").json()
     assert latest["quality"] == "good" and latest["value"] is not None and latest["ts"]
     samples = client.get(f"/api/v1/tags/{path}/samples", params={"from": "now-10m"}).json()

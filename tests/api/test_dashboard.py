@@ -42,5 +42,5 @@ def test_dashboard_renders_kpis_and_collectors(demo: tuple[httpx.Client, Path], 
         assert oee and 0 < float(oee.group(1)) <= 150, row.group(1)
     for d in settings.devices:
         row = re.search(rf'<tr data-device="{d.name}">(.*?)</tr>', dom, re.S)
-        assert row and "modbus" in row.group(1), f"no collector row for {d.name}"
+        assert row and d.protocol in row.group(1), f"no collector row for {d.name}"
     assert shot.stat().st_size > 10_000  # a real picture was drawn

@@ -54,11 +54,10 @@ def test_simulate_truth_writes_the_current_window(tmp_path: Path) -> None:
 
 def test_run_collects_from_simulated_plant(tmp_path: Path) -> None:
     """`tierproof simulate` serves the machines, `tierproof run` collects them: two processes."""
-    from netutil import free_port, wait_for
+    from netutil import free_port, on_free_ports, wait_for
 
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
-    for d in data["devices"]:
-        d["port"] = free_port()
+    on_free_ports(data)
     data["store"] = {"type": "sqlite", "path": str(tmp_path / "run.db")}
     api_port = free_port()
     data["api"] = {"host": "127.0.0.1", "port": api_port}
@@ -75,8 +74,8 @@ def test_run_collects_from_simulated_plant(tmp_path: Path) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as c:
             def delivered() -> bool:
                 st = c.get("/api/v1/collector/status").json()
-                return len(st) == 2 and all(d["state"] == "connected" and d["samples_delivered"] > 50
-                                            for d in st)
+                return len(st) == len(data["devices"]) and all(
+                    d["state"] == "connected" and d["samples_delivered"] > 50 for d in st)
 
             wait_for(delivered, 60, "the gateway to collect from the simulator")
             time.sleep(2)

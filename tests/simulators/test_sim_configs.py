@@ -13,7 +13,7 @@ from config.signals import COUNTER_ROLES, ENUM_ROLES
 def test_demo_plant() -> None:
     s = load_settings(shipped_config("demo.yaml"))
     lines = Counter(a.line for a in s.assets)
-    assert lines == {"demo/machining/line1": 3, "demo/machining/line2": 3}
+    assert lines == {"demo/machining/line1": 3, "demo/machining/line2": 3, "demo/assembly/line3": 2}
     assert {a.control for a in s.assets if a.line.endswith("line1")} == {"cnc"}
     assert {a.control for a in s.assets if a.line.endswith("line2")} == {"plc"}
     assert all(a.ideal_cycle_time_s for a in s.assets)
@@ -28,6 +28,12 @@ def test_demo_plant() -> None:
         for asset in {t.asset for t in d.tags}:  # every KPI signal of every machine
             roles = {t.role for t in d.tags if t.asset == asset}
             assert set(ENUM_ROLES) | set(COUNTER_ROLES) <= roles
+    # line 3 is collected over OPC UA, every KPI signal of both machines
+    (opcua,) = [d for d in s.devices if d.protocol == "opcua"]
+    assert {t.asset for t in opcua.tags} == {a.path for a in s.assets if a.line.endswith("line3")}
+    for asset in {t.asset for t in opcua.tags}:
+        roles = {t.role for t in opcua.tags if t.asset == asset}
+        assert set(ENUM_ROLES) | set(COUNTER_ROLES) <= roles
     assert s.store.path == "data/demo.db"
     now = datetime(2026, 11, 20, tzinfo=UTC)
     assert s.kpi.baseline is not None

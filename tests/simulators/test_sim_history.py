@@ -105,8 +105,8 @@ def test_enums_are_stored_raw_and_map_back(series: Series, settings: Settings,
         assert set(raw.astype(int).tolist()) <= set(tag.enum)
         canonical = np.array([canonical_code(tag.role, tag.enum[int(r)]) for r in raw])
         np.testing.assert_array_equal(canonical, plant.signal(tag.asset, tag.role, ts))
-        # the machines' native codes: Manual is written as JOG (5), never HANDLE (4)
-        if tag.role is Role.CHANNEL_MODE:
+        # the Modbus machines' native codes: Manual is written as JOG (5), never HANDLE (4)
+        if tag.role is Role.CHANNEL_MODE and isinstance(tag, ModbusTag):
             assert 4 not in raw and 5 in raw
         # every change of the canonical signal is there
         seg = plant.timeline(tag.asset, int(ts[0]), plant.now_ns)

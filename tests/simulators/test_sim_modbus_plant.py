@@ -179,7 +179,8 @@ async def test_collector_stores_what_history_stores(served: PlantServers, clock:
     settings = served.client_settings()
     plant = served.plant
     for device in settings.devices:
-        assert isinstance(device, ModbusDevice)
+        if not isinstance(device, ModbusDevice):
+            continue
         ids = {t.path: i for i, t in enumerate(device.tags)}
         got: dict[int, float] = {}
         async with ModbusCollector(device, ids, clock=clock) as collector:
@@ -243,7 +244,8 @@ def test_register_map_doc_is_current() -> None:
 def test_demo_tags_follow_the_register_map(settings: Settings) -> None:
     fields = {(f.table, f.address): f for f in REGISTER_MAP}
     for d in settings.devices:
-        assert isinstance(d, ModbusDevice)
+        if not isinstance(d, ModbusDevice):
+            continue
         for tag in d.tags:
             f = fields[(tag.table, tag.address)]
             if tag.type == "bit":

@@ -50,7 +50,7 @@ def test_shape(settings: Settings, current: dict[str, Any]) -> None:
     assert current["window"] == {"start": (NOW - timedelta(days=7)).isoformat(),
                                  "end": NOW.isoformat()}
     assert set(current["assets"]) == {a.path for a in settings.assets}
-    assert set(current["lines"]) == {"demo/machining/line1", "demo/machining/line2"}
+    assert set(current["lines"]) == {a.line for a in settings.assets}
     for node in every_node(current):
         assert set(ADDITIVE) | set(RATIOS) <= set(node)
 
