@@ -43,6 +43,7 @@ test: venv system lint typecheck
 bench: venv
 	$(BIN)/python bench/bench_modbus.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_opcua.py --servers 2
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
