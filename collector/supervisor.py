@@ -296,10 +296,14 @@ class Supervisor:
         h = self._health[name]
         n = len(batch)
         if n:
-            newest = int(batch.ts_ns.max())
+            # Gap edges are gateway time: when the gateway last got data and when it got data
+            # again. Sample times would be wrong edges: a re-created subscription delivers the
+            # unchanged values with their old source times, which would close the gap at its
+            # own start and hide the outage.
+            now = self.clock()
             if name in self._gaps:
-                await self._close_gap(name, int(batch.ts_ns.min()))
-            h.last_success = newest
+                await self._close_gap(name, now)
+            h.last_success = now
         h.samples_delivered += n
         h.bad_samples += int(np.count_nonzero(batch.quality >= Quality.BAD))
 
