@@ -24,13 +24,23 @@ A lost connection (the client's keep-alive probe fails, the transport closes, a 
 reports a bad status) or a failed request raises :class:`~config.errors.ConnectError` out of
 :meth:`batches`. asyncua's own reconnect (``auto_reconnect``) stays off: the supervisor
 reconnects, and the new collector creates its subscriptions on the new connection.
+
+Browse-path discovery: the device's ``browse`` rules (:class:`~config.settings.BrowseRule`)
+are resolved against the server by :func:`discover` (on a connected client) or
+:func:`discover_tags` (connects, browses, disconnects); each returns ready
+:class:`~config.settings.OpcUaTag` objects to paste into the device's ``tags``. The collector
+also browses at connect and lists what it found in :attr:`OpcUaCollector.discovered`, but it
+collects only the configured ``tags``: discovered tags have no store ids until they are
+configured (registering them live needs changes to the store's tag registration).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -49,13 +59,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from config.errors import ConfigError, ConnectError
-from config.settings import DeviceBase, OpcUaDevice, OpcUaTag, parse_node_id
+from config.settings import BrowseRule, DeviceBase, OpcUaDevice, OpcUaTag, parse_node_id
 from config.signals import Quality
 from store.batch import Batch
 
 from .base import unregistered_tags
 
-__all__ = ["OpcUaCollector", "thumbprint"]
+__all__ = ["MAX_BROWSE_NODES", "OpcUaCollector", "discover", "discover_tags", "thumbprint"]
 
 log = logging.getLogger("tierproof.collector.opcua")
 
@@ -197,6 +207,10 @@ class OpcUaCollector:
         self._offset = None if identity else offset
         #: tag path -> why the server refuses it
         self.tag_errors: dict[str, str] = {}
+        #: tags the device's browse rules found at connect (not collected; see discover_tags)
+        self.discovered: list[OpcUaTag] = []
+        #: "browse[i]" -> why that browse rule found nothing at connect
+        self.browse_errors: dict[str, str] = {}
         self.stats = OpcUaStats()
         self._client: Client | None = None
         self._nodes: list[ua.NodeId | None] = []  # resolved at connect; None: unresolvable
@@ -302,6 +316,9 @@ class OpcUaCollector:
             client.connection_lost_callback = self._on_connection_lost
             with self._translate("read the namespace array of"):
                 await self._resolve()
+            if d.browse:
+                with self._translate("browse"):
+                    self.discovered = await self._discover(client)
         except BaseException:
             await self._disconnect(client)
             self._client = None
@@ -348,6 +365,20 @@ class OpcUaCollector:
             else:
                 index = ns
             self._nodes.append(ua.NodeId.from_string(f"ns={index};{kind}={ident}"))
+
+    async def _discover(self, client: Client) -> list[OpcUaTag]:
+        """The browse rules at connect: a rule that fails is logged, the others still count."""
+        d = self._dev
+        namespaces = await client.get_namespace_array()
+        tags: list[OpcUaTag] = []
+        self.browse_errors = {}
+        for i, rule in enumerate(d.browse):
+            try:
+                tags += await _browse_rule(client, d, i, rule, namespaces, MAX_BROWSE_NODES)
+            except ConfigError as exc:
+                self.browse_errors[f"browse[{i}]"] = str(exc)
+                log.warning("%s", exc)
+        return _unique(d, tags)
 
     def _tag_error(self, t: OpcUaTag, reason: str) -> None:
         if self.tag_errors.get(t.path) != reason:
@@ -566,3 +597,167 @@ class OpcUaCollector:
                 self.stats.overruns += missed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost_event.wait(), due - now_t)
+
+
+# --------------------------------------------------------------------------- browse discovery
+
+#: hard cap on the nodes one browse rule visits (a server with a huge address space)
+MAX_BROWSE_NODES = 50_000
+_BROWSE_CHUNK = 500  # nodes per Browse request
+_NOT_TAG_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def _tag_name(prefix: str, path: tuple[str, ...]) -> str:
+    return _NOT_TAG_CHAR.sub("_", prefix + ".".join(path))
+
+
+def _node_id_text(nid: ua.NodeId, namespaces: list[str]) -> str:
+    """The node id as config text; ``nsu=`` for namespaces above 0 (indices may change)."""
+    text: str = nid.to_string()
+    idx = nid.NamespaceIndex
+    if 0 < idx < len(namespaces) and ";" not in namespaces[idx]:
+        prefix = f"ns={idx};"
+        if text.startswith(prefix):
+            return f"nsu={namespaces[idx]};{text[len(prefix):]}"
+    return text
+
+
+async def _browse(client: Client, nodes: list[ua.NodeId]) -> list[list[ua.ReferenceDescription]]:
+    """Forward hierarchical references to Objects and Variables of each node (one request)."""
+    params = ua.BrowseParameters()
+    params.RequestedMaxReferencesPerNode = 0
+    for n in nodes:
+        desc = ua.BrowseDescription()
+        desc.NodeId = n
+        desc.BrowseDirection = ua.BrowseDirection.Forward
+        desc.ReferenceTypeId = ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences))
+        desc.IncludeSubtypes = True
+        desc.NodeClassMask = ua.NodeClass.Object | ua.NodeClass.Variable
+        desc.ResultMask = ua.BrowseResultMask.All
+        params.NodesToBrowse.append(desc)
+    results = await client.uaclient.browse(params)
+    out: list[list[ua.ReferenceDescription]] = []
+    for res in results:
+        refs = list(res.References or [])
+        cp = res.ContinuationPoint
+        while cp:
+            nxt = ua.BrowseNextParameters()
+            nxt.ContinuationPoints = [cp]
+            nxt.ReleaseContinuationPoints = False
+            more = await client.uaclient.browse_next(nxt)
+            if not more:
+                break
+            refs += more[0].References or []
+            cp = more[0].ContinuationPoint
+        out.append(refs)
+    return out
+
+
+async def _browse_rule(
+    client: Client, device: OpcUaDevice, i: int, rule: BrowseRule, namespaces: list[str],
+    max_nodes: int,
+) -> list[OpcUaTag]:
+    """Breadth-first from the rule's root, at most ``max_depth`` levels and ``max_nodes`` nodes."""
+    where = f"devices[{device.name}].browse[{i}].root"
+    what = f"device {device.name}: browse rule {i} (root {rule.root})"
+    ns, kind, ident = parse_node_id(rule.root)
+    if isinstance(ns, str):
+        if ns not in namespaces:
+            raise ConfigError(f"{what} cannot be browsed", [
+                (where, f"namespace {ns!r} is not in the server's namespace array")])
+        ns = namespaces.index(ns)
+    root = ua.NodeId.from_string(f"ns={ns};{kind}={ident}")
+    rv = ua.ReadValueId()
+    rv.NodeId = root
+    rv.AttributeId = ua.AttributeIds.NodeClass
+    params = ua.ReadParameters()
+    params.NodesToRead = [rv]
+    (dv,) = await client.uaclient.read(params)
+    code = dv.StatusCode.value if dv.StatusCode is not None else 0
+    if code & 0x80000000:
+        raise ConfigError(f"{what} cannot be browsed", [
+            (where, f"the server has no node {rule.root} ({_status_name(code)})")])
+    visited: set[ua.NodeId] = {root}
+    frontier: list[tuple[ua.NodeId, tuple[str, ...]]] = [(root, ())]
+    found: list[OpcUaTag] = []
+    depth = 0
+    while frontier and depth < rule.max_depth:
+        depth += 1
+        nxt: list[tuple[ua.NodeId, tuple[str, ...]]] = []
+        for start in range(0, len(frontier), _BROWSE_CHUNK):
+            chunk = frontier[start:start + _BROWSE_CHUNK]
+            results = await _browse(client, [n for n, _ in chunk])
+            for (_, path), refs in zip(chunk, results, strict=True):
+                for ref in refs:
+                    e = ref.NodeId
+                    if getattr(e, "ServerIndex", 0):
+                        continue  # on another server
+                    nid = ua.NodeId(e.Identifier, e.NamespaceIndex, e.NodeIdType)
+                    if nid in visited:
+                        continue
+                    if len(visited) >= max_nodes:
+                        log.warning("%s: stopped after %d nodes; narrow root or max_depth",
+                                    what, max_nodes)
+                        return found
+                    visited.add(nid)
+                    name = ref.BrowseName.Name or ""
+                    child = (*path, name)
+                    nxt.append((nid, child))
+                    if ref.NodeClass == ua.NodeClass.Variable and fnmatch.fnmatchcase(
+                        name, rule.name_filter
+                    ):
+                        tag_name = _tag_name(rule.name_prefix, child)
+                        if not tag_name:
+                            continue
+                        found.append(OpcUaTag(
+                            name=tag_name, asset=rule.asset, role=rule.role,
+                            node_id=_node_id_text(nid, namespaces),
+                        ))
+        frontier = nxt
+    return found
+
+
+def _unique(device: OpcUaDevice, tags: list[OpcUaTag]) -> list[OpcUaTag]:
+    """Drop tags whose path is configured already or was found first by another node."""
+    seen = {t.path for t in device.tags}
+    out: list[OpcUaTag] = []
+    for t in tags:
+        if t.path in seen:
+            log.info("%s: discovered %s (%s) skipped: tag path already used", device.name,
+                     t.path, t.node_id)
+            continue
+        seen.add(t.path)
+        out.append(t)
+    return out
+
+
+async def discover(client: Client, device: OpcUaDevice, *,
+                   max_nodes: int = MAX_BROWSE_NODES) -> list[OpcUaTag]:
+    """The tags ``device.browse`` finds on a connected client, in rule then browse order.
+
+    A rule whose root the server does not have raises ConfigError naming
+    ``devices[<name>].browse[<i>].root``. A discovered tag whose path is already configured
+    (or found earlier) is left out.
+    """
+    namespaces = await client.get_namespace_array()
+    tags: list[OpcUaTag] = []
+    for i, rule in enumerate(device.browse):
+        tags += await _browse_rule(client, device, i, rule, namespaces, max_nodes)
+    return _unique(device, tags)
+
+
+async def discover_tags(device: OpcUaDevice, *, max_nodes: int = MAX_BROWSE_NODES) -> list[OpcUaTag]:
+    """Connect to ``device`` (its security and user settings), resolve its browse rules and
+    return the tags found, ready to go into the device's ``tags``.
+
+    ConfigError for a bad rule, ConnectError if the server cannot be reached.
+    """
+    if not isinstance(device, OpcUaDevice):
+        raise ConfigError(f"device {device.name}: discover_tags needs an opcua device")
+    # the connection without the tags and rules (those are not collected here)
+    bare = device.model_copy(update={"tags": [], "browse": []})
+    async with OpcUaCollector(bare, {}) as collector:
+        client = collector._client
+        assert client is not None
+        with collector._translate("browse"):
+            return await discover(client, device, max_nodes=max_nodes)

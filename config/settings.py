@@ -303,6 +303,56 @@ class OpcUaTag(TagBase):
         return v.strip()
 
 
+class BrowseRule(Model):
+    """Browse-path discovery (Kepware/Telegraf style): the Variable nodes below ``root``
+    whose browse name matches ``name_filter`` become tags of ``asset``.
+
+    A tag is named ``<name_prefix><browse path below root, joined with '.'>``, with every
+    character outside letters, digits, ``_ . -`` replaced by ``_``. The rules are resolved
+    against a live server by :func:`collector.opcua.discover_tags`, whose tags go into
+    ``tags``; the collector only collects ``tags`` (it lists what it discovers at connect in
+    ``OpcUaCollector.discovered``).
+    """
+
+    root: str = Field(description="node id to browse from: ns=2;s=Machines, nsu=<uri>;s=x, i=85")
+    name_filter: str = Field(default="*", min_length=1, description="fnmatch glob on browse names")
+    max_depth: int = Field(default=5, ge=1, le=64, description="levels below root to browse")
+    asset: str = Field(description="path of the asset the discovered variables belong to")
+    role: Role = Role.ANALOG
+    name_prefix: str = Field(default="", description="prepended to every discovered tag name")
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        parse_node_id(v)
+        return v.strip()
+
+    @field_validator("asset")
+    @classmethod
+    def _asset(cls, v: str) -> str:
+        if not ASSET_PATH.match(v):
+            raise ValueError(
+                f"{v!r} must be site/area/line/asset: four segments of letters, digits, _ . -"
+            )
+        return v
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and not NAME.match(v):
+            raise ValueError(f"{v!r} may hold only letters, digits, _ . -")
+        return v
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: Role) -> Role:
+        if v in ENUM_ROLES:
+            raise ValueError(
+                f"role {v.value} needs an enum mapping per tag; configure such tags in tags"
+            )
+        return v
+
+
 # --------------------------------------------------------------------------- devices
 
 
@@ -402,6 +452,10 @@ class OpcUaDevice(DeviceBase):
     password: SecretStr | None = None
     max_items_per_subscription: int = Field(default=1000, ge=1)
     tags: list[OpcUaTag] = Field(default_factory=list)
+    browse: list[BrowseRule] = Field(
+        default_factory=list,
+        description="browse-path discovery rules, resolved into tags by discover_tags",
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -535,6 +589,11 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
         if d.name in seen_dev:
             problems.append((f"devices[{di}].name", f"duplicate of devices[{seen_dev[d.name]}]"))
         seen_dev.setdefault(d.name, di)
+        if isinstance(d, OpcUaDevice):
+            for ri, rule in enumerate(d.browse):
+                if rule.asset not in seen_assets:
+                    problems.append((f"devices[{di}].browse[{ri}].asset",
+                                     f"no asset {rule.asset!r} is declared in assets"))
         for ti, t in enumerate(d.tags):
             loc = f"devices[{di}].tags[{ti}]"
             if t.asset not in seen_assets:
