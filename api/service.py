@@ -61,11 +61,13 @@ class KpiService:
         self.store = store
         self.fingerprint = config_fingerprint(settings)
 
-    def _tags_of(self, asset: str) -> dict[Role, TagRecord]:
-        out: dict[Role, TagRecord] = {}
+    def _tags_by_asset(self) -> dict[str, dict[Role, TagRecord]]:
+        """asset -> role -> tag, from one read of the store's tag table."""
+        roles = set(Role)
+        out: dict[str, dict[Role, TagRecord]] = {}
         for t in self.store.tags():
-            if t.asset == asset and t.role in Role.__members__.values():
-                out.setdefault(Role(t.role), t)
+            if t.role in roles:
+                out.setdefault(t.asset, {}).setdefault(Role(t.role), t)
         return out
 
     @staticmethod
@@ -75,8 +77,12 @@ class KpiService:
             return None
         return {int(raw): canonical_code(role, name) for raw, name in tag.enum.items()}
 
-    def asset_result(self, asset: Asset, start_ns: int, end_ns: int) -> AssetResult:
-        tags = self._tags_of(asset.path)
+    def asset_result(
+        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None
+    ) -> AssetResult:
+        """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read."""
+        if tags is None:
+            tags = self._tags_by_asset().get(asset.path, {})
         devices = sorted({t.device for t in tags.values()})
         gaps = [g for d in devices for g in self.store.gaps(d, start_ns, end_ns)]
         gap_iv = [(g.start_ns, g.end_ns if g.end_ns is not None else end_ns) for g in gaps]
@@ -168,7 +174,11 @@ class KpiService:
                 f"the window is empty: to ({end.isoformat()}) is not after from ({start.isoformat()})"
             )
         start_ns, end_ns = to_ns(start), to_ns(end)
-        results = [self.asset_result(a, start_ns, end_ns) for a in self.assets_for(asset, line)]
+        by_asset = self._tags_by_asset()
+        results = [
+            self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}))
+            for a in self.assets_for(asset, line)
+        ]
         per_asset = {r.asset.path: r.elements for r in results}
         lines = group_by_line(per_asset)
         return {
