@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from config.settings import DeviceBase, TagBase
 from store.batch import Batch
+
+log = logging.getLogger("tierproof.collector")
 
 
 class Collector(Protocol):
@@ -46,3 +50,21 @@ def unregistered_tags(device: DeviceBase, tags: Sequence[TagBase], tag_ids: Mapp
         for i, t in enumerate(tags)
         if t.path not in tag_ids
     ]
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait until every one has ended.
+
+    Python 3.11's ``asyncio.wait_for`` (which pymodbus awaits) can swallow a cancellation that
+    arrives just as its inner future completes, so one ``cancel()`` may not end a task:
+    cancel again until it does.
+    """
+    pending = {t for t in tasks if not t.done()}
+    done_all = set(pending)
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    for t in done_all:
+        if not t.cancelled() and t.exception() is not None:
+            log.debug("task %s ended with %r while stopping", t.get_name(), t.exception())

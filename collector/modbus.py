@@ -40,7 +40,7 @@ from config.settings import DeviceBase, ModbusDevice, ModbusTable, ModbusTag
 from config.signals import Quality
 from store.batch import Batch
 
-from .base import unregistered_tags
+from .base import cancel_and_wait, unregistered_tags
 from .modbus_codec import Decoder
 
 __all__ = ["ModbusCollector"]
@@ -299,15 +299,9 @@ class ModbusCollector:
             client.close()
 
     async def _cancel_tasks(self) -> None:
-        # Python 3.11's asyncio.wait_for, which pymodbus awaits, can swallow a cancellation
-        # that arrives as a response does: cancel until the poll loops have ended (they also
-        # stop by themselves once they are no longer in _tasks)
+        # the poll loops also stop by themselves once they are no longer in _tasks
         tasks, self._tasks = self._tasks, []
-        pending = {t for t in tasks if not t.done()}
-        while pending:
-            for t in pending:
-                t.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
+        await cancel_and_wait(tasks)
 
     async def _read(self, unit: int, table: str, address: int, count: int
                     ) -> list[int] | list[bool] | int:

@@ -21,10 +21,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from store.base import Store
 from store.batch import Batch
 from store.writer import Writer
 
-from .base import Collector, CollectorFactory
+from .base import Collector, CollectorFactory, cancel_and_wait
 
 __all__ = ["DeviceHealth", "Supervisor", "backoff_delays"]
 
@@ -306,24 +306,6 @@ class Supervisor:
             h.last_success = now
         h.samples_delivered += n
         h.bad_samples += int(np.count_nonzero(batch.quality >= Quality.BAD))
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel tasks and wait until every one has ended.
-
-    Python 3.11's ``asyncio.wait_for`` (which pymodbus awaits) can swallow a cancellation that
-    arrives just as its inner future completes, so one ``cancel()`` may not end a task:
-    cancel again until it does.
-    """
-    pending = {t for t in tasks if not t.done()}
-    done_all = set(pending)
-    while pending:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.1)
-    for t in done_all:
-        if not t.cancelled() and t.exception() is not None:
-            log.debug("task %s ended with %r while stopping", t.get_name(), t.exception())
 
 
 def _protocol(d: DeviceBase) -> str:
