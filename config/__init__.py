@@ -7,6 +7,8 @@ from .errors import (
     DeviceRequestError,
     KpiError,
     NotFoundError,
+    SinkRejected,
+    SinkUnavailable,
     StoreError,
     TierproofError,
 )
@@ -67,6 +69,8 @@ __all__ = [
     "Role",
     "Settings",
     "SimulationSettings",
+    "SinkRejected",
+    "SinkUnavailable",
     "SqliteStoreSettings",
     "StoreError",
     "TagBase",

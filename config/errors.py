@@ -49,6 +49,28 @@ class StoreError(TierproofError):
     """The store could not write or read."""
 
 
+class SinkUnavailable(StoreError):
+    """A remote store could not take a write for now: unreachable, timed out, 5xx or 429.
+
+    The batch is not lost: the spool keeps it and retries, after ``retry_after_s`` when the
+    server said so (``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SinkRejected(StoreError):
+    """A remote store refused a write for good (a 4xx other than 429): retrying the same
+    batch cannot succeed, so it goes to the quarantine with ``status`` and ``reason``."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
 class KpiError(TierproofError):
     """A KPI could not be computed from what was asked (unknown asset, empty window...)."""
 

@@ -2,8 +2,9 @@
 # Install the Debian packages the test suite needs, when missing. apt never starts services
 # here: the test fixtures start each server themselves on a free port.
 set -euo pipefail
-# chromium: the dashboard test drives the real browser
-PKGS=(chromium ${TIERPROOF_DEBIAN_PKGS:-})
+# chromium: the dashboard test drives the real browser; mosquitto: the MQTT tests' broker;
+# influxdb (1.6) and victoria-metrics: the InfluxDB store's tests write to and read from them
+PKGS=(chromium mosquitto influxdb victoria-metrics ${TIERPROOF_DEBIAN_PKGS:-})
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
