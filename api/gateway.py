@@ -53,13 +53,13 @@ class Gateway:
                 deleted = await self.writer.run(self.store.apply_retention, time.time_ns())
                 if deleted:
                     log.info("retention: deleted %d samples older than %s days",
-                             deleted, self.settings.store.retention_days)
+                             deleted, getattr(self.settings.store, "retention_days", None))
             except Exception:
                 log.exception("retention failed; will retry")
             await asyncio.sleep(every_s)
 
     async def __aenter__(self) -> Self:
-        if self.settings.store.retention_days is not None:
+        if getattr(self.settings.store, "retention_days", None) is not None:
             self._retention = asyncio.create_task(self._apply_retention(3600.0), name="retention")
         if self._collect:
             self.supervisor = Supervisor(

@@ -13,7 +13,7 @@ from .settings import Settings, cross_check
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 #: discriminator values of the tagged unions (devices by protocol, store by type)
-UNION_TAGS = frozenset({"modbus", "opcua", "sqlite"})
+UNION_TAGS = frozenset({"modbus", "opcua", "mqtt", "sqlite", "influx"})
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:

@@ -6,7 +6,8 @@ importing this package opens nothing and registers nothing.
 
 from __future__ import annotations
 
-from config.settings import SqliteStoreSettings
+from config.errors import StoreError
+from config.settings import SqliteStoreSettings, StoreSettings
 
 from .base import Gap, Latest, Store, StoreStats, TagRecord
 from .batch import Batch, Series
@@ -30,8 +31,10 @@ __all__ = [
 STORES: dict[str, type[SqliteStore]] = {"sqlite": SqliteStore}
 
 
-def open_store(settings: SqliteStoreSettings) -> Store:
+def open_store(settings: StoreSettings) -> Store:
     """Open the store that ``settings`` describe."""
+    if not isinstance(settings, SqliteStoreSettings):
+        raise StoreError(f"store type {settings.type!r} is not available yet")
     cls = STORES[settings.type]
     return cls(
         settings.path,
