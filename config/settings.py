@@ -436,7 +436,11 @@ class OpcUaDevice(DeviceBase):
     sampling_interval_ms: float = Field(
         default=-1.0, ge=-1, description="-1: the publishing interval; 0: the server's fastest"
     )
-    queue_size: int = Field(default=1, ge=1, le=10000)
+    queue_size: int = Field(
+        default=10, ge=1, le=10000,
+        description="changes the server keeps per item between publishes (oldest discarded); 1 keeps only "
+        "the newest, so two changes within one publishing cycle lose the first",
+    )
     deadband: Deadband = Field(default_factory=Deadband)
     poll_interval_s: float = Field(default=1.0, gt=0)
     timeout_s: float = Field(default=4.0, gt=0)

@@ -190,3 +190,60 @@ async def test_server_restart_mid_subscription(sqlite_store: SqliteStore, plant:
 
 N_BULK = 5000
 TICKS = 4
+
+
+async def test_5000_variable_subscription_delivers_every_change(plant: Plant) -> None:
+    clock = TickingClock(datetime_ns(NOW), STEP_NS)
+    async with serve_opcua(plant, [ASSET], interval_s=0.5, clock=clock, security=OPEN,
+                           extra_variables=N_BULK) as sim:
+        tags = [otag(tag_name(f"bulk/{i}"), sim.node_ids[f"bulk/{i}"]) for i in range(N_BULK)]
+        dev = odevice(sim.endpoint, tags, publishing_interval_ms=100, timeout_s=10.0)
+        assert dev.max_items_per_subscription == 1000
+        ids = {t.path: 1 + i for i, t in enumerate(dev.tags)}
+        # tag index -> {source ts: value}
+        seen: list[dict[int, float]] = [{} for _ in range(N_BULK)]
+        rows = 0
+
+        collector = OpcUaCollector(dev, ids)
+        async with collector:
+
+            async def collect() -> None:
+                nonlocal rows
+                async for b in collector.batches():
+                    rows += len(b)
+                    for tid, ts, v, q in zip(b.tag_id.tolist(), b.ts_ns.tolist(),
+                                             b.value.tolist(), b.quality.tolist(), strict=True):
+                        assert q == 0, (tid, q)  # Quality.GOOD
+                        prev = seen[tid - 1].setdefault(ts, v)
+                        assert prev == v, (tid, ts, prev, v)
+
+            task = asyncio.create_task(collect())
+            try:
+                await wait_until(lambda: all(seen), timeout=60, what="initial values of all tags")
+                assert len(collector._subs) == N_BULK // 1000
+                # the window: the refreshes after every tag has its initial value
+                assert sim.last_refresh_ns is not None
+                start = sim.last_refresh_ns
+                await wait_until(lambda: sum(t > start for t in clock.calls) >= TICKS,
+                                 timeout=60, what=f"{TICKS} simulator ticks")
+                window = [t for t in clock.calls if t > start][:TICKS]
+                end = window[-1]
+                await wait_until(lambda: all(end in d for d in seen), timeout=60,
+                                 what="the last change of the window at every tag")
+                assert not task.done()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    # every tag received every value the server wrote in the window, each once per tick
+    missing = {i: sorted(set(window) - set(d)) for i, d in enumerate(seen) if set(window) - set(d)}
+    assert not missing, f"{len(missing)} tags missed changes, e.g. {list(missing.items())[:3]}"
+    for i, d in enumerate(seen):
+        vals = [d[t] for t in window]
+        assert len(set(vals)) == TICKS, (i, vals)
+        assert all(a < b for a, b in itertools.pairwise(vals)), (i, vals)
+    # within a tick every tag shows the same tick number (value = tick + i/1000)
+    for t in window:
+        ticks = {round(seen[i][t] - i * 1e-3, 6) for i in range(N_BULK)}
+        assert len(ticks) == 1, (t, sorted(ticks)[:5])
+    assert rows >= N_BULK * (TICKS + 1)
