@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Self
 
 from collector import Supervisor
+from collector.base import tag_record
 from config.settings import Settings
 from store import Store, TagRecord, open_store
 from store.writer import Writer
@@ -19,18 +20,7 @@ log = logging.getLogger("tierproof.gateway")
 
 def tag_records(settings: Settings) -> list[TagRecord]:
     """The store's view of every configured tag."""
-    return [
-        TagRecord(
-            path=t.path,
-            asset=t.asset,
-            role=t.role.value,
-            device=d.name,
-            protocol=getattr(d, "protocol", ""),
-            unit=t.unit,
-            enum=t.enum,
-        )
-        for d, t in settings.all_tags()
-    ]
+    return [tag_record(d, t) for d, t in settings.all_tags()]
 
 
 class Gateway:

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from config.settings import DeviceBase, TagBase
+from store.base import TagRecord
 from store.batch import Batch
 
 log = logging.getLogger("tierproof.collector")
@@ -40,6 +41,14 @@ class Collector(Protocol):
 
 class CollectorFactory(Protocol):
     def __call__(self, device: DeviceBase, tag_ids: Mapping[str, int]) -> Collector: ...
+
+
+def tag_record(device: DeviceBase, tag: TagBase) -> TagRecord:
+    """The store's view of one tag of a device."""
+    return TagRecord(
+        path=tag.path, asset=tag.asset, role=tag.role.value, device=device.name,
+        protocol=str(getattr(device, "protocol", "")), unit=tag.unit, enum=tag.enum,
+    )
 
 
 def unregistered_tags(device: DeviceBase, tags: Sequence[TagBase], tag_ids: Mapping[str, int]

@@ -26,12 +26,12 @@ reports a bad status) or a failed request raises :class:`~config.errors.ConnectE
 reconnects, and the new collector creates its subscriptions on the new connection.
 
 Browse-path discovery: the device's ``browse`` rules (:class:`~config.settings.BrowseRule`)
-are resolved against the server by :func:`discover` (on a connected client) or
-:func:`discover_tags` (connects, browses, disconnects); each returns ready
-:class:`~config.settings.OpcUaTag` objects to paste into the device's ``tags``. The collector
-also browses at connect and lists what it found in :attr:`OpcUaCollector.discovered`, but it
-collects only the configured ``tags``: discovered tags have no store ids until they are
-configured (registering them live needs changes to the store's tag registration).
+are resolved against the server at every connect; what they find is in
+:attr:`OpcUaCollector.discovered`, the supervisor registers those tags in the store and hands
+their ids to :meth:`OpcUaCollector.adopt`, and they are collected like configured tags (a tag
+path that is configured already keeps its configured address). :func:`discover` (on a
+connected client) and :func:`discover_tags` (connects, browses, disconnects) return the same
+tags for ``tierproof`` users who prefer to paste them into ``tags``.
 """
 
 from __future__ import annotations
@@ -379,6 +379,24 @@ class OpcUaCollector:
                 self.browse_errors[f"browse[{i}]"] = str(exc)
                 log.warning("%s", exc)
         return _unique(d, tags)
+
+    async def adopt(self, tag_ids: Mapping[str, int]) -> list[OpcUaTag]:
+        """Collect the discovered tags that ``tag_ids`` has ids for (the supervisor registers
+        :attr:`discovered` in the store, then calls this before :meth:`batches`). Returns the
+        tags added."""
+        known = {t.path for t in self._tags}
+        new = [t for t in self.discovered if t.path in tag_ids and t.path not in known]
+        if not new:
+            return []
+        self._tags += new
+        self._ids = np.concatenate([self._ids, np.array([tag_ids[t.path] for t in new], np.int32)])
+        if self._scale is not None and self._offset is not None:
+            self._scale = np.concatenate([self._scale, [t.scale for t in new]])
+            self._offset = np.concatenate([self._offset, [t.offset for t in new]])
+        with self._translate("resolve the discovered nodes of"):
+            await self._resolve()
+        log.info("%s: collecting %d discovered tag(s)", self._dev.name, len(new))
+        return new
 
     def _tag_error(self, t: OpcUaTag, reason: str) -> None:
         if self.tag_errors.get(t.path) != reason:

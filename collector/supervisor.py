@@ -29,13 +29,13 @@ from typing import Literal, Self
 import numpy as np
 
 from config.errors import ConfigError, ConnectError
-from config.settings import Backoff, DeviceBase
+from config.settings import Backoff, DeviceBase, TagBase
 from config.signals import Quality
 from store.base import Store
 from store.batch import Batch
 from store.writer import Writer
 
-from .base import Collector, CollectorFactory, cancel_and_wait
+from .base import Collector, CollectorFactory, cancel_and_wait, tag_record
 
 __all__ = ["DeviceHealth", "Supervisor", "backoff_delays"]
 
@@ -256,6 +256,7 @@ class Supervisor:
                         h.reconnects += 1
                     ever_connected = True
                     log.info("%s: connected", d.name)
+                    await self._adopt_discovered(d, collector)
                     batches = collector.batches()
                     try:
                         async for batch in batches:
@@ -283,6 +284,21 @@ class Supervisor:
             delay = next(delays)
             log.info("%s: reconnecting in %.2f s", d.name, delay)
             await self._sleep(delay)
+
+    async def _adopt_discovered(self, d: DeviceBase, collector: Collector) -> None:
+        """Register the tags a collector discovered at connect (OPC UA browse rules) in the
+        store and let it collect them. Their ids are stable: a tag found again after a
+        reconnect or a restart keeps its id."""
+        found: Sequence[TagBase] = getattr(collector, "discovered", ())
+        adopt = getattr(collector, "adopt", None)
+        if not found or adopt is None:
+            return
+        new = [t for t in found if t.path not in self.tag_ids]
+        if new:
+            ids = await self.writer.run(self.store.register_tags, [tag_record(d, t) for t in new])
+            self.tag_ids.update(ids)
+            log.info("%s: registered %d discovered tag(s)", d.name, len(new))
+        await adopt(self.tag_ids)
 
     def _make(self, d: DeviceBase) -> Collector:
         protocol = _protocol(d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from modbus_helpers import wait_until
 from opcua_helpers import ASSET, URI, Collected, free_port, ids_for, odevice, opcua_server, otag
 from pydantic import ValidationError
 
+from collector import Supervisor
 from collector.opcua import OpcUaCollector, discover, discover_tags
 from config import Settings, load_settings, shipped_config
 from config.errors import ConfigError, ConnectError
@@ -20,6 +22,8 @@ from config.settings import BrowseRule, cross_check
 from config.signals import Quality, Role
 from simulators import Plant
 from simulators.opcua_server import NAMESPACE_URI, OpcUaPlantServer, serve_opcua
+from store.sqlite import SqliteStore
+from store.writer import Writer
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, tzinfo=UTC)
 MACHINES = f"nsu={NAMESPACE_URI};s=Machines"
@@ -86,6 +90,32 @@ async def test_discovered_tags_collect(sim: OpcUaPlantServer) -> None:
             assert {s[1] for s in run.latest.values()} == {int(Quality.GOOD)}
         finally:
             await run.stop()
+
+
+async def test_supervisor_collects_discovered_tags_live(sim: OpcUaPlantServer, tmp_path: Path) -> None:
+    """Browse rules alone (no tags): the supervisor registers what the collector finds and
+    the samples reach the store; after a restart the same tags keep the same ids."""
+    dev = odevice(endpoint(sim), [], browse=[
+        rule(root=f"nsu={NAMESPACE_URI};s={ASSET1}", name_filter="*Count", name_prefix="ua_")])
+    paths = {f"{ASSET1}/ua_{n}" for n in ("TotalCount", "GoodCount", "RejectCount")}
+    ids_seen: list[dict[str, int]] = []
+    for _ in range(2):  # the second run is a gateway restart on the same store file
+        with SqliteStore(tmp_path / "gw.db") as store:
+            writer = Writer(store)
+            async with Supervisor([dev], store, writer, {}) as sup:
+                def stored() -> bool:
+                    ids = {t.path: t.tag_id for t in store.tags()}
+                    return (sup.status()[0].samples_delivered >= 3 and paths <= set(ids)
+                            and all(len(store.read(ids[p], 0, 2**62, prior=False)) for p in paths))
+                await wait_until(stored, what="samples of every discovered tag in the store")
+                assert sup.status()[0].state == "connected", sup.status()[0]
+            await writer.close()
+            recs = {t.path: t for t in store.tags()}
+            assert {(recs[p].device, recs[p].protocol) for p in paths} == {("ua1", "opcua")}
+            ids_seen.append({p: recs[p].tag_id for p in paths})
+            latest = store.latest([recs[p].tag_id for p in paths])
+            assert {v.quality for v in latest.values()} == {int(Quality.GOOD)}
+    assert ids_seen[0] == ids_seen[1]
 
 
 async def test_max_depth(sim: OpcUaPlantServer) -> None:
