@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -21,6 +22,7 @@ from config.errors import ConfigError, KpiError, NotFoundError, StoreError, Tier
 from config.settings import Settings, parse_instant
 from config.signals import Quality
 from store.base import Store
+from store.batch import TS_UNKNOWN
 
 from .gateway import Gateway
 from .service import KpiService, iso, to_ns
@@ -53,6 +55,37 @@ def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
+def _other_times(
+    store: Store, tag_id: int, start_ns: int, end_ns: int, ts: npt.NDArray[np.int64]
+) -> tuple[list[str | None], list[str | None]]:
+    """Server and gateway timestamps (ISO, None when unknown) of the samples at ``ts``.
+    Matched by ts: the two reads are separate snapshots, and a sample written between them
+    must not shift the others."""
+    t, server, gateway = store.read_timestamps(tag_id, start_ns, end_ns)
+    if not len(t):
+        return [None] * len(ts), [None] * len(ts)
+    pos = np.minimum(np.searchsorted(t, ts), len(t) - 1)
+    found = t[pos] == ts
+
+    def column(times: npt.NDArray[np.int64]) -> list[str | None]:
+        picked = times[pos]
+        known = found & (picked != TS_UNKNOWN)
+        return [iso(x) if k else None for x, k in zip(picked.tolist(), known.tolist(), strict=True)]
+
+    return column(server), column(gateway)
+
+
+def _spool_out(spool: object) -> dict[str, Any]:
+    """Spool figures for the API: times as ISO 8601 (``oldest_ns`` -> ``oldest``)."""
+    out: dict[str, Any] = {}
+    for k, v in dict(spool).items() if isinstance(spool, dict) else ():
+        if k.endswith("_ns"):
+            out[k.removesuffix("_ns")] = iso(v) if isinstance(v, int) else None
+        else:
+            out[k] = v
+    return out
+
+
 # ----------------------------------------------------------------------------- response models
 
 
@@ -76,13 +109,24 @@ class LatestOut(BaseModel):
 
 
 class SamplesOut(BaseModel):
+    """Parallel lists, one entry per sample in time order."""
+
     path: str
     window: dict[str, str | None]
     count: int
     truncated: bool
-    ts: list[str | None]
+    ts: list[str | None] = Field(
+        description="sample time, ISO 8601 UTC: the source timestamp where the protocol has one"
+        " (the time KPIs use)"
+    )
     value: list[float | None]
     quality: list[int]
+    server_ts: list[str | None] = Field(
+        description="the server's timestamp (OPC UA ServerTimestamp); null when unknown"
+    )
+    gateway_ts: list[str | None] = Field(
+        description="the gateway's clock when the sample arrived; null when not recorded"
+    )
 
 
 class AssetOut(BaseModel):
@@ -164,6 +208,7 @@ def create_app(
                 "batches_written": stats.batches_written,
                 "points_written": stats.points_written,
                 **{k: v for k, v in stats.extra.items() if isinstance(v, int | float | str)},
+                **({"spool": _spool_out(stats.extra["spool"])} if "spool" in stats.extra else {}),
             },
             "devices": {"total": len(devices), "connected": connected},
         }
@@ -220,9 +265,11 @@ def create_app(
     ) -> SamplesOut:
         tid = tag_id(request, tag_path)
         start, end = instant(from_, "now-1h", "from"), instant(to, "now", "to")
-        s = gw(request).store.read(tid, to_ns(start), to_ns(end), prior=False)
+        store = gw(request).store
+        s = store.read(tid, to_ns(start), to_ns(end), prior=False)
         n = len(s.ts_ns)
         ts, val, q = s.ts_ns[:limit], s.value[:limit], s.quality[:limit]
+        server, gateway = _other_times(store, tid, to_ns(start), to_ns(end), ts)
         return SamplesOut(
             path=tag_path,
             window={"from": iso(to_ns(start)), "to": iso(to_ns(end))},
@@ -231,6 +278,8 @@ def create_app(
             ts=[iso(int(t)) for t in ts],
             value=[None if np.isnan(v) else float(v) for v in val],
             quality=q.astype(int).tolist(),
+            server_ts=server,
+            gateway_ts=gateway,
         )
 
     @app.get(
@@ -256,6 +305,22 @@ def create_app(
         start, end = instant(from_, cur.start, "from"), instant(to, cur.end, "to")
         service: KpiService = request.app.state.service
         return service.kpis(start, end, asset=asset, line=line)
+
+    @app.get(
+        "/api/v1/store/spool", tags=["gateway"],
+        summary="Store-and-forward spool: waiting, dropped and quarantined points",
+        description=(
+            "Present when the store is remote (InfluxDB). Spooled points are accepted and durable "
+            "but not yet in the store, so KPIs do not see them until they drain. `dropped_points` "
+            "counts every point lost on purpose: spool full (drop_oldest / refuse_newest), "
+            "quarantine full, or `tierproof spool drop`."
+        ),
+    )
+    def store_spool(request: Request) -> dict[str, Any]:
+        extra = gw(request).store.stats().extra
+        if "spool" not in extra:
+            raise NotFoundError(f"store type {settings.store.type!r} has no spool (only influx has)")
+        return _spool_out(extra["spool"])
 
     @app.get("/api/v1/collector/status", tags=["gateway"], summary="Health of every device")
     def collector_status(request: Request) -> list[dict[str, Any]]:

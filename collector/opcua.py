@@ -10,9 +10,11 @@ No notification object is kept past its handler call.
 **poll**: every ``poll_interval_s`` one Read service call reads the Value of all tags (a
 drift-free grid, missed ticks skipped like the Modbus collector's).
 
-Timestamps: a Batch has one ``ts_ns`` per sample; it holds the **source** timestamp when the
-server sends one, else the server timestamp, else the gateway's clock at arrival. (Keeping
-all three needs a wider Batch; see the issue.)
+Timestamps: all three are kept, as columns of the Batch. ``ts_ns`` (the time KPIs use) is
+the **source** timestamp when the server sends one, else the server timestamp, else the
+gateway's clock at arrival; ``server_ts_ns`` is the ServerTimestamp (``TS_UNKNOWN`` when the
+server sends none); ``gateway_ts_ns`` is the collector's clock when the value arrived (a
+notification's handler call, or the return of a poll's Read).
 
 Quality: the StatusCode's severity: Good -> GOOD, Uncertain -> UNCERTAIN, Bad -> BAD with
 value NaN (never the last good value). A node the server does not know (or a ``nsu=``
@@ -61,7 +63,7 @@ from cryptography.hazmat.primitives import hashes
 from config.errors import ConfigError, ConnectError
 from config.settings import BrowseRule, DeviceBase, OpcUaDevice, OpcUaTag, parse_node_id
 from config.signals import Quality
-from store.batch import Batch
+from store.batch import TS_UNKNOWN, Batch
 
 from .base import unregistered_tags
 
@@ -119,6 +121,13 @@ def _ns(dt: datetime) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _server_ns(dv: ua.DataValue | None) -> int:
+    """A value's ServerTimestamp in ns, or TS_UNKNOWN when the server sent none."""
+    if dv is None or dv.ServerTimestamp is None:
+        return TS_UNKNOWN
+    return _ns(dv.ServerTimestamp)
 
 
 def _severity(code: int) -> Quality:
@@ -222,6 +231,8 @@ class OpcUaCollector:
         # rows received since the last batch (subscribe mode)
         self._r_idx: list[int] = []
         self._r_ts: list[int] = []
+        self._r_sts: list[int] = []  # server timestamps (TS_UNKNOWN: none)
+        self._r_gts: list[int] = []  # the gateway's clock at arrival
         self._r_val: list[float] = []
         self._r_q: list[int] = []
         self._r_text: list[str | None] = []
@@ -408,9 +419,12 @@ class OpcUaCollector:
     def _record(self, i: int, dv: ua.DataValue | None) -> None:
         """Append one sample of tag i (a data-change notification or a read result)."""
         self.stats.notifications += 1
-        ts, value, q, text = self._convert(i, dv, self._clock())
+        now = self._clock()
+        ts, value, q, text = self._convert(i, dv, now)
         self._r_idx.append(i)
         self._r_ts.append(ts)
+        self._r_sts.append(_server_ns(dv))
+        self._r_gts.append(now)
         self._r_val.append(value)
         self._r_q.append(q)
         self._r_text.append(text)
@@ -459,10 +473,12 @@ class OpcUaCollector:
         value: npt.NDArray[np.float64],
         quality: npt.NDArray[np.uint8],
         text: npt.NDArray[np.object_] | None,
+        server_ts: npt.NDArray[np.int64],
+        gateway_ts: npt.NDArray[np.int64],
     ) -> Batch:
         if self._scale is not None and self._offset is not None:
             value = value * self._scale[idx] + self._offset[idx]
-        return Batch(self._ids[idx], ts, value, quality, text)
+        return Batch(self._ids[idx], ts, value, quality, text, server_ts, gateway_ts)
 
     def _drain(self) -> Batch:
         """The rows received since the last call, as one batch."""
@@ -470,12 +486,15 @@ class OpcUaCollector:
             return Batch.empty()
         idx = np.array(self._r_idx, dtype=np.intp)
         ts = np.array(self._r_ts, dtype=np.int64)
+        server_ts = np.array(self._r_sts, dtype=np.int64)
+        gateway_ts = np.array(self._r_gts, dtype=np.int64)
         value = np.array(self._r_val, dtype=np.float64)
         quality = np.array(self._r_q, dtype=np.uint8)
         text = np.array(self._r_text, dtype=object) if self._r_has_text else None
         self._r_idx, self._r_ts, self._r_val, self._r_q, self._r_text = [], [], [], [], []
+        self._r_sts, self._r_gts = [], []
         self._r_has_text = False
-        return self._batch(idx, ts, value, quality, text)
+        return self._batch(idx, ts, value, quality, text, server_ts, gateway_ts)
 
     # ------------------------------------------------------------------ batches
 
@@ -496,6 +515,8 @@ class OpcUaCollector:
             if node is None:
                 self._r_idx.append(i)
                 self._r_ts.append(now)
+                self._r_sts.append(TS_UNKNOWN)
+                self._r_gts.append(now)
                 self._r_val.append(np.nan)
                 self._r_q.append(Quality.BAD_CONFIG)
                 self._r_text.append(None)
@@ -565,6 +586,8 @@ class OpcUaCollector:
                 q = Quality.BAD_CONFIG if code & 0xFFFF0000 in _CONFIG_CODES else Quality.BAD
                 self._r_idx.append(i)
                 self._r_ts.append(now)
+                self._r_sts.append(TS_UNKNOWN)
+                self._r_gts.append(now)
                 self._r_val.append(np.nan)
                 self._r_q.append(q)
                 self._r_text.append(None)
@@ -596,17 +619,20 @@ class OpcUaCollector:
                 self.stats.reads += 1
             now = self._clock()
             ts = np.full(n, now, dtype=np.int64)
+            server_ts = np.full(n, TS_UNKNOWN, dtype=np.int64)
             value = np.full(n, np.nan, dtype=np.float64)
             quality = np.full(n, Quality.BAD_CONFIG, dtype=np.uint8)
             text: npt.NDArray[np.object_] | None = None
             for j, (i, dv) in enumerate(zip(members, results, strict=False)):
                 ts[j], value[j], quality[j], s = self._convert(i, dv, now)
+                server_ts[j] = _server_ns(dv)
                 if s is not None:
                     if text is None:
                         text = np.full(n, None, dtype=object)
                     text[j] = s
             if n:
-                yield self._batch(order, ts, value, quality, text)
+                yield self._batch(order, ts, value, quality, text, server_ts,
+                                  np.full(n, now, dtype=np.int64))
             due += interval
             now_t = loop.time()
             if due <= now_t:

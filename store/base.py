@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from .batch import Batch, Series
+from .batch import I64, Batch, Series
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,12 @@ class Store(Protocol):
 
     def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
         """(ts_ns, text, quality) of a string tag in the window."""
+        ...
+
+    def read_timestamps(self, tag_id: int, start_ns: int, end_ns: int) -> tuple[I64, I64, I64]:
+        """(ts, server_ts, gateway_ts) of the samples start_ns <= ts < end_ns in time order
+        (the samples ``read(..., prior=False)`` returns); ``batch.TS_UNKNOWN`` where the
+        protocol gave a sample no server or gateway timestamp."""
         ...
 
     def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]: ...

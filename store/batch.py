@@ -15,14 +15,25 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 
+#: In ``Batch.server_ts_ns``/``gateway_ts_ns`` (and the store's columns of them): this
+#: sample has no such timestamp. INT64 min, 1677-09-21, is no plausible time.
+TS_UNKNOWN = np.iinfo(np.int64).min
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Samples of many tags: four parallel arrays, plus texts for string tags.
+    """Samples of many tags: four parallel arrays, plus texts for string tags, plus the
+    protocol's other timestamps.
 
     ``text`` is None unless the batch carries string tags; then it is an object array of the
     same length holding a ``str`` where the sample is a text (its ``value`` is NaN) and None
     elsewhere.
+
+    ``ts_ns`` is THE time of a sample, the one KPIs use: the source timestamp where the
+    protocol has one. ``server_ts_ns`` (the server's timestamp, e.g. OPC UA
+    ServerTimestamp) and ``gateway_ts_ns`` (the gateway's clock when the sample arrived) are
+    None when the protocol offers none; otherwise int64 arrays of the same length holding
+    :data:`TS_UNKNOWN` where one sample lacks it.
     """
 
     tag_id: I32
@@ -30,6 +41,8 @@ class Batch:
     value: F64
     quality: U8
     text: npt.NDArray[np.object_] | None = None
+    server_ts_ns: I64 | None = None
+    gateway_ts_ns: I64 | None = None
 
     def __post_init__(self) -> None:
         n = len(self.tag_id)
@@ -45,6 +58,13 @@ class Batch:
                 raise ValueError(f"Batch.{name} must be 1-D of length {n}, has shape {arr.shape}")
         if self.text is not None and len(self.text) != n:
             raise ValueError(f"Batch.text must have length {n}")
+        for name, opt in (("server_ts_ns", self.server_ts_ns), ("gateway_ts_ns", self.gateway_ts_ns)):
+            if opt is None:
+                continue
+            if opt.dtype != np.int64:
+                raise TypeError(f"Batch.{name} must be int64, not {opt.dtype}")
+            if opt.ndim != 1 or len(opt) != n:
+                raise ValueError(f"Batch.{name} must be 1-D of length {n}, has shape {opt.shape}")
 
     def __len__(self) -> int:
         return len(self.tag_id)
@@ -62,15 +82,25 @@ class Batch:
         ts_ns: npt.ArrayLike,
         value: npt.ArrayLike,
         quality: npt.ArrayLike | int = Quality.GOOD,
+        *,
+        server_ts_ns: npt.ArrayLike | None = None,
+        gateway_ts_ns: npt.ArrayLike | None = None,
     ) -> Batch:
-        """Build a batch from array-likes (broadcasting ts_ns and quality), converting dtypes."""
+        """Build a batch from array-likes (broadcasting all but tag_id), converting dtypes."""
         tid = np.asarray(tag_id, dtype=np.int32).ravel()
         n = len(tid)
+
+        def times(a: npt.ArrayLike) -> I64:
+            return np.broadcast_to(np.asarray(a, dtype=np.int64), (n,)).copy()
+
         return cls(
             tid,
-            np.broadcast_to(np.asarray(ts_ns, dtype=np.int64), (n,)).copy(),
+            times(ts_ns),
             np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy(),
             np.broadcast_to(np.asarray(quality, dtype=np.uint8), (n,)).copy(),
+            None,
+            None if server_ts_ns is None else times(server_ts_ns),
+            None if gateway_ts_ns is None else times(gateway_ts_ns),
         )
 
     @classmethod
@@ -90,7 +120,19 @@ class Batch:
             np.concatenate([b.value for b in batches]),
             np.concatenate([b.quality for b in batches]),
             text,
+            _concat_ts([b.server_ts_ns for b in batches], batches),
+            _concat_ts([b.gateway_ts_ns for b in batches], batches),
         )
+
+
+def _concat_ts(cols: list[I64 | None], batches: list[Batch]) -> I64 | None:
+    """One optional timestamp column of several batches; TS_UNKNOWN for those without it."""
+    if all(c is None for c in cols):
+        return None
+    return np.concatenate([
+        c if c is not None else np.full(len(b), TS_UNKNOWN, np.int64)
+        for c, b in zip(cols, batches, strict=True)
+    ])
 
 
 class Series(NamedTuple):

@@ -1,7 +1,9 @@
 """The embedded store: SQLite (stdlib ``sqlite3``), one bulk write per batch.
 
 A write is one INSERT of the batch's four arrays as BLOBs into ``ingest`` plus one COMMIT,
-so its cost hardly depends on the number of points. Later, in one transaction each:
+so its cost hardly depends on the number of points. The batch's server and gateway
+timestamps, when it has any, are two more BLOBs (NULL otherwise) that every step below
+carries along with the samples. Later, in one transaction each:
 
 - every ``compact_every`` written batches are merged into one *run*: an ``ingest`` row of
   level 1 whose samples are sorted by (tag, ts) and free of duplicates;
@@ -42,14 +44,15 @@ import numpy.typing as npt
 from config.errors import StoreError
 
 from .base import Gap, Latest, StoreStats, TagRecord
-from .batch import F64, I32, I64, U8, Batch, Series
+from .batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 log = logging.getLogger(__name__)
 
 #: version of the file layout in ``meta.schema_version``; bump on any incompatible change
-SCHEMA_VERSION = 1
+#: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated)
+SCHEMA_VERSION = 2
 
 _NS_PER_DAY = 86_400 * 10**9
 # Blob encodings are fixed little-endian so that a file moves between machines unchanged;
@@ -99,7 +102,9 @@ CREATE TABLE ingest (
     ts      BLOB NOT NULL,
     value   BLOB NOT NULL,
     quality BLOB NOT NULL,
-    texts   TEXT
+    texts   TEXT,
+    server_ts  BLOB,
+    gateway_ts BLOB
 );
 CREATE TABLE chunks (
     chunk_id INTEGER PRIMARY KEY,
@@ -110,7 +115,9 @@ CREATE TABLE chunks (
     ts       BLOB NOT NULL,
     value    BLOB NOT NULL,
     quality  BLOB NOT NULL,
-    texts    TEXT
+    texts    TEXT,
+    server_ts  BLOB,
+    gateway_ts BLOB
 );
 CREATE INDEX chunks_by_tag ON chunks (tag_id, t_max, t_min);
 CREATE TABLE latest (
@@ -136,13 +143,23 @@ CREATE TABLE heartbeats (
 """
 
 _INSERT_CHUNK = (
-    "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_INGEST = (
-    "INSERT INTO ingest (level, n, t_min, t_max, tag_ids, ts, value, quality, texts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO ingest"
+    " (level, n, t_min, t_max, tag_ids, ts, value, quality, texts, server_ts, gateway_ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: version 1 -> 2: the optional timestamp columns (NULL in every existing row)
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE ingest ADD COLUMN server_ts BLOB",
+    "ALTER TABLE ingest ADD COLUMN gateway_ts BLOB",
+    "ALTER TABLE chunks ADD COLUMN server_ts BLOB",
+    "ALTER TABLE chunks ADD COLUMN gateway_ts BLOB",
+)
+#: the ingest columns a merge reads, in BlobRow order
+_ROW_COLS = "tag_ids, ts, value, quality, texts, server_ts, gateway_ts"
 # >=: at equal ts the flush being written now holds the later write.
 _UPSERT_LATEST = (
     "INSERT INTO latest (tag_id, ts, value, quality, text) VALUES (?, ?, ?, ?, ?)"
@@ -150,7 +167,8 @@ _UPSERT_LATEST = (
     " quality = excluded.quality, text = excluded.text WHERE excluded.ts >= latest.ts"
 )
 
-BlobRow = tuple[bytes, bytes, bytes, bytes, str | None]  # tag_ids, ts, value, quality, texts
+# tag_ids, ts, value, quality, texts, server_ts, gateway_ts (see _ROW_COLS)
+BlobRow = tuple[bytes, bytes, bytes, bytes, str | None, bytes | None, bytes | None]
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -158,6 +176,28 @@ BlobRow = tuple[bytes, bytes, bytes, bytes, str | None]  # tag_ids, ts, value, q
 
 def _blob(arr: npt.NDArray[np.generic], dtype: np.dtype[np.generic]) -> bytes:
     return arr.astype(dtype, copy=False).tobytes()
+
+
+def _known(times: I64 | None) -> bool:
+    """Whether an optional timestamp column holds any known time (else it is stored NULL)."""
+    return times is not None and bool((times != TS_UNKNOWN).any())
+
+
+def _times_blob(times: I64 | None) -> bytes | None:
+    """The BLOB of an optional timestamp column: NULL when no sample has that time, so that
+    batches and tags without it cost nothing."""
+    return _blob(times, _TS) if times is not None and _known(times) else None
+
+
+def _times_concat(pieces: Sequence[I64 | None], lengths: Sequence[int]) -> I64 | None:
+    """Optional timestamp columns of consecutive pieces as one, TS_UNKNOWN where a piece has
+    none; None when none has any."""
+    if all(p is None for p in pieces):
+        return None
+    return np.concatenate([
+        p if p is not None else np.full(n, TS_UNKNOWN, np.int64)
+        for p, n in zip(pieces, lengths, strict=True)
+    ])
 
 
 def _texts_json(text: npt.NDArray[np.object_] | None) -> str | None:
@@ -195,7 +235,8 @@ class _Sorted:
     """Samples sorted by (tag, ts), one per (tag, ts): the last written.
 
     Tag ``tags_u[k]`` occupies ``lo[k]:hi[k]``; ``txt`` holds per sample an index into
-    ``strings`` or -1 (None: no texts at all).
+    ``strings`` or -1 (None: no texts at all). ``server_ts``/``gateway_ts``: None, or per
+    sample the time or TS_UNKNOWN.
     """
 
     tag: I32
@@ -207,17 +248,20 @@ class _Sorted:
     tags_u: I32
     lo: I64
     hi: I64
+    server_ts: I64 | None = None
+    gateway_ts: I64 | None = None
 
     @classmethod
     def of(
-        cls, tag: I32, ts: I64, value: F64, quality: U8, txt: I32 | None, strings: list[str]
+        cls, tag: I32, ts: I64, value: F64, quality: U8, txt: I32 | None, strings: list[str],
+        server_ts: I64 | None = None, gateway_ts: I64 | None = None,
     ) -> _Sorted:
         """From arrays already sorted by (tag, ts) without duplicates."""
         lo = np.concatenate(([0], np.flatnonzero(np.diff(tag)) + 1)).astype(np.int64)
         hi = np.append(lo[1:], len(tag)).astype(np.int64)
         if len(tag) == 0:
             lo = hi = np.empty(0, np.int64)
-        return cls(tag, ts, value, quality, txt, strings, tag[lo], lo, hi)
+        return cls(tag, ts, value, quality, txt, strings, tag[lo], lo, hi, server_ts, gateway_ts)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -233,13 +277,25 @@ class _Sorted:
         if self.txt is not None:
             for k in np.flatnonzero(np.maximum.reduceat(self.txt, self.lo) >= 0).tolist():
                 texts[k] = _texts_subset(self.txt, self.strings, int(self.lo[k]), int(self.hi[k]))
+        srv, gw = self._times_slices(self.server_ts), self._times_slices(self.gateway_ts)
         return [
-            (t, t0, t1, j - i, ts_b[i * w_ts:j * w_ts], v_b[i * w_v:j * w_v], q_b[i:j], tx)
-            for t, t0, t1, i, j, tx in zip(
+            (t, t0, t1, j - i, ts_b[i * w_ts:j * w_ts], v_b[i * w_v:j * w_v], q_b[i:j], tx, s, g)
+            for t, t0, t1, i, j, tx, s, g in zip(
                 self.tags_u.tolist(), self.ts[self.lo].tolist(), self.ts[self.hi - 1].tolist(),
-                self.lo.tolist(), self.hi.tolist(), texts, strict=True,
+                self.lo.tolist(), self.hi.tolist(), texts, srv, gw, strict=True,
             )
         ]
+
+    def _times_slices(self, times: I64 | None) -> list[memoryview | None]:
+        """Per tag, its slice of an optional timestamp column, or None (NULL) where the tag
+        has no such time at all: a flush mixing devices adds nothing to the others' chunks."""
+        if times is None or not len(self.lo):
+            return [None] * len(self.lo)
+        has = np.logical_or.reduceat(times != TS_UNKNOWN, self.lo).tolist()
+        b = memoryview(_blob(times, _TS))
+        w = _TS.itemsize
+        return [b[i * w:j * w] if h else None
+                for i, j, h in zip(self.lo.tolist(), self.hi.tolist(), has, strict=True)]
 
     def latest_rows(self) -> list[tuple[object, ...]]:
         last = self.hi - 1
@@ -259,6 +315,7 @@ class _Sorted:
         return (
             level, len(self), int(self.ts.min()), int(self.ts.max()), _blob(self.tag, _TAG),
             _blob(self.ts, _TS), _blob(self.value, _VAL), _blob(self.quality, _Q), texts,
+            _times_blob(self.server_ts), _times_blob(self.gateway_ts),
         )
 
 
@@ -282,17 +339,28 @@ def _merge_rows(rows: Sequence[BlobRow]) -> _Sorted:
                 pieces.append(np.where(t_r >= 0, t_r + len(strings), -1).astype(np.int32))
                 strings.extend(s_r)
         txt = np.concatenate(pieces)
+    srv = gw = None
+    if any(r[5] is not None or r[6] is not None for r in rows):
+        lengths = [len(r[1]) // _TS.itemsize for r in rows]
+        srv = _times_concat([None if r[5] is None else np.frombuffer(r[5], _TS) for r in rows],
+                            lengths)
+        gw = _times_concat([None if r[6] is None else np.frombuffer(r[6], _TS) for r in rows],
+                           lengths)
     order = np.lexsort((ts, tag))  # stable: equal (tag, ts) stay in write order
     tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
     if txt is not None:
         txt = txt[order]
+    srv = None if srv is None else srv[order]
+    gw = None if gw is None else gw[order]
     if len(ts) > 1:
         dup = (tag[1:] == tag[:-1]) & (ts[1:] == ts[:-1])
         if dup.any():
             keep = np.append(~dup, True)
             tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
             txt = None if txt is None else txt[keep]
-    return _Sorted.of(tag, ts, value, quality, txt, strings)
+            srv = None if srv is None else srv[keep]
+            gw = None if gw is None else gw[keep]
+    return _Sorted.of(tag, ts, value, quality, txt, strings, srv, gw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +372,8 @@ class _Part:
     quality: U8
     txt: I32 | None = None
     strings: Sequence[str] = ()
+    server_ts: I64 | None = None
+    gateway_ts: I64 | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,37 +393,56 @@ class _Run:
     last_quality: U8
     last_text: list[str | None] | None
     samples: _Sorted | None
+    #: whether the row's server_ts / gateway_ts columns are not NULL
+    has_server: bool = False
+    has_gateway: bool = False
 
     @classmethod
-    def of(cls, seq: int, s: _Sorted, keep_samples: bool) -> _Run:
+    def of(cls, seq: int, s: _Sorted, keep_samples: bool,
+           has_times: tuple[bool, bool] | None = None) -> _Run:
+        """``has_times``: (has_server, has_gateway) of the row on disk when ``s`` was read
+        without those columns; by default what ``s`` holds (stored as NULL when unknown)."""
         last = s.hi - 1
         last_text = None
         if s.txt is not None:
             last_text = [s.strings[j] if j >= 0 else None for j in s.txt[last].tolist()]
+        if has_times is None:
+            has_times = (_known(s.server_ts), _known(s.gateway_ts))
         return cls(seq, len(s), s.tags_u, s.lo, s.hi, s.ts[last], s.value[last],
-                   s.quality[last], last_text, s if keep_samples else None)
+                   s.quality[last], last_text, s if keep_samples else None, *has_times)
 
     @property
     def weight(self) -> int:
         """Cache cost: points held."""
         return self.n if self.samples is not None else len(self.tags_u)
 
-    def part(self, conn: sqlite3.Connection, tag_id: int, with_text: bool) -> _Part | None:
+    def part(
+        self, conn: sqlite3.Connection, tag_id: int, with_text: bool, with_times: bool = False
+    ) -> _Part | None:
         k = int(np.searchsorted(self.tags_u, tag_id))
         if k == len(self.tags_u) or self.tags_u[k] != tag_id:
             return None
         lo, hi = int(self.lo[k]), int(self.hi[k])
         txt: I32 | None = None
+        srv: I64 | None = None
+        gw: I64 | None = None
         s = self.samples
         if s is not None:
             if with_text and s.txt is not None:
                 txt = s.txt[lo:hi]
-            return _Part(s.ts[lo:hi], s.value[lo:hi], s.quality[lo:hi], txt, s.strings)
+            if with_times:
+                srv = None if s.server_ts is None else s.server_ts[lo:hi]
+                gw = None if s.gateway_ts is None else s.gateway_ts[lo:hi]
+            return _Part(s.ts[lo:hi], s.value[lo:hi], s.quality[lo:hi], txt, s.strings, srv, gw)
 
         def read(column: str, width: int) -> bytes:
             with conn.blobopen("ingest", column, self.seq, readonly=True) as blob:
                 blob.seek(lo * width)
                 return blob.read((hi - lo) * width)
+
+        if with_times:  # blobopen cannot open a NULL: only the columns the row has
+            srv = np.frombuffer(read("server_ts", _TS.itemsize), _TS) if self.has_server else None
+            gw = np.frombuffer(read("gateway_ts", _TS.itemsize), _TS) if self.has_gateway else None
 
         strings: list[str] = []
         if with_text:
@@ -368,6 +457,8 @@ class _Run:
             np.frombuffer(read("quality", _Q.itemsize), _Q),
             txt,
             strings,
+            srv,
+            gw,
         )
 
 
@@ -409,17 +500,25 @@ def _merge_parts(parts: list[_Part], with_text: bool) -> tuple[_Part, list[str]]
                 pieces.append(np.where(p.txt >= 0, p.txt + len(strings), -1).astype(np.int32))
                 strings.extend(p.strings)
         txt = np.concatenate(pieces)
+    # parts carry these only when read for them (read_timestamps)
+    lengths = [len(p.ts) for p in parts]
+    srv = _times_concat([p.server_ts for p in parts], lengths)
+    gw = _times_concat([p.gateway_ts for p in parts], lengths)
     # Sources are usually already in time order (a tag's chunks rarely overlap): check
     # before paying for a sort.
     if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
         order = np.argsort(ts, kind="stable")
         ts, value, quality = ts[order], value[order], quality[order]
         txt = None if txt is None else txt[order]
+        srv = None if srv is None else srv[order]
+        gw = None if gw is None else gw[order]
     keep = _keep_last(ts)
     if keep is not None:
         ts, value, quality = ts[keep], value[keep], quality[keep]
         txt = None if txt is None else txt[keep]
-    return _Part(ts, value, quality, txt), strings
+        srv = None if srv is None else srv[keep]
+        gw = None if gw is None else gw[keep]
+    return _Part(ts, value, quality, txt, (), srv, gw), strings
 
 
 def _enum_json(enum: dict[int, str] | None) -> str | None:
@@ -547,6 +646,17 @@ class SqliteStore:
                         f"{self._path}: store schema version {version} is newer than this"
                         f" tierproof's ({SCHEMA_VERSION}); upgrade tierproof to open it"
                     )
+                if version == 1:
+                    # in this transaction: a failed migration leaves a valid version 1 file
+                    for stmt in _MIGRATE_1_TO_2:
+                        conn.execute(stmt)
+                    conn.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                        (str(SCHEMA_VERSION),),
+                    )
+                    log.info("%s: store schema migrated from version 1 to %d", self._path,
+                             SCHEMA_VERSION)
+                    version = SCHEMA_VERSION
                 if version != SCHEMA_VERSION:
                     raise StoreError(
                         f"{self._path}: unknown store schema version {version}"
@@ -606,17 +716,21 @@ class SqliteStore:
             if run is not None:
                 self._cache.move_to_end(seq)
                 return run
-        row = conn.execute(
-            "SELECT tag_ids, ts, value, quality, texts FROM ingest WHERE seq = ?", (seq,)
-        ).fetchone()
         if level == 0:
+            row = conn.execute(f"SELECT {_ROW_COLS} FROM ingest WHERE seq = ?", (seq,)).fetchone()
             run = _Run.of(seq, _merge_rows([row]), keep_samples=True)
         else:  # already sorted and de-duplicated on disk
+            # readers fetch their slice of the optional timestamps by blobopen: only
+            # whether the row has them is needed here
+            row = conn.execute(
+                "SELECT tag_ids, ts, value, quality, texts, server_ts IS NOT NULL,"
+                " gateway_ts IS NOT NULL FROM ingest WHERE seq = ?", (seq,)
+            ).fetchone()
             tag = np.frombuffer(row[0], _TAG)
             txt, strings = _texts_index(row[4], len(tag))
             s = _Sorted.of(tag, np.frombuffer(row[1], _TS), np.frombuffer(row[2], _VAL),
                            np.frombuffer(row[3], _Q), txt, strings)
-            run = _Run.of(seq, s, keep_samples=False)
+            run = _Run.of(seq, s, keep_samples=False, has_times=(bool(row[5]), bool(row[6])))
         self._remember(run)
         return run
 
@@ -691,6 +805,8 @@ class SqliteStore:
             _blob(batch.value, _VAL),
             _blob(batch.quality, _Q),
             _texts_json(batch.text),
+            _times_blob(batch.server_ts_ns),
+            _times_blob(batch.gateway_ts_ns),
         )
         with self._wlock:
             with self._errors("write batch"):
@@ -753,8 +869,7 @@ class SqliteStore:
         which keeps write order: rows of lower levels were all merged just before (levels
         are merged bottom-up), so every row left is older than the new run's samples."""
         rows = conn.execute(
-            "SELECT tag_ids, ts, value, quality, texts FROM ingest WHERE level = ? ORDER BY seq",
-            (level,),
+            f"SELECT {_ROW_COLS} FROM ingest WHERE level = ? ORDER BY seq", (level,)
         ).fetchall()
         merged = _merge_rows(rows)
         conn.execute("DELETE FROM ingest WHERE level = ?", (level,))
@@ -764,9 +879,7 @@ class SqliteStore:
 
     def _flush(self, conn: sqlite3.Connection) -> list[int]:
         """Move all of ingest into per-tag chunks (and ``latest``); return the seqs moved."""
-        rows = conn.execute(
-            "SELECT seq, tag_ids, ts, value, quality, texts FROM ingest ORDER BY seq"
-        ).fetchall()
+        rows = conn.execute(f"SELECT seq, {_ROW_COLS} FROM ingest ORDER BY seq").fetchall()
         if not rows:
             return []
         merged = _merge_rows([r[1:] for r in rows])
@@ -789,11 +902,14 @@ class SqliteStore:
 
     def _collect(
         self, conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: int,
-        prior: bool, with_text: bool,
+        prior: bool, with_text: bool, with_times: bool = False,
     ) -> tuple[_Part, list[str], int, int]:
         """Merged samples of one tag that the window (and prior) can need, with the slice
-        [lo, hi) of the result that the caller asked for."""
-        cols = "chunk_id, n, ts, value, quality" + (", texts" if with_text else "")
+        [lo, hi) of the result that the caller asked for. ``with_times``: also the server
+        and gateway timestamps (None where no part has them)."""
+        cols = ("chunk_id, n, ts, value, quality" + (", texts" if with_text else "")
+                + (", server_ts, gateway_ts" if with_times else ""))
+        k_times = 6 if with_text else 5  # column index of server_ts when read
         chunk_rows = conn.execute(
             f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
             (tag_id, start_ns, end_ns),
@@ -813,9 +929,13 @@ class SqliteStore:
         parts: list[_Part] = []
         for r in chunk_rows:
             txt, strings = _texts_index(r[5], r[1]) if with_text else (None, [])
+            srv = gw = None
+            if with_times:
+                srv, gw = (None if b is None else np.frombuffer(b, _TS)
+                           for b in r[k_times:k_times + 2])
             parts.append(_Part(
                 np.frombuffer(r[2], _TS), np.frombuffer(r[3], _VAL), np.frombuffer(r[4], _Q),
-                txt, strings,
+                txt, strings, srv, gw,
             ))
         # Every ingest row is newer than every chunk (a flush moves all of them), and seq
         # order is write order among ingest rows.
@@ -829,7 +949,7 @@ class SqliteStore:
                 (start_ns, end_ns),
             ).fetchall()
         for seq, level in rows:
-            p = self._run(conn, seq, level).part(conn, tag_id, with_text)
+            p = self._run(conn, seq, level).part(conn, tag_id, with_text, with_times)
             if p is not None:
                 parts.append(p)
         merged, strings = _merge_parts(parts, with_text)
@@ -876,6 +996,23 @@ class SqliteStore:
         txt = m.txt[lo:hi]
         idx = np.flatnonzero(txt >= 0)
         return [(int(m.ts[lo + i]), strings[txt[i]], int(m.quality[lo + i])) for i in idx]
+
+    def read_timestamps(self, tag_id: int, start_ns: int, end_ns: int) -> tuple[I64, I64, I64]:
+        """(ts, server_ts, gateway_ts) of the samples with start_ns <= ts < end_ns, the same
+        samples as ``read(..., prior=False)``; TS_UNKNOWN where a sample lacks one."""
+        with self._snapshot("read timestamps") as conn:
+            m, _, lo, hi = self._collect(
+                conn, int(tag_id), int(start_ns), int(end_ns), prior=False, with_text=False,
+                with_times=True,
+            )
+        n = hi - lo
+
+        def column(times: I64 | None) -> I64:
+            if times is None:
+                return np.full(n, TS_UNKNOWN, np.int64)
+            return times[lo:hi].astype(np.int64)  # a copy, never a view of a blob
+
+        return m.ts[lo:hi].astype(np.int64), column(m.server_ts), column(m.gateway_ts)
 
     def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]:
         """Newest sample of each tag (greatest ts; at equal ts the last written).
@@ -1007,21 +1144,23 @@ class SqliteStore:
 
     def _trim(self, conn: sqlite3.Connection, tag_id: int, horizon: int) -> int:
         straddling = conn.execute(
-            "SELECT chunk_id, n, ts, value, quality, texts FROM chunks"
+            "SELECT chunk_id, n, ts, value, quality, texts, server_ts, gateway_ts FROM chunks"
             " WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
             (tag_id, horizon, horizon),
         ).fetchall()
         cut_total = 0
-        for cid, n, ts_b, v_b, q_b, texts in straddling:
+        for cid, n, ts_b, v_b, q_b, texts, srv_b, gw_b in straddling:
             cut = int(np.searchsorted(np.frombuffer(ts_b, _TS), horizon, "left"))
             txt, strings = _texts_index(texts, n)
+            srv, gw = (None if b is None else _times_blob(np.frombuffer(b, _TS)[cut:])
+                       for b in (srv_b, gw_b))
             conn.execute(
-                "UPDATE chunks SET t_min = ?, n = ?, ts = ?, value = ?, quality = ?, texts = ?"
-                " WHERE chunk_id = ?",
+                "UPDATE chunks SET t_min = ?, n = ?, ts = ?, value = ?, quality = ?, texts = ?,"
+                " server_ts = ?, gateway_ts = ? WHERE chunk_id = ?",
                 (
                     int(np.frombuffer(ts_b, _TS)[cut]), n - cut, ts_b[cut * _TS.itemsize:],
                     v_b[cut * _VAL.itemsize:], q_b[cut * _Q.itemsize:],
-                    _texts_subset(txt, strings, cut, n), cid,
+                    _texts_subset(txt, strings, cut, n), srv, gw, cid,
                 ),
             )
             cut_total += cut
