@@ -8,19 +8,33 @@ from __future__ import annotations
 
 from .base import Collector, CollectorFactory
 from .modbus import ModbusCollector
+from .mqtt import MqttCollector
 from .opcua import OpcUaCollector
 
-COLLECTORS: dict[str, CollectorFactory] = {"modbus": ModbusCollector, "opcua": OpcUaCollector}
+COLLECTORS: dict[str, CollectorFactory] = {
+    "modbus": ModbusCollector,
+    "mqtt": MqttCollector,
+    "opcua": OpcUaCollector,
+}
 
-from .supervisor import DeviceHealth, Supervisor, backoff_delays  # noqa: E402
+from .supervisor import (  # noqa: E402
+    Acknowledging,
+    DeviceHealth,
+    ReportsPartGaps,
+    Supervisor,
+    backoff_delays,
+)
 
 __all__ = [
     "COLLECTORS",
+    "Acknowledging",
     "Collector",
     "CollectorFactory",
     "DeviceHealth",
     "ModbusCollector",
+    "MqttCollector",
     "OpcUaCollector",
+    "ReportsPartGaps",
     "Supervisor",
     "backoff_delays",
 ]

@@ -6,6 +6,13 @@ and reconnect after an exponential, jittered, bounded delay. The first batch aft
 comes back closes the gap. Nothing a driver raises stops the gateway or another device: an
 unexpected exception is logged with its traceback and handled like a lost connection.
 
+A collector whose source waits for an acknowledgement (MQTT QoS 1) sets ``acknowledges =
+True`` and has ``stored(batch)``: its batches are written with ``Writer.write`` (durable on
+return) instead of ``submit``, then ``stored(batch)`` lets it acknowledge their messages; a
+write the store refuses is a lost connection (nothing acknowledged, the source redelivers). A
+collector may also report gaps of part of its device (a Sparkplug node's death) in
+``gap_events``: ``("open" | "close", part, ts_ns, reason)``, recorded under the device's name.
+
 While a device is connected the supervisor records a heartbeat in the store every
 ``heartbeat_s`` seconds (and at stop). At start, a device with a heartbeat gets a closed gap
 ``[last heartbeat, now)`` with reason "gateway not running", so KPIs never bridge the time
@@ -24,11 +31,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 
-from config.errors import ConfigError, ConnectError
+from config.errors import ConfigError, ConnectError, StoreError
 from config.settings import Backoff, DeviceBase, TagBase
 from config.signals import Quality
 from store.base import Store
@@ -37,7 +44,7 @@ from store.writer import Writer
 
 from .base import Collector, CollectorFactory, cancel_and_wait, tag_record
 
-__all__ = ["DeviceHealth", "Supervisor", "backoff_delays"]
+__all__ = ["Acknowledging", "DeviceHealth", "ReportsPartGaps", "Supervisor", "backoff_delays"]
 
 log = logging.getLogger("tierproof.supervisor")
 
@@ -61,6 +68,26 @@ class DeviceHealth:
     reconnects: int = 0  # successful connections after a lost or failed one
     gap_open_since: int | None = None  # ns, start of the gap currently open
     tag_errors: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # messages dropped, per reason (MQTT)
+
+
+@runtime_checkable
+class Acknowledging(Protocol):
+    """A collector whose source redelivers until acknowledged (MQTT QoS 1)."""
+
+    acknowledges: bool
+
+    def stored(self, batch: Batch) -> None:
+        """``batch`` and every batch before it are durably stored."""
+        ...
+
+
+@runtime_checkable
+class ReportsPartGaps(Protocol):
+    """A collector that knows when part of its device is gone (a Sparkplug edge node)."""
+
+    #: ("open" | "close", part, ts_ns, reason), drained by the supervisor after each batch
+    gap_events: list[tuple[str, str, int, str | None]]
 
 
 def backoff_delays(backoff: Backoff, rng: random.Random | None = None) -> Iterator[float]:
@@ -117,6 +144,8 @@ class Supervisor:
         }
         self._collectors: dict[str, Collector] = {}
         self._gaps: dict[str, tuple[int, int]] = {}  # device -> (gap_id, start_ns) while open
+        # (device, part) -> (gap_id, start_ns): gaps a collector reports for part of a device
+        self._part_gaps: dict[tuple[str, str], tuple[int, int]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heartbeat_s = heartbeat_s
         self._beat: asyncio.Task[None] | None = None
@@ -146,6 +175,12 @@ class Supervisor:
         now = self.clock()
         for name in list(self._gaps):
             await self._close_gap(name, now)
+        for (name, _), (gap_id, start) in list(self._part_gaps.items()):
+            try:
+                await self.writer.run(self.store.close_gap, gap_id, max(now, start))
+            except Exception:
+                log.exception("%s: could not close gap %d", name, gap_id)
+        self._part_gaps.clear()
         for d in self.devices:
             h = self._health[d.name]
             if d.enabled:
@@ -170,7 +205,8 @@ class Supervisor:
             h = self._health[d.name]
             c = self._collectors.get(d.name)
             errors = dict(getattr(c, "tag_errors", {}) or {}) if c is not None else {}
-            out.append(replace(h, tag_errors=errors))
+            dropped = dict(getattr(c, "dropped", {}) or {}) if c is not None else {}
+            out.append(replace(h, tag_errors=errors, dropped=dropped))
         return out
 
     # ------------------------------------------------------------------ store (writer thread)
@@ -260,7 +296,7 @@ class Supervisor:
                     batches = collector.batches()
                     try:
                         async for batch in batches:
-                            await self._deliver(d.name, batch)
+                            await self._deliver(d.name, batch, collector)
                     finally:
                         # stop the driver's poll loops now, not when the generator is collected
                         aclose = getattr(batches, "aclose", None)
@@ -307,8 +343,21 @@ class Supervisor:
             raise ConfigError(f"no collector for protocol {protocol!r}")
         return factory(d, self.tag_ids)
 
-    async def _deliver(self, name: str, batch: Batch) -> None:
-        await self.writer.submit(batch)
+    async def _deliver(self, name: str, batch: Batch, collector: Collector | None = None) -> None:
+        if isinstance(collector, Acknowledging) and collector.acknowledges:
+            # An acknowledging source (MQTT QoS 1) acks its messages only once they are
+            # durable: write, then tell the collector. A batch the store refuses is not
+            # acknowledged; reconnecting makes the broker redeliver it.
+            try:
+                if len(batch):  # every earlier batch is durable already: nothing to wait for
+                    await self.writer.write(batch)
+            except StoreError as exc:
+                raise ConnectError(f"{name}: the store refused a batch, not acknowledged: {exc}") from exc
+            collector.stored(batch)
+        else:
+            await self.writer.submit(batch)
+        if isinstance(collector, ReportsPartGaps) and collector.gap_events:
+            await self._source_gaps(name, collector)
         h = self._health[name]
         n = len(batch)
         if n:
@@ -322,6 +371,22 @@ class Supervisor:
             h.last_success = now
         h.samples_delivered += n
         h.bad_samples += int(np.count_nonzero(batch.quality >= Quality.BAD))
+
+
+    async def _source_gaps(self, name: str, collector: ReportsPartGaps) -> None:
+        """Gaps a collector reports for part of its device (a Sparkplug node's NDEATH until
+        its NBIRTH), recorded in the store under the device's name."""
+        events, collector.gap_events = collector.gap_events, []
+        for kind, key, ts, reason in events:
+            try:
+                if kind == "open" and (name, key) not in self._part_gaps:
+                    gap_id = await self.writer.run(self.store.open_gap, name, ts, reason or key)
+                    self._part_gaps[(name, key)] = (gap_id, ts)
+                elif kind == "close" and (name, key) in self._part_gaps:
+                    gap_id, start = self._part_gaps.pop((name, key))
+                    await self.writer.run(self.store.close_gap, gap_id, max(ts, start))
+            except Exception:
+                log.exception("%s: could not record the gap of %s", name, key)
 
 
 def _protocol(d: DeviceBase) -> str:

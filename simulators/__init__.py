@@ -76,6 +76,15 @@ __all__ += [
     "serve_opcua",
 ]
 
+# the MQTT simulator
+from .mqtt_publisher import JSON_LAYOUT, MQTT_SIGNALS, MqttPublisher, MqttStyle, serve_mqtt  # noqa: E402
+
+__all__ += ["JSON_LAYOUT", "MQTT_SIGNALS", "MqttPublisher", "MqttStyle", "serve_mqtt"]
+
+from .broker import embedded_broker  # noqa: E402
+
+__all__ += ["embedded_broker"]
+
 from .servers import SimulatedDevices, serve_devices  # noqa: E402
 
 __all__ += ["SimulatedDevices", "serve_devices"]

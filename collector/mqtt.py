@@ -1,0 +1,700 @@
+"""MQTT collector: plain values, JSON documents and Sparkplug B from a broker (paho-mqtt 2.x).
+
+**Transport.** paho's network loop runs *on the asyncio event loop*: its socket is watched
+with ``loop.add_reader``/``add_writer`` and ``loop_read``/``loop_write``/``loop_misc`` are
+called from there (paho's "external event loop" integration), so every callback, every
+acknowledgement and the batching run on one thread with no locks and no hand-off per message
+(see the README for the measurement against a ``loop_start()`` thread). Only ``connect()``
+(TCP connect and TLS handshake, which block) runs in a worker thread.
+
+**Routing.** A message goes to the first subscription whose filter matches its topic; the
+subscription's template reads the placeholders ({line}, {asset}, {signal}, ...) from the
+topic levels, and those (plus the JSON field or Sparkplug metric name) select the tag. The
+route of a topic is cached.
+
+**Acknowledgement.** With ``qos: 1`` the client subscribes at QoS 1 with ``manual_ack``: a
+message is acknowledged (PUBACK) only after the batch holding it is durably stored -- the
+supervisor writes the batch with ``Writer.write`` and then calls :meth:`MqttCollector.stored`
+(``acknowledges = True``). Acks go out in receive order (MQTT 3.1.1 section 4.6). A message
+that carries nothing to store (bad input, a duplicate) is acknowledged with its batch too, so
+the broker never redelivers it forever. If the connection drops before the ack, the broker
+redelivers the message (with the DUP flag) to the persistent session (``clean_session:
+false``).
+
+**Duplicates.** A redelivered message carries the DUP flag and its original packet id. The
+collector remembers (packet id, topic, payload hash) of the last :data:`DEDUP_MEMORY` stored
+messages per client id -- across reconnects, not across a gateway restart -- and drops a DUP
+message found there. Samples with a payload time (JSON ``timestamp_field``, Sparkplug
+timestamps) are idempotent in the store anyway (one sample per tag and time, the last
+written). The remaining hole: a gateway crash after the store write and before the PUBACK,
+for plain payloads (stored at receive time) -- see the README.
+
+**Timestamps.** ``ts_ns`` is the payload's time where it has one, else the receive time;
+``gateway_ts_ns`` is always the gateway's clock when the message arrived.
+
+**Bad input** never stops ingestion: each dropped message is counted per reason in
+:attr:`MqttCollector.dropped` and logged once per (topic, reason); problems specific to a tag
+(a wrong type in its field) are also in :attr:`tag_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import ssl
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from config.errors import ConfigError, ConnectError
+from config.settings import DeviceBase, MqttDevice, MqttSubscription, MqttTag, mqtt_tag_key
+from config.signals import Quality
+from store.batch import Batch
+
+from .base import unregistered_tags
+from .mqtt_decode import PayloadError, TagCodec, is_missing, match_levels, parse_json, parse_timestamp, walk
+from .mqtt_sparkplug import SparkplugHost
+from .sparkplug import SparkplugDecodeError, parse_topic
+
+__all__ = ["DEDUP_MEMORY", "MqttCollector", "MqttStats"]
+
+log = logging.getLogger("tierproof.collector.mqtt")
+
+#: stored messages remembered per client id to recognise a redelivery (packet ids wrap at 65535)
+DEDUP_MEMORY: Final = 20_000
+#: topics whose route is cached (a broker with more distinct topics just recomputes)
+_ROUTE_CACHE: Final = 100_000
+#: (topic, reason) pairs logged; beyond this only the counters grow
+_LOGGED_MAX: Final = 10_000
+
+# a route: what to do with a topic's messages
+_UNKNOWN: Final = 0
+_PLAIN: Final = 1
+_JSON: Final = 2
+_SPARKPLUG: Final = 3
+
+
+@dataclass(slots=True)
+class MqttStats:
+    messages: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    acked: int = 0
+    rebirth_requests: int = 0
+
+
+class _Memory:
+    """Stored messages of one client session (packet id, topic, payload hash), oldest first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._seen: OrderedDict[tuple[int, str, int], None] = OrderedDict()
+
+    def add(self, keys: list[tuple[int, str, int]]) -> None:
+        seen = self._seen
+        for k in keys:
+            seen[k] = None
+        while len(seen) > self._size:
+            seen.popitem(last=False)
+
+    def __contains__(self, key: tuple[int, str, int]) -> bool:
+        return key in self._seen
+
+
+#: per (broker, client id): outlives a collector, which the supervisor re-creates per connect
+_MEMORIES: dict[tuple[str, str], _Memory] = {}
+
+
+class _TlsContext(ssl.SSLContext):
+    """A client TLS context that remembers the sockets it wrapped: paho does not close one
+    whose handshake failed, and the collector must (no ResourceWarning, no leaked fd)."""
+
+    opened: list[ssl.SSLSocket]
+
+    @classmethod
+    def of(cls, d: MqttDevice) -> _TlsContext:
+        ctx = cls(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
+        ctx.opened = []
+        tls = d.tls
+        if tls is not None and tls.ca_file is not None:
+            ctx.load_verify_locations(cafile=tls.ca_file)
+        else:
+            ctx.load_default_certs()
+        if tls is not None and tls.cert_file is not None:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        return ctx
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.opened.append(sock)
+        return sock
+
+
+@dataclass(slots=True)
+class _Sub:
+    """A subscription compiled: its levels and key -> tag(s)."""
+
+    spec: MqttSubscription
+    levels: list[str | None]
+    plain: dict[tuple[str, ...], int]
+    json: dict[tuple[str, ...], list[tuple[int, tuple[str, ...]]]]
+    ts_path: tuple[str, ...] | None
+    host: SparkplugHost | None = None
+
+
+class MqttCollector:
+    """Collects one :class:`~config.settings.MqttDevice`.
+
+    ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
+    ``broker`` overrides the device's broker URL (the demo passes its embedded broker's).
+    """
+
+    device: DeviceBase
+
+    def __init__(
+        self,
+        device: DeviceBase,
+        tag_ids: Mapping[str, int],
+        *,
+        broker: str | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if not isinstance(device, MqttDevice):
+            raise ConfigError(f"device {device.name}: MqttCollector needs an mqtt device")
+        if broker is not None:
+            device = device.model_copy(update={"broker": broker})
+        self.device = device
+        self._dev = device
+        self._tags: list[MqttTag] = list(device.tags)
+        self._clock = clock
+        problems = unregistered_tags(device, self._tags, tag_ids)
+        if device.host_port is None:
+            problems.append((f"devices[{device.name}].broker",
+                             "no broker URL (only `tierproof demo` provides an embedded broker)"))
+        if device.tls is not None:
+            for f in ("ca_file", "cert_file", "key_file"):
+                p = getattr(device.tls, f)
+                if p is not None:
+                    try:
+                        with open(p, "rb"):
+                            pass
+                    except OSError as exc:
+                        problems.append((f"devices[{device.name}].tls.{f}",
+                                         f"cannot read {p}: {exc.strerror}"))
+        self._tls: _TlsContext | None = None
+        if not problems and device.host_port is not None and device.host_port[2]:
+            try:
+                self._tls = _TlsContext.of(device)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                problems.append((f"devices[{device.name}].tls", f"cannot load the TLS files: {exc}"))
+        if problems:
+            raise ConfigError(f"device {device.name}: cannot collect its tags", problems)
+        self._ids = np.array([tag_ids[t.path] for t in self._tags], dtype=np.int32)
+        scale = np.array([t.scale for t in self._tags], dtype=np.float64)
+        offset = np.array([t.offset for t in self._tags], dtype=np.float64)
+        identity = bool(np.all(scale == 1.0) and np.all(offset == 0.0))
+        self._scale = None if identity else scale
+        self._offset = None if identity else offset
+        self._codecs = [TagCodec.of(t) for t in self._tags]
+        self._subs = [self._compile(s) for s in device.subscriptions]
+        #: the supervisor stores each batch durably, then calls stored(batch)
+        self.acknowledges = device.qos == 1
+        #: tag path -> the latest problem with its values
+        self.tag_errors: dict[str, str] = {}
+        #: reason -> messages (or values) dropped for it
+        self.dropped: dict[str, int] = {}
+        #: ("open" | "close", key, ts_ns, reason) gaps for the supervisor (Sparkplug node deaths)
+        self.gap_events: list[tuple[str, str, int, str | None]] = []
+        self.stats = MqttStats()
+        hp = device.host_port
+        self._memory = _MEMORIES.setdefault(
+            (f"{hp[0]}:{hp[1]}" if hp else "", device.session_id), _Memory(DEDUP_MEMORY)
+        )
+        self._routes: dict[str, tuple[Any, ...]] = {}
+        self._logged: set[tuple[str, str]] = set()
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._misc: asyncio.Task[None] | None = None
+        self._sock: Any = None
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._lost: str | None = None
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        # rows and acknowledgements since the last batch
+        self._r_idx: list[int] = []
+        self._r_ts: list[int] = []
+        self._r_val: list[float] = []
+        self._r_q: list[int] = []
+        self._r_text: list[str | None] = []
+        self._r_has_text = False
+        self._r_gw: list[int] = []  # the gateway's clock when the message arrived
+        self._now = 0
+        self._r_msgs: list[tuple[int, str, int]] = []  # (packet id, topic, payload hash), QoS 1
+        self._unacked: deque[tuple[Batch, list[tuple[int, str, int]]]] = deque()
+
+    # ------------------------------------------------------------------ setup
+
+    def _compile(self, spec: MqttSubscription) -> _Sub:
+        levels = spec.levels
+        plain: dict[tuple[str, ...], int] = {}
+        js: dict[tuple[str, ...], list[tuple[int, tuple[str, ...]]]] = {}
+        sp: dict[tuple[str, ...], int] = {}
+        for i, t in enumerate(self._tags):
+            if self._dev.tag_kind(t) != spec.format:
+                continue
+            key = mqtt_tag_key(levels, t, spec.format)
+            if spec.format == "plain":
+                plain.setdefault(key, i)
+            elif spec.format == "json":
+                assert t.field is not None
+                js.setdefault(key[:-1], []).append((i, tuple(t.field.split("."))))
+            else:
+                sp.setdefault(key, i)
+        ts_path = tuple(spec.timestamp_field.split(".")) if spec.timestamp_field else None
+        sub = _Sub(spec, levels, plain, js, ts_path)
+        if spec.format == "sparkplug":
+            sub.host = SparkplugHost(
+                levels, sp, self._codecs, emit=self._row, problem=self._problem,
+                publish=self._publish, gap=self._gap_event,
+                rebirth_min_interval_ns=int(self._dev.rebirth_min_interval_s * 1e9),
+            )
+        return sub
+
+    # ------------------------------------------------------------------ connection
+
+    async def __aenter__(self) -> Self:
+        d = self._dev
+        hp = d.host_port
+        assert hp is not None
+        host, port, _ = hp
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=d.session_id, clean_session=d.clean_session,
+            protocol=mqtt.MQTTv311, manual_ack=True,
+        )
+        client.suppress_exceptions = True  # a bug in a callback must not unwind paho's reader
+        client.connect_timeout = d.connect_timeout_s  # also ends the connect thread in time
+        if d.username is not None and d.password is not None:
+            client.username_pw_set(d.username, d.password.get_secret_value())
+        if self._tls is not None:
+            self._tls.opened.clear()
+            client.tls_set_context(self._tls)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._connack = loop.create_future()
+        self._client = client
+        try:
+            try:
+                await asyncio.wait_for(
+                    loop.run_in_executor(None, functools.partial(
+                        client.connect, host, port, d.keepalive_s)),
+                    d.connect_timeout_s,
+                )
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+                if self._tls is not None:  # paho leaves a socket whose handshake failed open
+                    for sock in self._tls.opened:
+                        sock.close()
+                raise self._connect_error(exc) from exc
+            self._attach(client)
+            try:
+                rc = await asyncio.wait_for(asyncio.shield(self._connack), d.connect_timeout_s)
+            except TimeoutError as exc:
+                raise ConnectError(self._lost or f"{d.name}: {d.broker} did not answer CONNECT "
+                                   f"within {d.connect_timeout_s} s") from exc
+            if rc.is_failure:
+                raise ConnectError(self._refused(rc))
+            await self._subscribe(client)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def _connect_error(self, exc: BaseException, doing: str = "connect to") -> ConnectError:
+        """The one place socket and TLS errors of paho become tierproof errors."""
+        d = self._dev
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ConnectError(
+                f"{d.name}: the certificate of {d.broker} is not trusted ({exc.verify_message}): "
+                f"check devices[{d.name}].tls.ca_file"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return ConnectError(
+                f"{d.name}: TLS with {d.broker} failed ({exc.reason or exc}): check "
+                f"devices[{d.name}].tls (CA, client certificate and key)"
+            )
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return ConnectError(f"{d.name}: cannot {doing} {d.broker}: {reason}")
+
+    def _refused(self, rc: ReasonCode) -> str:
+        d = self._dev
+        who = f"user {d.username!r}" if d.username is not None else "anonymous access"
+        hint = ""
+        if rc.value in (4, 5, 134, 135):  # bad user name or password / not authorized
+            hint = f": check devices[{d.name}].username and password"
+        elif rc.value in (2, 133):  # identifier rejected
+            hint = f": check devices[{d.name}].client_id"
+        return f"{d.name}: {d.broker} refused the connection of {who} ({rc}){hint}"
+
+    def _closed_early(self) -> str:
+        d = self._dev
+        hp = d.host_port
+        # a TLS 1.3 server refuses a client certificate after the handshake: by closing
+        tls = (f" (TLS: does the broker require a client certificate, and is devices[{d.name}]"
+               ".tls.cert_file signed by a CA it trusts?)") if hp is not None and hp[2] else ""
+        return f"{d.name}: {d.broker} closed the connection before accepting it{tls}"
+
+    def _attach(self, client: mqtt.Client) -> None:
+        """Hand paho's socket to the event loop (after connect() sent CONNECT in the thread)."""
+        loop = self._loop
+        assert loop is not None
+        sock = client.socket()
+        if sock is None:
+            raise ConnectError(self._closed_early())
+        self._sock = sock
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = lambda c, u, s: loop.add_writer(s, self._writable)
+        client.on_socket_unregister_write = self._on_unregister_write
+        loop.add_reader(sock, self._readable)
+        if client.want_write():
+            loop.add_writer(sock, self._writable)
+        self._misc = loop.create_task(self._misc_loop(), name=f"mqtt {self._dev.name} keepalive")
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._loop is not None:
+            self._loop.remove_writer(sock)
+
+    def _readable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        client.loop_read()
+        sock = self._sock
+        # TLS: bytes already decrypted into the SSL object do not make the socket readable
+        while isinstance(sock, ssl.SSLSocket) and self._client is not None and sock.pending():
+            client.loop_read()
+
+    def _writable(self) -> None:
+        if self._client is not None:
+            self._client.loop_write()
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(sock)
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(sock)
+
+    async def _misc_loop(self) -> None:
+        while self._client is not None:
+            await asyncio.sleep(1.0)
+            client = self._client
+            if client is not None and client.loop_misc() == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                self._connection_lost("no connection")
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                    properties: Any) -> None:
+        fut = self._connack
+        if fut is not None and not fut.done():
+            fut.set_result(rc)
+        if not rc.is_failure and not self._dev.clean_session and not flags.session_present:
+            log.info("%s: the broker had no session for client id %r: messages published while "
+                     "the gateway was away are not queued", self._dev.name, self._dev.session_id)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                       properties: Any) -> None:
+        fut = self._connack
+        if fut is not None and not fut.done():
+            self._lost = self._closed_early()
+            fut.set_exception(ConnectError(self._lost))
+            fut.exception()  # retrieved: awaited or not, never "never retrieved"
+        for f in self._suback.values():
+            if not f.done():
+                f.set_exception(ConnectError(f"{self._dev.name}: connection lost while subscribing"))
+                f.exception()
+        self._connection_lost(str(rc))
+
+    def _connection_lost(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = f"{self._dev.name}: connection to {self._dev.broker} lost: {reason}"
+            log.warning("%s", self._lost)
+        self._wake.set()
+
+    async def _subscribe(self, client: mqtt.Client) -> None:
+        d = self._dev
+        assert self._loop is not None
+        filters = [s.spec.filter for s in self._subs]
+        uniq = list(dict.fromkeys(filters))
+        topics: list[tuple[str, int]] = [(f, d.qos) for f in uniq]
+        rc, mid = client.subscribe(topics)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise ConnectError(f"{d.name}: cannot subscribe: {mqtt.error_string(rc)}")
+        fut = self._suback.setdefault(mid, self._loop.create_future())
+        try:
+            codes = await asyncio.wait_for(fut, d.connect_timeout_s)
+        except TimeoutError as exc:
+            raise ConnectError(f"{d.name}: {d.broker} did not answer SUBSCRIBE") from exc
+        refused = [f for f, c in zip(uniq, codes, strict=False) if c.is_failure]
+        if refused:
+            raise ConnectError(f"{d.name}: {d.broker} refused the subscription to {refused} "
+                               "(not authorized for these topics?)")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode],
+                      properties: Any) -> None:
+        fut = self._suback.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(codes)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        if client is not None and self._lost is None:
+            # DISCONNECT, so the broker does not publish our Will nor wait for the keepalive
+            client.on_disconnect = None  # a disconnect we asked for is no lost connection
+            with contextlib.suppress(Exception):
+                client.disconnect()
+                client.loop_write()
+        self._close()
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock)
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(self._sock)
+        self._sock = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.on_disconnect = None
+                client.on_socket_close = None
+                client.on_socket_unregister_write = None
+                client._sock_close()  # no public close without a DISCONNECT round trip
+        self._unacked.clear()
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._message(msg)
+        except Exception:  # never let a bug unwind paho's reader: count it and go on
+            log.exception("%s: unexpected error on a message", self._dev.name)
+            self._count("internal error")
+
+    def _message(self, msg: mqtt.MQTTMessage) -> None:
+        self.stats.messages += 1
+        payload = bytes(msg.payload)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", "replace")
+        if msg.qos:
+            key = (msg.mid, topic, hash(payload))
+            self._r_msgs.append(key)
+            if msg.dup and key in self._memory:
+                self.stats.duplicates += 1
+                self._added()
+                return
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+        kind = route[0]
+        now = self._now = self._clock()
+        if kind == _PLAIN:
+            i = route[1]
+            try:
+                value, text = self._codecs[i].from_text(payload)
+            except PayloadError as exc:
+                self._problem(topic, exc.reason, exc.detail, i)
+            else:
+                self._row(i, now, value, Quality.GOOD, text)
+        elif kind == _JSON:
+            self._json(topic, route[1], route[2], payload, now)
+        elif kind == _SPARKPLUG:
+            sub: _Sub = route[1]
+            assert sub.host is not None
+            try:
+                t = parse_topic(topic)
+            except SparkplugDecodeError as exc:
+                self._problem(topic, "invalid sparkplug topic", str(exc), None)
+            else:
+                sub.host.handle(t, payload, now)
+                self.stats.rebirth_requests = sum(
+                    s.host.rebirth_requests for s in self._subs if s.host is not None)
+        else:
+            self._problem(topic, "unknown topic", "no configured tag is published on it", None)
+        self._added()
+
+    def _route(self, topic: str) -> tuple[Any, ...]:
+        route: tuple[Any, ...] = (_UNKNOWN,)
+        levels = topic.split("/")
+        for sub in self._subs:
+            if not mqtt.topic_matches_sub(sub.spec.filter, topic):
+                continue
+            if sub.host is not None:
+                route = (_SPARKPLUG, sub)
+                break
+            values = match_levels(sub.levels, levels)
+            if values is None:
+                continue
+            if sub.spec.format == "plain":
+                i = sub.plain.get(values)
+                if i is not None:
+                    route = (_PLAIN, i)
+                    break
+            else:
+                fields = sub.json.get(values)
+                if fields is not None:
+                    route = (_JSON, sub, fields)
+                    break
+        if len(self._routes) >= _ROUTE_CACHE:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
+
+    def _json(self, topic: str, sub: _Sub, fields: list[tuple[int, tuple[str, ...]]],
+              payload: bytes, now: int) -> None:
+        try:
+            doc = parse_json(payload)
+            ts = now
+            if sub.ts_path is not None:
+                raw = walk(doc, sub.ts_path)
+                if is_missing(raw):
+                    raise PayloadError("missing timestamp",
+                                       f"no {sub.spec.timestamp_field!r} in the document")
+                ts = parse_timestamp(raw, sub.spec.timestamp_format)
+        except PayloadError as exc:
+            self._problem(topic, exc.reason, exc.detail, None)
+            return
+        for i, path in fields:
+            v = walk(doc, path)
+            if is_missing(v):
+                self._problem(topic, "missing field", f"no {'.'.join(path)!r} in the document", i)
+                continue
+            if v is None:  # JSON null: the source says it has no value
+                self._row(i, ts, math.nan, Quality.BAD, None)
+                continue
+            try:
+                value, text = self._codecs[i].from_json(v)
+            except PayloadError as exc:
+                self._problem(topic, exc.reason, f"{'.'.join(path)}: {exc.detail}", i)
+                continue
+            self._row(i, ts, value, Quality.GOOD, text)
+
+    def _row(self, i: int, ts: int, value: float, quality: int, text: str | None) -> None:
+        self._r_idx.append(i)
+        self._r_ts.append(ts)
+        self._r_val.append(value)
+        self._r_q.append(quality)
+        self._r_text.append(text)
+        self._r_gw.append(self._now)
+        if text is not None:
+            self._r_has_text = True
+
+    def _added(self) -> None:
+        self._wake.set()
+        limit = self._dev.batch_max_messages
+        if len(self._r_msgs) >= limit or len(self._r_idx) >= limit:
+            self._full.set()
+
+    def _count(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def _problem(self, topic: str, reason: str, detail: str, i: int | None) -> None:
+        self._count(reason)
+        if i is not None:
+            self.tag_errors[self._tags[i].path] = f"{reason} on {topic!r}: {detail}"
+        key = (topic, reason)
+        if key not in self._logged and len(self._logged) < _LOGGED_MAX:
+            self._logged.add(key)
+            log.warning("%s: dropped a message on %r: %s: %s (logged once per topic and reason; "
+                        "see dropped in the collector status)", self._dev.name, topic, reason, detail)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is not None:
+            client.publish(topic, payload, qos=0)
+
+    def _gap_event(self, kind: str, key: str, ts: int, reason: str | None) -> None:
+        self.gap_events.append((kind, key, ts, reason))
+
+    # ------------------------------------------------------------------ batches
+
+    def _drain(self) -> tuple[Batch, list[tuple[int, str, int]]]:
+        msgs, self._r_msgs = self._r_msgs, []
+        if not self._r_idx:
+            return Batch.empty(), msgs
+        idx = np.array(self._r_idx, dtype=np.intp)
+        ts = np.array(self._r_ts, dtype=np.int64)
+        value = np.array(self._r_val, dtype=np.float64)
+        quality = np.array(self._r_q, dtype=np.uint8)
+        text = np.array(self._r_text, dtype=object) if self._r_has_text else None
+        gateway = np.array(self._r_gw, dtype=np.int64)
+        self._r_idx, self._r_ts, self._r_val, self._r_q, self._r_text = [], [], [], [], []
+        self._r_gw = []
+        self._r_has_text = False
+        if self._scale is not None and self._offset is not None:
+            value = value * self._scale[idx] + self._offset[idx]
+        return Batch(self._ids[idx], ts, value, quality, text, gateway_ts_ns=gateway), msgs
+
+    def _raise_if_lost(self) -> None:
+        if self._lost is not None:
+            raise ConnectError(self._lost)
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Batches until the connection is lost (ConnectError). With ``acknowledges``, the
+        caller stores each batch durably and then calls :meth:`stored` with it."""
+        if self._client is None:
+            raise ConnectError(f"{self._dev.name}: not connected (use 'async with collector')")
+        wait_s = self._dev.batch_max_ms / 1000.0
+        while True:
+            self._raise_if_lost()
+            await self._wake.wait()
+            self._raise_if_lost()
+            if wait_s > 0 and not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), wait_s)
+                self._raise_if_lost()
+            self._wake.clear()
+            self._full.clear()
+            batch, msgs = self._drain()
+            if not len(batch) and not msgs:
+                continue
+            self.stats.batches += 1
+            if self.acknowledges:
+                self._unacked.append((batch, msgs))
+            yield batch
+
+    def stored(self, batch: Batch) -> None:
+        """``batch`` (and every batch before it) is durably stored: acknowledge its messages."""
+        client = self._client
+        while self._unacked:
+            b, msgs = self._unacked.popleft()
+            self._memory.add(msgs)
+            if client is not None:
+                for mid, _, _ in msgs:
+                    client.ack(mid, 1)
+                self.stats.acked += len(msgs)
+            if b is batch:
+                return

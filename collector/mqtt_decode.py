@@ -1,0 +1,234 @@
+"""Pure decoding for the MQTT collector: topic templates, plain and JSON payloads, times.
+
+Everything here is synchronous, has no I/O and raises only :class:`PayloadError` (whose
+``reason`` is a short stable key for the per-reason counters, and ``detail`` the specifics
+for the log) -- so the property tests can throw anything at it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from config.settings import MqttTag
+from config.signals import ENUM_ROLES
+
+__all__ = [
+    "PayloadError",
+    "TagCodec",
+    "match_levels",
+    "parse_json",
+    "parse_timestamp",
+    "walk",
+]
+
+#: ns since the epoch must fit int64 (until 2262); earlier than 1970 is refused too
+_MAX_NS: Final = 2**63 - 1
+_NS_PER: Final = {"epoch_s": 1_000_000_000, "epoch_ms": 1_000_000, "epoch_us": 1_000, "epoch_ns": 1}
+_A: Final = {"float": "a float", "int": "an int", "bool": "a boolean", "string": "a string"}
+_TRUE: Final = frozenset({"true", "1", "on", "yes"})
+_FALSE: Final = frozenset({"false", "0", "off", "no"})
+
+
+class PayloadError(ValueError):
+    """A message that cannot be stored; ``reason`` keys the drop counters."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def match_levels(levels: Sequence[str | None], topic_levels: Sequence[str]) -> tuple[str, ...] | None:
+    """The placeholder values a topic gives under a template (see
+    :func:`config.settings.mqtt_template_levels`), in template order; None if it does not fit."""
+    out: list[str] = []
+    n = len(topic_levels)
+    for i, lv in enumerate(levels):
+        if lv == "#":
+            return tuple(out)
+        if i >= n:
+            return None
+        t = topic_levels[i]
+        if lv is None:
+            continue
+        if lv[0] == "=":
+            if t != lv[1:]:
+                return None
+        else:
+            out.append(t)
+    return tuple(out) if len(levels) == n else None
+
+
+def parse_json(payload: bytes) -> dict[str, Any]:
+    """A JSON object from a payload."""
+    try:
+        text = payload.decode("utf-8")  # RFC 8259: JSON exchanged between systems is UTF-8
+    except UnicodeDecodeError as exc:
+        raise PayloadError("not utf-8", str(exc)) from exc
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError("malformed json", str(exc)[:200]) from exc
+    if not isinstance(doc, dict):
+        raise PayloadError("not a json object", f"the document is a {type(doc).__name__}")
+    return doc
+
+
+_MISSING: Final = object()
+
+
+def walk(doc: Any, path: Sequence[str]) -> Any:
+    """The value at a dotted path (list items by decimal index); ``_MISSING`` if absent."""
+    cur = doc
+    for key in path:
+        if isinstance(cur, dict):
+            cur = cur.get(key, _MISSING)
+        elif isinstance(cur, list) and key.isdigit() and int(key) < len(cur):
+            cur = cur[int(key)]
+        else:
+            return _MISSING
+        if cur is _MISSING:
+            return _MISSING
+    return cur
+
+
+def is_missing(v: Any) -> bool:
+    return v is _MISSING
+
+
+def parse_timestamp(raw: Any, fmt: str) -> int:
+    """Nanoseconds since the epoch from a payload's time field."""
+    if fmt == "iso8601":
+        if not isinstance(raw, str):
+            raise PayloadError("bad timestamp", f"expected an ISO 8601 string, got {_show(raw)}")
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise PayloadError("bad timestamp", f"{raw[:60]!r} is not ISO 8601") from exc
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        try:
+            delta = dt - _EPOCH
+        except OverflowError as exc:
+            raise PayloadError("bad timestamp", f"{raw[:60]!r} is out of range") from exc
+        ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    else:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise PayloadError("bad timestamp", f"expected a number ({fmt}), got {_show(raw)}")
+        if isinstance(raw, float):
+            if not math.isfinite(raw):
+                raise PayloadError("bad timestamp", f"{raw!r} is not a time")
+            ns_f = raw * _NS_PER[fmt]
+            if not 0 <= ns_f < _MAX_NS:
+                raise PayloadError("bad timestamp", f"{raw!r} ({fmt}) is out of range")
+            ns = int(ns_f)
+        else:
+            ns = raw * _NS_PER[fmt]
+    if not 0 <= ns <= _MAX_NS:
+        raise PayloadError("bad timestamp", f"{_show(raw)} ({fmt}) is out of range")
+    return ns
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _clean(text: str) -> str:
+    """JSON may escape lone surrogates (\\ud800) that no store can encode: replace them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class TagCodec:
+    """Turns one tag's raw value (payload text or a JSON value) into (value, text)."""
+
+    type: str
+    #: canonical or device enum names -> raw value, for enumerated tags sent as names
+    names: dict[str, int]
+
+    @classmethod
+    def of(cls, tag: MqttTag) -> TagCodec:
+        names: dict[str, int] = {}
+        if tag.enum is not None and tag.role in ENUM_ROLES:
+            names = {name.lower(): raw for raw, name in tag.enum.items()}
+        return cls(tag.type, names)
+
+    def from_text(self, payload: bytes) -> tuple[float, str | None]:
+        """A plain payload: the decimal text (or name, or true/false) of one value."""
+        try:
+            text = payload.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise PayloadError("not utf-8", str(exc)) from exc
+        if self.type == "string":
+            return math.nan, text
+        if self.type == "bool":
+            low = text.lower()
+            if low in _TRUE:
+                return 1.0, None
+            if low in _FALSE:
+                return 0.0, None
+            raise PayloadError("wrong type", f"{_show(text)} is not a boolean")
+        try:
+            if self.type == "int":
+                return float(int(text, 10)), None
+            value = float(text)
+        except OverflowError:
+            raise PayloadError("wrong type", f"{_show(text)} is out of range") from None
+        except ValueError:
+            raw = self.names.get(text.lower())
+            if raw is not None:
+                return float(raw), None
+            if self.type == "int":
+                try:
+                    f = float(text)
+                except ValueError:
+                    f = math.nan
+                if f.is_integer():
+                    return f, None
+            raise PayloadError("wrong type", f"{_show(text)} is not {_A[self.type]}") from None
+        return value, None
+
+    def from_json(self, v: Any) -> tuple[float, str | None]:
+        """A JSON value of this tag's type (numbers for float and int, true/false or 0/1 for
+        bool; an enumerated tag also takes its names)."""
+        if self.type == "string":
+            if isinstance(v, str):
+                return math.nan, _clean(v)
+            if v is None or isinstance(v, dict | list):
+                raise PayloadError("wrong type", f"expected a string, got {_show(v)}")
+            return math.nan, json.dumps(v)
+        if isinstance(v, bool):
+            if self.type == "bool":
+                return float(v), None
+            raise PayloadError("wrong type", f"expected {_A[self.type]}, got {_show(v)}")
+        if isinstance(v, int):
+            if self.type == "bool" and v not in (0, 1):
+                raise PayloadError("wrong type", f"expected a boolean, got {_show(v)}")
+            try:
+                return float(v), None
+            except OverflowError:
+                raise PayloadError("wrong type", f"{_show(v)} is out of range") from None
+        if isinstance(v, float):
+            if self.type == "bool" or (self.type == "int" and not v.is_integer()):
+                raise PayloadError("wrong type", f"expected {_A[self.type]}, got {_show(v)}")
+            return v, None
+        if isinstance(v, str) and self.names:
+            raw = self.names.get(v.lower())
+            if raw is not None:
+                return float(raw), None
+        raise PayloadError("wrong type", f"expected {_A[self.type]}, got {_show(v)}")

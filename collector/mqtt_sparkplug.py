@@ -1,0 +1,278 @@
+"""The Sparkplug B host side of the MQTT collector: births, aliases, ``seq``, deaths.
+
+Per edge node (group, node id) it keeps the ``bdSeq`` of the NBIRTH, the last ``seq``, the
+alias table of the node and of its devices (aliases are unique per edge node) and which tags
+each BIRTH mapped. It turns messages into rows through callbacks and never raises: every
+problem goes to ``problem(topic, reason, detail)``.
+
+* a ``seq`` gap, data from a node or device with no BIRTH seen (a host that started after
+  the birth), or an alias it never announced -> rebirth request (NCMD ``Node Control/Rebirth``,
+  at most once per ``rebirth_min_interval_ns`` per node), and the node's data is ignored
+  until its NBIRTH;
+* NDEATH whose ``bdSeq`` matches the NBIRTH (a death from an older session is ignored) ->
+  a ``BAD_STALE`` sample for every tag of the node and its devices, and a gap opened for the
+  node, closed by its next NBIRTH; DDEATH -> ``BAD_STALE`` for that device's tags.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from config.signals import Quality
+
+from .mqtt_decode import PayloadError, TagCodec, match_levels
+from .sparkplug import (
+    DataType,
+    Metric,
+    SparkplugDecodeError,
+    SparkplugTopic,
+    apply_datatype,
+    decode_payload,
+    encode_payload,
+    format_topic,
+)
+
+__all__ = ["REBIRTH_METRIC", "SparkplugHost", "rebirth_request"]
+
+REBIRTH_METRIC = "Node Control/Rebirth"
+
+Emit = Callable[[int, int, float, int, "str | None"], None]  # tag index, ts ns, value, quality, text
+Problem = Callable[[str, str, str, "int | None"], None]  # topic, reason, detail, tag index
+Publish = Callable[[str, bytes], None]
+GapEvent = Callable[[str, str, int, "str | None"], None]  # "open"/"close", node key, ts, reason
+
+
+def rebirth_request(group: str, node: str, now_ms: int) -> tuple[str, bytes]:
+    """Topic and payload of an NCMD asking ``node`` to publish its births again."""
+    payload = encode_payload(
+        [Metric(REBIRTH_METRIC, None, DataType.BOOLEAN, True, now_ms)], None, now_ms
+    )
+    return format_topic(group, "NCMD", node), payload
+
+
+@dataclass(slots=True)
+class _Node:
+    bd_seq: int | None = None
+    seq: int | None = None
+    alive: bool = False  # an NBIRTH was seen and no death, gap or seq problem since
+    dead: bool = False  # an NDEATH was seen (stale marks written, gap open)
+    aliases: dict[int, tuple[str, int]] = field(default_factory=dict)  # alias -> (name, datatype)
+    types: dict[str | None, dict[str, int]] = field(default_factory=dict)  # device -> name -> datatype
+    tags: dict[str | None, dict[str, int]] = field(default_factory=dict)  # device -> name -> tag index
+    devices_alive: set[str] = field(default_factory=set)
+    last_rebirth_ns: int | None = None
+
+
+class SparkplugHost:
+    """Sparkplug B host state for one subscription.
+
+    ``levels`` is the subscription's template over ``<group>/<edge node>[/<device>]``;
+    ``keys`` maps (placeholder values..., metric name) to a tag index.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[str | None],
+        keys: dict[tuple[str, ...], int],
+        codecs: Sequence[TagCodec],
+        *,
+        emit: Emit,
+        problem: Problem,
+        publish: Publish,
+        gap: GapEvent,
+        rebirth_min_interval_ns: int,
+    ) -> None:
+        self._levels = list(levels)
+        self._keys = keys
+        self._codecs = codecs
+        self._emit = emit
+        self._problem = problem
+        self._publish = publish
+        self._gap = gap
+        self._rebirth_ns = rebirth_min_interval_ns
+        self._nodes: dict[tuple[str, str], _Node] = {}
+        self.rebirth_requests = 0
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, t: SparkplugTopic, payload: bytes, now_ns: int) -> None:
+        mtype = t.message_type
+        if mtype in ("NCMD", "DCMD", "STATE"):
+            return  # commands (ours included) and host states carry no machine data
+        topic = t.topic
+        try:
+            p = decode_payload(payload)
+        except SparkplugDecodeError as exc:
+            self._problem(topic, "invalid sparkplug payload", str(exc), None)
+            return
+        key = (t.group_id, t.edge_node_id)
+        node = self._nodes.get(key)
+        if mtype == "NBIRTH":
+            self._nbirth(t, p.seq, p.metrics, p.timestamp_ms, now_ns)
+            return
+        if mtype == "NDEATH":
+            self._ndeath(t, node, p.metrics, now_ns)
+            return
+        if node is None or not node.alive:
+            self._problem(topic, "sparkplug data before birth",
+                          f"{mtype} from a node whose NBIRTH this host has not seen", None)
+            self._rebirth(t, node, now_ns)
+            return
+        if not self._seq_ok(t, node, p.seq, now_ns):
+            return
+        dev = t.device_id
+        if mtype == "DBIRTH":
+            assert dev is not None
+            self._birth_metrics(t, node, dev, p.metrics, p.timestamp_ms, now_ns)
+            node.devices_alive.add(dev)
+        elif mtype == "DDEATH":
+            assert dev is not None
+            node.devices_alive.discard(dev)
+            self._stale(node.tags.get(dev, {}).values(), now_ns)
+        elif mtype == "DDATA" and dev not in node.devices_alive:
+            self._problem(topic, "sparkplug data before birth",
+                          f"DDATA from device {dev!r} whose DBIRTH this host has not seen", None)
+            self._rebirth(t, node, now_ns)
+        else:  # NDATA, DDATA
+            self._data(t, node, dev, p.metrics, p.timestamp_ms, now_ns)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _nbirth(self, t: SparkplugTopic, seq: int | None, metrics: list[Metric],
+                ts_ms: int | None, now_ns: int) -> None:
+        key = (t.group_id, t.edge_node_id)
+        old = self._nodes.get(key)
+        node = _Node(last_rebirth_ns=old.last_rebirth_ns if old is not None else None)
+        self._nodes[key] = node
+        for m in metrics:
+            if m.name == "bdSeq" and isinstance(m.value, int) and not isinstance(m.value, bool):
+                node.bd_seq = m.value
+        node.seq = seq if seq is not None else 0
+        node.alive = True
+        # also when this host never saw the death: a previous collector instance may have
+        # opened the gap (the supervisor ignores closing a gap it does not have)
+        self._gap("close", f"{t.group_id}/{t.edge_node_id}", now_ns, None)
+        self._birth_metrics(t, node, None, metrics, ts_ms, now_ns)
+
+    def _ndeath(self, t: SparkplugTopic, node: _Node | None, metrics: list[Metric], now_ns: int) -> None:
+        if node is None or (node.bd_seq is None and not node.tags):
+            return  # a node this host never saw born: nothing of it is stored
+        bd = next((m.value for m in metrics if m.name == "bdSeq"), None)
+        if node.bd_seq is not None and bd is not None and bd != node.bd_seq:
+            return  # the Will of an older session (its replacement already sent NBIRTH)
+        was_dead = node.dead
+        node.alive, node.dead = False, True
+        node.devices_alive.clear()
+        self._stale((i for tags in node.tags.values() for i in tags.values()), now_ns)
+        if not was_dead:
+            self._gap("open", f"{t.group_id}/{t.edge_node_id}", now_ns,
+                      f"sparkplug node {t.group_id}/{t.edge_node_id} offline (NDEATH)")
+
+    def _seq_ok(self, t: SparkplugTopic, node: _Node, seq: int | None, now_ns: int) -> bool:
+        expected = 0 if node.seq is None else (node.seq + 1) % 256
+        if seq != expected:
+            self._problem(t.topic, "sparkplug seq gap", f"seq {seq}, expected {expected}", None)
+            node.alive = False  # nothing more from it until its NBIRTH
+            self._rebirth(t, node, now_ns)
+            return False
+        node.seq = seq
+        return True
+
+    def _rebirth(self, t: SparkplugTopic, node: _Node | None, now_ns: int) -> None:
+        if node is None:
+            node = _Node()
+            self._nodes[(t.group_id, t.edge_node_id)] = node
+        last = node.last_rebirth_ns
+        if last is not None and now_ns - last < self._rebirth_ns:
+            return
+        node.last_rebirth_ns = now_ns
+        self.rebirth_requests += 1
+        topic, payload = rebirth_request(t.group_id, t.edge_node_id, now_ns // 1_000_000)
+        self._publish(topic, payload)
+
+    # ------------------------------------------------------------------ metrics
+
+    def _tag_of(self, t: SparkplugTopic, device: str | None, name: str) -> int | None:
+        address = [t.group_id, t.edge_node_id] + ([device] if device is not None else [])
+        values = match_levels(self._levels, address)
+        if values is None:
+            return None
+        return self._keys.get((*values, name))
+
+    def _birth_metrics(self, t: SparkplugTopic, node: _Node, device: str | None,
+                       metrics: list[Metric], ts_ms: int | None, now_ns: int) -> None:
+        tags = node.tags.setdefault(device, {})
+        types = node.types.setdefault(device, {})
+        tags.clear()
+        types.clear()
+        for m in metrics:
+            if m.name is None:
+                self._problem(t.topic, "invalid sparkplug payload", "a BIRTH metric without a name", None)
+                continue
+            if m.datatype == DataType.UNKNOWN:
+                self._problem(t.topic, "invalid sparkplug payload",
+                              f"BIRTH metric {m.name!r} without a datatype", None)
+                continue
+            types[m.name] = m.datatype
+            if m.alias is not None:
+                node.aliases[m.alias] = (m.name, m.datatype)
+            i = self._tag_of(t, device, m.name)
+            if i is not None:
+                tags[m.name] = i
+                self._store(t, i, m, ts_ms, now_ns)
+
+    def _data(self, t: SparkplugTopic, node: _Node, device: str | None,
+              metrics: list[Metric], ts_ms: int | None, now_ns: int) -> None:
+        tags = node.tags.get(device, {})
+        types = node.types.get(device, {})
+        for m in metrics:
+            if m.name is not None:
+                name: str = m.name
+                dt = types.get(name)
+            elif m.alias is not None and m.alias in node.aliases:
+                name, dt = node.aliases[m.alias]
+            else:
+                self._problem(t.topic, "unknown sparkplug alias",
+                              f"alias {m.alias} was not in the BIRTH", None)
+                node.alive = False
+                self._rebirth(t, node, now_ns)
+                return
+            i = tags.get(name)
+            if i is None:
+                continue  # a metric no tag asks for
+            if dt is None:
+                self._problem(t.topic, "unknown sparkplug metric",
+                              f"metric {name!r} was not in the BIRTH", i)
+                continue
+            try:
+                m = apply_datatype(m, dt)
+            except SparkplugDecodeError as exc:
+                self._problem(t.topic, "wrong type", str(exc), i)
+                continue
+            self._store(t, i, m, ts_ms, now_ns)
+
+    def _store(self, t: SparkplugTopic, i: int, m: Metric, ts_ms: int | None, now_ns: int) -> None:
+        stamp = m.timestamp_ms if m.timestamp_ms is not None else ts_ms
+        ts = now_ns if stamp is None or not 0 <= stamp < 9_223_372_036_854 else stamp * 1_000_000
+        if m.is_null or m.value is None:
+            self._emit(i, ts, math.nan, Quality.BAD, None)
+            return
+        codec = self._codecs[i]
+        v = m.value
+        try:
+            if isinstance(v, bool) and codec.type != "string":
+                value, text = float(v), None  # a Boolean metric is 0/1 whatever the tag's type
+            elif isinstance(v, str):
+                value, text = codec.from_text(v.encode("utf-8", "surrogatepass"))
+            else:
+                value, text = codec.from_json(v)
+        except PayloadError as exc:
+            self._problem(t.topic, exc.reason, f"metric {m.name or m.alias}: {exc.detail}", i)
+            return
+        self._emit(i, ts, value, Quality.GOOD, text)
+
+    def _stale(self, indices: Iterable[int], now_ns: int) -> None:
+        for i in sorted(set(indices)):
+            self._emit(i, now_ns, math.nan, Quality.BAD_STALE, None)

@@ -1,0 +1,296 @@
+"""Decoders of the MQTT collector: tables of cases, and property tests that throw >= 10,000
+generated payloads at each decoder (plain, JSON, Sparkplug host) with no exception escaping.
+
+The messages are real ``paho.mqtt.client.MQTTMessage`` objects handed to the collector's
+message handler, as paho's reader would; no broker is needed to decode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from paho.mqtt.client import MQTTMessage
+
+from collector.mqtt import MqttCollector
+from collector.mqtt_decode import PayloadError, TagCodec, match_levels, parse_timestamp
+from collector.sparkplug import DataType, Metric, encode_payload, format_topic
+from config.settings import MqttDevice, MqttTag, mqtt_template_levels
+from config.signals import Quality
+
+ASSET = "plant/area/L1/M1"
+MANY = settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def collector() -> MqttCollector:
+    dev = MqttDevice.model_validate({
+        "name": "d", "protocol": "mqtt", "broker": "mqtt://127.0.0.1:1",  # never connected
+        "subscriptions": [
+            {"topic": "tp/+/+/+", "template": "tp/{line}/{asset}/{signal}"},
+            {"topic": "js/+/+", "format": "json", "template": "js/{line}/{asset}",
+             "timestamp_field": "ts"},
+            {"format": "sparkplug", "group_id": "g", "template": "+/{line}/{asset}"},
+        ],
+        "tags": [
+            {"asset": ASSET, "name": "speed"},
+            {"asset": ASSET, "name": "count", "type": "int"},
+            {"asset": ASSET, "name": "on", "type": "bool"},
+            {"asset": ASSET, "name": "note", "type": "string"},
+            {"asset": ASSET, "name": "state", "role": "state", "field": "machine.state", "type": "int",
+             "enum": {3: "Executing", 2: "NotExecuting"}},
+            {"asset": ASSET, "name": "good", "field": "counters.good", "type": "int"},
+            {"asset": ASSET, "name": "temp", "field": "process.temperature_c"},
+            {"asset": ASSET, "name": "label", "field": "process.x", "type": "string"},
+            {"asset": ASSET, "name": "sp_speed", "metric": "speed_rpm"},
+            {"asset": ASSET, "name": "sp_note", "metric": "note", "type": "string"},
+        ],
+    })
+    ids = {t.path: i for i, t in enumerate(dev.tags)}
+    c = MqttCollector(dev, ids)
+    c._publish = lambda topic, payload: None  # type: ignore[method-assign]  # not connected
+    c.gap_events = []
+    return c
+
+
+_SHARED: list[MqttCollector] = []
+
+
+def shared() -> MqttCollector:
+    """One collector for the property tests (building one per example would dominate)."""
+    if not _SHARED:
+        _SHARED.append(collector())
+    c = _SHARED[0]
+    c._drain()
+    c.dropped.clear()
+    return c
+
+
+def message(topic: str, payload: bytes, mid: int = 1, qos: int = 1, dup: bool = False) -> MQTTMessage:
+    m = MQTTMessage(mid, topic.encode("utf-8"))
+    m.payload = payload
+    m.qos = qos
+    m.dup = dup
+    return m
+
+
+def feed(c: MqttCollector, topic: str, payload: bytes) -> None:
+    c._message(message(topic, payload))  # not _on_message: a bug must raise here, not be counted
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@pytest.mark.parametrize(("type_", "payload", "expected"), [
+    ("float", b"12.5", (12.5, None)),
+    ("float", b" -3 ", (-3.0, None)),
+    ("float", b"1e3", (1000.0, None)),
+    ("int", b"42", (42.0, None)),
+    ("int", b"42.0", (42.0, None)),
+    ("bool", b"true", (1.0, None)),
+    ("bool", b"OFF", (0.0, None)),
+    ("bool", b"0", (0.0, None)),
+    ("string", "Grüße".encode(), (math.nan, "Grüße")),
+])
+def test_plain_values(type_: str, payload: bytes, expected: tuple[float, str | None]) -> None:
+    value, text = TagCodec(type_, {}).from_text(payload)
+    assert (value == expected[0] or (math.isnan(value) and math.isnan(expected[0])))
+    assert text == expected[1]
+
+
+@pytest.mark.parametrize(("type_", "payload", "reason"), [
+    ("float", b"fast", "wrong type"),
+    ("int", b"4.5", "wrong type"),
+    ("bool", b"2", "wrong type"),
+    ("float", b"\xff\xfe", "not utf-8"),
+    ("int", b"9" * 400, "wrong type"),
+])
+def test_plain_refusals(type_: str, payload: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError) as err:
+        TagCodec(type_, {}).from_text(payload)
+    assert err.value.reason == reason
+
+
+def test_enumerated_tags_take_names() -> None:
+    tag = MqttTag(asset=ASSET, name="state", role="state", type="int",  # type: ignore[arg-type]
+                  enum={3: "Executing", 2: "NotExecuting"})
+    codec = TagCodec.of(tag)
+    assert codec.from_text(b"Executing") == (3.0, None)
+    assert codec.from_json("notexecuting") == (2.0, None)
+    with pytest.raises(PayloadError):
+        codec.from_json("Running")
+
+
+@pytest.mark.parametrize(("raw", "fmt", "ns"), [
+    (1_700_000_000_000, "epoch_ms", 1_700_000_000_000_000_000),
+    (1_700_000_000.5, "epoch_s", 1_700_000_000_500_000_000),
+    (1_700_000_000_000_000_000, "epoch_ns", 1_700_000_000_000_000_000),
+    ("2023-11-14T22:13:20Z", "iso8601", 1_700_000_000_000_000_000),
+    ("2023-11-14T23:13:20+01:00", "iso8601", 1_700_000_000_000_000_000),
+    ("2023-11-14T22:13:20", "iso8601", 1_700_000_000_000_000_000),  # naive = UTC
+])
+def test_timestamps(raw: Any, fmt: str, ns: int) -> None:
+    assert parse_timestamp(raw, fmt) == ns
+
+
+@pytest.mark.parametrize(("raw", "fmt"), [
+    (-1, "epoch_ms"), (10**30, "epoch_ms"), (True, "epoch_ms"), ("1", "epoch_ms"),
+    (float("nan"), "epoch_s"), ("yesterday", "iso8601"), (5, "iso8601"),
+])
+def test_bad_timestamps(raw: Any, fmt: str) -> None:
+    with pytest.raises(PayloadError) as err:
+        parse_timestamp(raw, fmt)
+    assert err.value.reason == "bad timestamp"
+
+
+@pytest.mark.parametrize(("template", "topic", "expected"), [
+    ("tp/{line}/{asset}/{signal}", "tp/L1/M1/speed", ("L1", "M1", "speed")),
+    ("tp/{line}/{asset}/{signal}", "tp/L1/M1", None),
+    ("tp/{line}/{asset}/{signal}", "tp/L1/M1/speed/x", None),
+    ("tp/+/{asset}/#", "tp/L1/M1/a/b/c", ("M1",)),
+    ("x/{asset}", "tp/M1", None),
+])
+def test_templates(template: str, topic: str, expected: tuple[str, ...] | None) -> None:
+    assert match_levels(mqtt_template_levels(template), topic.split("/")) == expected
+
+
+def storable(batch: Any) -> bool:
+    """Every text can be written by a store: UTF-8 encodable (raises for a lone surrogate)."""
+    for t in [] if batch.text is None else batch.text.tolist():
+        if t is not None:
+            t.encode("utf-8")
+    return True
+
+
+def test_lone_surrogates_from_json_are_replaced() -> None:
+    c = collector()
+    feed(c, "js/L1/M1", b'{"ts": 1, "process": {"x": "a\\ud800b"}}')
+    batch, _ = c._drain()
+    assert batch.text is not None and batch.text.tolist() == ["a?b"]
+
+
+def test_json_document_to_rows() -> None:
+    c = collector()
+    doc = {"ts": 1_700_000_000_000, "machine": {"state": 3}, "counters": {"good": 11},
+           "process": {"temperature_c": None}}
+    feed(c, "js/L1/M1", json.dumps(doc).encode())
+    batch, msgs = c._drain()
+    assert len(msgs) == 1
+    assert batch.value[:2].tolist() == [3.0, 11.0]
+    assert batch.quality.tolist() == [Quality.GOOD, Quality.GOOD, Quality.BAD]  # null: no value
+    assert set(batch.ts_ns.tolist()) == {1_700_000_000_000_000_000}
+
+
+def test_a_redelivered_stored_message_is_dropped_once_acknowledged() -> None:
+    c = collector()
+    c._message(message("tp/L1/M1/speed", b"1", mid=9))
+    batch, msgs = c._drain()
+    c._unacked.append((batch, msgs))
+    c.stored(batch)
+    c._message(message("tp/L1/M1/speed", b"1", mid=9, dup=True))  # the broker never got the ack
+    c._message(message("tp/L1/M1/speed", b"2", mid=9, dup=True))  # same id, other message
+    again, msgs2 = c._drain()
+    assert again.value.tolist() == [2.0] and len(msgs2) == 2  # both acknowledged with it
+    assert c.stats.duplicates == 1
+
+
+# --------------------------------------------------------------------------- properties
+
+# Kept small on purpose: generating nested documents dominates the run time, and the
+# decoder's branches need type variety at the known paths more than depth.
+leaves = (st.none() | st.booleans() | st.integers() | st.floats()
+          | st.text(max_size=12))  # lone surrogates included: json.dumps escapes them
+json_values = st.recursive(
+    leaves,
+    lambda children: (st.lists(children, max_size=3)
+                      | st.dictionaries(st.text(max_size=6), children, max_size=3)),
+    max_leaves=5,
+)
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "ts": leaves | st.integers(min_value=0, max_value=2**63),
+        "machine": st.fixed_dictionaries({}, optional={"state": json_values}) | leaves,
+        "counters": st.fixed_dictionaries({}, optional={"good": json_values}) | leaves,
+        "process": st.dictionaries(st.sampled_from(["temperature_c", "x"]), leaves, max_size=2),
+    },
+)
+
+
+@MANY
+@given(payload=st.binary(max_size=64) | st.text(max_size=40).map(str.encode),
+       signal=st.sampled_from(["speed", "count", "on", "note", "nope"]))
+def test_plain_decoder_never_raises(payload: bytes, signal: str) -> None:
+    c = shared()
+    feed(c, f"tp/L1/M1/{signal}", payload)
+    batch, msgs = c._drain()
+    assert len(msgs) == 1
+    assert len(batch) + sum(c.dropped.values()) == 1
+    assert storable(batch)
+
+
+@MANY
+@given(payload=documents.map(lambda d: json.dumps(d).encode())
+       | st.binary(max_size=80)
+       | json_values.map(lambda v: json.dumps(v).encode()))
+def test_json_decoder_never_raises(payload: bytes) -> None:
+    c = shared()
+    feed(c, "js/L1/M1", payload)
+    batch, msgs = c._drain()
+    assert len(msgs) == 1
+    assert len(batch) <= 4
+    assert "internal error" not in c.dropped
+    assert storable(batch)
+
+
+scalar_metric = st.builds(
+    Metric,
+    name=st.none() | st.sampled_from(["speed_rpm", "note", "bdSeq", "other"]),
+    alias=st.none() | st.integers(min_value=0, max_value=5),
+    datatype=st.sampled_from([DataType.INT32, DataType.UINT64, DataType.DOUBLE, DataType.FLOAT,
+                              DataType.BOOLEAN, DataType.STRING, DataType.INT8]),
+    value=st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    timestamp_ms=st.none() | st.integers(min_value=0, max_value=2**64 - 1),
+    is_null=st.booleans(),
+)
+
+
+def _encode(metrics: list[Metric], seq: int | None) -> bytes:
+    try:
+        return encode_payload(metrics, seq, 1_700_000_000_000)
+    except ValueError:  # the generated metric does not encode as declared: send it without it
+        return encode_payload([], seq, 1_700_000_000_000)
+
+
+sparkplug_messages = st.lists(
+    st.tuples(
+        st.sampled_from(["NBIRTH", "DBIRTH", "NDATA", "DDATA", "NDEATH", "DDEATH", "NCMD", "STATE"]),
+        st.sampled_from(["L1", "L2"]),
+        st.one_of(
+            st.builds(_encode, st.lists(scalar_metric, max_size=3),
+                      st.none() | st.integers(min_value=0, max_value=255)),
+            st.binary(max_size=40),
+        ),
+    ),
+    min_size=1, max_size=4,
+)
+
+
+@MANY
+@given(messages=sparkplug_messages)
+def test_sparkplug_host_never_raises(messages: list[tuple[str, str, bytes]]) -> None:
+    c = shared()  # host state carries over between examples: more sequences get explored
+    for mtype, node, payload in messages:
+        if mtype == "STATE":
+            topic = "spBv1.0/STATE/host"
+        else:
+            topic = format_topic("g", mtype, node, "M1" if mtype[0] in "D" else None)
+        feed(c, topic, payload)
+    batch, msgs = c._drain()
+    assert len(msgs) == len(messages)
+    assert "internal error" not in c.dropped
+    assert set(batch.quality.tolist()) <= {Quality.GOOD, Quality.BAD, Quality.BAD_STALE}
+    assert storable(batch)
