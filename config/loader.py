@@ -1,7 +1,17 @@
-"""Load a YAML file into :class:`Settings`, naming the file, field path and reason of every error."""
+"""Load a YAML file into :class:`Settings`, naming the file, field path and reason of every error.
+
+String values may refer to environment variables, for containers and secrets: ``${VAR}``
+is the variable's value (an error naming file, line and variable when it is not set),
+``${VAR:-default}`` its value or ``default`` when it is unset or empty, and ``$${`` a
+literal ``${``. Only values are substituted (after YAML parsing), so a value with ``:``
+or ``#`` in it cannot change the structure of the file, and comments are left alone.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,48 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+
+
+def expand_env(value: str, env: Mapping[str, str], where: str) -> str:
+    """``value`` with ``${VAR}`` / ``${VAR:-default}`` replaced from ``env``."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name is None:
+            raise ConfigError(
+                f"{where}: malformed ${{...}} in {value!r}",
+                [(where, "expected ${NAME} or ${NAME:-default} (NAME: letters, digits, _)")],
+            )
+        got = env.get(name)
+        if got:
+            return got
+        if default is not None:
+            return default
+        if got is not None:
+            return got  # set but empty, and no default: empty is what the user set
+        raise ConfigError(
+            f"{where}: environment variable {name} is not set",
+            [(where, f"${{{name}}} needs the environment variable {name} "
+                     f"(or a default: ${{{name}:-value}})")],
+        )
+
+    return _VAR.sub(sub, value)
+
+
+def _env_loader(source: str, env: Mapping[str, str]) -> type[yaml.SafeLoader]:
+    class EnvLoader(yaml.SafeLoader):
+        def construct_scalar(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
+            value = super().construct_scalar(node)
+            if isinstance(value, str) and "${" in value:
+                return expand_env(value, env, f"{source}:{node.start_mark.line + 1}")
+            return value
+
+    return EnvLoader
+
+
 def settings_from_dict(data: Any, source: str = "<config>") -> Settings:
     """Validate parsed YAML; raise ConfigError listing every problem."""
     if data is None:
@@ -50,15 +102,17 @@ def settings_from_dict(data: Any, source: str = "<config>") -> Settings:
     return settings
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read and validate a YAML configuration file."""
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a YAML configuration file; ``${VAR}`` come from ``env`` (default:
+    the process environment)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}", [(str(p), exc.strerror or str(exc))]) from exc
     try:
-        data = yaml.safe_load(text)
+        # a SafeLoader subclass: as safe as yaml.safe_load, plus ${VAR} in values
+        data = yaml.load(text, Loader=_env_loader(str(p), os.environ if env is None else env))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)

@@ -6,20 +6,28 @@ importing this package opens nothing and registers nothing.
 
 from __future__ import annotations
 
-from config.errors import StoreError
-from config.settings import SqliteStoreSettings, StoreSettings
+from config.settings import InfluxStoreSettings, SqliteStoreSettings, StoreSettings
 
 from .base import Gap, Latest, Store, StoreStats, TagRecord
-from .batch import Batch, Series
+from .batch import TS_UNKNOWN, Batch, Series
+from .influx import InfluxStore
+from .spool import Spool
+from .spool_quarantine import Quarantine
+from .spool_store import SpooledStore
 from .sqlite import SCHEMA_VERSION, SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",
     "STORES",
+    "TS_UNKNOWN",
     "Batch",
     "Gap",
+    "InfluxStore",
     "Latest",
+    "Quarantine",
     "Series",
+    "Spool",
+    "SpooledStore",
     "SqliteStore",
     "Store",
     "StoreStats",
@@ -28,17 +36,29 @@ __all__ = [
 ]
 
 #: config ``store.type`` -> backend class
-STORES: dict[str, type[SqliteStore]] = {"sqlite": SqliteStore}
+STORES: dict[str, type[SqliteStore] | type[InfluxStore]] = {
+    "sqlite": SqliteStore,
+    "influx": InfluxStore,
+}
 
 
 def open_store(settings: StoreSettings) -> Store:
     """Open the store that ``settings`` describe."""
-    if not isinstance(settings, SqliteStoreSettings):
-        raise StoreError(f"store type {settings.type!r} is not available yet")
-    cls = STORES[settings.type]
-    return cls(
+    if isinstance(settings, InfluxStoreSettings):
+        return _open_remote(InfluxStore(settings), settings)
+    assert isinstance(settings, SqliteStoreSettings)
+    return SqliteStore(
         settings.path,
         synchronous=settings.synchronous,
         retention_days=settings.retention_days,
         compact_every=settings.compact_every,
     )
+
+
+def _open_remote(store: InfluxStore, settings: InfluxStoreSettings) -> Store:
+    """The one place where a remote store gets its store-and-forward spool (``settings.spool``)."""
+    try:
+        return SpooledStore.open(store, settings.spool)
+    except BaseException:
+        store.close()
+        raise

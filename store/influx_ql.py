@@ -1,0 +1,116 @@
+"""InfluxQL statements for the store's reads, and the ``/query`` JSON answer as numpy columns.
+
+Reads ask for ``epoch=ns`` (integer nanosecond times, exact) and ``chunked=true`` (the server
+streams one JSON object per line, each holding part of a statement's rows, so neither the
+server's ``max-row-limit`` nor one huge JSON document bounds a read).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from config.errors import StoreError
+from config.signals import Quality
+
+from .batch import I64, TS_UNKNOWN, Series
+from .influx_lp import HIERARCHY
+
+__all__ = ["Rows", "int_column", "parse_chunked", "quote_ident", "quote_str", "series_of", "tag_filter"]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_str(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tag_filter(path: str) -> str:
+    """WHERE condition selecting one tag's series by its hierarchy tags (not by role or device,
+    so a tag whose role or device changed is still one signal)."""
+    segments = path.split("/")
+    return " AND ".join(
+        f"{quote_ident(k)} = {quote_str(v)}" for k, v in zip(HIERARCHY, segments, strict=True)
+    )
+
+
+@dataclass(slots=True)
+class Rows:
+    """One statement's result: its columns and rows (lists as JSON decoded them)."""
+
+    columns: list[str]
+    values: list[list[Any]]
+
+    def column(self, name: str) -> list[Any]:
+        if not self.values:
+            return []
+        try:
+            k = self.columns.index(name)
+        except ValueError:  # a field never written in this window is not a column at all
+            return [None] * len(self.values)
+        return [row[k] for row in self.values]
+
+
+def parse_chunked(body: str, statements: int, where: str) -> list[Rows]:
+    """``statements`` results from a (chunked or not) ``/query`` answer; a statement error is a
+    StoreError carrying the server's message."""
+    out = [Rows([], []) for _ in range(statements)]
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise StoreError(f"{where}: answer is not JSON: {line[:200]!r}") from exc
+        if "error" in doc:
+            raise StoreError(f"{where}: {doc['error']}")
+        for result in doc.get("results", ()):
+            k = int(result.get("statement_id", 0))
+            if "error" in result:
+                raise StoreError(f"{where}: statement {k}: {result['error']}")
+            if not 0 <= k < statements:
+                raise StoreError(f"{where}: answer names statement {k} of {statements}")
+            for series in result.get("series", ()):
+                rows = out[k]
+                cols = list(series.get("columns", ()))
+                if rows.columns and cols != rows.columns:
+                    # chunks of one statement share columns; re-order defensively if not
+                    idx = [cols.index(c) if c in cols else None for c in rows.columns]
+                    rows.values.extend(
+                        [[v[i] if i is not None else None for i in idx] for v in series["values"]]
+                    )
+                else:
+                    rows.columns = rows.columns or cols
+                    rows.values.extend(series.get("values", ()))
+    return out
+
+
+def _quality(column: Iterable[object], n: int) -> np.ndarray:
+    # a missing quality (written by something else than tierproof) counts as unusable
+    q = np.fromiter((Quality.BAD if v is None else v for v in column), dtype=np.float64, count=n)
+    return q.astype(np.uint8)
+
+
+def series_of(*parts: Rows) -> Series:
+    """Rows with columns time, value, quality (several results in time order) as a Series."""
+    rows = [r for r in parts if r.values]
+    if not rows:
+        return Series.empty()
+    n = sum(len(r.values) for r in rows)
+    ts = np.fromiter((t for r in rows for t in r.column("time")), dtype=np.int64, count=n)
+    # None (no value field: a text or non-finite sample) becomes NaN in the float conversion
+    value = np.array([v for r in rows for v in r.column("value")], dtype=np.float64)
+    quality = _quality((v for r in rows for v in r.column("quality")), n)
+    return Series(ts, value, quality)
+
+
+def int_column(rows: Rows, name: str) -> I64:
+    """An integer column (time, server_ts, gateway_ts); TS_UNKNOWN where the field is absent."""
+    return np.fromiter((TS_UNKNOWN if v is None else v for v in rows.column(name)),
+                       dtype=np.int64, count=len(rows.values))

@@ -1,0 +1,359 @@
+"""Store-and-forward: a Store that spools batches while its sink cannot take them.
+
+``SpooledStore(inner, spool, quarantine, backoff)`` writes straight to ``inner`` while the
+spool is empty. When ``inner`` raises :class:`SinkUnavailable` (unreachable, timed out, 5xx,
+429) the batch goes to the durable spool instead and ``write`` returns normally: the batch is
+accepted. From then on every new batch goes to the spool's tail too, until a drain thread has
+sent everything in it, oldest first, so each series reaches the sink in order. The drain
+thread retries with exponential backoff (honouring the server's ``Retry-After``) and sends
+as fast as the sink accepts, several spooled batches per request. A batch the sink refuses for
+good (:class:`SinkRejected`, a 4xx other than 429) goes to the quarantine with the reason.
+
+Opening a SpooledStore on a non-empty spool (after a restart or a crash) starts draining at
+once, and new batches queue behind the old ones.
+
+Reads go to ``inner``: points still in the spool are not visible to reads (nor to KPIs)
+until they are drained. :meth:`SpooledStore.spool_stats` says how many are waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config.errors import SinkRejected, SinkUnavailable, StoreError
+from config.settings import Backoff, SpoolSettings
+
+from .base import Gap, Latest, Store, StoreStats, TagRecord
+from .batch import I64, Batch, Series
+from .spool import Spool, SpoolEntry
+from .spool_quarantine import Quarantine
+
+__all__ = ["SpooledStore", "backoff_delay", "open_spool"]
+
+log = logging.getLogger("tierproof.store.spool")
+
+#: a Retry-After longer than this is taken as this: a typo on the server must not park data for days
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def backoff_delay(backoff: Backoff, attempt: int, rng: random.Random) -> float:
+    """Delay before retry number ``attempt`` (0-based): initial * multiplier**attempt, capped
+    at max_s, with +-jitter so that many gateways do not retry in step."""
+    base = min(backoff.max_s, backoff.initial_s * backoff.multiplier ** min(attempt, 64))
+    return min(backoff.max_s, base * (1.0 + rng.uniform(-backoff.jitter, backoff.jitter)))
+
+
+def open_spool(settings: SpoolSettings) -> tuple[Spool, Quarantine]:
+    """The spool and quarantine that ``settings`` describe (quarantine in ``<path>/quarantine``)."""
+    spool = Spool(settings.path, settings.max_bytes, settings.when_full)
+    return spool, Quarantine(Path(settings.path) / "quarantine", settings.max_bytes)
+
+
+@dataclass(slots=True)
+class ForwardStats:
+    direct_batches: int = 0  # written straight to the sink
+    direct_points: int = 0
+    spooled_batches: int = 0  # accepted into the spool
+    spooled_points: int = 0
+    drained_batches: int = 0  # sent from the spool to the sink
+    drained_points: int = 0
+    quarantined_batches: int = 0
+    quarantined_points: int = 0
+    sink: str = "ok"  # ok | unavailable
+    last_error: str | None = None
+    last_error_ns: int | None = None
+    retry_at_ns: int | None = None
+
+
+class SpooledStore:
+    """A :class:`~store.base.Store` that forwards writes to ``inner`` through a spool."""
+
+    def __init__(
+        self,
+        inner: Store,
+        spool: Spool,
+        quarantine: Quarantine,
+        backoff: Backoff,
+        *,
+        drain_points: int = 50_000,
+        drain_batches: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.inner = inner
+        self.spool = spool
+        self.quarantine = quarantine
+        self.backoff = backoff
+        self.drain_points = drain_points
+        self.drain_batches = drain_batches
+        self.forward = ForwardStats()
+        self._rng = rng or random.Random()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._closed = False
+        self._not_before = 0.0  # monotonic time before which the drain must not send
+        self._attempt = 0  # failed sends in a row: the backoff's exponent
+        self._thread = threading.Thread(target=self._drain_loop, name="tierproof-spool-drain", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, inner: Store, settings: SpoolSettings, **kw: Any) -> SpooledStore:
+        spool, quarantine = open_spool(settings)
+        return cls(inner, spool, quarantine, settings.backoff, **kw)
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, batch: Batch) -> None:
+        """Write to the sink, or durably to the spool when the sink cannot take it now.
+
+        Raises :class:`StoreError` only when the batch was not kept: the spool refused it
+        (full, ``refuse_newest``) or the sink refused it and the quarantine was full.
+        """
+        if not len(batch):
+            return
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            if self.spool.empty:
+                try:
+                    self.inner.write(batch)
+                except SinkUnavailable as exc:
+                    # the drain's first attempt waits like any retry (Retry-After included)
+                    delay = self._unavailable_delay(exc)
+                    if delay < 0:
+                        delay = backoff_delay(self.backoff, 0, self._rng)
+                        self._attempt = 1
+                    self._not_before = time.monotonic() + delay
+                except SinkRejected as exc:
+                    self._quarantine(batch, exc)
+                    return
+                else:
+                    self.forward.direct_batches += 1
+                    self.forward.direct_points += len(batch)
+                    return
+            got = self.spool.append(batch)
+            if not got.accepted:
+                raise StoreError(
+                    f"spool {self.spool.path} refused {len(batch)} points: it holds {self.spool.bytes} "
+                    f"of {self.spool.max_bytes} bytes (when_full: {self.spool.when_full}), or the "
+                    "batch alone is larger than the whole spool"
+                )
+            self.forward.spooled_batches += 1
+            self.forward.spooled_points += len(batch)
+        with self._wake:
+            self._wake.notify_all()
+
+    def _unavailable(self, exc: SinkUnavailable) -> None:
+        if self.forward.sink != "unavailable":
+            log.warning("sink unavailable (%s); spooling batches in %s until it recovers",
+                        exc, self.spool.path)
+        self.forward.sink = "unavailable"
+        self.forward.last_error = str(exc)
+        self.forward.last_error_ns = time.time_ns()
+
+    def _quarantine(self, batch: Batch, exc: SinkRejected) -> None:
+        qid = self.quarantine.add(batch, exc.status, exc.reason or str(exc))
+        if qid is None:
+            raise StoreError(
+                f"sink refused {len(batch)} points (status {exc.status}: {exc.reason or exc}) and the "
+                f"quarantine {self.quarantine.path} is full: the batch was dropped"
+            ) from exc
+        self.forward.quarantined_batches += 1
+        self.forward.quarantined_points += len(batch)
+
+    # ------------------------------------------------------------------ draining
+
+    def _drain_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and (
+                    self.spool.empty or time.monotonic() < self._not_before
+                ):
+                    self._wake.wait(None if self.spool.empty else self._not_before - time.monotonic())
+                if self._stopping:
+                    return
+            try:
+                delay = self._drain_once()
+            except Exception as exc:  # a bug or a disk error must not end draining for good
+                log.exception("spool drain failed; will retry")
+                self.forward.last_error = f"{type(exc).__name__}: {exc}"
+                self.forward.last_error_ns = time.time_ns()
+                delay = -1.0
+            if delay is None:
+                self._attempt = 0
+                self.forward.retry_at_ns = None
+                continue
+            if delay < 0:
+                delay = backoff_delay(self.backoff, self._attempt, self._rng)
+            self._attempt += 1
+            self.forward.retry_at_ns = time.time_ns() + int(delay * 1e9)
+            with self._wake:
+                self._not_before = time.monotonic() + delay
+
+    def _drain_once(self) -> float | None:
+        """Send the oldest spooled batches. None: progress made; else the delay before the
+        next attempt (-1: the backoff's next delay)."""
+        items = self.spool.peek(self.drain_batches, self.drain_points)
+        if not items:
+            return None
+        try:
+            self.inner.write(Batch.concat([b for _, b in items]))
+        except SinkUnavailable as exc:
+            return self._unavailable_delay(exc)
+        except SinkRejected:
+            # one of them is refused: send them one by one to keep the others
+            return self._drain_singly(items)
+        self._sent(items)
+        return None
+
+    def _unavailable_delay(self, exc: SinkUnavailable) -> float:
+        self._unavailable(exc)
+        if exc.retry_after_s is not None:  # the server said when: that, not our backoff
+            return min(max(exc.retry_after_s, 0.0), MAX_RETRY_AFTER_S)
+        return -1.0
+
+    def _drain_singly(self, items: list[tuple[SpoolEntry, Batch]]) -> float | None:
+        for entry, batch in items:
+            try:
+                self.inner.write(batch)
+            except SinkUnavailable as exc:
+                return self._unavailable_delay(exc)
+            except SinkRejected as exc:
+                self._quarantine(batch, exc)
+                self.spool.pop(entry.seq)
+                continue
+            self._sent([(entry, batch)])
+        return None
+
+    def _sent(self, items: list[tuple[SpoolEntry, Batch]]) -> None:
+        self.spool.pop(items[-1][0].seq)
+        self.forward.drained_batches += len(items)
+        self.forward.drained_points += sum(e.points for e, _ in items)
+        if self.forward.sink != "ok":
+            log.info("sink available again; %d batches (%d points) still spooled",
+                     len(self.spool), self.spool.points)
+        self.forward.sink = "ok"
+        if self.spool.empty:
+            log.info("spool drained: %d batches, %d points forwarded since start",
+                     self.forward.drained_batches, self.forward.drained_points)
+            with self._wake:
+                self._wake.notify_all()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Block until the spool is empty (True) or ``timeout`` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while not self.spool.empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(min(left, 0.5))
+        return True
+
+    # ------------------------------------------------------------------ status
+
+    def spool_stats(self) -> dict[str, Any]:
+        """Spool and quarantine figures for health and collector status."""
+        s = self.spool.stats()
+        q = self.quarantine.stats()
+        f = self.forward
+        return {
+            "sink": f.sink,
+            "batches": s.batches,
+            "points": s.points,
+            "bytes": s.bytes,
+            "max_bytes": s.max_bytes,
+            "when_full": s.when_full,
+            "oldest_ns": s.oldest_ns,
+            "oldest_spooled_ns": s.oldest_spooled_ns,
+            "dropped_points": s.dropped_points + s.refused_points + q.dropped_points,
+            "dropped_batches": s.dropped_batches + s.refused_batches + q.dropped_batches,
+            "dropped_oldest_points": s.dropped_points,
+            "refused_newest_points": s.refused_points,
+            "quarantined_batches": q.batches,
+            "quarantined_points": q.points,
+            "quarantine_dropped_points": q.dropped_points,
+            "direct_points": f.direct_points,
+            "spooled_points": f.spooled_points,
+            "drained_points": f.drained_points,
+            "last_error": f.last_error,
+            "last_error_at_ns": f.last_error_ns,
+            "retry_at_ns": f.retry_at_ns,
+        }
+
+    def stats(self) -> StoreStats:
+        st = self.inner.stats()
+        return StoreStats(st.batches_written, st.points_written, {**st.extra, "spool": self.spool_stats()})
+
+    # ------------------------------------------------------------------ everything else: inner
+
+    def register_tags(self, tags: Sequence[TagRecord]) -> dict[str, int]:
+        return self.inner.register_tags(tags)
+
+    def tags(self) -> list[TagRecord]:
+        return self.inner.tags()
+
+    def read(self, tag_id: int, start_ns: int, end_ns: int, prior: bool = True) -> Series:
+        return self.inner.read(tag_id, start_ns, end_ns, prior)
+
+    def read_many(
+        self, tag_ids: Sequence[int], start_ns: int, end_ns: int, prior: bool = True
+    ) -> dict[int, Series]:
+        return self.inner.read_many(tag_ids, start_ns, end_ns, prior)
+
+    def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
+        return self.inner.read_text(tag_id, start_ns, end_ns)
+
+    def read_timestamps(self, tag_id: int, start_ns: int, end_ns: int) -> tuple[I64, I64, I64]:
+        return self.inner.read_timestamps(tag_id, start_ns, end_ns)
+
+    def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]:
+        return self.inner.latest(tag_ids)
+
+    def last_ts(self, tag_ids: Sequence[int]) -> int | None:
+        return self.inner.last_ts(tag_ids)
+
+    def open_gap(self, device: str, start_ns: int, reason: str) -> int:
+        return self.inner.open_gap(device, start_ns, reason)
+
+    def close_gap(self, gap_id: int, end_ns: int) -> None:
+        self.inner.close_gap(gap_id, end_ns)
+
+    def mark_alive(self, device: str, ts_ns: int) -> None:
+        self.inner.mark_alive(device, ts_ns)
+
+    def last_alive(self, device: str) -> int | None:
+        return self.inner.last_alive(device)
+
+    def gaps(self, device: str | None, start_ns: int, end_ns: int) -> list[Gap]:
+        return self.inner.gaps(device, start_ns, end_ns)
+
+    def apply_retention(self, now_ns: int) -> int:
+        return self.inner.apply_retention(now_ns)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop draining (what is still spooled stays for the next start), then close."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("spool drain still sending after %.0f s; closing anyway", timeout)
+        try:
+            if self.spool.points:
+                log.info("closing with %d batches (%d points) spooled; they drain at the next start",
+                         len(self.spool), self.spool.points)
+            self.spool.close()
+        finally:
+            self.inner.close()

@@ -1,0 +1,94 @@
+"""KPIs computed from InfluxDB 1.6 equal those from the embedded store for the same week.
+
+The simulated plant's history (report-by-exception samples of the demo configuration) is
+written to a real SQLite store and, batch for batch, to a real InfluxDB 1.6 through
+``InfluxStore``; the KPI service then reads each store like any stored data. Every KPI, time
+element and evidence figure of every asset, line and the plant must be the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.gateway import tag_records
+from api.service import KpiService, to_ns
+from config import load_settings, shipped_config
+from config.settings import InfluxStoreSettings
+from simulators import Plant
+from store import InfluxStore, SqliteStore
+from tests.influx_servers import InfluxDB16, ServerFailed
+
+pytestmark = pytest.mark.influxdb
+
+NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # as in tests/integration/test_truth.py
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KpiService, KpiService]]:
+    root = Path(tmp_path_factory.mktemp("influx_kpis"))
+    server = InfluxDB16(root / "influxdb")
+    try:
+        server.start()
+    except ServerFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
+    settings = load_settings(shipped_config("demo.yaml"))
+    embedded = SqliteStore(root / "embedded.db")
+    influx = InfluxStore(InfluxStoreSettings(
+        type="influx", api="v1", url=server.url, database=server.database,
+        meta_path=str(root / "meta.db"), batch_size=5000,
+    ))
+    try:
+        records = tag_records(settings)
+        ids = embedded.register_tags(records)
+        assert influx.register_tags(records) == ids
+        plant = Plant(settings, now=NOW)
+        points = 0
+        for batch in plant.history_batches(ids, to_ns(NOW - timedelta(days=8)), to_ns(NOW)):
+            embedded.write(batch)
+            influx.write(batch)
+            points += len(batch)
+        assert points > 100_000 and influx.stats().points_written == points
+        yield KpiService(settings, embedded), KpiService(settings, influx)
+    finally:
+        influx.close()
+        embedded.close()
+        server.kill()
+
+
+def _diff(a: Any, b: Any, where: str = "") -> list[str]:
+    """Paths at which two JSON-like values differ (floats compared exactly: same samples, same
+    numpy code, so the same bits)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{where}.{k}: only in one" for k in set(a) ^ set(b)]
+        for k in set(a) & set(b):
+            out += _diff(a[k], b[k], f"{where}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        (timedelta(days=7), timedelta(0)),  # the simulated week
+        (timedelta(days=7, hours=5), timedelta(days=2, hours=3, minutes=7)),  # odd edges
+        (timedelta(hours=30), timedelta(hours=6)),
+    ],
+    ids=["week", "odd-edges", "30h"],
+)
+def test_kpis_from_influxdb_equal_embedded(
+    services: tuple[KpiService, KpiService], window: tuple[timedelta, timedelta]
+) -> None:
+    embedded, influx = services
+    start, end = NOW - window[0], NOW - window[1]
+    want = embedded.kpis(start, end)
+    got = influx.kpis(start, end)
+    assert len(want["assets"]) == len(embedded.settings.assets) >= 8
+    assert want["total"]["oee"] is not None
+    assert _diff(want, got) == []
