@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: demo test lint typecheck unit bench system venv clean
+.PHONY: demo test lint typecheck unit bench system venv clean proto
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,19 @@ bench: venv
 	$(BIN)/python bench/bench_modbus.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_opcua.py --servers 2
+	$(BIN)/python bench/bench_influx.py
+	$(BIN)/python bench/bench_spool.py
+	$(BIN)/python bench/bench_mqtt.py
+
+## proto: regenerate collector/sparkplug_b_pb2.py(i) from collector/sparkplug_b.proto; protoc comes
+## from grpcio-tools in a throwaway venv so that it is not a dependency of tierproof; pinned,
+## because the generated code requires a protobuf runtime at least as new as its protoc (7.35)
+PROTOC_VENV ?= /tmp/tierproof-protoc
+proto:
+	test -x $(PROTOC_VENV)/bin/python || $(PY) -m venv $(PROTOC_VENV)
+	$(PROTOC_VENV)/bin/python -m pip install -q grpcio-tools==1.85.1
+	$(PROTOC_VENV)/bin/python -m grpc_tools.protoc --proto_path=. --python_out=. --pyi_out=. \
+		collector/sparkplug_b.proto
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ examples:
   tierproof check-config plant.yaml      validate a configuration file
   tierproof run --config plant.yaml      run the gateway for a real plant
   tierproof simulate --config config/demo.yaml --truth truth.json
+  tierproof spool list --config plant.yaml   batches waiting for InfluxDB, and refused ones
 """
 
 
@@ -72,6 +73,7 @@ def backfill(settings: Settings, plant: object, tag_ids: dict[str, int], store: 
 
 async def _demo(args: argparse.Namespace) -> int:
     from simulators import Plant, serve_devices
+    from simulators.servers import embedded_brokers
     from store import open_store
 
     from .app import create_app
@@ -93,7 +95,9 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         tag_ids = store.register_tags(tag_records(settings))
         backfill(settings, plant, tag_ids, store, now)
-        async with serve_devices(settings, plant):
+        async with embedded_brokers(settings) as settings, serve_devices(settings, plant) as running:
+            for line in running.describe():
+                print(f"  {line}", flush=True)
             app = create_app(settings, store=store)
             url = f"http://{args.host}:{args.port}"
             print(f"  dashboard  {url}/\n  API docs   {url}/docs\n  KPIs       {url}/api/v1/kpis",
@@ -120,6 +124,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _simulate(args: argparse.Namespace) -> int:
     from simulators import Plant, serve_devices, write_truth
+    from simulators.servers import embedded_brokers
 
     settings = _settings(args.config)
     if settings.simulation is None:
@@ -130,7 +135,7 @@ async def _simulate(args: argparse.Namespace) -> int:
         print(f"wrote ground truth of the current window to {args.truth}")
         return 0
     plant = Plant(settings, now=now)
-    async with serve_devices(settings, plant) as running:
+    async with embedded_brokers(settings) as settings, serve_devices(settings, plant) as running:
         for line in running.describe():
             print(f"  {line}", flush=True)
         print("simulating; Ctrl-C to stop", flush=True)
@@ -153,6 +158,65 @@ def _check(args: argparse.Namespace) -> int:
             n_tags = len(s.all_tags())
             print(f"{f}: OK ({len(s.assets)} assets, {len(s.devices)} devices, {n_tags} tags)")
     return status
+
+
+def _when(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _spool(args: argparse.Namespace) -> int:
+    from store.spool_admin import drop_quarantined, list_spool, replay_quarantined, spool_settings
+
+    s = spool_settings(load_settings(args.config), args.config)
+    qid = getattr(args, "quarantine", None)
+    if args.spool_command == "list":
+        got = list_spool(s)
+        if not got.exists:
+            print(f"spool {got.path}: does not exist yet (nothing was ever spooled)")
+            return 0
+        st, qs = got.stats, got.quarantine_stats
+        assert st is not None and qs is not None
+        print(f"spool {got.path}: {st.batches} batches, {st.points:,} points, {st.bytes:,} of "
+              f"{st.max_bytes:,} bytes (when full: {st.when_full}); dropped {st.dropped_points:,} "
+              f"points (oldest), refused {st.refused_points:,} points (newest)")
+        if got.entries:
+            print(f"  {'batch':>8} {'points':>9} {'bytes':>11}  {'from':20}  {'to':20}  spooled")
+        for e in got.entries:
+            print(f"  {e.seq:>8} {e.points:>9,} {e.bytes:>11,}  {_when(e.ts_min):20}  "
+                  f"{_when(e.ts_max):20}  {_when(e.spooled_ns)}")
+        print(f"quarantine {got.path / 'quarantine'}: {qs.batches} batches, {qs.points:,} points; "
+              f"replayed {qs.replayed_points:,} points, dropped {qs.dropped_points:,} points")
+        if got.quarantine:
+            print(f"  {'id':>8} {'points':>9} {'bytes':>11}  {'from':20}  {'to':20}  {'status':>6}  reason")
+        for q in got.quarantine:
+            print(f"  {q.id:>8} {q.points:>9,} {q.bytes:>11,}  {_when(q.ts_min):20}  {_when(q.ts_max):20}  "
+                  f"{q.status if q.status is not None else '-':>6}  {q.reason}")
+        return 0
+    if args.spool_command == "drop":
+        if not args.yes:
+            what = f"quarantined batch {qid}" if qid is not None else "every quarantined batch"
+            print(f"tierproof: not dropping {what} without --yes (the points are lost for good)",
+                  file=sys.stderr)
+            return 2
+        dropped = drop_quarantined(s, qid)
+        print(f"dropped {len(dropped)} quarantined batches, {sum(e.points for e in dropped):,} points")
+        return 0
+    from store.influx import InfluxStore
+
+    assert args.spool_command == "replay"
+    sink = InfluxStore(load_settings(args.config).store)  # type: ignore[arg-type]
+    try:
+        outcomes = replay_quarantined(s, sink, qid)
+    finally:
+        sink.close()
+    for o in outcomes:
+        result = "replayed" if o.ok else f"refused again: {o.status} {o.reason}"
+        print(f"  {o.id:>8} {o.points:>9,}  {result}")
+    ok = [o for o in outcomes if o.ok]
+    print(f"replayed {len(ok)} of {len(outcomes)} quarantined batches, {sum(o.points for o in ok):,} points")
+    return 0 if len(ok) == len(outcomes) else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -194,6 +258,34 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", metavar="OUT.json", help="write ground-truth KPIs and exit")
     s.add_argument("--at", help="the simulation's 'now' (ISO 8601), for reproducible truth")
     s.add_argument("--duration", type=float, help="stop serving after this many seconds")
+
+    sp = sub.add_parser(
+        "spool", help="inspect the store-and-forward spool and quarantine (InfluxDB store)",
+        description="Batches wait in the spool while InfluxDB cannot take them and drain by "
+        "themselves when it can. Batches InfluxDB refused for good (a 4xx other than 429) wait "
+        "in the quarantine until you replay or drop them.",
+    )
+    spsub = sp.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    sl = spsub.add_parser("list", help="show spooled and quarantined batches",
+                          description="Per batch: points, bytes, time range; quarantined ones "
+                          "with the server's status and reason. Safe while the gateway runs.")
+    sl.add_argument("--config", required=True, help="the gateway's configuration file")
+    sr = spsub.add_parser("replay", help="send quarantined batches to InfluxDB again",
+                          description="After fixing the cause (e.g. creating the database): a "
+                          "batch InfluxDB takes leaves the quarantine; one it refuses stays, with "
+                          "the new reason. Exit code 1 when any was refused.")
+    sr.add_argument("--config", required=True, help="the gateway's configuration file")
+    srw = sr.add_mutually_exclusive_group(required=True)
+    srw.add_argument("--quarantine", type=int, metavar="ID", help="only this batch (ids from spool list)")
+    srw.add_argument("--all", action="store_true", help="every quarantined batch, oldest first")
+    sd = spsub.add_parser("drop", help="delete quarantined batches for good (counted and logged)",
+                          description="Deletes quarantined batches; their points are counted as "
+                          "dropped in the gateway status. Needs --yes.")
+    sd.add_argument("--config", required=True, help="the gateway's configuration file")
+    sdw = sd.add_mutually_exclusive_group(required=True)
+    sdw.add_argument("--quarantine", type=int, metavar="ID", help="only this batch (ids from spool list)")
+    sdw.add_argument("--all", action="store_true", help="every quarantined batch")
+    sd.add_argument("--yes", action="store_true", help="confirm: the points are lost for good")
     return p
 
 
@@ -205,11 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.log_level != "DEBUG":
         # the protocol stacks log every server start and client retry at INFO; ours say what matters
-        for noisy in ("pymodbus", "asyncua"):
+        for noisy in ("pymodbus", "asyncua", "amqtt", "transitions"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "check-config":
             return _check(args)
+        if args.command == "spool":
+            return _spool(args)
         runner = {"demo": _demo, "run": _run, "simulate": _simulate}[args.command]
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(runner(args))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from store.sqlite import SqliteStore
+    from tests.influx_servers import InfluxDB16, VictoriaMetrics
+    from tests.mosquitto import Mosquitto
 
 
 @pytest.fixture
@@ -32,3 +34,49 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A started Debian mosquitto (plain, TLS and password listeners; see tests/mosquitto.py),
+    stopped and its directory removed afterwards. Failing to start fails the test."""
+    from tests.mosquitto import Mosquitto
+
+    broker = Mosquitto()
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+def _serve(server: InfluxDB16 | VictoriaMetrics) -> Iterator[Any]:
+    """Start ``server`` (a failure fails the test with the server's log), yield it, kill it."""
+    from tests.influx_servers import ServerFailed
+
+    try:
+        try:
+            server.start()
+        except ServerFailed as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def influxdb16(tmp_path: Path) -> Iterator[InfluxDB16]:
+    """A started InfluxDB 1.6 with database ``tierproof`` (see tests/influx_servers.py): may be
+    stopped, killed and started again on the same port; ended after the test."""
+    from tests.influx_servers import InfluxDB16
+
+    yield from _serve(InfluxDB16(tmp_path / "influxdb"))
+
+
+@pytest.fixture
+def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    """A started VictoriaMetrics (see tests/influx_servers.py), restartable on the same port;
+    ended after the test."""
+    from tests.influx_servers import VictoriaMetrics
+
+    yield from _serve(VictoriaMetrics(tmp_path / "victoria-metrics"))

@@ -30,10 +30,11 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
 
 
 def on_free_ports(config: dict[str, Any]) -> dict[str, Any]:
-    """A parsed configuration whose devices listen on free ports (Modbus port, OPC UA endpoint)."""
+    """A parsed configuration whose devices listen on free ports (Modbus port, OPC UA endpoint).
+    MQTT devices are left alone: without ``broker`` the demo embeds one on a free port."""
     for d in config["devices"]:
         if d["protocol"] == "opcua":
             d["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}/tierproof/simulator"
-        else:
+        elif d["protocol"] == "modbus":
             d["port"] = free_port()
     return config

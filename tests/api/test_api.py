@@ -29,7 +29,7 @@ def test_kpis_for_every_asset_right_away(demo: tuple[httpx.Client, Path]) -> Non
         assert entry["coverage"] > 0.99
         assert {t["role"] for t in entry["evidence"]["tags"]} >= {"state", "mode", "good_count"}
     assert set(body["lines"]) == {a.rsplit("/", 1)[0] for a in assets}
-    assert len(body["lines"]) == 3
+    assert len(body["lines"]) == 4
     assert body["algorithm_version"] and body["config_fingerprint"]
 
 
@@ -85,20 +85,29 @@ def test_health_assets_tags(demo: tuple[httpx.Client, Path]) -> None:
 
 def test_live_collection_reaches_latest_and_samples(demo: tuple[httpx.Client, Path]) -> None:
     client, _ = demo
-    path = "demo/machining/line1/lathe-01/good_count"
 
     def live() -> bool:
         status = client.get("/api/v1/collector/status").json()
-        return sorted(d["protocol"] for d in status) == ["modbus", "modbus", "opcua"] and all(
+        return sorted(d["protocol"] for d in status) == ["modbus", "modbus", "mqtt", "opcua"] and all(
             d["state"] == "connected" and d["samples_delivered"] > 0 for d in status
         )
 
-    wait_for(live, 60, "the Modbus and OPC UA devices to deliver")
-    latest = client.get(f"/api/v1/tags/{path}/latest").json()
-    assert latest["quality"] == "good" and latest["value"] is not None and latest["ts"]
-    samples = client.get(f"/api/v1/tags/{path}/samples", params={"from": "now-10m"}).json()
-    assert samples["count"] >= 1 and len(samples["ts"]) == len(samples["value"]) == samples["count"]
-    assert all(q == 0 for q in samples["quality"])
+    wait_for(live, 60, "the Modbus, OPC UA and MQTT devices to deliver")
+    # one machine per protocol and MQTT payload style: live samples in the last 10 minutes
+    for asset in ("machining/line1/lathe-01", "assembly/line3/assembler-01", "assembly/line4/packer-01",
+                  "assembly/line4/labeler-01", "assembly/line4/palletizer-01"):
+        path = f"demo/{asset}/good_count"
+
+        def fresh(path: str = path) -> bool:
+            s = client.get(f"/api/v1/tags/{path}/samples", params={"from": "now-10m"}).json()
+            return bool(s["count"] >= 1)
+
+        wait_for(fresh, 30, f"a live sample of {path}")
+        latest = client.get(f"/api/v1/tags/{path}/latest").json()
+        assert latest["quality"] == "good" and latest["value"] is not None and latest["ts"], path
+        samples = client.get(f"/api/v1/tags/{path}/samples", params={"from": "now-10m"}).json()
+        assert len(samples["ts"]) == len(samples["value"]) == samples["count"], path
+        assert all(q == 0 for q in samples["quality"]), path
 
 
 def test_openapi_and_dashboard(demo: tuple[httpx.Client, Path]) -> None:

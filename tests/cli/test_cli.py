@@ -16,6 +16,7 @@ import yaml
 
 from config import load_settings, parse_instant, shipped_config
 from simulators.truth import truth
+from tests.mosquitto import Mosquitto
 
 AT = "2026-11-18T09:17:23+00:00"
 
@@ -52,12 +53,17 @@ def test_simulate_truth_writes_the_current_window(tmp_path: Path) -> None:
             assert entry[k] == expect["assets"][path][k]
 
 
-def test_run_collects_from_simulated_plant(tmp_path: Path) -> None:
-    """`tierproof simulate` serves the machines, `tierproof run` collects them: two processes."""
+@pytest.mark.mqtt
+def test_run_collects_from_simulated_plant(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """`tierproof simulate` serves the machines, `tierproof run` collects them: two processes
+    (the MQTT line through a real Mosquitto, as in production)."""
     from netutil import free_port, on_free_ports, wait_for
 
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
     on_free_ports(data)
+    for d in data["devices"]:
+        if d["protocol"] == "mqtt":
+            d["broker"] = mosquitto.url
     data["store"] = {"type": "sqlite", "path": str(tmp_path / "run.db")}
     api_port = free_port()
     data["api"] = {"host": "127.0.0.1", "port": api_port}

@@ -52,7 +52,7 @@ def test_kpis_from_store_equal_ground_truth(
     start, end = NOW - window[0], NOW - window[1]
     got = service.kpis(start, end)
     want = truth(service.settings, start, end, plant=plant)
-    assert set(got["assets"]) == set(want["assets"]) and len(got["assets"]) == 8
+    assert set(got["assets"]) == set(want["assets"]) and len(got["assets"]) == 11
     for scope in ("assets", "lines"):
         for path, exp in want[scope].items():
             act = got[scope][path]

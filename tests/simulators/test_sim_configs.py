@@ -13,7 +13,8 @@ from config.signals import COUNTER_ROLES, ENUM_ROLES
 def test_demo_plant() -> None:
     s = load_settings(shipped_config("demo.yaml"))
     lines = Counter(a.line for a in s.assets)
-    assert lines == {"demo/machining/line1": 3, "demo/machining/line2": 3, "demo/assembly/line3": 2}
+    assert lines == {"demo/machining/line1": 3, "demo/machining/line2": 3, "demo/assembly/line3": 2,
+                     "demo/assembly/line4": 3}
     assert {a.control for a in s.assets if a.line.endswith("line1")} == {"cnc"}
     assert {a.control for a in s.assets if a.line.endswith("line2")} == {"plc"}
     assert all(a.ideal_cycle_time_s for a in s.assets)
@@ -33,6 +34,16 @@ def test_demo_plant() -> None:
     assert {t.asset for t in opcua.tags} == {a.path for a in s.assets if a.line.endswith("line3")}
     for asset in {t.asset for t in opcua.tags}:
         roles = {t.role for t in opcua.tags if t.asset == asset}
+        assert set(ENUM_ROLES) | set(COUNTER_ROLES) <= roles
+    # line 4 over MQTT, one machine per payload style, every KPI signal of each
+    (mqtt,) = [d for d in s.devices if d.protocol == "mqtt"]
+    assert mqtt.broker is None  # the demo's embedded broker
+    assert {t.asset for t in mqtt.tags} == {a.path for a in s.assets if a.line.endswith("line4")}
+    kinds = {t.asset.rsplit("/", 1)[1]: {mqtt.tag_kind(x) for x in mqtt.tags if x.asset == t.asset}
+             for t in mqtt.tags}
+    assert kinds == {"packer-01": {"plain"}, "labeler-01": {"json"}, "palletizer-01": {"sparkplug"}}
+    for asset in {t.asset for t in mqtt.tags}:
+        roles = {t.role for t in mqtt.tags if t.asset == asset}
         assert set(ENUM_ROLES) | set(COUNTER_ROLES) <= roles
     assert s.store.path == "data/demo.db"
     now = datetime(2026, 11, 20, tzinfo=UTC)
