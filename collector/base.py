@@ -6,7 +6,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
+
+import numpy as np
+import numpy.typing as npt
 
 from config.settings import DeviceBase, TagBase
 from store.base import TagRecord
@@ -41,6 +44,27 @@ class Collector(Protocol):
 
 class CollectorFactory(Protocol):
     def __call__(self, device: DeviceBase, tag_ids: Mapping[str, int]) -> Collector: ...
+
+
+class Scaling(NamedTuple):
+    """Per-tag linear scaling, stored = raw * scale + offset (see :func:`scaling`)."""
+
+    scale: npt.NDArray[np.float64]
+    offset: npt.NDArray[np.float64]
+
+    def apply(self, value: npt.NDArray[np.float64], idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        """Scale ``value``, whose row k is a sample of tag ``idx[k]``."""
+        return value * self.scale[idx] + self.offset[idx]
+
+
+def scaling(tags: Sequence[TagBase]) -> Scaling | None:
+    """The tags' scale and offset as arrays, or None when every tag has 1 and 0 (the common
+    case, which then costs nothing per batch)."""
+    scale = np.array([t.scale for t in tags], dtype=np.float64)
+    offset = np.array([t.offset for t in tags], dtype=np.float64)
+    if bool(np.all(scale == 1.0) and np.all(offset == 0.0)):
+        return None
+    return Scaling(scale, offset)
 
 
 def tag_record(device: DeviceBase, tag: TagBase) -> TagRecord:

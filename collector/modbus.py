@@ -40,7 +40,7 @@ from config.settings import DeviceBase, ModbusDevice, ModbusTable, ModbusTag
 from config.signals import Quality
 from store.batch import Batch
 
-from .base import cancel_and_wait, unregistered_tags
+from .base import cancel_and_wait, scaling, unregistered_tags
 from .modbus_codec import Decoder
 
 __all__ = ["ModbusCollector"]
@@ -224,16 +224,14 @@ class ModbusCollector:
             ))
             size[bits] += count
         tags = [self._tags[i] for i in order]
-        scale = np.array([t.scale for t in tags], dtype=np.float64)
-        offset = np.array([t.offset for t in tags], dtype=np.float64)
-        identity = bool(np.all(scale == 1.0) and np.all(offset == 0.0))
+        sc = scaling(tags)
         return _Group(
             name=group,
             interval=self._dev.group_interval(group),
             requests=requests,
             tag_id=self._ids[np.array(order, dtype=np.intp)] if order else np.empty(0, np.int32),
-            scale=None if identity else scale,
-            offset=None if identity else offset,
+            scale=None if sc is None else sc.scale,
+            offset=None if sc is None else sc.offset,
             has_text=any(t.type == "string" for t in tags),
             registers=Decoder(streams[False][0], streams[False][1], bit_table=False,
                               positions=streams[False][2]),

@@ -62,7 +62,7 @@ from config.settings import DeviceBase, MqttDevice, MqttSubscription, MqttTag, m
 from config.signals import Quality
 from store.batch import Batch
 
-from .base import unregistered_tags
+from .base import scaling, unregistered_tags
 from .mqtt_decode import PayloadError, TagCodec, is_missing, match_levels, parse_json, parse_timestamp, walk
 from .mqtt_sparkplug import SparkplugHost
 from .sparkplug import SparkplugDecodeError, parse_topic
@@ -201,11 +201,7 @@ class MqttCollector:
         if problems:
             raise ConfigError(f"device {device.name}: cannot collect its tags", problems)
         self._ids = np.array([tag_ids[t.path] for t in self._tags], dtype=np.int32)
-        scale = np.array([t.scale for t in self._tags], dtype=np.float64)
-        offset = np.array([t.offset for t in self._tags], dtype=np.float64)
-        identity = bool(np.all(scale == 1.0) and np.all(offset == 0.0))
-        self._scale = None if identity else scale
-        self._offset = None if identity else offset
+        self._scaling = scaling(self._tags)
         self._codecs = [TagCodec.of(t) for t in self._tags]
         self._subs = [self._compile(s) for s in device.subscriptions]
         #: the supervisor stores each batch durably, then calls stored(batch)
@@ -654,8 +650,8 @@ class MqttCollector:
         self._r_idx, self._r_ts, self._r_val, self._r_q, self._r_text = [], [], [], [], []
         self._r_gw = []
         self._r_has_text = False
-        if self._scale is not None and self._offset is not None:
-            value = value * self._scale[idx] + self._offset[idx]
+        if self._scaling is not None:
+            value = self._scaling.apply(value, idx)
         return Batch(self._ids[idx], ts, value, quality, text, gateway_ts_ns=gateway), msgs
 
     def _raise_if_lost(self) -> None:

@@ -65,7 +65,7 @@ from config.settings import BrowseRule, DeviceBase, OpcUaDevice, OpcUaTag, parse
 from config.signals import Quality
 from store.batch import TS_UNKNOWN, Batch
 
-from .base import unregistered_tags
+from .base import scaling, unregistered_tags
 
 __all__ = ["MAX_BROWSE_NODES", "OpcUaCollector", "discover", "discover_tags", "thumbprint"]
 
@@ -209,11 +209,7 @@ class OpcUaCollector:
         if problems:
             raise ConfigError(f"device {device.name}: cannot collect its tags", problems)
         self._ids = np.array([tag_ids[t.path] for t in self._tags], dtype=np.int32)
-        scale = np.array([t.scale for t in self._tags], dtype=np.float64)
-        offset = np.array([t.offset for t in self._tags], dtype=np.float64)
-        identity = bool(np.all(scale == 1.0) and np.all(offset == 0.0))
-        self._scale = None if identity else scale
-        self._offset = None if identity else offset
+        self._scaling = scaling(self._tags)
         #: tag path -> why the server refuses it
         self.tag_errors: dict[str, str] = {}
         #: tags the device's browse rules found at connect (not collected; see discover_tags)
@@ -401,9 +397,7 @@ class OpcUaCollector:
             return []
         self._tags += new
         self._ids = np.concatenate([self._ids, np.array([tag_ids[t.path] for t in new], np.int32)])
-        if self._scale is not None and self._offset is not None:
-            self._scale = np.concatenate([self._scale, [t.scale for t in new]])
-            self._offset = np.concatenate([self._offset, [t.offset for t in new]])
+        self._scaling = scaling(self._tags)
         with self._translate("resolve the discovered nodes of"):
             await self._resolve()
         log.info("%s: collecting %d discovered tag(s)", self._dev.name, len(new))
@@ -476,8 +470,8 @@ class OpcUaCollector:
         server_ts: npt.NDArray[np.int64],
         gateway_ts: npt.NDArray[np.int64],
     ) -> Batch:
-        if self._scale is not None and self._offset is not None:
-            value = value * self._scale[idx] + self._offset[idx]
+        if self._scaling is not None:
+            value = self._scaling.apply(value, idx)
         return Batch(self._ids[idx], ts, value, quality, text, server_ts, gateway_ts)
 
     def _drain(self) -> Batch:

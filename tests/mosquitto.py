@@ -254,21 +254,6 @@ password_file {self.password_file}
             else:
                 time.sleep(0.02)
 
-    async def until(
-        self, check: Callable[[list[Received]], bool], timeout: float, what: str
-    ) -> list[Received]:
-        """:meth:`wait_for` for async tests: the event loop keeps running meanwhile."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.messages
-            if check(got):
-                return got
-            if time.monotonic() > deadline:
-                tail = [(m.topic, m.payload[:80]) for m in got[-5:]]
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                                     f"{len(got)} messages, last: {tail}")
-            await asyncio.sleep(0.02)
-
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait: mosquitto writes its persistence database on the way out."""
         if self.proc is None:
@@ -395,6 +380,12 @@ class Received:
     retain: bool
 
 
+def _timed_out(got: list[Received], timeout: float, what: str) -> AssertionError:
+    tail = [(m.topic, m.payload[:80]) for m in got[-5:]]
+    return AssertionError(
+        f"timed out after {timeout} s waiting for {what}; {len(got)} messages, last: {tail}")
+
+
 class Recorder:
     """A paho subscriber on its own network thread that keeps every message it receives."""
 
@@ -495,9 +486,7 @@ class Recorder:
             if check(got):
                 return got
             if time.monotonic() > deadline:
-                tail = [(m.topic, m.payload[:80]) for m in got[-5:]]
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                                     f"{len(got)} messages, last: {tail}")
+                raise _timed_out(got, timeout, what)
             time.sleep(0.02)
 
     async def until(
@@ -510,7 +499,5 @@ class Recorder:
             if check(got):
                 return got
             if time.monotonic() > deadline:
-                tail = [(m.topic, m.payload[:80]) for m in got[-5:]]
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
-                                     f"{len(got)} messages, last: {tail}")
+                raise _timed_out(got, timeout, what)
             await asyncio.sleep(0.02)
