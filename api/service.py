@@ -24,7 +24,7 @@ from kpi import (
     roll_up,
     time_elements,
 )
-from store.base import Store, TagRecord
+from store.base import Store, TagRecord, asset_gap_device
 
 _NS = 1_000_000_000
 KPI_FIELDS = ("availability", "effectiveness", "quality_ratio", "oee")
@@ -84,7 +84,9 @@ class KpiService:
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
         devices = sorted({t.device for t in tags.values()})
-        gaps = [g for d in devices for g in self.store.gaps(d, start_ns, end_ns)]
+        # a device's gaps, and the gaps of just this asset of it (a Sparkplug node offline)
+        scopes = [*devices, *(asset_gap_device(d, asset.path) for d in devices)]
+        gaps = [g for d in scopes for g in self.store.gaps(d, start_ns, end_ns)]
         gap_iv = [(g.start_ns, g.end_ns if g.end_ns is not None else end_ns) for g in gaps]
         evidence_tags: list[dict[str, Any]] = []
 

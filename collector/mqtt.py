@@ -210,8 +210,9 @@ class MqttCollector:
         self.tag_errors: dict[str, str] = {}
         #: reason -> messages (or values) dropped for it
         self.dropped: dict[str, int] = {}
-        #: ("open" | "close", key, ts_ns, reason) gaps for the supervisor (Sparkplug node deaths)
-        self.gap_events: list[tuple[str, str, int, str | None]] = []
+        #: ("open" | "close", key, ts_ns, reason, assets) gaps for the supervisor (Sparkplug
+        #: node deaths): the gap covers only those assets
+        self.gap_events: list[tuple[str, str, int, str | None, tuple[str, ...]]] = []
         self.stats = MqttStats()
         hp = device.host_port
         self._memory = _MEMORIES.setdefault(
@@ -262,8 +263,8 @@ class MqttCollector:
         sub = _Sub(spec, levels, plain, js, ts_path)
         if spec.format == "sparkplug":
             sub.host = SparkplugHost(
-                levels, sp, self._codecs, emit=self._row, problem=self._problem,
-                publish=self._publish, gap=self._gap_event,
+                levels, sp, self._codecs, [t.asset for t in self._tags], emit=self._row,
+                problem=self._problem, publish=self._publish, gap=self._gap_event,
                 rebirth_min_interval_ns=int(self._dev.rebirth_min_interval_s * 1e9),
             )
         return sub
@@ -632,8 +633,8 @@ class MqttCollector:
         if client is not None:
             client.publish(topic, payload, qos=0)
 
-    def _gap_event(self, kind: str, key: str, ts: int, reason: str | None) -> None:
-        self.gap_events.append((kind, key, ts, reason))
+    def _gap_event(self, kind: str, key: str, ts: int, reason: str | None, assets: tuple[str, ...]) -> None:
+        self.gap_events.append((kind, key, ts, reason, assets))
 
     # ------------------------------------------------------------------ batches
 

@@ -11,7 +11,8 @@ problem goes to ``problem(topic, reason, detail)``.
   until its NBIRTH;
 * NDEATH whose ``bdSeq`` matches the NBIRTH (a death from an older session is ignored) ->
   a ``BAD_STALE`` sample for every tag of the node and its devices, and a gap opened for the
-  node, closed by its next NBIRTH; DDEATH -> ``BAD_STALE`` for that device's tags.
+  assets of those tags (not for the MQTT device's other nodes), closed by its next NBIRTH;
+  DDEATH -> ``BAD_STALE`` for that device's tags.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ REBIRTH_METRIC = "Node Control/Rebirth"
 Emit = Callable[[int, int, float, int, "str | None"], None]  # tag index, ts ns, value, quality, text
 Problem = Callable[[str, str, str, "int | None"], None]  # topic, reason, detail, tag index
 Publish = Callable[[str, bytes], None]
-GapEvent = Callable[[str, str, int, "str | None"], None]  # "open"/"close", node key, ts, reason
+# "open"/"close", node key, ts, reason, the assets the gap covers (empty when closing)
+GapEvent = Callable[[str, str, int, "str | None", tuple[str, ...]], None]
 
 
 def rebirth_request(group: str, node: str, now_ms: int) -> tuple[str, bytes]:
@@ -77,6 +79,7 @@ class SparkplugHost:
         levels: Sequence[str | None],
         keys: dict[tuple[str, ...], int],
         codecs: Sequence[TagCodec],
+        assets: Sequence[str],
         *,
         emit: Emit,
         problem: Problem,
@@ -87,6 +90,7 @@ class SparkplugHost:
         self._levels = list(levels)
         self._keys = keys
         self._codecs = codecs
+        self._assets = assets
         self._emit = emit
         self._problem = problem
         self._publish = publish
@@ -153,7 +157,7 @@ class SparkplugHost:
         node.alive = True
         # also when this host never saw the death: a previous collector instance may have
         # opened the gap (the supervisor ignores closing a gap it does not have)
-        self._gap("close", f"{t.group_id}/{t.edge_node_id}", now_ns, None)
+        self._gap("close", f"{t.group_id}/{t.edge_node_id}", now_ns, None, ())
         self._birth_metrics(t, node, None, metrics, ts_ms, now_ns)
 
     def _ndeath(self, t: SparkplugTopic, node: _Node | None, metrics: list[Metric], now_ns: int) -> None:
@@ -165,10 +169,13 @@ class SparkplugHost:
         was_dead = node.dead
         node.alive, node.dead = False, True
         node.devices_alive.clear()
-        self._stale((i for tags in node.tags.values() for i in tags.values()), now_ns)
+        indices = {i for tags in node.tags.values() for i in tags.values()}
+        self._stale(indices, now_ns)
         if not was_dead:
+            # the gap covers the assets of this node only: the device's other nodes still report
             self._gap("open", f"{t.group_id}/{t.edge_node_id}", now_ns,
-                      f"sparkplug node {t.group_id}/{t.edge_node_id} offline (NDEATH)")
+                      f"sparkplug node {t.group_id}/{t.edge_node_id} offline (NDEATH)",
+                      tuple(sorted({self._assets[i] for i in indices})))
 
     def _seq_ok(self, t: SparkplugTopic, node: _Node, seq: int | None, now_ns: int) -> bool:
         expected = 0 if node.seq is None else (node.seq + 1) % 256

@@ -38,7 +38,7 @@ import numpy as np
 from config.errors import ConfigError, ConnectError, StoreError
 from config.settings import Backoff, DeviceBase, TagBase
 from config.signals import Quality
-from store.base import Store
+from store.base import Store, asset_gap_device
 from store.batch import Batch
 from store.writer import Writer
 
@@ -86,8 +86,9 @@ class Acknowledging(Protocol):
 class ReportsPartGaps(Protocol):
     """A collector that knows when part of its device is gone (a Sparkplug edge node)."""
 
-    #: ("open" | "close", part, ts_ns, reason), drained by the supervisor after each batch
-    gap_events: list[tuple[str, str, int, str | None]]
+    #: ("open" | "close", part, ts_ns, reason, assets), drained by the supervisor after each
+    #: batch; an open gap covers only ``assets`` of the device
+    gap_events: list[tuple[str, str, int, str | None, tuple[str, ...]]]
 
 
 def backoff_delays(backoff: Backoff, rng: random.Random | None = None) -> Iterator[float]:
@@ -145,7 +146,8 @@ class Supervisor:
         self._collectors: dict[str, Collector] = {}
         self._gaps: dict[str, tuple[int, int]] = {}  # device -> (gap_id, start_ns) while open
         # (device, part) -> (gap_id, start_ns): gaps a collector reports for part of a device
-        self._part_gaps: dict[tuple[str, str], tuple[int, int]] = {}
+        #: (device, part) -> [(gap_id, start_ns)], one gap per asset of the part
+        self._part_gaps: dict[tuple[str, str], list[tuple[int, int]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heartbeat_s = heartbeat_s
         self._beat: asyncio.Task[None] | None = None
@@ -175,12 +177,8 @@ class Supervisor:
         now = self.clock()
         for name in list(self._gaps):
             await self._close_gap(name, now)
-        for (name, _), (gap_id, start) in list(self._part_gaps.items()):
-            try:
-                await self.writer.run(self.store.close_gap, gap_id, max(now, start))
-            except Exception:
-                log.exception("%s: could not close gap %d", name, gap_id)
-        self._part_gaps.clear()
+        for name, part in list(self._part_gaps):
+            await self._close_part_gap(name, part, now)
         for d in self.devices:
             h = self._health[d.name]
             if d.enabled:
@@ -375,18 +373,30 @@ class Supervisor:
 
     async def _source_gaps(self, name: str, collector: ReportsPartGaps) -> None:
         """Gaps a collector reports for part of its device (a Sparkplug node's NDEATH until
-        its NBIRTH), recorded in the store under the device's name."""
+        its NBIRTH): one gap per asset of that part, stored under ``asset_gap_device(name,
+        asset)``, so that KPIs of the device's other assets are not affected."""
         events, collector.gap_events = collector.gap_events, []
-        for kind, key, ts, reason in events:
+        for kind, key, ts, reason, assets in events:
+            if kind == "close":
+                await self._close_part_gap(name, key, ts)
+                continue
+            if (name, key) in self._part_gaps:
+                continue
+            opened = self._part_gaps.setdefault((name, key), [])
+            for asset in assets:
+                try:
+                    gap_id = await self.writer.run(
+                        self.store.open_gap, asset_gap_device(name, asset), ts, reason or key)
+                    opened.append((gap_id, ts))
+                except Exception:
+                    log.exception("%s: could not record the gap of %s", name, key)
+
+    async def _close_part_gap(self, name: str, key: str, ts: int) -> None:
+        for gap_id, start in self._part_gaps.pop((name, key), []):
             try:
-                if kind == "open" and (name, key) not in self._part_gaps:
-                    gap_id = await self.writer.run(self.store.open_gap, name, ts, reason or key)
-                    self._part_gaps[(name, key)] = (gap_id, ts)
-                elif kind == "close" and (name, key) in self._part_gaps:
-                    gap_id, start = self._part_gaps.pop((name, key))
-                    await self.writer.run(self.store.close_gap, gap_id, max(ts, start))
+                await self.writer.run(self.store.close_gap, gap_id, max(ts, start))
             except Exception:
-                log.exception("%s: could not record the gap of %s", name, key)
+                log.exception("%s: could not close gap %d", name, gap_id)
 
 
 def _protocol(d: DeviceBase) -> str:

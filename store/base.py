@@ -34,6 +34,13 @@ class Gap:
     reason: str
 
 
+def asset_gap_device(device: str, asset: str) -> str:
+    """The ``Gap.device`` of a gap that covers one asset of a device (a Sparkplug node
+    offline while the device's other nodes report); a gap under the plain device name covers
+    every asset of the device."""
+    return f"{device}@{asset}"
+
+
 @dataclass(frozen=True, slots=True)
 class Latest:
     ts_ns: int

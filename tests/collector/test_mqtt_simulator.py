@@ -17,6 +17,7 @@ from config.settings import Backoff, MqttDevice
 from config.signals import Quality
 from simulators import Plant, datetime_ns
 from simulators.mqtt_publisher import MQTT_SIGNALS, serve_mqtt
+from store.base import asset_gap_device
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.mosquitto import Mosquitto
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.mqtt
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123000, tzinfo=UTC)
 LINE1 = ["demo/machining/line1/lathe-01", "demo/machining/line1/mill-01"]
+LINE2 = ["demo/machining/line2/press-01"]  # a second Sparkplug edge node (the node id is the line)
 FIELDS = {  # the JSON layout of the publisher, as the README documents it
     "state": "machine.state", "mode": "machine.mode", "channel_mode": "machine.channel_mode",
     "total_count": "counters.total", "good_count": "counters.good", "reject_count": "counters.reject",
@@ -51,9 +53,9 @@ def plant(settings: Settings) -> Plant:
     return Plant(settings, now=NOW)
 
 
-def device(broker: str, style: str) -> MqttDevice:
+def device(broker: str, style: str, assets: list[str] = LINE1) -> MqttDevice:
     tags = []
-    for asset in LINE1:
+    for asset in assets:
         for signal in MQTT_SIGNALS:
             tag: dict[str, Any] = {"asset": asset, "name": signal}
             if style == "json":
@@ -103,25 +105,31 @@ async def test_sparkplug_seq_gap_and_death_with_the_simulator(
     mosquitto: Mosquitto, sqlite_store: SqliteStore, plant: Plant
 ) -> None:
     t = [datetime_ns(NOW)]
-    dev = device(mosquitto.url, "sparkplug")
+    dev = device(mosquitto.url, "sparkplug", LINE1 + LINE2)
     ids = sqlite_store.register_tags([tag_record(dev, tag) for tag in dev.tags])
     writer = Writer(sqlite_store)
     state = ids[f"{LINE1[0]}/state"]
+    other = ids[f"{LINE2[0]}/state"]
     async with Supervisor([dev], sqlite_store, writer, ids) as sup:
         await wait_until(lambda: health(sup).state == "connected", what="connected")
         async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="sparkplug",
-                              assets=LINE1, clock=lambda: t[0], interval_s=0.05) as pub:
+                              assets=LINE1 + LINE2, clock=lambda: t[0], interval_s=0.05) as pub:
             await wait_until(lambda: len(sqlite_store.latest(list(ids.values()))) == len(ids),
                              what="the births")
             pub.skip_seq()
             t[0] += 600 * 1_000_000_000  # the machines move on: DDATA flows, one seq skipped
             await wait_until(lambda: pub.rebirths >= 1, what="the node rebirthing on request")
             assert health(sup).dropped.get("sparkplug seq gap", 0) >= 1
-            pub.die()
+            pub.die("line1")
             await wait_until(lambda: sqlite_store.latest([state])[state].quality == Quality.BAD_STALE,
                              what="stale marks after NDEATH")
-            gaps = sqlite_store.gaps(dev.name, 0, 2**62)
-            assert any("NDEATH" in g.reason and g.end_ns is None for g in gaps)
+            # the gap covers the dead node's machines only; line 2's node still reports
+            await wait_until(lambda: len(sqlite_store.gaps(None, 0, 2**62)) == len(LINE1),
+                             what="a gap per machine of the dead node")
+            gaps = sqlite_store.gaps(None, 0, 2**62)
+            assert {g.device for g in gaps} == {asset_gap_device(dev.name, a) for a in LINE1}
+            assert all("NDEATH" in g.reason and g.end_ns is None for g in gaps)
+            assert sqlite_store.latest([other])[other].quality == Quality.GOOD
     await writer.close()
 
 

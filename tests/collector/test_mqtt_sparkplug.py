@@ -18,6 +18,7 @@ from collector.mqtt_sparkplug import REBIRTH_METRIC
 from collector.sparkplug import DataType, Metric, decode_payload, encode_payload, format_topic
 from config.settings import Backoff, MqttDevice
 from config.signals import Quality
+from store.base import asset_gap_device
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.mosquitto import Mosquitto, Recorder
@@ -201,13 +202,16 @@ async def test_ndeath_marks_the_tags_stale_and_records_a_gap(
         await wait_until(lambda: health(sup).samples_delivered >= 3, what="the births")
         node.crash()  # the broker publishes the NDEATH Will
         await wait_until(lambda: health(sup).bad_samples >= 3, what="stale marks")
-        await wait_until(lambda: len(sqlite_store.gaps(dev.name, 0, EVER)) == 1, what="a gap")
-        (gap,) = sqlite_store.gaps(dev.name, 0, EVER)
+        await wait_until(lambda: len(sqlite_store.gaps(None, 0, EVER)) == 1, what="a gap")
+        (gap,) = sqlite_store.gaps(None, 0, EVER)
         assert gap.end_ns is None and "NDEATH" in gap.reason and f"{GROUP}/{NODE}" in gap.reason
+        # the gap is the node's machine's, not the whole MQTT device's
+        (asset,) = {t.asset for t in dev.tags}
+        assert gap.device == asset_gap_device(dev.name, asset)
         node2 = Node(mosquitto, bd_seq=8)  # the node's next session
         try:
             node2.births(time.time_ns() // 1_000_000 + 1000)
-            await wait_until(lambda: sqlite_store.gaps(dev.name, 0, EVER)[0].end_ns is not None,
+            await wait_until(lambda: sqlite_store.gaps(None, 0, EVER)[0].end_ns is not None,
                              what="the gap closed by the NBIRTH")
             await wait_until(lambda: len(series(sqlite_store, ids, "count")) == 3, what="the DBIRTH")
         finally:
@@ -246,5 +250,5 @@ async def test_ddeath_and_a_stale_ndeath(mosquitto: Mosquitto, sqlite_store: Sql
         h = health(sup)
     await writer.close()
     assert h.bad_samples == 3  # the DDEATH only: the stale NDEATH marked nothing
-    assert sqlite_store.gaps(dev.name, 0, EVER) == []
+    assert sqlite_store.gaps(None, 0, EVER) == []
     assert series(sqlite_store, ids, "count").quality.tolist() == [Quality.GOOD, Quality.BAD_STALE]
