@@ -902,7 +902,11 @@ class InfluxStoreSettings(Model):
     password: SecretStr | None = None
     measurement: str = Field(default="tierproof", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     batch_size: int = Field(default=5000, ge=1)
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    flush_interval_s: float = Field(
+        default=0.0, ge=0,
+        description="0: every batch is posted when it is written; > 0: batches are gathered in the "
+        "(durable) spool and posted together every flush_interval_s, or once batch_size points wait",
+    )
     timeout_s: float = Field(default=10.0, gt=0)
     gzip: bool = True
     verify_tls: bool = True

@@ -58,7 +58,8 @@ def open_store(settings: StoreSettings) -> Store:
 def _open_remote(store: InfluxStore, settings: InfluxStoreSettings) -> Store:
     """The one place where a remote store gets its store-and-forward spool (``settings.spool``)."""
     try:
-        return SpooledStore.open(store, settings.spool)
+        return SpooledStore.open(store, settings.spool, flush_interval_s=settings.flush_interval_s,
+                                 flush_points=settings.batch_size)
     except BaseException:
         store.close()
         raise

@@ -9,6 +9,12 @@ thread retries with exponential backoff (honouring the server's ``Retry-After``)
 as fast as the sink accepts, several spooled batches per request. A batch the sink refuses for
 good (:class:`SinkRejected`, a 4xx other than 429) goes to the quarantine with the reason.
 
+With ``flush_interval_s > 0`` every batch goes to the spool (durably, so ``write`` returning
+still means the batch is safe) and the drain thread posts what gathered every
+``flush_interval_s``, or as soon as ``flush_points`` points wait: fewer, larger requests when
+collectors write many small batches (Telegraf's ``flush_interval``). ``close`` sends what
+is waiting first (if the sink takes it within the timeout).
+
 Opening a SpooledStore on a non-empty spool (after a restart or a crash) starts draining at
 once, and new batches queue behind the old ones.
 
@@ -84,14 +90,22 @@ class SpooledStore:
         *,
         drain_points: int = 50_000,
         drain_batches: int = 256,
+        flush_interval_s: float = 0.0,
+        flush_points: int = 5000,
         rng: random.Random | None = None,
     ) -> None:
+        if flush_interval_s < 0:
+            raise ValueError("flush_interval_s must be >= 0")
         self.inner = inner
         self.spool = spool
         self.quarantine = quarantine
         self.backoff = backoff
         self.drain_points = drain_points
         self.drain_batches = drain_batches
+        self.flush_interval_s = flush_interval_s
+        self.flush_points = flush_points
+        #: monotonic time the oldest batch waiting for a flush arrived (None: send at once)
+        self._gathering_since: float | None = None
         self.forward = ForwardStats()
         self._rng = rng or random.Random()
         self._write_lock = threading.Lock()
@@ -121,7 +135,7 @@ class SpooledStore:
         with self._write_lock:
             if self._closed:
                 raise StoreError("store is closed")
-            if self.spool.empty:
+            if self.spool.empty and self.flush_interval_s == 0:
                 try:
                     self.inner.write(batch)
                 except SinkUnavailable as exc:
@@ -147,6 +161,8 @@ class SpooledStore:
                 )
             self.forward.spooled_batches += 1
             self.forward.spooled_points += len(batch)
+            if self.flush_interval_s and self._gathering_since is None and len(self.spool) == 1:
+                self._gathering_since = time.monotonic()
         with self._wake:
             self._wake.notify_all()
 
@@ -174,9 +190,9 @@ class SpooledStore:
         while True:
             with self._wake:
                 while not self._stopping and (
-                    self.spool.empty or time.monotonic() < self._not_before
+                    self.spool.empty or time.monotonic() < self._send_at()
                 ):
-                    self._wake.wait(None if self.spool.empty else self._not_before - time.monotonic())
+                    self._wake.wait(None if self.spool.empty else self._send_at() - time.monotonic())
                 if self._stopping:
                     return
             try:
@@ -196,6 +212,14 @@ class SpooledStore:
             self.forward.retry_at_ns = time.time_ns() + int(delay * 1e9)
             with self._wake:
                 self._not_before = time.monotonic() + delay
+
+    def _send_at(self) -> float:
+        """Monotonic time of the next send: after the backoff, and when gathering for a flush,
+        ``flush_interval_s`` after the oldest waiting batch unless ``flush_points`` wait."""
+        since = self._gathering_since
+        if since is None or self.spool.points >= self.flush_points:
+            return self._not_before
+        return max(self._not_before, since + self.flush_interval_s)
 
     def _drain_once(self) -> float | None:
         """Send the oldest spooled batches. None: progress made; else the delay before the
@@ -240,9 +264,12 @@ class SpooledStore:
             log.info("sink available again; %d batches (%d points) still spooled",
                      len(self.spool), self.spool.points)
         self.forward.sink = "ok"
+        if self.flush_interval_s:  # what arrived meanwhile waits for the next flush
+            self._gathering_since = None if self.spool.empty else time.monotonic()
         if self.spool.empty:
-            log.info("spool drained: %d batches, %d points forwarded since start",
-                     self.forward.drained_batches, self.forward.drained_points)
+            if not self.flush_interval_s:
+                log.info("spool drained: %d batches, %d points forwarded since start",
+                         self.forward.drained_batches, self.forward.drained_points)
             with self._wake:
                 self._wake.notify_all()
 
@@ -339,11 +366,17 @@ class SpooledStore:
         return self.inner.apply_retention(now_ns)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop draining (what is still spooled stays for the next start), then close."""
+        """Send what waits for a flush (within ``timeout``), stop draining (what is still
+        spooled stays for the next start), then close."""
         with self._write_lock:
             if self._closed:
                 return
             self._closed = True
+        if self.flush_interval_s and self._gathering_since is not None and self.forward.sink == "ok":
+            with self._wake:
+                self._gathering_since = None  # due now
+                self._wake.notify_all()
+            self.wait_drained(min(timeout, 10.0))
         with self._wake:
             self._stopping = True
             self._wake.notify_all()

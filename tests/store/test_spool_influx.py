@@ -383,3 +383,28 @@ def test_full_spool_policy_counts_every_dropped_point(
         assert stored(influxdb16) == expected(sent, idl)
     finally:
         store.close()
+
+
+def test_flush_interval_gathers_small_batches_into_few_posts(influxdb16: InfluxDB16, tmp_path: Path) -> None:
+    """flush_interval_s > 0: batches wait (durably) in the spool and go out together."""
+    cfg = settings(influxdb16, tmp_path).model_copy(update={"flush_interval_s": 2.0})
+    store = open_store(cfg)
+    assert isinstance(store, SpooledStore)
+    try:
+        ids = [store.register_tags(tag_records())[t.path] for t in tag_records()]
+        for k in range(10):
+            store.write(batch_k(k, ids))
+        # accepted at once, posted later: nothing is in InfluxDB yet, all of it in the spool
+        f = store.forward
+        assert (f.direct_points, f.spooled_batches, len(store.spool)) == (0, 10, 10)
+        assert stored(influxdb16) == {f"s{i}": {} for i in range(TAGS)}
+        assert store.wait_drained(10)
+        assert stored(influxdb16) == expected(range(10), ids)
+        # the ten batches went out in one request (all within one flush interval)
+        assert store.inner.stats().batches_written == 1
+        # a batch written after the flush waits for the next one; close() sends it
+        store.write(batch_k(10, ids))
+        assert len(store.spool) == 1
+    finally:
+        store.close()
+    assert stored(influxdb16) == expected(range(11), ids)
