@@ -43,4 +43,7 @@ def test_dashboard_renders_kpis_and_collectors(demo: tuple[httpx.Client, Path], 
     for d in settings.devices:
         row = re.search(rf'<tr data-device="{d.name}">(.*?)</tr>', dom, re.S)
         assert row and d.protocol in row.group(1), f"no collector row for {d.name}"
+    # the store: the demo's embedded SQLite store, with the points it holds (no spool)
+    store = re.search(r'<table id="store">.*?<tbody><tr><td>(\w+)</td><td>(\d+)</td>', dom, re.S)
+    assert store and store.group(1) == "sqlite" and int(store.group(2)) > 0, dom[-2000:]
     assert shot.stat().st_size > 10_000  # a real picture was drawn
