@@ -203,6 +203,8 @@ class Supervisor:
             h = self._health[d.name]
             c = self._collectors.get(d.name)
             errors = dict(getattr(c, "tag_errors", {}) or {}) if c is not None else {}
+            if c is not None:  # an OPC UA browse rule that found nothing: "browse[i]" -> why
+                errors.update(getattr(c, "browse_errors", {}) or {})
             dropped = dict(getattr(c, "dropped", {}) or {}) if c is not None else {}
             out.append(replace(h, tag_errors=errors, dropped=dropped))
         return out

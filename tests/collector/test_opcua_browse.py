@@ -109,6 +109,7 @@ async def test_supervisor_collects_discovered_tags_live(sim: OpcUaPlantServer, t
                             and all(len(store.read(ids[p], 0, 2**62, prior=False)) for p in paths))
                 await wait_until(stored, what="samples of every discovered tag in the store")
                 assert sup.status()[0].state == "connected", sup.status()[0]
+                assert sup.status()[0].tag_errors == {}
             await writer.close()
             recs = {t.path: t for t in store.tags()}
             assert {(recs[p].device, recs[p].protocol) for p in paths} == {("ua1", "opcua")}
@@ -163,6 +164,20 @@ async def test_collector_browses_at_connect(sim: OpcUaPlantServer) -> None:
         assert [t.name for t in c.discovered] == ["TotalCount"]
         assert list(c.browse_errors) == ["browse[0]"]
         assert "devices[ua1].browse[0].root" in c.browse_errors["browse[0]"]
+
+
+async def test_bad_browse_rule_shows_in_collector_status(sim: OpcUaPlantServer, tmp_path: Path) -> None:
+    dev = odevice(endpoint(sim), [], browse=[
+        rule(root=f"ns={sim.namespace_index};s=NoSuchNode"),
+        rule(root=f"nsu={NAMESPACE_URI};s={ASSET1}", name_filter="Total*"),
+    ])
+    with SqliteStore(tmp_path / "gw.db") as store:
+        writer = Writer(store)
+        async with Supervisor([dev], store, writer, {}) as sup:
+            await wait_until(lambda: sup.status()[0].samples_delivered > 0, what="the good rule's tag")
+            errors = sup.status()[0].tag_errors
+            assert list(errors) == ["browse[0]"] and "devices[ua1].browse[0].root" in errors["browse[0]"]
+        await writer.close()
 
 
 async def test_names_are_sanitised_and_configured_paths_skipped() -> None:
