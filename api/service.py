@@ -24,7 +24,7 @@ from kpi import (
     roll_up,
     time_elements,
 )
-from store.base import Store, TagRecord, asset_gap_device
+from store.base import Store, TagRecord
 
 _NS = 1_000_000_000
 KPI_FIELDS = ("availability", "effectiveness", "quality_ratio", "oee")
@@ -84,9 +84,9 @@ class KpiService:
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
         devices = sorted({t.device for t in tags.values()})
-        # a device's gaps, and the gaps of just this asset of it (a Sparkplug node offline)
-        scopes = [*devices, *(asset_gap_device(d, asset.path) for d in devices)]
-        gaps = [g for d in scopes for g in self.store.gaps(d, start_ns, end_ns)]
+        # the devices' gaps: device-wide ones, and those of just this asset (a Sparkplug node)
+        gaps = [g for d in devices for g in self.store.gaps(d, start_ns, end_ns)
+                if g.asset is None or g.asset == asset.path]
         gap_iv = [(g.start_ns, g.end_ns if g.end_ns is not None else end_ns) for g in gaps]
         evidence_tags: list[dict[str, Any]] = []
 
@@ -144,7 +144,8 @@ class KpiService:
             "tags": evidence_tags,
             "missing_roles": missing,
             "gaps": [
-                {"device": g.device, "start": iso(g.start_ns), "end": iso(g.end_ns), "reason": g.reason}
+                {"device": g.device, "asset": g.asset, "start": iso(g.start_ns), "end": iso(g.end_ns),
+                 "reason": g.reason}
                 for g in gaps
             ],
             "planned_intervals": len(planned[0]),

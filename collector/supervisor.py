@@ -38,7 +38,7 @@ import numpy as np
 from config.errors import ConfigError, ConnectError, StoreError
 from config.settings import Backoff, DeviceBase, TagBase
 from config.signals import Quality
-from store.base import Store, asset_gap_device
+from store.base import Store
 from store.batch import Batch
 from store.writer import Writer
 
@@ -145,8 +145,8 @@ class Supervisor:
         }
         self._collectors: dict[str, Collector] = {}
         self._gaps: dict[str, tuple[int, int]] = {}  # device -> (gap_id, start_ns) while open
-        # (device, part) -> (gap_id, start_ns): gaps a collector reports for part of a device
-        #: (device, part) -> [(gap_id, start_ns)], one gap per asset of the part
+        #: (device, part) -> [(gap_id, start_ns)] while open: the asset-scoped gaps a collector
+        #: reports for part of its device (see ReportsPartGaps), one per asset of the part
         self._part_gaps: dict[tuple[str, str], list[tuple[int, int]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heartbeat_s = heartbeat_s
@@ -229,7 +229,8 @@ class Supervisor:
     async def _startup_gap(self, d: DeviceBase, now: int) -> None:
         try:
             for g in await self.writer.run(self.store.gaps, d.name, now, now + 1):
-                if g.end_ns is None:  # left open by a gateway that did not stop cleanly
+                # left open by a gateway that did not stop cleanly (asset-scoped ones too)
+                if g.end_ns is None:
                     await self.writer.run(self.store.close_gap, g.gap_id, max(now, g.start_ns))
             last = await self.writer.run(self.store.last_alive, d.name)
             if last is not None and last < now:
@@ -375,8 +376,8 @@ class Supervisor:
 
     async def _source_gaps(self, name: str, collector: ReportsPartGaps) -> None:
         """Gaps a collector reports for part of its device (a Sparkplug node's NDEATH until
-        its NBIRTH): one gap per asset of that part, stored under ``asset_gap_device(name,
-        asset)``, so that KPIs of the device's other assets are not affected."""
+        its NBIRTH): one asset-scoped gap per asset of that part, so that the KPIs of the
+        device's other assets are not affected."""
         events, collector.gap_events = collector.gap_events, []
         for kind, key, ts, reason, assets in events:
             if kind == "close":
@@ -387,8 +388,7 @@ class Supervisor:
             opened = self._part_gaps.setdefault((name, key), [])
             for asset in assets:
                 try:
-                    gap_id = await self.writer.run(
-                        self.store.open_gap, asset_gap_device(name, asset), ts, reason or key)
+                    gap_id = await self.writer.run(self.store.open_gap, name, ts, reason or key, asset)
                     opened.append((gap_id, ts))
                 except Exception:
                     log.exception("%s: could not record the gap of %s", name, key)

@@ -25,20 +25,18 @@ class TagRecord:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """An interval during which a device delivered nothing (``end_ns`` None: still open)."""
+    """An interval during which a device delivered nothing (``end_ns`` None: still open).
+
+    ``asset`` None: the gap covers every asset of the device (the device was unreachable);
+    else only that asset (a Sparkplug edge node offline while the device's other nodes report).
+    """
 
     gap_id: int
     device: str
     start_ns: int
     end_ns: int | None
     reason: str
-
-
-def asset_gap_device(device: str, asset: str) -> str:
-    """The ``Gap.device`` of a gap that covers one asset of a device (a Sparkplug node
-    offline while the device's other nodes report); a gap under the plain device name covers
-    every asset of the device."""
-    return f"{device}@{asset}"
+    asset: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +96,9 @@ class Store(Protocol):
         """Newest sample time over these tags, or None."""
         ...
 
-    def open_gap(self, device: str, start_ns: int, reason: str) -> int: ...
+    def open_gap(self, device: str, start_ns: int, reason: str, asset: str | None = None) -> int:
+        """Record the start of a gap of the device (``asset``: of that asset of it only)."""
+        ...
 
     def close_gap(self, gap_id: int, end_ns: int) -> None: ...
 
@@ -111,7 +111,8 @@ class Store(Protocol):
         ...
 
     def gaps(self, device: str | None, start_ns: int, end_ns: int) -> list[Gap]:
-        """Gaps overlapping the window (open gaps count as reaching now)."""
+        """Gaps overlapping the window (open gaps count as reaching now), device-wide and
+        asset-scoped ones alike."""
         ...
 
     def apply_retention(self, now_ns: int) -> int:

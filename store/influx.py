@@ -150,7 +150,7 @@ class InfluxStore:
             return
         by_id = {g.gap_id: g for g in self._meta.gaps(None, -(2**62), 2**62)}
         lines = "".join(
-            gap_line(self.settings.measurement, g.device, g.start_ns, g.end_ns, g.reason)
+            gap_line(self.settings.measurement, g.device, g.start_ns, g.end_ns, g.reason, g.asset)
             for gid in pending if (g := by_id.get(gid)) is not None
         )
         try:
@@ -168,8 +168,8 @@ class InfluxStore:
         with self._lock:
             self._unsent_gaps.difference_update(pending)
 
-    def open_gap(self, device: str, start_ns: int, reason: str) -> int:
-        gap_id = self._meta.open_gap(device, start_ns, reason)
+    def open_gap(self, device: str, start_ns: int, reason: str, asset: str | None = None) -> int:
+        gap_id = self._meta.open_gap(device, start_ns, reason, asset)
         with self._lock:
             self._unsent_gaps.add(gap_id)
         if self._sink_ok:  # else after the next successful write: do not wait on a dead server
@@ -344,7 +344,8 @@ class InfluxStore:
                 points_written=self._points,
                 extra={"url": s.url, "api": s.api, "database": self._database,
                        "bucket": s.bucket, "measurement": s.measurement,
-                       "meta_path": s.meta_path, "gap_markers_unsent": len(self._unsent_gaps)},
+                       "meta_path": s.meta_path, "gap_markers_unsent": len(self._unsent_gaps),
+                       "partial_write_dropped_points": self._sink.partial_write_dropped_points},
             )
 
     def _check_open(self) -> None:

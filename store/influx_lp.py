@@ -69,13 +69,17 @@ def series_key(measurement: str, tag: TagRecord) -> str:
     )
 
 
-def gap_line(measurement: str, device: str, start_ns: int, end_ns: int | None, reason: str) -> str:
-    """The gap marker point: one per gap, at its start; closing it rewrites it with end_ns."""
+def gap_line(measurement: str, device: str, start_ns: int, end_ns: int | None, reason: str,
+             asset: str | None = None) -> str:
+    """The gap marker point: one per gap, at its start; closing it rewrites it with end_ns.
+    Tagged ``asset`` when the gap covers one asset of the device only."""
     fields = f"start_ns={int(start_ns)}i"
     if end_ns is not None:
         fields += f",end_ns={int(end_ns)}i"
     fields += f",reason={escape_field_str(reason)}"
     key = f"{measurement}_gaps".translate(_MEASUREMENT_ESC)
+    if asset:
+        key += f",asset={_tag_value('asset', asset)}"
     if device:
         key += f",device={_tag_value('device', device)}"
     return f"{key} {fields} {int(start_ns)}\n"

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 #: version of the file layout in ``meta.schema_version``; bump on any incompatible change
 #: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _NS_PER_DAY = 86_400 * 10**9
 # Blob encodings are fixed little-endian so that a file moves between machines unchanged;
@@ -132,7 +132,8 @@ CREATE TABLE gaps (
     device   TEXT NOT NULL,
     start_ns INTEGER NOT NULL,
     end_ns   INTEGER,
-    reason   TEXT NOT NULL DEFAULT ''
+    reason   TEXT NOT NULL DEFAULT '',
+    asset    TEXT
 );
 CREATE INDEX gaps_by_device ON gaps (device, start_ns);
 CREATE INDEX gaps_by_end ON gaps (end_ns);
@@ -151,13 +152,18 @@ _INSERT_INGEST = (
     " (level, n, t_min, t_max, tag_ids, ts, value, quality, texts, server_ts, gateway_ts)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: version 1 -> 2: the optional timestamp columns (NULL in every existing row)
-_MIGRATE_1_TO_2 = (
-    "ALTER TABLE ingest ADD COLUMN server_ts BLOB",
-    "ALTER TABLE ingest ADD COLUMN gateway_ts BLOB",
-    "ALTER TABLE chunks ADD COLUMN server_ts BLOB",
-    "ALTER TABLE chunks ADD COLUMN gateway_ts BLOB",
-)
+#: schema version -> the statements that take a file from it to the next version
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # the optional timestamp columns (NULL in every existing row)
+    1: (
+        "ALTER TABLE ingest ADD COLUMN server_ts BLOB",
+        "ALTER TABLE ingest ADD COLUMN gateway_ts BLOB",
+        "ALTER TABLE chunks ADD COLUMN server_ts BLOB",
+        "ALTER TABLE chunks ADD COLUMN gateway_ts BLOB",
+    ),
+    # gaps of one asset of a device (NULL: the whole device, as every existing gap)
+    2: ("ALTER TABLE gaps ADD COLUMN asset TEXT",),
+}
 #: the ingest columns a merge reads, in BlobRow order
 _ROW_COLS = "tag_ids, ts, value, quality, texts, server_ts, gateway_ts"
 # >=: at equal ts the flush being written now holds the later write.
@@ -646,17 +652,17 @@ class SqliteStore:
                         f"{self._path}: store schema version {version} is newer than this"
                         f" tierproof's ({SCHEMA_VERSION}); upgrade tierproof to open it"
                     )
-                if version == 1:
-                    # in this transaction: a failed migration leaves a valid version 1 file
-                    for stmt in _MIGRATE_1_TO_2:
-                        conn.execute(stmt)
+                if version in _MIGRATIONS:
+                    # in this transaction: a failed migration leaves the file as it was
+                    old = version
+                    while version in _MIGRATIONS:
+                        for stmt in _MIGRATIONS[version]:
+                            conn.execute(stmt)
+                        version += 1
                     conn.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                        (str(SCHEMA_VERSION),),
+                        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
                     )
-                    log.info("%s: store schema migrated from version 1 to %d", self._path,
-                             SCHEMA_VERSION)
-                    version = SCHEMA_VERSION
+                    log.info("%s: store schema migrated from version %d to %d", self._path, old, version)
                 if version != SCHEMA_VERSION:
                     raise StoreError(
                         f"{self._path}: unknown store schema version {version}"
@@ -1065,11 +1071,11 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ gaps
 
-    def open_gap(self, device: str, start_ns: int, reason: str) -> int:
+    def open_gap(self, device: str, start_ns: int, reason: str, asset: str | None = None) -> int:
         with self._write_txn("open gap") as conn:
             cur = conn.execute(
-                "INSERT INTO gaps (device, start_ns, end_ns, reason) VALUES (?, ?, NULL, ?)",
-                (device, int(start_ns), reason),
+                "INSERT INTO gaps (device, start_ns, end_ns, reason, asset) VALUES (?, ?, NULL, ?, ?)",
+                (device, int(start_ns), reason, asset),
             )
             assert cur.lastrowid is not None
             return int(cur.lastrowid)
@@ -1101,7 +1107,7 @@ class SqliteStore:
     def gaps(self, device: str | None, start_ns: int, end_ns: int) -> list[Gap]:
         """Gaps overlapping [start_ns, end_ns): start < end_ns and (open or end > start_ns)."""
         sql = (
-            "SELECT gap_id, device, start_ns, end_ns, reason FROM gaps"
+            "SELECT gap_id, device, start_ns, end_ns, reason, asset FROM gaps"
             " WHERE start_ns < ? AND (end_ns IS NULL OR end_ns > ?)"
         )
         args: list[object] = [int(end_ns), int(start_ns)]
@@ -1110,7 +1116,7 @@ class SqliteStore:
             args.append(device)
         with self._snapshot("read gaps") as conn:
             rows = conn.execute(sql + " ORDER BY start_ns, gap_id", args).fetchall()
-        return [Gap(int(g), d, int(s), None if e is None else int(e), r) for g, d, s, e, r in rows]
+        return [Gap(int(g), d, int(s), None if e is None else int(e), r, a) for g, d, s, e, r, a in rows]
 
     # ------------------------------------------------------------------ retention, stats
 

@@ -17,7 +17,6 @@ from config.settings import Backoff, MqttDevice
 from config.signals import Quality
 from simulators import Plant, datetime_ns
 from simulators.mqtt_publisher import MQTT_SIGNALS, serve_mqtt
-from store.base import asset_gap_device
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.mosquitto import Mosquitto
@@ -127,7 +126,7 @@ async def test_sparkplug_seq_gap_and_death_with_the_simulator(
             await wait_until(lambda: len(sqlite_store.gaps(None, 0, 2**62)) == len(LINE1),
                              what="a gap per machine of the dead node")
             gaps = sqlite_store.gaps(None, 0, 2**62)
-            assert {g.device for g in gaps} == {asset_gap_device(dev.name, a) for a in LINE1}
+            assert {(g.device, g.asset) for g in gaps} == {(dev.name, a) for a in LINE1}
             assert all("NDEATH" in g.reason and g.end_ns is None for g in gaps)
             assert sqlite_store.latest([other])[other].quality == Quality.GOOD
     await writer.close()

@@ -18,7 +18,6 @@ from collector.mqtt_sparkplug import REBIRTH_METRIC
 from collector.sparkplug import DataType, Metric, decode_payload, encode_payload, format_topic
 from config.settings import Backoff, MqttDevice
 from config.signals import Quality
-from store.base import asset_gap_device
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.mosquitto import Mosquitto, Recorder
@@ -207,7 +206,7 @@ async def test_ndeath_marks_the_tags_stale_and_records_a_gap(
         assert gap.end_ns is None and "NDEATH" in gap.reason and f"{GROUP}/{NODE}" in gap.reason
         # the gap is the node's machine's, not the whole MQTT device's
         (asset,) = {t.asset for t in dev.tags}
-        assert gap.device == asset_gap_device(dev.name, asset)
+        assert (gap.device, gap.asset) == (dev.name, asset)
         node2 = Node(mosquitto, bd_seq=8)  # the node's next session
         try:
             node2.births(time.time_ns() // 1_000_000 + 1000)

@@ -13,7 +13,6 @@ from api.gateway import tag_records
 from api.service import KpiService, to_ns
 from config import load_settings, shipped_config
 from simulators import Plant
-from store.base import asset_gap_device
 from store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
@@ -43,7 +42,7 @@ def test_asset_scoped_and_device_wide_gaps(service: KpiService) -> None:
     assert coverage(service) == {a: pytest.approx(1.0) for a in LINE4}
     # one hour inside the morning shift (Shanghai 08:00-09:00 = 00:00-01:00 UTC)
     start = to_ns(NOW.replace(hour=0, minute=0, second=0))
-    g = store.open_gap(asset_gap_device(DEVICE, LINE4[2]), start, "sparkplug node offline (NDEATH)")
+    g = store.open_gap(DEVICE, start, "sparkplug node offline (NDEATH)", asset=LINE4[2])
     store.close_gap(g, start + 3600 * 10**9)
     cov = coverage(service)
     assert cov[LINE4[2]] < 0.99
@@ -54,5 +53,5 @@ def test_asset_scoped_and_device_wide_gaps(service: KpiService) -> None:
     cov2 = coverage(service)
     assert all(cov2[a] == pytest.approx(cov[LINE4[2]]) for a in LINE4)
     got = service.kpis(NOW - timedelta(days=1), NOW, asset=LINE4[2])
-    reasons = {g["reason"] for g in got["assets"][LINE4[2]]["evidence"]["gaps"]}
-    assert reasons == {"sparkplug node offline (NDEATH)", "broker unreachable"}
+    gaps = {(g["reason"], g["asset"]) for g in got["assets"][LINE4[2]]["evidence"]["gaps"]}
+    assert gaps == {("sparkplug node offline (NDEATH)", LINE4[2]), ("broker unreachable", None)}

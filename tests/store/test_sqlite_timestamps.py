@@ -237,6 +237,8 @@ def make_v1_file(path: Path) -> None:
         for table in ("ingest", "chunks"):
             for col in ("server_ts", "gateway_ts"):
                 c.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+        c.execute("ALTER TABLE gaps DROP COLUMN asset")  # version 3's
+        c.execute("INSERT INTO gaps (device, start_ns, end_ns, reason) VALUES ('plc', 1, 2, 'old')")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         # a pending batch, as v1 wrote it
         c.execute(
@@ -253,17 +255,21 @@ def make_v1_file(path: Path) -> None:
 def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     make_v1_file(path)
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     with SqliteStore(path, compact_every=1) as s:
         with sqlite3.connect(path) as c:
             assert c.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+            # and the gaps table gained its asset column (version 2 -> 3)
+            assert [r[1] for r in c.execute("PRAGMA table_info(gaps)")][-1] == "asset"
             assert [r[1] for r in c.execute("PRAGMA table_info(ingest)")] == [
                 *V1_INGEST, "server_ts", "gateway_ts"]
             assert [r[1] for r in c.execute("PRAGMA table_info(chunks)")] == [
                 *V1_CHUNKS, "server_ts", "gateway_ts"]
         c.close()
         assert [t.path for t in s.tags()] == ["s/a/l/m/x"]
+        (gap,) = s.gaps("plc", 0, END)  # an old gap covers its whole device
+        assert (gap.start_ns, gap.end_ns, gap.reason, gap.asset) == (1, 2, "old", None)
         old = s.read(1, 0, END, prior=False)
         assert old.ts_ns.tolist() == [T0, T0 + SEC, T0 + 2 * SEC]
         assert old.value.tolist() == [1.0, 2.0, 3.0]
@@ -272,7 +278,7 @@ def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
         s.write(Batch.of([1], T0 + 3 * SEC, 4.0, server_ts_ns=T0, gateway_ts_ns=T0 + 5 * SEC))
         got = s.read_timestamps(1, 0, END)
         assert got[1].tolist() == [U, U, U, T0] and got[2].tolist() == [U, U, U, T0 + 5 * SEC]
-    with SqliteStore(path) as again:  # opened again: already version 2, nothing to do
+    with SqliteStore(path) as again:  # opened again: already version 3, nothing to do
         assert again.read_timestamps(1, 0, END)[2].tolist() == [U, U, U, T0 + 5 * SEC]
         assert again.latest([1])[1].value == 4.0
 
