@@ -50,7 +50,8 @@ def expand_env(value: str, env: Mapping[str, str], where: str) -> str:
         name, default = m.group(1), m.group(2)
         if name is None:
             raise ConfigError(
-                f"{where}: malformed ${{...}} in {value!r}",
+                # not the whole value: it may be a password
+                f"{where}: malformed ${{...}} at character {m.start() + 1} of the value",
                 [(where, "expected ${NAME} or ${NAME:-default} (NAME: letters, digits, _)")],
             )
         got = env.get(name)

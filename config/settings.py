@@ -916,6 +916,16 @@ class InfluxStoreSettings(Model):
     )
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            # a password in the URL would end up in logs, errors and /api/v1/health
+            raise ValueError("the URL must not hold credentials: use username/password (v1) or token (v2)")
+        return v.rstrip("/")
+
     @model_validator(mode="after")
     def _credentials(self) -> InfluxStoreSettings:
         if self.api == "v2":

@@ -8,12 +8,13 @@ only: anonymous, plain TCP, on 127.0.0.1 by default.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
+
+from .opcua_server import free_port
 
 __all__ = ["embedded_broker"]
 
@@ -22,18 +23,11 @@ __all__ = ["embedded_broker"]
 _PLUGINS: dict[str, Any] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
 
 
-def _free_port(host: str) -> int:
-    # the URL is handed out before clients connect, so the port must be known up front
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def embedded_broker(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Run an anonymous MQTT 3.1.1 broker on ``host:port`` (0: a free port) and yield its
     URL, ``mqtt://host:port``; it stops when the block is left."""
-    port = port or _free_port(host)
+    port = port or free_port(host)
     broker = Broker(
         {
             "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},

@@ -109,8 +109,9 @@ def _nid(key: str, idx: int) -> ua.NodeId:
     return ua.NodeId(ua.String(key), ua.Int16(idx))
 
 
-def _free_port(host: str) -> int:
-    # the endpoint URL is advertised to clients, so the port must be known before starting
+def free_port(host: str) -> int:
+    """A port free on ``host`` now. The simulators' servers need theirs before they start:
+    their URL is handed out (OPC UA endpoint, MQTT broker URL) before clients connect."""
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -351,7 +352,7 @@ async def serve_opcua(
     if extra_variables < 0:
         raise ValueError("extra_variables must be >= 0")
     assets = list(plant.models) if assets is None else list(assets)
-    port = port or _free_port(host)
+    port = port or free_port(host)
     with contextlib.ExitStack() as files:
         cert_path: Path | None = None
         key_path: Path | None = None

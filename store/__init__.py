@@ -6,6 +6,9 @@ importing this package opens nothing and registers nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from config.settings import InfluxStoreSettings, SqliteStoreSettings, StoreSettings
 
 from .base import Gap, Latest, Store, StoreStats, TagRecord
@@ -35,18 +38,8 @@ __all__ = [
     "open_store",
 ]
 
-#: config ``store.type`` -> backend class
-STORES: dict[str, type[SqliteStore] | type[InfluxStore]] = {
-    "sqlite": SqliteStore,
-    "influx": InfluxStore,
-}
 
-
-def open_store(settings: StoreSettings) -> Store:
-    """Open the store that ``settings`` describe."""
-    if isinstance(settings, InfluxStoreSettings):
-        return _open_remote(InfluxStore(settings), settings)
-    assert isinstance(settings, SqliteStoreSettings)
+def _open_sqlite(settings: SqliteStoreSettings) -> Store:
     return SqliteStore(
         settings.path,
         synchronous=settings.synchronous,
@@ -55,11 +48,22 @@ def open_store(settings: StoreSettings) -> Store:
     )
 
 
-def _open_remote(store: InfluxStore, settings: InfluxStoreSettings) -> Store:
-    """The one place where a remote store gets its store-and-forward spool (``settings.spool``)."""
+def _open_influx(settings: InfluxStoreSettings) -> Store:
+    """InfluxDB behind its store-and-forward spool (``settings.spool``): the one place a
+    remote store gets one."""
+    store = InfluxStore(settings)
     try:
         return SpooledStore.open(store, settings.spool, flush_interval_s=settings.flush_interval_s,
                                  flush_points=settings.batch_size)
     except BaseException:
         store.close()
         raise
+
+
+#: config ``store.type`` -> the function that opens that backend from its settings
+STORES: dict[str, Callable[[Any], Store]] = {"sqlite": _open_sqlite, "influx": _open_influx}
+
+
+def open_store(settings: StoreSettings) -> Store:
+    """Open the store that ``settings`` describe."""
+    return STORES[settings.type](settings)

@@ -123,3 +123,15 @@ def test_check_config_cli_ok_and_error(tmp_path: Path) -> None:
     r = _cli("check-config", str(broken))
     assert r.returncode == 2
     assert f"{broken}: devices[0].port" in r.stderr
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://admin:pw@influx:8086", "must not hold credentials"),
+    ("influx:8086", "not an http:// or https:// URL"),
+])
+def test_influx_url_is_checked(url: str, why: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_dict({"store": {"type": "influx", "api": "v1", "database": "plant", "url": url}},
+                           "f.yaml")
+    assert err.value.problems[0][0] == "f.yaml: store.url" and why in err.value.problems[0][1]
+    assert ":pw@" not in str(err.value)  # the password is not echoed
