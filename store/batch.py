@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -120,18 +121,19 @@ class Batch:
             np.concatenate([b.value for b in batches]),
             np.concatenate([b.quality for b in batches]),
             text,
-            _concat_ts([b.server_ts_ns for b in batches], batches),
-            _concat_ts([b.gateway_ts_ns for b in batches], batches),
+            concat_times([b.server_ts_ns for b in batches], [len(b) for b in batches]),
+            concat_times([b.gateway_ts_ns for b in batches], [len(b) for b in batches]),
         )
 
 
-def _concat_ts(cols: list[I64 | None], batches: list[Batch]) -> I64 | None:
-    """One optional timestamp column of several batches; TS_UNKNOWN for those without it."""
-    if all(c is None for c in cols):
+def concat_times(pieces: Sequence[I64 | None], lengths: Sequence[int]) -> I64 | None:
+    """Optional timestamp columns of consecutive pieces (batches, runs) as one, TS_UNKNOWN
+    where a piece has none; None when none has any."""
+    if all(p is None for p in pieces):
         return None
     return np.concatenate([
-        c if c is not None else np.full(len(b), TS_UNKNOWN, np.int64)
-        for c, b in zip(cols, batches, strict=True)
+        p if p is not None else np.full(n, TS_UNKNOWN, np.int64)
+        for p, n in zip(pieces, lengths, strict=True)
     ])
 
 

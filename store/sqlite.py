@@ -44,7 +44,7 @@ import numpy.typing as npt
 from config.errors import StoreError
 
 from .base import Gap, Latest, StoreStats, TagRecord
-from .batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series
+from .batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -195,17 +195,6 @@ def _times_blob(times: I64 | None) -> bytes | None:
     return _blob(times, _TS) if times is not None and _known(times) else None
 
 
-def _times_concat(pieces: Sequence[I64 | None], lengths: Sequence[int]) -> I64 | None:
-    """Optional timestamp columns of consecutive pieces as one, TS_UNKNOWN where a piece has
-    none; None when none has any."""
-    if all(p is None for p in pieces):
-        return None
-    return np.concatenate([
-        p if p is not None else np.full(n, TS_UNKNOWN, np.int64)
-        for p, n in zip(pieces, lengths, strict=True)
-    ])
-
-
 def _texts_json(text: npt.NDArray[np.object_] | None) -> str | None:
     """JSON ``[[index, text], ...]`` of the non-None entries, or None when there are none."""
     if text is None:
@@ -348,9 +337,9 @@ def _merge_rows(rows: Sequence[BlobRow]) -> _Sorted:
     srv = gw = None
     if any(r[5] is not None or r[6] is not None for r in rows):
         lengths = [len(r[1]) // _TS.itemsize for r in rows]
-        srv = _times_concat([None if r[5] is None else np.frombuffer(r[5], _TS) for r in rows],
+        srv = concat_times([None if r[5] is None else np.frombuffer(r[5], _TS) for r in rows],
                             lengths)
-        gw = _times_concat([None if r[6] is None else np.frombuffer(r[6], _TS) for r in rows],
+        gw = concat_times([None if r[6] is None else np.frombuffer(r[6], _TS) for r in rows],
                            lengths)
     order = np.lexsort((ts, tag))  # stable: equal (tag, ts) stay in write order
     tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
@@ -508,8 +497,8 @@ def _merge_parts(parts: list[_Part], with_text: bool) -> tuple[_Part, list[str]]
         txt = np.concatenate(pieces)
     # parts carry these only when read for them (read_timestamps)
     lengths = [len(p.ts) for p in parts]
-    srv = _times_concat([p.server_ts for p in parts], lengths)
-    gw = _times_concat([p.gateway_ts for p in parts], lengths)
+    srv = concat_times([p.server_ts for p in parts], lengths)
+    gw = concat_times([p.gateway_ts for p in parts], lengths)
     # Sources are usually already in time order (a tag's chunks rarely overlap): check
     # before paying for a sort.
     if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
