@@ -313,7 +313,8 @@ def create_app(
             "Present when the store is remote (InfluxDB). Spooled points are accepted and durable "
             "but not yet in the store, so KPIs do not see them until they drain. `dropped_points` "
             "counts every point lost on purpose: spool full (drop_oldest / refuse_newest), "
-            "quarantine full, or `tierproof spool drop`."
+            "quarantine full, or `tierproof spool drop`; `partial_write_dropped_points` the points "
+            "InfluxDB itself dropped from writes it otherwise stored (e.g. older than its retention)."
         ),
     )
     def store_spool(request: Request) -> dict[str, Any]:

@@ -71,6 +71,8 @@ class InfluxStore:
         self._sink_ok = True  # last post succeeded: worth sending gap markers right away
         self._batches = 0
         self._points = 0
+        #: points InfluxDB dropped from written batches it otherwise stored ("partial write")
+        self._partial_dropped = 0
         self._closed = False
         self._load_tags(self._meta.tags())
 
@@ -127,16 +129,18 @@ class InfluxStore:
         except UnknownTags as exc:
             # no server will ever take these: the spool quarantines the batch with the reason
             raise SinkRejected(f"{self._where}: {exc}", status=None, reason=str(exc)) from exc
+        dropped = 0
         try:
             for body in bodies:
-                self._sink.post(body)
+                dropped += self._sink.post(body)
         except SinkUnavailable:
             self._sink_ok = False
             raise
         self._sink_ok = True
-        with self._lock:
+        with self._lock:  # counted once the whole batch is taken: a batch sent again counts once
             self._batches += 1
             self._points += len(batch)
+            self._partial_dropped += dropped
         if self._unsent_gaps:
             self._send_gaps()
 
@@ -345,7 +349,7 @@ class InfluxStore:
                 extra={"url": s.url, "api": s.api, "database": self._database,
                        "bucket": s.bucket, "measurement": s.measurement,
                        "meta_path": s.meta_path, "gap_markers_unsent": len(self._unsent_gaps),
-                       "partial_write_dropped_points": self._sink.partial_write_dropped_points},
+                       "partial_write_dropped_points": self._partial_dropped},
             )
 
     def _check_open(self) -> None:

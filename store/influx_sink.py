@@ -8,6 +8,13 @@ body, and otherwise raises
 - :class:`SinkRejected` for any other 4xx (``status``, and ``reason``: the server's message):
   the same body will never succeed.
 
+A *partial write* is neither: InfluxDB stored the body's other points and dropped some for
+good (older than the retention policy, a field-type conflict, an unparsable line). 1.x says so
+with ``400 {"error": "partial write: <reason> dropped=<n>"}``, 2.x with ``422`` and the same
+text after a prefix. Sending the body again would drop the same points again (and rewrite the
+rest), so :meth:`Sink.post` returns, with the number of points dropped (the store counts them
+once the whole batch is taken), and each reason is logged once.
+
 Neither path retries (the spool does, with its backoff). Secrets never appear in messages:
 each message passes through :meth:`Sink.scrub`, which also removes the token and password
 should a server or library echo them.
@@ -17,6 +24,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
+import re
+import threading
 import time
 import zlib
 from typing import TYPE_CHECKING, Protocol
@@ -30,10 +40,35 @@ if TYPE_CHECKING:
     from influxdb_client import InfluxDBClient
     from influxdb_client.service.write_service import WriteService
 
-__all__ = ["Sink", "V1Sink", "V2Sink", "gzip_body", "make_sink", "retry_after_s"]
+__all__ = ["Sink", "V1Sink", "V2Sink", "gzip_body", "make_sink", "partial_write", "retry_after_s"]
+
+log = logging.getLogger("tierproof.store.influx")
 
 #: gzip level: 1 costs a fifth of level 9 (influxdb-client's own) for ~20 % more bytes
 GZIP_LEVEL = 1
+
+#: influxd 1.x: "partial write: <reason> dropped=<n>" (tsdb.PartialWriteError); 2.x embeds the
+#: same text in its message ("failure writing points to database: partial write: ...")
+_PARTIAL = re.compile(r"(?:^|: )partial write: (?P<reason>.*?)\s*dropped=(?P<n>\d+)\s*$", re.S)
+#: 1.x reports lines it could not parse in the reason, with dropped=0 (they never reached the
+#: storage layer): one "unable to parse '<line>': <why>" per line
+_UNPARSED = re.compile(r"unable to parse '.*?': ", re.S)
+#: distinct partial-write reasons logged; more are only counted (a flood must not fill the log)
+MAX_LOGGED_REASONS = 100
+
+
+def partial_write(status: int, message: str) -> tuple[str, int] | None:
+    """``(reason, dropped points)`` when the answer reports a partial write, else None.
+
+    1.6 answers 400 (checked live); 2.x answers 422 "unprocessable entity" with the same text
+    (from its documentation and source, not run here)."""
+    if status not in (400, 422):
+        return None
+    m = _PARTIAL.search(message)
+    if m is None:
+        return None
+    reason = m["reason"].strip()
+    return reason, int(m["n"]) + len(_UNPARSED.findall(reason))
 
 
 def gzip_body(body: bytes) -> bytes:
@@ -75,7 +110,7 @@ def server_message(body: bytes | str | None, fallback: str) -> str:
 
 
 class Sink(Protocol):
-    def post(self, body: bytes) -> None: ...
+    def post(self, body: bytes) -> int: ...
 
     def close(self) -> None: ...
 
@@ -86,14 +121,35 @@ class _Base:
         self.where = f"InfluxDB {settings.url}"
         self._secrets = [s.get_secret_value() for s in (settings.token, settings.password)
                          if s is not None and s.get_secret_value()]
+        self._partial_lock = threading.Lock()  # post() runs in the writer and the drain thread
+        self._partial_reasons: set[str] = set()
 
     def scrub(self, text: str) -> str:
         for s in self._secrets:
             text = text.replace(s, "***")
         return text
 
-    def _status(self, status: int, message: str, retry_after: str | None) -> Exception:
+    def _answered(self, status: int, message: str, retry_after: str | None) -> int:
+        """Raise for an answer that is not a success; for a partial write, return the number of
+        points dropped."""
         message = self.scrub(message)
+        partial = partial_write(status, message)
+        if partial is None:
+            raise self._status(status, message, retry_after)
+        reason, dropped = partial
+        # the line (and its values) is no part of the reason's identity: one log per kind
+        key = _UNPARSED.sub("unable to parse: ", reason)[:300]
+        with self._partial_lock:
+            first = key not in self._partial_reasons and len(self._partial_reasons) < MAX_LOGGED_REASONS
+            if first:
+                self._partial_reasons.add(key)
+        if first:
+            log.warning("%s stored a write but dropped %d of its points (answered %d: partial write: "
+                        "%s); further drops for this reason are only counted (store stats: "
+                        "partial_write_dropped_points)", self.where, dropped, status, reason)
+        return dropped
+
+    def _status(self, status: int, message: str, retry_after: str | None) -> Exception:
         if status == 429 or status >= 500:
             return SinkUnavailable(f"{self.where}: write answered {status}: {message}",
                                    retry_after_s=retry_after_s(retry_after))
@@ -126,7 +182,7 @@ class V1Sink(_Base):
             timeout=settings.timeout_s, verify=settings.verify_tls,
         )
 
-    def post(self, body: bytes) -> None:
+    def post(self, body: bytes) -> int:
         if self.settings.gzip:
             body = gzip_body(body)
         try:
@@ -134,8 +190,9 @@ class V1Sink(_Base):
         except httpx.HTTPError as exc:  # connect, timeout, protocol: nothing was accepted
             raise self._unreachable(exc) from exc
         if r.status_code >= 300:
-            raise self._status(r.status_code, server_message(r.content, r.reason_phrase),
-                               r.headers.get("Retry-After"))
+            return self._answered(r.status_code, server_message(r.content, r.reason_phrase),
+                                  r.headers.get("Retry-After"))
+        return 0
 
     def close(self) -> None:
         self._client.close()
@@ -160,7 +217,7 @@ class V2Sink(_Base):
         )
         self._service: WriteService = WriteService(self._client.api_client)
 
-    def post(self, body: bytes) -> None:
+    def post(self, body: bytes) -> int:
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
@@ -177,10 +234,14 @@ class V2Sink(_Base):
             status = int(exc.status or 0)
             if not status:  # the client's own failure without an answer
                 raise self._unreachable(exc) from exc
-            raise self._status(status, server_message(exc.body, str(exc.reason)),
-                               getattr(exc, "retry_after", None)) from exc
+            try:
+                return self._answered(status, server_message(exc.body, str(exc.reason)),
+                                      getattr(exc, "retry_after", None))
+            except (SinkRejected, SinkUnavailable) as err:
+                raise err from exc
         except (Urllib3Error, OSError) as exc:
             raise self._unreachable(exc) from exc
+        return 0
 
     def close(self) -> None:
         self._client.close()

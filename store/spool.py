@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -305,7 +306,7 @@ class Spool:
         out: list[tuple[SpoolEntry, Batch]] = []
         with self._lock:
             total = 0
-            for e in list(self._entries)[:max_batches]:
+            for e in itertools.islice(self._entries, max_batches):
                 if out and max_points is not None and total + e.points > max_points:
                     break
                 out.append((e, self._read(e)))

@@ -12,7 +12,7 @@ from config.settings import InfluxStoreSettings, Settings, SpoolSettings
 
 from .base import Store
 from .spool import Spool, SpoolEntry, SpoolStats
-from .spool_quarantine import Quarantine, QuarantineEntry, QuarantineStats
+from .spool_quarantine import Quarantine, QuarantineEntry, QuarantineStats, open_quarantine
 
 __all__ = ["ReplayOutcome", "SpoolListing", "drop_quarantined", "list_spool", "replay_quarantined",
            "spool_settings"]
@@ -51,7 +51,7 @@ def list_spool(s: SpoolSettings) -> SpoolListing:
         entries, stats = sp.entries(), sp.stats()
     finally:
         sp.close()
-    q = Quarantine(path / "quarantine", s.max_bytes)
+    q = open_quarantine(s)
     return SpoolListing(path, True, entries, stats, q.entries(), q.stats())
 
 
@@ -75,7 +75,7 @@ def replay_quarantined(s: SpoolSettings, sink: Store, qid: int | None) -> list[R
     """Send quarantined batches (one, or all in id order) to ``sink``. A batch the sink takes
     leaves the quarantine; one it refuses again stays, with the new reason. Stops at the first
     :class:`SinkUnavailable` (raised, after what was done so far is saved)."""
-    q = Quarantine(Path(s.path) / "quarantine", s.max_bytes)
+    q = open_quarantine(s)
     out: list[ReplayOutcome] = []
     for i in _ids(q, qid):
         entry, batch = q.load(i)
@@ -99,5 +99,5 @@ def replay_quarantined(s: SpoolSettings, sink: Store, qid: int | None) -> list[R
 
 def drop_quarantined(s: SpoolSettings, qid: int | None) -> list[QuarantineEntry]:
     """Delete quarantined batches (one, or all); each is counted and logged."""
-    q = Quarantine(Path(s.path) / "quarantine", s.max_bytes)
+    q = open_quarantine(s)
     return [q.drop(i) for i in _ids(q, qid)]

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import NotFoundError, StoreError
+from config.settings import SpoolSettings
 
 from .batch import Batch
 from .spool import fsync_dir, write_atomic
 from .spool_codec import FRAME, decode_batch, encode_batch, frame, read_frame
 
-__all__ = ["Quarantine", "QuarantineEntry", "QuarantineStats"]
+__all__ = ["Quarantine", "QuarantineEntry", "QuarantineStats", "open_quarantine"]
 
 log = logging.getLogger("tierproof.store.quarantine")
 
@@ -243,3 +244,8 @@ class Quarantine:
         log.warning("dropped quarantined batch %d: %d points (status %s: %s)", qid, entry.points,
                     entry.status, entry.reason)
         return entry
+
+
+def open_quarantine(settings: SpoolSettings) -> Quarantine:
+    """The quarantine of a spool: ``<spool path>/quarantine``, bounded like the spool."""
+    return Quarantine(Path(settings.path) / "quarantine", settings.max_bytes)

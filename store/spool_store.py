@@ -7,7 +7,10 @@ accepted. From then on every new batch goes to the spool's tail too, until a dra
 sent everything in it, oldest first, so each series reaches the sink in order. The drain
 thread retries with exponential backoff (honouring the server's ``Retry-After``) and sends
 as fast as the sink accepts, several spooled batches per request. A batch the sink refuses for
-good (:class:`SinkRejected`, a 4xx other than 429) goes to the quarantine with the reason.
+good (:class:`SinkRejected`, a 4xx other than 429) goes to the quarantine with the reason; if
+the quarantine is full it is dropped there, counted and logged once, and the drain goes on. (A
+sink that stores a batch but drops some of its points, InfluxDB's "partial write", took the
+batch: the inner store counts those points, shown as ``partial_write_dropped_points``.)
 
 With ``flush_interval_s > 0`` every batch goes to the spool (durably, so ``write`` returning
 still means the batch is safe) and the drain thread posts what gathered every
@@ -30,7 +33,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from config.errors import SinkRejected, SinkUnavailable, StoreError
@@ -39,7 +41,7 @@ from config.settings import Backoff, SpoolSettings
 from .base import Gap, Latest, Store, StoreStats, TagRecord
 from .batch import I64, Batch, Series
 from .spool import Spool, SpoolEntry
-from .spool_quarantine import Quarantine
+from .spool_quarantine import Quarantine, open_quarantine
 
 __all__ = ["SpooledStore", "backoff_delay", "open_spool"]
 
@@ -59,7 +61,7 @@ def backoff_delay(backoff: Backoff, attempt: int, rng: random.Random) -> float:
 def open_spool(settings: SpoolSettings) -> tuple[Spool, Quarantine]:
     """The spool and quarantine that ``settings`` describe (quarantine in ``<path>/quarantine``)."""
     spool = Spool(settings.path, settings.max_bytes, settings.when_full)
-    return spool, Quarantine(Path(settings.path) / "quarantine", settings.max_bytes)
+    return spool, open_quarantine(settings)
 
 
 @dataclass(slots=True)
@@ -127,8 +129,11 @@ class SpooledStore:
     def write(self, batch: Batch) -> None:
         """Write to the sink, or durably to the spool when the sink cannot take it now.
 
-        Raises :class:`StoreError` only when the batch was not kept: the spool refused it
-        (full, ``refuse_newest``) or the sink refused it and the quarantine was full.
+        Raises :class:`StoreError` only when the spool refused the batch (full,
+        ``refuse_newest``): the caller may still hold it. A batch the sink refused for good that
+        does not fit the full quarantine is dropped, counted and logged there, and ``write``
+        returns normally: raising would only make a source redeliver a batch that can never
+        be kept.
         """
         if not len(batch):
             return
@@ -140,11 +145,7 @@ class SpooledStore:
                     self.inner.write(batch)
                 except SinkUnavailable as exc:
                     # the drain's first attempt waits like any retry (Retry-After included)
-                    delay = self._unavailable_delay(exc)
-                    if delay < 0:
-                        delay = backoff_delay(self.backoff, 0, self._rng)
-                        self._attempt = 1
-                    self._not_before = time.monotonic() + delay
+                    self._schedule_retry(self._unavailable_delay(exc))
                 except SinkRejected as exc:
                     self._quarantine(batch, exc)
                     return
@@ -175,12 +176,11 @@ class SpooledStore:
         self.forward.last_error_ns = time.time_ns()
 
     def _quarantine(self, batch: Batch, exc: SinkRejected) -> None:
-        qid = self.quarantine.add(batch, exc.status, exc.reason or str(exc))
-        if qid is None:
-            raise StoreError(
-                f"sink refused {len(batch)} points (status {exc.status}: {exc.reason or exc}) and the "
-                f"quarantine {self.quarantine.path} is full: the batch was dropped"
-            ) from exc
+        """Keep a refused batch in the quarantine. When it does not fit, ``Quarantine.add`` has
+        dropped, counted and logged it: that is final, so nothing here retries it (a retry
+        would count the same points again and hold up every batch behind it)."""
+        if self.quarantine.add(batch, exc.status, exc.reason or str(exc)) is None:
+            return
         self.forward.quarantined_batches += 1
         self.forward.quarantined_points += len(batch)
 
@@ -206,12 +206,18 @@ class SpooledStore:
                 self._attempt = 0
                 self.forward.retry_at_ns = None
                 continue
-            if delay < 0:
-                delay = backoff_delay(self.backoff, self._attempt, self._rng)
-            self._attempt += 1
-            self.forward.retry_at_ns = time.time_ns() + int(delay * 1e9)
-            with self._wake:
-                self._not_before = time.monotonic() + delay
+            self._schedule_retry(delay)
+
+    def _schedule_retry(self, delay: float) -> float:
+        """Hold the drain for ``delay`` seconds (-1: the backoff's next delay) after a failed
+        send, and say when in ``forward.retry_at_ns``; returns the delay chosen."""
+        if delay < 0:
+            delay = backoff_delay(self.backoff, self._attempt, self._rng)
+        self._attempt += 1
+        self.forward.retry_at_ns = time.time_ns() + int(delay * 1e9)
+        with self._wake:
+            self._not_before = time.monotonic() + delay
+        return delay
 
     def _send_at(self) -> float:
         """Monotonic time of the next send: after the backoff, and when gathering for a flush,
@@ -231,7 +237,11 @@ class SpooledStore:
             self.inner.write(Batch.concat([b for _, b in items]))
         except SinkUnavailable as exc:
             return self._unavailable_delay(exc)
-        except SinkRejected:
+        except SinkRejected as exc:
+            if len(items) == 1:
+                self._quarantine(items[0][1], exc)
+                self._popped(items[0][0])
+                return None
             # one of them is refused: send them one by one to keep the others
             return self._drain_singly(items)
         self._sent(items)
@@ -250,11 +260,20 @@ class SpooledStore:
             except SinkUnavailable as exc:
                 return self._unavailable_delay(exc)
             except SinkRejected as exc:
-                self._quarantine(batch, exc)
-                self.spool.pop(entry.seq)
+                self._quarantine(batch, exc)  # kept there, or dropped and counted: done either way
+                self._popped(entry)
                 continue
             self._sent([(entry, batch)])
         return None
+
+    def _popped(self, entry: SpoolEntry) -> None:
+        """``entry`` left the spool without reaching the sink (quarantined or dropped)."""
+        self.spool.pop(entry.seq)
+        if self.spool.empty:
+            if self.flush_interval_s:
+                self._gathering_since = None
+            with self._wake:
+                self._wake.notify_all()
 
     def _sent(self, items: list[tuple[SpoolEntry, Batch]]) -> None:
         self.spool.pop(items[-1][0].seq)
@@ -291,6 +310,8 @@ class SpooledStore:
         s = self.spool.stats()
         q = self.quarantine.stats()
         f = self.forward
+        # dropped by the sink itself from writes it otherwise stored (InfluxDB "partial write")
+        partial = self.inner.stats().extra.get("partial_write_dropped_points", 0)
         return {
             "sink": f.sink,
             "batches": s.batches,
@@ -307,6 +328,7 @@ class SpooledStore:
             "quarantined_batches": q.batches,
             "quarantined_points": q.points,
             "quarantine_dropped_points": q.dropped_points,
+            "partial_write_dropped_points": partial if isinstance(partial, int) else 0,
             "direct_points": f.direct_points,
             "spooled_points": f.spooled_points,
             "drained_points": f.drained_points,
@@ -347,8 +369,8 @@ class SpooledStore:
     def last_ts(self, tag_ids: Sequence[int]) -> int | None:
         return self.inner.last_ts(tag_ids)
 
-    def open_gap(self, device: str, start_ns: int, reason: str) -> int:
-        return self.inner.open_gap(device, start_ns, reason)
+    def open_gap(self, device: str, start_ns: int, reason: str, asset: str | None = None) -> int:
+        return self.inner.open_gap(device, start_ns, reason, asset)
 
     def close_gap(self, gap_id: int, end_ns: int) -> None:
         self.inner.close_gap(gap_id, end_ns)

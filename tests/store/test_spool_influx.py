@@ -7,6 +7,7 @@ written, so a batch delivered out of order shows up as a stale value.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,7 +28,9 @@ from config.errors import StoreError
 from config.settings import Backoff, InfluxStoreSettings, SpoolSettings
 from store import SpooledStore, TagRecord, open_store
 from store.batch import Batch
+from store.influx import InfluxStore
 from store.spool import Spool
+from store.spool_quarantine import Quarantine
 from tests.influx_servers import InfluxDB16
 from tests.netutil import wait_for
 
@@ -408,3 +411,127 @@ def test_flush_interval_gathers_small_batches_into_few_posts(influxdb16: InfluxD
     finally:
         store.close()
     assert stored(influxdb16) == expected(range(11), ids)
+
+
+def nearly_full_quarantine(path: Path, ids: list[int]) -> Quarantine:
+    """A quarantine holding one refused batch, with room for ~100 bytes more: too little
+    for any other batch."""
+    Quarantine(path, 1 << 30).add(batch_k(0, ids), 400, "an earlier refusal")
+    used = sum(p.stat().st_size for p in path.glob("q-*.rec"))
+    return Quarantine(path, used + 100)
+
+
+def test_full_quarantine_drops_a_refused_batch_once_and_the_drain_goes_on(
+    influxdb16: InfluxDB16, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poison batch InfluxDB refuses for good, alone and with others (a text over influxd's
+    25 MB max-body-size: 413), spooled in front of a good batch while the quarantine is full:
+    the poison batch is dropped and counted once, the good one still reaches InfluxDB."""
+    cfg = settings(influxdb16, tmp_path).model_copy(update={"gzip": False})  # the body itself is too large
+    inner = InfluxStore(cfg)
+    ids = [inner.register_tags(tag_records())[t.path] for t in tag_records()]
+    quarantine = nearly_full_quarantine(tmp_path / "quarantine", ids)
+    poison = dataclasses.replace(Batch.of([ids[0]], T0 - 1, float("nan")),
+                                 text=np.array(["x" * 25_000_001], dtype=object))
+    good = batch_k(1, ids)
+    # flush_points: the drain starts once both wait, so they go out together first (one 413)
+    store = SpooledStore(inner, Spool(tmp_path / "spool", 1 << 30, "drop_oldest"), quarantine, FAST,
+                         flush_interval_s=3600.0, flush_points=len(poison) + len(good))
+    try:
+        store.write(poison)
+        store.write(good)
+        assert store.wait_drained(30)
+        s = store.spool_stats()
+        assert (s["dropped_points"], s["quarantine_dropped_points"], s["quarantined_batches"]) == (1, 1, 1)
+        assert store.forward.drained_points == len(good) and store.forward.quarantined_batches == 0
+        assert stored(influxdb16) == expected([1], ids)
+        store.write(batch_k(2, ids))  # draining goes on, and the drop is not counted again
+        store.write(batch_k(3, ids))  # (together over flush_points)
+        assert store.wait_drained(30)
+        assert stored(influxdb16) == expected([1, 2, 3], ids)
+        assert store.spool_stats()["dropped_points"] == 1
+    finally:
+        store.close()
+    assert caplog.text.count("dropped a refused batch of 1 points") == 1
+    assert "Request Entity Too Large" in caplog.text
+
+
+def test_full_quarantine_refused_direct_write_returns_and_counts_once(
+    influxdb16: InfluxDB16, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Written straight to the sink (the spool empty) and refused for good (a time influxd
+    cannot hold: 400 "time outside range") with the quarantine full: ``write`` returns (the
+    drop is counted and logged; raising would only make an MQTT source redeliver it forever)."""
+    inner = InfluxStore(settings(influxdb16, tmp_path))
+    ids = [inner.register_tags(tag_records())[t.path] for t in tag_records()]
+    quarantine = nearly_full_quarantine(tmp_path / "quarantine", ids)
+    store = SpooledStore(inner, Spool(tmp_path / "spool", 1 << 30, "drop_oldest"), quarantine, FAST)
+    try:
+        poison = Batch.of(np.array(ids, np.int32), 2**63 - 1, 1.0)
+        store.write(poison)
+        store.write(batch_k(1, ids))
+        s = store.spool_stats()
+        assert (s["dropped_points"], s["quarantined_batches"], s["batches"]) == (TAGS, 1, 0)
+        assert store.forward.direct_points == len(batch_k(1, ids))
+        assert stored(influxdb16) == expected([1], ids)
+    finally:
+        store.close()
+    assert caplog.text.count(f"dropped a refused batch of {TAGS} points") == 1
+
+
+def test_partial_write_is_delivered_and_its_dropped_points_shown(
+    influxdb16: InfluxDB16, tmp_path: Path
+) -> None:
+    """InfluxDB 1.6 stores a batch but drops its points older than the retention policy
+    (400 "partial write: points beyond retention policy dropped=N"): not quarantined, the
+    drop counted where health and the spool endpoint show it."""
+    db = influxdb16.create_database("hourly")
+    influxdb16.query(f'CREATE RETENTION POLICY "hour" ON "{db}" DURATION 1h REPLICATION 1 DEFAULT')
+    store = open_store(settings(influxdb16, tmp_path, database=db))
+    assert isinstance(store, SpooledStore)
+    try:
+        ids = [store.register_tags(tag_records())[t.path] for t in tag_records()]
+        now = time.time_ns()
+        old = now - 86_400 * 10**9
+        store.write(Batch.of(np.array(ids + ids, np.int32), np.repeat([old, now], TAGS), 1.0))
+        s = store.spool_stats()
+        assert s["partial_write_dropped_points"] == TAGS
+        assert (s["quarantined_batches"], s["dropped_points"], s["batches"]) == (0, 0, 0)
+        assert store.stats().extra["partial_write_dropped_points"] == TAGS  # health copies it
+        assert {sig: list(v) for sig, v in stored(influxdb16, db).items()} == {
+            f"s{i}": [now] for i in range(TAGS)}
+    finally:
+        store.close()
+
+
+def test_partial_write_sent_again_after_a_refusal_is_counted_once(
+    influxdb16: InfluxDB16, tmp_path: Path
+) -> None:
+    """Two spooled batches go out together: the first partly dropped (a point beyond the
+    retention policy), the second refused for good (a time influxd cannot hold). The drain
+    sends them again one by one: the first batch's dropped points count once, not twice."""
+    db = influxdb16.create_database("hourly")
+    influxdb16.query(f'CREATE RETENTION POLICY "hour" ON "{db}" DURATION 1h REPLICATION 1 DEFAULT')
+    now = time.time_ns()
+    old = now - 86_400 * 10**9
+    cfg = settings(influxdb16, tmp_path, database=db).model_copy(update={"batch_size": 2 * TAGS})
+    inner = InfluxStore(cfg)
+    ids = [inner.register_tags(tag_records())[t.path] for t in tag_records()]
+    partly = Batch.of(np.array(ids + ids, np.int32), np.repeat([old, now], TAGS), 1.0)
+    refused = Batch.of(np.array(ids, np.int32), 2**63 - 1, 2.0)
+    # one body per batch (batch_size); flush_points: both batches go out in one drain first
+    store = SpooledStore(inner, Spool(tmp_path / "spool", 1 << 30, "drop_oldest"),
+                         Quarantine(tmp_path / "quarantine", 1 << 30), FAST,
+                         flush_interval_s=3600.0, flush_points=len(partly) + len(refused))
+    try:
+        store.write(partly)
+        store.write(refused)
+        assert store.wait_drained(30)
+        s = store.spool_stats()
+        assert (s["partial_write_dropped_points"], s["quarantined_points"]) == (TAGS, TAGS)
+        assert {sig: list(v) for sig, v in stored(influxdb16, db).items()} == {
+            f"s{i}": [now] for i in range(TAGS)}
+        (entry,) = store.quarantine.entries()
+        assert entry.status == 400 and "time outside range" in entry.reason
+    finally:
+        store.close()

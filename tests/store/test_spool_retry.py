@@ -5,24 +5,29 @@ write limiter and no overload answer), so a tiny local HTTP server plays a sink 
 a scripted sequence of statuses to ``POST /write`` and records what it finally accepted. Every
 other behaviour (outage, crash, refusal) is tested against real InfluxDB in
 test_spool_influx.py.
+
+No test here times anything: the drain's schedule is what it records (``Recording.delays``,
+every delay it chose after a refused send), so the assertions hold on a loaded machine too.
 """
 
 from __future__ import annotations
 
 import gzip
-import itertools
+import random
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from config.errors import SinkUnavailable
 from config.settings import Backoff, InfluxStoreSettings, SpoolSettings
-from store import SpooledStore, TagRecord, open_store
+from store import InfluxStore, SpooledStore, TagRecord
 from store.batch import Batch
+from store.spool_store import MAX_RETRY_AFTER_S, backoff_delay, open_spool
 
 
 class ScriptedSink(ThreadingHTTPServer):
@@ -31,7 +36,7 @@ class ScriptedSink(ThreadingHTTPServer):
     def __init__(self, script: list[tuple[int, dict[str, str]]]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.script = list(script)
-        self.attempts: list[float] = []  # monotonic time of every POST
+        self.attempts: list[int] = []  # the status answered to every POST
         self.accepted: list[str] = []  # line protocol lines taken
         self.lock = threading.Lock()
 
@@ -48,8 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         with self.server.lock:
-            self.server.attempts.append(time.monotonic())
             status, headers = self.server.script.pop(0) if self.server.script else (204, {})
+            self.server.attempts.append(status)
             if status == 204:
                 self.server.accepted += body.decode().splitlines()
         self.send_response(status)
@@ -80,13 +85,26 @@ def sink_factory() -> Iterator[type[ScriptedSink]]:
         s.server_close()
 
 
-def spooled(url: str, tmp_path: Path) -> tuple[SpooledStore, int]:
-    store = open_store(InfluxStoreSettings(
+class Recording(SpooledStore):
+    """A SpooledStore that keeps every retry delay it scheduled, in order."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.delays: list[float] = []  # before the drain thread starts
+        super().__init__(*args, **kw)
+
+    def _schedule_retry(self, delay: float) -> float:
+        chosen = super()._schedule_retry(delay)
+        self.delays.append(chosen)
+        return chosen
+
+
+def spooled(url: str, tmp_path: Path) -> tuple[Recording, int]:
+    cfg = InfluxStoreSettings(
         type="influx", api="v1", url=url, database="db", timeout_s=2.0, meta_path=str(tmp_path / "meta.db"),
         spool=SpoolSettings(path=str(tmp_path / "spool"),
                             backoff=Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.0)),
-    ))
-    assert isinstance(store, SpooledStore)
+    )
+    store = Recording(InfluxStore(cfg), *open_spool(cfg.spool), cfg.spool.backoff)
     ids = store.register_tags([TagRecord(path="p/a/l/m/s", asset="p/a/l/m", role="analog", device="d",
                                          protocol="modbus")])
     return store, ids["p/a/l/m/s"]
@@ -104,10 +122,10 @@ def test_429_retry_after_is_honoured(sink_factory: type[ScriptedSink], tmp_path:
         store.write(batch(tag, 1))  # behind it in the spool
         assert store.spool_stats()["batches"] in (1, 2)
         assert store.wait_drained(30)
-        a = sink.attempts
-        assert len(a) >= 3  # the direct write, one drain attempt refused, one taken (both batches)
-        # the backoff alone would retry after 0.05 s; Retry-After said 1 s
-        assert a[1] - a[0] >= 0.95 and a[2] - a[1] >= 0.95
+        # the direct write, one drain attempt refused, then taken (both batches at once, usually)
+        assert sink.attempts[:2] == [429, 429] and set(sink.attempts[2:]) == {204}
+        # the backoff alone would retry after 0.05 s, then 0.1 s; Retry-After said 1 s both times
+        assert store.delays == [1.0, 1.0]
         assert [ln.split(" ")[-1] for ln in sink.accepted] == [str(1_000_000 * k + i) for k in (0, 1)
                                                                 for i in range(10)]
     finally:
@@ -123,12 +141,34 @@ def test_5xx_backs_off_exponentially_and_delivers_in_order(
         for k in range(3):
             store.write(batch(tag, k))
         assert store.wait_drained(30)
-        a = sink.attempts
-        assert len(a) >= 5  # direct write, 3 refused retries, then taken (usually all three at once)
-        gaps = [b - x for x, b in itertools.pairwise(a)]  # backoff 0.05, 0.1, 0.2, 0.2 (max_s)
-        assert gaps[0] >= 0.045 and gaps[1] >= 0.09 and gaps[2] >= 0.18 and gaps[3] >= 0.18
+        assert sink.attempts[:4] == [503] * 4 and set(sink.attempts[4:]) == {204}
+        # one delay per refusal, doubling up to max_s (jitter 0)
+        assert store.delays == pytest.approx([0.05, 0.1, 0.2, 0.2])
+        assert store.forward.retry_at_ns is None and store.forward.sink == "ok"
         assert [ln.split(" ")[-1] for ln in sink.accepted] == [str(1_000_000 * k + i) for k in range(3)
                                                                 for i in range(10)]
         assert store.spool_stats()["dropped_points"] == 0
+    finally:
+        store.close()
+
+
+def test_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
+    backoff = Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, jitter=0.2)
+    rng = random.Random(42)
+    for attempt in range(12):
+        base = min(30.0, 0.5 * 2.0**attempt)
+        delays = [backoff_delay(backoff, attempt, rng) for _ in range(200)]
+        assert min(delays) >= base * 0.8 and max(delays) <= min(30.0, base * 1.2)
+        assert max(delays) > min(delays)  # jittered: gateways do not retry in step
+    assert backoff_delay(backoff, 10**6, rng) <= 30.0  # no overflow for a long outage
+
+
+def test_retry_after_is_taken_as_said_but_capped(sink_factory: type[ScriptedSink], tmp_path: Path) -> None:
+    store, _ = spooled(sink_factory([]).url, tmp_path)
+    try:
+        assert store._unavailable_delay(SinkUnavailable("busy", retry_after_s=7.5)) == 7.5
+        assert store._unavailable_delay(SinkUnavailable("busy", retry_after_s=-3)) == 0.0
+        assert store._unavailable_delay(SinkUnavailable("typo", retry_after_s=9e9)) == MAX_RETRY_AFTER_S
+        assert store._unavailable_delay(SinkUnavailable("down")) == -1.0  # the backoff decides
     finally:
         store.close()
