@@ -5,7 +5,15 @@ with ``loop.add_reader``/``add_writer`` and ``loop_read``/``loop_write``/``loop_
 called from there (paho's "external event loop" integration), so every callback, every
 acknowledgement and the batching run on one thread with no locks and no hand-off per message
 (see the README for the measurement against a ``loop_start()`` thread). Only ``connect()``
-(TCP connect and TLS handshake, which block) runs in a worker thread.
+(TCP connect and TLS handshake, which block) runs in a worker thread. paho reads its socket
+through :class:`_ReadBuffer`: one ``recv`` per 64 KiB instead of three or more per packet.
+
+**Hot path.** Per message: one route lookup (cached per topic), one ``json.loads``, one
+generated expression pulling out every field of the route (:class:`~.mqtt_decode.JsonFields`)
+and a few list ``extend`` calls; values become numpy columns once per batch. Anything out of
+the ordinary (a missing field, a value needing conversion, JSON null, a wrong type) goes
+field by field through :class:`~.mqtt_decode.TagCodec`, which gives the same values and the
+precise errors.
 
 **Routing.** A message goes to the first subscription whose filter matches its topic; the
 subscription's template reads the placeholders ({line}, {asset}, {signal}, ...) from the
@@ -63,7 +71,18 @@ from config.signals import Quality
 from store.batch import Batch
 
 from .base import scaling, unregistered_tags
-from .mqtt_decode import PayloadError, TagCodec, is_missing, match_levels, parse_json, parse_timestamp, walk
+from .mqtt_decode import (
+    MAX_NS,
+    NS_PER,
+    JsonFields,
+    PayloadError,
+    TagCodec,
+    is_missing,
+    match_levels,
+    parse_json,
+    parse_timestamp,
+    walk,
+)
 from .mqtt_sparkplug import SparkplugHost
 from .sparkplug import SparkplugDecodeError, parse_topic
 
@@ -77,6 +96,11 @@ DEDUP_MEMORY: Final = 20_000
 _ROUTE_CACHE: Final = 100_000
 #: (topic, reason) pairs logged; beyond this only the counters grow
 _LOGGED_MAX: Final = 10_000
+#: bytes read from the socket at once (~200 small messages): bounds the time one read
+#: callback holds the event loop
+_RECV_SIZE: Final = 64 * 1024
+
+_GOOD: Final = int(Quality.GOOD)
 
 # a route: what to do with a topic's messages
 _UNKNOWN: Final = 0
@@ -116,6 +140,60 @@ class _Memory:
 _MEMORIES: dict[tuple[str, str], _Memory] = {}
 
 
+class _ReadBuffer:
+    """paho's socket, read in chunks of :data:`_RECV_SIZE`.
+
+    paho reads every packet with at least three ``recv`` calls (the command byte, each length
+    byte, the rest). On a stream of small PUBLISH packets those system calls, and the event
+    loop wake-up per packet that follows from them, cost more than decoding the message
+    (measured with ``bench/bench_mqtt.py``). This wrapper, installed as paho's socket, serves
+    those small reads from one large read; :meth:`pending` tells the collector to keep
+    calling ``loop_read`` while bytes are buffered, since the socket no longer signals them.
+    """
+
+    __slots__ = ("_buf", "_pos", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            # may raise BlockingIOError / ssl.SSLWantReadError: paho handles both
+            data: bytes = self.sock.recv(_RECV_SIZE)
+            if len(data) <= size:
+                return data
+            self._buf, self._pos = data, size
+            return data[:size]
+        self._pos = pos + size
+        return buf[pos:pos + size]
+
+    def pending(self) -> int:
+        """Bytes read and not yet consumed (here, or decrypted inside a TLS socket)."""
+        left = len(self._buf) - self._pos
+        if left > 0:
+            return left
+        sock = self.sock
+        return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+
+    def send(self, data: bytes | bytearray) -> int:
+        n: int = self.sock.send(data)
+        return n
+
+    def close(self) -> None:
+        self._buf, self._pos = b"", 0
+        self.sock.close()
+
+    def fileno(self) -> int:
+        n: int = self.sock.fileno()
+        return n
+
+    def setblocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
+
 class _TlsContext(ssl.SSLContext):
     """A client TLS context that remembers the sockets it wrapped: paho does not close one
     whose handshake failed, and the collector must (no ResourceWarning, no leaked fd)."""
@@ -150,6 +228,8 @@ class _Sub:
     plain: dict[tuple[str, ...], int]
     json: dict[tuple[str, ...], list[tuple[int, tuple[str, ...]]]]
     ts_path: tuple[str, ...] | None
+    #: "epoch_*" timestamps: ns per unit (the common case, converted inline); else 0
+    ts_mult: int
     host: SparkplugHost | None = None
 
 
@@ -219,11 +299,14 @@ class MqttCollector:
             (f"{hp[0]}:{hp[1]}" if hp else "", device.session_id), _Memory(DEDUP_MEMORY)
         )
         self._routes: dict[str, tuple[Any, ...]] = {}
+        #: (paths, types) -> its fast extractor, shared by every topic with those fields
+        self._fast: dict[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]], JsonFields] = {}
         self._logged: set[tuple[str, str]] = set()
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._misc: asyncio.Task[None] | None = None
         self._sock: Any = None
+        self._rbuf: _ReadBuffer | None = None
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._lost: str | None = None
@@ -234,8 +317,7 @@ class MqttCollector:
         self._r_ts: list[int] = []
         self._r_val: list[float] = []
         self._r_q: list[int] = []
-        self._r_text: list[str | None] = []
-        self._r_has_text = False
+        self._r_text: dict[int, str] = {}  # row -> text: string samples are rare
         self._r_gw: list[int] = []  # the gateway's clock when the message arrived
         self._now = 0
         self._r_msgs: list[tuple[int, str, int]] = []  # (packet id, topic, payload hash), QoS 1
@@ -260,7 +342,8 @@ class MqttCollector:
             else:
                 sp.setdefault(key, i)
         ts_path = tuple(spec.timestamp_field.split(".")) if spec.timestamp_field else None
-        sub = _Sub(spec, levels, plain, js, ts_path)
+        ts_mult = NS_PER.get(spec.timestamp_format, 0)
+        sub = _Sub(spec, levels, plain, js, ts_path, ts_mult)
         if spec.format == "sparkplug":
             sub.host = SparkplugHost(
                 levels, sp, self._codecs, [t.asset for t in self._tags], emit=self._row,
@@ -363,6 +446,10 @@ class MqttCollector:
         if sock is None:
             raise ConnectError(self._closed_early())
         self._sock = sock
+        self._rbuf = _ReadBuffer(sock)
+        # paho reads through the buffer (see _ReadBuffer); paho 2.x keeps its socket here and
+        # only calls recv, send, close, fileno and setblocking on it
+        client._sock = self._rbuf
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = lambda c, u, s: loop.add_writer(s, self._writable)
         client.on_socket_unregister_write = self._on_unregister_write
@@ -379,11 +466,13 @@ class MqttCollector:
         client = self._client
         if client is None:
             return
-        client.loop_read()
-        sock = self._sock
-        # TLS: bytes already decrypted into the SSL object do not make the socket readable
-        while isinstance(sock, ssl.SSLSocket) and self._client is not None and sock.pending():
-            client.loop_read()
+        rc = client.loop_read()
+        buf = self._rbuf
+        # bytes already read into the buffer (or decrypted into the TLS socket) do not make the
+        # socket readable again: consume them now. Each loop_read consumes at least one.
+        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and buf is not None and self._client is not None
+               and buf.pending()):
+            rc = client.loop_read()
 
     def _writable(self) -> None:
         if self._client is not None:
@@ -481,7 +570,7 @@ class MqttCollector:
                 self._loop.remove_reader(self._sock)
             with contextlib.suppress(Exception):
                 self._loop.remove_writer(self._sock)
-        self._sock = None
+        self._sock = self._rbuf = None
         if client is not None:
             with contextlib.suppress(Exception):
                 client.on_disconnect = None
@@ -527,7 +616,7 @@ class MqttCollector:
             else:
                 self._row(i, now, value, Quality.GOOD, text)
         elif kind == _JSON:
-            self._json(topic, route[1], route[2], payload, now)
+            self._json(topic, route[1], route[2], route[3], payload, now)
         elif kind == _SPARKPLUG:
             sub: _Sub = route[1]
             assert sub.host is not None
@@ -563,26 +652,48 @@ class MqttCollector:
             else:
                 fields = sub.json.get(values)
                 if fields is not None:
-                    route = (_JSON, sub, fields)
+                    route = (_JSON, sub, fields, self._fast_fields(fields))
                     break
         if len(self._routes) >= _ROUTE_CACHE:
             self._routes.clear()
         self._routes[topic] = route
         return route
 
+    def _fast_fields(self, fields: list[tuple[int, tuple[str, ...]]]) -> tuple[JsonFields, tuple[int, ...]]:
+        paths = tuple(path for _, path in fields)
+        types = tuple(self._tags[i].type for i, _ in fields)
+        fast = self._fast.get((paths, types))
+        if fast is None:
+            fast = self._fast[(paths, types)] = JsonFields(paths, types)
+        return fast, tuple(i for i, _ in fields)
+
     def _json(self, topic: str, sub: _Sub, fields: list[tuple[int, tuple[str, ...]]],
-              payload: bytes, now: int) -> None:
+              fast: tuple[JsonFields, tuple[int, ...]], payload: bytes, now: int) -> None:
         try:
             doc = parse_json(payload)
             ts = now
             if sub.ts_path is not None:
                 raw = walk(doc, sub.ts_path)
-                if is_missing(raw):
+                # epoch integers inline: the same result as parse_timestamp, without the call
+                if type(raw) is int and sub.ts_mult and 0 <= raw * sub.ts_mult <= MAX_NS:
+                    ts = raw * sub.ts_mult
+                elif is_missing(raw):
                     raise PayloadError("missing timestamp",
                                        f"no {sub.spec.timestamp_field!r} in the document")
-                ts = parse_timestamp(raw, sub.spec.timestamp_format)
+                else:
+                    ts = parse_timestamp(raw, sub.spec.timestamp_format)
         except PayloadError as exc:
             self._problem(topic, exc.reason, exc.detail, None)
+            return
+        values = fast[0].floats(doc)
+        if values is not None:
+            # every field decoded at once: whole columns appended, no call per value
+            n = len(values)
+            self._r_idx.extend(fast[1])
+            self._r_ts.extend([ts] * n)
+            self._r_val.extend(values)
+            self._r_q.extend([_GOOD] * n)
+            self._r_gw.extend([now] * n)
             return
         for i, path in fields:
             v = walk(doc, path)
@@ -600,14 +711,13 @@ class MqttCollector:
             self._row(i, ts, value, Quality.GOOD, text)
 
     def _row(self, i: int, ts: int, value: float, quality: int, text: str | None) -> None:
+        if text is not None:
+            self._r_text[len(self._r_idx)] = text
         self._r_idx.append(i)
         self._r_ts.append(ts)
         self._r_val.append(value)
         self._r_q.append(quality)
-        self._r_text.append(text)
         self._r_gw.append(self._now)
-        if text is not None:
-            self._r_has_text = True
 
     def _added(self) -> None:
         self._wake.set()
@@ -646,11 +756,14 @@ class MqttCollector:
         ts = np.array(self._r_ts, dtype=np.int64)
         value = np.array(self._r_val, dtype=np.float64)
         quality = np.array(self._r_q, dtype=np.uint8)
-        text = np.array(self._r_text, dtype=object) if self._r_has_text else None
+        text = None
+        if self._r_text:
+            text = np.full(len(idx), None, dtype=object)
+            for row, t in self._r_text.items():
+                text[row] = t
         gateway = np.array(self._r_gw, dtype=np.int64)
-        self._r_idx, self._r_ts, self._r_val, self._r_q, self._r_text = [], [], [], [], []
+        self._r_idx, self._r_ts, self._r_val, self._r_q, self._r_text = [], [], [], [], {}
         self._r_gw = []
-        self._r_has_text = False
         if self._scaling is not None:
             value = self._scaling.apply(value, idx)
         return Batch(self._ids[idx], ts, value, quality, text, gateway_ts_ns=gateway), msgs

@@ -119,6 +119,12 @@ async def test_sparkplug_seq_gap_and_death_with_the_simulator(
             t[0] += 600 * 1_000_000_000  # the machines move on: DDATA flows, one seq skipped
             await wait_until(lambda: pub.rebirths >= 1, what="the node rebirthing on request")
             assert health(sup).dropped.get("sparkplug seq gap", 0) >= 1
+            # the rebirth's DBIRTHs of both line 1 machines are stored (they carry the new
+            # time): only then does the host know both belong to the node that dies next
+            line1_states = [ids[f"{a}/state"] for a in LINE1]
+            await wait_until(lambda: all(v.ts_ns >= t[0] - 10**6 for v in
+                                         sqlite_store.latest(line1_states).values()),
+                             what="line 1's rebirth stored")
             pub.die("line1")
             await wait_until(lambda: sqlite_store.latest([state])[state].quality == Quality.BAD_STALE,
                              what="stale marks after NDEATH")
