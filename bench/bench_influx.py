@@ -64,13 +64,22 @@ def tags() -> list[TagRecord]:
     ]
 
 
-def batches(first_point: int, count: int, rng: np.random.Generator) -> list[Batch]:
-    """Round-robin over tags at 1 Hz: point k is tag k % N_TAGS at second k // N_TAGS."""
+def batches(first_point: int, count: int, rng: np.random.Generator, values: str = "random") -> list[Batch]:
+    """Round-robin over tags at 1 Hz: point k is tag k % N_TAGS at second k // N_TAGS.
+
+    ``values``: "random" -- full-precision random doubles, the worst case for formatting
+    (17 significant digits each); "plant" -- what a machine's 20 signals look like: 3 state /
+    mode codes, 4 counters (integers), 13 analog readings at the sensor's resolution (2
+    decimals)."""
     out = []
     for b in range(count):
         k = np.arange(first_point + b * BATCH, first_point + (b + 1) * BATCH, dtype=np.int64)
+        v = rng.normal(50.0, 10.0, BATCH)
+        if values == "plant":
+            signal = k % N_TAGS % 20
+            v = np.where(signal < 3, k % 4, np.where(signal < 7, k // N_TAGS, np.round(v, 2))).astype(float)
         out.append(Batch((k % N_TAGS + 1).astype(np.int32), T0 + (k // N_TAGS) * SEC,
-                         rng.normal(50.0, 10.0, BATCH), np.zeros(BATCH, np.uint8)))
+                         v, np.zeros(BATCH, np.uint8)))
     return out
 
 
@@ -98,14 +107,14 @@ def timed_cpu(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def run_case(title: str, store: InfluxStore, raw_post: Callable[[bytes], None], gzip: bool,
-             rounds: int, per_round: int) -> None:
+             rounds: int, per_round: int, values: str = "random") -> None:
     keys = {t.tag_id: series_key("raw", t) for t in store.tags()}
     rng = np.random.default_rng(11)
     point = 0
 
     def next_batches() -> list[Batch]:
         nonlocal point
-        bs = batches(point, per_round, rng)
+        bs = batches(point, per_round, rng, values)
         point += per_round * BATCH
         return bs
 
@@ -191,8 +200,11 @@ def main() -> None:
 
                 with InfluxStore(s) as store:
                     store.register_tags(tags())
-                    run_case(f"InfluxDB 1.6 /write, gzip {'on' if gzip else 'off'}", store, post,
-                             gzip, args.rounds, args.batches)
+                    run_case(f"InfluxDB 1.6 /write, gzip {'on' if gzip else 'off'}, random doubles",
+                             store, post, gzip, args.rounds, args.batches)
+                    if not gzip:
+                        run_case("InfluxDB 1.6 /write, gzip off, plant-like values", store, post,
+                                 gzip, args.rounds, args.batches, "plant")
         finally:
             server.stop()
         if not args.no_vm:
