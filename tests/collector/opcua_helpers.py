@@ -22,8 +22,10 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from collector.base import tag_record
 from collector.opcua import OpcUaCollector
 from config.settings import OpcUaDevice, OpcUaTag
+from store.base import Store
 from store.batch import Batch
 
 ASSET = "site/area/line/m1"
@@ -187,3 +189,22 @@ class Collected:
             self._task.cancel()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+class TickingClock:
+    """A simulated clock that moves on by ``step`` ns at every call, so every simulator
+    refresh has its own instant (and its counters move); ``calls`` lists what it returned."""
+
+    def __init__(self, t0: int, step: int) -> None:
+        self.t, self.step = t0, step
+        self.calls: list[int] = []
+
+    def __call__(self) -> int:
+        self.t += self.step
+        self.calls.append(self.t)
+        return self.t
+
+
+def register(store: Store, device: OpcUaDevice) -> dict[str, int]:
+    """Register the device's tags in the store: path -> tag id."""
+    return store.register_tags([tag_record(device, t) for t in device.tags])

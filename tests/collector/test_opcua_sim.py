@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from asyncua import ua
 from modbus_helpers import wait_until
-from opcua_helpers import odevice, otag
+from opcua_helpers import TickingClock, odevice, otag, register
 
 from collector import DeviceHealth, OpcUaCollector, Supervisor
 from config import Settings, load_settings, shipped_config
-from config.settings import Backoff, DeviceBase, OpcUaDevice
+from config.settings import Backoff, DeviceBase
 from simulators import Plant, datetime_ns
 from simulators.opcua_server import OPCUA_SIGNALS, serve_opcua
-from store.base import TagRecord
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
@@ -32,18 +31,6 @@ OPEN = [ua.SecurityPolicyType.NoSecurity]
 END = 2**62
 
 
-class TickingClock:
-    """A simulated clock that moves on by ``step`` at every call, so every simulator refresh
-    has its own instant (and its counters move); ``calls`` lists what it returned."""
-
-    def __init__(self, t0: int, step: int) -> None:
-        self.t, self.step = t0, step
-        self.calls: list[int] = []
-
-    def __call__(self) -> int:
-        self.t += self.step
-        self.calls.append(self.t)
-        return self.t
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +43,6 @@ def plant(settings: Settings) -> Plant:
     return Plant(settings, now=NOW)
 
 
-def register(store: SqliteStore, device: OpcUaDevice) -> dict[str, int]:
-    return store.register_tags([
-        TagRecord(path=t.path, asset=t.asset, role=t.role.value, device=device.name, protocol="opcua")
-        for t in device.tags
-    ])
 
 
 def health(sup: Supervisor) -> DeviceHealth:

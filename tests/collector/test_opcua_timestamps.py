@@ -17,15 +17,14 @@ import numpy as np
 import pytest
 from asyncua import ua
 from modbus_helpers import wait_until
-from opcua_helpers import ids_for, odevice, opcua_server, otag
+from opcua_helpers import TickingClock, ids_for, odevice, opcua_server, otag, register
 
 from collector import OpcUaCollector, Supervisor
 from config import Settings, load_settings, shipped_config
-from config.settings import Backoff, DeviceBase, OpcUaDevice
+from config.settings import Backoff, DeviceBase
 from simulators import Plant, datetime_ns
 from simulators.opcua_server import OPCUA_SIGNALS, serve_opcua
 from store import TS_UNKNOWN
-from store.base import TagRecord
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
@@ -37,17 +36,6 @@ FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
 END = 2**62
 
 
-class TickingClock:
-    """Moves on by ``step`` ns at every call and remembers what it returned."""
-
-    def __init__(self, t0: int, step: int) -> None:
-        self.t, self.step = t0, step
-        self.calls: set[int] = set()
-
-    def __call__(self) -> int:
-        self.t += self.step
-        self.calls.add(self.t)
-        return self.t
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +48,6 @@ def plant(settings: Settings) -> Plant:
     return Plant(settings, now=SIM_NOW)
 
 
-def register(store: SqliteStore, device: OpcUaDevice) -> dict[str, int]:
-    return store.register_tags([
-        TagRecord(path=t.path, asset=t.asset, role=t.role.value, device=device.name, protocol="opcua")
-        for t in device.tags
-    ])
 
 
 @pytest.mark.parametrize("mode", ["subscribe", "poll"])
@@ -99,12 +82,12 @@ async def test_source_server_and_gateway_timestamps_are_stored(
         assert len(ts) >= 1, t.path
         # ts is what KPIs read, and it is the source timestamp: a simulated instant
         np.testing.assert_array_equal(ts, sqlite_store.read(ids[t.path], 0, END, prior=False).ts_ns)
-        assert set(ts.tolist()) <= sim_clock.calls, t.path
+        assert set(ts.tolist()) <= set(sim_clock.calls), t.path
         # the server's own stamp, from the real clock while the server ran
         assert (server != TS_UNKNOWN).all(), t.path
         assert ((server >= wall_before) & (server <= wall_after)).all(), (t.path, server)
         # the gateway's clock when each value arrived
-        assert set(gateway.tolist()) <= gateway_clock.calls, t.path
+        assert set(gateway.tolist()) <= set(gateway_clock.calls), t.path
         # three different times for every sample
         assert ((ts != server) & (server != gateway) & (ts != gateway)).all(), t.path
         checked += len(ts)
