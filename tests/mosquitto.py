@@ -476,28 +476,30 @@ class Recorder:
         with self._lock:
             return list(self._messages)
 
+    def _poll(self, check: Callable[[list[Received]], bool], deadline: float, timeout: float,
+              what: str) -> list[Received] | None:
+        """The messages if ``check`` accepts them, None to poll again; AssertionError past the deadline."""
+        got = self.messages
+        if check(got):
+            return got
+        if time.monotonic() > deadline:
+            raise _timed_out(got, timeout, what)
+        return None
+
     def wait_for(
         self, check: Callable[[list[Received]], bool], timeout: float, what: str
     ) -> list[Received]:
         """Messages so far, once ``check`` accepts them; AssertionError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
-        while True:
-            got = self.messages
-            if check(got):
-                return got
-            if time.monotonic() > deadline:
-                raise _timed_out(got, timeout, what)
+        while (got := self._poll(check, deadline, timeout, what)) is None:
             time.sleep(0.02)
+        return got
 
     async def until(
         self, check: Callable[[list[Received]], bool], timeout: float, what: str
     ) -> list[Received]:
         """:meth:`wait_for` for async tests: the event loop keeps running meanwhile."""
         deadline = time.monotonic() + timeout
-        while True:
-            got = self.messages
-            if check(got):
-                return got
-            if time.monotonic() > deadline:
-                raise _timed_out(got, timeout, what)
+        while (got := self._poll(check, deadline, timeout, what)) is None:
             await asyncio.sleep(0.02)
+        return got
