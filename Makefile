@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: demo test lint typecheck unit bench system venv clean proto
+.PHONY: demo test lint typecheck unit bench system interop-deps venv clean proto
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,17 @@ venv: $(STAMP)
 ## system: Debian packages the tests need (real servers, browser); idempotent
 system:
 	bash scripts/system-deps.sh
+
+## interop-deps: the third-party peers of tests/interop (node-opcua, Eclipse Tahu's
+## sparkplug-client, modbus-serial), exactly as pinned by tests/interop/node/package-lock.json
+NODE_DIR := tests/interop/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+$(NODE_STAMP): $(NODE_DIR)/package-lock.json
+	@echo "interop peers: npm ci in $(NODE_DIR)"
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+interop-deps: system $(NODE_STAMP)
 
 ## demo: simulated plant -> collectors -> embedded store -> KPIs -> API + dashboard on :8000
 demo: venv
@@ -36,7 +47,7 @@ unit: venv
 	$(BIN)/pytest $(ARGS)
 
 ## test: everything CI runs: set-up, lint, types, the whole test suite
-test: venv system lint typecheck
+test: venv system interop-deps lint typecheck
 	$(BIN)/pytest $(ARGS)
 
 ## bench: benchmarks, printing figures and ratios against the raw client loops
@@ -59,4 +70,4 @@ proto:
 		collector/sparkplug_b.proto
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -3,8 +3,13 @@
 # here: the test fixtures start each server themselves on a free port.
 set -euo pipefail
 # chromium: the dashboard test drives the real browser; mosquitto: the MQTT tests' broker;
-# influxdb (1.6) and victoria-metrics: the InfluxDB store's tests write to and read from them
-PKGS=(chromium mosquitto influxdb victoria-metrics ${TIERPROOF_DEBIAN_PKGS:-})
+# influxdb (1.6) and victoria-metrics: the InfluxDB store's tests write to and read from them;
+# socat: a pseudo-terminal pair stands in for a serial line in the Modbus RTU tests
+PKGS=(chromium mosquitto influxdb victoria-metrics socat ${TIERPROOF_DEBIAN_PKGS:-})
+# Node.js and npm run the third-party peers of tests/interop; the machine image ships them,
+# Debian's packages stand in where it does not
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
