@@ -236,10 +236,10 @@ def create_app(
         return [t for t in out if asset is None or t.asset == asset]
 
     def tag_id(request: Request, path: str) -> int:
-        ids = gw(request).tag_ids
-        if path not in ids:
+        tid = gw(request).tag_id(path)
+        if tid is None:
             raise NotFoundError(f"no tag {path!r}; GET /api/v1/tags lists them")
-        return ids[path]
+        return tid
 
     @app.get("/api/v1/tags/{tag_path:path}/latest", tags=["tags"], summary="Latest sample of a tag")
     def latest(request: Request, tag_path: str) -> LatestOut:

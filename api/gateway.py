@@ -36,6 +36,19 @@ class Gateway:
         self._collect = collect
         self._retention: asyncio.Task[None] | None = None
 
+    def tag_id(self, path: str) -> int | None:
+        """The store id of a tag path: configured, discovered at connect (OPC UA browse rules)
+        or registered by an earlier run -- every tag that ``store.tags()`` lists."""
+        if path in self.tag_ids:
+            return self.tag_ids[path]
+        if self.supervisor is not None and path in self.supervisor.tag_ids:
+            return self.supervisor.tag_ids[path]
+        for t in self.store.tags():  # rare: a tag this process has not met yet
+            if t.path == path:
+                self.tag_ids[path] = t.tag_id
+                return t.tag_id
+        return None
+
     async def _apply_retention(self, every_s: float) -> None:
         """Delete samples past ``store.retention_days`` at start and then every ``every_s``."""
         while True:

@@ -1,0 +1,68 @@
+"""Tags that an OPC UA browse rule discovers at connect answer on /tags/{path}/latest and
+/samples like configured ones (they were listed by /tags but answered 404), in process against
+a real asyncua server and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from asyncua import Server, ua
+from netutil import free_port
+
+from api.app import create_app
+from config import settings_from_dict
+from store import SqliteStore
+
+URI = "urn:tierproof:test:discovered"
+ASSET = "s/a/l/m1"
+
+
+async def test_discovered_tag_has_latest_and_samples(tmp_path: Path) -> None:
+    server = Server()
+    await server.init()
+    port = free_port()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/tp/")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    ns = await server.register_namespace(URI)
+    m1 = await server.nodes.objects.add_object(ua.NodeId("m1", ns), "m1")
+    temp = await m1.add_variable(ua.NodeId("temp", ns), "Temperature", 21.5)
+    settings = settings_from_dict({
+        "assets": [{"path": ASSET}],
+        "devices": [{"protocol": "opcua", "name": "ua", "endpoint": f"opc.tcp://127.0.0.1:{port}/tp/",
+                     "publishing_interval_ms": 50, "timeout_s": 2.0, "tags": [],
+                     "browse": [{"root": f"nsu={URI};s=m1", "asset": ASSET, "name_prefix": "m1."}]}],
+        "store": {"type": "sqlite", "path": str(tmp_path / "api.db")},
+    })
+    path = f"{ASSET}/m1.Temperature"
+    async with server:
+        store = SqliteStore(tmp_path / "api.db")
+        app = create_app(settings, store=store)
+        try:
+            async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+            ) as c:
+                latest: dict[str, object] = {}
+                for _ in range(300):  # until the rule ran and the first value was written
+                    listed = [t["path"] for t in (await c.get("/api/v1/tags")).json()]
+                    if path in listed:
+                        latest = (await c.get(f"/api/v1/tags/{path}/latest")).json()
+                        if latest.get("value") is not None:
+                            break
+                    await asyncio.sleep(0.05)
+                assert latest.get("value") == 21.5 and latest["quality"] == "good", latest
+                await temp.write_value(22.5)
+                body: dict[str, object] = {}
+                for _ in range(300):
+                    r = await c.get(f"/api/v1/tags/{path}/samples", params={"from": "now-1h"})
+                    assert r.status_code == 200, r.text
+                    body = r.json()
+                    if body["value"] == [21.5, 22.5]:
+                        break
+                    await asyncio.sleep(0.05)
+                assert body["value"] == [21.5, 22.5] and body["quality"] == [0, 0]
+                missing = await c.get(f"/api/v1/tags/{ASSET}/m1.NoSuch/latest")
+                assert missing.status_code == 404
+        finally:
+            store.close()
