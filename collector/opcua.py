@@ -46,7 +46,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -63,6 +63,7 @@ from cryptography.hazmat.primitives import hashes
 from config.errors import ConfigError, ConnectError
 from config.settings import BrowseRule, DeviceBase, OpcUaDevice, OpcUaTag, parse_node_id
 from config.signals import Quality
+from config.times import datetime_ns
 from store.batch import TS_UNKNOWN, Batch
 
 from .base import scaling, unregistered_tags
@@ -113,21 +114,17 @@ def _load_cert(path: str) -> x509.Certificate:
     return x509.load_der_x509_certificate(data)
 
 
-def _ns(dt: datetime) -> int:
-    if dt.tzinfo is None:  # asyncua decodes UA DateTime as naive UTC
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def _known_ns(dt: datetime | None) -> int | None:
+    """A UA DateTime in ns, or None when the server sent none or one a store cannot hold
+    (the null date 1601-01-01 that node-opcua sends as ServerTimestamp, before 1970, after
+    2262): an unknown timestamp, never an error."""
+    return None if dt is None else datetime_ns(dt)
 
 
 def _server_ns(dv: ua.DataValue | None) -> int:
-    """A value's ServerTimestamp in ns, or TS_UNKNOWN when the server sent none."""
-    if dv is None or dv.ServerTimestamp is None:
-        return TS_UNKNOWN
-    return _ns(dv.ServerTimestamp)
+    """A value's ServerTimestamp in ns, or TS_UNKNOWN when it is unknown."""
+    ns = _known_ns(dv.ServerTimestamp) if dv is not None else None
+    return TS_UNKNOWN if ns is None else ns
 
 
 def _severity(code: int) -> Quality:
@@ -426,13 +423,24 @@ class OpcUaCollector:
             self._r_has_text = True
 
     def _convert(self, i: int, dv: ua.DataValue | None, now: int) -> tuple[int, float, int, str | None]:
+        """(ts_ns, value, quality, text) of one sample; a value that cannot be converted is
+        BAD_CONFIG with the reason in tag_errors, never an exception that loses the batch."""
+        try:
+            return self._convert_value(i, dv, now)
+        except Exception as exc:
+            self._tag_error(self._tags[i], f"cannot convert its value: {type(exc).__name__}: {exc}")
+            return now, np.nan, Quality.BAD_CONFIG, None
+
+    def _convert_value(
+        self, i: int, dv: ua.DataValue | None, now: int
+    ) -> tuple[int, float, int, str | None]:
         if dv is None:
             return now, np.nan, Quality.BAD, None
-        if dv.SourceTimestamp is not None:
-            ts = _ns(dv.SourceTimestamp)
-        elif dv.ServerTimestamp is not None:
-            ts = _ns(dv.ServerTimestamp)
-        else:
+        # source, else server, else the gateway's clock: the first that is known
+        ts = _known_ns(dv.SourceTimestamp)
+        if ts is None:
+            ts = _known_ns(dv.ServerTimestamp)
+        if ts is None:
             ts = now
         code = dv.StatusCode.value if dv.StatusCode is not None else 0
         q = _severity(code)
