@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from config.errors import ConfigError, TierproofError
 from config.loader import load_settings, shipped_config
@@ -37,23 +40,81 @@ def _with_store_path(settings: Settings, path: Path) -> Settings:
     return settings.model_copy(update={"store": settings.store.model_copy(update={"path": str(path)})})
 
 
-async def _serve(app: object, host: str, port: int, duration: float | None) -> None:
+def _uvicorn_server(app: object, host: str, port: int) -> Any:
+    """uvicorn's server without its own signal handling: :data:`_STOP` owns SIGINT and SIGTERM
+    so that both stop every command the same way (uvicorn's handlers re-raise the signal after
+    its own shutdown, which killed the process before the rest of the stop ran)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))  # type: ignore[arg-type]
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    # open HTTP connections get 5 s to finish: a hanging client cannot hold up the stop
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
+                                 timeout_graceful_shutdown=5))
+
+
+async def _serve(app: object, host: str, port: int, duration: float | None) -> None:
+    """Serve until ``duration`` ends or a stop signal arrives, then shut down gracefully: the
+    app's lifespan stops the collectors, flushes the writer and closes the store."""
+    server = _uvicorn_server(app, host, port)
     task = asyncio.create_task(server.serve())
+    stop = asyncio.create_task(_STOP.wait())
     try:
-        if duration is None:
-            await task
-        else:
-            done, _ = await asyncio.wait({task}, timeout=duration)
-            if not done:
-                server.should_exit = True
-                await task
-    except asyncio.CancelledError:
-        server.should_exit = True
+        await asyncio.wait({task, stop}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            server.should_exit = True
         await task
-        raise
+
+
+async def _wait_for_stop(duration: float | None) -> None:
+    """Until ``duration`` ends or a stop signal arrives."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_STOP.wait(), duration)
+
+
+class _StopSignal:
+    """SIGINT and SIGTERM (Ctrl-C, ``docker stop``, systemd): the first one asks the running
+    command to stop gracefully; a second one exits at once."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self.received: str | None = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self.received = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        name = signal.Signals(sig).name
+        if self.received is not None:
+            print(f"tierproof: {name} again: exiting without a clean stop", file=sys.stderr, flush=True)
+            os._exit(128 + sig)
+        self.received = name
+        print(f"tierproof: {name}: stopping (collectors, writer, store); send it again to exit at once",
+              file=sys.stderr, flush=True)
+        assert self._event is not None
+        self._event.set()
+
+    async def wait(self) -> None:
+        assert self._event is not None
+        await self._event.wait()
+
+
+_STOP = _StopSignal()
+
+
+async def _until_stopped(runner: Callable[[argparse.Namespace], Awaitable[int]],
+                         args: argparse.Namespace) -> int:
+    _STOP.install()
+    return await runner(args)
 
 
 def backfill(settings: Settings, plant: object, tag_ids: dict[str, int], store: object, now: datetime) -> int:
@@ -139,10 +200,7 @@ async def _simulate(args: argparse.Namespace) -> int:
         for line in running.describe():
             print(f"  {line}", flush=True)
         print("simulating; Ctrl-C to stop", flush=True)
-        if args.duration is None:
-            await asyncio.Event().wait()
-        else:
-            await asyncio.sleep(args.duration)
+        await _wait_for_stop(args.duration)
     return 0
 
 
@@ -305,9 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "spool":
             return _spool(args)
         runner = {"demo": _demo, "run": _run, "simulate": _simulate}[args.command]
-        with contextlib.suppress(KeyboardInterrupt):
-            return asyncio.run(runner(args))
-        return 130
+        return asyncio.run(_until_stopped(runner, args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
