@@ -102,6 +102,13 @@ def backoff_delays(backoff: Backoff, rng: random.Random | None = None) -> Iterat
         base = min(backoff.max_s, base * backoff.multiplier)
 
 
+def _without_device(name: str, message: str) -> str:
+    """A driver's error message without its leading ``"<device>: "``: the log line, the
+    device's status and its gaps name the device already (no "plc1: plc1: ...")."""
+    prefix = f"{name}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
 class Supervisor:
     """Runs the collectors of ``devices``; use as ``async with`` or start()/stop().
 
@@ -307,7 +314,7 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except (ConnectError, OSError, TimeoutError) as exc:
-                reason = str(exc) or type(exc).__name__
+                reason = _without_device(d.name, str(exc) or type(exc).__name__)
                 log.warning("%s: %s", d.name, reason)
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"

@@ -134,6 +134,8 @@ async def test_unreachable_device_backs_off_within_bounds(
         assert h.state in ("backoff", "connecting") and h.reconnects == 0
         assert h.samples_delivered == 0 and h.last_success is None
         assert h.last_error is not None and str(free_port) in h.last_error
+        # the status names the device already: the reason does not repeat it ("X: X: ...")
+        assert not h.last_error.startswith("X: "), h.last_error
         assert h.gap_open_since is not None and h.gap_open_since >= t0
     await writer.close()
     assert max(delays) <= 0.08
