@@ -5,18 +5,33 @@
 PY     ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: demo test lint typecheck unit bench system interop-deps venv clean proto
+.PHONY: run-venv demo test lint typecheck unit bench system interop-deps venv clean proto
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+# the runtime install (make demo) and the development install (make test / bench) are separate
+# stamps: a newcomer's demo does not wait for linters, type checkers and test tools
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+
+$(BIN)/python:
+	@echo "setting up $(VENV) (first run only)"
+	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
-	touch $(STAMP)
 
-venv: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing tierproof and its runtime dependencies into $(VENV) (about half a minute)"
+	$(BIN)/python -m pip install -q --progress-bar off -e .
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing tierproof with its test and benchmark tools into $(VENV)"
+	$(BIN)/python -m pip install -q --progress-bar off -e ".[test,bench]"
+	touch $(RUN_STAMP) $(DEV_STAMP)
+
+venv: $(DEV_STAMP)
+
+run-venv: $(RUN_STAMP)
 
 ## system: Debian packages the tests need (real servers, browser); idempotent
 system:
@@ -34,7 +49,7 @@ $(NODE_STAMP): $(NODE_DIR)/package-lock.json
 interop-deps: system $(NODE_STAMP)
 
 ## demo: simulated plant -> collectors -> embedded store -> KPIs -> API + dashboard on :8000
-demo: venv
+demo: run-venv
 	$(BIN)/tierproof demo $(ARGS)
 
 lint: venv

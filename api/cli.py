@@ -19,6 +19,8 @@ from config.errors import ConfigError, TierproofError
 from config.loader import load_settings, shipped_config
 from config.settings import Settings, parse_instant
 
+from .version import VERSION
+
 log = logging.getLogger("tierproof.cli")
 _NS = 1_000_000_000
 
@@ -285,6 +287,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"tierproof {VERSION}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run a simulated plant end to end with the API and dashboard",

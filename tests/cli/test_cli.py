@@ -101,3 +101,11 @@ def test_run_collects_from_simulated_plant(tmp_path: Path, mosquitto: Mosquitto)
                 pytest.fail(f"{p.args} did not stop on Ctrl-C")
     assert gw.returncode == 0, gw_log.read_text()[-3000:]
     assert sim.returncode == 0, sim_log.read_text()[-3000:]
+
+
+def test_version_is_the_installed_distribution() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    r = tierproof("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"tierproof {project['version']}"
