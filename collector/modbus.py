@@ -1,23 +1,31 @@
-"""Modbus TCP collector: polls holding/input registers, coils and discrete inputs.
+"""Modbus collector (TCP, RTU on a serial line, RTU over TCP): polls holding/input registers,
+coils and discrete inputs.
 
 Tags of the same unit id, table and poll group are coalesced into as few requests as the
 device allows (``max_registers_per_request`` / ``max_bits_per_request``, joining tags at most
 ``coalesce_gap`` unused registers apart). The answers of all requests of a poll are
 decoded together by a :class:`~collector.modbus_codec.Decoder` precomputed with the plan.
 Every poll group runs its own drift-free loop at its interval; each poll yields one
-:class:`~store.batch.Batch`.
+:class:`~store.batch.Batch`. Requests go through the device's
+:class:`~collector.modbus_line.ModbusLine`, which sends them one at a time on an RTU line
+shared by several devices.
 
 A Modbus exception response is about the tags of that request, not the connection: the
 collector re-reads a failed coalesced request tag by tag, marks exactly the tags that fail
 (quality ``BAD_CONFIG`` for illegal address / function / value, ``BAD_DEVICE_FAILURE`` for
 the rest, value NaN, reason in :attr:`ModbusCollector.tag_errors`), then requests those tags
 alone and only every ``bad_tag_retry_s`` seconds until they read again. Gateway exceptions
-(0x0A, 0x0B: the unit behind a gateway does not answer) and busy answers mark the whole
-request for that poll without isolating anything.
+(0x0A, 0x0B: the unit behind a gateway cannot be reached, ``BAD_NOT_CONNECTED``) and busy
+answers mark the whole request for that poll without isolating anything.
 
-A timeout, a malformed answer or a lost connection raises
-:class:`~config.errors.ConnectError` out of :meth:`ModbusCollector.batches`; reconnecting is
-the supervisor's job. A unit id that never answers therefore reconnects the whole device.
+A unit id that does not answer in ``timeout_s`` while another unit of the device does (one
+meter silent on an RTU line, or behind a gateway that does not say 0x0B) is *silent*: its
+tags get ``BAD_NOT_CONNECTED`` once, a gap of its assets opens (``gap_events``, recorded by the
+supervisor), and it is asked again every ``bad_tag_retry_s`` until it answers, which closes
+the gap; the other units keep their cadence. When no unit of the device answers, or on a lost
+connection, or on an answer that does not match its request (another function code, another
+length: the stream is out of step, nothing on it can be trusted), :meth:`ModbusCollector.batches`
+raises :class:`~config.errors.ConnectError`; the supervisor records a gap and reconnects.
 """
 
 from __future__ import annotations
@@ -32,8 +40,7 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from config.errors import ConfigError, ConnectError
 from config.settings import DeviceBase, ModbusDevice, ModbusTable, ModbusTag
@@ -42,11 +49,13 @@ from store.batch import Batch
 
 from .base import cancel_and_wait, scaling, unregistered_tags
 from .modbus_codec import Decoder
+from .modbus_line import ModbusLine, acquire_line, release_line
 
 __all__ = ["ModbusCollector"]
 
 log = logging.getLogger("tierproof.collector.modbus")
 
+_FUNCTION: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 _READERS: dict[str, str] = {
     "holding": "read_holding_registers",
     "input": "read_input_registers",
@@ -57,29 +66,28 @@ _BIT_TABLES = frozenset({"coil", "discrete"})
 
 _EXCEPTION_NAMES = {
     1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-    4: "server device failure", 5: "acknowledge", 6: "server device busy",
+    4: "server device failure", 5: "acknowledge", 6: "server device busy", 7: "negative acknowledge",
     8: "memory parity error", 10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+#: pseudo exception code: the unit did not answer within timeout_s
+_SILENT = 256
 #: a refusal of the request as a whole, not of particular addresses: never split or isolate
-_REQUEST_WIDE = frozenset({5, 6, 10, 11})
-#: pseudo exception code for an answer with fewer items than asked
-_SHORT = 256
+_REQUEST_WIDE = frozenset({5, 6, 10, 11, _SILENT})
 #: stand-in for the answer of a request not read (or refused) in a poll
 _ZEROS = [0] * 2000
 
 
 def _quality(code: int) -> Quality:
-    if code in (1, 2, 3):
+    """Quality of the tags of a request answered with exception ``code`` (README table)."""
+    if code in (1, 2, 3):  # the request is wrong for this device: fix the configuration
         return Quality.BAD_CONFIG
-    if code in (10, 11):
+    if code in (10, 11, _SILENT):  # the target device cannot be reached: nobody answered
         return Quality.BAD_NOT_CONNECTED
-    return Quality.BAD_DEVICE_FAILURE
+    return Quality.BAD_DEVICE_FAILURE  # the device answered, with an error
 
 
 def _describe(code: int) -> str:
-    if code == _SHORT:
-        return "answer shorter than the request"
     return f"Modbus exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
 
 
@@ -122,18 +130,32 @@ class _BadTag:
 
 
 @dataclass(slots=True)
+class _Unit:
+    """What the collector knows of one unit id during a connection."""
+
+    tags: list[int]  # indices of its tags
+    assets: tuple[str, ...]
+    answered: bool = False  # answered once since connect (its part gap, if any, is closed)
+    silent: bool = False
+    next_due: float = 0.0  # silent: event-loop time of the next attempt
+    last_ok_ns: int | None = None  # gateway time of its last answer
+
+
+@dataclass(slots=True)
 class ModbusStats:
     polls: int = 0
     requests: int = 0
     overruns: int = 0  # poll ticks skipped because a poll took longer than its interval
     splits: int = 0  # coalesced requests re-read tag by tag after an exception
+    no_answer: int = 0  # requests a unit did not answer within timeout_s
 
 
 class ModbusCollector:
-    """Collects one :class:`~config.settings.ModbusDevice` (several unit ids, one connection).
+    """Collects one :class:`~config.settings.ModbusDevice` (several unit ids, one line).
 
     ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
-    ``bad_tag_retry_s`` is how often a tag that the device refuses is retried.
+    ``bad_tag_retry_s`` (default: the device's) is how often a tag that the device refuses,
+    or a unit that does not answer, is retried.
     """
 
     device: DeviceBase
@@ -143,7 +165,7 @@ class ModbusCollector:
         device: DeviceBase,
         tag_ids: Mapping[str, int],
         *,
-        bad_tag_retry_s: float = 30.0,
+        bad_tag_retry_s: float | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if not isinstance(device, ModbusDevice):
@@ -152,7 +174,7 @@ class ModbusCollector:
         self._dev = device
         self._tags: list[ModbusTag] = list(device.tags)
         self._clock = clock
-        self.bad_tag_retry_s = bad_tag_retry_s
+        self.bad_tag_retry_s = device.bad_tag_retry_s if bad_tag_retry_s is None else bad_tag_retry_s
         problems = unregistered_tags(device, self._tags, tag_ids)
         for i, t in enumerate(self._tags):
             loc = f"devices[{device.name}].tags[{i}]"
@@ -174,8 +196,18 @@ class ModbusCollector:
         self._groups: dict[str, _Group] = {}
         for name in sorted({t.group for t in self._tags}):
             self._groups[name] = self._plan(name)
-        self._client: AsyncModbusTcpClient | None = None
+        self._units: dict[int, _Unit] = {}
+        for i, t in enumerate(self._tags):
+            u = self._units.setdefault(t.unit_id, _Unit([], ()))
+            u.tags.append(i)
+            if t.asset not in u.assets:
+                u.assets += (t.asset,)
+        #: ("open" | "close", "unit <id>", ts_ns, reason, assets): gaps of a silent unit's
+        #: assets, drained by the supervisor (see collector.supervisor.ReportsPartGaps)
+        self.gap_events: list[tuple[str, str, int, str | None, tuple[str, ...]]] = []
+        self._line: ModbusLine | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._warned_precision: set[int] = set()
 
     # ------------------------------------------------------------------ plan
 
@@ -265,24 +297,8 @@ class ModbusCollector:
     # ------------------------------------------------------------------ connection
 
     async def __aenter__(self) -> Self:
-        d = self._dev
-        client = AsyncModbusTcpClient(
-            d.host, port=d.port, timeout=d.timeout_s, retries=0,
-            # reconnecting is the supervisor's job; pymodbus must not do it behind our back
-            reconnect_delay=0, name=d.name,
-        )
-        try:
-            ok = await client.connect()
-        except (OSError, ModbusException, TimeoutError) as exc:
-            client.close()
-            raise ConnectError(f"{d.name}: cannot connect to {d.host}:{d.port}: {exc}") from exc
-        if not ok:
-            client.close()
-            raise ConnectError(
-                f"{d.name}: cannot connect to {d.host}:{d.port} (refused or timed out)"
-            )
-        self._client = client
-        log.info("%s: connected to %s:%d", d.name, d.host, d.port)
+        self._line = await acquire_line(self._dev)
+        log.info("%s: connected to %s", self._dev.name, self._line.describe())
         return self
 
     async def __aexit__(
@@ -292,9 +308,9 @@ class ModbusCollector:
         tb: TracebackType | None,
     ) -> None:
         await self._cancel_tasks()
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        line, self._line = self._line, None
+        if line is not None:
+            release_line(line)
 
     async def _cancel_tasks(self) -> None:
         # the poll loops also stop by themselves once they are no longer in _tasks
@@ -303,34 +319,87 @@ class ModbusCollector:
 
     async def _read(self, unit: int, table: str, address: int, count: int
                     ) -> list[int] | list[bool] | int:
-        """Data, or the Modbus exception code the device answered with.
+        """Data, or the Modbus exception code the device answered with (``_SILENT``: no answer).
 
         The one place pymodbus errors become tierproof errors.
         """
-        client = self._client
+        line = self._line
         d = self._dev
-        if client is None or not client.connected:
-            raise ConnectError(f"{d.name}: connection to {d.host}:{d.port} lost")
+        if line is None or not line.connected:
+            raise ConnectError(f"{d.name}: connection to {d.line} lost")
         self.stats.requests += 1
+        what = f"unit {unit} (read {table} {address}+{count})"
         try:
-            rr = await getattr(client, _READERS[table])(address, count=count, device_id=unit)
+            rr = await line.request(
+                lambda client: getattr(client, _READERS[table])(address, count=count, device_id=unit)
+            )
+        except ModbusIOException as exc:
+            # pymodbus 3.16 has no exception type of its own for "no answer in time"
+            if line.connected and "No response" in str(exc):
+                return self._no_answer(unit)
+            raise ConnectError(f"{d.name}: no valid answer from {d.line} {what}: {exc}") from exc
         except (ModbusException, OSError, TimeoutError) as exc:
+            raise ConnectError(f"{d.name}: no valid answer from {d.line} {what}: {exc}") from exc
+        fc = _FUNCTION[table]
+        got = int(rr.function_code)
+        if got & 0x7F != fc:
+            # a late answer to an earlier request, or a broken server or gateway: whatever
+            # comes next on this connection cannot be matched to its request either
             raise ConnectError(
-                f"{d.name}: no valid answer from {d.host}:{d.port} unit {unit} "
-                f"(read {table} {address}+{count}): {exc}"
-            ) from exc
+                f"{d.name}: {d.line} {what} answered with function code {got} to a request with "
+                f"function code {fc}: the answer does not belong to the request; reconnecting"
+            )
+        self._answered(unit)
         if rr.isError():
             return int(rr.exception_code)
         data: list[int] | list[bool] = rr.bits if table in _BIT_TABLES else rr.registers
-        if len(data) < count:
-            return _SHORT
+        # bits come in whole bytes: up to 7 padding bits; registers must match exactly
+        if len(data) < count or (table not in _BIT_TABLES and len(data) != count):
+            items = "bits" if table in _BIT_TABLES else "registers"
+            raise ConnectError(
+                f"{d.name}: {d.line} {what} answered {len(data)} {items} "
+                f"instead of {count}: the answer does not match the request; reconnecting"
+            )
         return data
+
+    def _answered(self, unit: int) -> None:
+        u = self._units.get(unit)
+        if u is None:
+            return
+        u.last_ok_ns = self._clock()
+        if u.silent:
+            log.info("%s: unit %d answers again", self._dev.name, unit)
+            u.silent = False
+        if not u.answered:
+            u.answered = True
+            # closes the gap of this unit left open by an earlier connection, if there is one
+            self.gap_events.append(("close", f"unit {unit}", u.last_ok_ns, None, u.assets))
+
+    def _no_answer(self, unit: int) -> int:
+        """Unit ``unit`` did not answer in time: it is silent, unless it is the only one."""
+        self.stats.no_answer += 1
+        d = self._dev
+        u = self._units[unit]
+        now = asyncio.get_running_loop().time()
+        u.next_due = now + self.bad_tag_retry_s
+        if u.silent:
+            return _SILENT
+        u.silent = True
+        reason = f"unit {unit} does not answer on {d.line} (no reply within {d.timeout_s:g} s)"
+        if all(x.silent for x in self._units.values()):
+            raise ConnectError(
+                f"{d.name}: no unit answers on {d.line} (no reply within {d.timeout_s:g} s)"
+            )
+        log.warning("%s: %s; asking it again every %g s", d.name, reason, self.bad_tag_retry_s)
+        start = u.last_ok_ns if u.last_ok_ns is not None else self._clock()
+        self.gap_events.append(("open", f"unit {unit}", start, reason, u.assets))
+        return _SILENT
 
     # ------------------------------------------------------------------ polling
 
     async def batches(self) -> AsyncIterator[Batch]:
         """One batch per poll of each group, until the connection is lost (ConnectError)."""
-        if self._client is None:
+        if self._line is None:
             raise ConnectError(f"{self._dev.name}: not connected (use 'async with collector')")
         await self._cancel_tasks()
         # small: a slow consumer must hold the poll loops back, not queue up stale polls
@@ -386,16 +455,34 @@ class ModbusCollector:
         registers: list[int] = []
         bits: list[bool] = []
         refused: list[tuple[_Request, int]] = []
+        silenced: set[int] = set()  # units that stopped answering during this poll
         for req in group.requests:
             stream: list[Any] = bits if req.bits else registers
-            if req.bad is not None and now < self._bad[req.bad].next_due:
+            unit = self._units[req.unit]
+            if req.unit in silenced:  # its other requests: bad now, without waiting for them
+                ts[req.lo:req.hi] = self._clock()
+                refused.append((req, _SILENT))
+                stream.extend(_ZEROS[:req.count])
+                continue
+            if (req.bad is not None and now < self._bad[req.bad].next_due) or (
+                unit.silent and now < unit.next_due
+            ):
                 if keep is None:
                     keep = np.ones(n, bool)
                 keep[req.lo:req.hi] = False
                 stream.extend(_ZEROS[:req.count])
                 continue
+            was_silent = unit.silent
             data = await self._read(req.unit, req.table, req.start, req.count)
             ts[req.lo:req.hi] = self._clock()
+            if data == _SILENT and was_silent:  # still silent: its gap says so already
+                if keep is None:
+                    keep = np.ones(n, bool)
+                keep[req.lo:req.hi] = False
+                stream.extend(_ZEROS[:req.count])
+                continue
+            if data == _SILENT:
+                silenced.add(req.unit)
             if isinstance(data, int):
                 refused.append((req, data))
                 stream.extend(_ZEROS[:req.count])
@@ -404,7 +491,9 @@ class ModbusCollector:
             if req.errored:
                 replan |= self._recovered(req)
         if registers:
-            group.registers.decode(registers, values, text)
+            group.registers.decode(registers, values, text, quality)
+            if group.registers.wide_ints and (quality == Quality.UNCERTAIN).any():
+                self._warn_precision(group, quality)
         if bits:
             group.bits.decode(bits, values)
         for req, code in refused:
@@ -424,6 +513,16 @@ class ModbusCollector:
                          text[keep] if text is not None else None)
         return Batch(group.tag_id.copy(), ts, values, quality, text)
 
+    def _warn_precision(self, group: _Group, quality: npt.NDArray[np.uint8]) -> None:
+        for k in np.flatnonzero(quality == Quality.UNCERTAIN):
+            tag_id = int(group.tag_id[k])
+            if tag_id not in self._warned_precision:
+                self._warned_precision.add(tag_id)
+                log.warning(
+                    "%s: tag id %d: a 64-bit integer beyond +-2**53 is stored rounded to the "
+                    "nearest float64 (quality uncertain)", self._dev.name, tag_id,
+                )
+
     def _recovered(self, req: _Request) -> bool:
         req.errored = False
         for i in req.members:
@@ -440,9 +539,13 @@ class ModbusCollector:
         """Record why tag i failed; with ``isolate``, request it alone at the slow cadence."""
         t = self._tags[i]
         q = _quality(code)
-        reason = (f"{_describe(code)} reading {t.table} {t.address}"
-                  f"{'' if t.width == 1 else f'..{t.address + t.width - 1}'} of unit {t.unit_id}")
-        if self.tag_errors.get(t.path) != reason:
+        where = f"{t.table} {t.address}{'' if t.width == 1 else f'..{t.address + t.width - 1}'}"
+        if code == _SILENT:
+            reason = (f"unit {t.unit_id} does not answer (no reply within {self._dev.timeout_s:g} s); "
+                      f"asked again every {self.bad_tag_retry_s:g} s")
+        else:
+            reason = f"{_describe(code)} reading {where} of unit {t.unit_id}"
+        if self.tag_errors.get(t.path) != reason and code != _SILENT:  # a silent unit: logged once
             log.warning("%s: tag %s: %s", self._dev.name, t.path, reason)
         self.tag_errors[t.path] = reason
         if isolate:
@@ -492,7 +595,8 @@ class ModbusCollector:
                 continue
             self.tag_errors.pop(t.path, None)
             Decoder([t], [0], bit_table=table_bits).decode(
-                data, out[j:j + 1], text[j:j + 1] if text is not None else None
+                data, out[j:j + 1], text[j:j + 1] if text is not None else None,
+                quality[j:j + 1],
             )
         if failed == 0:
             # every tag reads alone, so the device refuses the span itself (an illegal unused

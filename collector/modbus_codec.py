@@ -23,7 +23,10 @@ read (bit 0 = least significant); byte order does not apply to them. Strings are
 the high byte first in each register, or low byte first with BADC / DCBA; NULs and spaces
 around them are stripped and the text ends at the first remaining NUL.
 
-int64 and uint64 values beyond 2**53 lose precision in float64 (Batch values are float64).
+Batch values are float64, which holds every integer up to 2**53 (9,007,199,254,740,992)
+exactly. An int64 or uint64 beyond +-2**53 is stored as the nearest float64 (relative error
+below 2**-53; e.g. 2**53 + 1 reads 2**53, and a counter near 2**60 moves in steps of 256) and
+its sample gets quality ``UNCERTAIN`` (1): still usable, but visibly not exact.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ import numpy as np
 import numpy.typing as npt
 
 from config.settings import REGISTER_WIDTH, ByteOrder, ModbusTag
+from config.signals import Quality
 
 __all__ = [
+    "EXACT_INT_LIMIT",
     "NUMERIC_DTYPES",
     "Decoder",
     "byte_permutation",
@@ -49,6 +54,12 @@ NUMERIC_DTYPES: dict[str, str] = {
     "int16": ">i2", "uint16": ">u2", "int32": ">i4", "uint32": ">u4", "float32": ">f4",
     "int64": ">i8", "uint64": ">u8", "float64": ">f8",
 }
+
+#: every integer of magnitude up to this is exact in float64; 64-bit integers beyond it are
+#: rounded and stored with quality UNCERTAIN
+EXACT_INT_LIMIT = 2**53
+
+_WIDE_INTS = frozenset({"int64", "uint64"})
 
 _STRUCT_CODES = {
     "int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f",
@@ -103,6 +114,7 @@ class _NumericGroup:
     pos: npt.NDArray[np.intp]  # where the values go in the request's output
     idx: npt.NDArray[np.intp]  # (n, bytes): gather indices into the byte stream
     dtype: np.dtype[np.generic]
+    wide: bool  # int64 / uint64: may not fit float64 exactly
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +156,8 @@ class Decoder:
         self.n = len(tags)
         self.bit_table = bit_table
         self.has_text = any(t.type == "string" for t in tags)
+        #: some tag is an int64 / uint64 (decode may mark samples UNCERTAIN)
+        self.wide_ints = any(t.type in _WIDE_INTS for t in tags)
         self._numeric: list[_NumericGroup] = []
         self._bits: list[_BitGroup] = []
         self._strings: list[_StringTag] = []
@@ -173,15 +187,22 @@ class Decoder:
             words = REGISTER_WIDTH[kind]
             perm = byte_permutation(words, order)  # type: ignore[arg-type]
             idx = (2 * offs)[:, None] + perm[None, :]
-            self._numeric.append(_NumericGroup(pos, idx, np.dtype(NUMERIC_DTYPES[kind])))
+            self._numeric.append(
+                _NumericGroup(pos, idx, np.dtype(NUMERIC_DTYPES[kind]), kind in _WIDE_INTS)
+            )
 
     def decode(
         self,
         data: Sequence[int] | Sequence[bool] | npt.NDArray[np.generic],
         out: npt.NDArray[np.float64],
         text: npt.NDArray[np.object_] | None = None,
+        quality: npt.NDArray[np.uint8] | None = None,
     ) -> None:
-        """Write the decoded values into ``out`` and strings into ``text`` (value NaN)."""
+        """Write the decoded values into ``out`` and strings into ``text`` (value NaN).
+
+        With ``quality``, an int64 / uint64 beyond +-2**53 (rounded in float64) is marked
+        ``UNCERTAIN`` there.
+        """
         if self.n == 0:
             return
         if self.bit_table:
@@ -191,7 +212,15 @@ class Decoder:
         regs = np.asarray(data, dtype=np.uint16)
         stream = regs.astype(">u2").view(np.uint8)
         for g in self._numeric:
-            out[g.pos] = stream[g.idx].view(g.dtype)[:, 0]
+            raw = stream[g.idx].view(g.dtype)[:, 0]
+            out[g.pos] = raw
+            if g.wide and quality is not None:
+                # compared as integers: the float64 copy has already lost the difference
+                inexact = (raw > EXACT_INT_LIMIT) if g.dtype.kind == "u" else (
+                    (raw > EXACT_INT_LIMIT) | (raw < -EXACT_INT_LIMIT)
+                )
+                if inexact.any():
+                    quality[g.pos[inexact]] = Quality.UNCERTAIN
         for b in self._bits:
             out[b.pos] = (regs[b.word] >> b.shift) & 1
         for s in self._strings:

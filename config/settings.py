@@ -377,12 +377,49 @@ class DeviceBase(Model):
     backoff: Backoff = Field(default_factory=Backoff)
 
 
+ModbusTransport = Literal["tcp", "rtu", "rtu_over_tcp"]
+Parity = Literal["none", "even", "odd"]
+
+
+class ModbusSerial(Model):
+    """The serial line of a Modbus RTU device (``transport: rtu``).
+
+    Defaults are the Modbus serial line specification's: 19200 baud, 8 data bits, even parity,
+    one stop bit. Devices on one line must all use the same settings.
+    """
+
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0 or /dev/ttyRS485")
+    baudrate: int = Field(default=19200, gt=0, le=4_000_000)
+    bytesize: Literal[7, 8] = 8
+    parity: Parity = "even"
+    stopbits: Literal[1, 2] = 1
+
+    def character_s(self) -> float:
+        """Time one character takes on the line: start bit, data bits, parity, stop bits."""
+        bits = 1 + self.bytesize + (0 if self.parity == "none" else 1) + self.stopbits
+        return bits / self.baudrate
+
+
 class ModbusDevice(DeviceBase):
-    """A Modbus TCP server (a PLC or a gateway to several unit ids)."""
+    """A Modbus server: a PLC or gateway over TCP, or units on an RTU serial line.
+
+    ``transport``: ``tcp`` (Modbus TCP, MBAP framing), ``rtu`` (Modbus RTU on the serial port
+    of ``serial``) or ``rtu_over_tcp`` (RTU frames, with CRC, over a TCP socket to ``host`` and
+    ``port``, as transparent serial-to-Ethernet converters pass them). Devices with the same
+    serial port, or the same rtu_over_tcp host and port, share one line: their requests are
+    sent one at a time.
+    """
 
     protocol: Literal["modbus"]
-    host: str
+    transport: ModbusTransport = "tcp"
+    host: str = Field(default="", description="tcp and rtu_over_tcp: address of the server")
     port: int = Field(default=502, ge=1, le=65535)
+    serial: ModbusSerial | None = Field(default=None, description="rtu: the serial line")
+    frame_gap_s: float | None = Field(
+        default=None, ge=0, le=10,
+        description="rtu, rtu_over_tcp: silence kept on the line between an answer and the "
+                    "next request; default 3.5 characters, at least 1.75 ms (the RTU t3.5)",
+    )
     timeout_s: float = Field(default=1.0, gt=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
     poll_groups: dict[str, float] = Field(
@@ -394,6 +431,11 @@ class ModbusDevice(DeviceBase):
         default=0, ge=0, le=100,
         description="unused registers a request may span to join two tags",
     )
+    bad_tag_retry_s: float = Field(
+        default=30.0, gt=0, le=86400,
+        description="how often a tag the device refuses, or a unit id that does not answer, "
+                    "is requested again (they are left out of the polls in between)",
+    )
     tags: list[ModbusTag] = Field(default_factory=list)
 
     @field_validator("poll_groups")
@@ -404,8 +446,64 @@ class ModbusDevice(DeviceBase):
             raise ValueError(f"poll interval of group(s) {bad} must be > 0")
         return v
 
+    @model_validator(mode="after")
+    def _transport(self) -> ModbusDevice:
+        if self.transport == "rtu":
+            if self.serial is None:
+                raise ValueError("transport rtu needs serial: {port: /dev/ttyUSB0, ...}")
+            if "host" in self.model_fields_set:
+                raise ValueError("host is for transports tcp and rtu_over_tcp; rtu uses serial.port")
+        else:
+            if not self.host:
+                raise ValueError(f"transport {self.transport} needs host")
+            if self.serial is not None:
+                raise ValueError(f"serial is only for transport rtu, not {self.transport}")
+        if self.transport == "tcp" and self.frame_gap_s is not None:
+            raise ValueError("frame_gap_s is for the RTU transports (rtu, rtu_over_tcp)")
+        return self
+
     def group_interval(self, group: str) -> float:
         return self.poll_groups.get(group, self.poll_interval_s)
+
+    @property
+    def line(self) -> str:
+        """Where the device is: host:port, or the serial port (also the key of a shared line)."""
+        if self.transport == "rtu":
+            assert self.serial is not None
+            return self.serial.port
+        return f"{self.host}:{self.port}"
+
+    def frame_gap(self) -> float:
+        """Silence between frames on an RTU line (0 for Modbus TCP)."""
+        if self.transport == "tcp":
+            return 0.0
+        if self.frame_gap_s is not None:
+            return self.frame_gap_s
+        char = self.serial.character_s() if self.serial is not None else 11 / 19200
+        return max(3.5 * char, 0.00175)
+
+
+def modbus_cross_check(devices: list[tuple[int, ModbusDevice]]) -> list[tuple[str, str]]:
+    """Devices on one RTU line (a serial port, or an rtu_over_tcp converter) must agree on
+    how the line is driven: they share one connection."""
+    problems: list[tuple[str, str]] = []
+    first: dict[tuple[str, str], tuple[int, ModbusDevice]] = {}
+    for di, d in devices:
+        if d.transport == "tcp":
+            continue
+        key = (d.transport, d.line)
+        if key not in first:
+            first[key] = (di, d)
+            continue
+        fi, f = first[key]
+        for field in ("serial", "timeout_s", "frame_gap_s"):
+            if getattr(d, field) != getattr(f, field):
+                problems.append((
+                    f"devices[{di}].{field}",
+                    f"differs from devices[{fi}] ({f.name}) on the same line {d.line}; "
+                    f"devices sharing a line must use the same {field}",
+                ))
+    return problems
 
 
 class Deadband(Model):
@@ -1065,4 +1163,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 problems.append(
                     (f"{loc}.group", f"no poll group {t.group!r} in devices[{di}].poll_groups")
                 )
+    problems += modbus_cross_check(
+        [(di, d) for di, d in enumerate(s.devices) if isinstance(d, ModbusDevice)]
+    )
     return problems

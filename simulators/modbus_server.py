@@ -1,8 +1,10 @@
-"""A generic Modbus TCP server over a real socket, for simulators, tests and benchmarks.
+"""A generic Modbus server over a real socket or serial port, for simulators, tests and benchmarks.
 
 Each unit id has a :class:`RegisterImage`: the four Modbus tables as numpy arrays that the
 owner updates in place. :class:`ModbusSimServer` serves any number of images on one port with
-pymodbus' TCP server::
+pymodbus' TCP server (``framer="rtu"``: RTU frames over TCP, as a serial-to-Ethernet converter
+passes them); :class:`ModbusSimSerialServer` serves them as RTU units on a serial port (e.g.
+one end of a ``socat`` pseudo-terminal pair)::
 
     image = RegisterImage()
     image.set_value("holding", 10, 21.5, "float32")
@@ -16,7 +18,9 @@ Behaviour a client sees:
 - A request touching an address marked with :meth:`RegisterImage.set_exception` (or
   :meth:`RegisterImage.set_illegal`) gets that Modbus exception instead of data.
 - A request for a unit id that has no image gets exception 0x0B (gateway target device
-  failed to respond), as a Modbus TCP gateway answers for a device missing behind it.
+  failed to respond), as a Modbus TCP gateway answers for a device missing behind it. On a
+  serial line (and with ``framer="rtu"``) such a request gets no answer at all, as on a real
+  RTU bus, where nobody answers for an absent unit.
 
 pymodbus 3.16's datastore classes (``ModbusDeviceContext`` ...) are deprecated and its
 ``SimDevice`` keeps registers in Python lists, so this module plugs its own context object
@@ -36,13 +40,15 @@ import numpy as np
 import numpy.typing as npt
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from collector.modbus_codec import encode_value
 from config.settings import ByteOrder
 
-__all__ = ["ModbusSimServer", "RegisterImage", "Table"]
+__all__ = ["ModbusSimSerialServer", "ModbusSimServer", "RegisterImage", "Table"]
 
 log = logging.getLogger("tierproof.simulators.modbus")
 
@@ -150,18 +156,27 @@ class _ImageContext(ModbusServerContext):
     and logs a deprecation warning for them.
     """
 
-    def __init__(self, units: dict[int, RegisterImage]) -> None:
+    def __init__(self, units: dict[int, RegisterImage], silent_missing: bool = False) -> None:
         self.units = units
         self.old_simulator = True
         self.simdevices = []
+        # a missing unit raises NoSuchIdException, which a server with
+        # ignore_missing_devices leaves unanswered
+        self.silent_missing = silent_missing
 
     def device_ids(self) -> list[int]:
         return list(self.units)
 
+    def _image(self, device_id: int) -> RegisterImage | None:
+        image = self.units.get(device_id)
+        if image is None and self.silent_missing:
+            raise NoSuchIdException(f"no unit {device_id}")
+        return image
+
     async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
     ) -> list[int] | list[bool] | ExcCodes:
-        image = self.units.get(device_id)
+        image = self._image(device_id)
         if image is None:
             return ExcCodes.GATEWAY_NO_RESPONSE
         table = _FC_TABLE.get(func_code)
@@ -176,7 +191,7 @@ class _ImageContext(ModbusServerContext):
         self, device_id: int, func_code: int, address: int,
         values: Sequence[int] | Sequence[bool],
     ) -> ExcCodes | None:
-        image = self.units.get(device_id)
+        image = self._image(device_id)
         if image is None:
             return ExcCodes.GATEWAY_NO_RESPONSE
         table = _FC_TABLE.get(func_code)
@@ -197,15 +212,18 @@ class ModbusSimServer:
 
     ``requests`` counts requests received per function code (including refused ones);
     ``request_log`` keeps the last ``log_size`` requests as
-    ``(unit_id, function_code, address, count)``.
+    ``(unit_id, function_code, address, count)``. ``framer="rtu"`` serves RTU frames (with
+    CRC, no MBAP header) over TCP, and leaves requests for missing unit ids unanswered.
     """
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0,
         units: dict[int, RegisterImage] | None = None, log_size: int = 10_000,
+        framer: Literal["socket", "rtu"] = "socket",
     ) -> None:
         self.host = host
         self.port = port
+        self.framer = framer
         self.units: dict[int, RegisterImage] = units if units is not None else {1: RegisterImage()}
         self.requests: Counter[int] = Counter()
         self.request_log: deque[tuple[int, int, int, int]] = deque(maxlen=log_size)
@@ -233,8 +251,11 @@ class ModbusSimServer:
     async def start(self) -> None:
         if self._server is not None:
             return
+        rtu = self.framer == "rtu"
         server = ModbusTcpServer(
-            _ImageContext(self.units), address=(self.host, self.port), trace_pdu=self._trace
+            _ImageContext(self.units, silent_missing=rtu), address=(self.host, self.port),
+            trace_pdu=self._trace, framer=FramerType.RTU if rtu else FramerType.SOCKET,
+            ignore_missing_devices=rtu,
         )
         await server.serve_forever(background=True)
         listener = server.transport
@@ -253,6 +274,60 @@ class ModbusSimServer:
         await server.shutdown()
         if isinstance(listener, asyncio.Server):
             await listener.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class ModbusSimSerialServer:
+    """Modbus RTU units on a serial port (e.g. one end of a ``socat`` pty pair), as an async
+    context manager. Requests for unit ids without an image get no answer, as on a real bus.
+
+    ``requests`` and ``request_log`` count what was served, as in :class:`ModbusSimServer`.
+    Linux pseudo-terminals refuse parity and 7 data bits (EINVAL): hence 8N1 by default.
+    """
+
+    def __init__(
+        self, port: str, units: dict[int, RegisterImage], *, baudrate: int = 19200,
+        bytesize: int = 8, parity: str = "N", stopbits: int = 1, log_size: int = 10_000,
+    ) -> None:
+        self.port = port
+        self.units = units
+        self.baudrate, self.bytesize, self.parity, self.stopbits = baudrate, bytesize, parity, stopbits
+        self.requests: Counter[int] = Counter()
+        self.request_log: deque[tuple[int, int, int, int]] = deque(maxlen=log_size)
+        self._server: ModbusSerialServer | None = None
+
+    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        return ModbusSimServer._trace(self, sending, pdu)  # type: ignore[arg-type]
+
+    def reset_counts(self) -> None:
+        self.requests.clear()
+        self.request_log.clear()
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        server = ModbusSerialServer(
+            _ImageContext(self.units, silent_missing=True), framer=FramerType.RTU,
+            port=self.port, baudrate=self.baudrate, bytesize=self.bytesize,
+            parity=self.parity, stopbits=self.stopbits, ignore_missing_devices=True,
+            trace_pdu=self._trace,
+        )
+        await server.serve_forever(background=True)
+        self._server = server
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from collector.modbus import ModbusCollector
@@ -33,6 +36,47 @@ def mdevice(port: int, tags: list[ModbusTag], name: str = "plc1", **kw: Any) -> 
     return ModbusDevice(
         protocol="modbus", name=name, host="127.0.0.1", port=port, tags=tags, **kw
     )
+
+
+def rtu_device(tty: str, tags: list[ModbusTag], name: str = "rtu1", **kw: Any) -> ModbusDevice:
+    """A Modbus RTU device on serial port ``tty`` (19200 8N1 unless told otherwise: Linux
+    pseudo-terminals refuse parity and 7 data bits with EINVAL)."""
+    kw.setdefault("timeout_s", 0.5)
+    kw.setdefault("poll_interval_s", 30.0)
+    serial = kw.pop("serial", {})
+    return ModbusDevice(
+        protocol="modbus", name=name, transport="rtu",
+        serial={"port": tty, "parity": "none", **serial},
+        tags=tags, **kw,
+    )
+
+
+@contextlib.contextmanager
+def pty_pair(directory: Path) -> Iterator[tuple[str, str]]:
+    """Two connected pseudo-terminals made by Debian's ``socat`` (a null-modem cable): what
+    is written to one is read from the other. Yields their paths. A missing socat fails."""
+    a, b = directory / "ttyA", directory / "ttyB"
+    proc = subprocess.Popen(
+        ["socat", "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (a.exists() and b.exists()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"socat made no pty pair: {proc.communicate()[1]}")
+            time.sleep(0.02)
+        yield str(a), str(b)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def ids_for(*devices: ModbusDevice) -> dict[str, int]:
