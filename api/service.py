@@ -13,18 +13,24 @@ from config.settings import Asset, Settings
 from config.signals import CANONICAL, Role, canonical_code
 from kpi import (
     ALGORITHM_VERSION,
+    AssetEvidence,
     CounterDelta,
     Kpis,
     Step,
+    TagEvidence,
     TimeElements,
     UnitSignals,
+    asset_gaps,
     counter_increase,
+    gap_intervals,
     group_by_line,
+    missing_roles,
     planned_intervals,
     roll_up,
     time_elements,
 )
 from store.base import Store, TagRecord
+from store.batch import Series
 
 _NS = 1_000_000_000
 KPI_FIELDS = ("availability", "effectiveness", "quality_ratio", "oee")
@@ -50,7 +56,7 @@ def config_fingerprint(settings: Settings) -> str:
 class AssetResult:
     asset: Asset
     elements: TimeElements
-    evidence: dict[str, Any]
+    evidence: AssetEvidence
 
 
 class KpiService:
@@ -84,43 +90,33 @@ class KpiService:
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
         devices = sorted({t.device for t in tags.values()})
-        # the devices' gaps: device-wide ones, and those of just this asset (a Sparkplug node)
-        gaps = [g for d in devices for g in self.store.gaps(d, start_ns, end_ns)
-                if g.asset is None or g.asset == asset.path]
-        gap_iv = [(g.start_ns, g.end_ns if g.end_ns is not None else end_ns) for g in gaps]
-        evidence_tags: list[dict[str, Any]] = []
+        gaps = asset_gaps(
+            (g for d in devices for g in self.store.gaps(d, start_ns, end_ns)), asset.path
+        )
+        tag_evidence: list[TagEvidence] = []
 
-        def read(role: Role) -> tuple[TagRecord, Any] | None:
+        def read(role: Role) -> Series | None:
+            """The role's samples in the window and the one before; notes the tag's evidence."""
             tag = tags.get(role)
             if tag is None:
                 return None
-            series = self.store.read(tag.tag_id, start_ns, end_ns, prior=True)
-            inwin = (series.ts_ns >= start_ns) & (series.ts_ns < end_ns)
-            evidence_tags.append(
-                {
-                    "path": tag.path,
-                    "tag_id": tag.tag_id,
-                    "role": role.value,
-                    "samples": int(inwin.sum()),
-                    "bad_samples": int((series.quality[inwin] >= 2).sum()),
-                    "prior_sample": iso(int(series.ts_ns[0])) if len(series) and not inwin[0] else None,
-                }
+            s = self.store.read(tag.tag_id, start_ns, end_ns, prior=True)
+            tag_evidence.append(
+                TagEvidence.of(tag.path, tag.tag_id, role, s.ts_ns, s.quality, start_ns, end_ns)
             )
-            return tag, series
+            return s
 
         def step(role: Role) -> Step | None:
-            got = read(role)
-            if got is None:
-                return None
-            tag, s = got
-            return Step.from_samples(s.ts_ns, s.value, s.quality, self._lut(tag))
+            s = read(role)
+            return None if s is None else Step.from_samples(
+                s.ts_ns, s.value, s.quality, self._lut(tags[role])
+            )
 
         def count(role: Role) -> CounterDelta | None:
-            got = read(role)
-            if got is None:
-                return None
-            _, s = got
-            return counter_increase(s.ts_ns, s.value, s.quality, start_ns, end_ns)
+            s = read(role)
+            return None if s is None else counter_increase(
+                s.ts_ns, s.value, s.quality, start_ns, end_ns
+            )
 
         sig = UnitSignals(
             state=step(Role.STATE),
@@ -133,24 +129,14 @@ class KpiService:
             ideal_cycle_s=asset.ideal_cycle_time_s,
         )
         planned = planned_intervals(self.settings.calendar, start_ns, end_ns)
-        elements = time_elements(sig, start_ns, end_ns, planned, gap_iv)
-        missing = [
-            r.value
-            for r in (Role.STATE, Role.MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT)
-            if r not in tags and not (r is Role.TOTAL_COUNT and Role.REJECT_COUNT in tags)
-        ]
-        evidence = {
-            "kind": "measured",
-            "tags": evidence_tags,
-            "missing_roles": missing,
-            "gaps": [
-                {"device": g.device, "asset": g.asset, "start": iso(g.start_ns), "end": iso(g.end_ns),
-                 "reason": g.reason}
-                for g in gaps
-            ],
-            "planned_intervals": len(planned[0]),
-            "ideal_cycle_time_s": asset.ideal_cycle_time_s,
-        }
+        elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns))
+        evidence = AssetEvidence(
+            tags=tuple(tag_evidence),
+            missing_roles=tuple(missing_roles(tags)),
+            gaps=tuple(gaps),
+            planned_intervals=len(planned[0]),
+            ideal_cycle_time_s=asset.ideal_cycle_time_s,
+        )
         return AssetResult(asset, elements, evidence)
 
     def assets_for(self, asset: str | None, line: str | None) -> list[Asset]:
@@ -188,7 +174,9 @@ class KpiService:
             "window": {"from": iso(start_ns), "to": iso(end_ns)},
             "algorithm_version": ALGORITHM_VERSION,
             "config_fingerprint": self.fingerprint,
-            "assets": {r.asset.path: self._entry(r.elements, r.evidence) for r in results},
+            "assets": {
+                r.asset.path: self._entry(r.elements, r.evidence.as_dict(iso)) for r in results
+            },
             "lines": {p: self._entry(e) for p, e in lines.items()},
             "total": self._entry(roll_up(per_asset.values())),
         }
