@@ -1,0 +1,11 @@
+"""The API's routes, one ``APIRouter`` per area; ``create_app`` includes ``ROUTERS`` in order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from . import dashboard, gateway, kpis, plant
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (dashboard.router, gateway.router, plant.router, kpis.router)
