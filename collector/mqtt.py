@@ -37,12 +37,15 @@ timestamps) are idempotent in the store anyway (one sample per tag and time, the
 written). The remaining hole: a gateway crash after the store write and before the PUBACK,
 for plain payloads (stored at receive time) -- see the README.
 
-**Timestamps.** ``ts_ns`` is the payload's time where it has one, else the receive time;
-``gateway_ts_ns`` is always the gateway's clock when the message arrived.
+**Timestamps.** ``ts_ns`` is the payload's time where it has one, else the receive time (a
+payload time outside ``[0, config.times.NS_MAX]`` -- before 1970, after 2262 -- is unknown,
+never a reason to drop the message); ``gateway_ts_ns`` is always the gateway's clock when the
+message arrived.
 
 **Bad input** never stops ingestion: each dropped message is counted per reason in
 :attr:`MqttCollector.dropped` and logged once per (topic, reason); problems specific to a tag
-(a wrong type in its field) are also in :attr:`tag_errors`.
+(a wrong type in its field) are also in :attr:`tag_errors`. A Sparkplug metric that cannot be
+decoded is dropped alone, counted under its reason and logged once per (node, metric, reason).
 """
 
 from __future__ import annotations
@@ -68,11 +71,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from config.errors import ConfigError, ConnectError
 from config.settings import DeviceBase, MqttDevice, MqttSubscription, MqttTag, mqtt_tag_key
 from config.signals import Quality
+from config.times import NS_MAX
 from store.batch import Batch
 
 from .base import scaling, unregistered_tags
 from .mqtt_decode import (
-    MAX_NS,
     NS_PER,
     JsonFields,
     PayloadError,
@@ -347,7 +350,8 @@ class MqttCollector:
         if spec.format == "sparkplug":
             sub.host = SparkplugHost(
                 levels, sp, self._codecs, [t.asset for t in self._tags], emit=self._row,
-                problem=self._problem, publish=self._publish, gap=self._gap_event,
+                problem=self._problem, metric_problem=self._metric_problem,
+                publish=self._publish, gap=self._gap_event,
                 rebirth_min_interval_ns=int(self._dev.rebirth_min_interval_s * 1e9),
             )
         return sub
@@ -675,13 +679,16 @@ class MqttCollector:
             if sub.ts_path is not None:
                 raw = walk(doc, sub.ts_path)
                 # epoch integers inline: the same result as parse_timestamp, without the call
-                if type(raw) is int and sub.ts_mult and 0 <= raw * sub.ts_mult <= MAX_NS:
+                if type(raw) is int and sub.ts_mult and 0 <= raw * sub.ts_mult <= NS_MAX:
                     ts = raw * sub.ts_mult
                 elif is_missing(raw):
                     raise PayloadError("missing timestamp",
                                        f"no {sub.spec.timestamp_field!r} in the document")
                 else:
-                    ts = parse_timestamp(raw, sub.spec.timestamp_format)
+                    # a time out of range (before 1970, after 2262) is unknown: the receive time
+                    parsed = parse_timestamp(raw, sub.spec.timestamp_format)
+                    if parsed is not None:
+                        ts = parsed
         except PayloadError as exc:
             self._problem(topic, exc.reason, exc.detail, None)
             return
@@ -737,6 +744,18 @@ class MqttCollector:
             self._logged.add(key)
             log.warning("%s: dropped a message on %r: %s: %s (logged once per topic and reason; "
                         "see dropped in the collector status)", self._dev.name, topic, reason, detail)
+
+    def _metric_problem(self, where: str, metric: str, reason: str, detail: str, i: int | None) -> None:
+        """One Sparkplug metric dropped (the rest of its message is kept)."""
+        self._count(reason)
+        if i is not None:
+            self.tag_errors[self._tags[i].path] = f"{reason} from {where}: {detail}"
+        key = (f"{where}\0{metric}", reason)
+        if key not in self._logged and len(self._logged) < _LOGGED_MAX:
+            self._logged.add(key)
+            log.warning("%s: dropped metric %s of sparkplug node %s: %s: %s (the rest of the message "
+                        "is kept; logged once per node, metric and reason; see dropped in the "
+                        "collector status)", self._dev.name, metric, where, reason, detail)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         client = self._client

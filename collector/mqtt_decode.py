@@ -11,14 +11,14 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from config.settings import MqttTag
 from config.signals import ENUM_ROLES
+from config.times import NS_MAX, datetime_ns
 
 __all__ = [
-    "MAX_NS",
     "NS_PER",
     "JsonFields",
     "PayloadError",
@@ -29,8 +29,6 @@ __all__ = [
     "walk",
 ]
 
-#: ns since the epoch must fit int64 (until 2262); earlier than 1970 is refused too
-MAX_NS: Final = 2**63 - 1
 #: ns per unit of each numeric timestamp format
 NS_PER: Final = {"epoch_s": 1_000_000_000, "epoch_ms": 1_000_000, "epoch_us": 1_000, "epoch_ns": 1}
 _A: Final = {"float": "a float", "int": "an int", "bool": "a boolean", "string": "a string"}
@@ -170,8 +168,10 @@ def is_missing(v: Any) -> bool:
     return v is _MISSING
 
 
-def parse_timestamp(raw: Any, fmt: str) -> int:
-    """Nanoseconds since the epoch from a payload's time field."""
+def parse_timestamp(raw: Any, fmt: str) -> int | None:
+    """Nanoseconds since the epoch from a payload's time field; None when it is a time but not
+    one the store can hold (before 1970, after 2262, not finite): unknown, and the caller
+    falls back to the receive time. PayloadError when it is not a time at all."""
     if fmt == "iso8601":
         if not isinstance(raw, str):
             raise PayloadError("bad timestamp", f"expected an ISO 8601 string, got {_show(raw)}")
@@ -179,31 +179,16 @@ def parse_timestamp(raw: Any, fmt: str) -> int:
             dt = datetime.fromisoformat(raw)
         except ValueError as exc:
             raise PayloadError("bad timestamp", f"{raw[:60]!r} is not ISO 8601") from exc
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        try:
-            delta = dt - _EPOCH
-        except OverflowError as exc:
-            raise PayloadError("bad timestamp", f"{raw[:60]!r} is out of range") from exc
-        ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-    else:
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise PayloadError("bad timestamp", f"expected a number ({fmt}), got {_show(raw)}")
-        if isinstance(raw, float):
-            if not math.isfinite(raw):
-                raise PayloadError("bad timestamp", f"{raw!r} is not a time")
-            ns_f = raw * NS_PER[fmt]
-            if not 0 <= ns_f < MAX_NS:
-                raise PayloadError("bad timestamp", f"{raw!r} ({fmt}) is out of range")
-            ns = int(ns_f)
-        else:
-            ns = raw * NS_PER[fmt]
-    if not 0 <= ns <= MAX_NS:
-        raise PayloadError("bad timestamp", f"{_show(raw)} ({fmt}) is out of range")
-    return ns
-
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+        return datetime_ns(dt)
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise PayloadError("bad timestamp", f"expected a number ({fmt}), got {_show(raw)}")
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            return None
+        ns_f = raw * NS_PER[fmt]
+        return int(ns_f) if 0 <= ns_f < NS_MAX else None
+    ns = raw * NS_PER[fmt]
+    return ns if 0 <= ns <= NS_MAX else None
 
 
 def _clean(text: str) -> str:

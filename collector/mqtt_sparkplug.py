@@ -2,11 +2,22 @@
 
 Per edge node (group, node id) it keeps the ``bdSeq`` of the NBIRTH, the last ``seq``, the
 alias table of the node and of its devices (aliases are unique per edge node) and which tags
-each BIRTH mapped. It turns messages into rows through callbacks and never raises: every
-problem goes to ``problem(topic, reason, detail)``.
+each BIRTH mapped. It turns messages into rows through callbacks and never raises: a problem with a whole
+message goes to ``problem(topic, reason, detail, tag)``, one with a single metric to
+``metric_problem(node, metric, reason, detail, tag)`` -- and the message's other metrics are
+kept: a metric that cannot be decoded is dropped and counted, never the BIRTH or DATA holding
+it. A BIRTH metric whose value is bad but whose name and datatype are valid is still
+registered (its later DATA values are stored); one with no valid datatype is remembered as
+undecodable, so its DATA values are counted as such instead of asking for rebirths forever.
+
+Timestamps: a sample takes its metric's timestamp, else the payload's, else the gateway's
+receive time; a timestamp outside what int64 nanoseconds hold (``config.times.NS_MAX``, i.e.
+after 2262; uint64 milliseconds cannot be before 1970 unless a negative number was cast) is
+unknown and the next one in that order is used.
 
 * a ``seq`` gap, data from a node or device with no BIRTH seen (a host that started after
-  the birth), or an alias it never announced -> rebirth request (NCMD ``Node Control/Rebirth``,
+  the birth), or an alias it never announced (the message's other metrics are stored) ->
+  rebirth request (NCMD ``Node Control/Rebirth``,
   at most once per ``rebirth_min_interval_ns`` per node), and the node's data is ignored
   until its NBIRTH;
 * NDEATH whose ``bdSeq`` matches the NBIRTH (a death from an older session is ignored) ->
@@ -22,10 +33,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from config.signals import Quality
+from config.times import NS_MAX
 
 from .mqtt_decode import PayloadError, TagCodec, match_levels
 from .sparkplug import (
     DataType,
+    DecodedPayload,
     Metric,
     SparkplugDecodeError,
     SparkplugTopic,
@@ -39,8 +52,23 @@ __all__ = ["REBIRTH_METRIC", "SparkplugHost", "rebirth_request"]
 
 REBIRTH_METRIC = "Node Control/Rebirth"
 
+#: reasons of metric problems only the host sees (the codec's are in collector.sparkplug)
+BIRTH_NO_NAME = "sparkplug birth metric without name"
+BIRTH_NO_DATATYPE = "sparkplug birth metric without datatype"
+INVALID_IN_BIRTH = "sparkplug metric invalid in birth"
+UNKNOWN_METRIC = "unknown sparkplug metric"
+
+_MS_MAX = NS_MAX // 1_000_000
+
+
+def _ms_ns(ms: int | None) -> int | None:
+    """Milliseconds since the epoch as ns; None when unknown or outside ``[0, NS_MAX]``."""
+    return ms * 1_000_000 if ms is not None and 0 <= ms <= _MS_MAX else None
+
 Emit = Callable[[int, int, float, int, "str | None"], None]  # tag index, ts ns, value, quality, text
 Problem = Callable[[str, str, str, "int | None"], None]  # topic, reason, detail, tag index
+# group/node[/device], metric (name or "alias N"), reason, detail, tag index
+MetricProblem = Callable[[str, str, str, str, "int | None"], None]
 Publish = Callable[[str, bytes], None]
 # "open"/"close", node key, ts, reason, the assets the gap covers (empty when closing)
 GapEvent = Callable[[str, str, int, "str | None", tuple[str, ...]], None]
@@ -60,7 +88,8 @@ class _Node:
     seq: int | None = None
     alive: bool = False  # an NBIRTH was seen and no death, gap or seq problem since
     dead: bool = False  # an NDEATH was seen (stale marks written, gap open)
-    aliases: dict[int, tuple[str, int]] = field(default_factory=dict)  # alias -> (name, datatype)
+    # alias -> (name, datatype); datatype UNKNOWN: announced by a BIRTH but undecodable
+    aliases: dict[int, tuple[str, int]] = field(default_factory=dict)
     types: dict[str | None, dict[str, int]] = field(default_factory=dict)  # device -> name -> datatype
     tags: dict[str | None, dict[str, int]] = field(default_factory=dict)  # device -> name -> tag index
     devices_alive: set[str] = field(default_factory=set)
@@ -83,6 +112,7 @@ class SparkplugHost:
         *,
         emit: Emit,
         problem: Problem,
+        metric_problem: MetricProblem,
         publish: Publish,
         gap: GapEvent,
         rebirth_min_interval_ns: int,
@@ -93,6 +123,7 @@ class SparkplugHost:
         self._assets = assets
         self._emit = emit
         self._problem = problem
+        self._metric_problem = metric_problem
         self._publish = publish
         self._gap = gap
         self._rebirth_ns = rebirth_min_interval_ns
@@ -109,12 +140,12 @@ class SparkplugHost:
         try:
             p = decode_payload(payload)
         except SparkplugDecodeError as exc:
-            self._problem(topic, "invalid sparkplug payload", str(exc), None)
+            self._problem(topic, exc.reason, str(exc), None)
             return
         key = (t.group_id, t.edge_node_id)
         node = self._nodes.get(key)
         if mtype == "NBIRTH":
-            self._nbirth(t, p.seq, p.metrics, p.timestamp_ms, now_ns)
+            self._nbirth(t, p, now_ns)
             return
         if mtype == "NDEATH":
             self._ndeath(t, node, p.metrics, now_ns)
@@ -129,7 +160,7 @@ class SparkplugHost:
         dev = t.device_id
         if mtype == "DBIRTH":
             assert dev is not None
-            self._birth_metrics(t, node, dev, p.metrics, p.timestamp_ms, now_ns)
+            self._birth_metrics(t, node, dev, p, now_ns)
             node.devices_alive.add(dev)
         elif mtype == "DDEATH":
             assert dev is not None
@@ -140,25 +171,24 @@ class SparkplugHost:
                           f"DDATA from device {dev!r} whose DBIRTH this host has not seen", None)
             self._rebirth(t, node, now_ns)
         else:  # NDATA, DDATA
-            self._data(t, node, dev, p.metrics, p.timestamp_ms, now_ns)
+            self._data(t, node, dev, p, now_ns)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _nbirth(self, t: SparkplugTopic, seq: int | None, metrics: list[Metric],
-                ts_ms: int | None, now_ns: int) -> None:
+    def _nbirth(self, t: SparkplugTopic, p: DecodedPayload, now_ns: int) -> None:
         key = (t.group_id, t.edge_node_id)
         old = self._nodes.get(key)
         node = _Node(last_rebirth_ns=old.last_rebirth_ns if old is not None else None)
         self._nodes[key] = node
-        for m in metrics:
+        for m in p.metrics:
             if m.name == "bdSeq" and isinstance(m.value, int) and not isinstance(m.value, bool):
                 node.bd_seq = m.value
-        node.seq = seq if seq is not None else 0
+        node.seq = p.seq if p.seq is not None else 0
         node.alive = True
         # also when this host never saw the death: a previous collector instance may have
         # opened the gap (the supervisor ignores closing a gap it does not have)
         self._gap("close", f"{t.group_id}/{t.edge_node_id}", now_ns, None, ())
-        self._birth_metrics(t, node, None, metrics, ts_ms, now_ns)
+        self._birth_metrics(t, node, None, p, now_ns)
 
     def _ndeath(self, t: SparkplugTopic, node: _Node | None, metrics: list[Metric], now_ns: int) -> None:
         if node is None or (node.bd_seq is None and not node.tags):
@@ -208,61 +238,110 @@ class SparkplugHost:
             return None
         return self._keys.get((*values, name))
 
+    @staticmethod
+    def _where(t: SparkplugTopic, device: str | None) -> str:
+        return f"{t.group_id}/{t.edge_node_id}" + (f"/{device}" if device is not None else "")
+
+    def _register(self, t: SparkplugTopic, node: _Node, device: str | None, name: str,
+                  alias: int | None, dt: int) -> int | None:
+        """Learn a BIRTH metric; its tag index if a tag asks for it and it is decodable."""
+        node.types.setdefault(device, {})[name] = dt
+        if alias is not None:
+            node.aliases[alias] = (name, dt)
+        if dt == DataType.UNKNOWN:
+            return None
+        i = self._tag_of(t, device, name)
+        if i is not None:
+            node.tags.setdefault(device, {})[name] = i
+        return i
+
     def _birth_metrics(self, t: SparkplugTopic, node: _Node, device: str | None,
-                       metrics: list[Metric], ts_ms: int | None, now_ns: int) -> None:
-        tags = node.tags.setdefault(device, {})
-        types = node.types.setdefault(device, {})
-        tags.clear()
-        types.clear()
-        for m in metrics:
+                       p: DecodedPayload, now_ns: int) -> None:
+        node.tags.setdefault(device, {}).clear()
+        node.types.setdefault(device, {}).clear()
+        where = self._where(t, device)
+        base_ns = _payload_ns(p, now_ns)
+        for b in p.bad:
+            # a bad value with a valid name and datatype: the metric is still learnt (its DATA
+            # values count); without a valid datatype it is learnt as undecodable
+            i = None
+            if b.name is not None:
+                i = self._register(t, node, device, b.name, b.alias,
+                                   DataType.UNKNOWN if b.datatype is None else b.datatype)
+            elif b.alias is not None:
+                node.aliases[b.alias] = (f"alias {b.alias}", DataType.UNKNOWN)
+            self._metric_problem(where, _metric_label(b.name, b.alias), b.reason, b.detail, i)
+        for m in p.metrics:
+            label = _metric_label(m.name, m.alias)
             if m.name is None:
-                self._problem(t.topic, "invalid sparkplug payload", "a BIRTH metric without a name", None)
+                if m.alias is not None:
+                    node.aliases[m.alias] = (label, DataType.UNKNOWN)
+                self._metric_problem(where, label, BIRTH_NO_NAME,
+                                     f"BIRTH metric {label} has no name", None)
                 continue
             if m.datatype == DataType.UNKNOWN:
-                self._problem(t.topic, "invalid sparkplug payload",
-                              f"BIRTH metric {m.name!r} without a datatype", None)
+                i = self._tag_of(t, device, m.name)
+                self._register(t, node, device, m.name, m.alias, DataType.UNKNOWN)
+                self._metric_problem(where, label, BIRTH_NO_DATATYPE,
+                                     f"BIRTH metric {m.name!r} has no datatype", i)
                 continue
-            types[m.name] = m.datatype
-            if m.alias is not None:
-                node.aliases[m.alias] = (m.name, m.datatype)
-            i = self._tag_of(t, device, m.name)
+            i = self._register(t, node, device, m.name, m.alias, m.datatype)
             if i is not None:
-                tags[m.name] = i
-                self._store(t, i, m, ts_ms, now_ns)
+                self._store(where, i, m, base_ns)
 
     def _data(self, t: SparkplugTopic, node: _Node, device: str | None,
-              metrics: list[Metric], ts_ms: int | None, now_ns: int) -> None:
+              p: DecodedPayload, now_ns: int) -> None:
         tags = node.tags.get(device, {})
         types = node.types.get(device, {})
-        for m in metrics:
+        where = self._where(t, device)
+        base_ns = _payload_ns(p, now_ns)
+        for b in p.bad:
+            known = b.name
+            if known is None and b.alias is not None and b.alias in node.aliases:
+                known = node.aliases[b.alias][0]
+            self._metric_problem(where, _metric_label(known, b.alias), b.reason, b.detail,
+                                 None if known is None else tags.get(known))
+        unknown_alias: int | None = None
+        for m in p.metrics:
+            dt: int | None
             if m.name is not None:
                 name: str = m.name
                 dt = types.get(name)
             elif m.alias is not None and m.alias in node.aliases:
                 name, dt = node.aliases[m.alias]
             else:
-                self._problem(t.topic, "unknown sparkplug alias",
-                              f"alias {m.alias} was not in the BIRTH", None)
-                node.alive = False
-                self._rebirth(t, node, now_ns)
-                return
+                unknown_alias = m.alias
+                continue
+            if dt == DataType.UNKNOWN:
+                self._metric_problem(where, _metric_label(m.name, m.alias), INVALID_IN_BIRTH,
+                                     f"metric {name!r} could not be decoded in the BIRTH", None)
+                continue
             i = tags.get(name)
             if i is None:
-                continue  # a metric no tag asks for
+                if dt is None and (i := self._tag_of(t, device, name)) is not None:
+                    self._metric_problem(where, repr(name), UNKNOWN_METRIC,
+                                         f"metric {name!r} was not in the BIRTH", i)
+                continue  # else a metric no tag asks for
             if dt is None:
-                self._problem(t.topic, "unknown sparkplug metric",
-                              f"metric {name!r} was not in the BIRTH", i)
                 continue
             try:
                 m = apply_datatype(m, dt)
             except SparkplugDecodeError as exc:
-                self._problem(t.topic, "wrong type", str(exc), i)
+                self._metric_problem(where, repr(name), exc.reason, str(exc), i)
                 continue
-            self._store(t, i, m, ts_ms, now_ns)
+            self._store(where, i, m, base_ns)
+        if unknown_alias is not None:
+            # the other metrics are stored: only this node's alias table is out of date
+            self._problem(t.topic, "unknown sparkplug alias",
+                          f"alias {unknown_alias} was not in the BIRTH", None)
+            node.alive = False
+            self._rebirth(t, node, now_ns)
 
-    def _store(self, t: SparkplugTopic, i: int, m: Metric, ts_ms: int | None, now_ns: int) -> None:
-        stamp = m.timestamp_ms if m.timestamp_ms is not None else ts_ms
-        ts = now_ns if stamp is None or not 0 <= stamp < 9_223_372_036_854 else stamp * 1_000_000
+    def _store(self, where: str, i: int, m: Metric, base_ns: int) -> None:
+        """``base_ns``: the payload's timestamp, else the receive time."""
+        ts = _ms_ns(m.timestamp_ms)
+        if ts is None:
+            ts = base_ns
         if m.is_null or m.value is None:
             self._emit(i, ts, math.nan, Quality.BAD, None)
             return
@@ -276,10 +355,23 @@ class SparkplugHost:
             else:
                 value, text = codec.from_json(v)
         except PayloadError as exc:
-            self._problem(t.topic, exc.reason, f"metric {m.name or m.alias}: {exc.detail}", i)
+            label = _metric_label(m.name, m.alias)
+            self._metric_problem(where, label, exc.reason, f"metric {label}: {exc.detail}", i)
             return
         self._emit(i, ts, value, Quality.GOOD, text)
 
     def _stale(self, indices: Iterable[int], now_ns: int) -> None:
         for i in sorted(set(indices)):
             self._emit(i, now_ns, math.nan, Quality.BAD_STALE, None)
+
+
+def _payload_ns(p: DecodedPayload, now_ns: int) -> int:
+    """The payload's timestamp in ns, or the receive time when it has none (or none usable)."""
+    ts = _ms_ns(p.timestamp_ms)
+    return now_ns if ts is None else ts
+
+
+def _metric_label(name: str | None, alias: int | None) -> str:
+    if name is not None:
+        return repr(name)
+    return f"alias {alias}" if alias is not None else "(no name or alias)"

@@ -8,9 +8,14 @@ could drift from it unnoticed.
 
 Values cross this module as plain Python scalars:
 
-* integer datatypes -> ``int`` (signed types decoded from their two's complement; both the
-  8/16-bit width Tahu's Python client writes and the 32-bit sign extension Tahu's Java client
-  writes are accepted), ``DateTime`` -> ``int`` ms since the epoch;
+* integer datatypes -> ``int``, ``DateTime`` -> ``int`` ms since the epoch. Each integer type
+  is accepted in either integer field, ``int_value`` (uint32) or ``long_value`` (uint64), and
+  range-checked for its declared type: the specification puts UInt32 in ``int_value``, but
+  Tahu (JavaScript, C, older Java) and Ignition put it in ``long_value``
+  (eclipse-tahu/tahu#131, eclipse-sparkplug/sparkplug#102). Signed types are two's complement
+  at the type's own width (Tahu's Python client) or sign-extended to 32 bits (Tahu's Java and
+  JavaScript clients put Int8/16/32 -5 in ``int_value`` as 0xFFFFFFFB) or to 64 bits (a
+  ``long_value``);
 * ``Float`` / ``Double`` -> ``float``; ``Boolean`` -> ``bool``; ``String`` / ``Text`` / ``UUID`` -> ``str``;
 * ``Bytes``, ``File``, ``DataSet``, ``Template`` and the array types are checked for the right
   value field but decoded with ``value=None`` (tierproof stores scalars only);
@@ -20,8 +25,12 @@ DATA and CMD messages may omit ``datatype`` (the spec even recommends it): such 
 with ``datatype=DataType.UNKNOWN`` and the raw wire value; :func:`apply_datatype` applies the
 datatype learned from the BIRTH (signed integers, range checks).
 
-:func:`decode_payload` and :func:`parse_topic` raise :class:`SparkplugDecodeError` -- and
-nothing else -- on any input, with a reason naming the metric and the problem.
+One metric that cannot be decoded never costs the others: :func:`decode_payload` lists it in
+:attr:`DecodedPayload.bad` (with a short ``reason`` key for counters and a ``detail`` naming
+the metric) and decodes the rest. It raises :class:`SparkplugDecodeError` -- and nothing else
+-- only for a payload that is not a Sparkplug payload at all (not protobuf, ``seq`` out of
+range); so does :func:`parse_topic` for a bad topic. Metric timestamps are passed on raw: the
+host treats one outside ``[0, NS_MAX]`` ns as unknown.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from dataclasses import field as _field
 from enum import IntEnum
 from typing import Any, Final
 
@@ -37,8 +47,20 @@ from google.protobuf.message import DecodeError
 from . import sparkplug_b_pb2 as pb
 
 __all__ = [
+    "BAD_DATATYPE",
+    "BAD_NAME",
+    "BAD_PAYLOAD",
+    "BAD_STRING",
+    "DATATYPE_CHANGED",
     "MESSAGE_TYPES",
     "NAMESPACE",
+    "NO_NAME_OR_ALIAS",
+    "NO_VALUE",
+    "NULL_WITH_VALUE",
+    "OUT_OF_RANGE",
+    "WRONG_FIELD",
+    "WRONG_TYPE",
+    "BadMetric",
     "DataType",
     "DecodedPayload",
     "Metric",
@@ -57,8 +79,27 @@ DEVICE_MESSAGE_TYPES: Final = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
 MESSAGE_TYPES: Final = NODE_MESSAGE_TYPES | DEVICE_MESSAGE_TYPES | {"STATE"}
 
 
+#: reason keys (for per-reason counters) of a metric that cannot be decoded
+BAD_PAYLOAD: Final = "invalid sparkplug payload"
+NO_NAME_OR_ALIAS: Final = "sparkplug metric without name or alias"
+BAD_NAME: Final = "sparkplug metric name not utf-8"
+BAD_DATATYPE: Final = "sparkplug metric invalid datatype"
+WRONG_FIELD: Final = "sparkplug metric wrong value field"
+NO_VALUE: Final = "sparkplug metric without value"
+NULL_WITH_VALUE: Final = "sparkplug metric null with a value"
+OUT_OF_RANGE: Final = "sparkplug metric out of range"
+BAD_STRING: Final = "sparkplug metric string not utf-8"
+WRONG_TYPE: Final = "sparkplug metric wrong type"
+DATATYPE_CHANGED: Final = "sparkplug metric datatype differs from birth"
+
+
 class SparkplugDecodeError(ValueError):
-    """A Sparkplug topic or payload that is not valid; the message says why."""
+    """A Sparkplug topic, payload or metric that is not valid; the message says why and
+    ``reason`` is a short stable key for counters."""
+
+    def __init__(self, detail: str, reason: str = BAD_PAYLOAD) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class DataType(IntEnum):
@@ -113,11 +154,27 @@ class Metric:
     is_null: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class BadMetric:
+    """A metric of a payload that could not be decoded (and is not in ``metrics``).
+
+    ``datatype`` is its declared datatype when that one is valid (only the value is wrong):
+    a host may still learn the metric's name, alias and type from a BIRTH."""
+
+    index: int
+    name: str | None
+    alias: int | None
+    datatype: int | None
+    reason: str
+    detail: str
+
+
 @dataclass(slots=True)
 class DecodedPayload:
     timestamp_ms: int | None
     seq: int | None
     metrics: list[Metric]
+    bad: list[BadMetric] = _field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +225,7 @@ _OPAQUE_FIELDS: Final[dict[int, str]] = {
     **{dt: "bytes_value" for dt in range(DataType.INT8_ARRAY, DataType.DATETIME_ARRAY + 1)},
 }
 _INT_FIELD_BITS: Final = {"int_value": 32, "long_value": 64}
+_INT_FIELDS: Final = frozenset(_INT_FIELD_BITS)
 
 
 def _name(dt: int) -> str:
@@ -196,22 +254,26 @@ def _to_wire_int(value: int, dt: int, where: str) -> tuple[str, int]:
 
 
 def _from_wire_int(raw: int, dt: int, where: str) -> int:
-    field, bits, signed = _INTEGERS[dt]
-    if not signed:
-        if raw >= 1 << bits:
-            raise SparkplugDecodeError(f"{where}: value {raw} out of range for {_name(dt)}")
+    """An integer metric's value from either integer field (see the module docstring)."""
+    _, bits, signed = _INTEGERS[dt]
+    if 0 <= raw < 1 << bits:
+        if signed and raw >= 1 << (bits - 1):  # two's complement at the type's own width
+            return raw - (1 << bits)
         return raw
-    width = _INT_FIELD_BITS[field]
-    if raw < 1 << bits:  # two's complement at the type's own width (Tahu's Python client)
-        return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
-    if raw >= (1 << width) - (1 << (bits - 1)):  # sign-extended to the field's width
-        return raw - (1 << width)
-    raise SparkplugDecodeError(f"{where}: value {raw} out of range for {_name(dt)}")
+    if signed:
+        for width in (32, 64):  # sign-extended to a field's width
+            if width > bits and (1 << width) - (1 << (bits - 1)) <= raw < 1 << width:
+                return raw - (1 << width)
+    raise SparkplugDecodeError(f"{where}: value {raw} out of range for {_name(dt)}", OUT_OF_RANGE)
+
+
+def _valid_datatype(dt: int) -> bool:
+    return dt not in (DataType.PROPERTYSET, DataType.PROPERTYSETLIST) and 0 < dt <= DataType.DATETIME_ARRAY
 
 
 def _check_datatype(dt: int, where: str) -> None:
-    if dt in (DataType.PROPERTYSET, DataType.PROPERTYSETLIST) or not 0 < dt <= DataType.DATETIME_ARRAY:
-        raise SparkplugDecodeError(f"{where}: invalid datatype {dt}")
+    if not _valid_datatype(dt):
+        raise SparkplugDecodeError(f"{where}: invalid datatype {dt}", BAD_DATATYPE)
 
 
 def _expected_field(dt: int) -> str:
@@ -227,50 +289,57 @@ def _raw_value(m: Any, field: str, where: str) -> float | int | bool | str | Non
         return None
     value: float | int | bool | str = getattr(m, field)
     if field == "string_value" and not isinstance(value, str):
-        raise SparkplugDecodeError(f"{where}: string value {value!r} is not UTF-8")
+        raise SparkplugDecodeError(f"{where}: string value {value!r} is not UTF-8", BAD_STRING)
     return value
 
 
-def _decode_metric(m: Any, index: int) -> Metric:
+def _decode_metric(m: Any, index: int) -> Metric | BadMetric:
     name: str | None = m.name if m.HasField("name") else None
     alias: int | None = m.alias if m.HasField("alias") else None
     if name is not None and not isinstance(name, str):
         # proto2 does not check UTF-8 while parsing: upb hands out the raw bytes instead
-        raise SparkplugDecodeError(f"metric {index}: name {name!r} is not UTF-8")
+        return BadMetric(index, None, alias, None, BAD_NAME, f"metric {index}: name {name!r} is not UTF-8")
     where = _label(name, alias, index)
     if name is None and alias is None:
-        raise SparkplugDecodeError(f"{where}: has neither name nor alias")
+        return BadMetric(index, None, None, None, NO_NAME_OR_ALIAS, f"{where}: has neither name nor alias")
+    dt: int | None = int(m.datatype) if m.HasField("datatype") else None
+    if dt is not None and not _valid_datatype(dt):
+        return BadMetric(index, name, alias, None, BAD_DATATYPE, f"{where}: invalid datatype {dt}")
+    try:
+        return _decode_value(m, name, alias, dt, where)
+    except SparkplugDecodeError as exc:
+        return BadMetric(index, name, alias, dt, exc.reason, str(exc))
+
+
+def _decode_value(m: Any, name: str | None, alias: int | None, dt: int | None, where: str) -> Metric:
     timestamp_ms: int | None = m.timestamp if m.HasField("timestamp") else None
     field = m.WhichOneof("value")
     is_null = m.is_null
     if is_null and field is not None:
-        raise SparkplugDecodeError(f"{where}: is_null is set but {field} is present")
-    if not m.HasField("datatype"):
-        if field is None and not is_null:
-            raise SparkplugDecodeError(f"{where}: no value and is_null not set")
+        raise SparkplugDecodeError(f"{where}: is_null is set but {field} is present", NULL_WITH_VALUE)
+    if field is None and not is_null:
+        raise SparkplugDecodeError(f"{where}: no value and is_null not set", NO_VALUE)
+    if dt is None:
         return Metric(name, alias, DataType.UNKNOWN, None if is_null else _raw_value(m, field, where),
                       timestamp_ms, is_null)
-    dt = int(m.datatype)
-    _check_datatype(dt, where)
     if is_null:
         return Metric(name, alias, dt, None, timestamp_ms, True)
-    expected = _expected_field(dt)
-    if field is None:
-        raise SparkplugDecodeError(f"{where}: no value and is_null not set")
-    if field != expected:
-        raise SparkplugDecodeError(f"{where}: datatype {_name(dt)} needs {expected}, got {field}")
-    value: float | int | bool | str | None
     if dt in _INTEGERS:
-        value = _from_wire_int(getattr(m, field), dt, where)
-    elif dt in _SCALAR_FIELDS:
-        value = _raw_value(m, field, where)
-    else:
-        value = None
+        if field not in _INT_FIELDS:
+            raise SparkplugDecodeError(
+                f"{where}: datatype {_name(dt)} needs int_value or long_value, got {field}", WRONG_FIELD)
+        return Metric(name, alias, dt, _from_wire_int(getattr(m, field), dt, where), timestamp_ms)
+    expected = _expected_field(dt)
+    if field != expected:
+        raise SparkplugDecodeError(f"{where}: datatype {_name(dt)} needs {expected}, got {field}",
+                                   WRONG_FIELD)
+    value = _raw_value(m, field, where) if dt in _SCALAR_FIELDS else None
     return Metric(name, alias, dt, value, timestamp_ms, False)
 
 
 def decode_payload(data: bytes) -> DecodedPayload:
-    """Decode and validate a Sparkplug B payload (any message type but STATE)."""
+    """Decode and validate a Sparkplug B payload (any message type but STATE): the metrics
+    that decode in ``metrics``, the others in ``bad``."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SparkplugDecodeError(f"payload must be bytes, not {type(data).__name__}")
     msg = pb.Payload()
@@ -287,40 +356,50 @@ def decode_payload(data: bytes) -> DecodedPayload:
         seq = int(msg.seq)
         if seq > 255:
             raise SparkplugDecodeError(f"seq {seq} out of range 0..255")
-    metrics = [_decode_metric(m, i) for i, m in enumerate(msg.metrics)]
+    metrics: list[Metric] = []
+    bad: list[BadMetric] = []
+    for i, m in enumerate(msg.metrics):
+        d = _decode_metric(m, i)
+        if isinstance(d, Metric):
+            metrics.append(d)
+        else:
+            bad.append(d)
     timestamp_ms = int(msg.timestamp) if msg.HasField("timestamp") else None
-    return DecodedPayload(timestamp_ms, seq, metrics)
+    return DecodedPayload(timestamp_ms, seq, metrics, bad)
 
 
 def apply_datatype(metric: Metric, datatype: int) -> Metric:
     """``metric`` (typically from a DATA message without datatype) typed by ``datatype``
-    (known from the BIRTH): signed integers decoded, ranges and value types checked."""
+    (known from the BIRTH): signed integers decoded, ranges and value types checked.
+
+    Raises :class:`SparkplugDecodeError` with the reason of the problem."""
     where = _label(metric.name, metric.alias, None)
     _check_datatype(datatype, where)
     if metric.datatype not in (DataType.UNKNOWN, datatype):
         raise SparkplugDecodeError(
-            f"{where}: datatype {_name(metric.datatype)} differs from birth datatype {_name(datatype)}"
+            f"{where}: datatype {_name(metric.datatype)} differs from birth datatype {_name(datatype)}",
+            DATATYPE_CHANGED,
         )
     value = metric.value
     if metric.is_null or value is None:
         return replace(metric, datatype=datatype)
     if datatype in _INTEGERS:
         if type(value) is not int:
-            raise SparkplugDecodeError(f"{where}: {_name(datatype)} needs an integer, got {value!r}")
+            raise SparkplugDecodeError(f"{where}: {_name(datatype)} needs an integer, got {value!r}",
+                                       WRONG_TYPE)
         if metric.datatype == DataType.UNKNOWN:
-            field = _INTEGERS[datatype][0]
-            if value >= 1 << _INT_FIELD_BITS[field]:
-                raise SparkplugDecodeError(f"{where}: value {value} out of range for {_name(datatype)}")
             value = _from_wire_int(value, datatype, where)
     elif datatype in (DataType.FLOAT, DataType.DOUBLE):
         if type(value) is not float:
-            raise SparkplugDecodeError(f"{where}: {_name(datatype)} needs a float, got {value!r}")
+            raise SparkplugDecodeError(f"{where}: {_name(datatype)} needs a float, got {value!r}",
+                                       WRONG_TYPE)
     elif datatype == DataType.BOOLEAN:
         if type(value) is not bool:
-            raise SparkplugDecodeError(f"{where}: Boolean needs a bool, got {value!r}")
+            raise SparkplugDecodeError(f"{where}: Boolean needs a bool, got {value!r}", WRONG_TYPE)
     elif datatype in _SCALAR_FIELDS:
         if type(value) is not str:
-            raise SparkplugDecodeError(f"{where}: {_name(datatype)} needs a string, got {value!r}")
+            raise SparkplugDecodeError(f"{where}: {_name(datatype)} needs a string, got {value!r}",
+                                       WRONG_TYPE)
     else:
         value = None
     return replace(metric, datatype=datatype, value=value)

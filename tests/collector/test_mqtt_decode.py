@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.client import MQTTMessage
 
+from collector import sparkplug_b_pb2 as pb
 from collector.mqtt import MqttCollector
 from collector.mqtt_decode import PayloadError, TagCodec, match_levels, parse_timestamp
 from collector.sparkplug import DataType, Metric, encode_payload, format_topic
@@ -137,10 +138,23 @@ def test_timestamps(raw: Any, fmt: str, ns: int) -> None:
 
 
 @pytest.mark.parametrize(("raw", "fmt"), [
-    (-1, "epoch_ms"), (10**30, "epoch_ms"), (True, "epoch_ms"), ("1", "epoch_ms"),
-    (float("nan"), "epoch_s"), ("yesterday", "iso8601"), (5, "iso8601"),
+    (-1, "epoch_ms"), (10**30, "epoch_ms"), (-1.5, "epoch_s"), (1e300, "epoch_s"),
+    (float("nan"), "epoch_s"), (float("inf"), "epoch_ms"), (2**63, "epoch_ns"),
+    ("1969-12-31T23:59:59Z", "iso8601"), ("0001-01-01T00:00:00Z", "iso8601"),  # the OPC UA-like nulls
+    ("1601-01-01T00:00:00", "iso8601"), ("2262-04-12T00:00:00Z", "iso8601"),
+    ("9999-12-31T23:59:59-14:00", "iso8601"),  # beyond datetime's own range once in UTC
+])
+def test_out_of_range_timestamps_are_unknown(raw: Any, fmt: str) -> None:
+    """A time before 1970 or after 2262 is unknown (the collector takes the receive time),
+    never an error that costs the message."""
+    assert parse_timestamp(raw, fmt) is None
+
+
+@pytest.mark.parametrize(("raw", "fmt"), [
+    (True, "epoch_ms"), ("1", "epoch_ms"), ("yesterday", "iso8601"), (5, "iso8601"), (None, "epoch_s"),
 ])
 def test_bad_timestamps(raw: Any, fmt: str) -> None:
+    """What is not a time at all is an error (a configuration mismatch, counted per reason)."""
     with pytest.raises(PayloadError) as err:
         parse_timestamp(raw, fmt)
     assert err.value.reason == "bad timestamp"
@@ -195,6 +209,89 @@ def test_a_redelivered_stored_message_is_dropped_once_acknowledged() -> None:
     again, msgs2 = c._drain()
     assert again.value.tolist() == [2.0] and len(msgs2) == 2  # both acknowledged with it
     assert c.stats.duplicates == 1
+
+
+NOW_NS = 1_750_000_000_123_000_000  # the gateway's clock in the tests below
+
+
+def test_json_time_out_of_range_is_unknown_and_the_receive_time_is_kept() -> None:
+    c = collector()
+    c._clock = lambda: NOW_NS
+    doc = {"machine": {"state": 3}, "counters": {"good": 1}, "process": {"temperature_c": 20.5, "x": "s"}}
+    for ts in (-5, 10**19, 1e300, 1_700_000_000_000):
+        feed(c, "js/L1/M1", json.dumps({"ts": ts, **doc}).encode())
+    batch, _ = c._drain()
+    assert c.dropped == {}
+    assert len(batch) == 16  # four fields of four documents: none lost
+    assert batch.ts_ns.tolist() == [NOW_NS] * 12 + [1_700_000_000_000_000_000] * 4
+    assert batch.gateway_ts_ns is not None and set(batch.gateway_ts_ns.tolist()) == {NOW_NS}
+
+
+def _sp(mtype: str, metrics: list[Any], seq: int, ts_ms: int | None = None) -> bytes:
+    msg = pb.Payload(seq=seq, metrics=metrics)
+    if ts_ms is not None:
+        msg.timestamp = ts_ms
+    return msg.SerializeToString()
+
+
+def test_sparkplug_timestamps_fall_back_metric_payload_receive_time() -> None:
+    """Metric timestamp, else the payload's, else the receive time; one after 2262 (or a
+    negative number sent as uint64) is unknown and the next one is used."""
+    c = collector()
+    c._clock = lambda: NOW_NS
+    M = pb.Payload.Metric
+    T = 1_700_000_000_000
+    feed(c, "spBv1.0/g/NBIRTH/L1", _sp("NBIRTH", [M(name="bdSeq", datatype=8, long_value=0)], 0, T))
+    feed(c, "spBv1.0/g/DBIRTH/L1/M1", _sp("DBIRTH", [
+        M(name="speed_rpm", alias=1, datatype=DataType.DOUBLE, double_value=1.0, timestamp=T + 1)], 1, T))
+    rows = [  # (metric timestamp, payload timestamp) -> expected ts
+        ((T + 2, T + 3), (T + 2) * 1_000_000),
+        ((None, T + 4), (T + 4) * 1_000_000),
+        ((None, None), NOW_NS),
+        ((2**63, T + 5), (T + 5) * 1_000_000),  # after 2262
+        ((2**64 - 1000, T + 6), (T + 6) * 1_000_000),  # -1000 ms cast to uint64
+        ((2**64 - 1, 2**62), NOW_NS),
+    ]
+    for seq, ((mts, pts), _) in enumerate(rows, start=2):
+        m = M(alias=1, double_value=float(seq))
+        if mts is not None:
+            m.timestamp = mts
+        feed(c, "spBv1.0/g/DDATA/L1/M1", _sp("DDATA", [m], seq, pts))
+    batch, _ = c._drain()
+    assert c.dropped == {}
+    assert batch.ts_ns.tolist() == [(T + 1) * 1_000_000] + [ns for _, ns in rows]
+
+
+def test_one_bad_sparkplug_metric_never_costs_the_rest(caplog: pytest.LogCaptureFixture) -> None:
+    c = collector()
+    c._clock = lambda: NOW_NS
+    M = pb.Payload.Metric
+    feed(c, "spBv1.0/g/NBIRTH/L1", _sp("NBIRTH", [M(name="bdSeq", datatype=8, long_value=0)], 0))
+    feed(c, "spBv1.0/g/DBIRTH/L1/M1", _sp("DBIRTH", [
+        M(name="count", alias=1, datatype=DataType.UINT32, long_value=2**32),  # out of range
+        M(name="speed_rpm", alias=2, datatype=DataType.UINT32, long_value=4_000_000_000),  # Tahu's UInt32
+        M(name="x", alias=3, datatype=99, int_value=1),  # invalid datatype
+        M(name="note", alias=4, datatype=DataType.STRING, string_value="ok"),
+    ], 1))
+    feed(c, "spBv1.0/g/DDATA/L1/M1", _sp("DDATA", [
+        M(alias=2, datatype=DataType.UINT32, int_value=7),  # the spec's field: accepted too
+        M(alias=3, int_value=1),  # undecodable since its birth: counted, no rebirth
+        M(alias=4, datatype=DataType.STRING, int_value=5),  # wrong field
+    ], 2))
+    feed(c, "spBv1.0/g/DDATA/L1/M1", _sp("DDATA", [
+        M(alias=2, datatype=DataType.UINT32, long_value=8), M(alias=4, string_value="fine")], 3))
+    batch, _ = c._drain()
+    # rows: DBIRTH speed, note; DDATA speed; DDATA speed, note
+    assert [batch.value[i] for i in (0, 2, 3)] == [4_000_000_000.0, 7.0, 8.0]
+    assert batch.text is not None and [batch.text[1], batch.text[4]] == ["ok", "fine"]
+    assert c.dropped == {"sparkplug metric out of range": 1, "sparkplug metric invalid datatype": 1,
+                         "sparkplug metric invalid in birth": 1, "sparkplug metric wrong value field": 1}
+    assert c.stats.rebirth_requests == 0
+    assert "sparkplug metric wrong value field" in c.tag_errors[f"{ASSET}/sp_note"]
+    logged = [r.getMessage() for r in caplog.records if "dropped metric" in r.getMessage()]
+    assert len(logged) == 4
+    assert any("'x' of sparkplug node g/L1/M1: sparkplug metric invalid datatype" in m for m in logged)
+    assert any("'note' of sparkplug node g/L1/M1: sparkplug metric wrong value field" in m for m in logged)
 
 
 # --------------------------------------------------------------------------- properties

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector import sparkplug as sp
 from collector import sparkplug_b_pb2 as pb
 from collector.sparkplug import (
     DataType,
@@ -71,20 +72,56 @@ def _payload(**metric_fields: object) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("raw", "dt", "expected"),
+    ("field", "raw", "dt", "expected"),
     [
-        (251, DataType.INT8, -5),  # 8-bit two's complement (Tahu Python)
-        (2**32 - 5, DataType.INT8, -5),  # sign extended to 32 bits (Tahu Java)
-        (127, DataType.INT8, 127),
-        (2**16 - 2, DataType.INT16, -2),
-        (2**32 - 2, DataType.INT16, -2),
-        (2**32 - 1, DataType.INT32, -1),
-        (200, DataType.UINT8, 200),
+        ("int_value", 251, DataType.INT8, -5),  # 8-bit two's complement (Tahu Python)
+        ("int_value", 2**32 - 5, DataType.INT8, -5),  # sign extended to 32 bits (Tahu Java, JS)
+        ("int_value", 127, DataType.INT8, 127),
+        ("int_value", 2**16 - 2, DataType.INT16, -2),
+        ("int_value", 2**32 - 2, DataType.INT16, -2),
+        ("int_value", 2**32 - 1, DataType.INT32, -1),
+        ("int_value", 200, DataType.UINT8, 200),
+        # UInt32 in long_value: Tahu (JS, C, older Java) and Ignition; in int_value: the spec
+        ("long_value", 2**32 - 1, DataType.UINT32, 2**32 - 1),
+        ("int_value", 2**32 - 1, DataType.UINT32, 2**32 - 1),
+        ("long_value", 0, DataType.UINT32, 0),
+        # the small types in long_value, negative ones at any width
+        ("long_value", 2**64 - 5, DataType.INT8, -5),
+        ("long_value", 2**32 - 5, DataType.INT8, -5),
+        ("long_value", 251, DataType.INT8, -5),
+        ("long_value", 2**64 - 2**31, DataType.INT32, -(2**31)),
+        ("long_value", 65535, DataType.UINT16, 65535),
+        # the 64-bit types in int_value (whatever fits)
+        ("int_value", 2**32 - 1, DataType.UINT64, 2**32 - 1),
+        ("int_value", 2**32 - 1, DataType.INT64, 2**32 - 1),
+        ("int_value", 1_700_000_000, DataType.DATETIME, 1_700_000_000),
+        ("long_value", 2**64 - 7, DataType.INT64, -7),
+        ("long_value", 2**64 - 1, DataType.UINT64, 2**64 - 1),
     ],
 )
-def test_signed_integers_from_both_tahu_encodings(raw: int, dt: DataType, expected: int) -> None:
-    got = decode_payload(_payload(name="x", datatype=dt, int_value=raw))
+def test_integers_from_either_field(field: str, raw: int, dt: DataType, expected: int) -> None:
+    got = decode_payload(_payload(name="x", datatype=dt, **{field: raw}))
+    assert got.bad == []
     assert got.metrics[0].value == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "dt"),
+    [
+        ("long_value", 2**32, DataType.UINT32),
+        ("long_value", 256, DataType.UINT8),
+        ("long_value", 2**64 - 1, DataType.UINT8),  # no sign extension for unsigned types
+        ("int_value", 2**32 - 1, DataType.UINT16),
+        ("int_value", 2**8 + 5, DataType.INT8),
+        ("long_value", 2**40, DataType.INT32),
+        ("long_value", 2**64 - 2**31 - 1, DataType.INT32),  # below -2**31 sign extended
+        ("long_value", 2**63, DataType.INT16),
+    ],
+)
+def test_integers_out_of_range_for_their_type(field: str, raw: int, dt: DataType) -> None:
+    got = decode_payload(_payload(name="x", datatype=dt, **{field: raw}))
+    assert got.metrics == []
+    assert [b.reason for b in got.bad] == ["sparkplug metric out of range"]
 
 
 def test_int64_two_complement() -> None:
@@ -97,33 +134,78 @@ def test_int64_two_complement() -> None:
     [
         (b"\xff\xff\xff", "not a Sparkplug B protobuf payload"),
         (pb.Payload(seq=256).SerializeToString(), "seq 256 out of range 0..255"),
-        (_payload(datatype=DataType.INT32, int_value=1), "metric 0: has neither name nor alias"),
-        (_payload(name="rpm", datatype=DataType.DOUBLE, int_value=1),
-         "metric 0 ('rpm'): datatype DOUBLE needs double_value, got int_value"),
-        (_payload(alias=4, datatype=DataType.BOOLEAN, string_value="true"),
-         "metric 0 (alias 4): datatype BOOLEAN needs boolean_value, got string_value"),
-        (_payload(name="x", datatype=DataType.INT8, int_value=300), "metric 0 ('x'): value 300 out of range"),
-        (_payload(name="x", datatype=DataType.UINT16, int_value=70000),
-         "value 70000 out of range for UINT16"),
-        (_payload(name="x", datatype=99, int_value=1), "metric 0 ('x'): invalid datatype 99"),
-        (_payload(name="x", datatype=0, int_value=1), "invalid datatype 0"),
-        (_payload(name="x", datatype=DataType.PROPERTYSET, int_value=1), "invalid datatype 20"),
-        (_payload(name="x", datatype=DataType.INT32), "metric 0 ('x'): no value and is_null not set"),
-        (_payload(name="x"), "metric 0 ('x'): no value and is_null not set"),
-        (_payload(name="x", datatype=DataType.INT32, is_null=True, int_value=3),
-         "is_null is set but int_value is present"),
-        (pb.Payload(metrics=[pb.Payload.Metric(name=b"\xff\xfe".decode("latin-1"))]).SerializeToString()
-         .replace(b"\xc3\xbf\xc3\xbe", b"\xff\xfe\xff\xfe"),
-         "metric 0: name b'\\xff\\xfe\\xff\\xfe' is not UTF-8"),
-        (_payload(name="s", datatype=DataType.STRING, string_value="é").replace("é".encode(), b"\xe9\xff"),
-         "metric 0 ('s'): string value b'\\xe9\\xff' is not UTF-8"),
-        (_payload(alias=1, string_value="é").replace("é".encode(), b"\xe9\xff"), "is not UTF-8"),
     ],
 )
 def test_invalid_payloads_say_why(data: bytes, reason: str) -> None:
     with pytest.raises(SparkplugDecodeError) as info:
         decode_payload(data)
     assert reason in str(info.value)
+    assert info.value.reason == "invalid sparkplug payload"
+
+
+GOOD = pb.Payload.Metric(name="good", datatype=DataType.DOUBLE, double_value=2.5)
+
+
+def _with_good(**metric_fields: object) -> bytes:
+    """A payload whose metric 0 is built from ``metric_fields`` and metric 1 is good."""
+    msg = pb.Payload(timestamp=T0, seq=1)
+    msg.metrics.add(**metric_fields)
+    msg.metrics.append(GOOD)
+    return msg.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "detail"),
+    [
+        (_with_good(datatype=DataType.INT32, int_value=1), sp.NO_NAME_OR_ALIAS,
+         "metric 0: has neither name nor alias"),
+        (_with_good(name="rpm", datatype=DataType.DOUBLE, int_value=1), sp.WRONG_FIELD,
+         "metric 0 ('rpm'): datatype DOUBLE needs double_value, got int_value"),
+        (_with_good(alias=4, datatype=DataType.BOOLEAN, string_value="true"), sp.WRONG_FIELD,
+         "metric 0 (alias 4): datatype BOOLEAN needs boolean_value, got string_value"),
+        (_with_good(name="x", datatype=DataType.UINT32, double_value=1.0), sp.WRONG_FIELD,
+         "metric 0 ('x'): datatype UINT32 needs int_value or long_value, got double_value"),
+        (_with_good(name="x", datatype=DataType.INT8, int_value=300), sp.OUT_OF_RANGE,
+         "metric 0 ('x'): value 300 out of range for INT8"),
+        (_with_good(name="x", datatype=DataType.UINT16, int_value=70000), sp.OUT_OF_RANGE,
+         "value 70000 out of range for UINT16"),
+        (_with_good(name="x", datatype=DataType.UINT32, long_value=2**32), sp.OUT_OF_RANGE,
+         "value 4294967296 out of range for UINT32"),
+        (_with_good(name="x", datatype=DataType.INT32, long_value=2**63), sp.OUT_OF_RANGE,
+         "out of range for INT32"),
+        (_with_good(name="x", datatype=99, int_value=1), sp.BAD_DATATYPE,
+         "metric 0 ('x'): invalid datatype 99"),
+        (_with_good(name="x", datatype=0, int_value=1), sp.BAD_DATATYPE, "invalid datatype 0"),
+        (_with_good(name="x", datatype=DataType.PROPERTYSET, int_value=1), sp.BAD_DATATYPE,
+         "invalid datatype 20"),
+        (_with_good(name="x", datatype=DataType.INT32), sp.NO_VALUE,
+         "metric 0 ('x'): no value and is_null not set"),
+        (_with_good(name="x"), sp.NO_VALUE, "metric 0 ('x'): no value and is_null not set"),
+        (_with_good(name="x", datatype=DataType.INT32, is_null=True, int_value=3),
+         sp.NULL_WITH_VALUE, "is_null is set but int_value is present"),
+        (_with_good(name=b"\xff\xfe".decode("latin-1")).replace(b"\xc3\xbf\xc3\xbe", b"\xff\xfe\xff\xfe"),
+         sp.BAD_NAME, "metric 0: name b'\\xff\\xfe\\xff\\xfe' is not UTF-8"),
+        (_with_good(name="s", datatype=DataType.STRING, string_value="é").replace("é".encode(), b"\xe9\xff"),
+         sp.BAD_STRING, "metric 0 ('s'): string value b'\\xe9\\xff' is not UTF-8"),
+        (_with_good(alias=1, string_value="é").replace("é".encode(), b"\xe9\xff"),
+         sp.BAD_STRING, "is not UTF-8"),
+    ],
+)
+def test_a_bad_metric_is_listed_and_the_others_kept(data: bytes, reason: str, detail: str) -> None:
+    got = decode_payload(data)
+    assert got.metrics == [Metric("good", None, DataType.DOUBLE, 2.5, None)]
+    assert (got.timestamp_ms, got.seq) == (T0, 1)
+    (bad,) = got.bad
+    assert bad.index == 0 and bad.reason == reason
+    assert detail in bad.detail
+
+
+def test_a_bad_value_keeps_its_valid_name_and_datatype() -> None:
+    """A BIRTH can still register the metric (its DATA values will count)."""
+    (bad,) = decode_payload(_payload(name="x", alias=5, datatype=DataType.INT8, int_value=300)).bad
+    assert (bad.name, bad.alias, bad.datatype) == ("x", 5, DataType.INT8)
+    (bad,) = decode_payload(_payload(name="x", alias=5, datatype=99, int_value=1)).bad
+    assert (bad.name, bad.alias, bad.datatype) == ("x", 5, None)
 
 
 def test_non_bytes_input_is_a_decode_error() -> None:
@@ -134,8 +216,8 @@ def test_non_bytes_input_is_a_decode_error() -> None:
 def test_opaque_datatypes_are_checked_but_not_valued() -> None:
     got = decode_payload(_payload(name="blob", datatype=DataType.BYTES, bytes_value=b"\x00\x01"))
     assert got.metrics[0] == Metric("blob", None, DataType.BYTES, None, None)
-    with pytest.raises(SparkplugDecodeError, match="datatype BYTES needs bytes_value, got int_value"):
-        decode_payload(_payload(name="blob", datatype=DataType.BYTES, int_value=1))
+    (bad,) = decode_payload(_payload(name="blob", datatype=DataType.BYTES, int_value=1)).bad
+    assert "datatype BYTES needs bytes_value, got int_value" in bad.detail
 
 
 def test_data_metric_without_datatype_then_typed_by_birth() -> None:
@@ -144,14 +226,23 @@ def test_data_metric_without_datatype_then_typed_by_birth() -> None:
     assert raw == Metric(None, 3, DataType.UNKNOWN, 2**32 - 4, T0)
     assert apply_datatype(raw, DataType.INT32).value == -4
     assert apply_datatype(raw, DataType.UINT32).value == 2**32 - 4
-    with pytest.raises(SparkplugDecodeError, match=r"metric \(alias 3\): value 4294967292 out of range"):
+    assert apply_datatype(raw, DataType.INT64).value == 2**32 - 4
+    with pytest.raises(SparkplugDecodeError, match=r"metric \(alias 3\): value 4294967292 out of range") as e:
         apply_datatype(raw, DataType.UINT16)
-    with pytest.raises(SparkplugDecodeError, match=r"\(alias 3\): DOUBLE needs a float, got 4294967292"):
+    assert e.value.reason == "sparkplug metric out of range"
+    with pytest.raises(SparkplugDecodeError, match=r"\(alias 3\): DOUBLE needs a float, got 4294967292") as e:
         apply_datatype(raw, DataType.DOUBLE)
+    assert e.value.reason == "sparkplug metric wrong type"
     typed = Metric(None, 3, DataType.INT32, -4, T0)
     assert apply_datatype(typed, DataType.INT32) == typed
-    with pytest.raises(SparkplugDecodeError, match="datatype INT32 differs from birth datatype INT64"):
+    with pytest.raises(SparkplugDecodeError, match="datatype INT32 differs from birth datatype INT64") as e:
         apply_datatype(typed, DataType.INT64)
+    assert e.value.reason == "sparkplug metric datatype differs from birth"
+    # a UInt32 sent in long_value without datatype (Tahu's DATA may omit it)
+    long_raw = decode_payload(_payload(alias=3, long_value=2**64 - 4)).metrics[0]
+    assert apply_datatype(long_raw, DataType.INT32).value == -4
+    with pytest.raises(SparkplugDecodeError, match="out of range for UINT32"):
+        apply_datatype(long_raw, DataType.UINT32)
 
 
 @pytest.mark.parametrize(
@@ -255,6 +346,8 @@ def test_no_exception_but_decode_error_for_any_bytes(data: bytes) -> None:
         return
     # what decodes is internally consistent: a host can rely on it without re-checking
     assert got.seq is None or 0 <= got.seq <= 255
+    for b in got.bad:
+        assert b.reason.startswith("sparkplug metric ") and b.detail
     for m in got.metrics:
         assert m.name is not None or m.alias is not None
         assert m.name is None or type(m.name) is str
