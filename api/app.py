@@ -16,8 +16,7 @@ from .gateway import Gateway
 from .problems import install_problem_handlers
 from .routes import ROUTERS
 from .service import KpiService
-
-VERSION = "0.1.0"
+from .version import VERSION
 
 
 def create_app(
