@@ -227,12 +227,12 @@ def _when(ns: int | None) -> str:
 
 
 def _spool(args: argparse.Namespace) -> int:
-    from store.spool_admin import drop_quarantined, list_spool, replay_quarantined, spool_settings
+    from store import open_spool_admin
 
-    s = spool_settings(load_settings(args.config), args.config)
+    admin = open_spool_admin(load_settings(args.config), args.config)
     qid = getattr(args, "quarantine", None)
     if args.spool_command == "list":
-        got = list_spool(s)
+        got = admin.listing()
         if not got.exists:
             print(f"spool {got.path}: does not exist yet (nothing was ever spooled)")
             return 0
@@ -260,17 +260,11 @@ def _spool(args: argparse.Namespace) -> int:
             print(f"tierproof: not dropping {what} without --yes (the points are lost for good)",
                   file=sys.stderr)
             return 2
-        dropped = drop_quarantined(s, qid)
+        dropped = admin.drop(qid)
         print(f"dropped {len(dropped)} quarantined batches, {sum(e.points for e in dropped):,} points")
         return 0
-    from store.influx import InfluxStore
-
     assert args.spool_command == "replay"
-    sink = InfluxStore(load_settings(args.config).store)  # type: ignore[arg-type]
-    try:
-        outcomes = replay_quarantined(s, sink, qid)
-    finally:
-        sink.close()
+    outcomes = admin.replay(qid)
     for o in outcomes:
         result = "replayed" if o.ok else f"refused again: {o.status} {o.reason}"
         print(f"  {o.id:>8} {o.points:>9,}  {result}")

@@ -44,8 +44,8 @@ from config.settings import InfluxStoreSettings
 from store.base import TagRecord
 from store.batch import Batch
 from store.influx import InfluxStore
-from store.influx_lp import LineEncoder, series_key
-from store.influx_sink import gzip_body
+from store.influx.lp import LineEncoder, series_key
+from store.influx.sink import gzip_body
 from tests.influx_servers import InfluxDB16, VictoriaMetrics
 
 T0 = 1_700_000_000 * 10**9

@@ -6,21 +6,21 @@ importing this package opens nothing and registers nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
-from config.settings import InfluxStoreSettings, SqliteStoreSettings, StoreSettings
+from config.settings import InfluxStoreSettings, Settings, SqliteStoreSettings, StoreSettings
 
 from .base import Gap, Latest, Store, StoreStats, TagRecord
 from .batch import TS_UNKNOWN, Batch, Series
 from .influx import InfluxStore
-from .spool import Spool
-from .spool_quarantine import Quarantine
-from .spool_store import SpooledStore
+from .spool import Quarantine, Spool, SpoolAdmin, SpooledStore, spool_settings
 from .sqlite import SCHEMA_VERSION, SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SINKS",
     "STORES",
     "TS_UNKNOWN",
     "Batch",
@@ -30,11 +30,13 @@ __all__ = [
     "Quarantine",
     "Series",
     "Spool",
+    "SpoolAdmin",
     "SpooledStore",
     "SqliteStore",
     "Store",
     "StoreStats",
     "TagRecord",
+    "open_spool_admin",
     "open_store",
 ]
 
@@ -67,3 +69,16 @@ STORES: dict[str, Callable[[Any], Store]] = {"sqlite": _open_sqlite, "influx": _
 def open_store(settings: StoreSettings) -> Store:
     """Open the store that ``settings`` describe."""
     return STORES[settings.type](settings)
+
+
+#: config ``store.type`` -> the function that opens that backend alone, without the spool that
+#: ``open_store`` puts in front of it: the store types that have a spool, and where
+#: ``tierproof spool replay`` sends quarantined batches
+SINKS: dict[str, Callable[[Any], Store]] = {"influx": InfluxStore}
+
+
+def open_spool_admin(settings: Settings, source: str) -> SpoolAdmin:
+    """The spool of the configuration ``settings`` (read from ``source``) for the ``tierproof
+    spool`` commands; ConfigError naming ``source`` when its store has no spool."""
+    spool = spool_settings(settings, source)
+    return SpoolAdmin(spool, functools.partial(SINKS[settings.store.type], settings.store))

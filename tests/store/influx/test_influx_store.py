@@ -107,7 +107,7 @@ def random_batches(ids: list[int], rng: np.random.Generator, count: int) -> list
 def test_registered_and_opened_by_config(influxdb16: InfluxDB16, tmp_path: Path) -> None:
     assert "influx" in STORES
     store = open_store(settings(influxdb16.url, tmp_path, spool={"path": str(tmp_path / "spool")}))
-    try:  # open_store may wrap the InfluxStore in the spool (store.spool_store)
+    try:  # open_store may wrap the InfluxStore in the spool (store.spool.store)
         assert isinstance(store, Store)
         assert isinstance(getattr(store, "inner", store), InfluxStore)
     finally:
@@ -550,7 +550,7 @@ def test_timestamp_columns_match_a_per_point_encoding(shape: str) -> None:
     """The columnar timestamp formatting (runs, numpy digits, repr fallback) against the
     obvious per-point f-string, for each path it can take."""
     from store.batch import TS_UNKNOWN
-    from store.influx_lp import LineEncoder
+    from store.influx.lp import LineEncoder
 
     rng = np.random.default_rng(7)
     n = 3000

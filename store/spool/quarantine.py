@@ -1,6 +1,6 @@
 """The quarantine: batches a sink refused for good (a 4xx other than 429), kept with the reason.
 
-One file per batch, ``q-<id>.rec``: a framed record (store.spool_codec) whose payload is a
+One file per batch, ``q-<id>.rec``: a framed record (store.spool.codec) whose payload is a
 JSON description (status, reason, when, time range) followed by the batch. Files are written
 to a temporary name, fsynced and renamed, so a crash never leaves half a quarantined batch.
 Replay (``tierproof spool replay``) sends a batch again: success removes it, another refusal
@@ -29,9 +29,9 @@ from typing import Any
 from config.errors import NotFoundError, StoreError
 from config.settings import SpoolSettings
 
-from .batch import Batch
-from .spool import fsync_dir, write_atomic
-from .spool_codec import FRAME, decode_batch, encode_batch, frame, read_frame
+from ..batch import Batch
+from .codec import FRAME, decode_batch, encode_batch, frame, read_frame
+from .queue import fsync_dir, write_atomic
 
 __all__ = ["Quarantine", "QuarantineEntry", "QuarantineStats", "open_quarantine"]
 

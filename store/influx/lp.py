@@ -1,4 +1,4 @@
-"""InfluxDB line protocol from columnar batches (see ``store/INFLUX_SCHEMA.md``).
+"""InfluxDB line protocol from columnar batches (see ``store/influx/SCHEMA.md``).
 
 A line is four pieces: the tag's series key with the first field's name (computed once per tag
 at registration), the value, the quality field, and the timestamp (plus the server and
@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .base import TagRecord
-from .batch import TS_UNKNOWN, Batch
+from ..base import TagRecord
+from ..batch import TS_UNKNOWN, Batch
 
 __all__ = ["HIERARCHY", "LineEncoder", "UnknownTags", "escape_field_str", "gap_line", "series_key"]
 

@@ -4,18 +4,19 @@ quarantine of a configuration, send quarantined batches again, drop them on purp
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from config.errors import ConfigError, SinkRejected, SinkUnavailable
 from config.settings import InfluxStoreSettings, Settings, SpoolSettings
 
-from .base import Store
-from .spool import Spool, SpoolEntry, SpoolStats
-from .spool_quarantine import Quarantine, QuarantineEntry, QuarantineStats, open_quarantine
+from ..base import Store
+from .quarantine import Quarantine, QuarantineEntry, QuarantineStats, open_quarantine
+from .queue import Spool, SpoolEntry, SpoolStats
 
-__all__ = ["ReplayOutcome", "SpoolListing", "drop_quarantined", "list_spool", "replay_quarantined",
-           "spool_settings"]
+__all__ = ["ReplayOutcome", "SpoolAdmin", "SpoolListing", "drop_quarantined", "list_spool",
+           "replay_quarantined", "spool_settings"]
 
 log = logging.getLogger("tierproof.store.spool")
 
@@ -101,3 +102,26 @@ def drop_quarantined(s: SpoolSettings, qid: int | None) -> list[QuarantineEntry]
     """Delete quarantined batches (one, or all); each is counted and logged."""
     q = open_quarantine(s)
     return [q.drop(i) for i in _ids(q, qid)]
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolAdmin:
+    """The spool of one configuration, as ``tierproof spool list|replay|drop`` use it.
+    ``open_sink`` opens the backend alone, without the spool in front: ``replay`` sends
+    quarantined batches there (``store.open_spool_admin`` builds one for a configuration)."""
+
+    settings: SpoolSettings
+    open_sink: Callable[[], Store]
+
+    def listing(self) -> SpoolListing:
+        return list_spool(self.settings)
+
+    def drop(self, qid: int | None) -> list[QuarantineEntry]:
+        return drop_quarantined(self.settings, qid)
+
+    def replay(self, qid: int | None) -> list[ReplayOutcome]:
+        sink = self.open_sink()
+        try:
+            return replay_quarantined(self.settings, sink, qid)
+        finally:
+            sink.close()

@@ -38,10 +38,10 @@ from typing import Any
 from config.errors import SinkRejected, SinkUnavailable, StoreError
 from config.settings import Backoff, SpoolSettings
 
-from .base import Gap, Latest, Store, StoreStats, TagRecord
-from .batch import I64, Batch, Series
-from .spool import Spool, SpoolEntry
-from .spool_quarantine import Quarantine, open_quarantine
+from ..base import Gap, Latest, Store, StoreStats, TagRecord
+from ..batch import I64, Batch, Series
+from .quarantine import Quarantine, open_quarantine
+from .queue import Spool, SpoolEntry
 
 __all__ = ["SpooledStore", "backoff_delay", "open_spool"]
 

@@ -1,19 +1,19 @@
 """InfluxDB as the store: samples and gap markers in InfluxDB, metadata in a local file.
 
-- **Writes**: line protocol built columnarly (``store.influx_lp``), in bodies of
-  ``batch_size`` lines, posted by ``store.influx_sink``: ``api: v2`` through influxdb-client to
+- **Writes**: line protocol built columnarly (``store.influx.lp``), in bodies of
+  ``batch_size`` lines, posted by ``store.influx.sink``: ``api: v2`` through influxdb-client to
   ``/api/v2/write`` (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics), ``api: v1`` to ``/write``
   (InfluxDB 1.x). A failed write raises :class:`SinkUnavailable` or :class:`SinkRejected` and is
   never retried here: the spool (``store.spool``) keeps and re-sends the batch. Re-sending is
   harmless: InfluxDB keeps one point per series and time, the last written.
-- **Reads**: InfluxQL over ``/query`` (``store.influx_ql``); on a 2.x server the DBRP mapping
+- **Reads**: InfluxQL over ``/query`` (``store.influx.ql``); on a 2.x server the DBRP mapping
   of the configured database/retention policy to the bucket is created when missing.
 - **Metadata** — tag ids, gaps, heartbeats — must be local and fast (the supervisor and every
   KPI request ask for them): an embedded :class:`SqliteStore` at ``meta_path`` keeps them, with
   its own tables and code, and holds no samples. Gap markers go to InfluxDB as well
   (``<measurement>_gaps``), for dashboards and other readers of the central database.
 
-The schema is documented in ``store/INFLUX_SCHEMA.md``.
+The schema is documented in ``store/influx/SCHEMA.md``.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ import httpx
 from config.errors import SinkRejected, SinkUnavailable, StoreError
 from config.settings import InfluxStoreSettings
 
-from .base import Gap, Latest, StoreStats, TagRecord
-from .batch import I64, Batch, Series
-from .influx_lp import LineEncoder, UnknownTags, gap_line, series_key
-from .influx_ql import Rows, int_column, parse_chunked, quote_ident, series_of, tag_filter
-from .influx_sink import make_sink, server_message
-from .sqlite import SqliteStore
+from ..base import Gap, Latest, StoreStats, TagRecord
+from ..batch import I64, Batch, Series
+from ..sqlite import SqliteStore
+from .lp import LineEncoder, UnknownTags, gap_line, series_key
+from .ql import Rows, int_column, parse_chunked, quote_ident, series_of, tag_filter
+from .sink import make_sink, server_message
 
 __all__ = ["InfluxStore"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("store.influx")
 
 #: statements sent in one /query request (each tag of a read_many is one or two)
 _STATEMENTS_PER_QUERY = 200
@@ -118,7 +118,7 @@ class InfluxStore:
 
     def write(self, batch: Batch) -> None:
         """Post the batch (``batch_size`` lines per request); raises SinkUnavailable or
-        SinkRejected (see ``store.influx_sink``), never retries."""
+        SinkRejected (see ``store.influx.sink``), never retries."""
         if len(batch) == 0:
             return
         self._check_open()

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import store.sqlite as sq
+import store.sqlite.store as sq
 from config.errors import StoreError
 from config.settings import SqliteStoreSettings
 from store import STORES, Batch, Series, SqliteStore, Store, TagRecord, open_store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SEC = 10**9
 DAY = 86_400 * SEC
 T0 = 1_700_000_000 * SEC
@@ -129,7 +129,7 @@ def test_round_trip_across_compactions(tmp_path: Path, levels: str) -> None:
 
 
 def audit(path: Path, tid: int) -> list[tuple[int, float, int, str | None]]:
-    """store/SCHEMA.md's rule, from the raw file with sqlite3 + struct only."""
+    """store/sqlite/SCHEMA.md's rule, from the raw file with sqlite3 + struct only."""
     import json
     import struct
 
@@ -491,7 +491,7 @@ def test_failed_compaction_changes_nothing(
 CRASH_SCRIPT = """
 import sys
 import numpy as np
-import store.sqlite as sq
+import store.sqlite.store as sq
 from store import Batch, SqliteStore
 
 sq._FANOUT = 2  # many merges and flushes in flight when the kill comes

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from config.errors import NotFoundError, StoreError
 from store.batch import TS_UNKNOWN, Batch
 from store.spool import Spool
-from store.spool_codec import FRAME, decode_batch, encode_batch, frame, read_frame
-from store.spool_quarantine import Quarantine
+from store.spool.codec import FRAME, decode_batch, encode_batch, frame, read_frame
+from store.spool.quarantine import Quarantine
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_batch(seq: int, n: int = 100, tags: int = 5) -> Batch:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import store.sqlite as sq
+import store.sqlite.store as sq
 from store import SCHEMA_VERSION, TS_UNKNOWN, Batch, SqliteStore, Store, TagRecord
 
 SEC = 10**9

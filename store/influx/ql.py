@@ -17,8 +17,8 @@ import numpy as np
 from config.errors import StoreError
 from config.signals import Quality
 
-from .batch import I64, TS_UNKNOWN, Series
-from .influx_lp import HIERARCHY
+from ..batch import I64, TS_UNKNOWN, Series
+from .lp import HIERARCHY
 
 __all__ = ["Rows", "int_column", "parse_chunked", "quote_ident", "quote_str", "series_of", "tag_filter"]
 

@@ -21,7 +21,7 @@ written sequentially and keep per-tag chunks dense whatever the batch size.
 Concurrency: one writer connection behind a lock (writes, compaction, tags, gaps,
 retention); readers take connections from a small pool and read inside one transaction,
 so each read sees one WAL snapshot and never a half-compacted state.
-``store/SCHEMA.md`` documents the file format for auditors.
+``store/sqlite/SCHEMA.md`` documents the file format for auditors.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ import numpy.typing as npt
 
 from config.errors import StoreError
 
-from .base import Gap, Latest, StoreStats, TagRecord
-from .batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times
+from ..base import Gap, Latest, StoreStats, TagRecord
+from ..batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("store.sqlite")
 
 #: version of the file layout in ``meta.schema_version``; bump on any incompatible change
 #: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated)
@@ -532,7 +532,7 @@ def _enum_load(text: str | None) -> dict[int, str] | None:
 
 
 class SqliteStore:
-    """The embedded, durable store (see the module docstring and ``store/SCHEMA.md``).
+    """The embedded, durable store (see the module docstring and ``store/sqlite/SCHEMA.md``).
 
     ``synchronous="normal"`` makes a returned ``write`` survive a process crash,
     ``"full"`` also a power loss (one fsync per write). ``retention_days`` None keeps

@@ -30,13 +30,13 @@ from store import SpooledStore, TagRecord, open_store
 from store.batch import Batch
 from store.influx import InfluxStore
 from store.spool import Spool
-from store.spool_quarantine import Quarantine
+from store.spool.quarantine import Quarantine
 from tests.influx_servers import InfluxDB16
 from tests.netutil import wait_for
 
 pytestmark = pytest.mark.influxdb
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_760_000_000_000_000_000
 TAGS = 8
 PER_TAG = 25
@@ -161,7 +161,7 @@ CHILD = textwrap.dedent("""
     import json, sys, time
     from config.settings import InfluxStoreSettings
     from store import open_store
-    from tests.store.test_spool_influx import batch_k, tag_records
+    from tests.store.spool.test_spool_influx import batch_k, tag_records
 
     cfg, first, last = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     settings = InfluxStoreSettings.model_validate(cfg)

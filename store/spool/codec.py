@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .batch import Batch
+from ..batch import Batch
 
 __all__ = [
     "FRAME",

@@ -27,7 +27,7 @@ from config.errors import SinkUnavailable
 from config.settings import Backoff, InfluxStoreSettings, SpoolSettings
 from store import InfluxStore, SpooledStore, TagRecord
 from store.batch import Batch
-from store.spool_store import MAX_RETRY_AFTER_S, backoff_delay, open_spool
+from store.spool.store import MAX_RETRY_AFTER_S, backoff_delay, open_spool
 
 
 class ScriptedSink(ThreadingHTTPServer):

@@ -2,11 +2,11 @@
 
 Layout of the spool directory::
 
-    000000000001.seg   segments: records appended in order (see store.spool_codec)
+    000000000001.seg   segments: records appended in order (see store.spool.codec)
     000000000002.seg
     state.json         first live sequence number and the drop counters (atomically replaced)
     .lock              held (flock) by the one process that owns the spool
-    quarantine/        batches a sink refused for good (store.spool_quarantine)
+    quarantine/        batches a sink refused for good (store.spool.quarantine)
 
 An append is one ``write`` of a framed record plus one ``fdatasync``: when :meth:`Spool.append`
 returns, the batch survives a crash. A crash in the middle of an append leaves a torn record
@@ -42,8 +42,8 @@ from typing import Literal
 
 from config.errors import StoreError
 
-from .batch import Batch
-from .spool_codec import decode_batch, decode_header, encode_batch, frame, read_frame
+from ..batch import Batch
+from .codec import decode_batch, decode_header, encode_batch, frame, read_frame
 
 __all__ = ["AppendResult", "Spool", "SpoolEntry", "SpoolStats", "WhenFull", "fsync_dir", "write_atomic"]
 
