@@ -1,67 +1,42 @@
-"""The embedded store: SQLite (stdlib ``sqlite3``), one bulk write per batch.
-
-A write is one INSERT of the batch's four arrays as BLOBs into ``ingest`` plus one COMMIT,
-so its cost hardly depends on the number of points. The batch's server and gateway
-timestamps, when it has any, are two more BLOBs (NULL otherwise) that every step below
-carries along with the samples. Later, in one transaction each:
-
-- every ``compact_every`` written batches are merged into one *run*: an ``ingest`` row of
-  level 1 whose samples are sorted by (tag, ts) and free of duplicates;
-- runs of one level are merged into one run of the next level once there are ``_FANOUT`` of
-  them (size tiers, so a few large runs rather than many small ones);
-- everything in ``ingest`` is *flushed* into per-tag ``chunks`` once that gives chunks of
-  ``_CHUNK_TARGET`` samples per tag on average (or ``_MAX_PENDING_POINTS`` are waiting),
-  and on ``compact()``, ``apply_retention()`` and ``close()``.
-
-Why the runs: a chunk row costs one random page write in the per-tag index. Flushing every
-64 batches of a 50-tag device each, with 25,000 tags, made one chunk *per sample*
-(measured: 72k points/s and falling, below a naive row-per-point table). The runs are
-written sequentially and keep per-tag chunks dense whatever the batch size.
-
-Concurrency: one writer connection behind a lock (writes, compaction, tags, gaps,
-retention); readers take connections from a small pool and read inside one transaction,
-so each read sees one WAL snapshot and never a half-compacted state.
-``store/sqlite/SCHEMA.md`` documents the file format for auditors.
-"""
+"""The embedded store's :class:`SqliteStore` (the package docstring says how it works)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from config.errors import StoreError
 
 from ..base import Gap, Latest, StoreStats, TagRecord
-from ..batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times
+from ..batch import I64, TS_UNKNOWN, Batch, Series
+from .chunks import chunk_parts, trim_chunks
+from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
+from .schema import (
+    INSERT_CHUNK,
+    INSERT_INGEST,
+    ROW_COLS,
+    TAG,
+    UPSERT_LATEST,
+    connect,
+    enum_json,
+    enum_load,
+    init_schema,
+)
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["SqliteStore"]
 
 log = logging.getLogger("store.sqlite")
 
-#: version of the file layout in ``meta.schema_version``; bump on any incompatible change
-#: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated)
-SCHEMA_VERSION = 3
-
 _NS_PER_DAY = 86_400 * 10**9
-# Blob encodings are fixed little-endian so that a file moves between machines unchanged;
-# on little-endian hosts (x86, ARM) these are the native dtypes and cost no conversion.
-_TAG = np.dtype("<i4")
-_TS = np.dtype("<i8")
-_VAL = np.dtype("<f8")
-_Q = np.dtype("u1")
-_BUSY_TIMEOUT_S = 10.0
 # SQLite allows 32766 bound parameters; stay far below for IN (...) lists.
 _IN_CHUNK = 900
 #: runs of one level merged into one run of the next level
@@ -70,469 +45,14 @@ _FANOUT = 8
 _CHUNK_TARGET = 64
 #: flush anyway beyond this many pending points (bounds the flush's memory and latency)
 _MAX_PENDING_POINTS = 2_000_000
-_WAL_CHECKPOINT_PAGES = 10_000
-_WAL_SIZE_LIMIT = 64 * 2**20
 #: merge written batches anyway once they hold this many points
 _MERGE_POINTS = _MAX_PENDING_POINTS // 2
 #: decoded level-0 rows kept in memory, in points (~30 bytes each)
 _CACHE_MAX_POINTS = 1_000_000
 
-_SCHEMA = """
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE tags (
-    tag_id   INTEGER PRIMARY KEY,
-    path     TEXT NOT NULL UNIQUE,
-    asset    TEXT NOT NULL,
-    role     TEXT NOT NULL,
-    device   TEXT NOT NULL,
-    protocol TEXT NOT NULL,
-    unit     TEXT NOT NULL DEFAULT '',
-    enum     TEXT
-);
-CREATE TABLE ingest (
-    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-    level   INTEGER NOT NULL,
-    n       INTEGER NOT NULL,
-    t_min   INTEGER NOT NULL,
-    t_max   INTEGER NOT NULL,
-    tag_ids BLOB NOT NULL,
-    ts      BLOB NOT NULL,
-    value   BLOB NOT NULL,
-    quality BLOB NOT NULL,
-    texts   TEXT,
-    server_ts  BLOB,
-    gateway_ts BLOB
-);
-CREATE TABLE chunks (
-    chunk_id INTEGER PRIMARY KEY,
-    tag_id   INTEGER NOT NULL,
-    t_min    INTEGER NOT NULL,
-    t_max    INTEGER NOT NULL,
-    n        INTEGER NOT NULL,
-    ts       BLOB NOT NULL,
-    value    BLOB NOT NULL,
-    quality  BLOB NOT NULL,
-    texts    TEXT,
-    server_ts  BLOB,
-    gateway_ts BLOB
-);
-CREATE INDEX chunks_by_tag ON chunks (tag_id, t_max, t_min);
-CREATE TABLE latest (
-    tag_id  INTEGER PRIMARY KEY,
-    ts      INTEGER NOT NULL,
-    value   REAL,
-    quality INTEGER NOT NULL,
-    text    TEXT
-);
-CREATE TABLE gaps (
-    gap_id   INTEGER PRIMARY KEY AUTOINCREMENT,
-    device   TEXT NOT NULL,
-    start_ns INTEGER NOT NULL,
-    end_ns   INTEGER,
-    reason   TEXT NOT NULL DEFAULT '',
-    asset    TEXT
-);
-CREATE INDEX gaps_by_device ON gaps (device, start_ns);
-CREATE INDEX gaps_by_end ON gaps (end_ns);
-CREATE TABLE heartbeats (
-    device TEXT PRIMARY KEY,
-    ts_ns  INTEGER NOT NULL
-);
-"""
-
-_INSERT_CHUNK = (
-    "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_INGEST = (
-    "INSERT INTO ingest"
-    " (level, n, t_min, t_max, tag_ids, ts, value, quality, texts, server_ts, gateway_ts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-#: schema version -> the statements that take a file from it to the next version
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # the optional timestamp columns (NULL in every existing row)
-    1: (
-        "ALTER TABLE ingest ADD COLUMN server_ts BLOB",
-        "ALTER TABLE ingest ADD COLUMN gateway_ts BLOB",
-        "ALTER TABLE chunks ADD COLUMN server_ts BLOB",
-        "ALTER TABLE chunks ADD COLUMN gateway_ts BLOB",
-    ),
-    # gaps of one asset of a device (NULL: the whole device, as every existing gap)
-    2: ("ALTER TABLE gaps ADD COLUMN asset TEXT",),
-}
-#: the ingest columns a merge reads, in BlobRow order
-_ROW_COLS = "tag_ids, ts, value, quality, texts, server_ts, gateway_ts"
-# >=: at equal ts the flush being written now holds the later write.
-_UPSERT_LATEST = (
-    "INSERT INTO latest (tag_id, ts, value, quality, text) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = excluded.value,"
-    " quality = excluded.quality, text = excluded.text WHERE excluded.ts >= latest.ts"
-)
-
-# tag_ids, ts, value, quality, texts, server_ts, gateway_ts (see _ROW_COLS)
-BlobRow = tuple[bytes, bytes, bytes, bytes, str | None, bytes | None, bytes | None]
-
-
-# --------------------------------------------------------------------------- array helpers
-
-
-def _blob(arr: npt.NDArray[np.generic], dtype: np.dtype[np.generic]) -> bytes:
-    return arr.astype(dtype, copy=False).tobytes()
-
-
-def _known(times: I64 | None) -> bool:
-    """Whether an optional timestamp column holds any known time (else it is stored NULL)."""
-    return times is not None and bool((times != TS_UNKNOWN).any())
-
-
-def _times_blob(times: I64 | None) -> bytes | None:
-    """The BLOB of an optional timestamp column: NULL when no sample has that time, so that
-    batches and tags without it cost nothing."""
-    return _blob(times, _TS) if times is not None and _known(times) else None
-
-
-def _texts_json(text: npt.NDArray[np.object_] | None) -> str | None:
-    """JSON ``[[index, text], ...]`` of the non-None entries, or None when there are none."""
-    if text is None:
-        return None
-    # A Python loop, but only over batches that carry texts (string tags are rare).
-    pairs = [[i, str(t)] for i, t in enumerate(text.tolist()) if t is not None]
-    return json.dumps(pairs, ensure_ascii=False) if pairs else None
-
-
-def _texts_index(texts_json: str | None, n: int) -> tuple[I32 | None, list[str]]:
-    """Inverse of the JSON above: per-sample index into a list of strings (-1: none)."""
-    if not texts_json:
-        return None, []
-    pairs = json.loads(texts_json)
-    txt = np.full(n, -1, dtype=np.int32)
-    txt[np.array([p[0] for p in pairs], dtype=np.intp)] = np.arange(len(pairs), dtype=np.int32)
-    return txt, [str(p[1]) for p in pairs]
-
-
-def _texts_subset(txt: I32 | None, strings: Sequence[str], lo: int, hi: int) -> str | None:
-    """JSON of the texts of samples [lo, hi), indices relative to lo."""
-    if txt is None:
-        return None
-    seg = txt[lo:hi]
-    idx = np.flatnonzero(seg >= 0)
-    if len(idx) == 0:
-        return None
-    return json.dumps([[int(i), strings[seg[i]]] for i in idx], ensure_ascii=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Sorted:
-    """Samples sorted by (tag, ts), one per (tag, ts): the last written.
-
-    Tag ``tags_u[k]`` occupies ``lo[k]:hi[k]``; ``txt`` holds per sample an index into
-    ``strings`` or -1 (None: no texts at all). ``server_ts``/``gateway_ts``: None, or per
-    sample the time or TS_UNKNOWN.
-    """
-
-    tag: I32
-    ts: I64
-    value: F64
-    quality: U8
-    txt: I32 | None
-    strings: list[str]
-    tags_u: I32
-    lo: I64
-    hi: I64
-    server_ts: I64 | None = None
-    gateway_ts: I64 | None = None
-
-    @classmethod
-    def of(
-        cls, tag: I32, ts: I64, value: F64, quality: U8, txt: I32 | None, strings: list[str],
-        server_ts: I64 | None = None, gateway_ts: I64 | None = None,
-    ) -> _Sorted:
-        """From arrays already sorted by (tag, ts) without duplicates."""
-        lo = np.concatenate(([0], np.flatnonzero(np.diff(tag)) + 1)).astype(np.int64)
-        hi = np.append(lo[1:], len(tag)).astype(np.int64)
-        if len(tag) == 0:
-            lo = hi = np.empty(0, np.int64)
-        return cls(tag, ts, value, quality, txt, strings, tag[lo], lo, hi, server_ts, gateway_ts)
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def chunk_rows(self) -> list[tuple[object, ...]]:
-        """One ``chunks`` row per tag. Per-tag work is list building; per-point work is numpy."""
-        # One bytes object per array, sliced per tag through memoryviews: no per-tag copies.
-        ts_b = memoryview(_blob(self.ts, _TS))
-        v_b = memoryview(_blob(self.value, _VAL))
-        q_b = memoryview(_blob(self.quality, _Q))
-        w_ts, w_v = _TS.itemsize, _VAL.itemsize
-        texts: list[str | None] = [None] * len(self.lo)
-        if self.txt is not None:
-            for k in np.flatnonzero(np.maximum.reduceat(self.txt, self.lo) >= 0).tolist():
-                texts[k] = _texts_subset(self.txt, self.strings, int(self.lo[k]), int(self.hi[k]))
-        srv, gw = self._times_slices(self.server_ts), self._times_slices(self.gateway_ts)
-        return [
-            (t, t0, t1, j - i, ts_b[i * w_ts:j * w_ts], v_b[i * w_v:j * w_v], q_b[i:j], tx, s, g)
-            for t, t0, t1, i, j, tx, s, g in zip(
-                self.tags_u.tolist(), self.ts[self.lo].tolist(), self.ts[self.hi - 1].tolist(),
-                self.lo.tolist(), self.hi.tolist(), texts, srv, gw, strict=True,
-            )
-        ]
-
-    def _times_slices(self, times: I64 | None) -> list[memoryview | None]:
-        """Per tag, its slice of an optional timestamp column, or None (NULL) where the tag
-        has no such time at all: a flush mixing devices adds nothing to the others' chunks."""
-        if times is None or not len(self.lo):
-            return [None] * len(self.lo)
-        has = np.logical_or.reduceat(times != TS_UNKNOWN, self.lo).tolist()
-        b = memoryview(_blob(times, _TS))
-        w = _TS.itemsize
-        return [b[i * w:j * w] if h else None
-                for i, j, h in zip(self.lo.tolist(), self.hi.tolist(), has, strict=True)]
-
-    def latest_rows(self) -> list[tuple[object, ...]]:
-        last = self.hi - 1
-        values: list[float | None] = self.value[last].tolist()
-        if np.isnan(self.value[last]).any():  # SQLite stores NaN as NULL; say so explicitly
-            values = [None if v != v else v for v in values]
-        texts: list[str | None] = [None] * len(last)
-        if self.txt is not None:
-            texts = [self.strings[j] if j >= 0 else None for j in self.txt[last].tolist()]
-        return list(zip(self.tags_u.tolist(), self.ts[last].tolist(), values,
-                        self.quality[last].tolist(), texts, strict=True))
-
-    def ingest_row(self, level: int) -> tuple[object, ...]:
-        texts = None
-        if self.txt is not None:
-            texts = _texts_subset(self.txt, self.strings, 0, len(self.txt))
-        return (
-            level, len(self), int(self.ts.min()), int(self.ts.max()), _blob(self.tag, _TAG),
-            _blob(self.ts, _TS), _blob(self.value, _VAL), _blob(self.quality, _Q), texts,
-            _times_blob(self.server_ts), _times_blob(self.gateway_ts),
-        )
-
-
-def _merge_rows(rows: Sequence[BlobRow]) -> _Sorted:
-    """Samples of ingest rows given in write order, stable-sorted by (tag, ts); of equal
-    (tag, ts) the last written wins (a re-sent batch does not count twice)."""
-    tag = np.concatenate([np.frombuffer(r[0], _TAG) for r in rows])
-    ts = np.concatenate([np.frombuffer(r[1], _TS) for r in rows])
-    value = np.concatenate([np.frombuffer(r[2], _VAL) for r in rows])
-    quality = np.concatenate([np.frombuffer(r[3], _Q) for r in rows])
-    txt: I32 | None = None
-    strings: list[str] = []
-    if any(r[4] for r in rows):
-        pieces = []
-        for r in rows:
-            n_r = len(r[1]) // _TS.itemsize
-            t_r, s_r = _texts_index(r[4], n_r)
-            if t_r is None:
-                pieces.append(np.full(n_r, -1, dtype=np.int32))
-            else:  # re-base this row's indices onto the merged string list
-                pieces.append(np.where(t_r >= 0, t_r + len(strings), -1).astype(np.int32))
-                strings.extend(s_r)
-        txt = np.concatenate(pieces)
-    srv = gw = None
-    if any(r[5] is not None or r[6] is not None for r in rows):
-        lengths = [len(r[1]) // _TS.itemsize for r in rows]
-        srv = concat_times([None if r[5] is None else np.frombuffer(r[5], _TS) for r in rows],
-                            lengths)
-        gw = concat_times([None if r[6] is None else np.frombuffer(r[6], _TS) for r in rows],
-                           lengths)
-    order = np.lexsort((ts, tag))  # stable: equal (tag, ts) stay in write order
-    tag, ts, value, quality = tag[order], ts[order], value[order], quality[order]
-    if txt is not None:
-        txt = txt[order]
-    srv = None if srv is None else srv[order]
-    gw = None if gw is None else gw[order]
-    if len(ts) > 1:
-        dup = (tag[1:] == tag[:-1]) & (ts[1:] == ts[:-1])
-        if dup.any():
-            keep = np.append(~dup, True)
-            tag, ts, value, quality = tag[keep], ts[keep], value[keep], quality[keep]
-            txt = None if txt is None else txt[keep]
-            srv = None if srv is None else srv[keep]
-            gw = None if gw is None else gw[keep]
-    return _Sorted.of(tag, ts, value, quality, txt, strings, srv, gw)
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """Samples of one tag from one source (a chunk or an ingest row), sorted by ts."""
-
-    ts: I64
-    value: F64
-    quality: U8
-    txt: I32 | None = None
-    strings: Sequence[str] = ()
-    server_ts: I64 | None = None
-    gateway_ts: I64 | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """What readers need of one ``ingest`` row, cached by seq (rows never change and seq is
-    never reused, AUTOINCREMENT): its tag directory, each tag's last sample (for
-    ``latest``), and for level 0 (unsorted on disk) the sorted samples themselves. Level >= 1
-    rows are sorted on disk, so a tag's slice is read straight from the blobs."""
-
-    seq: int
-    n: int
-    tags_u: I32
-    lo: I64
-    hi: I64
-    last_ts: I64
-    last_value: F64
-    last_quality: U8
-    last_text: list[str | None] | None
-    samples: _Sorted | None
-    #: whether the row's server_ts / gateway_ts columns are not NULL
-    has_server: bool = False
-    has_gateway: bool = False
-
-    @classmethod
-    def of(cls, seq: int, s: _Sorted, keep_samples: bool,
-           has_times: tuple[bool, bool] | None = None) -> _Run:
-        """``has_times``: (has_server, has_gateway) of the row on disk when ``s`` was read
-        without those columns; by default what ``s`` holds (stored as NULL when unknown)."""
-        last = s.hi - 1
-        last_text = None
-        if s.txt is not None:
-            last_text = [s.strings[j] if j >= 0 else None for j in s.txt[last].tolist()]
-        if has_times is None:
-            has_times = (_known(s.server_ts), _known(s.gateway_ts))
-        return cls(seq, len(s), s.tags_u, s.lo, s.hi, s.ts[last], s.value[last],
-                   s.quality[last], last_text, s if keep_samples else None, *has_times)
-
-    @property
-    def weight(self) -> int:
-        """Cache cost: points held."""
-        return self.n if self.samples is not None else len(self.tags_u)
-
-    def part(
-        self, conn: sqlite3.Connection, tag_id: int, with_text: bool, with_times: bool = False
-    ) -> _Part | None:
-        k = int(np.searchsorted(self.tags_u, tag_id))
-        if k == len(self.tags_u) or self.tags_u[k] != tag_id:
-            return None
-        lo, hi = int(self.lo[k]), int(self.hi[k])
-        txt: I32 | None = None
-        srv: I64 | None = None
-        gw: I64 | None = None
-        s = self.samples
-        if s is not None:
-            if with_text and s.txt is not None:
-                txt = s.txt[lo:hi]
-            if with_times:
-                srv = None if s.server_ts is None else s.server_ts[lo:hi]
-                gw = None if s.gateway_ts is None else s.gateway_ts[lo:hi]
-            return _Part(s.ts[lo:hi], s.value[lo:hi], s.quality[lo:hi], txt, s.strings, srv, gw)
-
-        def read(column: str, width: int) -> bytes:
-            with conn.blobopen("ingest", column, self.seq, readonly=True) as blob:
-                blob.seek(lo * width)
-                return blob.read((hi - lo) * width)
-
-        if with_times:  # blobopen cannot open a NULL: only the columns the row has
-            srv = np.frombuffer(read("server_ts", _TS.itemsize), _TS) if self.has_server else None
-            gw = np.frombuffer(read("gateway_ts", _TS.itemsize), _TS) if self.has_gateway else None
-
-        strings: list[str] = []
-        if with_text:
-            (texts,) = conn.execute(
-                "SELECT texts FROM ingest WHERE seq = ?", (self.seq,)
-            ).fetchone()
-            all_txt, strings = _texts_index(texts, self.n)
-            txt = None if all_txt is None else all_txt[lo:hi]
-        return _Part(
-            np.frombuffer(read("ts", _TS.itemsize), _TS),
-            np.frombuffer(read("value", _VAL.itemsize), _VAL),
-            np.frombuffer(read("quality", _Q.itemsize), _Q),
-            txt,
-            strings,
-            srv,
-            gw,
-        )
-
-
-def _positions(sorted_tags: I32, want: I32) -> npt.NDArray[np.intp]:
-    """Positions in ``sorted_tags`` (distinct, ascending) of those ``want`` tags (distinct,
-    ascending) that it holds. Bisection: far cheaper than np.isin for a few tags."""
-    k = np.searchsorted(sorted_tags, want)
-    inside = k < len(sorted_tags)
-    k = k[inside]
-    return k[sorted_tags[k] == want[inside]]
-
-
-def _keep_last(ts: I64) -> npt.NDArray[np.bool_] | None:
-    """Mask keeping the last of each run of equal ts (ts sorted), or None if all distinct."""
-    if len(ts) < 2:
-        return None
-    keep = np.empty(len(ts), dtype=bool)
-    np.not_equal(ts[1:], ts[:-1], out=keep[:-1])
-    keep[-1] = True
-    return None if keep.all() else keep
-
-
-def _merge_parts(parts: list[_Part], with_text: bool) -> tuple[_Part, list[str]]:
-    """Concatenate parts given in write order, sort by ts (stable), keep the last write per ts."""
-    if not parts:
-        empty = Series.empty()
-        return _Part(empty.ts_ns, empty.value, empty.quality), []
-    ts = np.concatenate([p.ts for p in parts])
-    value = np.concatenate([p.value for p in parts])
-    quality = np.concatenate([p.quality for p in parts])
-    txt: I32 | None = None
-    strings: list[str] = []
-    if with_text and any(p.txt is not None for p in parts):
-        pieces = []
-        for p in parts:
-            if p.txt is None:
-                pieces.append(np.full(len(p.ts), -1, dtype=np.int32))
-            else:
-                pieces.append(np.where(p.txt >= 0, p.txt + len(strings), -1).astype(np.int32))
-                strings.extend(p.strings)
-        txt = np.concatenate(pieces)
-    # parts carry these only when read for them (read_timestamps)
-    lengths = [len(p.ts) for p in parts]
-    srv = concat_times([p.server_ts for p in parts], lengths)
-    gw = concat_times([p.gateway_ts for p in parts], lengths)
-    # Sources are usually already in time order (a tag's chunks rarely overlap): check
-    # before paying for a sort.
-    if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
-        order = np.argsort(ts, kind="stable")
-        ts, value, quality = ts[order], value[order], quality[order]
-        txt = None if txt is None else txt[order]
-        srv = None if srv is None else srv[order]
-        gw = None if gw is None else gw[order]
-    keep = _keep_last(ts)
-    if keep is not None:
-        ts, value, quality = ts[keep], value[keep], quality[keep]
-        txt = None if txt is None else txt[keep]
-        srv = None if srv is None else srv[keep]
-        gw = None if gw is None else gw[keep]
-    return _Part(ts, value, quality, txt, (), srv, gw), strings
-
-
-def _enum_json(enum: dict[int, str] | None) -> str | None:
-    if enum is None:
-        return None
-    return json.dumps({str(k): enum[k] for k in sorted(enum)}, ensure_ascii=False)
-
-
-def _enum_load(text: str | None) -> dict[int, str] | None:
-    if text is None:
-        return None
-    return {int(k): str(v) for k, v in json.loads(text).items()}
-
-
-# --------------------------------------------------------------------------- the store
-
 
 class SqliteStore:
-    """The embedded, durable store (see the module docstring and ``store/sqlite/SCHEMA.md``).
+    """The embedded, durable store (see the package docstring and ``store/sqlite/SCHEMA.md``).
 
     ``synchronous="normal"`` makes a returned ``write`` survive a process crash,
     ``"full"`` also a power loss (one fsync per write). ``retention_days`` None keeps
@@ -560,7 +80,7 @@ class SqliteStore:
         self._wlock = threading.RLock()
         self._pool_lock = threading.Lock()
         self._pool: list[sqlite3.Connection] = []
-        self._cache: OrderedDict[int, _Run] = OrderedDict()
+        self._cache: OrderedDict[int, Run] = OrderedDict()
         self._cache_weight = 0
         self._cache_lock = threading.Lock()
         self._closed = False
@@ -568,9 +88,9 @@ class SqliteStore:
         self._points = 0
         with self._errors("open"):
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._w = self._connect()
+            self._w = connect(self._path, self._synchronous)
             try:
-                self._init_schema()
+                init_schema(self._w, self._path)
                 self._pending, self._pending_points = self._w.execute(
                     "SELECT count(*), coalesce(sum(n), 0) FROM ingest WHERE level = 0"
                 ).fetchone()
@@ -591,76 +111,6 @@ class SqliteStore:
             yield
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self._path}: {action} failed: {exc}") from exc
-
-    def _connect(self, reader: bool = False) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a write is exactly one
-        # transaction and a read is exactly one snapshot.
-        conn = sqlite3.connect(
-            self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        if reader:
-            conn.execute("PRAGMA query_only = ON")
-        else:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.close()
-                raise StoreError(f"{self._path}: cannot use WAL journal mode (got {mode!r})")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
-            # Checkpoint every ~40 MB of WAL instead of 4 MB: ingest pages are freed and
-            # reused within minutes, so a page rewritten several times is copied into the
-            # database once (measured: 10k-point batches 3.4M -> 6M points/s). The limit
-            # truncates the WAL file back after a checkpoint so it does not keep its peak.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-        return conn
-
-    def _init_schema(self) -> None:
-        conn = self._w
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            names = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            if "meta" not in names:
-                if names - {"sqlite_sequence"}:
-                    raise StoreError(
-                        f"{self._path}: not a tierproof store (has tables {sorted(names)}, no meta)"
-                    )
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('created_by', ?)",
-                    (str(SCHEMA_VERSION), "tierproof store.sqlite"),
-                )
-            else:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                version = int(row[0]) if row else 0
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self._path}: store schema version {version} is newer than this"
-                        f" tierproof's ({SCHEMA_VERSION}); upgrade tierproof to open it"
-                    )
-                if version in _MIGRATIONS:
-                    # in this transaction: a failed migration leaves the file as it was
-                    old = version
-                    while version in _MIGRATIONS:
-                        for stmt in _MIGRATIONS[version]:
-                            conn.execute(stmt)
-                        version += 1
-                    conn.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
-                    )
-                    log.info("%s: store schema migrated from version %d to %d", self._path, old, version)
-                if version != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self._path}: unknown store schema version {version}"
-                        f" (this tierproof reads {SCHEMA_VERSION})"
-                    )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -689,7 +139,7 @@ class SqliteStore:
                 self._check_open()
                 conn = self._pool.pop() if self._pool else None
             if conn is None:
-                conn = self._connect(reader=True)
+                conn = connect(self._path, self._synchronous, reader=True)
             try:
                 conn.execute("BEGIN")
                 try:
@@ -704,32 +154,18 @@ class SqliteStore:
                     else:
                         self._pool.append(conn)
 
-    def _run(self, conn: sqlite3.Connection, seq: int, level: int) -> _Run:
+    def _run(self, conn: sqlite3.Connection, seq: int, level: int) -> Run:
         """The cached reader's view of ingest row ``seq`` (decoded once per process)."""
         with self._cache_lock:
             run = self._cache.get(seq)
             if run is not None:
                 self._cache.move_to_end(seq)
                 return run
-        if level == 0:
-            row = conn.execute(f"SELECT {_ROW_COLS} FROM ingest WHERE seq = ?", (seq,)).fetchone()
-            run = _Run.of(seq, _merge_rows([row]), keep_samples=True)
-        else:  # already sorted and de-duplicated on disk
-            # readers fetch their slice of the optional timestamps by blobopen: only
-            # whether the row has them is needed here
-            row = conn.execute(
-                "SELECT tag_ids, ts, value, quality, texts, server_ts IS NOT NULL,"
-                " gateway_ts IS NOT NULL FROM ingest WHERE seq = ?", (seq,)
-            ).fetchone()
-            tag = np.frombuffer(row[0], _TAG)
-            txt, strings = _texts_index(row[4], len(tag))
-            s = _Sorted.of(tag, np.frombuffer(row[1], _TS), np.frombuffer(row[2], _VAL),
-                           np.frombuffer(row[3], _Q), txt, strings)
-            run = _Run.of(seq, s, keep_samples=False, has_times=(bool(row[5]), bool(row[6])))
+        run = Run.load(conn, seq, level)
         self._remember(run)
         return run
 
-    def _remember(self, run: _Run) -> None:
+    def _remember(self, run: Run) -> None:
         with self._cache_lock:
             if run.seq in self._cache:
                 return
@@ -751,7 +187,7 @@ class SqliteStore:
     def register_tags(self, tags: Sequence[TagRecord]) -> dict[str, int]:
         """Insert or update tags by path; ``TagRecord.tag_id`` is ignored (the store assigns)."""
         rows = [
-            (t.path, t.asset, t.role, t.device, t.protocol, t.unit, _enum_json(t.enum))
+            (t.path, t.asset, t.role, t.device, t.protocol, t.unit, enum_json(t.enum))
             for t in tags
         ]
         with self._write_txn("register tags") as conn:
@@ -778,7 +214,7 @@ class SqliteStore:
             ).fetchall()
         return [
             TagRecord(path=p, asset=a, role=r, device=d, protocol=pr, unit=u,
-                      enum=_enum_load(e), tag_id=int(i))
+                      enum=enum_load(e), tag_id=int(i))
             for i, p, a, r, d, pr, u, e in rows
         ]
 
@@ -786,29 +222,17 @@ class SqliteStore:
 
     def write(self, batch: Batch) -> None:
         """One INSERT + COMMIT; durable on return. Every ``compact_every`` writes it then
-        merges (see the module docstring); that work never makes a durable write fail."""
+        merges (see the package docstring); that work never makes a durable write fail."""
         n = len(batch)
         if n == 0:
             return
-        row = (
-            0,
-            n,
-            int(batch.ts_ns.min()),
-            int(batch.ts_ns.max()),
-            _blob(batch.tag_id, _TAG),
-            _blob(batch.ts_ns, _TS),
-            _blob(batch.value, _VAL),
-            _blob(batch.quality, _Q),
-            _texts_json(batch.text),
-            _times_blob(batch.server_ts_ns),
-            _times_blob(batch.gateway_ts_ns),
-        )
+        row = batch_row(batch)
         with self._wlock:
             with self._errors("write batch"):
                 self._check_open()
                 # One statement in autocommit mode is one transaction: no BEGIN/COMMIT
                 # round trips (they cost as much as the INSERT for small batches).
-                self._w.execute(_INSERT_INGEST, row)
+                self._w.execute(INSERT_INGEST, row)
             self._batches += 1
             self._points += n
             self._pending += 1
@@ -827,7 +251,7 @@ class SqliteStore:
         """Merge the written batches into a run (cascading up the levels), or flush all of
         ingest into chunks when that makes dense chunks. One transaction."""
         forget: list[int] = []
-        remember: list[tuple[int, _Sorted]] = []
+        remember: list[tuple[int, Sorted]] = []
         with self._write_txn("compact") as conn:
             rows = conn.execute("SELECT seq, level, n FROM ingest ORDER BY seq").fetchall()
             if not any(level == 0 for _, level, _ in rows):
@@ -835,7 +259,7 @@ class SqliteStore:
                 return
             points = sum(n for _, _, n in rows)
             # distinct tags: raw rows' tag blobs plus the runs' (cached) directories
-            tag_arrays = [np.frombuffer(b, _TAG) for (b,) in conn.execute(
+            tag_arrays = [np.frombuffer(b, TAG) for (b,) in conn.execute(
                 "SELECT tag_ids FROM ingest WHERE level = 0"
             )]
             tag_arrays += [self._run(conn, s, lv).tags_u for s, lv, _ in rows if lv > 0]
@@ -857,29 +281,29 @@ class SqliteStore:
         self._forget(forget)
         for seq, merged in remember:  # only now: a rolled-back seq could be handed out again
             if seq not in forget:
-                self._remember(_Run.of(seq, merged, keep_samples=False))
+                self._remember(Run.of(seq, merged, keep_samples=False))
 
-    def _merge_level(self, conn: sqlite3.Connection, level: int) -> tuple[int, _Sorted]:
+    def _merge_level(self, conn: sqlite3.Connection, level: int) -> tuple[int, Sorted]:
         """All ingest rows of ``level`` -> one run of ``level + 1``. It gets the newest seq,
         which keeps write order: rows of lower levels were all merged just before (levels
         are merged bottom-up), so every row left is older than the new run's samples."""
         rows = conn.execute(
-            f"SELECT {_ROW_COLS} FROM ingest WHERE level = ? ORDER BY seq", (level,)
+            f"SELECT {ROW_COLS} FROM ingest WHERE level = ? ORDER BY seq", (level,)
         ).fetchall()
-        merged = _merge_rows(rows)
+        merged = merge_rows(rows)
         conn.execute("DELETE FROM ingest WHERE level = ?", (level,))
-        cur = conn.execute(_INSERT_INGEST, merged.ingest_row(level + 1))
+        cur = conn.execute(INSERT_INGEST, merged.ingest_row(level + 1))
         assert cur.lastrowid is not None
         return int(cur.lastrowid), merged
 
     def _flush(self, conn: sqlite3.Connection) -> list[int]:
         """Move all of ingest into per-tag chunks (and ``latest``); return the seqs moved."""
-        rows = conn.execute(f"SELECT seq, {_ROW_COLS} FROM ingest ORDER BY seq").fetchall()
+        rows = conn.execute(f"SELECT seq, {ROW_COLS} FROM ingest ORDER BY seq").fetchall()
         if not rows:
             return []
-        merged = _merge_rows([r[1:] for r in rows])
-        conn.executemany(_INSERT_CHUNK, merged.chunk_rows())
-        conn.executemany(_UPSERT_LATEST, merged.latest_rows())
+        merged = merge_rows([r[1:] for r in rows])
+        conn.executemany(INSERT_CHUNK, merged.chunk_rows())
+        conn.executemany(UPSERT_LATEST, merged.latest_rows())
         seqs = [int(r[0]) for r in rows]
         conn.execute("DELETE FROM ingest WHERE seq <= ?", (seqs[-1],))
         return seqs
@@ -898,40 +322,11 @@ class SqliteStore:
     def _collect(
         self, conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: int,
         prior: bool, with_text: bool, with_times: bool = False,
-    ) -> tuple[_Part, list[str], int, int]:
+    ) -> tuple[Part, list[str], int, int]:
         """Merged samples of one tag that the window (and prior) can need, with the slice
         [lo, hi) of the result that the caller asked for. ``with_times``: also the server
         and gateway timestamps (None where no part has them)."""
-        cols = ("chunk_id, n, ts, value, quality" + (", texts" if with_text else "")
-                + (", server_ts, gateway_ts" if with_times else ""))
-        k_times = 6 if with_text else 5  # column index of server_ts when read
-        chunk_rows = conn.execute(
-            f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
-            (tag_id, start_ns, end_ns),
-        ).fetchall()
-        if prior:
-            # The true last sample before start is in a chunk overlapping start (loaded
-            # above), in the chunk(s) with the greatest t_max < start, or in ingest: two
-            # index lookups, whatever the length of the history.
-            (p_max,) = conn.execute(
-                "SELECT max(t_max) FROM chunks WHERE tag_id = ? AND t_max < ?", (tag_id, start_ns)
-            ).fetchone()
-            if p_max is not None:
-                chunk_rows += conn.execute(
-                    f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max = ?", (tag_id, p_max)
-                ).fetchall()
-        chunk_rows.sort(key=lambda r: r[0])  # chunk_id order is write order
-        parts: list[_Part] = []
-        for r in chunk_rows:
-            txt, strings = _texts_index(r[5], r[1]) if with_text else (None, [])
-            srv = gw = None
-            if with_times:
-                srv, gw = (None if b is None else np.frombuffer(b, _TS)
-                           for b in r[k_times:k_times + 2])
-            parts.append(_Part(
-                np.frombuffer(r[2], _TS), np.frombuffer(r[3], _VAL), np.frombuffer(r[4], _Q),
-                txt, strings, srv, gw,
-            ))
+        parts = chunk_parts(conn, tag_id, start_ns, end_ns, prior, with_text, with_times)
         # Every ingest row is newer than every chunk (a flush moves all of them), and seq
         # order is write order among ingest rows.
         if prior:
@@ -947,7 +342,7 @@ class SqliteStore:
             p = self._run(conn, seq, level).part(conn, tag_id, with_text, with_times)
             if p is not None:
                 parts.append(p)
-        merged, strings = _merge_parts(parts, with_text)
+        merged, strings = merge_parts(parts, with_text)
         lo = int(np.searchsorted(merged.ts, start_ns, "left"))
         hi = int(np.searchsorted(merged.ts, end_ns, "left"))
         if prior and lo > 0:
@@ -1033,26 +428,7 @@ class SqliteStore:
                                            int(q), text)
             rows = conn.execute("SELECT seq, level FROM ingest ORDER BY seq").fetchall()
             runs = [self._run(conn, s, lv) for s, lv in rows]
-        want = np.asarray(wanted, dtype=np.int32)
-        sel = [_positions(r.tags_u, want) for r in runs]
-        if not any(len(k) for k in sel):
-            return out
-        tag = np.concatenate([r.tags_u[k] for r, k in zip(runs, sel, strict=True)])
-        ts = np.concatenate([r.last_ts[k] for r, k in zip(runs, sel, strict=True)])
-        value = np.concatenate([r.last_value[k] for r, k in zip(runs, sel, strict=True)])
-        quality = np.concatenate([r.last_quality[k] for r, k in zip(runs, sel, strict=True)])
-        texts: list[str | None] = []
-        for r, k in zip(runs, sel, strict=True):
-            lt = r.last_text
-            texts += [None] * len(k) if lt is None else [lt[j] for j in k.tolist()]
-        order = np.lexsort((ts, tag))  # stable: of equal ts the later row wins
-        tag_s = tag[order]
-        for j in order[np.append(np.flatnonzero(np.diff(tag_s)), len(tag_s) - 1)].tolist():
-            tid = int(tag[j])
-            have = out.get(tid)
-            if have is None or int(ts[j]) >= have.ts_ns:  # ingest is newer than the table
-                out[tid] = Latest(int(ts[j]), float(value[j]), int(quality[j]), texts[j])
-        return out
+        return merge_latest(out, runs, wanted)
 
     def last_ts(self, tag_ids: Sequence[int]) -> int | None:
         got = self.latest(tag_ids)
@@ -1131,35 +507,11 @@ class SqliteStore:
                             "DELETE FROM chunks WHERE tag_id = ? AND t_max < ?", (tag_id, horizon)
                         )
                         deleted += int(gone)
-                    deleted += self._trim(conn, tag_id, horizon)
+                    deleted += trim_chunks(conn, tag_id, horizon)
                 conn.execute(
                     "DELETE FROM gaps WHERE end_ns IS NOT NULL AND end_ns < ?", (horizon,)
                 )
         return deleted
-
-    def _trim(self, conn: sqlite3.Connection, tag_id: int, horizon: int) -> int:
-        straddling = conn.execute(
-            "SELECT chunk_id, n, ts, value, quality, texts, server_ts, gateway_ts FROM chunks"
-            " WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
-            (tag_id, horizon, horizon),
-        ).fetchall()
-        cut_total = 0
-        for cid, n, ts_b, v_b, q_b, texts, srv_b, gw_b in straddling:
-            cut = int(np.searchsorted(np.frombuffer(ts_b, _TS), horizon, "left"))
-            txt, strings = _texts_index(texts, n)
-            srv, gw = (None if b is None else _times_blob(np.frombuffer(b, _TS)[cut:])
-                       for b in (srv_b, gw_b))
-            conn.execute(
-                "UPDATE chunks SET t_min = ?, n = ?, ts = ?, value = ?, quality = ?, texts = ?,"
-                " server_ts = ?, gateway_ts = ? WHERE chunk_id = ?",
-                (
-                    int(np.frombuffer(ts_b, _TS)[cut]), n - cut, ts_b[cut * _TS.itemsize:],
-                    v_b[cut * _VAL.itemsize:], q_b[cut * _Q.itemsize:],
-                    _texts_subset(txt, strings, cut, n), srv, gw, cid,
-                ),
-            )
-            cut_total += cut
-        return cut_total
 
     def stats(self) -> StoreStats:
         """Counters since this store was opened; ``extra`` describes the file."""

@@ -1,0 +1,232 @@
+"""The file layout of the embedded store: tables, blob encodings, migrations, and the
+connection settings (``store/sqlite/SCHEMA.md`` documents the format for auditors)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from config.errors import StoreError
+
+__all__ = [
+    "INSERT_CHUNK",
+    "INSERT_INGEST",
+    "ROW_COLS",
+    "SCHEMA_VERSION",
+    "TAG",
+    "TS",
+    "UPSERT_LATEST",
+    "VAL",
+    "BlobRow",
+    "Q",
+    "connect",
+    "enum_json",
+    "enum_load",
+    "init_schema",
+]
+
+log = logging.getLogger("store.sqlite")
+
+#: version of the file layout in ``meta.schema_version``; bump on any incompatible change
+#: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated)
+SCHEMA_VERSION = 3
+
+# Blob encodings are fixed little-endian so that a file moves between machines unchanged;
+# on little-endian hosts (x86, ARM) these are the native dtypes and cost no conversion.
+TAG = np.dtype("<i4")
+TS = np.dtype("<i8")
+VAL = np.dtype("<f8")
+Q = np.dtype("u1")
+_BUSY_TIMEOUT_S = 10.0
+_WAL_CHECKPOINT_PAGES = 10_000
+_WAL_SIZE_LIMIT = 64 * 2**20
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE tags (
+    tag_id   INTEGER PRIMARY KEY,
+    path     TEXT NOT NULL UNIQUE,
+    asset    TEXT NOT NULL,
+    role     TEXT NOT NULL,
+    device   TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    unit     TEXT NOT NULL DEFAULT '',
+    enum     TEXT
+);
+CREATE TABLE ingest (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    level   INTEGER NOT NULL,
+    n       INTEGER NOT NULL,
+    t_min   INTEGER NOT NULL,
+    t_max   INTEGER NOT NULL,
+    tag_ids BLOB NOT NULL,
+    ts      BLOB NOT NULL,
+    value   BLOB NOT NULL,
+    quality BLOB NOT NULL,
+    texts   TEXT,
+    server_ts  BLOB,
+    gateway_ts BLOB
+);
+CREATE TABLE chunks (
+    chunk_id INTEGER PRIMARY KEY,
+    tag_id   INTEGER NOT NULL,
+    t_min    INTEGER NOT NULL,
+    t_max    INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    ts       BLOB NOT NULL,
+    value    BLOB NOT NULL,
+    quality  BLOB NOT NULL,
+    texts    TEXT,
+    server_ts  BLOB,
+    gateway_ts BLOB
+);
+CREATE INDEX chunks_by_tag ON chunks (tag_id, t_max, t_min);
+CREATE TABLE latest (
+    tag_id  INTEGER PRIMARY KEY,
+    ts      INTEGER NOT NULL,
+    value   REAL,
+    quality INTEGER NOT NULL,
+    text    TEXT
+);
+CREATE TABLE gaps (
+    gap_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    device   TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns   INTEGER,
+    reason   TEXT NOT NULL DEFAULT '',
+    asset    TEXT
+);
+CREATE INDEX gaps_by_device ON gaps (device, start_ns);
+CREATE INDEX gaps_by_end ON gaps (end_ns);
+CREATE TABLE heartbeats (
+    device TEXT PRIMARY KEY,
+    ts_ns  INTEGER NOT NULL
+);
+"""
+
+INSERT_CHUNK = (
+    "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_INGEST = (
+    "INSERT INTO ingest"
+    " (level, n, t_min, t_max, tag_ids, ts, value, quality, texts, server_ts, gateway_ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: schema version -> the statements that take a file from it to the next version
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # the optional timestamp columns (NULL in every existing row)
+    1: (
+        "ALTER TABLE ingest ADD COLUMN server_ts BLOB",
+        "ALTER TABLE ingest ADD COLUMN gateway_ts BLOB",
+        "ALTER TABLE chunks ADD COLUMN server_ts BLOB",
+        "ALTER TABLE chunks ADD COLUMN gateway_ts BLOB",
+    ),
+    # gaps of one asset of a device (NULL: the whole device, as every existing gap)
+    2: ("ALTER TABLE gaps ADD COLUMN asset TEXT",),
+}
+#: the ingest columns a merge reads, in BlobRow order
+ROW_COLS = "tag_ids, ts, value, quality, texts, server_ts, gateway_ts"
+# >=: at equal ts the flush being written now holds the later write.
+UPSERT_LATEST = (
+    "INSERT INTO latest (tag_id, ts, value, quality, text) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (tag_id) DO UPDATE SET ts = excluded.ts, value = excluded.value,"
+    " quality = excluded.quality, text = excluded.text WHERE excluded.ts >= latest.ts"
+)
+
+# tag_ids, ts, value, quality, texts, server_ts, gateway_ts (see ROW_COLS)
+BlobRow = tuple[bytes, bytes, bytes, bytes, str | None, bytes | None, bytes | None]
+
+
+def connect(path: Path, synchronous: str, reader: bool = False) -> sqlite3.Connection:
+    """A connection to the file at ``path``: a reader (query only), or the writer (WAL,
+    ``synchronous``)."""
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a write is exactly one
+    # transaction and a read is exactly one snapshot.
+    conn = sqlite3.connect(
+        path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    if reader:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise StoreError(f"{path}: cannot use WAL journal mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        # Checkpoint every ~40 MB of WAL instead of 4 MB: ingest pages are freed and
+        # reused within minutes, so a page rewritten several times is copied into the
+        # database once (measured: 10k-point batches 3.4M -> 6M points/s). The limit
+        # truncates the WAL file back after a checkpoint so it does not keep its peak.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+    return conn
+
+
+def init_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the tables in a new file, or migrate an older one to ``SCHEMA_VERSION``; one
+    transaction on the writer connection ``conn``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        names = {
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "meta" not in names:
+            if names - {"sqlite_sequence"}:
+                raise StoreError(
+                    f"{path}: not a tierproof store (has tables {sorted(names)}, no meta)"
+                )
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('created_by', ?)",
+                (str(SCHEMA_VERSION), "tierproof store.sqlite"),
+            )
+        else:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: store schema version {version} is newer than this"
+                    f" tierproof's ({SCHEMA_VERSION}); upgrade tierproof to open it"
+                )
+            if version in _MIGRATIONS:
+                # in this transaction: a failed migration leaves the file as it was
+                old = version
+                while version in _MIGRATIONS:
+                    for stmt in _MIGRATIONS[version]:
+                        conn.execute(stmt)
+                    version += 1
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
+                )
+                log.info("%s: store schema migrated from version %d to %d", path, old, version)
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: unknown store schema version {version}"
+                    f" (this tierproof reads {SCHEMA_VERSION})"
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def enum_json(enum: dict[int, str] | None) -> str | None:
+    if enum is None:
+        return None
+    return json.dumps({str(k): enum[k] for k in sorted(enum)}, ensure_ascii=False)
+
+
+def enum_load(text: str | None) -> dict[int, str] | None:
+    if text is None:
+        return None
+    return {int(k): str(v) for k, v in json.loads(text).items()}
