@@ -9,6 +9,7 @@ failure, never a skip (``make test`` installs them with ``npm ci``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -64,6 +65,7 @@ class NodePeer:
             line = line.rstrip("\n")
             self._log.append(line)
             self._lines.put(line)
+        self.proc.stdout.close()  # this thread owns it (unclosed: a ResourceWarning, an error)
         self._lines.put(None)
 
     def _next(self, deadline: float) -> str:
@@ -95,14 +97,18 @@ class NodePeer:
         return "\n".join(self._log[-200:])
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
 
     def __enter__(self) -> NodePeer:
         self.start()
