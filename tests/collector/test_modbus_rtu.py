@@ -23,6 +23,7 @@ from modbus_helpers import (
 from collector import Supervisor
 from collector.modbus import ModbusCollector
 from collector.modbus_line import _SHARED, ModbusLine
+from config.errors import ConnectError
 from config.settings import Backoff, ModbusDevice
 from config.signals import Quality
 from simulators.modbus_server import ModbusSimSerialServer, ModbusSimServer, RegisterImage
@@ -209,7 +210,7 @@ async def test_rtu_over_tcp_with_a_silent_unit() -> None:
     """RTU frames over TCP (a serial-to-Ethernet converter): same tag model; a unit the
     converter gets no answer from is silent, the others are read."""
     async with ModbusSimServer(units={1: unit_image(100)}, framer="rtu") as server:
-        tags = unit_tags(1, "s/a/l/m1") + [mtag("gone", 0, unit_id=7, asset="s/a/l/m7")]
+        tags = [*unit_tags(1, "s/a/l/m1"), mtag("gone", 0, unit_id=7, asset="s/a/l/m7")]
         dev = mdevice(server.port, tags, transport="rtu_over_tcp", timeout_s=0.3)
         ids = ids_for(dev)
         batch, c = await poll_once(dev, ids)
@@ -222,7 +223,7 @@ async def test_rtu_over_tcp_with_a_silent_unit() -> None:
 
 async def test_missing_serial_port_is_a_connect_error(tmp_path: Path) -> None:
     dev = rtu_device(str(tmp_path / "no-such-tty"), unit_tags(1, "s/a/l/m1"))
-    with pytest.raises(Exception, match="cannot open serial port .*no-such-tty"):
+    with pytest.raises(ConnectError, match=r"cannot open serial port .*no-such-tty"):
         async with ModbusCollector(dev, ids_for(dev)):
             pass
     assert _SHARED == {}
