@@ -41,24 +41,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import ipaddress
 import logging
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
 from asyncua import Client, Node, ua
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.common.utils import ServiceError
-from asyncua.crypto import security_policies
+from asyncua.crypto import security_policies, uacrypto
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
 from config.errors import ConfigError, ConnectError
 from config.settings import BrowseRule, DeviceBase, OpcUaDevice, OpcUaTag, parse_node_id
@@ -81,6 +85,12 @@ _MODES = {
     "Sign": ua.MessageSecurityMode.Sign,
     "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt,
 }
+_POLICY_URIS = {
+    "None": security_policies.SecurityPolicyNone.URI,
+    **{name: cls.URI for name, cls in _POLICIES.items()},
+}
+_MODE_NAMES = {v: k for k, v in _MODES.items()}
+_SESSION_TIMEOUT_MS = 600_000
 _DEADBAND = {"none": 0, "absolute": 1, "percent": 2}
 #: status codes that say the configuration is wrong, not the value
 _CONFIG_CODES = frozenset({
@@ -112,6 +122,89 @@ def _load_cert(path: str) -> x509.Certificate:
     if b"-----BEGIN" in data:
         return x509.load_pem_x509_certificate(data)
     return x509.load_der_x509_certificate(data)
+
+
+#: (device, what...) of the configuration messages logged already (see OpcUaCollector._once)
+_LOGGED_ONCE: set[tuple[Any, ...]] = set()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _offers(endpoints: list[ua.EndpointDescription]) -> str:
+    """'None/None, Basic256Sha256/SignAndEncrypt': the security policy/mode pairs offered."""
+    pairs: list[str] = []
+    for ep in endpoints:
+        policy = ep.SecurityPolicyUri.rsplit("#", 1)[-1]
+        mode = _MODE_NAMES.get(ep.SecurityMode, str(ep.SecurityMode))
+        if f"{policy}/{mode}" not in pairs:
+            pairs.append(f"{policy}/{mode}")
+    return ", ".join(pairs) or "nothing"
+
+
+def _first_der(chain: bytes) -> bytes:
+    """The first certificate of a DER chain (an endpoint may send its issuers after it)."""
+    if len(chain) > 4 and chain[0] == 0x30 and chain[1] & 0x80:
+        n = chain[1] & 0x7F
+        length = int.from_bytes(chain[2:2 + n], "big")
+        return chain[:2 + n + length]
+    return chain
+
+
+def _cert_hosts(cert: x509.Certificate) -> list[str]:
+    """The DNS names and IP addresses a certificate is issued for (its common name if it
+    has no subject alternative names)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return [*san.get_values_for_type(x509.DNSName),
+            *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+
+
+def _names_host(names: list[str], host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower().rstrip(".") in {n.lower().rstrip(".") for n in names}
+    return any(n == str(ip) for n in names)
+
+
+#: asyncua log records that a ConnectError of this module says in one sentence (or that say
+#: nothing a user can act on): (logger, message start). Kept at DEBUG, dropped otherwise.
+_ASYNCUA_NOISE: tuple[tuple[str, str], ...] = (
+    # a refused OpenSecureChannel (node-opcua answers with a ServiceFault asyncua cannot decode)
+    ("asyncua.client.ua_client.UASocketProtocol", "Exception raised while parsing message"),
+    ("asyncua.client.ua_client.UASocketProtocol", "Received an error"),
+    ("asyncua.client.ua_client.UASocketProtocol", "Got error status from server"),
+    ("asyncua.client.ua_client.UaClient", "close_secure_channel was called but connection is closed"),
+    ("asyncua.client.client", "create_session fault response"),
+    ("asyncua.client.client", "Requested session timeout"),
+    ("asyncua.client.client", "Sending plain-text password"),
+)
+
+
+class _AsyncuaNoise(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self._starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG or not str(record.msg).startswith(self._starts):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _quiet_asyncua() -> None:
+    """Install the filters of _ASYNCUA_NOISE (once)."""
+    for name in {n for n, _ in _ASYNCUA_NOISE}:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _AsyncuaNoise) for f in logger.filters):
+            logger.addFilter(_AsyncuaNoise(tuple(m for n, m in _ASYNCUA_NOISE if n == name)))
 
 
 def _known_ns(dt: datetime | None) -> int | None:
@@ -221,6 +314,7 @@ class OpcUaCollector:
         self._lost_exc: BaseException | None = None
         self._lost_event = asyncio.Event()
         self._untrusted: tuple[str, str] | None = None  # (subject, thumbprint) refused
+        self._channel_open = False  # the last connect opened its secure channel
         # rows received since the last batch (subscribe mode)
         self._r_idx: list[int] = []
         self._r_ts: list[int] = []
@@ -244,17 +338,43 @@ class OpcUaCollector:
                 f"to devices[{d.name}].trusted_certificates"
             )
         code = getattr(exc, "code", None)
-        if isinstance(code, int) and code in _AUTH_CODES and doing == "connect to":
-            who = f"user {d.username!r}" if d.username is not None else "anonymous access"
+        connecting = doing == "connect to"
+        if connecting and not self._channel_open and d.security_policy != "None":
+            return self._channel_refused(code)
+        if isinstance(code, int) and code in _AUTH_CODES and connecting:
+            if d.username is not None:
+                return ConnectError(
+                    f"{d.name}: {d.endpoint} rejected user {d.username!r} ({_status_name(code)}): "
+                    "check username and password"
+                )
             return ConnectError(
-                f"{d.name}: {d.endpoint} rejected {who} ({_status_name(code)}): "
-                "check username and password"
+                f"{d.name}: {d.endpoint} rejected anonymous access ({_status_name(code)}): the "
+                "server wants a user: set username and password"
             )
-        if isinstance(code, int):
-            reason = _status_name(code)
-        else:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if connecting and not self._channel_open and isinstance(exc, OSError | TimeoutError):
+            return self._unreachable(exc)
+        reason = _status_name(code) if isinstance(code, int) else _describe(exc)
         return ConnectError(f"{d.name}: cannot {doing} {d.endpoint}: {reason}")
+
+    def _channel_refused(self, code: int | None) -> ConnectError:
+        """The server refused the secure channel: its verdict on the client certificate."""
+        d = self._dev
+        status = f" ({_status_name(code)})" if isinstance(code, int) else ""
+        which = f"the client certificate {d.certificate}"
+        with contextlib.suppress(OSError, ValueError):
+            assert d.certificate is not None
+            cert = _load_cert(d.certificate)
+            which += f" (SHA-1 thumbprint {thumbprint(cert)})"
+            now = datetime.now(UTC)
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                return self._cannot_connect(
+                    f"the server refused the secure channel{status}: {which} is valid only from "
+                    f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}: "
+                    "issue a new client certificate and trust it on the server")
+        return self._cannot_connect(
+            f"the server refused the secure channel{status}: it does not trust {which}: trust "
+            "it on the server (many servers keep a refused certificate in their PKI's rejected "
+            "folder: move it to trusted)")
 
     @contextlib.contextmanager
     def _translate(self, doing: str) -> Iterator[None]:
@@ -284,6 +404,8 @@ class OpcUaCollector:
     # ------------------------------------------------------------------ connection
 
     async def _validate_server_cert(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+        # the certificate of the session: the one checked before connecting, unless the
+        # server presents another one
         thumb = thumbprint(cert)
         if thumb not in self._trusted:
             self._untrusted = (cert.subject.rfc4514_string(), thumb)
@@ -291,31 +413,29 @@ class OpcUaCollector:
 
     async def __aenter__(self) -> Self:
         d = self._dev
+        _quiet_asyncua()
         client = Client(d.endpoint, timeout=d.timeout_s)
         client.name = client.description = f"tierproof {d.name}"
+        # asyncua asks for an hour, servers revise it and asyncua warns at every connect;
+        # ten minutes is within what servers grant (node-opcua: at most 50 min)
+        client.session_timeout = _SESSION_TIMEOUT_MS
         if d.username is not None and d.password is not None:
-            if d.security_policy == "None":
-                log.warning("%s: security_policy None: the server may receive the password of "
-                            "user %r unencrypted", d.name, d.username)
             client.set_user(d.username)
             client.set_password(d.password.get_secret_value())
         if self._trusted:
             client.certificate_validator = self._validate_server_cert
         try:
-            with self._translate("connect to"):
+            try:
+                endpoint = await self._endpoint(client)
                 if d.security_policy != "None":
-                    assert d.certificate is not None and d.private_key is not None
-                    cert = _load_cert(d.certificate)
-                    with contextlib.suppress(x509.ExtensionNotFound):
-                        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-                        uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-                        if uris:  # the server checks that the certificate names this client
-                            client.application_uri = uris[0]
-                    await client.set_security(
-                        _POLICIES[d.security_policy], d.certificate, d.private_key,
-                        mode=_MODES[d.security_mode],
-                    )
-                await client.connect()
+                    await self._set_security(client, endpoint)
+                await self._connect(client)
+            except ConnectError:
+                raise
+            except Exception as exc:
+                # asyncua fails some refusals with internal errors (an AssertionError for a
+                # refused OpenSecureChannel): every failure to connect is a ConnectError
+                raise self._connect_error(exc, "connect to") from exc
             self._client = client
             client.connection_lost_callback = self._on_connection_lost
             with self._translate("read the namespace array of"):
@@ -328,6 +448,203 @@ class OpcUaCollector:
             self._client = None
             raise
         return self
+
+    def _cannot_connect(self, cause: str) -> ConnectError:
+        return ConnectError(f"{self._dev.name}: cannot connect to {self._dev.endpoint}: {cause}")
+
+    async def _endpoint(self, client: Client) -> ua.EndpointDescription:
+        """The server's endpoint for the device's security policy and mode (GetEndpoints over
+        an unsecured channel, as every server allows); ConnectError naming what it offers."""
+        d = self._dev
+        try:
+            endpoints = await client.connect_and_get_server_endpoints()
+        except Exception as exc:
+            raise self._unreachable(exc) from exc
+        policy_uri = _POLICY_URIS[d.security_policy]
+        mode = _MODES[d.security_mode]
+        offered = [ep for ep in endpoints if ep.EndpointUrl.startswith(ua.OPC_TCP_SCHEME)]
+        chosen = next((ep for ep in offered
+                       if ep.SecurityPolicyUri == policy_uri and ep.SecurityMode == mode), None)
+        if chosen is None:
+            raise self._cannot_connect(
+                f"the server offers no endpoint with security policy {d.security_policy} and mode "
+                f"{d.security_mode}, only {_offers(offered)}: set security_policy and "
+                f"security_mode to one of these")
+        path = urlparse(d.endpoint).path.rstrip("/")
+        urls = sorted({ep.EndpointUrl for ep in offered})
+        if urls and all(urlparse(u).path.rstrip("/") != path for u in urls):
+            self._once(("path", tuple(urls)), logging.WARNING,
+                       "%s: %s is not an endpoint URL of the server, which offers %s; it answers "
+                       "anyway (some servers refuse): correct the path of devices[%s].endpoint",
+                       d.name, d.endpoint, ", ".join(urls), d.name)
+        if d.username is not None:
+            self._check_user_token(chosen, offered)
+        return chosen
+
+    def _unreachable(self, exc: BaseException) -> ConnectError:
+        """A failure to reach the server at all, as cause and fix."""
+        d = self._dev
+        url = urlparse(d.endpoint)
+        host, port = url.hostname or "", url.port or 4840
+        if isinstance(exc, socket.gaierror):
+            return self._cannot_connect(
+                f"the host name {host!r} does not resolve ({exc.strerror}): check the host of "
+                f"devices[{d.name}].endpoint, or use the server's IP address")
+        if isinstance(exc, ConnectionRefusedError):
+            return self._cannot_connect(
+                f"nothing accepts connections on {host} port {port} (connection refused): check "
+                "the port of the endpoint and that the OPC UA server is running")
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            return self._cannot_connect(
+                f"no answer from {host} port {port} within {d.timeout_s:g} s: check that the "
+                "host is reachable from the gateway (network, firewall) and serves OPC UA on that "
+                "port")
+        if isinstance(exc, ConnectionError):  # reset or closed during the handshake
+            return self._cannot_connect(
+                f"{host} port {port} closed the connection during the OPC UA handshake "
+                f"({_describe(exc)}): check that the port is the OPC UA server's")
+        if isinstance(exc, OSError):
+            return self._cannot_connect(
+                f"cannot reach {host} port {port} ({exc.strerror or _describe(exc)}): check the "
+                "network between the gateway and the server")
+        code = getattr(exc, "code", None)
+        if isinstance(code, int):
+            return self._cannot_connect(
+                f"the server refused to list its endpoints ({_status_name(code)}): check the "
+                "endpoint URL")
+        return self._cannot_connect(
+            f"the server did not answer as an OPC UA server ({_describe(exc)}): check the "
+            "endpoint URL")
+
+    def _check_user_token(self, chosen: ua.EndpointDescription,
+                          offered: list[ua.EndpointDescription]) -> None:
+        d = self._dev
+        tokens = [t for t in chosen.UserIdentityTokens or []
+                  if t.TokenType == ua.UserTokenType.UserName]
+        if not tokens:
+            with_users = [ep for ep in offered if any(
+                t.TokenType == ua.UserTokenType.UserName for t in ep.UserIdentityTokens or [])]
+            if with_users:
+                raise self._cannot_connect(
+                    f"the endpoint with security policy {d.security_policy} and mode "
+                    f"{d.security_mode} accepts no user name and password, those with "
+                    f"{_offers(with_users)} do: set security_policy and security_mode to one "
+                    "of these")
+            raise self._cannot_connect(
+                "no endpoint of the server accepts a user name and password: remove username "
+                "and password, or enable users on the server")
+        if all(not t.SecurityPolicyUri or t.SecurityPolicyUri == _POLICY_URIS["None"]
+               for t in tokens) and d.security_mode != "SignAndEncrypt":
+            self._once(("plain-password",), logging.WARNING,
+                       "%s: %s receives the password of user %r unencrypted (security mode %s, and "
+                       "the server asks for no password encryption): use security_mode "
+                       "SignAndEncrypt", d.name, d.endpoint, d.username, d.security_mode)
+
+    async def _set_security(self, client: Client, endpoint: ua.EndpointDescription) -> None:
+        """Check the server certificate of ``endpoint`` and secure the channel with the
+        client certificate (asyncua's set_security would fetch the endpoints a second time
+        and warn at every connect about the client certificate's host name)."""
+        d = self._dev
+        assert d.certificate is not None and d.private_key is not None
+        if not endpoint.ServerCertificate:
+            raise self._cannot_connect(
+                f"the endpoint with security policy {d.security_policy} has no server certificate")
+        server_der = _first_der(endpoint.ServerCertificate)
+        self._check_server_cert(x509.load_der_x509_certificate(server_der))
+        cert = await uacrypto.load_certificate(d.certificate)
+        key = await uacrypto.load_private_key(d.private_key)
+        self._check_client_cert(cert)
+        with contextlib.suppress(x509.ExtensionNotFound):
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+            if uris:  # the server checks that the certificate names this client
+                client.application_uri = uris[0]
+        policy = _POLICIES[d.security_policy](
+            uacrypto.x509_from_der(server_der), cert, key, _MODES[d.security_mode])
+        client.security_policy = policy  # type: ignore[assignment]  # asyncua types it as None policy
+        client.uaclient.set_security(policy)
+
+    def _check_server_cert(self, cert: x509.Certificate) -> None:
+        """Trust list, validity and host name of the server certificate. With a trust list
+        a problem refuses the server; without one (any server is trusted) it is logged once."""
+        d = self._dev
+        thumb = thumbprint(cert)
+        subject = cert.subject.rfc4514_string()
+        which = f"the server certificate of {d.endpoint} ({subject}, SHA-1 thumbprint {thumb})"
+        if self._trusted and thumb not in self._trusted:
+            self._untrusted = (subject, thumb)
+            raise ConnectError(
+                f"{d.name}: {which} is not trusted: if it is the right server, add its "
+                f"certificate file to devices[{d.name}].trusted_certificates")
+        problems: list[tuple[str, str]] = []
+        now = datetime.now(UTC)
+        if cert.not_valid_after_utc < now:
+            problems.append((f"expired on {cert.not_valid_after_utc:%Y-%m-%d}",
+                             "renew the server's certificate"))
+        elif cert.not_valid_before_utc > now:
+            problems.append((f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+                             "check the clocks of the gateway and the server"))
+        host = urlparse(d.endpoint).hostname or ""
+        names = _cert_hosts(cert)
+        if not _names_host(names, host):
+            problems.append((
+                f"is issued for {', '.join(names) or 'no host name'}, not {host}",
+                f"use a host the certificate names in devices[{d.name}].endpoint, or issue the "
+                f"server's certificate for {host}"))
+        if not problems:
+            return
+        cause = " and ".join(c for c, _ in problems)
+        fix = ", and ".join(f for _, f in problems)
+        if self._trusted:
+            raise ConnectError(f"{d.name}: {which} {cause}: {fix}")
+        self._once(("server-cert", thumb, cause), logging.WARNING,
+                   "%s: %s %s; accepted because devices[%s].trusted_certificates is empty (any "
+                   "server certificate is trusted): %s", d.name, which, cause, d.name, fix)
+
+    def _check_client_cert(self, cert: x509.Certificate) -> None:
+        """What asyncua would warn about at every connect, said once: a client certificate
+        that has expired (the server will refuse it) or does not name this host (servers
+        seldom check that)."""
+        d = self._dev
+        which = f"the client certificate {d.certificate} (SHA-1 thumbprint {thumbprint(cert)})"
+        now = datetime.now(UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            self._once(("client-time", which), logging.WARNING,
+                       "%s: %s is valid only from %s to %s: servers refuse it; issue a new one and "
+                       "trust it on the server", d.name, which, cert.not_valid_before_utc,
+                       cert.not_valid_after_utc)
+        me = socket.gethostname()
+        names = _cert_hosts(cert)
+        if not _names_host(names, me):
+            self._once(("client-host", which, me), logging.INFO,
+                       "%s: %s is issued for %s, not this gateway's host name %s: most servers "
+                       "accept that; one that refuses it needs a certificate issued for %s",
+                       d.name, which, ", ".join(names) or "no host name", me, me)
+
+    def _once(self, key: tuple[Any, ...], level: int, msg: str, *args: Any) -> None:
+        """Log a message about this device's configuration once per process, not at every
+        reconnect."""
+        full = (self._dev.name, *key)
+        if full not in _LOGGED_ONCE:
+            _LOGGED_ONCE.add(full)
+            log.log(level, msg, *args)
+
+    async def _connect(self, client: Client) -> None:
+        """asyncua's connect, noting whether the secure channel opened: a server refuses the
+        client certificate there, and asyncua cannot say so (it fails decoding the answer)."""
+        self._channel_open = False
+        open_channel = client.open_secure_channel
+
+        async def noted(renew: bool = False) -> None:
+            await open_channel(renew)
+            self._channel_open = True
+
+        setattr(client, "open_secure_channel", noted)  # noqa: B010 (an instance attribute)
+        try:
+            await client.connect()
+        finally:
+            with contextlib.suppress(AttributeError):
+                delattr(client, "open_secure_channel")
 
     async def __aexit__(
         self,

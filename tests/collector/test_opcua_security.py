@@ -4,6 +4,7 @@ client certificate, a trust list and a user: real secure channels over real sock
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 ])
 async def test_every_policy_and_mode(plant: Plant, pki: dict[str, Path], policy: str, mode: str) -> None:
     t = datetime_ns(NOW)
+    # served on (and connected through) the host name its certificate names: a trusted server
+    # certificate issued for another host is refused
     async with serve_opcua(plant, [ASSET], clock=lambda: t, users=USERS, anonymous=False,
-                           cert_dir=pki["server_dir"]) as sim:
+                           cert_dir=pki["server_dir"], host=socket.gethostname()) as sim:
         assert sim.server_certificate_path is not None
         secure = {} if policy == "None" else {
             "certificate": str(pki["cert"]), "private_key": str(pki["key"]),
