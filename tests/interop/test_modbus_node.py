@@ -275,7 +275,7 @@ async def test_server_restart_is_a_gap_then_data_again(
 ) -> None:
     js_tcp.set(1, "holding", 0, [1, 2])
     tags = [tag("a", 0), tag("b", 1)]
-    dev = tcp_device(js_tcp, tags, timeout_s=0.5)
+    dev = tcp_device(js_tcp, tags)
     async with Run(sqlite_store, dev) as run:
         await run.delivered(6)
         js_tcp.kill()  # the process dies: connections reset, port closed
@@ -328,7 +328,7 @@ async def test_silent_unit_over_tcp(js_tcp: JsModbus, sqlite_store: SqliteStore)
     js_tcp.set(3, "holding", 0, [3])
     js_tcp.command(cmd="silent", unit=3, on=True)
     tags = [tag("one", 0), tag("three", 0, unit_id=3, asset="interop/modbus/line1/m3")]
-    dev = tcp_device(js_tcp, tags, timeout_s=0.3, bad_tag_retry_s=0.5)
+    dev = tcp_device(js_tcp, tags, timeout_s=1.0, bad_tag_retry_s=0.5)
     async with Run(sqlite_store, dev) as run:
         await wait_until(lambda: sqlite_store.gaps(None, 0, END) != [], 30, what="unit 3's gap")
         await run.delivered(10)
@@ -398,7 +398,7 @@ async def test_rtu_serial_line_with_a_silent_unit(
     load_rtu(server)
     dev = ModbusDevice(protocol="modbus", name="rtu", transport="rtu",
                        serial={"port": tty, "parity": "none"}, tags=rtu_tags(),
-                       timeout_s=0.5, poll_interval_s=0.1, bad_tag_retry_s=0.5, backoff=FAST)
+                       timeout_s=1.0, poll_interval_s=0.1, bad_tag_retry_s=0.5, backoff=FAST)
     async with Run(sqlite_store, dev) as run:
         await check_rtu_line(run, server, sqlite_store)
 
@@ -427,7 +427,7 @@ async def test_rtu_over_tcp_through_a_converter(
                 raise AssertionError(f"socat converter exited: {''.join(seen)}")
             seen.append(line)
         dev = ModbusDevice(protocol="modbus", name="conv", transport="rtu_over_tcp",
-                           host="127.0.0.1", port=port, tags=rtu_tags(), timeout_s=0.5,
+                           host="127.0.0.1", port=port, tags=rtu_tags(), timeout_s=1.0,
                            poll_interval_s=0.1, bad_tag_retry_s=0.5, backoff=FAST)
         async with Run(sqlite_store, dev) as run:
             await check_rtu_line(run, server, sqlite_store)
