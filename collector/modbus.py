@@ -518,9 +518,10 @@ class ModbusCollector:
             tag_id = int(group.tag_id[k])
             if tag_id not in self._warned_precision:
                 self._warned_precision.add(tag_id)
+                path = self._tags[int(np.flatnonzero(self._ids == tag_id)[0])].path
                 log.warning(
-                    "%s: tag id %d: a 64-bit integer beyond +-2**53 is stored rounded to the "
-                    "nearest float64 (quality uncertain)", self._dev.name, tag_id,
+                    "%s: tag %s: a 64-bit integer beyond +-2**53 is stored rounded to the "
+                    "nearest float64 (quality uncertain)", self._dev.name, path,
                 )
 
     def _recovered(self, req: _Request) -> bool:
