@@ -49,6 +49,7 @@ class ModbusLine:
         self._quiet_from = 0.0  # event-loop time the line has been silent since
         self.users = 0
         self.client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests observe waits
 
     def describe(self) -> str:
         if self.transport == "rtu":
@@ -115,7 +116,7 @@ class ModbusLine:
                 loop = asyncio.get_running_loop()
                 wait = self._quiet_from + self._gap - loop.time()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self._sleep(wait)
             try:
                 return await call(client)
             finally:

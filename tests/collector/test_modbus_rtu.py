@@ -230,3 +230,29 @@ async def test_missing_serial_port_is_a_connect_error(tmp_path: Path) -> None:
         async with ModbusCollector(dev, ids_for(dev)):
             pass
     assert _SHARED == {}
+
+
+async def test_frame_gap_is_kept_between_frames() -> None:
+    """Each request waits until the line has been silent for frame_gap_s since the last
+    answer (observed through the line's sleep, not timed)."""
+    dev = ModbusDevice(protocol="modbus", name="x", transport="rtu", frame_gap_s=0.25,
+                       serial={"port": "/dev/null-not-opened"})
+    line = ModbusLine(dev)
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+
+    class Client:
+        connected = True
+
+    async def exchange(client: Any) -> str:
+        return "answer"
+
+    line._sleep = sleep
+    line.client = Client()  # type: ignore[assignment]
+    line._quiet_from = float("-inf")  # silent for ever: no wait before the first request
+    assert await line.request(exchange) == "answer"
+    assert waits == []
+    assert await line.request(exchange) == "answer"  # right after the first answer
+    assert len(waits) == 1 and 0 < waits[0] <= 0.25
