@@ -143,3 +143,39 @@ async def test_missing_timestamps_fall_back_and_stay_unknown() -> None:
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+NULL_DATE = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's "no time" (node-opcua's ServerTimestamp)
+AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("source", "server", "ts", "server_ts"), [
+    (AT, NULL_DATE, datetime_ns(AT), TS_UNKNOWN),
+    (NULL_DATE, AT, datetime_ns(AT), datetime_ns(AT)),
+    (datetime(1969, 12, 31, tzinfo=UTC), AT, datetime_ns(AT), datetime_ns(AT)),
+    (NULL_DATE, NULL_DATE, "gateway", TS_UNKNOWN),
+    (datetime(9999, 12, 31, tzinfo=UTC), datetime(2300, 1, 1), "gateway", TS_UNKNOWN),
+    (None, datetime(1601, 1, 1), "gateway", TS_UNKNOWN),  # naive, as asyncua decodes
+])
+def test_out_of_range_timestamps_are_unknown_and_cost_nothing_else(
+    source: datetime | None, server: datetime | None, ts: int | str, server_ts: int
+) -> None:
+    """A timestamp a store cannot hold (the null date, before 1970, after 2262) is unknown:
+    the sample takes the next one of source -> server -> gateway, and its neighbours in the
+    batch are untouched (issue 9: one null ServerTimestamp lost every batch)."""
+    gateway_clock = TickingClock(GATEWAY_T0, 1_000)
+    dev = odevice("opc.tcp://127.0.0.1:4840/", [otag("a", "ns=2;s=a"), otag("b", "ns=2;s=b")])
+    c = OpcUaCollector(dev, ids_for(dev), clock=gateway_clock)
+    good = ua.DataValue(ua.Variant(1.0, ua.VariantType.Double), SourceTimestamp=AT, ServerTimestamp=AT)
+    odd = ua.DataValue(ua.Variant(2.0, ua.VariantType.Double),
+                       SourceTimestamp=source, ServerTimestamp=server)
+    c._record(0, good)
+    c._record(1, odd)
+    c._record(0, good)
+    batch = c._drain()
+    assert batch.server_ts_ns is not None and batch.gateway_ts_ns is not None
+    assert batch.value.tolist() == [1.0, 2.0, 1.0] and batch.quality.tolist() == [0, 0, 0]
+    assert batch.ts_ns[[0, 2]].tolist() == [datetime_ns(AT)] * 2
+    expected = int(batch.gateway_ts_ns[1]) if ts == "gateway" else ts
+    assert (int(batch.ts_ns[1]), int(batch.server_ts_ns[1])) == (expected, server_ts)
+    assert int(batch.gateway_ts_ns[1]) in gateway_clock.calls
