@@ -29,6 +29,7 @@ What Tahu's JavaScript client does, as found here (not as our simulator does it)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -249,22 +250,65 @@ async def test_will_on_an_unclean_disconnect_marks_stale_and_the_next_birth_clos
     check_births(h, 2)
 
 
-async def test_clean_stop_publishes_ndeath(
+async def test_ddeath_then_a_clean_stop_that_publishes_ndeath(
     mosquitto: Mosquitto, sqlite_store: SqliteStore, tahu: StartTahu
 ) -> None:
-    """Tahu's stop() with publishDeath: an NDEATH of its own, then DISCONNECT (no Will)."""
+    """Tahu's publishDeviceDeath (DDEATH: the device's tags stale), then its stop() with
+    publishDeath: an NDEATH of its own, then DISCONNECT (no Will)."""
     h = Harness(mosquitto, sqlite_store)
+    n = len(TYPES)
     async with h.supervisor() as sup:
         await until(lambda: health(sup).state == "connected", "connected")
         node = tahu(**h.node_options(publishDeath=True))
         await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        node.command(cmd="ddeath", device=DEV)
+        await until(lambda: health(sup).bad_samples >= n, "the device's stale marks")
+        assert sqlite_store.gaps(None, 0, END) == []  # a device death is no node gap
         assert node.command(cmd="stop")["stopped"] is True
-        await until(lambda: health(sup).bad_samples >= N_TAGS, "stale marks")
+        await until(lambda: health(sup).bad_samples >= n + N_TAGS, "the node's stale marks")
         await until(lambda: len(sqlite_store.gaps(None, 0, END)) == 1, "a gap")
+        hs = health(sup)
     await h.writer.close()
+    assert hs.dropped == {}
     (gap,) = sqlite_store.gaps(None, 0, END)
     assert gap.asset == ASSET and "NDEATH" in gap.reason
-    assert h.series("d_uint32").quality.tolist() == [Quality.GOOD, Quality.BAD_STALE]
+    stale = Quality.BAD_STALE
+    assert h.series("d_uint32").quality.tolist() == [Quality.GOOD, stale, stale]  # DDEATH, NDEATH
+    assert h.series("n_uint32").quality.tolist() == [Quality.GOOD, stale]
+
+
+async def test_values_flow_again_after_a_broker_restart(
+    mosquitto: Mosquitto, sqlite_store: SqliteStore, tahu: StartTahu
+) -> None:
+    """Mosquitto restarts: tierproof reconnects (a gap of the whole MQTT device), mqtt.js
+    reconnects and Tahu publishes its births again (bdSeq 0 again, seq from 0)."""
+    h = Harness(mosquitto, sqlite_store)
+    async with h.supervisor() as sup:
+        await until(lambda: health(sup).state == "connected", "connected")
+        node = tahu(**h.node_options())
+        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        mosquitto.restart()
+        await until(lambda: node.command(cmd="status")["connects"] >= 2, "Tahu reconnected")
+        await until(lambda: health(sup).reconnects >= 1 and health(sup).state == "connected",
+                    "tierproof reconnected")
+        # Tahu's births after its reconnect are QoS 0: if they went out before tierproof had
+        # subscribed again, its next DATA is data before birth and gets a rebirth. Either way
+        # DATA is stored again after a few tries.
+        for k in range(1, 31):
+            node.command(cmd="ddata", device=DEV, timestamp=T + k, metrics=[
+                {"alias": DEV_ALIAS + ALIAS["UInt32"], "type": "UInt32", "value": 1000 + k}])
+            with contextlib.suppress(AssertionError):
+                await until(lambda: bool((h.series("d_uint32").value > 1000).any()),
+                            "DATA after the restart", timeout=2.0)
+                break
+        else:
+            raise AssertionError(f"no DATA stored after the restart; dropped {health(sup).dropped}")
+        hs = health(sup)
+    await h.writer.close()
+    assert set(hs.dropped) <= {"sparkplug data before birth"}
+    gaps = sqlite_store.gaps(None, 0, END)
+    assert [(g.asset, g.end_ns is not None) for g in gaps] == [(None, True)]  # the broker's, closed
+    check_births(h)
 
 
 EXTRA = [  # tags for the metrics the undecodable-metric test adds to the DBIRTH

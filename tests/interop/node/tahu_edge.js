@@ -11,6 +11,9 @@
 //   {"cmd": "raw", "device": null|"M1", "metrics": [...]}           a DATA payload built with
 //        the protobuf classes Tahu ships (fields as in sparkplug_b.proto, camelCase), with the
 //        node's next seq: for metrics Tahu's own encoder would never write
+//   {"cmd": "publish", "topic": "...", "payload": "...", "qos": 1}  any message, through the
+//        mqtt.js client under Tahu's (for the plain/JSON tests); answered once sent (QoS 1:
+//        once the broker acknowledged it)
 //   {"cmd": "status"}                                               counters
 //   {"cmd": "stop"}                                                 Tahu's stop(): NDEATH (with
 //        publishDeath) and a clean MQTT DISCONNECT, then exit 0
@@ -146,6 +149,11 @@ function run(cmd) {
     case "raw":
       raw(cmd.device, cmd.metrics || [], cmd.timestamp === undefined ? now() : cmd.timestamp);
       return { ok: true };
+    case "publish":
+      client.client.publish(cmd.topic, cmd.payload, { qos: cmd.qos || 0 }, (err) => {
+        console.log(JSON.stringify(err ? { error: String(err) } : { ok: true }));
+      });
+      return null;
     case "status":
       return { ok: true, ...counters };
     case "stop":
