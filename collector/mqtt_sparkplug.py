@@ -2,11 +2,11 @@
 
 Per edge node (group, node id) it keeps the ``bdSeq`` of the NBIRTH, the last ``seq``, the
 alias table of the node and of its devices (aliases are unique per edge node) and which tags
-each BIRTH mapped. It turns messages into rows through callbacks and never raises: a problem with a whole
-message goes to ``problem(topic, reason, detail, tag)``, one with a single metric to
-``metric_problem(node, metric, reason, detail, tag)`` -- and the message's other metrics are
-kept: a metric that cannot be decoded is dropped and counted, never the BIRTH or DATA holding
-it. A BIRTH metric whose value is bad but whose name and datatype are valid is still
+each BIRTH mapped. It turns messages into rows through callbacks and never raises: a problem
+with a whole message goes to ``problem(topic, reason, detail, tag)``, one with a single metric
+to ``metric_problem(node, metric, reason, detail, tag)`` -- and the message's other metrics
+are kept: a metric that cannot be decoded is dropped and counted, never the BIRTH or DATA
+holding it. A BIRTH metric whose value is bad but whose name and datatype are valid is still
 registered (its later DATA values are stored); one with no valid datatype is remembered as
 undecodable, so its DATA values are counted as such instead of asking for rebirths forever.
 
@@ -17,9 +17,8 @@ unknown and the next one in that order is used.
 
 * a ``seq`` gap, data from a node or device with no BIRTH seen (a host that started after
   the birth), or an alias it never announced (the message's other metrics are stored) ->
-  rebirth request (NCMD ``Node Control/Rebirth``,
-  at most once per ``rebirth_min_interval_ns`` per node), and the node's data is ignored
-  until its NBIRTH;
+  rebirth request (NCMD ``Node Control/Rebirth``, at most once per
+  ``rebirth_min_interval_ns`` per node), and the node's data is ignored until its NBIRTH;
 * NDEATH whose ``bdSeq`` matches the NBIRTH (a death from an older session is ignored) ->
   a ``BAD_STALE`` sample for every tag of the node and its devices, and a gap opened for the
   assets of those tags (not for the MQTT device's other nodes), closed by its next NBIRTH;
@@ -244,14 +243,13 @@ class SparkplugHost:
 
     def _register(self, t: SparkplugTopic, node: _Node, device: str | None, name: str,
                   alias: int | None, dt: int) -> int | None:
-        """Learn a BIRTH metric; its tag index if a tag asks for it and it is decodable."""
+        """Learn a BIRTH metric (``dt`` UNKNOWN: undecodable); the index of the tag that asks
+        for it, if any, which gets its values only when it is decodable."""
         node.types.setdefault(device, {})[name] = dt
         if alias is not None:
             node.aliases[alias] = (name, dt)
-        if dt == DataType.UNKNOWN:
-            return None
         i = self._tag_of(t, device, name)
-        if i is not None:
+        if i is not None and dt != DataType.UNKNOWN:
             node.tags.setdefault(device, {})[name] = i
         return i
 
@@ -280,8 +278,7 @@ class SparkplugHost:
                                      f"BIRTH metric {label} has no name", None)
                 continue
             if m.datatype == DataType.UNKNOWN:
-                i = self._tag_of(t, device, m.name)
-                self._register(t, node, device, m.name, m.alias, DataType.UNKNOWN)
+                i = self._register(t, node, device, m.name, m.alias, DataType.UNKNOWN)
                 self._metric_problem(where, label, BIRTH_NO_DATATYPE,
                                      f"BIRTH metric {m.name!r} has no datatype", i)
                 continue
@@ -300,7 +297,7 @@ class SparkplugHost:
             if known is None and b.alias is not None and b.alias in node.aliases:
                 known = node.aliases[b.alias][0]
             self._metric_problem(where, _metric_label(known, b.alias), b.reason, b.detail,
-                                 None if known is None else tags.get(known))
+                                 None if known is None else self._tag_of(t, device, known))
         unknown_alias: int | None = None
         for m in p.metrics:
             dt: int | None
@@ -314,7 +311,8 @@ class SparkplugHost:
                 continue
             if dt == DataType.UNKNOWN:
                 self._metric_problem(where, _metric_label(m.name, m.alias), INVALID_IN_BIRTH,
-                                     f"metric {name!r} could not be decoded in the BIRTH", None)
+                                     f"metric {name!r} could not be decoded in the BIRTH",
+                                     self._tag_of(t, device, name))
                 continue
             i = tags.get(name)
             if i is None:

@@ -364,6 +364,7 @@ async def test_an_undecodable_metric_is_dropped_alone(
     assert h.series("d_float").value.tolist() == [1.5, 1.5, 0.5]
     assert "value 1000 out of range for INT8" in hs.tag_errors[f"{ASSET}/d_int8"]
     assert "value 300 out of range for INT8" in hs.tag_errors[f"{ASSET}/x_big"]
+    assert "invalid datatype 0" in hs.tag_errors[f"{ASSET}/x_odd"]
     logged = [r.getMessage() for r in caplog.records if "dropped metric" in r.getMessage()]
     assert any(f"'too big' of sparkplug node {GROUP}/{NODE}/{DEV}" in m for m in logged), logged
 
