@@ -196,7 +196,8 @@ class SparkplugTopic:
         return format_topic(self.group_id, self.message_type, self.edge_node_id, self.device_id)
 
 
-# datatype -> (protobuf value field, bits, signed) for the integer types
+# datatype -> (the value field the encoder writes: the specification's, bits, signed) for the
+# integer types; the decoder takes either integer field (see the module docstring)
 _INTEGERS: Final[dict[int, tuple[str, int, bool]]] = {
     DataType.INT8: ("int_value", 8, True),
     DataType.INT16: ("int_value", 16, True),
