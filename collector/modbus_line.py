@@ -108,6 +108,11 @@ class ModbusLine:
     async def request(self, call: Callable[[AsyncModbusTcpClient | AsyncModbusSerialClient], Awaitable[T]]
                       ) -> T:
         """Run one request/answer exchange alone on the line, after the RTU silent interval."""
+        if not self.shared:  # Modbus TCP: pymodbus already sends one request at a time
+            client = self.client
+            if client is None or not client.connected:
+                raise ConnectionError(f"{self.describe()} is not connected")
+            return await call(client)
         async with self._lock:
             client = self.client
             if client is None or not client.connected:
