@@ -14,13 +14,24 @@ Timestamps: all three are kept, as columns of the Batch. ``ts_ns`` (the time KPI
 the **source** timestamp when the server sends one, else the server timestamp, else the
 gateway's clock at arrival; ``server_ts_ns`` is the ServerTimestamp (``TS_UNKNOWN`` when the
 server sends none); ``gateway_ts_ns`` is the collector's clock when the value arrived (a
-notification's handler call, or the return of a poll's Read).
+notification's handler call, or the return of a poll's Read). A timestamp a store cannot
+hold (:func:`config.times.datetime_ns`: the null date 1601-01-01 that node-opcua sends as
+ServerTimestamp, before 1970, after 2262) counts as not sent; a value that cannot be
+converted is BAD_CONFIG. Neither costs the other samples of the batch.
 
 Quality: the StatusCode's severity: Good -> GOOD, Uncertain -> UNCERTAIN, Bad -> BAD with
 value NaN (never the last good value). A node the server does not know (or a ``nsu=``
 namespace it does not have) is ``BAD_CONFIG`` with the reason in :attr:`tag_errors`; the
 other tags keep going. Booleans are stored as 0/1, strings (and other texts) in
 ``Batch.text``; a value of another type (arrays, structures) is ``BAD_CONFIG``.
+
+Connecting first lists the server's endpoints (GetEndpoints, unsecured as every server
+allows), so that each error a user can cause is one sentence naming the device, the cause
+and the fix, not an asyncua exception: an unreachable or silent host, a policy or mode the
+server does not offer (with those it offers), a server certificate that is untrusted,
+expired or issued for another host (refused with ``trusted_certificates``, logged once
+without), a client certificate the server refuses (its file and thumbprint), a refused or
+unoffered user. asyncua's log records of those refusals are kept at DEBUG.
 
 A lost connection (the client's keep-alive probe fails, the transport closes, a subscription
 reports a bad status) or a failed request raises :class:`~config.errors.ConnectError` out of
@@ -182,6 +193,9 @@ _ASYNCUA_NOISE: tuple[tuple[str, str], ...] = (
     ("asyncua.client.client", "create_session fault response"),
     ("asyncua.client.client", "Requested session timeout"),
     ("asyncua.client.client", "Sending plain-text password"),
+    # a lost connection, which the collector reports as such
+    ("asyncua.client.ua_session.UaSession", "Publish iteration crashed"),
+    ("asyncua.client.ua_session.UaSession", "close_session was called but connection is closed"),
 )
 
 
@@ -392,7 +406,16 @@ class OpcUaCollector:
         self._lost_event.set()
 
     async def _on_connection_lost(self, exc: Exception) -> None:
-        self._connection_lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, exc)
+        code = getattr(exc, "code", None)
+        if isinstance(code, int):
+            reason = f"the server ended the session ({_status_name(code)})"
+        elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            reason = "the server stopped answering (keep-alive timed out)"
+        elif isinstance(exc, OSError):  # ConnectionError included
+            reason = f"the server closed the connection, or the network dropped it ({exc or 'closed'})"
+        else:
+            reason = _describe(exc)
+        self._connection_lost(reason, exc)
 
     def _raise_if_lost(self) -> None:
         if self._lost is not None:
@@ -864,8 +887,11 @@ class OpcUaCollector:
         d = self._dev
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = d.publishing_interval_ms
-        params.RequestedLifetimeCount = 10000
-        params.RequestedMaxKeepAliveCount = client.get_keepalive_count(d.publishing_interval_ms)
+        keepalive = client.get_keepalive_count(d.publishing_interval_ms)
+        params.RequestedMaxKeepAliveCount = keepalive
+        # the lifetime must be at least three keep-alives (Part 4 5.13.2); servers revise a
+        # shorter one and asyncua then warns at every subscription
+        params.RequestedLifetimeCount = max(10000, 3 * keepalive)
         params.MaxNotificationsPerPublish = 0  # no limit
         params.PublishingEnabled = True
         params.Priority = 0
