@@ -106,6 +106,23 @@ def test_integers_from_either_field(field: str, raw: int, dt: DataType, expected
 
 
 @pytest.mark.parametrize(
+    ("wire", "dt", "expected"),
+    [  # one-metric payloads as Eclipse Tahu's JavaScript encoder (sparkplug-payload 1.0.3) writes them
+        ("0801120b0a016d200758ffffffff0f1800", DataType.UINT32, 2**32 - 1),  # long_value (issue 9)
+        ("0801120b0a016d200150fbffffff0f1800", DataType.INT8, -5),  # int_value, 32-bit sign extension
+        ("0801120b0a016d20035080808080081800", DataType.INT32, -(2**31)),
+        ("080112100a016d200458f9ffffffffffffffff011800", DataType.INT64, -7),
+        ("080112100a016d200858ffffffffffffffffff011800", DataType.UINT64, 2**64 - 1),
+        ("0801120c0a016d200d5880d095ffbc311800", DataType.DATETIME, 1_700_000_000_000),
+    ],
+)
+def test_what_tahu_javascript_sends(wire: str, dt: DataType, expected: int) -> None:
+    got = decode_payload(bytes.fromhex(wire))
+    assert got.bad == []
+    assert got.metrics == [Metric("m", None, dt, expected, None)]
+
+
+@pytest.mark.parametrize(
     ("field", "raw", "dt"),
     [
         ("long_value", 2**32, DataType.UINT32),

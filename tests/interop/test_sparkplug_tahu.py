@@ -170,13 +170,14 @@ async def test_births_of_every_type_and_data_by_alias_and_by_name(
             {"alias": DEV_ALIAS + ALIAS["String"], "type": "String", "value": "by alias"},
             {"name": "Double", "type": "Double", "value": 0.25},
             {"name": "UInt64", "type": "UInt64", "value": "12345678901234567"},
+            {"alias": DEV_ALIAS + ALIAS["Float"], "type": "Float", "value": None},  # is_null
         ])
         node.command(cmd="ndata", timestamp=T + 1, metrics=[
             {"alias": NODE_ALIAS + ALIAS["UInt32"], "type": "UInt32", "value": 123},
             {"name": "node/Int64", "type": "Int64", "value": "-5"},
             {"name": "node/Boolean", "type": "Boolean", "value": False},
         ])
-        await until(lambda: health(sup).samples_delivered >= N_TAGS + 8, "the DATA")
+        await until(lambda: health(sup).samples_delivered >= N_TAGS + 9, "the DATA")
         status = node.command(cmd="status")
         hs = health(sup)
     await h.writer.close()
@@ -194,7 +195,9 @@ async def test_births_of_every_type_and_data_by_alias_and_by_name(
     for name, value in [("n_uint32", 123.0), ("n_int64", -5.0), ("n_boolean", 0.0)]:
         s = h.series(name)
         assert s.value[1] == value and s.ts_ns[1] == (T + 1) * 1_000_000, name
-    assert h.count("d_float") == 1  # nothing else was sent
+    f = h.series("d_float")  # Tahu sends a null value as is_null: bad quality, no value
+    assert f.quality.tolist() == [Quality.GOOD, Quality.BAD] and np.isnan(f.value[1])
+    assert h.count("d_int16") == 1  # nothing else was sent
 
 
 async def test_data_before_birth_gets_a_rebirth_request_that_tahu_answers(
