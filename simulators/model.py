@@ -38,7 +38,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -46,7 +46,8 @@ import numpy.typing as npt
 
 from config.settings import Asset, Calendar, Regime, SimulationSettings
 from config.signals import ChannelMode, MachineState, OperationMode
-from kpi.calendar import planned_intervals
+
+from .calendar import ShiftCalendar, datetime_ns
 
 __all__ = [
     "DEFAULT_CYCLE_S",
@@ -67,7 +68,6 @@ Bools = npt.NDArray[np.bool_]
 NS = 1_000_000_000
 MS = 1_000_000
 _NS_PER_H = 3600 * NS
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: cycle time the model runs at for an asset that declares no ideal_cycle_time_s
 DEFAULT_CYCLE_S = 60.0
@@ -99,11 +99,6 @@ NATIVE_CODES: dict[str, dict[str, int]] = {
     # Fanuc-like: MDI=0, MEM (memory, automatic)=1, JOG=5 (HANDLE=4 is never written)
     "channel_mode": {"MDI": 0, "Automatic": 1, "Manual": 5},
 }
-
-
-def datetime_ns(dt: datetime) -> int:
-    """Exact nanoseconds since the epoch of an aware datetime (no float rounding)."""
-    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 # --------------------------------------------------------------------------- timeline
@@ -311,6 +306,7 @@ class DayClock:
 
     def __init__(self, calendar: Calendar, cache_size: int = 1024) -> None:
         self.calendar = calendar
+        self.shifts = ShiftCalendar(calendar)
         self.tz = ZoneInfo(calendar.timezone)
         self._planned: OrderedDict[tuple[int, int], tuple[I64, I64]] = OrderedDict()
         self._cache_size = cache_size
@@ -322,16 +318,18 @@ class DayClock:
 
     def bounds(self, day: int) -> tuple[int, int]:
         d = date.fromordinal(day)
+        # local midnights as the calendar reads them (where midnight is skipped: the jump)
         return (
-            datetime_ns(datetime.combine(d, time(0), self.tz)),
-            datetime_ns(datetime.combine(d + timedelta(days=1), time(0), self.tz)),
+            self.shifts.first_reading(datetime.combine(d, time(0))),
+            self.shifts.first_reading(datetime.combine(d + timedelta(days=1), time(0))),
         )
 
     def planned(self, start_ns: int, end_ns: int) -> tuple[I64, I64]:
+        """Planned busy time within [start_ns, end_ns), sorted disjoint (starts, ends)."""
         key = (start_ns, end_ns)
         hit = self._planned.get(key)
         if hit is None:
-            hit = planned_intervals(self.calendar, start_ns, end_ns)
+            hit = self.shifts.intervals(start_ns, end_ns)
             self._planned[key] = hit
             if len(self._planned) > self._cache_size:
                 self._planned.popitem(last=False)

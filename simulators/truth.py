@@ -1,8 +1,9 @@
 """Exact ground-truth KPIs of a simulated plant, straight from the machine model.
 
-Independent of ``kpi/`` (only the calendar's planned intervals are shared): these numbers
-come from the timeline and the parts themselves, not from stored samples, so comparing them
-with what the gateway computes from collected data tests the whole chain.
+Independent of ``kpi/`` (planned busy time comes from :mod:`simulators.calendar`, which shares
+no code with ``kpi/calendar.py``): these numbers come from the timeline and the parts
+themselves, not from stored samples, so comparing them with what the gateway computes from
+collected data tests the whole chain.
 
 Time elements count inside planned busy time (PBT) of the window; quantities and energy
 count over the whole window. Roll-ups (lines, plant) sum elements, then divide. Ratios are
@@ -22,8 +23,8 @@ import numpy as np
 
 from config.settings import Settings, parse_instant
 from config.signals import ChannelMode, MachineState, OperationMode
-from kpi.calendar import overlap_seconds, planned_intervals
 
+from .calendar import overlap_seconds
 from .model import NS, datetime_ns
 from .plant import Plant
 
@@ -88,7 +89,7 @@ class Elements:
 def asset_elements(plant: Plant, asset: str, start_ns: int, end_ns: int) -> Elements:
     """Exact elements of one asset over [start_ns, end_ns)."""
     tl = plant.timeline(asset, start_ns, end_ns)
-    plan = planned_intervals(plant.settings.calendar, start_ns, end_ns)
+    plan = plant.clock.planned(start_ns, end_ns)
     pbt = float(np.sum(plan[1] - plan[0])) / NS
     seg, end = tl.seg_ns, tl.seg_end
     inside = overlap_seconds(plan, seg, end)  # seconds of each segment inside PBT
