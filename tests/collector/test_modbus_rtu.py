@@ -256,3 +256,29 @@ async def test_frame_gap_is_kept_between_frames() -> None:
     assert waits == []
     assert await line.request(exchange) == "answer"  # right after the first answer
     assert len(waits) == 1 and 0 < waits[0] <= 0.25
+
+
+async def test_unit_gap_left_open_by_a_lost_connection_closes_after_reconnect(
+    ptys: tuple[str, str], serial_server: StartSerial, sqlite_store: SqliteStore
+) -> None:
+    """Unit 3 silent (its asset gap opens), then unit 1 too (a device gap, reconnect); when
+    both answer again the new connection closes both gaps."""
+    client_tty, server_tty = ptys
+    units = {1: unit_image(100)}
+    await serial_server(server_tty, units)
+    dev = rtu_device(client_tty, [mtag("one", 0, unit_id=1, asset="s/a/l/m1"),
+                                  mtag("three", 0, unit_id=3, asset="s/a/l/m3")],
+                     poll_interval_s=0.05, timeout_s=1.0, bad_tag_retry_s=0.3, backoff=FAST)
+    ids = register(sqlite_store, dev)
+    async with Supervisor([dev], sqlite_store, Writer(sqlite_store), ids) as sup:
+        def gaps() -> list[tuple[str | None, bool]]:
+            return sorted((g.asset or "", g.end_ns is None) for g in sqlite_store.gaps(None, 0, 2**62))
+
+        await wait_until(lambda: gaps() == [("s/a/l/m3", True)], what="unit 3's gap")
+        del units[1]
+        await wait_until(lambda: ("", True) in gaps(), what="the device gap")
+        assert "no unit answers" in (sup.status()[0].last_error or "")
+        units[1] = unit_image(100)
+        units[3] = unit_image(300)
+        await wait_until(lambda: gaps() == [("", False), ("s/a/l/m3", False)], what="both closed")
+        assert sup.status()[0].reconnects >= 1
