@@ -550,21 +550,25 @@ def test_concurrent_writer_and_readers(tmp_path: Path, levels: str) -> None:
     n_batches = 150
     errors: list[BaseException] = []
     done = threading.Event()
+    first = threading.Event()  # readers start once there is something to read
     reads = [0]
 
     def writer() -> None:
         try:
             for i in range(n_batches):
                 store.write(Batch.of(tags, T0 + i * SEC, float(i)))
+                first.set()
                 if i % 50 == 49:
                     store.compact()
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
+            first.set()
             done.set()
 
     def reader(seed: int) -> None:
         rng = np.random.default_rng(seed)
+        first.wait(60)
         try:
             while not done.is_set():
                 got = store.read_many(rng.choice(tags, 3, replace=False).tolist(),
