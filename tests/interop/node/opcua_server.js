@@ -6,7 +6,8 @@
 // options (all optional):
 //   port            TCP port (default 4840)
 //   resourcePath    endpoint path (default "/UA/interop")
-//   pki             the server's PKI folder (own/, trusted/, rejected/; created if missing)
+//   pki             the server's PKI folder (own/, trusted/, rejected/; created if missing);
+//                   required
 //   policies        security policies offered, e.g. ["None", "Basic256Sha256",
 //                   "Aes256_Sha256_RsaPss"] (default ["None"])
 //   modes           security modes offered, e.g. ["None", "Sign", "SignAndEncrypt"]
@@ -21,12 +22,20 @@
 // Address space: Objects/Machine (ns = urn:tierproof:interop) with one variable of every
 // scalar type, node id "s=Machine.<Type>", plus Machine.Bad (status BadSensorFailure) and
 // Machine.Uncertain (UncertainLastUsableValue). At tick k every variable takes value(k) with
-// SourceTimestamp sourceBase + k s.
+// SourceTimestamp sourceBase + k s (node-opcua sends the same instant as ServerTimestamp).
+// Machine.Counter (Double, = k) is getter-backed: node-opcua stamps it with its own clock as
+// SourceTimestamp and sends ServerTimestamp 0, the null date 1601-01-01 (as it does for the
+// standard Server_ServerStatus_CurrentTime, i=2258).
 //
-// Prints "READY {endpoint, namespace, pid}" once it serves. Commands on stdin (one JSON a line):
+// Node 20: npm warns EBADENGINE at install (node-opcua declares >= 22.13) and node-opcua
+// prints a warning about --security-revert=CVE-2023-46809 at start; that flag only matters for
+// RSA PKCS#1 v1.5 *decryption* (Basic128Rsa15), which no policy offered here uses
+// (Basic256Sha256 and Aes256_Sha256_RsaPss encrypt with RSA-OAEP), so it is not passed.
+//
+// Prints "READY {endpoint, namespace, namespaceIndex, pki, version, certificate}" once it
+// serves (certificate: the server certificate's PEM file). Commands on stdin (one JSON a line):
 //   {"cmd": "history"}   -> {"ok": {"<Type>": [[sourceMs, value], ...]}} every value set so far
 //                           (Int64/UInt64 as numbers, DateTime as ISO text, LocalizedText text)
-//   {"cmd": "pause"}     -> values stop changing; {"cmd": "resume"} starts again
 //   {"cmd": "rejected"}  -> {"ok": [file names in pki/rejected]}
 "use strict";
 
@@ -81,7 +90,8 @@ function answer(obj) {
 }
 
 async function main() {
-    const pki = opts.pki || path.join(process.cwd(), "pki-" + process.pid);
+    if (!opts.pki) throw new Error("option pki (the server's PKI folder) is required");
+    const pki = opts.pki;
     const serverCertificateManager = new OPCUACertificateManager({
         rootFolder: pki, automaticallyAcceptUnknownCertificate: false,
     });
@@ -131,7 +141,6 @@ async function main() {
     }
 
     let k = 0;
-    let paused = false;
     // a variable whose value comes from a getter, as many real servers expose live data
     namespace.addVariable({
         componentOf: machine, browseName: "Counter", nodeId: "s=Machine.Counter", dataType: DataType.Double,
@@ -152,7 +161,7 @@ async function main() {
         k += 1;
     }
     tick();
-    setInterval(() => { if (!paused) tick(); }, tickMs);
+    setInterval(tick, tickMs);
 
     await server.start();
     const endpoint = server.getEndpointUrl();
@@ -168,8 +177,6 @@ async function main() {
         }
         try {
             if (cmd.cmd === "history") answer({ ok: history });
-            else if (cmd.cmd === "pause") { paused = true; answer({ ok: k }); }
-            else if (cmd.cmd === "resume") { paused = false; answer({ ok: k }); }
             else if (cmd.cmd === "rejected") {
                 const dir = path.join(pki, "rejected");
                 answer({ ok: fs.existsSync(dir) ? fs.readdirSync(dir) : [] });
