@@ -367,7 +367,14 @@ class OpcUaCollector:
             )
         if connecting and not self._channel_open and isinstance(exc, OSError | TimeoutError):
             return self._unreachable(exc)
-        reason = _status_name(code) if isinstance(code, int) else _describe(exc)
+        if isinstance(code, int):
+            reason = _status_name(code)
+        elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            reason = f"no answer within {d.timeout_s:g} s (timeout_s)"
+        elif isinstance(exc, OSError):
+            reason = f"the connection failed ({exc.strerror or exc or 'closed'})"
+        else:
+            reason = _describe(exc)
         return ConnectError(f"{d.name}: cannot {doing} {d.endpoint}: {reason}")
 
     def _channel_refused(self, code: int | None) -> ConnectError:

@@ -300,7 +300,9 @@ async def test_every_scalar_type_bad_and_uncertain_reach_the_store(
         assert (gateway != TS_UNKNOWN).all()
     counter = sqlite_store.read(ids[path_of(dev, "Counter")], 0, END, prior=False)
     assert (counter.quality == Quality.GOOD).all()
-    assert (np.diff(counter.value) > 0).all() and (counter.value == np.round(counter.value)).all()
+    # a poll may read the getter twice between two ticks: never decreasing, and moving on
+    assert (np.diff(counter.value) >= 0).all() and counter.value[-1] > counter.value[0]
+    assert (counter.value == np.round(counter.value)).all()
     texts = sqlite_store.read_text(ids[path_of(dev, "CurrentTime")], 0, END)
     assert all(wall0 <= datetime.fromisoformat(t).timestamp() * 1e9 <= wall1 for _, t, _ in texts)
 
