@@ -353,6 +353,8 @@ class OpcUaCollector:
             )
         code = getattr(exc, "code", None)
         connecting = doing == "connect to"
+        if connecting and not self._channel_open and isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            return self._unreachable(exc)
         if connecting and not self._channel_open and d.security_policy != "None":
             return self._channel_refused(code)
         if isinstance(code, int) and code in _AUTH_CODES and connecting:
@@ -532,10 +534,10 @@ class OpcUaCollector:
         if isinstance(exc, ConnectionError):  # reset or closed during the handshake
             return self._cannot_connect(
                 f"{host} port {port} closed the connection during the OPC UA handshake "
-                f"({_describe(exc)}): check that the port is the OPC UA server's")
+                f"({exc.strerror or exc or 'closed'}): check that the port is the OPC UA server's")
         if isinstance(exc, OSError):
             return self._cannot_connect(
-                f"cannot reach {host} port {port} ({exc.strerror or _describe(exc)}): check the "
+                f"cannot reach {host} port {port} ({exc.strerror or exc}): check the "
                 "network between the gateway and the server")
         code = getattr(exc, "code", None)
         if isinstance(code, int):
@@ -543,7 +545,7 @@ class OpcUaCollector:
                 f"the server refused to list its endpoints ({_status_name(code)}): check the "
                 "endpoint URL")
         return self._cannot_connect(
-            f"the server did not answer as an OPC UA server ({_describe(exc)}): check the "
+            f"the server did not answer as an OPC UA server ({exc or type(exc).__name__}): check the "
             "endpoint URL")
 
     def _check_user_token(self, chosen: ua.EndpointDescription,

@@ -500,6 +500,16 @@ async def test_user_accepted_and_refused(
     no_asyncua_noise(caplog)
 
 
+async def test_user_on_a_server_without_secure_policies(tmp_path: Path) -> None:
+    """node-opcua offers user names only with a password encrypted by a secure policy: with
+    security None alone it offers none (not even anonymous access once users are set)."""
+    with running(tmp_path / "pki", users={"op": "secret"}) as srv:
+        msg = await connect_error(device(srv.endpoint(), ["Double"], username="op",
+                                         password="secret"))
+    assert "no endpoint of the server accepts a user name and password" in msg, msg
+    assert "enable users on the server" in msg, msg
+
+
 # --------------------------------------------------------------------------- endpoints
 
 @contextlib.contextmanager
