@@ -45,7 +45,7 @@ from config.settings import Backoff, MqttDevice
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.mosquitto import Mosquitto
+from tests.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.mqtt
 
@@ -206,7 +206,10 @@ async def test_data_before_birth_gets_a_rebirth_request_that_tahu_answers(
     """The node was born before the gateway listened: its first DDATA is data before birth,
     tierproof sends NCMD "Node Control/Rebirth", Tahu's application publishes its births."""
     h = Harness(mosquitto, sqlite_store)
-    node = tahu(**h.node_options())  # births published (QoS 0, not retained) to nobody
+    with Recorder(mosquitto.host, mosquitto.port, [f"spBv1.0/{GROUP}/DBIRTH/{NODE}/{DEV}"]) as rec:
+        node = tahu(**h.node_options())  # births published (QoS 0, not retained) to nobody else
+        # READY comes when Tahu has handed its births to mqtt.js, not when they are sent
+        rec.wait_for(lambda got: len(got) == 1, 30, "Tahu's DBIRTH through the broker")
     async with h.supervisor() as sup:
         await until(lambda: health(sup).state == "connected", "connected")
         node.command(cmd="ddata", device=DEV, timestamp=T, metrics=[
