@@ -362,6 +362,42 @@ def _encode(metrics: list[Metric], seq: int | None) -> bytes:
         return encode_payload([], seq, 1_700_000_000_000)
 
 
+@st.composite
+def _wire_metric(draw: st.DrawFn) -> pb.Payload.Metric:
+    """A metric as any encoder might write it: any datatype (valid or not) with any value
+    field, or none -- what the codec must split into good and bad metrics."""
+    m = pb.Payload.Metric()
+    name = draw(st.none() | st.sampled_from(["speed_rpm", "note", "bdSeq", "other"]))
+    if name is not None:
+        m.name = name
+    alias = draw(st.none() | st.integers(min_value=0, max_value=5))
+    if alias is not None:
+        m.alias = alias
+    datatype = draw(st.none() | st.integers(min_value=0, max_value=40))
+    if datatype is not None:
+        m.datatype = datatype
+    if draw(st.booleans()):
+        m.timestamp = draw(st.integers(min_value=0, max_value=2**64 - 1))
+    field = draw(st.sampled_from([None, "int_value", "long_value", "float_value", "double_value",
+                                  "boolean_value", "string_value", "bytes_value"]))
+    values = {"int_value": st.integers(0, 2**32 - 1), "long_value": st.integers(0, 2**64 - 1),
+              "float_value": st.floats(width=32), "double_value": st.floats(),
+              "boolean_value": st.booleans(), "string_value": st.text(max_size=6),
+              "bytes_value": st.binary(max_size=6)}
+    if field is not None:
+        setattr(m, field, draw(values[field]))
+    if draw(st.integers(0, 9)) == 0:
+        m.is_null = True
+    return m
+
+
+def _wire(metrics: list[pb.Payload.Metric], seq: int | None) -> bytes:
+    msg = pb.Payload(timestamp=1_700_000_000_000, metrics=metrics)
+    if seq is not None:
+        msg.seq = seq
+    return msg.SerializeToString()
+
+
 sparkplug_messages = st.lists(
     st.tuples(
         st.sampled_from(["NBIRTH", "DBIRTH", "NDATA", "DDATA", "NDEATH", "DDEATH", "NCMD", "STATE"]),
@@ -369,6 +405,8 @@ sparkplug_messages = st.lists(
         st.one_of(
             st.builds(_encode, st.lists(scalar_metric, max_size=3),
                       st.none() | st.integers(min_value=0, max_value=255)),
+            st.builds(_wire, st.lists(_wire_metric(), max_size=4),
+                      st.none() | st.integers(min_value=0, max_value=3)),
             st.binary(max_size=40),
         ),
     ),
