@@ -403,3 +403,39 @@ def _metric(draw: st.DrawFn) -> Metric:
 @given(st.lists(_metric(), max_size=8), st.none() | st.integers(0, 255), st.integers(0, 2**64 - 1))
 def test_round_trip_property(metrics: list[Metric], seq: int | None, ts: int) -> None:
     assert decode_payload(encode_payload(metrics, seq, ts)) == DecodedPayload(ts, seq, metrics)
+
+
+_WIRE_VALUES = {
+    "int_value": st.integers(0, 2**32 - 1), "long_value": st.integers(0, 2**64 - 1),
+    "float_value": st.floats(width=32), "double_value": st.floats(), "boolean_value": st.booleans(),
+    "string_value": st.text(max_size=6), "bytes_value": st.binary(max_size=6),
+}
+
+
+@st.composite
+def _wire_metric(draw: st.DrawFn) -> pb.Payload.Metric:
+    """Any datatype (valid or not) with any value field or none, as a broken encoder might."""
+    m = pb.Payload.Metric()
+    if draw(st.booleans()):
+        m.name = draw(st.text(max_size=5))
+    if draw(st.booleans()):
+        m.alias = draw(st.integers(0, 2**64 - 1))
+    if draw(st.booleans()):
+        m.datatype = draw(st.integers(0, 40))
+    field = draw(st.none() | st.sampled_from(sorted(_WIRE_VALUES)))
+    if field is not None:
+        setattr(m, field, draw(_WIRE_VALUES[field]))
+    m.is_null = draw(st.booleans())
+    return m
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_wire_metric(), max_size=6))
+def test_each_metric_decodes_as_it_would_alone(metrics: list[pb.Payload.Metric]) -> None:
+    """One bad metric never costs another: every metric is either decoded or listed bad,
+    exactly as it is when it comes alone."""
+    got = decode_payload(pb.Payload(seq=0, metrics=metrics).SerializeToString())
+    assert len(got.metrics) + len(got.bad) == len(metrics)
+    alone = [decode_payload(pb.Payload(metrics=[m]).SerializeToString()) for m in metrics]
+    assert [repr(x) for a in alone for x in a.metrics] == list(map(repr, got.metrics))  # NaN-safe
+    assert [(b.reason, b.datatype) for a in alone for b in a.bad] == [(b.reason, b.datatype) for b in got.bad]
