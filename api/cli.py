@@ -97,7 +97,7 @@ class _StopSignal:
     def _on_signal(self, sig: signal.Signals) -> None:
         name = signal.Signals(sig).name
         if self.received is not None:
-            print(f"tierproof: {name} again: exiting without a clean stop", file=sys.stderr, flush=True)
+            print(f"tierproof: second stop signal ({name}): exiting without a clean stop", file=sys.stderr, flush=True)
             os._exit(128 + sig)
         self.received = name
         print(f"tierproof: {name}: stopping (collectors, writer, store); send it again to exit at once",

@@ -108,10 +108,11 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, plant: tuple[Path, dict[s
     cfg, data = plant
     log = tmp_path / "run.log"
     gw, _ = start_run(cfg, data, log)
-    # both arrive before the event loop has run a single step of the clean stop
+    # both arrive before the event loop has run a single step of the clean stop (two different
+    # signals: the kernel merges a second SIGTERM that arrives while the first is pending)
     os.kill(gw.pid, signal.SIGTERM)
-    os.kill(gw.pid, signal.SIGTERM)
+    os.kill(gw.pid, signal.SIGINT)
     rc = gw.wait(timeout=60)
     text = log.read_text()
-    assert rc == 128 + signal.SIGTERM, text[-3000:]
-    assert "SIGTERM again: exiting without a clean stop" in text
+    assert rc in (128 + signal.SIGTERM, 128 + signal.SIGINT), text[-3000:]
+    assert "second stop signal" in text and "exiting without a clean stop" in text
