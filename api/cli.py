@@ -17,7 +17,8 @@ from typing import Any
 
 from config.errors import ConfigError, TierproofError
 from config.loader import load_settings, shipped_config
-from config.settings import Settings, parse_instant
+from config.settings import Settings
+from config.times import parse_instant
 
 from .version import VERSION
 
@@ -97,7 +98,8 @@ class _StopSignal:
     def _on_signal(self, sig: signal.Signals) -> None:
         name = signal.Signals(sig).name
         if self.received is not None:
-            print(f"tierproof: second stop signal ({name}): exiting without a clean stop", file=sys.stderr, flush=True)
+            print(f"tierproof: second stop signal ({name}): exiting without a clean stop",
+                  file=sys.stderr, flush=True)
             os._exit(128 + sig)
         self.received = name
         print(f"tierproof: {name}: stopping (collectors, writer, store); send it again to exit at once",

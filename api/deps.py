@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from config.errors import KpiError
-from config.settings import Settings, parse_instant
+from config.settings import Settings
+from config.times import parse_instant
 
 from .gateway import Gateway
 from .service import KpiService

@@ -40,7 +40,7 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config.settings import InfluxStoreSettings
+from config.store import InfluxStoreSettings
 from store.base import TagRecord
 from store.batch import Batch
 from store.influx import InfluxStore

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pymodbus.client import AsyncModbusTcpClient
 
 from collector.modbus import ModbusCollector
-from config.settings import ModbusDevice, ModbusTag
+from config.modbus import ModbusDevice, ModbusTag
 from simulators.modbus_server import ModbusSimServer, RegisterImage
 from store.base import TagRecord
 from store.sqlite import SqliteStore

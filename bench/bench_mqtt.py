@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as mqtt
 
 from collector.mqtt import MqttCollector
-from config.settings import MqttDevice
+from config.mqtt import MqttDevice
 from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer

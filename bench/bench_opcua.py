@@ -54,7 +54,7 @@ from asyncua import Client, ua
 
 from collector.opcua import OpcUaCollector
 from config import load_settings, shipped_config
-from config.settings import OpcUaDevice, OpcUaTag
+from config.opcua import OpcUaDevice, OpcUaTag
 from simulators import Plant
 from simulators.opcua_server import serve_opcua
 from store.base import TagRecord

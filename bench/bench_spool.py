@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config.settings import Backoff, InfluxStoreSettings, SpoolSettings
+from config.base import Backoff
+from config.store import InfluxStoreSettings, SpoolSettings
 from store import SpooledStore, TagRecord, open_store
 from store.batch import Batch
 from tests.influx_servers import InfluxDB16

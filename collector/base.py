@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Protocol, Self
 import numpy as np
 import numpy.typing as npt
 
-from config.settings import DeviceBase, TagBase
+from config.base import DeviceBase, TagBase
 from store.base import TagRecord
 from store.batch import Batch
 

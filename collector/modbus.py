@@ -42,8 +42,9 @@ import numpy as np
 import numpy.typing as npt
 from pymodbus.exceptions import ModbusException, ModbusIOException
 
+from config.base import DeviceBase
 from config.errors import ConfigError, ConnectError
-from config.settings import DeviceBase, ModbusDevice, ModbusTable, ModbusTag
+from config.modbus import ModbusDevice, ModbusTable, ModbusTag
 from config.signals import Quality
 from store.batch import Batch
 
@@ -151,7 +152,7 @@ class ModbusStats:
 
 
 class ModbusCollector:
-    """Collects one :class:`~config.settings.ModbusDevice` (several unit ids, one line).
+    """Collects one :class:`~config.modbus.ModbusDevice` (several unit ids, one line).
 
     ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
     ``bad_tag_retry_s`` (default: the device's) is how often a tag that the device refuses,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from config.settings import REGISTER_WIDTH, ByteOrder, ModbusTag
+from config.modbus import REGISTER_WIDTH, ByteOrder, ModbusTag
 from config.signals import Quality
 
 __all__ = [

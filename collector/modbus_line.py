@@ -24,7 +24,7 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
 from config.errors import ConnectError
-from config.settings import ModbusDevice
+from config.modbus import ModbusDevice
 
 __all__ = ["ModbusLine", "acquire_line", "release_line"]
 

@@ -68,8 +68,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from config.base import DeviceBase
 from config.errors import ConfigError, ConnectError
-from config.settings import DeviceBase, MqttDevice, MqttSubscription, MqttTag, mqtt_tag_key
+from config.mqtt import MqttDevice, MqttSubscription, MqttTag, mqtt_tag_key
 from config.signals import Quality
 from config.times import NS_MAX
 from store.batch import Batch
@@ -237,7 +238,7 @@ class _Sub:
 
 
 class MqttCollector:
-    """Collects one :class:`~config.settings.MqttDevice`.
+    """Collects one :class:`~config.mqtt.MqttDevice`.
 
     ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
     ``broker`` overrides the device's broker URL (the demo passes its embedded broker's).

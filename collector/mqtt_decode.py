@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from config.settings import MqttTag
+from config.mqtt import MqttTag
 from config.signals import ENUM_ROLES
 from config.times import NS_MAX, datetime_ns
 
@@ -47,7 +47,7 @@ class PayloadError(ValueError):
 
 def match_levels(levels: Sequence[str | None], topic_levels: Sequence[str]) -> tuple[str, ...] | None:
     """The placeholder values a topic gives under a template (see
-    :func:`config.settings.mqtt_template_levels`), in template order; None if it does not fit."""
+    :func:`config.mqtt.mqtt_template_levels`), in template order; None if it does not fit."""
     out: list[str] = []
     n = len(topic_levels)
     for i, lv in enumerate(levels):

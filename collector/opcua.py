@@ -38,7 +38,7 @@ reports a bad status) or a failed request raises :class:`~config.errors.ConnectE
 :meth:`batches`. asyncua's own reconnect (``auto_reconnect``) stays off: the supervisor
 reconnects, and the new collector creates its subscriptions on the new connection.
 
-Browse-path discovery: the device's ``browse`` rules (:class:`~config.settings.BrowseRule`)
+Browse-path discovery: the device's ``browse`` rules (:class:`~config.opcua.BrowseRule`)
 are resolved against the server at every connect; what they find is in
 :attr:`OpcUaCollector.discovered`, the supervisor registers those tags in the store and hands
 their ids to :meth:`OpcUaCollector.adopt`, and they are collected like configured tags (a tag
@@ -75,8 +75,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from config.base import DeviceBase
 from config.errors import ConfigError, ConnectError
-from config.settings import BrowseRule, DeviceBase, OpcUaDevice, OpcUaTag, parse_node_id
+from config.opcua import BrowseRule, OpcUaDevice, OpcUaTag, parse_node_id
 from config.signals import Quality
 from config.times import datetime_ns
 from store.batch import TS_UNKNOWN, Batch
@@ -278,7 +279,7 @@ class _SubHandler:
 
 
 class OpcUaCollector:
-    """Collects one :class:`~config.settings.OpcUaDevice`.
+    """Collects one :class:`~config.opcua.OpcUaDevice`.
 
     ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
     """

@@ -35,8 +35,8 @@ from typing import Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 
+from config.base import Backoff, DeviceBase, TagBase
 from config.errors import ConfigError, ConnectError, StoreError
-from config.settings import Backoff, DeviceBase, TagBase
 from config.signals import Quality
 from store.base import Store
 from store.batch import Batch

@@ -1,5 +1,6 @@
 """Typed configuration, the error tree and canonical signal meanings."""
 
+from .base import Backoff, DeviceBase, TagBase
 from .errors import (
     CollectorError,
     ConfigError,
@@ -13,30 +14,10 @@ from .errors import (
     TierproofError,
 )
 from .loader import load_settings, settings_from_dict, shipped_config
-from .settings import (
-    ApiSettings,
-    Asset,
-    Backoff,
-    Calendar,
-    DailyRange,
-    DeviceBase,
-    KpiSettings,
-    ModbusDevice,
-    ModbusTag,
-    MqttDevice,
-    MqttSubscription,
-    MqttTag,
-    MqttTls,
-    OpcUaDevice,
-    OpcUaTag,
-    Regime,
-    Settings,
-    SimulationSettings,
-    SqliteStoreSettings,
-    TagBase,
-    Window,
-    parse_instant,
-)
+from .modbus import ModbusDevice, ModbusTag
+from .mqtt import MqttDevice, MqttSubscription, MqttTag, MqttTls
+from .opcua import OpcUaDevice, OpcUaTag
+from .settings import ApiSettings, Asset, KpiSettings, Regime, Settings, SimulationSettings
 from .signals import (
     ChannelMode,
     MachineState,
@@ -46,6 +27,8 @@ from .signals import (
     canonical_code,
     canonical_names,
 )
+from .store import SqliteStoreSettings
+from .times import Calendar, DailyRange, Window, parse_instant
 
 __all__ = [
     "ApiSettings",

@@ -70,8 +70,36 @@ def expand_env(value: str, env: Mapping[str, str], where: str) -> str:
     return _VAR.sub(sub, value)
 
 
+def _without_sexagesimal() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
+    """SafeLoader's implicit resolvers minus YAML 1.1's base-60 numbers: an unquoted shift end
+    ``20:00`` stays the text "20:00" instead of becoming the integer 1200 (YAML 1.2 has no
+    base-60 numbers either)."""
+    base60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+    resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+    for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items():
+        kept = []
+        for tag, regexp in entries:
+            if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+                regexp = _NotBase60(regexp, base60)  # type: ignore[assignment]
+            kept.append((tag, regexp))
+        resolvers[first] = kept
+    return resolvers
+
+
+class _NotBase60:
+    """A resolver pattern that matches what ``pattern`` does, except base-60 numbers."""
+
+    def __init__(self, pattern: re.Pattern[str], base60: re.Pattern[str]) -> None:
+        self._pattern, self._base60 = pattern, base60
+
+    def match(self, value: str) -> re.Match[str] | None:
+        return None if self._base60.match(value) else self._pattern.match(value)
+
+
 def _env_loader(source: str, env: Mapping[str, str]) -> type[yaml.SafeLoader]:
     class EnvLoader(yaml.SafeLoader):
+        yaml_implicit_resolvers = _RESOLVERS
+
         def construct_scalar(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
             value = super().construct_scalar(node)
             if isinstance(value, str) and "${" in value:
@@ -79,6 +107,9 @@ def _env_loader(source: str, env: Mapping[str, str]) -> type[yaml.SafeLoader]:
             return value
 
     return EnvLoader
+
+
+_RESOLVERS = _without_sexagesimal()
 
 
 def settings_from_dict(data: Any, source: str = "<config>") -> Settings:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from config.settings import ALL_DAYS, Calendar, DailyRange
+from config.times import ALL_DAYS, Calendar, DailyRange
 
 I64 = npt.NDArray[np.int64]
 _NS = 1_000_000_000

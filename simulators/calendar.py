@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from config.settings import ALL_DAYS, Calendar, DailyRange
+from config.times import ALL_DAYS, Calendar, DailyRange
 
 __all__ = ["ShiftCalendar", "datetime_ns", "overlap_seconds"]
 
@@ -50,7 +50,7 @@ def datetime_ns(dt: datetime) -> int:
 
 
 class ShiftCalendar:
-    """Planned busy time of one :class:`~config.settings.Calendar`."""
+    """Planned busy time of one :class:`~config.times.Calendar`."""
 
     def __init__(self, calendar: Calendar) -> None:
         self.tz = ZoneInfo(calendar.timezone)

@@ -21,7 +21,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from config.settings import ByteOrder, ModbusDevice, Settings
+from config.modbus import ByteOrder, ModbusDevice
+from config.settings import Settings
 from config.signals import ChannelMode, MachineState, OperationMode, Role
 
 from .modbus_server import ModbusSimServer, RegisterImage, Table

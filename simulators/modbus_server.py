@@ -46,7 +46,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from collector.modbus_codec import encode_value
-from config.settings import ByteOrder
+from config.modbus import ByteOrder
 
 __all__ = ["ModbusSimSerialServer", "ModbusSimServer", "RegisterImage", "Table"]
 

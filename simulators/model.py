@@ -44,8 +44,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from config.settings import Asset, Calendar, Regime, SimulationSettings
+from config.settings import Asset, Regime, SimulationSettings
 from config.signals import ChannelMode, MachineState, OperationMode
+from config.times import Calendar
 
 from .calendar import ShiftCalendar, datetime_ns
 

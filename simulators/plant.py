@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from config.settings import ModbusTag, Settings, SimulationSettings, TagBase, parse_instant
+from config.base import TagBase
+from config.modbus import ModbusTag
+from config.settings import Settings, SimulationSettings
 from config.signals import CANONICAL, ENUM_ROLES, MachineState, OperationMode, Role
+from config.times import parse_instant
 from store.batch import Batch
 
 from .model import (

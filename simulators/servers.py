@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from config.settings import MqttDevice, MqttFormat, OpcUaDevice, Settings
+from config.mqtt import MqttDevice, MqttFormat
+from config.opcua import OpcUaDevice
+from config.settings import Settings
 
 from .broker import embedded_broker
 from .modbus_plant import PlantServers, serve_plant

@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from config.settings import Settings, parse_instant
+from config.settings import Settings
 from config.signals import ChannelMode, MachineState, OperationMode
+from config.times import parse_instant
 
 from .calendar import overlap_seconds
 from .model import NS, datetime_ns

@@ -10,7 +10,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from config.settings import InfluxStoreSettings, Settings, SqliteStoreSettings, StoreSettings
+from config.settings import Settings
+from config.store import InfluxStoreSettings, SqliteStoreSettings, StoreSettings
 
 from .base import Gap, Latest, Store, StoreStats, TagRecord
 from .batch import TS_UNKNOWN, Batch, Series

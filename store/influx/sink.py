@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 import httpx
 
 from config.errors import SinkRejected, SinkUnavailable
-from config.settings import InfluxStoreSettings
+from config.store import InfluxStoreSettings
 
 if TYPE_CHECKING:
     from influxdb_client import InfluxDBClient

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import httpx
 
 from config.errors import SinkRejected, SinkUnavailable, StoreError
-from config.settings import InfluxStoreSettings
+from config.store import InfluxStoreSettings
 
 from ..base import Gap, Latest, StoreStats, TagRecord
 from ..batch import I64, Batch, Series

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.errors import ConfigError, SinkRejected, SinkUnavailable
-from config.settings import InfluxStoreSettings, Settings, SpoolSettings
+from config.settings import Settings
+from config.store import InfluxStoreSettings, SpoolSettings
 
 from ..base import Store
 from .quarantine import Quarantine, QuarantineEntry, QuarantineStats, open_quarantine

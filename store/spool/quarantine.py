@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import NotFoundError, StoreError
-from config.settings import SpoolSettings
+from config.store import SpoolSettings
 
 from ..batch import Batch
 from .codec import FRAME, decode_batch, encode_batch, frame, read_frame

@@ -35,8 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from config.base import Backoff
 from config.errors import SinkRejected, SinkUnavailable, StoreError
-from config.settings import Backoff, SpoolSettings
+from config.store import SpoolSettings
 
 from ..base import Gap, Latest, Store, StoreStats, TagRecord
 from ..batch import I64, Batch, Series

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.modbus import ModbusCollector
-from config.settings import ModbusDevice, ModbusTag
+from config.modbus import ModbusDevice, ModbusTag
 from simulators.modbus_server import ModbusSimServer
 from store.batch import Batch
 

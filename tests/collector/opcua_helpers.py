@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from collector.base import tag_record
 from collector.opcua import OpcUaCollector
-from config.settings import OpcUaDevice, OpcUaTag
+from config.opcua import OpcUaDevice, OpcUaTag
 from store.base import Store
 from store.batch import Batch
 

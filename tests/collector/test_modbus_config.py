@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from config import ConfigError, load_settings
-from config.settings import ModbusDevice
+from config.modbus import ModbusDevice
 
 ASSET = "s/a/l/m1"
 

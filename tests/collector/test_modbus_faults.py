@@ -14,7 +14,7 @@ from modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_on
 from collector import Supervisor
 from collector.modbus import ModbusCollector
 from collector.modbus_codec import EXACT_INT_LIMIT
-from config.settings import Backoff
+from config.base import Backoff
 from config.signals import Quality
 from simulators.modbus_server import RegisterImage
 from store.base import TagRecord

@@ -23,8 +23,9 @@ from modbus_helpers import (
 from collector import Supervisor
 from collector.modbus import ModbusCollector
 from collector.modbus_line import _SHARED, ModbusLine
+from config.base import Backoff
 from config.errors import ConnectError
-from config.settings import Backoff, ModbusDevice
+from config.modbus import ModbusDevice
 from config.signals import Quality
 from simulators.modbus_server import ModbusSimSerialServer, ModbusSimServer, RegisterImage
 from store.base import TagRecord

@@ -17,8 +17,9 @@ from modbus_helpers import wait_until
 
 from collector import DeviceHealth, MqttCollector, Supervisor
 from collector.base import tag_record
+from config.base import Backoff
 from config.errors import ConnectError, StoreError
-from config.settings import Backoff, MqttDevice
+from config.mqtt import MqttDevice
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer

@@ -10,7 +10,7 @@ import pytest
 from collector import MqttCollector
 from config.errors import ConfigError
 from config.loader import settings_from_dict, shipped_config
-from config.settings import MqttDevice
+from config.mqtt import MqttDevice
 
 ASSET = "plant/area/L1/M1"
 

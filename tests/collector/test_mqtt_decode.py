@@ -20,7 +20,7 @@ from collector import sparkplug_b_pb2 as pb
 from collector.mqtt import MqttCollector
 from collector.mqtt_decode import PayloadError, TagCodec, match_levels, parse_timestamp
 from collector.sparkplug import DataType, Metric, encode_payload, format_topic
-from config.settings import MqttDevice, MqttTag, mqtt_template_levels
+from config.mqtt import MqttDevice, MqttTag, mqtt_template_levels
 from config.signals import Quality
 
 ASSET = "plant/area/L1/M1"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_mqtt_broker import ASSET, device, publish_all, publisher
 
 from collector import MqttCollector
-from config.settings import MqttDevice
+from config.mqtt import MqttDevice
 from store.batch import Batch
 from tests.mosquitto import Mosquitto
 

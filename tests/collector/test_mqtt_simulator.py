@@ -13,7 +13,8 @@ from modbus_helpers import wait_until
 from collector import DeviceHealth, Supervisor
 from collector.base import tag_record
 from config import Settings, load_settings, shipped_config
-from config.settings import Backoff, MqttDevice
+from config.base import Backoff
+from config.mqtt import MqttDevice
 from config.signals import Quality
 from simulators import Plant, datetime_ns
 from simulators.mqtt_publisher import MQTT_SIGNALS, serve_mqtt

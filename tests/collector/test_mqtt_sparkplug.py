@@ -16,7 +16,8 @@ from collector import DeviceHealth, Supervisor
 from collector.base import tag_record
 from collector.mqtt_sparkplug import REBIRTH_METRIC
 from collector.sparkplug import DataType, Metric, decode_payload, encode_payload, format_topic
-from config.settings import Backoff, MqttDevice
+from config.base import Backoff
+from config.mqtt import MqttDevice
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer

@@ -18,7 +18,8 @@ from collector import Supervisor
 from collector.opcua import OpcUaCollector, discover, discover_tags
 from config import Settings, load_settings, shipped_config
 from config.errors import ConfigError, ConnectError
-from config.settings import BrowseRule, cross_check
+from config.opcua import BrowseRule
+from config.settings import cross_check
 from config.signals import Quality, Role
 from simulators import Plant
 from simulators.opcua_server import NAMESPACE_URI, OpcUaPlantServer, serve_opcua

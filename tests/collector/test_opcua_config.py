@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from config import ConfigError, settings_from_dict
-from config.settings import OpcUaDevice, parse_node_id
+from config.opcua import OpcUaDevice, parse_node_id
 
 GOOD: dict[str, Any] = {
     "assets": [{"path": "s/a/l/m1"}],

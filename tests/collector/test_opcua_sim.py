@@ -16,7 +16,7 @@ from opcua_helpers import TickingClock, odevice, otag, register
 
 from collector import DeviceHealth, OpcUaCollector, Supervisor
 from config import Settings, load_settings, shipped_config
-from config.settings import Backoff, DeviceBase
+from config.base import Backoff, DeviceBase
 from simulators import Plant, datetime_ns
 from simulators.opcua_server import OPCUA_SIGNALS, serve_opcua
 from store.batch import Batch

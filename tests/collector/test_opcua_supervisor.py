@@ -6,7 +6,8 @@ from modbus_helpers import wait_until
 from opcua_helpers import odevice, opcua_server, otag
 
 from collector import DeviceHealth, Supervisor
-from config.settings import Backoff, OpcUaDevice
+from config.base import Backoff
+from config.opcua import OpcUaDevice
 from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer

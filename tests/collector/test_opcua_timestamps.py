@@ -21,7 +21,7 @@ from opcua_helpers import TickingClock, ids_for, odevice, opcua_server, otag, re
 
 from collector import OpcUaCollector, Supervisor
 from config import Settings, load_settings, shipped_config
-from config.settings import Backoff, DeviceBase
+from config.base import Backoff, DeviceBase
 from simulators import Plant, datetime_ns
 from simulators.opcua_server import OPCUA_SIGNALS, serve_opcua
 from store import TS_UNKNOWN

@@ -15,7 +15,8 @@ import pytest
 from modbus_helpers import StartServer, mdevice, mtag, wait_until
 
 from collector import COLLECTORS, DeviceHealth, ModbusCollector, Supervisor, backoff_delays
-from config.settings import Backoff, DeviceBase, ModbusDevice
+from config.base import Backoff, DeviceBase
+from config.modbus import ModbusDevice
 from config.signals import Quality
 from simulators.modbus_server import RegisterImage
 from store.base import TagRecord

@@ -135,3 +135,30 @@ def test_influx_url_is_checked(url: str, why: str) -> None:
                            "f.yaml")
     assert err.value.problems[0][0] == "f.yaml: store.url" and why in err.value.problems[0][1]
     assert ":pw@" not in str(err.value)  # the password is not echoed
+
+
+@pytest.mark.parametrize(("text", "start", "end"), [
+    ("start: 06:00, end: 20:00", "06:00:00", "20:00:00"),  # YAML 1.1 made 20:00 the int 1200
+    ("start: 6:00, end: 14:30", "06:00:00", "14:30:00"),   # ... and 6:00 the int 360
+    ("start: '22:00', end: '06:00'", "22:00:00", "06:00:00"),
+    ("start: 7:15:30, end: 19:00", "07:15:30", "19:00:00"),
+])
+def test_unquoted_shift_times_are_local_times(tmp_path: Path, text: str, start: str, end: str) -> None:
+    p = tmp_path / "plant.yaml"
+    p.write_text(f"calendar:\n  shifts:\n    - {{name: day, {text}}}\n")
+    shift = load_settings(p).calendar.shifts[0]
+    assert (shift.start.isoformat(), shift.end.isoformat()) == (start, end)
+
+
+def test_a_number_for_a_shift_time_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict({"calendar": {"shifts": [{"start": "06:00", "end": 1200}]}})
+    assert info.value.problems == [
+        ("<config>: calendar.shifts[0].end", "1200 is a number, not a local time: write it as 'HH:MM'")]
+
+
+def test_other_yaml_numbers_are_unchanged(tmp_path: Path) -> None:
+    p = tmp_path / "plant.yaml"
+    p.write_text("api: {port: 0x1F90}\nkpi: {coverage_min: 0.5}\n")
+    s = load_settings(p)
+    assert s.api.port == 8080 and s.kpi.coverage_min == 0.5

@@ -20,7 +20,11 @@ import pytest
 import yaml
 
 from config import ConfigError, load_settings
-from config.settings import InfluxStoreSettings, ModbusDevice, MqttDevice, OpcUaDevice, Settings
+from config.modbus import ModbusDevice
+from config.mqtt import MqttDevice
+from config.opcua import OpcUaDevice
+from config.settings import Settings
+from config.store import InfluxStoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_CONFIG = "/etc/tierproof/gateway.yaml"

@@ -46,7 +46,8 @@ from peers import NodePeer
 
 from collector import Supervisor
 from collector.base import tag_record
-from config.settings import Backoff, ModbusDevice, ModbusTag
+from config.base import Backoff
+from config.modbus import ModbusDevice, ModbusTag
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer

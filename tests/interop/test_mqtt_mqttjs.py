@@ -21,7 +21,8 @@ from peers import NodePeer
 
 from collector import DeviceHealth, Supervisor
 from collector.base import tag_record
-from config.settings import Backoff, MqttDevice
+from config.base import Backoff
+from config.mqtt import MqttDevice
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.mosquitto import Mosquitto

@@ -50,8 +50,9 @@ from pydantic import SecretStr
 from collector import Supervisor
 from collector.base import tag_record
 from collector.opcua import OpcUaCollector, thumbprint
+from config.base import Backoff
 from config.errors import ConnectError
-from config.settings import Backoff, BrowseRule, OpcUaDevice, OpcUaTag
+from config.opcua import BrowseRule, OpcUaDevice, OpcUaTag
 from config.signals import Quality
 from store import TS_UNKNOWN
 from store.sqlite import SqliteStore

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from config.settings import Calendar
+from config.times import Calendar
 from kpi.calendar import planned_intervals
 from simulators.calendar import ShiftCalendar, datetime_ns
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config import load_settings, shipped_config
-from config.settings import ALL_DAYS, Calendar, DailyRange
+from config.times import ALL_DAYS, Calendar, DailyRange
 from kpi.calendar import planned_intervals
 from simulators.calendar import ShiftCalendar, datetime_ns, overlap_seconds
 from simulators.model import DayClock

@@ -6,8 +6,8 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from config import ModbusDevice, Role, load_settings, shipped_config
-from config.settings import DailyRange
 from config.signals import COUNTER_ROLES, ENUM_ROLES
+from config.times import DailyRange
 
 
 def test_demo_plant() -> None:

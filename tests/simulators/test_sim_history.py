@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from config import Role, Settings, load_settings, shipped_config
-from config.settings import ModbusTag
+from config.modbus import ModbusTag
 from config.signals import CANONICAL, COUNTER_ROLES, ENUM_ROLES, canonical_code
 from simulators import HISTORY_ROLES, Plant, datetime_ns, stored_values, truth
 from store.batch import Batch

@@ -17,7 +17,7 @@ import simulators
 from collector.modbus import ModbusCollector
 from collector.modbus_codec import encode_value
 from config import MachineState, Settings, load_settings, shipped_config
-from config.settings import ModbusDevice
+from config.modbus import ModbusDevice
 from config.signals import ChannelMode, OperationMode, Role
 from simulators import (
     REGISTER_MAP,

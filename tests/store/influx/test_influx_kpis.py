@@ -18,7 +18,7 @@ import pytest
 from api.gateway import tag_records
 from api.service import KpiService, to_ns
 from config import load_settings, shipped_config
-from config.settings import InfluxStoreSettings
+from config.store import InfluxStoreSettings
 from simulators import Plant
 from store import InfluxStore, SqliteStore
 from tests.influx_servers import InfluxDB16, ServerFailed

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from config.errors import SinkRejected, SinkUnavailable, StoreError
-from config.settings import InfluxStoreSettings
+from config.store import InfluxStoreSettings
 from store import STORES, Batch, InfluxStore, Series, SqliteStore, Store, TagRecord, open_store
 from tests.influx_servers import InfluxDB16
 

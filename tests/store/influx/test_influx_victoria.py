@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from config.errors import SinkUnavailable
-from config.settings import InfluxStoreSettings
+from config.store import InfluxStoreSettings
 from store import Batch, InfluxStore, TagRecord
 from tests.influx_servers import VictoriaMetrics
 

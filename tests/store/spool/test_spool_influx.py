@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 
 from api.cli import main as cli
+from config.base import Backoff
 from config.errors import StoreError
-from config.settings import Backoff, InfluxStoreSettings, SpoolSettings
+from config.store import InfluxStoreSettings, SpoolSettings
 from store import SpooledStore, TagRecord, open_store
 from store.batch import Batch
 from store.influx import InfluxStore

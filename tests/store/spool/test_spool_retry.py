@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from config.base import Backoff
 from config.errors import SinkUnavailable
-from config.settings import Backoff, InfluxStoreSettings, SpoolSettings
+from config.store import InfluxStoreSettings, SpoolSettings
 from store import InfluxStore, SpooledStore, TagRecord
 from store.batch import Batch
 from store.spool.store import MAX_RETRY_AFTER_S, backoff_delay, open_spool

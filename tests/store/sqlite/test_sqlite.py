@@ -17,7 +17,7 @@ import pytest
 
 import store.sqlite.store as sq
 from config.errors import StoreError
-from config.settings import SqliteStoreSettings
+from config.store import SqliteStoreSettings
 from store import STORES, Batch, Series, SqliteStore, Store, TagRecord, open_store
 
 ROOT = Path(__file__).resolve().parents[3]

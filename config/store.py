@@ -1,0 +1,94 @@
+"""Store settings: the embedded SQLite store, InfluxDB and its store-and-forward spool."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from .base import Backoff, Model
+
+
+class SqliteStoreSettings(Model):
+    type: Literal["sqlite"] = "sqlite"
+    path: str = "data/tierproof.db"
+    retention_days: float | None = Field(default=None, gt=0, description="None keeps forever")
+    synchronous: Literal["normal", "full"] = "normal"
+    compact_every: int = Field(
+        default=64, ge=1, description="ingest batches merged into per-tag chunks at a time"
+    )
+
+
+class SpoolSettings(Model):
+    """Store-and-forward: where batches wait while a remote store cannot take them."""
+
+    path: str = "data/spool"
+    max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="bound of the spool on disk")
+    when_full: Literal["drop_oldest", "refuse_newest"] = "drop_oldest"
+    backoff: Backoff = Field(default_factory=lambda: Backoff(initial_s=0.5, max_s=60.0))
+
+
+class InfluxStoreSettings(Model):
+    """InfluxDB as the store. ``api: v2`` writes with influxdb-client to InfluxDB 2.x/3.x and
+    1.8+ (url, token, org, bucket); ``api: v1`` posts to ``/write`` of InfluxDB 1.x up to 1.7
+    (database, retention_policy, username, password). Reads are InfluxQL on ``/query``."""
+
+    type: Literal["influx"]
+    url: str = "http://127.0.0.1:8086"
+    api: Literal["v1", "v2"] = "v2"
+    # v2
+    token: SecretStr | None = None
+    org: str | None = None
+    bucket: str | None = None
+    # v1 (and the database/retention policy InfluxQL reads use on 2.x/3.x via a DBRP mapping)
+    database: str | None = None
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    measurement: str = Field(default="tierproof", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    batch_size: int = Field(default=5000, ge=1)
+    flush_interval_s: float = Field(
+        default=0.0, ge=0,
+        description="0: every batch is posted when it is written; > 0: batches are gathered in the "
+        "(durable) spool and posted together every flush_interval_s, or once batch_size points wait",
+    )
+    timeout_s: float = Field(default=10.0, gt=0)
+    gzip: bool = True
+    verify_tls: bool = True
+    meta_path: str = Field(
+        default="data/tierproof-meta.db",
+        description="local file keeping the tag ids, gaps and heartbeats of this gateway",
+    )
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            # a password in the URL would end up in logs, errors and /api/v1/health
+            raise ValueError("the URL must not hold credentials: use username/password (v1) or token (v2)")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> InfluxStoreSettings:
+        if self.api == "v2":
+            missing = [f for f in ("token", "org", "bucket") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"api v2 needs {', '.join(missing)}")
+        else:
+            if self.database is None:
+                raise ValueError("api v1 needs database")
+            if (self.username is None) != (self.password is None):
+                raise ValueError("username and password go together")
+        return self
+
+
+StoreSettings = Annotated[SqliteStoreSettings | InfluxStoreSettings, Field(discriminator="type")]
