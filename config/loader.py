@@ -70,17 +70,17 @@ def expand_env(value: str, env: Mapping[str, str], where: str) -> str:
     return _VAR.sub(sub, value)
 
 
-def _without_sexagesimal() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
+def _without_sexagesimal() -> dict[Any, list[tuple[str, Any]]]:
     """SafeLoader's implicit resolvers minus YAML 1.1's base-60 numbers: an unquoted shift end
     ``20:00`` stays the text "20:00" instead of becoming the integer 1200 (YAML 1.2 has no
     base-60 numbers either)."""
     base60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
-    resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+    resolvers: dict[Any, list[tuple[str, Any]]] = {}
     for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items():
         kept = []
         for tag, regexp in entries:
             if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-                regexp = _NotBase60(regexp, base60)  # type: ignore[assignment]
+                regexp = _NotBase60(regexp, base60)
             kept.append((tag, regexp))
         resolvers[first] = kept
     return resolvers
