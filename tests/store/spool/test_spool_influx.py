@@ -160,7 +160,7 @@ def test_outage_mid_ingest_every_point_arrives_once_in_order(
 CHILD = textwrap.dedent("""
     # a gateway's write path: SpooledStore over InfluxStore, writing batch after batch
     import json, sys, time
-    from config.settings import InfluxStoreSettings
+    from config.store import InfluxStoreSettings
     from store import open_store
     from tests.store.spool.test_spool_influx import batch_k, tag_records
 
