@@ -18,7 +18,7 @@ from typing import Any
 from config.errors import ConfigError, TierproofError
 from config.loader import load_settings, shipped_config
 from config.settings import Settings
-from config.times import parse_instant
+from config.times import iso, parse_instant, to_ns
 
 from .version import VERSION
 
@@ -125,7 +125,7 @@ def backfill(settings: Settings, plant: object, tag_ids: dict[str, int], store: 
     """Write the simulated history [now - history_days, now) into the store; return points."""
     sim = settings.simulation
     assert sim is not None
-    end_ns = int(now.timestamp() * 1e6) * 1000
+    end_ns = to_ns(now)
     start_ns = end_ns - int(sim.history_days * 86400) * _NS
     points, t0 = 0, time.monotonic()
     for batch in plant.history_batches(tag_ids, start_ns, end_ns):  # type: ignore[attr-defined]
@@ -223,9 +223,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _when(ns: int | None) -> str:
-    if ns is None:
-        return "-"
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso(ns, timespec="seconds") or "-"
 
 
 def _spool(args: argparse.Namespace) -> int:

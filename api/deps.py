@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from config.errors import KpiError
 from config.settings import Settings
-from config.times import parse_instant
+from config.times import parse_instant, to_ns
 
 from .gateway import Gateway
 from .service import KpiService
@@ -44,6 +44,8 @@ def instant(value: str | None, default: str, name: str) -> datetime:
     """Query parameter ``name`` (or ``default`` when absent) as an instant; a bad one is a
     KpiError naming the parameter."""
     try:
-        return parse_instant(value if value is not None else default)
+        at = parse_instant(value if value is not None else default)
+        to_ns(at)  # within the range of stored times, or the parameter is at fault
+        return at
     except ValueError as exc:
         raise KpiError(f"parameter {name!r}: {exc}") from exc

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from config.errors import KpiError, NotFoundError
 from config.settings import Asset, Settings
 from config.signals import CANONICAL, Role, canonical_code
+from config.times import iso, to_ns
 from kpi import (
     ALGORITHM_VERSION,
     AssetEvidence,
@@ -31,19 +32,6 @@ from kpi import (
 )
 from store.base import Store, TagRecord
 from store.batch import Series
-
-_NS = 1_000_000_000
-KPI_FIELDS = ("availability", "effectiveness", "quality_ratio", "oee")
-
-
-def iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    return datetime.fromtimestamp(ns / _NS, UTC).isoformat().replace("+00:00", "Z")
-
-
-def to_ns(dt: datetime) -> int:
-    return int(dt.timestamp() * 1_000_000) * 1000
 
 
 def config_fingerprint(settings: Settings) -> str:

@@ -23,7 +23,7 @@ from .base import Model
 
 __all__ = [
     "EPOCH", "NS_MAX", "Calendar", "DailyRange", "Instant", "Weekday", "Window", "datetime_ns",
-    "parse_instant", "valid_ns",
+    "epoch_ns", "iso", "parse_instant", "to_ns", "valid_ns",
 ]
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -31,17 +31,41 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 NS_MAX: Final = int(np.iinfo(np.int64).max)
 
 
-def datetime_ns(dt: datetime) -> int | None:
-    """``dt`` in ns since the epoch (a naive datetime is UTC, as asyncua decodes UA DateTime),
-    or None when it lies outside ``[0, NS_MAX]``."""
+def epoch_ns(dt: datetime) -> int:
+    """``dt`` in ns since the epoch, exactly (integer arithmetic, no float rounding), whatever
+    its range; a naive ``dt`` is UTC (as asyncua decodes UA DateTime). The one conversion the
+    two below apply a policy to."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
+    delta = dt - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def datetime_ns(dt: datetime) -> int | None:
+    """A protocol's timestamp in ns, or None (*unknown*) when it lies outside ``[0, NS_MAX]``."""
     try:
-        delta = dt - EPOCH
+        ns = epoch_ns(dt)
     except OverflowError:  # an aware datetime whose UTC value leaves datetime's range
         return None
-    ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
     return ns if 0 <= ns <= NS_MAX else None
+
+
+def to_ns(dt: datetime) -> int:
+    """An instant a user or a config gives (a window's ends) in ns; ValueError outside
+    ``[1970-01-01, 2262-04-11]``, where a protocol's timestamp would be unknown instead."""
+    ns = datetime_ns(dt)
+    if ns is None:
+        raise ValueError(f"{dt.isoformat()} is outside 1970-01-01..2262-04-11, the range of stored times")
+    return ns
+
+
+def iso(ns: int | None, timespec: str = "auto") -> str | None:
+    """An instant as ISO 8601 UTC with a ``Z`` (None for None), exact to the microsecond
+    (truncated, never rounded into the next second); ``timespec`` as for ``isoformat``."""
+    if ns is None:
+        return None
+    dt = EPOCH + timedelta(microseconds=ns // 1000)
+    return dt.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def valid_ns(ns: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:

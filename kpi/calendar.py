@@ -9,13 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 from config.times import ALL_DAYS, Calendar, DailyRange
+from config.times import epoch_ns as _ns
 
 I64 = npt.NDArray[np.int64]
 _NS = 1_000_000_000
-
-
-def _ns(dt: datetime) -> int:
-    return int(dt.timestamp()) * _NS + dt.microsecond * 1000
 
 
 def _daily(ranges: list[DailyRange], tz: ZoneInfo, first: date, last: date) -> list[tuple[int, int]]:

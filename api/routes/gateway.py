@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from config.errors import NotFoundError
+from config.times import iso
 
 from ..deps import GatewayDep, SettingsDep
-from ..service import iso
 
 router = APIRouter(prefix="/api/v1", tags=["gateway"])
 

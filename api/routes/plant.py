@@ -12,13 +12,13 @@ from fastapi import APIRouter, Query
 
 from config.errors import NotFoundError
 from config.signals import Quality
+from config.times import iso, to_ns
 from store.base import Store
 from store.batch import TS_UNKNOWN
 
 from ..deps import GatewayDep, SettingsDep, instant
 from ..gateway import Gateway
 from ..models import AssetOut, LatestOut, SamplesOut, TagOut
-from ..service import iso, to_ns
 
 router = APIRouter(prefix="/api/v1")
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from api.app import create_app
-from api.service import iso
 from config import settings_from_dict
+from config.times import iso
 from store import TS_UNKNOWN, Batch, SqliteStore
 
 SEC = 10**9

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from api.gateway import tag_records
-from api.service import KpiService, to_ns
+from api.service import KpiService
 from config import load_settings, shipped_config
+from config.times import to_ns
 from simulators import Plant
 from simulators.truth import truth
 from store.sqlite import SqliteStore

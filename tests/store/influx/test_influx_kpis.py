@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from api.gateway import tag_records
-from api.service import KpiService, to_ns
+from api.service import KpiService
 from config import load_settings, shipped_config
 from config.store import InfluxStoreSettings
+from config.times import to_ns
 from simulators import Plant
 from store import InfluxStore, SqliteStore
 from tests.influx_servers import InfluxDB16, ServerFailed
