@@ -74,7 +74,7 @@ bench: venv
 	$(BIN)/python bench/bench_spool.py
 	$(BIN)/python bench/bench_mqtt.py
 
-## proto: regenerate collector/sparkplug_b_pb2.py(i) from collector/sparkplug_b.proto; protoc comes
+## proto: regenerate collector/mqtt/sparkplug/sparkplug_b_pb2.py(i) from its sparkplug_b.proto; protoc comes
 ## from grpcio-tools in a throwaway venv so that it is not a dependency of tierproof; pinned,
 ## because the generated code requires a protobuf runtime at least as new as its protoc (7.35)
 PROTOC_VENV ?= /tmp/tierproof-protoc
@@ -82,7 +82,7 @@ proto:
 	test -x $(PROTOC_VENV)/bin/python || $(PY) -m venv $(PROTOC_VENV)
 	$(PROTOC_VENV)/bin/python -m pip install -q grpcio-tools==1.85.1
 	$(PROTOC_VENV)/bin/python -m grpc_tools.protoc --proto_path=. --python_out=. --pyi_out=. \
-		collector/sparkplug_b.proto
+		collector/mqtt/sparkplug/sparkplug_b.proto
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

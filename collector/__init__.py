@@ -1,7 +1,7 @@
-"""Collectors: one driver per protocol, and the supervisor that runs them.
+"""Collectors: one package per protocol, the registry and the supervisor that runs them.
 
-``COLLECTORS`` is the registry from a device's ``protocol`` (its config ``type``) to the
-collector class; importing this package has no other side effect.
+``COLLECTORS`` (:mod:`collector.registry`) maps a device's ``protocol`` (its config ``type``)
+to the collector class; importing this package has no other side effect.
 """
 
 from __future__ import annotations
@@ -10,14 +10,8 @@ from .base import Collector, CollectorFactory
 from .modbus import ModbusCollector
 from .mqtt import MqttCollector
 from .opcua import OpcUaCollector
-
-COLLECTORS: dict[str, CollectorFactory] = {
-    "modbus": ModbusCollector,
-    "mqtt": MqttCollector,
-    "opcua": OpcUaCollector,
-}
-
-from .supervisor import (  # noqa: E402
+from .registry import COLLECTORS
+from .supervisor import (
     Acknowledging,
     DeviceHealth,
     ReportsPartGaps,

@@ -43,6 +43,7 @@ from store.batch import Batch
 from store.writer import Writer
 
 from .base import Collector, CollectorFactory, cancel_and_wait, tag_record
+from .registry import COLLECTORS
 
 __all__ = ["Acknowledging", "DeviceHealth", "ReportsPartGaps", "Supervisor", "backoff_delays"]
 
@@ -113,7 +114,7 @@ class Supervisor:
     """Runs the collectors of ``devices``; use as ``async with`` or start()/stop().
 
     ``factories`` maps a device's protocol to its collector class (default: the registry
-    ``collector.COLLECTORS``). ``clock`` (ns) stamps gaps; ``sleep`` and ``rng`` exist so
+    ``collector.registry.COLLECTORS``). ``clock`` (ns) stamps gaps; ``sleep`` and ``rng`` exist so
     tests can observe backoff without waiting for it.
     """
 
@@ -131,8 +132,6 @@ class Supervisor:
         heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         if factories is None:
-            from collector import COLLECTORS  # the registry imports this module
-
             factories = COLLECTORS
         names = [d.name for d in devices]
         dup = sorted({n for n in names if names.count(n) > 1})

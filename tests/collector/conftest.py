@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from modbus_helpers import StartServer
 
 from simulators.modbus_server import ModbusSimServer, RegisterImage
+from tests.collector.modbus_helpers import StartServer
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from typing import Any, Self
 
 import numpy as np
 import pytest
-from modbus_helpers import StartServer, mdevice, mtag, wait_until
 
 from collector import COLLECTORS, DeviceHealth, ModbusCollector, Supervisor, backoff_delays
 from config.base import Backoff, DeviceBase
@@ -23,6 +22,7 @@ from store.base import TagRecord
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import StartServer, mdevice, mtag, wait_until
 
 FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
 

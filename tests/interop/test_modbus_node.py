@@ -35,7 +35,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,8 +52,7 @@ from store.sqlite import SqliteStore
 from store.writer import Writer
 
 # the socat pty pair and wait helper of the collector tests: one copy of each
-sys.path.insert(0, str(Path(__file__).parents[1] / "collector"))
-from modbus_helpers import pty_pair, wait_until
+from tests.collector.modbus_helpers import pty_pair, wait_until
 
 FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
 END = 2**62
@@ -68,7 +66,7 @@ _CODES = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "
 
 def words(value: float, type_: str, order: str = "ABCD") -> list[int]:
     """The registers a device holding ``value`` sends, written out independently of
-    collector.modbus_codec: ``order`` names where the big-endian bytes A B C D ... sit."""
+    collector.modbus.codec: ``order`` names where the big-endian bytes A B C D ... sit."""
     big = struct.pack(">" + _CODES[type_], value)
     regs = [big[i:i + 2] for i in range(0, len(big), 2)]  # big-endian words, high first
     if order in ("DCBA", "CDAB"):

@@ -9,8 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from modbus_helpers import wait_until
-from opcua_helpers import Collected, make_cert, odevice, otag
 from pydantic import SecretStr
 
 from collector.opcua import OpcUaCollector
@@ -18,6 +16,8 @@ from config import Settings, load_settings, shipped_config
 from config.errors import ConnectError
 from simulators import Plant, datetime_ns
 from simulators.opcua_server import serve_opcua
+from tests.collector.modbus_helpers import wait_until
+from tests.collector.opcua_helpers import Collected, make_cert, odevice, otag
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, tzinfo=UTC)
 ASSET = "demo/machining/line2/press-01"

@@ -6,12 +6,11 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 
-from modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
-
 from collector.modbus import ModbusCollector
 from config.signals import Quality
 from simulators.modbus_server import RegisterImage
 from store.batch import Batch
+from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
 
 
 def image_with(n: int) -> RegisterImage:

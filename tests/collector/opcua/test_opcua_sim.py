@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from asyncua import ua
-from modbus_helpers import wait_until
-from opcua_helpers import TickingClock, odevice, otag, register
 
 from collector import DeviceHealth, OpcUaCollector, Supervisor
 from config import Settings, load_settings, shipped_config
@@ -22,6 +20,8 @@ from simulators.opcua_server import OPCUA_SIGNALS, serve_opcua
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import wait_until
+from tests.collector.opcua_helpers import TickingClock, odevice, otag, register
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 ASSET = "demo/machining/line1/mill-02"

@@ -10,17 +10,23 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from modbus_helpers import wait_until
 
 from collector import DeviceHealth, Supervisor
 from collector.base import tag_record
-from collector.mqtt_sparkplug import REBIRTH_METRIC
-from collector.sparkplug import DataType, Metric, decode_payload, encode_payload, format_topic
+from collector.mqtt.sparkplug import (
+    REBIRTH_METRIC,
+    DataType,
+    Metric,
+    decode_payload,
+    encode_payload,
+    format_topic,
+)
 from config.base import Backoff
 from config.mqtt import MqttDevice
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import wait_until
 from tests.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.mqtt

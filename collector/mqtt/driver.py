@@ -9,10 +9,10 @@ acknowledgement and the batching run on one thread with no locks and no hand-off
 through :class:`_ReadBuffer`: one ``recv`` per 64 KiB instead of three or more per packet.
 
 **Hot path.** Per message: one route lookup (cached per topic), one ``json.loads``, one
-generated expression pulling out every field of the route (:class:`~.mqtt_decode.JsonFields`)
+generated expression pulling out every field of the route (:class:`~.decode.JsonFields`)
 and a few list ``extend`` calls; values become numpy columns once per batch. Anything out of
 the ordinary (a missing field, a value needing conversion, JSON null, a wrong type) goes
-field by field through :class:`~.mqtt_decode.TagCodec`, which gives the same values and the
+field by field through :class:`~.decode.TagCodec`, which gives the same values and the
 precise errors.
 
 **Routing.** A message goes to the first subscription whose filter matches its topic; the
@@ -75,8 +75,8 @@ from config.signals import Quality
 from config.times import NS_MAX
 from store.batch import Batch
 
-from .base import scaling, unregistered_tags
-from .mqtt_decode import (
+from ..base import scaling, unregistered_tags
+from .decode import (
     NS_PER,
     JsonFields,
     PayloadError,
@@ -87,8 +87,7 @@ from .mqtt_decode import (
     parse_timestamp,
     walk,
 )
-from .mqtt_sparkplug import SparkplugHost
-from .sparkplug import SparkplugDecodeError, parse_topic
+from .sparkplug import SparkplugDecodeError, SparkplugHost, parse_topic
 
 __all__ = ["DEDUP_MEMORY", "MqttCollector", "MqttStats"]
 

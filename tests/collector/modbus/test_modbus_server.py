@@ -6,11 +6,11 @@ import struct
 from collections.abc import AsyncIterator
 
 import pytest
-from modbus_helpers import StartServer, wait_until
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from simulators.modbus_server import ModbusSimServer, RegisterImage
+from tests.collector.modbus_helpers import StartServer, wait_until
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector import sparkplug as sp
-from collector import sparkplug_b_pb2 as pb
-from collector.sparkplug import (
+from collector.mqtt.sparkplug import (
     DataType,
     DecodedPayload,
     Metric,
@@ -22,6 +20,8 @@ from collector.sparkplug import (
     format_topic,
     parse_topic,
 )
+from collector.mqtt.sparkplug import codec as sp
+from collector.mqtt.sparkplug import sparkplug_b_pb2 as pb
 
 T0 = 1_764_000_000_000
 

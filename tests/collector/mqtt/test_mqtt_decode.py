@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.client import MQTTMessage
 
-from collector import sparkplug_b_pb2 as pb
 from collector.mqtt import MqttCollector
-from collector.mqtt_decode import PayloadError, TagCodec, match_levels, parse_timestamp
-from collector.sparkplug import DataType, Metric, encode_payload, format_topic
+from collector.mqtt.decode import PayloadError, TagCodec, match_levels, parse_timestamp
+from collector.mqtt.sparkplug import DataType, Metric, encode_payload, format_topic
+from collector.mqtt.sparkplug import sparkplug_b_pb2 as pb
 from config.mqtt import MqttDevice, MqttTag, mqtt_template_levels
 from config.signals import Quality
 

@@ -4,10 +4,10 @@ coils and discrete inputs.
 Tags of the same unit id, table and poll group are coalesced into as few requests as the
 device allows (``max_registers_per_request`` / ``max_bits_per_request``, joining tags at most
 ``coalesce_gap`` unused registers apart). The answers of all requests of a poll are
-decoded together by a :class:`~collector.modbus_codec.Decoder` precomputed with the plan.
+decoded together by a :class:`~collector.modbus.codec.Decoder` precomputed with the plan.
 Every poll group runs its own drift-free loop at its interval; each poll yields one
 :class:`~store.batch.Batch`. Requests go through the device's
-:class:`~collector.modbus_line.ModbusLine`, which sends them one at a time on an RTU line
+:class:`~collector.modbus.line.ModbusLine`, which sends them one at a time on an RTU line
 shared by several devices.
 
 A Modbus exception response is about the tags of that request, not the connection: the
@@ -48,9 +48,9 @@ from config.modbus import ModbusDevice, ModbusTable, ModbusTag
 from config.signals import Quality
 from store.batch import Batch
 
-from .base import cancel_and_wait, scaling, unregistered_tags
-from .modbus_codec import Decoder
-from .modbus_line import ModbusLine, acquire_line, release_line
+from ..base import cancel_and_wait, scaling, unregistered_tags
+from .codec import Decoder
+from .line import ModbusLine, acquire_line, release_line
 
 __all__ = ["ModbusCollector"]
 

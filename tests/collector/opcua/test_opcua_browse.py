@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 from asyncua import Client, ua
-from modbus_helpers import wait_until
-from opcua_helpers import ASSET, URI, Collected, free_port, ids_for, odevice, opcua_server, otag
 from pydantic import ValidationError
 
 from collector import Supervisor
@@ -25,6 +23,17 @@ from simulators import Plant
 from simulators.opcua_server import NAMESPACE_URI, OpcUaPlantServer, serve_opcua
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import wait_until
+from tests.collector.opcua_helpers import (
+    ASSET,
+    URI,
+    Collected,
+    free_port,
+    ids_for,
+    odevice,
+    opcua_server,
+    otag,
+)
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, tzinfo=UTC)
 MACHINES = f"nsu={NAMESPACE_URI};s=Machines"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
 
 from collector.modbus import ModbusCollector
 from config.errors import ConfigError, ConnectError
 from config.signals import Quality
 from simulators.modbus_server import RegisterImage
 from store.batch import Batch
+from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
 
 
 def counting_image(n: int) -> RegisterImage:

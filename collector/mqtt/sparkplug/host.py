@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from config.signals import Quality
 from config.times import NS_MAX
 
-from .mqtt_decode import PayloadError, TagCodec, match_levels
-from .sparkplug import (
+from ..decode import PayloadError, TagCodec, match_levels
+from .codec import (
     DataType,
     DecodedPayload,
     Metric,
@@ -51,7 +51,7 @@ __all__ = ["REBIRTH_METRIC", "SparkplugHost", "rebirth_request"]
 
 REBIRTH_METRIC = "Node Control/Rebirth"
 
-#: reasons of metric problems only the host sees (the codec's are in collector.sparkplug)
+#: reasons of metric problems only the host sees (the codec's are in collector.mqtt.sparkplug.codec)
 BIRTH_NO_NAME = "sparkplug birth metric without name"
 BIRTH_NO_DATATYPE = "sparkplug birth metric without datatype"
 INVALID_IN_BIRTH = "sparkplug metric invalid in birth"

@@ -9,17 +9,17 @@ import struct
 from collections.abc import AsyncIterator
 
 import pytest
-from modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once, wait_until
 
 from collector import Supervisor
 from collector.modbus import ModbusCollector
-from collector.modbus_codec import EXACT_INT_LIMIT
+from collector.modbus.codec import EXACT_INT_LIMIT
 from config.base import Backoff
 from config.signals import Quality
 from simulators.modbus_server import RegisterImage
 from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once, wait_until
 
 FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
 

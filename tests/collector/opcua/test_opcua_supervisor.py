@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from modbus_helpers import wait_until
-from opcua_helpers import odevice, opcua_server, otag
-
 from collector import DeviceHealth, Supervisor
 from config.base import Backoff
 from config.opcua import OpcUaDevice
 from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import wait_until
+from tests.collector.opcua_helpers import odevice, opcua_server, otag
 
 FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
 

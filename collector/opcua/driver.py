@@ -82,7 +82,7 @@ from config.signals import Quality
 from config.times import datetime_ns
 from store.batch import TS_UNKNOWN, Batch
 
-from .base import scaling, unregistered_tags
+from ..base import scaling, unregistered_tags
 
 __all__ = ["MAX_BROWSE_NODES", "OpcUaCollector", "discover", "discover_tags", "thumbprint"]
 

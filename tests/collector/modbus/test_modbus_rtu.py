@@ -9,7 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modbus_helpers import (
+
+from collector import Supervisor
+from collector.modbus import ModbusCollector
+from collector.modbus.line import _SHARED, ModbusLine
+from config.base import Backoff
+from config.errors import ConnectError
+from config.modbus import ModbusDevice
+from config.signals import Quality
+from simulators.modbus_server import ModbusSimSerialServer, ModbusSimServer, RegisterImage
+from store.base import TagRecord
+from store.sqlite import SqliteStore
+from store.writer import Writer
+from tests.collector.modbus_helpers import (
     by_name,
     ids_for,
     mdevice,
@@ -19,18 +31,6 @@ from modbus_helpers import (
     rtu_device,
     wait_until,
 )
-
-from collector import Supervisor
-from collector.modbus import ModbusCollector
-from collector.modbus_line import _SHARED, ModbusLine
-from config.base import Backoff
-from config.errors import ConnectError
-from config.modbus import ModbusDevice
-from config.signals import Quality
-from simulators.modbus_server import ModbusSimSerialServer, ModbusSimServer, RegisterImage
-from store.base import TagRecord
-from store.sqlite import SqliteStore
-from store.writer import Writer
 
 FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
 

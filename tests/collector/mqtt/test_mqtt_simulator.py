@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from modbus_helpers import wait_until
 
 from collector import DeviceHealth, Supervisor
 from collector.base import tag_record
@@ -20,6 +19,7 @@ from simulators import Plant, datetime_ns
 from simulators.mqtt_publisher import MQTT_SIGNALS, serve_mqtt
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt

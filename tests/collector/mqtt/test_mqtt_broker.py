@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from modbus_helpers import wait_until
 
 from collector import DeviceHealth, MqttCollector, Supervisor
 from collector.base import tag_record
@@ -23,6 +22,7 @@ from config.mqtt import MqttDevice
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt

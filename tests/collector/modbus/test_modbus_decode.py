@@ -7,11 +7,11 @@ import struct
 
 import numpy as np
 import pytest
-from modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
 
-from collector.modbus_codec import encode_value
+from collector.modbus.codec import encode_value
 from config.signals import Quality
 from simulators.modbus_server import RegisterImage
+from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
 
 ORDERS = ("ABCD", "DCBA", "BADC", "CDAB")
 

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from asyncua import ua
-from modbus_helpers import wait_until
-from opcua_helpers import TickingClock, ids_for, odevice, opcua_server, otag, register
 
 from collector import OpcUaCollector, Supervisor
 from config import Settings, load_settings, shipped_config
@@ -28,6 +26,8 @@ from store import TS_UNKNOWN
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.collector.modbus_helpers import wait_until
+from tests.collector.opcua_helpers import TickingClock, ids_for, odevice, opcua_server, otag, register
 
 SIM_NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 GATEWAY_T0 = datetime_ns(datetime(2031, 1, 1, tzinfo=UTC))

@@ -1,6 +1,6 @@
 """Sparkplug B (spBv1.0) topics and payloads.
 
-The protobuf schema is ``collector/sparkplug_b.proto`` (Eclipse Tahu's, field for field);
+The protobuf schema is ``collector/mqtt/sparkplug/sparkplug_b.proto`` (Eclipse Tahu's, field for field);
 ``sparkplug_b_pb2.py`` is generated from it by ``make proto``. Generated code was preferred over
 building the descriptor by hand with ``descriptor_pb2``: the checked-in ``.proto`` is then the
 single source of the wire layout, and protoc checks it, rather than a hand-written copy that

@@ -1,0 +1,62 @@
+"""Sparkplug B for the MQTT collector: the topic and payload codec (protobuf schema
+``sparkplug_b.proto`` and its generated ``sparkplug_b_pb2``) and the host application."""
+
+from __future__ import annotations
+
+from .codec import (
+    BAD_DATATYPE,
+    BAD_NAME,
+    BAD_PAYLOAD,
+    BAD_STRING,
+    DATATYPE_CHANGED,
+    MESSAGE_TYPES,
+    NAMESPACE,
+    NO_NAME_OR_ALIAS,
+    NO_VALUE,
+    NULL_WITH_VALUE,
+    OUT_OF_RANGE,
+    WRONG_FIELD,
+    WRONG_TYPE,
+    BadMetric,
+    DataType,
+    DecodedPayload,
+    Metric,
+    SparkplugDecodeError,
+    SparkplugTopic,
+    apply_datatype,
+    decode_payload,
+    encode_payload,
+    format_topic,
+    parse_topic,
+)
+from .host import REBIRTH_METRIC, SparkplugHost, rebirth_request
+
+__all__ = [
+    "BAD_DATATYPE",
+    "BAD_NAME",
+    "BAD_PAYLOAD",
+    "BAD_STRING",
+    "DATATYPE_CHANGED",
+    "MESSAGE_TYPES",
+    "NAMESPACE",
+    "NO_NAME_OR_ALIAS",
+    "NO_VALUE",
+    "NULL_WITH_VALUE",
+    "OUT_OF_RANGE",
+    "REBIRTH_METRIC",
+    "WRONG_FIELD",
+    "WRONG_TYPE",
+    "BadMetric",
+    "DataType",
+    "DecodedPayload",
+    "Metric",
+    "SparkplugDecodeError",
+    "SparkplugHost",
+    "SparkplugTopic",
+    "apply_datatype",
+    "decode_payload",
+    "encode_payload",
+    "format_topic",
+    "parse_topic",
+    "rebirth_request",
+]
