@@ -363,6 +363,49 @@ def _periodic(rng: np.random.Generator, every_s: float, horizon_s: float) -> F64
     return pos[pos < horizon_s]
 
 
+def _interruptions(rng: np.random.Generator, b: Behaviour, horizon: float) -> tuple[F64, F64, U8]:
+    """Failures, minor stops and setups within ``horizon`` planned seconds: their start and
+    end on the planned clock (seconds) and their kind."""
+    # 1. interruptions on the run-time axis, with their durations (seconds)
+    f_r = _arrivals(rng, b.mtbf_s, horizon)
+    f_d = rng.gamma(2.0, b.mttr_s / 2.0, f_r.size)
+    m_r = _arrivals(rng, b.minor_every_s, horizon)
+    m_d = rng.gamma(4.0, b.minor_s / 4.0, m_r.size)
+    s_r = _periodic(rng, b.setup_every_s, horizon)
+    s_d = np.maximum(rng.normal(b.setup_s, 0.15 * b.setup_s, s_r.size), 0.0)
+    r = np.concatenate((f_r, m_r, s_r))
+    d = np.concatenate((f_d, m_d, s_d))
+    kind = np.concatenate((
+        np.full(f_r.size, _FAIL, np.uint8), np.full(m_r.size, _MINOR, np.uint8),
+        np.full(s_r.size, _SETUP, np.uint8),
+    ))
+    order = np.argsort(r, kind="stable")
+    r, d, kind = r[order], d[order], kind[order]
+    keep = d > 1e-3
+    r, d, kind = r[keep], d[keep], kind[keep]
+    # 2. on the planned clock each starts after all earlier downtime
+    u0 = r + np.cumsum(d) - d
+    keep = u0 < horizon
+    u0, d, kind = u0[keep], d[keep], kind[keep]
+    u1 = np.minimum(u0 + d, horizon)
+    return u0, u1, kind
+
+
+def _parts(rng: np.random.Generator, b: Behaviour, a: I64, e: I64) -> tuple[I64, Bools]:
+    """Part completion instants (ns) and whether each part is good, for the producing
+    segments [a, e)."""
+    rc = np.concatenate(([0], np.cumsum(e - a))).astype(np.int64)
+    prod_s = float(rc[-1]) / NS
+    n = int(prod_s / (b.cycle_s * 0.85)) + 8  # cycles >= 0.85 x mean: n always suffice
+    cycles = b.cycle_s * np.clip(1.0 + 0.03 * rng.standard_normal(n), 0.85, 1.3)
+    v = np.cumsum(cycles)
+    v_ns = (v[v < prod_s] * NS).astype(np.int64)
+    ii = np.searchsorted(rc[1:], v_ns, side="right")
+    part_ns = (a[ii] + (v_ns - rc[ii])) // MS * MS + 1
+    good = rng.random(part_ns.size) >= b.defect_rate
+    return part_ns, good
+
+
 class MachineModel:
     """One simulated machine: its timeline over any window, generated per chunk and cached."""
 
@@ -435,28 +478,8 @@ class MachineModel:
                 np.empty(0, np.int64), np.empty(0, bool),
             )
 
-        # 1. interruptions on the run-time axis, with their durations (seconds)
-        f_r = _arrivals(rng, b.mtbf_s, horizon)
-        f_d = rng.gamma(2.0, b.mttr_s / 2.0, f_r.size)
-        m_r = _arrivals(rng, b.minor_every_s, horizon)
-        m_d = rng.gamma(4.0, b.minor_s / 4.0, m_r.size)
-        s_r = _periodic(rng, b.setup_every_s, horizon)
-        s_d = np.maximum(rng.normal(b.setup_s, 0.15 * b.setup_s, s_r.size), 0.0)
-        r = np.concatenate((f_r, m_r, s_r))
-        d = np.concatenate((f_d, m_d, s_d))
-        kind = np.concatenate((
-            np.full(f_r.size, _FAIL, np.uint8), np.full(m_r.size, _MINOR, np.uint8),
-            np.full(s_r.size, _SETUP, np.uint8),
-        ))
-        order = np.argsort(r, kind="stable")
-        r, d, kind = r[order], d[order], kind[order]
-        keep = d > 1e-3
-        r, d, kind = r[keep], d[keep], kind[keep]
-        # 2. on the planned clock each starts after all earlier downtime
-        u0 = r + np.cumsum(d) - d
-        keep = u0 < horizon
-        u0, d, kind = u0[keep], d[keep], kind[keep]
-        u1 = np.minimum(u0 + d, horizon)
+        # 1.-2. interruptions, placed on the planned clock
+        u0, u1, kind = _interruptions(rng, b, horizon)
 
         # pieces alternate run, event, run, ..., run (runs may be empty)
         m = u0.size
@@ -495,15 +518,5 @@ class MachineModel:
 
         # 4. parts on the production clock
         run = (state == _EXEC) & (mode == _PROC)
-        a, e = seg[run], seg_end[run]
-        rc = np.concatenate(([0], np.cumsum(e - a))).astype(np.int64)
-        prod_s = float(rc[-1]) / NS
-        n = int(prod_s / (b.cycle_s * 0.85)) + 8  # cycles >= 0.85 x mean: n always suffice
-        cycles = b.cycle_s * np.clip(1.0 + 0.03 * rng.standard_normal(n), 0.85, 1.3)
-        v = np.cumsum(cycles)
-        v_ns = (v[v < prod_s] * NS).astype(np.int64)
-        ii = np.searchsorted(rc[1:], v_ns, side="right")
-        part_ns = (a[ii] + (v_ns - rc[ii])) // MS * MS + 1
-        good = rng.random(part_ns.size) >= b.defect_rate
-
+        part_ns, good = _parts(rng, b, seg[run], seg_end[run])
         return Timeline(c0, c1, seg, state, mode, chan_w, power, part_ns, good)
