@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python bench/bench_modbus.py [--seconds N] [--units U] [--registers R]``.
 Prints figures only; no assertions.
 
-A :class:`~simulators.modbus_server.ModbusSimServer` with U unit ids x R holding registers of
+A :class:`~simulators.modbus.ModbusSimServer` with U unit ids x R holding registers of
 mixed tags (uint16, int16, uint32, float32, int32 CDAB, float32 BADC, float64) runs in a
 child process, as a PLC would be another machine (and so that serving does not eat the
 measured process' CPU). Then, for N seconds each:
@@ -40,7 +40,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from collector.modbus import ModbusCollector
 from config.modbus import ModbusDevice, ModbusTag
-from simulators.modbus_server import ModbusSimServer, RegisterImage
+from simulators.modbus import ModbusSimServer, RegisterImage
 from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer

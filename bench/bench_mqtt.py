@@ -4,7 +4,7 @@ Run: ``.venv/bin/python bench/bench_mqtt.py [--messages N] [--machines M] [--qos
 [--modes live backlog] [--broker-inflight K]``. Prints figures only; no assertions.
 
 A real Mosquitto (Debian's, started like the tests' fixture on free ports) carries JSON
-documents shaped like the simulator's json style (``simulators/MQTT_TOPICS.md``: 10 values
+documents shaped like the simulator's json style (``simulators/mqtt/TOPICS.md``: 10 values
 per message) on ``bench/L1/m<i>`` for M machines. A publisher in a child process (so that it
 does not share this process' GIL) sends N pre-encoded messages as fast as paho lets it.
 

@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python bench/bench_opcua.py [--seconds N] [--variables V] [--interval-ms I]
 [--servers K]``. Prints figures only; no assertions.
 
-The simulator's OPC UA server (:func:`simulators.opcua_server.serve_opcua`: the demo plant's
+The simulator's OPC UA server (:func:`simulators.opcua.serve_opcua`: the demo plant's
 OPC UA machine plus ``bulk/<i>`` Double variables that all change every I ms) runs in K child
 processes (V/K variables each, one OPC UA device each), each with its own event loop, as
 machines are other computers (and so that serving does not take the measured process' GIL).
@@ -56,7 +56,7 @@ from collector.opcua import OpcUaCollector
 from config import load_settings, shipped_config
 from config.opcua import OpcUaDevice, OpcUaTag
 from simulators import Plant
-from simulators.opcua_server import serve_opcua
+from simulators.opcua import serve_opcua
 from store.base import TagRecord
 from store.batch import Batch
 from store.sqlite import SqliteStore

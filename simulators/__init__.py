@@ -1,10 +1,17 @@
-"""Simulated machines: a ground-truth model, a plant, exact KPIs, and protocol servers."""
+"""Simulated machines: a ground-truth model, a plant, exact KPIs, and protocol servers.
 
-from .modbus_plant import (
+The protocol-neutral parts sit here (``model``, ``plant``, ``truth``, ``calendar``, the
+``servers`` composition and the ``ticker`` that refreshes every server); each protocol has
+its package: ``modbus/``, ``opcua/``, ``mqtt/``.
+"""
+
+from .modbus import (
     REGISTER_MAP,
     STATUS_BITS,
+    ModbusSimServer,
     PlantServers,
     RegisterField,
+    RegisterImage,
     assign_units,
     encode_words,
     machine_fields,
@@ -13,7 +20,6 @@ from .modbus_plant import (
     with_ports,
     write_machine,
 )
-from .modbus_server import ModbusSimServer, RegisterImage
 from .model import (
     NATIVE_CODES,
     Behaviour,
@@ -23,13 +29,28 @@ from .model import (
     Timeline,
     datetime_ns,
 )
+from .mqtt import JSON_LAYOUT, MQTT_SIGNALS, MqttPublisher, MqttStyle, embedded_broker, serve_mqtt
+from .opcua import (
+    NAMESPACE_URI,
+    OPCUA_SIGNALS,
+    SECURITY_ALL,
+    OpcUaPlantServer,
+    SimUserManager,
+    serve_opcua,
+)
 from .plant import HISTORY_ROLES, MachineValues, Plant, stored_values
+from .servers import SimulatedDevices, serve_devices
 from .truth import Elements, asset_elements, truth, write_truth
 
 __all__ = [
     "HISTORY_ROLES",
+    "JSON_LAYOUT",
+    "MQTT_SIGNALS",
+    "NAMESPACE_URI",
     "NATIVE_CODES",
+    "OPCUA_SIGNALS",
     "REGISTER_MAP",
+    "SECURITY_ALL",
     "STATUS_BITS",
     "Behaviour",
     "DayClock",
@@ -38,17 +59,26 @@ __all__ = [
     "MachineProfile",
     "MachineValues",
     "ModbusSimServer",
+    "MqttPublisher",
+    "MqttStyle",
+    "OpcUaPlantServer",
     "Plant",
     "PlantServers",
     "RegisterField",
     "RegisterImage",
+    "SimUserManager",
+    "SimulatedDevices",
     "Timeline",
     "asset_elements",
     "assign_units",
     "datetime_ns",
+    "embedded_broker",
     "encode_words",
     "machine_fields",
     "register_map_table",
+    "serve_devices",
+    "serve_mqtt",
+    "serve_opcua",
     "serve_plant",
     "stored_values",
     "truth",
@@ -56,35 +86,3 @@ __all__ = [
     "write_machine",
     "write_truth",
 ]
-
-# the OPC UA simulator
-from .opcua_server import (
-    NAMESPACE_URI,
-    OPCUA_SIGNALS,
-    SECURITY_ALL,
-    OpcUaPlantServer,
-    SimUserManager,
-    serve_opcua,
-)
-
-__all__ += [
-    "NAMESPACE_URI",
-    "OPCUA_SIGNALS",
-    "SECURITY_ALL",
-    "OpcUaPlantServer",
-    "SimUserManager",
-    "serve_opcua",
-]
-
-# the MQTT simulator
-from .mqtt_publisher import JSON_LAYOUT, MQTT_SIGNALS, MqttPublisher, MqttStyle, serve_mqtt  # noqa: E402
-
-__all__ += ["JSON_LAYOUT", "MQTT_SIGNALS", "MqttPublisher", "MqttStyle", "serve_mqtt"]
-
-from .broker import embedded_broker  # noqa: E402
-
-__all__ += ["embedded_broker"]
-
-from .servers import SimulatedDevices, serve_devices  # noqa: E402
-
-__all__ += ["SimulatedDevices", "serve_devices"]

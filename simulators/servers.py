@@ -11,10 +11,9 @@ from config.mqtt import MqttDevice, MqttFormat
 from config.opcua import OpcUaDevice
 from config.settings import Settings
 
-from .broker import embedded_broker
-from .modbus_plant import PlantServers, serve_plant
-from .mqtt_publisher import MqttPublisher, serve_mqtt
-from .opcua_server import OpcUaPlantServer, serve_opcua
+from .modbus import PlantServers, serve_plant
+from .mqtt import MqttPublisher, embedded_broker, serve_mqtt
+from .opcua import OpcUaPlantServer, serve_opcua
 from .plant import Plant
 
 

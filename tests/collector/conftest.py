@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from simulators.modbus_server import ModbusSimServer, RegisterImage
+from simulators.modbus import ModbusSimServer, RegisterImage
 from tests.collector.modbus_helpers import StartServer
 
 

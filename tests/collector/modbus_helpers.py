@@ -12,7 +12,7 @@ from typing import Any
 
 from collector.modbus import ModbusCollector
 from config.modbus import ModbusDevice, ModbusTag
-from simulators.modbus_server import ModbusSimServer
+from simulators.modbus import ModbusSimServer
 from store.batch import Batch
 
 ASSET = "site/area/line/m1"

@@ -1,6 +1,6 @@
 """A minimal in-process asyncua server and builders for the OPC UA collector tests.
 
-Not the simulator (simulators/opcua_server.py): a handful of variables, one of each node id
+Not the simulator (simulators/opcua/server.py): a handful of variables, one of each node id
 form, that a test changes as it likes.
 """
 

@@ -17,7 +17,7 @@ from collector import COLLECTORS, DeviceHealth, ModbusCollector, Supervisor, bac
 from config.base import Backoff, DeviceBase
 from config.modbus import ModbusDevice
 from config.signals import Quality
-from simulators.modbus_server import RegisterImage
+from simulators.modbus import RegisterImage
 from store.base import TagRecord
 from store.batch import Batch
 from store.sqlite import SqliteStore

@@ -9,7 +9,7 @@ import pytest
 from collector.modbus import ModbusCollector
 from config.errors import ConfigError, ConnectError
 from config.signals import Quality
-from simulators.modbus_server import RegisterImage
+from simulators.modbus import RegisterImage
 from store.batch import Batch
 from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
 

@@ -10,7 +10,7 @@ import pytest
 
 from collector.modbus.codec import encode_value
 from config.signals import Quality
-from simulators.modbus_server import RegisterImage
+from simulators.modbus import RegisterImage
 from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
 
 ORDERS = ("ABCD", "DCBA", "BADC", "CDAB")

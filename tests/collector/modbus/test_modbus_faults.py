@@ -15,7 +15,7 @@ from collector.modbus import ModbusCollector
 from collector.modbus.codec import EXACT_INT_LIMIT
 from config.base import Backoff
 from config.signals import Quality
-from simulators.modbus_server import RegisterImage
+from simulators.modbus import RegisterImage
 from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer

@@ -17,7 +17,7 @@ from config.base import Backoff
 from config.errors import ConnectError
 from config.modbus import ModbusDevice
 from config.signals import Quality
-from simulators.modbus_server import ModbusSimSerialServer, ModbusSimServer, RegisterImage
+from simulators.modbus import ModbusSimSerialServer, ModbusSimServer, RegisterImage
 from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer

@@ -9,7 +9,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from simulators.modbus_server import ModbusSimServer, RegisterImage
+from simulators.modbus import ModbusSimServer, RegisterImage
 from tests.collector.modbus_helpers import StartServer, wait_until
 
 

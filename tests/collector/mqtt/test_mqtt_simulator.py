@@ -1,4 +1,4 @@
-"""End to end: the simulated plant published in each style (simulators.mqtt_publisher)
+"""End to end: the simulated plant published in each style (simulators.mqtt.publisher)
 through a real Mosquitto, collected by the MQTT collector into the SqliteStore; the stored
 values are the plant's ground truth."""
 
@@ -16,7 +16,7 @@ from config.base import Backoff
 from config.mqtt import MqttDevice
 from config.signals import Quality
 from simulators import Plant, datetime_ns
-from simulators.mqtt_publisher import MQTT_SIGNALS, serve_mqtt
+from simulators.mqtt import MQTT_SIGNALS, serve_mqtt
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.collector.modbus_helpers import wait_until
@@ -144,7 +144,7 @@ async def test_the_demos_embedded_broker_carries_every_style(
     sqlite_store: SqliteStore, plant: Plant, style: str
 ) -> None:
     """amqtt (the demo's broker, in this process and event loop) instead of Mosquitto."""
-    from simulators.broker import embedded_broker
+    from simulators.mqtt import embedded_broker
 
     t = datetime_ns(NOW)
     async with embedded_broker() as url:

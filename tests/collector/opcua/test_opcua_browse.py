@@ -20,7 +20,7 @@ from config.opcua import BrowseRule
 from config.settings import cross_check
 from config.signals import Quality, Role
 from simulators import Plant
-from simulators.opcua_server import NAMESPACE_URI, OpcUaPlantServer, serve_opcua
+from simulators.opcua import NAMESPACE_URI, OpcUaPlantServer, serve_opcua
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.collector.modbus_helpers import wait_until

@@ -15,7 +15,7 @@ from collector.opcua import OpcUaCollector
 from config import Settings, load_settings, shipped_config
 from config.errors import ConnectError
 from simulators import Plant, datetime_ns
-from simulators.opcua_server import serve_opcua
+from simulators.opcua import serve_opcua
 from tests.collector.modbus_helpers import wait_until
 from tests.collector.opcua_helpers import Collected, make_cert, odevice, otag
 

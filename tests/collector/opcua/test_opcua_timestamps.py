@@ -21,7 +21,7 @@ from collector import OpcUaCollector, Supervisor
 from config import Settings, load_settings, shipped_config
 from config.base import Backoff, DeviceBase
 from simulators import Plant, datetime_ns
-from simulators.opcua_server import OPCUA_SIGNALS, serve_opcua
+from simulators.opcua import OPCUA_SIGNALS, serve_opcua
 from store import TS_UNKNOWN
 from store.batch import Batch
 from store.sqlite import SqliteStore

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-import simulators
-from collector.modbus import ModbusCollector
-from collector.modbus_codec import encode_value
+import simulators.modbus
+from collector.modbus import ModbusCollector, encode_value
 from config import MachineState, Settings, load_settings, shipped_config
 from config.modbus import ModbusDevice
 from config.signals import ChannelMode, OperationMode, Role
@@ -226,7 +225,7 @@ def test_encoding_agrees_with_the_collector(type_: str, order: str) -> None:
 
 
 def test_register_map_doc_is_current() -> None:
-    doc = (Path(simulators.__file__).parent / "REGISTER_MAP.md").read_text(encoding="utf-8")
+    doc = (Path(simulators.modbus.__file__).parent / "REGISTER_MAP.md").read_text(encoding="utf-8")
     assert register_map_table() in doc
     tables = {f.table for f in REGISTER_MAP}
     assert tables == {"holding", "input", "coil", "discrete"}

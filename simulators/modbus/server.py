@@ -45,7 +45,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
-from collector.modbus_codec import encode_value
+from collector.modbus import encode_value
 from config.modbus import ByteOrder
 
 __all__ = ["ModbusSimSerialServer", "ModbusSimServer", "RegisterImage", "Table"]

@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from config import Settings, load_settings, shipped_config
 from config.signals import ChannelMode, MachineState, OperationMode, Role
 from simulators import MachineValues, Plant, datetime_ns
-from simulators.opcua_server import (
+from simulators.opcua import (
     NAMESPACE_URI,
     OPCUA_SIGNALS,
     SECURITY_ALL,

@@ -14,7 +14,7 @@ from typing import Any
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
 
-from .opcua_server import free_port
+from ..ports import free_port
 
 __all__ = ["embedded_broker"]
 

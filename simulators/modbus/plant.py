@@ -25,9 +25,9 @@ from config.modbus import ByteOrder, ModbusDevice
 from config.settings import Settings
 from config.signals import ChannelMode, MachineState, OperationMode, Role
 
-from .modbus_server import ModbusSimServer, RegisterImage, Table
-from .model import NATIVE_CODES
-from .plant import MachineValues, Plant
+from ..model import NATIVE_CODES
+from ..plant import MachineValues, Plant
+from .server import ModbusSimServer, RegisterImage, Table
 
 __all__ = [
     "REGISTER_MAP",
@@ -43,7 +43,7 @@ __all__ = [
     "write_machine",
 ]
 
-log = logging.getLogger("tierproof.simulators.modbus_plant")
+log = logging.getLogger("tierproof.simulators.modbus.plant")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector.sparkplug import DataType, Metric, decode_payload, encode_payload, parse_topic
+from collector.mqtt.sparkplug import DataType, Metric, decode_payload, encode_payload, parse_topic
 from config import Settings, load_settings, shipped_config
 from config.signals import Role
 from simulators import Plant, datetime_ns
-from simulators.mqtt_publisher import MQTT_SIGNALS, plain_number, serve_mqtt
+from simulators.mqtt import MQTT_SIGNALS, plain_number, serve_mqtt
 from tests.mosquitto import Mosquitto, Received, Recorder
 
 pytestmark = pytest.mark.mqtt
@@ -84,9 +84,9 @@ def test_signal_table() -> None:
 def test_topics_document_lists_every_signal() -> None:
     from pathlib import Path
 
-    import simulators
+    import simulators.mqtt
 
-    doc = (Path(simulators.__file__).parent / "MQTT_TOPICS.md").read_text()
+    doc = (Path(simulators.mqtt.__file__).parent / "TOPICS.md").read_text()
     for signal in MQTT_SIGNALS:
         assert f"| `{signal}` | {MQTT_SIGNALS[signal].value} |" in doc
 

@@ -44,7 +44,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from config.signals import Role
 
-from .plant import MachineValues, Plant
+from ..plant import MachineValues, Plant
+from ..ports import free_port
 
 __all__ = [
     "NAMESPACE_URI",
@@ -107,14 +108,6 @@ def _now() -> ua.DateTime:
 
 def _nid(key: str, idx: int) -> ua.NodeId:
     return ua.NodeId(ua.String(key), ua.Int16(idx))
-
-
-def free_port(host: str) -> int:
-    """A port free on ``host`` now. The simulators' servers need theirs before they start:
-    their URL is handed out (OPC UA endpoint, MQTT broker URL) before clients connect."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _variable_item(parent: ua.NodeId, node: ua.NodeId, name: ua.QualifiedName) -> ua.AddNodesItem:

@@ -1,6 +1,6 @@
 """The plant over MQTT: machines publishing their signals to a broker, in one of three styles.
 
-Topics and payloads are documented in ``simulators/MQTT_TOPICS.md``; in short, for an asset
+Topics and payloads are documented in ``simulators/mqtt/TOPICS.md``; in short, for an asset
 path ``site/area/<line>/<asset>``:
 
 * ``plain``: ``<prefix>/<line>/<asset>/<signal>`` with an ASCII number, one message per signal
@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from collector.sparkplug import (
+from collector.mqtt.sparkplug import (
     DataType,
     Metric,
     SparkplugDecodeError,
@@ -45,7 +45,7 @@ from collector.sparkplug import (
 )
 from config.signals import Role
 
-from .plant import MachineValues, Plant
+from ..plant import MachineValues, Plant
 
 __all__ = ["JSON_LAYOUT", "MQTT_SIGNALS", "MqttPublisher", "MqttStyle", "plain_number", "serve_mqtt"]
 
