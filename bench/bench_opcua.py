@@ -7,7 +7,7 @@ The simulator's OPC UA server (:func:`simulators.opcua.serve_opcua`: the demo pl
 OPC UA machine plus ``bulk/<i>`` Double variables that all change every I ms) runs in K child
 processes (V/K variables each, one OPC UA device each), each with its own event loop, as
 machines are other computers (and so that serving does not take the measured process' GIL).
-The nominal offered load is V / I changes per second. A simulator tick sleeps I ms and then
+The nominal offered load is V / I changes per second. A simulator tick runs every I ms and
 writes its variables, and asyncua's server spends ~55 us per written value (mostly a deepcopy
 in MonitoredItemValues.set_current_datavalue), so one process offers at most ~14,000
 changes/s: the rate the servers really wrote during each window is measured and printed as

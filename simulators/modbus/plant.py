@@ -13,7 +13,6 @@ what a client writes into holding registers or coils is overwritten at the next 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import struct
@@ -27,6 +26,7 @@ from config.signals import ChannelMode, MachineState, OperationMode, Role
 
 from ..model import NATIVE_CODES
 from ..plant import MachineValues, Plant
+from ..ticker import Ticker
 from .server import ModbusSimServer, RegisterImage, Table
 
 __all__ = [
@@ -329,23 +329,13 @@ async def serve_plant(
         servers[d.name] = ModbusSimServer(host or d.host, port, images)
     running = PlantServers(plant, servers, units)
     running.refresh(clock())  # the first request already sees real values
-
-    async def update() -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                running.refresh(clock())
-            except Exception:  # a bad tick must not stop the simulation
-                log.exception("updating the simulated registers failed")
-
     async with contextlib.AsyncExitStack() as stack:
         for s in servers.values():
             await stack.enter_async_context(s)
-        task = asyncio.create_task(update(), name="modbus-plant-update")
-        try:
-            yield running
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # entered last, so left first: no refresh runs once the servers are stopping
+        await stack.enter_async_context(Ticker(
+            lambda: running.refresh(clock()), interval_s, name="modbus-plant-update",
+            what="updating the simulated registers", logger=log,
+        ))
+        yield running
 

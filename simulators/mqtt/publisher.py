@@ -46,6 +46,7 @@ from collector.mqtt.sparkplug import (
 from config.signals import Role
 
 from ..plant import MachineValues, Plant
+from ..ticker import Ticker
 
 __all__ = ["JSON_LAYOUT", "MQTT_SIGNALS", "MqttPublisher", "MqttStyle", "plain_number", "serve_mqtt"]
 
@@ -328,15 +329,11 @@ class MqttPublisher:
                 self._publish(s, format_topic(self.prefix, kind, s.node, device),
                               encode_payload(metrics, self._next_seq(s), ts), 0, False)
 
-    async def _run(self, interval_s: float) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval_s)
-            self._wake.clear()
-            try:
-                self.tick()
-            except Exception:  # a bad tick must not stop the simulation
-                log.exception("publishing the simulated MQTT values failed")
+    def ticker(self, interval_s: float) -> Ticker:
+        """The loop that runs :meth:`tick` every ``interval_s`` and at once when a session
+        (re)connects or a host asks for a rebirth."""
+        return Ticker(self.tick, interval_s, name=f"mqtt-sim-{self.style}", wake=self._wake,
+                      what="publishing the simulated MQTT values", logger=log)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -437,18 +434,13 @@ async def serve_mqtt(
         pub._callbacks(s)
         pub.sessions.append(s)
 
-    task: asyncio.Task[None] | None = None
     try:
         for s in pub.sessions:
             await pub._connect(s, host, port, connect_timeout)
         pub.tick()  # the first message is out before the caller's first look
-        task = asyncio.create_task(pub._run(interval_s), name=f"mqtt-sim-{style}")
-        yield pub
+        async with pub.ticker(interval_s):
+            yield pub
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         for s in pub.sessions:
             try:
                 await pub._close(s)

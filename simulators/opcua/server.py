@@ -46,6 +46,7 @@ from config.signals import Role
 
 from ..plant import MachineValues, Plant
 from ..ports import free_port
+from ..ticker import Ticker
 
 __all__ = [
     "NAMESPACE_URI",
@@ -373,23 +374,13 @@ async def serve_opcua(
         await running._build(assets, extra_variables)
         await running.refresh()  # the first read already sees real values
 
-        async def update() -> None:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await running.refresh()
-                except Exception:  # a bad tick must not stop the simulation
-                    log.exception("updating the simulated OPC UA variables failed")
-
         await server.start()
         running._running = True
-        task = asyncio.create_task(update(), name="opcua-plant-update")
         try:
-            yield running
+            async with Ticker(running.refresh, interval_s, name="opcua-plant-update",
+                              what="updating the simulated OPC UA variables", logger=log):
+                yield running
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             # the internal server's clock task sleeps 1 s between ticks and stop() waits for
             # it; cancelling it first makes leaving immediate
             clock_task = server.iserver.time_task
