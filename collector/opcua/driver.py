@@ -25,13 +25,9 @@ namespace it does not have) is ``BAD_CONFIG`` with the reason in :attr:`tag_erro
 other tags keep going. Booleans are stored as 0/1, strings (and other texts) in
 ``Batch.text``; a value of another type (arrays, structures) is ``BAD_CONFIG``.
 
-Connecting first lists the server's endpoints (GetEndpoints, unsecured as every server
-allows), so that each error a user can cause is one sentence naming the device, the cause
-and the fix, not an asyncua exception: an unreachable or silent host, a policy or mode the
-server does not offer (with those it offers), a server certificate that is untrusted,
-expired or issued for another host (refused with ``trusted_certificates``, logged once
-without), a client certificate the server refuses (its file and thumbprint), a refused or
-unoffered user. asyncua's log records of those refusals are kept at DEBUG.
+Connecting first lists the server's endpoints (GetEndpoints), so that each error a user can
+cause is one sentence naming the device, the cause and the fix (:mod:`.diagnosis`,
+:mod:`.security`), not an asyncua exception.
 
 A lost connection (the client's keep-alive probe fails, the transport closes, a subscription
 reports a bad status) or a failed request raises :class:`~config.errors.ConnectError` out of
@@ -51,57 +47,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
-import ipaddress
 import logging
-import re
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
 from asyncua import Client, Node, ua
 from asyncua.common.subscription import DataChangeNotif, Subscription
-from asyncua.common.utils import ServiceError
-from asyncua.crypto import security_policies, uacrypto
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
 
 from config.base import DeviceBase
 from config.errors import ConfigError, ConnectError
-from config.opcua import BrowseRule, OpcUaDevice, OpcUaTag, parse_node_id
+from config.opcua import OpcUaDevice, OpcUaTag, parse_node_id
 from config.signals import Quality
 from config.times import datetime_ns
 from store.batch import TS_UNKNOWN, Batch
 
 from ..base import scaling, unregistered_tags
+from .browse import MAX_BROWSE_NODES, browse_rule, discover, unique
+from .diagnosis import Diagnosis, quiet_asyncua, status_name
+from .security import load_cert, thumbprint
 
-__all__ = ["MAX_BROWSE_NODES", "OpcUaCollector", "discover", "discover_tags", "thumbprint"]
+__all__ = ["OpcUaCollector", "OpcUaStats", "discover_tags"]
 
 log = logging.getLogger("tierproof.collector.opcua")
 
-_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
-}
-_MODES = {
-    "None": ua.MessageSecurityMode.None_,
-    "Sign": ua.MessageSecurityMode.Sign,
-    "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt,
-}
-_POLICY_URIS = {
-    "None": security_policies.SecurityPolicyNone.URI,
-    **{name: cls.URI for name, cls in _POLICIES.items()},
-}
-_MODE_NAMES = {v: k for k, v in _MODES.items()}
 _SESSION_TIMEOUT_MS = 600_000
 _DEADBAND = {"none": 0, "absolute": 1, "percent": 2}
 #: status codes that say the configuration is wrong, not the value
@@ -115,111 +90,6 @@ _CONFIG_CODES = frozenset({
     ua.StatusCodes.BadFilterNotAllowed,
     ua.StatusCodes.BadMonitoredItemFilterUnsupported,
 })
-_AUTH_CODES = frozenset({
-    ua.StatusCodes.BadUserAccessDenied,
-    ua.StatusCodes.BadIdentityTokenRejected,
-    ua.StatusCodes.BadIdentityTokenInvalid,
-})
-#: every exception asyncua (and the socket under it) raises for a failed request
-_UA_ERRORS: tuple[type[BaseException], ...] = (ua.UaError, OSError, TimeoutError, asyncio.TimeoutError)
-
-
-def thumbprint(cert: x509.Certificate) -> str:
-    """SHA-1 thumbprint as OPC UA tools show it: upper-case hex, colon-separated."""
-    return cert.fingerprint(hashes.SHA1()).hex(":").upper()
-
-
-def _load_cert(path: str) -> x509.Certificate:
-    data = Path(path).read_bytes()
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
-#: (device, what...) of the configuration messages logged already (see OpcUaCollector._once)
-_LOGGED_ONCE: set[tuple[Any, ...]] = set()
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _offers(endpoints: list[ua.EndpointDescription]) -> str:
-    """'None/None, Basic256Sha256/SignAndEncrypt': the security policy/mode pairs offered."""
-    pairs: list[str] = []
-    for ep in endpoints:
-        policy = ep.SecurityPolicyUri.rsplit("#", 1)[-1]
-        mode = _MODE_NAMES.get(ep.SecurityMode, str(ep.SecurityMode))
-        if f"{policy}/{mode}" not in pairs:
-            pairs.append(f"{policy}/{mode}")
-    return ", ".join(pairs) or "nothing"
-
-
-def _first_der(chain: bytes) -> bytes:
-    """The first certificate of a DER chain (an endpoint may send its issuers after it)."""
-    if len(chain) > 4 and chain[0] == 0x30 and chain[1] & 0x80:
-        n = chain[1] & 0x7F
-        length = int.from_bytes(chain[2:2 + n], "big")
-        return chain[:2 + n + length]
-    return chain
-
-
-def _cert_hosts(cert: x509.Certificate) -> list[str]:
-    """The DNS names and IP addresses a certificate is issued for (its common name if it
-    has no subject alternative names)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return [*san.get_values_for_type(x509.DNSName),
-            *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
-
-
-def _names_host(names: list[str], host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host.lower().rstrip(".") in {n.lower().rstrip(".") for n in names}
-    return any(n == str(ip) for n in names)
-
-
-#: asyncua log records that a ConnectError of this module says in one sentence (or that say
-#: nothing a user can act on): (logger, message start). Kept at DEBUG, dropped otherwise.
-_ASYNCUA_NOISE: tuple[tuple[str, str], ...] = (
-    # a refused OpenSecureChannel (node-opcua answers with a ServiceFault asyncua cannot decode)
-    ("asyncua.client.ua_client.UASocketProtocol", "Exception raised while parsing message"),
-    ("asyncua.client.ua_client.UASocketProtocol", "Received an error"),
-    ("asyncua.client.ua_client.UASocketProtocol", "Got error status from server"),
-    ("asyncua.client.ua_client.UaClient", "close_secure_channel was called but connection is closed"),
-    ("asyncua.client.client", "create_session fault response"),
-    ("asyncua.client.client", "Requested session timeout"),
-    ("asyncua.client.client", "Sending plain-text password"),
-    # a lost connection, which the collector reports as such
-    ("asyncua.client.ua_session.UaSession", "Publish iteration crashed"),
-    ("asyncua.client.ua_session.UaSession", "close_session was called but connection is closed"),
-)
-
-
-class _AsyncuaNoise(logging.Filter):
-    def __init__(self, starts: tuple[str, ...]) -> None:
-        super().__init__()
-        self._starts = starts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno <= logging.DEBUG or not str(record.msg).startswith(self._starts):
-            return True
-        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
-            return False
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return True
-
-
-def _quiet_asyncua() -> None:
-    """Install the filters of _ASYNCUA_NOISE (once)."""
-    for name in {n for n, _ in _ASYNCUA_NOISE}:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _AsyncuaNoise) for f in logger.filters):
-            logger.addFilter(_AsyncuaNoise(tuple(m for n, m in _ASYNCUA_NOISE if n == name)))
 
 
 def _known_ns(dt: datetime | None) -> int | None:
@@ -242,12 +112,6 @@ def _severity(code: int) -> Quality:
     if sev == 0x40000000:
         return Quality.UNCERTAIN
     return Quality.BAD
-
-
-def _status_name(code: int) -> str:
-    with contextlib.suppress(Exception):
-        return ua.StatusCode(ua.UInt32(code)).name
-    return f"0x{code:08X}"
 
 
 @dataclass(slots=True)
@@ -274,11 +138,11 @@ class _SubHandler:
         code = status.Status.value if status.Status is not None else 0
         if code & 0x80000000:
             self._owner._connection_lost(
-                f"subscription status {_status_name(code)}", None
+                f"subscription status {status_name(code)}", None
             )
 
 
-class OpcUaCollector:
+class OpcUaCollector(Diagnosis):
     """Collects one :class:`~config.opcua.OpcUaDevice`.
 
     ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
@@ -307,7 +171,7 @@ class OpcUaCollector:
         self._trusted: dict[str, str] = {}  # thumbprint -> file
         for i, p in enumerate(device.trusted_certificates):
             try:
-                self._trusted[thumbprint(_load_cert(p))] = p
+                self._trusted[thumbprint(load_cert(p))] = p
             except (OSError, ValueError) as exc:
                 problems.append((f"devices[{device.name}].trusted_certificates[{i}]",
                                  f"cannot read certificate {p}: {exc}"))
@@ -340,113 +204,11 @@ class OpcUaCollector:
         self._r_text: list[str | None] = []
         self._r_has_text = False
 
-    # ------------------------------------------------------------------ errors
-
-    def _connect_error(self, exc: BaseException, doing: str) -> ConnectError:
-        """The one place asyncua exceptions become tierproof errors."""
-        d = self._dev
-        if self._untrusted is not None:
-            subject, thumb = self._untrusted
-            return ConnectError(
-                f"{d.name}: the server certificate of {d.endpoint} ({subject}, SHA-1 thumbprint "
-                f"{thumb}) is not trusted: if it is the right server, add its certificate file "
-                f"to devices[{d.name}].trusted_certificates"
-            )
-        code = getattr(exc, "code", None)
-        connecting = doing == "connect to"
-        if connecting and not self._channel_open and isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            return self._unreachable(exc)
-        if connecting and not self._channel_open and d.security_policy != "None":
-            return self._channel_refused(code)
-        if isinstance(code, int) and code in _AUTH_CODES and connecting:
-            if d.username is not None:
-                return ConnectError(
-                    f"{d.name}: {d.endpoint} rejected user {d.username!r} ({_status_name(code)}): "
-                    "check username and password"
-                )
-            return ConnectError(
-                f"{d.name}: {d.endpoint} rejected anonymous access ({_status_name(code)}): the "
-                "server wants a user: set username and password"
-            )
-        if connecting and not self._channel_open and isinstance(exc, OSError | TimeoutError):
-            return self._unreachable(exc)
-        if isinstance(code, int):
-            reason = _status_name(code)
-        elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            reason = f"no answer within {d.timeout_s:g} s (timeout_s)"
-        elif isinstance(exc, OSError):
-            reason = f"the connection failed ({exc.strerror or exc or 'closed'})"
-        else:
-            reason = _describe(exc)
-        return ConnectError(f"{d.name}: cannot {doing} {d.endpoint}: {reason}")
-
-    def _channel_refused(self, code: int | None) -> ConnectError:
-        """The server refused the secure channel: its verdict on the client certificate."""
-        d = self._dev
-        status = f" ({_status_name(code)})" if isinstance(code, int) else ""
-        which = f"the client certificate {d.certificate}"
-        with contextlib.suppress(OSError, ValueError):
-            assert d.certificate is not None
-            cert = _load_cert(d.certificate)
-            which += f" (SHA-1 thumbprint {thumbprint(cert)})"
-            now = datetime.now(UTC)
-            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-                return self._cannot_connect(
-                    f"the server refused the secure channel{status}: {which} is valid only from "
-                    f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}: "
-                    "issue a new client certificate and trust it on the server")
-        return self._cannot_connect(
-            f"the server refused the secure channel{status}: it does not trust {which}: trust "
-            "it on the server (many servers keep a refused certificate in their PKI's rejected "
-            "folder: move it to trusted)")
-
-    @contextlib.contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except ConnectError:
-            raise
-        except _UA_ERRORS as exc:
-            raise self._connect_error(exc, doing) from exc
-
-    def _connection_lost(self, reason: str, exc: BaseException | None) -> None:
-        if self._lost is None:
-            self._lost, self._lost_exc = reason, exc
-            log.warning("%s: connection lost: %s", self._dev.name, reason)
-        self._lost_event.set()
-
-    async def _on_connection_lost(self, exc: Exception) -> None:
-        code = getattr(exc, "code", None)
-        if isinstance(code, int):
-            reason = f"the server ended the session ({_status_name(code)})"
-        elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            reason = "the server stopped answering (keep-alive timed out)"
-        elif isinstance(exc, OSError):  # ConnectionError included
-            reason = f"the server closed the connection, or the network dropped it ({exc or 'closed'})"
-        else:
-            reason = _describe(exc)
-        self._connection_lost(reason, exc)
-
-    def _raise_if_lost(self) -> None:
-        if self._lost is not None:
-            err = ConnectError(f"{self._dev.name}: connection to {self._dev.endpoint} lost: {self._lost}")
-            if self._lost_exc is not None:
-                raise err from self._lost_exc
-            raise err
-
     # ------------------------------------------------------------------ connection
-
-    async def _validate_server_cert(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
-        # the certificate of the session: the one checked before connecting, unless the
-        # server presents another one
-        thumb = thumbprint(cert)
-        if thumb not in self._trusted:
-            self._untrusted = (cert.subject.rfc4514_string(), thumb)
-            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
     async def __aenter__(self) -> Self:
         d = self._dev
-        _quiet_asyncua()
+        quiet_asyncua()
         client = Client(d.endpoint, timeout=d.timeout_s)
         client.name = client.description = f"tierproof {d.name}"
         # asyncua asks for an hour, servers revise it and asyncua warns at every connect;
@@ -481,186 +243,6 @@ class OpcUaCollector:
             self._client = None
             raise
         return self
-
-    def _cannot_connect(self, cause: str) -> ConnectError:
-        return ConnectError(f"{self._dev.name}: cannot connect to {self._dev.endpoint}: {cause}")
-
-    async def _endpoint(self, client: Client) -> ua.EndpointDescription:
-        """The server's endpoint for the device's security policy and mode (GetEndpoints over
-        an unsecured channel, as every server allows); ConnectError naming what it offers."""
-        d = self._dev
-        try:
-            endpoints = await client.connect_and_get_server_endpoints()
-        except Exception as exc:
-            raise self._unreachable(exc) from exc
-        policy_uri = _POLICY_URIS[d.security_policy]
-        mode = _MODES[d.security_mode]
-        offered = [ep for ep in endpoints if ep.EndpointUrl.startswith(ua.OPC_TCP_SCHEME)]
-        chosen = next((ep for ep in offered
-                       if ep.SecurityPolicyUri == policy_uri and ep.SecurityMode == mode), None)
-        if chosen is None:
-            raise self._cannot_connect(
-                f"the server offers no endpoint with security policy {d.security_policy} and mode "
-                f"{d.security_mode}, only {_offers(offered)}: set security_policy and "
-                f"security_mode to one of these")
-        path = urlparse(d.endpoint).path.rstrip("/")
-        urls = sorted({ep.EndpointUrl for ep in offered})
-        if urls and all(urlparse(u).path.rstrip("/") != path for u in urls):
-            self._once(("path", tuple(urls)), logging.WARNING,
-                       "%s: %s is not an endpoint URL of the server, which offers %s; it answers "
-                       "anyway (some servers refuse): correct the path of devices[%s].endpoint",
-                       d.name, d.endpoint, ", ".join(urls), d.name)
-        if d.username is not None:
-            self._check_user_token(chosen, offered)
-        return chosen
-
-    def _unreachable(self, exc: BaseException) -> ConnectError:
-        """A failure to reach the server at all, as cause and fix."""
-        d = self._dev
-        url = urlparse(d.endpoint)
-        host, port = url.hostname or "", url.port or 4840
-        if isinstance(exc, socket.gaierror):
-            return self._cannot_connect(
-                f"the host name {host!r} does not resolve ({exc.strerror}): check the host of "
-                f"devices[{d.name}].endpoint, or use the server's IP address")
-        if isinstance(exc, ConnectionRefusedError):
-            return self._cannot_connect(
-                f"nothing accepts connections on {host} port {port} (connection refused): check "
-                "the port of the endpoint and that the OPC UA server is running")
-        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            return self._cannot_connect(
-                f"no answer from {host} port {port} within {d.timeout_s:g} s: check that the "
-                "host is reachable from the gateway (network, firewall) and serves OPC UA on that "
-                "port")
-        if isinstance(exc, ConnectionError):  # reset or closed during the handshake
-            return self._cannot_connect(
-                f"{host} port {port} closed the connection during the OPC UA handshake "
-                f"({exc.strerror or exc or 'closed'}): check that the port is the OPC UA server's")
-        if isinstance(exc, OSError):
-            return self._cannot_connect(
-                f"cannot reach {host} port {port} ({exc.strerror or exc}): check the "
-                "network between the gateway and the server")
-        code = getattr(exc, "code", None)
-        if isinstance(code, int):
-            return self._cannot_connect(
-                f"the server refused to list its endpoints ({_status_name(code)}): check the "
-                "endpoint URL")
-        return self._cannot_connect(
-            f"the server did not answer as an OPC UA server ({exc or type(exc).__name__}): check the "
-            "endpoint URL")
-
-    def _check_user_token(self, chosen: ua.EndpointDescription,
-                          offered: list[ua.EndpointDescription]) -> None:
-        d = self._dev
-        tokens = [t for t in chosen.UserIdentityTokens or []
-                  if t.TokenType == ua.UserTokenType.UserName]
-        if not tokens:
-            with_users = [ep for ep in offered if any(
-                t.TokenType == ua.UserTokenType.UserName for t in ep.UserIdentityTokens or [])]
-            if with_users:
-                raise self._cannot_connect(
-                    f"the endpoint with security policy {d.security_policy} and mode "
-                    f"{d.security_mode} accepts no user name and password, those with "
-                    f"{_offers(with_users)} do: set security_policy and security_mode to one "
-                    "of these")
-            raise self._cannot_connect(
-                "no endpoint of the server accepts a user name and password: remove username "
-                "and password, or enable users on the server")
-        if all(not t.SecurityPolicyUri or t.SecurityPolicyUri == _POLICY_URIS["None"]
-               for t in tokens) and d.security_mode != "SignAndEncrypt":
-            self._once(("plain-password",), logging.WARNING,
-                       "%s: %s receives the password of user %r unencrypted (security mode %s, and "
-                       "the server asks for no password encryption): use security_mode "
-                       "SignAndEncrypt", d.name, d.endpoint, d.username, d.security_mode)
-
-    async def _set_security(self, client: Client, endpoint: ua.EndpointDescription) -> None:
-        """Check the server certificate of ``endpoint`` and secure the channel with the
-        client certificate (asyncua's set_security would fetch the endpoints a second time
-        and warn at every connect about the client certificate's host name)."""
-        d = self._dev
-        assert d.certificate is not None and d.private_key is not None
-        if not endpoint.ServerCertificate:
-            raise self._cannot_connect(
-                f"the endpoint with security policy {d.security_policy} has no server certificate")
-        server_der = _first_der(endpoint.ServerCertificate)
-        self._check_server_cert(x509.load_der_x509_certificate(server_der))
-        cert = await uacrypto.load_certificate(d.certificate)
-        key = await uacrypto.load_private_key(d.private_key)
-        self._check_client_cert(cert)
-        with contextlib.suppress(x509.ExtensionNotFound):
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-            if uris:  # the server checks that the certificate names this client
-                client.application_uri = uris[0]
-        policy = _POLICIES[d.security_policy](
-            uacrypto.x509_from_der(server_der), cert, key, _MODES[d.security_mode])
-        client.security_policy = policy  # type: ignore[assignment]  # asyncua types it as None policy
-        client.uaclient.set_security(policy)
-
-    def _check_server_cert(self, cert: x509.Certificate) -> None:
-        """Trust list, validity and host name of the server certificate. With a trust list
-        a problem refuses the server; without one (any server is trusted) it is logged once."""
-        d = self._dev
-        thumb = thumbprint(cert)
-        subject = cert.subject.rfc4514_string()
-        which = f"the server certificate of {d.endpoint} ({subject}, SHA-1 thumbprint {thumb})"
-        if self._trusted and thumb not in self._trusted:
-            self._untrusted = (subject, thumb)
-            raise ConnectError(
-                f"{d.name}: {which} is not trusted: if it is the right server, add its "
-                f"certificate file to devices[{d.name}].trusted_certificates")
-        problems: list[tuple[str, str]] = []
-        now = datetime.now(UTC)
-        if cert.not_valid_after_utc < now:
-            problems.append((f"expired on {cert.not_valid_after_utc:%Y-%m-%d}",
-                             "renew the server's certificate"))
-        elif cert.not_valid_before_utc > now:
-            problems.append((f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
-                             "check the clocks of the gateway and the server"))
-        host = urlparse(d.endpoint).hostname or ""
-        names = _cert_hosts(cert)
-        if not _names_host(names, host):
-            problems.append((
-                f"is issued for {', '.join(names) or 'no host name'}, not {host}",
-                f"use a host the certificate names in devices[{d.name}].endpoint, or issue the "
-                f"server's certificate for {host}"))
-        if not problems:
-            return
-        cause = " and ".join(c for c, _ in problems)
-        fix = ", and ".join(f for _, f in problems)
-        if self._trusted:
-            raise ConnectError(f"{d.name}: {which} {cause}: {fix}")
-        self._once(("server-cert", thumb, cause), logging.WARNING,
-                   "%s: %s %s; accepted because devices[%s].trusted_certificates is empty (any "
-                   "server certificate is trusted): %s", d.name, which, cause, d.name, fix)
-
-    def _check_client_cert(self, cert: x509.Certificate) -> None:
-        """What asyncua would warn about at every connect, said once: a client certificate
-        that has expired (the server will refuse it) or does not name this host (servers
-        seldom check that)."""
-        d = self._dev
-        which = f"the client certificate {d.certificate} (SHA-1 thumbprint {thumbprint(cert)})"
-        now = datetime.now(UTC)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            self._once(("client-time", which), logging.WARNING,
-                       "%s: %s is valid only from %s to %s: servers refuse it; issue a new one and "
-                       "trust it on the server", d.name, which, cert.not_valid_before_utc,
-                       cert.not_valid_after_utc)
-        me = socket.gethostname()
-        names = _cert_hosts(cert)
-        if not _names_host(names, me):
-            self._once(("client-host", which, me), logging.INFO,
-                       "%s: %s is issued for %s, not this gateway's host name %s: most servers "
-                       "accept that; one that refuses it needs a certificate issued for %s",
-                       d.name, which, ", ".join(names) or "no host name", me, me)
-
-    def _once(self, key: tuple[Any, ...], level: int, msg: str, *args: Any) -> None:
-        """Log a message about this device's configuration once per process, not at every
-        reconnect."""
-        full = (self._dev.name, *key)
-        if full not in _LOGGED_ONCE:
-            _LOGGED_ONCE.add(full)
-            log.log(level, msg, *args)
 
     async def _connect(self, client: Client) -> None:
         """asyncua's connect, noting whether the secure channel opened: a server refuses the
@@ -728,11 +310,11 @@ class OpcUaCollector:
         self.browse_errors = {}
         for i, rule in enumerate(d.browse):
             try:
-                tags += await _browse_rule(client, d, i, rule, namespaces, MAX_BROWSE_NODES)
+                tags += await browse_rule(client, d, i, rule, namespaces, MAX_BROWSE_NODES)
             except ConfigError as exc:
                 self.browse_errors[f"browse[{i}]"] = str(exc)
                 log.warning("%s", exc)
-        return _unique(d, tags)
+        return unique(d, tags)
 
     async def adopt(self, tag_ids: Mapping[str, int]) -> list[OpcUaTag]:
         """Collect the discovered tags that ``tag_ids`` has ids for (the supervisor registers
@@ -797,7 +379,7 @@ class OpcUaCollector:
         if q >= Quality.BAD:
             t = self._tags[i]
             if code & 0xFFFF0000 in _CONFIG_CODES:
-                self._tag_error(t, f"the server answers {_status_name(code)}")
+                self._tag_error(t, f"the server answers {status_name(code)}")
                 return ts, np.nan, Quality.BAD_CONFIG, None
             return ts, np.nan, q, None
         if self.tag_errors:  # it reads again
@@ -937,7 +519,7 @@ class OpcUaCollector:
             if isinstance(res, ua.StatusCode):
                 code = res.value
                 t = self._tags[i]
-                self._tag_error(t, f"the server refuses to monitor it: {_status_name(code)}")
+                self._tag_error(t, f"the server refuses to monitor it: {status_name(code)}")
                 q = Quality.BAD_CONFIG if code & 0xFFFF0000 in _CONFIG_CODES else Quality.BAD
                 self._r_idx.append(i)
                 self._r_ts.append(now)
@@ -996,153 +578,6 @@ class OpcUaCollector:
                 self.stats.overruns += missed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost_event.wait(), due - now_t)
-
-
-# --------------------------------------------------------------------------- browse discovery
-
-#: hard cap on the nodes one browse rule visits (a server with a huge address space)
-MAX_BROWSE_NODES = 50_000
-_BROWSE_CHUNK = 500  # nodes per Browse request
-_NOT_TAG_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
-
-
-def _tag_name(prefix: str, path: tuple[str, ...]) -> str:
-    return _NOT_TAG_CHAR.sub("_", prefix + ".".join(path))
-
-
-def _node_id_text(nid: ua.NodeId, namespaces: list[str]) -> str:
-    """The node id as config text; ``nsu=`` for namespaces above 0 (indices may change)."""
-    text: str = nid.to_string()
-    idx = nid.NamespaceIndex
-    if 0 < idx < len(namespaces) and ";" not in namespaces[idx]:
-        prefix = f"ns={idx};"
-        if text.startswith(prefix):
-            return f"nsu={namespaces[idx]};{text[len(prefix):]}"
-    return text
-
-
-async def _browse(client: Client, nodes: list[ua.NodeId]) -> list[list[ua.ReferenceDescription]]:
-    """Forward hierarchical references to Objects and Variables of each node (one request)."""
-    params = ua.BrowseParameters()
-    params.RequestedMaxReferencesPerNode = 0
-    for n in nodes:
-        desc = ua.BrowseDescription()
-        desc.NodeId = n
-        desc.BrowseDirection = ua.BrowseDirection.Forward
-        desc.ReferenceTypeId = ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences))
-        desc.IncludeSubtypes = True
-        desc.NodeClassMask = ua.NodeClass.Object | ua.NodeClass.Variable
-        desc.ResultMask = ua.BrowseResultMask.All
-        params.NodesToBrowse.append(desc)
-    results = await client.uaclient.browse(params)
-    out: list[list[ua.ReferenceDescription]] = []
-    for res in results:
-        refs = list(res.References or [])
-        cp = res.ContinuationPoint
-        while cp:
-            nxt = ua.BrowseNextParameters()
-            nxt.ContinuationPoints = [cp]
-            nxt.ReleaseContinuationPoints = False
-            more = await client.uaclient.browse_next(nxt)
-            if not more:
-                break
-            refs += more[0].References or []
-            cp = more[0].ContinuationPoint
-        out.append(refs)
-    return out
-
-
-async def _browse_rule(
-    client: Client, device: OpcUaDevice, i: int, rule: BrowseRule, namespaces: list[str],
-    max_nodes: int,
-) -> list[OpcUaTag]:
-    """Breadth-first from the rule's root, at most ``max_depth`` levels and ``max_nodes`` nodes."""
-    where = f"devices[{device.name}].browse[{i}].root"
-    what = f"device {device.name}: browse rule {i} (root {rule.root})"
-    ns, kind, ident = parse_node_id(rule.root)
-    if isinstance(ns, str):
-        if ns not in namespaces:
-            raise ConfigError(f"{what} cannot be browsed", [
-                (where, f"namespace {ns!r} is not in the server's namespace array")])
-        ns = namespaces.index(ns)
-    root = ua.NodeId.from_string(f"ns={ns};{kind}={ident}")
-    rv = ua.ReadValueId()
-    rv.NodeId = root
-    rv.AttributeId = ua.AttributeIds.NodeClass
-    params = ua.ReadParameters()
-    params.NodesToRead = [rv]
-    (dv,) = await client.uaclient.read(params)
-    code = dv.StatusCode.value if dv.StatusCode is not None else 0
-    if code & 0x80000000:
-        raise ConfigError(f"{what} cannot be browsed", [
-            (where, f"the server has no node {rule.root} ({_status_name(code)})")])
-    visited: set[ua.NodeId] = {root}
-    frontier: list[tuple[ua.NodeId, tuple[str, ...]]] = [(root, ())]
-    found: list[OpcUaTag] = []
-    depth = 0
-    while frontier and depth < rule.max_depth:
-        depth += 1
-        nxt: list[tuple[ua.NodeId, tuple[str, ...]]] = []
-        for start in range(0, len(frontier), _BROWSE_CHUNK):
-            chunk = frontier[start:start + _BROWSE_CHUNK]
-            results = await _browse(client, [n for n, _ in chunk])
-            for (_, path), refs in zip(chunk, results, strict=True):
-                for ref in refs:
-                    e = ref.NodeId
-                    if getattr(e, "ServerIndex", 0):
-                        continue  # on another server
-                    nid = ua.NodeId(e.Identifier, e.NamespaceIndex, e.NodeIdType)
-                    if nid in visited:
-                        continue
-                    if len(visited) >= max_nodes:
-                        log.warning("%s: stopped after %d nodes; narrow root or max_depth",
-                                    what, max_nodes)
-                        return found
-                    visited.add(nid)
-                    name = ref.BrowseName.Name or ""
-                    child = (*path, name)
-                    nxt.append((nid, child))
-                    if ref.NodeClass == ua.NodeClass.Variable and fnmatch.fnmatchcase(
-                        name, rule.name_filter
-                    ):
-                        tag_name = _tag_name(rule.name_prefix, child)
-                        if not tag_name:
-                            continue
-                        found.append(OpcUaTag(
-                            name=tag_name, asset=rule.asset, role=rule.role,
-                            node_id=_node_id_text(nid, namespaces),
-                        ))
-        frontier = nxt
-    return found
-
-
-def _unique(device: OpcUaDevice, tags: list[OpcUaTag]) -> list[OpcUaTag]:
-    """Drop tags whose path is configured already or was found first by another node."""
-    seen = {t.path for t in device.tags}
-    out: list[OpcUaTag] = []
-    for t in tags:
-        if t.path in seen:
-            log.info("%s: discovered %s (%s) skipped: tag path already used", device.name,
-                     t.path, t.node_id)
-            continue
-        seen.add(t.path)
-        out.append(t)
-    return out
-
-
-async def discover(client: Client, device: OpcUaDevice, *,
-                   max_nodes: int = MAX_BROWSE_NODES) -> list[OpcUaTag]:
-    """The tags ``device.browse`` finds on a connected client, in rule then browse order.
-
-    A rule whose root the server does not have raises ConfigError naming
-    ``devices[<name>].browse[<i>].root``. A discovered tag whose path is already configured
-    (or found earlier) is left out.
-    """
-    namespaces = await client.get_namespace_array()
-    tags: list[OpcUaTag] = []
-    for i, rule in enumerate(device.browse):
-        tags += await _browse_rule(client, device, i, rule, namespaces, max_nodes)
-    return _unique(device, tags)
 
 
 async def discover_tags(device: OpcUaDevice, *, max_nodes: int = MAX_BROWSE_NODES) -> list[OpcUaTag]:
