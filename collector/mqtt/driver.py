@@ -6,7 +6,7 @@ called from there (paho's "external event loop" integration), so every callback,
 acknowledgement and the batching run on one thread with no locks and no hand-off per message
 (see the README for the measurement against a ``loop_start()`` thread). Only ``connect()``
 (TCP connect and TLS handshake, which block) runs in a worker thread. paho reads its socket
-through :class:`_ReadBuffer`: one ``recv`` per 64 KiB instead of three or more per packet.
+through :class:`~.transport.ReadBuffer`: one ``recv`` per 64 KiB instead of three or more per packet.
 
 **Hot path.** Per message: one route lookup (cached per topic), one ``json.loads``, one
 generated expression pulling out every field of the route (:class:`~.decode.JsonFields`)
@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import ssl
@@ -60,12 +59,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from config.base import DeviceBase
@@ -88,6 +85,7 @@ from .decode import (
     walk,
 )
 from .sparkplug import SparkplugDecodeError, SparkplugHost, parse_topic
+from .transport import PahoConnection, ReadBuffer, TlsContext
 
 __all__ = ["DEDUP_MEMORY", "MqttCollector", "MqttStats"]
 
@@ -99,9 +97,6 @@ DEDUP_MEMORY: Final = 20_000
 _ROUTE_CACHE: Final = 100_000
 #: (topic, reason) pairs logged; beyond this only the counters grow
 _LOGGED_MAX: Final = 10_000
-#: bytes read from the socket at once (~200 small messages): bounds the time one read
-#: callback holds the event loop
-_RECV_SIZE: Final = 64 * 1024
 
 _GOOD: Final = int(Quality.GOOD)
 
@@ -143,87 +138,8 @@ class _Memory:
 _MEMORIES: dict[tuple[str, str], _Memory] = {}
 
 
-class _ReadBuffer:
-    """paho's socket, read in chunks of :data:`_RECV_SIZE`.
-
-    paho reads every packet with at least three ``recv`` calls (the command byte, each length
-    byte, the rest). On a stream of small PUBLISH packets those system calls, and the event
-    loop wake-up per packet that follows from them, cost more than decoding the message
-    (measured with ``bench/bench_mqtt.py``). This wrapper, installed as paho's socket, serves
-    those small reads from one large read; :meth:`pending` tells the collector to keep
-    calling ``loop_read`` while bytes are buffered, since the socket no longer signals them.
-    """
-
-    __slots__ = ("_buf", "_pos", "sock")
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-        self._buf = b""
-        self._pos = 0
-
-    def recv(self, size: int) -> bytes:
-        buf, pos = self._buf, self._pos
-        if pos >= len(buf):
-            # may raise BlockingIOError / ssl.SSLWantReadError: paho handles both
-            data: bytes = self.sock.recv(_RECV_SIZE)
-            if len(data) <= size:
-                return data
-            self._buf, self._pos = data, size
-            return data[:size]
-        self._pos = pos + size
-        return buf[pos:pos + size]
-
-    def pending(self) -> int:
-        """Bytes read and not yet consumed (here, or decrypted inside a TLS socket)."""
-        left = len(self._buf) - self._pos
-        if left > 0:
-            return left
-        sock = self.sock
-        return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
-
-    def send(self, data: bytes | bytearray) -> int:
-        n: int = self.sock.send(data)
-        return n
-
-    def close(self) -> None:
-        self._buf, self._pos = b"", 0
-        self.sock.close()
-
-    def fileno(self) -> int:
-        n: int = self.sock.fileno()
-        return n
-
-    def setblocking(self, flag: bool) -> None:
-        self.sock.setblocking(flag)
-
-
-class _TlsContext(ssl.SSLContext):
-    """A client TLS context that remembers the sockets it wrapped: paho does not close one
-    whose handshake failed, and the collector must (no ResourceWarning, no leaked fd)."""
-
-    opened: list[ssl.SSLSocket]
-
-    @classmethod
-    def of(cls, d: MqttDevice) -> _TlsContext:
-        ctx = cls(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
-        ctx.opened = []
-        tls = d.tls
-        if tls is not None and tls.ca_file is not None:
-            ctx.load_verify_locations(cafile=tls.ca_file)
-        else:
-            ctx.load_default_certs()
-        if tls is not None and tls.cert_file is not None:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        return ctx
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock = super().wrap_socket(*args, **kwargs)
-        self.opened.append(sock)
-        return sock
-
-
 @dataclass(slots=True)
-class _Sub:
+class Sub:
     """A subscription compiled: its levels and key -> tag(s)."""
 
     spec: MqttSubscription
@@ -236,7 +152,7 @@ class _Sub:
     host: SparkplugHost | None = None
 
 
-class MqttCollector:
+class MqttCollector(PahoConnection):
     """Collects one :class:`~config.mqtt.MqttDevice`.
 
     ``tag_ids`` maps tag paths to store ids; every tag of the device must be in it.
@@ -275,10 +191,10 @@ class MqttCollector:
                     except OSError as exc:
                         problems.append((f"devices[{device.name}].tls.{f}",
                                          f"cannot read {p}: {exc.strerror}"))
-        self._tls: _TlsContext | None = None
+        self._tls: TlsContext | None = None
         if not problems and device.host_port is not None and device.host_port[2]:
             try:
-                self._tls = _TlsContext.of(device)
+                self._tls = TlsContext.of(device)
             except (ssl.SSLError, OSError, ValueError) as exc:
                 problems.append((f"devices[{device.name}].tls", f"cannot load the TLS files: {exc}"))
         if problems:
@@ -309,7 +225,7 @@ class MqttCollector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._misc: asyncio.Task[None] | None = None
         self._sock: Any = None
-        self._rbuf: _ReadBuffer | None = None
+        self._rbuf: ReadBuffer | None = None
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._lost: str | None = None
@@ -328,7 +244,7 @@ class MqttCollector:
 
     # ------------------------------------------------------------------ setup
 
-    def _compile(self, spec: MqttSubscription) -> _Sub:
+    def _compile(self, spec: MqttSubscription) -> Sub:
         levels = spec.levels
         plain: dict[tuple[str, ...], int] = {}
         js: dict[tuple[str, ...], list[tuple[int, tuple[str, ...]]]] = {}
@@ -346,7 +262,7 @@ class MqttCollector:
                 sp.setdefault(key, i)
         ts_path = tuple(spec.timestamp_field.split(".")) if spec.timestamp_field else None
         ts_mult = NS_PER.get(spec.timestamp_format, 0)
-        sub = _Sub(spec, levels, plain, js, ts_path, ts_mult)
+        sub = Sub(spec, levels, plain, js, ts_path, ts_mult)
         if spec.format == "sparkplug":
             sub.host = SparkplugHost(
                 levels, sp, self._codecs, [t.asset for t in self._tags], emit=self._row,
@@ -355,233 +271,6 @@ class MqttCollector:
                 rebirth_min_interval_ns=int(self._dev.rebirth_min_interval_s * 1e9),
             )
         return sub
-
-    # ------------------------------------------------------------------ connection
-
-    async def __aenter__(self) -> Self:
-        d = self._dev
-        hp = d.host_port
-        assert hp is not None
-        host, port, _ = hp
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=d.session_id, clean_session=d.clean_session,
-            protocol=mqtt.MQTTv311, manual_ack=True,
-        )
-        client.suppress_exceptions = True  # a bug in a callback must not unwind paho's reader
-        client.connect_timeout = d.connect_timeout_s  # also ends the connect thread in time
-        if d.username is not None and d.password is not None:
-            client.username_pw_set(d.username, d.password.get_secret_value())
-        if self._tls is not None:
-            self._tls.opened.clear()
-            client.tls_set_context(self._tls)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._connack = loop.create_future()
-        self._client = client
-        try:
-            try:
-                await asyncio.wait_for(
-                    loop.run_in_executor(None, functools.partial(
-                        client.connect, host, port, d.keepalive_s)),
-                    d.connect_timeout_s,
-                )
-            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-                if self._tls is not None:  # paho leaves a socket whose handshake failed open
-                    for sock in self._tls.opened:
-                        sock.close()
-                raise self._connect_error(exc) from exc
-            self._attach(client)
-            try:
-                rc = await asyncio.wait_for(asyncio.shield(self._connack), d.connect_timeout_s)
-            except TimeoutError as exc:
-                raise ConnectError(self._lost or f"{d.name}: {d.broker} did not answer CONNECT "
-                                   f"within {d.connect_timeout_s} s") from exc
-            if rc.is_failure:
-                raise ConnectError(self._refused(rc))
-            await self._subscribe(client)
-        except BaseException:
-            self._close()
-            raise
-        return self
-
-    def _connect_error(self, exc: BaseException, doing: str = "connect to") -> ConnectError:
-        """The one place socket and TLS errors of paho become tierproof errors."""
-        d = self._dev
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return ConnectError(
-                f"{d.name}: the certificate of {d.broker} is not trusted ({exc.verify_message}): "
-                f"check devices[{d.name}].tls.ca_file"
-            )
-        if isinstance(exc, ssl.SSLError):
-            return ConnectError(
-                f"{d.name}: TLS with {d.broker} failed ({exc.reason or exc}): check "
-                f"devices[{d.name}].tls (CA, client certificate and key)"
-            )
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return ConnectError(f"{d.name}: cannot {doing} {d.broker}: {reason}")
-
-    def _refused(self, rc: ReasonCode) -> str:
-        d = self._dev
-        who = f"user {d.username!r}" if d.username is not None else "anonymous access"
-        hint = ""
-        if rc.value in (4, 5, 134, 135):  # bad user name or password / not authorized
-            hint = f": check devices[{d.name}].username and password"
-        elif rc.value in (2, 133):  # identifier rejected
-            hint = f": check devices[{d.name}].client_id"
-        return f"{d.name}: {d.broker} refused the connection of {who} ({rc}){hint}"
-
-    def _closed_early(self) -> str:
-        d = self._dev
-        hp = d.host_port
-        # a TLS 1.3 server refuses a client certificate after the handshake: by closing
-        tls = (f" (TLS: does the broker require a client certificate, and is devices[{d.name}]"
-               ".tls.cert_file signed by a CA it trusts?)") if hp is not None and hp[2] else ""
-        return f"{d.name}: {d.broker} closed the connection before accepting it{tls}"
-
-    def _attach(self, client: mqtt.Client) -> None:
-        """Hand paho's socket to the event loop (after connect() sent CONNECT in the thread)."""
-        loop = self._loop
-        assert loop is not None
-        sock = client.socket()
-        if sock is None:
-            raise ConnectError(self._closed_early())
-        self._sock = sock
-        self._rbuf = _ReadBuffer(sock)
-        # paho reads through the buffer (see _ReadBuffer); paho 2.x keeps its socket here and
-        # only calls recv, send, close, fileno and setblocking on it
-        client._sock = self._rbuf
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = lambda c, u, s: loop.add_writer(s, self._writable)
-        client.on_socket_unregister_write = self._on_unregister_write
-        loop.add_reader(sock, self._readable)
-        if client.want_write():
-            loop.add_writer(sock, self._writable)
-        self._misc = loop.create_task(self._misc_loop(), name=f"mqtt {self._dev.name} keepalive")
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None:
-            self._loop.remove_writer(sock)
-
-    def _readable(self) -> None:
-        client = self._client
-        if client is None:
-            return
-        rc = client.loop_read()
-        buf = self._rbuf
-        # bytes already read into the buffer (or decrypted into the TLS socket) do not make the
-        # socket readable again: consume them now. Each loop_read consumes at least one.
-        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and buf is not None and self._client is not None
-               and buf.pending()):
-            rc = client.loop_read()
-
-    def _writable(self) -> None:
-        if self._client is not None:
-            self._client.loop_write()
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(sock)
-            with contextlib.suppress(Exception):
-                self._loop.remove_writer(sock)
-
-    async def _misc_loop(self) -> None:
-        while self._client is not None:
-            await asyncio.sleep(1.0)
-            client = self._client
-            if client is not None and client.loop_misc() == MQTTErrorCode.MQTT_ERR_NO_CONN:
-                self._connection_lost("no connection")
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
-                    properties: Any) -> None:
-        fut = self._connack
-        if fut is not None and not fut.done():
-            fut.set_result(rc)
-        if not rc.is_failure and not self._dev.clean_session and not flags.session_present:
-            log.info("%s: the broker had no session for client id %r: messages published while "
-                     "the gateway was away are not queued", self._dev.name, self._dev.session_id)
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
-                       properties: Any) -> None:
-        fut = self._connack
-        if fut is not None and not fut.done():
-            self._lost = self._closed_early()
-            fut.set_exception(ConnectError(self._lost))
-            fut.exception()  # retrieved: awaited or not, never "never retrieved"
-        for f in self._suback.values():
-            if not f.done():
-                f.set_exception(ConnectError(f"{self._dev.name}: connection lost while subscribing"))
-                f.exception()
-        self._connection_lost(str(rc))
-
-    def _connection_lost(self, reason: str) -> None:
-        if self._lost is None:
-            self._lost = f"{self._dev.name}: connection to {self._dev.broker} lost: {reason}"
-            log.warning("%s", self._lost)
-        self._wake.set()
-
-    async def _subscribe(self, client: mqtt.Client) -> None:
-        d = self._dev
-        assert self._loop is not None
-        filters = [s.spec.filter for s in self._subs]
-        uniq = list(dict.fromkeys(filters))
-        topics: list[tuple[str, int]] = [(f, d.qos) for f in uniq]
-        rc, mid = client.subscribe(topics)
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-            raise ConnectError(f"{d.name}: cannot subscribe: {mqtt.error_string(rc)}")
-        fut = self._suback.setdefault(mid, self._loop.create_future())
-        try:
-            codes = await asyncio.wait_for(fut, d.connect_timeout_s)
-        except TimeoutError as exc:
-            raise ConnectError(f"{d.name}: {d.broker} did not answer SUBSCRIBE") from exc
-        refused = [f for f, c in zip(uniq, codes, strict=False) if c.is_failure]
-        if refused:
-            raise ConnectError(f"{d.name}: {d.broker} refused the subscription to {refused} "
-                               "(not authorized for these topics?)")
-
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode],
-                      properties: Any) -> None:
-        fut = self._suback.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(codes)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        client = self._client
-        if client is not None and self._lost is None:
-            # DISCONNECT, so the broker does not publish our Will nor wait for the keepalive
-            client.on_disconnect = None  # a disconnect we asked for is no lost connection
-            with contextlib.suppress(Exception):
-                client.disconnect()
-                client.loop_write()
-        self._close()
-
-    def _close(self) -> None:
-        client, self._client = self._client, None
-        if self._misc is not None:
-            self._misc.cancel()
-            self._misc = None
-        if self._sock is not None and self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._sock)
-            with contextlib.suppress(Exception):
-                self._loop.remove_writer(self._sock)
-        self._sock = self._rbuf = None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.on_disconnect = None
-                client.on_socket_close = None
-                client.on_socket_unregister_write = None
-                client._sock_close()  # no public close without a DISCONNECT round trip
-        self._unacked.clear()
 
     # ------------------------------------------------------------------ messages
 
@@ -622,7 +311,7 @@ class MqttCollector:
         elif kind == _JSON:
             self._json(topic, route[1], route[2], route[3], payload, now)
         elif kind == _SPARKPLUG:
-            sub: _Sub = route[1]
+            sub: Sub = route[1]
             assert sub.host is not None
             try:
                 t = parse_topic(topic)
@@ -671,7 +360,7 @@ class MqttCollector:
             fast = self._fast[(paths, types)] = JsonFields(paths, types)
         return fast, tuple(i for i, _ in fields)
 
-    def _json(self, topic: str, sub: _Sub, fields: list[tuple[int, tuple[str, ...]]],
+    def _json(self, topic: str, sub: Sub, fields: list[tuple[int, tuple[str, ...]]],
               fast: tuple[JsonFields, tuple[int, ...]], payload: bytes, now: int) -> None:
         try:
             doc = parse_json(payload)
