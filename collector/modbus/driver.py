@@ -44,102 +44,31 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from config.base import DeviceBase
 from config.errors import ConfigError, ConnectError
-from config.modbus import ModbusDevice, ModbusTable, ModbusTag
+from config.modbus import ModbusDevice, ModbusTag
 from config.signals import Quality
 from store.batch import Batch
 
 from ..base import cancel_and_wait, scaling, unregistered_tags
 from .codec import Decoder
 from .line import ModbusLine, acquire_line, release_line
+from .plan import (
+    BIT_TABLES,
+    FUNCTION,
+    READERS,
+    REQUEST_WIDE,
+    SILENT,
+    ZEROS,
+    BadTag,
+    Group,
+    Request,
+    Unit,
+    describe,
+    quality,
+)
 
 __all__ = ["ModbusCollector"]
 
 log = logging.getLogger("tierproof.collector.modbus")
-
-_FUNCTION: dict[str, int] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
-_READERS: dict[str, str] = {
-    "holding": "read_holding_registers",
-    "input": "read_input_registers",
-    "coil": "read_coils",
-    "discrete": "read_discrete_inputs",
-}
-_BIT_TABLES = frozenset({"coil", "discrete"})
-
-_EXCEPTION_NAMES = {
-    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-    4: "server device failure", 5: "acknowledge", 6: "server device busy", 7: "negative acknowledge",
-    8: "memory parity error", 10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-#: pseudo exception code: the unit did not answer within timeout_s
-_SILENT = 256
-#: a refusal of the request as a whole, not of particular addresses: never split or isolate
-_REQUEST_WIDE = frozenset({5, 6, 10, 11, _SILENT})
-#: stand-in for the answer of a request not read (or refused) in a poll
-_ZEROS = [0] * 2000
-
-
-def _quality(code: int) -> Quality:
-    """Quality of the tags of a request answered with exception ``code`` (README table)."""
-    if code in (1, 2, 3):  # the request is wrong for this device: fix the configuration
-        return Quality.BAD_CONFIG
-    if code in (10, 11, _SILENT):  # the target device cannot be reached: nobody answered
-        return Quality.BAD_NOT_CONNECTED
-    return Quality.BAD_DEVICE_FAILURE  # the device answered, with an error
-
-
-def _describe(code: int) -> str:
-    return f"Modbus exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
-
-
-@dataclass(slots=True)
-class _Request:
-    unit: int
-    table: ModbusTable
-    start: int
-    count: int
-    members: list[int]  # indices into the collector's tag list, in output order
-    bits: bool  # coil / discrete: answers go to the group's bit stream, else its registers
-    base: int  # where this request's answer starts in that stream
-    lo: int  # slice of the group's output arrays
-    hi: int
-    bad: int | None = None  # tag index when this request isolates a bad tag
-    errored: bool = False  # some member has an entry in tag_errors
-
-
-@dataclass(slots=True)
-class _Group:
-    name: str
-    interval: float
-    requests: list[_Request]
-    tag_id: npt.NDArray[np.int32]
-    scale: npt.NDArray[np.float64] | None  # None: every tag has scale 1, offset 0
-    offset: npt.NDArray[np.float64] | None
-    has_text: bool
-    # one decoder per stream: a poll decodes the concatenated answers of all its requests
-    registers: Decoder
-    bits: Decoder
-    register_count: int
-    bit_count: int
-
-
-@dataclass(slots=True)
-class _BadTag:
-    quality: Quality
-    reason: str
-    next_due: float  # event-loop time of the next retry
-
-
-@dataclass(slots=True)
-class _Unit:
-    """What the collector knows of one unit id during a connection."""
-
-    tags: list[int]  # indices of its tags
-    assets: tuple[str, ...]
-    answered: bool = False  # answered once since connect (its part gap, if any, is closed)
-    silent: bool = False
-    next_due: float = 0.0  # silent: event-loop time of the next attempt
-    last_ok_ns: int | None = None  # gateway time of its last answer
 
 
 @dataclass(slots=True)
@@ -191,15 +120,15 @@ class ModbusCollector:
         #: tag path -> why the device refuses it (cleared when the tag reads again)
         self.tag_errors: dict[str, str] = {}
         self.stats = ModbusStats()
-        self._bad: dict[int, _BadTag] = {}
+        self._bad: dict[int, BadTag] = {}
         self._solo: set[int] = set()  # requested alone: bad, or refused in any larger request
         self._no_gap: set[int] = set()  # never joined across unused registers
-        self._groups: dict[str, _Group] = {}
+        self._groups: dict[str, Group] = {}
         for name in sorted({t.group for t in self._tags}):
             self._groups[name] = self._plan(name)
-        self._units: dict[int, _Unit] = {}
+        self._units: dict[int, Unit] = {}
         for i, t in enumerate(self._tags):
-            u = self._units.setdefault(t.unit_id, _Unit([], ()))
+            u = self._units.setdefault(t.unit_id, Unit([], ()))
             u.tags.append(i)
             if t.asset not in u.assets:
                 u.assets += (t.asset,)
@@ -213,11 +142,11 @@ class ModbusCollector:
     # ------------------------------------------------------------------ plan
 
     def _limit(self, table: str) -> int:
-        if table in _BIT_TABLES:
+        if table in BIT_TABLES:
             return self._dev.max_bits_per_request
         return self._dev.max_registers_per_request
 
-    def _plan(self, group: str) -> _Group:
+    def _plan(self, group: str) -> Group:
         """Coalesce the group's tags into requests (rebuilt when a tag turns bad or recovers)."""
         members = [i for i, t in enumerate(self._tags) if t.group == group]
         blocks: list[tuple[list[int], int | None]] = []
@@ -230,7 +159,7 @@ class ModbusCollector:
                 by_key.setdefault((t.unit_id, t.table), []).append(i)
         for (_, table), idxs in sorted(by_key.items()):
             blocks.extend((b, None) for b in self._coalesce(idxs, self._limit(table)))
-        requests: list[_Request] = []
+        requests: list[Request] = []
         order: list[int] = []
         # per stream (False: registers, True: bits): tags, their stream offsets, output positions
         streams: dict[bool, tuple[list[ModbusTag], list[int], list[int]]] = {
@@ -241,7 +170,7 @@ class ModbusCollector:
             tags = [self._tags[i] for i in block]
             start = min(t.address for t in tags)
             count = max(t.address + t.width for t in tags) - start
-            bits = tags[0].table in _BIT_TABLES
+            bits = tags[0].table in BIT_TABLES
             lo = len(order)
             s_tags, s_offsets, s_positions = streams[bits]
             for k, t in enumerate(tags):
@@ -249,7 +178,7 @@ class ModbusCollector:
                 s_offsets.append(size[bits] + t.address - start)
                 s_positions.append(lo + k)
             order.extend(block)
-            requests.append(_Request(
+            requests.append(Request(
                 unit=tags[0].unit_id, table=tags[0].table, start=start, count=count,
                 members=block, bits=bits, base=size[bits],
                 lo=lo, hi=len(order), bad=bad,
@@ -258,7 +187,7 @@ class ModbusCollector:
             size[bits] += count
         tags = [self._tags[i] for i in order]
         sc = scaling(tags)
-        return _Group(
+        return Group(
             name=group,
             interval=self._dev.group_interval(group),
             requests=requests,
@@ -320,7 +249,7 @@ class ModbusCollector:
 
     async def _read(self, unit: int, table: str, address: int, count: int
                     ) -> list[int] | list[bool] | int:
-        """Data, or the Modbus exception code the device answered with (``_SILENT``: no answer).
+        """Data, or the Modbus exception code the device answered with (``SILENT``: no answer).
 
         The one place pymodbus errors become tierproof errors.
         """
@@ -332,7 +261,7 @@ class ModbusCollector:
         what = f"unit {unit} (read {table} {address}+{count})"
         try:
             rr = await line.request(
-                lambda client: getattr(client, _READERS[table])(address, count=count, device_id=unit)
+                lambda client: getattr(client, READERS[table])(address, count=count, device_id=unit)
             )
         except ModbusIOException as exc:
             # pymodbus 3.16 has no exception type of its own for "no answer in time"
@@ -341,7 +270,7 @@ class ModbusCollector:
             raise ConnectError(f"{d.name}: no valid answer from {d.line} {what}: {exc}") from exc
         except (ModbusException, OSError, TimeoutError) as exc:
             raise ConnectError(f"{d.name}: no valid answer from {d.line} {what}: {exc}") from exc
-        fc = _FUNCTION[table]
+        fc = FUNCTION[table]
         got = int(rr.function_code)
         if got & 0x7F != fc:
             # a late answer to an earlier request, or a broken server or gateway: whatever
@@ -353,10 +282,10 @@ class ModbusCollector:
         self._answered(unit)
         if rr.isError():
             return int(rr.exception_code)
-        data: list[int] | list[bool] = rr.bits if table in _BIT_TABLES else rr.registers
+        data: list[int] | list[bool] = rr.bits if table in BIT_TABLES else rr.registers
         # bits come in whole bytes: up to 7 padding bits; registers must match exactly
-        if len(data) < count or (table not in _BIT_TABLES and len(data) != count):
-            items = "bits" if table in _BIT_TABLES else "registers"
+        if len(data) < count or (table not in BIT_TABLES and len(data) != count):
+            items = "bits" if table in BIT_TABLES else "registers"
             raise ConnectError(
                 f"{d.name}: {d.line} {what} answered {len(data)} {items} "
                 f"instead of {count}: the answer does not match the request; reconnecting"
@@ -384,7 +313,7 @@ class ModbusCollector:
         now = asyncio.get_running_loop().time()
         u.next_due = now + self.bad_tag_retry_s
         if u.silent:
-            return _SILENT
+            return SILENT
         u.silent = True
         reason = f"unit {unit} does not answer on {d.line} (no reply within {d.timeout_s:g} s)"
         if all(x.silent for x in self._units.values()):
@@ -394,7 +323,7 @@ class ModbusCollector:
         log.warning("%s: %s; asking it again every %g s", d.name, reason, self.bad_tag_retry_s)
         start = u.last_ok_ns if u.last_ok_ns is not None else self._clock()
         self.gap_events.append(("open", f"unit {unit}", start, reason, u.assets))
-        return _SILENT
+        return SILENT
 
     # ------------------------------------------------------------------ polling
 
@@ -455,15 +384,15 @@ class ModbusCollector:
         # the answers of all requests, concatenated, decoded at once after the last one
         registers: list[int] = []
         bits: list[bool] = []
-        refused: list[tuple[_Request, int]] = []
+        refused: list[tuple[Request, int]] = []
         silenced: set[int] = set()  # units that stopped answering during this poll
         for req in group.requests:
             stream: list[Any] = bits if req.bits else registers
             unit = self._units[req.unit]
             if req.unit in silenced:  # its other requests: bad now, without waiting for them
                 ts[req.lo:req.hi] = self._clock()
-                refused.append((req, _SILENT))
-                stream.extend(_ZEROS[:req.count])
+                refused.append((req, SILENT))
+                stream.extend(ZEROS[:req.count])
                 continue
             if (req.bad is not None and now < self._bad[req.bad].next_due) or (
                 unit.silent and now < unit.next_due
@@ -471,22 +400,22 @@ class ModbusCollector:
                 if keep is None:
                     keep = np.ones(n, bool)
                 keep[req.lo:req.hi] = False
-                stream.extend(_ZEROS[:req.count])
+                stream.extend(ZEROS[:req.count])
                 continue
             was_silent = unit.silent
             data = await self._read(req.unit, req.table, req.start, req.count)
             ts[req.lo:req.hi] = self._clock()
-            if data == _SILENT and was_silent:  # still silent: its gap says so already
+            if data == SILENT and was_silent:  # still silent: its gap says so already
                 if keep is None:
                     keep = np.ones(n, bool)
                 keep[req.lo:req.hi] = False
-                stream.extend(_ZEROS[:req.count])
+                stream.extend(ZEROS[:req.count])
                 continue
-            if data == _SILENT:
+            if data == SILENT:
                 silenced.add(req.unit)
             if isinstance(data, int):
                 refused.append((req, data))
-                stream.extend(_ZEROS[:req.count])
+                stream.extend(ZEROS[:req.count])
                 continue
             stream.extend(data if len(data) == req.count else data[:req.count])
             if req.errored:
@@ -514,7 +443,7 @@ class ModbusCollector:
                          text[keep] if text is not None else None)
         return Batch(group.tag_id.copy(), ts, values, quality, text)
 
-    def _warn_precision(self, group: _Group, quality: npt.NDArray[np.uint8]) -> None:
+    def _warn_precision(self, group: Group, quality: npt.NDArray[np.uint8]) -> None:
         for k in np.flatnonzero(quality == Quality.UNCERTAIN):
             tag_id = int(group.tag_id[k])
             if tag_id not in self._warned_precision:
@@ -525,7 +454,7 @@ class ModbusCollector:
                     "nearest float64 (quality uncertain)", self._dev.name, path,
                 )
 
-    def _recovered(self, req: _Request) -> bool:
+    def _recovered(self, req: Request) -> bool:
         req.errored = False
         for i in req.members:
             self.tag_errors.pop(self._tags[i].path, None)
@@ -540,25 +469,25 @@ class ModbusCollector:
     def _fail(self, i: int, code: int, isolate: bool) -> Quality:
         """Record why tag i failed; with ``isolate``, request it alone at the slow cadence."""
         t = self._tags[i]
-        q = _quality(code)
+        q = quality(code)
         where = f"{t.table} {t.address}{'' if t.width == 1 else f'..{t.address + t.width - 1}'}"
-        if code == _SILENT:
+        if code == SILENT:
             reason = (f"unit {t.unit_id} does not answer (no reply within {self._dev.timeout_s:g} s); "
                       f"asked again every {self.bad_tag_retry_s:g} s")
         else:
-            reason = f"{_describe(code)} reading {where} of unit {t.unit_id}"
-        if self.tag_errors.get(t.path) != reason and code != _SILENT:  # a silent unit: logged once
+            reason = f"{describe(code)} reading {where} of unit {t.unit_id}"
+        if self.tag_errors.get(t.path) != reason and code != SILENT:  # a silent unit: logged once
             log.warning("%s: tag %s: %s", self._dev.name, t.path, reason)
         self.tag_errors[t.path] = reason
         if isolate:
             due = asyncio.get_running_loop().time() + self.bad_tag_retry_s
-            self._bad[i] = _BadTag(q, reason, due)
+            self._bad[i] = BadTag(q, reason, due)
             self._solo.add(i)
         return q
 
     async def _refused(
         self,
-        req: _Request,
+        req: Request,
         code: int,
         out: npt.NDArray[np.float64],
         quality: npt.NDArray[np.uint8],
@@ -570,7 +499,7 @@ class ModbusCollector:
         if text is not None:
             text[:] = None
         req.errored = True
-        if code in _REQUEST_WIDE:
+        if code in REQUEST_WIDE:
             for j, i in enumerate(req.members):
                 quality[j] = self._fail(i, code, isolate=False)
             if req.bad is not None:
@@ -585,14 +514,14 @@ class ModbusCollector:
             return not was_bad
         # find exactly which tags the device refuses: read each alone
         self.stats.splits += 1
-        table_bits = req.table in _BIT_TABLES
+        table_bits = req.table in BIT_TABLES
         failed = 0
         for j, i in enumerate(req.members):
             t = self._tags[i]
             data = await self._read(t.unit_id, t.table, t.address, t.width)
             ts[j] = self._clock()
             if isinstance(data, int):
-                quality[j] = self._fail(i, code=data, isolate=data not in _REQUEST_WIDE)
+                quality[j] = self._fail(i, code=data, isolate=data not in REQUEST_WIDE)
                 failed += 1
                 continue
             self.tag_errors.pop(t.path, None)
@@ -610,7 +539,7 @@ class ModbusCollector:
             log.warning(
                 "%s: unit %d refuses %s %d+%d (%s) but each of its tags reads alone; "
                 "%s", self._dev.name, req.unit, req.table, req.start, req.count,
-                _describe(code),
+                describe(code),
                 "no longer joining these tags across gaps" if target is self._no_gap
                 else "reading these tags one by one",
             )
