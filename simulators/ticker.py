@@ -1,4 +1,4 @@
-"""The one update loop of every simulator: refresh the served values on a fixed grid.
+"""The one update loop of every simulator: refresh the served values, then rest.
 
 Each protocol server shows the plant as it is *now*, so something must copy the model's values
 into it periodically. :class:`Ticker` is that something, for all of them::
@@ -6,12 +6,13 @@ into it periodically. :class:`Ticker` is that something, for all of them::
     async with Ticker(server.refresh, 0.2, name="opcua-plant-update", what="updating ..."):
         ...  # the server is refreshed every 0.2 s until the block is left
 
-``update`` is called every ``interval_s`` on a grid fixed when the block is entered (a slow
-update delays its tick, not the ticks after it; ticks missed meanwhile are skipped, not
-caught up). ``wake`` (an :class:`asyncio.Event`) asks for an update at once, as the MQTT
-publisher does after a (re)connect or a rebirth request; the grid stays where it was. An update
-that raises is logged and the loop goes on: a bad tick must not stop the simulation. Leaving
-the block cancels the loop and waits for it, so nothing runs after the server is gone.
+``update`` runs, then the loop rests ``interval_s`` before the next one (as each simulator's own
+loop did): a slow update never leaves the server it feeds without time, where a fixed-rate
+grid would run a 5,000-variable refresh back to back on a loaded machine. ``wake`` (an
+:class:`asyncio.Event`) cuts the rest short and asks for an update at once, as the MQTT
+publisher does after a (re)connect or a rebirth request. An update that raises is logged and
+the loop goes on: a bad tick must not stop the simulation. Leaving the block cancels the loop
+and waits for it, so nothing runs after the server is gone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -67,10 +67,8 @@ class Ticker:
         self.wake.clear()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time() + self.interval_s
         while True:
-            await self._wait(max(0.0, due - loop.time()))
+            await self._wait(self.interval_s)
             try:
                 result = self.update()
                 if inspect.isawaitable(result):
@@ -78,9 +76,6 @@ class Ticker:
             except Exception:  # a bad tick must not stop the simulation
                 self.log.exception("%s failed", self.what)
             self.ticks += 1
-            now = loop.time()
-            if now >= due:  # the next grid point after now (one woken early keeps its slot)
-                due += self.interval_s * (math.floor((now - due) / self.interval_s) + 1)
 
     async def __aenter__(self) -> Self:
         if self._task is not None:
