@@ -2,7 +2,8 @@
 
 Checked: every Markdown link in ``README.md``, ``docs/*.md``, ``collector/*/README.md`` and
 ``store/*/SCHEMA.md`` is relative, points to a file or folder of the repository, and its
-``#anchor`` (if any) is a heading of the target; the README stays short enough to read.
+``#anchor`` (if any) is a heading of the target; a repository path named in code (`` `tests/...` ``)
+still exists after files move; the README stays short enough to read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ _INLINE = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\
 _REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: a code span naming a path of the repository, e.g. `tests/interop/test_*.py --flag`
+_REPO_PATH = re.compile(
+    r"`((?:api|bench|collector|config|deploy|docs|kpi|scripts|simulators|store|tests)/[^`\s{}<>]*)[^`]*`"
+)
 
 
 def documents() -> list[Path]:
@@ -36,8 +41,8 @@ def documents() -> list[Path]:
     return [p for p in found if p.is_file()]
 
 
-def prose_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks, with code spans blanked out."""
+def prose_lines(text: str, spans: bool = False) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, with code spans blanked out (or kept)."""
     out, fence = [], None
     for n, line in enumerate(text.splitlines(), 1):
         m = _FENCE.match(line)
@@ -45,7 +50,7 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
             fence = None if fence == m.group(1) else (fence or m.group(1))
             continue
         if fence is None:
-            out.append((n, _CODE_SPAN.sub(lambda s: " " * len(s.group(0)), line)))
+            out.append((n, line if spans else _CODE_SPAN.sub(lambda s: " " * len(s.group(0)), line)))
     return out
 
 
@@ -102,6 +107,15 @@ def problems(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_links_resolve_inside_the_repository(path: Path) -> None:
     assert problems(path) == []
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_paths_named_in_code_exist(path: Path) -> None:
+    """A file moved without its documentation following shows here (globs must match)."""
+    gone = [f"{path.relative_to(ROOT)}:{n}: {m.group(1)}"
+            for n, line in prose_lines(path.read_text(encoding="utf-8"), spans=True)
+            for m in _REPO_PATH.finditer(line) if not any(ROOT.glob(m.group(1).rstrip("/")))]
+    assert gone == []
 
 
 def test_readme_is_short() -> None:
