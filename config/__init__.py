@@ -13,7 +13,7 @@ from .errors import (
     StoreError,
     TierproofError,
 )
-from .loader import load_settings, settings_from_dict, shipped_config
+from .loader import load_settings, load_tiers, settings_from_dict, shipped_config
 from .modbus import ModbusDevice, ModbusTag
 from .mqtt import MqttDevice, MqttSubscription, MqttTag, MqttTls
 from .opcua import OpcUaDevice, OpcUaTag
@@ -70,6 +70,7 @@ __all__ = [
     "canonical_code",
     "canonical_names",
     "load_settings",
+    "load_tiers",
     "parse_instant",
     "settings_from_dict",
     "shipped_config",

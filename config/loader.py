@@ -1,4 +1,5 @@
-"""Load a YAML file into :class:`Settings`, naming the file, field path and reason of every error.
+"""Load a YAML file into :class:`Settings` (or :class:`TierCriteria`), naming the file, field
+path and reason of every error.
 
 String values may refer to environment variables, for containers and secrets: ``${VAR}``
 is the variable's value (an error naming file, line and variable when it is not set),
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
 from .settings import Settings, cross_check
+from .tiers import TierCriteria, tiers_cross_check
+
+M = TypeVar("M", bound=BaseModel)
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 #: discriminator values of the tagged unions (devices by protocol, store by type)
@@ -112,14 +116,16 @@ def _env_loader(source: str, env: Mapping[str, str]) -> type[yaml.SafeLoader]:
 _RESOLVERS = _without_sexagesimal()
 
 
-def settings_from_dict(data: Any, source: str = "<config>") -> Settings:
-    """Validate parsed YAML; raise ConfigError listing every problem."""
+def _validate(model: type[M], data: Any, source: str,
+              cross: Callable[[M], list[tuple[str, str]]]) -> M:
+    """Validate parsed YAML into ``model``, then its cross-field checks; raise ConfigError
+    listing every problem with the file and the field path."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: invalid configuration", [(source, "the top level must be a mapping")])
     try:
-        settings = Settings.model_validate(data)
+        value = model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -128,15 +134,18 @@ def settings_from_dict(data: Any, source: str = "<config>") -> Settings:
                 msg = "unknown field (check its spelling)"
             problems.append((f"{source}: {_loc(err['loc'])}", msg))
         raise ConfigError(f"{source}: {len(problems)} invalid field(s)", problems) from exc
-    problems = [(f"{source}: {loc}", reason) for loc, reason in cross_check(settings)]
+    problems = [(f"{source}: {loc}", reason) for loc, reason in cross(value)]
     if problems:
         raise ConfigError(f"{source}: {len(problems)} invalid field(s)", problems)
-    return settings
+    return value
 
 
-def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate a YAML configuration file; ``${VAR}`` come from ``env`` (default:
-    the process environment)."""
+def settings_from_dict(data: Any, source: str = "<config>") -> Settings:
+    """Validate parsed YAML; raise ConfigError listing every problem."""
+    return _validate(Settings, data, source, cross_check)
+
+
+def _read_yaml(path: str | Path, env: Mapping[str, str] | None) -> Any:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -144,13 +153,24 @@ def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Set
         raise ConfigError(f"{p}: cannot read: {exc.strerror}", [(str(p), exc.strerror or str(exc))]) from exc
     try:
         # a SafeLoader subclass: as safe as yaml.safe_load, plus ${VAR} in values
-        data = yaml.load(text, Loader=_env_loader(str(p), os.environ if env is None else env))
+        return yaml.load(text, Loader=_env_loader(str(p), os.environ if env is None else env))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: not valid YAML", [(where, str(reason))]) from exc
-    return settings_from_dict(data, str(p))
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a YAML configuration file; ``${VAR}`` come from ``env`` (default:
+    the process environment)."""
+    return settings_from_dict(_read_yaml(path, env), str(path))
+
+
+def load_tiers(path: str | Path | None = None) -> TierCriteria:
+    """Read and validate a tier criteria file (default: the shipped ``config/tiers.yaml``)."""
+    p = Path(path) if path is not None else shipped_config("tiers.yaml")
+    return _validate(TierCriteria, _read_yaml(p, None), str(p), tiers_cross_check)
 
 
 def shipped_config(name: str) -> Path:
