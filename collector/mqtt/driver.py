@@ -4,7 +4,7 @@
 with ``loop.add_reader``/``add_writer`` and ``loop_read``/``loop_write``/``loop_misc`` are
 called from there (paho's "external event loop" integration), so every callback, every
 acknowledgement and the batching run on one thread with no locks and no hand-off per message
-(see the README for the measurement against a ``loop_start()`` thread). Only ``connect()``
+(see docs/benchmarks.md for the measurement against a ``loop_start()`` thread). Only ``connect()``
 (TCP connect and TLS handshake, which block) runs in a worker thread. paho reads its socket
 through :class:`~.transport.ReadBuffer`: one ``recv`` per 64 KiB instead of three or more per packet.
 
@@ -35,7 +35,7 @@ messages per client id -- across reconnects, not across a gateway restart -- and
 message found there. Samples with a payload time (JSON ``timestamp_field``, Sparkplug
 timestamps) are idempotent in the store anyway (one sample per tag and time, the last
 written). The remaining hole: a gateway crash after the store write and before the PUBACK,
-for plain payloads (stored at receive time) -- see the README.
+for plain payloads (stored at receive time) -- see collector/mqtt/README.md.
 
 **Timestamps.** ``ts_ns`` is the payload's time where it has one, else the receive time (a
 payload time outside ``[0, config.times.NS_MAX]`` -- before 1970, after 2262 -- is unknown,
