@@ -41,7 +41,8 @@ ZEROS = [0] * 2000
 
 
 def quality(code: int) -> Quality:
-    """Quality of the tags of a request answered with exception ``code`` (the table in collector/modbus/README.md)."""
+    """Quality of the tags of a request answered with exception ``code`` (the table in
+    collector/modbus/README.md)."""
     if code in (1, 2, 3):  # the request is wrong for this device: fix the configuration
         return Quality.BAD_CONFIG
     if code in (10, 11, SILENT):  # the target device cannot be reached: nobody answered
