@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from .base import ASSET_PATH, DeviceBase, Model, TagBase
+from .declared import Declared
 from .modbus import ModbusDevice, ModbusTag, modbus_cross_check
 from .mqtt import MqttDevice, mqtt_cross_check
 from .opcua import OpcUaDevice
@@ -112,6 +113,7 @@ class Settings(Model):
     api: ApiSettings = Field(default_factory=ApiSettings)
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     simulation: SimulationSettings | None = None
+    declared: Declared = Field(default_factory=Declared, description="evidence telemetry cannot show")
 
     def asset(self, path: str) -> Asset:
         for a in self.assets:
