@@ -17,7 +17,7 @@ from config.signals import ChannelMode, MachineState, OperationMode
 from .calendar import I64, overlap_seconds
 from .steps import UNKNOWN, CounterDelta, Step, combine
 
-ALGORITHM_VERSION = "tierproof-kpi/1"
+ALGORITHM_VERSION = "tierproof-kpi/2"
 _S = MachineState
 _M = OperationMode
 

@@ -1,9 +1,9 @@
 """Step signals (state, mode) and cumulative counters, as numpy.
 
 A step signal holds each sample's value until the next sample of the same tag. A value is
-unknown where its sample has bad quality, before the first sample, inside a recorded gap, or
-where the raw value has no canonical meaning. Unknown time is never guessed: it lowers the
-coverage that every KPI reports.
+unknown where its sample has bad quality, before the first sample, inside a recorded gap and
+after it until the tag's next sample, or where the raw value has no canonical meaning. Unknown
+time is never guessed: it lowers the coverage that every KPI reports.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ def combine(
 ) -> Intervals:
     """Split [start_ns, end_ns) at every change of any signal and at gap edges.
 
-    Each interval carries every signal's code in force over it; inside a gap every code is
-    UNKNOWN (the device was unreachable, so the last value is not carried across).
+    Each interval carries every signal's code in force over it. Inside a gap every code is
+    UNKNOWN, and after the gap each signal stays UNKNOWN until its next sample arrives: the
+    device was unreachable, so the last value before the gap is never carried across it.
     """
     gs, ge = merge(list(gaps))
     cuts = [np.array([start_ns, end_ns], np.int64), gs, ge]
@@ -79,15 +80,16 @@ def combine(
     b = b[(b >= start_ns) & (b <= end_ns)]
     starts, ends = b[:-1], b[1:]
     codes = np.full((len(steps), len(starts)), UNKNOWN, np.int64)
+    # the gap in force at or last before each interval start (gaps are merged, so their ends
+    # ascend too): a sample older than that gap's end does not reach across it
+    j = np.searchsorted(gs, starts, side="right") - 1
+    after_gap = np.where(j >= 0, ge[np.maximum(j, 0)] if len(ge) else 0, np.iinfo(np.int64).min)
     for k, s in enumerate(steps):
         i = np.searchsorted(s.ts_ns, starts, side="right") - 1
-        have = i >= 0
+        # a value holds from its sample until the next sample, never across a gap: inside a
+        # gap, and after it until the next sample arrives, the signal is unknown
+        have = (i >= 0) & (s.ts_ns[np.maximum(i, 0)] >= after_gap) if len(s.ts_ns) else i >= 0
         codes[k, have] = s.code[i[have]]
-    if len(gs):
-        # an interval lies inside a gap when the last gap start at or before it ends after it
-        j = np.searchsorted(gs, starts, side="right") - 1
-        inside = (j >= 0) & (ge[np.maximum(j, 0)] >= ends)
-        codes[:, inside] = UNKNOWN
     return Intervals(starts, ends, codes)
 
 

@@ -60,9 +60,25 @@ def test_counter_rise_before_window_not_counted() -> None:
         # Executing+Processing 0-600 and 700-1000 = 900 s; OutOfService 600-700 = 100 s
         ("basic", {}, [], ALL_PLANNED,
          dict(pbt_s=1000, known_s=1000, apt_s=900, adet_s=100, apt_auto_s=500, apt_mode_known_s=900)),
-        # a device gap 200-300: that time is unknown, not carried from the last value
-        ("gap", {}, [(200 * S, 300 * S)], ALL_PLANNED,
-         dict(pbt_s=1000, known_s=900, apt_s=800, adet_s=100, apt_auto_s=400)),
+        # a device gap 200-300, the mode sampled again at 300 (its end), the state only at 600:
+        # state unknown 200-600 (not carried across the gap), mode unknown 200-300.
+        # known 0-200 (EX/PROC) + 600-700 (OOS) + 700-1000 (EX/PROC) = 600;
+        # APT 200 + 300 = 500; ADET 100; channel unknown 200-500 (next sample at 500):
+        # auto APT 0-200 = 200, mode-known APT 0-200 + 700-1000 = 500
+        ("gap", dict(mode=step([(-50, PROC), (300, PROC)])), [(200 * S, 300 * S)], ALL_PLANNED,
+         dict(pbt_s=1000, known_s=600, apt_s=500, adet_s=100, apt_auto_s=200,
+              apt_mode_known_s=500)),
+        # finding: after a gap the pre-gap value is not carried forward. Gap 200-300 and no
+        # sample of any signal after it until the state's at 600: 200-1000 is unknown for the
+        # mode (its only sample is at -50) and for the channel until 500 -> known only 0-200
+        # (EX/PROC, APT 200) and 600-700 (OOS defines ADET whatever the mode) = 300
+        ("no carry after gap", {}, [(200 * S, 300 * S)], ALL_PLANNED,
+         dict(known_s=300, apt_s=200, adet_s=100, apt_auto_s=200, apt_mode_known_s=200)),
+        # a sample exactly at the gap's end is fresh: state and mode re-sampled at 300 ->
+        # only 200-300 unknown; known 900, APT 0-200 + 300-600 + 700-1000 = 800
+        ("sample at gap end", dict(state=step([(0, EX), (300, EX), (600, OOS), (700, EX)]),
+                                   mode=step([(-50, PROC), (300, PROC)])),
+         [(200 * S, 300 * S)], ALL_PLANNED, dict(known_s=900, apt_s=800, adet_s=100)),
         # a bad-quality state sample at 650 makes 650-700 unknown, instead of OutOfService
         ("bad sample", dict(state=step([(0, EX), (600, OOS), (650, EX), (700, EX)], bad_at=(650,))),
          [], ALL_PLANNED, dict(known_s=950, apt_s=900, adet_s=50)),
