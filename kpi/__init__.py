@@ -1,6 +1,7 @@
 """KPI core: pure numpy computation, no I/O, no async."""
 
 from .calendar import overlap_seconds, planned_intervals
+from .deltas import Delta, RatioEstimate, WindowRatio, ratio_delta, ratio_estimate, window_ratio
 from .evidence import (
     REQUIRED_ROLES,
     AssetEvidence,
@@ -20,28 +21,62 @@ from .oee import (
     time_elements,
 )
 from .steps import UNKNOWN, CounterDelta, Intervals, Step, combine, counter_increase
+from .verdict import (
+    VERDICTS,
+    CriterionResult,
+    Interval,
+    Observation,
+    Supplied,
+    TierReadiness,
+    Verdict,
+    declared_observation,
+    declared_reference,
+    judge,
+    overall_verdict,
+    threshold_of,
+    tier_readiness,
+)
 
 __all__ = [
     "ALGORITHM_VERSION",
     "REQUIRED_ROLES",
     "UNKNOWN",
+    "VERDICTS",
     "AssetEvidence",
     "CounterDelta",
+    "CriterionResult",
+    "Delta",
     "GapLike",
+    "Interval",
     "Intervals",
     "Kpis",
+    "Observation",
+    "RatioEstimate",
     "Step",
+    "Supplied",
     "TagEvidence",
+    "TierReadiness",
     "TimeElements",
     "UnitSignals",
+    "Verdict",
+    "WindowRatio",
     "asset_gaps",
     "combine",
     "counter_increase",
+    "declared_observation",
+    "declared_reference",
     "gap_intervals",
     "group_by_line",
+    "judge",
     "missing_roles",
+    "overall_verdict",
     "overlap_seconds",
     "planned_intervals",
+    "ratio_delta",
+    "ratio_estimate",
     "roll_up",
+    "threshold_of",
+    "tier_readiness",
     "time_elements",
+    "window_ratio",
 ]
