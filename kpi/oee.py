@@ -43,10 +43,12 @@ class TimeElements:
     gq: float = 0.0  # good quantity
     sq: float = 0.0  # scrap (reject) quantity
     ideal_s: float = 0.0  # PRU x PQ: the time the output would take at ideal speed
+    apt_pru_s: float = 0.0  # APT of the units whose PRU is known: effectiveness' denominator
     energy_kwh: float = 0.0
     counter_resets: int = 0
     units: int = 1
     pq_known: int = 1  # units whose produced quantity is measured (total or good + reject)
+    units_without_pru: int = 0  # units without ideal_cycle_time_s: left out of effectiveness
 
     def __add__(self, other: TimeElements) -> TimeElements:
         return TimeElements(
@@ -88,7 +90,14 @@ class Kpis:
         # no known state at all is no measurement, not a machine that never ran
         a = _ratio(e.apt_s, e.pbt_s) if e.known_s > 0 else None
         counted = e.pq_known == e.units  # every unit's output is measured
-        eff = _ratio(e.ideal_s, e.apt_s) if counted and (e.ideal_s > 0 or e.apt_s > 0) else None
+        # units without PRU have no effectiveness; a roll-up leaves them (their PRU x PQ and
+        # their APT) out of it and counts them in ``units_without_pru``
+        rated = e.units_without_pru < e.units
+        eff = (
+            _ratio(e.ideal_s, e.apt_pru_s)
+            if counted and rated and (e.ideal_s > 0 or e.apt_pru_s > 0)
+            else None
+        )
         q = _ratio(e.gq, e.pq) if counted else None
         oee = a * eff * q if a is not None and eff is not None and q is not None else None
         aupt = e.apt_s + e.asut_s
@@ -190,9 +199,11 @@ def time_elements(
         gq=gq,
         sq=sq,
         ideal_s=(sig.ideal_cycle_s or 0.0) * pq,
+        apt_pru_s=s(apt) if sig.ideal_cycle_s is not None else 0.0,
         energy_kwh=sig.energy.increase if sig.energy else 0.0,
         counter_resets=resets,
         pq_known=int(tot is not None),
+        units_without_pru=int(sig.ideal_cycle_s is None),
     )
 
 

@@ -7,7 +7,8 @@ collected data tests the whole chain.
 
 Time elements count inside planned busy time (PBT) of the window; quantities and energy
 count over the whole window. Roll-ups (lines, plant) sum elements, then divide. Ratios are
-fractions, None where the denominator is zero (or PRU is unknown).
+fractions, None where the denominator is zero. An asset without PRU has no effectiveness
+(nor OEE); roll-ups leave it out of their effectiveness and count it in ``units_without_pru``.
 """
 
 from __future__ import annotations
@@ -49,22 +50,24 @@ class Elements:
     gq: int = 0
     sq: int = 0
     energy_kwh: float = 0.0  # meter increase over [start, end)
-    pru_pq_s: float | None = 0.0  # sum of PRU x PQ; None when some asset has no PRU
+    pru_pq_s: float = 0.0  # sum of PRU x PQ over the assets whose PRU is known
+    apt_pru_s: float = 0.0  # APT of the assets whose PRU is known
     units: int = 1
+    units_without_pru: int = 0  # assets without PRU: left out of effectiveness
 
     def __add__(self, other: Elements) -> Elements:
-        a, b = self.pru_pq_s, other.pru_pq_s
-        pru = None if a is None or b is None else a + b
-        vals = {f.name: getattr(self, f.name) + getattr(other, f.name)
-                for f in fields(self) if f.name != "pru_pq_s"}
-        return Elements(**vals, pru_pq_s=pru)
+        return Elements(**{f.name: getattr(self, f.name) + getattr(other, f.name)
+                           for f in fields(self)})
 
     def ratios(self) -> dict[str, float | None]:
         def r(num: float | None, den: float) -> float | None:
             return None if num is None or den <= 0 else num / den
 
         availability = r(self.apt_s, self.pbt_s)
-        effectiveness = r(self.pru_pq_s, self.apt_s)  # may exceed 1: not clipped
+        # may exceed 1: not clipped; over the assets with a PRU only, None when none has one
+        effectiveness = (
+            r(self.pru_pq_s, self.apt_pru_s) if self.units_without_pru < self.units else None
+        )
         quality = r(self.gq, self.pq)
         oee = (
             availability * effectiveness * quality
@@ -87,8 +90,11 @@ class Elements:
         return out
 
 
-def asset_elements(plant: Plant, asset: str, start_ns: int, end_ns: int) -> Elements:
-    """Exact elements of one asset over [start_ns, end_ns)."""
+def asset_elements(
+    plant: Plant, asset: str, start_ns: int, end_ns: int, settings: Settings | None = None
+) -> Elements:
+    """Exact elements of one asset over [start_ns, end_ns); its PRU from ``settings`` (the
+    configuration being assessed), else from the plant's own."""
     tl = plant.timeline(asset, start_ns, end_ns)
     plan = plant.clock.planned(start_ns, end_ns)
     pbt = float(np.sum(plan[1] - plan[0])) / NS
@@ -99,12 +105,13 @@ def asset_elements(plant: Plant, asset: str, start_ns: int, end_ns: int) -> Elem
     not_executing = state == MachineState.NotExecuting
     apt_mask = executing & (mode == OperationMode.Processing)
     setup_mask = (executing | not_executing) & (mode == OperationMode.Setup)
-    pru = plant.settings.asset(asset).ideal_cycle_time_s
+    pru = (settings or plant.settings).asset(asset).ideal_cycle_time_s
     pq = int(tl.part_ns.size)  # the timeline holds exactly the parts of [start, end)
     gq = int(np.count_nonzero(tl.part_good))
+    apt = float(np.sum(inside[apt_mask]))
     return Elements(
         pbt_s=pbt,
-        apt_s=float(np.sum(inside[apt_mask])),
+        apt_s=apt,
         asut_s=float(np.sum(inside[setup_mask])),
         adet_s=float(np.sum(inside[state == MachineState.OutOfService])),
         minor_stop_s=float(np.sum(inside[not_executing & (mode == OperationMode.Processing)])),
@@ -113,8 +120,10 @@ def asset_elements(plant: Plant, asset: str, start_ns: int, end_ns: int) -> Elem
         gq=gq,
         sq=pq - gq,
         energy_kwh=float(np.sum(tl.power_kw * ((end - seg) / _NS_PER_H))),
-        pru_pq_s=None if pru is None else pru * pq,
+        pru_pq_s=0.0 if pru is None else pru * pq,
+        apt_pru_s=0.0 if pru is None else apt,
         units=1,
+        units_without_pru=int(pru is None),
     )
 
 
@@ -151,7 +160,7 @@ def truth(
     s_ns, e_ns = _instant_ns(start, ref), _instant_ns(end, ref)
     if e_ns <= s_ns:
         raise ValueError("truth window end must be after its start")
-    per_asset = {a.path: asset_elements(plant, a.path, s_ns, e_ns) for a in settings.assets}
+    per_asset = {a.path: asset_elements(plant, a.path, s_ns, e_ns, settings) for a in settings.assets}
     lines: dict[str, list[Elements]] = {}
     for a in settings.assets:
         lines.setdefault(a.line, []).append(per_asset[a.path])

@@ -75,3 +75,31 @@ def test_improved_regime_shows_in_kpis(stored: tuple[KpiService, Plant]) -> None
     base = service.kpis(NOW - timedelta(days=10), NOW - timedelta(days=8))["total"]
     assert cur["oee"] > base["oee"] + 0.03
     assert cur["scrap_ratio"] < base["scrap_ratio"]
+
+
+def test_asset_without_pru_is_left_out_of_effectiveness(stored: tuple[KpiService, Plant]) -> None:
+    """An asset without ideal_cycle_time_s has no effectiveness or OEE; its line's effectiveness
+    is that of the others, pipeline and truth alike, and the line counts the one left out."""
+    service, plant = stored
+    settings = service.settings
+    first = settings.assets[0]
+    assets = [first.model_copy(update={"ideal_cycle_time_s": None}), *settings.assets[1:]]
+    s = settings.model_copy(update={"assets": assets})
+    start, end = NOW - timedelta(hours=30), NOW - timedelta(hours=6)
+    got = KpiService(s, service.store).kpis(start, end)
+    want = truth(s, start, end, plant=plant)
+    assert got["assets"][first.path]["effectiveness"] is None
+    assert got["assets"][first.path]["oee"] is None
+    assert want["assets"][first.path]["effectiveness"] is None
+    line = got["lines"][first.line]
+    assert line["elements"]["units_without_pru"] == want["lines"][first.line]["units_without_pru"] == 1
+    assert got["total"]["elements"]["units_without_pru"] == 1
+    others = [got["assets"][a.path]["elements"] for a in assets[1:] if a.line == first.line]
+    assert line["effectiveness"] == pytest.approx(
+        sum(e["ideal_s"] for e in others) / sum(e["apt_s"] for e in others)
+    )
+    for scope, path in (("lines", first.line), ("total", None)):
+        act = got[scope][path] if path else got["total"]
+        exp = want[scope][path] if path else want["plant"]
+        for k in ("availability", "effectiveness", "oee"):
+            assert act[k] == pytest.approx(exp[k], abs=0.001), (scope, k)

@@ -124,8 +124,8 @@ def test_effectiveness_above_one_is_reported_not_clipped() -> None:
 
 
 def test_roll_up_sums_elements_never_averages_ratios() -> None:
-    a = TimeElements(pbt_s=1000, apt_s=900, ideal_s=900, pq=90, gq=90, known_s=1000)
-    b = TimeElements(pbt_s=100, apt_s=10, ideal_s=5, pq=1, gq=0, known_s=100)
+    a = TimeElements(pbt_s=1000, apt_s=900, apt_pru_s=900, ideal_s=900, pq=90, gq=90, known_s=1000)
+    b = TimeElements(pbt_s=100, apt_s=10, apt_pru_s=10, ideal_s=5, pq=1, gq=0, known_s=100)
     k = Kpis.of(roll_up([a, b]))
     assert k.availability == pytest.approx(910 / 1100)  # the mean of ratios would be 0.5
     assert k.effectiveness == pytest.approx(905 / 910)
@@ -157,3 +157,25 @@ def test_unmeasured_output_or_state_gives_none_not_zero() -> None:
     b = time_elements(unit(good=good), 0, 1000 * S, ALL_PLANNED)
     assert Kpis.of(roll_up([a, b])).effectiveness is None
     assert Kpis.of(roll_up([a, a])).effectiveness == pytest.approx(Kpis.of(a).effectiveness)
+
+
+def test_unit_without_pru_has_no_effectiveness_and_is_left_out_of_the_roll_up() -> None:
+    # audit finding: no ideal_cycle_time_s gave effectiveness and OEE 0.0 and dragged the line
+    total_a = counter([(-1, 0), (500, 90)])  # A: PRU 10 s, 90 parts in APT 900 s -> E = 1.0
+    a = time_elements(unit(total=total_a, good=total_a), 0, 1000 * S, ALL_PLANNED)
+    total_b = counter([(-1, 0), (500, 400)])  # B: no PRU, 400 parts, same APT 900 s
+    b = time_elements(unit(total=total_b, good=total_b, ideal_cycle_s=None), 0, 1000 * S,
+                      ALL_PLANNED)
+    kb = Kpis.of(b)
+    assert b.units_without_pru == 1 and b.apt_pru_s == 0 and b.ideal_s == 0
+    assert kb.effectiveness is None and kb.oee is None  # not 0.0
+    assert kb.availability == pytest.approx(0.9) and kb.quality_ratio == 1.0  # 900/1000, 400/400
+    line = roll_up([a, b])
+    k = Kpis.of(line)
+    assert line.units == 2 and line.units_without_pru == 1  # the roll-up counts who it left out
+    assert k.availability == pytest.approx(1800 / 2000)  # both units' APT / PBT = 0.9
+    assert k.effectiveness == pytest.approx(900 / 900)  # A only: 10 s x 90 / A's APT 900 s = 1.0
+    assert k.quality_ratio == pytest.approx(490 / 490)  # both units' parts
+    assert k.oee == pytest.approx(0.9 * 1.0 * 1.0)  # the old 0-dragged value was 0.9*0.5*1
+    # a roll-up of units all without PRU has no effectiveness either
+    assert Kpis.of(roll_up([b, b])).effectiveness is None

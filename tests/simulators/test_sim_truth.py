@@ -140,9 +140,16 @@ def test_unknown_pru_gives_no_effectiveness(settings: Settings) -> None:
     s = settings.model_copy(update={"assets": assets})
     t = truth(s, "now-1d", "now", plant=Plant(s, now=NOW))
     assert t["assets"][assets[0].path]["effectiveness"] is None
+    assert t["assets"][assets[0].path]["oee"] is None
     assert t["assets"][assets[0].path]["pq"] > 0  # still produces, at a default cycle
-    assert t["lines"]["demo/machining/line1"]["effectiveness"] is None
-    assert t["lines"]["demo/machining/line2"]["effectiveness"] is not None
+    # the line leaves it out of its effectiveness (and counts it), instead of dragging it down
+    line1 = t["lines"]["demo/machining/line1"]
+    others = [t["assets"][a.path] for a in assets[1:] if a.line == "demo/machining/line1"]
+    assert line1["units_without_pru"] == 1 and t["plant"]["units_without_pru"] == 1
+    assert line1["effectiveness"] == pytest.approx(
+        sum(m["pru_pq_s"] for m in others) / sum(m["apt_s"] for m in others)
+    )
+    assert t["lines"]["demo/machining/line2"]["units_without_pru"] == 0
 
 
 def test_write_truth_writes_the_current_window(settings: Settings, tmp_path: Path) -> None:
