@@ -27,7 +27,6 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import DegenerateDataWarning, bootstrap
 
 __all__ = [
     "DEFAULT_CONFIDENCE",
@@ -121,6 +120,10 @@ def _bootstrap(
     n_resamples: int,
     seed: int,
 ) -> _Interval:
+    # imported here: scipy.stats costs ~0.3 s and tens of MB, and a gateway that never asks
+    # for a delta should not pay for it at start
+    from scipy.stats import DegenerateDataWarning, bootstrap
+
     # DegenerateDataWarning: every resample gave the same value (BCa cannot be computed);
     # scipy then returns NaN bounds, reported below as "no interval", not as an error
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
