@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from config import Settings
+    from simulators import Plant
     from store.sqlite import SqliteStore
+    from tests.helpers import Clock
     from tests.influx_servers import InfluxDB16, VictoriaMetrics
     from tests.mosquitto import Mosquitto
 
@@ -18,9 +20,34 @@ if TYPE_CHECKING:
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from tests.helpers import free_port
+
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """The shipped demo configuration (the model is frozen, so one load serves every test)."""
+    from config import load_settings, shipped_config
+
+    return load_settings(shipped_config("demo.yaml"))
+
+
+@pytest.fixture(scope="module")
+def plant(settings: Settings, request: pytest.FixtureRequest) -> Plant:
+    """The demo plant, simulated from the test module's fixed instant ``NOW``."""
+    from simulators import Plant
+
+    return Plant(settings, now=request.module.NOW)
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest) -> Clock:
+    """A settable simulated clock standing at the test module's ``NOW``."""
+    from simulators import datetime_ns
+    from tests.helpers import Clock
+
+    return Clock(datetime_ns(request.module.NOW))
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import IO
 
 import httpx
 
-from tests.netutil import free_port
+from tests.helpers import free_port
 
 __all__ = ["INFLUXD", "VICTORIA_METRICS", "InfluxDB16", "ServerFailed", "VictoriaMetrics"]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from netutil import free_port, on_free_ports, wait_for
 
 from config import shipped_config
+from tests.helpers import free_port, on_free_ports, wait_for
 
 
 @pytest.fixture(scope="module")

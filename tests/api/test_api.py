@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from netutil import wait_for
 
 from config import load_settings
+from tests.helpers import wait_for
 
 PROBLEM = "application/problem+json"
 

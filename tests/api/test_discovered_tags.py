@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 from asyncua import Server, ua
-from netutil import free_port
 
 from api.app import create_app
 from config import settings_from_dict
 from store import SqliteStore
+from tests.helpers import free_port
 
 URI = "urn:tierproof:test:discovered"
 ASSET = "s/a/l/m1"

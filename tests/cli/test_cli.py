@@ -57,7 +57,7 @@ def test_simulate_truth_writes_the_current_window(tmp_path: Path) -> None:
 def test_run_collects_from_simulated_plant(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """`tierproof simulate` serves the machines, `tierproof run` collects them: two processes
     (the MQTT line through a real Mosquitto, as in production)."""
-    from netutil import free_port, on_free_ports, wait_for
+    from tests.helpers import free_port, on_free_ports, wait_for
 
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
     on_free_ports(data)

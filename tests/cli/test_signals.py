@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from netutil import free_port, on_free_ports, wait_for
 
 from config import shipped_config
 from store import SqliteStore
+from tests.helpers import free_port, on_free_ports, wait_for
 
 
 @pytest.fixture

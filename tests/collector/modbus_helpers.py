@@ -109,14 +109,3 @@ async def poll_once(
         finally:
             await gen.aclose()
     return batch, c
-
-
-async def wait_until(
-    cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Wait for cond() to hold: a generous deadline, never a timed assertion."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)

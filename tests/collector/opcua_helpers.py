@@ -7,7 +7,6 @@ form, that a test changes as it likes.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,11 +21,10 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from collector.base import tag_record
 from collector.opcua import OpcUaCollector
 from config.opcua import OpcUaDevice, OpcUaTag
-from store.base import Store
 from store.batch import Batch
+from tests.helpers import free_port
 
 ASSET = "site/area/line/m1"
 URI = "urn:tierproof:test"
@@ -34,12 +32,6 @@ GUID = uuid.UUID("09087e75-8e5e-499b-954f-f2a9603db28a")
 BYTES = b"\x01\x02tp"
 
 Sample = tuple[float, int, object, int]  # value, quality, text, ts_ns
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Users(UserManager):
@@ -189,22 +181,3 @@ class Collected:
             self._task.cancel()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-
-
-class TickingClock:
-    """A simulated clock that moves on by ``step`` ns at every call, so every simulator
-    refresh has its own instant (and its counters move); ``calls`` lists what it returned."""
-
-    def __init__(self, t0: int, step: int) -> None:
-        self.t, self.step = t0, step
-        self.calls: list[int] = []
-
-    def __call__(self) -> int:
-        self.t += self.step
-        self.calls.append(self.t)
-        return self.t
-
-
-def register(store: Store, device: OpcUaDevice) -> dict[str, int]:
-    """Register the device's tags in the store: path -> tag id."""
-    return store.register_tags([tag_record(device, t) for t in device.tags])

@@ -13,29 +13,15 @@ from typing import Any, Self
 import numpy as np
 import pytest
 
-from collector import COLLECTORS, DeviceHealth, ModbusCollector, Supervisor, backoff_delays
+from collector import COLLECTORS, ModbusCollector, Supervisor, backoff_delays
 from config.base import Backoff, DeviceBase
-from config.modbus import ModbusDevice
 from config.signals import Quality
 from simulators.modbus import RegisterImage
-from store.base import TagRecord
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import StartServer, mdevice, mtag, wait_until
-
-FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
-
-
-def register(store: SqliteStore, *devices: ModbusDevice) -> dict[str, int]:
-    return store.register_tags([
-        TagRecord(path=t.path, asset=t.asset, role=t.role.value, device=d.name, protocol="modbus")
-        for d in devices for t in d.tags
-    ])
-
-
-def health(sup: Supervisor, name: str) -> DeviceHealth:
-    return next(h for h in sup.status() if h.name == name)
+from tests.collector.modbus_helpers import StartServer, mdevice, mtag
+from tests.helpers import FAST, health, register, wait_until
 
 
 def image(value: int) -> RegisterImage:

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from tests.netutil import free_port, wait_for
+from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.mqtt
 

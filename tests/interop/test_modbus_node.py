@@ -40,21 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netutil import free_port
 from peers import NodePeer
 
 from collector import Supervisor
-from collector.base import tag_record
-from config.base import Backoff
 from config.modbus import ModbusDevice, ModbusTag
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer
 
 # the socat pty pair and wait helper of the collector tests: one copy of each
-from tests.collector.modbus_helpers import pty_pair, wait_until
+from tests.collector.modbus_helpers import pty_pair
+from tests.helpers import FAST, free_port, register, wait_until
 
-FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
 END = 2**62
 ASSET = "interop/modbus/line1/m1"
 
@@ -144,7 +141,7 @@ class Run:
     def __init__(self, store: SqliteStore, *devices: ModbusDevice) -> None:
         self.store = store
         self.devices = devices
-        self.ids = store.register_tags([tag_record(d, t) for d in devices for t in d.tags])
+        self.ids = register(store, *devices)
         self.writer = Writer(store)
         self.sup = Supervisor(list(devices), store, self.writer, self.ids)
 

@@ -10,7 +10,6 @@ message.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -20,27 +19,17 @@ import pytest
 from peers import NodePeer
 
 from collector import DeviceHealth, Supervisor
-from collector.base import tag_record
-from config.base import Backoff
 from config.mqtt import MqttDevice
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.helpers import FAST, register, wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt
 
-FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
 ASSET = "acme/assembly/L1/M1"
 END = 2**62
 T = time.time_ns() // 1_000_000 + 3_600_000  # ms: a valid payload time, after the others
-
-
-async def until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def device(b: Mosquitto) -> MqttDevice:
@@ -64,7 +53,7 @@ async def test_json_times_out_of_range_take_the_receive_time(
     mosquitto: Mosquitto, sqlite_store: SqliteStore, tahu: Callable[..., NodePeer]
 ) -> None:
     dev = device(mosquitto)
-    ids = sqlite_store.register_tags([tag_record(dev, t) for t in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     client = tahu(serverUrl=mosquitto.url, groupId="unused", edgeNode="mqttjs", devices=[])
 
@@ -73,7 +62,7 @@ async def test_json_times_out_of_range_take_the_receive_time(
         client.command(cmd="publish", topic=topic, payload=text, qos=1)
 
     async with Supervisor([dev], sqlite_store, writer, ids) as sup:
-        await until(lambda: sup.status()[0].state == "connected", "connected")
+        await wait_until(lambda: sup.status()[0].state == "connected", 60, "connected")
         before = time.time_ns()
         publish("js/L1/M1", {"ts": -1, "speed": 1})  # before 1970
         publish("js/L1/M1", '{"ts": 1e300, "speed": 2}')  # absurd
@@ -82,7 +71,7 @@ async def test_json_times_out_of_range_take_the_receive_time(
         publish("iso/L1/M1", {"ts": "2300-01-01T00:00:00+00:00", "speed": 5})
         publish("tp/L1/M1/count", "6")  # plain: always the receive time
         publish("js/L1/M1", {"ts": T, "speed": 7})
-        await until(lambda: sup.status()[0].samples_delivered >= 7, "seven samples")
+        await wait_until(lambda: sup.status()[0].samples_delivered >= 7, 60, "seven samples")
         after = time.time_ns()
         h: DeviceHealth = sup.status()[0]
     await writer.close()

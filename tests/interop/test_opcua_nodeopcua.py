@@ -31,7 +31,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +48,6 @@ from peers import NODE_DIR, NodePeer
 from pydantic import SecretStr
 
 from collector import Supervisor
-from collector.base import tag_record
 from collector.opcua import OpcUaCollector, thumbprint
 from config.base import Backoff
 from config.errors import ConnectError
@@ -57,11 +56,11 @@ from config.signals import Quality
 from store import TS_UNKNOWN
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.helpers import FAST, free_port, register, wait_until
 
 NS = "urn:tierproof:interop"
 ASSET = "interop/opcua/line1/machine"
 END = 2**62
-FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
 HOST = socket.gethostname()  # what node-opcua's own certificate names
 ALL_POLICIES = ["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
 ALL_MODES = ["None", "Sign", "SignAndEncrypt"]
@@ -74,21 +73,6 @@ STATUS = {"Bad": Quality.BAD, "Uncertain": Quality.UNCERTAIN}
 
 
 # --------------------------------------------------------------------------- helpers
-
-async def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Wait for cond() with a generous deadline (never a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass
 class UaServer:
@@ -193,10 +177,6 @@ def secure(certs: Certs, policy: str, mode: str, cert: str = "gw", **kw: Any) ->
     c, k = getattr(certs, cert)
     return {"security_policy": policy, "security_mode": mode, "certificate": str(c),
             "private_key": str(k), **kw}
-
-
-def register(store: SqliteStore, dev: OpcUaDevice) -> dict[str, int]:
-    return store.register_tags([tag_record(dev, t) for t in dev.tags])
 
 
 def path_of(dev: OpcUaDevice, name: str) -> str:

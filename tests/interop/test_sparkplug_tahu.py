@@ -28,7 +28,6 @@ What Tahu's JavaScript client does, as found here (not as our simulator does it)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import time
@@ -39,18 +38,16 @@ import numpy as np
 import pytest
 from peers import NodePeer
 
-from collector import DeviceHealth, Supervisor
-from collector.base import tag_record
-from config.base import Backoff
+from collector import Supervisor
 from config.mqtt import MqttDevice
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer
+from tests.helpers import FAST, health, register, wait_until
 from tests.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.mqtt
 
-FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
 GROUP, NODE, DEV = "plant1", "tahu1", "M1"
 ASSET = f"acme/assembly/L1/{NODE}"  # the template reads the edge node id as {asset}
 END = 2**62
@@ -99,22 +96,13 @@ def expected(value: Any) -> float:
     return float(value)
 
 
-async def until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Wait for cond() with a generous deadline (a shared machine): never a timed assertion."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 class Harness:
     def __init__(self, b: Mosquitto, store: SqliteStore,
                  extra_tags: list[dict[str, Any]] | None = None) -> None:
         self.b = b
         self.dev = device(b, extra_tags)
         self.store = store
-        self.ids = store.register_tags([tag_record(self.dev, t) for t in self.dev.tags])
+        self.ids = register(store, self.dev)
         self.writer = Writer(store)
 
     def supervisor(self) -> Supervisor:
@@ -132,10 +120,6 @@ class Harness:
 
     def count(self, name: str) -> int:
         return len(self.series(name))
-
-
-def health(sup: Supervisor) -> DeviceHealth:
-    return sup.status()[0]
 
 
 def check_births(h: Harness, n: int = 0) -> None:
@@ -159,11 +143,11 @@ async def test_births_of_every_type_and_data_by_alias_and_by_name(
     alias and by name."""
     h = Harness(mosquitto, sqlite_store)
     async with h.supervisor() as sup:
-        await until(lambda: health(sup).state == "connected", "connected")
+        await wait_until(lambda: health(sup).state == "connected", 60, "connected")
         before = time.time_ns()
         node = tahu(**h.node_options())
         assert [(x["type"], x["value"]) for x in node.info["types"]] == [(t, v) for t, v, _ in TYPES]
-        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS, 60, "the births")
         after = time.time_ns()
         node.command(cmd="ddata", device=DEV, timestamp=T, metrics=[
             {"alias": DEV_ALIAS + ALIAS["UInt32"], "type": "UInt32", "value": 4_000_000_000},
@@ -178,7 +162,7 @@ async def test_births_of_every_type_and_data_by_alias_and_by_name(
             {"name": "node/Int64", "type": "Int64", "value": "-5"},
             {"name": "node/Boolean", "type": "Boolean", "value": False},
         ])
-        await until(lambda: health(sup).samples_delivered >= N_TAGS + 9, "the DATA")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS + 9, 60, "the DATA")
         status = node.command(cmd="status")
         hs = health(sup)
     await h.writer.close()
@@ -212,14 +196,14 @@ async def test_data_before_birth_gets_a_rebirth_request_that_tahu_answers(
         # READY comes when Tahu has handed its births to mqtt.js, not when they are sent
         rec.wait_for(lambda got: len(got) == 1, 30, "Tahu's DBIRTH through the broker")
     async with h.supervisor() as sup:
-        await until(lambda: health(sup).state == "connected", "connected")
+        await wait_until(lambda: health(sup).state == "connected", 60, "connected")
         node.command(cmd="ddata", device=DEV, timestamp=T, metrics=[
             {"alias": DEV_ALIAS + ALIAS["UInt32"], "type": "UInt32", "value": 1}])
-        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births answering the NCMD")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS, 60, "the births answering the NCMD")
         status = node.command(cmd="status")
         node.command(cmd="ddata", device=DEV, timestamp=T + 1, metrics=[
             {"alias": DEV_ALIAS + ALIAS["UInt32"], "type": "UInt32", "value": 2}])
-        await until(lambda: h.count("d_uint32") == 2, "DDATA after the rebirth")
+        await wait_until(lambda: h.count("d_uint32") == 2, 60, "DDATA after the rebirth")
         hs = health(sup)
     await h.writer.close()
     assert (status["ncmd"], status["rebirths"], status["births"]) == (1, 1, 2)
@@ -233,19 +217,19 @@ async def test_will_on_an_unclean_disconnect_marks_stale_and_the_next_birth_clos
 ) -> None:
     h = Harness(mosquitto, sqlite_store)
     async with h.supervisor() as sup:
-        await until(lambda: health(sup).state == "connected", "connected")
+        await wait_until(lambda: health(sup).state == "connected", 60, "connected")
         node = tahu(**h.node_options())
-        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS, 60, "the births")
         node.stop(signal.SIGKILL)  # no DISCONNECT: Mosquitto publishes Tahu's Will (NDEATH)
-        await until(lambda: health(sup).bad_samples >= N_TAGS, "stale marks")
-        await until(lambda: len(sqlite_store.gaps(None, 0, END)) == 1, "a gap")
+        await wait_until(lambda: health(sup).bad_samples >= N_TAGS, 60, "stale marks")
+        await wait_until(lambda: len(sqlite_store.gaps(None, 0, END)) == 1, 60, "a gap")
         (gap,) = sqlite_store.gaps(None, 0, END)
         assert gap.end_ns is None and "NDEATH" in gap.reason and f"{GROUP}/{NODE}" in gap.reason
         assert (gap.device, gap.asset) == (h.dev.name, ASSET)
         tahu(**h.node_options())  # the next session (Tahu's bdSeq is 0 again)
-        await until(lambda: sqlite_store.gaps(None, 0, END)[0].end_ns is not None,
+        await wait_until(lambda: sqlite_store.gaps(None, 0, END)[0].end_ns is not None, 60,
                     "the gap closed by the NBIRTH")
-        await until(lambda: health(sup).samples_delivered >= 3 * N_TAGS, "the new births")
+        await wait_until(lambda: health(sup).samples_delivered >= 3 * N_TAGS, 60, "the new births")
         hs = health(sup)
     await h.writer.close()
     assert hs.dropped == {}
@@ -265,15 +249,15 @@ async def test_ddeath_then_a_clean_stop_that_publishes_ndeath(
     h = Harness(mosquitto, sqlite_store)
     n = len(TYPES)
     async with h.supervisor() as sup:
-        await until(lambda: health(sup).state == "connected", "connected")
+        await wait_until(lambda: health(sup).state == "connected", 60, "connected")
         node = tahu(**h.node_options(publishDeath=True))
-        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS, 60, "the births")
         node.command(cmd="ddeath", device=DEV)
-        await until(lambda: health(sup).bad_samples >= n, "the device's stale marks")
+        await wait_until(lambda: health(sup).bad_samples >= n, 60, "the device's stale marks")
         assert sqlite_store.gaps(None, 0, END) == []  # a device death is no node gap
         assert node.command(cmd="stop")["stopped"] is True
-        await until(lambda: health(sup).bad_samples >= n + N_TAGS, "the node's stale marks")
-        await until(lambda: len(sqlite_store.gaps(None, 0, END)) == 1, "a gap")
+        await wait_until(lambda: health(sup).bad_samples >= n + N_TAGS, 60, "the node's stale marks")
+        await wait_until(lambda: len(sqlite_store.gaps(None, 0, END)) == 1, 60, "a gap")
         hs = health(sup)
     await h.writer.close()
     assert hs.dropped == {}
@@ -291,12 +275,12 @@ async def test_values_flow_again_after_a_broker_restart(
     reconnects and Tahu publishes its births again (bdSeq 0 again, seq from 0)."""
     h = Harness(mosquitto, sqlite_store)
     async with h.supervisor() as sup:
-        await until(lambda: health(sup).state == "connected", "connected")
+        await wait_until(lambda: health(sup).state == "connected", 60, "connected")
         node = tahu(**h.node_options())
-        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS, 60, "the births")
         mosquitto.restart()
-        await until(lambda: node.command(cmd="status")["connects"] >= 2, "Tahu reconnected")
-        await until(lambda: health(sup).reconnects >= 1 and health(sup).state == "connected",
+        await wait_until(lambda: node.command(cmd="status")["connects"] >= 2, 60, "Tahu reconnected")
+        await wait_until(lambda: health(sup).reconnects >= 1 and health(sup).state == "connected", 60,
                     "tierproof reconnected")
         # Tahu's births after its reconnect are QoS 0: if they went out before tierproof had
         # subscribed again, its next DATA is data before birth and gets a rebirth. Either way
@@ -305,8 +289,8 @@ async def test_values_flow_again_after_a_broker_restart(
             node.command(cmd="ddata", device=DEV, timestamp=T + k, metrics=[
                 {"alias": DEV_ALIAS + ALIAS["UInt32"], "type": "UInt32", "value": 1000 + k}])
             with contextlib.suppress(AssertionError):
-                await until(lambda: bool((h.series("d_uint32").value > 1000).any()),
-                            "DATA after the restart", timeout=2.0)
+                await wait_until(lambda: bool((h.series("d_uint32").value > 1000).any()), 2.0,
+                            "DATA after the restart")
                 break
         else:
             raise AssertionError(f"no DATA stored after the restart; dropped {health(sup).dropped}")
@@ -333,14 +317,14 @@ async def test_an_undecodable_metric_is_dropped_alone(
     in int_value): each is dropped and counted by reason, the rest is stored, no rebirth."""
     h = Harness(mosquitto, sqlite_store, EXTRA)
     async with h.supervisor() as sup:
-        await until(lambda: health(sup).state == "connected", "connected")
+        await wait_until(lambda: health(sup).state == "connected", 60, "connected")
         node = tahu(**h.node_options())
-        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS, 60, "the births")
         node.command(cmd="births", extra=[
             {"name": "too big", "alias": 300, "type": "Int8", "value": 300, "timestamp": T},
             {"name": "odd", "alias": 301, "type": "Int128", "value": 1, "timestamp": T},
         ])
-        await until(lambda: health(sup).samples_delivered >= 2 * N_TAGS, "the second births")
+        await wait_until(lambda: health(sup).samples_delivered >= 2 * N_TAGS, 60, "the second births")
         node.command(cmd="ddata", device=DEV, timestamp=T + 1, metrics=[
             {"alias": 300, "type": "Int8", "value": -7},  # learnt from the bad birth metric
             {"alias": 301, "type": "Int128", "value": 2},
@@ -351,7 +335,7 @@ async def test_an_undecodable_metric_is_dropped_alone(
             {"alias": DEV_ALIAS + ALIAS["Double"], "datatype": 10, "intValue": 5},
             {"alias": DEV_ALIAS + ALIAS["Float"], "datatype": 9, "floatValue": 0.5},
         ])
-        await until(lambda: h.count("d_float") == 3, "the raw DDATA's good metric")
+        await wait_until(lambda: h.count("d_float") == 3, 60, "the raw DDATA's good metric")
         status = node.command(cmd="status")
         hs = health(sup)
     await h.writer.close()
@@ -383,9 +367,9 @@ async def test_timestamps_out_of_range_fall_back(
     complement) is unknown: the payload's is used; without a usable one, the receive time."""
     h = Harness(mosquitto, sqlite_store)
     async with h.supervisor() as sup:
-        await until(lambda: health(sup).state == "connected", "connected")
+        await wait_until(lambda: health(sup).state == "connected", 60, "connected")
         node = tahu(**h.node_options())
-        await until(lambda: health(sup).samples_delivered >= N_TAGS, "the births")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS, 60, "the births")
         node.command(cmd="ddata", device=DEV, timestamp=T, metrics=[
             {"alias": DEV_ALIAS + ALIAS["UInt8"], "type": "UInt8", "value": 1, "timestamp": 9e18},
             {"alias": DEV_ALIAS + ALIAS["UInt16"], "type": "UInt16", "value": 2, "timestamp": -1000},
@@ -397,7 +381,7 @@ async def test_timestamps_out_of_range_fall_back(
         node.command(cmd="ddata", device=DEV, metrics=[  # no timestamp at all
             {"alias": DEV_ALIAS + ALIAS["Int32"], "type": "Int32", "value": 4},
         ])
-        await until(lambda: health(sup).samples_delivered >= N_TAGS + 4, "the DATA")
+        await wait_until(lambda: health(sup).samples_delivered >= N_TAGS + 4, 60, "the DATA")
         after = time.time_ns()
         hs = health(sup)
     await h.writer.close()

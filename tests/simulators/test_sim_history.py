@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from config import Role, Settings, load_settings, shipped_config
+from config import Role, Settings
 from config.modbus import ModbusTag
 from config.signals import CANONICAL, COUNTER_ROLES, ENUM_ROLES, canonical_code
 from simulators import HISTORY_ROLES, Plant, datetime_ns, stored_values, truth
@@ -21,18 +21,8 @@ Series = dict[str, tuple[I64, F64]]
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
 def tag_ids(settings: Settings) -> dict[str, int]:
     return {t.path: 10 + i for i, (_, t) in enumerate(settings.all_tags())}
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=NOW)
 
 
 @pytest.fixture(scope="module")

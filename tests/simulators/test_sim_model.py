@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from config import MachineState, OperationMode, Settings, load_settings, shipped_config
+from config import MachineState, OperationMode, Settings
 from config.settings import Asset
 from config.signals import ChannelMode
 from kpi.calendar import overlap_seconds, planned_intervals
@@ -19,11 +19,6 @@ from simulators import Plant, Timeline, datetime_ns
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 H = 3600 * 10**9
 D = 24 * H
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
 
 
 def ns(dt: datetime) -> int:

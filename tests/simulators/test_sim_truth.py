@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from config import Settings, load_settings, shipped_config
+from config import Settings
 from config.settings import SimulationSettings
 from simulators import Plant, truth, write_truth
 
@@ -19,16 +19,6 @@ ADDITIVE = ("pbt_s", "apt_s", "asut_s", "adet_s", "minor_stop_s", "apt_auto_s", 
             "energy_kwh", "pru_pq_s", "units")
 RATIOS = ("availability", "effectiveness", "quality_ratio", "oee", "automation_rate",
           "scrap_ratio", "energy_per_unit")
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=NOW)
 
 
 @pytest.fixture(scope="module")

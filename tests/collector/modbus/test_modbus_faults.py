@@ -13,15 +13,12 @@ import pytest
 from collector import Supervisor
 from collector.modbus import ModbusCollector
 from collector.modbus.codec import EXACT_INT_LIMIT
-from config.base import Backoff
 from config.signals import Quality
 from simulators.modbus import RegisterImage
-from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once, wait_until
-
-FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
+from tests.collector.modbus_helpers import StartServer, by_name, ids_for, mdevice, mtag, poll_once
+from tests.helpers import FAST, register, wait_until
 
 #: the README's table: Modbus exception code -> stored quality
 QUALITY_OF_EXCEPTION = [
@@ -165,10 +162,7 @@ async def test_mismatched_answer_is_a_gap_at_once(
     "connected" with nothing stored and no gap for bad_tag_retry_s (30 s)."""
     dev = mdevice(liar.port, [mtag("a", 0), mtag("b", 1)], poll_interval_s=0.05, backoff=FAST,
                   bad_tag_retry_s=3600)
-    ids = sqlite_store.register_tags([
-        TagRecord(path=t.path, asset=t.asset, role=t.role.value, device=dev.name, protocol="modbus")
-        for t in dev.tags
-    ])
+    ids = register(sqlite_store, dev)
     async with Supervisor([dev], sqlite_store, Writer(sqlite_store), ids) as sup:
         h = lambda: sup.status()[0]  # noqa: E731
         await wait_until(lambda: h().samples_delivered >= 4, what="data")

@@ -13,12 +13,10 @@ import pytest
 from collector import Supervisor
 from collector.modbus import ModbusCollector
 from collector.modbus.line import _SHARED, ModbusLine
-from config.base import Backoff
 from config.errors import ConnectError
 from config.modbus import ModbusDevice
 from config.signals import Quality
 from simulators.modbus import ModbusSimSerialServer, ModbusSimServer, RegisterImage
-from store.base import TagRecord
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.collector.modbus_helpers import (
@@ -29,10 +27,8 @@ from tests.collector.modbus_helpers import (
     poll_once,
     pty_pair,
     rtu_device,
-    wait_until,
 )
-
-FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
+from tests.helpers import FAST, register, wait_until
 
 
 def unit_image(base: int) -> RegisterImage:
@@ -59,13 +55,6 @@ def unit_tags(unit: int, asset: str) -> list[Any]:
 def expected(unit: int, base: int) -> dict[str, float]:
     return {f"u{unit}_a": base, f"u{unit}_b": base + 1, f"u{unit}_f": -1234.5,
             f"u{unit}_q": -(2.0**40), f"u{unit}_c2": 1.0, f"u{unit}_d6": 1.0}
-
-
-def register(store: SqliteStore, *devices: ModbusDevice) -> dict[str, int]:
-    return store.register_tags([
-        TagRecord(path=t.path, asset=t.asset, role=t.role.value, device=d.name, protocol="modbus")
-        for d in devices for t in d.tags
-    ])
 
 
 @pytest.fixture

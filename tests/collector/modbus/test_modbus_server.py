@@ -10,7 +10,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from simulators.modbus import ModbusSimServer, RegisterImage
-from tests.collector.modbus_helpers import StartServer, wait_until
+from tests.collector.modbus_helpers import StartServer
+from tests.helpers import wait_until
 
 
 @pytest.fixture

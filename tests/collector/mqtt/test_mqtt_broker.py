@@ -14,20 +14,17 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector import DeviceHealth, MqttCollector, Supervisor
-from collector.base import tag_record
-from config.base import Backoff
+from collector import MqttCollector, Supervisor
 from config.errors import ConnectError, StoreError
 from config.mqtt import MqttDevice
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import wait_until
+from tests.helpers import FAST, health, register, wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt
 
-FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
 ASSET = "plant/area/L1/M1"
 EVER = 2**62
 
@@ -43,14 +40,6 @@ def device(broker: str, subscriptions: list[dict[str, Any]], tags: list[dict[str
 PLAIN = {"topic": "tp/+/+/+", "template": "tp/{line}/{asset}/{signal}"}
 JSON = {"topic": "js/+/+", "format": "json", "template": "js/{line}/{asset}",
         "timestamp_field": "ts"}
-
-
-def register(store: SqliteStore, dev: MqttDevice) -> dict[str, int]:
-    return store.register_tags([tag_record(dev, t) for t in dev.tags])
-
-
-def health(sup: Supervisor) -> DeviceHealth:
-    return sup.status()[0]
 
 
 @contextmanager

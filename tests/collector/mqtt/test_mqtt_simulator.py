@@ -9,17 +9,14 @@ from typing import Any
 
 import pytest
 
-from collector import DeviceHealth, Supervisor
-from collector.base import tag_record
-from config import Settings, load_settings, shipped_config
-from config.base import Backoff
+from collector import Supervisor
 from config.mqtt import MqttDevice
 from config.signals import Quality
 from simulators import Plant, datetime_ns
 from simulators.mqtt import MQTT_SIGNALS, serve_mqtt
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import wait_until
+from tests.helpers import FAST, health, register, wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt
@@ -43,16 +40,6 @@ SUBSCRIPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=NOW)
-
-
 def device(broker: str, style: str, assets: list[str] = LINE1) -> MqttDevice:
     tags = []
     for asset in assets:
@@ -64,12 +51,8 @@ def device(broker: str, style: str, assets: list[str] = LINE1) -> MqttDevice:
     return MqttDevice.model_validate({
         "name": f"sim-{style}", "protocol": "mqtt", "broker": broker, "client_id": f"gw-{style}",
         "subscriptions": [SUBSCRIPTIONS[style]], "tags": tags, "rebirth_min_interval_s": 0,
-        "backoff": Backoff(initial_s=0.05, max_s=0.3).model_dump(),
+        "backoff": FAST.model_dump(),
     })
-
-
-def health(sup: Supervisor) -> DeviceHealth:
-    return sup.status()[0]
 
 
 @pytest.mark.parametrize("style", ["plain", "json", "sparkplug"])
@@ -78,7 +61,7 @@ async def test_every_signal_arrives_with_the_ground_truth(
 ) -> None:
     t = datetime_ns(NOW)
     dev = device(mosquitto.url, style)
-    ids = sqlite_store.register_tags([tag_record(dev, tag) for tag in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     async with Supervisor([dev], sqlite_store, writer, ids) as sup:
         await wait_until(lambda: health(sup).state == "connected", what="connected")
@@ -106,7 +89,7 @@ async def test_sparkplug_seq_gap_and_death_with_the_simulator(
 ) -> None:
     t = [datetime_ns(NOW)]
     dev = device(mosquitto.url, "sparkplug", LINE1 + LINE2)
-    ids = sqlite_store.register_tags([tag_record(dev, tag) for tag in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     state = ids[f"{LINE1[0]}/state"]
     other = ids[f"{LINE2[0]}/state"]
@@ -150,7 +133,7 @@ async def test_the_demos_embedded_broker_carries_every_style(
     async with embedded_broker() as url:
         host, port = url.removeprefix("mqtt://").split(":")
         dev = device(url, style)
-        ids = sqlite_store.register_tags([tag_record(dev, tag) for tag in dev.tags])
+        ids = register(sqlite_store, dev)
         writer = Writer(sqlite_store)
         async with Supervisor([dev], sqlite_store, writer, ids) as sup:
             await wait_until(lambda: health(sup).state == "connected", what="connected")

@@ -11,8 +11,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector import DeviceHealth, Supervisor
-from collector.base import tag_record
+from collector import Supervisor
 from collector.mqtt.sparkplug import (
     REBIRTH_METRIC,
     DataType,
@@ -21,17 +20,15 @@ from collector.mqtt.sparkplug import (
     encode_payload,
     format_topic,
 )
-from config.base import Backoff
 from config.mqtt import MqttDevice
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import wait_until
+from tests.helpers import FAST, health, register, wait_until
 from tests.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.mqtt
 
-FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
 GROUP, NODE, DEV = "tierproof", "L1", "M1"
 ASSET = f"plant/area/{NODE}/{DEV}"
 EVER = 2**62
@@ -101,10 +98,6 @@ class Node:
         self.c.loop_stop()
 
 
-def health(sup: Supervisor) -> DeviceHealth:
-    return sup.status()[0]
-
-
 def series(store: SqliteStore, ids: dict[str, int], name: str) -> Any:
     return store.read(ids[f"{ASSET}/{name}"], 0, EVER, prior=False)
 
@@ -120,7 +113,7 @@ def rebirths(rec: Recorder) -> int:
 
 async def test_births_aliases_and_timestamps(mosquitto: Mosquitto, sqlite_store: SqliteStore) -> None:
     dev = device(mosquitto)
-    ids = sqlite_store.register_tags([tag_record(dev, t) for t in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     async with Supervisor([dev], sqlite_store, writer, ids) as sup:
         await wait_until(lambda: health(sup).state == "connected", what="connected")
@@ -145,7 +138,7 @@ async def test_seq_gap_requests_a_rebirth_and_data_waits_for_it(
     mosquitto: Mosquitto, sqlite_store: SqliteStore
 ) -> None:
     dev = device(mosquitto)
-    ids = sqlite_store.register_tags([tag_record(dev, t) for t in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     with Recorder(mosquitto.host, mosquitto.port, [f"spBv1.0/{GROUP}/NCMD/{NODE}"]) as rec:
         async with Supervisor([dev], sqlite_store, writer, ids) as sup:
@@ -176,7 +169,7 @@ async def test_data_before_any_birth_requests_a_rebirth(
     mosquitto: Mosquitto, sqlite_store: SqliteStore
 ) -> None:
     dev = device(mosquitto)
-    ids = sqlite_store.register_tags([tag_record(dev, t) for t in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     node = Node(mosquitto)
     try:
@@ -199,7 +192,7 @@ async def test_ndeath_marks_the_tags_stale_and_records_a_gap(
     mosquitto: Mosquitto, sqlite_store: SqliteStore
 ) -> None:
     dev = device(mosquitto)
-    ids = sqlite_store.register_tags([tag_record(dev, t) for t in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     async with Supervisor([dev], sqlite_store, writer, ids) as sup:
         await wait_until(lambda: health(sup).state == "connected", what="connected")
@@ -235,7 +228,7 @@ async def test_ddeath_and_a_stale_ndeath(mosquitto: Mosquitto, sqlite_store: Sql
     """DDEATH marks that device's tags stale; an NDEATH whose bdSeq is not the birth's (the
     Will of an older session arriving late) changes nothing."""
     dev = device(mosquitto)
-    ids = sqlite_store.register_tags([tag_record(dev, t) for t in dev.tags])
+    ids = register(sqlite_store, dev)
     writer = Writer(sqlite_store)
     now_ms = time.time_ns() // 1_000_000
     async with Supervisor([dev], sqlite_store, writer, ids) as sup:

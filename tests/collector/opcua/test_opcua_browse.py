@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from collector import Supervisor
 from collector.opcua import OpcUaCollector, discover, discover_tags
-from config import Settings, load_settings, shipped_config
+from config import Settings
 from config.errors import ConfigError, ConnectError
 from config.opcua import BrowseRule
 from config.settings import cross_check
@@ -23,31 +23,12 @@ from simulators import Plant
 from simulators.opcua import NAMESPACE_URI, OpcUaPlantServer, serve_opcua
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import wait_until
-from tests.collector.opcua_helpers import (
-    ASSET,
-    URI,
-    Collected,
-    free_port,
-    ids_for,
-    odevice,
-    opcua_server,
-    otag,
-)
+from tests.collector.opcua_helpers import ASSET, URI, Collected, ids_for, odevice, opcua_server, otag
+from tests.helpers import free_port, wait_until
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, tzinfo=UTC)
 MACHINES = f"nsu={NAMESPACE_URI};s=Machines"
 ASSET1 = "demo/machining/line1/lathe-01"
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=NOW)
 
 
 @pytest.fixture

@@ -12,22 +12,15 @@ import pytest
 from pydantic import SecretStr
 
 from collector.opcua import OpcUaCollector
-from config import Settings, load_settings, shipped_config
 from config.errors import ConnectError
 from simulators import Plant, datetime_ns
 from simulators.opcua import serve_opcua
-from tests.collector.modbus_helpers import wait_until
 from tests.collector.opcua_helpers import Collected, make_cert, odevice, otag
+from tests.helpers import wait_until
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, tzinfo=UTC)
 ASSET = "demo/machining/line2/press-01"
 USERS = {"operator": "s3cret"}
-
-
-@pytest.fixture(scope="module")
-def plant() -> Plant:
-    settings: Settings = load_settings(shipped_config("demo.yaml"))
-    return Plant(settings, now=NOW)
 
 
 @pytest.fixture(scope="module")

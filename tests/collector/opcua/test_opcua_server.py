@@ -14,7 +14,6 @@ from collector import COLLECTORS
 from collector.opcua import OpcUaCollector, thumbprint
 from config.errors import ConnectError
 from config.signals import Quality
-from tests.collector.modbus_helpers import wait_until
 from tests.collector.opcua_helpers import (
     BYTES,
     GUID,
@@ -26,6 +25,7 @@ from tests.collector.opcua_helpers import (
     opcua_server,
     otag,
 )
+from tests.helpers import wait_until
 
 G, U, B, CFG = int(Quality.GOOD), int(Quality.UNCERTAIN), int(Quality.BAD), int(Quality.BAD_CONFIG)
 
@@ -144,7 +144,7 @@ async def test_split_over_subscriptions() -> None:
 
 
 async def test_unreachable_endpoint() -> None:
-    from tests.collector.opcua_helpers import free_port
+    from tests.helpers import free_port
 
     dev = odevice(f"opc.tcp://127.0.0.1:{free_port()}/", [otag("t", "ns=2;i=1")])
     with pytest.raises(ConnectError, match=r"ua1: cannot connect to opc\.tcp://127\.0\.0\.1"):

@@ -9,44 +9,23 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
 import numpy as np
-import pytest
 from asyncua import ua
 
-from collector import DeviceHealth, OpcUaCollector, Supervisor
-from config import Settings, load_settings, shipped_config
-from config.base import Backoff, DeviceBase
+from collector import OpcUaCollector, Supervisor
+from config.base import DeviceBase
 from simulators import Plant, datetime_ns
 from simulators.opcua import OPCUA_SIGNALS, serve_opcua
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import wait_until
-from tests.collector.opcua_helpers import TickingClock, odevice, otag, register
+from tests.collector.opcua_helpers import odevice, otag
+from tests.helpers import FAST, TickingClock, health, register, wait_until
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 ASSET = "demo/machining/line1/mill-02"
 STEP_NS = 10 * 1_000_000_000  # simulated time per simulator tick (a multiple of 1 µs)
-FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
 OPEN = [ua.SecurityPolicyType.NoSecurity]
 END = 2**62
-
-
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=NOW)
-
-
-
-
-def health(sup: Supervisor) -> DeviceHealth:
-    return sup.status()[0]
 
 
 class TeeCollector(OpcUaCollector):

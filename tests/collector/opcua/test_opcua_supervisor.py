@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from collector import DeviceHealth, Supervisor
-from config.base import Backoff
-from config.opcua import OpcUaDevice
-from store.base import TagRecord
+from collector import Supervisor
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import wait_until
 from tests.collector.opcua_helpers import odevice, opcua_server, otag
-
-FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
-
-
-def register(store: SqliteStore, device: OpcUaDevice) -> dict[str, int]:
-    return store.register_tags([
-        TagRecord(path=t.path, asset=t.asset, role=t.role.value, device=device.name, protocol="opcua")
-        for t in device.tags
-    ])
-
-
-def health(sup: Supervisor) -> DeviceHealth:
-    return sup.status()[0]
+from tests.helpers import FAST, health, register, wait_until
 
 
 async def test_outage_is_a_gap_and_subscriptions_are_recreated(sqlite_store: SqliteStore) -> None:

@@ -18,43 +18,27 @@ import pytest
 from asyncua import ua
 
 from collector import OpcUaCollector, Supervisor
-from config import Settings, load_settings, shipped_config
-from config.base import Backoff, DeviceBase
+from config.base import DeviceBase
 from simulators import Plant, datetime_ns
 from simulators.opcua import OPCUA_SIGNALS, serve_opcua
 from store import TS_UNKNOWN
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.collector.modbus_helpers import wait_until
-from tests.collector.opcua_helpers import TickingClock, ids_for, odevice, opcua_server, otag, register
+from tests.collector.opcua_helpers import ids_for, odevice, opcua_server, otag
+from tests.helpers import FAST, TickingClock, register, wait_until
 
-SIM_NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
+NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 GATEWAY_T0 = datetime_ns(datetime(2031, 1, 1, tzinfo=UTC))
 ASSET = "demo/machining/line1/mill-02"
-FAST = Backoff(initial_s=0.05, max_s=0.2, multiplier=2.0, jitter=0.2)
 END = 2**62
-
-
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=SIM_NOW)
-
-
 
 
 @pytest.mark.parametrize("mode", ["subscribe", "poll"])
 async def test_source_server_and_gateway_timestamps_are_stored(
     sqlite_store: SqliteStore, plant: Plant, mode: str
 ) -> None:
-    sim_clock = TickingClock(datetime_ns(SIM_NOW), 10 * 10**9)
+    sim_clock = TickingClock(datetime_ns(NOW), 10 * 10**9)
     gateway_clock = TickingClock(GATEWAY_T0, 1_000)
     wall_before = time.time_ns() // 1000 * 1000  # the server's DateTime has µs here
     async with serve_opcua(plant, [ASSET], interval_s=0.05, clock=sim_clock,

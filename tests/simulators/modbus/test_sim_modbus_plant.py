@@ -15,7 +15,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 import simulators.modbus
 from collector.modbus import ModbusCollector, encode_value
-from config import MachineState, Settings, load_settings, shipped_config
+from config import MachineState, Settings
 from config.modbus import ModbusDevice
 from config.signals import ChannelMode, OperationMode, Role
 from simulators import (
@@ -25,13 +25,13 @@ from simulators import (
     Plant,
     PlantServers,
     assign_units,
-    datetime_ns,
     encode_words,
     register_map_table,
     serve_plant,
     stored_values,
 )
 from store.batch import Batch
+from tests.helpers import Clock
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 # The documented native codes (REGISTER_MAP.md), written out independently of the code
@@ -40,26 +40,6 @@ STATE_RAW = {MachineState.NotAvailable: 0, MachineState.NotExecuting: 1,
 MODE_RAW = {OperationMode.NoMode: 0, OperationMode.Processing: 1, OperationMode.Setup: 2,
             OperationMode.Maintenance: 3}
 CHANNEL_RAW = {ChannelMode.MDI: 0, ChannelMode.Automatic: 1, ChannelMode.Manual: 5}
-
-
-class Clock:
-    """A settable simulated clock (ns)."""
-
-    def __init__(self, t: int) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime_ns(NOW))
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 
 from config import load_settings, shipped_config
 from simulators import Plant, datetime_ns, embedded_broker, serve_mqtt
+from tests.helpers import free_port
 from tests.mosquitto import Recorder
-from tests.netutil import free_port
 
 
 async def test_paho_publish_subscribe_through_it() -> None:

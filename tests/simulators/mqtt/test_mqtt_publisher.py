@@ -10,10 +10,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from collector.mqtt.sparkplug import DataType, Metric, decode_payload, encode_payload, parse_topic
-from config import Settings, load_settings, shipped_config
 from config.signals import Role
-from simulators import Plant, datetime_ns
+from simulators import Plant
 from simulators.mqtt import MQTT_SIGNALS, plain_number, serve_mqtt
+from tests.helpers import Clock
 from tests.mosquitto import Mosquitto, Received, Recorder
 
 pytestmark = pytest.mark.mqtt
@@ -39,29 +39,6 @@ EXPECTED = {
 }
 LINE1 = ["demo/machining/line1/lathe-01", "demo/machining/line1/mill-01"]
 LINE2 = ["demo/machining/line2/press-01"]
-
-
-class Clock:
-    def __init__(self, t: int) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=NOW)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime_ns(NOW))
 
 
 def expected(plant: Plant, asset: str, t: int) -> dict[str, int | float]:
@@ -351,7 +328,7 @@ async def test_password_and_tls_listeners(mosquitto: Mosquitto, plant: Plant, cl
 async def test_refused_connection_raises(
     mosquitto: Mosquitto, plant: Plant, clock: Clock, which: str, reason: str
 ) -> None:
-    from tests.netutil import free_port
+    from tests.helpers import free_port
 
     port = free_port() if which == "free" else getattr(mosquitto, which)
     with pytest.raises(ConnectionError, match=reason):

@@ -19,7 +19,6 @@ from asyncua.crypto.security_policies import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from config import Settings, load_settings, shipped_config
 from config.signals import ChannelMode, MachineState, OperationMode, Role
 from simulators import MachineValues, Plant, datetime_ns
 from simulators.opcua import (
@@ -29,6 +28,7 @@ from simulators.opcua import (
     OpcUaPlantServer,
     serve_opcua,
 )
+from tests.helpers import Clock
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 INTERVAL_S = 0.05
@@ -50,35 +50,10 @@ EXPECTED: dict[str, tuple[ua.VariantType, str]] = {
 }
 
 
-class Clock:
-    """A settable simulated clock (ns)."""
-
-    def __init__(self, t: int) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return load_settings(shipped_config("demo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def plant(settings: Settings) -> Plant:
-    return Plant(settings, now=NOW)
-
-
 @pytest.fixture(scope="module")
 def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # one server certificate for the module: generating an RSA key costs about a second
     return tmp_path_factory.mktemp("opcua-certs")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime_ns(NOW))
 
 
 @pytest.fixture

@@ -32,8 +32,8 @@ from store.batch import Batch
 from store.influx import InfluxStore
 from store.spool import Spool
 from store.spool.quarantine import Quarantine
+from tests.helpers import wait_for
 from tests.influx_servers import InfluxDB16
-from tests.netutil import wait_for
 
 pytestmark = pytest.mark.influxdb
 

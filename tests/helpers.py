@@ -1,0 +1,101 @@
+"""Helpers shared by tests (a module, not a conftest, so tests can import them):
+free ports, polling with a generous deadline, a fast reconnect backoff, tag registration,
+supervisor health and simulated clocks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from collector.base import tag_record
+from collector.supervisor import DeviceHealth, Supervisor
+from config.base import Backoff, DeviceBase
+from store.base import Store
+
+# Reconnect quickly in tests: a restarted server is seen again within a fraction of a second.
+FAST = Backoff(initial_s=0.05, max_s=0.3, multiplier=2.0, jitter=0.2)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Any, timeout: float, what: str) -> Any:
+    """Poll ``check()`` (blocking) until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+            if got:
+                return got
+        except (httpx.HTTPError, AssertionError, KeyError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; last error: {last!r}")
+
+
+async def wait_until(
+    cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Wait for cond() to hold: a generous deadline, never a timed assertion."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def on_free_ports(config: dict[str, Any]) -> dict[str, Any]:
+    """A parsed configuration whose devices listen on free ports (Modbus port, OPC UA endpoint).
+    MQTT devices are left alone: without ``broker`` the demo embeds one on a free port."""
+    for d in config["devices"]:
+        if d["protocol"] == "opcua":
+            d["endpoint"] = f"opc.tcp://127.0.0.1:{free_port()}/tierproof/simulator"
+        elif d["protocol"] == "modbus":
+            d["port"] = free_port()
+    return config
+
+
+def register(store: Store, *devices: DeviceBase) -> dict[str, int]:
+    """Register the devices' tags in the store: path -> tag id."""
+    return store.register_tags([tag_record(d, t) for d in devices for t in d.tags])
+
+
+def health(sup: Supervisor, name: str | None = None) -> DeviceHealth:
+    """The supervisor's health of device ``name`` (of its only device without a name)."""
+    if name is None:
+        return sup.status()[0]
+    return next(h for h in sup.status() if h.name == name)
+
+
+class Clock:
+    """A settable simulated clock (ns): a test moves ``t`` on itself."""
+
+    def __init__(self, t: int) -> None:
+        self.t = t
+
+    def __call__(self) -> int:
+        return self.t
+
+
+class TickingClock:
+    """A simulated clock that moves on by ``step`` ns at every call, so every simulator
+    refresh has its own instant (and its counters move); ``calls`` lists what it returned."""
+
+    def __init__(self, t0: int, step: int) -> None:
+        self.t, self.step = t0, step
+        self.calls: list[int] = []
+
+    def __call__(self) -> int:
+        self.t += self.step
+        self.calls.append(self.t)
+        return self.t
