@@ -1,8 +1,12 @@
 """ISO 22400-2 time elements and KPIs per work unit, and roll-ups across units.
 
-Time elements are measured inside planned busy time (PBT, from the shift calendar); quantities
-over the whole window. Roll-ups sum elements and quantities first, then divide: ratios are
-never averaged. Ratios are fractions; a ratio whose denominator is zero is None (not 0).
+Time elements are measured inside planned busy time (PBT, from the shift calendar). A, E and
+Q share one time basis, the *known* part of PBT (state and mode known): A = APT / known PBT,
+and each counter increase is attributed to the time it happened in (between the two samples
+that bound it, in proportion to the production time there); only what falls in known PBT
+counts for E and Q, the rest is reported as unattributed (unknown time) or outside the plan.
+Roll-ups sum elements and quantities first, then divide: ratios are never averaged. Ratios
+are fractions; a ratio whose denominator is zero is None (not 0).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+import numpy.typing as npt
 
 from config.signals import ChannelMode, MachineState, OperationMode
 
@@ -18,6 +23,8 @@ from .calendar import I64, overlap_seconds
 from .steps import UNKNOWN, CounterDelta, Step, combine
 
 ALGORITHM_VERSION = "tierproof-kpi/2"
+F64 = npt.NDArray[np.float64]
+F3 = npt.NDArray[np.float64]  # (known PBT, unknown PBT, outside PBT)
 _S = MachineState
 _M = OperationMode
 
@@ -39,10 +46,15 @@ class TimeElements:
     apt_auto_s: float = 0.0  # APT in channel mode Automatic
     apt_mode_known_s: float = 0.0  # APT whose channel mode is known
     apt_outside_plan_s: float = 0.0  # Executing & Processing outside PBT (reported, not used)
-    pq: float = 0.0  # produced quantity
-    gq: float = 0.0  # good quantity
-    sq: float = 0.0  # scrap (reject) quantity
-    ideal_s: float = 0.0  # PRU x PQ: the time the output would take at ideal speed
+    pq: float = 0.0  # produced quantity, whole window (increases dated by their later sample)
+    gq: float = 0.0  # good quantity, whole window
+    sq: float = 0.0  # scrap (reject) quantity, whole window
+    pq_plan: float = 0.0  # PQ attributed to known PBT: the basis of E and Q
+    gq_plan: float = 0.0  # GQ attributed to known PBT
+    sq_plan: float = 0.0  # SQ attributed to known PBT
+    pq_unattributed: float = 0.0  # PQ attributed to PBT whose state is unknown (gaps)
+    pq_outside_plan: float = 0.0  # PQ attributed to time outside PBT (overtime)
+    ideal_s: float = 0.0  # PRU x PQ in known PBT: the time that output takes at ideal speed
     apt_pru_s: float = 0.0  # APT of the units whose PRU is known: effectiveness' denominator
     energy_kwh: float = 0.0
     counter_resets: int = 0
@@ -88,7 +100,9 @@ class Kpis:
     @classmethod
     def of(cls, e: TimeElements) -> Kpis:
         # no known state at all is no measurement, not a machine that never ran
-        a = _ratio(e.apt_s, e.pbt_s) if e.known_s > 0 else None
+        # A, E and Q on one basis, the known part of PBT: unknown time neither lowers
+        # availability nor leaves its output to inflate effectiveness
+        a = _ratio(e.apt_s, e.known_s)
         counted = e.pq_known == e.units  # every unit's output is measured
         # units without PRU have no effectiveness; a roll-up leaves them (their PRU x PQ and
         # their APT) out of it and counts them in ``units_without_pru``
@@ -98,10 +112,10 @@ class Kpis:
             if counted and rated and (e.ideal_s > 0 or e.apt_pru_s > 0)
             else None
         )
-        q = _ratio(e.gq, e.pq) if counted else None
+        q = _ratio(e.gq_plan, e.pq_plan) if counted else None
         oee = a * eff * q if a is not None and eff is not None and q is not None else None
         aupt = e.apt_s + e.asut_s
-        nee_t = _ratio(aupt, e.pbt_s)
+        nee_t = _ratio(aupt, e.known_s)
         nee = nee_t * eff * q if nee_t is not None and eff is not None and q is not None else None
         busy = e.apt_s + e.asut_s + e.adet_s + e.idle_s
         return cls(
@@ -112,8 +126,8 @@ class Kpis:
             nee=nee,
             technical_efficiency=_ratio(e.apt_s, e.apt_s + e.adet_s),
             setup_rate=_ratio(e.asut_s, aupt),
-            scrap_ratio=_ratio(e.sq, e.pq) if counted else None,
-            throughput_per_h=(e.pq / (busy / 3600.0)) if counted and busy > 0 else None,
+            scrap_ratio=_ratio(e.sq_plan, e.pq_plan) if counted else None,
+            throughput_per_h=(e.pq_plan / (busy / 3600.0)) if counted and busy > 0 else None,
             automation_rate=_ratio(e.apt_auto_s, e.apt_mode_known_s),
             energy_per_unit_kwh=_ratio(e.energy_kwh, e.gq),
             coverage=_ratio(e.known_s, e.pbt_s),
@@ -154,7 +168,8 @@ def time_elements(
     its device was unreachable.
     """
     steps = [sig.state or _empty_step(), sig.mode or _empty_step(), sig.channel or _empty_step()]
-    iv = combine(steps, start_ns, end_ns, gaps)
+    # cut at the plan's edges too: each interval is then wholly in or out of PBT
+    iv = combine(steps, start_ns, end_ns, gaps, cuts=planned)
     in_plan = overlap_seconds(planned, iv.start, iv.end)
     out_plan = iv.seconds - in_plan
     st, md, ch = iv.codes
@@ -174,12 +189,49 @@ def time_elements(
         return float(w[mask].sum())
 
     pbt = float(np.sum(planned[1] - planned[0]) / 1e9)
+    # where output can have been made: production in known PBT, unknown PBT, or outside PBT
+    # (producing, or unknown); when the known state says nothing was produced between the two
+    # samples, the increase is spread over that wall time instead
+    known_in = np.where(known, in_plan, 0.0)
+    weights = (np.where(apt, in_plan, 0.0), in_plan - known_in,
+               np.where(apt | ~known, out_plan, 0.0))
+    wall = (known_in, in_plan - known_in, out_plan)
+    edges = np.append(iv.start, iv.end[-1:]) - start_ns
+
+    def attribute(c: CounterDelta | None) -> F3:
+        """(in known PBT, in unknown PBT, outside PBT) shares of a counter's increases."""
+        if c is None or not len(c.inc):
+            return np.zeros(3)
+        lo = np.maximum(c.t0_ns, start_ns) - start_ns
+        hi = np.maximum(c.t1_ns - start_ns, lo + 1)  # a zero-length span: its later instant
+
+        def spans(w: tuple[F64, F64, F64]) -> F64:
+            return np.stack([
+                np.interp(hi, edges, np.concatenate(([0.0], np.cumsum(x))))
+                - np.interp(lo, edges, np.concatenate(([0.0], np.cumsum(x))))
+                for x in w
+            ])
+
+        share = spans(weights)
+        total = share.sum(axis=0)
+        none = total <= 0
+        if none.any():
+            share[:, none] = spans(wall)[:, none]
+            total = share.sum(axis=0)
+        return np.asarray((share / total * c.inc).sum(axis=1), np.float64)
+
     tot = sig.total
+    tot_a = attribute(tot)
     if tot is None and sig.good is not None and sig.reject is not None:
         tot = CounterDelta(sig.good.increase + sig.reject.increase, 0, 0)
+        tot_a = attribute(sig.good) + attribute(sig.reject)
     pq = tot.increase if tot else 0.0
     gq = sig.good.increase if sig.good else (pq - sig.reject.increase if sig.reject and tot else 0.0)
     sq = sig.reject.increase if sig.reject else (pq - gq if sig.good and tot else 0.0)
+    zero = np.zeros(3)
+    gq_a = (attribute(sig.good) if sig.good
+            else (tot_a - attribute(sig.reject) if sig.reject and tot else zero))
+    sq_a = attribute(sig.reject) if sig.reject else (tot_a - gq_a if sig.good and tot else zero)
     resets = sum(c.resets for c in (sig.total, sig.good, sig.reject, sig.energy) if c)
     return TimeElements(
         window_s=(end_ns - start_ns) / 1e9,
@@ -198,7 +250,12 @@ def time_elements(
         pq=pq,
         gq=gq,
         sq=sq,
-        ideal_s=(sig.ideal_cycle_s or 0.0) * pq,
+        pq_plan=float(tot_a[0]),
+        gq_plan=float(gq_a[0]),
+        sq_plan=float(sq_a[0]),
+        pq_unattributed=float(tot_a[1]),
+        pq_outside_plan=float(tot_a[2]),
+        ideal_s=(sig.ideal_cycle_s or 0.0) * float(tot_a[0]),
         apt_pru_s=s(apt) if sig.ideal_cycle_s is not None else 0.0,
         energy_kwh=sig.energy.increase if sig.energy else 0.0,
         counter_resets=resets,

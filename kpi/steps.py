@@ -9,7 +9,7 @@ time is never guessed: it lowers the coverage that every KPI reports.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -65,18 +65,23 @@ class Intervals:
 
 
 def combine(
-    steps: Sequence[Step], start_ns: int, end_ns: int, gaps: Sequence[tuple[int, int]] = ()
+    steps: Sequence[Step],
+    start_ns: int,
+    end_ns: int,
+    gaps: Sequence[tuple[int, int]] = (),
+    cuts: Sequence[I64] = (),
 ) -> Intervals:
-    """Split [start_ns, end_ns) at every change of any signal and at gap edges.
+    """Split [start_ns, end_ns) at every change of any signal, at gap edges and at ``cuts``
+    (e.g. the edges of planned busy time, so that each interval is wholly in or out of it).
 
     Each interval carries every signal's code in force over it. Inside a gap every code is
     UNKNOWN, and after the gap each signal stays UNKNOWN until its next sample arrives: the
     device was unreachable, so the last value before the gap is never carried across it.
     """
     gs, ge = merge(list(gaps))
-    cuts = [np.array([start_ns, end_ns], np.int64), gs, ge]
-    cuts += [s.ts_ns for s in steps]
-    b = np.unique(np.concatenate(cuts))
+    edges = [np.array([start_ns, end_ns], np.int64), gs, ge, *cuts]
+    edges += [s.ts_ns for s in steps]
+    b = np.unique(np.concatenate(edges))
     b = b[(b >= start_ns) & (b <= end_ns)]
     starts, ends = b[:-1], b[1:]
     codes = np.full((len(steps), len(starts)), UNKNOWN, np.int64)
@@ -95,11 +100,15 @@ def combine(
 
 @dataclass(frozen=True, slots=True)
 class CounterDelta:
-    """Increase of a cumulative counter in a window."""
+    """Increase of a cumulative counter in a window, and each increase with the two samples
+    that bound it (it happened somewhere in (t0, t1]; dated t1 to pick the window)."""
 
     increase: float
     resets: int
     samples: int  # usable samples in the window
+    t0_ns: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    t1_ns: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    inc: F64 = field(default_factory=lambda: np.empty(0, np.float64))
 
 
 def counter_increase(
@@ -123,4 +132,7 @@ def counter_increase(
         float(inc[inw].sum()),
         int((d[inw] < 0).sum()),
         int(((t >= start_ns) & (t < end_ns)).sum()),
+        t[:-1][inw],
+        at[inw],
+        inc[inw].astype(np.float64),
     )

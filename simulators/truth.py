@@ -6,9 +6,12 @@ themselves, not from stored samples, so comparing them with what the gateway com
 collected data tests the whole chain.
 
 Time elements count inside planned busy time (PBT) of the window; quantities and energy
-count over the whole window. Roll-ups (lines, plant) sum elements, then divide. Ratios are
-fractions, None where the denominator is zero. An asset without PRU has no effectiveness
-(nor OEE); roll-ups leave it out of their effectiveness and count it in ``units_without_pru``.
+count over the whole window, and the parts completed inside PBT (``pq_plan``, ``gq_plan``)
+are the basis of effectiveness and quality; those completed outside it are
+``pq_outside_plan``. The simulator knows every instant, so no time is unknown here.
+Roll-ups (lines, plant) sum elements, then divide. Ratios are fractions, None where the
+denominator is zero. An asset without PRU has no effectiveness (nor OEE); roll-ups leave it
+out of their effectiveness and count it in ``units_without_pru``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class Elements:
     pq: int = 0  # parts completed in [start, end)
     gq: int = 0
     sq: int = 0
+    pq_plan: int = 0  # of those, completed inside PBT
+    gq_plan: int = 0
+    pq_outside_plan: int = 0  # completed outside PBT (overtime): reported, not in E or Q
     energy_kwh: float = 0.0  # meter increase over [start, end)
     pru_pq_s: float = 0.0  # sum of PRU x PQ over the assets whose PRU is known
     apt_pru_s: float = 0.0  # APT of the assets whose PRU is known
@@ -68,7 +74,7 @@ class Elements:
         effectiveness = (
             r(self.pru_pq_s, self.apt_pru_s) if self.units_without_pru < self.units else None
         )
-        quality = r(self.gq, self.pq)
+        quality = r(self.gq_plan, self.pq_plan)
         oee = (
             availability * effectiveness * quality
             if availability is not None and effectiveness is not None and quality is not None
@@ -80,7 +86,7 @@ class Elements:
             "quality_ratio": quality,
             "oee": oee,
             "automation_rate": r(self.apt_auto_s, self.apt_s),
-            "scrap_ratio": r(self.sq, self.pq),
+            "scrap_ratio": r(self.pq_plan - self.gq_plan, self.pq_plan),
             "energy_per_unit": r(self.energy_kwh, self.gq),
         }
 
@@ -108,6 +114,11 @@ def asset_elements(
     pru = (settings or plant.settings).asset(asset).ideal_cycle_time_s
     pq = int(tl.part_ns.size)  # the timeline holds exactly the parts of [start, end)
     gq = int(np.count_nonzero(tl.part_good))
+    # a part is in the plan when its completion instant lies in a planned interval
+    k = np.searchsorted(plan[0], tl.part_ns, side="right") - 1
+    in_plan = (k >= 0) & (tl.part_ns < plan[1][np.maximum(k, 0)]) if plan[0].size else (
+        np.zeros(tl.part_ns.size, bool))
+    pq_plan = int(np.count_nonzero(in_plan))
     apt = float(np.sum(inside[apt_mask]))
     return Elements(
         pbt_s=pbt,
@@ -119,8 +130,11 @@ def asset_elements(
         pq=pq,
         gq=gq,
         sq=pq - gq,
+        pq_plan=pq_plan,
+        gq_plan=int(np.count_nonzero(tl.part_good & in_plan)),
+        pq_outside_plan=pq - pq_plan,
         energy_kwh=float(np.sum(tl.power_kw * ((end - seg) / _NS_PER_H))),
-        pru_pq_s=0.0 if pru is None else pru * pq,
+        pru_pq_s=0.0 if pru is None else pru * pq_plan,
         apt_pru_s=0.0 if pru is None else apt,
         units=1,
         units_without_pru=int(pru is None),

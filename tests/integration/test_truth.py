@@ -59,6 +59,11 @@ def test_kpis_from_store_equal_ground_truth(
             act = got[scope][path]
             assert act["elements"]["pq"] == exp["pq"], (path, "pq")
             assert act["elements"]["gq"] == exp["gq"], (path, "gq")
+            # each increase attributed to the time it happened in: the demo's parts are all
+            # made in planned busy time, with no unknown time
+            for q in ("pq_plan", "gq_plan", "pq_outside_plan"):
+                assert act["elements"][q] == pytest.approx(exp[q], abs=1e-6), (path, q)
+            assert act["elements"]["pq_unattributed"] == pytest.approx(0, abs=1e-6)
             assert act["elements"]["pbt_s"] == pytest.approx(exp["pbt_s"], abs=1e-6)
             for k in RATIOS:
                 assert exp[k] is not None and 0 < exp[k] <= 1.5, (path, k, exp[k])

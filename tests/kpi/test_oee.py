@@ -124,8 +124,9 @@ def test_effectiveness_above_one_is_reported_not_clipped() -> None:
 
 
 def test_roll_up_sums_elements_never_averages_ratios() -> None:
-    a = TimeElements(pbt_s=1000, apt_s=900, apt_pru_s=900, ideal_s=900, pq=90, gq=90, known_s=1000)
-    b = TimeElements(pbt_s=100, apt_s=10, apt_pru_s=10, ideal_s=5, pq=1, gq=0, known_s=100)
+    a = TimeElements(pbt_s=1000, apt_s=900, apt_pru_s=900, ideal_s=900, pq_plan=90, gq_plan=90,
+                     known_s=1000)
+    b = TimeElements(pbt_s=100, apt_s=10, apt_pru_s=10, ideal_s=5, pq_plan=1, gq_plan=0, known_s=100)
     k = Kpis.of(roll_up([a, b]))
     assert k.availability == pytest.approx(910 / 1100)  # the mean of ratios would be 0.5
     assert k.effectiveness == pytest.approx(905 / 910)
@@ -179,3 +180,69 @@ def test_unit_without_pru_has_no_effectiveness_and_is_left_out_of_the_roll_up() 
     assert k.oee == pytest.approx(0.9 * 1.0 * 1.0)  # the old 0-dragged value was 0.9*0.5*1
     # a roll-up of units all without PRU has no effectiveness either
     assert Kpis.of(roll_up([b, b])).effectiveness is None
+
+
+def ramp(step_s: float, upto: float, skip: tuple[float, float] = (0, 0)) -> list[tuple[float, float]]:
+    """Counter samples every ``step_s`` from 0 to ``upto`` (one part per 10 s of running), none
+    strictly inside ``skip``."""
+    n = int(upto // step_s)
+    return [(k * step_s, k * step_s / 10) for k in range(n + 1)
+            if not skip[0] < k * step_s < skip[1]]
+
+
+@pytest.mark.parametrize(
+    ("case", "kw", "gaps", "planned", "expect"),
+    [
+        # finding "gaps bias A and E": a 50 % gap 200-700 (state and mode re-sampled at 700),
+        # the machine runs at ideal speed (PRU 10 s) until it stops at 900 (NotExecuting).
+        # Counter samples at 0 (0), 200 (20), 800 (80), 900 (90).
+        # Known PBT = 0-200 + 700-1000 = 500; APT = 0-200 + 700-900 = 400.
+        # +20 over (0, 200]: all APT in known PBT -> plan.
+        # +60 over (200, 800]: unknown 200-700 = 500 s, APT 700-800 = 100 s ->
+        #   plan 60 x 100/600 = 10, unattributed 60 x 500/600 = 50.
+        # +10 over (800, 900]: plan.  PQ plan = 20 + 10 + 10 = 40.
+        # A = 400 / 500 = 0.8 (was 400 / 1000 = 0.4); E = 10 x 40 / 400 = 1.0 (was 10 x 90 /
+        # 400 = 2.25); Q = 40 / 40; coverage 500 / 1000 = 0.5
+        ("50% gap",
+         dict(state=step([(0, EX), (700, EX), (900, NE)]), mode=step([(-50, PROC), (700, PROC)]),
+              total=counter([(0, 0), (200, 20), (800, 80), (900, 90)])),
+         [(200 * S, 700 * S)], ALL_PLANNED,
+         dict(known_s=500, apt_s=400, pq=90, pq_plan=40, gq_plan=40, pq_unattributed=50,
+              pq_outside_plan=0, availability=0.8, effectiveness=1.0, quality_ratio=1.0,
+              oee=0.8, coverage=0.5)),
+        # finding "overtime": PBT 0-500, the machine runs 0-1000 at ideal speed, counter every
+        # 100 s (+10). Increases dated 100..500 lie in PBT: 50; 600..900 outside: 40 (the one
+        # at 1000 is the next window's). APT (in PBT) = 500 (OutOfService 600-700 is outside).
+        # A = 500 / 500 = 1; E = 10 x 50 / 500 = 1.0 (was 10 x 90 / 500 = 1.8); OEE 1.0
+        ("overtime",
+         dict(state=step([(0, EX)]), total=counter(ramp(100, 1000))),
+         [], (np.array([0], np.int64), np.array([500 * S], np.int64)),
+         dict(pbt_s=500, apt_s=500, pq=90, pq_plan=50, pq_outside_plan=40, pq_unattributed=0,
+              effectiveness=1.0, oee=1.0)),
+        # an increase whose span straddles the plan's end, split by production time:
+        # PBT 0-450, runs throughout; samples at 400 (40) and 500 (50): +10 over (400, 500],
+        # 50 s in PBT and 50 s outside -> 5 and 5. PQ plan = 40 + 5 = 45; E = 10 x 45 / 450 = 1
+        ("straddles plan end",
+         dict(state=step([(0, EX)]), total=counter([(0, 0), (400, 40), (500, 50)])),
+         [], (np.array([0], np.int64), np.array([450 * S], np.int64)),
+         dict(apt_s=450, pq_plan=45, pq_outside_plan=5, effectiveness=1.0)),
+        # the known state says nothing ran in the span (OutOfService 400-500) yet the counter
+        # rose at 500: spread over its wall time, all in known PBT -> plan
+        ("no production in span",
+         dict(state=step([(0, EX), (400, OOS)]), total=counter([(0, 0), (400, 40), (500, 41)])),
+         [], ALL_PLANNED, dict(pq_plan=41, pq_unattributed=0, adet_s=600)),
+    ],
+)
+def test_quantities_attributed_to_the_time_they_happened_in(
+    case: str, kw: dict[str, object], gaps: list[tuple[int, int]],
+    planned: tuple[np.ndarray, np.ndarray], expect: dict[str, float],
+) -> None:
+    # every part good: the good counter is the total counter
+    e = time_elements(unit(**{"channel": None, "good": kw["total"], **kw}), 0, 1000 * S,
+                      planned, gaps)
+    k = Kpis.of(e).as_dict()
+    for key, v in expect.items():
+        got = k[key] if key in k else getattr(e, key)
+        assert got == pytest.approx(v), (case, key, got)
+    # every increase goes somewhere: plan + unattributed + outside plan = PQ
+    assert e.pq_plan + e.pq_unattributed + e.pq_outside_plan == pytest.approx(e.pq)
