@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -22,11 +23,34 @@ from config.signals import ChannelMode, MachineState, OperationMode
 from .calendar import I64, overlap_seconds
 from .steps import UNKNOWN, CounterDelta, Step, combine
 
-ALGORITHM_VERSION = "tierproof-kpi/2"
 F64 = npt.NDArray[np.float64]
 F3 = npt.NDArray[np.float64]  # (known PBT, unknown PBT, outside PBT)
 _S = MachineState
 _M = OperationMode
+
+#: version of :data:`ELEMENT_TABLE`; part of :data:`ALGORITHM_VERSION`
+ELEMENT_TABLE_VERSION = "elements/2"
+#: OPC 40001-1 MachineryItemState x MachineryOperationMode -> ISO 22400-2 time element, per
+#: the companion spec's annex: rows are tried in order, the first match wins, and a mode of
+#: None matches any mode, unknown included (the state alone decides). A state or mode that
+#: no row matches (unknown) is unknown time. Version 2: a minor stop (NotExecuting while in
+#: Processing) is a unit delay, like a malfunction (ISO 22400-2 ADET: malfunctions and minor
+#: stops); version 1 counted only OutOfService as ADET.
+ELEMENT_TABLE: Final[tuple[tuple[MachineState, OperationMode | None, str], ...]] = (
+    (_S.NotAvailable, None, "not_available"),  # not available: no element of the unit's time
+    (_S.OutOfService, None, "malfunction"),  # ADET
+    (_S.Executing, _M.Processing, "apt"),  # APT
+    (_S.NotExecuting, _M.Processing, "minor_stop"),  # ADET
+    (_S.Executing, _M.Setup, "asut"),  # ASUT
+    (_S.NotExecuting, _M.Setup, "asut"),  # ASUT
+    (_S.Executing, _M.Maintenance, "maintenance"),
+    (_S.NotExecuting, _M.Maintenance, "maintenance"),
+    (_S.Executing, _M.NoMode, "other"),
+    (_S.NotExecuting, _M.NoMode, "other"),
+)
+#: the table's elements that make up ADET (actual unit delay time)
+ADET_ELEMENTS: Final[frozenset[str]] = frozenset({"malfunction", "minor_stop"})
+ALGORITHM_VERSION = f"tierproof-kpi/2+{ELEMENT_TABLE_VERSION}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +62,8 @@ class TimeElements:
     known_s: float = 0.0  # PBT during which state and mode are known
     apt_s: float = 0.0  # Executing & Processing
     asut_s: float = 0.0  # (Executing | NotExecuting) & Setup
-    adet_s: float = 0.0  # OutOfService
-    idle_s: float = 0.0  # NotExecuting & Processing (waiting, minor stops)
+    adet_s: float = 0.0  # OutOfService (malfunction) + NotExecuting & Processing (minor stops)
+    idle_s: float = 0.0  # NotExecuting & Processing: the minor stops, a part of ADET
     maintenance_s: float = 0.0  # mode Maintenance, not OutOfService
     not_available_s: float = 0.0
     other_s: float = 0.0  # known, but none of the above (e.g. NotExecuting & None)
@@ -117,7 +141,7 @@ class Kpis:
         aupt = e.apt_s + e.asut_s
         nee_t = _ratio(aupt, e.known_s)
         nee = nee_t * eff * q if nee_t is not None and eff is not None and q is not None else None
-        busy = e.apt_s + e.asut_s + e.adet_s + e.idle_s
+        busy = e.apt_s + e.asut_s + e.adet_s  # ADET includes the minor stops
         return cls(
             availability=a,
             effectiveness=eff,
@@ -151,6 +175,19 @@ class UnitSignals:
     ideal_cycle_s: float | None
 
 
+def element_masks(state: I64, mode: I64) -> dict[str, npt.NDArray[np.bool_]]:
+    """Element name -> where (state, mode) codes map to it by :data:`ELEMENT_TABLE`."""
+    masks = {name: np.zeros(state.shape, bool) for _, _, name in ELEMENT_TABLE}
+    taken = np.zeros(state.shape, bool)
+    for s, m, name in ELEMENT_TABLE:
+        hit = (state == s) & ~taken
+        if m is not None:
+            hit &= mode == m
+        masks[name] |= hit
+        taken |= hit
+    return masks
+
+
 def _empty_step() -> Step:
     return Step(np.empty(0, np.int64), np.empty(0, np.int64))
 
@@ -173,17 +210,11 @@ def time_elements(
     in_plan = overlap_seconds(planned, iv.start, iv.end)
     out_plan = iv.seconds - in_plan
     st, md, ch = iv.codes
-    known = (st != UNKNOWN) & (md != UNKNOWN)
-    # NotAvailable and OutOfService define the element whatever the mode says
-    known |= (st == _S.NotAvailable) | (st == _S.OutOfService)
-    executing = st == _S.Executing
-    apt = executing & (md == _M.Processing)
-    asut = ((st == _S.Executing) | (st == _S.NotExecuting)) & (md == _M.Setup)
-    adet = st == _S.OutOfService
-    idle = (st == _S.NotExecuting) & (md == _M.Processing)
-    maint = (md == _M.Maintenance) & ~adet & (st != _S.NotAvailable)
-    na = st == _S.NotAvailable
-    other = known & ~(apt | asut | adet | idle | maint | na)
+    el = element_masks(st, md)
+    known = np.logical_or.reduce(list(el.values()))
+    apt, asut, idle = el["apt"], el["asut"], el["minor_stop"]
+    adet = np.logical_or.reduce([el[n] for n in sorted(ADET_ELEMENTS)])
+    maint, na, other = el["maintenance"], el["not_available"], el["other"]
 
     def s(mask: np.ndarray, w: np.ndarray = in_plan) -> float:
         return float(w[mask].sum())

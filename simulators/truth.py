@@ -46,8 +46,8 @@ class Elements:
     pbt_s: float = 0.0  # window ∩ planned busy time
     apt_s: float = 0.0  # Executing & Processing ∩ PBT
     asut_s: float = 0.0  # (Executing | NotExecuting) & Setup ∩ PBT
-    adet_s: float = 0.0  # OutOfService ∩ PBT
-    minor_stop_s: float = 0.0  # NotExecuting & Processing ∩ PBT (informational)
+    adet_s: float = 0.0  # (OutOfService | NotExecuting & Processing) ∩ PBT: failures + minor stops
+    minor_stop_s: float = 0.0  # NotExecuting & Processing ∩ PBT (the minor-stop part of ADET)
     apt_auto_s: float = 0.0  # APT in channel mode Automatic
     pq: int = 0  # parts completed in [start, end)
     gq: int = 0
@@ -111,6 +111,7 @@ def asset_elements(
     not_executing = state == MachineState.NotExecuting
     apt_mask = executing & (mode == OperationMode.Processing)
     setup_mask = (executing | not_executing) & (mode == OperationMode.Setup)
+    minor_mask = not_executing & (mode == OperationMode.Processing)
     pru = (settings or plant.settings).asset(asset).ideal_cycle_time_s
     pq = int(tl.part_ns.size)  # the timeline holds exactly the parts of [start, end)
     gq = int(np.count_nonzero(tl.part_good))
@@ -124,8 +125,9 @@ def asset_elements(
         pbt_s=pbt,
         apt_s=apt,
         asut_s=float(np.sum(inside[setup_mask])),
-        adet_s=float(np.sum(inside[state == MachineState.OutOfService])),
-        minor_stop_s=float(np.sum(inside[not_executing & (mode == OperationMode.Processing)])),
+        # ISO 22400-2: unit delays are malfunctions and minor stops alike
+        adet_s=float(np.sum(inside[(state == MachineState.OutOfService) | minor_mask])),
+        minor_stop_s=float(np.sum(inside[minor_mask])),
         apt_auto_s=float(np.sum(inside[apt_mask & (tl.channel == ChannelMode.Automatic)])),
         pq=pq,
         gq=gq,

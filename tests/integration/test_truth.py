@@ -65,6 +65,10 @@ def test_kpis_from_store_equal_ground_truth(
                 assert act["elements"][q] == pytest.approx(exp[q], abs=1e-6), (path, q)
             assert act["elements"]["pq_unattributed"] == pytest.approx(0, abs=1e-6)
             assert act["elements"]["pbt_s"] == pytest.approx(exp["pbt_s"], abs=1e-6)
+            # ADET holds failures and minor stops, the minor stops reported apart as well
+            for mine, theirs in (("apt_s", "apt_s"), ("asut_s", "asut_s"), ("adet_s", "adet_s"),
+                                 ("idle_s", "minor_stop_s")):
+                assert act["elements"][mine] == pytest.approx(exp[theirs], abs=1e-3), (path, mine)
             for k in RATIOS:
                 assert exp[k] is not None and 0 < exp[k] <= 1.5, (path, k, exp[k])
                 assert act[k] == pytest.approx(exp[k], abs=0.001), (path, k)

@@ -7,7 +7,7 @@ import pytest
 
 from config.signals import ChannelMode, MachineState, OperationMode, Quality
 from kpi import CounterDelta, Kpis, Step, TimeElements, UnitSignals, counter_increase, roll_up
-from kpi.oee import time_elements
+from kpi.oee import ALGORITHM_VERSION, ELEMENT_TABLE_VERSION, element_masks, time_elements
 
 S = 1_000_000_000
 EX, OOS, NE = MachineState.Executing, MachineState.OutOfService, MachineState.NotExecuting
@@ -246,3 +246,42 @@ def test_quantities_attributed_to_the_time_they_happened_in(
         assert got == pytest.approx(v), (case, key, got)
     # every increase goes somewhere: plan + unattributed + outside plan = PQ
     assert e.pq_plan + e.pq_unattributed + e.pq_outside_plan == pytest.approx(e.pq)
+
+
+NA, MAINT, NOMODE = MachineState.NotAvailable, OperationMode.Maintenance, OperationMode.NoMode
+
+
+@pytest.mark.parametrize(
+    ("state", "mode", "element"),
+    [
+        # OPC 40001-1 annex -> ISO 22400-2; OutOfService and NotAvailable whatever the mode
+        (OOS, PROC, "malfunction"), (OOS, -1, "malfunction"), (NA, SETUP, "not_available"),
+        (EX, PROC, "apt"),
+        (NE, PROC, "minor_stop"),  # the finding: a minor stop is a unit delay (ADET)
+        (EX, SETUP, "asut"), (NE, SETUP, "asut"),
+        (EX, MAINT, "maintenance"), (NE, MAINT, "maintenance"),
+        (EX, NOMODE, "other"), (NE, NOMODE, "other"),
+        (EX, -1, None), (-1, PROC, None),  # unknown mode or state: unknown time
+    ],
+)
+def test_element_table(state: int, mode: int, element: str | None) -> None:
+    masks = element_masks(np.array([state], np.int64), np.array([mode], np.int64))
+    hits = [name for name, m in masks.items() if m[0]]
+    assert hits == ([element] if element else [])
+    assert ELEMENT_TABLE_VERSION in ALGORITHM_VERSION
+
+
+def test_minor_stops_are_unit_delays() -> None:
+    # Executing 0-300, NotExecuting 300-400 (in Processing: a minor stop), Executing 400-600,
+    # OutOfService 600-700, Executing 700-1000; Processing throughout, all planned.
+    # APT = 300 + 200 + 300 = 800; ADET = minor stop 100 + malfunction 100 = 200 (v1: 100);
+    # technical efficiency = 800 / (800 + 200) = 0.8 (v1: 800 / 900 = 0.889);
+    # 80 parts: throughput = 80 / ((800 + 200) / 3600 h) = 288 per hour
+    total = counter([(-1, 0), (900, 80)])
+    e = time_elements(unit(state=step([(0, EX), (300, NE), (400, EX), (600, OOS), (700, EX)]),
+                           total=total), 0, 1000 * S, ALL_PLANNED)
+    assert (e.apt_s, e.adet_s, e.idle_s, e.known_s) == pytest.approx((800, 200, 100, 1000))
+    k = Kpis.of(e)
+    assert k.technical_efficiency == pytest.approx(0.8)
+    assert k.throughput_per_h == pytest.approx(288)
+    assert k.availability == pytest.approx(0.8)  # APT / known PBT, unchanged by the mapping

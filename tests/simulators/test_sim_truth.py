@@ -49,9 +49,11 @@ def test_time_elements_partition_planned_busy_time(current: dict[str, Any]) -> N
     for node in every_node(current):
         assert 0 < node["apt_s"] <= node["pbt_s"]
         assert node["apt_auto_s"] <= node["apt_s"]
-        # inside PBT a machine is always producing, in setup, failed or in a minor stop
-        parts = node["apt_s"] + node["asut_s"] + node["adet_s"] + node["minor_stop_s"]
+        # inside PBT a machine is always producing, in setup, failed or in a minor stop; ADET
+        # holds the failures and the minor stops (ISO 22400-2 unit delays)
+        parts = node["apt_s"] + node["asut_s"] + node["adet_s"]
         assert parts == pytest.approx(node["pbt_s"], rel=1e-9)
+        assert 0 < node["minor_stop_s"] < node["adet_s"]
         assert node["pq"] == node["gq"] + node["sq"] > 0
         assert 0 < node["availability"] <= 1
         assert 0 < node["quality_ratio"] <= 1
