@@ -115,6 +115,7 @@ class KpiService:
             reject=count(Role.REJECT_COUNT),
             energy=count(Role.ENERGY_KWH),
             ideal_cycle_s=asset.ideal_cycle_time_s,
+            manual_only=asset.control in ("manual", "none"),
         )
         planned = planned_intervals(self.settings.calendar, start_ns, end_ns)
         elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns))

@@ -118,6 +118,7 @@ class Kpis:
     scrap_ratio: float | None
     throughput_per_h: float | None
     automation_rate: float | None
+    automation_coverage: float | None  # APT whose channel mode is known / APT
     energy_per_unit_kwh: float | None
     coverage: float | None
 
@@ -152,7 +153,10 @@ class Kpis:
             setup_rate=_ratio(e.asut_s, aupt),
             scrap_ratio=_ratio(e.sq_plan, e.pq_plan) if counted else None,
             throughput_per_h=(e.pq_plan / (busy / 3600.0)) if counted and busy > 0 else None,
+            # over the APT whose channel mode is known; APT of unknown mode is not dropped
+            # silently: it lowers automation_coverage
             automation_rate=_ratio(e.apt_auto_s, e.apt_mode_known_s),
+            automation_coverage=_ratio(e.apt_mode_known_s, e.apt_s),
             energy_per_unit_kwh=_ratio(e.energy_kwh, e.gq),
             coverage=_ratio(e.known_s, e.pbt_s),
         )
@@ -173,6 +177,7 @@ class UnitSignals:
     reject: CounterDelta | None
     energy: CounterDelta | None
     ideal_cycle_s: float | None
+    manual_only: bool = False  # control manual/none: never automatic, whatever a tag says
 
 
 def element_masks(state: I64, mode: I64) -> dict[str, npt.NDArray[np.bool_]]:
@@ -275,8 +280,9 @@ def time_elements(
         maintenance_s=s(maint),
         not_available_s=s(na),
         other_s=s(other),
-        apt_auto_s=s(apt & (ch == ChannelMode.Automatic)),
-        apt_mode_known_s=s(apt & (ch != UNKNOWN)),
+        # a manual machine's processing is known to be manual, with or without a channel tag
+        apt_auto_s=0.0 if sig.manual_only else s(apt & (ch == ChannelMode.Automatic)),
+        apt_mode_known_s=s(apt) if sig.manual_only else s(apt & (ch != UNKNOWN)),
         apt_outside_plan_s=s(apt, out_plan),
         pq=pq,
         gq=gq,

@@ -73,6 +73,7 @@ def test_kpis_from_store_equal_ground_truth(
                 assert exp[k] is not None and 0 < exp[k] <= 1.5, (path, k, exp[k])
                 assert act[k] == pytest.approx(exp[k], abs=0.001), (path, k)
             assert act["coverage"] == pytest.approx(1.0)
+            assert act["automation_coverage"] == pytest.approx(1.0)  # every channel known
     for k in RATIOS:
         assert got["total"][k] == pytest.approx(want["plant"][k], abs=0.001), k
 

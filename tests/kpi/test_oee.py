@@ -285,3 +285,27 @@ def test_minor_stops_are_unit_delays() -> None:
     assert k.technical_efficiency == pytest.approx(0.8)
     assert k.throughput_per_h == pytest.approx(288)
     assert k.availability == pytest.approx(0.8)  # APT / known PBT, unchanged by the mapping
+
+
+def test_automation_rate_keeps_every_unit() -> None:
+    # every unit: Executing & Processing 0-600 and 700-1000 = APT 900 s (OutOfService 600-700)
+    auto = time_elements(unit(channel=step([(0, AUTO)])), 0, 1000 * S, ALL_PLANNED)
+    # control: manual, no channel_mode tag: its 900 s are known to be manual
+    manual = time_elements(unit(channel=None, manual_only=True), 0, 1000 * S, ALL_PLANNED)
+    # no channel_mode tag and not declared manual: its mode is unknown
+    unknown = time_elements(unit(channel=None), 0, 1000 * S, ALL_PLANNED)
+    # one automatic + one manual machine: 900 / (900 + 900) = 0.5 (was 900 / 900 = 1.0)
+    k = Kpis.of(roll_up([auto, manual]))
+    assert (k.automation_rate, k.automation_coverage) == pytest.approx((0.5, 1.0))
+    # with a machine of unknown mode: rate over the known 1800 s = 0.5, coverage 1800 / 2700
+    k = Kpis.of(roll_up([auto, manual, unknown]))
+    assert (k.automation_rate, k.automation_coverage) == pytest.approx((0.5, 2 / 3))
+    # automatic + unknown: 900 / 900 = 1.0, but only half the APT rests on it: coverage 0.5
+    k = Kpis.of(roll_up([auto, unknown]))
+    assert (k.automation_rate, k.automation_coverage) == pytest.approx((1.0, 0.5))
+    ku = Kpis.of(unknown)
+    assert ku.automation_rate is None and ku.automation_coverage == 0  # 0 / 900
+    # control: manual wins over a tag that says Automatic: 0 / 900
+    k = Kpis.of(time_elements(unit(channel=step([(0, AUTO)]), manual_only=True), 0, 1000 * S,
+                              ALL_PLANNED))
+    assert (k.automation_rate, k.automation_coverage) == pytest.approx((0.0, 1.0))
