@@ -100,11 +100,21 @@ class KpiService:
                 s.ts_ns, s.value, s.quality, self._lut(tags[role])
             )
 
+        pru = asset.ideal_cycle_time_s
+        # the most parts a second the machine can make: faster rises are counter glitches
+        max_per_s = self.settings.kpi.counter_rate_factor / pru if pru else None
+        implausible: list[tuple[str, int, int, float, float]] = []
+
         def count(role: Role) -> CounterDelta | None:
             s = read(role)
-            return None if s is None else counter_increase(
-                s.ts_ns, s.value, s.quality, start_ns, end_ns
+            if s is None:
+                return None
+            parts = role in (Role.TOTAL_COUNT, Role.GOOD_COUNT, Role.REJECT_COUNT)
+            c = counter_increase(
+                s.ts_ns, s.value, s.quality, start_ns, end_ns, max_per_s if parts else None
             )
+            implausible.extend((role.value, *x) for x in c.implausible)
+            return c
 
         sig = UnitSignals(
             state=step(Role.STATE),
@@ -125,6 +135,7 @@ class KpiService:
             gaps=tuple(gaps),
             planned_intervals=len(planned[0]),
             ideal_cycle_time_s=asset.ideal_cycle_time_s,
+            implausible_increases=tuple(implausible),
         )
         return AssetResult(asset, elements, evidence)
 

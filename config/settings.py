@@ -65,6 +65,15 @@ class KpiSettings(Model):
     coverage_min: float = Field(
         default=0.9, ge=0, le=1, description="below this coverage a verdict is insufficient data"
     )
+    counter_rate_factor: float = Field(
+        default=1.5,
+        ge=1,
+        description=(
+            "a part counter's increase between two samples is implausible, and excluded (and "
+            "listed in the evidence), when it exceeds the elapsed time / ideal cycle time x "
+            "this factor, plus one part of sampling slack (e.g. a glitch to 0 and back)"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- simulation

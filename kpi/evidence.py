@@ -104,6 +104,8 @@ class AssetEvidence:
     planned_intervals: int  # intervals of planned busy time in the window
     ideal_cycle_time_s: float | None
     kind: str = "measured"
+    #: counter increases excluded as implausible: (role, t0_ns, t1_ns, increase, allowed)
+    implausible_increases: tuple[tuple[str, int, int, float, float], ...] = ()
 
     def as_dict(self, instant: Callable[[int | None], str | None]) -> dict[str, Any]:
         """JSON-ready, every instant written by ``instant`` (ns -> text, None -> None)."""
@@ -128,4 +130,9 @@ class AssetEvidence:
             ],
             "planned_intervals": self.planned_intervals,
             "ideal_cycle_time_s": self.ideal_cycle_time_s,
+            "implausible_increases": [
+                {"role": role, "from": instant(t0), "to": instant(t1), "increase": inc,
+                 "allowed": allowed}
+                for role, t0, t1, inc, allowed in self.implausible_increases
+            ],
         }

@@ -82,6 +82,7 @@ class TimeElements:
     apt_pru_s: float = 0.0  # APT of the units whose PRU is known: effectiveness' denominator
     energy_kwh: float = 0.0
     counter_resets: int = 0
+    implausible_increases: int = 0  # part-counter increases excluded as glitches (evidence lists them)
     units: int = 1
     pq_known: int = 1  # units whose produced quantity is measured (total or good + reject)
     units_without_pru: int = 0  # units without ideal_cycle_time_s: left out of effectiveness
@@ -296,6 +297,7 @@ def time_elements(
         apt_pru_s=s(apt) if sig.ideal_cycle_s is not None else 0.0,
         energy_kwh=sig.energy.increase if sig.energy else 0.0,
         counter_resets=resets,
+        implausible_increases=sum(len(c.implausible) for c in (sig.total, sig.good, sig.reject) if c),
         pq_known=int(tot is not None),
         units_without_pru=int(sig.ideal_cycle_s is None),
     )

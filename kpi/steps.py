@@ -109,16 +109,27 @@ class CounterDelta:
     t0_ns: I64 = field(default_factory=lambda: np.empty(0, np.int64))
     t1_ns: I64 = field(default_factory=lambda: np.empty(0, np.int64))
     inc: F64 = field(default_factory=lambda: np.empty(0, np.float64))
+    #: increases excluded as physically implausible: (t0_ns, t1_ns, increase, allowed)
+    implausible: tuple[tuple[int, int, float, float], ...] = ()
 
 
 def counter_increase(
-    ts_ns: I64, value: F64, quality: npt.NDArray[np.uint8], start_ns: int, end_ns: int
+    ts_ns: I64,
+    value: F64,
+    quality: npt.NDArray[np.uint8],
+    start_ns: int,
+    end_ns: int,
+    max_per_s: float | None = None,
 ) -> CounterDelta:
     """Sum of non-negative differences between consecutive usable samples, each attributed
     to the later sample's time and counted when that time is in [start_ns, end_ns).
 
     A drop means the counter was reset: the new value counts from zero.
     Needs the last sample before the window (read with ``prior``) to count the first rise.
+    With ``max_per_s`` (the most parts a second the machine can make), an increase above
+    ``max_per_s`` x the seconds between its two samples, plus one part of sampling slack, is
+    physically implausible (a glitch to 0 and back): it is excluded and listed in
+    ``implausible``.
     """
     ok = (quality < Quality.BAD) & np.isfinite(value)
     t, v = ts_ns[ok], value[ok]
@@ -128,6 +139,15 @@ def counter_increase(
     inc = np.where(d >= 0, d, v[1:])
     at = t[1:]
     inw = (at >= start_ns) & (at < end_ns)
+    bad: tuple[tuple[int, int, float, float], ...] = ()
+    if max_per_s is not None:
+        allowed = (at - t[:-1]) / 1e9 * max_per_s + 1.0
+        wrong = inw & (inc > allowed)
+        bad = tuple(
+            (int(a), int(b), float(x), float(y))
+            for a, b, x, y in zip(t[:-1][wrong], at[wrong], inc[wrong], allowed[wrong], strict=True)
+        )
+        inc = np.where(wrong, 0.0, inc)
     return CounterDelta(
         float(inc[inw].sum()),
         int((d[inw] < 0).sum()),
@@ -135,4 +155,5 @@ def counter_increase(
         t[:-1][inw],
         at[inw],
         inc[inw].astype(np.float64),
+        bad,
     )

@@ -88,6 +88,7 @@ def test_asset_evidence_as_dict() -> None:
         gaps=(MINE,),
         planned_intervals=2,
         ideal_cycle_time_s=4.5,
+        implausible_increases=(("total_count", 200 * S, 201 * S, 120.0, 1.15),),
     )
     assert ev.as_dict(lambda ns: None if ns is None else f"t{ns}") == {
         "kind": "measured",
@@ -102,4 +103,8 @@ def test_asset_evidence_as_dict() -> None:
         ],
         "planned_intervals": 2,
         "ideal_cycle_time_s": 4.5,
+        "implausible_increases": [
+            {"role": "total_count", "from": f"t{200 * S}", "to": f"t{201 * S}", "increase": 120.0,
+             "allowed": 1.15},
+        ],
     }

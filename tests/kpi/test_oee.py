@@ -309,3 +309,28 @@ def test_automation_rate_keeps_every_unit() -> None:
     k = Kpis.of(time_elements(unit(channel=step([(0, AUTO)]), manual_only=True), 0, 1000 * S,
                               ALL_PLANNED))
     assert (k.automation_rate, k.automation_coverage) == pytest.approx((0.0, 1.0))
+
+
+def glitch(points: list[tuple[float, float]], max_per_s: float | None) -> CounterDelta:
+    ts = np.array([t * S for t, _ in points], np.int64)
+    val = np.array([v for _, v in points], np.float64)
+    return counter_increase(ts, val, np.zeros(len(ts), np.uint8), 0, 1000 * S, max_per_s)
+
+
+def test_counter_glitch_is_excluded_and_listed() -> None:
+    # PRU 10 s, factor 1.5: at most 0.15 parts a second, plus one part of sampling slack.
+    # 100 -> 110 over (0, 100]: +10, allowed 100 x 0.15 + 1 = 16 -> counted
+    # 110 -> 0 at 200: a drop (reset), the new value 0 counts: +0
+    # 0 -> 120 over (200, 201]: +120, allowed 1 x 0.15 + 1 = 1.15 -> implausible, excluded
+    # 120 -> 130 over (201, 300]: +10, allowed 99 x 0.15 + 1 = 15.85 -> counted
+    pts = [(0, 100), (100, 110), (200, 0), (201, 120), (300, 130)]
+    c = glitch(pts, 1.5 / 10)
+    assert c.increase == 20  # without the check: 10 + 0 + 120 + 10 = 140
+    assert glitch(pts, None).increase == 140
+    assert c.resets == 1
+    assert c.implausible == ((200 * S, 201 * S, 120.0, pytest.approx(1.15)),)
+    # one part in less than a cycle is sampling jitter, not a glitch: +1 over 1 s <= 1.15
+    assert glitch([(0, 0), (1, 1)], 1.5 / 10).increase == 1
+    # the excluded increase is in no quantity and is counted in the elements (per counter)
+    e = time_elements(unit(total=c), 0, 1000 * S, ALL_PLANNED)
+    assert e.pq == 20 and e.implausible_increases == 1
