@@ -12,10 +12,14 @@ from .evidence import (
     missing_roles,
 )
 from .oee import (
+    ADET_ELEMENTS,
     ALGORITHM_VERSION,
+    ELEMENT_TABLE,
+    ELEMENT_TABLE_VERSION,
     Kpis,
     TimeElements,
     UnitSignals,
+    element_masks,
     group_by_line,
     roll_up,
     time_elements,
@@ -38,7 +42,10 @@ from .verdict import (
 )
 
 __all__ = [
+    "ADET_ELEMENTS",
     "ALGORITHM_VERSION",
+    "ELEMENT_TABLE",
+    "ELEMENT_TABLE_VERSION",
     "REQUIRED_ROLES",
     "UNKNOWN",
     "VERDICTS",
@@ -65,6 +72,7 @@ __all__ = [
     "counter_increase",
     "declared_observation",
     "declared_reference",
+    "element_masks",
     "gap_intervals",
     "group_by_line",
     "judge",
