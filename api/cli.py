@@ -31,6 +31,7 @@ examples:
   tierproof check-config plant.yaml      validate a configuration file
   tierproof run --config plant.yaml      run the gateway for a real plant
   tierproof simulate --config config/demo.yaml --truth truth.json
+  tierproof assess --config plant.yaml --format table   which tier the stored data meet
   tierproof spool list --config plant.yaml   batches waiting for InfluxDB, and refused ones
 """
 
@@ -273,6 +274,61 @@ def _spool(args: argparse.Namespace) -> int:
     return 0 if len(ok) == len(outcomes) else 1
 
 
+def _cell(x: object) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _assess_table(result: dict[str, Any]) -> str:
+    """The assessment as a readable table: one row per tier and criterion."""
+    base = result["baseline_window"]
+    lines = [
+        f"criteria {result['criteria_version']}, algorithm {result['algorithm_version']}, "
+        f"config {result['config_fingerprint']}",
+        f"window {result['window']['from']} .. {result['window']['to']}; baseline "
+        + (f"{base['from']} .. {base['to']}" if base else "none (needs kpi.baseline)"),
+    ]
+    head = ("tier", "criterion", "value", "interval", "threshold", "verdict", "missing")
+    rows = [head]
+    for name, t in result["tiers"].items():
+        for c in t["criteria"]:
+            iv = c["interval"]
+            rows.append((
+                name if c["tier"] == name else f"{name} ({c['tier']})", c["id"], _cell(c["value"]),
+                f"[{_cell(iv['low'])}, {_cell(iv['high'])}]" if iv else "-",
+                f"{c['direction']} {_cell(c['threshold'])}", c["verdict"], c["missing"] or "",
+            ))
+        rows.append((name, "(tier)", "", "", "", t["verdict"], ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _assess(args: argparse.Namespace) -> int:
+    import json
+
+    from config import load_tiers
+    from store import open_store
+
+    from .assessment import assess
+    from .service import KpiService
+
+    settings = load_settings(args.config)
+    store = open_store(settings.store)  # read only: no tags registered, nothing collected
+    try:
+        result = assess(settings, KpiService(settings, store), load_tiers(), tier=args.tier,
+                        from_=args.from_, to=args.to, baseline_from=args.baseline_from,
+                        baseline_to=args.baseline_to)
+    finally:
+        store.close()
+    print(json.dumps(result, indent=2) if args.format == "json" else _assess_table(result))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tierproof",
@@ -313,6 +369,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", metavar="OUT.json", help="write ground-truth KPIs and exit")
     s.add_argument("--at", help="the simulation's 'now' (ISO 8601), for reproducible truth")
     s.add_argument("--duration", type=float, help="stop serving after this many seconds")
+
+    a = sub.add_parser("assess", help="judge every smart-factory tier on the stored data",
+                       description="Read the configured store (without collecting) and print, per "
+                       "tier and criterion, value, 95 %% interval, threshold, verdict and what is "
+                       "missing. Windows default to kpi.current and kpi.baseline.")
+    a.add_argument("--config", required=True, help="configuration file")
+    a.add_argument("--from", dest="from_", help="current window start (ISO 8601 or now-7d)")
+    a.add_argument("--to", help="current window end (ISO 8601 or now)")
+    a.add_argument("--baseline-from", help="baseline window start")
+    a.add_argument("--baseline-to", help="baseline window end")
+    a.add_argument("--tier", help="one tier (default: every tier)")
+    a.add_argument("--format", choices=["json", "table"], default="table")
 
     sp = sub.add_parser(
         "spool", help="inspect the store-and-forward spool and quarantine (InfluxDB store)",
@@ -359,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "spool":
             return _spool(args)
+        if args.command == "assess":
+            return _assess(args)
         runner = {"demo": _demo, "run": _run, "simulate": _simulate}[args.command]
         return asyncio.run(_until_stopped(runner, args))
     except ConfigError as exc:

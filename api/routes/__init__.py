@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import dashboard, gateway, kpis, plant
+from . import dashboard, gateway, kpis, plant, tiers
 
 __all__ = ["ROUTERS"]
 
-ROUTERS: tuple[APIRouter, ...] = (dashboard.router, gateway.router, plant.router, kpis.router)
+ROUTERS: tuple[APIRouter, ...] = (dashboard.router, gateway.router, plant.router, kpis.router,
+                                    tiers.router)

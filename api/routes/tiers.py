@@ -1,0 +1,40 @@
+"""Tier assessment: every tier's criteria judged on the plant's measured and declared evidence."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from config import load_tiers
+
+from ..assessment import assess
+from ..deps import ServiceDep, SettingsDep
+
+router = APIRouter(prefix="/api/v1", tags=["tiers"])
+
+
+@router.get(
+    "/tiers/assessment",
+    summary="Which smart-factory tier the plant meets, criterion by criterion, with evidence",
+    description=(
+        "Per tier and criterion: value, 95 % day-block bootstrap interval, threshold, verdict "
+        "(met, point_estimate_only, not_met, insufficient_data), coverage, and what is missing. "
+        "Figures are fractions. Windows default to kpi.current and kpi.baseline; both are "
+        "resolved against one 'now' and recorded, with the criteria version, algorithm version "
+        "and config fingerprint."
+    ),
+)
+def assessment(
+    service: ServiceDep,
+    settings: SettingsDep,
+    tier: Annotated[str | None, Query(description="one tier (default: every tier)")] = None,
+    from_: Annotated[
+        str | None, Query(alias="from", description="ISO 8601 or now-7d; default: kpi.current")
+    ] = None,
+    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
+    baseline_from: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
+    baseline_to: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
+) -> dict[str, Any]:
+    return assess(settings, service, load_tiers(), tier=tier, from_=from_, to=to,
+                  baseline_from=baseline_from, baseline_to=baseline_to)
