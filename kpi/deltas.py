@@ -54,13 +54,16 @@ F64 = npt.NDArray[np.float64]
 
 @dataclass(frozen=True, slots=True)
 class WindowRatio:
-    """One window's ratio: Σ numerator / Σ denominator over its days with a denominator > 0."""
+    """One window's ratio: Σ numerator / Σ denominator over all its days. A day whose
+    denominator is 0 still adds its numerator (a day with no good output still used energy:
+    leaving it out would flatter energy per unit); it is counted in ``zero_days`` and does
+    not count towards ``n_days``, the days that can carry a ratio."""
 
     value: float | None  # None when no day has a denominator
     numerator: float
     denominator: float
-    n_days: int  # days used
-    zero_days: int  # days left out because their denominator is 0
+    n_days: int  # days with a denominator > 0
+    zero_days: int  # days whose denominator is 0 (their numerator counts all the same)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,7 +76,7 @@ class WindowRatio:
 
 
 def _days(num: npt.ArrayLike, den: npt.ArrayLike, what: str) -> tuple[F64, F64, int]:
-    """The days with a denominator > 0, and how many were left out."""
+    """The window's days as arrays, and how many have a denominator of 0."""
     n = np.asarray(num, dtype=np.float64)
     d = np.asarray(den, dtype=np.float64)
     if n.ndim != 1 or n.shape != d.shape:
@@ -83,18 +86,17 @@ def _days(num: npt.ArrayLike, den: npt.ArrayLike, what: str) -> tuple[F64, F64, 
         raise ValueError(f"{what}: numerators and denominators must be finite")
     if (d < 0).any():
         raise ValueError(f"{what}: denominators must be >= 0")
-    keep = d > 0
-    return n[keep], d[keep], int((~keep).sum())
+    return n, d, int((d == 0).sum())
 
 
 def _window(n: F64, d: F64, zero: int) -> WindowRatio:
     sn, sd = float(n.sum()), float(d.sum())
     return WindowRatio(value=sn / sd if sd > 0 else None, numerator=sn, denominator=sd,
-                       n_days=len(d), zero_days=zero)
+                       n_days=len(d) - zero, zero_days=zero)
 
 
 def window_ratio(num: npt.ArrayLike, den: npt.ArrayLike) -> WindowRatio:
-    """Σ num / Σ den over the days whose denominator is > 0 (per-day arrays of one window)."""
+    """Σ num / Σ den over all days of one window (per-day arrays)."""
     return _window(*_days(num, den, "window"))
 
 
@@ -106,8 +108,12 @@ class _Interval:
 
 
 def _constant(n: F64, d: F64) -> bool:
-    """Every day has the same ratio, so every resample has it too (zero-width interval)."""
-    r = n / d
+    """Every day has the same ratio, so every resample has it too (zero-width interval); a day
+    with no denominator must then add nothing either."""
+    has = d > 0
+    if (n[~has] != 0).any():
+        return False
+    r = n[has] / d[has]
     return bool(np.allclose(r, r[0], rtol=1e-12, atol=0.0))
 
 

@@ -132,6 +132,17 @@ def test_automation_rate_equals_the_kpis_of_the_window(
     assert ex["value"] == got
 
 
+def test_energy_per_unit_counts_days_without_output(
+    client: Client, assessed: dict[str, Any]
+) -> None:
+    # the demo's Sundays make no parts but use idle energy: the window's energy per unit is
+    # all its energy over all its good units, as /kpis computes it (days without output are
+    # not dropped, which would flatter the figure)
+    total = client.get("/api/v1/kpis", params=CURRENT).json()["total"]
+    got = assessed["figures"]["energy_per_unit_kwh"]["value"]["point"]
+    assert got == pytest.approx(total["energy_per_unit_kwh"], rel=1e-9)
+
+
 def test_defect_rate_delta_equals_the_kpis_of_both_windows(
     client: Client, assessed: dict[str, Any]
 ) -> None:

@@ -22,10 +22,13 @@ def test_window_ratio_sums_first_then_divides() -> None:
     assert (w.numerator, w.denominator, w.n_days, w.zero_days) == (11, 102, 2, 0)
 
 
-def test_zero_denominator_days_are_left_out_and_counted() -> None:
+def test_zero_denominator_days_count_their_numerator() -> None:
     w = window_ratio([3, 0, 5, 0], [30, 0, 20, 0])
     assert w.value == pytest.approx(8 / 50)
     assert (w.n_days, w.zero_days) == (2, 2)
+    # a Sunday with no good output still used 4 kWh: energy per unit is (3 + 4 + 5) / 50
+    sunday = window_ratio([3, 4, 5], [30, 0, 20])
+    assert sunday.value == pytest.approx(12 / 50) and (sunday.n_days, sunday.zero_days) == (2, 1)
     d = ratio_delta([1] * 8 + [0, 0], [10] * 8 + [0, 0], [1] * 7 + [0], [20] * 7 + [0], n_resamples=99)
     assert d.n_days == (8, 7) and d.zero_days == (2, 1)
     assert d.point == pytest.approx((7 / 140) / (8 / 80) - 1)  # -0.5
