@@ -29,9 +29,9 @@ def tierproof(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 def test_help_lists_every_command() -> None:
     r = tierproof("--help")
     assert r.returncode == 0
-    for cmd in ("demo", "run", "check-config", "simulate"):
+    for cmd in ("demo", "run", "check-config", "simulate", "assess"):
         assert cmd in r.stdout
-    for cmd in ("demo", "run", "check-config", "simulate"):
+    for cmd in ("demo", "run", "check-config", "simulate", "assess"):
         sub = tierproof(cmd, "--help")
         assert sub.returncode == 0 and "usage: tierproof " + cmd in sub.stdout
 
