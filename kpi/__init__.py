@@ -1,7 +1,7 @@
 """KPI core: pure numpy computation, no I/O, no async."""
 
 from .calendar import overlap_seconds, planned_intervals
-from .deltas import Delta, RatioEstimate, WindowRatio, ratio_delta, ratio_estimate, window_ratio
+from .deltas import Bootstrap, Delta, RatioEstimate, WindowRatio, ratio_delta, ratio_estimate, window_ratio
 from .evidence import (
     REQUIRED_ROLES,
     AssetEvidence,
@@ -52,6 +52,7 @@ __all__ = [
     "AssetEvidence",
     "CounterDelta",
     "CriterionResult",
+    "Bootstrap",
     "Delta",
     "GapLike",
     "Interval",

@@ -160,6 +160,26 @@ def _too_few(windows: dict[str, WindowRatio], min_days: int) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """How an interval was resampled, recorded with it so that it can be reproduced."""
+
+    confidence: float
+    method: str
+    n_resamples: int
+    seed: int
+    min_days: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "confidence": self.confidence,
+            "method": f"day-block bootstrap ({self.method})",
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "min_days": self.min_days,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
     """A baseline→current delta of a ratio KPI with its bootstrap interval.
 
@@ -174,11 +194,7 @@ class Delta:
     point: float | None
     low: float | None
     high: float | None
-    confidence: float
-    method: str
-    n_resamples: int
-    seed: int
-    min_days: int
+    bootstrap: Bootstrap
     baseline: WindowRatio
     current: WindowRatio
     reason: str | None
@@ -195,7 +211,7 @@ class Delta:
 
     @property
     def enough_days(self) -> bool:
-        return min(self.n_days) >= self.min_days
+        return min(self.n_days) >= self.bootstrap.min_days
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -203,11 +219,7 @@ class Delta:
             "point": self.point,
             "low": self.low,
             "high": self.high,
-            "confidence": self.confidence,
-            "method": f"day-block bootstrap ({self.method})",
-            "n_resamples": self.n_resamples,
-            "seed": self.seed,
-            "min_days": self.min_days,
+            **self.bootstrap.as_dict(),
             "n_days": {"baseline": self.baseline.n_days, "current": self.current.n_days},
             "zero_days": {"baseline": self.baseline.zero_days, "current": self.current.zero_days},
             "baseline": self.baseline.as_dict(),
@@ -252,8 +264,8 @@ def ratio_delta(
     base, cur = _window(bn, bd, bz), _window(cn, cd, cz)
 
     def result(point: float | None, iv: _Interval) -> Delta:
-        return Delta(kind=kind, point=point, low=iv.low, high=iv.high, confidence=confidence,
-                     method=method, n_resamples=n_resamples, seed=seed, min_days=min_days,
+        return Delta(kind=kind, point=point, low=iv.low, high=iv.high,
+                     bootstrap=Bootstrap(confidence, method, n_resamples, seed, min_days),
                      baseline=base, current=cur, reason=iv.reason)
 
     if base.value is None or cur.value is None:
@@ -288,28 +300,20 @@ class RatioEstimate:
     point: float | None
     low: float | None
     high: float | None
-    confidence: float
-    method: str
-    n_resamples: int
-    seed: int
-    min_days: int
+    bootstrap: Bootstrap
     window: WindowRatio
     reason: str | None
 
     @property
     def enough_days(self) -> bool:
-        return self.window.n_days >= self.min_days
+        return self.window.n_days >= self.bootstrap.min_days
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "point": self.point,
             "low": self.low,
             "high": self.high,
-            "confidence": self.confidence,
-            "method": f"day-block bootstrap ({self.method})",
-            "n_resamples": self.n_resamples,
-            "seed": self.seed,
-            "min_days": self.min_days,
+            **self.bootstrap.as_dict(),
             "n_days": self.window.n_days,
             "zero_days": self.window.zero_days,
             "window": self.window.as_dict(),
@@ -336,8 +340,8 @@ def ratio_estimate(
     w = _window(n, d, zero)
 
     def result(iv: _Interval) -> RatioEstimate:
-        return RatioEstimate(point=w.value, low=iv.low, high=iv.high, confidence=confidence,
-                             method=method, n_resamples=n_resamples, seed=seed, min_days=min_days,
+        return RatioEstimate(point=w.value, low=iv.low, high=iv.high,
+                             bootstrap=Bootstrap(confidence, method, n_resamples, seed, min_days),
                              window=w, reason=iv.reason)
 
     if w.value is None:

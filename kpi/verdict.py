@@ -115,12 +115,14 @@ class Observation:
     @classmethod
     def of_delta(cls, d: Delta, coverage: float | None) -> Observation:
         """A measured delta; ``coverage`` is the lower of its two windows' coverages."""
-        return cls._of(d.point, d.low, d.high, d.confidence, d.method, d.enough_days, d.reason, coverage)
+        return cls._of(d.point, d.low, d.high, d.bootstrap.confidence, d.bootstrap.method, d.enough_days,
+                       d.reason, coverage)
 
     @classmethod
     def of_estimate(cls, e: RatioEstimate, coverage: float | None) -> Observation:
         """A measured value of one window with its interval."""
-        return cls._of(e.point, e.low, e.high, e.confidence, e.method, e.enough_days, e.reason, coverage)
+        return cls._of(e.point, e.low, e.high, e.bootstrap.confidence, e.bootstrap.method, e.enough_days,
+                       e.reason, coverage)
 
     @classmethod
     def _of(cls, point: float | None, low: float | None, high: float | None, confidence: float,

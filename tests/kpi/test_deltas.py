@@ -108,7 +108,7 @@ def test_same_seed_same_interval() -> None:
     assert one.low < one.point < one.high  # type: ignore[operator]
     other = ratio_delta(bn, bd, cn, cd, seed=12, n_resamples=999)
     assert other.point == one.point and (other.low, other.high) != (one.low, one.high)
-    assert one.seed == 11 and one.method == "BCa" and one.confidence == 0.95
+    assert one.bootstrap.seed == 11 and one.bootstrap.method == "BCa" and one.bootstrap.confidence == 0.95
 
 
 def test_as_dict_is_json_ready() -> None:
