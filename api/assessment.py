@@ -205,6 +205,60 @@ def _window(start: datetime, end: datetime, what: str) -> dict[str, str | None]:
     return {"from": iso(to_ns(start)), "to": iso(to_ns(end))}
 
 
+def _figures(
+    current: _Days, baseline: _Days | None, kw: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Observation], dict[str, Observation]]:
+    """Each computed figure's value and baseline delta, with their intervals: the JSON entry,
+    and the observations the verdicts judge."""
+    figures: dict[str, Any] = {}
+    values: dict[str, Observation] = {}
+    deltas: dict[str, Observation] = {}
+    for f in COMPUTED:
+        entry: dict[str, Any] = {
+            "coverage": current.coverage(f), "value": None, "delta": None,
+            # the numerator of days without a denominator (e.g. the idle energy of a day
+            # without good output): counted in the value, shown so an auditor sees it
+            "numerator_on_zero_days": current.left_out(f),
+        }
+        if f == "defect_rate" and current.uncounted_days:
+            values[f] = Observation(None, missing="not every unit's produced quantity is measured "
+                                                  "(a total_count or reject_count tag is missing)")
+        else:
+            est = ratio_estimate(current.num[f], current.den[f], **kw)
+            values[f] = Observation.of_estimate(est, current.coverage(f))
+            entry["value"] = est.as_dict()
+        if baseline is None:
+            deltas[f] = Observation(None, missing="needs kpi.baseline (or baseline_from and baseline_to)")
+        elif f == "defect_rate" and (current.uncounted_days or baseline.uncounted_days):
+            deltas[f] = Observation(None, missing="not every unit's produced quantity is measured "
+                                                  "in both windows")
+        else:
+            d = ratio_delta(baseline.num[f], baseline.den[f], current.num[f], current.den[f], **kw)
+            bc, cc = baseline.coverage(f), current.coverage(f)
+            cov = min(bc, cc) if bc is not None and cc is not None else None
+            deltas[f] = Observation.of_delta(d, cov)
+            entry["delta"] = d.as_dict()
+            entry["baseline_coverage"] = baseline.coverage(f)
+            entry["baseline_numerator_on_zero_days"] = baseline.left_out(f)
+        figures[f] = entry
+
+    return figures, values, deltas
+
+
+def _history(service: KpiService, end: datetime, end_ns: int) -> tuple[dict[str, Any], Observation]:
+    """How long the history held reaches back from the current window's end (stable operation)."""
+    first = first_sample_ns(service, end_ns)
+    history: dict[str, Any] = {"first_sample": iso(first), "years": None, "coverage": None}
+    if first is None or first >= end_ns:
+        return history, Observation(None, missing="the store holds no sample before the current "
+                                                  "window's end")
+    since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=first // 1000)
+    span = service.kpis(since, end)["total"]["coverage"]
+    years = (end_ns - first) / _NS / _YEAR_S
+    history.update(years=years, coverage=span)
+    return history, Observation(years, coverage=span, note="the span of the history held, no interval")
+
+
 def assess(
     settings: Settings,
     service: KpiService,
@@ -241,55 +295,13 @@ def assess(
     baseline = _window_days(service, b_start, b_end, tz) if b_start and b_end else None
     kw: dict[str, Any] = {"seed": seed, "n_resamples": n_resamples, "min_days": DEFAULT_MIN_DAYS}
 
-    figures: dict[str, Any] = {}
-    values: dict[str, Observation] = {}
-    deltas: dict[str, Observation] = {}
-    for f in COMPUTED:
-        entry: dict[str, Any] = {
-            "coverage": current.coverage(f), "value": None, "delta": None,
-            # what the bootstrap's rule "a day without a denominator carries no information"
-            # leaves out (e.g. the idle energy of a day without good output)
-            "numerator_on_zero_days": current.left_out(f),
-        }
-        if f == "defect_rate" and current.uncounted_days:
-            values[f] = Observation(None, missing="not every unit's produced quantity is measured "
-                                                  "(a total_count or reject_count tag is missing)")
-        else:
-            est = ratio_estimate(current.num[f], current.den[f], **kw)
-            values[f] = Observation.of_estimate(est, current.coverage(f))
-            entry["value"] = est.as_dict()
-        if baseline is None:
-            deltas[f] = Observation(None, missing="needs kpi.baseline (or baseline_from and baseline_to)")
-        elif f == "defect_rate" and (current.uncounted_days or baseline.uncounted_days):
-            deltas[f] = Observation(None, missing="not every unit's produced quantity is measured "
-                                                  "in both windows")
-        else:
-            d = ratio_delta(baseline.num[f], baseline.den[f], current.num[f], current.den[f], **kw)
-            bc, cc = baseline.coverage(f), current.coverage(f)
-            cov = min(bc, cc) if bc is not None and cc is not None else None
-            deltas[f] = Observation.of_delta(d, cov)
-            entry["delta"] = d.as_dict()
-            entry["baseline_coverage"] = baseline.coverage(f)
-            entry["baseline_numerator_on_zero_days"] = baseline.left_out(f)
-        figures[f] = entry
-
+    figures, values, deltas = _figures(current, baseline, kw)
     for f in sorted(MEASURED_FIGURES - set(COMPUTED) - {"history_years"}):
         values[f] = Observation(None, missing=NOT_COMPUTED)
         deltas[f] = Observation(None, missing=NOT_COMPUTED)
 
     end_ns = to_ns(end)
-    first = first_sample_ns(service, end_ns)
-    history: dict[str, Any] = {"first_sample": iso(first), "years": None, "coverage": None}
-    if first is None or first >= end_ns:
-        values["history_years"] = Observation(None, missing="the store holds no sample before the "
-                                                            "current window's end")
-    else:
-        since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=first // 1000)
-        span = service.kpis(since, end)["total"]["coverage"]
-        years = (end_ns - first) / _NS / _YEAR_S
-        history.update(years=years, coverage=span)
-        values["history_years"] = Observation(years, coverage=span,
-                                              note="the span of the history held, no interval")
+    history, values["history_years"] = _history(service, end, end_ns)
 
     periods = {"current_periods": _months(start, end, tz),
                "baseline_periods": _months(b_start, b_end, tz) if b_start and b_end else []}

@@ -329,6 +329,37 @@ def _assess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_spool(sub: Any) -> None:
+    """The ``spool`` command and its actions."""
+    sp = sub.add_parser(
+        "spool", help="inspect the store-and-forward spool and quarantine (InfluxDB store)",
+        description="Batches wait in the spool while InfluxDB cannot take them and drain by "
+        "themselves when it can. Batches InfluxDB refused for good (a 4xx other than 429) wait "
+        "in the quarantine until you replay or drop them.",
+    )
+    spsub = sp.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    sl = spsub.add_parser("list", help="show spooled and quarantined batches",
+                          description="Per batch: points, bytes, time range; quarantined ones "
+                          "with the server's status and reason. Safe while the gateway runs.")
+    sl.add_argument("--config", required=True, help="the gateway's configuration file")
+    sr = spsub.add_parser("replay", help="send quarantined batches to InfluxDB again",
+                          description="After fixing the cause (e.g. creating the database): a "
+                          "batch InfluxDB takes leaves the quarantine; one it refuses stays, with "
+                          "the new reason. Exit code 1 when any was refused.")
+    sr.add_argument("--config", required=True, help="the gateway's configuration file")
+    srw = sr.add_mutually_exclusive_group(required=True)
+    srw.add_argument("--quarantine", type=int, metavar="ID", help="only this batch (ids from spool list)")
+    srw.add_argument("--all", action="store_true", help="every quarantined batch, oldest first")
+    sd = spsub.add_parser("drop", help="delete quarantined batches for good (counted and logged)",
+                          description="Deletes quarantined batches; their points are counted as "
+                          "dropped in the gateway status. Needs --yes.")
+    sd.add_argument("--config", required=True, help="the gateway's configuration file")
+    sdw = sd.add_mutually_exclusive_group(required=True)
+    sdw.add_argument("--quarantine", type=int, metavar="ID", help="only this batch (ids from spool list)")
+    sdw.add_argument("--all", action="store_true", help="every quarantined batch")
+    sd.add_argument("--yes", action="store_true", help="confirm: the points are lost for good")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tierproof",
@@ -382,33 +413,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--tier", help="one tier (default: every tier)")
     a.add_argument("--format", choices=["json", "table"], default="table")
 
-    sp = sub.add_parser(
-        "spool", help="inspect the store-and-forward spool and quarantine (InfluxDB store)",
-        description="Batches wait in the spool while InfluxDB cannot take them and drain by "
-        "themselves when it can. Batches InfluxDB refused for good (a 4xx other than 429) wait "
-        "in the quarantine until you replay or drop them.",
-    )
-    spsub = sp.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
-    sl = spsub.add_parser("list", help="show spooled and quarantined batches",
-                          description="Per batch: points, bytes, time range; quarantined ones "
-                          "with the server's status and reason. Safe while the gateway runs.")
-    sl.add_argument("--config", required=True, help="the gateway's configuration file")
-    sr = spsub.add_parser("replay", help="send quarantined batches to InfluxDB again",
-                          description="After fixing the cause (e.g. creating the database): a "
-                          "batch InfluxDB takes leaves the quarantine; one it refuses stays, with "
-                          "the new reason. Exit code 1 when any was refused.")
-    sr.add_argument("--config", required=True, help="the gateway's configuration file")
-    srw = sr.add_mutually_exclusive_group(required=True)
-    srw.add_argument("--quarantine", type=int, metavar="ID", help="only this batch (ids from spool list)")
-    srw.add_argument("--all", action="store_true", help="every quarantined batch, oldest first")
-    sd = spsub.add_parser("drop", help="delete quarantined batches for good (counted and logged)",
-                          description="Deletes quarantined batches; their points are counted as "
-                          "dropped in the gateway status. Needs --yes.")
-    sd.add_argument("--config", required=True, help="the gateway's configuration file")
-    sdw = sd.add_mutually_exclusive_group(required=True)
-    sdw.add_argument("--quarantine", type=int, metavar="ID", help="only this batch (ids from spool list)")
-    sdw.add_argument("--all", action="store_true", help="every quarantined batch")
-    sd.add_argument("--yes", action="store_true", help="confirm: the points are lost for good")
+    _add_spool(sub)
     return p
 
 

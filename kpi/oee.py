@@ -11,7 +11,7 @@ are fractions; a ratio whose denominator is zero is None (not 0).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Final
 
@@ -21,7 +21,7 @@ import numpy.typing as npt
 from config.signals import ChannelMode, MachineState, OperationMode
 
 from .calendar import I64, overlap_seconds
-from .steps import UNKNOWN, CounterDelta, Step, combine
+from .steps import UNKNOWN, CounterDelta, Intervals, Step, combine
 
 F64 = npt.NDArray[np.float64]
 F3 = npt.NDArray[np.float64]  # (known PBT, unknown PBT, outside PBT)
@@ -198,34 +198,14 @@ def _empty_step() -> Step:
     return Step(np.empty(0, np.int64), np.empty(0, np.int64))
 
 
-def time_elements(
-    sig: UnitSignals,
-    start_ns: int,
-    end_ns: int,
-    planned: tuple[I64, I64],
-    gaps: Sequence[tuple[int, int]] = (),
-) -> TimeElements:
-    """Time elements of one unit over [start_ns, end_ns).
-
-    ``planned`` is the planned busy time (sorted disjoint intervals), ``gaps`` the intervals
-    its device was unreachable.
-    """
-    steps = [sig.state or _empty_step(), sig.mode or _empty_step(), sig.channel or _empty_step()]
-    # cut at the plan's edges too: each interval is then wholly in or out of PBT
-    iv = combine(steps, start_ns, end_ns, gaps, cuts=planned)
-    in_plan = overlap_seconds(planned, iv.start, iv.end)
-    out_plan = iv.seconds - in_plan
-    st, md, ch = iv.codes
-    el = element_masks(st, md)
-    known = np.logical_or.reduce(list(el.values()))
-    apt, asut, idle = el["apt"], el["asut"], el["minor_stop"]
-    adet = np.logical_or.reduce([el[n] for n in sorted(ADET_ELEMENTS)])
-    maint, na, other = el["maintenance"], el["not_available"], el["other"]
-
-    def s(mask: np.ndarray, w: np.ndarray = in_plan) -> float:
-        return float(w[mask].sum())
-
-    pbt = float(np.sum(planned[1] - planned[0]) / 1e9)
+def _attribution(
+    iv: Intervals, start_ns: int, in_plan: F64, out_plan: F64, known: npt.NDArray[np.bool_],
+    apt: npt.NDArray[np.bool_],
+) -> Callable[[CounterDelta | None], F3]:
+    """How a counter's increases are attributed to the time they happened in: each increase
+    is spread over the span between its two bounding samples, in proportion to where output
+    can have been made there. Returns a function giving a counter's (in known PBT, in unknown
+    PBT, outside PBT) shares."""
     # where output can have been made: production in known PBT, unknown PBT, or outside PBT
     # (producing, or unknown); when the known state says nothing was produced between the two
     # samples, the increase is spread over that wall time instead
@@ -256,6 +236,39 @@ def time_elements(
             share[:, none] = spans(wall)[:, none]
             total = share.sum(axis=0)
         return np.asarray((share / total * c.inc).sum(axis=1), np.float64)
+
+    return attribute
+
+
+def time_elements(
+    sig: UnitSignals,
+    start_ns: int,
+    end_ns: int,
+    planned: tuple[I64, I64],
+    gaps: Sequence[tuple[int, int]] = (),
+) -> TimeElements:
+    """Time elements of one unit over [start_ns, end_ns).
+
+    ``planned`` is the planned busy time (sorted disjoint intervals), ``gaps`` the intervals
+    its device was unreachable.
+    """
+    steps = [sig.state or _empty_step(), sig.mode or _empty_step(), sig.channel or _empty_step()]
+    # cut at the plan's edges too: each interval is then wholly in or out of PBT
+    iv = combine(steps, start_ns, end_ns, gaps, cuts=planned)
+    in_plan = overlap_seconds(planned, iv.start, iv.end)
+    out_plan = iv.seconds - in_plan
+    st, md, ch = iv.codes
+    el = element_masks(st, md)
+    known = np.logical_or.reduce(list(el.values()))
+    apt, asut, idle = el["apt"], el["asut"], el["minor_stop"]
+    adet = np.logical_or.reduce([el[n] for n in sorted(ADET_ELEMENTS)])
+    maint, na, other = el["maintenance"], el["not_available"], el["other"]
+
+    def s(mask: np.ndarray, w: np.ndarray = in_plan) -> float:
+        return float(w[mask].sum())
+
+    pbt = float(np.sum(planned[1] - planned[0]) / 1e9)
+    attribute = _attribution(iv, start_ns, in_plan, out_plan, known, apt)
 
     tot = sig.total
     tot_a = attribute(tot)
