@@ -203,7 +203,48 @@ class _ImageContext(ModbusServerContext):
         return None
 
 
-class ModbusSimServer:
+class _SimServer:
+    """What both simulator servers share: the units they serve, the count and log of the
+    requests they received, and start/stop as an async context manager."""
+
+    def __init__(self, units: dict[int, RegisterImage], log_size: int) -> None:
+        self.units = units
+        self.requests: Counter[int] = Counter()
+        self.request_log: deque[tuple[int, int, int, int]] = deque(maxlen=log_size)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    def reset_counts(self) -> None:
+        self.requests.clear()
+        self.request_log.clear()
+
+    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending:
+            self.requests[pdu.function_code] += 1
+            count = getattr(pdu, "count", 0) or len(getattr(pdu, "registers", ()) or ())
+            self.request_log.append((pdu.dev_id, pdu.function_code, pdu.address, count))
+        return pdu
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class ModbusSimServer(_SimServer):
     """Modbus TCP server for a set of unit ids, as an async context manager.
 
     ``port=0`` binds a free port; ``.port`` is the bound one after :meth:`start`. After
@@ -221,32 +262,15 @@ class ModbusSimServer:
         units: dict[int, RegisterImage] | None = None, log_size: int = 10_000,
         framer: Literal["socket", "rtu"] = "socket",
     ) -> None:
+        super().__init__(units if units is not None else {1: RegisterImage()}, log_size)
         self.host = host
         self.port = port
         self.framer = framer
-        self.units: dict[int, RegisterImage] = units if units is not None else {1: RegisterImage()}
-        self.requests: Counter[int] = Counter()
-        self.request_log: deque[tuple[int, int, int, int]] = deque(maxlen=log_size)
         self._server: ModbusTcpServer | None = None
 
     @property
     def running(self) -> bool:
         return self._server is not None
-
-    @property
-    def total_requests(self) -> int:
-        return sum(self.requests.values())
-
-    def reset_counts(self) -> None:
-        self.requests.clear()
-        self.request_log.clear()
-
-    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not sending:
-            self.requests[pdu.function_code] += 1
-            count = getattr(pdu, "count", 0) or len(getattr(pdu, "registers", ()) or ())
-            self.request_log.append((pdu.dev_id, pdu.function_code, pdu.address, count))
-        return pdu
 
     async def start(self) -> None:
         if self._server is not None:
@@ -275,18 +299,8 @@ class ModbusSimServer:
         if isinstance(listener, asyncio.Server):
             await listener.wait_closed()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-
-class ModbusSimSerialServer:
+class ModbusSimSerialServer(_SimServer):
     """Modbus RTU units on a serial port (e.g. one end of a ``socat`` pty pair), as an async
     context manager. Requests for unit ids without an image get no answer, as on a real bus.
 
@@ -298,19 +312,10 @@ class ModbusSimSerialServer:
         self, port: str, units: dict[int, RegisterImage], *, baudrate: int = 19200,
         bytesize: int = 8, parity: str = "N", stopbits: int = 1, log_size: int = 10_000,
     ) -> None:
+        super().__init__(units, log_size)
         self.port = port
-        self.units = units
         self.baudrate, self.bytesize, self.parity, self.stopbits = baudrate, bytesize, parity, stopbits
-        self.requests: Counter[int] = Counter()
-        self.request_log: deque[tuple[int, int, int, int]] = deque(maxlen=log_size)
         self._server: ModbusSerialServer | None = None
-
-    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        return ModbusSimServer._trace(self, sending, pdu)  # type: ignore[arg-type]
-
-    def reset_counts(self) -> None:
-        self.requests.clear()
-        self.request_log.clear()
 
     async def start(self) -> None:
         if self._server is not None:
@@ -328,13 +333,3 @@ class ModbusSimSerialServer:
         server, self._server = self._server, None
         if server is not None:
             await server.shutdown()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
