@@ -90,7 +90,9 @@ class Store(Protocol):
         that the reads of one KPI request or one assessment agree with each other while the
         collectors keep writing. Writers are not blocked. Nested blocks share the outer one.
         SQLite: one read transaction (exact). InfluxDB: reads capped at the block's start
-        (a sample written meanwhile with an earlier timestamp can still appear)."""
+        (a sample written meanwhile with an earlier timestamp can still appear). The block
+        belongs to the thread: use it in synchronous code (a route run in the thread pool, the
+        CLI), never across an ``await``, where other coroutines of the thread would share it."""
         ...
 
     def read_timestamps(self, tag_id: int, start_ns: int, end_ns: int) -> tuple[I64, I64, I64]:
