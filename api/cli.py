@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import ConfigError, TierproofError
+from config.fingerprint import config_fingerprint
 from config.loader import load_settings, shipped_config
 from config.settings import Settings
 from config.times import iso, parse_instant, to_ns
@@ -210,8 +211,12 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    files = [*args.files, *args.config]
+    if not files:
+        print("tierproof check-config: give FILE or --config FILE", file=sys.stderr)
+        return 2
     status = 0
-    for f in args.files:
+    for f in files:
         try:
             s = load_settings(f)
         except ConfigError as exc:
@@ -220,6 +225,8 @@ def _check(args: argparse.Namespace) -> int:
         else:
             n_tags = len(s.all_tags())
             print(f"{f}: OK ({len(s.assets)} assets, {len(s.devices)} devices, {n_tags} tags)")
+            # the fingerprint every KPI answer and assessment of this file records
+            print(f"{f}: fingerprint {config_fingerprint(s)}")
     return status
 
 
@@ -320,9 +327,11 @@ def _assess(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     store = open_store(settings.store)  # read only: no tags registered, nothing collected
     try:
-        result = assess(settings, KpiService(settings, store), load_tiers(), tier=args.tier,
-                        from_=args.from_, to=args.to, baseline_from=args.baseline_from,
-                        baseline_to=args.baseline_to)
+        service = KpiService(settings, store)
+        with service.snapshot():  # one state of the store, while a gateway may be writing
+            result = assess(settings, service, load_tiers(), tier=args.tier,
+                            from_=args.from_, to=args.to, baseline_from=args.baseline_from,
+                            baseline_to=args.baseline_to)
     finally:
         store.close()
     print(json.dumps(result, indent=2) if args.format == "json" else _assess_table(result))
@@ -389,9 +398,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=float, help="stop after this many seconds")
 
     c = sub.add_parser("check-config", help="validate configuration files",
-                       description="Print OK, or every error with file, field path and reason; "
-                       "exit code 2 when a file is invalid.")
-    c.add_argument("files", nargs="+", metavar="FILE")
+                       description="Print OK and the file's fingerprint (the one the API and "
+                       "every assessment record), or every error with file, field path and "
+                       "reason; exit code 2 when a file is invalid.")
+    c.add_argument("files", nargs="*", metavar="FILE")
+    c.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="a file to check (as the other commands name it; may be repeated)")
 
     s = sub.add_parser("simulate", help="run the simulated machines alone, or write their ground truth",
                        description="Serve the config's simulated machines over their protocols, or "

@@ -1,20 +1,21 @@
-"""Dependencies of the routes (``Depends``): what the app holds, and instants from queries."""
+"""Dependencies of the routes (``Depends``): what the app holds, the request's one ``now``, and
+instants and windows from queries."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from config.errors import KpiError
 from config.settings import Settings
-from config.times import parse_instant, to_ns
+from config.times import Window, iso, parse_instant, to_ns
 
 from .gateway import Gateway
 from .service import KpiService
 
-__all__ = ["GatewayDep", "ServiceDep", "SettingsDep", "instant"]
+__all__ = ["GatewayDep", "NowDep", "ServiceDep", "SettingsDep", "instant", "window", "window_out"]
 
 
 def get_settings(request: Request) -> Settings:
@@ -35,17 +36,46 @@ def get_service(request: Request) -> KpiService:
     return service
 
 
+def request_now() -> datetime:
+    """The request's one ``now``: every relative instant of one request (``now-7d`` and
+    ``now`` of a default window, the baseline's) is resolved against it, so that a default
+    window of ``now-7d`` .. ``now`` is exactly 7 days long. FastAPI calls a dependency once
+    per request."""
+    return datetime.now(UTC)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 ServiceDep = Annotated[KpiService, Depends(get_service)]
+NowDep = Annotated[datetime, Depends(request_now)]
 
 
-def instant(value: str | None, default: str, name: str) -> datetime:
-    """Query parameter ``name`` (or ``default`` when absent) as an instant; a bad one is a
-    KpiError naming the parameter."""
+def instant(value: str | None, default: str, name: str, now: datetime) -> datetime:
+    """Query parameter ``name`` (or ``default`` when absent) as an instant, relative ones
+    against ``now``; a bad one is a KpiError naming the parameter."""
     try:
-        at = parse_instant(value if value is not None else default)
+        at = parse_instant(value if value is not None else default, now)
         to_ns(at)  # within the range of stored times, or the parameter is at fault
         return at
     except ValueError as exc:
         raise KpiError(f"parameter {name!r}: {exc}") from exc
+
+
+def window(
+    start: str | None, end: str | None, default: Window, now: datetime,
+    names: tuple[str, str] = ("from", "to"),
+) -> tuple[datetime, datetime]:
+    """The window [start, end) of a request: each end from its parameter, else from the
+    configured ``default`` (``kpi.current``, ``kpi.baseline``), both against the request's
+    ``now``. An empty window is a KpiError."""
+    lo = instant(start, default.start, names[0], now)
+    hi = instant(end, default.end, names[1], now)
+    if hi <= lo:
+        raise KpiError(f"the window is empty: {names[1]} ({hi.isoformat()}) is not after "
+                       f"{names[0]} ({lo.isoformat()})")
+    return lo, hi
+
+
+def window_out(start: datetime, end: datetime) -> dict[str, str | None]:
+    """A resolved window as the API records it: ISO 8601 UTC, exact to the microsecond."""
+    return {"from": iso(to_ns(start)), "to": iso(to_ns(end))}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
-__all__ = ["AssetOut", "LatestOut", "SamplesOut", "TagOut"]
+from config.fingerprint import REDACTED
+from config.times import Calendar
+
+__all__ = ["AssetOut", "ConfigOut", "LatestOut", "SamplesOut", "TagOut"]
 
 
 class TagOut(BaseModel):
@@ -55,3 +60,23 @@ class AssetOut(BaseModel):
     key_equipment: bool
     control: str
     tags: list[str]
+
+
+class ConfigOut(BaseModel):
+    """The configuration in force, for an auditor to check against the file."""
+
+    config_fingerprint: str = Field(
+        description="first 16 hex digits of the SHA-256 of the configuration as the file states "
+        "it (canonical JSON of every field, defaults included; secrets count only as set or "
+        "not; runtime overrides excluded): `tierproof check-config FILE` prints the same"
+    )
+    runtime_overrides: list[str] = Field(
+        description="field paths whose value in force was set at runtime, not by the file "
+        "(e.g. the demo's store.path, the embedded MQTT broker's devices[i].broker)"
+    )
+    redacted_as: str = Field(default=REDACTED, description="how every secret reads in `settings`")
+    calendar: Calendar = Field(description="the shift calendar in force (planned busy time)")
+    settings: dict[str, Any] = Field(
+        description="every setting in force, defaults included, runtime overrides applied, "
+        "secrets (passwords, tokens, a URL's user:password@) redacted"
+    )

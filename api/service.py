@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from config.errors import KpiError, NotFoundError
+from config.fingerprint import config_fingerprint
 from config.settings import Asset, Settings
 from config.signals import CANONICAL, Role, canonical_code
 from config.times import iso, to_ns
@@ -34,12 +34,6 @@ from store.base import Store, TagRecord
 from store.batch import Series
 
 
-def config_fingerprint(settings: Settings) -> str:
-    """Short hash of the effective configuration, recorded with every assessment."""
-    blob = json.dumps(settings.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 @dataclass(frozen=True, slots=True)
 class AssetResult:
     asset: Asset
@@ -53,7 +47,13 @@ class KpiService:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
+        #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A block in which every store read of this thread sees one state of the store
+        (``Store.snapshot``): one ``kpis`` call, or one whole assessment."""
+        return self.store.snapshot()
 
     def _tags_by_asset(self) -> dict[str, dict[Role, TagRecord]]:
         """asset -> role -> tag, from one read of the store's tag table."""
@@ -163,11 +163,12 @@ class KpiService:
                 f"the window is empty: to ({end.isoformat()}) is not after from ({start.isoformat()})"
             )
         start_ns, end_ns = to_ns(start), to_ns(end)
-        by_asset = self._tags_by_asset()
-        results = [
-            self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}))
-            for a in self.assets_for(asset, line)
-        ]
+        selected = self.assets_for(asset, line)
+        with self.snapshot():  # every asset's reads from the same data
+            by_asset = self._tags_by_asset()
+            results = [
+                self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {})) for a in selected
+            ]
         per_asset = {r.asset.path: r.elements for r in results}
         lines = group_by_line(per_asset)
         return {

@@ -13,6 +13,7 @@ from .errors import (
     StoreError,
     TierproofError,
 )
+from .fingerprint import config_fingerprint, effective_view, runtime_overrides
 from .loader import load_settings, load_tiers, settings_from_dict, shipped_config
 from .modbus import ModbusDevice, ModbusTag
 from .mqtt import MqttDevice, MqttSubscription, MqttTag, MqttTls
@@ -69,9 +70,12 @@ __all__ = [
     "Window",
     "canonical_code",
     "canonical_names",
+    "config_fingerprint",
+    "effective_view",
     "load_settings",
     "load_tiers",
     "parse_instant",
+    "runtime_overrides",
     "settings_from_dict",
     "shipped_config",
 ]

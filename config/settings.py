@@ -8,10 +8,11 @@ this one keeps assets, the device union, the ``Settings`` root and the checks ac
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    PrivateAttr,
     field_validator,
 )
 
@@ -123,6 +124,19 @@ class Settings(Model):
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     simulation: SimulationSettings | None = None
     declared: Declared = Field(default_factory=Declared, description="evidence telemetry cannot show")
+
+    # The field values as validated (from the file). Runtime overrides -- the demo's store
+    # path, the embedded broker's URL, ports chosen by tests -- are made with model_copy,
+    # which keeps this: the fingerprint (config.fingerprint) is of the file, not of them.
+    _as_validated: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # the models are frozen, so a shallow copy is the validated state for good
+        self._as_validated = dict(self.__dict__)
+
+    def as_validated(self) -> Settings:
+        """These settings as they were validated, before any runtime override."""
+        return self.model_copy(update=self._as_validated)
 
     def asset(self, path: str) -> Asset:
         for a in self.assets:

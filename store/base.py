@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -82,6 +83,16 @@ class Store(Protocol):
 
     def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
         """(ts_ns, text, quality) of a string tag in the window."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A block in which every read of the calling thread sees one state of the store, so
+        that the reads of one KPI request or one assessment agree with each other while the
+        collectors keep writing. Writers are not blocked. Nested blocks share the outer one.
+        SQLite: one read transaction (exact). InfluxDB: reads capped at the block's start
+        (a sample written meanwhile with an earlier timestamp can still appear). The block
+        belongs to the thread: use it in synchronous code (a route run in the thread pool, the
+        CLI), never across an ``await``, where other coroutines of the thread would share it."""
         ...
 
     def read_timestamps(self, tag_id: int, start_ns: int, end_ns: int) -> tuple[I64, I64, I64]:

@@ -16,7 +16,7 @@ from config.times import iso, to_ns
 from store.base import Store
 from store.batch import TS_UNKNOWN
 
-from ..deps import GatewayDep, SettingsDep, instant
+from ..deps import GatewayDep, NowDep, SettingsDep, instant
 from ..gateway import Gateway
 from ..models import AssetOut, LatestOut, SamplesOut, TagOut
 
@@ -104,13 +104,14 @@ def latest(g: GatewayDep, tag_path: str) -> LatestOut:
 )
 def samples(
     g: GatewayDep,
+    now: NowDep,
     tag_path: str,
     from_: Annotated[str | None, Query(alias="from", description="ISO 8601 or now-1h")] = None,
     to: Annotated[str | None, Query(description="ISO 8601 or now")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> SamplesOut:
     tid = _tag_id(g, tag_path)
-    start, end = instant(from_, "now-1h", "from"), instant(to, "now", "to")
+    start, end = instant(from_, "now-1h", "from", now), instant(to, "now", "to", now)
     s = g.store.read(tid, to_ns(start), to_ns(end), prior=False)
     n = len(s.ts_ns)
     ts, val, q = s.ts_ns[:limit], s.value[:limit], s.quality[:limit]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from config import load_tiers
 
 from ..assessment import assess
-from ..deps import ServiceDep, SettingsDep
+from ..deps import NowDep, ServiceDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1", tags=["tiers"])
 
@@ -22,12 +22,13 @@ router = APIRouter(prefix="/api/v1", tags=["tiers"])
         "(met, point_estimate_only, not_met, insufficient_data), coverage, and what is missing. "
         "Figures are fractions. Windows default to kpi.current and kpi.baseline; both are "
         "resolved against one 'now' and recorded, with the criteria version, algorithm version "
-        "and config fingerprint."
+        "and config fingerprint. Every read of one assessment sees one snapshot of the store."
     ),
 )
 def assessment(
     service: ServiceDep,
     settings: SettingsDep,
+    now: NowDep,
     tier: Annotated[str | None, Query(description="one tier (default: every tier)")] = None,
     from_: Annotated[
         str | None, Query(alias="from", description="ISO 8601 or now-7d; default: kpi.current")
@@ -36,5 +37,7 @@ def assessment(
     baseline_from: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
     baseline_to: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
 ) -> dict[str, Any]:
-    return assess(settings, service, load_tiers(), tier=tier, from_=from_, to=to,
-                  baseline_from=baseline_from, baseline_to=baseline_to)
+    criteria = load_tiers()
+    with service.snapshot():
+        return assess(settings, service, criteria, tier=tier, from_=from_, to=to,
+                      baseline_from=baseline_from, baseline_to=baseline_to, now=now)

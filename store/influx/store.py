@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import httpx
 
@@ -74,6 +76,8 @@ class InfluxStore:
         #: points InfluxDB dropped from written batches it otherwise stored ("partial write")
         self._partial_dropped = 0
         self._closed = False
+        #: ``ns``: the cap of this thread's open ``snapshot()``, if any
+        self._cap = threading.local()
         self._load_tags(self._meta.tags())
 
     def _query_client(self) -> httpx.Client:
@@ -262,7 +266,33 @@ class InfluxStore:
             raise StoreError(f"{self._where}: query failed: {type(exc).__name__}: {detail}") from exc
         return out
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads of this thread inside the block see no sample newer than the block's start.
+
+        InfluxDB has no transactions: every read is capped at the instant the block was
+        entered (``time < entry``), and the local metadata (tags, gaps, heartbeats) is read
+        from one snapshot of its SQLite file. That keeps new live samples out, but **not** a
+        sample written meanwhile with an earlier timestamp (a spool draining, a device
+        delivering late): such a sample can appear in one read of the block and not in an
+        earlier one. Nested blocks share the outer one's cap."""
+        if getattr(self._cap, "ns", None) is not None:
+            yield
+            return
+        with self._meta.snapshot():
+            self._cap.ns = time.time_ns() + 1  # a sample stamped at the entry instant is in
+            try:
+                yield
+            finally:
+                self._cap.ns = None
+
+    def _capped(self, ns: int) -> int:
+        """``ns``, no later than this thread's snapshot cap."""
+        cap: int | None = getattr(self._cap, "ns", None)
+        return int(ns) if cap is None else min(int(ns), cap)
+
     def _window(self, path: str, start_ns: int, end_ns: int, prior: bool) -> list[str]:
+        start_ns, end_ns = self._capped(start_ns), self._capped(end_ns)
         cond = tag_filter(path)
         src = self._source()
         stmts = [
@@ -282,7 +312,8 @@ class InfluxStore:
     def read_many(
         self, tag_ids: Sequence[int], start_ns: int, end_ns: int, prior: bool = True
     ) -> dict[int, Series]:
-        """``read`` of several tags in few requests (not one snapshot: InfluxDB has none)."""
+        """``read`` of several tags in few requests (not one snapshot: InfluxDB has none; see
+        ``snapshot`` for what a block of reads can rely on)."""
         ids = [int(t) for t in tag_ids]
         per = 2 if prior else 1
         stmts = [s for t in ids for s in self._window(self._path(t), start_ns, end_ns, prior)]
@@ -291,6 +322,7 @@ class InfluxStore:
 
     def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
         cond = tag_filter(self._path(tag_id))
+        start_ns, end_ns = self._capped(start_ns), self._capped(end_ns)
         (rows,) = self._query([
             f'SELECT "text", "quality" FROM {self._source()} WHERE {cond}'
             f" AND time >= {int(start_ns)} AND time < {int(end_ns)}"
@@ -306,6 +338,7 @@ class InfluxStore:
         """(ts, server_ts, gateway_ts) of the samples ``read(..., prior=False)`` returns;
         TS_UNKNOWN where a sample has no such field."""
         cond = tag_filter(self._path(tag_id))
+        start_ns, end_ns = self._capped(start_ns), self._capped(end_ns)
         (rows,) = self._query([
             f'SELECT "quality", "server_ts", "gateway_ts" FROM {self._source()} WHERE {cond}'
             f" AND time >= {int(start_ns)} AND time < {int(end_ns)}"
@@ -316,8 +349,10 @@ class InfluxStore:
     def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]:
         ids = sorted({int(t) for t in tag_ids})
         src = self._source()
+        cap: int | None = getattr(self._cap, "ns", None)
+        until = "" if cap is None else f" AND time < {cap}"
         results = self._query([
-            f'SELECT "value", "quality", "text" FROM {src} WHERE {tag_filter(self._path(t))}'
+            f'SELECT "value", "quality", "text" FROM {src} WHERE {tag_filter(self._path(t))}{until}'
             " ORDER BY time DESC LIMIT 1"
             for t in ids
         ])

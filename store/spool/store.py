@@ -32,6 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,6 +350,10 @@ class SpooledStore:
 
     def tags(self) -> list[TagRecord]:
         return self.inner.tags()
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """The inner store's: spooled points are not in it, so no snapshot sees them."""
+        return self.inner.snapshot()
 
     def read(self, tag_id: int, start_ns: int, end_ns: int, prior: bool = True) -> Series:
         return self.inner.read(tag_id, start_ns, end_ns, prior)

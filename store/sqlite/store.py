@@ -83,6 +83,8 @@ class SqliteStore:
         self._cache: OrderedDict[int, Run] = OrderedDict()
         self._cache_weight = 0
         self._cache_lock = threading.Lock()
+        #: the reader connection of this thread's open ``snapshot()``, if any
+        self._pinned = threading.local()
         self._closed = False
         self._batches = 0
         self._points = 0
@@ -133,7 +135,43 @@ class SqliteStore:
 
     @contextmanager
     def _snapshot(self, action: str) -> Iterator[sqlite3.Connection]:
-        """A reader connection inside one read transaction (one consistent WAL snapshot)."""
+        """A reader connection inside one read transaction (one consistent WAL snapshot):
+        this thread's ``snapshot()`` when one is open, else a pooled connection for this read."""
+        pinned: sqlite3.Connection | None = getattr(self._pinned, "conn", None)
+        if pinned is not None:
+            with self._errors(action):
+                self._check_open()
+                yield pinned
+            return
+        with self._reader(action) as conn:
+            yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read of this thread inside the block sees the store as it was on entry.
+
+        One read transaction on one reader connection, held until the block ends: WAL keeps
+        that version of every page for it, so the writer (another connection) is never
+        blocked, and what it commits meanwhile stays invisible here. Only the WAL checkpoint
+        cannot move past the pinned version until the block ends (the WAL file grows by what
+        is written meanwhile). Reads from other threads are not affected. Nested blocks share
+        the outer one's snapshot."""
+        if getattr(self._pinned, "conn", None) is not None:
+            yield
+            return
+        with self._reader("snapshot") as conn:
+            with self._errors("snapshot"):
+                # BEGIN is deferred: the snapshot is taken at the first read, so read now
+                conn.execute("SELECT count(*) FROM tags").fetchone()
+            self._pinned.conn = conn
+            try:
+                yield
+            finally:
+                self._pinned.conn = None
+
+    @contextmanager
+    def _reader(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A pooled reader connection inside one read transaction."""
         with self._errors(action):
             with self._pool_lock:
                 self._check_open()

@@ -1,0 +1,134 @@
+"""GET /api/v1/kpis/deltas on the SQLite store holding the simulated demo plant's two weeks
+(the baseline regime, then the improved one), and the snapshot an assessment reads from."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from api.assessment import assess
+from api.gateway import tag_records
+from api.service import KpiService
+from config import load_tiers
+from config.fingerprint import config_fingerprint
+from config.settings import Settings
+from config.times import to_ns
+from store import Batch
+from store.sqlite import SqliteStore
+from tests.api.test_assessment import BASELINE, CURRENT, NOW, WINDOWS, Client
+from tests.api.test_assessment import stored as stored  # the module's own backfilled store
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def client(stored: tuple[Settings, Path]) -> Client:
+    return Client(stored[0])
+
+
+@pytest.fixture(scope="module")
+def deltas(client: Client) -> dict[str, Any]:
+    r = client.get("/api/v1/kpis/deltas", params=WINDOWS)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _assessment_deltas(body: dict[str, Any]) -> dict[str, Any]:
+    """An assessment's deltas, whether it carries them on their own or in its figures."""
+    got: dict[str, Any] | None = body.get("deltas")
+    return got if got is not None else {f: e["delta"] for f, e in body["figures"].items()}
+
+
+def test_deltas_are_the_assessments_with_their_record(
+    client: Client, deltas: dict[str, Any], stored: tuple[Settings, Path],
+) -> None:
+    a = client.get("/api/v1/tiers/assessment", params=WINDOWS).json()
+    assert deltas["deltas"] == _assessment_deltas(a)
+    assert deltas["window"] == CURRENT and deltas["baseline_window"] == BASELINE
+    for k in ("criteria_version", "algorithm_version", "config_fingerprint", "bootstrap"):
+        assert deltas[k] == a[k], k
+    assert deltas["config_fingerprint"] == config_fingerprint(stored[0])
+    assert deltas["bootstrap"]["seed"] == 0 and deltas["bootstrap"]["n_resamples"] > 0
+
+
+def test_the_demo_improvement_shows_with_intervals(deltas: dict[str, Any]) -> None:
+    got = deltas["deltas"]
+    assert set(got) >= {"automation_rate", "defect_rate", "production_efficiency",
+                        "energy_per_unit_kwh"}
+    d = got["defect_rate"]  # the improved regime makes 1.2 % defects instead of 3 %
+    assert d["low"] <= d["point"] <= d["high"] < 0
+    assert got["production_efficiency"]["point"] > 0
+
+
+def test_the_configured_baseline_is_the_default(client: Client, stored: tuple[Settings, Path]) -> None:
+    # the demo's kpi.baseline is relative to now; fixed parameters for the current window only
+    r = client.get("/api/v1/kpis/deltas", params=CURRENT)
+    assert r.status_code == 200, r.text
+    base = stored[0].kpi.baseline
+    assert base is not None
+    assert r.json()["baseline_window"] is not None and r.json()["window"] == CURRENT
+
+
+def test_bad_parameters_are_problems(client: Client) -> None:
+    r = client.get("/api/v1/kpis/deltas", params={**WINDOWS, "baseline_from": "yesterday-ish"})
+    assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
+    assert "baseline_from" in r.json()["detail"]
+
+
+def test_an_assessment_reads_one_snapshot_while_samples_arrive(
+    stored: tuple[Settings, Path], tmp_path: Path,
+) -> None:
+    """A writer adds samples inside both windows while one assessment runs: inside a snapshot
+    the assessment equals the one before the writes; after it, the writes show. Real SQLite,
+    real threads, interleaved by an event at the first day the assessment reads."""
+    settings, _ = stored
+    db = Path(settings.store.path)  # type: ignore[union-attr]
+    copy = tmp_path / "copy.db"
+    with SqliteStore(db) as src:  # a private copy: the writes must not reach other tests
+        src.compact()
+    copy.write_bytes(db.read_bytes())
+    criteria = load_tiers()
+    kw: dict[str, Any] = {"from_": CURRENT["from"], "to": CURRENT["to"], "tier": "excellence",
+                          "baseline_from": BASELINE["from"], "baseline_to": BASELINE["to"],
+                          "now": NOW, "n_resamples": 200}
+    with SqliteStore(copy) as store:
+        ids = store.register_tags(tag_records(settings))
+        service = KpiService(settings, store)
+        before = assess(settings, service, criteria, **kw)
+        # rejects at every minute of the two weeks: the defect rate must move if they are seen
+        rejects = [i for p, i in ids.items() if p.endswith("/reject_count")]
+        t = np.arange(to_ns(NOW - timedelta(days=14)), to_ns(NOW), 60 * 10**9)
+        extra = Batch.of(np.repeat(rejects, len(t)), np.tile(t, len(rejects)),
+                         np.tile(np.arange(len(t), dtype=float) * 1000, len(rejects)))
+
+        first_read, written = threading.Event(), threading.Event()
+        real_kpis = service.kpis
+
+        def kpis(*a: Any, **k: Any) -> dict[str, Any]:
+            if not first_read.is_set():
+                first_read.set()
+                assert written.wait(60), "the writer was blocked by the snapshot"
+            return real_kpis(*a, **k)
+
+        def writer() -> None:
+            assert first_read.wait(60)
+            store.write(extra)
+            store.compact()
+            written.set()
+
+        service.kpis = kpis  # type: ignore[method-assign]
+        th = threading.Thread(target=writer)
+        th.start()
+        with service.snapshot():
+            during = assess(settings, service, criteria, **kw)
+        th.join(60)
+        service.kpis = real_kpis  # type: ignore[method-assign]
+        after = assess(settings, service, criteria, **kw)
+    assert during == before
+    assert _assessment_deltas(after) != _assessment_deltas(before)
