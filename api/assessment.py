@@ -47,7 +47,7 @@ above. The day-level reads are one store snapshot per day, not one per assessmen
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -346,13 +346,17 @@ def _figures(
         }
         if f in _NOTES:
             entry["note"] = _NOTES[f]
+        ef = declared.emission_factor if f in CARBON else None
+        if ef is not None:
+            entry["emission_factor"] = ef.model_dump(mode="json")
+        supplied = (Supplied.of("emission_factor", ef),) if ef is not None else ()
         missing = _value_missing(f, current, carbon_missing)
         if missing is not None:
-            values[f] = Observation(None, missing=missing)
+            values[f] = Observation(None, missing=missing, supplied=supplied)
             entry["missing"] = missing
         else:
             est = ratio_estimate(num, den, **kw)
-            values[f] = Observation.of_estimate(est, current.coverage(f))
+            values[f] = replace(Observation.of_estimate(est, current.coverage(f)), supplied=supplied)
             entry["value"] = est.as_dict()
         if baseline is None:
             deltas[f] = Observation(None, missing=_NO_BASELINE)
@@ -381,7 +385,8 @@ def _labour_window(settings: Settings, w: _Days, start: datetime, end: datetime,
     lh = labour_hours_in_window(settings.calendar, to_ns(start), to_ns(end), _months(start, end, tz), hours)
     std_h = sum(w.num["production_efficiency"])
     value = std_h / lh.hours if lh.hours else None
-    out = {"point": value, "standard_hours": std_h, "labour_hours": lh.hours, **lh.as_dict()}
+    out = {"point": value, "standard_hours": std_h, "labour_hours": lh.hours,
+           "month_shares": lh.shares, "missing_months": list(lh.missing)}
     supplied = tuple(Supplied.of(f"labour_hours[{m}]", by[m]) for m in lh.shares if m in hours)
     missing = None
     if not_h := [m for m in lh.shares if m in wrong]:
