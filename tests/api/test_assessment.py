@@ -221,10 +221,17 @@ def test_cli_assess_json_has_the_same_verdicts(
     assert {k: c["verdict"] for k, c in _criteria(body).items()} == {
         k: c["verdict"] for k, c in _criteria(assessed).items()}
     assert body["figures"] == assessed["figures"]
+    for key in ("window", "baseline_window", "assets", "lines", "total", "deltas"):
+        assert body[key] == assessed[key], key
     table = subprocess.run([sys.executable, "-m", "api.cli", "assess", "--config", str(cfg), *args,
                             "--tier", "excellence"], capture_output=True, text=True, timeout=300)
     assert table.returncode == 0, table.stderr
     assert "defect-reduction" in table.stdout and "insufficient_data" in table.stdout
+    # the figures table: the declared CNC rate on its own row under the verified one, units
+    rows = {line.strip().split("  ")[0]: line for line in table.stdout.splitlines()}
+    assert "9 of 9" in rows["cnc_rate_key_equipment (declared)"]
+    assert "kWh/standard h" in rows["energy_per_standard_hour_kwh"]
+    assert "1 (declared 1)" in next(line for line in table.stdout.splitlines() if " cnc-rate " in line)
 
 
 def _kpis(client: Client, window: dict[str, str]) -> dict[str, Any]:
