@@ -1,19 +1,21 @@
 """Tier assessment: the store's per-day figures of two windows, judged against the tier criteria.
 
 Only reads and bookkeeping live here; every formula is in ``kpi/`` (``ratio_estimate``,
-``ratio_delta``, ``judge``/``tier_readiness``). The assessment:
+``ratio_delta``, ``judge``/``tier_readiness``, and ``kpi.rates`` for reporting, asset-day rates,
+labour apportioning and units). The assessment:
 
 1. resolves the current window (``from``/``to``, default ``kpi.current``) and the baseline
    window (``baseline_from``/``baseline_to``, default ``kpi.baseline``) against **one** ``now``;
 2. splits each window into the plant's local calendar days (``calendar.timezone``), the first
-   and last clipped to the window, and asks the KpiService for each day's elements (one
-   ``KpiService.kpis`` call per day, the same computation as ``/api/v1/kpis``);
+   and last clipped to the window, and asks the KpiService for each day's per-asset elements
+   and evidence (``KpiService.results``, the computation behind ``/api/v1/kpis``);
 3. turns the days into per-day numerator and denominator arrays of the ratio figures below,
    and estimates each with a day-block bootstrap (``ratio_estimate`` for ``measure: value``,
    ``ratio_delta``, relative, for ``measure: delta``);
 4. judges every tier with ``tier_readiness``.
 
-The figures and exactly what they are computed from (sums over the days, then divided):
+The figures (``UNITS`` gives each one's unit) and exactly what they are computed from (sums
+over the days, then divided):
 
 - ``automation_rate`` = Σ ``apt_auto_s`` / Σ ``apt_mode_known_s`` of the plant total (as
   ``/api/v1/kpis``); its coverage is the lower of known PBT / PBT and ``apt_mode_known_s`` /
@@ -25,23 +27,61 @@ The figures and exactly what they are computed from (sums over the days, then di
   both in hours, over the assets that have a PRU (``ideal_cycle_time_s``) and a measured
   produced quantity: standard hours of good output per worked hour (worked = production,
   setup and unit delays inside known PBT), a fraction. Assets without PRU are left out of
-  numerator and denominator alike. Labour hours are not used by this version.
-- ``energy_per_unit_kwh`` = Σ ``energy_kwh`` / Σ ``gq`` over the assets that have an
-  ``energy_kwh`` tag (an asset without an energy meter would add good units at zero energy).
-  Raw good units, not weighted by standard time. Caveat: the day-block estimators leave out
-  days whose denominator is 0, so the energy of a day without good output (idle power on a
-  Sunday) is not counted, and the value is lower than ``/api/v1/kpis``'s whole-window
-  ``energy_per_unit_kwh``; each figure reports what was left out as
-  ``numerator_on_zero_days``.
+  numerator and denominator alike. The ``efficiency-gain`` criteria judge its delta.
+- ``production_efficiency_labour`` = the same standard hours / the labour hours of the window
+  (``declared.labour_hours``, unit h, one figure per calendar month): each month's hours are
+  apportioned by the share of that month's planned busy time (the calendar's, plant time
+  zone) inside the window (``kpi.rates.labour_hours_in_window``); a month with such a share
+  and no figure is named as missing. A point value and a point delta (both windows need
+  their months), **no interval**: labour hours are known per month, not per day, so days
+  cannot be resampled with their own labour (the entry's ``note`` says so).
+- ``energy_per_standard_hour_kwh`` = Σ ``energy_kwh`` / Σ PRU × ``gq`` (in hours) over the
+  assets that have both an ``energy_kwh`` tag and a PRU: kWh per standard hour of good output,
+  so that parts of different products are weighted by their standard time instead of being
+  added. The ``energy`` criterion judges it; its reference (``industry_energy_per_unit_kwh``
+  or ``declared.energy_benchmark``) must be declared in kWh/standard h (``kpi.rates.same_unit``
+  decides what spells the same unit): a reference in another unit makes the criterion
+  ``insufficient_data`` with both units named, never a comparison across units. The same
+  check applies to every criterion with a reference whose figure is not a fraction.
+- ``energy_per_unit_kwh`` = Σ ``energy_kwh`` / Σ ``gq`` over the assets with an ``energy_kwh``
+  tag: the raw figure, parts of every product added together, kept for continuity and
+  labelled so (``note``); no shipped criterion judges it.
+- ``carbon_per_standard_hour_kg`` and ``carbon_per_unit_kg`` = the energy figure's numerator
+  × ``declared.emission_factor`` (kg CO2/kWh; its supplier and source are carried in the
+  entry's ``emission_factor`` and in the verdicts' ``supplied``) over the same denominator, so
+  their intervals are the energy figures' scaled. Missing without a factor in kg CO2/kWh.
+- ``cnc_rate_key_equipment`` (telemetry-verified) = Σ key-equipment asset-days of digital
+  control (``control`` cnc, plc or dcs) on which the asset *reports* / Σ key-equipment
+  asset-days over the planned days; ``networking_rate`` = Σ reporting asset-days / Σ asset-days
+  of every asset in the register. An asset reports on a planned day when its data cover at
+  least ``kpi.coverage_min`` of the day's PBT: with state and mode tags, its known PBT
+  (``known_s``, its KPIs' coverage); otherwise PBT outside its recorded gaps, with at least
+  one good sample of a KPI tag that day; an asset without stored tags never reports
+  (``kpi/rates.py``). Missing data lower these figures rather than their coverage, so their
+  coverage is 1 whenever the window has a planned day. The entry's ``declared`` holds the
+  register's figure (key digital / key, with the config fingerprint), shown beside the
+  verified one; criteria on ``cnc_rate_key_equipment_declared`` (a plant's own file) judge it.
 
-Coverage of every figure but the automation rate is Σ ``known_s`` / Σ ``pbt_s`` of the window
-(of a delta: the lower of its two windows). ``history_years`` is the time from the store's
-first sample (any tag) to the current window's end, in years of 365.25 days, without an
-interval; its coverage is known PBT / PBT over that same span (one KpiService call).
+Days whose denominator is 0 (Sundays, for the energy figures: idle energy without output)
+keep their numerator in the window's value and are left out of the bootstrap; each figure
+reports what they hold as ``numerator_on_zero_days``.
 
-Not computed by this version, and so passed as missing (``insufficient_data``):
-``cnc_rate_key_equipment``, ``networking_rate`` and any other measured figure not listed
-above. The day-level reads are one store snapshot per day, not one per assessment.
+Coverage of every other figure is Σ ``known_s`` / Σ ``pbt_s`` of the window (of a delta: the
+lower of its two windows). ``history_years`` is the time from the store's first sample (any
+tag) to the current window's end, in years of 365.25 days, without an interval; its coverage
+is known PBT / PBT over that same span (one KpiService call).
+
+The answer (``assess``; ``GET /api/v1/tiers/assessment``; ``tierproof assess --format json``):
+``window`` and ``baseline_window`` (``from``, ``to``); ``assets``, ``lines`` and ``total``, the
+current window's KPIs under the names of ``GET /api/v1/kpis`` (each with its ``elements``;
+the per-tag ``evidence`` is left to ``/api/v1/kpis`` of the same window); ``deltas``, per
+figure the baseline→current delta with its interval, ``baseline_value``, ``current_value`` and
+what is ``missing``; ``figures`` (per figure ``unit``, ``value`` with interval, ``delta``,
+``coverage``, ``missing``, ``note``); ``tiers``; and the record: ``criteria_version``,
+``algorithm_version``, ``config_fingerprint``, ``days``, ``periods``, ``bootstrap``,
+``history``, ``not_computed`` (measured figures of ``config.tiers`` this version does not
+compute: missing, ``insufficient_data``), ``coverage_min``. The day-level reads are one store
+snapshot per day, not one per assessment.
 """
 
 from __future__ import annotations
