@@ -400,8 +400,11 @@ def _figures(
             entry["value"] = est.as_dict()
         if baseline is None:
             deltas[f] = Observation(None, missing=_NO_BASELINE)
-        elif (miss := missing or _value_missing(f, baseline, carbon_missing)) is not None:
-            deltas[f] = Observation(None, missing=f"{miss} (in both windows)" if f == "defect_rate" else miss)
+        elif f == "defect_rate" and (current.uncounted_days or baseline.uncounted_days):
+            deltas[f] = Observation(None, missing="not every unit's produced quantity is measured "
+                                                  "in both windows")
+        elif f in CARBON and carbon_missing is not None:
+            deltas[f] = Observation(None, missing=carbon_missing)
         else:
             b_num, b_den = _series(baseline, f, factor)
             d = ratio_delta(b_num, b_den, num, den, **kw)
