@@ -1,19 +1,21 @@
 """Tier assessment: the store's per-day figures of two windows, judged against the tier criteria.
 
 Only reads and bookkeeping live here; every formula is in ``kpi/`` (``ratio_estimate``,
-``ratio_delta``, ``judge``/``tier_readiness``). The assessment:
+``ratio_delta``, ``judge``/``tier_readiness``, and ``kpi.rates`` for reporting, asset-day rates,
+labour apportioning and units). The assessment:
 
 1. resolves the current window (``from``/``to``, default ``kpi.current``) and the baseline
    window (``baseline_from``/``baseline_to``, default ``kpi.baseline``) against **one** ``now``;
 2. splits each window into the plant's local calendar days (``calendar.timezone``), the first
-   and last clipped to the window, and asks the KpiService for each day's elements (one
-   ``KpiService.kpis`` call per day, the same computation as ``/api/v1/kpis``);
+   and last clipped to the window, and asks the KpiService for each day's per-asset elements
+   and evidence (``KpiService.results``, the computation behind ``/api/v1/kpis``);
 3. turns the days into per-day numerator and denominator arrays of the ratio figures below,
    and estimates each with a day-block bootstrap (``ratio_estimate`` for ``measure: value``,
    ``ratio_delta``, relative, for ``measure: delta``);
 4. judges every tier with ``tier_readiness``.
 
-The figures and exactly what they are computed from (sums over the days, then divided):
+The figures (``UNITS`` gives each one's unit) and exactly what they are computed from (sums
+over the days, then divided):
 
 - ``automation_rate`` = Σ ``apt_auto_s`` / Σ ``apt_mode_known_s`` of the plant total (as
   ``/api/v1/kpis``); its coverage is the lower of known PBT / PBT and ``apt_mode_known_s`` /
@@ -25,48 +27,138 @@ The figures and exactly what they are computed from (sums over the days, then di
   both in hours, over the assets that have a PRU (``ideal_cycle_time_s``) and a measured
   produced quantity: standard hours of good output per worked hour (worked = production,
   setup and unit delays inside known PBT), a fraction. Assets without PRU are left out of
-  numerator and denominator alike. Labour hours are not used by this version.
-- ``energy_per_unit_kwh`` = Σ ``energy_kwh`` / Σ ``gq`` over the assets that have an
-  ``energy_kwh`` tag (an asset without an energy meter would add good units at zero energy).
-  Raw good units, not weighted by standard time. Caveat: the day-block estimators leave out
-  days whose denominator is 0, so the energy of a day without good output (idle power on a
-  Sunday) is not counted, and the value is lower than ``/api/v1/kpis``'s whole-window
-  ``energy_per_unit_kwh``; each figure reports what was left out as
-  ``numerator_on_zero_days``.
+  numerator and denominator alike. The ``efficiency-gain`` criteria judge its delta.
+- ``production_efficiency_labour`` = the same standard hours / the labour hours of the window
+  (``declared.labour_hours``, unit h, one figure per calendar month): each month's hours are
+  apportioned by the share of that month's planned busy time (the calendar's, plant time
+  zone) inside the window (``kpi.rates.labour_hours_in_window``); a month with such a share
+  and no figure is named as missing. A point value and a point delta (both windows need
+  their months), **no interval**: labour hours are known per month, not per day, so days
+  cannot be resampled with their own labour (the entry's ``note`` says so).
+- ``energy_per_standard_hour_kwh`` = Σ ``energy_kwh`` / Σ PRU × ``gq`` (in hours) over the
+  assets that have both an ``energy_kwh`` tag and a PRU: kWh per standard hour of good output,
+  so that parts of different products are weighted by their standard time instead of being
+  added. The ``energy`` criterion judges it; its reference (``industry_energy_per_unit_kwh``
+  or ``declared.energy_benchmark``) must be declared in kWh/standard h (``kpi.rates.same_unit``
+  decides what spells the same unit): a reference in another unit makes the criterion
+  ``insufficient_data`` with both units named, never a comparison across units. The same
+  check applies to every criterion with a reference whose figure is not a fraction.
+- ``energy_per_unit_kwh`` = Σ ``energy_kwh`` / Σ ``gq`` over the assets with an ``energy_kwh``
+  tag: the raw figure, parts of every product added together, kept for continuity and
+  labelled so (``note``); no shipped criterion judges it.
+- ``carbon_per_standard_hour_kg`` and ``carbon_per_unit_kg`` = the energy figure's numerator
+  × ``declared.emission_factor`` (kg CO2/kWh; its supplier and source are carried in the
+  entry's ``emission_factor`` and in the verdicts' ``supplied``) over the same denominator, so
+  their intervals are the energy figures' scaled. Missing without a factor in kg CO2/kWh.
+- ``cnc_rate_key_equipment`` (telemetry-verified) = Σ key-equipment asset-days of digital
+  control (``control`` cnc, plc or dcs) on which the asset *reports* / Σ key-equipment
+  asset-days over the planned days; ``networking_rate`` = Σ reporting asset-days / Σ asset-days
+  of every asset in the register. An asset reports on a planned day when its data cover at
+  least ``kpi.coverage_min`` of the day's PBT: with state and mode tags, its known PBT
+  (``known_s``, its KPIs' coverage); otherwise PBT outside its recorded gaps, with at least
+  one good sample of a KPI tag that day; an asset without stored tags never reports
+  (``kpi/rates.py``). Missing data lower these figures rather than their coverage, so their
+  coverage is 1 whenever the window has a planned day. The entry's ``declared`` holds the
+  register's figure (key digital / key, with the config fingerprint), shown beside the
+  verified one; criteria on ``cnc_rate_key_equipment_declared`` (a plant's own file) judge it.
 
-Coverage of every figure but the automation rate is Σ ``known_s`` / Σ ``pbt_s`` of the window
-(of a delta: the lower of its two windows). ``history_years`` is the time from the store's
-first sample (any tag) to the current window's end, in years of 365.25 days, without an
-interval; its coverage is known PBT / PBT over that same span (one KpiService call).
+Days whose denominator is 0 (Sundays, for the energy figures: idle energy without output)
+keep their numerator in the window's value and are left out of the bootstrap; each figure
+reports what they hold as ``numerator_on_zero_days``.
 
-Not computed by this version, and so passed as missing (``insufficient_data``):
-``cnc_rate_key_equipment``, ``networking_rate`` and any other measured figure not listed
-above. The day-level reads are one store snapshot per day, not one per assessment.
+Coverage of every other figure is Σ ``known_s`` / Σ ``pbt_s`` of the window (of a delta: the
+lower of its two windows). ``history_years`` is the time from the store's first sample (any
+tag) to the current window's end, in years of 365.25 days, without an interval; its coverage
+is known PBT / PBT over that same span (one KpiService call).
+
+The answer (``assess``; ``GET /api/v1/tiers/assessment``; ``tierproof assess --format json``):
+``window`` and ``baseline_window`` (``from``, ``to``); ``assets``, ``lines`` and ``total``, the
+current window's KPIs under the names of ``GET /api/v1/kpis`` (each with its ``elements``;
+the per-tag ``evidence`` is left to ``/api/v1/kpis`` of the same window); ``deltas``, per
+figure the baseline→current delta with its interval, ``baseline_value``, ``current_value`` and
+what is ``missing``; ``figures`` (per figure ``unit``, ``value`` with interval, ``delta``,
+``coverage``, ``missing``, ``note``); ``tiers``; and the record: ``criteria_version``,
+``algorithm_version``, ``config_fingerprint``, ``days``, ``periods``, ``bootstrap``,
+``history``, ``not_computed`` (measured figures of ``config.tiers`` this version does not
+compute: missing, ``insufficient_data``), ``coverage_min``. Callers (the route,
+``tierproof assess``) wrap ``assess`` in ``KpiService.snapshot()``, so all of one
+assessment's reads see one state of the store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from config.declared import Declared
 from config.errors import KpiError, NotFoundError
 from config.settings import Settings
+from config.signals import Role
 from config.tiers import MEASURED_FIGURES, TierCriteria
 from config.times import iso, parse_instant, to_ns
-from kpi import ALGORITHM_VERSION, Observation, ratio_delta, ratio_estimate, tier_readiness
+from kpi import (
+    ALGORITHM_VERSION,
+    AssetDay,
+    Observation,
+    RegisteredAsset,
+    Supplied,
+    asset_day_rates,
+    cnc_rate_declared,
+    declared_reference,
+    gap_intervals,
+    labour_hours_in_window,
+    pbt_inside,
+    planned_intervals,
+    ratio_delta,
+    ratio_estimate,
+    roll_up,
+    same_unit,
+    tier_readiness,
+)
 from kpi.deltas import DEFAULT_MIN_DAYS, DEFAULT_N_RESAMPLES
 
-from .service import KpiService
+from .service import AssetResult, KpiService
 
-__all__ = ["ASSESSMENT_SEED", "COMPUTED", "assess", "first_sample_ns", "local_days"]
+__all__ = ["ASSESSMENT_SEED", "COMPUTED", "UNITS", "assess", "first_sample_ns", "local_days"]
 
 #: the bootstrap's seed: the same data give the same intervals
 ASSESSMENT_SEED: Final = 0
-#: the ratio figures this version computes from the elements
-COMPUTED: Final = ("automation_rate", "defect_rate", "production_efficiency", "energy_per_unit_kwh")
+#: the ratio figures this version computes per day from the elements (each with a day-block
+#: bootstrap interval); the carbon figures are the energy figures times the emission factor
+COMPUTED: Final = (
+    "automation_rate", "defect_rate", "production_efficiency", "energy_per_standard_hour_kwh",
+    "energy_per_unit_kwh", "cnc_rate_key_equipment", "networking_rate",
+)
+#: carbon figure -> the energy figure it is computed from
+CARBON: Final = {"carbon_per_standard_hour_kg": "energy_per_standard_hour_kwh",
+                 "carbon_per_unit_kg": "energy_per_unit_kwh"}
+#: production efficiency per labour hour: a point value, no interval (see the docstring)
+LABOUR: Final = "production_efficiency_labour"
+#: the unit of every figure; a reference value compared with a figure must be in its unit
+UNITS: Final = {
+    "automation_rate": "fraction", "defect_rate": "fraction",
+    "production_efficiency": "standard h / worked h", LABOUR: "standard h / labour h",
+    "energy_per_standard_hour_kwh": "kWh/standard h", "energy_per_unit_kwh": "kWh/unit",
+    "carbon_per_standard_hour_kg": "kg CO2/standard h", "carbon_per_unit_kg": "kg CO2/unit",
+    "cnc_rate_key_equipment": "fraction", "networking_rate": "fraction",
+}
+EMISSION_UNIT: Final = "kg CO2/kWh"
+#: figures whose missing data count against them (an asset that does not report lowers the
+#: rate): every planned asset-day is decided, so their coverage is 1
+_DECIDED: Final = frozenset({"cnc_rate_key_equipment", "networking_rate"})
+_NOTES: Final = {
+    "energy_per_unit_kwh": "raw good units of every product added together, not weighted by "
+                           "standard time: not comparable across product mixes; the energy "
+                           "criterion judges energy_per_standard_hour_kwh",
+    "carbon_per_unit_kg": "raw good units of every product added together (see energy_per_unit_kwh)",
+    LABOUR: "no interval: labour hours are declared per month, not per day, so days cannot be "
+            "resampled with their own labour hours",
+}
 NOT_COMPUTED: Final = "not computed by this version"
+_NO_BASELINE: Final = "needs kpi.baseline (or baseline_from and baseline_to)"
 _YEAR_S: Final = 365.25 * 86400
 _NS: Final = 1_000_000_000
 
@@ -83,12 +175,15 @@ class _Days:
     apt_s: float = 0.0
     apt_mode_known_s: float = 0.0
     uncounted_days: int = 0  # days on which some unit's produced quantity is not measured
+    asset_days: list[dict[str, AssetDay]] = field(default_factory=list)
 
     def left_out(self, figure: str) -> float:
         """Σ numerator of the days whose denominator is 0 (the bootstrap leaves them out)."""
         return sum(n for n, d in zip(self.num[figure], self.den[figure], strict=True) if d <= 0)
 
     def coverage(self, figure: str) -> float | None:
+        if figure in _DECIDED:
+            return 1.0 if any(d > 0 for d in self.den[figure]) else None
         cov = self.known_s / self.pbt_s if self.pbt_s > 0 else None
         if figure == "automation_rate" and cov is not None and self.apt_s > 0:
             cov = min(cov, self.apt_mode_known_s / self.apt_s)
@@ -123,36 +218,61 @@ def _months(start: datetime, end: datetime, tz: ZoneInfo) -> list[str]:
     return out
 
 
+def _asset_day(r: AssetResult, planned: Any, end_ns: int) -> AssetDay:
+    """What one asset's results of one day show for the reporting rule (``kpi.rates``)."""
+    roles = {t.role for t in r.evidence.tags}
+    return AssetDay(
+        pbt_s=r.elements.pbt_s, known_s=r.elements.known_s,
+        state_and_mode=Role.STATE in roles and Role.MODE in roles, tags=len(r.evidence.tags),
+        good_samples=sum(t.samples - t.bad_samples for t in r.evidence.tags),
+        gap_s=pbt_inside(planned, gap_intervals(r.evidence.gaps, end_ns)),
+    )
+
+
+def _add_day(w: _Days, results: Sequence[AssetResult], planned: Any, end_ns: int) -> None:
+    """One day's numerators and denominators (sums over its assets) onto ``w``."""
+    t = roll_up(r.elements for r in results)
+    w.known_s += t.known_s
+    w.pbt_s += t.pbt_s
+    w.apt_s += t.apt_s
+    w.apt_mode_known_s += t.apt_mode_known_s
+    w.uncounted_days += int(t.pq_known != t.units)
+    sums = dict.fromkeys(("std_h", "worked_h", "energy", "good", "energy_std", "std_good_h"), 0.0)
+    for r in results:
+        e, pru = r.elements, r.asset.ideal_cycle_time_s
+        if pru is not None and e.pq_known:
+            sums["std_h"] += pru * e.gq_plan / 3600.0
+            sums["worked_h"] += (e.apt_s + e.asut_s + e.adet_s) / 3600.0
+        if any(tag.role is Role.ENERGY_KWH for tag in r.evidence.tags):
+            sums["energy"] += e.energy_kwh
+            sums["good"] += e.gq
+            if pru is not None:
+                sums["energy_std"] += e.energy_kwh
+                sums["std_good_h"] += pru * e.gq / 3600.0
+    for f, n, d in (("automation_rate", t.apt_auto_s, t.apt_mode_known_s),
+                    ("defect_rate", t.sq_plan, t.pq_plan),
+                    ("production_efficiency", sums["std_h"], sums["worked_h"]),
+                    ("energy_per_standard_hour_kwh", sums["energy_std"], sums["std_good_h"]),
+                    ("energy_per_unit_kwh", sums["energy"], sums["good"])):
+        w.num[f].append(n)
+        w.den[f].append(d)
+    w.asset_days.append({r.asset.path: _asset_day(r, planned, end_ns) for r in results})
+
+
+def _register(settings: Settings) -> list[RegisteredAsset]:
+    return [RegisteredAsset(a.path, a.key_equipment, a.control) for a in settings.assets]
+
+
 def _window_days(service: KpiService, start: datetime, end: datetime, tz: ZoneInfo) -> _Days:
-    pru = {a.path: a.ideal_cycle_time_s for a in service.settings.assets}
     w = _Days()
     for label, a, b in local_days(start, end, tz):
-        k = service.kpis(a, b)
-        t = k["total"]["elements"]
+        a_ns, b_ns = to_ns(a), to_ns(b)
         w.days.append(label)
-        w.known_s += t["known_s"]
-        w.pbt_s += t["pbt_s"]
-        w.apt_s += t["apt_s"]
-        w.apt_mode_known_s += t["apt_mode_known_s"]
-        w.num["automation_rate"].append(t["apt_auto_s"])
-        w.den["automation_rate"].append(t["apt_mode_known_s"])
-        w.num["defect_rate"].append(t["sq_plan"])
-        w.den["defect_rate"].append(t["pq_plan"])
-        w.uncounted_days += int(t["pq_known"] != t["units"])
-        std_h = worked_h = energy = good = 0.0
-        for path, entry in k["assets"].items():
-            e = entry["elements"]
-            p = pru.get(path)
-            if p is not None and e["pq_known"]:
-                std_h += p * e["gq_plan"] / 3600.0
-                worked_h += (e["apt_s"] + e["asut_s"] + e["adet_s"]) / 3600.0
-            if any(tag["role"] == "energy_kwh" for tag in entry["evidence"]["tags"]):
-                energy += e["energy_kwh"]
-                good += e["gq"]
-        w.num["production_efficiency"].append(std_h)
-        w.den["production_efficiency"].append(worked_h)
-        w.num["energy_per_unit_kwh"].append(energy)
-        w.den["energy_per_unit_kwh"].append(good)
+        _add_day(w, service.results(a_ns, b_ns), planned_intervals(service.settings.calendar, a_ns, b_ns),
+                 b_ns)
+    rates = asset_day_rates(_register(service.settings), w.asset_days, service.settings.kpi.coverage_min)
+    for f, (n, d) in rates.items():
+        w.num[f], w.den[f] = n, d
     return w
 
 
@@ -205,44 +325,166 @@ def _window(start: datetime, end: datetime, what: str) -> dict[str, str | None]:
     return {"from": iso(to_ns(start)), "to": iso(to_ns(end))}
 
 
+def _emission(declared: Declared) -> tuple[float | None, str | None]:
+    """The emission factor in kg CO2 per kWh, or why there is none."""
+    ef = declared.emission_factor
+    if ef is None:
+        return None, (f"needs declared.emission_factor: value ({EMISSION_UNIT}), unit, supplied_by, "
+                      "supplied_at, source")
+    if not same_unit(ef.unit, EMISSION_UNIT):
+        return None, (f"declared.emission_factor is in {ef.unit!r}, not {EMISSION_UNIT!r}: "
+                      "supply it in kg CO2 per kWh")
+    return ef.value, None
+
+
+def _series(w: _Days, f: str, factor: float | None) -> tuple[list[float], list[float]]:
+    """A figure's per-day numerators and denominators (a carbon figure: its energy's × factor)."""
+    if f in CARBON:
+        src = CARBON[f]
+        return [n * (factor or 0.0) for n in w.num[src]], w.den[src]
+    return w.num[f], w.den[f]
+
+
+def _left_out(num: list[float], den: list[float]) -> float:
+    return sum(n for n, d in zip(num, den, strict=True) if d <= 0)
+
+
+def _value_missing(f: str, w: _Days, carbon_missing: str | None) -> str | None:
+    if f in CARBON:
+        return carbon_missing
+    if f == "defect_rate" and w.uncounted_days:
+        return "not every unit's produced quantity is measured (a total_count or reject_count tag is missing)"
+    return None
+
+
+def _delta_json(d: dict[str, Any] | None, current: float | None, missing: str | None) -> dict[str, Any]:
+    """One entry of the assessment's ``deltas``: the delta with its interval and both windows'
+    values, or what is missing."""
+    if d is None:
+        return {"kind": "relative", "point": None, "low": None, "high": None, "baseline_value": None,
+                "current_value": current, "missing": missing}
+    b, c = d["baseline"], d["current"]
+    return {**d, "baseline_value": b.get("value", b.get("point")),
+            "current_value": c.get("value", c.get("point")), "missing": missing}
+
+
 def _figures(
-    current: _Days, baseline: _Days | None, kw: dict[str, Any],
+    current: _Days, baseline: _Days | None, kw: dict[str, Any], declared: Declared,
 ) -> tuple[dict[str, Any], dict[str, Observation], dict[str, Observation]]:
     """Each computed figure's value and baseline delta, with their intervals: the JSON entry,
     and the observations the verdicts judge."""
     figures: dict[str, Any] = {}
     values: dict[str, Observation] = {}
     deltas: dict[str, Observation] = {}
-    for f in COMPUTED:
+    factor, carbon_missing = _emission(declared)
+    for f in (*COMPUTED, *CARBON):
+        num, den = _series(current, f, factor)
         entry: dict[str, Any] = {
-            "coverage": current.coverage(f), "value": None, "delta": None,
+            "unit": UNITS[f], "coverage": current.coverage(f), "value": None, "delta": None,
             # the numerator of days without a denominator (e.g. the idle energy of a day
             # without good output): counted in the value, shown so an auditor sees it
-            "numerator_on_zero_days": current.left_out(f),
+            "numerator_on_zero_days": _left_out(num, den), "missing": None,
         }
-        if f == "defect_rate" and current.uncounted_days:
-            values[f] = Observation(None, missing="not every unit's produced quantity is measured "
-                                                  "(a total_count or reject_count tag is missing)")
+        if f in _NOTES:
+            entry["note"] = _NOTES[f]
+        ef = declared.emission_factor if f in CARBON else None
+        if ef is not None:
+            entry["emission_factor"] = ef.model_dump(mode="json")
+        supplied = (Supplied.of("emission_factor", ef),) if ef is not None else ()
+        missing = _value_missing(f, current, carbon_missing)
+        if missing is not None:
+            values[f] = Observation(None, missing=missing, supplied=supplied)
+            entry["missing"] = missing
         else:
-            est = ratio_estimate(current.num[f], current.den[f], **kw)
-            values[f] = Observation.of_estimate(est, current.coverage(f))
+            est = ratio_estimate(num, den, **kw)
+            values[f] = replace(Observation.of_estimate(est, current.coverage(f)), supplied=supplied)
             entry["value"] = est.as_dict()
         if baseline is None:
-            deltas[f] = Observation(None, missing="needs kpi.baseline (or baseline_from and baseline_to)")
+            deltas[f] = Observation(None, missing=_NO_BASELINE)
         elif f == "defect_rate" and (current.uncounted_days or baseline.uncounted_days):
             deltas[f] = Observation(None, missing="not every unit's produced quantity is measured "
                                                   "in both windows")
+        elif f in CARBON and carbon_missing is not None:
+            deltas[f] = Observation(None, missing=carbon_missing)
         else:
-            d = ratio_delta(baseline.num[f], baseline.den[f], current.num[f], current.den[f], **kw)
+            b_num, b_den = _series(baseline, f, factor)
+            d = ratio_delta(b_num, b_den, num, den, **kw)
             bc, cc = baseline.coverage(f), current.coverage(f)
             cov = min(bc, cc) if bc is not None and cc is not None else None
             deltas[f] = Observation.of_delta(d, cov)
             entry["delta"] = d.as_dict()
-            entry["baseline_coverage"] = baseline.coverage(f)
-            entry["baseline_numerator_on_zero_days"] = baseline.left_out(f)
+            entry["baseline_coverage"] = bc
+            entry["baseline_numerator_on_zero_days"] = _left_out(b_num, b_den)
         figures[f] = entry
-
     return figures, values, deltas
+
+
+def _labour_window(settings: Settings, w: _Days, start: datetime, end: datetime, tz: ZoneInfo
+                   ) -> tuple[dict[str, Any], tuple[Supplied, ...], str | None]:
+    """Standard output hours of one window per labour hour apportioned to it: the JSON, who
+    supplied the labour hours, and what is missing."""
+    by = {p.period: p for p in settings.declared.labour_hours}
+    wrong = [p.period for p in by.values() if not same_unit(p.unit, "h")]
+    hours = {m: p.amount for m, p in by.items() if m not in wrong}
+    lh = labour_hours_in_window(settings.calendar, to_ns(start), to_ns(end), _months(start, end, tz), hours)
+    std_h = sum(w.num["production_efficiency"])
+    value = std_h / lh.hours if lh.hours else None
+    out = {"point": value, "standard_hours": std_h, "labour_hours": lh.hours,
+           "month_shares": lh.shares, "missing_months": list(lh.missing)}
+    supplied = tuple(Supplied.of(f"labour_hours[{m}]", by[m]) for m in lh.shares if m in hours)
+    missing = None
+    if not_h := [m for m in lh.shares if m in wrong]:
+        missing = f"declared.labour_hours of {', '.join(not_h)} are not in hours (unit h)"
+    elif lh.missing:
+        missing = (f"needs declared.labour_hours for {', '.join(lh.missing)}: period, amount, unit, "
+                   "supplied_by, supplied_at, source")
+    elif not lh.shares:
+        missing = "the window holds no planned busy time to apportion labour hours to"
+    elif value is None:
+        missing = "the labour hours apportioned to the window are 0"
+    return out, supplied, missing
+
+
+def _labour(settings: Settings, current: _Days, baseline: _Days | None,
+            windows: tuple[datetime, datetime, datetime | None, datetime | None], tz: ZoneInfo,
+            ) -> tuple[dict[str, Any], Observation, Observation]:
+    """Production efficiency per labour hour (point values, no interval: ``_NOTES``)."""
+    start, end, b_start, b_end = windows
+    cur, sup, missing = _labour_window(settings, current, start, end, tz)
+    note = _NOTES[LABOUR]
+    entry: dict[str, Any] = {"unit": UNITS[LABOUR], "coverage": current.coverage(LABOUR), "value": cur,
+                             "delta": None, "missing": missing, "note": note}
+    value = Observation(cur["point"] if missing is None else None, current.coverage(LABOUR),
+                        missing=missing, note=note, supplied=sup)
+    if baseline is None or b_start is None or b_end is None:
+        return entry, value, Observation(None, missing=_NO_BASELINE)
+    base, b_sup, b_missing = _labour_window(settings, baseline, b_start, b_end, tz)
+    d_missing = missing or b_missing
+    point = (cur["point"] / base["point"] - 1.0
+             if d_missing is None and cur["point"] is not None and base["point"] else None)
+    if d_missing is None and point is None:
+        d_missing = "the baseline's figure is 0: a relative delta is undefined"
+    entry["delta"] = {"kind": "relative", "point": point, "low": None, "high": None,
+                      "baseline": base, "current": cur, "reason": note}
+    bc, cc = baseline.coverage(LABOUR), current.coverage(LABOUR)
+    return entry, value, Observation(point, min(bc, cc) if bc is not None and cc is not None else None,
+                                     missing=d_missing, note=note, supplied=b_sup + sup)
+
+
+def _unit_checked(values: dict[str, Observation], criteria: TierCriteria, declared: Declared) -> None:
+    """A figure compared with a reference declared in another unit is missing, never compared."""
+    for t in criteria.tiers:
+        for c in t.criteria:
+            unit = UNITS.get(c.figure)
+            if (c.kind != "measured" or c.measure != "value" or c.reference is None
+                    or unit is None or unit == "fraction"):
+                continue
+            ref = declared_reference(declared, c.reference)
+            if ref is None or same_unit(ref.unit, unit):
+                continue
+            values[c.figure] = Observation(None, missing=(
+                f"the reference {c.reference} is declared in {ref.unit!r} but {c.figure} is in "
+                f"{unit!r}: figures in different units are not compared; supply the reference in {unit}"))
 
 
 def _history(service: KpiService, end: datetime, end_ns: int) -> tuple[dict[str, Any], Observation]:
@@ -295,8 +537,21 @@ def assess(
     baseline = _window_days(service, b_start, b_end, tz) if b_start and b_end else None
     kw: dict[str, Any] = {"seed": seed, "n_resamples": n_resamples, "min_days": DEFAULT_MIN_DAYS}
 
-    figures, values, deltas = _figures(current, baseline, kw)
-    for f in sorted(MEASURED_FIGURES - set(COMPUTED) - {"history_years"}):
+    figures, values, deltas = _figures(current, baseline, kw, settings.declared)
+    figures[LABOUR], values[LABOUR], deltas[LABOUR] = _labour(
+        settings, current, baseline, (start, end, b_start, b_end), tz)
+    cnc = cnc_rate_declared(_register(settings))
+    figures["cnc_rate_key_equipment"]["declared"] = {
+        **cnc.as_dict(), "kind": "declared", "config_fingerprint": service.fingerprint,
+        "source": "the asset register of the configuration: assets[].key_equipment and "
+                  "assets[].control (cnc, plc, dcs count as digital)"}
+    values["cnc_rate_key_equipment_declared"] = Observation(
+        cnc.value, missing=None if cnc.value is not None else "no asset has key_equipment: true",
+        supplied=(Supplied("assets", "configuration", "", f"asset register, config {service.fingerprint}"),))
+    _unit_checked(values, criteria, settings.declared)
+    done = {*COMPUTED, *CARBON, LABOUR, "history_years"}
+    not_computed = sorted(MEASURED_FIGURES - done)
+    for f in not_computed:
         values[f] = Observation(None, missing=NOT_COMPUTED)
         deltas[f] = Observation(None, missing=NOT_COMPUTED)
 
@@ -311,19 +566,28 @@ def assess(
         for name in names
         if tier is None or name == tier
     }
+    kpis = service.kpis(start, end)
+    for entry in kpis["assets"].values():
+        entry.pop("evidence", None)  # bulky: GET /api/v1/kpis of the same window serves it
     return {
         "criteria_version": criteria.version,
         "algorithm_version": ALGORITHM_VERSION,
         "config_fingerprint": service.fingerprint,
         "window": window,
         "baseline_window": baseline_window,
+        "assets": kpis["assets"],
+        "lines": kpis["lines"],
+        "total": kpis["total"],
+        "deltas": {f: _delta_json(e["delta"], (e["value"] or {}).get("point"),
+                                  deltas[f].missing)
+                   for f, e in figures.items()},
         "days": {"current": current.days, "baseline": baseline.days if baseline else []},
         "periods": periods,
         "bootstrap": {"seed": seed, "n_resamples": n_resamples, "min_days": DEFAULT_MIN_DAYS,
                       "method": "day-block bootstrap (BCa)", "confidence": 0.95},
         "figures": figures,
         "history": history,
-        "not_computed": sorted(MEASURED_FIGURES - set(COMPUTED) - {"history_years"}),
+        "not_computed": not_computed,
         "coverage_min": settings.kpi.coverage_min,
         "tiers": tiers,
     }

@@ -289,29 +289,61 @@ def _cell(x: object) -> str:
     return str(x)
 
 
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as left-aligned columns (the last one unpadded)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
+
+
+def _figure_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per figure: current value with its interval, baseline→current delta, coverage,
+    and what is missing; the declared CNC rate on the row after the verified one."""
+    rows: list[tuple[str, ...]] = [("figure", "unit", "value", "interval", "delta", "delta interval",
+                                    "coverage", "missing / note")]
+    for name, f in result["figures"].items():
+        v, d = f["value"] or {}, result["deltas"].get(name) or {}
+        rows.append((
+            name, f["unit"], _cell(v.get("point")),
+            f"[{_cell(v['low'])}, {_cell(v['high'])}]" if v.get("low") is not None else "-",
+            _cell(d.get("point")),
+            f"[{_cell(d['low'])}, {_cell(d['high'])}]" if d.get("low") is not None else "-",
+            _cell(f["coverage"]), f.get("missing") or f.get("note") or "",
+        ))
+        if "declared" in f:
+            dec = f["declared"]
+            rows.append((f"  {name} (declared)", f["unit"], _cell(dec["value"]), "-", "-", "-", "-",
+                         f"{dec['numerator']} of {dec['denominator']}: {dec['source']}"))
+    return rows
+
+
 def _assess_table(result: dict[str, Any]) -> str:
-    """The assessment as a readable table: one row per tier and criterion."""
+    """The assessment as readable tables: the figures, then one row per tier and criterion."""
     base = result["baseline_window"]
     lines = [
         f"criteria {result['criteria_version']}, algorithm {result['algorithm_version']}, "
         f"config {result['config_fingerprint']}",
         f"window {result['window']['from']} .. {result['window']['to']}; baseline "
         + (f"{base['from']} .. {base['to']}" if base else "none (needs kpi.baseline)"),
+        "",
+        *_columns(_figure_rows(result)),
+        "",
     ]
+    declared = (result["figures"].get("cnc_rate_key_equipment") or {}).get("declared")
     head = ("tier", "criterion", "value", "interval", "threshold", "verdict", "missing")
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for name, t in result["tiers"].items():
         for c in t["criteria"]:
             iv = c["interval"]
+            value = _cell(c["value"])
+            if c["figure"] == "cnc_rate_key_equipment" and declared:  # shown beside the verified one
+                value += f" (declared {_cell(declared['value'])})"
             rows.append((
-                name if c["tier"] == name else f"{name} ({c['tier']})", c["id"], _cell(c["value"]),
+                name if c["tier"] == name else f"{name} ({c['tier']})", c["id"], value,
                 f"[{_cell(iv['low'])}, {_cell(iv['high'])}]" if iv else "-",
                 f"{c['direction']} {_cell(c['threshold'])}", c["verdict"], c["missing"] or "",
             ))
         rows.append((name, "(tier)", "", "", "", t["verdict"], ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    lines += _columns(rows)
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -154,6 +154,16 @@ class KpiService:
                 )
         return assets
 
+    def results(self, start_ns: int, end_ns: int, assets: list[Asset] | None = None) -> list[AssetResult]:
+        """Elements and evidence of ``assets`` (default: every asset of the register) over
+        [start_ns, end_ns), from one read of the tag table."""
+        with self.snapshot():  # every asset's reads from the same data
+            by_asset = self._tags_by_asset()
+            return [
+                self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}))
+                for a in (self.settings.assets if assets is None else assets)
+            ]
+
     def kpis(
         self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None
     ) -> dict[str, Any]:
@@ -163,12 +173,7 @@ class KpiService:
                 f"the window is empty: to ({end.isoformat()}) is not after from ({start.isoformat()})"
             )
         start_ns, end_ns = to_ns(start), to_ns(end)
-        selected = self.assets_for(asset, line)
-        with self.snapshot():  # every asset's reads from the same data
-            by_asset = self._tags_by_asset()
-            results = [
-                self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {})) for a in selected
-            ]
+        results = self.results(start_ns, end_ns, self.assets_for(asset, line))
         per_asset = {r.asset.path: r.elements for r in results}
         lines = group_by_line(per_asset)
         return {

@@ -10,7 +10,8 @@ figures, labelled ``declared``:
 - ``maturity``: the GB/T 39116 capability maturity level (1-5) with its assessor and date;
 - ``operating_cost`` and ``labour_hours``: one figure per period (a calendar month
   ``YYYY-MM``), for the cost delta and the output per labour hour;
-- ``energy_benchmark``: the industry's energy per unit of output, to compare against;
+- ``energy_benchmark``: the industry's energy per unit of output, to compare against, in kWh
+  per standard hour of good output (``kWh/standard h``: the assessment refuses another unit);
 - ``emission_factor``: kg CO2 per kWh, for carbon per unit;
 - ``references``: named reference values (the province's industry averages that the basic and
   advanced tiers are relative to; names as ``config/tiers.yaml`` refers to them).

@@ -42,8 +42,9 @@ TierName = Literal["basic", "advanced", "excellence", "leading"]
 MEASURED_FIGURES = frozenset({
     "availability", "effectiveness", "quality_ratio", "oee", "automation_rate",
     "automation_rate_units", "cnc_rate_key_equipment", "networking_rate",
-    "production_efficiency", "defect_rate", "energy_per_unit_kwh", "carbon_per_unit_kg",
-    "history_years",
+    "production_efficiency", "production_efficiency_labour", "defect_rate",
+    "energy_per_standard_hour_kwh", "energy_per_unit_kwh", "carbon_per_standard_hour_kg",
+    "carbon_per_unit_kg", "history_years",
 })
 #: figures only a person or another system can supply (declared evidence)
 DECLARED_ITEMS = frozenset({

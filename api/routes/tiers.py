@@ -20,9 +20,13 @@ router = APIRouter(prefix="/api/v1", tags=["tiers"])
     description=(
         "Per tier and criterion: value, 95 % day-block bootstrap interval, threshold, verdict "
         "(met, point_estimate_only, not_met, insufficient_data), coverage, and what is missing. "
-        "Figures are fractions. Windows default to kpi.current and kpi.baseline; both are "
-        "resolved against one 'now' and recorded, with the criteria version, algorithm version "
-        "and config fingerprint. Every read of one assessment sees one snapshot of the store."
+        "Each figure carries its unit (rates are fractions; energy is kWh per standard hour of "
+        "good output). The answer also holds the current window's KPIs (assets, lines, total: "
+        "as /api/v1/kpis, without the per-tag evidence) and deltas (per figure the "
+        "baseline→current delta, its interval and both windows' values). Windows default to "
+        "kpi.current and kpi.baseline; both are resolved against one 'now' and recorded, with "
+        "the criteria version, algorithm version and config fingerprint. Every read of one "
+        "assessment sees one snapshot of the store."
     ),
 )
 def assessment(

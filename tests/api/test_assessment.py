@@ -1,6 +1,6 @@
 """GET /api/v1/tiers/assessment and ``tierproof assess``, in process against a SQLite store
 holding the simulated demo plant's backfilled history (two weeks: the baseline regime, then the
-improved one)."""
+improved one); and a second store in which one machine's data are missing."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import yaml
 from api.app import create_app
 from api.gateway import tag_records
 from config import load_settings, load_tiers, shipped_config
+from config.declared import Declared
 from config.settings import Settings
 from config.times import iso, to_ns
 from simulators import Plant
@@ -33,10 +34,12 @@ WINDOWS = {**CURRENT, "baseline_from": BASELINE["from"], "baseline_to": BASELINE
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
-    """The demo config with its store in a temporary directory, holding 14 days of history."""
-    tmp = tmp_path_factory.mktemp("assess")
+SILENT = "demo/machining/line1/lathe-01"  # a key CNC machine
+
+
+def _backfill(tmp: Path, days: int, silent: str | None = None) -> tuple[Settings, Path]:
+    """The demo config with its store under ``tmp``, holding ``days`` days of history up to NOW;
+    the tags of asset ``silent`` are registered but hold no sample."""
     db = tmp / "assess.db"
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
     data["store"] = {"type": "sqlite", "path": str(db)}
@@ -45,10 +48,17 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings,
     settings = load_settings(cfg)
     with SqliteStore(db) as store:
         tag_ids = store.register_tags(tag_records(settings))
+        written = {p: i for p, i in tag_ids.items() if silent is None or not p.startswith(silent + "/")}
         plant = Plant(settings, now=NOW)
-        for batch in plant.history_batches(tag_ids, to_ns(NOW - timedelta(days=14)), to_ns(NOW)):
+        for batch in plant.history_batches(written, to_ns(NOW - timedelta(days=days)), to_ns(NOW)):
             store.write(batch)
-    yield settings, cfg
+    return settings, cfg
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
+    """The demo config with its store in a temporary directory, holding 14 days of history."""
+    yield _backfill(tmp_path_factory.mktemp("assess"), 14)
 
 
 class Client:
@@ -108,9 +118,8 @@ def test_missing_evidence_is_insufficient_data_and_says_what_to_supply(
         if c["kind"] == "declared":  # the demo declares nothing
             assert c["verdict"] == "insufficient_data", cid
             assert "declared." in c["missing"], cid
-        if c["figure"] in ("cnc_rate_key_equipment", "networking_rate"):
-            assert c["verdict"] == "insufficient_data" and c["value"] is None
-            assert "not computed by this version" in c["missing"]
+        if c["figure"] in ("cnc_rate_key_equipment", "networking_rate"):  # computed now
+            assert c["value"] == 1.0 and c["interval"] is not None
         if c["reference"] is not None:  # no provincial reference values declared
             assert c["verdict"] == "insufficient_data"
             assert f"declared.references.{c['reference']}" in c["missing"]
@@ -212,7 +221,141 @@ def test_cli_assess_json_has_the_same_verdicts(
     assert {k: c["verdict"] for k, c in _criteria(body).items()} == {
         k: c["verdict"] for k, c in _criteria(assessed).items()}
     assert body["figures"] == assessed["figures"]
+    for key in ("window", "baseline_window", "assets", "lines", "total", "deltas"):
+        assert body[key] == assessed[key], key
     table = subprocess.run([sys.executable, "-m", "api.cli", "assess", "--config", str(cfg), *args,
                             "--tier", "excellence"], capture_output=True, text=True, timeout=300)
     assert table.returncode == 0, table.stderr
     assert "defect-reduction" in table.stdout and "insufficient_data" in table.stdout
+    # the figures table: the declared CNC rate on its own row under the verified one, units
+    rows = {line.strip().split("  ")[0]: line for line in table.stdout.splitlines()}
+    assert "9 of 9" in rows["cnc_rate_key_equipment (declared)"]
+    assert "kWh/standard h" in rows["energy_per_standard_hour_kwh"]
+    assert "1 (declared 1)" in next(line for line in table.stdout.splitlines() if " cnc-rate " in line)
+
+
+def _kpis(client: Client, window: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = client.get("/api/v1/kpis", params=window).json()
+    return body
+
+
+def test_cnc_and_networking_rates_of_the_demo(assessed: dict[str, Any]) -> None:
+    # nine key machines, all CNC or PLC: declared 9 / 9; every machine reports on each of the
+    # window's 7 planned days (its Sunday has no planned time): 63 / 63 key asset-days and
+    # 77 / 77 asset-days (11 machines)
+    cnc = assessed["figures"]["cnc_rate_key_equipment"]
+    assert cnc["declared"]["value"] == 1.0
+    assert (cnc["declared"]["numerator"], cnc["declared"]["denominator"]) == (9, 9)
+    assert cnc["declared"]["kind"] == "declared"
+    assert cnc["declared"]["config_fingerprint"] == assessed["config_fingerprint"]
+    assert cnc["value"]["window"] == {"value": 1.0, "numerator": 63.0, "denominator": 63.0,
+                                      "n_days": 7, "zero_days": 1}
+    assert (cnc["value"]["low"], cnc["value"]["high"]) == (1.0, 1.0)
+    net = assessed["figures"]["networking_rate"]["value"]
+    assert (net["point"], net["window"]["numerator"], net["window"]["denominator"]) == (1.0, 77.0, 77.0)
+    ex = _criteria(assessed)[("excellence", "excellence", "cnc-rate")]
+    assert (ex["value"], ex["verdict"]) == (1.0, "met")
+
+
+def test_a_silent_machine_lowers_the_verified_rates_not_the_declared_one(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # the lathe's tags are registered but its data never arrived: 8 of 9 key machines and 10
+    # of 11 machines report on every planned day
+    settings, _ = _backfill(tmp_path_factory.mktemp("silent"), 7, silent=SILENT)
+    body = Client(settings).get("/api/v1/tiers/assessment", params={**CURRENT, "tier": "excellence"}).json()
+    cnc = body["figures"]["cnc_rate_key_equipment"]
+    assert cnc["declared"]["value"] == 1.0
+    assert cnc["value"]["point"] == pytest.approx(8 / 9)
+    assert (cnc["value"]["window"]["numerator"], cnc["value"]["window"]["denominator"]) == (56.0, 63.0)
+    assert body["figures"]["networking_rate"]["value"]["point"] == pytest.approx(10 / 11)
+    ex = {c["id"]: c for c in body["tiers"]["excellence"]["criteria"] if c["tier"] == "excellence"}
+    assert (ex["cnc-rate"]["value"], ex["cnc-rate"]["verdict"]) == (pytest.approx(8 / 9), "not_met")
+    assert body["assets"][SILENT]["coverage"] == 0.0
+
+
+def test_energy_per_standard_hour_is_summed_from_the_kpis(
+    client: Client, stored: tuple[Settings, Path], assessed: dict[str, Any]
+) -> None:
+    # Σ kWh / Σ PRU x GQ (in hours) over the machines with a meter and a PRU: every demo machine
+    pru = {a.path: a.ideal_cycle_time_s for a in stored[0].assets}
+    assets = _kpis(client, CURRENT)["assets"]
+    kwh = sum(e["elements"]["energy_kwh"] for e in assets.values())
+    std_h = sum(pru[p] * e["elements"]["gq"] / 3600 for p, e in assets.items())
+    fig = assessed["figures"]["energy_per_standard_hour_kwh"]
+    assert fig["unit"] == "kWh/standard h"
+    assert fig["value"]["point"] == pytest.approx(kwh / std_h, rel=1e-9)
+    assert fig["value"]["low"] < fig["value"]["point"] < fig["value"]["high"]
+    assert assessed["figures"]["energy_per_unit_kwh"]["unit"] == "kWh/unit"
+    assert "not weighted by standard time" in assessed["figures"]["energy_per_unit_kwh"]["note"]
+    energy = _criteria(assessed)[("excellence", "excellence", "energy")]
+    assert energy["figure"] == "energy_per_standard_hour_kwh"
+
+
+def test_the_assessment_carries_the_kpis_and_deltas_of_its_windows(
+    client: Client, assessed: dict[str, Any]
+) -> None:
+    kpis = _kpis(client, CURRENT)
+    assert set(assessed["assets"]) == set(kpis["assets"])
+    for path, entry in kpis["assets"].items():
+        entry.pop("evidence")  # left to /api/v1/kpis: the assessment's window names it
+        assert assessed["assets"][path] == entry
+    assert assessed["lines"] == kpis["lines"] and assessed["total"] == kpis["total"]
+    for f, fig in assessed["figures"].items():
+        d = assessed["deltas"][f]
+        if fig["delta"] is not None:
+            assert {k: d[k] for k in fig["delta"]} == fig["delta"]
+            assert d["current_value"] == fig["value"]["window"]["value"] if "window" in (
+                fig["value"] or {}) else True
+    pe = assessed["deltas"]["production_efficiency"]
+    assert pe["current_value"] / pe["baseline_value"] - 1 == pytest.approx(pe["point"])
+    assert assessed["deltas"]["carbon_per_standard_hour_kg"]["missing"].startswith(
+        "needs declared.emission_factor")
+
+
+WHO = {"supplied_by": "li.wei@plant.example", "supplied_at": "2026-12-01", "source": "ERP report FI-12"}
+
+
+def _declaring(settings: Settings, **declared: Any) -> Client:
+    return Client(settings.model_copy(update={"declared": Declared.model_validate(declared)}))
+
+
+def test_carbon_labour_hours_and_a_benchmark_in_the_right_unit(
+    stored: tuple[Settings, Path], assessed: dict[str, Any]
+) -> None:
+    settings = stored[0]
+    c = _declaring(settings, emission_factor={**WHO, "value": 0.5, "unit": "kg CO2/kWh"},
+                   labour_hours=[{**WHO, "period": "2026-11", "amount": 2000, "unit": "h"}],
+                   energy_benchmark={**WHO, "value": 20.0, "unit": "kWh per standard hour"})
+    body = c.get("/api/v1/tiers/assessment", params={**WINDOWS, "tier": "excellence"}).json()
+    energy, carbon = (body["figures"][f]["value"] for f in ("energy_per_standard_hour_kwh",
+                                                            "carbon_per_standard_hour_kg"))
+    for k in ("point", "low", "high"):
+        assert carbon[k] == pytest.approx(0.5 * energy[k], rel=1e-9)
+    assert body["figures"]["carbon_per_standard_hour_kg"]["emission_factor"]["source"] == "ERP report FI-12"
+    # November 2026 plans 25 days (Mon-Sat) of 15 h 05 min; each window holds 6 of them
+    # (two partial Wednesdays make one), so each gets 2000 h x 6 / 25 = 480 labour hours
+    labour = body["figures"]["production_efficiency_labour"]
+    assert labour["value"]["month_shares"] == {"2026-11": pytest.approx(6 / 25)}
+    assert labour["value"]["labour_hours"] == pytest.approx(480.0)
+    std_h = body["figures"]["production_efficiency"]["value"]["window"]["numerator"]
+    assert labour["value"]["standard_hours"] == pytest.approx(std_h)
+    assert labour["value"]["point"] == pytest.approx(std_h / 480.0)
+    assert "no interval" in labour["note"]
+    base_std = body["figures"]["production_efficiency"]["delta"]["baseline"]["numerator"]
+    assert body["deltas"]["production_efficiency_labour"]["point"] == pytest.approx(std_h / base_std - 1)
+    ex = {c["id"]: c for c in body["tiers"]["excellence"]["criteria"] if c["tier"] == "excellence"}
+    assert ex["energy"]["threshold"] == 20.0
+    assert ex["energy"]["verdict"] == "met"  # the interval's high bound is below 20 kWh/standard h
+
+
+def test_a_benchmark_in_another_unit_is_not_compared(stored: tuple[Settings, Path]) -> None:
+    c = _declaring(stored[0], energy_benchmark={**WHO, "value": 0.2, "unit": "kWh/unit"})
+    body = c.get("/api/v1/tiers/assessment", params={**WINDOWS, "tier": "excellence"}).json()
+    ex = {c["id"]: c for c in body["tiers"]["excellence"]["criteria"] if c["tier"] == "excellence"}
+    assert ex["energy"]["verdict"] == "insufficient_data"
+    assert "declared in 'kWh/unit'" in ex["energy"]["missing"]
+    assert "kWh/standard h" in ex["energy"]["missing"]
+    labour = body["figures"]["production_efficiency_labour"]
+    assert labour["value"]["point"] is None
+    assert labour["missing"].startswith("needs declared.labour_hours for 2026-11")
