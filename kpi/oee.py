@@ -179,6 +179,9 @@ class UnitSignals:
     energy: CounterDelta | None
     ideal_cycle_s: float | None
     manual_only: bool = False  # control manual/none: never automatic, whatever a tag says
+    #: canonical OperationMode code configured for an asset without a mode tag (default_mode):
+    #: a constant mode over the window; ignored when ``mode`` (a tag) is given
+    default_mode: int | None = None
 
 
 def element_masks(state: I64, mode: I64) -> dict[str, npt.NDArray[np.bool_]]:
@@ -252,7 +255,10 @@ def time_elements(
     ``planned`` is the planned busy time (sorted disjoint intervals), ``gaps`` the intervals
     its device was unreachable.
     """
-    steps = [sig.state or _empty_step(), sig.mode or _empty_step(), sig.channel or _empty_step()]
+    mode = sig.mode
+    if mode is None and sig.default_mode is not None:
+        mode = Step.constant(sig.default_mode, start_ns, gaps)
+    steps = [sig.state or _empty_step(), mode or _empty_step(), sig.channel or _empty_step()]
     # cut at the plan's edges too: each interval is then wholly in or out of PBT
     iv = combine(steps, start_ns, end_ns, gaps, cuts=planned)
     in_plan = overlap_seconds(planned, iv.start, iv.end)

@@ -334,3 +334,43 @@ def test_counter_glitch_is_excluded_and_listed() -> None:
     # the excluded increase is in no quantity and is counted in the elements (per counter)
     e = time_elements(unit(total=c), 0, 1000 * S, ALL_PLANNED)
     assert e.pq == 20 and e.implausible_increases == 1
+
+
+# ---------------------------------------------------------------- default mode (no mode tag)
+
+# Executing 0-600, NotExecuting 600-700, Executing 700-1000; no mode tag; 90 parts, PRU 10 s
+STATE_ONLY = dict(state=step([(0, EX), (600, NE), (700, EX)]), mode=None, channel=None,
+                  total=counter([(-1, 0), (500, 90)]))
+
+
+def test_default_mode_gives_a_state_only_machine_its_kpis() -> None:
+    # with default_mode Processing: APT 0-600 + 700-1000 = 900, the NotExecuting 100 s a minor
+    # stop (ADET); A = 900 / 1000 = 0.9, E = 10 x 90 / 900 = 1.0, Q = 90 / 90, OEE 0.9
+    e = time_elements(unit(**STATE_ONLY, good=STATE_ONLY["total"], default_mode=int(PROC)),
+                      0, 1000 * S, ALL_PLANNED)
+    assert (e.known_s, e.apt_s, e.adet_s, e.idle_s) == pytest.approx((1000, 900, 100, 100))
+    k = Kpis.of(e)
+    assert (k.availability, k.effectiveness, k.quality_ratio, k.oee) == pytest.approx((0.9, 1.0, 1.0, 0.9))
+    assert k.coverage == pytest.approx(1.0)
+    # without it (as before): Executing or NotExecuting in an unknown mode is unknown time, so
+    # nothing is known -- no availability, effectiveness or OEE, coverage 0
+    e0 = time_elements(unit(**STATE_ONLY, good=STATE_ONLY["total"]), 0, 1000 * S, ALL_PLANNED)
+    k0 = Kpis.of(e0)
+    assert e0.known_s == 0 and e0.apt_s == 0
+    assert k0.availability is None and k0.effectiveness is None and k0.oee is None
+    assert k0.coverage == 0
+
+
+def test_default_mode_holds_after_a_gap_and_a_mode_tag_wins() -> None:
+    # gap 200-300, the state re-sampled at 300: 200-300 unknown, the configured mode holds
+    # again after the gap (a configured value is not lost with the connection).
+    # known 900; APT 0-200 + 300-600 + 700-1000 = 800; A = 800 / 900
+    state = step([(0, EX), (300, EX), (600, NE), (700, EX)])
+    e = time_elements(unit(**{**STATE_ONLY, "state": state}, default_mode=int(PROC)), 0, 1000 * S,
+                      ALL_PLANNED, [(200 * S, 300 * S)])
+    assert (e.known_s, e.apt_s) == pytest.approx((900, 800))
+    assert Kpis.of(e).availability == pytest.approx(800 / 900)
+    # a mode tag (Setup throughout) wins over default_mode: no APT, 1000 s of setup
+    e = time_elements(unit(**{**STATE_ONLY, "mode": step([(-5, SETUP)])}, default_mode=int(PROC)),
+                      0, 1000 * S, ALL_PLANNED)
+    assert (e.apt_s, e.asut_s) == pytest.approx((0, 1000))
