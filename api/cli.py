@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import ConfigError, TierproofError
+from config.kpi_inputs import kpi_warnings
 from config.loader import load_settings, shipped_config
 from config.settings import Settings
 from config.times import iso, parse_instant, to_ns
@@ -38,6 +39,12 @@ examples:
 
 def _settings(path: str | None) -> Settings:
     return load_settings(path or shipped_config("demo.yaml"))
+
+
+def _log_kpi_warnings(settings: Settings) -> None:
+    """Once at start: each asset's KPIs that its configured signals cannot yield."""
+    for w in kpi_warnings(settings):
+        log.warning("%s", w)
 
 
 def _with_store_path(settings: Settings, path: Path) -> Settings:
@@ -148,6 +155,7 @@ async def _demo(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     if settings.simulation is None:
         raise ConfigError(f"{args.config}: the demo needs a simulation: section")
+    _log_kpi_warnings(settings)
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     db = data / "demo.db"
@@ -180,6 +188,7 @@ async def _run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = load_settings(args.config)
+    _log_kpi_warnings(settings)
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port
     app = create_app(settings)
@@ -220,6 +229,11 @@ def _check(args: argparse.Namespace) -> int:
         else:
             n_tags = len(s.all_tags())
             print(f"{f}: OK ({len(s.assets)} assets, {len(s.devices)} devices, {n_tags} tags)")
+            warnings = kpi_warnings(s)
+            if warnings:  # not errors: the exit code stays 0
+                print(f"{f}: {len(warnings)} warning(s): KPIs the configured signals cannot yield")
+                for w in warnings:
+                    print(f"  {f}: warning: {w}")
     return status
 
 
@@ -390,7 +404,9 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate configuration files",
                        description="Print OK, or every error with file, field path and reason; "
-                       "exit code 2 when a file is invalid.")
+                       "exit code 2 when a file is invalid. A valid file's warnings name every "
+                       "asset whose configured signals cannot yield some KPIs, and why (exit "
+                       "code 0).")
     c.add_argument("files", nargs="+", metavar="FILE")
 
     s = sub.add_parser("simulate", help="run the simulated machines alone, or write their ground truth",

@@ -13,6 +13,7 @@ from .errors import (
     StoreError,
     TierproofError,
 )
+from .kpi_inputs import KpiWarning, kpi_warnings
 from .loader import load_settings, load_tiers, settings_from_dict, shipped_config
 from .modbus import ModbusDevice, ModbusTag
 from .mqtt import MqttDevice, MqttSubscription, MqttTag, MqttTls
@@ -44,6 +45,7 @@ __all__ = [
     "DeviceRequestError",
     "KpiError",
     "KpiSettings",
+    "KpiWarning",
     "MachineState",
     "ModbusDevice",
     "ModbusTag",
@@ -69,6 +71,7 @@ __all__ = [
     "Window",
     "canonical_code",
     "canonical_names",
+    "kpi_warnings",
     "load_settings",
     "load_tiers",
     "parse_instant",
