@@ -18,7 +18,10 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"])
         "Ratios are fractions (0.85 = 85 %). Time elements are seconds inside planned busy "
         "time; quantities count over the whole window. Lines and the total sum elements "
         "before dividing. `coverage` is the share of planned busy time whose machine state is "
-        "known; gaps are never filled in."
+        "known; gaps are never filled in. Parts of different products are weighted by their "
+        "ideal cycle time: a line's or the total's `throughput_per_h` and `energy_per_unit_kwh` "
+        "are null unless all its assets share one; `standard_output_rate` and "
+        "`energy_per_standard_hour_kwh` are always weighted."
     ),
 )
 def kpis(
