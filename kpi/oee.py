@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Final
+from typing import Final, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -283,6 +283,72 @@ def _attribution(
     return attribute
 
 
+@dataclass(frozen=True, slots=True)
+class _Quantities:
+    """PQ, GQ, SQ of one unit over the window, and each attributed (in known PBT, in unknown
+    PBT, outside PBT). PQ is the total counter, or good + reject; GQ the good counter, or
+    total - reject; SQ the reject counter, or total - good."""
+
+    pq: float
+    gq: float
+    sq: float
+    pq_a: F64
+    gq_a: F64
+    sq_a: F64
+    pq_known: bool
+
+    @classmethod
+    def of(cls, sig: UnitSignals, attribute: Callable[[CounterDelta | None], F3]) -> _Quantities:
+        tot = sig.total
+        tot_a = attribute(tot)
+        if tot is None and sig.good is not None and sig.reject is not None:
+            tot = CounterDelta(sig.good.increase + sig.reject.increase, 0, 0)
+            tot_a = attribute(sig.good) + attribute(sig.reject)
+        pq = tot.increase if tot else 0.0
+        gq = sig.good.increase if sig.good else (pq - sig.reject.increase if sig.reject and tot else 0.0)
+        sq = sig.reject.increase if sig.reject else (pq - gq if sig.good and tot else 0.0)
+        zero = np.zeros(3)
+        gq_a = (attribute(sig.good) if sig.good
+                else (tot_a - attribute(sig.reject) if sig.reject and tot else zero))
+        sq_a = attribute(sig.reject) if sig.reject else (tot_a - gq_a if sig.good and tot else zero)
+        return cls(pq, gq, sq, tot_a, gq_a, sq_a, tot is not None)
+
+
+class _Standard(TypedDict):
+    energy_kwh: float
+    metered_kwh: float
+    metered_gq: float
+    std_gq_s: float
+    std_busy_s: float
+    energy_std_kwh: float
+    energy_std_gq_s: float
+
+
+def _standard(sig: UnitSignals, gq: float, gq_plan: float, busy_s: float) -> _Standard:
+    """One unit's energy and standard-output elements (see the module docstring): each is 0
+    unless the unit has what it needs -- a measured GQ (a good counter, or total and reject),
+    and a PRU for the standard ones, an energy meter for the energy ones."""
+    pru = sig.ideal_cycle_s
+    gq_known = _gq_known(sig)
+    energy = sig.energy.increase if sig.energy else 0.0
+    metered = sig.energy is not None and gq_known
+    std = pru if pru is not None and gq_known else 0.0  # 0: not in the standard figures
+    return {  # the elements' meanings: TimeElements
+        "energy_kwh": energy,
+        "metered_kwh": energy if metered else 0.0,
+        "metered_gq": gq if metered else 0.0,
+        "std_gq_s": std * gq_plan,
+        "std_busy_s": busy_s if std else 0.0,
+        "energy_std_kwh": energy if std and metered else 0.0,
+        "energy_std_gq_s": std * gq if metered else 0.0,
+    }
+
+
+def _gq_known(sig: UnitSignals) -> bool:
+    """Whether the unit's good quantity is measured: a good counter, or total and reject."""
+    return sig.good is not None or (sig.total is not None and sig.reject is not None)
+
+
 def time_elements(
     sig: UnitSignals,
     start_ns: int,
@@ -316,25 +382,9 @@ def time_elements(
     pbt = float(np.sum(planned[1] - planned[0]) / 1e9)
     attribute = _attribution(iv, start_ns, in_plan, out_plan, known, apt)
 
-    tot = sig.total
-    tot_a = attribute(tot)
-    if tot is None and sig.good is not None and sig.reject is not None:
-        tot = CounterDelta(sig.good.increase + sig.reject.increase, 0, 0)
-        tot_a = attribute(sig.good) + attribute(sig.reject)
-    pq = tot.increase if tot else 0.0
-    gq = sig.good.increase if sig.good else (pq - sig.reject.increase if sig.reject and tot else 0.0)
-    sq = sig.reject.increase if sig.reject else (pq - gq if sig.good and tot else 0.0)
-    zero = np.zeros(3)
-    gq_a = (attribute(sig.good) if sig.good
-            else (tot_a - attribute(sig.reject) if sig.reject and tot else zero))
-    sq_a = attribute(sig.reject) if sig.reject else (tot_a - gq_a if sig.good and tot else zero)
+    q = _Quantities.of(sig, attribute)
+    pq, gq, sq, tot_a, gq_a, sq_a = q.pq, q.gq, q.sq, q.pq_a, q.gq_a, q.sq_a
     resets = sum(c.resets for c in (sig.total, sig.good, sig.reject, sig.energy) if c)
-    pru = sig.ideal_cycle_s
-    gq_known = sig.good is not None or (sig.total is not None and sig.reject is not None)
-    metered = sig.energy is not None and gq_known
-    std = pru is not None and gq_known
-    energy = sig.energy.increase if sig.energy else 0.0
-    busy = s(apt | asut | adet)
     return TimeElements(
         window_s=(end_ns - start_ns) / 1e9,
         pbt_s=pbt,
@@ -360,19 +410,13 @@ def time_elements(
         pq_outside_plan=float(tot_a[2]),
         ideal_s=(sig.ideal_cycle_s or 0.0) * float(tot_a[0]),
         apt_pru_s=s(apt) if sig.ideal_cycle_s is not None else 0.0,
-        energy_kwh=energy,
-        metered_kwh=energy if metered else 0.0,
-        metered_gq=gq if metered else 0.0,
-        std_gq_s=pru * float(gq_a[0]) if std and pru is not None else 0.0,
-        std_busy_s=busy if std else 0.0,
-        energy_std_kwh=energy if std and metered else 0.0,
-        energy_std_gq_s=pru * gq if std and metered and pru is not None else 0.0,
         counter_resets=resets,
         implausible_increases=sum(len(c.implausible) for c in (sig.total, sig.good, sig.reject) if c),
-        pq_known=int(tot is not None),
+        pq_known=int(q.pq_known),
         units_without_pru=int(sig.ideal_cycle_s is None),
-        std_units=int(std),
-        shared_pru_s=pru,
+        shared_pru_s=sig.ideal_cycle_s,
+        std_units=int(sig.ideal_cycle_s is not None and _gq_known(sig)),
+        **_standard(sig, gq, float(gq_a[0]), s(apt | asut | adet)),
     )
 
 
