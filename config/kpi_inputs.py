@@ -17,14 +17,15 @@ What an asset's KPIs need (as ``kpi/oee.py`` computes them; ``docs/kpis.md``):
 - the produced quantity PQ: a ``total_count`` tag, or ``good_count`` and ``reject_count``;
   without it effectiveness, quality ratio, OEE, NEE, scrap (defect) rate and throughput are
   unknown -- and those of its line and of the plant too, since a roll-up's output ratios
-  need every unit's output;
-- the good quantity GQ: a ``good_count`` tag, or ``total_count`` and ``reject_count``;
-- ``ideal_cycle_time_s`` (PRU): effectiveness, OEE, NEE and the standard output
-  (production efficiency);
+  need every unit's output (its quality ratio every unit's good quantity);
+- the good quantity GQ: a ``good_count`` tag, or ``total_count`` and ``reject_count``:
+  quality and scrap ratio, and every figure weighted by standard output;
+- ``ideal_cycle_time_s`` (PRU): effectiveness, OEE, NEE and the standard output (standard
+  output rate, production efficiency, energy per standard hour);
 - the channel mode: an asset with ``control: cnc``, ``plc`` or ``dcs`` and no
   ``channel_mode`` tag has processing time of unknown automation (it lowers the automation
   rate's coverage); ``control: manual`` or ``none`` counts as manual without one;
-- an ``energy_kwh`` tag: energy per unit.
+- an ``energy_kwh`` tag: energy per unit and per standard hour.
 
 Tags of a disabled device (``enabled: false``) collect nothing, so they do not count; an
 OPC UA browse rule's role counts (its tags are discovered at connect).
@@ -47,9 +48,13 @@ TIME_KPIS = ("availability", "effectiveness", "oee", "nee", "technical_efficienc
 PQ_KPIS = ("effectiveness", "quality_ratio", "oee", "nee", "scrap_ratio", "defect_rate",
            "throughput_per_h")
 #: the KPIs that need the good quantity
-GQ_KPIS = ("quality_ratio", "oee", "nee", "production_efficiency", "energy_per_unit_kwh")
+GQ_KPIS = ("quality_ratio", "oee", "nee", "scrap_ratio", "defect_rate", "production_efficiency",
+           "standard_output_rate", "energy_per_unit_kwh", "energy_per_standard_hour_kwh")
 #: the KPIs that need the ideal cycle time
-PRU_KPIS = ("effectiveness", "oee", "nee", "production_efficiency")
+PRU_KPIS = ("effectiveness", "oee", "nee", "production_efficiency", "standard_output_rate",
+            "energy_per_standard_hour_kwh")
+#: the KPIs that need an energy meter
+ENERGY_KPIS = ("energy_per_unit_kwh", "energy_per_standard_hour_kwh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +118,17 @@ def _asset(i: int, a: Asset, have: set[Role], disabled: set[Role]) -> list[KpiWa
                          "which wins"))
     pq = Role.TOTAL_COUNT in have or {Role.GOOD_COUNT, Role.REJECT_COUNT} <= have
     gq = Role.GOOD_COUNT in have or {Role.TOTAL_COUNT, Role.REJECT_COUNT} <= have
-    if not pq:
+    roll_up = "; its line's and the plant's ratios of output are then undefined too"
+    if not pq and not gq:
+        out.append(w(tuple(dict.fromkeys(PQ_KPIS + GQ_KPIS)),
+                     "no part counter: neither its produced nor its good quantity is measured "
+                     f"(needs total_count, good_count or both of good_count and reject_count){roll_up}"))
+    elif not pq:
         out.append(w(PQ_KPIS, "its produced quantity is not measured (needs a total_count tag, or "
-                              "good_count and reject_count); its line's and the plant's output "
-                              "ratios are then undefined too"))
+                              f"good_count and reject_count){roll_up}"))
     elif not gq:
         out.append(w(GQ_KPIS, "its good quantity is not measured (needs a good_count tag, or "
-                              "total_count and reject_count)"))
+                              f"total_count and reject_count){roll_up}"))
     if a.ideal_cycle_time_s is None:
         out.append(w(PRU_KPIS, "no ideal_cycle_time_s (PRU): left out of its line's effectiveness "
                                "and standard output"))
@@ -130,7 +139,7 @@ def _asset(i: int, a: Asset, have: set[Role], disabled: set[Role]) -> list[KpiWa
                      "processing time is of unknown automation (it lowers automation_coverage); "
                      "control: manual or none would count it as manual"))
     if Role.ENERGY_KWH not in have:
-        out.append(w(("energy_per_unit_kwh",), lacking(Role.ENERGY_KWH)))
+        out.append(w(ENERGY_KPIS, lacking(Role.ENERGY_KWH)))
     return out
 
 

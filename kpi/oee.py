@@ -68,7 +68,8 @@ ELEMENT_TABLE: Final[tuple[tuple[MachineState, OperationMode | None, str], ...]]
 #: the table's elements that make up ADET (actual unit delay time)
 ADET_ELEMENTS: Final[frozenset[str]] = frozenset({"malfunction", "minor_stop"})
 #: 3: standard-time weighted roll-ups (std_* and energy_std_* elements); energy per unit only
-#: over metered units; a roll-up's raw throughput and energy per unit need one shared PRU
+#: over metered units; a roll-up's raw throughput and energy per unit need one shared PRU;
+#: quality and scrap ratio need every unit's good quantity measured (gq_known)
 ALGORITHM_VERSION = f"tierproof-kpi/3+{ELEMENT_TABLE_VERSION}"
 
 
@@ -110,6 +111,7 @@ class TimeElements:
     implausible_increases: int = 0  # part-counter increases excluded as glitches (evidence lists them)
     units: int = 1
     pq_known: int = 1  # units whose produced quantity is measured (total or good + reject)
+    gq_known: int = 1  # units whose good quantity is measured (good, or total and reject)
     units_without_pru: int = 0  # units without ideal_cycle_time_s: left out of effectiveness
     std_units: int = 0  # units in std_gq_s and std_busy_s (a PRU and a measured GQ)
     #: the PRU every unit of the sum has; None when they differ or one has none (not summed)
@@ -172,7 +174,9 @@ class Kpis:
             if counted and rated and (e.ideal_s > 0 or e.apt_pru_s > 0)
             else None
         )
-        q = _ratio(e.gq_plan, e.pq_plan) if counted else None
+        # a unit with a total counter only has no measured GQ or SQ: not 0 good parts
+        graded = counted and e.gq_known == e.units
+        q = _ratio(e.gq_plan, e.pq_plan) if graded else None
         oee = a * eff * q if a is not None and eff is not None and q is not None else None
         aupt = e.apt_s + e.asut_s
         nee_t = _ratio(aupt, e.known_s)
@@ -188,7 +192,7 @@ class Kpis:
             nee=nee,
             technical_efficiency=_ratio(e.apt_s, e.apt_s + e.adet_s),
             setup_rate=_ratio(e.asut_s, aupt),
-            scrap_ratio=_ratio(e.sq_plan, e.pq_plan) if counted else None,
+            scrap_ratio=_ratio(e.sq_plan, e.pq_plan) if graded else None,
             throughput_per_h=(
                 (e.pq_plan / (busy / 3600.0)) if counted and busy > 0 and one_pru else None
             ),
@@ -413,6 +417,7 @@ def time_elements(
         counter_resets=resets,
         implausible_increases=sum(len(c.implausible) for c in (sig.total, sig.good, sig.reject) if c),
         pq_known=int(q.pq_known),
+        gq_known=int(_gq_known(sig)),
         units_without_pru=int(sig.ideal_cycle_s is None),
         shared_pru_s=sig.ideal_cycle_s,
         std_units=int(sig.ideal_cycle_s is not None and _gq_known(sig)),

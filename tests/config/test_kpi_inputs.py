@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from config import load_settings, settings_from_dict, shipped_config
-from config.kpi_inputs import GQ_KPIS, PQ_KPIS, PRU_KPIS, TIME_KPIS, kpi_warnings
+from config.kpi_inputs import ENERGY_KPIS, GQ_KPIS, PQ_KPIS, PRU_KPIS, TIME_KPIS, kpi_warnings
 
 ASSET = "s/a/l/m"
 ENUMS = {
@@ -56,6 +56,8 @@ def without(*roles: str) -> tuple[str, ...]:
          [((), "default_mode Processing is not used: the asset has a mode tag, which wins")]),
         ("no produced quantity", plant(without("total_count")),
          [(PQ_KPIS, "its produced quantity is not measured")]),
+        ("no part counter", plant(without("total_count", "good_count")),
+         [(tuple(dict.fromkeys(PQ_KPIS + GQ_KPIS)), "no part counter: neither its produced")]),
         # good + reject stand in for the total
         ("good and reject", plant((*without("total_count"), "reject_count")), []),
         ("total only", plant(without("good_count")), [(GQ_KPIS, "its good quantity is not measured")]),
@@ -68,10 +70,11 @@ def without(*roles: str) -> tuple[str, ...]:
         ("manual without channel mode", plant(without("channel_mode"), control="manual"), []),
         ("none without channel mode", plant(without("channel_mode"), control="none"), []),
         ("no energy meter", plant(without("energy_kwh")),
-         [(("energy_per_unit_kwh",), "no energy_kwh tag")]),
+         [(ENERGY_KPIS, "no energy_kwh tag")]),
         # an energy meter only (a compressor): no time elements, no output, no PRU
         ("energy meter only", plant(("energy_kwh",), ideal_cycle_time_s=None),
-         [(TIME_KPIS, "no state tag, no mode tag"), (PQ_KPIS, "produced quantity"),
+         [(TIME_KPIS, "no state tag, no mode tag"), (tuple(dict.fromkeys(PQ_KPIS + GQ_KPIS)),
+                                                      "no part counter"),
           (PRU_KPIS, "no ideal_cycle_time_s")]),
     ],
 )
@@ -88,7 +91,7 @@ def test_a_role_on_a_disabled_device_is_named() -> None:
     cfg["devices"].append({"protocol": "modbus", "name": "meter", "host": "127.0.0.1", "enabled": False,
                            "tags": [{"name": "kwh", "asset": ASSET, "role": "energy_kwh", "address": 0}]})
     [w] = kpi_warnings(settings_from_dict(cfg))
-    assert w.kpis == ("energy_per_unit_kwh",) and w.reason == "its energy_kwh tag is on a disabled device"
+    assert w.kpis == ENERGY_KPIS and w.reason == "its energy_kwh tag is on a disabled device"
 
 
 def test_the_shipped_demo_has_no_warning() -> None:
@@ -116,7 +119,8 @@ def test_check_config_prints_warnings_and_exits_0(tmp_path: Path) -> None:
     assert lines[1] == f"{f}: 2 warning(s): KPIs the configured signals cannot yield"
     assert lines[2].startswith(f"  {f}: warning: assets[0] {ASSET}: no availability, ")
     assert "no mode tag and no default_mode" in lines[2]
-    assert lines[3] == f"  {f}: warning: assets[0] {ASSET}: no energy_per_unit_kwh: no energy_kwh tag"
+    assert lines[3] == (f"  {f}: warning: assets[0] {ASSET}: no energy_per_unit_kwh, "
+                        "energy_per_standard_hour_kwh: no energy_kwh tag")
     # the demo: OK and nothing else
     r = subprocess.run([sys.executable, "-m", "api.cli", "check-config", str(shipped_config("demo.yaml"))],
                        capture_output=True, text=True, timeout=60)
@@ -129,4 +133,4 @@ def test_run_and_demo_log_the_warnings_at_start(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING, logger="tierproof.cli"):
         _log_kpi_warnings(settings_from_dict(plant(without("energy_kwh"))))
     assert [r.getMessage() for r in caplog.records] == [
-        f"assets[0] {ASSET}: no energy_per_unit_kwh: no energy_kwh tag"]
+        f"assets[0] {ASSET}: no energy_per_unit_kwh, energy_per_standard_hour_kwh: no energy_kwh tag"]

@@ -455,3 +455,10 @@ def test_unmeasured_good_quantity_is_left_out_of_standard_output() -> None:
     k = Kpis.of(e)
     assert k.standard_output_rate is None and k.energy_per_unit_kwh is None
     assert e.energy_kwh == 10  # the meter still counts in the plant's energy
+    # nor a quality or scrap ratio of 0 (was: 0 good of 90 -> quality 0.0, scrap 0.0)
+    assert e.gq_known == 0 and k.quality_ratio is None and k.scrap_ratio is None and k.oee is None
+    assert k.effectiveness == pytest.approx(10 * 90 / 1000)  # PQ is measured: E stands
+    # ... nor in a roll-up with a unit that has one
+    a = machine(10, 90, 90, 10)
+    k = Kpis.of(roll_up([a, e]))
+    assert k.quality_ratio is None and k.scrap_ratio is None
