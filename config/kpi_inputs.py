@@ -13,7 +13,7 @@ What an asset's KPIs need (as ``kpi/oee.py`` computes them; ``docs/kpis.md``):
   effectiveness, OEE, NEE, technical efficiency, setup rate, throughput, automation rate;
 - a ``mode`` tag or ``assets[].default_mode``: without either, Executing time is in an
   unknown mode, so the same time elements are unknown (only OutOfService and NotAvailable
-  are known whatever the mode);
+  are known whatever the mode); a ``default_mode`` other than Processing never gives APT;
 - the produced quantity PQ: a ``total_count`` tag, or ``good_count`` and ``reject_count``;
   without it effectiveness, quality ratio, OEE, NEE, scrap (defect) rate and throughput are
   unknown -- and those of its line and of the plant too, since a roll-up's output ratios
@@ -55,6 +55,10 @@ PRU_KPIS = ("effectiveness", "oee", "nee", "production_efficiency", "standard_ou
             "energy_per_standard_hour_kwh")
 #: the KPIs that need an energy meter
 ENERGY_KPIS = ("energy_per_unit_kwh", "energy_per_standard_hour_kwh")
+
+
+#: what a constant default_mode other than Processing makes of Executing time
+_AS = {"Setup": "setup (ASUT)", "Maintenance": "maintenance", "None": "other time"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,10 @@ def _asset(i: int, a: Asset, have: set[Role], disabled: set[Role]) -> list[KpiWa
         out.append(w(TIME_KPIS, f"{lacking(Role.MODE)} and no default_mode: Executing time is in "
                                 f"an unknown mode, so APT, ASUT and minor stops are unknown; "
                                 f"{mode_hint}"))
+    if Role.MODE not in have and a.default_mode not in (None, "Processing"):
+        out.append(w(("availability", "effectiveness", "oee", "nee", "throughput_per_h"),
+                     f"default_mode {a.default_mode}: every Executing second counts as "
+                     f"{_AS[str(a.default_mode)]}, never as production time (APT)"))
     if Role.MODE in have and a.default_mode is not None:
         out.append(w((), f"default_mode {a.default_mode} is not used: the asset has a mode tag, "
                          "which wins"))

@@ -52,6 +52,10 @@ def without(*roles: str) -> tuple[str, ...]:
         ("no mode", plant(without("mode")),
          [(TIME_KPIS, "no mode tag and no default_mode: Executing time is in an unknown mode")]),
         ("no mode, default_mode", plant(without("mode"), default_mode="Processing"), []),
+        ("no mode, default_mode Setup", plant(without("mode"), default_mode="Setup"),
+         [(("availability", "effectiveness", "oee", "nee", "throughput_per_h"),
+           "default_mode Setup: every Executing second counts as setup (ASUT), never as "
+           "production time (APT)")]),
         ("mode tag and default_mode", plant(default_mode="Processing"),
          [((), "default_mode Processing is not used: the asset has a mode tag, which wins")]),
         ("no produced quantity", plant(without("total_count")),
