@@ -255,3 +255,36 @@ def test_planned_seconds(case: Case, impl: str) -> None:
 
 def test_every_row_has_its_own_name() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+TRANSITIONS = [  # (zone, a local day on which its clocks change)
+    ("Europe/Berlin", "2026-03-29"), ("Europe/Berlin", "2026-10-25"),
+    ("America/Santiago", "2026-09-06"), ("America/Santiago", "2026-04-05"),
+    ("Australia/Lord_Howe", "2026-10-04"),  # a 30-minute change
+]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_both_calendars_agree_around_clock_changes(seed: int) -> None:
+    """Random shifts, stops and holidays, with times on the quarter hour (so that many fall
+    in a skipped or repeated stretch), over two days around a clock change: the product's
+    calendar and the simulators' independent one give the same intervals."""
+    rng = np.random.default_rng(seed)
+    zone, day = TRANSITIONS[seed % len(TRANSITIONS)]
+
+    def hhmm() -> str:
+        # half of them between 23:00 and 03:45, where these zones skip or repeat time
+        q = int(rng.integers(0, 96)) if rng.random() < 0.5 else int(rng.integers(-4, 16)) % 96
+        return f"{q // 4:02d}:{q % 4 * 15:02d}"
+
+    cal = Calendar.model_validate({
+        "timezone": zone,
+        "shifts": [shift(hhmm(), hhmm()) for _ in range(int(rng.integers(1, 3)))],
+        "planned_stops": [shift(hhmm(), hhmm()) for _ in range(int(rng.integers(0, 3)))],
+        "holidays": [day] if rng.random() < 0.2 else [],
+    })
+    mid = ns(f"{day}T12:00+00:00")
+    s, e = mid - 36 * H * 10**9, mid + 36 * H * 10**9
+    ks, ke = IMPLEMENTATIONS["kpi"](cal, s, e)
+    ss, se = IMPLEMENTATIONS["simulators"](cal, s, e)
+    assert ks.tolist() == ss.tolist() and ke.tolist() == se.tolist(), cal
