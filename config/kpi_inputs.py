@@ -130,7 +130,7 @@ def _asset(i: int, a: Asset, have: set[Role], disabled: set[Role]) -> list[KpiWa
     if not pq and not gq:
         out.append(w(tuple(dict.fromkeys(PQ_KPIS + GQ_KPIS)),
                      "no part counter: neither its produced nor its good quantity is measured "
-                     f"(needs total_count, good_count or both of good_count and reject_count){roll_up}"))
+                     f"(needs two of total_count, good_count and reject_count){roll_up}"))
     elif not pq:
         out.append(w(PQ_KPIS, "its produced quantity is not measured (needs a total_count tag, or "
                               f"good_count and reject_count){roll_up}"))
@@ -139,7 +139,8 @@ def _asset(i: int, a: Asset, have: set[Role], disabled: set[Role]) -> list[KpiWa
                               f"total_count and reject_count){roll_up}"))
     if a.ideal_cycle_time_s is None:
         out.append(w(PRU_KPIS, "no ideal_cycle_time_s (PRU): left out of its line's effectiveness "
-                               "and standard output"))
+                               "and standard output, and its line's throughput and energy per "
+                               "unit are not reported (parts of unknown standard time)"))
     # without a state the automation rate is already gone with the time elements
     if Role.STATE in have and Role.CHANNEL_MODE not in have and a.control in ("cnc", "plc", "dcs"):
         out.append(w(("automation_rate",),
