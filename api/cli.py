@@ -17,6 +17,7 @@ from typing import Any
 
 from config.errors import ConfigError, TierproofError
 from config.fingerprint import config_fingerprint
+from config.kpi_inputs import kpi_warnings
 from config.loader import load_settings, shipped_config
 from config.settings import Settings
 from config.times import iso, parse_instant, to_ns
@@ -39,6 +40,12 @@ examples:
 
 def _settings(path: str | None) -> Settings:
     return load_settings(path or shipped_config("demo.yaml"))
+
+
+def _log_kpi_warnings(settings: Settings) -> None:
+    """Once at start: each asset's KPIs that its configured signals cannot yield."""
+    for w in kpi_warnings(settings):
+        log.warning("%s", w)
 
 
 def _with_store_path(settings: Settings, path: Path) -> Settings:
@@ -149,6 +156,7 @@ async def _demo(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     if settings.simulation is None:
         raise ConfigError(f"{args.config}: the demo needs a simulation: section")
+    _log_kpi_warnings(settings)
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     db = data / "demo.db"
@@ -181,6 +189,7 @@ async def _run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = load_settings(args.config)
+    _log_kpi_warnings(settings)
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port
     app = create_app(settings)
@@ -227,6 +236,11 @@ def _check(args: argparse.Namespace) -> int:
             print(f"{f}: OK ({len(s.assets)} assets, {len(s.devices)} devices, {n_tags} tags)")
             # the fingerprint every KPI answer and assessment of this file records
             print(f"{f}: fingerprint {config_fingerprint(s)}")
+            warnings = kpi_warnings(s)
+            if warnings:  # not errors: the exit code stays 0
+                print(f"{f}: {len(warnings)} warning(s): KPIs the configured signals cannot yield")
+                for w in warnings:
+                    print(f"  {f}: warning: {w}")
     return status
 
 
@@ -432,7 +446,9 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate configuration files",
                        description="Print OK and the file's fingerprint (the one the API and "
                        "every assessment record), or every error with file, field path and "
-                       "reason; exit code 2 when a file is invalid.")
+                       "reason; exit code 2 when a file is invalid. A valid file's warnings name "
+                       "every asset whose configured signals cannot yield some KPIs, and why "
+                       "(exit code 0).")
     c.add_argument("files", nargs="*", metavar="FILE")
     c.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="a file to check (as the other commands name it; may be repeated)")

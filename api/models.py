@@ -59,6 +59,8 @@ class AssetOut(BaseModel):
     ideal_cycle_time_s: float | None
     key_equipment: bool
     control: str
+    default_mode: str | None = Field(
+        default=None, description="configured operation mode used when the asset has no mode tag")
     tags: list[str]
 
 

@@ -116,9 +116,13 @@ class KpiService:
             implausible.extend((role.value, *x) for x in c.implausible)
             return c
 
+        state, mode = step(Role.STATE), step(Role.MODE)
+        # no mode tag: the configured default_mode, if any, is the mode over the whole window
+        # (a mode tag wins; check-config warns when both are given)
+        default_mode = asset.default_mode if mode is None else None
         sig = UnitSignals(
-            state=step(Role.STATE),
-            mode=step(Role.MODE),
+            state=state,
+            mode=mode,
             channel=step(Role.CHANNEL_MODE),
             total=count(Role.TOTAL_COUNT),
             good=count(Role.GOOD_COUNT),
@@ -126,16 +130,18 @@ class KpiService:
             energy=count(Role.ENERGY_KWH),
             ideal_cycle_s=asset.ideal_cycle_time_s,
             manual_only=asset.control in ("manual", "none"),
+            default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode),
         )
         planned = planned_intervals(self.settings.calendar, start_ns, end_ns)
         elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns))
         evidence = AssetEvidence(
             tags=tuple(tag_evidence),
-            missing_roles=tuple(missing_roles(tags)),
+            missing_roles=tuple(missing_roles(set(tags) | ({Role.MODE} if default_mode else set()))),
             gaps=tuple(gaps),
             planned_intervals=len(planned[0]),
             ideal_cycle_time_s=asset.ideal_cycle_time_s,
             implausible_increases=tuple(implausible),
+            default_mode=default_mode,
         )
         return AssetResult(asset, elements, evidence)
 

@@ -14,6 +14,7 @@ from .errors import (
     TierproofError,
 )
 from .fingerprint import config_fingerprint, effective_view, runtime_overrides
+from .kpi_inputs import KpiWarning, kpi_warnings
 from .loader import load_settings, load_tiers, settings_from_dict, shipped_config
 from .modbus import ModbusDevice, ModbusTag
 from .mqtt import MqttDevice, MqttSubscription, MqttTag, MqttTls
@@ -45,6 +46,7 @@ __all__ = [
     "DeviceRequestError",
     "KpiError",
     "KpiSettings",
+    "KpiWarning",
     "MachineState",
     "ModbusDevice",
     "ModbusTag",
@@ -72,6 +74,7 @@ __all__ = [
     "canonical_names",
     "config_fingerprint",
     "effective_view",
+    "kpi_warnings",
     "load_settings",
     "load_tiers",
     "parse_instant",

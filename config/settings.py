@@ -36,6 +36,25 @@ class Asset(Model):
     )
     key_equipment: bool = False
     control: Literal["cnc", "plc", "dcs", "manual", "none"] = "plc"
+    default_mode: str | None = Field(
+        default=None,
+        description=(
+            "OPC 40001-1 MachineryOperationMode name (None, Maintenance, Setup, Processing) "
+            "that the KPIs take as the asset's constant mode when it has no mode tag (most small "
+            "PLCs have none); a mode tag wins; the evidence says the mode was configured"
+        ),
+    )
+
+    @field_validator("default_mode")
+    @classmethod
+    def _default_mode(cls, v: str | None) -> str | None:
+        names = canonical_names(Role.MODE)
+        if v is not None and v not in names:
+            raise ValueError(
+                f"{v!r} is not a MachineryOperationMode name (OPC 40001-1): use one of "
+                f"{', '.join(names)} (quote None: default_mode: \"None\")"
+            )
+        return v
 
     @field_validator("path")
     @classmethod

@@ -1,4 +1,10 @@
-"""Planned busy time from a shift calendar, as sorted disjoint [start, end) intervals in ns."""
+"""Planned busy time from a shift calendar, as sorted disjoint [start, end) intervals in ns.
+
+A local time is the first instant the wall clock reads it: in the hour the clocks go back
+(read twice) the earlier reading; in the hour they skip when they go forward, the instant of
+the jump (a shift that starts at a skipped 02:30 starts when the clock jumps from 02:00 to
+03:00). ``simulators/calendar.py`` applies the same rule, computed another way.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,27 @@ I64 = npt.NDArray[np.int64]
 _NS = 1_000_000_000
 
 
+def _local_ns(day: date, at: time, tz: ZoneInfo) -> int:
+    """The first instant at which the wall clock in ``tz`` reads ``day at`` (see the module)."""
+    early = datetime.combine(day, at, tz)  # fold=0: the earlier reading when read twice
+    late = early.replace(fold=1)
+    off0, off1 = early.utcoffset(), late.utcoffset()
+    assert off0 is not None and off1 is not None
+    if off0 >= off1:  # an ordinary time, or one read twice (fold=0 is the first reading)
+        return _ns(early)
+    # skipped: fold=0 reads it with the offset before the jump (too late), fold=1 with the one
+    # after (too early); the jump lies between. Find the first whole second of the new offset
+    # (tz transitions fall on whole seconds).
+    lo, hi = _ns(late) // _NS, _ns(early) // _NS  # offset(lo) is the old one, offset(hi) the new
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == off1:
+            hi = mid
+        else:
+            lo = mid
+    return hi * _NS
+
+
 def _daily(ranges: list[DailyRange], tz: ZoneInfo, first: date, last: date) -> list[tuple[int, int]]:
     """Occurrences of daily ranges on days first..last (local), as ns intervals."""
     out: list[tuple[int, int]] = []
@@ -24,10 +51,8 @@ def _daily(ranges: list[DailyRange], tz: ZoneInfo, first: date, last: date) -> l
         for r in ranges:
             if wd not in r.days:
                 continue
-            s = datetime.combine(day, r.start, tz)
             end_day = day if r.end > r.start else day + timedelta(days=1)
-            e = datetime.combine(end_day, r.end, tz)
-            out.append((_ns(s), _ns(e)))
+            out.append((_local_ns(day, r.start, tz), _local_ns(end_day, r.end, tz)))
         day += timedelta(days=1)
     return out
 
@@ -80,7 +105,7 @@ def planned_intervals(cal: Calendar, start_ns: int, end_ns: int) -> tuple[I64, I
     stops = merge(_daily(cal.planned_stops, tz, first, last))
     holidays = merge(
         [
-            (_ns(datetime.combine(d, time(0), tz)), _ns(datetime.combine(d + timedelta(days=1), time(0), tz)))
+            (_local_ns(d, time(0), tz), _local_ns(d + timedelta(days=1), time(0), tz))
             for d in (date.fromisoformat(h) for h in cal.holidays)
         ]
     )

@@ -106,6 +106,9 @@ class AssetEvidence:
     kind: str = "measured"
     #: counter increases excluded as implausible: (role, t0_ns, t1_ns, increase, allowed)
     implausible_increases: tuple[tuple[str, int, int, float, float], ...] = ()
+    #: the operation mode taken from the asset's configured ``default_mode`` (it has no mode
+    #: tag): configured, not measured; None when the mode was measured or is missing
+    default_mode: str | None = None
 
     def as_dict(self, instant: Callable[[int | None], str | None]) -> dict[str, Any]:
         """JSON-ready, every instant written by ``instant`` (ns -> text, None -> None)."""
@@ -123,6 +126,12 @@ class AssetEvidence:
                 for t in self.tags
             ],
             "missing_roles": list(self.missing_roles),
+            "mode": (
+                {"source": "configured", "value": self.default_mode,
+                 "note": "assets[].default_mode: the asset has no mode tag; its mode is "
+                         "configured, not measured"}
+                if self.default_mode is not None else None
+            ),
             "gaps": [
                 {"device": g.device, "asset": g.asset, "start": instant(g.start_ns),
                  "end": instant(g.end_ns), "reason": g.reason}

@@ -7,13 +7,30 @@ that bound it, in proportion to the production time there); only what falls in k
 counts for E and Q, the rest is reported as unattributed (unknown time) or outside the plan.
 Roll-ups sum elements and quantities first, then divide: ratios are never averaged. Ratios
 are fractions; a ratio whose denominator is zero is None (not 0).
+
+Part counts of different products do not add up: a roll-up's throughput (parts per busy
+hour) and energy per unit (kWh per good part) are reported only when all its units share one
+PRU (``shared_pru_s``; a unit without PRU shares none), else None. What a roll-up reports
+instead weights every part by its standard time, PRU x GQ ("standard output"):
+
+- ``standard_output_rate`` = Σ PRU x GQ in known PBT / Σ busy time (APT + ASUT + ADET) of
+  the same units: standard hours of good output per busy hour, a fraction (``std_gq_s`` /
+  ``std_busy_s``, over the units with a PRU and a measured good quantity, ``std_units``);
+- ``energy_per_standard_hour_kwh`` = Σ kWh / Σ PRU x GQ (whole window, hours) over the units
+  that have an energy meter, a PRU and a measured good quantity (``energy_std_kwh`` /
+  ``energy_std_gq_s``): a unit without meter has ``energy_kwh`` 0 and would otherwise add
+  standard output at no energy.
+
+Per asset both are defined too, and throughput and energy per unit keep their meaning;
+energy per unit is over a unit with a meter and a measured good quantity (``metered_kwh`` /
+``metered_gq``), so a unit without meter has None, not 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Final
+from typing import Final, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +67,10 @@ ELEMENT_TABLE: Final[tuple[tuple[MachineState, OperationMode | None, str], ...]]
 )
 #: the table's elements that make up ADET (actual unit delay time)
 ADET_ELEMENTS: Final[frozenset[str]] = frozenset({"malfunction", "minor_stop"})
-ALGORITHM_VERSION = f"tierproof-kpi/2+{ELEMENT_TABLE_VERSION}"
+#: 3: standard-time weighted roll-ups (std_* and energy_std_* elements); energy per unit only
+#: over metered units; a roll-up's raw throughput and energy per unit need one shared PRU;
+#: quality and scrap ratio need every unit's good quantity measured (gq_known)
+ALGORITHM_VERSION = f"tierproof-kpi/3+{ELEMENT_TABLE_VERSION}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,25 +100,39 @@ class TimeElements:
     pq_outside_plan: float = 0.0  # PQ attributed to time outside PBT (overtime)
     ideal_s: float = 0.0  # PRU x PQ in known PBT: the time that output takes at ideal speed
     apt_pru_s: float = 0.0  # APT of the units whose PRU is known: effectiveness' denominator
-    energy_kwh: float = 0.0
+    energy_kwh: float = 0.0  # every meter's increase (a unit without meter adds 0)
+    metered_kwh: float = 0.0  # energy of the units with a meter and a measured GQ
+    metered_gq: float = 0.0  # their GQ, whole window: energy per unit's denominator
+    std_gq_s: float = 0.0  # PRU x GQ in known PBT, of the units with a PRU and a measured GQ
+    std_busy_s: float = 0.0  # APT + ASUT + ADET of those units: standard output rate's denominator
+    energy_std_kwh: float = 0.0  # energy of the units with a meter, a PRU and a measured GQ
+    energy_std_gq_s: float = 0.0  # their PRU x GQ, whole window: energy per standard hour's basis
     counter_resets: int = 0
     implausible_increases: int = 0  # part-counter increases excluded as glitches (evidence lists them)
     units: int = 1
     pq_known: int = 1  # units whose produced quantity is measured (total or good + reject)
+    gq_known: int = 1  # units whose good quantity is measured (good, or total and reject)
     units_without_pru: int = 0  # units without ideal_cycle_time_s: left out of effectiveness
+    std_units: int = 0  # units in std_gq_s and std_busy_s (a PRU and a measured GQ)
+    #: the PRU every unit of the sum has; None when they differ or one has none (not summed)
+    shared_pru_s: float | None = None
 
     def __add__(self, other: TimeElements) -> TimeElements:
         return TimeElements(
             **{
                 f.name: getattr(self, f.name) + getattr(other, f.name)
                 for f in fields(self)
-                if f.name != "window_s"
+                if f.name not in _NOT_SUMMED
             },
             window_s=max(self.window_s, other.window_s),
+            shared_pru_s=self.shared_pru_s if self.shared_pru_s == other.shared_pru_s else None,
         )
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
+
+
+_NOT_SUMMED: Final = frozenset({"window_s", "shared_pru_s"})
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -117,11 +151,13 @@ class Kpis:
     technical_efficiency: float | None
     setup_rate: float | None
     scrap_ratio: float | None
-    throughput_per_h: float | None
+    throughput_per_h: float | None  # a roll-up: only when its units share one PRU
     automation_rate: float | None
     automation_coverage: float | None  # APT whose channel mode is known / APT
-    energy_per_unit_kwh: float | None
+    energy_per_unit_kwh: float | None  # a roll-up: only when its units share one PRU
     coverage: float | None
+    standard_output_rate: float | None  # standard hours of good output per busy hour
+    energy_per_standard_hour_kwh: float | None  # kWh per standard hour of good output
 
     @classmethod
     def of(cls, e: TimeElements) -> Kpis:
@@ -138,12 +174,16 @@ class Kpis:
             if counted and rated and (e.ideal_s > 0 or e.apt_pru_s > 0)
             else None
         )
-        q = _ratio(e.gq_plan, e.pq_plan) if counted else None
+        # a unit with a total counter only has no measured GQ or SQ: not 0 good parts
+        graded = counted and e.gq_known == e.units
+        q = _ratio(e.gq_plan, e.pq_plan) if graded else None
         oee = a * eff * q if a is not None and eff is not None and q is not None else None
         aupt = e.apt_s + e.asut_s
         nee_t = _ratio(aupt, e.known_s)
         nee = nee_t * eff * q if nee_t is not None and eff is not None and q is not None else None
         busy = e.apt_s + e.asut_s + e.adet_s  # ADET includes the minor stops
+        # raw part counts add up only for one product (one PRU); one unit is one product
+        one_pru = e.units == 1 or (e.units > 1 and e.shared_pru_s is not None)
         return cls(
             availability=a,
             effectiveness=eff,
@@ -152,14 +192,18 @@ class Kpis:
             nee=nee,
             technical_efficiency=_ratio(e.apt_s, e.apt_s + e.adet_s),
             setup_rate=_ratio(e.asut_s, aupt),
-            scrap_ratio=_ratio(e.sq_plan, e.pq_plan) if counted else None,
-            throughput_per_h=(e.pq_plan / (busy / 3600.0)) if counted and busy > 0 else None,
+            scrap_ratio=_ratio(e.sq_plan, e.pq_plan) if graded else None,
+            throughput_per_h=(
+                (e.pq_plan / (busy / 3600.0)) if counted and busy > 0 and one_pru else None
+            ),
             # over the APT whose channel mode is known; APT of unknown mode is not dropped
             # silently: it lowers automation_coverage
             automation_rate=_ratio(e.apt_auto_s, e.apt_mode_known_s),
             automation_coverage=_ratio(e.apt_mode_known_s, e.apt_s),
-            energy_per_unit_kwh=_ratio(e.energy_kwh, e.gq),
+            energy_per_unit_kwh=_ratio(e.metered_kwh, e.metered_gq) if one_pru else None,
             coverage=_ratio(e.known_s, e.pbt_s),
+            standard_output_rate=_ratio(e.std_gq_s, e.std_busy_s),
+            energy_per_standard_hour_kwh=_ratio(e.energy_std_kwh, e.energy_std_gq_s / 3600.0),
         )
 
     def as_dict(self) -> dict[str, float | None]:
@@ -179,6 +223,9 @@ class UnitSignals:
     energy: CounterDelta | None
     ideal_cycle_s: float | None
     manual_only: bool = False  # control manual/none: never automatic, whatever a tag says
+    #: canonical OperationMode code configured for an asset without a mode tag (default_mode):
+    #: a constant mode over the window; ignored when ``mode`` (a tag) is given
+    default_mode: int | None = None
 
 
 def element_masks(state: I64, mode: I64) -> dict[str, npt.NDArray[np.bool_]]:
@@ -240,6 +287,72 @@ def _attribution(
     return attribute
 
 
+@dataclass(frozen=True, slots=True)
+class _Quantities:
+    """PQ, GQ, SQ of one unit over the window, and each attributed (in known PBT, in unknown
+    PBT, outside PBT). PQ is the total counter, or good + reject; GQ the good counter, or
+    total - reject; SQ the reject counter, or total - good."""
+
+    pq: float
+    gq: float
+    sq: float
+    pq_a: F64
+    gq_a: F64
+    sq_a: F64
+    pq_known: bool
+
+    @classmethod
+    def of(cls, sig: UnitSignals, attribute: Callable[[CounterDelta | None], F3]) -> _Quantities:
+        tot = sig.total
+        tot_a = attribute(tot)
+        if tot is None and sig.good is not None and sig.reject is not None:
+            tot = CounterDelta(sig.good.increase + sig.reject.increase, 0, 0)
+            tot_a = attribute(sig.good) + attribute(sig.reject)
+        pq = tot.increase if tot else 0.0
+        gq = sig.good.increase if sig.good else (pq - sig.reject.increase if sig.reject and tot else 0.0)
+        sq = sig.reject.increase if sig.reject else (pq - gq if sig.good and tot else 0.0)
+        zero = np.zeros(3)
+        gq_a = (attribute(sig.good) if sig.good
+                else (tot_a - attribute(sig.reject) if sig.reject and tot else zero))
+        sq_a = attribute(sig.reject) if sig.reject else (tot_a - gq_a if sig.good and tot else zero)
+        return cls(pq, gq, sq, tot_a, gq_a, sq_a, tot is not None)
+
+
+class _Standard(TypedDict):
+    energy_kwh: float
+    metered_kwh: float
+    metered_gq: float
+    std_gq_s: float
+    std_busy_s: float
+    energy_std_kwh: float
+    energy_std_gq_s: float
+
+
+def _standard(sig: UnitSignals, gq: float, gq_plan: float, busy_s: float) -> _Standard:
+    """One unit's energy and standard-output elements (see the module docstring): each is 0
+    unless the unit has what it needs -- a measured GQ (a good counter, or total and reject),
+    and a PRU for the standard ones, an energy meter for the energy ones."""
+    pru = sig.ideal_cycle_s
+    gq_known = _gq_known(sig)
+    energy = sig.energy.increase if sig.energy else 0.0
+    metered = sig.energy is not None and gq_known
+    std = pru if pru is not None and gq_known else 0.0  # 0: not in the standard figures
+    return {  # the elements' meanings: TimeElements
+        "energy_kwh": energy,
+        "metered_kwh": energy if metered else 0.0,
+        "metered_gq": gq if metered else 0.0,
+        "std_gq_s": std * gq_plan,
+        "std_busy_s": busy_s if std else 0.0,
+        "energy_std_kwh": energy if std and metered else 0.0,
+        "energy_std_gq_s": std * gq if metered else 0.0,
+    }
+
+
+def _gq_known(sig: UnitSignals) -> bool:
+    """Whether the unit's good quantity is measured: a good counter, or total and reject."""
+    return sig.good is not None or (sig.total is not None and sig.reject is not None)
+
+
 def time_elements(
     sig: UnitSignals,
     start_ns: int,
@@ -252,7 +365,10 @@ def time_elements(
     ``planned`` is the planned busy time (sorted disjoint intervals), ``gaps`` the intervals
     its device was unreachable.
     """
-    steps = [sig.state or _empty_step(), sig.mode or _empty_step(), sig.channel or _empty_step()]
+    mode = sig.mode
+    if mode is None and sig.default_mode is not None:
+        mode = Step.constant(sig.default_mode, start_ns, gaps)
+    steps = [sig.state or _empty_step(), mode or _empty_step(), sig.channel or _empty_step()]
     # cut at the plan's edges too: each interval is then wholly in or out of PBT
     iv = combine(steps, start_ns, end_ns, gaps, cuts=planned)
     in_plan = overlap_seconds(planned, iv.start, iv.end)
@@ -270,18 +386,8 @@ def time_elements(
     pbt = float(np.sum(planned[1] - planned[0]) / 1e9)
     attribute = _attribution(iv, start_ns, in_plan, out_plan, known, apt)
 
-    tot = sig.total
-    tot_a = attribute(tot)
-    if tot is None and sig.good is not None and sig.reject is not None:
-        tot = CounterDelta(sig.good.increase + sig.reject.increase, 0, 0)
-        tot_a = attribute(sig.good) + attribute(sig.reject)
-    pq = tot.increase if tot else 0.0
-    gq = sig.good.increase if sig.good else (pq - sig.reject.increase if sig.reject and tot else 0.0)
-    sq = sig.reject.increase if sig.reject else (pq - gq if sig.good and tot else 0.0)
-    zero = np.zeros(3)
-    gq_a = (attribute(sig.good) if sig.good
-            else (tot_a - attribute(sig.reject) if sig.reject and tot else zero))
-    sq_a = attribute(sig.reject) if sig.reject else (tot_a - gq_a if sig.good and tot else zero)
+    q = _Quantities.of(sig, attribute)
+    pq, gq, sq, tot_a, gq_a, sq_a = q.pq, q.gq, q.sq, q.pq_a, q.gq_a, q.sq_a
     resets = sum(c.resets for c in (sig.total, sig.good, sig.reject, sig.energy) if c)
     return TimeElements(
         window_s=(end_ns - start_ns) / 1e9,
@@ -308,11 +414,14 @@ def time_elements(
         pq_outside_plan=float(tot_a[2]),
         ideal_s=(sig.ideal_cycle_s or 0.0) * float(tot_a[0]),
         apt_pru_s=s(apt) if sig.ideal_cycle_s is not None else 0.0,
-        energy_kwh=sig.energy.increase if sig.energy else 0.0,
         counter_resets=resets,
         implausible_increases=sum(len(c.implausible) for c in (sig.total, sig.good, sig.reject) if c),
-        pq_known=int(tot is not None),
+        pq_known=int(q.pq_known),
+        gq_known=int(_gq_known(sig)),
         units_without_pru=int(sig.ideal_cycle_s is None),
+        shared_pru_s=sig.ideal_cycle_s,
+        std_units=int(sig.ideal_cycle_s is not None and _gq_known(sig)),
+        **_standard(sig, gq, float(gq_a[0]), s(apt | asut | adet)),
     )
 
 

@@ -51,6 +51,16 @@ class Step:
         return cls(np.asarray(ts_ns, np.int64), code)
 
 
+    @classmethod
+    def constant(cls, code: int, start_ns: int, gaps: Sequence[tuple[int, int]] = ()) -> Step:
+        """A configured value that holds over the whole window from ``start_ns`` (e.g. an
+        asset's ``default_mode``): one sample at the start and one at each gap's end, since
+        :func:`combine` carries no value across a gap, while a configured value is as true
+        after it as before."""
+        ts = np.unique(np.array([start_ns, *(e for _, e in gaps if e > start_ns)], np.int64))
+        return cls(ts, np.full(len(ts), code, np.int64))
+
+
 @dataclass(frozen=True, slots=True)
 class Intervals:
     """Consecutive intervals [start, end) covering a window, with one code row per signal."""

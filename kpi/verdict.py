@@ -21,6 +21,16 @@ A **declared** figure (an inventory, an assessment, ERP figures) has no interval
 ``not_met`` from its value, ``insufficient_data`` -- with what is missing and how to supply it --
 when it has not been declared.
 
+A threshold given as a ``reference`` comes from the declared section: ``references[NAME]``,
+or, for the industry's energy per unit (``industry_energy_per_unit_kwh``), the dedicated field
+``energy_benchmark``. When both are given, ``references[NAME]`` wins -- it is named exactly
+as the criteria file asks, the dedicated field is the shorthand -- and the criterion reports
+which one it used (``reference_source``) and that the other was ignored (``reference_note``).
+
+A declared per-month figure's change (operating cost, labour hours) compares the baseline
+window's months with the current window's: when the windows share a month, that month's
+figure would be on both sides, so the change is refused as missing, naming the month.
+
 A tier's readiness lists every criterion of the tier and of the tiers it includes; its overall
 verdict is ``met`` when all are met, ``not_met`` when any is not met, else the weakest of the
 rest (``insufficient_data`` is weaker than ``point_estimate_only``).
@@ -43,6 +53,7 @@ __all__ = [
     "CriterionResult",
     "Interval",
     "Observation",
+    "Reference",
     "Supplied",
     "TierReadiness",
     "Verdict",
@@ -50,6 +61,7 @@ __all__ = [
     "declared_reference",
     "judge",
     "overall_verdict",
+    "reference_of",
     "threshold_of",
     "tier_readiness",
 ]
@@ -151,13 +163,42 @@ def threshold_of(c: Criterion, reference: float | None) -> float | None:
     return reference * c.factor if reference is not None else None
 
 
-def declared_reference(declared: Declared, name: str) -> DeclaredValue | None:
-    """A named reference value from the declared section: ``references[name]``, or for the
-    industry's energy per unit, ``energy_benchmark``."""
-    if name in declared.references:
-        return declared.references[name]
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A declared reference value, where in the declared section it came from, and a note when
+    another field supplied the same reference and was not used."""
+
+    value: DeclaredValue
+    item: str  # e.g. "references.industry_energy_per_unit_kwh" or "energy_benchmark"
+    note: str | None = None
+
+    @property
+    def source(self) -> str:
+        return f"declared.{self.item}"
+
+
+def reference_of(declared: Declared, name: str) -> Reference | None:
+    """The reference value ``name``: ``references[name]`` first, else the dedicated field that
+    also supplies it (``energy_benchmark`` for ``industry_energy_per_unit_kwh``); None when
+    neither is declared (precedence and why: the module's docstring)."""
     fld = _REFERENCE_FIELDS.get(name)
-    return getattr(declared, fld) if fld is not None else None
+    alt: DeclaredValue | None = getattr(declared, fld) if fld is not None else None
+    named = declared.references.get(name)
+    if named is not None:
+        note = None
+        if alt is not None:
+            note = (f"declared.{fld} ({_fmt(alt.value)} {alt.unit}) is also given and not used: "
+                    f"declared.references.{name} ({_fmt(named.value)} {named.unit}) takes precedence")
+        return Reference(named, f"references.{name}", note)
+    if alt is not None:
+        return Reference(alt, str(fld))
+    return None
+
+
+def declared_reference(declared: Declared, name: str) -> DeclaredValue | None:
+    """A named reference value from the declared section (precedence as :func:`reference_of`)."""
+    ref = reference_of(declared, name)
+    return ref.value if ref is not None else None
 
 
 def _reference_missing(name: str) -> str:
@@ -188,6 +229,10 @@ class CriterionResult:
     missing: str | None
     source: str
     supplied: tuple[Supplied, ...] = field(default=())
+    #: where the reference value came from, e.g. "declared.energy_benchmark" (None: no reference)
+    reference_source: str | None = None
+    #: e.g. that another declared field gave the same reference and was not used
+    reference_note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -203,6 +248,8 @@ class CriterionResult:
             "threshold": self.threshold,
             "reference": self.reference,
             "reference_value": self.reference_value,
+            "reference_source": self.reference_source,
+            "reference_note": self.reference_note,
             "factor": self.factor,
             "verdict": self.verdict,
             "reason": self.reason,
@@ -224,9 +271,12 @@ def judge(
     coverage_min: float,
     reference: float | None = None,
     tier: str = "",
+    reference_source: str | None = None,
+    reference_note: str | None = None,
 ) -> CriterionResult:
     """The verdict on one criterion (rules in the module's docstring). ``reference`` is the
-    declared reference value for a criterion with ``reference:`` (None: not supplied)."""
+    declared reference value for a criterion with ``reference:`` (None: not supplied), taken
+    from ``reference_source`` (reported with ``reference_note``)."""
     threshold = threshold_of(c, reference)
     value = obs.value if obs.value is not None and math.isfinite(obs.value) else None
     measured = c.kind == "measured"
@@ -245,6 +295,8 @@ def judge(
             reference=c.reference, reference_value=reference if c.reference is not None else None,
             factor=c.factor, verdict=verdict, reason=reason, coverage=coverage,
             missing="; ".join(missing) or None, source=c.source, supplied=obs.supplied,
+            reference_source=reference_source if c.reference is not None else None,
+            reference_note=reference_note if c.reference is not None else None,
         )
 
     if missing:
@@ -336,10 +388,18 @@ def declared_observation(
         if not need or (c.measure == "delta" and not (baseline_periods and current_periods)):
             return Observation(None, missing=f"needs the baseline and current windows to know which "
                                              f"months of declared.{fig} are needed")
+        problems: list[str] = []
         if lacking:
-            return Observation(None, supplied=supplied,
-                               missing=f"needs declared.{fig} for {', '.join(lacking)}: "
-                                       "period, amount, unit, supplied_by, supplied_at, source")
+            problems.append(f"needs declared.{fig} for {', '.join(dict.fromkeys(lacking))}: "
+                            "period, amount, unit, supplied_by, supplied_at, source")
+        shared = [p for p in baseline_periods if p in current_periods] if c.measure == "delta" else []
+        if shared:
+            problems.append(
+                f"the baseline and current windows share the month{'s' if len(shared) > 1 else ''} "
+                f"{', '.join(shared)}: {fig.replace('_', ' ')} is declared per month, so its change "
+                "needs windows in different months")
+        if problems:
+            return Observation(None, supplied=supplied, missing="; ".join(problems))
         if c.measure == "delta":
             if base == 0:
                 return Observation(None, supplied=supplied,
@@ -418,12 +478,14 @@ def tier_readiness(
                 obs = (deltas if c.measure == "delta" else values).get(c.figure)
             if obs is None:
                 obs = Observation(None, missing=_figure_missing(c))
-            ref = declared_reference(declared, c.reference) if c.reference is not None else None
-            sup = obs.supplied + ((Supplied.of(f"references.{c.reference}", ref),) if ref else ())
+            ref = reference_of(declared, c.reference) if c.reference is not None else None
+            sup = obs.supplied + ((Supplied.of(ref.item, ref.value),) if ref else ())
             obs = Observation(obs.value, obs.coverage, obs.interval, obs.shortfall, obs.missing,
                               obs.note, sup)
             results.append(judge(c, obs, coverage_min=coverage_min,
-                                 reference=ref.value if ref is not None else None, tier=name))
+                                 reference=ref.value.value if ref is not None else None, tier=name,
+                                 reference_source=ref.source if ref is not None else None,
+                                 reference_note=ref.note if ref is not None else None))
     return TierReadiness(tier=tier, criteria_version=criteria.version,
                          verdict=overall_verdict(r.verdict for r in results),
                          criteria=tuple(results), coverage_min=coverage_min)

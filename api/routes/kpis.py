@@ -24,9 +24,12 @@ _FROM = "ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a bare date is UTC midnight) 
         "Ratios are fractions (0.85 = 85 %). Time elements are seconds inside planned busy "
         "time; quantities count over the whole window. Lines and the total sum elements "
         "before dividing. `coverage` is the share of planned busy time whose machine state is "
-        "known; gaps are never filled in. The window defaults to kpi.current, resolved against "
-        "one 'now' per request, and is recorded in `window`; every read of the request sees "
-        "one snapshot of the store."
+        "known; gaps are never filled in. Parts of different products are weighted by their "
+        "ideal cycle time: a line's or the total's `throughput_per_h` and `energy_per_unit_kwh` "
+        "are null unless all its assets share one; `standard_output_rate` and "
+        "`energy_per_standard_hour_kwh` are always weighted. The window defaults to "
+        "kpi.current, resolved against one 'now' per request, and is recorded in `window`; "
+        "every read of the request sees one snapshot of the store."
     ),
 )
 def kpis(

@@ -71,7 +71,7 @@ def assets(settings: SettingsDep) -> list[AssetOut]:
         AssetOut(
             path=a.path, line=a.line, description=a.description,
             ideal_cycle_time_s=a.ideal_cycle_time_s, key_equipment=a.key_equipment,
-            control=a.control, tags=by_asset.get(a.path, []),
+            control=a.control, default_mode=a.default_mode, tags=by_asset.get(a.path, []),
         )
         for a in settings.assets
     ]

@@ -145,11 +145,14 @@ def test_energy_per_unit_counts_days_without_output(
     client: Client, assessed: dict[str, Any]
 ) -> None:
     # the demo's Sundays make no parts but use idle energy: the window's energy per unit is
-    # all its energy over all its good units, as /kpis computes it (days without output are
-    # not dropped, which would flatter the figure)
+    # all its energy over all its good units, as /kpis's elements give it (days without
+    # output are not dropped, which would flatter the figure). /kpis no longer reports a raw
+    # energy per unit for a total of several products (PRUs): its metered elements are used
     total = client.get("/api/v1/kpis", params=CURRENT).json()["total"]
+    assert total["energy_per_unit_kwh"] is None
     got = assessed["figures"]["energy_per_unit_kwh"]["value"]["point"]
-    assert got == pytest.approx(total["energy_per_unit_kwh"], rel=1e-9)
+    e = total["elements"]
+    assert got == pytest.approx(e["metered_kwh"] / e["metered_gq"], rel=1e-9)
 
 
 def test_defect_rate_delta_equals_the_kpis_of_both_windows(

@@ -9,6 +9,8 @@ Meaning pinned here (both calendars; see ``simulators/calendar.py``):
   belongs to the day it starts on (a Friday 22:00-06:00 runs into Saturday);
 - occurrences are elapsed time between the wall-clock readings, so a 22:00-06:00 night is
   7 h when the clocks go forward and 9 h when they go back;
+- a local time is the first instant the clock reads it (or later): a time the clocks skip
+  is the instant of the jump, a time they read twice is its first reading;
 - a holiday removes its whole local date, 00:00-24:00, as the config documents ("whole day
   off"): a night shift that starts the evening before loses its part after midnight, and the
   holiday's own night shift keeps its part on the next date. (Many plants would rather say
@@ -191,9 +193,35 @@ CASES = [
     # until 10:00 CEST (08:00Z) = 7 h
     Case("shift starting in the skipped hour", {"timezone": "Europe/Berlin",
                                                 "shifts": [shift("02:30", "10:00")]},
-         "2026-03-29T00:00+01:00", "2026-03-30T00:00+02:00", 7 * H,
-         kpi_wrong="datetime.combine() reads a skipped 02:30 with the old offset (fold=0), "
-                   "as 03:30 CEST: the shift starts 30 min late (6.5 h)"),
+         "2026-03-29T00:00+01:00", "2026-03-30T00:00+02:00", 7 * H),
+    # 22:00 CET (21:00Z) until the clock reaches 02:30, i.e. the jump at 01:00Z = 4 h
+    Case("shift ending in the skipped hour", {"timezone": "Europe/Berlin",
+                                              "shifts": [shift("22:00", "02:30")]},
+         "2026-03-28T12:00+01:00", "2026-03-29T12:00+02:00", 4 * H),
+    # the stop 01:30 CET (00:30Z) until 02:30 is reached at the jump (01:00Z) = 0.5 h;
+    # 23 h - 0.5 h = 22.5 h
+    Case("stop ending in the skipped hour", {**BERLIN_ALL_DAY, "planned_stops": [shift("01:30", "02:30")]},
+         "2026-03-29T00:00+01:00", "2026-03-30T00:00+02:00", 22.5 * H),
+    # a stop wholly in the skipped hour, 02:15-02:45: both ends are the jump, it lasts 0 s
+    Case("stop wholly in the skipped hour", {**BERLIN_ALL_DAY, "planned_stops": [shift("02:15", "02:45")]},
+         "2026-03-29T00:00+01:00", "2026-03-30T00:00+02:00", 23 * H),
+    # ------------------------------------------------------------------ DST, the repeated hour
+    # 02:30 is read twice; the first reading is 02:30 CEST (00:30Z); until 10:00 CET (09:00Z)
+    # = 8.5 h
+    Case("shift starting in the repeated hour", {"timezone": "Europe/Berlin",
+                                                 "shifts": [shift("02:30", "10:00")]},
+         "2026-10-25T00:00+02:00", "2026-10-26T00:00+01:00", 8.5 * H),
+    # 02:15 CEST (00:15Z) until the clock first reads 02:45 = 02:45 CEST (00:45Z) = 0.5 h,
+    # not 1.5 h (the second 02:45 is not the first reading); 25 h - 0.5 h = 24.5 h
+    Case("stop wholly in the repeated hour", {**BERLIN_ALL_DAY, "planned_stops": [shift("02:15", "02:45")]},
+         "2026-10-25T00:00+02:00", "2026-10-26T00:00+01:00", 24.5 * H),
+    # window = the second pass of the repeated hour, 02:00-03:00 CET (01:00Z-02:00Z), all day
+    # planned = 1 h
+    Case("window in the second pass of the repeated hour", BERLIN_ALL_DAY,
+         "2026-10-25T02:00+01:00", "2026-10-25T03:00+01:00", 1 * H),
+    # Saturday 24 h + the holiday Sunday (25 h long) 0 h + Monday 0-1 h = 25 h
+    Case("holiday on the 25-hour day", {**BERLIN_ALL_DAY, "holidays": ["2026-10-25"]},
+         "2026-10-24T00:00+02:00", "2026-10-26T01:00+01:00", 25 * H),
 ]
 
 
@@ -227,3 +255,36 @@ def test_planned_seconds(case: Case, impl: str) -> None:
 
 def test_every_row_has_its_own_name() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+TRANSITIONS = [  # (zone, a local day on which its clocks change)
+    ("Europe/Berlin", "2026-03-29"), ("Europe/Berlin", "2026-10-25"),
+    ("America/Santiago", "2026-09-06"), ("America/Santiago", "2026-04-05"),
+    ("Australia/Lord_Howe", "2026-10-04"),  # a 30-minute change
+]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_both_calendars_agree_around_clock_changes(seed: int) -> None:
+    """Random shifts, stops and holidays, with times on the quarter hour (so that many fall
+    in a skipped or repeated stretch), over two days around a clock change: the product's
+    calendar and the simulators' independent one give the same intervals."""
+    rng = np.random.default_rng(seed)
+    zone, day = TRANSITIONS[seed % len(TRANSITIONS)]
+
+    def hhmm() -> str:
+        # half of them between 23:00 and 03:45, where these zones skip or repeat time
+        q = int(rng.integers(0, 96)) if rng.random() < 0.5 else int(rng.integers(-4, 16)) % 96
+        return f"{q // 4:02d}:{q % 4 * 15:02d}"
+
+    cal = Calendar.model_validate({
+        "timezone": zone,
+        "shifts": [shift(hhmm(), hhmm()) for _ in range(int(rng.integers(1, 3)))],
+        "planned_stops": [shift(hhmm(), hhmm()) for _ in range(int(rng.integers(0, 3)))],
+        "holidays": [day] if rng.random() < 0.2 else [],
+    })
+    mid = ns(f"{day}T12:00+00:00")
+    s, e = mid - 36 * H * 10**9, mid + 36 * H * 10**9
+    ks, ke = IMPLEMENTATIONS["kpi"](cal, s, e)
+    ss, se = IMPLEMENTATIONS["simulators"](cal, s, e)
+    assert ks.tolist() == ss.tolist() and ke.tolist() == se.tolist(), cal

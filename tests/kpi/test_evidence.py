@@ -97,6 +97,7 @@ def test_asset_evidence_as_dict() -> None:
              "bad_samples": 1, "prior_sample": f"t{90 * S}"},
         ],
         "missing_roles": ["good_count"],
+        "mode": None,  # measured (or missing), not configured
         "gaps": [
             {"device": "mqtt", "asset": "s/a/l/m", "start": "t30", "end": None,
              "reason": "node offline"},
@@ -107,4 +108,13 @@ def test_asset_evidence_as_dict() -> None:
             {"role": "total_count", "from": f"t{200 * S}", "to": f"t{201 * S}", "increase": 120.0,
              "allowed": 1.15},
         ],
+    }
+
+
+def test_a_configured_mode_is_labelled_in_the_evidence() -> None:
+    ev = AssetEvidence(tags=(), missing_roles=(), gaps=(), planned_intervals=1,
+                       ideal_cycle_time_s=None, default_mode="Processing")
+    assert ev.as_dict(lambda ns: None)["mode"] == {
+        "source": "configured", "value": "Processing",
+        "note": "assets[].default_mode: the asset has no mode tag; its mode is configured, not measured",
     }

@@ -334,3 +334,131 @@ def test_counter_glitch_is_excluded_and_listed() -> None:
     # the excluded increase is in no quantity and is counted in the elements (per counter)
     e = time_elements(unit(total=c), 0, 1000 * S, ALL_PLANNED)
     assert e.pq == 20 and e.implausible_increases == 1
+
+
+# ---------------------------------------------------------------- default mode (no mode tag)
+
+# Executing 0-600, NotExecuting 600-700, Executing 700-1000; no mode tag; 90 parts, PRU 10 s
+STATE_ONLY = dict(state=step([(0, EX), (600, NE), (700, EX)]), mode=None, channel=None,
+                  total=counter([(-1, 0), (500, 90)]))
+
+
+def test_default_mode_gives_a_state_only_machine_its_kpis() -> None:
+    # with default_mode Processing: APT 0-600 + 700-1000 = 900, the NotExecuting 100 s a minor
+    # stop (ADET); A = 900 / 1000 = 0.9, E = 10 x 90 / 900 = 1.0, Q = 90 / 90, OEE 0.9
+    e = time_elements(unit(**STATE_ONLY, good=STATE_ONLY["total"], default_mode=int(PROC)),
+                      0, 1000 * S, ALL_PLANNED)
+    assert (e.known_s, e.apt_s, e.adet_s, e.idle_s) == pytest.approx((1000, 900, 100, 100))
+    k = Kpis.of(e)
+    assert (k.availability, k.effectiveness, k.quality_ratio, k.oee) == pytest.approx((0.9, 1.0, 1.0, 0.9))
+    assert k.coverage == pytest.approx(1.0)
+    # without it (as before): Executing or NotExecuting in an unknown mode is unknown time, so
+    # nothing is known -- no availability, effectiveness or OEE, coverage 0
+    e0 = time_elements(unit(**STATE_ONLY, good=STATE_ONLY["total"]), 0, 1000 * S, ALL_PLANNED)
+    k0 = Kpis.of(e0)
+    assert e0.known_s == 0 and e0.apt_s == 0
+    assert k0.availability is None and k0.effectiveness is None and k0.oee is None
+    assert k0.coverage == 0
+
+
+def test_default_mode_holds_after_a_gap_and_a_mode_tag_wins() -> None:
+    # gap 200-300, the state re-sampled at 300: 200-300 unknown, the configured mode holds
+    # again after the gap (a configured value is not lost with the connection).
+    # known 900; APT 0-200 + 300-600 + 700-1000 = 800; A = 800 / 900
+    state = step([(0, EX), (300, EX), (600, NE), (700, EX)])
+    e = time_elements(unit(**{**STATE_ONLY, "state": state}, default_mode=int(PROC)), 0, 1000 * S,
+                      ALL_PLANNED, [(200 * S, 300 * S)])
+    assert (e.known_s, e.apt_s) == pytest.approx((900, 800))
+    assert Kpis.of(e).availability == pytest.approx(800 / 900)
+    # a mode tag (Setup throughout) wins over default_mode: no APT, 1000 s of setup
+    e = time_elements(unit(**{**STATE_ONLY, "mode": step([(-5, SETUP)])}, default_mode=int(PROC)),
+                      0, 1000 * S, ALL_PLANNED)
+    assert (e.apt_s, e.asut_s) == pytest.approx((0, 1000))
+
+
+# ---------------------------------------------------------------- standard-time weighting
+
+
+def machine(pru: float | None, total: float, good: float, kwh: float | None) -> TimeElements:
+    """Executing & Processing all 1000 s (all planned); ``total``/``good`` parts and ``kwh``
+    counted at 500 s; no meter when ``kwh`` is None."""
+    return time_elements(unit(
+        state=step([(0, EX)]), channel=None, ideal_cycle_s=pru,
+        total=counter([(-1, 0), (500, total)]), good=counter([(-1, 0), (500, good)]),
+        energy=None if kwh is None else counter([(-1, 0), (500, kwh)]),
+    ), 0, 1000 * S, ALL_PLANNED)
+
+
+def test_roll_up_of_two_products_is_weighted_by_standard_time() -> None:
+    # A: PRU 10 s, 90 parts, all good, 10 kWh; B: PRU 60 s, 15 parts, 12 good, 20 kWh;
+    # both busy (APT) 1000 s
+    a, b = machine(10, 90, 90, 10), machine(60, 15, 12, 20)
+    # per asset, the raw figures keep their meaning:
+    # A: 90 parts / (1000/3600 h) = 324 per h; 10 kWh / 90 good; PRU x GQ = 900 s of 1000 s busy
+    #    -> standard output rate 0.9; 10 kWh / (900/3600 h) = 40 kWh per standard hour
+    # B: 15 / (1000/3600) = 54 per h; 20 / 12 kWh per unit; 60 x 12 = 720 s -> 0.72;
+    #    20 / (720/3600) = 100 kWh per standard hour
+    for e, thr, epu, sor, esh in ((a, 324, 10 / 90, 0.9, 40), (b, 54, 20 / 12, 0.72, 100)):
+        k = Kpis.of(e)
+        assert (k.throughput_per_h, k.energy_per_unit_kwh) == pytest.approx((thr, epu))
+        assert (k.standard_output_rate, k.energy_per_standard_hour_kwh) == pytest.approx((sor, esh))
+    assert (a.std_gq_s, a.std_busy_s, a.energy_std_kwh, a.energy_std_gq_s) == pytest.approx(
+        (900, 1000, 10, 900))
+    line = roll_up([a, b])
+    k = Kpis.of(line)
+    # 105 parts of two products per 2000 s busy (189 per h) and 30 kWh / 102 good parts add
+    # a 10 s part to a 60 s one: not reported
+    assert k.throughput_per_h is None and k.energy_per_unit_kwh is None
+    assert line.shared_pru_s is None and line.std_units == 2
+    # standard output: (900 + 720) s / 2000 s busy = 0.81;
+    # energy: 30 kWh / ((900 + 720) / 3600 h) = 30 / 0.45 = 66.67 kWh per standard hour
+    assert k.standard_output_rate == pytest.approx(0.81)
+    assert k.energy_per_standard_hour_kwh == pytest.approx(30 / 0.45)
+
+
+def test_roll_up_of_one_product_keeps_raw_figures_over_metered_units_only() -> None:
+    # A as above; C: the same PRU 10 s, 90 good parts, no energy meter (its energy_kwh is 0)
+    a, c = machine(10, 90, 90, 10), machine(10, 90, 90, None)
+    kc = Kpis.of(c)
+    assert kc.energy_per_unit_kwh is None and kc.energy_per_standard_hour_kwh is None  # not 0
+    line = roll_up([a, c])
+    k = Kpis.of(line)
+    assert line.shared_pru_s == 10
+    # one product: 180 parts / (2000/3600 h) = 324 per h
+    assert k.throughput_per_h == pytest.approx(324)
+    # A's 10 kWh over A's 90 good parts, not over 180 (C has no meter): 0.111, not 0.056
+    assert k.energy_per_unit_kwh == pytest.approx(10 / 90)
+    # 10 kWh / (900/3600 h) = 40, over A only; standard output (900 + 900) / 2000 = 0.9
+    assert k.energy_per_standard_hour_kwh == pytest.approx(40)
+    assert k.standard_output_rate == pytest.approx(0.9)
+
+
+def test_a_unit_without_pru_leaves_the_standard_figures_and_voids_raw_roll_ups() -> None:
+    # A as above; D: no PRU, 50 good parts, 5 kWh
+    a, d = machine(10, 90, 90, 10), machine(None, 50, 50, 5)
+    kd = Kpis.of(d)
+    assert kd.standard_output_rate is None and kd.energy_per_standard_hour_kwh is None
+    assert kd.energy_per_unit_kwh == pytest.approx(5 / 50)  # per asset: still defined
+    line = roll_up([a, d])
+    k = Kpis.of(line)
+    assert line.shared_pru_s is None and line.std_units == 1
+    assert k.throughput_per_h is None and k.energy_per_unit_kwh is None
+    # A only: 900 / 1000 and 10 kWh / 0.25 h
+    assert (k.standard_output_rate, k.energy_per_standard_hour_kwh) == pytest.approx((0.9, 40))
+
+
+def test_unmeasured_good_quantity_is_left_out_of_standard_output() -> None:
+    # total only (no good, no reject): GQ is not measured -- not 0 good parts
+    e = time_elements(unit(state=step([(0, EX)]), total=counter([(-1, 0), (500, 90)]),
+                           energy=counter([(-1, 0), (500, 10)])), 0, 1000 * S, ALL_PLANNED)
+    assert (e.std_units, e.std_gq_s, e.std_busy_s, e.metered_gq, e.metered_kwh) == (0, 0, 0, 0, 0)
+    k = Kpis.of(e)
+    assert k.standard_output_rate is None and k.energy_per_unit_kwh is None
+    assert e.energy_kwh == 10  # the meter still counts in the plant's energy
+    # nor a quality or scrap ratio of 0 (was: 0 good of 90 -> quality 0.0, scrap 0.0)
+    assert e.gq_known == 0 and k.quality_ratio is None and k.scrap_ratio is None and k.oee is None
+    assert k.effectiveness == pytest.approx(10 * 90 / 1000)  # PQ is measured: E stands
+    # ... nor in a roll-up with a unit that has one
+    a = machine(10, 90, 90, 10)
+    k = Kpis.of(roll_up([a, e]))
+    assert k.quality_ratio is None and k.scrap_ratio is None

@@ -195,6 +195,76 @@ def test_declared_verdicts(criterion: Criterion, d: Declared, value: float | Non
         assert r.supplied and r.supplied[0].supplied_by == WHO["supplied_by"]
 
 
+@pytest.mark.parametrize(("base", "cur", "months"), [
+    (("2026-11",), ("2026-11",), "month 2026-11"),  # both windows inside November
+    (("2026-10", "2026-11"), ("2026-11", "2026-12"), "month 2026-11"),  # they overlap in one
+    (("2026-10", "2026-11"), ("2026-10", "2026-11"), "months 2026-10, 2026-11"),
+])
+def test_a_cost_delta_needs_windows_in_different_months(
+    base: tuple[str, ...], cur: tuple[str, ...], months: str,
+) -> None:
+    # every month is declared: without the check the shared month would be on both sides and
+    # the change of two windows in November would come out 0
+    d = declared(operating_cost=[*COSTS, month("2026-10", 1.0e6)])
+    o = declared_observation(COST, d, baseline_periods=base, current_periods=cur)
+    assert o is not None and o.value is None
+    assert o.missing == (f"the baseline and current windows share the {months}: operating cost is "
+                         "declared per month, so its change needs windows in different months")
+    r = judge(COST, o, coverage_min=0.8)
+    assert r.verdict == "insufficient_data" and r.missing == o.missing
+    # with the months undeclared too, both are named (each month once)
+    o = declared_observation(COST, declared(), baseline_periods=base, current_periods=cur)
+    assert o is not None and o.missing is not None and o.missing.endswith(
+        f"; the baseline and current windows share the {months}: operating cost is "
+        "declared per month, so its change needs windows in different months")
+    assert o.missing.startswith("needs declared.operating_cost for ")
+    assert o.missing.count("2026-11") == 2  # once as lacking, once as shared
+    # a value (not a change) of one window is fine
+    cost_value = crit(figure="operating_cost", kind="declared", direction="<=", threshold=2e6)
+    v = declared_observation(cost_value, d, baseline_periods=base, current_periods=cur)
+    assert v is not None and v.value is not None
+
+
+ENERGY_REF = "industry_energy_per_unit_kwh"
+
+
+def energy_value(value: float) -> dict[str, Any]:
+    return {**WHO, "value": value, "unit": "kWh/standard h"}
+
+
+@pytest.mark.parametrize(
+    ("d", "threshold", "item", "note"),
+    [
+        (declared(energy_benchmark=energy_value(3.2)), 3.2, "energy_benchmark", None),
+        (declared(references={ENERGY_REF: energy_value(3.5)}), 3.5, f"references.{ENERGY_REF}", None),
+        # both: references[...] wins, and the criterion says the other was not used
+        (declared(energy_benchmark=energy_value(3.2), references={ENERGY_REF: energy_value(3.5)}),
+         3.5, f"references.{ENERGY_REF}",
+         f"declared.energy_benchmark (3.2 kWh/standard h) is also given and not used: "
+         f"declared.references.{ENERGY_REF} (3.5 kWh/standard h) takes precedence"),
+        (declared(), None, None, None),
+    ],
+    ids=["benchmark", "reference", "both", "neither"],
+)
+def test_energy_reference_precedence(d: Declared, threshold: float | None, item: str | None,
+                                     note: str | None) -> None:
+    # energy per standard hour 3.3 kWh: below 3.5, above 3.2 -- the reference used decides the verdict
+    r = tier_readiness(load_tiers(), "excellence", values={"energy_per_standard_hour_kwh": obs(3.3, 3.25, 3.34)},
+                       deltas={}, declared=d, coverage_min=0.8)
+    energy = next(c for c in r.criteria if c.id == "energy")
+    assert energy.threshold == threshold and energy.reference_value == threshold
+    assert energy.reference_source == (f"declared.{item}" if item else None)
+    assert energy.reference_note == note
+    out = energy.as_dict()
+    assert (out["reference_source"], out["reference_note"]) == (energy.reference_source, note)
+    if item is None:
+        assert energy.verdict == "insufficient_data" and energy.supplied == ()
+        assert "(or declared.energy_benchmark)" in (energy.missing or "")
+    else:
+        assert energy.verdict == ("met" if threshold == 3.5 else "not_met")
+        assert [s.item for s in energy.supplied] == [item]
+
+
 def test_a_cost_delta_needs_both_windows() -> None:
     o = declared_observation(COST, declared(operating_cost=COSTS), current_periods=CUR_MONTHS)
     assert o is not None and o.value is None and "baseline and current windows" in (o.missing or "")
@@ -263,7 +333,9 @@ def test_excellence_readiness() -> None:
     energy = next(c for c in r.criteria if c.id == "energy")
     assert (energy.threshold, energy.reference_value) == (3.2, 3.2)
     assert energy.reference == "industry_energy_per_unit_kwh"
-    assert energy.supplied[0].item == "references.industry_energy_per_unit_kwh"
+    # FULL declares only energy_benchmark: the criterion says so
+    assert energy.supplied[0].item == "energy_benchmark"
+    assert (energy.reference_source, energy.reference_note) == ("declared.energy_benchmark", None)
     out = json.loads(json.dumps(r.as_dict()))
     assert out["tier"] == "excellence" and out["verdict"] == "point_estimate_only"
     assert out["counts"] == {"met": 11, "point_estimate_only": 2, "insufficient_data": 0, "not_met": 0}
