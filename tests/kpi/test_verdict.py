@@ -249,7 +249,8 @@ def energy_value(value: float) -> dict[str, Any]:
 def test_energy_reference_precedence(d: Declared, threshold: float | None, item: str | None,
                                      note: str | None) -> None:
     # energy per standard hour 3.3 kWh: below 3.5, above 3.2 -- the reference used decides the verdict
-    r = tier_readiness(load_tiers(), "excellence", values={"energy_per_standard_hour_kwh": obs(3.3, 3.25, 3.34)},
+    r = tier_readiness(load_tiers(), "excellence",
+                       values={"energy_per_standard_hour_kwh": obs(3.3, 3.25, 3.34)},
                        deltas={}, declared=d, coverage_min=0.8)
     energy = next(c for c in r.criteria if c.id == "energy")
     assert energy.threshold == threshold and energy.reference_value == threshold
