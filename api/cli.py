@@ -207,9 +207,17 @@ async def _simulate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: simulate needs a simulation: section")
     now = parse_instant(args.at) if args.at else datetime.now(UTC)
     if args.truth:
-        write_truth(settings, args.truth, now=now)
-        print(f"wrote ground truth of the current window to {args.truth}")
+        window = getattr(settings.kpi, args.window)
+        if window is None:
+            raise ConfigError(f"{args.config or 'config/demo.yaml'}: --window {args.window} needs "
+                              f"kpi.{args.window} in the configuration")
+        data = write_truth(settings, args.truth, now=now, window=args.window)
+        w = data["window"]
+        print(f"wrote ground truth of the {args.window} window ({w['from']} .. {w['to']}) "
+              f"to {args.truth}")
         return 0
+    if args.window != "current":
+        raise ConfigError("--window chooses the window of --truth; without --truth it means nothing")
     plant = Plant(settings, now=now)
     async with embedded_brokers(settings) as settings, serve_devices(settings, plant) as running:
         for line in running.describe():
@@ -455,9 +463,13 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="run the simulated machines alone, or write their ground truth",
                        description="Serve the config's simulated machines over their protocols, or "
-                       "with --truth write the exact KPIs of the config's current window as JSON.")
+                       "with --truth write the exact KPIs of the config's current (or baseline) "
+                       "window as JSON, in the names and shape of the API's KPIs.")
     s.add_argument("--config", help="configuration file (default: the shipped config/demo.yaml)")
-    s.add_argument("--truth", metavar="OUT.json", help="write ground-truth KPIs and exit")
+    s.add_argument("--truth", metavar="OUT.json", help="write ground-truth KPIs and exit (the "
+                   "names and shape of GET /api/v1/kpis, to diff with it)")
+    s.add_argument("--window", choices=["current", "baseline"], default="current",
+                   help="with --truth: the config's kpi.current (default) or kpi.baseline window")
     s.add_argument("--at", help="the simulation's 'now' (ISO 8601), for reproducible truth")
     s.add_argument("--duration", type=float, help="stop serving after this many seconds")
 

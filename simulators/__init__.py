@@ -40,7 +40,7 @@ from .opcua import (
 )
 from .plant import HISTORY_ROLES, MachineValues, Plant, stored_values
 from .servers import SimulatedDevices, serve_devices
-from .truth import Elements, asset_elements, truth, write_truth
+from .truth import NOT_GIVEN, Elements, asset_elements, truth, write_truth
 
 __all__ = [
     "HISTORY_ROLES",
@@ -48,6 +48,7 @@ __all__ = [
     "MQTT_SIGNALS",
     "NAMESPACE_URI",
     "NATIVE_CODES",
+    "NOT_GIVEN",
     "OPCUA_SIGNALS",
     "REGISTER_MAP",
     "SECURITY_ALL",

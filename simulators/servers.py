@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -69,23 +70,36 @@ async def embedded_brokers(settings: Settings) -> AsyncIterator[Settings]:
 
 
 @contextlib.asynccontextmanager
-async def serve_devices(settings: Settings, plant: Plant) -> AsyncIterator[SimulatedDevices]:
+async def serve_devices(
+    settings: Settings,
+    plant: Plant,
+    *,
+    clock: Callable[[], int] = time.time_ns,
+    interval_s: float | None = None,
+) -> AsyncIterator[SimulatedDevices]:
     """Start a server for each enabled device of ``settings``, where its config says it is.
 
     Modbus devices: one server per device (unit ids = machines). OPC UA devices: one server
     per endpoint, showing the assets that the device's tags name, on the endpoint's port.
     MQTT devices: a publisher per payload format to the device's broker (which must be
     running: the demo starts an embedded one and sets ``broker``).
+
+    ``clock`` gives every server the simulated instant in ns (default: the wall clock; an
+    accelerated clock runs the plant faster). ``interval_s`` is how often every server shows
+    the plant anew (default: each server's own, 0.15 to 0.2 s).
     """
     async with contextlib.AsyncExitStack() as stack:
-        running = SimulatedDevices(await stack.enter_async_context(serve_plant(settings, plant)))
+        running = SimulatedDevices(await stack.enter_async_context(
+            serve_plant(settings, plant, clock=clock, interval_s=interval_s or 0.15)
+        ))
         for d in settings.devices:
             if not isinstance(d, OpcUaDevice) or not d.enabled:
                 continue
             url = urlparse(d.endpoint)
             assets = sorted({t.asset for t in d.tags})
             running.opcua[d.name] = await stack.enter_async_context(
-                serve_opcua(plant, assets, host=url.hostname or "127.0.0.1", port=url.port or 4840)
+                serve_opcua(plant, assets, host=url.hostname or "127.0.0.1", port=url.port or 4840,
+                            clock=clock, interval_s=interval_s or 0.2)
             )
         for d in settings.devices:
             if not isinstance(d, MqttDevice) or not d.enabled:
@@ -102,6 +116,7 @@ async def serve_devices(settings: Settings, plant: Plant) -> AsyncIterator[Simul
             for style, prefix, assets in mqtt_publications(d):
                 running.mqtt[(d.name, style)] = await stack.enter_async_context(serve_mqtt(
                     plant, host, port, style=style, assets=assets, prefix=prefix,
-                    username=d.username, password=password, tls=tls,
+                    username=d.username, password=password, tls=tls, clock=clock,
+                    interval_s=interval_s or 0.2,
                 ))
         yield running

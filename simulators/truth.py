@@ -5,13 +5,44 @@ no code with ``kpi/calendar.py``): these numbers come from the timeline and the 
 themselves, not from stored samples, so comparing them with what the gateway computes from
 collected data tests the whole chain.
 
-Time elements count inside planned busy time (PBT) of the window; quantities and energy
-count over the whole window, and the parts completed inside PBT (``pq_plan``, ``gq_plan``)
-are the basis of effectiveness and quality; those completed outside it are
-``pq_outside_plan``. The simulator knows every instant, so no time is unknown here.
-Roll-ups (lines, plant) sum elements, then divide. Ratios are fractions, None where the
-denominator is zero. An asset without PRU has no effectiveness (nor OEE); roll-ups leave it
-out of their effectiveness and count it in ``units_without_pru``.
+The output has the names and the shape of the KPI service's (``GET /api/v1/kpis``), so that a
+user can diff the two::
+
+    {"window": {"from": ISO, "to": ISO},
+     "assets": {"<asset path>": {<KPI>: value, ..., "elements": {<element>: value, ...}}},
+     "lines":  {"<site/area/line>": {... the same ...}},
+     "total":  {... the same ...}}
+
+KPI and element names are those of ``kpi.oee.Kpis`` and ``kpi.oee.TimeElements``; timestamps
+are formatted by :func:`config.times.iso`, as the API formats them.
+
+Time elements count inside planned busy time (PBT) of the window; quantities and energy count
+over the whole window, and the parts completed inside PBT (``pq_plan``, ``gq_plan``,
+``sq_plan``) are the basis of effectiveness and quality; those completed outside it are
+``pq_outside_plan``. The simulator knows every instant and every part, so all of PBT is known
+(``known_s``; ``coverage`` is 1), every channel mode is known (``apt_mode_known_s`` is
+``apt_s``; ``automation_coverage`` is 1), every unit's output is measured (``pq_known``) and no
+part is unattributed (``pq_unattributed`` is 0). (State, mode) map to elements as the
+OPC 40001-1 annex says, restated here: OutOfService is a malfunction, NotAvailable is not
+available, and otherwise Processing is APT when Executing and a minor stop (``idle_s``) when
+not, Setup is ASUT, Maintenance is maintenance, no mode is ``other_s``; ADET is malfunctions
+plus minor stops (ISO 22400-2 unit delays). Roll-ups (lines, total) sum elements, then divide
+(``window_s`` is the window, not a sum). Ratios are fractions, None where the denominator is
+zero. An asset without PRU has no effectiveness (nor OEE, nor NEE); roll-ups leave it out of
+their effectiveness and count it in ``units_without_pru``. Parts of different products do not
+add up: a roll-up's raw ``throughput_per_h`` and ``energy_per_unit_kwh`` are None unless all
+its assets share one PRU (``shared_pru_s``); ``standard_output_rate`` (PRU x good parts in PBT
+per busy hour) and ``energy_per_standard_hour_kwh`` (kWh per PRU x good parts, in hours) weigh
+each part by its PRU. Energy per unit counts only the assets the configuration gives an energy
+meter (an ``energy_kwh`` tag on an enabled device).
+
+What the API gives and the truth deliberately does not (:data:`NOT_GIVEN`):
+
+- ``counter_resets`` and ``implausible_increases``: what the stored counter samples showed
+  (a reset shows only where the counter had counted something; a glitch is a bad sample), not
+  something the machine did;
+- ``evidence``, ``algorithm_version``, ``config_fingerprint``: how the service computed its
+  numbers from stored data; the truth has no data, only the model.
 """
 
 from __future__ import annotations
@@ -19,81 +50,122 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 
 from config.settings import Settings
-from config.signals import ChannelMode, MachineState, OperationMode
-from config.times import parse_instant
+from config.signals import ChannelMode, MachineState, OperationMode, Role
+from config.times import iso, parse_instant
 
 from .calendar import overlap_seconds
 from .model import NS, datetime_ns
 from .plant import Plant
 
-__all__ = ["Elements", "asset_elements", "truth", "write_truth"]
+__all__ = ["NOT_GIVEN", "Elements", "asset_elements", "truth", "write_truth"]
 
 _NS_PER_H = 3600 * NS
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: names of the KPI service's output that the truth deliberately does not give (see above)
+NOT_GIVEN: Final[frozenset[str]] = frozenset({
+    "counter_resets", "implausible_increases",  # elements: observations of stored samples
+    "evidence", "algorithm_version", "config_fingerprint",  # how stored data was used
+})
+
+
+def _r(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
 class Elements:
-    """Additive ISO 22400 inputs of one asset, or of a sum of assets, over one window."""
+    """Additive ISO 22400 inputs of one asset, or of a sum of assets, over one window (named
+    as ``kpi.oee.TimeElements``; seconds inside PBT unless said otherwise)."""
 
+    window_s: float = 0.0  # the window (a roll-up keeps it, does not sum it)
     pbt_s: float = 0.0  # window ∩ planned busy time
-    apt_s: float = 0.0  # Executing & Processing ∩ PBT
-    asut_s: float = 0.0  # (Executing | NotExecuting) & Setup ∩ PBT
-    adet_s: float = 0.0  # (OutOfService | NotExecuting & Processing) ∩ PBT: failures + minor stops
-    minor_stop_s: float = 0.0  # NotExecuting & Processing ∩ PBT (the minor-stop part of ADET)
+    known_s: float = 0.0  # PBT whose (state, mode) maps to an element: all of it here
+    apt_s: float = 0.0  # Executing & Processing
+    asut_s: float = 0.0  # (Executing | NotExecuting) & Setup
+    adet_s: float = 0.0  # OutOfService + NotExecuting & Processing: failures + minor stops
+    idle_s: float = 0.0  # NotExecuting & Processing: the minor stops, a part of ADET
+    maintenance_s: float = 0.0  # (Executing | NotExecuting) & Maintenance
+    not_available_s: float = 0.0  # NotAvailable
+    other_s: float = 0.0  # (Executing | NotExecuting) & no mode
     apt_auto_s: float = 0.0  # APT in channel mode Automatic
+    apt_mode_known_s: float = 0.0  # APT whose channel mode is known: all of it here
+    apt_outside_plan_s: float = 0.0  # Executing & Processing outside PBT
     pq: int = 0  # parts completed in [start, end)
     gq: int = 0
     sq: int = 0
     pq_plan: int = 0  # of those, completed inside PBT
     gq_plan: int = 0
+    sq_plan: int = 0
+    pq_unattributed: int = 0  # completed in unknown PBT: none, the model knows every instant
     pq_outside_plan: int = 0  # completed outside PBT (overtime): reported, not in E or Q
-    energy_kwh: float = 0.0  # meter increase over [start, end)
-    pru_pq_s: float = 0.0  # sum of PRU x PQ over the assets whose PRU is known
+    ideal_s: float = 0.0  # PRU x PQ in PBT, over the assets whose PRU is known
     apt_pru_s: float = 0.0  # APT of the assets whose PRU is known
+    energy_kwh: float = 0.0  # meter increase over [start, end)
+    # standard-time weighting (parts of different products add up as PRU x parts):
+    metered_kwh: float = 0.0  # energy of the assets the config gives an energy meter
+    metered_gq: int = 0  # their good parts, whole window
+    std_gq_s: float = 0.0  # PRU x GQ in PBT, of the assets with a PRU
+    std_busy_s: float = 0.0  # APT + ASUT + ADET of those assets
+    energy_std_kwh: float = 0.0  # energy of the assets with a meter and a PRU
+    energy_std_gq_s: float = 0.0  # their PRU x GQ, whole window
     units: int = 1
+    pq_known: int = 1  # units whose output is known: every one here
+    gq_known: int = 1  # units whose good output is known: every one here
     units_without_pru: int = 0  # assets without PRU: left out of effectiveness
+    std_units: int = 0  # assets with a PRU (in std_gq_s and std_busy_s)
+    shared_pru_s: float | None = None  # the PRU all the units share, else None (not summed)
 
     def __add__(self, other: Elements) -> Elements:
-        return Elements(**{f.name: getattr(self, f.name) + getattr(other, f.name)
-                           for f in fields(self)})
+        summed = {f.name: getattr(self, f.name) + getattr(other, f.name)
+                  for f in fields(self) if f.name not in ("window_s", "shared_pru_s")}
+        shared = self.shared_pru_s if self.shared_pru_s == other.shared_pru_s else None
+        return Elements(window_s=max(self.window_s, other.window_s), shared_pru_s=shared, **summed)
 
     def ratios(self) -> dict[str, float | None]:
-        def r(num: float | None, den: float) -> float | None:
-            return None if num is None or den <= 0 else num / den
-
-        availability = r(self.apt_s, self.pbt_s)
+        """The KPIs, named and ordered as ``kpi.oee.Kpis``."""
+        availability = _r(self.apt_s, self.known_s)
         # may exceed 1: not clipped; over the assets with a PRU only, None when none has one
         effectiveness = (
-            r(self.pru_pq_s, self.apt_pru_s) if self.units_without_pru < self.units else None
+            _r(self.ideal_s, self.apt_pru_s) if self.units_without_pru < self.units else None
         )
-        quality = r(self.gq_plan, self.pq_plan)
-        oee = (
-            availability * effectiveness * quality
-            if availability is not None and effectiveness is not None and quality is not None
-            else None
-        )
+        quality = _r(self.gq_plan, self.pq_plan)
+        e_q = None if effectiveness is None or quality is None else effectiveness * quality
+        aupt = self.apt_s + self.asut_s
+        nee_t = _r(aupt, self.known_s)
+        busy = aupt + self.adet_s
+        # raw parts add up for one product only: a roll-up needs one PRU shared by its units
+        one_product = self.units == 1 or self.shared_pru_s is not None
         return {
             "availability": availability,
             "effectiveness": effectiveness,
             "quality_ratio": quality,
-            "oee": oee,
-            "automation_rate": r(self.apt_auto_s, self.apt_s),
-            "scrap_ratio": r(self.pq_plan - self.gq_plan, self.pq_plan),
-            "energy_per_unit": r(self.energy_kwh, self.gq),
+            "oee": None if availability is None or e_q is None else availability * e_q,
+            "nee": None if nee_t is None or e_q is None else nee_t * e_q,
+            "technical_efficiency": _r(self.apt_s, self.apt_s + self.adet_s),
+            "setup_rate": _r(self.asut_s, aupt),
+            "scrap_ratio": _r(self.sq_plan, self.pq_plan),
+            "throughput_per_h": _r(self.pq_plan, busy / 3600.0) if one_product else None,
+            "automation_rate": _r(self.apt_auto_s, self.apt_mode_known_s),
+            "automation_coverage": _r(self.apt_mode_known_s, self.apt_s),
+            "energy_per_unit_kwh": _r(self.metered_kwh, self.metered_gq) if one_product else None,
+            "coverage": _r(self.known_s, self.pbt_s),
+            "standard_output_rate": _r(self.std_gq_s, self.std_busy_s),
+            "energy_per_standard_hour_kwh": _r(self.energy_std_kwh, self.energy_std_gq_s / 3600.0),
         }
 
+    def elements(self) -> dict[str, float | int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out.update(self.ratios())
-        return out
+        """KPIs and ``elements``, shaped as one entry of the KPI service's output."""
+        return {**self.ratios(), "elements": self.elements()}
 
 
 def asset_elements(
@@ -106,13 +178,27 @@ def asset_elements(
     pbt = float(np.sum(plan[1] - plan[0])) / NS
     seg, end = tl.seg_ns, tl.seg_end
     inside = overlap_seconds(plan, seg, end)  # seconds of each segment inside PBT
+    outside = (end - seg) / NS - inside
     state, mode = tl.state, tl.mode
-    executing = state == MachineState.Executing
-    not_executing = state == MachineState.NotExecuting
-    apt_mask = executing & (mode == OperationMode.Processing)
-    setup_mask = (executing | not_executing) & (mode == OperationMode.Setup)
-    minor_mask = not_executing & (mode == OperationMode.Processing)
-    pru = (settings or plant.settings).asset(asset).ideal_cycle_time_s
+    oos = state == MachineState.OutOfService
+    na = state == MachineState.NotAvailable
+    up = (state == MachineState.Executing) | (state == MachineState.NotExecuting)
+    running = (state == MachineState.Executing) & (mode == OperationMode.Processing)
+    minor = (state == MachineState.NotExecuting) & (mode == OperationMode.Processing)
+    setup = up & (mode == OperationMode.Setup)
+    maintenance = up & (mode == OperationMode.Maintenance)
+    other = up & (mode == OperationMode.NoMode)
+    known = oos | na | running | minor | setup | maintenance | other
+
+    def s(mask: np.ndarray) -> float:
+        return float(np.sum(inside[mask]))
+
+    config = settings or plant.settings
+    pru = config.asset(asset).ideal_cycle_time_s
+    # the plant's meters are what the configuration collects: an asset without an energy
+    # tag (on an enabled device) has no meter to read
+    metered = any(t.asset == asset and t.role == Role.ENERGY_KWH
+                  for d, t in config.all_tags() if d.enabled)
     pq = int(tl.part_ns.size)  # the timeline holds exactly the parts of [start, end)
     gq = int(np.count_nonzero(tl.part_good))
     # a part is in the plan when its completion instant lies in a planned interval
@@ -120,26 +206,47 @@ def asset_elements(
     in_plan = (k >= 0) & (tl.part_ns < plan[1][np.maximum(k, 0)]) if plan[0].size else (
         np.zeros(tl.part_ns.size, bool))
     pq_plan = int(np.count_nonzero(in_plan))
-    apt = float(np.sum(inside[apt_mask]))
+    gq_plan = int(np.count_nonzero(tl.part_good & in_plan))
+    apt = s(running)
+    busy = apt + s(setup) + s(oos | minor)
+    energy = float(np.sum(tl.power_kw * ((end - seg) / _NS_PER_H)))
     return Elements(
+        window_s=(end_ns - start_ns) / NS,
         pbt_s=pbt,
+        known_s=s(known),
         apt_s=apt,
-        asut_s=float(np.sum(inside[setup_mask])),
-        # ISO 22400-2: unit delays are malfunctions and minor stops alike
-        adet_s=float(np.sum(inside[(state == MachineState.OutOfService) | minor_mask])),
-        minor_stop_s=float(np.sum(inside[minor_mask])),
-        apt_auto_s=float(np.sum(inside[apt_mask & (tl.channel == ChannelMode.Automatic)])),
+        asut_s=s(setup),
+        adet_s=s(oos | minor),
+        idle_s=s(minor),
+        maintenance_s=s(maintenance),
+        not_available_s=s(na),
+        other_s=s(other),
+        apt_auto_s=s(running & (tl.channel == ChannelMode.Automatic)),
+        apt_mode_known_s=apt,
+        apt_outside_plan_s=float(np.sum(outside[running])),
         pq=pq,
         gq=gq,
         sq=pq - gq,
         pq_plan=pq_plan,
-        gq_plan=int(np.count_nonzero(tl.part_good & in_plan)),
+        gq_plan=gq_plan,
+        sq_plan=pq_plan - gq_plan,
+        pq_unattributed=0,
         pq_outside_plan=pq - pq_plan,
-        energy_kwh=float(np.sum(tl.power_kw * ((end - seg) / _NS_PER_H))),
-        pru_pq_s=0.0 if pru is None else pru * pq_plan,
+        ideal_s=0.0 if pru is None else pru * pq_plan,
         apt_pru_s=0.0 if pru is None else apt,
+        energy_kwh=energy,
+        metered_kwh=energy if metered else 0.0,
+        metered_gq=gq if metered else 0,
+        std_gq_s=0.0 if pru is None else pru * gq_plan,
+        std_busy_s=0.0 if pru is None else busy,
+        energy_std_kwh=energy if metered and pru is not None else 0.0,
+        energy_std_gq_s=pru * gq if metered and pru is not None else 0.0,
         units=1,
+        pq_known=1,
+        gq_known=1,
         units_without_pru=int(pru is None),
+        std_units=int(pru is not None),
+        shared_pru_s=pru,
     )
 
 
@@ -164,7 +271,8 @@ def truth(
     *,
     plant: Plant | None = None,
 ) -> dict[str, Any]:
-    """Ground truth of [start, end) per asset, per line and for the plant, as JSON-ready data.
+    """Ground truth of [start, end) per asset, per line and in total, as JSON-ready data in
+    the KPI service's shape (see the module's docstring).
 
     ``start``/``end`` are datetimes, ns since the epoch, or strings like ``now-7d``. Pass the
     ``plant`` whose history was stored (or the same ``now``) so that the regime boundary is
@@ -181,14 +289,11 @@ def truth(
     for a in settings.assets:
         lines.setdefault(a.line, []).append(per_asset[a.path])
 
-    def iso(ns: int) -> str:
-        return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
-
     return {
-        "window": {"start": iso(s_ns), "end": iso(e_ns)},
+        "window": {"from": iso(s_ns), "to": iso(e_ns)},
         "assets": {path: e.as_dict() for path, e in per_asset.items()},
-        "lines": {line: _sum(items).as_dict() for line, items in lines.items()},
-        "plant": _sum(per_asset.values()).as_dict(),
+        "lines": {line: _sum(items).as_dict() for line, items in sorted(lines.items())},
+        "total": _sum(per_asset.values()).as_dict(),
     }
 
 

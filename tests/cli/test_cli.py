@@ -36,21 +36,38 @@ def test_help_lists_every_command() -> None:
         assert sub.returncode == 0 and "usage: tierproof " + cmd in sub.stdout
 
 
-def test_simulate_truth_writes_the_current_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("window", "days_back"), [("current", 0), ("baseline", 7)])
+def test_simulate_truth_writes_the_window(tmp_path: Path, window: str, days_back: int) -> None:
+    """``--truth`` writes the truth of the config's window in the API's names and shape."""
     out = tmp_path / "truth.json"
-    r = tierproof("simulate", "--truth", str(out), "--at", AT)
+    r = tierproof("simulate", "--truth", str(out), "--at", AT, "--window", window)
     assert r.returncode == 0, r.stderr
     data = json.loads(out.read_text())
     settings = load_settings(shipped_config("demo.yaml"))
     now = parse_instant(AT)
-    assert parse_instant(data["window"]["start"]) == now - timedelta(days=7)
-    assert parse_instant(data["window"]["end"]) == now
+    end = now - timedelta(days=days_back)
+    assert set(data) == {"window", "assets", "lines", "total"}
+    assert parse_instant(data["window"]["from"]) == end - timedelta(days=7)
+    assert parse_instant(data["window"]["to"]) == end
+    assert data["window"]["from"] in r.stdout and window in r.stdout
     assert sorted(data["assets"]) == sorted(a.path for a in settings.assets)
-    expect = truth(settings, now - timedelta(days=7), now, now=now)
-    for path, entry in data["assets"].items():
+    expect = truth(settings, end - timedelta(days=7), end, now=now)
+    assert data == json.loads(json.dumps(expect))
+    for entry in data["assets"].values():
         for k in ("availability", "effectiveness", "quality_ratio", "oee"):
             assert 0 < entry[k] <= 1.5
-            assert entry[k] == expect["assets"][path][k]
+        assert entry["elements"]["pq"] > 0
+
+
+def test_simulate_window_needs_the_config_window(tmp_path: Path) -> None:
+    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    data["kpi"].pop("baseline", None)
+    cfg = tmp_path / "plant.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = tierproof("simulate", "--config", str(cfg), "--truth", str(tmp_path / "t.json"),
+                  "--window", "baseline", "--at", AT)
+    assert r.returncode == 2 and "kpi.baseline" in r.stderr
+    assert not (tmp_path / "t.json").exists()
 
 
 @pytest.mark.mqtt

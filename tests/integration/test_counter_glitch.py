@@ -50,5 +50,5 @@ def test_counter_glitch_excluded_and_listed(tmp_path: Path) -> None:
     assert pru is not None
     assert flag["allowed"] == pytest.approx(0.001 * 1.5 / pru + 1)
     assert got["elements"]["implausible_increases"] == 1
-    assert got["elements"]["pq"] == want["pq"] == before["elements"]["pq"]
+    assert got["elements"]["pq"] == want["elements"]["pq"] == before["elements"]["pq"]
     assert got["effectiveness"] == pytest.approx(before["effectiveness"])

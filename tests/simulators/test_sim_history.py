@@ -115,7 +115,7 @@ def test_counters_rebuild_the_truth_exactly(window: tuple[str, str], series: Ser
         if tag.role not in COUNTER_ROLES:
             continue
         ts, v = series[tag.path]
-        node = t["assets"][tag.asset]
+        node = t["assets"][tag.asset]["elements"]
         if tag.role is Role.ENERGY_KWH:
             # the stored samples strictly inside, and the meter's reading at both edges
             inside = (ts > start) & (ts < end)

@@ -15,10 +15,11 @@ from config.settings import SimulationSettings
 from simulators import Plant, truth, write_truth
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
-ADDITIVE = ("pbt_s", "apt_s", "asut_s", "adet_s", "minor_stop_s", "apt_auto_s", "pq", "gq", "sq",
-            "energy_kwh", "pru_pq_s", "units")
+ADDITIVE = ("pbt_s", "known_s", "apt_s", "asut_s", "adet_s", "idle_s", "apt_auto_s",
+            "apt_mode_known_s", "pq", "gq", "sq", "pq_plan", "gq_plan", "sq_plan", "energy_kwh",
+            "ideal_s", "apt_pru_s", "units")
 RATIOS = ("availability", "effectiveness", "quality_ratio", "oee", "automation_rate",
-          "scrap_ratio", "energy_per_unit")
+          "scrap_ratio", "energy_per_unit_kwh")
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +32,31 @@ def baseline(settings: Settings, plant: Plant) -> dict[str, Any]:
     return truth(settings, "now-14d", "now-7d", plant=plant)
 
 
+def flat(node: dict[str, Any]) -> dict[str, Any]:
+    """One entry's KPIs and elements in one dict (their names never clash)."""
+    out = {k: v for k, v in node.items() if k != "elements"}
+    assert not set(out) & set(node["elements"])
+    return {**out, **node["elements"]}
+
+
 def every_node(t: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*t["assets"].values(), *t["lines"].values(), t["plant"]]
+    return [flat(n) for n in (*t["assets"].values(), *t["lines"].values(), t["total"])]
+
+
+def z(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
 
 
 def test_shape(settings: Settings, current: dict[str, Any]) -> None:
-    assert set(current) == {"window", "assets", "lines", "plant"}
-    assert current["window"] == {"start": (NOW - timedelta(days=7)).isoformat(),
-                                 "end": NOW.isoformat()}
+    assert set(current) == {"window", "assets", "lines", "total"}
+    assert current["window"] == {"from": z(NOW - timedelta(days=7)), "to": z(NOW)}
     assert set(current["assets"]) == {a.path for a in settings.assets}
     assert set(current["lines"]) == {a.line for a in settings.assets}
     for node in every_node(current):
         assert set(ADDITIVE) | set(RATIOS) <= set(node)
+        # the model knows every instant, channel and part
+        assert node["coverage"] == pytest.approx(1.0) and node["automation_coverage"] == 1.0
+        assert node["pq_unattributed"] == 0 and node["pq_known"] == node["units"]
 
 
 def test_time_elements_partition_planned_busy_time(current: dict[str, Any]) -> None:
@@ -53,7 +67,8 @@ def test_time_elements_partition_planned_busy_time(current: dict[str, Any]) -> N
         # holds the failures and the minor stops (ISO 22400-2 unit delays)
         parts = node["apt_s"] + node["asut_s"] + node["adet_s"]
         assert parts == pytest.approx(node["pbt_s"], rel=1e-9)
-        assert 0 < node["minor_stop_s"] < node["adet_s"]
+        assert 0 < node["idle_s"] < node["adet_s"]  # idle_s: the minor stops
+        assert node["known_s"] == pytest.approx(node["pbt_s"], rel=1e-9)
         assert node["pq"] == node["gq"] + node["sq"] > 0
         assert 0 < node["availability"] <= 1
         assert 0 < node["quality_ratio"] <= 1
@@ -68,31 +83,36 @@ def test_planned_busy_time_follows_the_calendar(settings: Settings, plant: Plant
     monday = datetime(2026, 11, 16, tzinfo=tz)  # a Monday
     t = truth(settings, monday, monday + timedelta(days=1), plant=plant)
     # 06:00-22:00 minus breaks of 10, 30 and 15 minutes
-    assert t["assets"]["demo/machining/line1/lathe-01"]["pbt_s"] == 16 * 3600 - 55 * 60
+    assert t["assets"]["demo/machining/line1/lathe-01"]["elements"]["pbt_s"] == 16 * 3600 - 55 * 60
     sunday = monday - timedelta(days=1)
     t = truth(settings, sunday, monday, plant=plant)
-    node = t["assets"]["demo/machining/line1/lathe-01"]
+    node = flat(t["assets"]["demo/machining/line1/lathe-01"])
     assert node["pbt_s"] == 0 and node["pq"] == 0
     assert node["availability"] is None and node["energy_kwh"] > 0  # standby power
+    assert node["coverage"] is None  # no planned time to cover
 
 
 def test_roll_ups_sum_elements_then_divide(settings: Settings, current: dict[str, Any]) -> None:
-    for line, node in current["lines"].items():
-        members = [current["assets"][a.path] for a in settings.assets if a.line == line]
+    for line, entry in current["lines"].items():
+        node = flat(entry)
+        members = [flat(current["assets"][a.path]) for a in settings.assets if a.line == line]
         for key in ADDITIVE:
             assert node[key] == pytest.approx(sum(m[key] for m in members))
+        assert node["window_s"] == members[0]["window_s"] == 7 * 86400  # kept, not summed
         assert node["effectiveness"] == pytest.approx(
-            sum(m["pru_pq_s"] for m in members) / sum(m["apt_s"] for m in members)
+            sum(m["ideal_s"] for m in members) / sum(m["apt_s"] for m in members)
         )
         assert node["availability"] == pytest.approx(node["apt_s"] / node["pbt_s"])
-    plant = current["plant"]
+    total = flat(current["total"])
+    lines = [flat(n) for n in current["lines"].values()]
     for key in ADDITIVE:
-        assert plant[key] == pytest.approx(sum(n[key] for n in current["lines"].values()))
-    assert plant["units"] == len(settings.assets)
+        assert total[key] == pytest.approx(sum(n[key] for n in lines))
+    assert total["units"] == len(settings.assets)
     # a ratio of sums is not the mean of ratios (PQ differs a lot between machines)
-    mean = sum(n["quality_ratio"] for n in current["assets"].values()) / len(settings.assets)
-    assert plant["quality_ratio"] == pytest.approx(plant["gq"] / plant["pq"])
-    assert plant["quality_ratio"] != pytest.approx(mean, rel=1e-6)
+    assets = [flat(n) for n in current["assets"].values()]
+    mean = sum(n["quality_ratio"] for n in assets) / len(settings.assets)
+    assert total["quality_ratio"] == pytest.approx(total["gq_plan"] / total["pq_plan"])
+    assert total["quality_ratio"] != pytest.approx(mean, rel=1e-6)
 
 
 def test_kpis_match_the_regime(plant: Plant, current: dict[str, Any]) -> None:
@@ -104,24 +124,24 @@ def test_kpis_match_the_regime(plant: Plant, current: dict[str, Any]) -> None:
 
 
 def test_improved_regime_is_better(baseline: dict[str, Any], current: dict[str, Any]) -> None:
-    for path in [*current["assets"], "plant"]:
-        before = baseline["plant"] if path == "plant" else baseline["assets"][path]
-        after = current["plant"] if path == "plant" else current["assets"][path]
+    for path in [*current["assets"], "total"]:
+        before = baseline["total"] if path == "total" else baseline["assets"][path]
+        after = current["total"] if path == "total" else current["assets"][path]
         for key in ("availability", "effectiveness", "quality_ratio", "oee", "automation_rate"):
             assert after[key] > before[key], (path, key)
-        for key in ("scrap_ratio", "energy_per_unit"):
+        for key in ("scrap_ratio", "energy_per_standard_hour_kwh"):
             assert after[key] < before[key], (path, key)
     # the demo is built to clear the excellence thresholds
-    assert current["plant"]["scrap_ratio"] <= 0.7 * baseline["plant"]["scrap_ratio"]
-    assert current["plant"]["gq"] >= 1.2 * baseline["plant"]["gq"]
-    assert current["plant"]["automation_rate"] >= 0.8
+    assert current["total"]["scrap_ratio"] <= 0.7 * baseline["total"]["scrap_ratio"]
+    assert current["total"]["elements"]["gq"] >= 1.2 * baseline["total"]["elements"]["gq"]
+    assert current["total"]["automation_rate"] >= 0.8
 
 
 def test_default_regimes_also_improve(settings: Settings) -> None:
     s = settings.model_copy(update={"simulation": SimulationSettings()})
     p = Plant(s, now=NOW)
-    before = truth(s, "now-14d", "now-7d", plant=p)["plant"]
-    after = truth(s, "now-7d", "now", plant=p)["plant"]
+    before = truth(s, "now-14d", "now-7d", plant=p)["total"]
+    after = truth(s, "now-7d", "now", plant=p)["total"]
     assert after["oee"] > before["oee"]
     assert after["scrap_ratio"] < before["scrap_ratio"]
 
@@ -133,15 +153,16 @@ def test_unknown_pru_gives_no_effectiveness(settings: Settings) -> None:
     t = truth(s, "now-1d", "now", plant=Plant(s, now=NOW))
     assert t["assets"][assets[0].path]["effectiveness"] is None
     assert t["assets"][assets[0].path]["oee"] is None
-    assert t["assets"][assets[0].path]["pq"] > 0  # still produces, at a default cycle
+    assert t["assets"][assets[0].path]["nee"] is None
+    assert t["assets"][assets[0].path]["elements"]["pq"] > 0  # still produces, at a default cycle
     # the line leaves it out of its effectiveness (and counts it), instead of dragging it down
-    line1 = t["lines"]["demo/machining/line1"]
-    others = [t["assets"][a.path] for a in assets[1:] if a.line == "demo/machining/line1"]
-    assert line1["units_without_pru"] == 1 and t["plant"]["units_without_pru"] == 1
+    line1 = flat(t["lines"]["demo/machining/line1"])
+    others = [flat(t["assets"][a.path]) for a in assets[1:] if a.line == "demo/machining/line1"]
+    assert line1["units_without_pru"] == 1 and t["total"]["elements"]["units_without_pru"] == 1
     assert line1["effectiveness"] == pytest.approx(
-        sum(m["pru_pq_s"] for m in others) / sum(m["apt_s"] for m in others)
+        sum(m["ideal_s"] for m in others) / sum(m["apt_s"] for m in others)
     )
-    assert t["lines"]["demo/machining/line2"]["units_without_pru"] == 0
+    assert t["lines"]["demo/machining/line2"]["elements"]["units_without_pru"] == 0
 
 
 def test_write_truth_writes_the_current_window(settings: Settings, tmp_path: Path) -> None:
@@ -150,7 +171,7 @@ def test_write_truth_writes_the_current_window(settings: Settings, tmp_path: Pat
     loaded = json.loads(out.read_text())
     assert loaded == json.loads(json.dumps(data))
     start, end = settings.kpi.current.resolve(NOW)
-    assert loaded["window"] == {"start": start.isoformat(), "end": end.isoformat()}
-    assert loaded["plant"]["pq"] == truth(settings, start, end, now=NOW)["plant"]["pq"]
+    assert loaded["window"] == {"from": z(start), "to": z(end)}
+    assert loaded == json.loads(json.dumps(truth(settings, start, end, now=NOW)))
     base = write_truth(settings, tmp_path / "b.json", now=NOW, window="baseline")
-    assert base["window"]["end"] == (NOW - timedelta(days=7)).isoformat()
+    assert base["window"]["to"] == z(NOW - timedelta(days=7))
