@@ -236,24 +236,15 @@ def _add_day(w: _Days, results: Sequence[AssetResult], planned: Any, end_ns: int
     w.pbt_s += t.pbt_s
     w.apt_s += t.apt_s
     w.apt_mode_known_s += t.apt_mode_known_s
-    w.uncounted_days += int(t.pq_known != t.units)
-    sums = dict.fromkeys(("std_h", "worked_h", "energy", "good", "energy_std", "std_good_h"), 0.0)
-    for r in results:
-        e, pru = r.elements, r.asset.ideal_cycle_time_s
-        if pru is not None and e.pq_known:
-            sums["std_h"] += pru * e.gq_plan / 3600.0
-            sums["worked_h"] += (e.apt_s + e.asut_s + e.adet_s) / 3600.0
-        if any(tag.role is Role.ENERGY_KWH for tag in r.evidence.tags):
-            sums["energy"] += e.energy_kwh
-            sums["good"] += e.gq
-            if pru is not None:
-                sums["energy_std"] += e.energy_kwh
-                sums["std_good_h"] += pru * e.gq / 3600.0
+    # a unit's defect rate needs its produced and its good (or reject) quantity measured
+    w.uncounted_days += int(t.pq_known != t.units or t.gq_known != t.units)
+    # the standard-time figures are the roll-up's own elements (kpi.oee): PRU x good parts
+    # over the units with a PRU and a measured good quantity, energy over those with a meter
     for f, n, d in (("automation_rate", t.apt_auto_s, t.apt_mode_known_s),
                     ("defect_rate", t.sq_plan, t.pq_plan),
-                    ("production_efficiency", sums["std_h"], sums["worked_h"]),
-                    ("energy_per_standard_hour_kwh", sums["energy_std"], sums["std_good_h"]),
-                    ("energy_per_unit_kwh", sums["energy"], sums["good"])):
+                    ("production_efficiency", t.std_gq_s / 3600.0, t.std_busy_s / 3600.0),
+                    ("energy_per_standard_hour_kwh", t.energy_std_kwh, t.energy_std_gq_s / 3600.0),
+                    ("energy_per_unit_kwh", t.metered_kwh, t.metered_gq)):
         w.num[f].append(n)
         w.den[f].append(d)
     w.asset_days.append({r.asset.path: _asset_day(r, planned, end_ns) for r in results})
