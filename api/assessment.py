@@ -22,10 +22,11 @@ over the days, then divided):
   ``apt_s`` (APT whose channel mode is unknown lowers it).
 - ``defect_rate`` = Σ ``sq_plan`` / Σ ``pq_plan`` of the plant total (scrap and produced
   quantities attributed to known planned busy time; ``scrap_ratio`` of ``/api/v1/kpis``).
-  Missing when some unit's produced quantity is not measured (``pq_known`` < ``units``).
+  Missing when some unit's produced or good quantity is not measured (``pq_known`` or
+  ``gq_known`` < ``units``).
 - ``production_efficiency`` = Σ PRU × ``gq_plan`` / Σ (``apt_s`` + ``asut_s`` + ``adet_s``),
   both in hours, over the assets that have a PRU (``ideal_cycle_time_s``) and a measured
-  produced quantity: standard hours of good output per worked hour (worked = production,
+  good quantity (the day roll-up's ``std_gq_s`` / ``std_busy_s``): standard hours of good output per worked hour (worked = production,
   setup and unit delays inside known PBT), a fraction. Assets without PRU are left out of
   numerator and denominator alike. The ``efficiency-gain`` criteria judge its delta.
 - ``production_efficiency_labour`` = the same standard hours / the labour hours of the window
@@ -36,7 +37,8 @@ over the days, then divided):
   their months), **no interval**: labour hours are known per month, not per day, so days
   cannot be resampled with their own labour (the entry's ``note`` says so).
 - ``energy_per_standard_hour_kwh`` = Σ ``energy_kwh`` / Σ PRU × ``gq`` (in hours) over the
-  assets that have both an ``energy_kwh`` tag and a PRU: kWh per standard hour of good output,
+  assets that have both an ``energy_kwh`` tag and a PRU (the roll-up's ``energy_std_kwh`` /
+  ``energy_std_gq_s``): kWh per standard hour of good output,
   so that parts of different products are weighted by their standard time instead of being
   added. The ``energy`` criterion judges it; its reference (``industry_energy_per_unit_kwh``
   or ``declared.energy_benchmark``) must be declared in kWh/standard h (``kpi.rates.same_unit``
