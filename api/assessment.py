@@ -26,8 +26,9 @@ over the days, then divided):
   ``gq_known`` < ``units``).
 - ``production_efficiency`` = Σ PRU × ``gq_plan`` / Σ (``apt_s`` + ``asut_s`` + ``adet_s``),
   both in hours, over the assets that have a PRU (``ideal_cycle_time_s``) and a measured
-  good quantity (the day roll-up's ``std_gq_s`` / ``std_busy_s``): standard hours of good output per worked hour (worked = production,
-  setup and unit delays inside known PBT), a fraction. Assets without PRU are left out of
+  good quantity (the day roll-up's ``std_gq_s`` / ``std_busy_s``): standard hours of good
+  output per worked hour (worked = production, setup and unit delays inside known PBT), a
+  fraction. Assets without PRU are left out of
   numerator and denominator alike. The ``efficiency-gain`` criteria judge its delta.
 - ``production_efficiency_labour`` = the same standard hours / the labour hours of the window
   (``declared.labour_hours``, unit h, one figure per calendar month): each month's hours are
