@@ -175,8 +175,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 print(f"  {line}", flush=True)
             app = create_app(settings, store=store)
             url = f"http://{args.host}:{args.port}"
-            print(f"  dashboard  {url}/\n  API docs   {url}/docs\n  KPIs       {url}/api/v1/kpis",
-                  flush=True)
+            print(f"  dashboard  {url}/\n  API docs   {url}/docs\n  KPIs       {url}/api/v1/kpis\n"
+                  f"  tiers      {url}/api/v1/tiers/assessment?tier=excellence", flush=True)
             print("  press Ctrl-C to stop" if args.duration is None else
                   f"  stopping after {args.duration:g} s", flush=True)
             await _serve(app, args.host, args.port, args.duration)

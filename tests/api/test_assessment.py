@@ -43,6 +43,13 @@ def _backfill(tmp: Path, days: int, silent: str | None = None) -> tuple[Settings
     db = tmp / "assess.db"
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
     data["store"] = {"type": "sqlite", "path": str(db)}
+    # these tests are about what an assessment says when evidence is missing, on one-week
+    # windows: the demo plant without its declared evidence, improved a week ago (the shipped
+    # demo, with two-week windows and its declared section, is tests/api/test_demo_story.py)
+    data.pop("declared", None)
+    data["simulation"].update(history_days=14, improvement_at="now-7d")
+    data["kpi"].update(baseline={"start": "now-14d", "end": "now-7d"},
+                       current={"start": "now-7d", "end": "now"})
     cfg = tmp / "plant.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     settings = load_settings(cfg)
