@@ -36,9 +36,10 @@ def test_help_lists_every_command() -> None:
         assert sub.returncode == 0 and "usage: tierproof " + cmd in sub.stdout
 
 
-@pytest.mark.parametrize(("window", "days_back"), [("current", 0), ("baseline", 7)])
+@pytest.mark.parametrize(("window", "days_back"), [("current", 0), ("baseline", 14)])
 def test_simulate_truth_writes_the_window(tmp_path: Path, window: str, days_back: int) -> None:
-    """``--truth`` writes the truth of the config's window in the API's names and shape."""
+    """``--truth`` writes the truth of the config's window in the API's names and shape (the
+    demo's windows are two weeks each: baseline now-28d .. now-14d, current now-14d .. now)."""
     out = tmp_path / "truth.json"
     r = tierproof("simulate", "--truth", str(out), "--at", AT, "--window", window)
     assert r.returncode == 0, r.stderr
@@ -47,11 +48,11 @@ def test_simulate_truth_writes_the_window(tmp_path: Path, window: str, days_back
     now = parse_instant(AT)
     end = now - timedelta(days=days_back)
     assert set(data) == {"window", "assets", "lines", "total"}
-    assert parse_instant(data["window"]["from"]) == end - timedelta(days=7)
+    assert parse_instant(data["window"]["from"]) == end - timedelta(days=14)
     assert parse_instant(data["window"]["to"]) == end
     assert data["window"]["from"] in r.stdout and window in r.stdout
     assert sorted(data["assets"]) == sorted(a.path for a in settings.assets)
-    expect = truth(settings, end - timedelta(days=7), end, now=now)
+    expect = truth(settings, end - timedelta(days=14), end, now=now)
     assert data == json.loads(json.dumps(expect))
     for entry in data["assets"].values():
         for k in ("availability", "effectiveness", "quality_ratio", "oee"):

@@ -283,7 +283,7 @@ def test_the_plant_is_the_demo_plant() -> None:
     deploy = gateway_settings(compose())
     assert deploy.assets == demo.assets
     assert deploy.calendar == demo.calendar and deploy.kpi == demo.kpi
-    assert deploy.simulation == demo.simulation
+    assert deploy.simulation == demo.simulation and deploy.declared == demo.declared
     assert [d.name for d in deploy.devices] == [d.name for d in demo.devices]
     for a, b in zip(deploy.devices, demo.devices, strict=True):
         assert a.tags == b.tags, f"device {a.name}: tags differ from config/demo.yaml"

@@ -98,6 +98,11 @@ def live_settings(tmp: Path, broker: str) -> Settings:
         else:
             d["broker"] = broker
     data["store"] = {"type": "sqlite", "path": str(tmp / "live.db")}
+    # the demo plant as it was with one-week windows: improved a week before its now
+    data.pop("declared", None)
+    data["simulation"].update(history_days=14, improvement_at="now-7d")
+    data["kpi"].update(baseline={"start": "now-14d", "end": "now-7d"},
+                       current={"start": "now-7d", "end": "now"})
     cfg = tmp / "live.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     return load_settings(cfg)
@@ -195,13 +200,20 @@ def tolerances(plant: Plant, asset: str, exp: dict[str, Any], lag_s: float) -> d
         apt = max(el["apt_s"] + d["apt_s"] * b["apt_s"], 1e-9)
         pq_plan = el["pq_plan"] + signs[-3] * near
         gq_plan = el["gq_plan"] + signs[-2] * near
+        asut = max(el["asut_s"] + d["asut_s"] * b["asut_s"], 0.0)
+        adet = max(el["adet_s"] + d["adet_s"] * b["adet_s"], 0.0)
+        kwh = el["energy_kwh"] + signs[-1] * energy
         corner = replace(
             truth_el, apt_s=apt, apt_pru_s=apt if el["apt_pru_s"] else 0.0, apt_mode_known_s=apt,
-            asut_s=max(el["asut_s"] + d["asut_s"] * b["asut_s"], 0.0),
-            adet_s=max(el["adet_s"] + d["adet_s"] * b["adet_s"], 0.0),
+            asut_s=asut, adet_s=adet,
             apt_auto_s=min(max(el["apt_auto_s"] + d["apt_auto_s"] * b["apt_auto_s"], 0.0), apt),
             pq_plan=pq_plan, gq_plan=gq_plan, sq_plan=pq_plan - gq_plan, ideal_s=pru * pq_plan,
-            energy_kwh=el["energy_kwh"] + signs[-1] * energy,
+            energy_kwh=kwh,
+            # the standard-time and metered elements are made of the same ones (simulators.truth)
+            metered_kwh=kwh if el["metered_kwh"] else 0.0,
+            std_gq_s=pru * gq_plan if el["std_busy_s"] else 0.0,
+            std_busy_s=apt + asut + adet if el["std_busy_s"] else 0.0,
+            energy_std_kwh=kwh if el["energy_std_kwh"] else 0.0,
         )
         for k, v in corner.ratios().items():
             if v is not None and want[k] is not None:
@@ -215,6 +227,7 @@ async def test_live_kpis_through_every_collector_equal_the_truth(
     settings = live_settings(tmp_path, mosquitto.url)
     # the plant's "now" two weeks on: its improvement (now-7d) is a week after the window
     plant = Plant(settings, now=T0 + timedelta(days=14))
+    assert plant.improvement_at > END  # the window is in the baseline regime
     store = SqliteStore(tmp_path / "live.db")
     try:
         t0 = time.perf_counter()

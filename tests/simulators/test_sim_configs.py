@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from config import ModbusDevice, Role, load_settings, shipped_config
 from config.signals import COUNTER_ROLES, ENUM_ROLES
@@ -51,8 +51,10 @@ def test_demo_plant() -> None:
     b0, b1 = s.kpi.baseline.resolve(now)
     c0, c1 = s.kpi.current.resolve(now)
     assert b1 == c0 and b1 - b0 == c1 - c0 and c1 == now
+    # two weeks each: a one-week window of this Monday-to-Saturday plant holds 6 working days
+    assert c1 - c0 == timedelta(days=14)
     assert s.simulation is not None
-    assert (s.simulation.history_days, s.simulation.improvement_at) == (14, "now-7d")
+    assert (s.simulation.history_days, s.simulation.improvement_at) == (28, "now-14d")
 
 
 def test_modbus_example_shows_every_option() -> None:

@@ -47,10 +47,10 @@ def test_other_seed_other_timeline(settings: Settings) -> None:
 
 
 def test_timeline_does_not_depend_on_chunking(settings: Settings) -> None:
-    s, e = ns(NOW - timedelta(days=10)), ns(NOW)
+    s, e = ns(NOW - timedelta(days=17)), ns(NOW)
     whole = Plant(settings, now=NOW)
     cuts = sorted([s, s + 3 * H + 17_000_000_123, s + D, s + 3 * D + 5 * H,
-                   ns(NOW - timedelta(days=7)), e - 11 * H, e])
+                   ns(NOW - timedelta(days=14)), e - 11 * H, e])  # now-14d: the improvement
     pairs = list(itertools.pairwise(cuts))
     for asset in whole.models:
         fresh = Plant(settings, now=NOW)  # empty caches; generate later pieces first
@@ -60,7 +60,7 @@ def test_timeline_does_not_depend_on_chunking(settings: Settings) -> None:
 
 
 def test_window_does_not_depend_on_when_the_plant_was_made(settings: Settings) -> None:
-    # improvement_at = now-7d moves with now, but a window after both boundaries is the same
+    # improvement_at = now-14d moves with now, but a window after both boundaries is the same
     s, e = ns(NOW - timedelta(days=3)), ns(NOW - timedelta(days=1))
     a = Plant(settings, now=NOW)
     b = Plant(settings, now=NOW + timedelta(days=2))
@@ -112,8 +112,8 @@ def test_segments_are_compact_and_canonical(settings: Settings) -> None:
 
 def test_regime_changes_at_improvement_at(settings: Settings) -> None:
     plant = Plant(settings, now=NOW)
-    imp = ns(NOW - timedelta(days=7)) // 10**6 * 10**6
-    assert plant.improvement_at == NOW - timedelta(days=7)
+    imp = ns(NOW - timedelta(days=14)) // 10**6 * 10**6
+    assert plant.improvement_at == NOW - timedelta(days=14)
     m = plant.model(settings.assets[0].path)
     assert m.behaviour_at(imp - 1) is m.baseline
     assert m.behaviour_at(imp) is m.improved

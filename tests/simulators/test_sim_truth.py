@@ -22,14 +22,16 @@ RATIOS = ("availability", "effectiveness", "quality_ratio", "oee", "automation_r
           "scrap_ratio", "energy_per_unit_kwh")
 
 
+# the demo's windows (kpi.current and kpi.baseline): two weeks after its improvement_at
+# (now-14d), in the improved regime, and the two weeks before, in the baseline regime
 @pytest.fixture(scope="module")
 def current(settings: Settings, plant: Plant) -> dict[str, Any]:
-    return truth(settings, "now-7d", "now", plant=plant)
+    return truth(settings, "now-14d", "now", plant=plant)
 
 
 @pytest.fixture(scope="module")
 def baseline(settings: Settings, plant: Plant) -> dict[str, Any]:
-    return truth(settings, "now-14d", "now-7d", plant=plant)
+    return truth(settings, "now-28d", "now-14d", plant=plant)
 
 
 def flat(node: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def z(t: datetime) -> str:
 
 def test_shape(settings: Settings, current: dict[str, Any]) -> None:
     assert set(current) == {"window", "assets", "lines", "total"}
-    assert current["window"] == {"from": z(NOW - timedelta(days=7)), "to": z(NOW)}
+    assert current["window"] == {"from": z(NOW - timedelta(days=14)), "to": z(NOW)}
     assert set(current["assets"]) == {a.path for a in settings.assets}
     assert set(current["lines"]) == {a.line for a in settings.assets}
     for node in every_node(current):
@@ -98,7 +100,7 @@ def test_roll_ups_sum_elements_then_divide(settings: Settings, current: dict[str
         members = [flat(current["assets"][a.path]) for a in settings.assets if a.line == line]
         for key in ADDITIVE:
             assert node[key] == pytest.approx(sum(m[key] for m in members))
-        assert node["window_s"] == members[0]["window_s"] == 7 * 86400  # kept, not summed
+        assert node["window_s"] == members[0]["window_s"] == 14 * 86400  # kept, not summed
         assert node["effectiveness"] == pytest.approx(
             sum(m["ideal_s"] for m in members) / sum(m["apt_s"] for m in members)
         )
@@ -174,4 +176,4 @@ def test_write_truth_writes_the_current_window(settings: Settings, tmp_path: Pat
     assert loaded["window"] == {"from": z(start), "to": z(end)}
     assert loaded == json.loads(json.dumps(truth(settings, start, end, now=NOW)))
     base = write_truth(settings, tmp_path / "b.json", now=NOW, window="baseline")
-    assert base["window"]["to"] == z(NOW - timedelta(days=7))
+    assert base["window"] == {"from": z(NOW - timedelta(days=28)), "to": z(NOW - timedelta(days=14))}
