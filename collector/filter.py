@@ -141,7 +141,8 @@ class StorageFilter:
         """Set one tag's storage; ``counter``: keep the sample before each change."""
         if tag_id < 0:
             raise ValueError(f"tag id {tag_id} is negative")
-        self._grow(max(tag_id + 1, 2 * self._n))
+        if tag_id >= self._n:
+            self._grow(max(tag_id + 1, 2 * self._n))
         every = storage.mode == "every_poll"
         self._every[tag_id] = every
         db = storage.deadband
