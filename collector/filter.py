@@ -100,6 +100,8 @@ class StorageFilter:
         self._pend_text = np.empty(0, object)
         self._pend_server = np.empty(0, np.int64)
         self._pend_gateway = np.empty(0, np.int64)
+        self._stamp = np.empty(0, np.intp)  # scratch: finds a tag twice in one batch
+        self._texts = False  # a text was ever stored (else texts need no comparing)
         self._grow(64)
 
     # ------------------------------------------------------------------ configuration
@@ -124,6 +126,7 @@ class StorageFilter:
         self._pend_text = _extend(self._pend_text, size, None)
         self._pend_server = _extend(self._pend_server, size, TS_UNKNOWN)
         self._pend_gateway = _extend(self._pend_gateway, size, TS_UNKNOWN)
+        self._stamp = _extend(self._stamp, size, -1)
         self._n = size
 
     def configure(self, device: DeviceBase, tags: Iterable[TagBase], tag_ids: Mapping[str, int]
@@ -200,22 +203,32 @@ class StorageFilter:
         if self._every[tid].all():
             self.points_out += n
             return batch
-        rounds = self._rounds(tid)
+        if batch.text is not None:
+            self._texts = True
+        pos = np.arange(n)
+        self._stamp[tid] = pos
+        if (self._stamp[tid] == pos).all():  # each tag once (the common case): one round
+            keep, prior = self._round(batch, slice(None))
+            kept = np.flatnonzero(keep)
+            self._after_round(batch, slice(None), keep, kept)
+            if not prior.size and len(kept) == n:
+                out = batch
+            elif not prior.size:
+                out = _take(batch, kept)
+            else:
+                out = Batch.concat([self._pending_batch(prior), _take(batch, kept)])
+            self.points_out += len(out)
+            return out
         pieces: list[Batch] = []
-        kept_all: list[_Idx] = []
-        for idx in rounds:
+        for idx in self._rounds(tid):
             keep, prior = self._round(batch, idx)
             if prior.size:
                 pieces.append(self._pending_batch(prior))
             kept = idx[keep]
-            kept_all.append(kept)
             pieces.append(_take(batch, kept))
-            self._after_round(batch, idx, keep)
-        if len(rounds) == 1 and len(pieces) == 1 and len(kept_all[0]) == n:
-            out = batch
-        else:
-            out = Batch.concat([p for p in pieces if len(p)]) if any(len(p) for p in pieces) \
-                else Batch.empty()
+            self._after_round(batch, idx, keep, kept)
+        out = Batch.concat([p for p in pieces if len(p)]) if any(len(p) for p in pieces) \
+            else Batch.empty()
         self.points_out += len(out)
         return out
 
@@ -235,7 +248,8 @@ class StorageFilter:
         rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
         return [np.sort(order[rank == k]) for k in range(int(rank.max()) + 1)]
 
-    def _round(self, b: Batch, idx: _Idx) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
+    def _round(self, b: Batch, idx: _Idx | slice
+               ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
         """Which of these samples (one per tag) to store, and the tags whose withheld sample
         must be stored before them."""
         s = b.tag_id[idx]
@@ -248,7 +262,7 @@ class StorageFilter:
             moved = ~same & ~(np.abs(v - lv) <= band)
         if b.text is not None:
             moved |= np.not_equal(b.text[idx], self._last_text[s]).astype(bool)
-        else:
+        elif self._texts:
             moved |= self._last_text[s] != None  # noqa: E711 (elementwise: a text before)
         change = moved | (q != self._last_q[s])
         beat = (ts >= lts + self._max_ns[s]) | (ts < lts)
@@ -261,14 +275,16 @@ class StorageFilter:
             self._pend[prior] = False
         return store, prior
 
-    def _after_round(self, b: Batch, idx: _Idx, keep: npt.NDArray[np.bool_]) -> None:
-        k = idx[keep]
-        self._stored(b.tag_id[k], b.ts_ns[k], b.value[k], b.quality[k],
+    def _after_round(self, b: Batch, idx: _Idx | slice, keep: npt.NDArray[np.bool_], k: _Idx
+                     ) -> None:
+        """Note the samples at ``k`` (``idx[keep]``) as stored, the others as withheld."""
+        ks = b.tag_id[k]
+        self._stored(ks, b.ts_ns[k], b.value[k], b.quality[k],
                      b.text[k] if b.text is not None else None)
-        self._pend[b.tag_id[k]] = False
-        w = idx[~keep]
-        if not w.size:
+        self._pend[ks] = False
+        if len(k) == len(keep):
             return
+        w = np.flatnonzero(~keep) if isinstance(idx, slice) else idx[~keep]
         ws = b.tag_id[w]
         self._pend[ws] = True
         self._pend_ts[ws] = b.ts_ns[w]
@@ -284,7 +300,8 @@ class StorageFilter:
         self._last_ts[s] = ts
         self._last_v[s] = v
         self._last_q[s] = q
-        self._last_text[s] = text if text is not None else None
+        if text is not None or self._texts:
+            self._last_text[s] = text
 
     def _pending_batch(self, s: npt.NDArray[np.integer[Any]]) -> Batch:
         text = self._pend_text[s]
