@@ -146,30 +146,39 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     days = args.hours / 24 * len(machines)
     rows = []
+    role_of = np.full(len(tag_ids) + 1, "", dtype=object)
+    for i, r in roles.items():
+        role_of[i] = r.value
+    by_role: dict[str, dict[str, int]] = {}
     for name, f in policies.items():
+        counts = by_role.setdefault(name, {})
         path = tmp / f"{name.replace(' ', '_').replace('%', 'pct').replace('+', 'plus')}.db"
         path.unlink(missing_ok=True)
         store = SqliteStore(path)
         filt_s = write_s = 0.0
         n_kpi = n_all = 0
         for b in batches:
-            a = time.perf_counter()
+            t_a = time.perf_counter()
             out = f.apply(b) if f is not None else b
-            c = time.perf_counter()
+            t_c = time.perf_counter()
             if len(out):
                 store.write(out)
-            write_s += time.perf_counter() - c
-            filt_s += c - a
+            write_s += time.perf_counter() - t_c
+            filt_s += t_c - t_a
             n_all += len(out)
             n_kpi += int(np.isin(out.tag_id, kpi_ids).sum())
+            for r in role_of[out.tag_id]:
+                counts[r] = counts.get(r, 0) + 1
         if f is not None:
             tail = f.withheld()
             store.write(tail)
             n_all += len(tail)
             n_kpi += int(np.isin(tail.tag_id, kpi_ids).sum())
-        c = time.perf_counter()
+            for r in role_of[tail.tag_id]:
+                counts[r] = counts.get(r, 0) + 1
+        t_c = time.perf_counter()
         store.close()
-        write_s += time.perf_counter() - c
+        write_s += time.perf_counter() - t_c
         rows.append((name, n_kpi / days, n_all / days, db_bytes(path) / days, filt_s, write_s))
 
     points = sum(len(b) for b in batches)
@@ -179,6 +188,11 @@ def main() -> None:
     base = rows[0][3]
     for name, kpi, alls, size, _, _ in rows:
         print(f"{name:<14} {kpi:>17,.0f} {alls:>12,.0f} {size:>12,.0f} {base / size:>14.1f}")
+    print("\nsamples per machine-day by role:")
+    print(f"{'role':<14}" + "".join(f"{name:>14}" for name in policies))
+    for role in sorted(by_role["every poll"], key=lambda x: -by_role["every poll"][x]):
+        print(f"{role:<14}"
+              + "".join(f"{by_role[name].get(role, 0) / days:>14,.0f}" for name in policies))
     print(f"\nfilter cost ({points:,} points in {len(batches):,} batches of "
           f"{points / len(batches):.0f}):")
     for name, _, _, _, filt_s, write_s in rows:
