@@ -17,6 +17,10 @@ A sample of an ``on_change`` tag is stored when
 - ``max_interval_s`` have passed since the tag's last stored sample (the heartbeat), or its
   time went backwards.
 
+Heartbeats and gap ends are measured on the gateway's clock: a sample's gateway timestamp
+where the batch has one (OPC UA: a polled value keeps its *source* time while it does not
+change), else its time (Modbus stamps samples with the gateway's clock).
+
 A counter (the counter roles) also keeps the sample *before* a change when that one was
 withheld: each increase is then bounded by the same two polls as with every-poll storage,
 so the KPIs attribute it to the same span of time. And when the connection is lost or the
@@ -89,7 +93,10 @@ class StorageFilter:
         self._prior = np.empty(0, bool)  # counter: keep the sample before a change
         # its state: a sample older than _resume is from before the last gap
         self._resume = np.empty(0, np.int64)
-        self._last_ts = np.empty(0, np.int64)  # the last stored sample
+        #: the last stored sample's gateway time (its time where the batch has no gateway
+        #: times): heartbeats and gap ends are gateway time, and a polled OPC UA value keeps
+        #: its source time while it does not change
+        self._last_ts = np.empty(0, np.int64)
         self._last_v = np.empty(0, np.float64)
         self._last_q = np.empty(0, np.uint8)
         self._last_text = np.empty(0, object)
@@ -180,7 +187,7 @@ class StorageFilter:
         if not s.size:
             return Batch.empty()
         out = self._pending_batch(s)
-        self._stored(s, out.ts_ns, out.value, out.quality, out.text)
+        self._stored(s, _beat(out.ts_ns, out.gateway_ts_ns), out.value, out.quality, out.text)
         self._pend[s] = False
         self.points_out += len(out)
         return out
@@ -253,7 +260,8 @@ class StorageFilter:
         """Which of these samples (one per tag) to store, and the tags whose withheld sample
         must be stored before them."""
         s = b.tag_id[idx]
-        ts, v, q = b.ts_ns[idx], b.value[idx], b.quality[idx]
+        ts = _beat(b.ts_ns[idx], b.gateway_ts_ns[idx] if b.gateway_ts_ns is not None else None)
+        v, q = b.value[idx], b.quality[idx]
         lv = self._last_v[s]
         lts = self._last_ts[s]
         with np.errstate(invalid="ignore", over="ignore"):
@@ -270,7 +278,8 @@ class StorageFilter:
         store = self._every[s] | fresh | change | beat
         prior = s[change & self._pend[s] & self._prior[s]]
         if prior.size:  # stored now, before the change: no longer pending
-            self._stored(prior, self._pend_ts[prior], self._pend_v[prior], self._pend_q[prior],
+            self._stored(prior, _beat(self._pend_ts[prior], self._pend_gateway[prior]),
+                         self._pend_v[prior], self._pend_q[prior],
                          self._pend_text[prior])
             self._pend[prior] = False
         return store, prior
@@ -279,7 +288,8 @@ class StorageFilter:
                      ) -> None:
         """Note the samples at ``k`` (``idx[keep]``) as stored, the others as withheld."""
         ks = b.tag_id[k]
-        self._stored(ks, b.ts_ns[k], b.value[k], b.quality[k],
+        self._stored(ks, _beat(b.ts_ns[k], b.gateway_ts_ns[k] if b.gateway_ts_ns is not None else None),
+                     b.value[k], b.quality[k],
                      b.text[k] if b.text is not None else None)
         self._pend[ks] = False
         if len(k) == len(keep):
@@ -326,6 +336,14 @@ def _extend(a: _A, size: int, fill: object) -> _A:
     out = np.full(size, fill, dtype=a.dtype)
     out[:len(a)] = a
     return cast(_A, out)
+
+
+def _beat(ts: npt.NDArray[np.int64], gateway: npt.NDArray[np.int64] | None
+          ) -> npt.NDArray[np.int64]:
+    """The gateway time of samples where known, else their time."""
+    if gateway is None:
+        return ts
+    return np.where(gateway != TS_UNKNOWN, gateway, ts)
 
 
 def _take(b: Batch, idx: _Idx) -> Batch:

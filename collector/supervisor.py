@@ -406,7 +406,7 @@ class Supervisor:
             except StoreError as exc:
                 raise ConnectError(f"{name}: the store refused a batch, not acknowledged: {exc}") from exc
             collector.stored(batch)
-        elif len(kept):
+        elif filt is None or len(kept):  # a batch the filter emptied is not written
             await self.writer.submit(kept)
         if isinstance(collector, ReportsPartGaps) and collector.gap_events:
             await self._source_gaps(name, collector)

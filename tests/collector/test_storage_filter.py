@@ -225,3 +225,21 @@ def test_vectorised_equals_one_by_one() -> None:
             b += list(zip(o.tag_id.tolist(), o.ts_ns.tolist(), strict=True))
     assert sorted(a) == sorted(b)
     assert 0.1 < len(a) / (n_tags * n_polls) < 0.8
+
+
+def test_heartbeat_and_gap_end_go_by_gateway_time_where_known() -> None:
+    """A polled OPC UA value keeps its source time while unchanged: its heartbeat and the
+    end of a gap are judged by the gateway's clock."""
+    f = one_tag(Storage(max_interval_s=5))
+
+    def poll(k: int, source_s: int) -> list[int]:
+        b = f.apply(Batch.of([7], source_s * S, [1.0], gateway_ts_ns=[k * S]))
+        return (b.gateway_ts_ns // S).tolist() if b.gateway_ts_ns is not None else []
+
+    got = [g for k in range(12) for g in poll(k, source_s=0)]
+    assert got == [0, 5, 10]
+    f.suspend()
+    assert poll(20, 0) == [20]
+    f.resume(20 * S + 1)
+    # stored until one has a gateway time after the gap's end, though its source time is old
+    assert [g for k in (21, 22, 23) for g in poll(k, 0)] == [21]
