@@ -200,6 +200,26 @@ def main() -> None:
             if policies[name] is not None else f"{'(no filter)':>41}"
         print(f"{name:<14} {through};  store writes {write_s:6.2f} s, "
               f"end to end {points / (filt_s + write_s):>10,.0f} polled points/s")
+    print("\nfilter alone, larger batches (one per poll of a device; tags on change, deadband 0, "
+          "each changing at one poll in 20):")
+    rng = np.random.default_rng(1)
+    for size in (50, 1_000):
+        f = StorageFilter()
+        for i in range(size):
+            f.set(i, Storage(), counter=i % 7 == 0)
+        ids = np.arange(size, dtype=np.int32)
+        level = np.zeros(size)
+        polled = []
+        for k in range(max(200, 200_000 // size)):
+            level += rng.random(size) < 0.05
+            polled.append(Batch(ids, np.full(size, start + k * S, np.int64), level.copy(),
+                                np.zeros(size, np.uint8)))
+        t_a = time.perf_counter()
+        for b in polled:
+            f.apply(b)
+        dt = time.perf_counter() - t_a
+        print(f"{size:>6} tags: {len(polled) * size / dt:>12,.0f} points/s, "
+              f"{dt / len(polled) * 1e6:6.0f} us per batch")
     if args.keep is None:
         for p in tmp.iterdir():
             p.unlink()
