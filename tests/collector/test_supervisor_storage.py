@@ -12,10 +12,12 @@ from typing import Self
 from collector import Supervisor
 from config.base import DeviceBase
 from config.errors import ConnectError
+from config.storage import Storage
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.collector.modbus_helpers import mdevice, mtag
+from tests.collector.opcua_helpers import odevice, opcua_server, otag
 from tests.helpers import FAST, Clock, health, register, wait_until
 
 S = 10**9
@@ -83,3 +85,35 @@ async def test_withheld_polls_gap_and_resume(sqlite_store: SqliteStore) -> None:
     temp = sqlite_store.read(ids[dev.tags[1].path], 0, 100 * S, prior=False)
     assert len(temp) == 9
     assert h.samples_stored == 9 + 4  # 13, withheld until the stop, came after this snapshot
+
+
+async def test_opcua_poll_mode_heartbeat_by_gateway_time(sqlite_store: SqliteStore) -> None:
+    """A real asyncua server polled every 0.05 s: an unchanged value keeps its source time,
+    so its heartbeat goes by the gateway's clock; a change is stored at once; a text on any
+    change. (An OPC UA subscription would get no filter at all.)"""
+    async with opcua_server() as srv:
+        beat = Storage(max_interval_s=0.5)
+        dev = odevice(srv.endpoint, [
+            otag("temp", f"ns={srv.ns};s=temp", storage=beat),
+            otag("text", f"ns={srv.ns};s=recipe", role="status", storage=beat),
+        ], mode="poll", poll_interval_s=0.05, backoff=FAST)
+        ids = register(sqlite_store, dev)
+        writer = Writer(sqlite_store)
+        async with Supervisor([dev], sqlite_store, writer, ids) as sup:
+            await wait_until(lambda: health(sup).samples_delivered >= 2 * 30, 60, "30 polls")
+            await srv.set("temp", 21.5)
+            await srv.set("text", "B2")
+            await wait_until(lambda: health(sup).samples_delivered >= 2 * 40, 60, "10 more polls")
+            h = health(sup)
+        await writer.close()
+    temp = sqlite_store.read(ids[dev.tags[0].path], 0, 2**62, prior=False)
+    assert temp.value.tolist()[-1] == 21.5 and 20.0 in temp.value.tolist()
+    # far fewer than the polls: the first, heartbeats every >= 0.5 s of gateway time, the
+    # change, and the last poll at stop (the store keeps one sample per source time)
+    assert 2 <= len(temp) < h.samples_delivered / 4
+    assert h.samples_stored < h.samples_delivered / 2
+    # per tag the first, at least two heartbeats in the >= 2 s of polling (by the gateway's
+    # clock: the source time does not move), and the change
+    assert h.samples_stored >= 2 * 4, h
+    texts = [t for _, t, _ in sqlite_store.read_text(ids[dev.tags[1].path], 0, 2**62)]
+    assert texts[0] == "A1" and texts[-1] == "B2"
