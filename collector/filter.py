@@ -109,6 +109,7 @@ class StorageFilter:
         self._pend_gateway = np.empty(0, np.int64)
         self._stamp = np.empty(0, np.intp)  # scratch: finds a tag twice in one batch
         self._texts = False  # a text was ever stored (else texts need no comparing)
+        self._bands = False  # some tag has a deadband (else a change is any difference)
         self._grow(64)
 
     # ------------------------------------------------------------------ configuration
@@ -159,6 +160,7 @@ class StorageFilter:
         self._abs[tag_id] = db.value if db is not None and db.type == "absolute" else 0.0
         self._pct[tag_id] = db.value / 100.0 if db is not None and db.type == "percent" else 0.0
         self._max_ns[tag_id] = round(storage.max_interval_s * 1e9)
+        self._bands = self._bands or db is not None
         self._prior[tag_id] = counter and not every
 
     # ------------------------------------------------------------------ gaps
@@ -264,10 +266,14 @@ class StorageFilter:
         v, q = b.value[idx], b.quality[idx]
         lv = self._last_v[s]
         lts = self._last_ts[s]
-        with np.errstate(invalid="ignore", over="ignore"):
-            same = (v == lv) | (np.isnan(v) & np.isnan(lv))
-            band = self._abs[s] + self._pct[s] * np.where(np.isfinite(lv), np.abs(lv), 0.0)
-            moved = ~same & ~(np.abs(v - lv) <= band)
+        # NaN to NaN is no change (NaN != NaN)
+        same = (v == lv) | ((v != v) & (lv != lv))
+        if self._bands:
+            with np.errstate(invalid="ignore", over="ignore"):
+                band = self._abs[s] + self._pct[s] * np.where(np.isfinite(lv), np.abs(lv), 0.0)
+                moved = ~same & ~(np.abs(v - lv) <= band)
+        else:
+            moved = ~same
         if b.text is not None:
             moved |= np.not_equal(b.text[idx], self._last_text[s]).astype(bool)
         elif self._texts:
