@@ -69,6 +69,7 @@ test: venv system interop-deps lint typecheck
 bench: venv
 	$(BIN)/python bench/bench_modbus.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_storage.py
 	$(BIN)/python bench/bench_opcua.py --servers 2
 	$(BIN)/python bench/bench_influx.py
 	$(BIN)/python bench/bench_spool.py

@@ -7,6 +7,7 @@ to the collector class; importing this package has no other side effect.
 from __future__ import annotations
 
 from .base import Collector, CollectorFactory
+from .filter import StorageFilter, device_filter
 from .modbus import ModbusCollector
 from .mqtt import MqttCollector
 from .opcua import OpcUaCollector
@@ -29,6 +30,8 @@ __all__ = [
     "MqttCollector",
     "OpcUaCollector",
     "ReportsPartGaps",
+    "StorageFilter",
     "Supervisor",
     "backoff_delays",
+    "device_filter",
 ]

@@ -20,6 +20,13 @@ the gateway itself was down; a gap left open by a crash is closed at the same in
 newest *sample* would be the wrong start: report-by-exception sources (subscriptions, MQTT)
 can be silent for hours while connected. At stop, open gaps are closed at the stop time (the
 next start records the outage from the last heartbeat).
+
+Batches of a polled device (Modbus, OPC UA ``mode: poll``) pass its
+:class:`~collector.filter.StorageFilter` on the way to the writer: tags stored ``on_change``
+keep only their changes and heartbeats. Liveness and gap edges are those of the polls, not of
+what was stored. When the connection is lost, and at stop, each tag's last poll that was
+withheld is written before the gap is recorded; after a reconnect every sample is stored
+until the gap is closed, and then each tag's first sample dated after its end.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from store.batch import Batch
 from store.writer import Writer
 
 from .base import Collector, CollectorFactory, cancel_and_wait, tag_record
+from .filter import StorageFilter, device_filter
 from .registry import COLLECTORS
 
 __all__ = ["Acknowledging", "DeviceHealth", "ReportsPartGaps", "Supervisor", "backoff_delays"]
@@ -65,6 +73,7 @@ class DeviceHealth:
     last_success: int | None = None  # ns, gateway time of the last delivered batch
     last_error: str | None = None
     samples_delivered: int = 0
+    samples_stored: int = 0  # of those, written to the store (polled devices: see storage)
     bad_samples: int = 0  # delivered with quality >= BAD
     reconnects: int = 0  # successful connections after a lost or failed one
     gap_open_since: int | None = None  # ns, start of the gap currently open
@@ -157,6 +166,16 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heartbeat_s = heartbeat_s
         self._beat: asyncio.Task[None] | None = None
+        #: polled devices' storage filters (on-change storage), by device name
+        self._filters: dict[str, StorageFilter] = {}
+        for d in self.devices:
+            f = device_filter(d, self.tag_ids)
+            if f is not None:
+                self._filters[d.name] = f
+        #: devices whose filter waits for the first batch after a reconnect to resume
+        self._resuming: set[str] = set()
+        #: (device, part) -> tag ids of a part gap's assets while it is open
+        self._part_tags: dict[tuple[str, str], list[int]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,6 +199,8 @@ class Supervisor:
             tasks["heartbeats"], self._beat = self._beat, None
         await self._mark_alive(self.clock())  # connected until now
         await cancel_and_wait(tasks.values())
+        for name in self._filters:
+            await self._store_withheld(name)
         now = self.clock()
         for name in list(self._gaps):
             await self._close_gap(name, now)
@@ -323,6 +344,11 @@ class Supervisor:
                 # the device worked since the last failure: back off from the start again
                 delays = backoff_delays(d.backoff, self._rng)
             start = h.last_success if h.last_success is not None else attempt_ns
+            await self._store_withheld(d.name)
+            filt = self._filters.get(d.name)
+            if filt is not None:
+                filt.suspend()
+                self._resuming.add(d.name)
             await self._open_gap(d.name, start, reason)
             delay = next(delays)
             log.info("%s: reconnecting in %.2f s", d.name, delay)
@@ -341,6 +367,9 @@ class Supervisor:
             ids = await self.writer.run(self.store.register_tags, [tag_record(d, t) for t in new])
             self.tag_ids.update(ids)
             log.info("%s: registered %d discovered tag(s)", d.name, len(new))
+        filt = self._filters.get(d.name)
+        if filt is not None:
+            filt.configure(d, found, self.tag_ids)
         await adopt(self.tag_ids)
 
     def _make(self, d: DeviceBase) -> Collector:
@@ -350,19 +379,35 @@ class Supervisor:
             raise ConfigError(f"no collector for protocol {protocol!r}")
         return factory(d, self.tag_ids)
 
+    async def _store_withheld(self, name: str) -> None:
+        """Write the last polls the device's storage filter withheld (before a gap, at stop)."""
+        filt = self._filters.get(name)
+        if filt is None:
+            return
+        batch = filt.withheld()
+        if not len(batch):
+            return
+        self._health[name].samples_stored += len(batch)
+        try:
+            await self.writer.submit(batch)
+        except Exception:
+            log.exception("%s: could not store the last polled values", name)
+
     async def _deliver(self, name: str, batch: Batch, collector: Collector | None = None) -> None:
+        filt = self._filters.get(name)
+        kept = filt.apply(batch) if filt is not None else batch
         if isinstance(collector, Acknowledging) and collector.acknowledges:
             # An acknowledging source (MQTT QoS 1) acks its messages only once they are
             # durable: write, then tell the collector. A batch the store refuses is not
             # acknowledged; reconnecting makes the broker redeliver it.
             try:
-                if len(batch):  # every earlier batch is durable already: nothing to wait for
-                    await self.writer.write(batch)
+                if len(kept):  # every earlier batch is durable already: nothing to wait for
+                    await self.writer.write(kept)
             except StoreError as exc:
                 raise ConnectError(f"{name}: the store refused a batch, not acknowledged: {exc}") from exc
             collector.stored(batch)
-        else:
-            await self.writer.submit(batch)
+        elif filt is None or len(kept):  # a batch the filter emptied is not written
+            await self.writer.submit(kept)
         if isinstance(collector, ReportsPartGaps) and collector.gap_events:
             await self._source_gaps(name, collector)
         h = self._health[name]
@@ -375,8 +420,13 @@ class Supervisor:
             now = self.clock()
             if name in self._gaps:
                 await self._close_gap(name, now)
+            if name in self._resuming and filt is not None:
+                # the gap ends now: each tag's first sample dated after it is stored too
+                self._resuming.discard(name)
+                filt.resume(now)
             h.last_success = now
         h.samples_delivered += n
+        h.samples_stored += len(kept)
         h.bad_samples += int(np.count_nonzero(batch.quality >= Quality.BAD))
 
 
@@ -385,12 +435,21 @@ class Supervisor:
         its NBIRTH): one asset-scoped gap per asset of that part, so that the KPIs of the
         device's other assets are not affected."""
         events, collector.gap_events = collector.gap_events, []
+        filt = self._filters.get(name)
         for kind, key, ts, reason, assets in events:
             if kind == "close":
+                tags = self._part_tags.pop((name, key), None)
+                if filt is not None and tags:
+                    filt.resume(ts, tags)
                 await self._close_part_gap(name, key, ts)
                 continue
             if (name, key) in self._part_gaps:
                 continue
+            if filt is not None:
+                tags = self._tags_of(name, assets)
+                if tags:
+                    self._part_tags[(name, key)] = tags
+                    filt.suspend(tags)
             opened = self._part_gaps.setdefault((name, key), [])
             for asset in assets:
                 try:
@@ -398,6 +457,13 @@ class Supervisor:
                     opened.append((gap_id, ts))
                 except Exception:
                     log.exception("%s: could not record the gap of %s", name, key)
+
+    def _tags_of(self, name: str, assets: Sequence[str]) -> list[int]:
+        """Ids of the device's tags that belong to ``assets``."""
+        d = next(x for x in self.devices if x.name == name)
+        tags: Sequence[TagBase] = getattr(d, "tags", ())
+        want = set(assets)
+        return [self.tag_ids[t.path] for t in tags if t.asset in want and t.path in self.tag_ids]
 
     async def _close_part_gap(self, name: str, key: str, ts: int) -> None:
         for gap_id, start in self._part_gaps.pop((name, key), []):

@@ -29,6 +29,7 @@ from .signals import (
     canonical_code,
     canonical_names,
 )
+from .storage import Storage, StorageDeadband
 from .store import SqliteStoreSettings
 from .times import Calendar, DailyRange, Window, parse_instant
 
@@ -66,6 +67,8 @@ __all__ = [
     "SinkRejected",
     "SinkUnavailable",
     "SqliteStoreSettings",
+    "Storage",
+    "StorageDeadband",
     "StoreError",
     "TagBase",
     "TierproofError",

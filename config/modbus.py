@@ -7,11 +7,14 @@ from typing import Literal
 
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .base import DeviceBase, Model, TagBase
+from .signals import Role
+from .storage import Storage, check_tag_storage
 
 ModbusType = Literal[
     "bool", "bit", "int16", "uint16", "int32", "uint32", "int64", "uint64",
@@ -39,6 +42,14 @@ class ModbusTag(TagBase):
     bit: int | None = Field(default=None, ge=0, le=15, description="bit number, type bit")
     length: int | None = Field(default=None, ge=1, le=125, description="registers, type string")
     group: str = "default"
+    storage: Storage | None = Field(
+        default=None, description="which polled samples are stored; default: the device's, else the role's",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: Storage | None, info: ValidationInfo) -> Storage | None:
+        return check_tag_storage(info.data.get("role", Role.ANALOG), v)
 
     @model_validator(mode="after")
     def _shape(self) -> ModbusTag:
@@ -125,6 +136,9 @@ class ModbusDevice(DeviceBase):
         default=30.0, gt=0, le=86400,
         description="how often a tag the device refuses, or a unit id that does not answer, "
                     "is requested again (they are left out of the polls in between)",
+    )
+    storage: Storage | None = Field(
+        default=None, description="default storage of the device's tags (see config.storage)",
     )
     tags: list[ModbusTag] = Field(default_factory=list)
 

@@ -11,12 +11,14 @@ from typing import Literal
 from pydantic import (
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .base import ASSET_PATH, NAME, DeviceBase, Model, TagBase
 from .signals import ENUM_ROLES, Role
+from .storage import Storage, check_tag_storage
 
 # OPC UA node ids in the string forms of OPC 10000-6 §5.3.1.10: "ns=<index>;" or
 # "nsu=<namespace uri>;" (resolved against the server's namespace array at connect) followed
@@ -63,6 +65,14 @@ class OpcUaTag(TagBase):
     """An OPC UA tag: one variable node, read or monitored by its Value attribute."""
 
     node_id: str = Field(description="ns=2;i=5, ns=2;s=x, ns=2;g=<guid>, ns=2;b=<base64>, nsu=<uri>;s=x")
+    storage: Storage | None = Field(
+        default=None, description="mode poll: which polled samples are stored (see config.storage)",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: Storage | None, info: ValidationInfo) -> Storage | None:
+        return check_tag_storage(info.data.get("role", Role.ANALOG), v)
 
     @field_validator("node_id")
     @classmethod
@@ -170,6 +180,9 @@ class OpcUaDevice(DeviceBase):
     username: str | None = None
     password: SecretStr | None = None
     max_items_per_subscription: int = Field(default=1000, ge=1)
+    storage: Storage | None = Field(
+        default=None, description="mode poll: default storage of the device's tags (see config.storage)",
+    )
     tags: list[OpcUaTag] = Field(default_factory=list)
     browse: list[BrowseRule] = Field(
         default_factory=list,
@@ -197,6 +210,15 @@ class OpcUaDevice(DeviceBase):
             )
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together")
+        if self.mode == "subscribe":
+            where = (["storage"] if self.storage is not None else []) + [
+                f"tags[{i}].storage" for i, t in enumerate(self.tags) if t.storage is not None
+            ]
+            if where:
+                raise ValueError(
+                    f"{', '.join(where)}: storage filters polled samples (mode: poll); a "
+                    "subscription already reports changes only (use deadband for its filter)"
+                )
         return self
 
     @property

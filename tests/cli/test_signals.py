@@ -1,6 +1,6 @@
 """SIGTERM (what Docker and systemd send) and SIGINT stop ``tierproof run`` cleanly: polling
-stops, the writer flushes, heartbeats are written, every sample the collectors delivered is in
-the store, and the process exits 0. A second signal exits at once. Real processes, real
+stops, the writer flushes, heartbeats are written, every sample the collectors delivered for
+storing is in the store, and the process exits 0. A second signal exits at once. Real processes, real
 Modbus sockets, the real SQLite file read afterwards."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def start_run(cfg: Path, data: dict[str, Any], log: Path) -> tuple[subprocess.Po
 def test_sigterm_stops_run_cleanly(tmp_path: Path, plant: tuple[Path, dict[str, Any]]) -> None:
     cfg, data = plant
     log = tmp_path / "run.log"
-    gw, _ = start_run(cfg, data, log)
+    gw, status = start_run(cfg, data, log)
     before = time.time_ns()
     gw.send_signal(signal.SIGTERM)
     try:
@@ -90,7 +90,8 @@ def test_sigterm_stops_run_cleanly(tmp_path: Path, plant: tuple[Path, dict[str, 
         # nothing left open, and no gap claims the gateway stopped seeing the plant
         assert all(g.end_ns is not None for g in store.gaps(None, 0, after))
     # every sample delivered until the signal (at least the count seen just before) is stored
-    assert stored > 200 * len(data["devices"])
+    # (state and counters are stored on change: the status says how many of the delivered)
+    assert stored >= sum(d["samples_stored"] for d in status) > 0
 
 
 def test_sigint_is_the_same_clean_stop(tmp_path: Path, plant: tuple[Path, dict[str, Any]]) -> None:
@@ -101,7 +102,7 @@ def test_sigint_is_the_same_clean_stop(tmp_path: Path, plant: tuple[Path, dict[s
     assert gw.wait(timeout=60) == 0, log.read_text()[-3000:]
     with SqliteStore(Path(data["store"]["path"])) as store:
         stored = sum(len(store.read(t.tag_id, 0, time.time_ns(), prior=False)) for t in store.tags())
-    assert stored >= sum(d["samples_delivered"] for d in status)
+    assert stored >= sum(d["samples_stored"] for d in status) > 0
 
 
 def test_a_second_signal_exits_at_once(tmp_path: Path, plant: tuple[Path, dict[str, Any]]) -> None:
