@@ -78,11 +78,15 @@ class KpiRunner:
         workers: int = 2,
         cache_size: int = 64,
         settle_s: float = 60.0,
+        single_flight: bool = True,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        """``single_flight=False`` computes every request (and caches nothing): the behaviour
+        before this module, for comparison (bench/bench_kpi_api.py)."""
         if workers < 1 or cache_size < 0 or settle_s < 0:
             raise ValueError("workers >= 1, cache_size >= 0 and settle_s >= 0 are required")
-        self.cache_size = cache_size if changes is not None else 0
+        self.single_flight = single_flight
+        self.cache_size = cache_size if changes is not None and single_flight else 0
         self.settle_ns = int(settle_s * _NS)
         self.stats = FlightStats()
         self._clock_ns = clock_ns
@@ -119,6 +123,9 @@ class KpiRunner:
                 self._cache.move_to_end(key)
                 self.stats.cache_hits += 1
                 return hit[1]
+        if not self.single_flight:
+            self.stats.computed += 1
+            return await asyncio.get_running_loop().run_in_executor(self._executor, compute)
         fut = self._inflight.get(key)
         if fut is not None:
             self.stats.joined += 1
@@ -147,7 +154,7 @@ class KpiRunner:
 
     def status(self) -> dict[str, Any]:
         return {**self.stats.as_dict(), "cached": self.cached, "cache_size": self.cache_size,
-                "in_flight": len(self._inflight)}
+                "in_flight": len(self._inflight), "single_flight": self.single_flight}
 
     def close(self) -> None:
         """Stop taking work; wait for the computations running (they read the store)."""
