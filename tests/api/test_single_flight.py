@@ -217,3 +217,20 @@ async def test_relative_windows_in_one_quantum_are_identical(
     a, b = await asyncio.gather(first, second)
     assert a.content == b.content and spy.calls == 1
     assert a.json()["window"]["to"] == iso(base)
+
+
+async def test_a_waiter_going_away_cancels_nothing(app: App, spy: Spy) -> None:
+    """The request that started a computation is cancelled (its client went away): the
+    computation goes on for the request that joined it."""
+    spy.hold.clear()
+    leader = asyncio.create_task(app.client.get("/api/v1/kpis", params=DAY))
+    await asyncio.to_thread(spy.entered.wait, 60)
+    joiner = asyncio.create_task(app.client.get("/api/v1/kpis", params=DAY))
+    await _until(lambda: app.runner.stats.joined == 1)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    spy.hold.set()
+    r = await joiner
+    assert r.status_code == 200 and r.json()["window"] == DAY
+    assert spy.calls == 1
