@@ -232,6 +232,7 @@ class SqliteStore:
             for t in tags
         ]
         with self._write_txn("register tags") as conn:
+            changes_before = conn.total_changes
             # The WHERE skips rewriting unchanged rows (no needless WAL traffic at start-up).
             conn.executemany(
                 "INSERT INTO tags (path, asset, role, device, protocol, unit, enum)"
@@ -245,7 +246,9 @@ class SqliteStore:
                 rows,
             )
             ids = dict(conn.execute("SELECT path, tag_id FROM tags"))
-        self.changes.note(EVERYTHING)  # a role or enum may have changed: any window's meaning
+            changed = conn.total_changes != changes_before
+        if changed:  # a new tag, or a role or enum changed: any window's KPIs may differ
+            self.changes.note(EVERYTHING)
         return {t.path: int(ids[t.path]) for t in tags}
 
     def tags(self) -> list[TagRecord]:
@@ -554,10 +557,11 @@ class SqliteStore:
                         )
                         deleted += int(gone)
                     deleted += trim_chunks(conn, tag_id, horizon)
-                conn.execute(
+                gaps = conn.execute(
                     "DELETE FROM gaps WHERE end_ns IS NOT NULL AND end_ns < ?", (horizon,)
-                )
-        self.changes.note(EVERYTHING)  # first_sample and prior samples of any window may go
+                ).rowcount
+        if deleted or gaps:  # first_sample and prior samples of any window may be gone
+            self.changes.note(EVERYTHING)
         return deleted
 
     def stats(self) -> StoreStats:

@@ -21,6 +21,8 @@ def test_every_change_is_told_with_the_earliest_time_it_touched(tmp_path: Path) 
                                                 "modbus")]).values()
         store.write(Batch.of(np.array([tag, tag]), np.array([30 * SEC, 20 * SEC]),
                              np.array([1.0, 2.0])))
+        # registering the same tag again changes nothing: nothing to tell
+        store.register_tags([TagRecord("s/a/l/m/state", "s/a/l/m", "state", "plc", "modbus")])
         gap = store.open_gap("plc", 40 * SEC, "unreachable")
         store.close_gap(gap, 50 * SEC)
         generation = store.changes.generation
@@ -40,3 +42,16 @@ def test_a_failing_listener_does_not_fail_the_write(tmp_path: Path) -> None:
                                                 "modbus")]).values()
         store.write(Batch.of(np.array([tag]), np.array([SEC]), np.array([1.0])))
         assert len(store.read(tag, 0, 2 * SEC)) == 1
+
+
+def test_retention_tells_only_when_it_deleted(tmp_path: Path) -> None:
+    told: list[int] = []
+    with SqliteStore(tmp_path / "c.db", retention_days=1) as store:
+        (tag,) = store.register_tags([TagRecord("s/a/l/m/state", "s/a/l/m", "state", "plc",
+                                                "modbus")]).values()
+        store.write(Batch.of(np.array([tag, tag]), np.array([SEC, 3 * 86400 * SEC]),
+                             np.array([1.0, 2.0])))
+        store.changes.subscribe(told.append)
+        assert store.apply_retention(3 * 86400 * SEC) == 1
+        assert store.apply_retention(3 * 86400 * SEC) == 0
+    assert told == [EVERYTHING]
