@@ -28,6 +28,7 @@ def create_app(
     now_quantum_s: float = 1.0,
     kpi_workers: int = 2,
     kpi_cache_size: int = 64,
+    kpi_cache_bytes: int = 32 << 20,
     kpi_settle_s: float = 60.0,
     kpi_single_flight: bool = True,
 ) -> FastAPI:
@@ -36,9 +37,9 @@ def create_app(
     ``now_quantum_s``: a request's ``now`` (which relative instants such as ``now-7d`` are
     resolved against) is rounded down to it, so that requests of the same default window in
     the same quantum are identical and share one computation (0: no rounding). ``kpi_workers``
-    threads compute KPIs; ``kpi_cache_size`` closed results are kept, those whose windows end
-    ``kpi_settle_s`` before they completed (``api.flight``); ``kpi_single_flight=False``
-    computes every request, for comparison."""
+    threads compute KPIs; ``kpi_cache_size`` closed results (``kpi_cache_bytes`` at most) are
+    kept, those whose windows end ``kpi_settle_s`` before they completed (``api.flight``);
+    ``kpi_single_flight=False`` computes every request, for comparison."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +48,8 @@ def create_app(
             app.state.service = KpiService(settings, gw.store)
             app.state.runner = KpiRunner(
                 getattr(gw.store, "changes", None), workers=kpi_workers,
-                cache_size=kpi_cache_size, settle_s=kpi_settle_s, single_flight=kpi_single_flight)
+                cache_size=kpi_cache_size, cache_bytes=kpi_cache_bytes, settle_s=kpi_settle_s,
+                single_flight=kpi_single_flight)
             try:
                 yield
             finally:  # before the gateway closes the store the computations read

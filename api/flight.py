@@ -11,7 +11,8 @@ for how relative windows become identical):
 - **Single flight.** A request whose key is being computed awaits that computation instead of
   starting another; all of them receive the same bytes. A waiter that goes away (client
   disconnect) does not cancel the computation the others await.
-- **Cache of closed results.** A result is kept (LRU, ``cache_size`` bodies) when every window
+- **Cache of closed results.** A result is kept (LRU, at most ``cache_size`` bodies and
+  ``cache_bytes`` of them) when every window
   it read ends at least ``settle_s`` before the time it completed, and only over a store with
   a change feed (``store.changes``, see ``store.changes``). A committed write touching a time
   before an entry's window end drops the entry (reads look back before a window's start, so
@@ -77,6 +78,7 @@ class KpiRunner:
         *,
         workers: int = 2,
         cache_size: int = 64,
+        cache_bytes: int = 32 << 20,
         settle_s: float = 60.0,
         single_flight: bool = True,
         clock_ns: Callable[[], int] = time.time_ns,
@@ -87,6 +89,8 @@ class KpiRunner:
             raise ValueError("workers >= 1, cache_size >= 0 and settle_s >= 0 are required")
         self.single_flight = single_flight
         self.cache_size = cache_size if changes is not None and single_flight else 0
+        self.cache_bytes = cache_bytes
+        self._bytes = 0  # of the bodies cached
         self.settle_ns = int(settle_s * _NS)
         self.stats = FlightStats()
         self._clock_ns = clock_ns
@@ -107,7 +111,7 @@ class KpiRunner:
         with self._lock:
             stale = [k for k, (end_ns, _) in self._cache.items() if end_ns > since_ns]
             for k in stale:
-                del self._cache[k]
+                self._bytes -= len(self._cache.pop(k)[1])
             self.stats.invalidated += len(stale)
             for p in self._pending.values():
                 if p.end_ns > since_ns:
@@ -146,14 +150,17 @@ class KpiRunner:
             if fut.cancelled() or fut.exception() is not None or pending is None:
                 return
             closed = pending.end_ns <= self._clock_ns() - self.settle_ns
-            if self.cache_size and closed and not pending.dirty:
-                self._cache[key] = (pending.end_ns, fut.result())
-                self._cache.move_to_end(key)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            body = fut.result()
+            if self.cache_size and closed and not pending.dirty and len(body) <= self.cache_bytes:
+                old = self._cache.pop(key, None)
+                self._bytes += len(body) - (len(old[1]) if old else 0)
+                self._cache[key] = (pending.end_ns, body)
+                while len(self._cache) > self.cache_size or self._bytes > self.cache_bytes:
+                    self._bytes -= len(self._cache.popitem(last=False)[1][1])
 
     def status(self) -> dict[str, Any]:
         return {**self.stats.as_dict(), "cached": self.cached, "cache_size": self.cache_size,
+                "cached_bytes": self._bytes, "cache_bytes": self.cache_bytes,
                 "in_flight": len(self._inflight), "single_flight": self.single_flight}
 
     def close(self) -> None:

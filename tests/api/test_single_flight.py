@@ -24,6 +24,7 @@ from api.service import KpiService
 from config.settings import Settings
 from config.times import iso, to_ns
 from store import Batch
+from store.changes import Changes
 from store.sqlite import SqliteStore
 from tests.api.test_assessment import NOW, _backfill
 
@@ -234,3 +235,25 @@ async def test_a_waiter_going_away_cancels_nothing(app: App, spy: Spy) -> None:
     r = await joiner
     assert r.status_code == 200 and r.json()["window"] == DAY
     assert spy.calls == 1
+
+
+async def test_the_cache_is_bounded_and_least_recently_used_goes_first() -> None:
+    """KpiRunner alone, over a bare change feed: at most 2 bodies and 10 bytes."""
+    changes = Changes()
+    runner = KpiRunner(changes, cache_size=2, cache_bytes=10, settle_s=0, clock_ns=lambda: 100)
+    try:
+        for k in "abc":
+            assert await runner.run((k,), 50, lambda k=k: k.encode() * 4) == k.encode() * 4
+        assert runner.cached == 2 and runner.stats.computed == 3  # "a" went
+        await runner.run(("b",), 50, lambda: b"never")  # a hit: "b" is now the newest
+        assert runner.stats.cache_hits == 1
+        await runner.run(("d",), 90, lambda: b"d" * 8)  # 16 bytes: "c", then "b" go
+        assert runner.status()["cached_bytes"] == 8 and runner.cached == 1
+        await runner.run(("e",), 50, lambda: b"e" * 11)  # larger than the whole cache
+        assert runner.cached == 1
+        await runner.run(("f",), 200, lambda: b"f")  # not closed at the clock's 100
+        assert runner.cached == 1
+        changes.note(60)  # before d's end (90): d goes
+        assert runner.cached == 0 and runner.stats.invalidated == 1
+    finally:
+        runner.close()
