@@ -495,6 +495,32 @@ def _history(service: KpiService, end: datetime, end_ns: int) -> tuple[dict[str,
     return history, Observation(years, coverage=span, note="the span of the history held, no interval")
 
 
+def resolve_windows(
+    settings: Settings,
+    *,
+    from_: str | None,
+    to: str | None,
+    baseline_from: str | None,
+    baseline_to: str | None,
+    now: datetime,
+) -> tuple[datetime, datetime, datetime | None, datetime | None]:
+    """The current and baseline windows of an assessment (parameters, else kpi.current and
+    kpi.baseline), every relative instant against the one ``now``; the baseline's ends are
+    None when there is none. A bad instant, an empty window or half a baseline is a KpiError."""
+    cur, base = settings.kpi.current, settings.kpi.baseline
+    start = _instant(from_, cur.start, "from", now)
+    end = _instant(to, cur.end, "to", now)
+    assert start is not None and end is not None
+    _window(start, end, "current")
+    b_start = _instant(baseline_from, base.start if base else None, "baseline_from", now)
+    b_end = _instant(baseline_to, base.end if base else None, "baseline_to", now)
+    if (b_start is None) != (b_end is None):
+        raise KpiError("give both baseline_from and baseline_to (no kpi.baseline is configured)")
+    if b_start is not None and b_end is not None:
+        _window(b_start, b_end, "baseline")
+    return start, end, b_start, b_end
+
+
 def assess(
     settings: Settings,
     service: KpiService,
@@ -514,16 +540,10 @@ def assess(
     names = [t.name for t in criteria.tiers]
     if tier is not None and tier not in names:
         raise NotFoundError(f"no tier {tier!r} in criteria {criteria.version}; tiers: {', '.join(names)}")
-    now = now or datetime.now(UTC)  # resolved once for both windows
-    cur, base = settings.kpi.current, settings.kpi.baseline
-    start = _instant(from_, cur.start, "from", now)
-    end = _instant(to, cur.end, "to", now)
-    assert start is not None and end is not None
+    start, end, b_start, b_end = resolve_windows(
+        settings, from_=from_, to=to, baseline_from=baseline_from, baseline_to=baseline_to,
+        now=now or datetime.now(UTC))
     window = _window(start, end, "current")
-    b_start = _instant(baseline_from, base.start if base else None, "baseline_from", now)
-    b_end = _instant(baseline_to, base.end if base else None, "baseline_to", now)
-    if (b_start is None) != (b_end is None):
-        raise KpiError("give both baseline_from and baseline_to (no kpi.baseline is configured)")
     baseline_window = _window(b_start, b_end, "baseline") if b_start and b_end else None
 
     tz = ZoneInfo(settings.calendar.timezone)

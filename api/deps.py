@@ -3,7 +3,8 @@ instants and windows from queries."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from time import time_ns
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,10 +13,16 @@ from config.errors import KpiError
 from config.settings import Settings
 from config.times import Window, iso, parse_instant, to_ns
 
+from .flight import KpiRunner
 from .gateway import Gateway
 from .service import KpiService
 
-__all__ = ["GatewayDep", "NowDep", "ServiceDep", "SettingsDep", "instant", "window", "window_out"]
+__all__ = [
+    "GatewayDep", "NowDep", "RunnerDep", "ServiceDep", "SettingsDep", "instant", "window",
+    "window_out",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def get_settings(request: Request) -> Settings:
@@ -36,18 +43,34 @@ def get_service(request: Request) -> KpiService:
     return service
 
 
-def request_now() -> datetime:
+def get_runner(request: Request) -> KpiRunner:
+    """Where KPI computations run: worker threads, single flight, closed-result cache."""
+    runner: KpiRunner = request.app.state.runner
+    return runner
+
+
+def request_now(request: Request) -> datetime:
     """The request's one ``now``: every relative instant of one request (``now-7d`` and
     ``now`` of a default window, the baseline's) is resolved against it, so that a default
     window of ``now-7d`` .. ``now`` is exactly 7 days long. FastAPI calls a dependency once
-    per request."""
-    return datetime.now(UTC)
+    per request.
+
+    It is the clock rounded down to the app's ``now_quantum_s`` (1 s by default): requests
+    of a relative window within one quantum resolve to the same instants, hence are identical
+    and share one computation (``api.flight``); the answer's ``window`` records the instants
+    used. Explicit instants are not touched."""
+    ns = time_ns()
+    quantum = int(getattr(request.app.state, "now_quantum_s", 0.0) * 1e9)
+    if quantum > 0:
+        ns -= ns % quantum
+    return _EPOCH + timedelta(microseconds=ns // 1000)  # exact, unlike a float timestamp
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 ServiceDep = Annotated[KpiService, Depends(get_service)]
 NowDep = Annotated[datetime, Depends(request_now)]
+RunnerDep = Annotated[KpiRunner, Depends(get_runner)]
 
 
 def instant(value: str | None, default: str, name: str, now: datetime) -> datetime:

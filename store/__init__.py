@@ -15,6 +15,7 @@ from config.store import InfluxStoreSettings, SqliteStoreSettings, StoreSettings
 
 from .base import Gap, Latest, Store, StoreStats, TagRecord
 from .batch import TS_UNKNOWN, Batch, Series
+from .changes import Changes
 from .influx import InfluxStore
 from .spool import Quarantine, Spool, SpoolAdmin, SpooledStore, spool_settings
 from .sqlite import SCHEMA_VERSION, SqliteStore
@@ -25,6 +26,7 @@ __all__ = [
     "STORES",
     "TS_UNKNOWN",
     "Batch",
+    "Changes",
     "Gap",
     "InfluxStore",
     "Latest",

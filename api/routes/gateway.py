@@ -44,6 +44,8 @@ def health(request: Request, g: GatewayDep, settings: SettingsDep) -> dict[str, 
             **({"spool": _spool_out(stats.extra["spool"])} if "spool" in stats.extra else {}),
         },
         "devices": {"total": len(devices), "connected": connected},
+        # single flight and the closed-result cache of the KPI routes (api.flight)
+        **({"kpi": runner.status()} if (runner := getattr(request.app.state, "runner", None)) else {}),
     }
 
 

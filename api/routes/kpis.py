@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from config import load_tiers
 from config.errors import KpiError
+from config.times import to_ns
+from kpi import ALGORITHM_VERSION
 
-from ..assessment import assess
-from ..deps import NowDep, ServiceDep, SettingsDep, window
+from ..assessment import assess, resolve_windows
+from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, window
+from ..flight import json_body
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
 _FROM = "ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a bare date is UTC midnight) or now-7d"
+#: the routes answer pre-rendered JSON bytes (api.flight); this keeps their OpenAPI content type
+JSON_OBJECT: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}}}
+_SHARED = (
+    " Identical requests (same resolved windows and selection) in flight together are computed "
+    "once; results whose windows closed are cached until a write touches them (docs/api.md). "
+    "Relative instants are resolved against 'now' rounded down to the second."
+)
 
 
 @router.get(
@@ -29,11 +41,14 @@ _FROM = "ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a bare date is UTC midnight) 
         "are null unless all its assets share one; `standard_output_rate` and "
         "`energy_per_standard_hour_kwh` are always weighted. The window defaults to "
         "kpi.current, resolved against one 'now' per request, and is recorded in `window`; "
-        "every read of the request sees one snapshot of the store."
+        "every read of the request sees one snapshot of the store." + _SHARED
     ),
+    response_class=Response,
+    responses=JSON_OBJECT,
 )
-def kpis(
+async def kpis(
     service: ServiceDep,
+    runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
     asset: Annotated[str | None, Query(description="asset path site/area/line/asset")] = None,
@@ -42,9 +57,12 @@ def kpis(
         str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current")
     ] = None,
     to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
-) -> dict[str, Any]:
+) -> Response:
     start, end = window(from_, to, settings.kpi.current, now)
-    return service.kpis(start, end, asset=asset, line=line)
+    key = ("kpis", ALGORITHM_VERSION, service.fingerprint, to_ns(start), to_ns(end), asset, line)
+    body = await runner.run(
+        key, to_ns(end), lambda: json_body(service.kpis(start, end, asset=asset, line=line)))
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -56,11 +74,14 @@ def kpis(
         "computed exactly as the tier assessment does (same days, seed and resamples). Windows "
         "default to kpi.current and kpi.baseline, resolved against one 'now' and recorded in "
         "`window` and `baseline_window`; a baseline is required. A figure whose delta cannot be "
-        "computed is null."
+        "computed is null." + _SHARED
     ),
+    response_class=Response,
+    responses=JSON_OBJECT,
 )
-def deltas(
+async def deltas(
     service: ServiceDep,
+    runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
     from_: Annotated[
@@ -69,23 +90,33 @@ def deltas(
     to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
     baseline_from: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
     baseline_to: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
-) -> dict[str, Any]:
+) -> Response:
     if settings.kpi.baseline is None and (baseline_from is None or baseline_to is None):
         raise KpiError("deltas need a baseline: configure kpi.baseline or give baseline_from "
                        "and baseline_to")
-    criteria = load_tiers()
-    with service.snapshot():
-        result = assess(settings, service, criteria, from_=from_, to=to,
-                        baseline_from=baseline_from, baseline_to=baseline_to, now=now)
-    got = result.get("deltas")
-    if got is None:  # before the assessment carried its deltas on their own
-        got = {f: entry["delta"] for f, entry in result["figures"].items()}
-    return {
-        "window": result["window"],
-        "baseline_window": result["baseline_window"],
-        "criteria_version": result["criteria_version"],
-        "algorithm_version": result["algorithm_version"],
-        "config_fingerprint": result["config_fingerprint"],
-        "bootstrap": result["bootstrap"],
-        "deltas": got,
-    }
+    criteria = await asyncio.to_thread(load_tiers)  # a file read: not in the event loop
+    start, end, b_start, b_end = resolve_windows(
+        settings, from_=from_, to=to, baseline_from=baseline_from, baseline_to=baseline_to,
+        now=now)
+    ends = [to_ns(t) for t in (start, end, b_start, b_end) if t is not None]
+
+    def compute() -> bytes:
+        with service.snapshot():
+            result = assess(settings, service, criteria, from_=from_, to=to,
+                            baseline_from=baseline_from, baseline_to=baseline_to, now=now)
+        got = result.get("deltas")
+        if got is None:  # before the assessment carried its deltas on their own
+            got = {f: entry["delta"] for f, entry in result["figures"].items()}
+        return json_body({
+            "window": result["window"],
+            "baseline_window": result["baseline_window"],
+            "criteria_version": result["criteria_version"],
+            "algorithm_version": result["algorithm_version"],
+            "config_fingerprint": result["config_fingerprint"],
+            "bootstrap": result["bootstrap"],
+            "deltas": got,
+        })
+
+    key = ("deltas", ALGORITHM_VERSION, service.fingerprint, criteria.version, *ends)
+    body = await runner.run(key, max(ends), compute)
+    return Response(body, media_type="application/json")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from config import load_tiers
+from config.errors import NotFoundError
+from config.times import to_ns
+from kpi import ALGORITHM_VERSION
 
-from ..assessment import assess
-from ..deps import NowDep, ServiceDep, SettingsDep
+from ..assessment import assess, resolve_windows
+from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep
+from ..flight import json_body
+from .kpis import _SHARED, JSON_OBJECT
 
 router = APIRouter(prefix="/api/v1", tags=["tiers"])
 
@@ -26,11 +32,14 @@ router = APIRouter(prefix="/api/v1", tags=["tiers"])
         "baseline→current delta, its interval and both windows' values). Windows default to "
         "kpi.current and kpi.baseline; both are resolved against one 'now' and recorded, with "
         "the criteria version, algorithm version and config fingerprint. Every read of one "
-        "assessment sees one snapshot of the store."
+        "assessment sees one snapshot of the store." + _SHARED
     ),
+    response_class=Response,
+    responses=JSON_OBJECT,
 )
-def assessment(
+async def assessment(
     service: ServiceDep,
+    runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
     tier: Annotated[str | None, Query(description="one tier (default: every tier)")] = None,
@@ -40,8 +49,21 @@ def assessment(
     to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
     baseline_from: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
     baseline_to: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
-) -> dict[str, Any]:
-    criteria = load_tiers()
-    with service.snapshot():
-        return assess(settings, service, criteria, tier=tier, from_=from_, to=to,
-                      baseline_from=baseline_from, baseline_to=baseline_to, now=now)
+) -> Response:
+    criteria = await asyncio.to_thread(load_tiers)  # a file read: not in the event loop
+    names = [t.name for t in criteria.tiers]
+    if tier is not None and tier not in names:  # as assess says it, before any key is made
+        raise NotFoundError(f"no tier {tier!r} in criteria {criteria.version}; tiers: {', '.join(names)}")
+    start, end, b_start, b_end = resolve_windows(
+        settings, from_=from_, to=to, baseline_from=baseline_from, baseline_to=baseline_to,
+        now=now)
+    ends = [to_ns(t) for t in (start, end, b_start, b_end) if t is not None]
+
+    def compute() -> bytes:
+        with service.snapshot():  # the whole assessment in this one worker thread
+            return json_body(assess(settings, service, criteria, tier=tier, from_=from_, to=to,
+                                    baseline_from=baseline_from, baseline_to=baseline_to, now=now))
+
+    key = ("assessment", ALGORITHM_VERSION, service.fingerprint, criteria.version, tier, *ends)
+    body = await runner.run(key, max(ends), compute)
+    return Response(body, media_type="application/json")

@@ -18,6 +18,7 @@ from config.errors import StoreError
 
 from ..base import Gap, Latest, StoreStats, TagRecord
 from ..batch import I64, TS_UNKNOWN, Batch, Series
+from ..changes import EVERYTHING, Changes
 from .chunks import chunk_parts, trim_chunks
 from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
 from .schema import (
@@ -78,6 +79,8 @@ class SqliteStore:
         self.retention_days = retention_days
         self.compact_every = compact_every
         self._wlock = threading.RLock()
+        #: told after every commit that changes what a read returns (``store.changes``)
+        self.changes = Changes()
         self._pool_lock = threading.Lock()
         self._pool: list[sqlite3.Connection] = []
         self._cache: OrderedDict[int, Run] = OrderedDict()
@@ -229,6 +232,7 @@ class SqliteStore:
             for t in tags
         ]
         with self._write_txn("register tags") as conn:
+            changes_before = conn.total_changes
             # The WHERE skips rewriting unchanged rows (no needless WAL traffic at start-up).
             conn.executemany(
                 "INSERT INTO tags (path, asset, role, device, protocol, unit, enum)"
@@ -242,6 +246,9 @@ class SqliteStore:
                 rows,
             )
             ids = dict(conn.execute("SELECT path, tag_id FROM tags"))
+            changed = conn.total_changes != changes_before
+        if changed:  # a new tag, or a role or enum changed: any window's KPIs may differ
+            self.changes.note(EVERYTHING)
         return {t.path: int(ids[t.path]) for t in tags}
 
     def tags(self) -> list[TagRecord]:
@@ -271,6 +278,7 @@ class SqliteStore:
                 # One statement in autocommit mode is one transaction: no BEGIN/COMMIT
                 # round trips (they cost as much as the INSERT for small batches).
                 self._w.execute(INSERT_INGEST, row)
+            self.changes.note(int(batch.ts_ns.min()))
             self._batches += 1
             self._points += n
             self._pending += 1
@@ -481,7 +489,9 @@ class SqliteStore:
                 (device, int(start_ns), reason, asset),
             )
             assert cur.lastrowid is not None
-            return int(cur.lastrowid)
+            gap_id = int(cur.lastrowid)
+        self.changes.note(int(start_ns))
+        return gap_id
 
     def close_gap(self, gap_id: int, end_ns: int) -> None:
         with self._write_txn("close gap") as conn:
@@ -493,6 +503,7 @@ class SqliteStore:
                     f"{self._path}: gap {gap_id} cannot end at {end_ns}, before its start {row[0]}"
                 )
             conn.execute("UPDATE gaps SET end_ns = ? WHERE gap_id = ?", (int(end_ns), gap_id))
+        self.changes.note(int(row[0]))
 
     def mark_alive(self, device: str, ts_ns: int) -> None:
         with self._write_txn("record heartbeat") as conn:
@@ -546,9 +557,11 @@ class SqliteStore:
                         )
                         deleted += int(gone)
                     deleted += trim_chunks(conn, tag_id, horizon)
-                conn.execute(
+                gaps = conn.execute(
                     "DELETE FROM gaps WHERE end_ns IS NOT NULL AND end_ns < ?", (horizon,)
-                )
+                ).rowcount
+        if deleted or gaps:  # first_sample and prior samples of any window may be gone
+            self.changes.note(EVERYTHING)
         return deleted
 
     def stats(self) -> StoreStats:

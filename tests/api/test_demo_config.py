@@ -35,6 +35,6 @@ def test_the_demo_serves_the_fingerprint_of_its_file(demo: tuple[httpx.Client, P
     mqtt = [i for i, d in enumerate(body["settings"]["devices"]) if d["protocol"] == "mqtt"]
     assert [f"devices[{i}].broker" for i in mqtt] == [p for p in overrides if p.endswith(".broker")]
     assert body["settings"]["devices"][mqtt[0]]["broker"].startswith("mqtt://127.0.0.1:")
-    # the default window: kpi.current (now-14d .. now) resolved once
+    # the default window: the demo's kpi.current (now-14d .. now) resolved once
     w = kpis["window"]
     assert _at(w["to"]) - _at(w["from"]) == timedelta(days=14)

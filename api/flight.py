@@ -1,0 +1,170 @@
+"""KPI computations off the event loop, once per identical request, cached once closed.
+
+Every KPI route (``/kpis``, ``/kpis/deltas``, ``/tiers/assessment``) hands its computation to
+:class:`KpiRunner` under a key made of the *resolved* request (see ``api.deps.request_now``
+for how relative windows become identical):
+
+- **Worker threads.** The computation (store reads in one ``KpiService.snapshot()``, numpy, and
+  rendering the JSON body) runs whole in one thread of a small dedicated pool, never in the
+  event loop that also runs the collectors, and never in Starlette's shared thread pool, so a
+  burst of heavy requests queues behind ``workers`` threads instead of taking every core.
+- **Single flight.** A request whose key is being computed awaits that computation instead of
+  starting another; all of them receive the same bytes. A waiter that goes away (client
+  disconnect) does not cancel the computation the others await.
+- **Cache of closed results.** A result is kept (LRU, at most ``cache_size`` bodies and
+  ``cache_bytes`` of them) when every window
+  it read ends at least ``settle_s`` before the time it completed, and only over a store with
+  a change feed (``store.changes``, see ``store.changes``). A committed write touching a time
+  before an entry's window end drops the entry (reads look back before a window's start, so
+  any earlier write counts); a write committed while a computation runs stops its result from
+  being cached. ``settle_s`` is no correctness bound (the feed is): it keeps the cache for
+  windows that the collectors are no longer writing into, instead of churning it every second.
+  Errors are never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+
+from store.changes import Changes
+
+__all__ = ["FlightStats", "KpiRunner", "json_body"]
+
+Key = tuple[Hashable, ...]
+
+_NS = 1_000_000_000
+
+
+def json_body(content: Any) -> bytes:
+    """``content`` as the bytes FastAPI's JSONResponse would send: rendered once in the worker
+    thread, so that neither the event loop nor any waiter of the same result encodes it again."""
+    return json.dumps(jsonable_encoder(content), ensure_ascii=False, allow_nan=False,
+                      indent=None, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(slots=True)
+class FlightStats:
+    computed: int = 0  # computations started
+    joined: int = 0  # requests that awaited a computation already in flight
+    cache_hits: int = 0
+    invalidated: int = 0  # cached bodies dropped because a write touched their windows
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Pending:
+    end_ns: int
+    dirty: bool = False
+
+
+class KpiRunner:
+    """Runs KPI computations keyed by their resolved request; see the module docstring."""
+
+    def __init__(
+        self,
+        changes: Changes | None,
+        *,
+        workers: int = 2,
+        cache_size: int = 64,
+        cache_bytes: int = 32 << 20,
+        settle_s: float = 60.0,
+        single_flight: bool = True,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        """``single_flight=False`` computes every request (and caches nothing): the behaviour
+        before this module, for comparison (bench/bench_kpi_api.py)."""
+        if workers < 1 or cache_size < 0 or settle_s < 0:
+            raise ValueError("workers >= 1, cache_size >= 0 and settle_s >= 0 are required")
+        self.single_flight = single_flight
+        self.cache_size = cache_size if changes is not None and single_flight else 0
+        self.cache_bytes = cache_bytes
+        self._bytes = 0  # of the bodies cached
+        self.settle_ns = int(settle_s * _NS)
+        self.stats = FlightStats()
+        self._clock_ns = clock_ns
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tierproof-kpi")
+        self._inflight: dict[Key, asyncio.Future[bytes]] = {}
+        # touched from the loop and, through the change feed, from the store's writer thread
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[Key, tuple[int, bytes]] = OrderedDict()  # key -> (end_ns, body)
+        self._pending: dict[Key, _Pending] = {}
+        self._unsubscribe = changes.subscribe(self._changed) if changes is not None else None
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
+
+    def _changed(self, since_ns: int) -> None:
+        """A write committed at times >= since_ns (on the writer's thread)."""
+        with self._lock:
+            stale = [k for k, (end_ns, _) in self._cache.items() if end_ns > since_ns]
+            for k in stale:
+                self._bytes -= len(self._cache.pop(k)[1])
+            self.stats.invalidated += len(stale)
+            for p in self._pending.values():
+                if p.end_ns > since_ns:
+                    p.dirty = True
+
+    async def run(self, key: Key, end_ns: int, compute: Callable[[], bytes]) -> bytes:
+        """The body of ``compute()`` (run in a worker thread), whose reads end at ``end_ns``
+        (the latest end of its windows): from the cache, from the identical computation in
+        flight, or computed now."""
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.stats.cache_hits += 1
+                return hit[1]
+        if not self.single_flight:
+            self.stats.computed += 1
+            return await asyncio.get_running_loop().run_in_executor(self._executor, compute)
+        fut = self._inflight.get(key)
+        if fut is not None:
+            self.stats.joined += 1
+        else:
+            self.stats.computed += 1
+            with self._lock:  # before the computation's snapshot opens: no write goes unseen
+                self._pending[key] = _Pending(end_ns)
+            fut = asyncio.get_running_loop().run_in_executor(self._executor, compute)
+            self._inflight[key] = fut
+            fut.add_done_callback(lambda f: self._done(key, f))
+        # shielded: a cancelled waiter must not cancel what the others await
+        return await asyncio.shield(fut)
+
+    def _done(self, key: Key, fut: asyncio.Future[bytes]) -> None:
+        self._inflight.pop(key, None)
+        with self._lock:
+            pending = self._pending.pop(key, None)
+            if fut.cancelled() or fut.exception() is not None or pending is None:
+                return
+            closed = pending.end_ns <= self._clock_ns() - self.settle_ns
+            body = fut.result()
+            if self.cache_size and closed and not pending.dirty and len(body) <= self.cache_bytes:
+                old = self._cache.pop(key, None)
+                self._bytes += len(body) - (len(old[1]) if old else 0)
+                self._cache[key] = (pending.end_ns, body)
+                while len(self._cache) > self.cache_size or self._bytes > self.cache_bytes:
+                    self._bytes -= len(self._cache.popitem(last=False)[1][1])
+
+    def status(self) -> dict[str, Any]:
+        return {**self.stats.as_dict(), "cached": self.cached, "cache_size": self.cache_size,
+                "cached_bytes": self._bytes, "cache_bytes": self.cache_bytes,
+                "in_flight": len(self._inflight), "single_flight": self.single_flight}
+
+    def close(self) -> None:
+        """Stop taking work; wait for the computations running (they read the store)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._executor.shutdown(wait=True, cancel_futures=True)
