@@ -104,9 +104,6 @@ async def deltas(
         with service.snapshot():
             result = assess(settings, service, criteria, from_=from_, to=to,
                             baseline_from=baseline_from, baseline_to=baseline_to, now=now)
-        got = result.get("deltas")
-        if got is None:  # before the assessment carried its deltas on their own
-            got = {f: entry["delta"] for f, entry in result["figures"].items()}
         return json_body({
             "window": result["window"],
             "baseline_window": result["baseline_window"],
@@ -114,7 +111,7 @@ async def deltas(
             "algorithm_version": result["algorithm_version"],
             "config_fingerprint": result["config_fingerprint"],
             "bootstrap": result["bootstrap"],
-            "deltas": got,
+            "deltas": result["deltas"],
         })
 
     key = ("deltas", ALGORITHM_VERSION, service.fingerprint, criteria.version, *ends)

@@ -40,9 +40,9 @@ def deltas(client: Client) -> dict[str, Any]:
 
 
 def _assessment_deltas(body: dict[str, Any]) -> dict[str, Any]:
-    """An assessment's deltas, whether it carries them on their own or in its figures."""
-    got: dict[str, Any] | None = body.get("deltas")
-    return got if got is not None else {f: e["delta"] for f, e in body["figures"].items()}
+    """An assessment's deltas."""
+    got: dict[str, Any] = body["deltas"]
+    return got
 
 
 def test_deltas_are_the_assessments_with_their_record(
