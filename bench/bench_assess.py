@@ -222,7 +222,7 @@ def step_intervals(samples: pd.DataFrame, tags: pd.DataFrame, plan: tuple[Any, A
                    start_ns: int, end_ns: int) -> pd.DataFrame:
     """Per asset, the intervals between changes of state, mode and channel mode and the plan's
     edges, with each signal's canonical code (-1 unknown), seconds in and outside the plan
-    and the element."""
+    and the element; sorted by time."""
     st = samples[samples.role.isin(STEPS)].copy()
     lut = pd.DataFrame(
         [(t.tag_id, float(raw), canonical_code(Role(t.role), name))
@@ -257,7 +257,7 @@ def step_intervals(samples: pd.DataFrame, tags: pd.DataFrame, plan: tuple[Any, A
     conds = [(wide.state == s) & ((wide["mode"] == m) if m is not None else True)
              for s, m, _ in ELEMENTS]
     wide["element"] = np.select(conds, [e for _, _, e in ELEMENTS], default="")
-    return wide.drop(columns=["ps", "pe"]).sort_values(["asset", "ts"], ignore_index=True)
+    return wide.drop(columns=["ps", "pe"])  # in time order (merge_asof), each asset's too
 
 
 def increases(samples: pd.DataFrame, assets: pd.DataFrame, factor: float,
@@ -289,14 +289,18 @@ def attributed(inc: pd.DataFrame, iv: pd.DataFrame, start_ns: int) -> pd.Series:
     })
     cols = ["w0", "w1", "w2", "v0", "v1", "v2"]
     cum = w.groupby("asset")[cols].cumsum() - w[cols]  # before each interval
-    w = w.join(cum.add_prefix("c_")).sort_values("ts", kind="stable")
+    w = w.join(cum.add_prefix("c_"))  # in time order already (step_intervals)
 
-    def at(t: pd.Series) -> pd.DataFrame:
-        left = pd.DataFrame({"asset": inc.asset.to_numpy(), "t": t.to_numpy(),
-                             "i": np.arange(len(inc))}).sort_values("t")
-        m = pd.merge_asof(left, w, left_on="t", right_on="ts", by="asset").sort_values("i")
+    def at(t: Any) -> pd.DataFrame:
+        """The cumulative weights at instants ``t`` (one per increase, in its asset)."""
+        t = np.asarray(t)
+        order = np.argsort(t, kind="stable")  # merge_asof wants them sorted; put back after
+        left = pd.DataFrame({"asset": inc.asset.to_numpy()[order], "t": t[order]})
+        m = pd.merge_asof(left, w, left_on="t", right_on="ts", by="asset")
         frac = ((m.t - m.ts) / m["len"]).clip(0.0, 1.0).to_numpy()
-        return pd.DataFrame({k: m[f"c_{k}"].to_numpy() + m[k].to_numpy() * frac for k in cols})
+        out = np.empty((len(t), len(cols)))
+        out[order] = np.column_stack([m[f"c_{k}"].to_numpy() + m[k].to_numpy() * frac for k in cols])
+        return pd.DataFrame(out, columns=cols)
 
     lo = inc.t0.clip(lower=start_ns)
     hi = np.maximum(inc.ts, lo + 1)
@@ -474,16 +478,16 @@ def storage_bytes(hours: float, from_h: float) -> dict[str, float]:
         for st in stores.values():
             st.close()
     months = len(machines) * hours / 24 / 30
-    out = {}
+    res: dict[str, float] = {}
     for k in stores:
-        out[k] = db_bytes(tmp / f"{k}.db") / months
-        out[f"{k}_samples"] = n[k] / months
+        res[k] = db_bytes(tmp / f"{k}.db") / months
+        res[f"{k}_samples"] = n[k] / months
         for p in tmp.glob(f"{k}.db*"):
             p.unlink()
     tmp.rmdir()
-    out["seconds"] = time.perf_counter() - t0
-    out["machines"] = len(machines)
-    return out
+    res["seconds"] = time.perf_counter() - t0
+    res["machines"] = len(machines)
+    return res
 
 
 def main() -> None:
