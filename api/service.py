@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from config.errors import KpiError, NotFoundError
 from config.fingerprint import config_fingerprint
 from config.settings import Asset, Settings
@@ -30,6 +32,7 @@ from kpi import (
     roll_up,
     time_elements,
 )
+from kpi.calendar import clip
 from store.base import Store, TagRecord
 from store.batch import Series
 
@@ -72,14 +75,21 @@ class KpiService:
         return {int(raw): canonical_code(role, name) for raw, name in tag.enum.items()}
 
     def asset_result(
-        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None
+        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None,
+        *, context_start_ns: int | None = None,
     ) -> AssetResult:
-        """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read."""
+        """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read.
+
+        ``context_start_ns`` (<= ``start_ns``): the part [start_ns, end_ns) of the window that
+        starts there, as that window's computation counts it (``kpi.time_elements``): the
+        parts of a window at any cuts add up to it. Reads, gaps and the plan then reach back
+        to the window's start; the evidence is the part's own (samples in it, the one before)."""
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
+        ctx = start_ns if context_start_ns is None else context_start_ns
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
-            (g for d in devices for g in self.store.gaps(d, start_ns, end_ns)), asset.path
+            (g for d in devices for g in self.store.gaps(d, ctx, end_ns)), asset.path
         )
         tag_evidence: list[TagEvidence] = []
 
@@ -88,9 +98,12 @@ class KpiService:
             tag = tags.get(role)
             if tag is None:
                 return None
-            s = self.store.read(tag.tag_id, start_ns, end_ns, prior=True)
+            s = self.store.read(tag.tag_id, ctx, end_ns, prior=True)
+            # the part's own evidence: from the last sample before its start
+            lo = max(int(np.searchsorted(s.ts_ns, start_ns, "left")) - 1, 0) if ctx < start_ns else 0
             tag_evidence.append(
-                TagEvidence.of(tag.path, tag.tag_id, role, s.ts_ns, s.quality, start_ns, end_ns)
+                TagEvidence.of(tag.path, tag.tag_id, role, s.ts_ns[lo:], s.quality[lo:], start_ns,
+                               end_ns)
             )
             return s
 
@@ -132,8 +145,12 @@ class KpiService:
             manual_only=asset.control in ("manual", "none"),
             default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode),
         )
-        planned = planned_intervals(self.settings.calendar, start_ns, end_ns)
-        elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns))
+        planned = planned_intervals(self.settings.calendar, ctx, end_ns)
+        elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns),
+                                 context_start_ns=context_start_ns)
+        if ctx < start_ns:  # the part's own gaps and plan
+            gaps = [g for g in gaps if g.end_ns is None or g.end_ns > start_ns]
+            planned = clip(planned, start_ns, end_ns)
         evidence = AssetEvidence(
             tags=tuple(tag_evidence),
             missing_roles=tuple(missing_roles(set(tags) | ({Role.MODE} if default_mode else set()))),
