@@ -133,3 +133,19 @@ class Store(Protocol):
     def stats(self) -> StoreStats: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRow:
+    """One derived row of one asset and one hour [hour_ns, hour_ns + 1 h), opaque to the store
+    (``api.rollups`` writes and reads them): ``key`` says what it was computed by and from,
+    ``reach_ns`` the earliest time whose data it depends on, ``data`` and ``extra`` its
+    content. The store drops a row in the same transaction as any change to the asset's data
+    at a time before the hour's end (``SqliteStore.put_rollups``)."""
+
+    asset: str
+    hour_ns: int
+    key: str
+    reach_ns: int
+    data: bytes
+    extra: str | None = None
