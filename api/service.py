@@ -33,8 +33,25 @@ from kpi import (
     time_elements,
 )
 from kpi.calendar import clip
-from store.base import Store, TagRecord
+from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
+
+from .rollups import (
+    HOUR_NS,
+    NEVER,
+    Part,
+    decode,
+    encode,
+    has_rollups,
+    reach_ns,
+    rollup_key,
+    tag_sum,
+    time_sum,
+)
+
+#: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
+_ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
+               Role.REJECT_COUNT, Role.ENERGY_KWH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +64,13 @@ class AssetResult:
 class KpiService:
     """Computes ISO 22400 KPIs of assets, lines and the plant from the store."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, *, rollups: bool | None = None) -> None:
+        """``rollups`` (default ``kpi.rollups``): read whole hours from the store's hourly
+        roll-ups where it keeps them (``api.rollups``); False: every window from raw samples."""
         self.settings = settings
         self.store = store
+        want = settings.kpi.rollups if rollups is None else rollups
+        self.use_rollups = bool(want) and has_rollups(store)
         #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
 
@@ -86,6 +107,10 @@ class KpiService:
         to the window's start; the evidence is the part's own (samples in it, the one before)."""
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
+        if context_start_ns is None and self.use_rollups and tags:
+            rolled = self._rolled(asset, start_ns, end_ns, tags)
+            if rolled is not None:
+                return rolled
         ctx = start_ns if context_start_ns is None else context_start_ns
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
@@ -156,6 +181,70 @@ class KpiService:
             missing_roles=tuple(missing_roles(set(tags) | ({Role.MODE} if default_mode else set()))),
             gaps=tuple(gaps),
             planned_intervals=len(planned[0]),
+            ideal_cycle_time_s=asset.ideal_cycle_time_s,
+            implausible_increases=tuple(implausible),
+            default_mode=default_mode,
+        )
+        return AssetResult(asset, elements, evidence)
+
+    # ------------------------------------------------------------------ hourly roll-ups
+
+    def rollup_row(self, asset: Asset, tags: dict[Role, TagRecord], hour_ns: int, key: str) -> RollupRow:
+        """The roll-up row of ``asset``'s hour [hour_ns, +1 h): the hour as part of every
+        window starting at or before its ``reach_ns`` (``api.rollups``)."""
+        reach = reach_ns(self.store, tags, hour_ns)
+        ctx = hour_ns if reach == NEVER else reach
+        r = self.asset_result(asset, hour_ns, hour_ns + HOUR_NS, tags, context_start_ns=ctx)
+        return encode(Part(r.elements, r.evidence.tags, r.evidence.implausible_increases), key,
+                      asset.path, hour_ns, reach)
+
+    def _part(self, asset: Asset, tags: dict[Role, TagRecord], window_start: int, a: int, b: int) -> Part:
+        """[a, b) computed from raw samples as part of the window starting at window_start,
+        reading back only as far as the part depends on (its reach) when that is enough."""
+        ctx = window_start
+        if a > window_start:
+            reach = reach_ns(self.store, tags, a)
+            if reach != NEVER and reach >= window_start:
+                ctx = reach
+        r = self.asset_result(asset, a, b, tags, context_start_ns=ctx)
+        return Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+
+    def _rolled(
+        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord]
+    ) -> AssetResult | None:
+        """The window as Σ of its whole hours' roll-ups (those usable for it) and raw parts
+        for the rest; None when it holds no usable roll-up."""
+        h0 = -(-start_ns // HOUR_NS) * HOUR_NS
+        h1 = end_ns // HOUR_NS * HOUR_NS
+        if h1 <= h0:
+            return None
+        key = rollup_key(self.settings, asset, tags)
+        rows = {r.hour_ns: r for r in self.store.rollups([asset.path], h0, h1)  # type: ignore[attr-defined]
+                if r.key == key and r.reach_ns >= start_ns}
+        if not rows:
+            return None
+        parts: list[Part] = []
+        at = start_ns
+        for h in sorted(rows):
+            if at < h:
+                parts.append(self._part(asset, tags, start_ns, at, h))
+            parts.append(decode(rows[h]))
+            at = h + HOUR_NS
+        if at < end_ns:
+            parts.append(self._part(asset, tags, start_ns, at, end_ns))
+        elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)
+        devices = sorted({t.device for t in tags.values()})
+        gaps = asset_gaps(
+            (g for d in devices for g in self.store.gaps(d, start_ns, end_ns)), asset.path
+        )
+        default_mode = asset.default_mode if Role.MODE not in tags else None
+        order = {r.value: i for i, r in enumerate(_ROLE_ORDER)}
+        implausible = sorted((x for p in parts for x in p.implausible), key=lambda x: order[x[0]])
+        evidence = AssetEvidence(
+            tags=tag_sum(parts),
+            missing_roles=tuple(missing_roles(set(tags) | ({Role.MODE} if default_mode else set()))),
+            gaps=tuple(gaps),
+            planned_intervals=len(planned_intervals(self.settings.calendar, start_ns, end_ns)[0]),
             ideal_cycle_time_s=asset.ideal_cycle_time_s,
             implausible_increases=tuple(implausible),
             default_mode=default_mode,

@@ -94,6 +94,14 @@ class KpiSettings(Model):
             "this factor, plus one part of sampling slack (e.g. a glitch to 0 and back)"
         ),
     )
+    rollups: bool = Field(
+        default=True,
+        description=(
+            "compute a window's whole hours from the store's hourly roll-ups where it keeps "
+            "them (the embedded store), its edges from raw samples; equal to the raw "
+            "computation (docs/kpis.md); false: every window from raw samples"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- simulation
