@@ -187,7 +187,6 @@ class RollupMaintainer:
         now = clock_ns()
         self._from = NEVER if backfill_days is None else now - int(backfill_days * 86400e9)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self.computed = 0
         self.passes = 0
@@ -199,7 +198,6 @@ class RollupMaintainer:
         """On the writer's thread: note where to rescan from; nothing else."""
         with self._lock:
             self._from = min(self._from, since_ns - HOUR_NS)
-        self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tierproof-rollups", daemon=True)
@@ -211,8 +209,8 @@ class RollupMaintainer:
                 self.run_once()
             except Exception:
                 log.exception("roll-up maintenance failed; retrying")
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+            # not woken by writes: a pass every interval_s does whatever they left
+            self._stop.wait(self.interval_s)
 
     def closed_end(self) -> int:
         return (self._clock() - self.settle_ns) // HOUR_NS * HOUR_NS
@@ -228,12 +226,21 @@ class RollupMaintainer:
                 return 0
             start = first
         start = start // HOUR_NS * HOUR_NS
+        if start >= end:
+            return 0
         done = 0
         service = self.service
-        for asset in service.settings.assets:
-            if self._stop.is_set():
-                break
-            done += self._asset(asset, start, end)
+        try:
+            by_asset = service._tags_by_asset()
+            for asset in service.settings.assets:
+                if self._stop.is_set():
+                    raise InterruptedError
+                done += self._asset(asset, by_asset.get(asset.path, {}), start, end)
+        except BaseException:
+            with self._lock:  # what is left is for the next pass (or the next maintainer)
+                self._from = min(self._from, start)
+            if not self._stop.is_set():  # stopping: not an error
+                raise
         self.passes += 1
         return done
 
@@ -242,9 +249,8 @@ class RollupMaintainer:
 
         return first_sample_ns(self.service, self._clock())
 
-    def _asset(self, asset: Asset, start: int, end: int) -> int:
+    def _asset(self, asset: Asset, tags: dict[Role, TagRecord], start: int, end: int) -> int:
         service = self.service
-        tags = service._tags_by_asset().get(asset.path, {})
         if not tags or end <= start:
             return 0
         key = rollup_key(service.settings, asset, tags)
@@ -266,6 +272,5 @@ class RollupMaintainer:
         if self._unsubscribe is not None:
             self._unsubscribe()
         self._stop.set()
-        self._wake.set()
         if self._thread is not None:
             self._thread.join()

@@ -10,6 +10,7 @@ hours they touch, the answer stays equal, and the next pass computes them again.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from dataclasses import fields
 from datetime import timedelta
@@ -110,3 +111,23 @@ def test_late_data_reopen_the_hours_they_touch(stores: Stores) -> None:
     assert_same(rolled, raw, ASSET, hour - 5 * HOUR_NS - 17, to_ns(NOW))
     assert m.run_once() == 10
     assert_same(rolled, raw, ASSET, hour - 5 * HOUR_NS - 17, to_ns(NOW))
+
+
+def test_maintainer_thread_starts_computes_and_stops(tmp_path: Path, settings: Settings) -> None:
+    with SqliteStore(tmp_path / "bg.db") as store:
+        tag_ids = store.register_tags(tag_records(settings))
+        for batch in Plant(settings, now=NOW).history_batches(
+                tag_ids, to_ns(NOW - timedelta(hours=6)), to_ns(NOW)):
+            store.write(batch)
+        service = KpiService(settings, store)
+        m = RollupMaintainer(service, backfill_days=None, interval_s=0.05, clock_ns=lambda: to_ns(NOW))
+        m.start()
+        try:
+            for _ in range(200):
+                if m.passes:
+                    break
+                threading.Event().wait(0.05)
+        finally:
+            m.close()
+        assert m.computed == len(settings.assets) * 6
+        assert len(store.rollups([ASSET], 0, to_ns(NOW))) == 6
