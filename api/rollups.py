@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -89,26 +90,35 @@ class Part:
 
 
 def encode(part: Part, key: str, asset: str, hour_ns: int, reach: int) -> RollupRow:
+    """A row: ``data`` holds the elements (``ELEMENT_FIELDS``, float64, None as NaN) and then
+    each tag's samples and bad samples; ``extra`` (JSON) each tag's path, id, role and prior
+    sample, and the implausible increases when there are any."""
     e = part.elements
-    data = np.array([np.nan if getattr(e, f) is None else getattr(e, f) for f in ELEMENT_FIELDS],
-                    "<f8").tobytes()
-    extra = json.dumps({
-        "tags": [[t.path, t.tag_id, t.role.value, t.samples, t.bad_samples, t.prior_ns] for t in part.tags],
-        "implausible": [list(x) for x in part.implausible],
-    })
-    return RollupRow(asset, hour_ns, key, reach, data, extra)
+    values = [np.nan if getattr(e, f) is None else getattr(e, f) for f in ELEMENT_FIELDS]
+    values += [x for t in part.tags for x in (t.samples, t.bad_samples)]
+    doc: dict[str, Any] = {"tags": [[t.path, t.tag_id, t.role.value, t.prior_ns] for t in part.tags]}
+    if part.implausible:
+        doc["implausible"] = [list(x) for x in part.implausible]
+    return RollupRow(asset, hour_ns, key, reach, np.array(values, "<f8").tobytes(), json.dumps(doc))
 
 
-def decode(row: RollupRow) -> Part:
-    values = np.frombuffer(row.data, "<f8")
+def decode(rows: Sequence[RollupRow]) -> Part:
+    """Consecutive rows of one asset (one key) as one part: their elements and evidence
+    counts summed (numpy, over the rows at once), the prior samples of the first row."""
+    values = np.frombuffer(b"".join(r.data for r in rows), "<f8").reshape(len(rows), -1)
+    total, first = values.sum(axis=0).tolist(), values[0].tolist()
+    n = len(ELEMENT_FIELDS)
     kw: dict[str, Any] = {}
-    for f, v in zip(ELEMENT_FIELDS, values.tolist(), strict=True):
-        kw[f] = None if np.isnan(v) else (int(v) if f in _INT_FIELDS else float(v))
-    extra = json.loads(row.extra or "{}")
-    tags = tuple(TagEvidence(p, int(i), Role(r), int(n), int(b), None if pr is None else int(pr))
-                 for p, i, r, n, b, pr in extra.get("tags", []))
+    for i, f in enumerate(ELEMENT_FIELDS):
+        v = first[i] if f in PER_UNIT or f == "shared_pru_s" else total[i]
+        kw[f] = None if math.isnan(v) else (int(v) if f in _INT_FIELDS else float(v))
+    head = json.loads(rows[0].extra or "{}")
+    tags = tuple(TagEvidence(p, int(i), Role(r), int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
+                             None if pr is None else int(pr))
+                 for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
     imp = tuple((str(r), int(a), int(b), float(x), float(y))
-                for r, a, b, x, y in extra.get("implausible", []))
+                for row in rows if row.extra and '"implausible"' in row.extra
+                for r, a, b, x, y in json.loads(row.extra)["implausible"])
     return Part(TimeElements(**kw), tags, imp)
 
 

@@ -225,11 +225,17 @@ class KpiService:
             return None
         parts: list[Part] = []
         at = start_ns
+        run: list[RollupRow] = []  # consecutive usable rows, decoded at once
         for h in sorted(rows):
             if at < h:
+                if run:
+                    parts.append(decode(run))
+                    run = []
                 parts.append(self._part(asset, tags, start_ns, at, h))
-            parts.append(decode(rows[h]))
+            run.append(rows[h])
             at = h + HOUR_NS
+        if run:
+            parts.append(decode(run))
         if at < end_ns:
             parts.append(self._part(asset, tags, start_ns, at, end_ns))
         elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)
