@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol
 
@@ -35,6 +35,7 @@ from config.settings import Asset, Settings
 from config.signals import Quality, Role
 from kpi import ALGORITHM_VERSION, TagEvidence, TimeElements
 from store.base import RollupRow, Store, TagRecord
+from store.batch import Series
 
 __all__ = [
     "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Part", "RollupMaintainer", "RollupStore", "decode",
@@ -122,20 +123,38 @@ def decode(rows: Sequence[RollupRow]) -> Part:
     return Part(TimeElements(**kw), tags, imp)
 
 
-def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int) -> int:
+def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
+             series: Mapping[int, Series] | None = None, read_from_ns: int | None = None) -> int:
     """The earliest instant whose data the part starting at ``start_ns`` (a whole hour or
     a window's edge) depends on, as the module docstring says; ``NEVER`` when it cannot be
-    told (a counter's last sample before the part is bad and no good one is near)."""
+    told (a counter's last sample before the part is bad and no good one is near).
+    ``series``: the tags' samples read with ``prior`` from ``read_from_ns`` (<= start_ns - 1 h
+    or as far back as the caller's window goes), used instead of store reads where they
+    suffice."""
+
+    def have(tag: TagRecord, lo: int) -> bool:
+        return series is not None and tag.tag_id in series and read_from_ns is not None \
+            and read_from_ns <= lo
+
     reach = start_ns
     for role in _COUNTERS:
         tag = tags.get(role)
         if tag is None:
             continue
-        s = store.read(tag.tag_id, start_ns - HOUR_NS, start_ns, prior=True)
-        good = np.flatnonzero((s.quality < Quality.BAD) & np.isfinite(s.value))
+        if have(tag, start_ns):  # the same samples, or (from a later read_from_ns) fewer, which
+            # can only give a reach before read_from_ns, or NEVER: the caller then reads back
+            assert series is not None and read_from_ns is not None
+            s = series[tag.tag_id]
+            lo = max(int(np.searchsorted(s.ts_ns, max(start_ns - HOUR_NS, read_from_ns), "left")) - 1, 0)
+            hi = int(np.searchsorted(s.ts_ns, start_ns, "left"))
+            ts, value, quality = s.ts_ns[lo:hi], s.value[lo:hi], s.quality[lo:hi]
+        else:
+            r = store.read(tag.tag_id, start_ns - HOUR_NS, start_ns, prior=True)
+            ts, value, quality = r.ts_ns, r.value, r.quality
+        good = np.flatnonzero((quality < Quality.BAD) & np.isfinite(value))
         if len(good):
-            reach = min(reach, int(s.ts_ns[good[-1]]))
-        elif len(s.ts_ns):  # samples before the part, none of them usable nearby
+            reach = min(reach, int(ts[good[-1]]))
+        elif len(ts):  # samples before the part, none of them usable nearby
             return NEVER
     # the step values in force where the earliest counter span begins
     at = reach
@@ -143,9 +162,16 @@ def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int) -> int:
         tag = tags.get(role)
         if tag is None:
             continue
-        s = store.read(tag.tag_id, at, at + 1, prior=True)
-        if len(s.ts_ns):
-            reach = min(reach, int(s.ts_ns[0]))
+        if have(tag, at):
+            assert series is not None
+            ts = series[tag.tag_id].ts_ns
+            i = int(np.searchsorted(ts, at, "left")) - 1
+            first = int(ts[i]) if i >= 0 else (at if i + 1 < len(ts) and ts[i + 1] == at else None)
+        else:
+            r = store.read(tag.tag_id, at, at + 1, prior=True)
+            first = int(r.ts_ns[0]) if len(r.ts_ns) else None
+        if first is not None:
+            reach = min(reach, first)
     return reach
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +72,7 @@ class KpiService:
         self.store = store
         want = settings.kpi.rollups if rollups is None else rollups
         self.use_rollups = bool(want) and has_rollups(store)
+        self._plans: dict[tuple[int, int], tuple[Any, Any]] = {}
         #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
 
@@ -97,14 +99,16 @@ class KpiService:
 
     def asset_result(
         self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None,
-        *, context_start_ns: int | None = None,
+        *, context_start_ns: int | None = None, series: Mapping[int, Series] | None = None,
     ) -> AssetResult:
         """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read.
 
         ``context_start_ns`` (<= ``start_ns``): the part [start_ns, end_ns) of the window that
         starts there, as that window's computation counts it (``kpi.time_elements``): the
         parts of a window at any cuts add up to it. Reads, gaps and the plan then reach back
-        to the window's start; the evidence is the part's own (samples in it, the one before)."""
+        to the window's start; the evidence is the part's own (samples in it, the one before).
+        ``series`` (tag_id -> samples read with ``prior`` from at or before the context's
+        start): read from there instead of the store."""
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
         if context_start_ns is None and self.use_rollups and tags:
@@ -123,7 +127,13 @@ class KpiService:
             tag = tags.get(role)
             if tag is None:
                 return None
-            s = self.store.read(tag.tag_id, ctx, end_ns, prior=True)
+            pre = series.get(tag.tag_id) if series is not None else None
+            if pre is None:
+                s = self.store.read(tag.tag_id, ctx, end_ns, prior=True)
+            else:  # the same samples, sliced: pre holds every sample from the one before ctx
+                i = max(int(np.searchsorted(pre.ts_ns, ctx, "left")) - 1, 0)
+                j = int(np.searchsorted(pre.ts_ns, end_ns, "left"))
+                s = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
             # the part's own evidence: from the last sample before its start
             lo = max(int(np.searchsorted(s.ts_ns, start_ns, "left")) - 1, 0) if ctx < start_ns else 0
             tag_evidence.append(
@@ -170,7 +180,7 @@ class KpiService:
             manual_only=asset.control in ("manual", "none"),
             default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode),
         )
-        planned = planned_intervals(self.settings.calendar, ctx, end_ns)
+        planned = self._planned(ctx, end_ns)
         elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns),
                                  context_start_ns=context_start_ns)
         if ctx < start_ns:  # the part's own gaps and plan
@@ -200,14 +210,29 @@ class KpiService:
 
     def _part(self, asset: Asset, tags: dict[Role, TagRecord], window_start: int, a: int, b: int) -> Part:
         """[a, b) computed from raw samples as part of the window starting at window_start,
-        reading back only as far as the part depends on (its reach) when that is enough."""
-        ctx = window_start
-        if a > window_start:
-            reach = reach_ns(self.store, tags, a)
-            if reach != NEVER and reach >= window_start:
-                ctx = reach
-        r = self.asset_result(asset, a, b, tags, context_start_ns=ctx)
+        reading back only as far as the part depends on (its reach) when that is enough:
+        every tag read once, from an hour before the part."""
+        if a <= window_start:
+            r = self.asset_result(asset, a, b, tags, context_start_ns=window_start)
+            return Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+        r0 = max(a - HOUR_NS, window_start)
+        series = self.store.read_many([t.tag_id for t in tags.values()], r0, b, prior=True)
+        reach = reach_ns(self.store, tags, a, series, r0)
+        ctx = reach if reach != NEVER and reach >= window_start else window_start
+        r = self.asset_result(asset, a, b, tags, context_start_ns=ctx,
+                              series=series if ctx >= r0 else None)
         return Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+
+    def _planned(self, start_ns: int, end_ns: int) -> tuple[Any, Any]:
+        """``planned_intervals`` of the calendar, remembered: every asset of a request (and
+        every part of its windows) asks for the same ones."""
+        got = self._plans.get((start_ns, end_ns))
+        if got is None:
+            got = planned_intervals(self.settings.calendar, start_ns, end_ns)
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            self._plans[(start_ns, end_ns)] = got
+        return got
 
     def _rolled(
         self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord]
@@ -219,8 +244,8 @@ class KpiService:
         if h1 <= h0:
             return None
         key = rollup_key(self.settings, asset, tags)
-        rows = {r.hour_ns: r for r in self.store.rollups([asset.path], h0, h1)  # type: ignore[attr-defined]
-                if r.key == key and r.reach_ns >= start_ns}
+        rows = {r.hour_ns: r for r in self.store.rollups(  # type: ignore[attr-defined]
+            [asset.path], h0, h1, key=key, min_reach_ns=start_ns)}
         if not rows:
             return None
         parts: list[Part] = []
@@ -250,7 +275,7 @@ class KpiService:
             tags=tag_sum(parts),
             missing_roles=tuple(missing_roles(set(tags) | ({Role.MODE} if default_mode else set()))),
             gaps=tuple(gaps),
-            planned_intervals=len(planned_intervals(self.settings.calendar, start_ns, end_ns)[0]),
+            planned_intervals=len(self._planned(start_ns, end_ns)[0]),
             ideal_cycle_time_s=asset.ideal_cycle_time_s,
             implausible_increases=tuple(implausible),
             default_mode=default_mode,

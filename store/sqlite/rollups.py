@@ -101,12 +101,21 @@ def put(conn: sqlite3.Connection, rows: Sequence[RollupRow]) -> None:
     )
 
 
-def get(conn: sqlite3.Connection, assets: Sequence[str], start_ns: int, end_ns: int) -> list[RollupRow]:
-    """Rows of ``assets`` whose hour starts in [start_ns, end_ns), by asset and hour."""
+def get(conn: sqlite3.Connection, assets: Sequence[str], start_ns: int, end_ns: int,
+        key: str | None = None, min_reach_ns: int | None = None) -> list[RollupRow]:
+    """Rows of ``assets`` whose hour starts in [start_ns, end_ns), by asset and hour; only
+    those of ``key`` and with ``reach_ns >= min_reach_ns`` when given."""
+    sql = ("SELECT hour_ns, key, reach_ns, data, extra FROM rollups"
+           " WHERE asset = ? AND hour_ns >= ? AND hour_ns < ?")
+    tail: list[object] = []
+    if key is not None:
+        sql += " AND key = ?"
+        tail.append(key)
+    if min_reach_ns is not None:
+        sql += " AND reach_ns >= ?"
+        tail.append(int(min_reach_ns))
     out: list[RollupRow] = []
     for a in assets:
-        out += [RollupRow(a, int(h), k, int(r), bytes(d), x) for h, k, r, d, x in conn.execute(
-            "SELECT hour_ns, key, reach_ns, data, extra FROM rollups"
-            " WHERE asset = ? AND hour_ns >= ? AND hour_ns < ? ORDER BY hour_ns",
-            (a, int(start_ns), int(end_ns)))]
+        out += [RollupRow(a, h, k, r, d, x) for h, k, r, d, x in conn.execute(
+            sql + " ORDER BY hour_ns", (a, int(start_ns), int(end_ns), *tail))]
     return out

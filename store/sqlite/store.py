@@ -579,10 +579,12 @@ class SqliteStore:
             _rollups.put(conn, ok)
         return len(ok)
 
-    def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int) -> list[RollupRow]:
-        """Rows of ``assets`` whose hour starts in [start_ns, end_ns), by asset and hour."""
+    def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int, *, key: str | None = None,
+                min_reach_ns: int | None = None) -> list[RollupRow]:
+        """Rows of ``assets`` whose hour starts in [start_ns, end_ns), by asset and hour (only
+        those of ``key`` and with ``reach_ns >= min_reach_ns``, when given)."""
         with self._snapshot("read roll-ups") as conn:
-            return _rollups.get(conn, assets, start_ns, end_ns)
+            return _rollups.get(conn, assets, start_ns, end_ns, key, min_reach_ns)
 
     # ------------------------------------------------------------------ retention, stats
 
