@@ -36,6 +36,7 @@ from config.signals import Quality, Role
 from kpi import ALGORITHM_VERSION, TagEvidence, TimeElements
 from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
+from store.changes import EVERYTHING
 
 __all__ = [
     "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Part", "RollupMaintainer", "RollupStore", "decode",
@@ -207,7 +208,8 @@ class RollupMaintainer:
     end by ``clock_ns``), every asset's hours for a missing or stale row, and computes them
     ``chunk_hours`` rows at a time (claim, snapshot, compute, put: ``store.put_rollups``
     leaves out rows a concurrent change touched, which the listener then reports). The first
-    scan starts ``backfill_days`` before now (None: at the first hour of the store)."""
+    scan starts ``backfill_days`` before now (None: at the first hour of the store), and
+    never before the store's first sample."""
 
     def __init__(
         self, service: Any, *, settle_s: float = 300.0, chunk_hours: int = 64,
@@ -226,6 +228,8 @@ class RollupMaintainer:
         self._stop = threading.Event()
         self.computed = 0
         self.passes = 0
+        #: the store's first sample (no hour before it is computed); None: not known yet
+        self._first: int | None = None
         changes = getattr(self.store, "changes", None)
         self._unsubscribe = changes.subscribe(self._changed) if changes is not None else None
         self._thread: threading.Thread | None = None
@@ -234,6 +238,10 @@ class RollupMaintainer:
         """On the writer's thread: note where to rescan from; nothing else."""
         with self._lock:
             self._from = min(self._from, since_ns - HOUR_NS)
+            if since_ns == EVERYTHING:
+                self._first = None  # found again: retention may have moved it
+            elif self._first is not None:
+                self._first = min(self._first, since_ns)  # a backfill before it
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tierproof-rollups", daemon=True)
@@ -256,12 +264,13 @@ class RollupMaintainer:
         with self._lock:
             start, self._from = self._from, self.closed_end()
         end = self.closed_end()
-        if start == NEVER:
-            first = self._first_ns()
-            if first is None:
-                return 0
-            start = first
-        start = start // HOUR_NS * HOUR_NS
+        if self._first is None:  # once (and after a change of everything): ~32 reads
+            self._first = self._first_ns()
+        if self._first is None:  # no sample yet: scan again from where this pass began
+            with self._lock:
+                self._from = min(self._from, start)
+            return 0
+        start = max(start, self._first) // HOUR_NS * HOUR_NS
         if start >= end:
             return 0
         done = 0

@@ -2,7 +2,8 @@
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/bench_rollups.py`` (``--machines 100 --days 30``
 for the scaled plant of ``tests/integration/test_scale_truth.py``; the demo's 11 machines and
-28 days by default). Prints figures only; no assertions.
+28 days by default; ``--heartbeat-s 10`` adds a sample of every tag every 10 s, as storing
+every poll would, for denser data). Prints figures only; no assertions.
 
 A SQLite store in a temporary directory is backfilled with the simulated plant's history
 (report by exception, as the collectors store it); ``RollupMaintainer.run_once`` rolls up
@@ -22,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from api.gateway import tag_records
 from api.rollups import RollupMaintainer
 from api.service import KpiService
@@ -29,6 +32,7 @@ from config import load_settings, shipped_config
 from config.settings import Settings
 from config.times import to_ns
 from simulators import Plant
+from store.batch import Batch
 from store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)
@@ -64,11 +68,33 @@ def worst_entry(x: dict[str, Any], y: dict[str, Any]) -> float:
     return d
 
 
+def heartbeats(store: SqliteStore, days: int, every_s: float) -> int:
+    """Write every tag's value in force every ``every_s`` (one day at a time); return how many."""
+    step = int(every_s * 1e9)
+    start = to_ns(NOW - timedelta(days=days))
+    written = 0
+    for tag in store.tags():
+        for d in range(days):
+            a, b = start + d * 86400 * 10**9, start + (d + 1) * 86400 * 10**9
+            s = store.read(tag.tag_id, a, b, prior=True)
+            if not len(s.ts_ns):
+                continue
+            grid = np.arange(a - a % step + step, b, step, dtype=np.int64)
+            i = np.searchsorted(s.ts_ns, grid, "right") - 1
+            grid, i = grid[i >= 0], i[i >= 0]
+            grid_new = ~np.isin(grid, s.ts_ns)  # never overwrite a stored sample
+            grid, i = grid[grid_new], i[grid_new]
+            store.write(Batch(np.full(len(grid), tag.tag_id, np.int32), grid, s.value[i], s.quality[i]))
+            written += len(grid)
+    return written
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--machines", type=int, default=11)
     ap.add_argument("--days", type=int, default=28)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--heartbeat-s", type=float, default=0.0)
     args = ap.parse_args()
     settings = plant_settings(args.machines, args.days)
     with tempfile.TemporaryDirectory() as tmp, SqliteStore(Path(tmp) / "bench.db") as store:
@@ -79,6 +105,8 @@ def main() -> None:
                 tag_ids, to_ns(NOW - timedelta(days=args.days)), to_ns(NOW)):
             store.write(batch)
             points += len(batch)
+        if args.heartbeat_s:
+            points += heartbeats(store, args.days, args.heartbeat_s)
         print(f"{len(settings.assets)} machines x {args.days} days: {points:,} samples, "
               f"backfilled in {time.perf_counter() - t0:.1f} s")
         raw, rolled = KpiService(settings, store, rollups=False), KpiService(settings, store)
