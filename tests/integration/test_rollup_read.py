@@ -120,7 +120,8 @@ def test_maintainer_thread_starts_computes_and_stops(tmp_path: Path, settings: S
                 tag_ids, to_ns(NOW - timedelta(hours=6)), to_ns(NOW)):
             store.write(batch)
         service = KpiService(settings, store)
-        m = RollupMaintainer(service, backfill_days=None, interval_s=0.05, clock_ns=lambda: to_ns(NOW))
+        # the default look-back (400 days) but no hour before the first sample is computed
+        m = RollupMaintainer(service, interval_s=0.05, clock_ns=lambda: to_ns(NOW))
         m.start()
         try:
             for _ in range(200):
