@@ -66,8 +66,9 @@ class KpiService:
     """Computes ISO 22400 KPIs of assets, lines and the plant from the store."""
 
     def __init__(self, settings: Settings, store: Store, *, rollups: bool | None = None) -> None:
-        """``rollups`` (default ``kpi.rollups``): read whole hours from the store's hourly
-        roll-ups where it keeps them (``api.rollups``); False: every window from raw samples."""
+        """``rollups`` (default ``kpi.rollups``, false): read whole hours from the store's
+        hourly roll-ups where it keeps them (``api.rollups``); False: every window from raw
+        samples."""
         self.settings = settings
         self.store = store
         want = settings.kpi.rollups if rollups is None else rollups

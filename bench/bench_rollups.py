@@ -109,7 +109,7 @@ def main() -> None:
             points += heartbeats(store, args.days, args.heartbeat_s)
         print(f"{len(settings.assets)} machines x {args.days} days: {points:,} samples, "
               f"backfilled in {time.perf_counter() - t0:.1f} s")
-        raw, rolled = KpiService(settings, store, rollups=False), KpiService(settings, store)
+        raw, rolled = KpiService(settings, store, rollups=False), KpiService(settings, store, rollups=True)
         t0 = time.perf_counter()
         rows = RollupMaintainer(rolled, backfill_days=None, clock_ns=lambda: to_ns(NOW)).run_once()
         print(f"roll-up of every closed hour: {rows:,} rows in {time.perf_counter() - t0:.1f} s")

@@ -45,7 +45,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory, settings: Settings
                 tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
             store.write(batch)
         harden(store)
-        rolled, raw = KpiService(settings, store), KpiService(settings, store, rollups=False)
+        rolled, raw = KpiService(settings, store, rollups=True), KpiService(settings, store, rollups=False)
         assert rolled.use_rollups and not raw.use_rollups
         m = RollupMaintainer(rolled, settle_s=300, backfill_days=None, clock_ns=lambda: to_ns(NOW))
             # every closed hour from the one of the first sample (09:00 three days ago) to 09:00
@@ -119,7 +119,7 @@ def test_maintainer_thread_starts_computes_and_stops(tmp_path: Path, settings: S
         for batch in Plant(settings, now=NOW).history_batches(
                 tag_ids, to_ns(NOW - timedelta(hours=6)), to_ns(NOW)):
             store.write(batch)
-        service = KpiService(settings, store)
+        service = KpiService(settings, store, rollups=True)
         # the default look-back (400 days) but no hour before the first sample is computed
         m = RollupMaintainer(service, interval_s=0.05, clock_ns=lambda: to_ns(NOW))
         m.start()
