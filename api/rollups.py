@@ -308,7 +308,11 @@ class RollupMaintainer:
             chunk = todo[i:i + self.chunk_hours]
             token = self.store.rollup_claim(chunk[-1] + HOUR_NS)
             with service.snapshot():
-                rows = [service.rollup_row(asset, tags, h, key) for h in chunk]
+                # every tag read once for the chunk, from an hour before it
+                lo = chunk[0] - HOUR_NS
+                series = self.store.read_many([t.tag_id for t in tags.values()], lo,
+                                              chunk[-1] + HOUR_NS, prior=True)
+                rows = [service.rollup_row(asset, tags, h, key, series, lo) for h in chunk]
             done += self.store.put_rollups(rows, token)
         self.computed += done
         return done

@@ -200,12 +200,18 @@ class KpiService:
 
     # ------------------------------------------------------------------ hourly roll-ups
 
-    def rollup_row(self, asset: Asset, tags: dict[Role, TagRecord], hour_ns: int, key: str) -> RollupRow:
+    def rollup_row(
+        self, asset: Asset, tags: dict[Role, TagRecord], hour_ns: int, key: str,
+        series: Mapping[int, Series] | None = None, read_from_ns: int | None = None,
+    ) -> RollupRow:
         """The roll-up row of ``asset``'s hour [hour_ns, +1 h): the hour as part of every
-        window starting at or before its ``reach_ns`` (``api.rollups``)."""
-        reach = reach_ns(self.store, tags, hour_ns)
+        window starting at or before its ``reach_ns`` (``api.rollups``). ``series``: its
+        tags' samples read with ``prior`` from ``read_from_ns``, used where they reach."""
+        reach = reach_ns(self.store, tags, hour_ns, series, read_from_ns)
         ctx = hour_ns if reach == NEVER else reach
-        r = self.asset_result(asset, hour_ns, hour_ns + HOUR_NS, tags, context_start_ns=ctx)
+        usable = series is not None and read_from_ns is not None and read_from_ns <= ctx
+        r = self.asset_result(asset, hour_ns, hour_ns + HOUR_NS, tags, context_start_ns=ctx,
+                              series=series if usable else None)
         return encode(Part(r.elements, r.evidence.tags, r.evidence.implausible_increases), key,
                       asset.path, hour_ns, reach)
 
