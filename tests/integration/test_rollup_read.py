@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Iterator
 from dataclasses import fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +132,37 @@ def test_maintainer_thread_starts_computes_and_stops(tmp_path: Path, settings: S
             m.close()
         assert m.computed == len(settings.assets) * 6
         assert len(store.rollups([ASSET], 0, to_ns(NOW))) == 6
+
+
+def test_across_a_dst_change(tmp_path: Path, settings: Settings) -> None:
+    """The demo plant on Berlin's calendar over the night the clocks go back (2026-10-25):
+    its shifts and planned stops move by an hour in UTC, and the 25-hour local day is one of
+    the windows."""
+    from zoneinfo import ZoneInfo
+
+    berlin = settings.model_copy(update={"calendar": settings.calendar.model_copy(
+        update={"timezone": "Europe/Berlin"})})
+    now = NOW.replace(month=10, day=27, hour=11)
+    with SqliteStore(tmp_path / "dst.db") as store:
+        tag_ids = store.register_tags(tag_records(berlin))
+        for batch in Plant(berlin, now=now).history_batches(
+                tag_ids, to_ns(now - timedelta(days=DAYS)), to_ns(now)):
+            store.write(batch)
+        rolled, raw = KpiService(berlin, store, rollups=True), KpiService(berlin, store, rollups=False)
+        RollupMaintainer(rolled, backfill_days=None, clock_ns=lambda: to_ns(now)).run_once()
+        tz = ZoneInfo("Europe/Berlin")
+        day = to_ns(datetime(2026, 10, 25, tzinfo=tz)), to_ns(datetime(2026, 10, 26, tzinfo=tz))
+        assert day[1] - day[0] == 25 * HOUR_NS
+        rnd = random.Random(3)
+        for asset in rolled.settings.assets[:6]:
+            assert_same(rolled, raw, asset.path, *day)
+            start = day[0] - rnd.randrange(1, 5 * HOUR_NS)
+            assert_same(rolled, raw, asset.path, start, day[1] + rnd.randrange(1, 5 * HOUR_NS))
+        # the Sunday has no shift; the window into Monday's has planned busy time
+        monday = day[0], to_ns(datetime(2026, 10, 26, 18, tzinfo=tz))
+        for asset in rolled.settings.assets:
+            assert_same(rolled, raw, asset.path, *monday)
+        first = rolled.settings.assets[0]
+        assert raw.asset_result(first, *monday).elements.pbt_s > 0
+        # and the hours did come from roll-ups
+        assert rolled._rolled(first, *monday, rolled._tags_by_asset()[first.path]) is not None
