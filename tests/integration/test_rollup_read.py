@@ -74,6 +74,7 @@ def test_random_windows_equal_the_raw_computation(stores: Stores) -> None:
     rolled, raw, _ = stores
     rnd = random.Random(7)
     lo = to_ns(NOW - timedelta(days=DAYS))
+    used = 0
     for k in range(30):
         asset = rnd.choice(rolled.settings.assets).path if k % 4 else ASSET
         start = rnd.randrange(lo, to_ns(NOW) - 3 * HOUR_NS)
@@ -81,6 +82,9 @@ def test_random_windows_equal_the_raw_computation(stores: Stores) -> None:
             start -= start % HOUR_NS
         end = min(start + rnd.randrange(HOUR_NS // 2, 60 * HOUR_NS), to_ns(NOW))
         assert_same(rolled, raw, asset, start, end)
+        a = rolled.settings.asset(asset)
+        used += rolled._rolled(a, start, end, rolled._tags_by_asset()[asset]) is not None
+    assert used > 20  # most windows read roll-ups (not those within one hour, or near it)
 
 
 def test_whole_history_and_kpis(stores: Stores) -> None:
