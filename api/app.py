@@ -15,6 +15,7 @@ from store.base import Store
 from .flight import KpiRunner
 from .gateway import Gateway
 from .problems import install_problem_handlers
+from .rollups import RollupMaintainer
 from .routes import ROUTERS
 from .service import KpiService
 from .version import VERSION
@@ -31,6 +32,7 @@ def create_app(
     kpi_cache_bytes: int = 32 << 20,
     kpi_settle_s: float = 60.0,
     kpi_single_flight: bool = True,
+    rollups_maintain: bool = True,
 ) -> FastAPI:
     """Build the API for ``settings``. ``collect=False`` serves stored data only.
 
@@ -39,7 +41,9 @@ def create_app(
     the same quantum are identical and share one computation (0: no rounding). ``kpi_workers``
     threads compute KPIs; ``kpi_cache_size`` closed results (``kpi_cache_bytes`` at most) are
     kept, those whose windows end ``kpi_settle_s`` before they completed (``api.flight``);
-    ``kpi_single_flight=False`` computes every request, for comparison."""
+    ``kpi_single_flight=False`` computes every request, for comparison. ``rollups_maintain``:
+    with ``kpi.rollups`` over the embedded store, a background thread keeps the hourly
+    roll-ups of closed hours (``api.rollups``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,9 +54,16 @@ def create_app(
                 getattr(gw.store, "changes", None), workers=kpi_workers,
                 cache_size=kpi_cache_size, cache_bytes=kpi_cache_bytes, settle_s=kpi_settle_s,
                 single_flight=kpi_single_flight)
+            maintainer = None
+            if rollups_maintain and app.state.service.use_rollups:
+                maintainer = RollupMaintainer(app.state.service)
+                maintainer.start()
+            app.state.rollups = maintainer
             try:
                 yield
             finally:  # before the gateway closes the store the computations read
+                if maintainer is not None:
+                    maintainer.close()
                 app.state.runner.close()
 
     app = FastAPI(

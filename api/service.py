@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from config.errors import KpiError, NotFoundError
 from config.fingerprint import config_fingerprint
@@ -30,8 +33,26 @@ from kpi import (
     roll_up,
     time_elements,
 )
-from store.base import Store, TagRecord
+from kpi.calendar import clip
+from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
+
+from .rollups import (
+    HOUR_NS,
+    NEVER,
+    Part,
+    decode,
+    encode,
+    has_rollups,
+    reach_ns,
+    rollup_key,
+    tag_sum,
+    time_sum,
+)
+
+#: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
+_ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
+               Role.REJECT_COUNT, Role.ENERGY_KWH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +65,15 @@ class AssetResult:
 class KpiService:
     """Computes ISO 22400 KPIs of assets, lines and the plant from the store."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, *, rollups: bool | None = None) -> None:
+        """``rollups`` (default ``kpi.rollups``, false): read whole hours from the store's
+        hourly roll-ups where it keeps them (``api.rollups``); False: every window from raw
+        samples."""
         self.settings = settings
         self.store = store
+        want = settings.kpi.rollups if rollups is None else rollups
+        self.use_rollups = bool(want) and has_rollups(store)
+        self._plans: dict[tuple[int, int], tuple[Any, Any]] = {}
         #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
 
@@ -72,14 +99,27 @@ class KpiService:
         return {int(raw): canonical_code(role, name) for raw, name in tag.enum.items()}
 
     def asset_result(
-        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None
+        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None,
+        *, context_start_ns: int | None = None, series: Mapping[int, Series] | None = None,
     ) -> AssetResult:
-        """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read."""
+        """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read.
+
+        ``context_start_ns`` (<= ``start_ns``): the part [start_ns, end_ns) of the window that
+        starts there, as that window's computation counts it (``kpi.time_elements``): the
+        parts of a window at any cuts add up to it. Reads, gaps and the plan then reach back
+        to the window's start; the evidence is the part's own (samples in it, the one before).
+        ``series`` (tag_id -> samples read with ``prior`` from at or before the context's
+        start): read from there instead of the store."""
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
+        if context_start_ns is None and self.use_rollups and tags:
+            rolled = self._rolled(asset, start_ns, end_ns, tags)
+            if rolled is not None:
+                return rolled
+        ctx = start_ns if context_start_ns is None else context_start_ns
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
-            (g for d in devices for g in self.store.gaps(d, start_ns, end_ns)), asset.path
+            (g for d in devices for g in self.store.gaps(d, ctx, end_ns)), asset.path
         )
         tag_evidence: list[TagEvidence] = []
 
@@ -88,9 +128,18 @@ class KpiService:
             tag = tags.get(role)
             if tag is None:
                 return None
-            s = self.store.read(tag.tag_id, start_ns, end_ns, prior=True)
+            pre = series.get(tag.tag_id) if series is not None else None
+            if pre is None:
+                s = self.store.read(tag.tag_id, ctx, end_ns, prior=True)
+            else:  # the same samples, sliced: pre holds every sample from the one before ctx
+                i = max(int(np.searchsorted(pre.ts_ns, ctx, "left")) - 1, 0)
+                j = int(np.searchsorted(pre.ts_ns, end_ns, "left"))
+                s = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
+            # the part's own evidence: from the last sample before its start
+            lo = max(int(np.searchsorted(s.ts_ns, start_ns, "left")) - 1, 0) if ctx < start_ns else 0
             tag_evidence.append(
-                TagEvidence.of(tag.path, tag.tag_id, role, s.ts_ns, s.quality, start_ns, end_ns)
+                TagEvidence.of(tag.path, tag.tag_id, role, s.ts_ns[lo:], s.quality[lo:], start_ns,
+                               end_ns)
             )
             return s
 
@@ -132,13 +181,108 @@ class KpiService:
             manual_only=asset.control in ("manual", "none"),
             default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode),
         )
-        planned = planned_intervals(self.settings.calendar, start_ns, end_ns)
-        elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns))
+        planned = self._planned(ctx, end_ns)
+        elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns),
+                                 context_start_ns=context_start_ns)
+        if ctx < start_ns:  # the part's own gaps and plan
+            gaps = [g for g in gaps if g.end_ns is None or g.end_ns > start_ns]
+            planned = clip(planned, start_ns, end_ns)
         evidence = AssetEvidence(
             tags=tuple(tag_evidence),
             missing_roles=tuple(missing_roles(set(tags) | ({Role.MODE} if default_mode else set()))),
             gaps=tuple(gaps),
             planned_intervals=len(planned[0]),
+            ideal_cycle_time_s=asset.ideal_cycle_time_s,
+            implausible_increases=tuple(implausible),
+            default_mode=default_mode,
+        )
+        return AssetResult(asset, elements, evidence)
+
+    # ------------------------------------------------------------------ hourly roll-ups
+
+    def rollup_row(
+        self, asset: Asset, tags: dict[Role, TagRecord], hour_ns: int, key: str,
+        series: Mapping[int, Series] | None = None, read_from_ns: int | None = None,
+    ) -> RollupRow:
+        """The roll-up row of ``asset``'s hour [hour_ns, +1 h): the hour as part of every
+        window starting at or before its ``reach_ns`` (``api.rollups``). ``series``: its
+        tags' samples read with ``prior`` from ``read_from_ns``, used where they reach."""
+        reach = reach_ns(self.store, tags, hour_ns, series, read_from_ns)
+        ctx = hour_ns if reach == NEVER else reach
+        usable = series is not None and read_from_ns is not None and read_from_ns <= ctx
+        r = self.asset_result(asset, hour_ns, hour_ns + HOUR_NS, tags, context_start_ns=ctx,
+                              series=series if usable else None)
+        return encode(Part(r.elements, r.evidence.tags, r.evidence.implausible_increases), key,
+                      asset.path, hour_ns, reach)
+
+    def _part(self, asset: Asset, tags: dict[Role, TagRecord], window_start: int, a: int, b: int) -> Part:
+        """[a, b) computed from raw samples as part of the window starting at window_start,
+        reading back only as far as the part depends on (its reach) when that is enough:
+        every tag read once, from an hour before the part."""
+        if a <= window_start:
+            r = self.asset_result(asset, a, b, tags, context_start_ns=window_start)
+            return Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+        r0 = max(a - HOUR_NS, window_start)
+        series = self.store.read_many([t.tag_id for t in tags.values()], r0, b, prior=True)
+        reach = reach_ns(self.store, tags, a, series, r0)
+        ctx = reach if reach != NEVER and reach >= window_start else window_start
+        r = self.asset_result(asset, a, b, tags, context_start_ns=ctx,
+                              series=series if ctx >= r0 else None)
+        return Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+
+    def _planned(self, start_ns: int, end_ns: int) -> tuple[Any, Any]:
+        """``planned_intervals`` of the calendar, remembered: every asset of a request (and
+        every part of its windows) asks for the same ones."""
+        got = self._plans.get((start_ns, end_ns))
+        if got is None:
+            got = planned_intervals(self.settings.calendar, start_ns, end_ns)
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            self._plans[(start_ns, end_ns)] = got
+        return got
+
+    def _rolled(
+        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord]
+    ) -> AssetResult | None:
+        """The window as Σ of its whole hours' roll-ups (those usable for it) and raw parts
+        for the rest; None when it holds no usable roll-up."""
+        h0 = -(-start_ns // HOUR_NS) * HOUR_NS
+        h1 = end_ns // HOUR_NS * HOUR_NS
+        if h1 <= h0:
+            return None
+        key = rollup_key(self.settings, asset, tags)
+        rows = {r.hour_ns: r for r in self.store.rollups(  # type: ignore[attr-defined]
+            [asset.path], h0, h1, key=key, min_reach_ns=start_ns)}
+        if not rows:
+            return None
+        parts: list[Part] = []
+        at = start_ns
+        run: list[RollupRow] = []  # consecutive usable rows, decoded at once
+        for h in sorted(rows):
+            if at < h:
+                if run:
+                    parts.append(decode(run))
+                    run = []
+                parts.append(self._part(asset, tags, start_ns, at, h))
+            run.append(rows[h])
+            at = h + HOUR_NS
+        if run:
+            parts.append(decode(run))
+        if at < end_ns:
+            parts.append(self._part(asset, tags, start_ns, at, end_ns))
+        elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)
+        devices = sorted({t.device for t in tags.values()})
+        gaps = asset_gaps(
+            (g for d in devices for g in self.store.gaps(d, start_ns, end_ns)), asset.path
+        )
+        default_mode = asset.default_mode if Role.MODE not in tags else None
+        order = {r.value: i for i, r in enumerate(_ROLE_ORDER)}
+        implausible = sorted((x for p in parts for x in p.implausible), key=lambda x: order[x[0]])
+        evidence = AssetEvidence(
+            tags=tag_sum(parts),
+            missing_roles=tuple(missing_roles(set(tags) | ({Role.MODE} if default_mode else set()))),
+            gaps=tuple(gaps),
+            planned_intervals=len(self._planned(start_ns, end_ns)[0]),
             ideal_cycle_time_s=asset.ideal_cycle_time_s,
             implausible_increases=tuple(implausible),
             default_mode=default_mode,

@@ -94,6 +94,16 @@ class KpiSettings(Model):
             "this factor, plus one part of sampling slack (e.g. a glitch to 0 and back)"
         ),
     )
+    rollups: bool = Field(
+        default=False,
+        description=(
+            "compute a window's whole hours from the store's hourly roll-ups where it keeps "
+            "them (the embedded store, maintained in the background), its edges from raw "
+            "samples: equal to the raw computation to ~1e-15 relative, not bit for bit, so "
+            "a window's bytes can change once its hours are rolled up (docs/kpis.md); "
+            "false (default): every window from raw samples"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- simulation

@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from config.signals import ChannelMode, MachineState, OperationMode
 
-from .calendar import I64, overlap_seconds
+from .calendar import I64, clip, overlap_seconds
 from .steps import UNKNOWN, CounterDelta, Intervals, Step, combine
 
 F64 = npt.NDArray[np.float64]
@@ -247,12 +247,14 @@ def _empty_step() -> Step:
 
 def _attribution(
     iv: Intervals, start_ns: int, in_plan: F64, out_plan: F64, known: npt.NDArray[np.bool_],
-    apt: npt.NDArray[np.bool_],
+    apt: npt.NDArray[np.bool_], clip_ns: int | None = None,
 ) -> Callable[[CounterDelta | None], F3]:
     """How a counter's increases are attributed to the time they happened in: each increase
     is spread over the span between its two bounding samples, in proportion to where output
-    can have been made there. Returns a function giving a counter's (in known PBT, in unknown
-    PBT, outside PBT) shares."""
+    can have been made there, never before ``clip_ns`` (the window's start; default
+    ``start_ns``, where ``iv`` begins). Returns a function giving a counter's (in known PBT,
+    in unknown PBT, outside PBT) shares."""
+    clip = start_ns if clip_ns is None else clip_ns
     # where output can have been made: production in known PBT, unknown PBT, or outside PBT
     # (producing, or unknown); when the known state says nothing was produced between the two
     # samples, the increase is spread over that wall time instead
@@ -266,7 +268,7 @@ def _attribution(
         """(in known PBT, in unknown PBT, outside PBT) shares of a counter's increases."""
         if c is None or not len(c.inc):
             return np.zeros(3)
-        lo = np.maximum(c.t0_ns, start_ns) - start_ns
+        lo = np.maximum(c.t0_ns, clip) - start_ns
         hi = np.maximum(c.t1_ns - start_ns, lo + 1)  # a zero-length span: its later instant
 
         def spans(w: tuple[F64, F64, F64]) -> F64:
@@ -359,23 +361,55 @@ def time_elements(
     end_ns: int,
     planned: tuple[I64, I64],
     gaps: Sequence[tuple[int, int]] = (),
+    *,
+    context_start_ns: int | None = None,
 ) -> TimeElements:
     """Time elements of one unit over [start_ns, end_ns).
 
     ``planned`` is the planned busy time (sorted disjoint intervals), ``gaps`` the intervals
     its device was unreachable.
+
+    ``context_start_ns`` (<= ``start_ns``): the elements of the *part* [start_ns, end_ns) of a
+    window that starts there, exactly as that window's own computation counts them, so that
+    the parts of a window (its hours) add up to the window. The window's computation differs
+    from a standalone one of the part in one respect: a counter increase dated in the part
+    (by its later sample) whose earlier sample lies before ``start_ns`` is attributed over
+    its whole span, clipped to the window's start, not to the part's. The signals and gaps
+    must then be those the window sees (samples from the one before ``context_start_ns``,
+    gaps overlapping [context_start_ns, end_ns)), counters dated in [start_ns, end_ns) (see
+    ``counter_increase``), and ``planned`` must cover [context_start_ns, end_ns).
+    ``docs/kpis.md`` (hourly roll-ups) gives the argument.
     """
+    origin = start_ns
+    if context_start_ns is not None:
+        if context_start_ns > start_ns:
+            raise ValueError("context_start_ns must not be after start_ns")
+        t0 = [int(c.t0_ns.min()) for c in (sig.total, sig.good, sig.reject, sig.energy)
+              if c is not None and len(c.t0_ns)]
+        # the intervals must reach back to the earliest span an increase is spread over
+        origin = max(context_start_ns, min([start_ns, *t0]))
     mode = sig.mode
     if mode is None and sig.default_mode is not None:
-        mode = Step.constant(sig.default_mode, start_ns, gaps)
+        mode = Step.constant(sig.default_mode, origin, gaps)
     steps = [sig.state or _empty_step(), mode or _empty_step(), sig.channel or _empty_step()]
     # cut at the plan's edges too: each interval is then wholly in or out of PBT
-    iv = combine(steps, start_ns, end_ns, gaps, cuts=planned)
+    cuts: Sequence[I64] = planned
+    if origin < start_ns:  # and at the part's start: its own intervals are those after it
+        cuts = (*planned, np.array([start_ns], np.int64))
+    iv = combine(steps, origin, end_ns, gaps, cuts=cuts)
     in_plan = overlap_seconds(planned, iv.start, iv.end)
     out_plan = iv.seconds - in_plan
     st, md, ch = iv.codes
     el = element_masks(st, md)
     known = np.logical_or.reduce(list(el.values()))
+    attribute = _attribution(iv, origin, in_plan, out_plan, known, el["apt"],
+                             clip_ns=context_start_ns)
+    if origin < start_ns:  # the time elements are the part's own intervals'
+        own = iv.start >= start_ns
+        in_plan, out_plan, ch, known = in_plan[own], out_plan[own], ch[own], known[own]
+        el = {name: m[own] for name, m in el.items()}
+    if context_start_ns is not None:
+        planned = clip(planned, start_ns, end_ns)
     apt, asut, idle = el["apt"], el["asut"], el["minor_stop"]
     adet = np.logical_or.reduce([el[n] for n in sorted(ADET_ELEMENTS)])
     maint, na, other = el["maintenance"], el["not_available"], el["other"]
@@ -384,7 +418,6 @@ def time_elements(
         return float(w[mask].sum())
 
     pbt = float(np.sum(planned[1] - planned[0]) / 1e9)
-    attribute = _attribution(iv, start_ns, in_plan, out_plan, known, apt)
 
     q = _Quantities.of(sig, attribute)
     pq, gq, sq, tot_a, gq_a, sq_a = q.pq, q.gq, q.sq, q.pq_a, q.gq_a, q.sq_a

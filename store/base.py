@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from .batch import I64, Batch, Series
 
@@ -133,3 +133,19 @@ class Store(Protocol):
     def stats(self) -> StoreStats: ...
 
     def close(self) -> None: ...
+
+
+class RollupRow(NamedTuple):
+    """One derived row of one asset and one hour [hour_ns, hour_ns + 1 h), opaque to the store
+    (``api.rollups`` writes and reads them): ``key`` says what it was computed by and from,
+    ``reach_ns`` the earliest time whose data it depends on, ``data`` and ``extra`` its
+    content. The store drops a row in the same transaction as any change to the asset's data
+    at a time before the hour's end (``SqliteStore.put_rollups``). A named tuple: a window
+    of a month reads hundreds of them per asset."""
+
+    asset: str
+    hour_ns: int
+    key: str
+    reach_ns: int
+    data: bytes
+    extra: str | None = None

@@ -15,6 +15,7 @@ from config.errors import StoreError
 __all__ = [
     "INSERT_CHUNK",
     "INSERT_INGEST",
+    "ROLLUPS_TABLE",
     "ROW_COLS",
     "SCHEMA_VERSION",
     "TAG",
@@ -32,8 +33,9 @@ __all__ = [
 log = logging.getLogger("store.sqlite")
 
 #: version of the file layout in ``meta.schema_version``; bump on any incompatible change
-#: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated)
-SCHEMA_VERSION = 3
+#: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated;
+#: 3: ``gaps.asset``; 4: the ``rollups`` table)
+SCHEMA_VERSION = 4
 
 # Blob encodings are fixed little-endian so that a file moves between machines unchanged;
 # on little-endian hosts (x86, ARM) these are the native dtypes and cost no conversion.
@@ -109,8 +111,26 @@ CREATE TABLE heartbeats (
     device TEXT PRIMARY KEY,
     ts_ns  INTEGER NOT NULL
 );
+CREATE TABLE rollups (
+    asset    TEXT NOT NULL,
+    hour_ns  INTEGER NOT NULL,
+    key      TEXT NOT NULL,
+    reach_ns INTEGER NOT NULL,
+    data     BLOB NOT NULL,
+    extra    TEXT,
+    PRIMARY KEY (asset, hour_ns)
+) WITHOUT ROWID;
 """
 
+ROLLUPS_TABLE = """CREATE TABLE rollups (
+    asset    TEXT NOT NULL,
+    hour_ns  INTEGER NOT NULL,
+    key      TEXT NOT NULL,
+    reach_ns INTEGER NOT NULL,
+    data     BLOB NOT NULL,
+    extra    TEXT,
+    PRIMARY KEY (asset, hour_ns)
+) WITHOUT ROWID"""
 INSERT_CHUNK = (
     "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -131,6 +151,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # gaps of one asset of a device (NULL: the whole device, as every existing gap)
     2: ("ALTER TABLE gaps ADD COLUMN asset TEXT",),
+    # derived per-asset hourly rows (empty: rebuilt from the samples by whoever uses them)
+    3: (ROLLUPS_TABLE,),
 }
 #: the ingest columns a merge reads, in BlobRow order
 ROW_COLS = "tag_ids, ts, value, quality, texts, server_ts, gateway_ts"

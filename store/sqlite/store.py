@@ -16,9 +16,10 @@ import numpy as np
 
 from config.errors import StoreError
 
-from ..base import Gap, Latest, StoreStats, TagRecord
+from ..base import Gap, Latest, RollupRow, StoreStats, TagRecord
 from ..batch import I64, TS_UNKNOWN, Batch, Series
 from ..changes import EVERYTHING, Changes
+from . import rollups as _rollups
 from .chunks import chunk_parts, trim_chunks
 from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
 from .schema import (
@@ -99,6 +100,10 @@ class SqliteStore:
                 self._pending, self._pending_points = self._w.execute(
                     "SELECT count(*), coalesce(sum(n), 0) FROM ingest WHERE level = 0"
                 ).fetchone()
+                (last,) = self._w.execute("SELECT max(hour_ns) FROM rollups").fetchone()
+                self._rollups = _rollups.RollupLog(
+                    EVERYTHING if last is None else int(last) + _rollups.HOUR_NS)
+                self._load_assets()
             except BaseException:
                 self._w.close()
                 raise
@@ -225,6 +230,18 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ tags
 
+    def _load_assets(self) -> None:
+        """tag_id -> asset and device -> assets, for dropping the roll-ups a change touches."""
+        rows = self._w.execute("SELECT tag_id, asset, device FROM tags").fetchall()
+        self._asset_of = {int(i): str(a) for i, a, _ in rows}
+        self._device_assets: dict[str, set[str]] = {}
+        for _, a, d in rows:
+            self._device_assets.setdefault(str(d), set()).add(str(a))
+
+    def _gap_since(self, device: str, asset: str | None, start_ns: int) -> dict[str | None, int]:
+        assets = [asset] if asset is not None else sorted(self._device_assets.get(device, ()))
+        return {a: int(start_ns) for a in assets}
+
     def register_tags(self, tags: Sequence[TagRecord]) -> dict[str, int]:
         """Insert or update tags by path; ``TagRecord.tag_id`` is ignored (the store assigns)."""
         rows = [
@@ -247,6 +264,9 @@ class SqliteStore:
             )
             ids = dict(conn.execute("SELECT path, tag_id FROM tags"))
             changed = conn.total_changes != changes_before
+            if changed:
+                self._rollups.drop(conn, {None: EVERYTHING})
+                self._load_assets()
         if changed:  # a new tag, or a role or enum changed: any window's KPIs may differ
             self.changes.note(EVERYTHING)
         return {t.path: int(ids[t.path]) for t in tags}
@@ -275,9 +295,15 @@ class SqliteStore:
         with self._wlock:
             with self._errors("write batch"):
                 self._check_open()
-                # One statement in autocommit mode is one transaction: no BEGIN/COMMIT
-                # round trips (they cost as much as the INSERT for small batches).
-                self._w.execute(INSERT_INGEST, row)
+                if int(batch.ts_ns.min()) >= self._rollups.end_ns:
+                    # One statement in autocommit mode is one transaction: no BEGIN/COMMIT
+                    # round trips (they cost as much as the INSERT for small batches).
+                    self._w.execute(INSERT_INGEST, row)
+                else:  # late data: the roll-ups it touches go in the same transaction
+                    since = _rollups.asset_since(batch.tag_id, batch.ts_ns, self._asset_of)
+                    with self._write_txn("write batch") as conn:
+                        conn.execute(INSERT_INGEST, row)
+                        self._rollups.drop(conn, since)
             self.changes.note(int(batch.ts_ns.min()))
             self._batches += 1
             self._points += n
@@ -488,6 +514,7 @@ class SqliteStore:
                 "INSERT INTO gaps (device, start_ns, end_ns, reason, asset) VALUES (?, ?, NULL, ?, ?)",
                 (device, int(start_ns), reason, asset),
             )
+            self._rollups.drop(conn, self._gap_since(device, asset, start_ns))
             assert cur.lastrowid is not None
             gap_id = int(cur.lastrowid)
         self.changes.note(int(start_ns))
@@ -495,7 +522,8 @@ class SqliteStore:
 
     def close_gap(self, gap_id: int, end_ns: int) -> None:
         with self._write_txn("close gap") as conn:
-            row = conn.execute("SELECT start_ns FROM gaps WHERE gap_id = ?", (gap_id,)).fetchone()
+            row = conn.execute(
+                "SELECT start_ns, device, asset FROM gaps WHERE gap_id = ?", (gap_id,)).fetchone()
             if row is None:
                 raise StoreError(f"{self._path}: no gap {gap_id} to close")
             if int(end_ns) < int(row[0]):
@@ -503,6 +531,7 @@ class SqliteStore:
                     f"{self._path}: gap {gap_id} cannot end at {end_ns}, before its start {row[0]}"
                 )
             conn.execute("UPDATE gaps SET end_ns = ? WHERE gap_id = ?", (int(end_ns), gap_id))
+            self._rollups.drop(conn, self._gap_since(row[1], row[2], row[0]))
         self.changes.note(int(row[0]))
 
     def mark_alive(self, device: str, ts_ns: int) -> None:
@@ -532,6 +561,31 @@ class SqliteStore:
             rows = conn.execute(sql + " ORDER BY start_ns, gap_id", args).fetchall()
         return [Gap(int(g), d, int(s), None if e is None else int(e), r, a) for g, d, s, e, r, a in rows]
 
+    # ------------------------------------------------------------------ roll-ups
+
+    def rollup_claim(self, end_ns: int) -> int:
+        """Before computing roll-up rows of hours ending up to ``end_ns`` (and before opening
+        the snapshot they are computed from): the token to hand to :meth:`put_rollups`."""
+        with self._wlock:
+            return self._rollups.claim(int(end_ns))
+
+    def put_rollups(self, rows: Sequence[RollupRow], token: int) -> int:
+        """Insert or replace rows computed from a snapshot opened after ``rollup_claim``
+        returned ``token``; rows that a change committed since then touched are left out
+        (``store/sqlite/rollups.py``). Returns the rows written. Not a change of the data:
+        the change feed is not told."""
+        with self._write_txn("write roll-ups") as conn:
+            ok = self._rollups.admit(rows, token)
+            _rollups.put(conn, ok)
+        return len(ok)
+
+    def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int, *, key: str | None = None,
+                min_reach_ns: int | None = None) -> list[RollupRow]:
+        """Rows of ``assets`` whose hour starts in [start_ns, end_ns), by asset and hour (only
+        those of ``key`` and with ``reach_ns >= min_reach_ns``, when given)."""
+        with self._snapshot("read roll-ups") as conn:
+            return _rollups.get(conn, assets, start_ns, end_ns, key, min_reach_ns)
+
     # ------------------------------------------------------------------ retention, stats
 
     def apply_retention(self, now_ns: int) -> int:
@@ -560,6 +614,9 @@ class SqliteStore:
                 gaps = conn.execute(
                     "DELETE FROM gaps WHERE end_ns IS NOT NULL AND end_ns < ?", (horizon,)
                 ).rowcount
+                if deleted or gaps:  # rows resting on data before the horizon
+                    conn.execute("DELETE FROM rollups WHERE reach_ns < ?", (horizon,))
+                    self._rollups.forget_tokens()
         if deleted or gaps:  # first_sample and prior samples of any window may be gone
             self.changes.note(EVERYTHING)
         return deleted

@@ -238,6 +238,7 @@ def make_v1_file(path: Path) -> None:
             for col in ("server_ts", "gateway_ts"):
                 c.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
         c.execute("ALTER TABLE gaps DROP COLUMN asset")  # version 3's
+        c.execute("DROP TABLE rollups")  # version 4's
         c.execute("INSERT INTO gaps (device, start_ns, end_ns, reason) VALUES ('plc', 1, 2, 'old')")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         # a pending batch, as v1 wrote it
@@ -255,13 +256,15 @@ def make_v1_file(path: Path) -> None:
 def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     make_v1_file(path)
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     with SqliteStore(path, compact_every=1) as s:
         with sqlite3.connect(path) as c:
             assert c.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
             # and the gaps table gained its asset column (version 2 -> 3)
             assert [r[1] for r in c.execute("PRAGMA table_info(gaps)")][-1] == "asset"
+            # and the rollups table (3 -> 4), empty
+            assert c.execute("SELECT count(*) FROM rollups").fetchone() == (0,)
             assert [r[1] for r in c.execute("PRAGMA table_info(ingest)")] == [
                 *V1_INGEST, "server_ts", "gateway_ts"]
             assert [r[1] for r in c.execute("PRAGMA table_info(chunks)")] == [
@@ -278,7 +281,7 @@ def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
         s.write(Batch.of([1], T0 + 3 * SEC, 4.0, server_ts_ns=T0, gateway_ts_ns=T0 + 5 * SEC))
         got = s.read_timestamps(1, 0, END)
         assert got[1].tolist() == [U, U, U, T0] and got[2].tolist() == [U, U, U, T0 + 5 * SEC]
-    with SqliteStore(path) as again:  # opened again: already version 3, nothing to do
+    with SqliteStore(path) as again:  # opened again: already version 4, nothing to do
         assert again.read_timestamps(1, 0, END)[2].tolist() == [U, U, U, T0 + 5 * SEC]
         assert again.latest([1])[1].value == 4.0
 

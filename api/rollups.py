@@ -1,0 +1,325 @@
+"""Hourly roll-ups: each asset's time elements and evidence counts per closed hour, stored in
+the SQLite store's ``rollups`` table, so that a KPI window reads its whole hours from there
+and computes only its edges (and any hour without a usable row) from raw samples.
+
+Exactness (``docs/kpis.md``, "Hourly roll-ups"): a window's elements are the sum of its hours
+computed *as parts of the window* (``kpi.time_elements(context_start_ns=)``). The part of
+hour h depends on the window's start S only through data before h: the counter samples
+before each first increase dated in h, and the step samples in force there. A row is
+computed with the context ``reach_ns``, the earliest such instant, and is the part of every
+window starting at or before it (``usable``). A window that starts later (within seconds of
+h, e.g. exactly on it) computes that hour from raw samples.
+
+A row's ``key`` is the algorithm version and a hash of what the elements rest on in config
+(the calendar, the asset's PRU, default mode and control, ``counter_rate_factor``, its tags'
+roles and enumerations, and the element layout); a row of another key is ignored, and
+recomputed. The store drops rows whose data change (``store/sqlite/rollups.py``);
+:class:`RollupMaintainer` computes the closed hours that have no row in the background.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from config.settings import Asset, Settings
+from config.signals import Quality, Role
+from kpi import ALGORITHM_VERSION, TagEvidence, TimeElements
+from store.base import RollupRow, Store, TagRecord
+from store.batch import Series
+from store.changes import EVERYTHING
+
+__all__ = [
+    "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Part", "RollupMaintainer", "RollupStore", "decode",
+    "encode", "has_rollups", "reach_ns", "rollup_key", "tag_sum", "time_sum",
+]
+
+log = logging.getLogger("tierproof.rollups")
+
+HOUR_NS: Final = 3600 * 1_000_000_000
+#: the elements' order in a row's ``data`` (float64 each; None as NaN)
+ELEMENT_FIELDS: Final = tuple(f.name for f in fields(TimeElements))
+_INT_FIELDS: Final = frozenset(f.name for f in fields(TimeElements) if f.type in ("int", int))
+#: a unit's own flags: equal in every hour of it, taken once, not summed over time
+PER_UNIT: Final = frozenset({"units", "pq_known", "gq_known", "units_without_pru", "std_units"})
+NEVER: Final = -(2**63)
+_COUNTERS: Final = (Role.TOTAL_COUNT, Role.GOOD_COUNT, Role.REJECT_COUNT, Role.ENERGY_KWH)
+_STEPS: Final = (Role.STATE, Role.MODE, Role.CHANNEL_MODE)
+
+
+class RollupStore(Store, Protocol):
+    """A store that keeps roll-up rows (``SqliteStore``)."""
+
+    def rollup_claim(self, end_ns: int) -> int: ...
+    def put_rollups(self, rows: Sequence[RollupRow], token: int) -> int: ...
+    def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int) -> list[RollupRow]: ...
+
+
+def has_rollups(store: Store) -> bool:
+    return all(callable(getattr(store, m, None)) for m in ("rollup_claim", "put_rollups", "rollups"))
+
+
+def rollup_key(settings: Settings, asset: Asset, tags: dict[Role, TagRecord]) -> str:
+    """What a row of ``asset`` was computed by and from (see the module docstring)."""
+    basis = {
+        "fields": ELEMENT_FIELDS,
+        "calendar": settings.calendar.model_dump(mode="json"),
+        "pru": asset.ideal_cycle_time_s, "default_mode": asset.default_mode, "control": asset.control,
+        "counter_rate_factor": settings.kpi.counter_rate_factor,
+        "tags": sorted([r.value, t.tag_id, t.path, t.device, sorted((t.enum or {}).items())]
+                       for r, t in tags.items()),
+    }
+    digest = hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{ALGORITHM_VERSION}#{digest[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a window: its elements and the evidence that adds up over parts."""
+
+    elements: TimeElements
+    tags: tuple[TagEvidence, ...]
+    implausible: tuple[tuple[str, int, int, float, float], ...]
+
+
+def encode(part: Part, key: str, asset: str, hour_ns: int, reach: int) -> RollupRow:
+    """A row: ``data`` holds the elements (``ELEMENT_FIELDS``, float64, None as NaN) and then
+    each tag's samples and bad samples; ``extra`` (JSON) each tag's path, id, role and prior
+    sample, and the implausible increases when there are any."""
+    e = part.elements
+    values = [np.nan if getattr(e, f) is None else getattr(e, f) for f in ELEMENT_FIELDS]
+    values += [x for t in part.tags for x in (t.samples, t.bad_samples)]
+    doc: dict[str, Any] = {"tags": [[t.path, t.tag_id, t.role.value, t.prior_ns] for t in part.tags]}
+    if part.implausible:
+        doc["implausible"] = [list(x) for x in part.implausible]
+    return RollupRow(asset, hour_ns, key, reach, np.array(values, "<f8").tobytes(), json.dumps(doc))
+
+
+def decode(rows: Sequence[RollupRow]) -> Part:
+    """Consecutive rows of one asset (one key) as one part: their elements and evidence
+    counts summed (numpy, over the rows at once), the prior samples of the first row."""
+    values = np.frombuffer(b"".join(r.data for r in rows), "<f8").reshape(len(rows), -1)
+    total, first = values.sum(axis=0).tolist(), values[0].tolist()
+    n = len(ELEMENT_FIELDS)
+    kw: dict[str, Any] = {}
+    for i, f in enumerate(ELEMENT_FIELDS):
+        v = first[i] if f in PER_UNIT or f == "shared_pru_s" else total[i]
+        kw[f] = None if math.isnan(v) else (int(v) if f in _INT_FIELDS else float(v))
+    head = json.loads(rows[0].extra or "{}")
+    tags = tuple(TagEvidence(p, int(i), Role(r), int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
+                             None if pr is None else int(pr))
+                 for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
+    imp = tuple((str(r), int(a), int(b), float(x), float(y))
+                for row in rows if row.extra and '"implausible"' in row.extra
+                for r, a, b, x, y in json.loads(row.extra)["implausible"])
+    return Part(TimeElements(**kw), tags, imp)
+
+
+def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
+             series: Mapping[int, Series] | None = None, read_from_ns: int | None = None) -> int:
+    """The earliest instant whose data the part starting at ``start_ns`` (a whole hour or
+    a window's edge) depends on, as the module docstring says; ``NEVER`` when it cannot be
+    told (a counter's last sample before the part is bad and no good one is near).
+    ``series``: the tags' samples read with ``prior`` from ``read_from_ns`` (<= start_ns - 1 h
+    or as far back as the caller's window goes), used instead of store reads where they
+    suffice."""
+
+    def have(tag: TagRecord, lo: int) -> bool:
+        return series is not None and tag.tag_id in series and read_from_ns is not None \
+            and read_from_ns <= lo
+
+    reach = start_ns
+    for role in _COUNTERS:
+        tag = tags.get(role)
+        if tag is None:
+            continue
+        if have(tag, start_ns):  # the same samples, or (from a later read_from_ns) fewer, which
+            # can only give a reach before read_from_ns, or NEVER: the caller then reads back
+            assert series is not None and read_from_ns is not None
+            s = series[tag.tag_id]
+            lo = max(int(np.searchsorted(s.ts_ns, max(start_ns - HOUR_NS, read_from_ns), "left")) - 1, 0)
+            hi = int(np.searchsorted(s.ts_ns, start_ns, "left"))
+            ts, value, quality = s.ts_ns[lo:hi], s.value[lo:hi], s.quality[lo:hi]
+        else:
+            r = store.read(tag.tag_id, start_ns - HOUR_NS, start_ns, prior=True)
+            ts, value, quality = r.ts_ns, r.value, r.quality
+        good = np.flatnonzero((quality < Quality.BAD) & np.isfinite(value))
+        if len(good):
+            reach = min(reach, int(ts[good[-1]]))
+        elif len(ts):  # samples before the part, none of them usable nearby
+            return NEVER
+    # the step values in force where the earliest counter span begins
+    at = reach
+    for role in _STEPS:
+        tag = tags.get(role)
+        if tag is None:
+            continue
+        if have(tag, at):
+            assert series is not None
+            ts = series[tag.tag_id].ts_ns
+            i = int(np.searchsorted(ts, at, "left")) - 1
+            first = int(ts[i]) if i >= 0 else (at if i + 1 < len(ts) and ts[i + 1] == at else None)
+        else:
+            r = store.read(tag.tag_id, at, at + 1, prior=True)
+            first = int(r.ts_ns[0]) if len(r.ts_ns) else None
+        if first is not None:
+            reach = min(reach, first)
+    return reach
+
+
+def time_sum(parts: Sequence[TimeElements], window_s: float) -> TimeElements:
+    """One unit's elements over consecutive parts of a window: time elements and quantities
+    summed, its own flags (``PER_UNIT``) and PRU taken from the first part."""
+    first = parts[0]
+    kw: dict[str, Any] = {}
+    for f in ELEMENT_FIELDS:
+        if f in PER_UNIT or f == "shared_pru_s":
+            kw[f] = getattr(first, f)
+        elif f == "window_s":
+            kw[f] = window_s
+        else:
+            kw[f] = sum(getattr(p, f) for p in parts[1:]) + getattr(first, f)
+    return TimeElements(**kw)
+
+
+def tag_sum(parts: Sequence[Part]) -> tuple[TagEvidence, ...]:
+    """Per tag, samples and bad samples summed over the parts; the prior of the first."""
+    out: list[TagEvidence] = []
+    for i, t in enumerate(parts[0].tags):
+        out.append(TagEvidence(t.path, t.tag_id, t.role, sum(p.tags[i].samples for p in parts),
+                               sum(p.tags[i].bad_samples for p in parts), t.prior_ns))
+    return tuple(out)
+
+
+class RollupMaintainer:
+    """Computes the closed hours that have no current row, in a background thread.
+
+    The change feed listener only lowers a watermark (never computes on the writer thread);
+    the thread scans, from the watermark to the newest closed hour (``settle_s`` after its
+    end by ``clock_ns``), every asset's hours for a missing or stale row, and computes them
+    ``chunk_hours`` rows at a time (claim, snapshot, compute, put: ``store.put_rollups``
+    leaves out rows a concurrent change touched, which the listener then reports). The first
+    scan starts ``backfill_days`` before now (None: at the first hour of the store), and
+    never before the store's first sample."""
+
+    def __init__(
+        self, service: Any, *, settle_s: float = 300.0, chunk_hours: int = 64,
+        interval_s: float = 30.0, backfill_days: float | None = 400.0,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.service = service
+        self.store: RollupStore = service.store
+        self.settle_ns = int(settle_s * 1e9)
+        self.chunk_hours = chunk_hours
+        self.interval_s = interval_s
+        self._clock = clock_ns
+        now = clock_ns()
+        self._from = NEVER if backfill_days is None else now - int(backfill_days * 86400e9)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.computed = 0
+        self.passes = 0
+        #: the store's first sample (no hour before it is computed); None: not known yet
+        self._first: int | None = None
+        changes = getattr(self.store, "changes", None)
+        self._unsubscribe = changes.subscribe(self._changed) if changes is not None else None
+        self._thread: threading.Thread | None = None
+
+    def _changed(self, since_ns: int) -> None:
+        """On the writer's thread: note where to rescan from; nothing else."""
+        with self._lock:
+            self._from = min(self._from, since_ns - HOUR_NS)
+            if since_ns == EVERYTHING:
+                self._first = None  # found again: retention may have moved it
+            elif self._first is not None:
+                self._first = min(self._first, since_ns)  # a backfill before it
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tierproof-rollups", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("roll-up maintenance failed; retrying")
+            # not woken by writes: a pass every interval_s does whatever they left
+            self._stop.wait(self.interval_s)
+
+    def closed_end(self) -> int:
+        return (self._clock() - self.settle_ns) // HOUR_NS * HOUR_NS
+
+    def run_once(self) -> int:
+        """One pass: compute every missing row of closed hours from the watermark on."""
+        with self._lock:
+            start, self._from = self._from, self.closed_end()
+        end = self.closed_end()
+        if self._first is None:  # once (and after a change of everything): ~32 reads
+            self._first = self._first_ns()
+        if self._first is None:  # no sample yet: scan again from where this pass began
+            with self._lock:
+                self._from = min(self._from, start)
+            return 0
+        start = max(start, self._first) // HOUR_NS * HOUR_NS
+        if start >= end:
+            return 0
+        done = 0
+        service = self.service
+        try:
+            by_asset = service._tags_by_asset()
+            for asset in service.settings.assets:
+                if self._stop.is_set():
+                    raise InterruptedError
+                done += self._asset(asset, by_asset.get(asset.path, {}), start, end)
+        except BaseException:
+            with self._lock:  # what is left is for the next pass (or the next maintainer)
+                self._from = min(self._from, start)
+            if not self._stop.is_set():  # stopping: not an error
+                raise
+        self.passes += 1
+        return done
+
+    def _first_ns(self) -> int | None:
+        from .assessment import first_sample_ns  # the store's first sample, any tag
+
+        return first_sample_ns(self.service, self._clock())
+
+    def _asset(self, asset: Asset, tags: dict[Role, TagRecord], start: int, end: int) -> int:
+        service = self.service
+        if not tags or end <= start:
+            return 0
+        key = rollup_key(service.settings, asset, tags)
+        have = {r.hour_ns for r in self.store.rollups([asset.path], start, end) if r.key == key}
+        todo = [h for h in range(start, end, HOUR_NS) if h not in have]
+        done = 0
+        for i in range(0, len(todo), self.chunk_hours):
+            if self._stop.is_set():
+                break
+            chunk = todo[i:i + self.chunk_hours]
+            token = self.store.rollup_claim(chunk[-1] + HOUR_NS)
+            with service.snapshot():
+                # every tag read once for the chunk, from an hour before it
+                lo = chunk[0] - HOUR_NS
+                series = self.store.read_many([t.tag_id for t in tags.values()], lo,
+                                              chunk[-1] + HOUR_NS, prior=True)
+                rows = [service.rollup_row(asset, tags, h, key, series, lo) for h in chunk]
+            done += self.store.put_rollups(rows, token)
+        self.computed += done
+        return done
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -1,0 +1,172 @@
+"""KPIs read from hourly roll-ups equal the raw computation (issue 12, roll-ups).
+
+The demo's backfilled SQLite store, hardened at hour edges (``test_hour_parts.harden``: a
+counter glitch, a reset, a bad counter sample, a device gap), its closed hours rolled up by
+``RollupMaintainer``; then for random windows and assets the service with roll-ups gives
+the raw service's elements (1e-9 relative) and the very same evidence; late data drop the
+hours they touch, the answer stays equal, and the next pass computes them again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import fields
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from api.gateway import tag_records
+from api.rollups import HOUR_NS, RollupMaintainer
+from api.service import KpiService
+from config import Settings
+from config.times import iso, to_ns
+from kpi import TimeElements
+from simulators import Plant
+from store.batch import Batch
+from store.sqlite import SqliteStore
+from tests.integration.test_hour_parts import ASSET, NOW, harden
+
+DAYS = 3
+NAMES = [f.name for f in fields(TimeElements)]
+Stores = tuple[KpiService, KpiService, RollupMaintainer]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory, settings: Settings
+           ) -> Iterator[tuple[KpiService, KpiService, RollupMaintainer]]:
+    store = SqliteStore(Path(tmp_path_factory.mktemp("rolled")) / "demo.db")
+    try:
+        tag_ids = store.register_tags(tag_records(settings))
+        for batch in Plant(settings, now=NOW).history_batches(
+                tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
+            store.write(batch)
+        harden(store)
+        rolled, raw = KpiService(settings, store, rollups=True), KpiService(settings, store, rollups=False)
+        assert rolled.use_rollups and not raw.use_rollups
+        m = RollupMaintainer(rolled, settle_s=300, backfill_days=None, clock_ns=lambda: to_ns(NOW))
+            # every closed hour from the one of the first sample (09:00 three days ago) to 09:00
+        assert m.run_once() == len(settings.assets) * DAYS * 24
+        assert m.run_once() == 0  # nothing left
+        yield rolled, raw, m
+        m.close()
+    finally:
+        store.close()
+
+
+def assert_same(rolled: KpiService, raw: KpiService, asset: str, start: int, end: int) -> None:
+    a = rolled.settings.asset(asset)
+    with rolled.snapshot():
+        got, want = rolled.asset_result(a, start, end), raw.asset_result(a, start, end)
+    for name in NAMES:
+        g, w = getattr(got.elements, name), getattr(want.elements, name)
+        if w is None or isinstance(w, int):
+            assert g == w, (asset, name)
+        else:
+            assert g == pytest.approx(w, rel=1e-9, abs=1e-6), (asset, name)
+    assert got.evidence.as_dict(iso) == want.evidence.as_dict(iso)
+
+
+def test_random_windows_equal_the_raw_computation(stores: Stores) -> None:
+    rolled, raw, _ = stores
+    rnd = random.Random(7)
+    lo = to_ns(NOW - timedelta(days=DAYS))
+    used = 0
+    for k in range(30):
+        asset = rnd.choice(rolled.settings.assets).path if k % 4 else ASSET
+        start = rnd.randrange(lo, to_ns(NOW) - 3 * HOUR_NS)
+        if k % 3 == 0:  # on an hour edge (an assessment's local days)
+            start -= start % HOUR_NS
+        end = min(start + rnd.randrange(HOUR_NS // 2, 60 * HOUR_NS), to_ns(NOW))
+        assert_same(rolled, raw, asset, start, end)
+        a = rolled.settings.asset(asset)
+        used += rolled._rolled(a, start, end, rolled._tags_by_asset()[asset]) is not None
+    assert used > 20  # most windows read roll-ups (not those within one hour, or near it)
+
+
+def test_whole_history_and_kpis(stores: Stores) -> None:
+    rolled, raw, _ = stores
+    start, end = NOW - timedelta(days=DAYS) + timedelta(minutes=7), NOW
+    got, want = rolled.kpis(start, end), raw.kpis(start, end)
+    for path, entry in want["assets"].items():
+        assert got["assets"][path]["evidence"] == entry["evidence"]
+        for k, v in entry.items():
+            if k not in ("evidence", "elements") and v is not None:
+                assert got["assets"][path][k] == pytest.approx(v, rel=1e-9), (path, k)
+    assert got["total"]["oee"] == pytest.approx(want["total"]["oee"], rel=1e-9)
+
+
+def test_late_data_reopen_the_hours_they_touch(stores: Stores) -> None:
+    rolled, raw, m = stores
+    store = rolled.store
+    assert isinstance(store, SqliteStore)
+    other = next(a.path for a in rolled.settings.assets if a.path != ASSET)
+    hour = (to_ns(NOW) // HOUR_NS - 10) * HOUR_NS
+    before = {a: len(store.rollups([a], 0, to_ns(NOW))) for a in (ASSET, other)}
+    total = next(t for t in store.tags() if t.asset == ASSET and t.role == "total_count")
+    v = float(store.read(total.tag_id, hour, hour, prior=True).value[-1])
+    store.write(Batch(np.array([total.tag_id], np.int32), np.array([hour + 1234]), np.array([v + 3]),
+                      np.zeros(1, np.uint8)))
+    after = {a: len(store.rollups([a], 0, to_ns(NOW))) for a in (ASSET, other)}
+    assert after[other] == before[other] and after[ASSET] == before[ASSET] - 10
+    assert_same(rolled, raw, ASSET, hour - 5 * HOUR_NS - 17, to_ns(NOW))
+    assert m.run_once() == 10
+    assert_same(rolled, raw, ASSET, hour - 5 * HOUR_NS - 17, to_ns(NOW))
+
+
+def test_maintainer_thread_starts_computes_and_stops(tmp_path: Path, settings: Settings) -> None:
+    with SqliteStore(tmp_path / "bg.db") as store:
+        tag_ids = store.register_tags(tag_records(settings))
+        for batch in Plant(settings, now=NOW).history_batches(
+                tag_ids, to_ns(NOW - timedelta(hours=6)), to_ns(NOW)):
+            store.write(batch)
+        service = KpiService(settings, store, rollups=True)
+        # the default look-back (400 days) but no hour before the first sample is computed
+        m = RollupMaintainer(service, interval_s=0.05, clock_ns=lambda: to_ns(NOW))
+        m.start()
+        try:
+            for _ in range(200):
+                if m.passes:
+                    break
+                threading.Event().wait(0.05)
+        finally:
+            m.close()
+        assert m.computed == len(settings.assets) * 6
+        assert len(store.rollups([ASSET], 0, to_ns(NOW))) == 6
+
+
+def test_across_a_dst_change(tmp_path: Path, settings: Settings) -> None:
+    """The demo plant on Berlin's calendar over the night the clocks go back (2026-10-25):
+    its shifts and planned stops move by an hour in UTC, and the 25-hour local day is one of
+    the windows."""
+    from zoneinfo import ZoneInfo
+
+    berlin = settings.model_copy(update={"calendar": settings.calendar.model_copy(
+        update={"timezone": "Europe/Berlin"})})
+    now = NOW.replace(month=10, day=27, hour=11)
+    with SqliteStore(tmp_path / "dst.db") as store:
+        tag_ids = store.register_tags(tag_records(berlin))
+        for batch in Plant(berlin, now=now).history_batches(
+                tag_ids, to_ns(now - timedelta(days=DAYS)), to_ns(now)):
+            store.write(batch)
+        rolled, raw = KpiService(berlin, store, rollups=True), KpiService(berlin, store, rollups=False)
+        RollupMaintainer(rolled, backfill_days=None, clock_ns=lambda: to_ns(now)).run_once()
+        tz = ZoneInfo("Europe/Berlin")
+        day = to_ns(datetime(2026, 10, 25, tzinfo=tz)), to_ns(datetime(2026, 10, 26, tzinfo=tz))
+        assert day[1] - day[0] == 25 * HOUR_NS
+        rnd = random.Random(3)
+        for asset in rolled.settings.assets[:6]:
+            assert_same(rolled, raw, asset.path, *day)
+            start = day[0] - rnd.randrange(1, 5 * HOUR_NS)
+            assert_same(rolled, raw, asset.path, start, day[1] + rnd.randrange(1, 5 * HOUR_NS))
+        # the Sunday has no shift; the window into Monday's has planned busy time
+        monday = day[0], to_ns(datetime(2026, 10, 26, 18, tzinfo=tz))
+        for asset in rolled.settings.assets:
+            assert_same(rolled, raw, asset.path, *monday)
+        first = rolled.settings.assets[0]
+        assert raw.asset_result(first, *monday).elements.pbt_s > 0
+        # and the hours did come from roll-ups
+        assert rolled._rolled(first, *monday, rolled._tags_by_asset()[first.path]) is not None
