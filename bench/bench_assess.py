@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -73,11 +72,11 @@ from config.signals import ChannelMode, MachineState, OperationMode, Quality, Ro
 from config.times import to_ns
 from simulators import Plant
 from simulators.calendar import ShiftCalendar
+from simulators.scale import replicate
 from store.sqlite import SqliteStore
 
 #: a Wednesday, mid-shift in Shanghai (the demo's calendar), as in test_scale_truth
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)
-KINDS = 11  # machines in the demo's four lines
 MB = 2**20
 #: the storage comparison's day (bench_storage.DAY: a Wednesday in Shanghai)
 DAY_LOCAL = "2026-11-18"
@@ -98,34 +97,10 @@ def peak_rss_mb() -> float:
 
 
 def scaled(settings: Settings, machines: int, days: int) -> Settings:
-    """The demo replicated: copy ``r`` of ``site/area/lineN/asset`` is ``site/area/lineN-rR/asset``
-    (its own line), its PRU scaled by 1 + 0.07 r, its devices renamed ``<name>-rR``, cut at
-    ``machines``; the simulation keeps ``days`` of history, improving at its midpoint, and the
-    KPI windows are the history's two halves."""
-    data = settings.model_dump(mode="json")
-    copies = math.ceil(machines / KINDS)
-
-    def moved(path: str, r: int) -> str:
-        line, asset = path.rsplit("/", 1)
-        return f"{line}-r{r}/{asset}"
-
-    keep = [moved(a["path"], r) for r in range(copies) for a in data["assets"]][:machines]
-    keep_set = set(keep)
-    assets, devices = [], []
-    for r in range(copies):
-        for a in data["assets"]:
-            if moved(a["path"], r) in keep_set:
-                pru = a["ideal_cycle_time_s"]
-                assets.append({**a, "path": moved(a["path"], r),
-                               "ideal_cycle_time_s": None if pru is None else pru * (1 + 0.07 * r)})
-        for d in data["devices"]:
-            tags = [{**t, "asset": moved(t["asset"], r)} for t in d["tags"]
-                    if moved(t["asset"], r) in keep_set]
-            if tags:
-                devices.append({**d, "name": f"{d['name']}-r{r}", "tags": tags})
+    """The demo replicated to ``machines`` (``simulators.scale.replicate``); the simulation keeps
+    ``days`` of history, improving at its midpoint, and the KPI windows are its two halves."""
     half = days // 2
-    data.update(assets=assets, devices=devices)
-    data["simulation"].update(history_days=days, improvement_at=f"now-{half}d")
+    data = replicate(settings, machines, days, improved_days_ago=half)
     data["kpi"].update(baseline={"start": f"now-{days}d", "end": f"now-{half}d"},
                        current={"start": f"now-{half}d", "end": "now"})
     return Settings.model_validate(data)

@@ -111,15 +111,6 @@ CREATE TABLE heartbeats (
     device TEXT PRIMARY KEY,
     ts_ns  INTEGER NOT NULL
 );
-CREATE TABLE rollups (
-    asset    TEXT NOT NULL,
-    hour_ns  INTEGER NOT NULL,
-    key      TEXT NOT NULL,
-    reach_ns INTEGER NOT NULL,
-    data     BLOB NOT NULL,
-    extra    TEXT,
-    PRIMARY KEY (asset, hour_ns)
-) WITHOUT ROWID;
 """
 
 ROLLUPS_TABLE = """CREATE TABLE rollups (
@@ -131,6 +122,7 @@ ROLLUPS_TABLE = """CREATE TABLE rollups (
     extra    TEXT,
     PRIMARY KEY (asset, hour_ns)
 ) WITHOUT ROWID"""
+_SCHEMA += ROLLUPS_TABLE + ";\n"
 INSERT_CHUNK = (
     "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

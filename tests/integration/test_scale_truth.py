@@ -24,13 +24,13 @@ from api.service import KpiService
 from config import Settings
 from config.times import to_ns
 from simulators import Plant
+from simulators.scale import replicate
 from simulators.truth import truth
 from store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 DAYS = 30
 MACHINES = 100
-COPIES = 10  # of the demo's 11 machines: 110, cut at 100
 #: element counts that must be equal, not close: parts are whole and every one is stored
 EXACT = ("pq", "gq", "sq", "units", "pq_known", "units_without_pru")
 #: part counts split by where they were made: floats in the service (it attributes each
@@ -47,31 +47,9 @@ def tolerance(kpi: str) -> dict[str, float]:
 
 
 def scaled(settings: Settings) -> Settings:
-    """The demo replicated: copy ``r`` of ``site/area/lineN/asset`` is
-    ``site/area/lineN-rR/asset`` (its own line), its PRU scaled by 1 + 0.07 r, its devices
-    renamed ``<name>-rR``; the simulation keeps 30 days of history, improving 7 days ago."""
-    data = settings.model_dump(mode="json")
-
-    def moved(path: str, r: int) -> str:
-        line, asset = path.rsplit("/", 1)
-        return f"{line}-r{r}/{asset}"
-
-    keep = [moved(a["path"], r) for r in range(COPIES) for a in data["assets"]][:MACHINES]
-    assets, devices = [], []
-    for r in range(COPIES):
-        for a in data["assets"]:
-            if moved(a["path"], r) in keep:
-                pru = a["ideal_cycle_time_s"]
-                assets.append({**a, "path": moved(a["path"], r),
-                               "ideal_cycle_time_s": None if pru is None else pru * (1 + 0.07 * r)})
-        for d in data["devices"]:
-            tags = [{**t, "asset": moved(t["asset"], r)} for t in d["tags"]
-                    if moved(t["asset"], r) in keep]
-            if tags:
-                devices.append({**d, "name": f"{d['name']}-r{r}", "tags": tags})
-    data.update(assets=assets, devices=devices)
-    data["simulation"].update(history_days=DAYS, improvement_at="now-7d")
-    return Settings.model_validate(data)
+    """The demo replicated to 100 machines (``simulators.scale.replicate``), 30 days of history,
+    improving 7 days ago."""
+    return Settings.model_validate(replicate(settings, MACHINES, DAYS, improved_days_ago=7))
 
 
 @pytest.fixture(scope="module")
