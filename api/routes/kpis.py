@@ -69,7 +69,9 @@ async def kpis(
     "/kpis/deltas",
     summary="Baseline-to-current deltas of the plant's ratio figures, with 95 % intervals",
     description=(
-        "Per figure (automation rate, defect rate, production efficiency, energy per unit): "
+        "Per figure of the tier assessment (CNC and networking rates, automation rate, defect "
+        "rate, production efficiency, energy and carbon per standard hour and per part, output "
+        "per labour hour): "
         "the relative change current / baseline - 1 with its day-block bootstrap interval, "
         "computed exactly as the tier assessment does (same days, seed and resamples). Windows "
         "default to kpi.current and kpi.baseline, resolved against one 'now' and recorded in "
