@@ -1,0 +1,246 @@
+"""Benchmark (issue 12): ingest points/s into a SqliteStore with roll-ups on vs off.
+
+Run: ``.venv/bin/python bench/bench_rollup_ingest.py`` (``--rounds 3`` pairs,
+``--hours 24`` of live data per round, ``--late 0.05`` share of late batches). Prints figures
+and a final JSON line; no assertions.
+
+Data: the demo plant (11 machines). A template store holds ``--prefill-hours`` of history
+(no roll-up rows). Each round copies it to a fresh file under ``--tmp`` and ingests the same
+batches: the plant's next ``--hours`` as a collector stores them (report by exception), cut
+per device into ``--poll-s`` batches in time order, with heartbeat samples of every tag every
+``--heartbeat-s``; every ``1/--late``-th batch is followed by a late one: a copy of an earlier
+batch of the same device 1-4 hours behind the live front, shifted by 1 ms (new samples, in
+hours the maintainer has already rolled up).
+
+(a) off: no maintainer, no roll-up rows: every write is the autocommit INSERT.
+(b) on: a ``RollupMaintainer`` runs in its thread with ``settle_s=60`` and a simulated clock
+that follows the newest ingested sample, passing every ``--interval-s``: it computes hours
+while ingest runs (far more hours per real second than a live plant closes), and the late
+batches take the store's invalidation path (a transaction that deletes the rows they touch).
+
+Rounds alternate (on, off, on, off ...) so that other load on the machine affects both.
+Each write is timed: live and late batches are reported apart, so the invalidation path's
+cost shows beside the ratio. The load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from api.gateway import tag_records
+from api.rollups import HOUR_NS, RollupMaintainer
+from api.service import KpiService
+from config import load_settings, shipped_config
+from config.times import to_ns
+from simulators import Plant
+from store.batch import Batch
+from store.sqlite import SqliteStore
+
+NOW = datetime(2026, 11, 18, 9, 0, 0, tzinfo=UTC)
+MS = 1_000_000
+
+
+def live_batches(plant: Plant, tag_ids: dict[str, int], device_of: dict[int, str], start: int,
+                 end: int, poll_ns: int, heartbeat_ns: int) -> list[tuple[str, Batch]]:
+    """(device, batch) of [start, end): per device and poll window, in time order."""
+    parts = list(plant.history_batches(tag_ids, start, end, max_points=10**9))
+    tid = np.concatenate([b.tag_id for b in parts])
+    ts = np.concatenate([b.ts_ns for b in parts])
+    val = np.concatenate([b.value for b in parts])
+    if heartbeat_ns:  # every tag's value in force every heartbeat_ns (as polling would store)
+        grid = np.arange(start + heartbeat_ns, end, heartbeat_ns, dtype=np.int64)
+        hb_t, hb_ts, hb_v = [], [], []
+        for t in np.unique(tid).tolist():
+            sel = tid == t
+            s_ts, s_v = ts[sel], val[sel]
+            i = np.searchsorted(s_ts, grid, "right") - 1
+            ok = (i >= 0) & ~np.isin(grid, s_ts)
+            hb_t.append(np.full(int(ok.sum()), t, np.int32))
+            hb_ts.append(grid[ok])
+            hb_v.append(s_v[i[ok]])
+        tid = np.concatenate([tid, *hb_t])
+        ts = np.concatenate([ts, *hb_ts])
+        val = np.concatenate([val, *hb_v])
+    devices = sorted(set(device_of.values()))
+    dev_idx = np.array([devices.index(device_of[int(t)]) for t in tid.tolist()], np.int64)
+    window = (ts - start) // poll_ns
+    order = np.lexsort((tid, dev_idx, window))
+    tid, ts, val, dev_idx, window = tid[order], ts[order], val[order], dev_idx[order], window[order]
+    key = window * len(devices) + dev_idx
+    cuts = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
+    out = []
+    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        out.append((devices[int(dev_idx[a])],
+                    Batch(tid[a:b].copy(), ts[a:b].copy(), val[a:b].copy(), np.zeros(b - a, np.uint8))))
+    return out
+
+
+def schedule(live: list[tuple[str, Batch]], late_share: float, seed: int = 7) -> list[tuple[bool, Batch]]:
+    """The live batches, each ``1/late_share``-th followed by a late copy of an earlier batch
+    of the same device 1-4 h behind (shifted by 1 ms)."""
+    rng = np.random.default_rng(seed)
+    every = max(1, round(1 / late_share)) if late_share > 0 else 0
+    firsts = np.array([int(b.ts_ns.min()) for _, b in live], np.int64)
+    out: list[tuple[bool, Batch]] = []
+    for i, (dev, b) in enumerate(live):
+        out.append((False, b))
+        if not every or (i + 1) % every:
+            continue
+        front = int(b.ts_ns.max())
+        target = front - int(rng.uniform(1.0, 4.0) * HOUR_NS)
+        j = int(np.searchsorted(firsts, target))
+        while j < i and live[j][0] != dev:
+            j += 1
+        if j >= i or int(live[j][1].ts_ns.max()) > front - HOUR_NS:
+            continue  # not 1 h of history yet
+        src = live[j][1]
+        out.append((True, Batch(src.tag_id, src.ts_ns + MS, src.value, src.quality)))
+    return out
+
+
+def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[bool, Batch]],
+              on: bool, interval_s: float, settle_s: float) -> dict[str, Any]:
+    shutil.copyfile(template, path)
+    store = SqliteStore(path)
+    clock = [int(batches[0][1].ts_ns.min())]
+    maint = None
+    if on:
+        service = KpiService(settings, store, rollups=True)
+        maint = RollupMaintainer(service, settle_s=settle_s, interval_s=interval_s,
+                                 backfill_days=None, clock_ns=lambda: clock[0])
+        maint.start()
+    t_live = t_late = 0.0
+    n_live = n_late = p_live = p_late = 0
+    late_times: list[float] = []
+    t0 = time.perf_counter()
+    for late, b in batches:
+        t = time.perf_counter()
+        store.write(b)
+        dt = time.perf_counter() - t
+        if late:
+            t_late += dt
+            n_late += 1
+            p_late += len(b)
+            late_times.append(dt)
+        else:
+            t_live += dt
+            n_live += 1
+            p_live += len(b)
+            clock[0] = max(clock[0], int(b.ts_ns.max()))
+    wall = time.perf_counter() - t0
+    computed = passes = 0
+    if maint is not None:
+        maint.close()
+        computed, passes = maint.computed, maint.passes
+    rows = len(store.rollups([a.path for a in settings.assets], -(2**62), 2**62))
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    points = p_live + p_late
+    return {
+        "on": on, "points": points, "batches": n_live + n_late, "wall_s": wall,
+        "points_per_s": points / wall,
+        "live_us_per_batch": 1e6 * t_live / n_live, "late_us_per_batch": 1e6 * t_late / max(n_late, 1),
+        "late_median_us": 1e6 * statistics.median(late_times) if late_times else 0.0,
+        "late_batches": n_late, "late_share_of_time": (t_late / (t_live + t_late)),
+        "hours_computed": computed, "passes": passes, "rows_at_end": rows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3, help="pairs of rounds (on, off)")
+    ap.add_argument("--hours", type=float, default=24.0, help="live data per round")
+    ap.add_argument("--prefill-hours", type=float, default=6.0)
+    ap.add_argument("--poll-s", type=float, default=5.0)
+    ap.add_argument("--heartbeat-s", type=float, default=10.0)
+    ap.add_argument("--late", type=float, default=0.05, help="late batches per live batch")
+    ap.add_argument("--interval-s", type=float, default=0.05, help="maintainer pass interval (real)")
+    ap.add_argument("--settle-s", type=float, default=60.0, help="maintainer settle (simulated)")
+    ap.add_argument("--tmp", default=None, help="directory for the stores (default: a temp dir)")
+    args = ap.parse_args()
+
+    settings = load_settings(shipped_config("demo.yaml"))
+    plant = Plant(settings, now=NOW)
+    start = to_ns(NOW - timedelta(hours=args.prefill_hours))
+    live0, live1 = to_ns(NOW), to_ns(NOW + timedelta(hours=args.hours))
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        template = Path(tmp) / "template.db"
+        with SqliteStore(template) as store:
+            tag_ids = store.register_tags(tag_records(settings))
+            device_of = {t.tag_id: t.device for t in store.tags()}
+            for b in plant.history_batches(tag_ids, start, live0):
+                store.write(b)
+            store.compact()
+        live = live_batches(plant, tag_ids, device_of, live0, live1,
+                            int(args.poll_s * 1e9), int(args.heartbeat_s * 1e9))
+        batches = schedule(live, args.late)
+        n_points = sum(len(b) for _, b in batches)
+        n_late = sum(1 for late, _ in batches if late)
+        print(f"demo plant, {len(settings.assets)} machines: {args.prefill_hours:g} h prefilled,"
+              f" {args.hours:g} h live: {len(batches):,} batches ({n_late:,} late),"
+              f" {n_points:,} points, mean {n_points / len(batches):.1f} points/batch")
+        load0 = os.getloadavg()
+        print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} ({os.cpu_count()} cores)")
+        results: list[dict[str, Any]] = []
+        for r in range(2 * args.rounds):
+            on = r % 2 == 0
+            res = run_round(template, Path(tmp) / f"round{r}.db", settings, batches, on,
+                            args.interval_s, args.settle_s)
+            results.append(res)
+            print(f"round {r + 1} {'on ' if on else 'off'}: {res['points_per_s']:>10,.0f} points/s"
+                  f"  live {res['live_us_per_batch']:6.1f} us/batch  late {res['late_us_per_batch']:7.1f}"
+                  f" us/batch (median {res['late_median_us']:.1f})  hours computed {res['hours_computed']}"
+                  f" in {res['passes']} passes, rows at end {res['rows_at_end']}")
+        load1 = os.getloadavg()
+        print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+
+    def med(on: bool, k: str) -> float:
+        return float(statistics.median(x[k] for x in results if x["on"] == on))
+
+    on_rate, off_rate = med(True, "points_per_s"), med(False, "points_per_s")
+    ratio = on_rate / off_rate
+    late_on, late_off = med(True, "late_us_per_batch"), med(False, "late_us_per_batch")
+    live_on, live_off = med(True, "live_us_per_batch"), med(False, "live_us_per_batch")
+    print(f"median points/s: on {on_rate:,.0f}, off {off_rate:,.0f}: ratio {ratio:.3f} (goal >= 0.9)")
+    print(f"live batch: on {live_on:.1f} us, off {live_off:.1f} us; late batch (invalidation path"
+          f" when on): on {late_on:.1f} us, off {late_off:.1f} us (+{late_on - late_off:.1f} us);"
+          f" late batches' share of ingest time when on: {med(True, 'late_share_of_time'):.1%}")
+    # the ingest time the maintainer's work cost, per hour it computed (GIL and cores shared)
+    per_hour_ms = [1e3 * (on["wall_s"] - off["wall_s"]) / on["hours_computed"]
+                   for on, off in zip(results[0::2], results[1::2], strict=True) if on["hours_computed"]]
+    lost_ms = float(statistics.median(per_hour_ms)) if per_hour_ms else None
+    if lost_ms is not None:
+        print(f"ingest time lost per hour computed: {lost_ms:.1f} ms (median of pairs); a live plant"
+              f" of {len(settings.assets)} machines closes {len(settings.assets)} hours per hour")
+    print(json.dumps({
+        "bench": "rollup_ingest", "machines": len(settings.assets), "hours": args.hours,
+        "points": n_points, "batches": len(batches), "late_batches": n_late,
+        "points_per_s_on": round(on_rate), "points_per_s_off": round(off_rate),
+        "ratio": round(ratio, 3), "goal": 0.9, "goal_met": ratio >= 0.9,
+        "live_us_per_batch_on": round(live_on, 1), "live_us_per_batch_off": round(live_off, 1),
+        "late_us_per_batch_on": round(late_on, 1), "late_us_per_batch_off": round(late_off, 1),
+        "lost_ms_per_hour_computed": None if lost_ms is None else round(lost_ms, 2),
+        "hours_computed_per_round": [x["hours_computed"] for x in results if x["on"]],
+        "load_before": [round(x, 2) for x in load0], "load_after": [round(x, 2) for x in load1],
+        "rounds": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in x.items()}
+                   for x in results],
+    }))
+
+
+if __name__ == "__main__":
+    main()
