@@ -34,8 +34,6 @@ import asyncio
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -50,6 +48,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from api_server import served  # noqa: E402  (bench/, beside this file)
 
 from api.gateway import tag_records  # noqa: E402
 from api.rollups import RollupMaintainer  # noqa: E402
@@ -68,12 +68,6 @@ from config import load_settings
 app = create_app(load_settings(sys.argv[1]), collect=False)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(tmp: Path, machines: int, days: int, now: datetime) -> tuple[Path, dict[str, Any]]:
@@ -161,21 +155,8 @@ def cpu_s(pid: int) -> float:
 
 
 def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds: float) -> dict[str, Any]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(cfg), str(port)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     out: dict[str, Any] = {}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
+    with served(SERVER, cfg) as (proc, port):
         paths = [t["path"] for t in httpx.get(f"http://127.0.0.1:{port}/api/v1/tags").json()]
         rng = random.Random(12)
         latest: list[Request] = [("tag latest", f"/api/v1/tags/{p}/latest", {}) for p in paths]
@@ -218,9 +199,6 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
         with open(f"/proc/{proc.pid}/status") as s:
             hwm = [ln for ln in s if ln.startswith("VmHWM:")]
         out["server_peak_rss_mb"] = int(hwm[0].split()[1]) // 1024 if hwm else None
-    finally:
-        proc.terminate()
-        proc.wait(30)
     return out
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from api_server import served  # noqa: E402  (bench/, beside this file)
 
 from api.cli import backfill  # noqa: E402
 from api.gateway import tag_records  # noqa: E402
@@ -54,12 +54,6 @@ from config import load_settings
 app = create_app(load_settings(sys.argv[1]), collect=False, **{kw})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(tmp: Path, days: float) -> Path:
@@ -99,21 +93,8 @@ async def poll(port: int, params: dict[str, str], clients: int,
 
 def run_mode(cfg: Path, mode: str, windows: dict[str, dict[str, str]], clients: int,
              seconds: float) -> dict[str, tuple[float, float, float, int, int]]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER.format(kw=repr(MODES[mode])), str(cfg),
-                             str(port)], env={**os.environ, "PYTHONPATH": str(ROOT)})
     out = {}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"the {mode} server did not start")
-            time.sleep(0.2)
+    with served(SERVER.format(kw=repr(MODES[mode])), cfg, f"{mode} server", 60) as (_, port):
         computed = 0
         for name, params in windows.items():
             lat, elapsed = asyncio.run(poll(port, params, clients, seconds))
@@ -122,9 +103,6 @@ def run_mode(cfg: Path, mode: str, windows: dict[str, dict[str, str]], clients: 
             out[name] = (len(lat) / elapsed, float(np.percentile(ms, 50)),
                          float(np.percentile(ms, 99)), len(lat), kpi["computed"] - computed)
             computed = kpi["computed"]
-    finally:
-        proc.terminate()
-        proc.wait(30)
     return out
 
 

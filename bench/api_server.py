@@ -1,0 +1,47 @@
+"""The API benchmarks' server: a uvicorn subprocess serving a config's store without collecting."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(code: str, cfg: Path, what: str = "server", timeout_s: float = 120.0
+           ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Runs ``python -c code CFG PORT`` on a free port until ``/api/v1/health`` answers;
+    yields the process and the port, and stops it on exit."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(cfg), str(port)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"the {what} did not start")
+            time.sleep(0.2)
+        yield proc, port
+    finally:
+        proc.terminate()
+        proc.wait(30)
