@@ -125,7 +125,7 @@ from kpi.deltas import DEFAULT_MIN_DAYS, DEFAULT_N_RESAMPLES
 
 from .service import AssetResult, KpiService
 
-__all__ = ["ASSESSMENT_SEED", "COMPUTED", "UNITS", "assess", "first_sample_ns", "local_days"]
+__all__ = ["ASSESSMENT_SEED", "COMPUTED", "UNITS", "assess", "local_days"]
 
 #: the bootstrap's seed: the same data give the same intervals
 ASSESSMENT_SEED: Final = 0
@@ -268,36 +268,6 @@ def _window_days(service: KpiService, start: datetime, end: datetime, tz: ZoneIn
     for f, (n, d) in rates.items():
         w.num[f], w.den[f] = n, d
     return w
-
-
-def first_sample_ns(service: KpiService, end_ns: int) -> int | None:
-    """The time of the store's first sample (any tag) before ``end_ns``, or None.
-
-    A bisection over whole seconds with ``read_many(..., prior=True)`` (does any tag hold a
-    sample at or before p?), then one read of that second: about 32 reads whatever the length
-    of the history, instead of reading it all.
-    """
-    store = service.store
-    ids = [t.tag_id for t in store.tags()]
-    if not ids:
-        return None
-
-    def held_by(p_ns: int) -> bool:
-        return any(len(s.ts_ns) for s in store.read_many(ids, p_ns, p_ns + 1, prior=True).values())
-
-    if end_ns <= 0 or not held_by(end_ns - 1):  # no sample before end_ns
-        return None
-    hi = (end_ns - 1) // _NS + 1  # held_by(hi s) holds, as held_by(end_ns - 1) does
-    lo = -1  # held_by(lo) is False: nothing before the epoch
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if held_by(mid * _NS):
-            hi = mid
-        else:
-            lo = mid
-    got = store.read_many(ids, max(hi - 1, 0) * _NS, hi * _NS + 1, prior=False)
-    firsts = [int(s.ts_ns[0]) for s in got.values() if len(s.ts_ns)]
-    return min(firsts) if firsts else hi * _NS
 
 
 def _instant(value: str | None, default: str | None, name: str, now: datetime) -> datetime | None:
@@ -483,7 +453,7 @@ def _unit_checked(values: dict[str, Observation], criteria: TierCriteria, declar
 
 def _history(service: KpiService, end: datetime, end_ns: int) -> tuple[dict[str, Any], Observation]:
     """How long the history held reaches back from the current window's end (stable operation)."""
-    first = first_sample_ns(service, end_ns)
+    first = service.first_sample_ns(end_ns)
     history: dict[str, Any] = {"first_sample": iso(first), "years": None, "coverage": None}
     if first is None or first >= end_ns:
         return history, Observation(None, missing="the store holds no sample before the current "

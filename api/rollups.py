@@ -290,9 +290,7 @@ class RollupMaintainer:
         return done
 
     def _first_ns(self) -> int | None:
-        from .assessment import first_sample_ns  # the store's first sample, any tag
-
-        return first_sample_ns(self.service, self._clock())
+        return self.service.first_sample_ns(self._clock())
 
     def _asset(self, asset: Asset, tags: dict[Role, TagRecord], start: int, end: int) -> int:
         service = self.service

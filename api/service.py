@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from .rollups import (
     time_sum,
 )
 
+_NS: Final = 1_000_000_000
 #: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
 _ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
                Role.REJECT_COUNT, Role.ENERGY_KWH)
@@ -81,6 +82,36 @@ class KpiService:
         """A block in which every store read of this thread sees one state of the store
         (``Store.snapshot``): one ``kpis`` call, or one whole assessment."""
         return self.store.snapshot()
+
+    def first_sample_ns(self, end_ns: int) -> int | None:
+        """The time of the store's first sample (any tag) before ``end_ns``, or None: where
+        the history held begins (the assessment's stable operation, the roll-ups' start).
+
+        A bisection over whole seconds with ``read_many(..., prior=True)`` (does any tag hold
+        a sample at or before p?), then one read of that second: about 32 reads whatever the
+        length of the history, instead of reading it all.
+        """
+        store = self.store
+        ids = [t.tag_id for t in store.tags()]
+        if not ids:
+            return None
+
+        def held_by(p_ns: int) -> bool:
+            return any(len(s.ts_ns) for s in store.read_many(ids, p_ns, p_ns + 1, prior=True).values())
+
+        if end_ns <= 0 or not held_by(end_ns - 1):  # no sample before end_ns
+            return None
+        hi = (end_ns - 1) // _NS + 1  # held_by(hi s) holds, as held_by(end_ns - 1) does
+        lo = -1  # held_by(lo) is False: nothing before the epoch
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if held_by(mid * _NS):
+                hi = mid
+            else:
+                lo = mid
+        got = store.read_many(ids, max(hi - 1, 0) * _NS, hi * _NS + 1, prior=False)
+        firsts = [int(s.ts_ns[0]) for s in got.values() if len(s.ts_ns)]
+        return min(firsts) if firsts else hi * _NS
 
     def _tags_by_asset(self) -> dict[str, dict[Role, TagRecord]]:
         """asset -> role -> tag, from one read of the store's tag table."""
