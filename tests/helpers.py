@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import yaml
 
 from collector.base import tag_record
 from collector.supervisor import DeviceHealth, Supervisor
 from config.base import Backoff, DeviceBase
+from config.loader import shipped_config
 from store.base import Store
 
 # Reconnect quickly in tests: a restarted server is seen again within a fraction of a second.
@@ -63,6 +65,18 @@ def on_free_ports(config: dict[str, Any]) -> dict[str, Any]:
         elif d["protocol"] == "modbus":
             d["port"] = free_port()
     return config
+
+
+def one_week_demo() -> dict[str, Any]:
+    """The shipped demo's data as the plant was before its two-week windows: no declared
+    evidence, 14 days of history improved a week before its now, one-week KPI windows. For
+    tests that use the demo plant as a setup and need both regimes in a short history."""
+    data: dict[str, Any] = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    data.pop("declared", None)
+    data["simulation"].update(history_days=14, improvement_at="now-7d")
+    data["kpi"].update(baseline={"start": "now-14d", "end": "now-7d"},
+                       current={"start": "now-7d", "end": "now"})
+    return data
 
 
 def register(store: Store, *devices: DeviceBase) -> dict[str, int]:

@@ -19,12 +19,13 @@ import yaml
 
 from api.app import create_app
 from api.gateway import tag_records
-from config import load_settings, load_tiers, shipped_config
+from config import load_settings, load_tiers
 from config.declared import Declared
 from config.settings import Settings
 from config.times import iso, to_ns
 from simulators import Plant
 from store.sqlite import SqliteStore
+from tests.helpers import one_week_demo
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 IMPROVED = NOW - timedelta(days=7)  # the demo's improvement_at (now-7d)
@@ -41,15 +42,11 @@ def _backfill(tmp: Path, days: int, silent: str | None = None) -> tuple[Settings
     """The demo config with its store under ``tmp``, holding ``days`` days of history up to NOW;
     the tags of asset ``silent`` are registered but hold no sample."""
     db = tmp / "assess.db"
-    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
-    data["store"] = {"type": "sqlite", "path": str(db)}
     # these tests are about what an assessment says when evidence is missing, on one-week
     # windows: the demo plant without its declared evidence, improved a week ago (the shipped
     # demo, with two-week windows and its declared section, is tests/api/test_demo_story.py)
-    data.pop("declared", None)
-    data["simulation"].update(history_days=14, improvement_at="now-7d")
-    data["kpi"].update(baseline={"start": "now-14d", "end": "now-7d"},
-                       current={"start": "now-7d", "end": "now"})
+    data = one_week_demo()
+    data["store"] = {"type": "sqlite", "path": str(db)}
     cfg = tmp / "plant.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     settings = load_settings(cfg)

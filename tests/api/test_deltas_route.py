@@ -21,14 +21,10 @@ from config.times import to_ns
 from store import Batch
 from store.sqlite import SqliteStore
 from tests.api.test_assessment import BASELINE, CURRENT, NOW, WINDOWS, Client
+from tests.api.test_assessment import client as client  # its client over the module's own store
 from tests.api.test_assessment import stored as stored  # the module's own backfilled store
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def client(stored: tuple[Settings, Path]) -> Client:
-    return Client(stored[0])
 
 
 @pytest.fixture(scope="module")

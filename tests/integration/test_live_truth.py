@@ -56,7 +56,7 @@ from api.gateway import tag_records
 from api.service import KpiService
 from collector import Supervisor
 from collector.registry import COLLECTORS
-from config import Settings, shipped_config
+from config import Settings
 from config.loader import load_settings
 from config.signals import ChannelMode, MachineState, OperationMode, Role, canonical_code
 from config.times import to_ns
@@ -64,7 +64,7 @@ from simulators import Plant, Timeline, serve_devices
 from simulators.truth import Elements, truth
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.helpers import AcceleratedClock, on_free_ports, wait_until
+from tests.helpers import AcceleratedClock, on_free_ports, one_week_demo, wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
@@ -87,7 +87,7 @@ TIME_FIELDS = ("apt_s", "asut_s", "adet_s", "apt_auto_s")
 
 
 def live_settings(tmp: Path, broker: str) -> Settings:
-    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    data = one_week_demo()  # the demo plant improved a week before its now
     on_free_ports(data)
     for d in data["devices"]:
         d["backoff"] = {"initial_s": 0.05, "max_s": 0.3, "multiplier": 2.0, "jitter": 0.2}
@@ -98,11 +98,6 @@ def live_settings(tmp: Path, broker: str) -> Settings:
         else:
             d["broker"] = broker
     data["store"] = {"type": "sqlite", "path": str(tmp / "live.db")}
-    # the demo plant as it was with one-week windows: improved a week before its now
-    data.pop("declared", None)
-    data["simulation"].update(history_days=14, improvement_at="now-7d")
-    data["kpi"].update(baseline={"start": "now-14d", "end": "now-7d"},
-                       current={"start": "now-7d", "end": "now"})
     cfg = tmp / "live.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     return load_settings(cfg)

@@ -12,16 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from api.gateway import tag_records
 from api.service import KpiService
-from config import settings_from_dict, shipped_config
+from config import settings_from_dict
 from config.times import to_ns
 from kpi import Kpis, TimeElements
 from simulators import Plant
 from simulators.truth import NOT_GIVEN, truth
 from store.sqlite import SqliteStore
+from tests.helpers import one_week_demo
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 RATIOS = ("availability", "effectiveness", "quality_ratio", "oee", "automation_rate")
@@ -32,11 +32,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[KpiService, Plant]
     # the demo plant as it was with one-week windows, improved a week before NOW: the week and
     # a half stored holds both regimes and the change between them (the shipped demo improves
     # two weeks before its now); the windows below are this test's own
-    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
-    data.pop("declared", None)
-    data["simulation"].update(history_days=14, improvement_at="now-7d")
-    data["kpi"].update(baseline={"start": "now-14d", "end": "now-7d"},
-                       current={"start": "now-7d", "end": "now"})
+    data = one_week_demo()
     settings = settings_from_dict(data, "demo.yaml, improved a week ago")
     db = Path(tmp_path_factory.mktemp("truth")) / "truth.db"
     store = SqliteStore(db)
