@@ -259,7 +259,7 @@ def _when(ns: int | None) -> str:
 def _spool(args: argparse.Namespace) -> int:
     from store import open_spool_admin
 
-    admin = open_spool_admin(load_settings(args.config), args.config)
+    admin = open_spool_admin(load_settings(args.config, store_only=True), args.config)
     qid = getattr(args, "quarantine", None)
     if args.spool_command == "list":
         got = admin.listing()
