@@ -110,10 +110,12 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(app: Any, host: str, port: int, duration: float | None) -> None:
+async def _serve(app: Any, host: str, port: int, duration: float | None,
+                 sock: socket.socket | None = None) -> None:
     """Serve until ``duration`` ends or a stop signal arrives, then shut down gracefully: the
-    app's lifespan stops the collectors, flushes the writer and closes the store."""
-    sock = _listen(host, port)
+    app's lifespan stops the collectors, flushes the writer and closes the store. ``sock``:
+    the socket :func:`_listen` bound earlier (default: bound here, before anything starts)."""
+    sock = sock if sock is not None else _listen(host, port)
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:  # the lifespan opens the store and the spool and starts the collectors
@@ -208,6 +210,7 @@ async def _demo(args: argparse.Namespace) -> int:
     if settings.simulation is None:
         raise ConfigError(f"{args.config}: the demo needs a simulation: section")
     _log_kpi_warnings(settings)
+    sock = _listen(args.host, args.port)  # a port in use is said before the backfill, not after
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     db = data / "demo.db"
@@ -230,8 +233,9 @@ async def _demo(args: argparse.Namespace) -> int:
                   f"  tiers      {url}/api/v1/tiers/assessment?tier=excellence", flush=True)
             print("  press Ctrl-C to stop" if args.duration is None else
                   f"  stopping after {args.duration:g} s", flush=True)
-            await _serve(app, args.host, args.port, args.duration)
+            await _serve(app, args.host, args.port, args.duration, sock)
     finally:
+        sock.close()
         store.close()
     return 0
 
