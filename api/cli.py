@@ -120,6 +120,8 @@ async def _serve(app: Any, host: str, port: int, duration: float | None,
         async with contextlib.AsyncExitStack() as stack:
             try:  # the lifespan opens the store and the spool and starts the collectors
                 await stack.enter_async_context(app.router.lifespan_context(app))
+            except ConfigError:
+                raise  # exit code 2, as itself
             except (TierproofError, OSError) as exc:
                 raise StartFailure(str(exc)) from exc
             server = _uvicorn_server(app, host, port)
