@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from config.errors import ConfigError, TierproofError
+from config.errors import ConfigError, StoreError, TierproofError
 from config.fingerprint import config_fingerprint
 from config.kpi_inputs import kpi_warnings
 from config.loader import load_settings, shipped_config
+from config.redact import redact_url
 from config.settings import Settings
 from config.times import iso, parse_instant, to_ns
 
@@ -35,7 +39,24 @@ examples:
   tierproof simulate --config config/demo.yaml --truth truth.json
   tierproof assess --config plant.yaml --format table   which tier the stored data meet
   tierproof spool list --config plant.yaml   batches waiting for InfluxDB, and refused ones
+
+exit codes:
+  0  success
+  1  the command ran and failed (e.g. a replayed batch was refused again)
+  2  usage or configuration error: a bad option; a configuration file missing, unreadable,
+     not UTF-8, not YAML, or with an invalid field (each named with file, field and reason)
+  3  cannot start: the API port is in use, the store or spool cannot be opened (a damaged
+     database, a bad state.json), a file or directory cannot be read or written
+  4  internal error (a bug): run again with --debug and report the traceback
+  130  interrupted
+A failure is one sentence on stderr; --debug adds its traceback.
 """
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_START, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+
+class StartFailure(TierproofError):
+    """A command could not start: its API port, its store or its spool is not usable."""
 
 
 def _settings(path: str | None) -> Settings:
@@ -55,7 +76,9 @@ def _with_store_path(settings: Settings, path: Path) -> Settings:
 def _uvicorn_server(app: object, host: str, port: int) -> Any:
     """uvicorn's server without its own signal handling: :data:`_STOP` owns SIGINT and SIGTERM
     so that both stop every command the same way (uvicorn's handlers re-raise the signal after
-    its own shutdown, which killed the process before the rest of the stop ran)."""
+    its own shutdown, which killed the process before the rest of the stop ran). Nor does it
+    run the app's lifespan: :func:`_serve` does, so that a failure to start is raised as
+    itself instead of logged by uvicorn and turned into ``sys.exit(3)``."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -65,22 +88,54 @@ def _uvicorn_server(app: object, host: str, port: int) -> Any:
 
     # open HTTP connections get 5 s to finish: a hanging client cannot hold up the stop
     return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                                 timeout_graceful_shutdown=5))
+                                 timeout_graceful_shutdown=5, lifespan="off"))
 
 
-async def _serve(app: object, host: str, port: int, duration: float | None) -> None:
-    """Serve until ``duration`` ends or a stop signal arrives, then shut down gracefully: the
-    app's lifespan stops the collectors, flushes the writer and closes the store."""
-    server = _uvicorn_server(app, host, port)
-    task = asyncio.create_task(server.serve())
-    stop = asyncio.create_task(_STOP.wait())
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything starts: a port in use is one sentence, and no
+    collector has started for nothing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        await asyncio.wait({task, stop}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = ("the port is in use by another process (stop it, or choose another port "
+                      "with --port or api.port)")
+        raise StartFailure(f"the API cannot listen on {host}:{port}: {reason}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(app: Any, host: str, port: int, duration: float | None,
+                 sock: socket.socket | None = None) -> None:
+    """Serve until ``duration`` ends or a stop signal arrives, then shut down gracefully: the
+    app's lifespan stops the collectors, flushes the writer and closes the store. ``sock``:
+    the socket :func:`_listen` bound earlier (default: bound here, before anything starts)."""
+    sock = sock if sock is not None else _listen(host, port)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:  # the lifespan opens the store and the spool and starts the collectors
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            except ConfigError:
+                raise  # exit code 2, as itself
+            except (TierproofError, OSError) as exc:
+                raise StartFailure(str(exc)) from exc
+            server = _uvicorn_server(app, host, port)
+            task = asyncio.create_task(server.serve(sockets=[sock]))
+            stop = asyncio.create_task(_STOP.wait())
+            try:
+                await asyncio.wait({task, stop}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not task.done():
+                    server.should_exit = True
+                await task
     finally:
-        stop.cancel()
-        if not task.done():
-            server.should_exit = True
-        await task
+        sock.close()
 
 
 async def _wait_for_stop(duration: float | None) -> None:
@@ -157,6 +212,7 @@ async def _demo(args: argparse.Namespace) -> int:
     if settings.simulation is None:
         raise ConfigError(f"{args.config}: the demo needs a simulation: section")
     _log_kpi_warnings(settings)
+    sock = _listen(args.host, args.port)  # a port in use is said before the backfill, not after
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     db = data / "demo.db"
@@ -179,8 +235,9 @@ async def _demo(args: argparse.Namespace) -> int:
                   f"  tiers      {url}/api/v1/tiers/assessment?tier=excellence", flush=True)
             print("  press Ctrl-C to stop" if args.duration is None else
                   f"  stopping after {args.duration:g} s", flush=True)
-            await _serve(app, args.host, args.port, args.duration)
+            await _serve(app, args.host, args.port, args.duration, sock)
     finally:
+        sock.close()
         store.close()
     return 0
 
@@ -259,7 +316,7 @@ def _when(ns: int | None) -> str:
 def _spool(args: argparse.Namespace) -> int:
     from store import open_spool_admin
 
-    admin = open_spool_admin(load_settings(args.config), args.config)
+    admin = open_spool_admin(load_settings(args.config, store_only=True), args.config)
     qid = getattr(args, "quarantine", None)
     if args.spool_command == "list":
         got = admin.listing()
@@ -423,6 +480,15 @@ def _add_spool(sub: Any) -> None:
     sd.add_argument("--yes", action="store_true", help="confirm: the points are lost for good")
 
 
+def _instant_arg(text: str) -> str:
+    """An option's instant, checked when the options are read (a usage error, exit code 2)."""
+    try:
+        parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tierproof",
@@ -431,6 +497,8 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--debug", action="store_true",
+                   help="on a failure, print its traceback after the one-sentence error")
     p.add_argument("--version", action="version", version=f"tierproof {VERSION}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -470,7 +538,8 @@ def parser() -> argparse.ArgumentParser:
                    "names and shape of GET /api/v1/kpis, to diff with it)")
     s.add_argument("--window", choices=["current", "baseline"], default="current",
                    help="with --truth: the config's kpi.current (default) or kpi.baseline window")
-    s.add_argument("--at", help="the simulation's 'now' (ISO 8601), for reproducible truth")
+    s.add_argument("--at", type=_instant_arg,
+                   help="the simulation's 'now' (ISO 8601), for reproducible truth")
     s.add_argument("--duration", type=float, help="stop serving after this many seconds")
 
     a = sub.add_parser("assess", help="judge every smart-factory tier on the stored data",
@@ -500,20 +569,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         for noisy in ("pymodbus", "asyncua", "amqtt", "transitions"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        if args.command == "check-config":
-            return _check(args)
-        if args.command == "spool":
-            return _spool(args)
-        if args.command == "assess":
-            return _assess(args)
-        runner = {"demo": _demo, "run": _run, "simulate": _simulate}[args.command]
-        return asyncio.run(_until_stopped(runner, args))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except TierproofError as exc:
-        print(f"tierproof: {exc}", file=sys.stderr)
-        return 1
+        return _dispatch(args)
+    except Exception as exc:  # every failure: one sentence (and the traceback under --debug)
+        return _failed(exc, debug=args.debug)
+    except KeyboardInterrupt as exc:
+        return _failed(exc, debug=args.debug)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "check-config":
+        return _check(args)
+    if args.command == "spool":
+        return _spool(args)
+    if args.command == "assess":
+        return _assess(args)
+    runner = {"demo": _demo, "run": _run, "simulate": _simulate}[args.command]
+    return asyncio.run(_until_stopped(runner, args))
+
+
+def _failed(exc: BaseException, debug: bool) -> int:
+    """Print ``exc`` as one sentence on stderr (a configuration error: one line per problem,
+    each naming file, field and reason), its traceback first under ``--debug``; return the
+    exit code (see EPILOG)."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    code: int
+    if isinstance(exc, KeyboardInterrupt):
+        code, text = EXIT_INTERRUPTED, "tierproof: interrupted"
+    elif isinstance(exc, ConfigError):
+        code, text = EXIT_CONFIG, str(exc)
+    elif isinstance(exc, StartFailure):
+        code, text = EXIT_START, f"tierproof: cannot start: {exc}"
+    elif isinstance(exc, StoreError):
+        code, text = EXIT_START, f"tierproof: the store cannot be used: {exc}"
+    elif isinstance(exc, TierproofError):
+        code, text = EXIT_FAILED, f"tierproof: {exc}"
+    elif isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        code, text = EXIT_START, f"tierproof: {where}{exc.strerror or exc}"
+    else:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        code = EXIT_INTERNAL
+        text = (f"tierproof: internal error: {type(exc).__name__}: {first}"
+                + ("" if debug else " (run again with --debug for the traceback, and report it)"))
+    # secrets are never echoed: whatever the message, a URL's password shows as ***
+    print(redact_url(text), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

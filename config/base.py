@@ -14,13 +14,16 @@ from pydantic import (
     model_validator,
 )
 
+from .bounds import Interval_s
 from .signals import ENUM_ROLES, Role, canonical_names
 
 
 class Model(BaseModel):
-    """Base for all settings: unknown fields are errors (a typo must not pass silently)."""
+    """Base for all settings: unknown fields are errors (a typo must not pass silently), and
+    no number is infinite or NaN (YAML's ``.inf`` / ``.nan``); durations and ports have the
+    physical bounds of :mod:`config.bounds`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 
@@ -75,9 +78,9 @@ class TagBase(Model):
 class Backoff(Model):
     """Reconnect backoff: initial * multiplier**n, capped, with +-jitter fraction."""
 
-    initial_s: float = Field(default=0.5, gt=0)
-    max_s: float = Field(default=30.0, gt=0)
-    multiplier: float = Field(default=2.0, ge=1)
+    initial_s: Interval_s = 0.5
+    max_s: Interval_s = 30.0
+    multiplier: float = Field(default=2.0, ge=1, le=100)
     jitter: float = Field(default=0.2, ge=0, le=1)
 
     @model_validator(mode="after")

@@ -25,6 +25,12 @@ class ConfigError(TierproofError):
     def __str__(self) -> str:
         if not self.problems:
             return super().__str__()
+        if len(self.problems) == 1:  # one line
+            loc, reason = self.problems[0]
+            head = super().__str__()
+            if head.endswith("invalid field(s)"):
+                return f"{loc}: {reason}"
+            return head if reason in head else f"{head}; {reason}"
         lines = [super().__str__()]
         lines += [f"  {loc}: {reason}" for loc, reason in self.problems]
         return "\n".join(lines)

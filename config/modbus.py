@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from .base import DeviceBase, Model, TagBase
+from .bounds import Interval_s, Port, Timeout_s
 from .signals import Role
 from .storage import Storage, check_tag_storage
 
@@ -114,16 +115,16 @@ class ModbusDevice(DeviceBase):
     protocol: Literal["modbus"]
     transport: ModbusTransport = "tcp"
     host: str = Field(default="", description="tcp and rtu_over_tcp: address of the server")
-    port: int = Field(default=502, ge=1, le=65535)
+    port: Port = 502
     serial: ModbusSerial | None = Field(default=None, description="rtu: the serial line")
     frame_gap_s: float | None = Field(
         default=None, ge=0, le=10,
         description="rtu, rtu_over_tcp: silence kept on the line between an answer and the "
                     "next request; default 3.5 characters, at least 1.75 ms (the RTU t3.5)",
     )
-    timeout_s: float = Field(default=1.0, gt=0)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    poll_groups: dict[str, float] = Field(
+    timeout_s: Timeout_s = 1.0
+    poll_interval_s: Interval_s = 1.0
+    poll_groups: dict[str, Interval_s] = Field(
         default_factory=dict, description="group name -> poll interval (s); tags pick by group"
     )
     max_registers_per_request: int = Field(default=125, ge=1, le=125)
@@ -132,8 +133,8 @@ class ModbusDevice(DeviceBase):
         default=0, ge=0, le=100,
         description="unused registers a request may span to join two tags",
     )
-    bad_tag_retry_s: float = Field(
-        default=30.0, gt=0, le=86400,
+    bad_tag_retry_s: Interval_s = Field(
+        default=30.0,
         description="how often a tag the device refuses, or a unit id that does not answer, "
                     "is requested again (they are left out of the polls in between)",
     )
@@ -141,14 +142,6 @@ class ModbusDevice(DeviceBase):
         default=None, description="default storage of the device's tags (see config.storage)",
     )
     tags: list[ModbusTag] = Field(default_factory=list)
-
-    @field_validator("poll_groups")
-    @classmethod
-    def _groups(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, s in v.items() if s <= 0]
-        if bad:
-            raise ValueError(f"poll interval of group(s) {bad} must be > 0")
-        return v
 
     @model_validator(mode="after")
     def _transport(self) -> ModbusDevice:

@@ -14,6 +14,8 @@ from pydantic import (
 )
 
 from .base import DeviceBase, Model, TagBase
+from .bounds import Timeout_s, ZeroOrInterval_s
+from .redact import redact_url, url_credentials_error
 
 # MQTT topic templates: levels of a topic name, each a literal, a {placeholder} naming a
 # hierarchy level or the signal, or "+" (any, ignored); a final "#" ignores the rest.
@@ -75,8 +77,14 @@ def mqtt_filter_check(topic: str) -> str:
 
 
 def _mqtt_broker(v: str | None) -> str | None:
-    if v is not None and not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
-        raise ValueError(f"{v!r} is not a broker URL: use mqtt://host[:port] or mqtts://host[:port]")
+    if v is None:
+        return v
+    creds = url_credentials_error(v, "use the device's username and password")
+    if creds is not None:
+        raise creds
+    if not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
+        raise ValueError(f"{redact_url(v)!r} is not a broker URL: use mqtt://host[:port] or "
+                         "mqtts://host[:port]")
     return v
 
 
@@ -249,11 +257,11 @@ class MqttDevice(DeviceBase):
         default=False, description="False: the broker queues messages while the gateway is away"
     )
     keepalive_s: int = Field(default=30, ge=5, le=65535)
-    connect_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: Timeout_s = 10.0
     batch_max_messages: int = Field(default=5000, ge=1, description="messages per store write at most")
-    batch_max_ms: float = Field(default=20.0, ge=0, description="longest wait to fill a batch")
-    rebirth_min_interval_s: float = Field(
-        default=5.0, ge=0, description="sparkplug: at most one rebirth request per node this often"
+    batch_max_ms: float = Field(default=20.0, ge=0, le=60_000, description="longest wait to fill a batch")
+    rebirth_min_interval_s: ZeroOrInterval_s = Field(
+        default=5.0, description="sparkplug: at most one rebirth request per node this often"
     )
     subscriptions: list[MqttSubscription] = Field(min_length=1)
     tags: list[MqttTag] = Field(default_factory=list)

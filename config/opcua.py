@@ -17,6 +17,8 @@ from pydantic import (
 )
 
 from .base import ASSET_PATH, NAME, DeviceBase, Model, TagBase
+from .bounds import Interval_ms, Interval_s, Timeout_s
+from .redact import redact_url, url_credentials_error
 from .signals import ENUM_ROLES, Role
 from .storage import Storage, check_tag_storage
 
@@ -157,9 +159,9 @@ class OpcUaDevice(DeviceBase):
     protocol: Literal["opcua"]
     endpoint: str = Field(description="opc.tcp://host:port[/path]")
     mode: Literal["subscribe", "poll"] = "subscribe"
-    publishing_interval_ms: float = Field(default=1000.0, gt=0)
+    publishing_interval_ms: Interval_ms = 1000.0
     sampling_interval_ms: float = Field(
-        default=-1.0, ge=-1, description="-1: the publishing interval; 0: the server's fastest"
+        default=-1.0, ge=-1, le=86_400_000, description="-1: the publishing interval; 0: the server's fastest"
     )
     queue_size: int = Field(
         default=10, ge=1, le=10000,
@@ -167,8 +169,8 @@ class OpcUaDevice(DeviceBase):
         "the newest, so two changes within one publishing cycle lose the first",
     )
     deadband: Deadband = Field(default_factory=Deadband)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    timeout_s: float = Field(default=4.0, gt=0)
+    poll_interval_s: Interval_s = 1.0
+    timeout_s: Timeout_s = 4.0
     security_policy: OpcUaSecurityPolicy = "None"
     security_mode: OpcUaSecurityMode = "None"
     certificate: str | None = Field(default=None, description="client certificate (DER or PEM) path")
@@ -192,8 +194,11 @@ class OpcUaDevice(DeviceBase):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str) -> str:
+        creds = url_credentials_error(v, "use the device's username and password")
+        if creds is not None:
+            raise creds
         if not re.match(r"^opc\.tcp://[^/:\s]+(:\d{1,5})?(/\S*)?$", v):
-            raise ValueError(f"{v!r} is not an opc.tcp://host[:port][/path] endpoint")
+            raise ValueError(f"{redact_url(v)!r} is not an opc.tcp://host[:port][/path] endpoint")
         return v
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from .base import ASSET_PATH, DeviceBase, Model, TagBase
+from .bounds import Port
 from .declared import Declared
 from .modbus import ModbusDevice, ModbusTag, modbus_cross_check
 from .mqtt import MqttDevice, mqtt_cross_check
@@ -76,7 +77,7 @@ Device = Annotated[ModbusDevice | OpcUaDevice | MqttDevice, Field(discriminator=
 
 class ApiSettings(Model):
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: Port = 8000
 
 
 class KpiSettings(Model):

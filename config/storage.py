@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import Model
+from .bounds import Interval_s
 from .signals import COUNTER_ROLES, ENUM_ROLES, Role
 
 __all__ = [
@@ -69,8 +70,8 @@ class Storage(Model):
         default=None, description="on_change: the move from the last stored value that counts as a change; "
         "none: any change (texts always compare exactly)",
     )
-    max_interval_s: float = Field(
-        default=DEFAULT_MAX_INTERVAL_S, gt=0, le=86400,
+    max_interval_s: Interval_s = Field(
+        default=DEFAULT_MAX_INTERVAL_S,
         description="on_change: a sample is stored at least this often, changed or not",
     )
 

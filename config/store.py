@@ -13,12 +13,14 @@ from pydantic import (
 )
 
 from .base import Backoff, Model
+from .bounds import RetentionDays, Timeout_s, ZeroOrInterval_s
+from .redact import redact_url, url_credentials_error
 
 
 class SqliteStoreSettings(Model):
     type: Literal["sqlite"] = "sqlite"
     path: str = "data/tierproof.db"
-    retention_days: float | None = Field(default=None, gt=0, description="None keeps forever")
+    retention_days: RetentionDays | None = Field(default=None, description="None keeps forever")
     synchronous: Literal["normal", "full"] = "normal"
     compact_every: int = Field(
         default=64, ge=1, description="ingest batches merged into per-tag chunks at a time"
@@ -53,12 +55,12 @@ class InfluxStoreSettings(Model):
     password: SecretStr | None = None
     measurement: str = Field(default="tierproof", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     batch_size: int = Field(default=5000, ge=1)
-    flush_interval_s: float = Field(
-        default=0.0, ge=0,
+    flush_interval_s: ZeroOrInterval_s = Field(
+        default=0.0,
         description="0: every batch is posted when it is written; > 0: batches are gathered in the "
         "(durable) spool and posted together every flush_interval_s, or once batch_size points wait",
     )
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: Timeout_s = 10.0
     gzip: bool = True
     verify_tls: bool = True
     meta_path: str = Field(
@@ -70,11 +72,11 @@ class InfluxStoreSettings(Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
+        creds = url_credentials_error(v, "use username/password (v1) or token (v2)")
+        if creds is not None:
+            raise creds
         if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"{v!r} is not an http:// or https:// URL")
-        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
-            # a password in the URL would end up in logs, errors and /api/v1/health
-            raise ValueError("the URL must not hold credentials: use username/password (v1) or token (v2)")
+            raise ValueError(f"{redact_url(v)!r} is not an http:// or https:// URL")
         return v.rstrip("/")
 
     @model_validator(mode="after")

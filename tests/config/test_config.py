@@ -145,7 +145,7 @@ def test_influx_url_is_checked(url: str, why: str) -> None:
 ])
 def test_unquoted_shift_times_are_local_times(tmp_path: Path, text: str, start: str, end: str) -> None:
     p = tmp_path / "plant.yaml"
-    p.write_text(f"calendar:\n  shifts:\n    - {{name: day, {text}}}\n")
+    p.write_text(f"assets: [{{path: s/a/l/m}}]\ncalendar:\n  shifts:\n    - {{name: day, {text}}}\n")
     shift = load_settings(p).calendar.shifts[0]
     assert (shift.start.isoformat(), shift.end.isoformat()) == (start, end)
 
@@ -159,6 +159,6 @@ def test_a_number_for_a_shift_time_is_refused() -> None:
 
 def test_other_yaml_numbers_are_unchanged(tmp_path: Path) -> None:
     p = tmp_path / "plant.yaml"
-    p.write_text("api: {port: 0x1F90}\nkpi: {coverage_min: 0.5}\n")
+    p.write_text("assets: [{path: s/a/l/m}]\napi: {port: 0x1F90}\nkpi: {coverage_min: 0.5}\n")
     s = load_settings(p)
     assert s.api.port == 8080 and s.kpi.coverage_min == 0.5
