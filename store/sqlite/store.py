@@ -53,11 +53,12 @@ _MERGE_POINTS = _MAX_PENDING_POINTS // 2
 _CACHE_MAX_POINTS = 1_000_000
 
 
-def _window_part(p: Part, start_ns: int, end_ns: int) -> Part:
-    """The samples of ``p`` (sorted by ts) with start_ns <= ts < end_ns, copied: a copy lets
-    the blob the part viewed go."""
+def _window_part(p: Part, start_ns: int, end_ns: int, most: int) -> Part:
+    """The first ``most`` samples of ``p`` (sorted by ts, one per ts) with start_ns <= ts <
+    end_ns, copied: a copy lets the blob the part viewed go. No later sample of ``p`` can be
+    among the first ``most`` of a merge of ``p`` with other parts."""
     lo = int(np.searchsorted(p.ts, start_ns, "left"))
-    hi = int(np.searchsorted(p.ts, end_ns, "left"))
+    hi = min(int(np.searchsorted(p.ts, end_ns, "left")), lo + most)
 
     def cut(a: Any) -> Any:
         return None if a is None else a[lo:hi].copy()
@@ -496,7 +497,9 @@ class SqliteStore:
         that order, a few at a time, until the merged samples before the next unloaded
         chunk's ``t_min`` (which no unloaded chunk can change) fill the page. Memory is that
         of the page plus a round of chunks and the (bounded) ingest rows, whatever the
-        window holds."""
+        window holds. Each part keeps only its first ``limit + 1`` samples in the window: a
+        later one cannot be among the first ``limit + 1`` of the merge (a part holds one
+        sample per ts)."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, not {limit}")
         tag_id, start_ns, end_ns = int(tag_id), int(start_ns), int(end_ns)
@@ -513,7 +516,7 @@ class SqliteStore:
             ).fetchall():
                 p = self._run(conn, seq, level).part(conn, tag_id, False, with_times=True)
                 if p is not None:
-                    ingest.append(_window_part(p, start_ns, end_ns))
+                    ingest.append(_window_part(p, start_ns, end_ns, want))
             loaded: dict[int, Part] = {}
             i = 0
             while True:
@@ -524,7 +527,7 @@ class SqliteStore:
                     budget += int(index[i][2])
                     i += 1
                 for cid, part in chunks_by_id(conn, ids, with_times=True).items():
-                    loaded[cid] = _window_part(part, start_ns, end_ns)
+                    loaded[cid] = _window_part(part, start_ns, end_ns, want)
                 # ingest rows are newer than every chunk; chunk_id order is write order
                 merged, _ = merge_parts([loaded[c] for c in sorted(loaded)] + ingest, False)
                 final = end_ns if i == len(index) else min(end_ns, int(index[i][1]))
