@@ -262,13 +262,31 @@ def _problem_response(status: int) -> dict[str, Any]:
 
 
 def _statuses(path: str, op: dict[str, Any]) -> list[int]:
-    params = op.get("parameters", [])
     out = [405, 500, 503]
-    if params:
-        out += [400, 422]
-    if any(p.get("in") == "path" for p in params) or path.endswith(("/spool", "/assessment")):
+    if op.get("parameters"):  # a tag, asset, line or tier that does not exist: 404
+        out += [400, 404, 422]
+    elif path.endswith("/spool"):  # a store without a spool
         out.append(404)
     return sorted(out)
+
+
+_LOCAL_TIME = {"type": "string", "pattern": r"^\d\d:\d\d(:\d\d(\.\d{1,6})?)?$",
+               "description": "a local time of day, HH:MM[:SS[.ffffff]] (no UTC offset)"}
+
+
+def _local_times(node: Any) -> None:
+    """pydantic declares a ``datetime.time`` as JSON Schema's ``format: time``, which requires
+    a UTC offset (RFC 3339 full-time); the API's times of day (calendar shifts and stops)
+    are local and have none: declare them as what they are."""
+    if isinstance(node, dict):
+        if node.get("format") == "time":
+            node.pop("format")
+            node.update({k: v for k, v in _LOCAL_TIME.items() if k not in node or k != "description"})
+        for v in node.values():
+            _local_times(v)
+    elif isinstance(node, list):
+        for v in node:
+            _local_times(v)
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -287,6 +305,7 @@ def install_openapi(app: FastAPI) -> None:
         schemas["Problem"] = doc
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
+        _local_times(schemas)
         for path, item in schema.get("paths", {}).items():
             for op in item.values():
                 responses = op.setdefault("responses", {})
