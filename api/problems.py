@@ -169,7 +169,8 @@ async def _tierproof(request: Request, exc: Exception) -> JSONResponse:
     status = next(code for cls, code in _STATUS if isinstance(exc, cls))
     if status == 500:  # an error of the tree that no narrower class answers: a bug
         error_id = _new_id()
-        log.error("error %s in %s: %s", error_id, _where(request.scope), exc, exc_info=exc)
+        log.error("unexpected error %s in %s: %s", error_id, _where(request.scope), exc,
+                  exc_info=exc)
         return _internal(request, error_id)
     extra: dict[str, Any] = {}
     if isinstance(exc, BadParameter):
