@@ -101,7 +101,7 @@ from config.errors import KpiError, NotFoundError
 from config.settings import Settings
 from config.signals import Role
 from config.tiers import MEASURED_FIGURES, TierCriteria
-from config.times import iso, parse_instant, to_ns
+from config.times import iso, to_ns
 from kpi import (
     ALGORITHM_VERSION,
     AssetDay,
@@ -123,6 +123,7 @@ from kpi import (
 )
 from kpi.deltas import DEFAULT_MIN_DAYS, DEFAULT_N_RESAMPLES
 
+from .deps import instant
 from .service import AssetResult, KpiService
 
 __all__ = ["ASSESSMENT_SEED", "COMPUTED", "UNITS", "assess", "local_days"]
@@ -274,12 +275,7 @@ def _instant(value: str | None, default: str | None, name: str, now: datetime) -
     text = value if value is not None else default
     if text is None:
         return None
-    try:
-        at = parse_instant(text, now)
-        to_ns(at)
-        return at
-    except ValueError as exc:
-        raise KpiError(f"parameter {name!r}: {exc}") from exc
+    return instant(text, text, name, now)  # one parser of query instants (api.deps)
 
 
 def _window(start: datetime, end: datetime, what: str) -> dict[str, str | None]:

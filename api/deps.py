@@ -15,11 +15,12 @@ from config.times import Window, iso, parse_instant, to_ns
 
 from .flight import KpiRunner
 from .gateway import Gateway
+from .problems import BadParameter, echo
 from .service import KpiService
 
 __all__ = [
-    "GatewayDep", "NowDep", "RunnerDep", "ServiceDep", "SettingsDep", "instant", "window",
-    "window_out",
+    "GatewayDep", "NowDep", "RunnerDep", "ServiceDep", "SettingsDep", "check_window", "instant",
+    "window", "window_out",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -73,15 +74,46 @@ NowDep = Annotated[datetime, Depends(request_now)]
 RunnerDep = Annotated[KpiRunner, Depends(get_runner)]
 
 
+#: characters an instant's text can have (an ISO 8601 time with nanoseconds and an offset
+#: has 35); a longer input is refused without being echoed in full
+_INSTANT_MAX = 64
+
+
 def instant(value: str | None, default: str, name: str, now: datetime) -> datetime:
     """Query parameter ``name`` (or ``default`` when absent) as an instant, relative ones
-    against ``now``; a bad one is a KpiError naming the parameter."""
+    against ``now``. Not an instant: a KpiError (422) naming the parameter; an instant
+    outside the range of stored times (1970-01-01..2262-04-11, e.g. ``9999-01-01`` or
+    ``now-99999999999d``): a BadParameter (400)."""
+    text = value if value is not None else default
+    if len(text) > _INSTANT_MAX:
+        raise KpiError(f"parameter {name!r}: {echo(text, 40)} is not an instant (ISO 8601, "
+                       "'now', 'now-7d')")
     try:
-        at = parse_instant(value if value is not None else default, now)
-        to_ns(at)  # within the range of stored times, or the parameter is at fault
-        return at
+        at = parse_instant(text, now)
+    except OverflowError as exc:  # timedelta or datetime arithmetic beyond year 1..9999
+        raise BadParameter(name, f"{echo(text)} is outside 1970-01-01..2262-04-11, the "
+                                 "range of stored times") from exc
     except ValueError as exc:
-        raise KpiError(f"parameter {name!r}: {exc}") from exc
+        raise KpiError(f"parameter {name!r}: {echo(text)} is neither an ISO 8601 time nor "
+                       "'now', 'now-7d', 'now-12h'") from exc
+    try:
+        to_ns(at)  # within the range of stored times, or the parameter is at fault
+    except ValueError as exc:
+        raise BadParameter(name, str(exc)) from exc
+    return at
+
+
+def check_window(settings: Settings, start: datetime, end: datetime,
+                 names: tuple[str, str] = ("from", "to")) -> None:
+    """A KPI window longer than ``api.max_kpi_window_days`` is a BadParameter naming the
+    window's start parameter and the limit."""
+    days = settings.api.max_kpi_window_days
+    if end - start > timedelta(days=days):
+        length = (end - start) / timedelta(days=1)
+        raise BadParameter(
+            names[0], f"the window {names[0]}..{names[1]} is {length:.6g} days long, more than "
+            f"api.max_kpi_window_days ({days:g}): ask for a shorter window",
+            limit=("api.max_kpi_window_days", days))
 
 
 def window(

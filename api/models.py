@@ -36,8 +36,9 @@ class SamplesOut(BaseModel):
 
     path: str
     window: dict[str, str | None]
-    count: int
-    truncated: bool
+    count: int = Field(description="samples in this answer (at most `limit`)")
+    truncated: bool = Field(description="the window holds more samples after the last of this "
+                                        "answer: ask again from just after its last `ts`")
     ts: list[str | None] = Field(
         description="sample time, ISO 8601 UTC: the source timestamp where the protocol has one"
         " (the time KPIs use)"

@@ -78,6 +78,21 @@ Device = Annotated[ModbusDevice | OpcUaDevice | MqttDevice, Field(discriminator=
 class ApiSettings(Model):
     host: str = "127.0.0.1"
     port: Port = 8000
+    max_kpi_window_days: float = Field(
+        default=400.0, gt=0, le=36_500,
+        description=(
+            "longest window (and baseline window) of /kpis, /kpis/deltas and "
+            "/tiers/assessment, in days: a longer one is refused with a 400 problem naming "
+            "the parameter and this limit (a KPI request's cost grows with its window)"
+        ),
+    )
+    max_samples: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description=(
+            "largest `limit` of /tags/{path}/samples (samples per answer): a larger one is "
+            "refused with a 400 problem naming the parameter and this limit"
+        ),
+    )
 
 
 class KpiSettings(Model):

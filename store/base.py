@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from .batch import I64, Batch, Series
+from .batch import F64, I64, U8, Batch, Series
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,19 @@ class Latest:
     value: float
     quality: int
     text: str | None = None
+
+
+class SamplePage(NamedTuple):
+    """The first samples of one tag in a window (``Store.read_page``): parallel arrays in time
+    order, server and gateway timestamps ``batch.TS_UNKNOWN`` where unknown, and ``more``:
+    whether the window holds samples after the page's last."""
+
+    ts_ns: I64
+    value: F64
+    quality: U8
+    server_ts: I64
+    gateway_ts: I64
+    more: bool
 
 
 @dataclass(slots=True)
@@ -99,6 +112,12 @@ class Store(Protocol):
         """(ts, server_ts, gateway_ts) of the samples start_ns <= ts < end_ns in time order
         (the samples ``read(..., prior=False)`` returns); ``batch.TS_UNKNOWN`` where the
         protocol gave a sample no server or gateway timestamp."""
+        ...
+
+    def read_page(self, tag_id: int, start_ns: int, end_ns: int, limit: int) -> SamplePage:
+        """The first ``limit`` (>= 1) samples with start_ns <= ts < end_ns, as ``read(...,
+        prior=False)`` and ``read_timestamps`` would give them, read so that memory and
+        time depend on ``limit``, not on how many samples the window holds."""
         ...
 
     def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]: ...

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from config import load_tiers
 from config.errors import KpiError
+from config.settings import Settings
 from config.times import to_ns
 from kpi import ALGORITHM_VERSION
 
 from ..assessment import assess, resolve_windows
-from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, window
+from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
 from ..flight import json_body
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
@@ -27,6 +29,14 @@ _SHARED = (
     "once; results whose windows closed are cached until a write touches them (docs/api.md). "
     "Relative instants are resolved against 'now' rounded down to the second."
 )
+
+
+def check_windows(settings: Settings, start: datetime, end: datetime, b_start: datetime | None,
+                  b_end: datetime | None) -> None:
+    """Both windows of an assessment or deltas request within api.max_kpi_window_days."""
+    check_window(settings, start, end)
+    if b_start is not None and b_end is not None:
+        check_window(settings, b_start, b_end, ("baseline_from", "baseline_to"))
 
 
 @router.get(
@@ -59,6 +69,7 @@ async def kpis(
     to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
 ) -> Response:
     start, end = window(from_, to, settings.kpi.current, now)
+    check_window(settings, start, end)
     key = ("kpis", ALGORITHM_VERSION, service.fingerprint, to_ns(start), to_ns(end), asset, line)
     body = await runner.run(
         key, to_ns(end), lambda: json_body(service.kpis(start, end, asset=asset, line=line)))
@@ -100,6 +111,7 @@ async def deltas(
     start, end, b_start, b_end = resolve_windows(
         settings, from_=from_, to=to, baseline_from=baseline_from, baseline_to=baseline_to,
         now=now)
+    check_windows(settings, start, end, b_start, b_end)
     ends = [to_ns(t) for t in (start, end, b_start, b_end) if t is not None]
 
     def compute() -> bytes:

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Query
 from config.errors import NotFoundError
 from config.signals import Quality
 from config.times import iso, to_ns
-from store.base import Store
 from store.batch import TS_UNKNOWN
 
 from ..deps import GatewayDep, NowDep, SettingsDep, instant
 from ..gateway import Gateway
 from ..models import AssetOut, LatestOut, SamplesOut, TagOut
+from ..problems import BadParameter, echo
 
 router = APIRouter(prefix="/api/v1")
 
@@ -38,28 +38,8 @@ def _tag_id(g: Gateway, path: str) -> int:
     """The store id of ``path``: configured, discovered (OPC UA browse) or stored earlier."""
     tid = g.tag_id(path)
     if tid is None:
-        raise NotFoundError(f"no tag {path!r}; GET /api/v1/tags lists them")
+        raise NotFoundError(f"no tag {echo(path)}; GET /api/v1/tags lists them")
     return tid
-
-
-def _other_times(
-    store: Store, tag_id: int, start_ns: int, end_ns: int, ts: npt.NDArray[np.int64]
-) -> tuple[list[str | None], list[str | None]]:
-    """Server and gateway timestamps (ISO, None when unknown) of the samples at ``ts``.
-    Matched by ts: the two reads are separate snapshots, and a sample written between them
-    must not shift the others."""
-    t, server, gateway = store.read_timestamps(tag_id, start_ns, end_ns)
-    if not len(t):
-        return [None] * len(ts), [None] * len(ts)
-    pos = np.minimum(np.searchsorted(t, ts), len(t) - 1)
-    found = t[pos] == ts
-
-    def column(times: npt.NDArray[np.int64]) -> list[str | None]:
-        picked = times[pos]
-        known = found & (picked != TS_UNKNOWN)
-        return [iso(x) if k else None for x, k in zip(picked.tolist(), known.tolist(), strict=True)]
-
-    return column(server), column(gateway)
 
 
 @router.get("/assets", tags=["plant"], summary="Assets (work units) of the plant")
@@ -101,29 +81,44 @@ def latest(g: GatewayDep, tag_path: str) -> LatestOut:
 @router.get(
     "/tags/{tag_path:path}/samples", tags=["tags"],
     summary="Raw samples of a tag in a window (the data every KPI is traceable to)",
+    description=(
+        "The first `limit` samples of the window in time order (default 10,000, at most "
+        "`api.max_samples`: a larger limit is a 400 problem). `truncated` says whether the "
+        "window holds more: ask again from just after the last `ts`. The store reads only "
+        "what the page needs, whatever the window's length."
+    ),
 )
 def samples(
     g: GatewayDep,
+    settings: SettingsDep,
     now: NowDep,
     tag_path: str,
     from_: Annotated[str | None, Query(alias="from", description="ISO 8601 or now-1h")] = None,
     to: Annotated[str | None, Query(description="ISO 8601 or now")] = None,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    limit: Annotated[int | None, Query(
+        ge=1, description="samples at most (default 10,000, at most api.max_samples)")] = None,
 ) -> SamplesOut:
     tid = _tag_id(g, tag_path)
+    top = settings.api.max_samples
+    if limit is None:
+        limit = min(10_000, top)
+    elif limit > top:
+        raise BadParameter("limit", f"{limit} is more than api.max_samples ({top}): ask for "
+                                    "fewer samples per request", limit=("api.max_samples", top))
     start, end = instant(from_, "now-1h", "from", now), instant(to, "now", "to", now)
-    s = g.store.read(tid, to_ns(start), to_ns(end), prior=False)
-    n = len(s.ts_ns)
-    ts, val, q = s.ts_ns[:limit], s.value[:limit], s.quality[:limit]
-    server, gateway = _other_times(g.store, tid, to_ns(start), to_ns(end), ts)
+    page = g.store.read_page(tid, to_ns(start), to_ns(end), limit)
+
+    def column(times: npt.NDArray[np.int64]) -> list[str | None]:
+        return [None if t == TS_UNKNOWN else iso(t) for t in times.tolist()]
+
     return SamplesOut(
         path=tag_path,
         window={"from": iso(to_ns(start)), "to": iso(to_ns(end))},
-        count=n,
-        truncated=n > limit,
-        ts=[iso(int(t)) for t in ts],
-        value=[None if np.isnan(v) else float(v) for v in val],
-        quality=q.astype(int).tolist(),
-        server_ts=server,
-        gateway_ts=gateway,
+        count=len(page.ts_ns),
+        truncated=page.more,
+        ts=[iso(int(t)) for t in page.ts_ns.tolist()],
+        value=[None if math.isnan(v) else v for v in page.value.tolist()],
+        quality=page.quality.astype(int).tolist(),
+        server_ts=column(page.server_ts),
+        gateway_ts=column(page.gateway_ts),
     )

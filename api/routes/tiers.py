@@ -15,7 +15,8 @@ from kpi import ALGORITHM_VERSION
 from ..assessment import assess, resolve_windows
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep
 from ..flight import json_body
-from .kpis import _SHARED, JSON_OBJECT
+from ..problems import echo
+from .kpis import _SHARED, JSON_OBJECT, check_windows
 
 router = APIRouter(prefix="/api/v1", tags=["tiers"])
 
@@ -53,10 +54,11 @@ async def assessment(
     criteria = await asyncio.to_thread(load_tiers)  # a file read: not in the event loop
     names = [t.name for t in criteria.tiers]
     if tier is not None and tier not in names:  # as assess says it, before any key is made
-        raise NotFoundError(f"no tier {tier!r} in criteria {criteria.version}; tiers: {', '.join(names)}")
+        raise NotFoundError(f"no tier {echo(tier)} in criteria {criteria.version}; tiers: {', '.join(names)}")
     start, end, b_start, b_end = resolve_windows(
         settings, from_=from_, to=to, baseline_from=baseline_from, baseline_to=baseline_to,
         now=now)
+    check_windows(settings, start, end, b_start, b_end)
     ends = [to_ns(t) for t in (start, end, b_start, b_end) if t is not None]
 
     def compute() -> bytes:

@@ -29,7 +29,7 @@ import httpx
 from config.errors import SinkRejected, SinkUnavailable, StoreError
 from config.store import InfluxStoreSettings
 
-from ..base import Gap, Latest, StoreStats, TagRecord
+from ..base import Gap, Latest, SamplePage, StoreStats, TagRecord
 from ..batch import I64, Batch, Series
 from ..sqlite import SqliteStore
 from .lp import LineEncoder, UnknownTags, gap_line, series_key
@@ -345,6 +345,27 @@ class InfluxStore:
         ])
         return (int_column(rows, "time"), int_column(rows, "server_ts"),
                 int_column(rows, "gateway_ts"))
+
+    def read_page(self, tag_id: int, start_ns: int, end_ns: int, limit: int) -> SamplePage:
+        """The first ``limit`` samples of the window with their timestamps: one statement
+        whose ``ORDER BY time LIMIT`` makes the server stop at the page (one more sample
+        says whether the window holds more), so the answer is as long as the page."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        cond = tag_filter(self._path(tag_id))
+        start_ns, end_ns = self._capped(start_ns), self._capped(end_ns)
+        (rows,) = self._query([
+            f'SELECT "value", "quality", "server_ts", "gateway_ts" FROM {self._source()}'
+            f" WHERE {cond} AND time >= {int(start_ns)} AND time < {int(end_ns)}"
+            f" ORDER BY time ASC LIMIT {int(limit) + 1}"
+        ])
+        more = len(rows.values) > limit
+        del rows.values[limit:]
+        s = series_of(rows)
+        if not len(s):  # no rows, hence no columns
+            return SamplePage(s.ts_ns, s.value, s.quality, s.ts_ns.copy(), s.ts_ns.copy(), False)
+        return SamplePage(s.ts_ns, s.value, s.quality, int_column(rows, "server_ts"),
+                          int_column(rows, "gateway_ts"), more)
 
     def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]:
         ids = sorted({int(t) for t in tag_ids})

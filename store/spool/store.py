@@ -40,7 +40,7 @@ from config.base import Backoff
 from config.errors import SinkRejected, SinkUnavailable, StoreError
 from config.store import SpoolSettings
 
-from ..base import Gap, Latest, Store, StoreStats, TagRecord
+from ..base import Gap, Latest, SamplePage, Store, StoreStats, TagRecord
 from ..batch import I64, Batch, Series
 from .quarantine import Quarantine, open_quarantine
 from .queue import Spool, SpoolEntry
@@ -368,6 +368,9 @@ class SpooledStore:
 
     def read_timestamps(self, tag_id: int, start_ns: int, end_ns: int) -> tuple[I64, I64, I64]:
         return self.inner.read_timestamps(tag_id, start_ns, end_ns)
+
+    def read_page(self, tag_id: int, start_ns: int, end_ns: int, limit: int) -> SamplePage:
+        return self.inner.read_page(tag_id, start_ns, end_ns, limit)
 
     def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]:
         return self.inner.latest(tag_ids)

@@ -4,13 +4,15 @@ chunks that straddle the retention horizon."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .runs import Part, texts_index, texts_subset, times_blob
 from .schema import TS, VAL, Q
 
-__all__ = ["chunk_parts", "trim_chunks"]
+__all__ = ["chunk_parts", "chunks_by_id", "trim_chunks"]
 
 
 def chunk_parts(
@@ -38,18 +40,30 @@ def chunk_parts(
                 f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max = ?", (tag_id, p_max)
             ).fetchall()
     chunk_rows.sort(key=lambda r: r[0])  # chunk_id order is write order
-    parts: list[Part] = []
-    for r in chunk_rows:
-        txt, strings = texts_index(r[5], r[1]) if with_text else (None, [])
-        srv = gw = None
-        if with_times:
-            srv, gw = (None if b is None else np.frombuffer(b, TS)
-                       for b in r[k_times:k_times + 2])
-        parts.append(Part(
-            np.frombuffer(r[2], TS), np.frombuffer(r[3], VAL), np.frombuffer(r[4], Q),
-            txt, strings, srv, gw,
-        ))
-    return parts
+    return [_part(r, with_text, with_times, k_times) for r in chunk_rows]
+
+
+def _part(r: Sequence[Any], with_text: bool, with_times: bool, k_times: int) -> Part:
+    """A chunk row (chunk_id, n, ts, value, quality[, texts][, server_ts, gateway_ts]) as a
+    part: views of its blobs."""
+    txt, strings = texts_index(r[5], r[1]) if with_text else (None, [])
+    srv = gw = None
+    if with_times:
+        srv, gw = (None if b is None else np.frombuffer(b, TS) for b in r[k_times:k_times + 2])
+    return Part(np.frombuffer(r[2], TS), np.frombuffer(r[3], VAL), np.frombuffer(r[4], Q),
+                txt, strings, srv, gw)
+
+
+def chunks_by_id(conn: sqlite3.Connection, chunk_ids: Sequence[int], with_times: bool
+                 ) -> dict[int, Part]:
+    """The chunks ``chunk_ids`` (at most a few hundred) as parts, by chunk_id; without texts."""
+    if not chunk_ids:
+        return {}
+    cols = "chunk_id, n, ts, value, quality" + (", server_ts, gateway_ts" if with_times else "")
+    marks = ",".join("?" * len(chunk_ids))
+    rows = conn.execute(f"SELECT {cols} FROM chunks WHERE chunk_id IN ({marks})",
+                        [int(c) for c in chunk_ids]).fetchall()
+    return {int(r[0]): _part(r, False, with_times, 5) for r in rows}
 
 
 def trim_chunks(conn: sqlite3.Connection, tag_id: int, horizon: int) -> int:

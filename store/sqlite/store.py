@@ -10,17 +10,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from config.errors import StoreError
 
-from ..base import Gap, Latest, RollupRow, StoreStats, TagRecord
+from ..base import Gap, Latest, RollupRow, SamplePage, StoreStats, TagRecord
 from ..batch import I64, TS_UNKNOWN, Batch, Series
 from ..changes import EVERYTHING, Changes
 from . import rollups as _rollups
-from .chunks import chunk_parts, trim_chunks
+from .chunks import chunk_parts, chunks_by_id, trim_chunks
 from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
 from .schema import (
     INSERT_CHUNK,
@@ -51,6 +51,20 @@ _MAX_PENDING_POINTS = 2_000_000
 _MERGE_POINTS = _MAX_PENDING_POINTS // 2
 #: decoded level-0 rows kept in memory, in points (~30 bytes each)
 _CACHE_MAX_POINTS = 1_000_000
+
+
+def _window_part(p: Part, start_ns: int, end_ns: int, most: int) -> Part:
+    """The first ``most`` samples of ``p`` (sorted by ts, one per ts) with start_ns <= ts <
+    end_ns, copied: a copy lets the blob the part viewed go. No later sample of ``p`` can be
+    among the first ``most`` of a merge of ``p`` with other parts."""
+    lo = int(np.searchsorted(p.ts, start_ns, "left"))
+    hi = min(int(np.searchsorted(p.ts, end_ns, "left")), lo + most)
+
+    def cut(a: Any) -> Any:
+        return None if a is None else a[lo:hi].copy()
+
+    return Part(cut(p.ts), cut(p.value), cut(p.quality), None, (), cut(p.server_ts),
+                cut(p.gateway_ts))
 
 
 class SqliteStore:
@@ -475,6 +489,61 @@ class SqliteStore:
             return times[lo:hi].astype(np.int64)  # a copy, never a view of a blob
 
         return m.ts[lo:hi].astype(np.int64), column(m.server_ts), column(m.gateway_ts)
+
+    def read_page(self, tag_id: int, start_ns: int, end_ns: int, limit: int) -> SamplePage:
+        """The first ``limit`` samples of ``read(..., prior=False)`` with their server and
+        gateway timestamps, from one snapshot. Only the chunks that can hold them are read:
+        the tag's chunks in the window are listed by ``t_min`` (no blobs), then loaded in
+        that order, a few at a time, until the merged samples before the next unloaded
+        chunk's ``t_min`` (which no unloaded chunk can change) fill the page. Memory is that
+        of the page plus a round of chunks and the (bounded) ingest rows, whatever the
+        window holds. Each part keeps only its first ``limit + 1`` samples in the window: a
+        later one cannot be among the first ``limit + 1`` of the merge (a part holds one
+        sample per ts)."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        tag_id, start_ns, end_ns = int(tag_id), int(start_ns), int(end_ns)
+        want = int(limit) + 1  # one more than the page: whether the window holds more
+        with self._snapshot("read page") as conn:
+            index = conn.execute(
+                "SELECT chunk_id, t_min, n FROM chunks WHERE tag_id = ? AND t_max >= ?"
+                " AND t_min < ? ORDER BY t_min, chunk_id", (tag_id, start_ns, end_ns),
+            ).fetchall()
+            ingest: list[Part] = []
+            for seq, level in conn.execute(
+                "SELECT seq, level FROM ingest WHERE t_max >= ? AND t_min < ? ORDER BY seq",
+                (start_ns, end_ns),
+            ).fetchall():
+                p = self._run(conn, seq, level).part(conn, tag_id, False, with_times=True)
+                if p is not None:
+                    ingest.append(_window_part(p, start_ns, end_ns, want))
+            loaded: dict[int, Part] = {}
+            i = 0
+            while True:
+                ids: list[int] = []
+                budget = 0
+                while i < len(index) and budget < want:
+                    ids.append(int(index[i][0]))
+                    budget += int(index[i][2])
+                    i += 1
+                for cid, part in chunks_by_id(conn, ids, with_times=True).items():
+                    loaded[cid] = _window_part(part, start_ns, end_ns, want)
+                # ingest rows are newer than every chunk; chunk_id order is write order
+                merged, _ = merge_parts([loaded[c] for c in sorted(loaded)] + ingest, False)
+                final = end_ns if i == len(index) else min(end_ns, int(index[i][1]))
+                ready = int(np.searchsorted(merged.ts, final, "left"))
+                if ready >= want or i == len(index):
+                    break
+        n = min(ready, int(limit))
+
+        def column(times: I64 | None) -> I64:
+            if times is None:
+                return np.full(n, TS_UNKNOWN, np.int64)
+            return times[:n].astype(np.int64)
+
+        return SamplePage(merged.ts[:n].astype(np.int64), merged.value[:n].astype(np.float64),
+                          merged.quality[:n].astype(np.uint8), column(merged.server_ts),
+                          column(merged.gateway_ts), ready > limit)
 
     def latest(self, tag_ids: Sequence[int]) -> dict[int, Latest]:
         """Newest sample of each tag (greatest ts; at equal ts the last written).
