@@ -88,6 +88,7 @@ class ForwardStats:
     last_error_ns: int | None = None
     retry_at_ns: int | None = None
     retry_delay_s: float | None = None  # the delay before the next retry, when one is scheduled
+    drain_error: str | None = None  # the drain itself failed (a bug, a disk error) and retries
     probes: int = 0  # /ping probes sent while the sink was unreachable
     probes_answered: int = 0  # of those, answered: each one sent the spool at once
     drained_after_probe_points: int = 0  # points a send right after an answered probe delivered
@@ -244,10 +245,11 @@ class SpooledStore:
                 delay = self._drain_once()
             except Exception as exc:  # a bug or a disk error must not end draining for good
                 log.exception("spool drain failed; will retry")
-                self.forward.last_error = f"{type(exc).__name__}: {exc}"
+                self.forward.last_error = self.forward.drain_error = f"{type(exc).__name__}: {exc}"
                 self.forward.last_error_ns = time.time_ns()
                 delay = -1.0
             if delay is None:
+                self.forward.drain_error = None
                 self._attempt = 0
                 self.forward.retry_at_ns = self.forward.retry_delay_s = None
                 continue
@@ -417,6 +419,7 @@ class SpooledStore:
             "dropped_points_since_start": (s.dropped_points + s.refused_points + q.dropped_points
                                            - self._dropped_at_start),
             "damage": list(s.damage),
+            "drain_error": f.drain_error,
             "last_error": f.last_error,
             "last_error_at_ns": f.last_error_ns,
             "retry_at_ns": f.retry_at_ns,
@@ -531,6 +534,8 @@ def spool_problems(st: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if st.get("sink", "ok") != "ok":
         out.append(("sink", str(st.get("status") or st.get("last_error"))))
+    if st.get("drain_error"):
+        out.append(("spool", f"draining fails and is retried: {st['drain_error']}"))
     if (lost := int(st.get("lost_batches_since_start") or 0)) > 0:
         out.append(("spool", f"{lost} spooled batches lost to damaged, truncated or missing segments "
                              "since this start (see tierproof spool list)"))

@@ -183,3 +183,41 @@ async def test_health_is_degraded_while_influxdb_is_down_and_ok_after(
         r = await client.get("/api/v1/health")
         assert (r.status_code, r.json()["status"], r.json()["reasons"]) == (200, "ok", [])
         assert r.json()["store"]["spool"]["probes_answered"] == 1
+
+
+async def test_health_is_degraded_by_spool_damage_found_at_this_start(
+    influxdb16: InfluxDB16, tmp_path: Path
+) -> None:
+    """A gateway restarted on a damaged spool: the intact batches drain, the lost one is counted,
+    and health says so (until the next start; the count stays in the spool status)."""
+    from api.app import create_app
+    from config.settings import Settings
+    from store.spool import Spool
+
+    cfg = influx_settings(influxdb16, tmp_path, FAST)
+    store = open_store(cfg)
+    ids = [store.register_tags(tag_records())[t.path] for t in tag_records()]
+    store.close()
+    with Spool(cfg.spool.path, cfg.spool.max_bytes) as sp:  # left by a run that could not send
+        for k in range(3):
+            sp.append(batch_k(k, ids))
+    (seg,) = sorted(Path(cfg.spool.path).glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8] = b"\xff" * 8  # inside batch 1's record
+    seg.write_bytes(bytes(data))
+    store = open_store(cfg)
+    assert isinstance(store, SpooledStore)
+    app = create_app(Settings(store=cfg), store=store, collect=False)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+    ) as client:
+        assert await asyncio.to_thread(store.wait_drained, 15)
+        r = await client.get("/api/v1/health")
+        assert (r.status_code, r.json()["status"]) == (503, "degraded")
+        (reason,) = r.json()["reasons"]
+        assert (reason["part"], reason["name"]) == ("spool", "spool")
+        assert reason["reason"].startswith("1 spooled batches lost to damaged")
+        spool = r.json()["store"]["spool"]
+        assert (spool["lost_batches"], spool["lost_points"], spool["sink"]) == (1, len(batch_k(1, ids)), "ok")
+        assert any(seg.name in d for d in spool["damage"]) and str(tmp_path) not in r.text
+    assert stored(influxdb16) == expected([0, 2], ids)
