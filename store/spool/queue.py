@@ -239,6 +239,20 @@ class Spool:
             ) from exc
         self._lock_fd = fd
 
+    def _owned_by_another(self) -> bool:
+        """Whether a process holds the spool's lock now (a read-only listing beside a gateway)."""
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # releases the shared lock if taken
+        return False
+
     def _load_state(self) -> _Counters:
         p = self.path / "state.json"
         try:
@@ -284,6 +298,10 @@ class Spool:
             seg = _Segment(no, self.path / f"{no:012d}{_SEG_SUFFIX}", 0)
             try:
                 data = seg.path.read_bytes()
+            except FileNotFoundError:
+                if self.readonly:
+                    continue  # drained and deleted by the owner since the listing began
+                raise
             except OSError as exc:
                 raise StoreError(f"spool {seg.path}: cannot read: {exc.strerror}") from exc
             last = no == nos[-1]
@@ -319,7 +337,20 @@ class Spool:
                 pos = nxt[0]
             seg.size = good_end if last else len(data)
             self._segments[no] = seg
-        top = max(max_seq + (1 if tail_unknown else 0), self._c.next_seq - 1)
+        if self.readonly and self._owned_by_another():
+            # the owner may have popped (and deleted segments) meanwhile: its newer state says
+            # which records are gone on purpose. Its next_seq is not used: records appended
+            # after this listing began are not lost. The owner's own opening counts for good.
+            fresh = self._load_state()
+            if fresh.head_seq > self._c.head_seq:
+                self._c = fresh
+                for e in [e for e in self._entries if e.seq < fresh.head_seq]:
+                    self._bytes -= e.bytes
+                    self._points -= e.points
+                self._entries = deque(e for e in self._entries if e.seq >= fresh.head_seq)
+            top = max_seq + (1 if tail_unknown else 0)
+        else:
+            top = max(max_seq + (1 if tail_unknown else 0), self._c.next_seq - 1)
         self._next_seq = max(top + 1, self._c.head_seq)
         have = {e.seq for e in self._entries}
         lost = [q for q in range(self._c.head_seq, top + 1) if q not in have]

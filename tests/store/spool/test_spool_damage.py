@@ -209,3 +209,17 @@ def test_spool_list_shows_lost_batches(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "lost 1 batches (100 points known) to damage" in out
     assert f"damage: damaged record in segment {seg.name} at byte" in out
+
+
+def test_listing_beside_a_running_owner_and_without_one(tmp_path: Path) -> None:
+    """spool list (read-only) beside the owner counts nothing the owner drained as lost, and does
+    not take the owner's next_seq for records of its own (they may be appended after the listing
+    read the segments); without an owner it sees a deleted last segment as the owner would."""
+    filled(tmp_path)
+    with Spool(tmp_path, 1 << 24) as owner:
+        owner.pop(PER_SEG - 1)  # drained: the first segment is deleted
+        segments(tmp_path)[-1].unlink()
+        with Spool(tmp_path, 1 << 24, readonly=True) as ro:
+            assert (len(ro), ro.stats().lost_batches) == (PER_SEG, 0)
+    with Spool(tmp_path, 1 << 24, readonly=True) as ro:  # no owner now: next_seq is trusted
+        assert (len(ro), ro.stats().lost_batches) == (PER_SEG, PER_SEG)
