@@ -366,9 +366,9 @@ class Spool:
                 self._lost_ranges.append([a, b])
                 self._report(logging.ERROR, f"batches {a}..{b} lost ({b - a + 1} batches) to damaged, "
                              "truncated or missing segments")
-            self._report(logging.ERROR, f"{len(new)} batches lost in all at this opening, {points} "
-                         f"points known (frames of the others are gone); {self._c.lost_batches} "
-                         "batches lost since the spool was created")
+            self._report(logging.ERROR, f"{len(new)} batches lost in all at this opening ({points} "
+                         "points known: a batch whose record frame is gone has no count); "
+                         f"{self._c.lost_batches} batches lost since the spool was created")
         elif lost:
             log.info("spool %s: %d lost batches were counted before", self.path, len(lost))
         if not self.readonly:
