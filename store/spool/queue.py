@@ -90,6 +90,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+#: the unit in which a crash may leave a file extended but its data unwritten (zeros)
+_PAGE = 4096
+
+
+def _unwritten_page(data: bytes, pos: int) -> bool:
+    """Whether everything from the first page boundary after ``pos`` to the end is zeros: the
+    mark of an append a crash interrupted after the file grew but before all its pages reached
+    the disk (the record's start may be intact, its rest is not)."""
+    page = (pos // _PAGE + 1) * _PAGE
+    return page < len(data) and data.count(0, page) == len(data) - page
+
+
 def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
     """Sorted ``seqs`` as inclusive runs."""
     out: list[tuple[int, int]] = []
@@ -320,12 +332,14 @@ class Spool:
                                                    head.ts_max, head.spooled_ns, no, pos))
                     pos = good_end = got.end
                     continue
-                if got.seq is not None and got.points is not None and not got.short:
-                    known_points[got.seq] = got.points
-                    max_seq = max(max_seq, got.seq)
                 nxt = resync(data, pos)
+                torn = nxt is None and last and (got.short or _unwritten_page(data, pos))
+                if got.seq is not None and got.points is not None:
+                    known_points[got.seq] = got.points
+                    if not torn:  # a torn append is lost only if state.json says it was acknowledged
+                        max_seq = max(max_seq, got.seq)
                 if nxt is None:
-                    if last and got.short:
+                    if torn:
                         self._cut(seg, pos, len(data), got.why)
                     else:
                         damaged_at.append((seg.path.name, pos, f"{got.why}, then {len(data) - pos} "

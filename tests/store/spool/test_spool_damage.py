@@ -223,3 +223,30 @@ def test_listing_beside_a_running_owner_and_without_one(tmp_path: Path) -> None:
             assert (len(ro), ro.stats().lost_batches) == (PER_SEG, 0)
     with Spool(tmp_path, 1 << 24, readonly=True) as ro:  # no owner now: next_seq is trusted
         assert (len(ro), ro.stats().lost_batches) == (PER_SEG, PER_SEG)
+
+
+@pytest.mark.parametrize("acknowledged", [False, True])
+def test_a_crash_that_left_the_last_record_half_zeros_is_a_torn_tail(
+    tmp_path: Path, acknowledged: bool
+) -> None:
+    """The file grew but a page of the last append never reached the disk (zeros from a page
+    boundary on): an interrupted append, not damage, and cut. Lost only if state.json says the
+    append had returned (here: the clean close saved next_seq 3; a crash would have left 2)."""
+    rec = len(encode_batch(make_batch(0, n=400), 0, 0)) + FRAME.size
+    with Spool(tmp_path, 1 << 24, segment_bytes=1 << 20) as sp:
+        for s in range(3):
+            sp.append(make_batch(s, n=400))
+    (seg,) = segments(tmp_path)
+    data = bytearray(seg.read_bytes())
+    start = 2 * rec  # the last record; zeros from the first page boundary inside it
+    page = (start // 4096 + 1) * 4096
+    assert start < page < len(data)
+    data[page:] = bytes(len(data) - page)
+    seg.write_bytes(bytes(data))
+    state = tmp_path / "state.json"
+    if not acknowledged:  # as a crash during the third append leaves it
+        state.write_text(state.read_text().replace('"next_seq": 3', '"next_seq": 2'))
+    with Spool(tmp_path, 1 << 24) as sp:
+        assert [e.seq for e in sp.entries()] == [0, 1]
+        assert seg.stat().st_size == start  # cut
+        assert (sp.stats().lost_batches, sp.stats().lost_points) == ((1, 400) if acknowledged else (0, 0))
