@@ -347,7 +347,8 @@ class Spool:
                         if last and (got.seq is None or got.short):
                             tail_unknown = True
                     break
-                damaged_at.append((seg.path.name, pos, f"{got.why}; {nxt[0] - pos} bytes skipped"))
+                if got.seq is None or got.seq >= self._c.head_seq:  # else sent already: harmless
+                    damaged_at.append((seg.path.name, pos, f"{got.why}; {nxt[0] - pos} bytes skipped"))
                 pos = nxt[0]
             seg.size = good_end if last else len(data)
             self._segments[no] = seg
