@@ -30,8 +30,10 @@ WORKDIR /var/lib/tierproof
 USER tierproof
 EXPOSE 8000
 
+# alive = /api/v1/health answers, 200 (ok) or 503 (degraded: e.g. InfluxDB down while the
+# gateway keeps spooling, which a restart cannot fix); see api/healthcheck.py and docs/api.md
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4)"]
+    CMD ["python", "-m", "api.healthcheck", "http://127.0.0.1:8000/api/v1/health"]
 
 ENTRYPOINT ["tierproof"]
 CMD ["run", "--config", "/etc/tierproof/gateway.yaml"]

@@ -327,7 +327,10 @@ def _spool(args: argparse.Namespace) -> int:
         assert st is not None and qs is not None
         print(f"spool {got.path}: {st.batches} batches, {st.points:,} points, {st.bytes:,} of "
               f"{st.max_bytes:,} bytes (when full: {st.when_full}); dropped {st.dropped_points:,} "
-              f"points (oldest), refused {st.refused_points:,} points (newest)")
+              f"points (oldest), refused {st.refused_points:,} points (newest); lost {st.lost_batches:,} "
+              f"batches ({st.lost_points:,} points known) to damage")
+        for d in st.damage:
+            print(f"  damage: {d}")
         if got.entries:
             print(f"  {'batch':>8} {'points':>9} {'bytes':>11}  {'from':20}  {'to':20}  spooled")
         for e in got.entries:

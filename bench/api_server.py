@@ -34,7 +34,8 @@ def served(code: str, cfg: Path, what: str = "server", timeout_s: float = 120.0
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
+                # answering is enough: 503 is a degraded gateway (e.g. a device not yet connected)
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code in (200, 503):
                     break
             except httpx.TransportError:
                 pass

@@ -62,13 +62,28 @@ class SinkUnavailable(StoreError):
     server said so (``Retry-After``).
     """
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after_s: float | None = None, *, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        #: no answer at all (refused, reset, timed out): the spool probes it cheaply to resume
+        #: as soon as it answers again, rather than waiting out its backoff
+        self.unreachable = unreachable
+
+
+class SinkUnauthorized(SinkUnavailable):
+    """The remote store refuses our credentials (401) or permissions (403). Retried with backoff
+    like an outage, never quarantined: a rotated token or a revoked grant can be fixed without
+    losing the batches waiting meanwhile."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SinkRejected(StoreError):
-    """A remote store refused a write for good (a 4xx other than 429): retrying the same
+    """A remote store refused a write for good (a 4xx other than 401, 403 and 429): retrying the same
     batch cannot succeed, so it goes to the quarantine with ``status`` and ``reason``."""
 
     def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:

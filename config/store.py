@@ -34,6 +34,11 @@ class SpoolSettings(Model):
     max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="bound of the spool on disk")
     when_full: Literal["drop_oldest", "refuse_newest"] = "drop_oldest"
     backoff: Backoff = Field(default_factory=lambda: Backoff(initial_s=0.5, max_s=60.0))
+    probe_interval_s: float = Field(
+        default=2.0, ge=0.1, le=300.0,
+        description="while the sink does not answer at all, ask its /ping this often and send "
+        "the spool as soon as it answers (instead of waiting out the backoff)",
+    )
 
 
 class InfluxStoreSettings(Model):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from config.errors import NotFoundError
 from config.times import iso
+from store.spool import spool_problems
 
 from ..deps import GatewayDep, SettingsDep
 
@@ -27,26 +31,107 @@ def _spool_out(spool: object) -> dict[str, Any]:
     return out
 
 
-@router.get("/health", summary="Gateway, store and collector health")
-def health(request: Request, g: GatewayDep, settings: SettingsDep) -> dict[str, Any]:
+class HealthReason(BaseModel):
+    """One thing that makes the gateway ``degraded``."""
+
+    part: Literal["sink", "spool", "device"] = Field(
+        description="`sink`: the remote store (InfluxDB); `spool`: the store-and-forward spool "
+        "or its quarantine; `device`: a collector's device")
+    name: str = Field(description="which one: the store type, `spool`, or the device's name")
+    reason: str = Field(description="why, in a sentence")
+
+
+class HealthDevices(BaseModel):
+    total: int
+    connected: int
+
+
+class HealthOut(BaseModel):
+    """The gateway's health. ``ok`` only when every sink, device and the spool are healthy."""
+
+    status: Literal["ok", "degraded"]
+    reasons: list[HealthReason] = Field(description="empty when ok")
+    version: str
+    time: str
+    store: dict[str, Any] = Field(description="store counters (with InfluxDB: `spool`)")
+    devices: HealthDevices
+    kpi: dict[str, Any] | None = Field(default=None, description="single flight and cache of the KPI routes")
+
+
+#: an absolute file path inside a message: only its last part is shown (no layout of the host)
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"]+/)+(?=[^\s/'\"]*)")
+#: store figures that are file locations, never shown
+_PRIVATE_KEYS = frozenset({"path", "meta_path"})
+
+
+def _public(value: Any) -> Any:
+    """``value`` without absolute paths (in strings) or keys naming files, recursively."""
+    if isinstance(value, str):
+        return _ABS_PATH.sub(".../", value)
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if k not in _PRIVATE_KEYS}
+    if isinstance(value, list | tuple):
+        return [_public(v) for v in value]
+    return value
+
+
+def _device_reason(d: Any) -> str:
+    why = {"connecting": "connecting", "backoff": "not connected, waiting to retry",
+           "stopped": "stopped"}.get(d.state, d.state)
+    return f"{why}: {d.last_error}" if d.last_error else why
+
+
+@router.get(
+    "/health",
+    summary="Gateway, store and collector health",
+    response_model=HealthOut,
+    response_model_exclude_none=True,
+    description=(
+        "`ok` (200) only when every sink, device and the spool are healthy; otherwise `degraded` "
+        "(**503**) with `reasons`: the InfluxDB sink unavailable or refusing our credentials, a "
+        "device not connected (disabled devices do not count), spooled batches lost to damage or "
+        "points dropped since this start, the spool 90 % full, batches waiting in the quarantine. "
+        "A load balancer takes 503 as out of service. The Docker image's HEALTHCHECK takes both "
+        "200 and 503 as alive (a gateway that is collecting into its spool while InfluxDB is down "
+        "must not be restarted: a restart cannot fix a remote outage, and would interrupt "
+        "collection); only no answer in time makes the container unhealthy. No file paths or "
+        "secrets appear in the answer."
+    ),
+    responses={503: {"model": HealthOut, "description": "degraded: `reasons` says what and why"}},
+)
+def health(request: Request, g: GatewayDep, settings: SettingsDep) -> JSONResponse:
     devices = g.supervisor.status() if g.supervisor else []
     stats = g.store.stats()
     connected = sum(1 for d in devices if d.state == "connected")
-    return {
-        "status": "ok",
-        "version": request.app.version,
-        "time": datetime.now(UTC).isoformat(),
-        "store": {
+    reasons: list[HealthReason] = []
+    spool = stats.extra.get("spool")
+    if isinstance(spool, dict):
+        for part, why in spool_problems(spool):
+            reasons.append(HealthReason(part="sink" if part == "sink" else "spool",
+                                        name=settings.store.type if part == "sink" else "spool",
+                                        reason=why))
+    for d in devices:
+        if d.state not in ("connected", "disabled"):
+            reasons.append(HealthReason(part="device", name=d.name, reason=_device_reason(d)))
+    runner = getattr(request.app.state, "runner", None)
+    out = HealthOut(
+        status="degraded" if reasons else "ok",
+        reasons=[HealthReason(part=r.part, name=r.name, reason=_public(r.reason)) for r in reasons],
+        version=request.app.version,
+        time=datetime.now(UTC).isoformat(),
+        store=_public({
             "type": settings.store.type,
             "batches_written": stats.batches_written,
             "points_written": stats.points_written,
             **{k: v for k, v in stats.extra.items() if isinstance(v, int | float | str)},
-            **({"spool": _spool_out(stats.extra["spool"])} if "spool" in stats.extra else {}),
-        },
-        "devices": {"total": len(devices), "connected": connected},
+            **({"spool": _spool_out(spool)} if isinstance(spool, dict) else {}),
+        }),
+        devices=HealthDevices(total=len(devices), connected=connected),
         # single flight and the closed-result cache of the KPI routes (api.flight)
-        **({"kpi": runner.status()} if (runner := getattr(request.app.state, "runner", None)) else {}),
-    }
+        kpi=runner.status() if runner else None,
+    )
+    return JSONResponse(out.model_dump(mode="json", exclude_none=True),
+                        status_code=200 if out.status == "ok" else 503)
 
 
 @router.get(

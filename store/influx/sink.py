@@ -3,10 +3,17 @@
 Two write paths with one contract, :meth:`Sink.post`: it returns once the server accepted the
 body, and otherwise raises
 
-- :class:`SinkUnavailable` when the server is unreachable, timed out, or answered 5xx or 429
-  (with ``retry_after_s`` from ``Retry-After``): the same body can succeed later;
+- :class:`SinkUnavailable` when the server is unreachable, timed out (``unreachable``), or
+  answered 5xx or 429 (with ``retry_after_s`` from ``Retry-After``): the same body can succeed
+  later;
+- :class:`SinkUnauthorized` (a :class:`SinkUnavailable`) for 401 and 403: our credentials or
+  permissions are refused, which an operator can fix (a rotated token, a revoked grant), so the
+  spool keeps retrying rather than quarantining;
 - :class:`SinkRejected` for any other 4xx (``status``, and ``reason``: the server's message):
   the same body will never succeed.
+
+:meth:`Sink.ping` asks the server's ``/ping`` whether it answers at all: the spool's cheap probe
+while the server is unreachable.
 
 A *partial write* is neither: InfluxDB stored the body's other points and dropped some for
 good (older than the retention policy, a field-type conflict, an unparsable line). 1.x says so
@@ -33,7 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from config.errors import SinkRejected, SinkUnavailable
+from config.errors import SinkRejected, SinkUnauthorized, SinkUnavailable
 from config.store import InfluxStoreSettings
 
 if TYPE_CHECKING:
@@ -109,8 +116,14 @@ def server_message(body: bytes | str | None, fallback: str) -> str:
     return text[:500] if text else fallback
 
 
+#: the probe's timeout at most (a probe must stay cheap; the write timeout may be long)
+PING_TIMEOUT_S = 2.0
+
+
 class Sink(Protocol):
     def post(self, body: bytes) -> int: ...
+
+    def ping(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -149,7 +162,19 @@ class _Base:
                         "partial_write_dropped_points)", self.where, dropped, status, reason)
         return dropped
 
+    def ping(self) -> bool:
+        """Whether the server answers ``GET /ping`` (any answer below 500: it is up; whether it
+        takes our writes, the next write tells). Never raises."""
+        try:
+            r = httpx.get(f"{self.settings.url.rstrip('/')}/ping", verify=self.settings.verify_tls,
+                          timeout=min(self.settings.timeout_s, PING_TIMEOUT_S))
+        except httpx.HTTPError:
+            return False
+        return r.status_code < 500
+
     def _status(self, status: int, message: str, retry_after: str | None) -> Exception:
+        if status in (401, 403):
+            return SinkUnauthorized(f"{self.where} refuses our credentials ({status}): {message}", status)
         if status == 429 or status >= 500:
             return SinkUnavailable(f"{self.where}: write answered {status}: {message}",
                                    retry_after_s=retry_after_s(retry_after))
@@ -158,7 +183,8 @@ class _Base:
 
     def _unreachable(self, exc: BaseException) -> SinkUnavailable:
         detail = self.scrub(str(exc) or type(exc).__name__)
-        return SinkUnavailable(f"{self.where}: write failed: {type(exc).__name__}: {detail}")
+        return SinkUnavailable(f"{self.where}: write failed: {type(exc).__name__}: {detail}",
+                               unreachable=True)
 
 
 class V1Sink(_Base):

@@ -396,6 +396,10 @@ class InfluxStore:
         """InfluxDB applies its own retention (policy or bucket period): nothing to do here."""
         return 0
 
+    def probe(self) -> bool:
+        """Whether InfluxDB answers at all (its ``/ping``): the spool's cheap probe while it is down."""
+        return self._sink.ping()
+
     def stats(self) -> StoreStats:
         s = self.settings
         with self._lock:

@@ -14,7 +14,7 @@ from .admin import (
 from .codec import decode_batch, encode_batch
 from .quarantine import Quarantine, QuarantineEntry, QuarantineStats, open_quarantine
 from .queue import AppendResult, Spool, SpoolEntry, SpoolStats, WhenFull
-from .store import SpooledStore, backoff_delay, open_spool
+from .store import SpooledStore, backoff_delay, open_spool, spool_problems
 
 __all__ = [
     "AppendResult",
@@ -37,5 +37,6 @@ __all__ = [
     "open_quarantine",
     "open_spool",
     "replay_quarantined",
+    "spool_problems",
     "spool_settings",
 ]

@@ -30,7 +30,7 @@ from config.errors import NotFoundError, StoreError
 from config.store import SpoolSettings
 
 from ..batch import Batch
-from .codec import FRAME, decode_batch, encode_batch, frame, read_frame
+from .codec import FRAME_V1, Damaged, decode_batch, encode_batch, frame_v1, read_frame
 from .queue import fsync_dir, write_atomic
 
 __all__ = ["Quarantine", "QuarantineEntry", "QuarantineStats", "open_quarantine"]
@@ -128,9 +128,9 @@ class Quarantine:
         except FileNotFoundError as exc:
             raise NotFoundError(f"no quarantined batch {qid} in {self.path}") from exc
         got = read_frame(data, 0)
-        if isinstance(got, str):
-            raise StoreError(f"quarantine {p}: unreadable: {got}")
-        payload = got[0]
+        if isinstance(got, Damaged):
+            raise StoreError(f"quarantine {p}: unreadable: {got.why}")
+        payload = got.payload
         (mlen,) = _META_LEN.unpack_from(payload, 0)
         meta = json.loads(bytes(payload[_META_LEN.size : _META_LEN.size + mlen]))
         _, batch = decode_batch(payload[_META_LEN.size + mlen :])
@@ -142,8 +142,8 @@ class Quarantine:
         try:
             with open(p, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                head = f.read(FRAME.size + _META_LEN.size)
-                (mlen,) = _META_LEN.unpack_from(head, FRAME.size)
+                head = f.read(FRAME_V1.size + _META_LEN.size)
+                (mlen,) = _META_LEN.unpack_from(head, FRAME_V1.size)
                 meta = json.loads(f.read(mlen))
         except FileNotFoundError:
             return None  # replayed or dropped by another process meanwhile
@@ -185,7 +185,8 @@ class Quarantine:
             "points": n, "status": status, "reason": reason, "quarantined_ns": when_ns, "attempts": attempts,
             "ts_min": int(batch.ts_ns.min()) if n else 0, "ts_max": int(batch.ts_ns.max()) if n else 0,
         }).encode()
-        return frame(_META_LEN.pack(len(meta)) + meta + encode_batch(batch, qid, when_ns))
+        # the v1 frame: one file per batch, whose payload starts with the description
+        return frame_v1(_META_LEN.pack(len(meta)) + meta + encode_batch(batch, qid, when_ns))
 
     def add(self, batch: Batch, status: int | None, reason: str) -> int | None:
         """Keep ``batch`` with the sink's answer; return its id, or None when it did not fit

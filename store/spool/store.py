@@ -6,8 +6,14 @@ spool is empty. When ``inner`` raises :class:`SinkUnavailable` (unreachable, tim
 accepted. From then on every new batch goes to the spool's tail too, until a drain thread has
 sent everything in it, oldest first, so each series reaches the sink in order. The drain
 thread retries with exponential backoff (honouring the server's ``Retry-After``) and sends
-as fast as the sink accepts, several spooled batches per request. A batch the sink refuses for
-good (:class:`SinkRejected`, a 4xx other than 429) goes to the quarantine with the reason; if
+as fast as the sink accepts, several spooled batches per request. While the sink does not
+answer at all (refused, timed out: ``SinkUnavailable.unreachable``) the drain also *probes* it
+every ``probe_interval_s`` (``inner.probe()``, InfluxDB's ``/ping``: no body, no data) and sends
+as soon as it answers, so data flows within seconds of its return however long the backoff
+has grown. A sink that refuses our credentials (:class:`SinkUnauthorized`, 401/403) is retried
+with the backoff like an outage (the batches stay spooled until someone fixes the credentials)
+and the status says so. A batch the sink refuses for
+good (:class:`SinkRejected`, a 4xx other than 401, 403 and 429) goes to the quarantine with the reason; if
 the quarantine is full it is dropped there, counted and logged once, and the drain goes on. (A
 sink that stores a batch but drops some of its points, InfluxDB's "partial write", took the
 batch: the inner store counts those points, shown as ``partial_write_dropped_points``.)
@@ -37,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.base import Backoff
-from config.errors import SinkRejected, SinkUnavailable, StoreError
+from config.errors import SinkRejected, SinkUnauthorized, SinkUnavailable, StoreError
 from config.store import SpoolSettings
 
 from ..base import Gap, Latest, SamplePage, Store, StoreStats, TagRecord
@@ -45,7 +51,7 @@ from ..batch import I64, Batch, Series
 from .quarantine import Quarantine, open_quarantine
 from .queue import Spool, SpoolEntry
 
-__all__ = ["SpooledStore", "backoff_delay", "open_spool"]
+__all__ = ["SpooledStore", "backoff_delay", "open_spool", "spool_problems"]
 
 log = logging.getLogger("tierproof.store.spool")
 
@@ -76,10 +82,16 @@ class ForwardStats:
     drained_points: int = 0
     quarantined_batches: int = 0
     quarantined_points: int = 0
-    sink: str = "ok"  # ok | unavailable
+    sink: str = "ok"  # ok | unavailable | unauthorized
+    auth_status: int | None = None  # 401 or 403 while unauthorized
     last_error: str | None = None
     last_error_ns: int | None = None
     retry_at_ns: int | None = None
+    retry_delay_s: float | None = None  # the delay before the next retry, when one is scheduled
+    drain_error: str | None = None  # the drain itself failed (a bug, a disk error) and retries
+    probes: int = 0  # /ping probes sent while the sink was unreachable
+    probes_answered: int = 0  # of those, answered: each one sent the spool at once
+    drained_after_probe_points: int = 0  # points a send right after an answered probe delivered
 
 
 class SpooledStore:
@@ -96,6 +108,7 @@ class SpooledStore:
         drain_batches: int = 256,
         flush_interval_s: float = 0.0,
         flush_points: int = 5000,
+        probe_interval_s: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
         if flush_interval_s < 0:
@@ -108,6 +121,16 @@ class SpooledStore:
         self.drain_batches = drain_batches
         self.flush_interval_s = flush_interval_s
         self.flush_points = flush_points
+        self.probe_interval_s = probe_interval_s
+        probe = getattr(inner, "probe", None)
+        self._probe_fn = probe if callable(probe) else None
+        self._unreachable_since: float | None = None  # monotonic; set while the sink does not answer
+        self._last_probe = 0.0
+        self._after_probe = False  # the next send follows an answered probe
+        # counters at opening: health reports losses since this start
+        s0, q0 = spool.stats(), quarantine.stats()
+        self._lost_at_start = s0.lost_batches - s0.lost_since_open
+        self._dropped_at_start = s0.dropped_points + s0.refused_points + q0.dropped_points
         #: monotonic time the oldest batch waiting for a flush arrived (None: send at once)
         self._gathering_since: float | None = None
         self.forward = ForwardStats()
@@ -124,6 +147,7 @@ class SpooledStore:
     @classmethod
     def open(cls, inner: Store, settings: SpoolSettings, **kw: Any) -> SpooledStore:
         spool, quarantine = open_spool(settings)
+        kw.setdefault("probe_interval_s", settings.probe_interval_s)
         return cls(inner, spool, quarantine, settings.backoff, **kw)
 
     # ------------------------------------------------------------------ writing
@@ -170,12 +194,20 @@ class SpooledStore:
             self._wake.notify_all()
 
     def _unavailable(self, exc: SinkUnavailable) -> None:
-        if self.forward.sink != "unavailable":
-            log.warning("sink unavailable (%s); spooling batches in %s until it recovers",
-                        exc, self.spool.path)
-        self.forward.sink = "unavailable"
+        state = "unauthorized" if isinstance(exc, SinkUnauthorized) else "unavailable"
+        if self.forward.sink != state:
+            log.warning("sink %s (%s); spooling batches in %s until it recovers", state, exc,
+                        self.spool.path)
+        self.forward.sink = state
+        self.forward.auth_status = exc.status if isinstance(exc, SinkUnauthorized) else None
         self.forward.last_error = str(exc)
         self.forward.last_error_ns = time.time_ns()
+        if exc.unreachable and self._probe_fn is not None:
+            if self._unreachable_since is None:
+                self._unreachable_since = time.monotonic()
+            self._last_probe = time.monotonic()
+        else:
+            self._unreachable_since = None
 
     def _quarantine(self, batch: Batch, exc: SinkRejected) -> None:
         """Keep a refused batch in the quarantine. When it does not fit, ``Quarantine.add`` has
@@ -190,25 +222,65 @@ class SpooledStore:
 
     def _drain_loop(self) -> None:
         while True:
+            probe = False
             with self._wake:
-                while not self._stopping and (
-                    self.spool.empty or time.monotonic() < self._send_at()
-                ):
-                    self._wake.wait(None if self.spool.empty else self._send_at() - time.monotonic())
+                while not self._stopping:
+                    if self.spool.empty:
+                        self._wake.wait()
+                        continue
+                    now, send_at = time.monotonic(), self._send_at()
+                    if now >= send_at:
+                        break
+                    probe_at = self._probe_at()
+                    if probe_at is not None and now >= probe_at:
+                        probe = True
+                        break
+                    self._wake.wait(min(send_at, probe_at if probe_at is not None else send_at) - now)
                 if self._stopping:
                     return
+            if probe:
+                self._probe()
+                continue
             try:
                 delay = self._drain_once()
             except Exception as exc:  # a bug or a disk error must not end draining for good
                 log.exception("spool drain failed; will retry")
-                self.forward.last_error = f"{type(exc).__name__}: {exc}"
+                self.forward.last_error = self.forward.drain_error = f"{type(exc).__name__}: {exc}"
                 self.forward.last_error_ns = time.time_ns()
                 delay = -1.0
             if delay is None:
+                self.forward.drain_error = None
                 self._attempt = 0
-                self.forward.retry_at_ns = None
+                self.forward.retry_at_ns = self.forward.retry_delay_s = None
                 continue
             self._schedule_retry(delay)
+
+    def _probe_at(self) -> float | None:
+        """Monotonic time of the next probe, or None: no probing (the sink answered, if with an
+        error: then its Retry-After or our backoff decides)."""
+        if self._unreachable_since is None or self._probe_fn is None:
+            return None
+        return self._last_probe + self.probe_interval_s
+
+    def _probe(self) -> None:
+        assert self._probe_fn is not None
+        self._last_probe = time.monotonic()
+        self.forward.probes += 1
+        try:
+            answered = bool(self._probe_fn())
+        except Exception:  # a probe must never end the drain
+            log.debug("sink probe failed", exc_info=True)
+            answered = False
+        if not answered:
+            return
+        self.forward.probes_answered += 1
+        down = time.monotonic() - (self._unreachable_since or self._last_probe)
+        log.info("sink answers its probe again after %.1f s; sending the %d spooled batches now",
+                 down, len(self.spool))
+        self._unreachable_since = None
+        self._after_probe = True
+        with self._wake:
+            self._not_before = 0.0
 
     def _schedule_retry(self, delay: float) -> float:
         """Hold the drain for ``delay`` seconds (-1: the backoff's next delay) after a failed
@@ -217,6 +289,8 @@ class SpooledStore:
             delay = backoff_delay(self.backoff, self._attempt, self._rng)
         self._attempt += 1
         self.forward.retry_at_ns = time.time_ns() + int(delay * 1e9)
+        self.forward.retry_delay_s = delay
+        self._after_probe = False
         with self._wake:
             self._not_before = time.monotonic() + delay
         return delay
@@ -281,6 +355,10 @@ class SpooledStore:
         self.spool.pop(items[-1][0].seq)
         self.forward.drained_batches += len(items)
         self.forward.drained_points += sum(e.points for e, _ in items)
+        if self._after_probe:
+            self.forward.drained_after_probe_points += sum(e.points for e, _ in items)
+            self._after_probe = False
+        self._unreachable_since = None
         if self.forward.sink != "ok":
             log.info("sink available again; %d batches (%d points) still spooled",
                      len(self.spool), self.spool.points)
@@ -316,6 +394,7 @@ class SpooledStore:
         partial = self.inner.stats().extra.get("partial_write_dropped_points", 0)
         return {
             "sink": f.sink,
+            "status": self._status_text(),
             "batches": s.batches,
             "points": s.points,
             "bytes": s.bytes,
@@ -334,10 +413,34 @@ class SpooledStore:
             "direct_points": f.direct_points,
             "spooled_points": f.spooled_points,
             "drained_points": f.drained_points,
+            "lost_batches": s.lost_batches,
+            "lost_points": s.lost_points,
+            "lost_batches_since_start": s.lost_batches - self._lost_at_start,
+            "dropped_points_since_start": (s.dropped_points + s.refused_points + q.dropped_points
+                                           - self._dropped_at_start),
+            "damage": list(s.damage),
+            "drain_error": f.drain_error,
             "last_error": f.last_error,
             "last_error_at_ns": f.last_error_ns,
             "retry_at_ns": f.retry_at_ns,
+            "retry_delay_s": None if f.retry_delay_s is None else round(f.retry_delay_s, 3),
+            "probe_interval_s": self.probe_interval_s if self._probe_fn is not None else None,
+            "probes": f.probes,
+            "probes_answered": f.probes_answered,
+            "drained_after_probe_points": f.drained_after_probe_points,
         }
+
+    def _status_text(self) -> str:
+        """The sink's state in a sentence, for health and the spool status."""
+        f = self.forward
+        every = "" if f.retry_delay_s is None else f": retrying every {f.retry_delay_s:.3g} s"
+        if f.sink == "unauthorized":
+            return f"InfluxDB refuses our credentials ({f.auth_status}){every} ({f.last_error})"
+        if f.sink == "unavailable":
+            probing = (f", probing every {self.probe_interval_s:g} s"
+                       if self._unreachable_since is not None else "")
+            return f"InfluxDB unavailable{every}{probing} ({f.last_error})"
+        return "ok"
 
     def stats(self) -> StoreStats:
         st = self.inner.stats()
@@ -421,3 +524,30 @@ class SpooledStore:
             self.spool.close()
         finally:
             self.inner.close()
+
+
+#: the spool's fill (share of max_bytes) from which health reports it
+FULL_WARNING = 0.9
+
+
+def spool_problems(st: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(part, reason)`` for each thing wrong in ``SpooledStore.spool_stats()``: part ``sink``
+    (unavailable or refusing our credentials) or ``spool`` (batches lost to damage or dropped
+    since this start, nearly full, batches quarantined). Empty when all is well."""
+    out: list[tuple[str, str]] = []
+    if st.get("sink", "ok") != "ok":
+        out.append(("sink", str(st.get("status") or st.get("last_error"))))
+    if st.get("drain_error"):
+        out.append(("spool", f"draining fails and is retried: {st['drain_error']}"))
+    if (lost := int(st.get("lost_batches_since_start") or 0)) > 0:
+        out.append(("spool", f"{lost} spooled batches lost to damaged, truncated or missing segments "
+                             "since this start (see tierproof spool list)"))
+    if (dropped := int(st.get("dropped_points_since_start") or 0)) > 0:
+        out.append(("spool", f"{dropped} points dropped since this start (spool or quarantine full)"))
+    if st.get("max_bytes") and int(st.get("bytes") or 0) >= FULL_WARNING * int(st["max_bytes"]):
+        out.append(("spool", f"spool {100 * int(st['bytes']) / int(st['max_bytes']):.0f} % full; "
+                             f"when full it {st.get('when_full', 'drop_oldest').replace('_', 's the ', 1)}"))
+    if (q := int(st.get("quarantined_batches") or 0)) > 0:
+        out.append(("spool", f"{q} batches ({st.get('quarantined_points', 0)} points) refused by the sink "
+                             "wait in the quarantine (tierproof spool list, then replay or drop)"))
+    return out

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from config.errors import SinkRejected, SinkUnavailable, StoreError
+from config.errors import SinkRejected, SinkUnauthorized, SinkUnavailable, StoreError
 from config.store import InfluxStoreSettings
 from store import STORES, Batch, InfluxStore, Series, SqliteStore, Store, TagRecord, open_store
 from tests.influx_servers import InfluxDB16
@@ -428,10 +428,12 @@ def answering() -> Iterator[http.server.ThreadingHTTPServer]:
         (503, {"Retry-After": "Thu, 01 Jan 2099 00:00:00 GMT"}, b'{"error":"engine: overloaded"}',
          SinkUnavailable, "far"),
         (500, {}, b'{"error":"timeout"}', SinkUnavailable, None),
-        (401, {}, b'{"code":"unauthorized","message":"unauthorized access"}', SinkRejected, None),
+        # credentials or permissions refused: retried by the spool (someone can fix them)
+        (401, {}, b'{"code":"unauthorized","message":"unauthorized access"}', SinkUnauthorized, None),
+        (403, {}, b'{"error":"user is not authorized to write to database"}', SinkUnauthorized, None),
         (413, {}, b'{"error":"Request Entity Too Large"}', SinkRejected, None),
     ],
-    ids=["429", "503-date", "500", "401", "413"],
+    ids=["429", "503-date", "500", "401", "403", "413"],
 )
 def test_status_mapping(
     answering: http.server.ThreadingHTTPServer, tmp_path: Path, api: str, status: int,
@@ -449,7 +451,11 @@ def test_status_mapping(
     exc = info.value
     message = body.decode().split('"')[-2]  # the server's message
     assert message in str(exc)
-    if isinstance(exc, SinkUnavailable):
+    if isinstance(exc, SinkUnauthorized):
+        assert exc.status == status and f"refuses our credentials ({status})" in str(exc)
+        assert not exc.unreachable  # it answered: no probing, the backoff
+    elif isinstance(exc, SinkUnavailable):
+        assert not exc.unreachable
         if retry_after == "far":
             assert exc.retry_after_s is not None and exc.retry_after_s > 10**8
         else:

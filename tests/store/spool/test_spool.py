@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from config.errors import NotFoundError, StoreError
 from store.batch import TS_UNKNOWN, Batch
 from store.spool import Spool
-from store.spool.codec import FRAME, decode_batch, encode_batch, frame, read_frame
+from store.spool.codec import FRAME, Damaged, Frame, decode_batch, encode_batch, frame, read_frame
 from store.spool.quarantine import Quarantine
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,22 +77,30 @@ def test_codec_round_trips_every_column(
     )
     rec = frame(encode_batch(batch, 7, 123))
     got = read_frame(rec, 0)
-    assert not isinstance(got, str)
-    payload, end = got
-    assert end == len(rec)
-    head, back = decode_batch(payload)
+    assert isinstance(got, Frame), got
+    assert (got.end, got.seq, got.points) == (len(rec), 7, n)
+    head, back = decode_batch(got.payload)
     assert (head.seq, head.points, head.spooled_ns) == (7, n, 123)
     assert_same(batch, back)
 
 
 def test_read_frame_names_what_is_wrong() -> None:
     rec = frame(encode_batch(make_batch(1), 1, 0))
-    assert "shorter than a record frame" in str(read_frame(rec[:5], 0))
-    assert "cut short" in str(read_frame(rec[:-1], 0))
+    def why(data: bytes) -> Damaged:
+        got = read_frame(data, 0)
+        assert isinstance(got, Damaged)
+        return got
+
+    assert why(rec[:5]).short and "shorter than a record frame" in why(rec[:5]).why
+    assert why(rec[:-1]).short and "cut short" in why(rec[:-1]).why
     damaged = bytearray(rec)
-    damaged[-1] ^= 0xFF
-    assert read_frame(bytes(damaged), 0) == "checksum mismatch"
-    assert read_frame(b"\0" * len(rec), 0) == "no record marker"
+    damaged[-1] ^= 0xFF  # the payload: the frame still says which batch and how many points
+    assert why(bytes(damaged)) == Damaged("record checksum mismatch", seq=1, points=100, end=len(rec))
+    damaged = bytearray(rec)
+    damaged[6] ^= 0xFF  # the length: caught by the frame's own checksum, never followed
+    assert why(bytes(damaged)) == Damaged("record frame checksum mismatch")
+    assert why(b"\0" * len(rec)) == Damaged("zeros instead of a record", short=True)
+    assert why(b"x" * len(rec)) == Damaged("no record marker")
 
 
 # ----------------------------------------------------------------------------- spool
@@ -137,7 +145,8 @@ def test_torn_tail_is_cut_and_spool_stays_usable(tmp_path: Path, caplog: pytest.
     with caplog.at_level(logging.WARNING, "tierproof.store.spool"), Spool(tmp_path, 1 << 20) as sp:
         assert [e.seq for e in sp.entries()] == [0, 1, 2]
         assert seg.stat().st_size == good_size
-        assert "cutting" in caplog.text and str(seg) in caplog.text
+        assert "cutting" in caplog.text and seg.name in caplog.text
+        assert sp.stats().lost_batches == 0  # an interrupted append was never acknowledged
         sp.append(make_batch(3))
     with Spool(tmp_path, 1 << 20) as sp:
         got = sp.peek(10)
@@ -145,16 +154,17 @@ def test_torn_tail_is_cut_and_spool_stays_usable(tmp_path: Path, caplog: pytest.
         assert_same(got[-1][1], make_batch(3))
 
 
-def test_corrupt_last_record_is_cut(tmp_path: Path) -> None:
+def test_corrupt_last_record_is_counted_lost(tmp_path: Path) -> None:
     with Spool(tmp_path, 1 << 20) as sp:
         for s in range(3):
             sp.append(make_batch(s))
     seg = segments(tmp_path)[-1]
     data = bytearray(seg.read_bytes())
-    data[-3] ^= 0x55
+    data[-3] ^= 0x55  # complete but damaged: damage, not a crash in the middle of an append
     seg.write_bytes(bytes(data))
     with Spool(tmp_path, 1 << 20) as sp:
         assert [e.seq for e in sp.entries()] == [0, 1]
+        assert (sp.stats().lost_batches, sp.stats().lost_points) == (1, 100)
 
 
 CHILD = textwrap.dedent("""
