@@ -85,7 +85,7 @@ def test_a_damaged_database_at_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("state", "why"), [
     ('{"head_seq": ', "unreadable state file: Expecting value"),
-    ('{"something": 1}', "state file lacks 'head_seq'"),
+    ('{"something": 1}', "state file lacks or garbles 'head_seq'"),
 ])
 def test_a_bad_spool_state_file(tmp_path: Path, state: str, why: str) -> None:
     spool = tmp_path / "spool"
