@@ -154,3 +154,29 @@ async def test_ten_thousand_bad_topics_leave_the_log_bounded_and_new_reasons_log
     said = len([m for m in full if "unknown topic" in m]) + sum(int(m.split()[1]) for m in summaries)
     assert said == n
     assert sqlite_store.read(ids[f"{ASSET}/speed_rpm"], 0, EVER, prior=False).value.tolist() == [3]
+
+
+async def test_the_brokers_message_size_limit_keeps_a_huge_message_off_the_wire(
+    sqlite_store: SqliteStore,
+) -> None:
+    """What collector/mqtt/README.md recommends: Mosquitto's message_size_limit drops a too
+    large PUBLISH at the broker (the publisher stays connected), so the gateway never reads
+    it -- and, the price of that, never counts it either."""
+    broker = Mosquitto(extra_config="message_size_limit 10000")
+    broker.start()
+    try:
+        dev = device(broker.url, [PLAIN], [{"asset": ASSET, "name": "note", "type": "string",
+                                              "role": "status"}])
+        ids = register(sqlite_store, dev)
+        writer = Writer(sqlite_store)
+        async with Supervisor([dev], sqlite_store, writer, ids) as sup:
+            await wait_until(lambda: health(sup).state == "connected", what="connected")
+            with publisher(broker) as pub:
+                publish_all(pub, [("tp/L1/M1/note", "z" * 50_000), ("tp/L1/M1/note", "small")])
+            await wait_until(lambda: health(sup).samples_delivered >= 1, what="the small message")
+            h = health(sup)
+        await writer.close()
+    finally:
+        broker.close()
+    assert h.dropped == {} and h.samples_delivered == 1
+    assert [t for _, t, _ in sqlite_store.read_text(ids[f"{ASSET}/note"], 0, EVER)] == ["small"]
