@@ -90,6 +90,7 @@ class LogLimiter:
         self._full = 0  # full lines of known reasons at new places in this interval
         self._other = 0  # occurrences of forgotten keys in this interval
         self._other_keys = 0
+        self._pending = 0  # occurrences counted and not yet summarised
         self._since = clock()
         #: lines written in full / summary lines / occurrences only counted, since creation
         self.logged = 0
@@ -109,6 +110,7 @@ class LogLimiter:
             keys.move_to_end(key)
             keys[key] += 1
             self.suppressed += 1
+            self._pending += 1
             return False
         if len(keys) >= self.max_keys:
             _, pending = keys.popitem(last=False)
@@ -122,6 +124,7 @@ class LogLimiter:
         else:
             keys[key] = 1  # remembered: its occurrences are summarised from now on
             self.suppressed += 1
+            self._pending += 1
             return False
         keys[key] = 0
         self.logged += 1
@@ -139,6 +142,13 @@ class LogLimiter:
         now = self._clock()
         if now - self._since >= self.interval_s:
             self._summarise(now)
+
+    def due_in(self) -> float | None:
+        """Seconds until the next summary is due, None when nothing waits to be summarised
+        (a source that sleeps until its next message can sleep at most this long)."""
+        if not self._pending:
+            return None
+        return max(0.0, self._since + self.interval_s - self._clock())
 
     def flush(self) -> None:
         """Write the summaries of the interval so far (the source is closing)."""
@@ -168,5 +178,5 @@ class LogLimiter:
         for k in self._keys:
             self._keys[k] = 0
         self._reasons.clear()
-        self._full = self._other = self._other_keys = 0
+        self._full = self._other = self._other_keys = self._pending = 0
         self._since = now

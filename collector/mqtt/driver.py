@@ -510,7 +510,14 @@ class MqttCollector(PahoConnection):
         while True:
             self._raise_if_lost()
             self.logs.tick()
-            await self._wake.wait()
+            due = self.logs.due_in()
+            if due is None:
+                await self._wake.wait()
+            else:  # summaries wait: say them on time even if no message comes
+                try:
+                    await asyncio.wait_for(self._wake.wait(), due + 0.01)
+                except TimeoutError:
+                    continue
             self._raise_if_lost()
             if wait_s > 0 and not self._full.is_set():
                 with contextlib.suppress(TimeoutError):

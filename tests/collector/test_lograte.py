@@ -50,10 +50,17 @@ def test_first_in_full_then_one_summary_per_interval(clock: Clock, caplog: pytes
     clock.t += 60.0
     lim.tick()  # the one occurrence counted in the second interval
     assert lines(caplog)[2:] == ["dev: 1 more of wrong type on 't/1' in the last 60 s"]
+    assert lim.due_in() is None  # nothing waits to be said
+    lim.log("'t/1'", "wrong type", "full line about %s", "t/1")
+    clock.t += 45.0
+    assert lim.due_in() == 15.0  # a source idle until its next message wakes up for it
+    clock.t += 15.0
+    lim.tick()  # the one occurrence counted in the third interval
+    assert lines(caplog)[3:] == ["dev: 1 more of wrong type on 't/1' in the last 60 s"]
     clock.t += 60.0
     lim.tick()  # nothing counted: nothing said
-    assert len(lines(caplog)) == 3
-    assert (lim.logged, lim.summaries, lim.suppressed) == (1, 2, 1000)
+    assert len(lines(caplog)) == 4
+    assert (lim.logged, lim.summaries, lim.suppressed) == (1, 3, 1001)
 
 
 def test_ten_thousand_pairs_leave_new_reasons_logged_and_summarised(

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
-from collector import Supervisor
+from collector import MqttCollector, Supervisor
+from config.base import DeviceBase
 from config.signals import Quality
 from store.sqlite import SqliteStore
 from store.writer import Writer
@@ -180,3 +182,28 @@ async def test_the_brokers_message_size_limit_keeps_a_huge_message_off_the_wire(
         broker.close()
     assert h.dropped == {} and h.samples_delivered == 1
     assert [t for _, t, _ in sqlite_store.read_text(ids[f"{ASSET}/note"], 0, EVER)] == ["small"]
+
+
+async def test_a_summary_comes_on_time_when_the_bad_messages_stop(
+    mosquitto: Mosquitto, sqlite_store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The summary of what was only counted is written when its interval ends even if no
+    message follows (the collector wakes up for it); the interval is 0.5 s here, 60 s by
+    default."""
+    dev = device(mosquitto.url, [PLAIN], [{"asset": ASSET, "name": "speed_rpm"}])
+    ids = register(sqlite_store, dev)
+
+    def make(d: DeviceBase, tag_ids: Mapping[str, int]) -> MqttCollector:
+        c = MqttCollector(d, tag_ids)
+        c.logs.interval_s = 0.5
+        return c
+
+    writer = Writer(sqlite_store)
+    async with Supervisor([dev], sqlite_store, writer, ids, factories={"mqtt": make}) as sup:
+        await wait_until(lambda: health(sup).state == "connected", what="connected")
+        with publisher(mosquitto) as pub:
+            publish_all(pub, [("tp/L1/M1/speed_rpm", "fast")] * 6)
+        await wait_until(lambda: any("5 more of wrong type on 'tp/L1/M1/speed_rpm'" in r.getMessage()
+                                     for r in caplog.records), what="the summary, with no message after")
+        assert health(sup).state == "connected"
+    await writer.close()
