@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from collector import MqttCollector, Supervisor
 from config.base import DeviceBase
@@ -207,3 +208,18 @@ async def test_a_summary_comes_on_time_when_the_bad_messages_stop(
                                      for r in caplog.records), what="the summary, with no message after")
         assert health(sup).state == "connected"
     await writer.close()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("max_payload_bytes", 0), ("max_payload_bytes", 268_435_456), ("max_text_bytes", -1),
+    ("max_text_bytes", 1.5),
+])
+def test_limits_out_of_range_are_refused_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as err:
+        device("mqtt://127.0.0.1:1883", [PLAIN], [], **{field: value})
+    assert [e["loc"] for e in err.value.errors()] == [(field,)]
+
+
+def test_limit_defaults() -> None:
+    d = device("mqtt://127.0.0.1:1883", [PLAIN], [])
+    assert (d.max_payload_bytes, d.max_text_bytes) == (1024 * 1024, 64 * 1024)
