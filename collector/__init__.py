@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import Collector, CollectorFactory
 from .filter import StorageFilter, device_filter
+from .lograte import LogLimiter
 from .modbus import ModbusCollector
 from .mqtt import MqttCollector
 from .opcua import OpcUaCollector
@@ -26,6 +27,7 @@ __all__ = [
     "Collector",
     "CollectorFactory",
     "DeviceHealth",
+    "LogLimiter",
     "ModbusCollector",
     "MqttCollector",
     "OpcUaCollector",

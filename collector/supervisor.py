@@ -27,6 +27,11 @@ keep only their changes and heartbeats. Liveness and gap edges are those of the 
 what was stored. When the connection is lost, and at stop, each tag's last poll that was
 withheld is written before the gap is recorded; after a reconnect every sample is stored
 until the gap is closed, and then each tag's first sample dated after its end.
+
+Every batch of every protocol passes :func:`store.batch.mark_non_finite` first: a value that is
+not a finite number (NaN, +-infinity, ``1e999`` in a payload, a float register holding NaN) is
+stored with quality ``BAD`` and its value as sent, never as good; ``non_finite`` in the
+device's health counts them.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from config.base import Backoff, DeviceBase, TagBase
 from config.errors import ConfigError, ConnectError, StoreError
 from config.signals import Quality
 from store.base import Store
-from store.batch import Batch
+from store.batch import Batch, mark_non_finite
 from store.writer import Writer
 
 from .base import Collector, CollectorFactory, cancel_and_wait, tag_record
@@ -75,6 +80,7 @@ class DeviceHealth:
     samples_delivered: int = 0
     samples_stored: int = 0  # of those, written to the store (polled devices: see storage)
     bad_samples: int = 0  # delivered with quality >= BAD
+    non_finite: int = 0  # of those, made BAD here because the value was NaN or +-infinity
     reconnects: int = 0  # successful connections after a lost or failed one
     gap_open_since: int | None = None  # ns, start of the gap currently open
     tag_errors: dict[str, str] = field(default_factory=dict)
@@ -394,8 +400,10 @@ class Supervisor:
             log.exception("%s: could not store the last polled values", name)
 
     async def _deliver(self, name: str, batch: Batch, collector: Collector | None = None) -> None:
+        # the one place for every protocol: a value that is not a finite number is never good
+        checked, non_finite = mark_non_finite(batch)
         filt = self._filters.get(name)
-        kept = filt.apply(batch) if filt is not None else batch
+        kept = filt.apply(checked) if filt is not None else checked
         if isinstance(collector, Acknowledging) and collector.acknowledges:
             # An acknowledging source (MQTT QoS 1) acks its messages only once they are
             # durable: write, then tell the collector. A batch the store refuses is not
@@ -405,7 +413,7 @@ class Supervisor:
                     await self.writer.write(kept)
             except StoreError as exc:
                 raise ConnectError(f"{name}: the store refused a batch, not acknowledged: {exc}") from exc
-            collector.stored(batch)
+            collector.stored(batch)  # the collector's own object: it finds its messages by it
         elif filt is None or len(kept):  # a batch the filter emptied is not written
             await self.writer.submit(kept)
         if isinstance(collector, ReportsPartGaps) and collector.gap_events:
@@ -427,7 +435,8 @@ class Supervisor:
             h.last_success = now
         h.samples_delivered += n
         h.samples_stored += len(kept)
-        h.bad_samples += int(np.count_nonzero(batch.quality >= Quality.BAD))
+        h.bad_samples += int(np.count_nonzero(checked.quality >= Quality.BAD))
+        h.non_finite += non_finite
 
 
     async def _source_gaps(self, name: str, collector: ReportsPartGaps) -> None:

@@ -20,6 +20,12 @@ from .redact import redact_url, url_credentials_error
 # MQTT topic templates: levels of a topic name, each a literal, a {placeholder} naming a
 # hierarchy level or the signal, or "+" (any, ignored); a final "#" ignores the rest.
 MQTT_PLACEHOLDERS = ("site", "area", "line", "asset", "signal")
+#: the largest MQTT control packet there is (a 4-byte remaining length: 256 MB - 1)
+MQTT_MAX_PACKET = 268_435_455
+#: default longest MQTT payload the collector decodes, bytes
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: default longest value of a string tag, UTF-8 bytes
+DEFAULT_MAX_TEXT_BYTES = 64 * 1024
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_]+)\}$")
 MqttFormat = Literal["plain", "json", "sparkplug"]
 MqttValueType = Literal["float", "int", "bool", "string"]
@@ -262,6 +268,15 @@ class MqttDevice(DeviceBase):
     batch_max_ms: float = Field(default=20.0, ge=0, le=60_000, description="longest wait to fill a batch")
     rebirth_min_interval_s: ZeroOrInterval_s = Field(
         default=5.0, description="sparkplug: at most one rebirth request per node this often"
+    )
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MQTT_MAX_PACKET,
+        description="a longer message is dropped before it is decoded and counted as "
+        "'payload too large' (set the broker's max_packet_size too)",
+    )
+    max_text_bytes: int = Field(
+        default=DEFAULT_MAX_TEXT_BYTES, ge=1, le=MQTT_MAX_PACKET,
+        description="a longer string value (UTF-8 bytes) is dropped and counted as 'text too long'",
     )
     subscriptions: list[MqttSubscription] = Field(min_length=1)
     tags: list[MqttTag] = Field(default_factory=list)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -124,6 +124,28 @@ class Batch:
             concat_times([b.server_ts_ns for b in batches], [len(b) for b in batches]),
             concat_times([b.gateway_ts_ns for b in batches], [len(b) for b in batches]),
         )
+
+
+def mark_non_finite(batch: Batch) -> tuple[Batch, int]:
+    """``batch`` with every usable sample whose value is not finite (NaN, +-inf: a float
+    register holding NaN, an OPC UA Double, ``1e999`` or ``Infinity`` in a payload) made
+    :attr:`~config.signals.Quality.BAD`, and how many were. The value is kept as the source sent
+    it (quality is kept with the value, never a replacement); a text sample (value NaN by
+    definition) and a sample already bad are left as they are. Returns ``batch`` itself when
+    nothing changes (the common case costs one ``isfinite`` over the values)."""
+    value = batch.value
+    odd = ~np.isfinite(value)
+    if not odd.any():
+        return batch, 0
+    odd &= batch.quality < Quality.BAD
+    if batch.text is not None:
+        odd &= np.fromiter((t is None for t in batch.text), dtype=bool, count=len(batch))
+    n = int(np.count_nonzero(odd))
+    if not n:
+        return batch, 0
+    quality = batch.quality.copy()
+    quality[odd] = Quality.BAD
+    return replace(batch, quality=quality), n
 
 
 def concat_times(pieces: Sequence[I64 | None], lengths: Sequence[int]) -> I64 | None:

@@ -49,6 +49,7 @@ from config.signals import Quality
 from store.batch import Batch
 
 from ..base import cancel_and_wait, scaling, unregistered_tags
+from . import logs
 from .codec import Decoder
 from .line import ModbusLine, acquire_line, release_line
 from .plan import (
@@ -341,6 +342,7 @@ class ModbusCollector:
         try:
             while True:
                 item = await queue.get()
+                logs.tick()  # the summaries of pymodbus's rate-limited lines, once a minute
                 if isinstance(item, BaseException):
                     raise item
                 yield item

@@ -26,6 +26,8 @@ from pymodbus.framer import FramerType
 from config.errors import ConnectError
 from config.modbus import ModbusDevice
 
+from . import logs
+
 __all__ = ["ModbusLine", "acquire_line", "release_line"]
 
 T = TypeVar("T")
@@ -50,6 +52,7 @@ class ModbusLine:
         self.users = 0
         self.client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests observe waits
+        logs.install()  # pymodbus's lines about bad frames: one line each, rate-limited
 
     def describe(self) -> str:
         if self.transport == "rtu":
@@ -84,6 +87,8 @@ class ModbusLine:
 
     async def open(self, name: str) -> None:
         """Connect, unless a device sharing the line has done it already."""
+        # pymodbus's log lines name the line: its callbacks run in a copy of this context
+        logs.LINE.set(f"{self._device.protocol} line {self.describe()}")
         async with self._lock:
             if self.connected:
                 return

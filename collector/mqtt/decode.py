@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from config.mqtt import DEFAULT_MAX_TEXT_BYTES as DEFAULT_MAX_TEXT
 from config.mqtt import MqttTag
 from config.signals import ENUM_ROLES
 from config.times import NS_MAX, datetime_ns
 
 __all__ = [
+    "DEFAULT_MAX_TEXT",
     "NS_PER",
+    "TEXT_TOO_LONG",
     "JsonFields",
     "PayloadError",
     "TagCodec",
@@ -28,6 +31,9 @@ __all__ = [
     "parse_timestamp",
     "walk",
 ]
+
+#: reason (a key of the drop counters) of a string value longer than the tag's limit
+TEXT_TOO_LONG: Final = "text too long"
 
 #: ns per unit of each numeric timestamp format
 NS_PER: Final = {"epoch_s": 1_000_000_000, "epoch_ms": 1_000_000, "epoch_us": 1_000, "epoch_ns": 1}
@@ -214,16 +220,33 @@ class TagCodec:
     type: str
     #: canonical or device enum names -> raw value, for enumerated tags sent as names
     names: dict[str, int]
+    #: longest text (UTF-8 bytes) a string tag takes; a longer one is TEXT_TOO_LONG
+    max_text: int = DEFAULT_MAX_TEXT
 
     @classmethod
-    def of(cls, tag: MqttTag) -> TagCodec:
+    def of(cls, tag: MqttTag, max_text: int = DEFAULT_MAX_TEXT) -> TagCodec:
         names: dict[str, int] = {}
         if tag.enum is not None and tag.role in ENUM_ROLES:
             names = {name.lower(): raw for raw, name in tag.enum.items()}
-        return cls(tag.type, names)
+        return cls(tag.type, names, max_text)
+
+    def _too_long(self, size: int) -> PayloadError:
+        return PayloadError(TEXT_TOO_LONG, f"a text of {size:,} bytes, more than max_text_bytes "
+                                           f"({self.max_text:,})")
+
+    def _text(self, text: str) -> str:
+        """``text`` if it fits max_text (in UTF-8 bytes), else TEXT_TOO_LONG."""
+        # a character is at most 4 UTF-8 bytes: encode only when that can matter
+        if len(text) * 4 > self.max_text:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > self.max_text:
+                raise self._too_long(size)
+        return text
 
     def from_text(self, payload: bytes) -> tuple[float, str | None]:
         """A plain payload: the decimal text (or name, or true/false) of one value."""
+        if self.type == "string" and len(payload) > self.max_text:
+            raise self._too_long(len(payload))  # before decoding it
         try:
             text = payload.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
@@ -262,10 +285,10 @@ class TagCodec:
         bool; an enumerated tag also takes its names)."""
         if self.type == "string":
             if isinstance(v, str):
-                return math.nan, _clean(v)
+                return math.nan, _clean(self._text(v))
             if v is None or isinstance(v, dict | list):
                 raise PayloadError("wrong type", f"expected a string, got {_show(v)}")
-            return math.nan, json.dumps(v)
+            return math.nan, self._text(json.dumps(v))
         if isinstance(v, bool):
             if self.type == "bool":
                 return float(v), None

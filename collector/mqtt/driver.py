@@ -43,9 +43,18 @@ never a reason to drop the message); ``gateway_ts_ns`` is always the gateway's c
 message arrived.
 
 **Bad input** never stops ingestion: each dropped message is counted per reason in
-:attr:`MqttCollector.dropped` and logged once per (topic, reason); problems specific to a tag
-(a wrong type in its field) are also in :attr:`tag_errors`. A Sparkplug metric that cannot be
-decoded is dropped alone, counted under its reason and logged once per (node, metric, reason).
+:attr:`MqttCollector.dropped` and logged through a :class:`~collector.lograte.LogLimiter`
+(the first of each (topic, reason) in full, then a summary line per minute; new reasons are
+always logged); problems specific to a tag (a wrong type in its field) are also in
+:attr:`tag_errors`. A Sparkplug metric that cannot be decoded is dropped alone, counted under
+its reason and logged the same way per (node, metric, reason).
+
+**Size limits.** A payload longer than the device's ``max_payload_bytes`` is dropped before
+anything decodes it (not hashed, not copied, no UTF-8 or JSON decoding) and counted as
+"payload too large"; a string value longer than ``max_text_bytes`` (UTF-8 bytes) is dropped
+and counted as "text too long" (see :class:`~.decode.TagCodec`). MQTT 3.1.1 gives a client no
+way to refuse a packet before reading it, so the broker's own limit (Mosquitto
+``max_packet_size``) is what keeps a huge message off the wire; see collector/mqtt/README.md.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Final
 
 import numpy as np
@@ -73,6 +83,7 @@ from config.times import NS_MAX
 from store.batch import Batch
 
 from ..base import scaling, unregistered_tags
+from ..lograte import LogLimiter
 from .decode import (
     NS_PER,
     JsonFields,
@@ -87,7 +98,7 @@ from .decode import (
 from .sparkplug import SparkplugDecodeError, SparkplugHost, parse_topic
 from .transport import PahoConnection, ReadBuffer, TlsContext
 
-__all__ = ["DEDUP_MEMORY", "MqttCollector", "MqttStats"]
+__all__ = ["DEDUP_MEMORY", "PAYLOAD_TOO_LARGE", "MqttCollector", "MqttStats"]
 
 log = logging.getLogger("tierproof.collector.mqtt")
 
@@ -95,8 +106,8 @@ log = logging.getLogger("tierproof.collector.mqtt")
 DEDUP_MEMORY: Final = 20_000
 #: topics whose route is cached (a broker with more distinct topics just recomputes)
 _ROUTE_CACHE: Final = 100_000
-#: (topic, reason) pairs logged; beyond this only the counters grow
-_LOGGED_MAX: Final = 10_000
+#: the reasons of the size limits (keys of MqttCollector.dropped)
+PAYLOAD_TOO_LARGE: Final = "payload too large"
 
 _GOOD: Final = int(Quality.GOOD)
 
@@ -201,7 +212,8 @@ class MqttCollector(PahoConnection):
             raise ConfigError(f"device {device.name}: cannot collect its tags", problems)
         self._ids = np.array([tag_ids[t.path] for t in self._tags], dtype=np.int32)
         self._scaling = scaling(self._tags)
-        self._codecs = [TagCodec.of(t) for t in self._tags]
+        self._codecs = [TagCodec.of(t, device.max_text_bytes) for t in self._tags]
+        self._max_payload = device.max_payload_bytes
         self._subs = [self._compile(s) for s in device.subscriptions]
         #: the supervisor stores each batch durably, then calls stored(batch)
         self.acknowledges = device.qos == 1
@@ -220,7 +232,8 @@ class MqttCollector(PahoConnection):
         self._routes: dict[str, tuple[Any, ...]] = {}
         #: (paths, types) -> its fast extractor, shared by every topic with those fields
         self._fast: dict[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]], JsonFields] = {}
-        self._logged: set[tuple[str, str]] = set()
+        #: the log lines about dropped input, rate-limited per (topic or metric, reason)
+        self.logs = LogLimiter(log, device.name)
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._misc: asyncio.Task[None] | None = None
@@ -283,11 +296,21 @@ class MqttCollector(PahoConnection):
 
     def _message(self, msg: mqtt.MQTTMessage) -> None:
         self.stats.messages += 1
-        payload = bytes(msg.payload)
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
+        size = len(msg.payload)
+        if size > self._max_payload:
+            # before any work proportional to its size: no copy, no hash, no decoding (a
+            # redelivery of it is dropped again just as cheaply)
+            if msg.qos:
+                self._r_msgs.append((msg.mid, topic, 0))
+            self._problem(topic, PAYLOAD_TOO_LARGE,
+                          f"{size:,} bytes, more than max_payload_bytes ({self._max_payload:,})", None)
+            self._added()
+            return
+        payload = bytes(msg.payload)
         if msg.qos:
             key = (msg.mid, topic, hash(payload))
             self._r_msgs.append(key)
@@ -428,22 +451,20 @@ class MqttCollector(PahoConnection):
         self._count(reason)
         if i is not None:
             self.tag_errors[self._tags[i].path] = f"{reason} on {topic!r}: {detail}"
-        key = (topic, reason)
-        if key not in self._logged and len(self._logged) < _LOGGED_MAX:
-            self._logged.add(key)
-            log.warning("%s: dropped a message on %r: %s: %s (logged once per topic and reason; "
-                        "see dropped in the collector status)", self._dev.name, topic, reason, detail)
+        where = repr(topic[:200])
+        if self.logs.admit(where, reason):
+            log.warning("%s: dropped a message on %s: %s: %s (further ones are summarised once "
+                        "a minute; see dropped in the collector status)",
+                        self._dev.name, where, reason, detail)
 
     def _metric_problem(self, where: str, metric: str, reason: str, detail: str, i: int | None) -> None:
         """One Sparkplug metric dropped (the rest of its message is kept)."""
         self._count(reason)
         if i is not None:
             self.tag_errors[self._tags[i].path] = f"{reason} from {where}: {detail}"
-        key = (f"{where}\0{metric}", reason)
-        if key not in self._logged and len(self._logged) < _LOGGED_MAX:
-            self._logged.add(key)
+        if self.logs.admit(f"metric {metric} of sparkplug node {where}", reason):
             log.warning("%s: dropped metric %s of sparkplug node %s: %s: %s (the rest of the message "
-                        "is kept; logged once per node, metric and reason; see dropped in the "
+                        "is kept; further ones are summarised once a minute; see dropped in the "
                         "collector status)", self._dev.name, metric, where, reason, detail)
 
     def _publish(self, topic: str, payload: bytes) -> None:
@@ -488,7 +509,15 @@ class MqttCollector(PahoConnection):
         wait_s = self._dev.batch_max_ms / 1000.0
         while True:
             self._raise_if_lost()
-            await self._wake.wait()
+            self.logs.tick()
+            due = self.logs.due_in()
+            if due is None:
+                await self._wake.wait()
+            else:  # summaries wait: say them on time even if no message comes
+                try:
+                    await asyncio.wait_for(self._wake.wait(), due + 0.01)
+                except TimeoutError:
+                    continue
             self._raise_if_lost()
             if wait_s > 0 and not self._full.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -503,6 +532,17 @@ class MqttCollector(PahoConnection):
             if self.acknowledges:
                 self._unacked.append((batch, msgs))
             yield batch
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            self.logs.flush()  # what was counted since the last summary is said now
 
     def stored(self, batch: Batch) -> None:
         """``batch`` (and every batch before it) is durably stored: acknowledge its messages."""

@@ -92,9 +92,11 @@ async def test_read_buffer_delivers_every_message(mosquitto: Mosquitto, transpor
         url = f"mqtts://{mosquitto.host}:{mosquitto.tls_port}"
         extra = {"tls": {"ca_file": str(mosquitto.ca_file), "cert_file": str(mosquitto.client_cert),
                          "key_file": str(mosquitto.client_key)}, "connect_timeout_s": 5}
-    dev = device(url, subs, tags, qos=1, clean_session=False, client_id=f"buf-{transport}", **extra)
+    # texts beyond the default max_text_bytes (64 KiB): many 64 KiB reads for one message
+    dev = device(url, subs, tags, qos=1, clean_session=False, client_id=f"buf-{transport}",
+                 max_text_bytes=400_000, **extra)
     ids = {f"{ASSET}/{n}": k for k, n in enumerate("sait", 1)}
-    big = "Z" * 300_000  # many 64 KiB reads for one message
+    big = "Z" * 300_000
     msgs: list[tuple[str, bytes | str]] = []
     for k in range(3000):
         if k % 500 == 7:
