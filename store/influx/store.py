@@ -39,7 +39,7 @@ from config.store import InfluxStoreSettings
 
 from ..base import Gap, Latest, RollupRow, StoreStats, TagRecord
 from ..batch import I64, Batch, Series
-from ..changes import EVERYTHING, Changes
+from ..changes import Changes
 from ..sqlite import SqliteStore
 from .lp import HIERARCHY, LineEncoder, UnknownTags, gap_line, series_key
 from .ql import Rows, int_column, parse_chunked, quote_ident, quote_str, series_of, tag_filter
@@ -92,6 +92,10 @@ class InfluxStore:
         #: ``ns``: the cap of this thread's open ``snapshot()``, if any
         self._cap = threading.local()
         self._asset_of: dict[int, str] = {}
+        self._device_of: dict[int, str] = {}
+        #: voids of rows whose hours a gap opened or closed touched: sent before the next rows
+        #: or with the next write of samples (see open_gap)
+        self._pending_voids = ""
         #: roll-ups: claims (loaded from the server at first use), and the lock that orders
         #: writes of samples (and their voids) against puts of computed rows
         self._claims: Claims | None = None
@@ -103,6 +107,8 @@ class InfluxStore:
         #: every write of this store, told to subscribers (the roll-up maintainer, the KPI
         #: cache); None once ``discover_tags`` made this a reader of other gateways' data
         self.changes: Changes | None = Changes()
+        # the metadata's own changes (tags registered, gaps opened or closed) are this store's
+        self._meta.changes.subscribe(self._meta_changed)
         self._load_tags(self._meta.tags())
 
     def _query_client(self) -> httpx.Client:
@@ -129,6 +135,7 @@ class InfluxStore:
             self._encoder = encoder
             self._paths = {t.tag_id: t.path for t in tags}
             self._asset_of = {t.tag_id: t.asset for t in tags}
+            self._device_of = {t.tag_id: t.device for t in tags}
 
     def register_tags(self, tags: Sequence[TagRecord]) -> dict[str, int]:
         """Tag ids are kept in the local metadata file (stable by path across restarts)."""
@@ -141,9 +148,12 @@ class InfluxStore:
         self._load_tags(self._meta.tags())
         if tags and not self.central:  # sent after the next successful write of samples
             self._register_due = True
-        if self.changes is not None:
-            self.changes.note(EVERYTHING)
         return ids
+
+    def _meta_changed(self, since_ns: int) -> None:
+        changes = self.changes
+        if changes is not None:
+            changes.note(since_ns)
 
     def _send_register(self) -> None:
         """Post the tag register (best effort: a failure leaves it due after the next
@@ -235,6 +245,9 @@ class InfluxStore:
                 if stale:  # after the samples, in the same request as the last of them
                     voids = "".join(void_lines(self._rollup_m, a, h) for a, h in stale.items())
                     bodies[-1] += voids.encode()
+            pending = self._pending_voids
+            if pending:
+                bodies[-1] += pending.encode()
             try:
                 for body in bodies:
                     dropped += self._sink.post(body)
@@ -243,6 +256,8 @@ class InfluxStore:
                 raise
             if since:
                 claims.note(since)
+            if pending:
+                self._pending_voids = self._pending_voids[len(pending):]
         self._sink_ok = True
         with self._lock:  # counted once the whole batch is taken: a batch sent again counts once
             self._batches += 1
@@ -304,6 +319,9 @@ class InfluxStore:
         if self.central:
             raise StoreError(f"{self._where}: a central store reads roll-ups, it does not write them")
         with self._rollup_lock:
+            if self._pending_voids:  # before any row computed after the gap that made them
+                self._sink.post(self._pending_voids.encode())
+                self._pending_voids = ""
             admitted = self._load_claims().admit(rows, token)
             lines = [rollup_line(self._rollup_m, r) for r in admitted]
             step = max(1, self.settings.batch_size // 10)  # a row is ~10 points' worth of bytes
@@ -365,8 +383,28 @@ class InfluxStore:
         with self._lock:
             self._unsent_gaps.difference_update(pending)
 
+    def _gap_changed(self, device: str, asset: str | None, start_ns: int) -> None:
+        """A gap of ``device`` (``asset`` of it only) from ``start_ns`` opened or closed: the
+        rows of the hours it touches are stale, as with a late write. Their voids are sent
+        before any row is put again, or with the next write of samples; rows being computed
+        are refused at once."""
+        with self._lock:
+            assets = ({asset} if asset is not None else
+                      {a for t, a in self._asset_of.items() if self._device_of.get(t) == device})
+        since = {a: int(start_ns) for a in assets}
+        with self._rollup_lock:
+            claims = self._load_claims()
+            stale = claims.stale_hours(since)
+            if stale:
+                self._pending_voids += "".join(void_lines(self._rollup_m, a, h)
+                                               for a, h in stale.items())
+                claims.note(since)
+        if stale:  # again, after the claims: a computation they refused is done anew
+            self._meta_changed(int(start_ns))
+
     def open_gap(self, device: str, start_ns: int, reason: str, asset: str | None = None) -> int:
         gap_id = self._meta.open_gap(device, start_ns, reason, asset)
+        self._gap_changed(device, asset, start_ns)
         with self._lock:
             self._unsent_gaps.add(gap_id)
         if self._sink_ok:  # else after the next successful write: do not wait on a dead server
@@ -375,6 +413,9 @@ class InfluxStore:
 
     def close_gap(self, gap_id: int, end_ns: int) -> None:
         self._meta.close_gap(gap_id, end_ns)
+        gap = next((g for g in self._meta.gaps(None, -(2**62), 2**62) if g.gap_id == gap_id), None)
+        if gap is not None:
+            self._gap_changed(gap.device, gap.asset, gap.start_ns)
         with self._lock:
             self._unsent_gaps.add(gap_id)
         if self._sink_ok:

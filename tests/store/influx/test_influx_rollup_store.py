@@ -109,6 +109,28 @@ def test_rows_round_trip_and_late_writes_void_exactly_their_hours(influxdb16: In
         assert hours(again, B) == [0]
 
 
+def test_gaps_opened_or_closed_void_the_hours_of_their_device(influxdb16: InfluxDB16,
+                                                                tmp_path: Path) -> None:
+    with InfluxStore(settings(influxdb16.url, tmp_path)) as store:
+        ids = store.register_tags(tags())
+        told: list[int] = []
+        assert store.changes is not None
+        store.changes.subscribe(told.append)
+        token = store.rollup_claim(H0 + 6 * H)
+        store.put_rollups([row(a, H0 + k * H, k) for a in (A, B) for k in range(6)], token)
+        gap = store.open_gap("site-a-plc", H0 + 3 * H + 10, "connection refused")
+        assert told[-1] == H0 + 3 * H + 10
+        # sent with the next write of samples (a live one here), A's hours from the gap on
+        store.write(sample(ids, f"{B}/good", H0 + 7 * H))
+        assert hours(store, A) == [0, 1, 2] and hours(store, B) == [0, 1, 2, 3, 4, 5]
+        # or before the next rows are put: an asset-scoped gap of B, closed
+        gap = store.open_gap("site-b-plc", H0 + 4 * H, "offline", asset=B)
+        store.close_gap(gap, H0 + 4 * H + 60)
+        token = store.rollup_claim(H0 + 6 * H)
+        assert store.put_rollups([row(A, H0 + 3 * H, 3)], token) == 1
+        assert hours(store, A) == [0, 1, 2, 3] and hours(store, B) == [0, 1, 2, 3]
+
+
 def test_voids_go_through_the_spool_during_an_outage(influxdb16: InfluxDB16, tmp_path: Path) -> None:
     spool = SpoolSettings(path=str(tmp_path / "spool"))
     inner = InfluxStore(settings(influxdb16.url, tmp_path))
