@@ -207,15 +207,24 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _serve_stored(args: argparse.Namespace) -> int:
     """``serve``: the API, dashboard and KPIs over the configured store; no collectors."""
+    from store import SINKS, open_store
+
     from .app import create_app
 
     settings = load_settings(args.config)
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port
-    app = create_app(settings, collect=False, rollups_maintain=False)
-    print(f"tierproof serve: {len(settings.assets)} assets from {settings.store.type} store, "
-          f"no collectors; API on http://{host}:{port}", flush=True)
-    await _serve(app, host, port, args.duration)
+    # a remote store without its spool: this process writes no samples, and must neither
+    # lock nor drain the spool of a gateway that runs on the same file
+    opener = SINKS.get(settings.store.type)
+    store = opener(settings.store) if opener is not None else open_store(settings.store)
+    try:
+        app = create_app(settings, store=store, collect=False, rollups_maintain=False)
+        print(f"tierproof serve: {len(settings.assets)} assets from the {settings.store.type} "
+              f"store, no collectors; API on http://{host}:{port}", flush=True)
+        await _serve(app, host, port, args.duration)
+    finally:
+        store.close()
     return 0
 
 
