@@ -11,7 +11,9 @@ devices, and ``run`` over the same file -- answers ``/api/v1/kpis`` for the ente
 Asserted: every central figure's elements equal, to 1e-9 relative, the sum of the two
 gateways' own answers for their sites, and each asset's equal a raw computation (no roll-ups)
 over the same database; the central read whole hours from the gateways' roll-ups and says how
-many it computed from raw samples; ``run`` without devices answers as ``serve`` does.
+many it computed from raw samples (all of them after a late write, exactly the hours it
+touched); ``run`` without devices answers as ``serve`` does; ``assess`` over the central file
+judges the tiers.
 """
 
 from __future__ import annotations
@@ -246,5 +248,14 @@ def test_central_tierproof_assesses_two_gateways_over_one_influxdb(
         for got in (enterprise, again):
             assert got["assets"][path]["elements"] == pytest.approx(entry["elements"], rel=1e-9)
         assert "rollups" not in entry
+    # the enterprise's tier assessment from the command line, over the same central file
+    out = subprocess.run([sys.executable, "-m", "api.cli", "assess", "--config", str(cpath),
+                          "--from", window["from"], "--to", window["to"], "--format", "json"],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assessed = json.loads(out.stdout)
+    assert assessed["config_fingerprint"] == enterprise["config_fingerprint"]
+    assert assessed["figures"] and assessed["tiers"]
     print(json.dumps({"whole_hours": n, "voided_hours": touched, "pq_enterprise": total["pq"],
                       "pq_sites": [sites[s]["total"]["elements"]["pq"] for s in SITES]}))
