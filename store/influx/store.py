@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,8 +97,8 @@ class InfluxStore:
         #: voids of rows whose hours a gap opened or closed touched: sent before the next rows
         #: or with the next write of samples (see open_gap)
         self._pending_voids = ""
-        #: roll-ups: claims (loaded from the server at first use), and the lock that orders
-        #: writes of samples (and their voids) against puts of computed rows
+        #: roll-ups: claims (from ``<meta_path>-rollups.json`` at first use), and the lock
+        #: that orders writes of samples (and their voids) against puts of computed rows
         self._claims: Claims | None = None
         self._rollup_lock = threading.Lock()
         self._register_due = False  # the tag register waits for a successful write
@@ -443,7 +444,8 @@ class InfluxStore:
             start = int(s if s is not None else t)
             if e is not None and int(e) <= start_ns:
                 continue
-            out.append(Gap(hash((dev, start, asset)) & 0x7FFFFFFF, str(dev or ""), start,
+            gap_id = zlib.crc32(f"{dev}|{start}|{asset}".encode()) & 0x7FFFFFFF  # same in every process
+            out.append(Gap(gap_id, str(dev or ""), start,
                            None if e is None else int(e), str(reason or ""), asset or None))
         return out
 
