@@ -11,8 +11,8 @@ devices, and ``run`` over the same file -- answers ``/api/v1/kpis`` for the ente
 Asserted: every central figure's elements equal, to 1e-9 relative, the sum of the two
 gateways' own answers for their sites, and each asset's equal a raw computation (no roll-ups)
 over the same database; the central read whole hours from the gateways' roll-ups and says how
-many it computed from raw samples (all of them after a late write, exactly the hours it
-touched); ``run`` without devices answers as ``serve`` does; ``assess`` over the central file
+many it computed from raw samples (after a late write at one gateway: exactly the hours that
+write touched); ``run`` without devices answers as ``serve`` does; ``assess`` over the central file
 judges the tiers.
 """
 
