@@ -36,6 +36,7 @@ examples:
   tierproof demo                         simulated plant + collectors + store + API on :8000
   tierproof check-config plant.yaml      validate a configuration file
   tierproof run --config plant.yaml      run the gateway for a real plant
+  tierproof serve --config central.yaml  API + KPIs over a store, no collectors (enterprise)
   tierproof simulate --config config/demo.yaml --truth truth.json
   tierproof assess --config plant.yaml --format table   which tier the stored data meet
   tierproof spool list --config plant.yaml   batches waiting for InfluxDB, and refused ones
@@ -64,7 +65,10 @@ def _settings(path: str | None) -> Settings:
 
 
 def _log_kpi_warnings(settings: Settings) -> None:
-    """Once at start: each asset's KPIs that its configured signals cannot yield."""
+    """Once at start: each asset's KPIs that its configured signals cannot yield (not for a
+    central configuration, without devices: its tags come from the store)."""
+    if not settings.devices:
+        return
     for w in kpi_warnings(settings):
         log.warning("%s", w)
 
@@ -249,9 +253,36 @@ async def _run(args: argparse.Namespace) -> int:
     _log_kpi_warnings(settings)
     host = args.host or settings.api.host
     port = args.port if args.port is not None else settings.api.port
-    app = create_app(settings)
-    print(f"tierproof: {len(settings.devices)} devices, API on http://{host}:{port}", flush=True)
+    # without devices it is a central tierproof (docs/topology.md): it reads the roll-ups the
+    # gateways write and writes none (it would not know when their data change)
+    app = create_app(settings, rollups_maintain=bool(settings.devices))
+    print(f"tierproof: {len(settings.devices)} devices, {len(settings.assets)} assets, "
+          f"API on http://{host}:{port}", flush=True)
     await _serve(app, host, port, args.duration)
+    return 0
+
+
+async def _serve_stored(args: argparse.Namespace) -> int:
+    """``serve``: the API, dashboard and KPIs over the configured store; no collectors."""
+    from store import SINKS, open_store
+
+    from .app import create_app
+
+    settings = load_settings(args.config)
+    host = args.host or settings.api.host
+    port = args.port if args.port is not None else settings.api.port
+    sock = _listen(host, port)  # a port in use is one sentence before anything opens
+    # a remote store without its spool: this process writes no samples, and must neither
+    # lock nor drain the spool of a gateway that runs on the same file
+    opener = SINKS.get(settings.store.type)
+    store = opener(settings.store) if opener is not None else open_store(settings.store)
+    try:
+        app = create_app(settings, store=store, collect=False, rollups_maintain=False)
+        print(f"tierproof serve: {len(settings.assets)} assets from the {settings.store.type} "
+              f"store, no collectors; API on http://{host}:{port}", flush=True)
+        await _serve(app, host, port, args.duration, sock)
+    finally:
+        store.close()
     return 0
 
 
@@ -301,7 +332,10 @@ def _check(args: argparse.Namespace) -> int:
             print(f"{f}: OK ({len(s.assets)} assets, {len(s.devices)} devices, {n_tags} tags)")
             # the fingerprint every KPI answer and assessment of this file records
             print(f"{f}: fingerprint {config_fingerprint(s)}")
-            warnings = kpi_warnings(s)
+            warnings = kpi_warnings(s) if s.devices else []
+            if not s.devices and s.assets:
+                print(f"{f}: no devices: a central configuration (tierproof serve): the assets' "
+                      f"tags are read from the {s.store.type} store, where their gateways register them")
             if warnings:  # not errors: the exit code stays 0
                 print(f"{f}: {len(warnings)} warning(s): KPIs the configured signals cannot yield")
                 for w in warnings:
@@ -441,6 +475,9 @@ def _assess(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     store = open_store(settings.store)  # read only: no tags registered, nothing collected
     try:
+        if not settings.devices and callable(getattr(store, "discover_tags", None)):
+            # a central configuration: the tags are those the gateways registered in InfluxDB
+            store.discover_tags([a.path for a in settings.assets])  # type: ignore[attr-defined]
         service = KpiService(settings, store)
         with service.snapshot():  # one state of the store, while a gateway may be writing
             result = assess(settings, service, load_tiers(), tier=args.tier,
@@ -516,11 +553,26 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the gateway for a real plant",
                        description="Collect from the configured devices into the configured store "
-                       "and serve the API.")
+                       "and serve the API. With an empty device list it collects nothing and "
+                       "serves the configured assets from the store, as serve does.")
     r.add_argument("--config", required=True, help="configuration file")
     r.add_argument("--host", help="API host (default: api.host of the config)")
     r.add_argument("--port", type=int, help="API port (default: api.port of the config)")
     r.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    sv = sub.add_parser(
+        "serve", help="serve the API, dashboard and KPIs over the configured store, no collectors",
+        description="Serve stored data only: the API, the dashboard and the KPIs of the "
+        "configured assets, from the configured store, with no collector running (devices in "
+        "the file are ignored). With an InfluxDB store and no devices this is the central "
+        "tierproof of an enterprise: it learns each asset's tags from the tag register the "
+        "gateways write, reads their samples, gap markers and hourly roll-ups from the one "
+        "database, computes whatever hour has no roll-up from raw samples (each asset's "
+        "'rollups' in /api/v1/kpis says how many), and writes nothing. See docs/topology.md.")
+    sv.add_argument("--config", required=True, help="configuration file (e.g. config/examples/central.yaml)")
+    sv.add_argument("--host", help="API host (default: api.host of the config)")
+    sv.add_argument("--port", type=int, help="API port (default: api.port of the config)")
+    sv.add_argument("--duration", type=float, help="stop after this many seconds")
 
     c = sub.add_parser("check-config", help="validate configuration files",
                        description="Print OK and the file's fingerprint (the one the API and "
@@ -586,7 +638,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _spool(args)
     if args.command == "assess":
         return _assess(args)
-    runner = {"demo": _demo, "run": _run, "simulate": _simulate}[args.command]
+    runner = {"demo": _demo, "run": _run, "serve": _serve_stored,
+              "simulate": _simulate}[args.command]
     return asyncio.run(_until_stopped(runner, args))
 
 

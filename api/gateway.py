@@ -11,6 +11,7 @@ from typing import Self
 
 from collector import Supervisor
 from collector.base import tag_record
+from config.errors import StoreError
 from config.settings import Settings
 from store import Store, TagRecord, open_store
 from store.writer import Writer
@@ -31,6 +32,15 @@ class Gateway:
         self._own_store = store is None
         self.store: Store = store if store is not None else open_store(settings.store)
         self.tag_ids: dict[str, int] = self.store.register_tags(tag_records(settings))
+        #: no devices, and a store other gateways write to (InfluxDB): the central tierproof,
+        #: which learns the configured assets' tags from the store (``discover_tags``)
+        self.central = not settings.devices and callable(getattr(self.store, "discover_tags", None))
+        self._discovery: asyncio.Task[None] | None = None
+        if self.central:
+            try:
+                self.discover()
+            except StoreError as exc:  # InfluxDB not up yet: the periodic look finds them
+                log.warning("central: cannot read the tag register yet: %s", exc)
         self.writer = Writer(self.store)
         self.supervisor: Supervisor | None = None
         self._collect = collect
@@ -49,6 +59,26 @@ class Gateway:
                 return t.tag_id
         return None
 
+    def discover(self) -> int:
+        """Learn the tags of the configured assets from the store (the central tierproof)."""
+        assets = [a.path for a in self.settings.assets]
+        n: int = self.store.discover_tags(assets)  # type: ignore[attr-defined]
+        have = {t.asset for t in self.store.tags()}
+        missing = [a for a in assets if a not in have]
+        log.info("central: %d tags of %d assets found in the store%s", n, len(assets) - len(missing),
+                 f"; no tags yet for {', '.join(missing)} (no gateway has registered them)"
+                 if missing else "")
+        return n
+
+    async def _rediscover(self, every_s: float) -> None:
+        """Gateways started later register their tags later: look again every ``every_s``."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await asyncio.to_thread(self.discover)
+            except Exception:
+                log.exception("central: reading the tag register failed; will retry")
+
     async def _apply_retention(self, every_s: float) -> None:
         """Delete samples past ``store.retention_days`` at start and then every ``every_s``."""
         while True:
@@ -64,6 +94,8 @@ class Gateway:
     async def __aenter__(self) -> Self:
         if getattr(self.settings.store, "retention_days", None) is not None:
             self._retention = asyncio.create_task(self._apply_retention(3600.0), name="retention")
+        if self.central:
+            self._discovery = asyncio.create_task(self._rediscover(60.0), name="discover-tags")
         if self._collect:
             self.supervisor = Supervisor(
                 [d for d in self.settings.devices], self.store, self.writer, self.tag_ids
@@ -78,10 +110,11 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self._retention is not None:
-                self._retention.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._retention
+            for task in (self._retention, self._discovery):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self.supervisor is not None:
                 await self.supervisor.stop()
             await self.writer.close()

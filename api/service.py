@@ -61,6 +61,9 @@ class AssetResult:
     asset: Asset
     elements: TimeElements
     evidence: AssetEvidence
+    #: with roll-ups on: (whole hours of the window, of them read from roll-up rows); the
+    #: others were computed from raw samples (rows missing, stale, or of another key)
+    hours: tuple[int, int] | None = None
 
 
 class KpiService:
@@ -143,10 +146,12 @@ class KpiService:
         start): read from there instead of the store."""
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
+        whole: tuple[int, int] | None = None
         if context_start_ns is None and self.use_rollups and tags:
             rolled = self._rolled(asset, start_ns, end_ns, tags)
             if rolled is not None:
                 return rolled
+            whole = (max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS)), 0)
         ctx = start_ns if context_start_ns is None else context_start_ns
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
@@ -227,7 +232,7 @@ class KpiService:
             implausible_increases=tuple(implausible),
             default_mode=default_mode,
         )
-        return AssetResult(asset, elements, evidence)
+        return AssetResult(asset, elements, evidence, whole)
 
     # ------------------------------------------------------------------ hourly roll-ups
 
@@ -318,7 +323,7 @@ class KpiService:
             implausible_increases=tuple(implausible),
             default_mode=default_mode,
         )
-        return AssetResult(asset, elements, evidence)
+        return AssetResult(asset, elements, evidence, ((h1 - h0) // HOUR_NS, len(rows)))
 
     def assets_for(self, asset: str | None, line: str | None) -> list[Asset]:
         assets = self.settings.assets
@@ -362,16 +367,21 @@ class KpiService:
             "algorithm_version": ALGORITHM_VERSION,
             "config_fingerprint": self.fingerprint,
             "assets": {
-                r.asset.path: self._entry(r.elements, r.evidence.as_dict(iso)) for r in results
+                r.asset.path: self._entry(r.elements, r.evidence.as_dict(iso), r.hours)
+                for r in results
             },
             "lines": {p: self._entry(e) for p, e in lines.items()},
             "total": self._entry(roll_up(per_asset.values())),
         }
 
     @staticmethod
-    def _entry(e: TimeElements, evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _entry(e: TimeElements, evidence: dict[str, Any] | None = None,
+               hours: tuple[int, int] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = dict(Kpis.of(e).as_dict())
         out["elements"] = e.as_dict()
         if evidence is not None:
             out["evidence"] = evidence
+        if hours is not None:  # says which whole hours came from roll-ups, and which did not
+            out["rollups"] = {"whole_hours": hours[0], "from_rollups": hours[1],
+                              "from_raw_samples": hours[0] - hours[1]}
         return out

@@ -13,27 +13,38 @@
   its own tables and code, and holds no samples. Gap markers go to InfluxDB as well
   (``<measurement>_gaps``), for dashboards and other readers of the central database.
 
+- **Roll-ups** (``<measurement>_rollup``) and the **tag register** (``<measurement>_tags``):
+  see ``store.influx.rollups``. The gateway that owns an asset writes its rows and, with every
+  late or backfilled write of its samples, voids the rows of the hours it touches in the same
+  posted body; a store without devices of its own (the central tierproof, :meth:`discover_tags`)
+  reads the tags, rows and gap markers every gateway wrote.
+
 The schema is documented in ``store/influx/SCHEMA.md``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
 from config.errors import SinkRejected, SinkUnavailable, StoreError
 from config.store import InfluxStoreSettings
 
-from ..base import Gap, Latest, SamplePage, StoreStats, TagRecord
+from ..base import Gap, Latest, RollupRow, SamplePage, StoreStats, TagRecord
 from ..batch import I64, Batch, Series
+from ..changes import Changes
 from ..sqlite import SqliteStore
-from .lp import LineEncoder, UnknownTags, gap_line, series_key
-from .ql import Rows, int_column, parse_chunked, quote_ident, series_of, tag_filter
+from .lp import HIERARCHY, LineEncoder, UnknownTags, gap_line, series_key
+from .ql import Rows, int_column, parse_chunked, quote_ident, quote_str, series_of, tag_filter
+from .rollups import Claims, asset_since, decode_point, rollup_line, tag_line, void_lines
 from .sink import make_sink, server_message
 
 __all__ = ["InfluxStore"]
@@ -43,6 +54,9 @@ log = logging.getLogger("store.influx")
 #: statements sent in one /query request (each tag of a read_many is one or two)
 _STATEMENTS_PER_QUERY = 200
 _CHUNK_SIZE = 50_000
+#: the tag register is written again this often (a retention policy would expire it)
+_REGISTER_EVERY_NS = 24 * 3600 * 1_000_000_000
+_NEVER = -(2**63)
 
 
 class InfluxStore:
@@ -78,6 +92,24 @@ class InfluxStore:
         self._closed = False
         #: ``ns``: the cap of this thread's open ``snapshot()``, if any
         self._cap = threading.local()
+        self._asset_of: dict[int, str] = {}
+        self._device_of: dict[int, str] = {}
+        #: voids of rows whose hours a gap opened or closed touched: sent before the next rows
+        #: or with the next write of samples (see open_gap)
+        self._pending_voids = ""
+        #: roll-ups: claims (from ``<meta_path>-rollups.json`` at first use), and the lock
+        #: that orders writes of samples (and their voids) against puts of computed rows
+        self._claims: Claims | None = None
+        self._rollup_lock = threading.Lock()
+        self._register_due = False  # the tag register waits for a successful write
+        self._register_sent_ns = _NEVER
+        #: a store without devices of its own reads what gateways wrote (``discover_tags``)
+        self.central = False
+        #: every write of this store, told to subscribers (the roll-up maintainer, the KPI
+        #: cache); None once ``discover_tags`` made this a reader of other gateways' data
+        self.changes: Changes | None = Changes()
+        # the metadata's own changes (tags registered, gaps opened or closed) are this store's
+        self._meta.changes.subscribe(self._meta_changed)
         self._load_tags(self._meta.tags())
 
     def _query_client(self) -> httpx.Client:
@@ -103,6 +135,8 @@ class InfluxStore:
         with self._lock:
             self._encoder = encoder
             self._paths = {t.tag_id: t.path for t in tags}
+            self._asset_of = {t.tag_id: t.asset for t in tags}
+            self._device_of = {t.tag_id: t.device for t in tags}
 
     def register_tags(self, tags: Sequence[TagRecord]) -> dict[str, int]:
         """Tag ids are kept in the local metadata file (stable by path across restarts)."""
@@ -113,7 +147,70 @@ class InfluxStore:
                 raise StoreError(f"{self._where}: {exc}") from exc
         ids = self._meta.register_tags(tags)
         self._load_tags(self._meta.tags())
+        if tags and not self.central:  # sent after the next successful write of samples
+            self._register_due = True
         return ids
+
+    def _meta_changed(self, since_ns: int) -> None:
+        changes = self.changes
+        if changes is not None:
+            changes.note(since_ns)
+
+    def _send_register(self) -> None:
+        """Post the tag register (best effort: a failure leaves it due after the next
+        successful write; it is a copy for the central tierproof, the ids stay local)."""
+        now = time.time_ns()
+        lines = "".join(tag_line(self._tags_m, t, now) for t in self._meta.tags())
+        try:
+            if lines:
+                self._sink.post(lines.encode())
+        except SinkUnavailable as exc:
+            self._sink_ok = False
+            log.warning("%s: tag register not sent yet: %s", self._where, exc)
+            return
+        except SinkRejected as exc:
+            log.error("%s: tag register refused: %s", self._where, exc)
+        self._register_due = False
+        self._register_sent_ns = now
+
+    @property
+    def _tags_m(self) -> str:
+        return f"{self.settings.measurement}_tags"
+
+    @property
+    def _rollup_m(self) -> str:
+        return f"{self.settings.measurement}_rollup"
+
+    def discover_tags(self, assets: Sequence[str]) -> int:
+        """Make this store a reader of what gateways wrote (the central tierproof): register
+        locally every tag of ``assets`` found in the tag register in InfluxDB (ids are this
+        store's own), read gaps from the gap markers, and offer no change feed (other
+        processes write here). Returns the number of tags found; call again to refresh."""
+        self.central = True
+        self.changes = None
+        stmts = [f"SELECT * FROM {self._src(self._tags_m)} WHERE "
+                 + " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
+                                for k, v in zip(HIERARCHY[:4], a.split("/"), strict=True))
+                 for a in assets]
+        found: dict[str, TagRecord] = {}
+        for rows in self._query(stmts) if stmts else []:
+            for values in rows.values:  # in time order: a tag's last registration wins
+                point = dict(zip(rows.columns, values, strict=False))
+                segs = [point.get(k) for k in HIERARCHY]
+                if not all(segs):
+                    continue
+                path = "/".join(str(x) for x in segs)
+                enum_text = point.get("enum")
+                enum = ({int(k): str(v) for k, v in json.loads(enum_text).items()}
+                        if enum_text else None)
+                found[path] = TagRecord(
+                    path=path, asset=path.rsplit("/", 1)[0], role=str(point.get("role") or ""),
+                    device=str(point.get("device") or ""), protocol=str(point.get("protocol") or ""),
+                    unit=str(point.get("unit") or ""), enum=enum)
+        if found:
+            self._meta.register_tags(list(found.values()))
+            self._load_tags(self._meta.tags())
+        return len(found)
 
     def tags(self) -> list[TagRecord]:
         return self._meta.tags()
@@ -134,19 +231,130 @@ class InfluxStore:
             # no server will ever take these: the spool quarantines the batch with the reason
             raise SinkRejected(f"{self._where}: {exc}", status=None, reason=str(exc)) from exc
         dropped = 0
-        try:
-            for body in bodies:
-                dropped += self._sink.post(body)
-        except SinkUnavailable:
-            self._sink_ok = False
-            raise
+        # under the roll-up lock: a computation claims its hours before or after this write
+        # as a whole (see store.influx.rollups)
+        with self._rollup_lock:
+            since: dict[str, int] = {}
+            claims = self._claims
+            if claims is None:
+                claims = self._load_claims()
+            if int(batch.ts_ns.min()) < claims.end_ns:
+                with self._lock:
+                    asset_of = self._asset_of
+                since = asset_since(batch.tag_id, batch.ts_ns, asset_of)
+                stale = claims.stale_hours(since)
+                if stale:  # after the samples, in the same request as the last of them
+                    voids = "".join(void_lines(self._rollup_m, a, h) for a, h in stale.items())
+                    bodies[-1] += voids.encode()
+            pending = self._pending_voids
+            if pending:
+                bodies[-1] += pending.encode()
+            try:
+                for body in bodies:
+                    dropped += self._sink.post(body)
+            except SinkUnavailable:
+                self._sink_ok = False
+                raise
+            if since:
+                claims.note(since)
+            if pending:
+                self._pending_voids = self._pending_voids[len(pending):]
         self._sink_ok = True
         with self._lock:  # counted once the whole batch is taken: a batch sent again counts once
             self._batches += 1
             self._points += len(batch)
             self._partial_dropped += dropped
+        if self.changes is not None:
+            self.changes.note(int(batch.ts_ns.min()))
         if self._unsent_gaps:
             self._send_gaps()
+        if self._register_due or (self._register_sent_ns != _NEVER
+                                  and time.time_ns() - self._register_sent_ns > _REGISTER_EVERY_NS):
+            self._send_register()
+
+    # ------------------------------------------------------------------ roll-ups
+
+    def _src(self, measurement: str) -> str:
+        m = quote_ident(measurement)
+        return f"{quote_ident(self._rp)}.{m}" if self._rp else m
+
+    def _claims_path(self) -> Path | None:
+        meta = self.settings.meta_path
+        return None if meta == ":memory:" else Path(f"{meta}-rollups.json")
+
+    def _load_claims(self) -> Claims:
+        """The claims, at first use from the local metadata: the end of the hours this
+        gateway ever computed rows for (it is their only writer), so that a late write after a
+        restart (a spool draining) voids the rows of an earlier run too."""
+        if self._claims is None:
+            end = _NEVER
+            path = self._claims_path()
+            if path is not None and path.exists():
+                try:
+                    end = int(json.loads(path.read_text())["end_ns"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise StoreError(f"{path}: unreadable ({exc}); delete it only after deleting "
+                                     f"this gateway's rows in {self._rollup_m}") from exc
+            self._claims = Claims(end)
+        return self._claims
+
+    def rollup_claim(self, end_ns: int) -> int:
+        """A computation of rows of hours ending up to ``end_ns`` starts: its token. The new
+        end is kept in the local metadata before any row can be put."""
+        with self._rollup_lock:
+            claims = self._load_claims()
+            before = claims.end_ns
+            token = claims.claim(int(end_ns))
+            path = self._claims_path()
+            if claims.end_ns > before and path is not None:
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(json.dumps({"end_ns": claims.end_ns}))
+                tmp.replace(path)
+            return token
+
+    def put_rollups(self, rows: Sequence[RollupRow], token: int) -> int:
+        """Post the rows that no write since ``token`` has made stale; returns how many.
+        Raises SinkUnavailable/SinkRejected when InfluxDB does not take them: the maintainer
+        computes them again on its next pass (rows are derived: nothing is lost)."""
+        self._check_open()
+        if self.central:
+            raise StoreError(f"{self._where}: a central store reads roll-ups, it does not write them")
+        with self._rollup_lock:
+            if self._pending_voids:  # before any row computed after the gap that made them
+                self._sink.post(self._pending_voids.encode())
+                self._pending_voids = ""
+            admitted = self._load_claims().admit(rows, token)
+            lines = [rollup_line(self._rollup_m, r) for r in admitted]
+            step = max(1, self.settings.batch_size // 10)  # a row is ~10 points' worth of bytes
+            for i in range(0, len(lines), step):
+                self._sink.post("".join(lines[i:i + step]).encode())
+        return len(admitted)
+
+    def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int, key: str | None = None,
+                min_reach_ns: int | None = None) -> list[RollupRow]:
+        """Rows of ``assets`` whose hour starts in [start_ns, end_ns), by asset and hour (void
+        points left out); only those of ``key`` and with ``reach_ns >= min_reach_ns`` when
+        given. Tag ids in the rows are this store's (see ``store.influx.rollups``)."""
+        stmts = []
+        for a in assets:
+            cond = " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
+                                for k, v in zip(HIERARCHY[:4], a.split("/"), strict=True))
+            if key is not None:
+                cond += f' AND "key" = {quote_str(key)}'
+            if min_reach_ns is not None:
+                cond += f' AND "reach_ns" >= {int(min_reach_ns)}'
+            stmts.append(f'SELECT "key", "reach_ns", "data", "extra" FROM {self._src(self._rollup_m)}'
+                         f" WHERE {cond} AND time >= {int(start_ns)} AND time < {int(end_ns)}")
+        with self._lock:
+            ids = {p: i for i, p in self._paths.items()}
+        out: list[RollupRow] = []
+        for a, rows in zip(assets, self._query(stmts) if stmts else [], strict=True):
+            for t, k, r, d, x in zip(rows.column("time"), rows.column("key"), rows.column("reach_ns"),
+                                     rows.column("data"), rows.column("extra"), strict=True):
+                row = decode_point(a, t, k, r, d, x, ids)
+                if row is not None:
+                    out.append(row)
+        return out
 
     # ------------------------------------------------------------------ gaps
 
@@ -176,8 +384,28 @@ class InfluxStore:
         with self._lock:
             self._unsent_gaps.difference_update(pending)
 
+    def _gap_changed(self, device: str, asset: str | None, start_ns: int) -> None:
+        """A gap of ``device`` (``asset`` of it only) from ``start_ns`` opened or closed: the
+        rows of the hours it touches are stale, as with a late write. Their voids are sent
+        before any row is put again, or with the next write of samples; rows being computed
+        are refused at once."""
+        with self._lock:
+            assets = ({asset} if asset is not None else
+                      {a for t, a in self._asset_of.items() if self._device_of.get(t) == device})
+        since = {a: int(start_ns) for a in assets}
+        with self._rollup_lock:
+            claims = self._load_claims()
+            stale = claims.stale_hours(since)
+            if stale:
+                self._pending_voids += "".join(void_lines(self._rollup_m, a, h)
+                                               for a, h in stale.items())
+                claims.note(since)
+        if stale:  # again, after the claims: a computation they refused is done anew
+            self._meta_changed(int(start_ns))
+
     def open_gap(self, device: str, start_ns: int, reason: str, asset: str | None = None) -> int:
         gap_id = self._meta.open_gap(device, start_ns, reason, asset)
+        self._gap_changed(device, asset, start_ns)
         with self._lock:
             self._unsent_gaps.add(gap_id)
         if self._sink_ok:  # else after the next successful write: do not wait on a dead server
@@ -186,6 +414,9 @@ class InfluxStore:
 
     def close_gap(self, gap_id: int, end_ns: int) -> None:
         self._meta.close_gap(gap_id, end_ns)
+        gap = next((g for g in self._meta.gaps(None, -(2**62), 2**62) if g.gap_id == gap_id), None)
+        if gap is not None:
+            self._gap_changed(gap.device, gap.asset, gap.start_ns)
         with self._lock:
             self._unsent_gaps.add(gap_id)
         if self._sink_ok:
@@ -198,7 +429,25 @@ class InfluxStore:
         return self._meta.last_alive(device)
 
     def gaps(self, device: str | None, start_ns: int, end_ns: int) -> list[Gap]:
-        return self._meta.gaps(device, start_ns, end_ns)
+        """The local gaps; on a central store (``discover_tags``) the gap markers the
+        gateways wrote, which is all it has."""
+        if not self.central:
+            return self._meta.gaps(device, start_ns, end_ns)
+        cond = f' AND "device" = {quote_str(device)}' if device is not None else ""
+        (rows,) = self._query([
+            f'SELECT "start_ns", "end_ns", "reason", "asset", "device" FROM '
+            f"{self._src(self.settings.measurement + '_gaps')} WHERE time < {int(end_ns)}{cond}"])
+        out: list[Gap] = []
+        for t, s, e, reason, asset, dev in zip(
+                rows.column("time"), rows.column("start_ns"), rows.column("end_ns"),
+                rows.column("reason"), rows.column("asset"), rows.column("device"), strict=True):
+            start = int(s if s is not None else t)
+            if e is not None and int(e) <= start_ns:
+                continue
+            gap_id = zlib.crc32(f"{dev}|{start}|{asset}".encode()) & 0x7FFFFFFF  # same in every process
+            out.append(Gap(gap_id, str(dev or ""), start,
+                           None if e is None else int(e), str(reason or ""), asset or None))
+        return out
 
     # ------------------------------------------------------------------ reading
 

@@ -46,7 +46,7 @@ from config.base import Backoff
 from config.errors import SinkRejected, SinkUnauthorized, SinkUnavailable, StoreError
 from config.store import SpoolSettings
 
-from ..base import Gap, Latest, SamplePage, Store, StoreStats, TagRecord
+from ..base import Gap, Latest, RollupRow, SamplePage, Store, StoreStats, TagRecord
 from ..batch import I64, Batch, Series
 from .quarantine import Quarantine, open_quarantine
 from .queue import Spool, SpoolEntry
@@ -498,6 +498,29 @@ class SpooledStore:
 
     def apply_retention(self, now_ns: int) -> int:
         return self.inner.apply_retention(now_ns)
+
+    # roll-ups and the central reader (``store.influx.rollups``): the inner store's. Rows are
+    # not spooled: they are derived, and a put that fails is computed again by the maintainer;
+    # the voids a late write carries go with its samples, through the spool.
+
+    @property
+    def changes(self) -> Any:
+        """The inner store's change feed: told when spooled samples reach it."""
+        return getattr(self.inner, "changes", None)
+
+    def rollup_claim(self, end_ns: int) -> int:
+        return self.inner.rollup_claim(end_ns)  # type: ignore[attr-defined]
+
+    def put_rollups(self, rows: Sequence[RollupRow], token: int) -> int:
+        return self.inner.put_rollups(rows, token)  # type: ignore[attr-defined]
+
+    def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int, key: str | None = None,
+                min_reach_ns: int | None = None) -> list[RollupRow]:
+        return self.inner.rollups(assets, start_ns, end_ns, key=key,  # type: ignore[attr-defined]
+                                  min_reach_ns=min_reach_ns)
+
+    def discover_tags(self, assets: Sequence[str]) -> int:
+        return self.inner.discover_tags(assets)  # type: ignore[attr-defined]
 
     def close(self, timeout: float = 30.0) -> None:
         """Send what waits for a flush (within ``timeout``), stop draining (what is still
