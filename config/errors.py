@@ -30,7 +30,9 @@ class ConfigError(TierproofError):
             head = super().__str__()
             if head.endswith("invalid field(s)"):
                 return f"{loc}: {reason}"
-            return head if reason in head else f"{head}; {reason}"
+            if reason in head:
+                return head if loc in head else f"{head} ({loc})"
+            return f"{head}; {loc}: {reason}"
         lines = [super().__str__()]
         lines += [f"  {loc}: {reason}" for loc, reason in self.problems]
         return "\n".join(lines)
