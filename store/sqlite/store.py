@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from .schema import (
     init_schema,
 )
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "Verified"]
 
 log = logging.getLogger("store.sqlite")
 
@@ -67,6 +67,16 @@ def _window_part(p: Part, start_ns: int, end_ns: int, most: int) -> Part:
 
     return Part(cut(p.ts), cut(p.value), cut(p.quality), None, (), cut(p.server_ts),
                 cut(p.gateway_ts))
+
+
+class Verified(NamedTuple):
+    """What ``SqliteStore.verify`` found: chunks checked, of which ``unverified`` have no
+    checksums (written before schema version 5: only checked to decode), and every damaged
+    chunk known."""
+
+    chunks: int
+    unverified: int
+    damage: list[Damage]
 
 
 class SqliteStore:
@@ -699,9 +709,11 @@ class SqliteStore:
         time order: their samples are left out of every read and count as gaps."""
         return sorted(self._damage.values(), key=lambda d: (d.start_ns, d.chunk_id))
 
-    def verify(self, batch: int = 2000) -> list[Damage]:
+    def verify(self, batch: int = 2000) -> Verified:
         """Check every chunk (checksums and decoding), ``batch`` rows at a time from one
-        snapshot; record what is damaged; return all damage known afterwards."""
+        snapshot (memory: one batch of rows); record what is damaged; return the counts and
+        all damage known afterwards."""
+        checked = unverified = 0
         with self._snapshot("verify") as conn:
             last = -1
             while True:
@@ -713,6 +725,8 @@ class SqliteStore:
                 if not rows:
                     break
                 last = int(rows[-1][0])
+                checked += len(rows)
+                unverified += sum(1 for r in rows if r[8] is None)
                 faults: list[Fault] = []
                 for r in rows:
                     why = chunk_fault(r[:9], r[9:13])
@@ -720,7 +734,7 @@ class SqliteStore:
                         faults.append((int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), why))
                 if faults:
                     self._found(faults)
-        return self.damage()
+        return Verified(checked, unverified, self.damage())
 
     # ------------------------------------------------------------------ roll-ups
 
