@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from config.errors import StoreError
+from config.times import iso
 
 from ..base import Damage, Gap, Latest, RollupRow, SamplePage, StoreStats, TagRecord
 from ..batch import I64, TS_UNKNOWN, Batch, Series
@@ -699,9 +700,9 @@ class SqliteStore:
             found = [Damage(c, t, "", "", "", t0, t1 + 1, n, why, now) for c, t, t0, t1, n, why in new]
         for d in found:
             self._damage[d.chunk_id] = d
-            log.error("%s: stored data damaged: tag %s (id %d), %d samples from %d to %d ns"
+            log.error("%s: stored data damaged: tag %s (id %d), %d samples from %s to %s"
                       " (chunk %d: %s); read as a gap", self._path.name, d.path or "?", d.tag_id,
-                      d.samples, d.start_ns, d.end_ns - 1, d.chunk_id, d.reason)
+                      d.samples, iso(d.start_ns), iso(d.end_ns - 1), d.chunk_id, d.reason)
         self.changes.note(min(d.start_ns for d in found))
 
     def damage(self) -> list[Damage]:
