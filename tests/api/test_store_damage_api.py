@@ -171,3 +171,14 @@ def test_store_verify_command_finds_it(tmp_path: Path, capsys: pytest.CaptureFix
     assert "; 1 damaged" in out
     assert f"damaged: {STATE} (tag id 1): {PER} samples from {iso(FIRST)} to {iso(LAST)}" in out
     assert "checksum mismatch" in out and str(tmp_path) not in out
+
+
+def test_store_verify_refuses_a_remote_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from api.cli import main as cli
+
+    conf = tmp_path / "plant.yaml"
+    conf.write_text("store: {type: influx, api: v1, database: db}\n")
+    assert cli(["--log-level", "ERROR", "store", "verify", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"{conf}: store.type: 'influx': store verify checks the embedded store"
+                   " (type sqlite) only")
