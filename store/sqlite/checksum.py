@@ -49,6 +49,14 @@ def chunk_fault(r: Any, extra: Any | None) -> str | None:
     cannot be trusted, or None. ``extra`` = (texts, server_ts, gateway_ts, crc_extra) when the
     read loads those columns (then checked too), else None."""
     _, tag_id, t_min, t_max, n, ts, value, quality, crc = r
+    # SQLite does not enforce column types: a damaged row can hold anything anywhere
+    if not all(isinstance(x, int) for x in (tag_id, t_min, t_max, n)) or not all(
+            isinstance(b, bytes) for b in (ts, value, quality)):
+        return "a column of the wrong type"
+    if extra is not None and not (
+            (extra[0] is None or isinstance(extra[0], str))
+            and all(b is None or isinstance(b, bytes) for b in extra[1:3])):
+        return "a column of the wrong type (texts or server/gateway timestamps)"
     if crc is not None and chunk_crc(tag_id, t_min, t_max, n, ts, value, quality) != crc:
         return "checksum mismatch"
     if extra is not None:
@@ -56,13 +64,12 @@ def chunk_fault(r: Any, extra: Any | None) -> str | None:
         if crc_x is not None and extra_crc(texts, srv, gw) != crc_x:
             return "checksum mismatch (texts or server/gateway timestamps)"
     # what a chunk always is; the only check of a chunk without checksums
-    if not isinstance(n, int) or n < 1:
-        return f"bad sample count {n!r}"
+    if n < 1:
+        return f"bad sample count {n}"
     for name, b, size in (("ts", ts, TS.itemsize), ("value", value, VAL.itemsize),
                           ("quality", quality, 1)):
-        if not isinstance(b, bytes) or len(b) != n * size:
-            return f"{name} blob of {len(b) if isinstance(b, bytes) else type(b).__name__}" \
-                   f" bytes, not {n * size}"
+        if len(b) != n * size:
+            return f"{name} blob of {len(b)} bytes, not {n * size}"
     t = np.frombuffer(ts, TS)
     # the order only without a checksum: a matching one vouches for what was written sorted
     if int(t[0]) != t_min or int(t[-1]) != t_max or (
@@ -71,7 +78,7 @@ def chunk_fault(r: Any, extra: Any | None) -> str | None:
     if extra is not None:
         texts, srv, gw, _ = extra
         for name, b in (("server_ts", srv), ("gateway_ts", gw)):
-            if b is not None and (not isinstance(b, bytes) or len(b) != n * TS.itemsize):
+            if b is not None and len(b) != n * TS.itemsize:
                 return f"{name} blob of the wrong length"
         if texts is not None:
             try:

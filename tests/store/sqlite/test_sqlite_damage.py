@@ -150,3 +150,16 @@ def test_no_false_alarm_after_retention_trims_a_chunk(tmp_path: Path) -> None:
         s.apply_retention(T0 + (PER // 2) * 10 * SEC + 86_400 * SEC)  # cuts into chunk 0
         assert s.verify().damage == []
         assert len(s.read(ids[A], T0, T0 + 10**6 * SEC, prior=False)) == CHUNKS * PER - PER // 2
+
+
+def test_a_column_of_the_wrong_type_is_damage_not_an_error(tmp_path: Path) -> None:
+    """SQLite does not enforce column types: text where a blob belongs is damage too."""
+    path = tmp_path / "d.db"
+    ids = filled(path)
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE chunks SET value = 'x' WHERE chunk_id = (SELECT min(chunk_id) FROM chunks"
+                  " WHERE tag_id = ?)", (ids[A],))
+    c.close()
+    with SqliteStore(path) as s:
+        assert len(s.read(ids[A], T0, T0 + 10**6 * SEC, prior=False)) == (CHUNKS - 1) * PER
+        assert [d.reason for d in s.damage()] == ["a column of the wrong type"]
