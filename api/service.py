@@ -153,10 +153,6 @@ class KpiService:
                 return rolled
             whole = (max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS)), 0)
         ctx = start_ns if context_start_ns is None else context_start_ns
-        devices = sorted({t.device for t in tags.values()})
-        gaps = asset_gaps(
-            (g for d in devices for g in self.store.gaps(d, ctx, end_ns)), asset.path
-        )
         tag_evidence: list[TagEvidence] = []
 
         def read(role: Role) -> Series | None:
@@ -216,6 +212,11 @@ class KpiService:
             ideal_cycle_s=asset.ideal_cycle_time_s,
             manual_only=asset.control in ("manual", "none"),
             default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode),
+        )
+        # the gaps after the reads: a damaged chunk a read just found is one of them
+        devices = sorted({t.device for t in tags.values()})
+        gaps = asset_gaps(
+            (g for d in devices for g in self.store.gaps(d, ctx, end_ns)), asset.path
         )
         planned = self._planned(ctx, end_ns)
         elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns),

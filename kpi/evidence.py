@@ -134,7 +134,9 @@ class AssetEvidence:
             ),
             "gaps": [
                 {"device": g.device, "asset": g.asset, "start": instant(g.start_ns),
-                 "end": instant(g.end_ns), "reason": g.reason}
+                 "end": instant(g.end_ns), "reason": g.reason,
+                 # stored data found damaged: the tag (its reason starts "stored data damaged")
+                 **({"tag": tag} if (tag := getattr(g, "tag", None)) is not None else {})}
                 for g in self.gaps
             ],
             "planned_intervals": self.planned_intervals,

@@ -13,7 +13,7 @@ from typing import Any
 from config.settings import Settings
 from config.store import InfluxStoreSettings, SqliteStoreSettings, StoreSettings
 
-from .base import Gap, Latest, Store, StoreStats, TagRecord
+from .base import Damage, Gap, Latest, Store, StoreStats, TagRecord
 from .batch import TS_UNKNOWN, Batch, Series
 from .changes import Changes
 from .influx import InfluxStore
@@ -27,6 +27,7 @@ __all__ = [
     "TS_UNKNOWN",
     "Batch",
     "Changes",
+    "Damage",
     "Gap",
     "InfluxStore",
     "Latest",

@@ -38,6 +38,31 @@ class Gap:
     end_ns: int | None
     reason: str
     asset: str | None = None
+    #: the tag whose stored samples are damaged over the interval (``Damage.as_gap``); None
+    #: for a gap of collection
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Stored samples of one tag found damaged (a chunk whose checksum does not match or whose
+    blobs do not decode): unknown over [start_ns, end_ns), never read as zero samples."""
+
+    chunk_id: int
+    tag_id: int
+    path: str
+    device: str
+    asset: str
+    start_ns: int
+    end_ns: int  # the chunk's last sample + 1 ns
+    samples: int
+    reason: str
+    found_ns: int
+
+    def as_gap(self) -> Gap:
+        """The damaged range as a gap of the tag's asset (KPIs count it as unknown time)."""
+        return Gap(-self.chunk_id, self.device, self.start_ns, self.end_ns,
+                   f"stored data damaged: {self.path} ({self.reason})", self.asset, self.path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,12 @@ def _spool_out(spool: object) -> dict[str, Any]:
 class HealthReason(BaseModel):
     """One thing that makes the gateway ``degraded``."""
 
-    part: Literal["sink", "spool", "device"] = Field(
+    part: Literal["sink", "spool", "device", "store"] = Field(
         description="`sink`: the remote store (InfluxDB); `spool`: the store-and-forward spool "
-        "or its quarantine; `device`: a collector's device")
-    name: str = Field(description="which one: the store type, `spool`, or the device's name")
+        "or its quarantine; `device`: a collector's device; `store`: stored data found damaged "
+        "(embedded store)")
+    name: str = Field(description="which one: the store type, `spool`, the device's name, or "
+                      "(`store`) the path of the tag whose stored data is damaged")
     reason: str = Field(description="why, in a sentence")
 
 
@@ -47,7 +49,8 @@ class HealthDevices(BaseModel):
 
 
 class HealthOut(BaseModel):
-    """The gateway's health. ``ok`` only when every sink, device and the spool are healthy."""
+    """The gateway's health. ``ok`` only when every sink, device and the spool are healthy and
+    no stored data is known damaged."""
 
     status: Literal["ok", "degraded"]
     reasons: list[HealthReason] = Field(description="empty when ok")
@@ -75,6 +78,26 @@ def _public(value: Any) -> Any:
     return value
 
 
+#: damaged chunks named one by one in /health; the rest are counted in one more reason
+_DAMAGE_SHOWN = 10
+
+
+def _damage_reasons(store: Any) -> list[HealthReason]:
+    """A reason per damaged chunk of the embedded store (``SqliteStore.damage``), at most
+    ``_DAMAGE_SHOWN`` and a count of the rest; none for stores that do not check."""
+    damage = getattr(store, "damage", None)
+    found = damage() if callable(damage) else []
+    out = [HealthReason(part="store", name=d.path or f"tag id {d.tag_id}",
+                        reason=f"stored data damaged: {d.samples} samples from {iso(d.start_ns)} to "
+                        f"{iso(d.end_ns - 1)} ({d.reason}); read as a gap")
+           for d in found[:_DAMAGE_SHOWN]]
+    if len(found) > _DAMAGE_SHOWN:
+        out.append(HealthReason(part="store", name="damage",
+                                reason=f"{len(found) - _DAMAGE_SHOWN} more damaged chunks; "
+                                "`tierproof store verify` lists them all"))
+    return out
+
+
 def _device_reason(d: Any) -> str:
     why = {"connecting": "connecting", "backoff": "not connected, waiting to retry",
            "stopped": "stopped"}.get(d.state, d.state)
@@ -90,7 +113,9 @@ def _device_reason(d: Any) -> str:
         "`ok` (200) only when every sink, device and the spool are healthy; otherwise `degraded` "
         "(**503**) with `reasons`: the InfluxDB sink unavailable or refusing our credentials, a "
         "device not connected (disabled devices do not count), spooled batches lost to damage or "
-        "points dropped since this start, the spool 90 % full, batches waiting in the quarantine. "
+        "points dropped since this start, the spool 90 % full, batches waiting in the quarantine, "
+        "stored samples of the embedded store found damaged (per damaged range: the tag, its time "
+        "range and why; read as a gap by KPIs). "
         "A load balancer takes 503 as out of service. The Docker image's HEALTHCHECK takes both "
         "200 and 503 as alive (a gateway that is collecting into its spool while InfluxDB is down "
         "must not be restarted: a restart cannot fix a remote outage, and would interrupt "
@@ -113,6 +138,7 @@ def health(request: Request, g: GatewayDep, settings: SettingsDep) -> JSONRespon
     for d in devices:
         if d.state not in ("connected", "disabled"):
             reasons.append(HealthReason(part="device", name=d.name, reason=_device_reason(d)))
+    reasons += _damage_reasons(g.store)
     runner = getattr(request.app.state, "runner", None)
     out = HealthOut(
         status="degraded" if reasons else "ok",

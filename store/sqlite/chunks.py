@@ -4,26 +4,35 @@ chunks that straddle the retention horizon."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import numpy as np
 
+from .checksum import chunk_crc, chunk_fault, extra_crc
 from .runs import Part, texts_index, texts_subset, times_blob
 from .schema import TS, VAL, Q
 
-__all__ = ["chunk_parts", "chunks_by_id", "trim_chunks"]
+__all__ = ["Fault", "chunk_parts", "chunks_by_id", "trim_chunks"]
+
+
+#: a chunk found damaged: (chunk_id, tag_id, t_min, t_max, n, reason)
+Fault = tuple[int, int, int, int, int, str]
+_HEAD_COLS = "chunk_id, tag_id, t_min, t_max, n, ts, value, quality, crc"
+_EXTRA_COLS = ", texts, server_ts, gateway_ts, crc_extra"
 
 
 def chunk_parts(
     conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: int,
     prior: bool, with_text: bool, with_times: bool = False,
+    skip: Container[int] = (), faults: list[Fault] | None = None,
 ) -> list[Part]:
     """The chunks of one tag that the window [start_ns, end_ns) (and with ``prior`` the last
-    sample before it) can need, as parts in write order."""
-    cols = ("chunk_id, n, ts, value, quality" + (", texts" if with_text else "")
-            + (", server_ts, gateway_ts" if with_times else ""))
-    k_times = 6 if with_text else 5  # column index of server_ts when read
+    sample before it) can need, as parts in write order. Chunks in ``skip`` (known damaged)
+    are left out; a chunk that fails its check (``checksum.chunk_fault``) is left out and
+    appended to ``faults``."""
+    extra = with_text or with_times
+    cols = _HEAD_COLS + (_EXTRA_COLS if extra else "")
     chunk_rows = conn.execute(
         f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
         (tag_id, start_ns, end_ns),
@@ -31,63 +40,108 @@ def chunk_parts(
     if prior:
         # The true last sample before start is in a chunk overlapping start (loaded
         # above), in the chunk(s) with the greatest t_max < start, or in ingest: two
-        # index lookups, whatever the length of the history.
-        (p_max,) = conn.execute(
-            "SELECT max(t_max) FROM chunks WHERE tag_id = ? AND t_max < ?", (tag_id, start_ns)
-        ).fetchone()
-        if p_max is not None:
-            chunk_rows += conn.execute(
+        # index lookups, whatever the length of the history. Damaged chunks do not count:
+        # then the next greatest t_max below theirs (a few more lookups, only after damage).
+        below = start_ns
+        while True:
+            (p_max,) = conn.execute(
+                "SELECT max(t_max) FROM chunks WHERE tag_id = ? AND t_max < ?", (tag_id, below)
+            ).fetchone()
+            if p_max is None:
+                break
+            got = conn.execute(
                 f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max = ?", (tag_id, p_max)
             ).fetchall()
+            chunk_rows += got
+            if any(int(r[0]) not in skip and chunk_fault(r[:9], r[9:13] if extra else None)
+                   is None for r in got):
+                break
+            below = int(p_max)
     chunk_rows.sort(key=lambda r: r[0])  # chunk_id order is write order
-    return [_part(r, with_text, with_times, k_times) for r in chunk_rows]
+    return [p for _, p in _checked(chunk_rows, with_text, with_times, skip, faults)]
 
 
-def _part(r: Sequence[Any], with_text: bool, with_times: bool, k_times: int) -> Part:
-    """A chunk row (chunk_id, n, ts, value, quality[, texts][, server_ts, gateway_ts]) as a
-    part: views of its blobs."""
-    txt, strings = texts_index(r[5], r[1]) if with_text else (None, [])
+def _checked(rows: Sequence[Any], with_text: bool, with_times: bool, skip: Container[int],
+             faults: list[Fault] | None) -> list[tuple[int, Part]]:
+    """The rows that pass their check, as (chunk_id, part); the others into ``faults``."""
+    extra = with_text or with_times
+    out: list[tuple[int, Part]] = []
+    for r in rows:
+        cid = int(r[0])
+        if cid in skip:
+            continue
+        why = chunk_fault(r[:9], r[9:13] if extra else None)
+        if why is None:
+            try:
+                out.append((cid, _part(r, with_text, with_times)))
+                continue
+            except (ValueError, TypeError, IndexError, KeyError) as exc:  # texts that lie
+                why = f"does not decode: {exc}"
+        if faults is not None:
+            faults.append((cid, int(r[1]), int(r[2]), int(r[3]), int(r[4]), why))
+    return out
+
+
+def _part(r: Sequence[Any], with_text: bool, with_times: bool) -> Part:
+    """A checked chunk row (``_HEAD_COLS`` [+ ``_EXTRA_COLS``]) as a part: views of its
+    blobs."""
+    txt, strings = texts_index(r[9], r[4]) if with_text else (None, [])
     srv = gw = None
     if with_times:
-        srv, gw = (None if b is None else np.frombuffer(b, TS) for b in r[k_times:k_times + 2])
-    return Part(np.frombuffer(r[2], TS), np.frombuffer(r[3], VAL), np.frombuffer(r[4], Q),
+        srv, gw = (None if b is None else np.frombuffer(b, TS) for b in r[10:12])
+    return Part(np.frombuffer(r[5], TS), np.frombuffer(r[6], VAL), np.frombuffer(r[7], Q),
                 txt, strings, srv, gw)
 
 
-def chunks_by_id(conn: sqlite3.Connection, chunk_ids: Sequence[int], with_times: bool
+def chunks_by_id(conn: sqlite3.Connection, chunk_ids: Sequence[int], with_times: bool,
+                 skip: Container[int] = (), faults: list[Fault] | None = None,
                  ) -> dict[int, Part]:
-    """The chunks ``chunk_ids`` (at most a few hundred) as parts, by chunk_id; without texts."""
+    """The chunks ``chunk_ids`` (at most a few hundred) as parts, by chunk_id; without texts.
+    Damaged ones are left out (as in ``chunk_parts``)."""
     if not chunk_ids:
         return {}
-    cols = "chunk_id, n, ts, value, quality" + (", server_ts, gateway_ts" if with_times else "")
+    cols = _HEAD_COLS + (_EXTRA_COLS if with_times else "")
     marks = ",".join("?" * len(chunk_ids))
     rows = conn.execute(f"SELECT {cols} FROM chunks WHERE chunk_id IN ({marks})",
                         [int(c) for c in chunk_ids]).fetchall()
-    return {int(r[0]): _part(r, False, with_times, 5) for r in rows}
+    return dict(_checked(rows, False, with_times, skip, faults))
 
 
 def trim_chunks(conn: sqlite3.Connection, tag_id: int, horizon: int) -> int:
     """Cut the samples before ``horizon`` from the chunks of ``tag_id`` that straddle it
-    (UPDATE keeps chunk_id, hence their write order); return the samples cut."""
+    (UPDATE keeps chunk_id, hence their write order, and sets new checksums); return the
+    samples cut. A damaged chunk is left whole (retention deletes it once all of it is
+    older than the horizon)."""
     straddling = conn.execute(
-        "SELECT chunk_id, n, ts, value, quality, texts, server_ts, gateway_ts FROM chunks"
-        " WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
+        f"SELECT {_HEAD_COLS}{_EXTRA_COLS} FROM chunks WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
         (tag_id, horizon, horizon),
     ).fetchall()
     cut_total = 0
-    for cid, n, ts_b, v_b, q_b, texts, srv_b, gw_b in straddling:
+    for r in straddling:
+        if chunk_fault(r[:9], r[9:13]) is not None:
+            continue
+        cid: int = r[0]
+        n: int = r[4]
+        ts_b: bytes = r[5]
+        v_b: bytes = r[6]
+        q_b: bytes = r[7]
+        texts: str | None = r[9]
+        srv_b: bytes | None = r[10]
+        gw_b: bytes | None = r[11]
         cut = int(np.searchsorted(np.frombuffer(ts_b, TS), horizon, "left"))
         txt, strings = texts_index(texts, n)
         srv, gw = (None if b is None else times_blob(np.frombuffer(b, TS)[cut:])
                    for b in (srv_b, gw_b))
+        t_min, n_new = int(np.frombuffer(ts_b, TS)[cut]), n - cut
+        ts_c, v_c, q_c = ts_b[cut * TS.itemsize:], v_b[cut * VAL.itemsize:], q_b[cut * Q.itemsize:]
+        tx = texts_subset(txt, strings, cut, n)
         conn.execute(
             "UPDATE chunks SET t_min = ?, n = ?, ts = ?, value = ?, quality = ?, texts = ?,"
-            " server_ts = ?, gateway_ts = ? WHERE chunk_id = ?",
-            (
-                int(np.frombuffer(ts_b, TS)[cut]), n - cut, ts_b[cut * TS.itemsize:],
-                v_b[cut * VAL.itemsize:], q_b[cut * Q.itemsize:],
-                texts_subset(txt, strings, cut, n), srv, gw, cid,
-            ),
+            " server_ts = ?, gateway_ts = ?, crc = ?, crc_extra = ? WHERE chunk_id = ?",
+            (t_min, n_new, ts_c, v_c, q_c, tx, srv, gw,
+             # an unverified chunk (written before checksums) stays unverified
+             None if r[8] is None else chunk_crc(tag_id, t_min, int(r[3]), n_new, ts_c, v_c, q_c),
+             None if r[12] is None else extra_crc(tx, srv, gw), cid),
         )
         cut_total += cut
     return cut_total

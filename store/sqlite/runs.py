@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from ..base import Latest
 from ..batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times
+from .checksum import chunk_crc, extra_crc
 from .schema import ROW_COLS, TAG, TS, VAL, BlobRow, Q
 
 __all__ = [
@@ -125,7 +126,8 @@ class Sorted:
         return len(self.ts)
 
     def chunk_rows(self) -> list[tuple[object, ...]]:
-        """One ``chunks`` row per tag. Per-tag work is list building; per-point work is numpy."""
+        """One ``chunks`` row per tag, with its checksums (``checksum.py``). Per-tag work is
+        list building and one CRC pass over the bytes; per-point work is numpy."""
         # One bytes object per array, sliced per tag through memoryviews: no per-tag copies.
         ts_b = memoryview(blob(self.ts, TS))
         v_b = memoryview(blob(self.value, VAL))
@@ -136,13 +138,15 @@ class Sorted:
             for k in np.flatnonzero(np.maximum.reduceat(self.txt, self.lo) >= 0).tolist():
                 texts[k] = texts_subset(self.txt, self.strings, int(self.lo[k]), int(self.hi[k]))
         srv, gw = self._times_slices(self.server_ts), self._times_slices(self.gateway_ts)
-        return [
-            (t, t0, t1, j - i, ts_b[i * w_ts:j * w_ts], v_b[i * w_v:j * w_v], q_b[i:j], tx, s, g)
-            for t, t0, t1, i, j, tx, s, g in zip(
-                self.tags_u.tolist(), self.ts[self.lo].tolist(), self.ts[self.hi - 1].tolist(),
-                self.lo.tolist(), self.hi.tolist(), texts, srv, gw, strict=True,
-            )
-        ]
+        rows: list[tuple[object, ...]] = []
+        for t, t0, t1, i, j, tx, s, g in zip(
+            self.tags_u.tolist(), self.ts[self.lo].tolist(), self.ts[self.hi - 1].tolist(),
+            self.lo.tolist(), self.hi.tolist(), texts, srv, gw, strict=True,
+        ):
+            ts_c, v_c, q_c = ts_b[i * w_ts:j * w_ts], v_b[i * w_v:j * w_v], q_b[i:j]
+            rows.append((t, t0, t1, j - i, ts_c, v_c, q_c, tx, s, g,
+                         chunk_crc(t, t0, t1, j - i, ts_c, v_c, q_c), extra_crc(tx, s, g)))
+        return rows
 
     def _times_slices(self, times: I64 | None) -> list[memoryview | None]:
         """Per tag, its slice of an optional timestamp column, or None (NULL) where the tag

@@ -13,6 +13,7 @@ import numpy as np
 from config.errors import StoreError
 
 __all__ = [
+    "DAMAGE_TABLE",
     "INSERT_CHUNK",
     "INSERT_INGEST",
     "ROLLUPS_TABLE",
@@ -34,8 +35,8 @@ log = logging.getLogger("store.sqlite")
 
 #: version of the file layout in ``meta.schema_version``; bump on any incompatible change
 #: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated;
-#: 3: ``gaps.asset``; 4: the ``rollups`` table)
-SCHEMA_VERSION = 4
+#: 3: ``gaps.asset``; 4: the ``rollups`` table; 5: chunk checksums and the ``damage`` table)
+SCHEMA_VERSION = 5
 
 # Blob encodings are fixed little-endian so that a file moves between machines unchanged;
 # on little-endian hosts (x86, ARM) these are the native dtypes and cost no conversion.
@@ -87,7 +88,9 @@ CREATE TABLE chunks (
     quality  BLOB NOT NULL,
     texts    TEXT,
     server_ts  BLOB,
-    gateway_ts BLOB
+    gateway_ts BLOB,
+    crc        INTEGER,
+    crc_extra  INTEGER
 );
 CREATE INDEX chunks_by_tag ON chunks (tag_id, t_max, t_min);
 CREATE TABLE latest (
@@ -123,9 +126,21 @@ ROLLUPS_TABLE = """CREATE TABLE rollups (
     PRIMARY KEY (asset, hour_ns)
 ) WITHOUT ROWID"""
 _SCHEMA += ROLLUPS_TABLE + ";\n"
+#: chunks found damaged (a checksum that does not match, or blobs that do not decode): one row
+#: per chunk, so the record is bounded by the chunks; deleted with the chunk by retention
+DAMAGE_TABLE = """CREATE TABLE damage (
+    chunk_id INTEGER PRIMARY KEY,
+    tag_id   INTEGER NOT NULL,
+    t_min    INTEGER NOT NULL,
+    t_max    INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    found_ns INTEGER NOT NULL
+)"""
+_SCHEMA += DAMAGE_TABLE + ";\n"
 INSERT_CHUNK = (
-    "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts,"
+    " crc, crc_extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_INGEST = (
     "INSERT INTO ingest"
@@ -145,6 +160,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE gaps ADD COLUMN asset TEXT",),
     # derived per-asset hourly rows (empty: rebuilt from the samples by whoever uses them)
     3: (ROLLUPS_TABLE,),
+    # Chunk checksums (issue 13 item 5). A separate step on purpose: if another branch also
+    # bumps the version, renumber this key and SCHEMA_VERSION at merge; nothing else depends
+    # on the number. Existing chunks keep crc NULL: unverified (their blobs are still checked
+    # to decode), never taken for damage.
+    4: (
+        "ALTER TABLE chunks ADD COLUMN crc INTEGER",
+        "ALTER TABLE chunks ADD COLUMN crc_extra INTEGER",
+        DAMAGE_TABLE,
+    ),
 }
 #: the ingest columns a merge reads, in BlobRow order
 ROW_COLS = "tag_ids, ts, value, quality, texts, server_ts, gateway_ts"

@@ -5,22 +5,25 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from config.errors import StoreError
+from config.times import iso
 
-from ..base import Gap, Latest, RollupRow, SamplePage, StoreStats, TagRecord
+from ..base import Damage, Gap, Latest, RollupRow, SamplePage, StoreStats, TagRecord
 from ..batch import I64, TS_UNKNOWN, Batch, Series
 from ..changes import EVERYTHING, Changes
 from . import rollups as _rollups
-from .chunks import chunk_parts, chunks_by_id, trim_chunks
+from .checksum import chunk_fault
+from .chunks import Fault, chunk_parts, chunks_by_id, trim_chunks
 from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
 from .schema import (
     INSERT_CHUNK,
@@ -34,7 +37,7 @@ from .schema import (
     init_schema,
 )
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "Verified"]
 
 log = logging.getLogger("store.sqlite")
 
@@ -65,6 +68,16 @@ def _window_part(p: Part, start_ns: int, end_ns: int, most: int) -> Part:
 
     return Part(cut(p.ts), cut(p.value), cut(p.quality), None, (), cut(p.server_ts),
                 cut(p.gateway_ts))
+
+
+class Verified(NamedTuple):
+    """What ``SqliteStore.verify`` found: chunks checked, of which ``unverified`` have no
+    checksums (written before schema version 5: only checked to decode), and every damaged
+    chunk known."""
+
+    chunks: int
+    unverified: int
+    damage: list[Damage]
 
 
 class SqliteStore:
@@ -106,6 +119,8 @@ class SqliteStore:
         self._closed = False
         self._batches = 0
         self._points = 0
+        #: chunks known damaged, by chunk_id (the ``damage`` table, and what reads find)
+        self._damage: dict[int, Damage] = {}
         with self._errors("open"):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._w = connect(self._path, self._synchronous)
@@ -118,6 +133,7 @@ class SqliteStore:
                 self._rollups = _rollups.RollupLog(
                     EVERYTHING if last is None else int(last) + _rollups.HOUR_NS)
                 self._load_assets()
+                self._load_damage()
             except BaseException:
                 self._w.close()
                 raise
@@ -412,7 +428,11 @@ class SqliteStore:
         """Merged samples of one tag that the window (and prior) can need, with the slice
         [lo, hi) of the result that the caller asked for. ``with_times``: also the server
         and gateway timestamps (None where no part has them)."""
-        parts = chunk_parts(conn, tag_id, start_ns, end_ns, prior, with_text, with_times)
+        faults: list[Fault] = []
+        parts = chunk_parts(conn, tag_id, start_ns, end_ns, prior, with_text, with_times,
+                            skip=self._damage, faults=faults)
+        if faults:
+            self._found(faults)
         # Every ingest row is newer than every chunk (a flush moves all of them), and seq
         # order is write order among ingest rows.
         if prior:
@@ -526,9 +546,12 @@ class SqliteStore:
                     ids.append(int(index[i][0]))
                     budget += int(index[i][2])
                     i += 1
-                for cid, part in chunks_by_id(conn, ids, with_times=True).items():
+                faults: list[Fault] = []
+                for cid, part in chunks_by_id(conn, ids, True, self._damage, faults).items():
                     loaded[cid] = _window_part(part, start_ns, end_ns, want)
                 # ingest rows are newer than every chunk; chunk_id order is write order
+                if faults:
+                    self._found(faults)
                 merged, _ = merge_parts([loaded[c] for c in sorted(loaded)] + ingest, False)
                 final = end_ns if i == len(index) else min(end_ns, int(index[i][1]))
                 ready = int(np.searchsorted(merged.ts, final, "left"))
@@ -628,7 +651,91 @@ class SqliteStore:
             args.append(device)
         with self._snapshot("read gaps") as conn:
             rows = conn.execute(sql + " ORDER BY start_ns, gap_id", args).fetchall()
-        return [Gap(int(g), d, int(s), None if e is None else int(e), r, a) for g, d, s, e, r, a in rows]
+        out = [Gap(int(g), d, int(s), None if e is None else int(e), r, a) for g, d, s, e, r, a in rows]
+        # damaged stored data: unknown time of its tag's asset, like a gap of collection
+        damaged = [d.as_gap() for d in list(self._damage.values())
+                   if (device is None or d.device == device)
+                   and d.start_ns < int(end_ns) and d.end_ns > int(start_ns)]
+        if damaged:
+            out = sorted(out + damaged, key=lambda g: (g.start_ns, g.gap_id))
+        return out
+
+    # ------------------------------------------------------------------ damage
+
+    def _load_damage(self) -> None:
+        rows = self._w.execute(
+            "SELECT d.chunk_id, d.tag_id, coalesce(t.path, ''), coalesce(t.device, ''),"
+            " coalesce(t.asset, ''), d.t_min, d.t_max, d.n, d.reason, d.found_ns"
+            " FROM damage d LEFT JOIN tags t ON t.tag_id = d.tag_id"
+        ).fetchall()
+        self._damage = {
+            int(c): Damage(int(c), int(t), p, dv, a, int(t0), int(t1) + 1, int(n), r, int(f))
+            for c, t, p, dv, a, t0, t1, n, r, f in rows
+        }
+
+    def _found(self, faults: Sequence[Fault]) -> None:
+        """Record chunks a read found damaged: in memory at once (later reads skip them and
+        ``gaps`` reports them), in the ``damage`` table, and as a change of their asset's data
+        (roll-ups resting on them are dropped). Called from readers; one small transaction on
+        the writer. A failure to persist is logged: the damage is found again by the next
+        read after a restart (or by ``verify``)."""
+        new = [f for f in faults if f[0] not in self._damage]
+        if not new:
+            return
+        now = time.time_ns()
+        found: list[Damage] = []
+        try:
+            with self._write_txn("record damage") as conn:
+                for cid, tag_id, t0, t1, n, why in new:
+                    row = conn.execute("SELECT path, device, asset FROM tags WHERE tag_id = ?",
+                                       (tag_id,)).fetchone() or ("", "", "")
+                    found.append(Damage(cid, tag_id, row[0], row[1], row[2], t0, t1 + 1, n, why, now))
+                    conn.execute(
+                        "INSERT OR IGNORE INTO damage (chunk_id, tag_id, t_min, t_max, n, reason,"
+                        " found_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", (cid, tag_id, t0, t1, n, why, now))
+                    if row[2]:
+                        self._rollups.drop(conn, {row[2]: t0})
+        except StoreError:
+            log.exception("%s: could not record damaged chunks %s", self._path, [f[0] for f in new])
+            found = [Damage(c, t, "", "", "", t0, t1 + 1, n, why, now) for c, t, t0, t1, n, why in new]
+        for d in found:
+            self._damage[d.chunk_id] = d
+            log.error("%s: stored data damaged: tag %s (id %d), %d samples from %s to %s"
+                      " (chunk %d: %s); read as a gap", self._path.name, d.path or "?", d.tag_id,
+                      d.samples, iso(d.start_ns), iso(d.end_ns - 1), d.chunk_id, d.reason)
+        self.changes.note(min(d.start_ns for d in found))
+
+    def damage(self) -> list[Damage]:
+        """The damaged chunks known (recorded, or found by reads and ``verify`` since), in
+        time order: their samples are left out of every read and count as gaps."""
+        return sorted(self._damage.values(), key=lambda d: (d.start_ns, d.chunk_id))
+
+    def verify(self, batch: int = 2000) -> Verified:
+        """Check every chunk (checksums and decoding), ``batch`` rows at a time from one
+        snapshot (memory: one batch of rows); record what is damaged; return the counts and
+        all damage known afterwards."""
+        checked = unverified = 0
+        with self._snapshot("verify") as conn:
+            last = -1
+            while True:
+                rows = conn.execute(
+                    "SELECT chunk_id, tag_id, t_min, t_max, n, ts, value, quality, crc,"
+                    " texts, server_ts, gateway_ts, crc_extra FROM chunks WHERE chunk_id > ?"
+                    " ORDER BY chunk_id LIMIT ?", (last, int(batch)),
+                ).fetchall()
+                if not rows:
+                    break
+                last = int(rows[-1][0])
+                checked += len(rows)
+                unverified += sum(1 for r in rows if r[8] is None)
+                faults: list[Fault] = []
+                for r in rows:
+                    why = chunk_fault(r[:9], r[9:13])
+                    if why is not None and int(r[0]) not in self._damage:
+                        faults.append((int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), why))
+                if faults:
+                    self._found(faults)
+        return Verified(checked, unverified, self.damage())
 
     # ------------------------------------------------------------------ roll-ups
 
@@ -683,9 +790,13 @@ class SqliteStore:
                 gaps = conn.execute(
                     "DELETE FROM gaps WHERE end_ns IS NOT NULL AND end_ns < ?", (horizon,)
                 ).rowcount
+                # damaged chunks wholly before the horizon were deleted above
+                conn.execute("DELETE FROM damage WHERE t_max < ?", (horizon,))
                 if deleted or gaps:  # rows resting on data before the horizon
                     conn.execute("DELETE FROM rollups WHERE reach_ns < ?", (horizon,))
                     self._rollups.forget_tokens()
+        for cid in [c for c, d in list(self._damage.items()) if d.end_ns <= horizon]:
+            self._damage.pop(cid, None)
         if deleted or gaps:  # first_sample and prior samples of any window may be gone
             self.changes.note(EVERYTHING)
         return deleted
@@ -706,7 +817,8 @@ class SqliteStore:
             batches_written=self._batches,
             points_written=self._points,
             extra={"ingest_rows": int(ingest_rows), "chunks": int(chunks), "tags": int(tags),
-                   "db_bytes": db_bytes, "path": str(self._path)},
+                   "db_bytes": db_bytes, "damaged_chunks": len(self._damage),
+                   "path": str(self._path)},
         )
 
     # ------------------------------------------------------------------ lifecycle

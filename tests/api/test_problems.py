@@ -130,13 +130,13 @@ async def test_echoed_input_is_truncated(app_store: tuple[httpx.AsyncClient, Sql
 async def test_unexpected_error_is_a_500_problem_whose_id_the_log_holds(
     app_store: tuple[httpx.AsyncClient, SqliteStore, Path], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A real fault, not a fake: a chunk whose ts blob lost a byte (a damaged file) makes the
-    read fail inside numpy, an exception no handler expects."""
+    """A real fault, not a fake: a tag whose enum column holds no JSON (a damaged file) makes
+    listing the tags fail inside json, an exception no handler expects. (A damaged chunk of
+    samples is no longer such a fault: see the next test.)"""
     c, store, _ = app_store
-    store.compact()
     with sqlite3.connect(store.path) as db:
-        db.execute("UPDATE chunks SET ts = substr(ts, 1, length(ts) - 1)")
-    for url in (SAMPLES, "/api/v1/kpis"):  # /kpis computes in a worker thread
+        db.execute("UPDATE tags SET enum = '{damaged'")
+    for url in ("/api/v1/tags", "/api/v1/kpis"):  # /kpis computes in a worker thread
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="api"):
             r = await c.get(url, params=WINDOW)
@@ -145,6 +145,29 @@ async def test_unexpected_error_is_a_500_problem_whose_id_the_log_holds(
         assert body["id"] in body["detail"] and "ValueError" not in r.text
         (record,) = [rec for rec in caplog.records if body["id"] in rec.getMessage()]
         assert record.exc_info is not None and url in record.getMessage()
+
+
+async def test_damaged_chunk_is_a_reported_gap_not_an_error(
+    app_store: tuple[httpx.AsyncClient, SqliteStore, Path],
+) -> None:
+    """The fault the test above used before chunks had checksums (issue 13 item 5): a chunk
+    whose ts blob lost a byte. Its samples are left out and the damage is reported: in the
+    KPI evidence as a gap naming the tag, and in /health; no 500."""
+    c, store, _ = app_store
+    store.compact()
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE chunks SET ts = substr(ts, 1, length(ts) - 1)")
+    db.close()
+    r = await c.get("/api/v1/kpis", params=WINDOW)
+    assert r.status_code == 200, r.text
+    (gap,) = r.json()["assets"]["s/a/l/m1"]["evidence"]["gaps"]
+    assert gap["tag"] == TAG and gap["reason"] == f"stored data damaged: {TAG} (checksum mismatch)"
+    assert (gap["start"], gap["end"]) == (iso(T0), iso(T0 + 99 * SEC + 1))
+    page = await c.get(SAMPLES, params=WINDOW)
+    assert page.status_code == 200 and page.json()["count"] == 0  # the one chunk is damaged
+    health = await c.get("/api/v1/health")
+    assert health.status_code == 503
+    assert [x["name"] for x in health.json()["reasons"] if x["part"] == "store"] == [TAG]
 
 
 async def test_store_errors_name_no_file_path(

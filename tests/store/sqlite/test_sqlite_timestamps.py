@@ -234,6 +234,9 @@ def make_v1_file(path: Path) -> None:
         s.register_tags([TagRecord("s/a/l/m/x", "s/a/l/m", "analog", "plc", "modbus")])
         s.write(Batch.of([1, 1], [T0, T0 + SEC], [1.0, 2.0]))
     with sqlite3.connect(path) as c:
+        c.execute("ALTER TABLE chunks DROP COLUMN crc_extra")  # version 5's
+        c.execute("ALTER TABLE chunks DROP COLUMN crc")
+        c.execute("DROP TABLE damage")
         for table in ("ingest", "chunks"):
             for col in ("server_ts", "gateway_ts"):
                 c.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
@@ -256,11 +259,11 @@ def make_v1_file(path: Path) -> None:
 def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     make_v1_file(path)
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     with SqliteStore(path, compact_every=1) as s:
         with sqlite3.connect(path) as c:
             assert c.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
             # and the gaps table gained its asset column (version 2 -> 3)
             assert [r[1] for r in c.execute("PRAGMA table_info(gaps)")][-1] == "asset"
             # and the rollups table (3 -> 4), empty
@@ -268,7 +271,10 @@ def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
             assert [r[1] for r in c.execute("PRAGMA table_info(ingest)")] == [
                 *V1_INGEST, "server_ts", "gateway_ts"]
             assert [r[1] for r in c.execute("PRAGMA table_info(chunks)")] == [
-                *V1_CHUNKS, "server_ts", "gateway_ts"]
+                *V1_CHUNKS, "server_ts", "gateway_ts", "crc", "crc_extra"]
+            # and the damage table (4 -> 5), empty; migrated chunks unverified (crc NULL)
+            assert c.execute("SELECT count(*) FROM damage").fetchone() == (0,)
+            assert c.execute("SELECT count(*) FROM chunks WHERE crc IS NULL").fetchone()[0] > 0
         c.close()
         assert [t.path for t in s.tags()] == ["s/a/l/m/x"]
         (gap,) = s.gaps("plc", 0, END)  # an old gap covers its whole device
@@ -281,7 +287,9 @@ def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
         s.write(Batch.of([1], T0 + 3 * SEC, 4.0, server_ts_ns=T0, gateway_ts_ns=T0 + 5 * SEC))
         got = s.read_timestamps(1, 0, END)
         assert got[1].tolist() == [U, U, U, T0] and got[2].tolist() == [U, U, U, T0 + 5 * SEC]
-    with SqliteStore(path) as again:  # opened again: already version 4, nothing to do
+        checked = s.verify()  # unverified chunks that decode are not damage
+        assert checked.damage == [] and checked.unverified == checked.chunks >= 1
+    with SqliteStore(path) as again:  # opened again: already version 5, nothing to do
         assert again.read_timestamps(1, 0, END)[2].tolist() == [U, U, U, T0 + 5 * SEC]
         assert again.latest([1])[1].value == 4.0
 

@@ -1,0 +1,90 @@
+"""Checksums of the ``chunks`` rows, and the check a read makes of every chunk it loads.
+
+A chunk carries two CRC-32s (``zlib.crc32``, stdlib): ``crc`` over its header and the blobs
+every read loads (``tag_id``, ``t_min``, ``t_max``, ``n``, then ``ts``, ``value``,
+``quality``), ``crc_extra`` over the columns only some reads load (``texts``, ``server_ts``,
+``gateway_ts``, each preceded by one byte saying whether it is NULL), so that a plain read
+never loads blobs it does not use. ``store/sqlite/SCHEMA.md`` gives the exact byte sequence.
+NULL checksums (chunks written before schema version 5): unverified; their blobs are still
+checked to decode.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+
+from .schema import TS, VAL
+
+__all__ = ["chunk_crc", "chunk_fault", "extra_crc"]
+
+_HEAD = struct.Struct("<qqqq")
+_NULL, _SOME = b"\x00", b"\x01"
+
+Buf = bytes | memoryview
+
+
+def chunk_crc(tag_id: int, t_min: int, t_max: int, n: int, ts: Buf, value: Buf, quality: Buf) -> int:
+    """``crc``: CRC-32 of the header (4 × int64 little-endian) then the three blobs."""
+    c = zlib.crc32(_HEAD.pack(tag_id, t_min, t_max, n))
+    for b in (ts, value, quality):
+        c = zlib.crc32(b, c)
+    return c
+
+
+def extra_crc(texts: str | None, server_ts: Buf | None, gateway_ts: Buf | None) -> int:
+    """``crc_extra``: per column a byte 0 (NULL) or 1 followed by its bytes (texts as UTF-8)."""
+    c = 0
+    for b in (None if texts is None else texts.encode("utf-8"), server_ts, gateway_ts):
+        c = zlib.crc32(_NULL, c) if b is None else zlib.crc32(b, zlib.crc32(_SOME, c))
+    return c
+
+
+def chunk_fault(r: Any, extra: Any | None) -> str | None:
+    """Why the chunk row ``r`` = (chunk_id, tag_id, t_min, t_max, n, ts, value, quality, crc)
+    cannot be trusted, or None. ``extra`` = (texts, server_ts, gateway_ts, crc_extra) when the
+    read loads those columns (then checked too), else None."""
+    _, tag_id, t_min, t_max, n, ts, value, quality, crc = r
+    # SQLite does not enforce column types: a damaged row can hold anything anywhere
+    if not all(isinstance(x, int) for x in (tag_id, t_min, t_max, n)) or not all(
+            isinstance(b, bytes) for b in (ts, value, quality)):
+        return "a column of the wrong type"
+    if extra is not None and not (
+            (extra[0] is None or isinstance(extra[0], str))
+            and all(b is None or isinstance(b, bytes) for b in extra[1:3])):
+        return "a column of the wrong type (texts or server/gateway timestamps)"
+    if crc is not None and chunk_crc(tag_id, t_min, t_max, n, ts, value, quality) != crc:
+        return "checksum mismatch"
+    if extra is not None:
+        texts, srv, gw, crc_x = extra
+        if crc_x is not None and extra_crc(texts, srv, gw) != crc_x:
+            return "checksum mismatch (texts or server/gateway timestamps)"
+    # what a chunk always is; the only check of a chunk without checksums
+    if n < 1:
+        return f"bad sample count {n}"
+    for name, b, size in (("ts", ts, TS.itemsize), ("value", value, VAL.itemsize),
+                          ("quality", quality, 1)):
+        if len(b) != n * size:
+            return f"{name} blob of {len(b)} bytes, not {n * size}"
+    t = np.frombuffer(ts, TS)
+    # the order only without a checksum: a matching one vouches for what was written sorted
+    if int(t[0]) != t_min or int(t[-1]) != t_max or (
+            crc is None and n > 1 and not bool((t[1:] > t[:-1]).all())):
+        return "timestamps out of order or outside the chunk's range"
+    if extra is not None:
+        texts, srv, gw, _ = extra
+        for name, b in (("server_ts", srv), ("gateway_ts", gw)):
+            if b is not None and len(b) != n * TS.itemsize:
+                return f"{name} blob of the wrong length"
+        if texts is not None:
+            try:
+                pairs = json.loads(texts)
+                if not all(0 <= int(p[0]) < n and isinstance(p[1], str) for p in pairs):
+                    return "texts index outside the chunk"
+            except (ValueError, TypeError, IndexError, KeyError):
+                return "texts not decodable"
+    return None
