@@ -48,8 +48,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory, settings: Settings
         rolled, raw = KpiService(settings, store, rollups=True), KpiService(settings, store, rollups=False)
         assert rolled.use_rollups and not raw.use_rollups
         m = RollupMaintainer(rolled, settle_s=300, backfill_days=None, clock_ns=lambda: to_ns(NOW))
-            # every closed hour from the one of the first sample (09:00 three days ago) to 09:00
-        assert m.run_once() == len(settings.assets) * DAYS * 24
+        # every closed hour from the one of the first sample (09:00 three days ago) to 09:00,
+        # and a day row of each local (Shanghai) day ending in that span: three
+        assert m.run_once() == len(settings.assets) * (DAYS * 24 + DAYS)
         assert m.run_once() == 0  # nothing left
         yield rolled, raw, m
         m.close()
