@@ -397,7 +397,7 @@ def _rollups(args: argparse.Namespace) -> int:
     """``tierproof rollups status|rebuild``: the embedded store's roll-up rows."""
     from store import open_store
 
-    from .rollups import HOUR_NS, RollupMaintainer, has_rollups, rollup_key
+    from .rollups import DAY, HOUR_NS, RollupMaintainer, has_rollups, rollup_key
     from .service import KpiService
 
     settings = load_settings(args.config)
@@ -419,7 +419,7 @@ def _rollups(args: argparse.Namespace) -> int:
             print(f"store {where}: no samples yet, nothing to roll up")
             return 0
         start = start // HOUR_NS * HOUR_NS
-        hi = min(-(-hi // HOUR_NS) * HOUR_NS, end)
+        hi = min(hi // HOUR_NS * HOUR_NS, end)  # the hours that end by --to
         by_asset = service._tags_by_asset()
         if args.rollups_command == "rebuild":
             dropped = store.drop_rollups(start, hi)  # type: ignore[attr-defined]
@@ -432,18 +432,22 @@ def _rollups(args: argparse.Namespace) -> int:
             print(f"rebuilt {total:,} rows in {time.monotonic() - t0:.1f} s")
             return 0
         hours = max((hi - start) // HOUR_NS, 0)
-        rows = missing = stale = 0
+        rows = days = missing = stale = 0
         for asset in settings.assets:
             tags = by_asset.get(asset.path, {})
             got = store.rollups([asset.path], start, hi)  # type: ignore[attr-defined]
             key = rollup_key(settings, asset, tags) if tags else None
-            rows += len(got)
-            stale += sum(r.key != key for r in got)
+            hour_rows = [r for r in got if r.hour_ns % HOUR_NS == 0]
+            rows += len(hour_rows)
+            days += sum(r.key == f"{key}{DAY}" for r in got if r.hour_ns % HOUR_NS)
+            stale += sum(r.key != key for r in hour_rows)
+            stale += sum(r.key != f"{key}{DAY}" for r in got if r.hour_ns % HOUR_NS)
             if tags:
-                missing += hours - sum(r.key == key for r in got)
+                missing += hours - sum(r.key == key for r in hour_rows)
         print(f"store {where}: hours {iso(start)} to {iso(hi)} (closed), "
               f"{len(settings.assets)} assets")
-        print(f"  rows {rows:,}, hours missing {missing:,}, key mismatches {stale:,}")
+        print(f"  rows {rows:,}, day rows {days:,}, hours missing {missing:,}, "
+              f"key mismatches {stale:,}")
         return 0
     finally:
         store.close()
