@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from api.gateway import tag_records
-from api.rollups import HOUR_NS, RollupMaintainer
+from api.rollups import HOUR_NS, RollupMaintainer, local_day_edges
 from api.service import KpiService
 from config import Settings
 from config.times import iso, to_ns
@@ -158,6 +158,10 @@ def test_across_a_dst_change(tmp_path: Path, settings: Settings) -> None:
         tz = ZoneInfo("Europe/Berlin")
         day = to_ns(datetime(2026, 10, 25, tzinfo=tz)), to_ns(datetime(2026, 10, 26, tzinfo=tz))
         assert day[1] - day[0] == 25 * HOUR_NS
+        # the 25-hour local day's row: that day on its own, as the raw computation gives it
+        held = rolled.day_rows(rolled.settings.assets, [day])[day[0]]
+        for r in raw.results(*day):
+            assert held[r.asset.path][0] == r.elements
         rnd = random.Random(3)
         for asset in rolled.settings.assets[:6]:
             assert_same(rolled, raw, asset.path, *day)
@@ -171,3 +175,46 @@ def test_across_a_dst_change(tmp_path: Path, settings: Settings) -> None:
         assert raw.asset_result(first, *monday).elements.pbt_s > 0
         # and the hours did come from roll-ups
         assert rolled._rolled(first, *monday, rolled._tags_by_asset()[first.path]) is not None
+
+
+def _close(got: object, want: object, where: str = "") -> None:
+    """Equal, floats to 1e-9 relative (the roll-ups' bar), everything else exactly."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            _close(got[k], want[k], f"{where}/{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and isinstance(got, float):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
+    else:
+        assert got == want, where
+
+
+def test_assessment_equals_the_raw_assessment(stores: Stores) -> None:
+    """The assessment from hour and day rows (whole local days read from day rows, the
+    windows' clipped days and totals from hour rows and raw edges) equals the raw one: every
+    figure, interval, delta, verdict and KPI to 1e-9 relative."""
+    from api.assessment import assess
+    from config import load_tiers
+
+    rolled, raw, _ = stores
+    lo = NOW - timedelta(days=DAYS)
+    windows = {"from_": iso(to_ns(lo + timedelta(hours=37, minutes=11))), "to": iso(to_ns(NOW)),
+               "baseline_from": iso(to_ns(lo + timedelta(minutes=3))),
+               "baseline_to": iso(to_ns(lo + timedelta(hours=37, minutes=11)))}
+    assets = rolled.settings.assets
+    days = local_day_edges(rolled.settings.calendar.timezone, to_ns(lo), to_ns(NOW))
+    held = rolled.day_rows(assets, days)
+    assert len(days) == 2 and all(len(held[a]) == len(assets) for a, _ in days)
+    for a, b in days:  # a day row is that day computed on its own: exactly the raw figures
+        for r in raw.results(a, b):
+            assert held[a][r.asset.path][0] == r.elements
+    criteria = load_tiers()
+    with rolled.snapshot():
+        got = assess(rolled.settings, rolled, criteria, now=NOW, **windows)
+    with raw.snapshot():
+        want = assess(raw.settings, raw, criteria, now=NOW, **windows)
+    _close(got, want)
