@@ -94,11 +94,16 @@ class KpiService:
         """The time of the store's first sample (any tag) before ``end_ns``, or None: where
         the history held begins (the assessment's stable operation, the roll-ups' start).
 
-        A bisection over whole seconds with ``read_many(..., prior=True)`` (does any tag hold
-        a sample at or before p?), then one read of that second: about 32 reads whatever the
-        length of the history, instead of reading it all.
+        The store's ``first_ts`` where it has one; else a bisection over whole seconds with
+        ``read_many(..., prior=True)`` (does any tag hold a sample at or before p?), then one
+        read of that second: about 32 reads whatever the length of the history, instead of
+        reading it all.
         """
         store = self.store
+        fast = getattr(store, "first_ts", None)
+        if callable(fast):  # the store knows it (SqliteStore: its chunks' and rows' t_min)
+            first = fast()
+            return int(first) if first is not None and first < end_ns else None
         ids = [t.tag_id for t in store.tags()]
         if not ids:
             return None

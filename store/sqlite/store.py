@@ -579,6 +579,16 @@ class SqliteStore:
             _rollups.put(conn, ok)
         return len(ok)
 
+    def first_ts(self) -> int | None:
+        """The time of the store's first sample (any tag), None when it holds none: the
+        least ``t_min`` of the chunks and ingest rows (exact: retention trims ``t_min`` with
+        the samples), two index or table scans instead of a bisection of reads."""
+        with self._snapshot("read first sample") as conn:
+            (t,) = conn.execute(
+                "SELECT min(m) FROM (SELECT min(t_min) AS m FROM chunks"
+                " UNION ALL SELECT min(t_min) FROM ingest)").fetchone()
+        return None if t is None else int(t)
+
     def rollups_keyed(self, keys: Mapping[str, str], start_ns: int, end_ns: int,
                       min_reach_ns: int | None = None
                       ) -> dict[str, list[tuple[int, int, bytes, str | None]]]:

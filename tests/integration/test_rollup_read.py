@@ -218,3 +218,30 @@ def test_assessment_equals_the_raw_assessment(stores: Stores) -> None:
     with raw.snapshot():
         want = assess(raw.settings, raw, criteria, now=NOW, **windows)
     _close(got, want)
+
+
+class _Protocol:
+    """The real store seen through the ``Store`` and roll-up protocol only (no ``first_ts``,
+    no ``rollups_keyed``): what another backend offers. Every call goes to the real store."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("first_ts", "rollups_keyed"):
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def test_a_store_with_the_protocol_only(stores: Stores) -> None:
+    """The first sample by bisection equals the store's ``first_ts``; rows read through
+    ``rollups()`` give the same answer as ``rollups_keyed``."""
+    rolled = stores[0]
+    plain = KpiService(rolled.settings, _Protocol(rolled.store), rollups=True)  # type: ignore[arg-type]
+    first = rolled.first_sample_ns(to_ns(NOW))
+    assert first is not None and first == plain.first_sample_ns(to_ns(NOW))
+    assert rolled.first_sample_ns(first) is None and plain.first_sample_ns(first) is None
+    assert rolled.first_sample_ns(first + 1) == first == plain.first_sample_ns(first + 1)
+    start, end = NOW - timedelta(days=2, minutes=13), NOW
+    a, b = rolled.kpis(start, end), plain.kpis(start, end)
+    assert a == b
