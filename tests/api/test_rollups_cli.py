@@ -13,6 +13,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,7 +22,7 @@ from api.cli import main
 from api.gateway import tag_records
 from api.rollups import HOUR_NS, RollupMaintainer
 from api.service import KpiService
-from config import load_settings
+from config import Settings, load_settings
 from config.times import iso, to_ns
 from simulators import Plant
 from store.sqlite import SqliteStore
@@ -84,3 +85,32 @@ def test_status_and_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     data["assets"][0]["ideal_cycle_time_s"] = 46.0
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     assert status(cfg, capsys) == {"rows": n * hours, "days": days - 1, "missing": hours, "stale": hours + 1}
+
+
+def test_the_app_keeps_roll_ups_by_default(tmp_path: Path) -> None:
+    """``kpi.rollups`` is on by default and the app (``serve``, ``run``, ``demo``) starts the
+    maintainer over the embedded store; with it off, none."""
+    import asyncio
+
+    from api.app import create_app
+
+    data = one_week_demo()
+    data["store"] = {"type": "sqlite", "path": str(tmp_path / "app.db")}
+    data["kpi"].pop("rollups", None)
+    on = load_settings_from(tmp_path / "on.yaml", data)
+    assert on.kpi.rollups is True
+    data["kpi"]["rollups"] = False
+    off = load_settings_from(tmp_path / "off.yaml", data)
+
+    async def started(settings: Settings) -> object:
+        app = create_app(settings, collect=False)
+        async with app.router.lifespan_context(app):
+            return app.state.rollups
+
+    assert isinstance(asyncio.run(started(on)), RollupMaintainer)
+    assert asyncio.run(started(off)) is None
+
+
+def load_settings_from(path: Path, data: dict[str, Any]) -> Settings:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_settings(path)
