@@ -57,6 +57,8 @@ from .rollups import (
 )
 
 _NS: Final = 1_000_000_000
+#: assets whose roll-up rows ``results`` reads (and holds) at once
+_ROW_BATCH: Final = 50
 #: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
 _ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
                Role.REJECT_COUNT, Role.ENERGY_KWH)
@@ -414,11 +416,15 @@ class KpiService:
         with self.snapshot():  # every asset's reads from the same data
             by_asset = self._tags_by_asset()
             chosen = self.settings.assets if assets is None else assets
-            cells = self._window_cells(chosen, by_asset, start_ns, end_ns) if self.use_rollups else {}
-            return [
-                self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}), cells=cells.get(a.path))
-                for a in chosen
-            ]
+            out: list[AssetResult] = []
+            # the rows of _ROW_BATCH assets at a time: a month of 500 assets' rows is
+            # ~360,000 tuples, which need not be held at once
+            for i in range(0, len(chosen), _ROW_BATCH):
+                batch = chosen[i:i + _ROW_BATCH]
+                cells = self._window_cells(batch, by_asset, start_ns, end_ns) if self.use_rollups else {}
+                out += [self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}),
+                                          cells=cells.get(a.path)) for a in batch]
+            return out
 
     def kpis(
         self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None
