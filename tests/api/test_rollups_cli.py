@@ -30,6 +30,10 @@ from tests.helpers import one_week_demo
 from tests.integration.test_hour_parts import NOW
 
 
+def _at(ns: int) -> str:
+    return str(iso(ns))
+
+
 def cli(*args: str) -> str:
     """``tierproof rollups ...`` in a subprocess (as a user runs it beside the gateway)."""
     r = subprocess.run([sys.executable, "-m", "api.cli", "rollups", *args], capture_output=True,
@@ -40,7 +44,7 @@ def cli(*args: str) -> str:
 
 def status(cfg: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, int]:
     """``tierproof rollups status`` in process (the same ``main``; a subprocess costs seconds)."""
-    assert main(["rollups", "status", "--config", str(cfg), "--to", iso(to_ns(NOW))]) == 0
+    assert main(["rollups", "status", "--config", str(cfg), "--to", _at(to_ns(NOW))]) == 0
     out = capsys.readouterr().out
     m = re.search(r"rows ([\d,]+), day rows ([\d,]+), hours missing ([\d,]+), key mismatches ([\d,]+)", out)
     assert m, out
@@ -69,7 +73,7 @@ def test_status_and_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert days == n  # the one Shanghai day that ended in the span (16:00 UTC yesterday)
     assert status(cfg, capsys) == {"rows": n * hours, "days": days, "missing": 0, "stale": 0}
 
-    out = cli("rebuild", "--config", str(cfg), "--to", iso(to_ns(NOW)))
+    out = cli("rebuild", "--config", str(cfg), "--to", _at(to_ns(NOW)))
     assert f"dropped {computed:,} rows" in out
     assert f"{n}/{n} " in out and f"rebuilt {computed:,} rows" in out  # progress, then the total
     with SqliteStore(tmp_path / "r.db") as store:
@@ -77,7 +81,7 @@ def test_status_and_rebuild(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     # a part of the span: only its hours are dropped and recomputed
     lo = (to_ns(NOW) // HOUR_NS - 3) * HOUR_NS
-    assert main(["rollups", "rebuild", "--config", str(cfg), "--from", iso(lo), "--to", iso(to_ns(NOW))]) == 0
+    assert main(["rollups", "rebuild", "--config", str(cfg), "--from", _at(lo), "--to", _at(to_ns(NOW))]) == 0
     out = capsys.readouterr().out
     assert f"dropped {n * 3:,} rows" in out and f"rebuilt {n * 3:,} rows" in out
 

@@ -202,9 +202,14 @@ def test_assessment_equals_the_raw_assessment(stores: Stores) -> None:
 
     rolled, raw, _ = stores
     lo = NOW - timedelta(days=DAYS)
-    windows = {"from_": iso(to_ns(lo + timedelta(hours=37, minutes=11))), "to": iso(to_ns(NOW)),
-               "baseline_from": iso(to_ns(lo + timedelta(minutes=3))),
-               "baseline_to": iso(to_ns(lo + timedelta(hours=37, minutes=11)))}
+    cut = iso(to_ns(lo + timedelta(hours=37, minutes=11)))
+
+    def run(service: KpiService) -> dict[str, object]:
+        with service.snapshot():
+            return assess(service.settings, service, load_tiers(), now=NOW, from_=cut,
+                          to=iso(to_ns(NOW)), baseline_from=iso(to_ns(lo + timedelta(minutes=3))),
+                          baseline_to=cut)
+
     assets = rolled.settings.assets
     days = local_day_edges(rolled.settings.calendar.timezone, to_ns(lo), to_ns(NOW))
     held = rolled.day_rows(assets, days)
@@ -212,12 +217,7 @@ def test_assessment_equals_the_raw_assessment(stores: Stores) -> None:
     for a, b in days:  # a day row is that day computed on its own: exactly the raw figures
         for r in raw.results(a, b):
             assert held[a][r.asset.path][0] == r.elements
-    criteria = load_tiers()
-    with rolled.snapshot():
-        got = assess(rolled.settings, rolled, criteria, now=NOW, **windows)
-    with raw.snapshot():
-        want = assess(raw.settings, raw, criteria, now=NOW, **windows)
-    _close(got, want)
+    _close(run(rolled), run(raw))
 
 
 class _Protocol:
