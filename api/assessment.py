@@ -108,6 +108,8 @@ from kpi import (
     Observation,
     RegisteredAsset,
     Supplied,
+    TagEvidence,
+    TimeElements,
     asset_day_rates,
     cnc_rate_declared,
     declared_reference,
@@ -124,6 +126,7 @@ from kpi import (
 from kpi.deltas import DEFAULT_MIN_DAYS, DEFAULT_N_RESAMPLES
 
 from .deps import instant
+from .rollups import local_day_edges
 from .service import AssetResult, KpiService
 
 __all__ = ["ASSESSMENT_SEED", "COMPUTED", "UNITS", "assess", "local_days"]
@@ -224,18 +227,23 @@ def _months(start: datetime, end: datetime, tz: ZoneInfo) -> list[str]:
 
 def _asset_day(r: AssetResult, planned: Any, end_ns: int) -> AssetDay:
     """What one asset's results of one day show for the reporting rule (``kpi.rates``)."""
-    roles = {t.role for t in r.evidence.tags}
+    return _day_of(r.elements, r.evidence.tags,
+                   pbt_inside(planned, gap_intervals(r.evidence.gaps, end_ns)))
+
+
+def _day_of(e: TimeElements, tags: Sequence[TagEvidence], gap_s: float) -> AssetDay:
+    roles = {t.role for t in tags}
     return AssetDay(
-        pbt_s=r.elements.pbt_s, known_s=r.elements.known_s,
-        state_and_mode=Role.STATE in roles and Role.MODE in roles, tags=len(r.evidence.tags),
-        good_samples=sum(t.samples - t.bad_samples for t in r.evidence.tags),
-        gap_s=pbt_inside(planned, gap_intervals(r.evidence.gaps, end_ns)),
+        pbt_s=e.pbt_s, known_s=e.known_s,
+        state_and_mode=Role.STATE in roles and Role.MODE in roles, tags=len(tags),
+        good_samples=sum(t.samples - t.bad_samples for t in tags), gap_s=gap_s,
     )
 
 
-def _add_day(w: _Days, results: Sequence[AssetResult], planned: Any, end_ns: int) -> None:
-    """One day's numerators and denominators (sums over its assets) onto ``w``."""
-    t = roll_up(r.elements for r in results)
+def _add_day(w: _Days, day: list[tuple[str, TimeElements, AssetDay]]) -> None:
+    """One day's numerators and denominators (sums over its assets, in register order) onto
+    ``w``: per asset its elements and what they show for the reporting rule."""
+    t = roll_up(e for _, e, _ in day)
     w.known_s += t.known_s
     w.pbt_s += t.pbt_s
     w.apt_s += t.apt_s
@@ -251,7 +259,7 @@ def _add_day(w: _Days, results: Sequence[AssetResult], planned: Any, end_ns: int
                     ("energy_per_unit_kwh", t.metered_kwh, t.metered_gq)):
         w.num[f].append(n)
         w.den[f].append(d)
-    w.asset_days.append({r.asset.path: _asset_day(r, planned, end_ns) for r in results})
+    w.asset_days.append({p: a for p, _, a in day})
 
 
 def _register(settings: Settings) -> list[RegisteredAsset]:
@@ -259,12 +267,31 @@ def _register(settings: Settings) -> list[RegisteredAsset]:
 
 
 def _window_days(service: KpiService, start: datetime, end: datetime, tz: ZoneInfo) -> _Days:
+    """The window's per-day arrays. A whole local day reads each asset's day row where the
+    store holds a current one (``KpiService.day_rows``: the day computed on its own, the
+    same numbers as from raw samples); the rest (the window's clipped first and last days,
+    assets without a row) from ``KpiService.results``."""
     w = _Days()
-    for label, a, b in local_days(start, end, tz):
-        a_ns, b_ns = to_ns(a), to_ns(b)
+    settings = service.settings
+    spans = [(label, to_ns(a), to_ns(b)) for label, a, b in local_days(start, end, tz)]
+    whole = set(local_day_edges(settings.calendar.timezone, to_ns(start), to_ns(end)))
+    held = service.day_rows(settings.assets, sorted(whole))
+    for label, a_ns, b_ns in spans:
         w.days.append(label)
-        _add_day(w, service.results(a_ns, b_ns), planned_intervals(service.settings.calendar, a_ns, b_ns),
-                 b_ns)
+        planned = planned_intervals(settings.calendar, a_ns, b_ns)
+        rows = held.get(a_ns, {}) if (a_ns, b_ns) in whole else {}
+        rest = [x for x in settings.assets if x.path not in rows]
+        computed = {r.asset.path: r for r in service.results(a_ns, b_ns, rest)} if rest else {}
+        day: list[tuple[str, TimeElements, AssetDay]] = []
+        for x in settings.assets:
+            got = rows.get(x.path)
+            if got is not None:
+                e, tags, gap_s = got
+                day.append((x.path, e, _day_of(e, tags, gap_s)))
+            else:
+                r = computed[x.path]
+                day.append((x.path, r.elements, _asset_day(r, planned, b_ns)))
+        _add_day(w, day)
     rates = asset_day_rates(_register(service.settings), w.asset_days, service.settings.kpi.coverage_min)
     for f, (n, d) in rates.items():
         w.num[f], w.den[f] = n, d

@@ -41,6 +41,7 @@ examples:
   tierproof assess --config plant.yaml --format table   which tier the stored data meet
   tierproof spool list --config plant.yaml   batches waiting for InfluxDB, and refused ones
   tierproof store verify --config plant.yaml  check every stored chunk of the embedded store
+  tierproof rollups status --config plant.yaml   hourly roll-ups: rows, hours missing
 
 exit codes:
   0  success
@@ -491,6 +492,66 @@ def _assess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollups(args: argparse.Namespace) -> int:
+    """``tierproof rollups status|rebuild``: the embedded store's roll-up rows."""
+    from store import open_store
+
+    from .rollups import DAY, HOUR_NS, RollupMaintainer, has_rollups, rollup_key
+    from .service import KpiService
+
+    settings = load_settings(args.config)
+    store = open_store(settings.store)
+    try:
+        if not has_rollups(store):
+            raise ConfigError(f"{args.config}: store.type {settings.store.type!r} keeps no roll-ups "
+                              "(the embedded sqlite store does)")
+        service = KpiService(settings, store, rollups=True)
+        where = getattr(settings.store, "path", settings.store.type)
+        now = time.time_ns()
+        m = RollupMaintainer(service, backfill_days=None)
+        end = m.closed_end()
+        first = service.first_sample_ns(now)
+        lo = None if args.from_ is None else to_ns(parse_instant(args.from_, now=datetime.now(UTC)))
+        hi = end if args.to is None else to_ns(parse_instant(args.to, now=datetime.now(UTC)))
+        start = first if lo is None else lo
+        if start is None:
+            print(f"store {where}: no samples yet, nothing to roll up")
+            return 0
+        start = start // HOUR_NS * HOUR_NS
+        hi = min(hi // HOUR_NS * HOUR_NS, end)  # the hours that end by --to
+        by_asset = service._tags_by_asset()
+        if args.rollups_command == "rebuild":
+            dropped = store.drop_rollups(start, hi)  # type: ignore[attr-defined]
+            print(f"dropped {dropped:,} rows of hours {iso(start)} to {iso(hi)}", flush=True)
+            t0, total = time.monotonic(), 0
+            for i, asset in enumerate(settings.assets, 1):
+                total += m._asset(asset, by_asset.get(asset.path, {}), start, hi)
+                print(f"  {i}/{len(settings.assets)} {asset.path}: {total:,} rows "
+                      f"({time.monotonic() - t0:.1f} s)", flush=True)
+            print(f"rebuilt {total:,} rows in {time.monotonic() - t0:.1f} s")
+            return 0
+        hours = max((hi - start) // HOUR_NS, 0)
+        rows = days = missing = stale = 0
+        for asset in settings.assets:
+            tags = by_asset.get(asset.path, {})
+            got = store.rollups([asset.path], start, hi)  # type: ignore[attr-defined]
+            key = rollup_key(settings, asset, tags) if tags else None
+            hour_rows = [r for r in got if r.hour_ns % HOUR_NS == 0]
+            rows += len(hour_rows)
+            days += sum(r.key == f"{key}{DAY}" for r in got if r.hour_ns % HOUR_NS)
+            stale += sum(r.key != key for r in hour_rows)
+            stale += sum(r.key != f"{key}{DAY}" for r in got if r.hour_ns % HOUR_NS)
+            if tags:
+                missing += hours - sum(r.key == key for r in hour_rows)
+        print(f"store {where}: hours {iso(start)} to {iso(hi)} (closed), "
+              f"{len(settings.assets)} assets")
+        print(f"  rows {rows:,}, day rows {days:,}, hours missing {missing:,}, "
+              f"key mismatches {stale:,}")
+        return 0
+    finally:
+        store.close()
+
+
 def _add_spool(sub: Any) -> None:
     """The ``spool`` command and its actions."""
     sp = sub.add_parser(
@@ -650,6 +711,20 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--tier", help="one tier (default: every tier)")
     a.add_argument("--format", choices=["json", "table"], default="table")
 
+    ro = sub.add_parser("rollups", help="inspect or rebuild the embedded store's hourly roll-ups",
+                        description="The roll-ups are kept in the background by serve, run and "
+                        "demo; status counts rows, closed hours without a current row and rows of "
+                        "another key; rebuild drops the rows of the hours and recomputes them "
+                        "from raw samples (safe while the gateway runs).")
+    rosub = ro.add_subparsers(dest="rollups_command", required=True, metavar="ACTION")
+    for name, text in (("status", "rows, hours missing and key mismatches"),
+                       ("rebuild", "drop and recompute the rows of closed hours")):
+        x = rosub.add_parser(name, help=text)
+        x.add_argument("--config", required=True, help="the gateway's configuration file")
+        x.add_argument("--from", dest="from_", help="first hour (ISO 8601 or now-7d; default: the "
+                       "store's first sample)")
+        x.add_argument("--to", help="end (default: the last closed hour)")
+
     _add_spool(sub)
     _add_store(sub)
     return p
@@ -682,6 +757,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _store(args)
     if args.command == "assess":
         return _assess(args)
+    if args.command == "rollups":
+        return _rollups(args)
     runner = {"demo": _demo, "run": _run, "serve": _serve_stored,
               "simulate": _simulate}[args.command]
     return asyncio.run(_until_stopped(runner, args))

@@ -39,8 +39,9 @@ from store.batch import Series
 from store.changes import EVERYTHING
 
 __all__ = [
-    "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Part", "RollupMaintainer", "RollupStore", "decode",
-    "encode", "has_rollups", "reach_ns", "rollup_key", "tag_sum", "time_sum",
+    "DAY", "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Cell", "Part", "RollupMaintainer", "RollupStore",
+    "day_slot", "decode", "decode_cells", "encode", "has_rollups", "keyed_rows", "local_day_edges",
+    "reach_ns", "rollup_key", "tag_sum", "time_sum",
 ]
 
 log = logging.getLogger("tierproof.rollups")
@@ -62,6 +63,56 @@ class RollupStore(Store, Protocol):
     def rollup_claim(self, end_ns: int) -> int: ...
     def put_rollups(self, rows: Sequence[RollupRow], token: int) -> int: ...
     def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int) -> list[RollupRow]: ...
+
+
+#: a row's (hour_ns, reach_ns, data, extra), as the read path takes them
+Cell = tuple[int, int, bytes, "str | None"]
+#: the suffix of a day row's key (``day_slot``)
+DAY: Final = ":day"
+
+
+def day_slot(day_end_ns: int) -> int:
+    """Where a day row of the local day ending at ``day_end_ns`` is kept: ``hour_ns`` of its
+    last hour + 1 ns, so that the store's rule (a change at t drops the rows whose hour ends
+    after t) drops it with any change before the day's end, and no hour row is replaced."""
+    return day_end_ns - HOUR_NS + 1
+
+
+def local_day_edges(tz: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+    """(start, end) of every whole local calendar day of ``tz`` inside [start_ns, end_ns)."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    d = datetime.fromtimestamp(start_ns // 1_000_000_000, UTC).astimezone(zone).date()
+    out: list[tuple[int, int]] = []
+    while True:
+        a = datetime.combine(d, datetime.min.time(), tzinfo=zone)
+        b = datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        a_ns, b_ns = int(a.timestamp()) * 1_000_000_000, int(b.timestamp()) * 1_000_000_000
+        if b_ns > end_ns:
+            return out
+        if a_ns >= start_ns:
+            out.append((a_ns, b_ns))
+        d += timedelta(days=1)
+
+
+def keyed_rows(store: Store, keys: Mapping[str, str], start_ns: int, end_ns: int,
+               min_reach_ns: int | None = None) -> dict[str, list[Cell]]:
+    """asset -> its rows of key ``keys[asset]`` in [start_ns, end_ns) with ``reach_ns >=
+    min_reach_ns``, by hour: the store's ``rollups_keyed`` (one statement per asset, plain
+    tuples) where it has one, else filtered from ``rollups`` (the three-method protocol)."""
+    fast = getattr(store, "rollups_keyed", None)
+    if callable(fast):
+        got: dict[str, list[Cell]] = fast(keys, start_ns, end_ns, min_reach_ns)
+        return got
+    out: dict[str, list[Cell]] = {}
+    for r in store.rollups(list(keys), start_ns, end_ns):  # type: ignore[attr-defined]
+        if r.key == keys.get(r.asset) and (min_reach_ns is None or r.reach_ns >= min_reach_ns):
+            out.setdefault(r.asset, []).append((r.hour_ns, r.reach_ns, r.data, r.extra))
+    for v in out.values():
+        v.sort(key=lambda c: c[0])
+    return out
 
 
 def has_rollups(store: Store) -> bool:
@@ -93,7 +144,8 @@ class Part:
     implausible: tuple[tuple[str, int, int, float, float], ...]
 
 
-def encode(part: Part, key: str, asset: str, hour_ns: int, reach: int) -> RollupRow:
+def encode(part: Part, key: str, asset: str, hour_ns: int, reach: int,
+           more: dict[str, Any] | None = None) -> RollupRow:
     """A row: ``data`` holds the elements (``ELEMENT_FIELDS``, float64, None as NaN) and then
     each tag's samples and bad samples; ``extra`` (JSON) each tag's path, id, role and prior
     sample, and the implausible increases when there are any."""
@@ -103,26 +155,33 @@ def encode(part: Part, key: str, asset: str, hour_ns: int, reach: int) -> Rollup
     doc: dict[str, Any] = {"tags": [[t.path, t.tag_id, t.role.value, t.prior_ns] for t in part.tags]}
     if part.implausible:
         doc["implausible"] = [list(x) for x in part.implausible]
+    if more:
+        doc.update(more)
     return RollupRow(asset, hour_ns, key, reach, np.array(values, "<f8").tobytes(), json.dumps(doc))
 
 
 def decode(rows: Sequence[RollupRow]) -> Part:
     """Consecutive rows of one asset (one key) as one part: their elements and evidence
     counts summed (numpy, over the rows at once), the prior samples of the first row."""
-    values = np.frombuffer(b"".join(r.data for r in rows), "<f8").reshape(len(rows), -1)
+    return decode_cells([(r.hour_ns, r.reach_ns, r.data, r.extra) for r in rows])
+
+
+def decode_cells(rows: Sequence[Cell]) -> Part:
+    """``decode`` of rows as (hour_ns, reach_ns, data, extra) tuples."""
+    values = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), -1)
     total, first = values.sum(axis=0).tolist(), values[0].tolist()
     n = len(ELEMENT_FIELDS)
     kw: dict[str, Any] = {}
     for i, f in enumerate(ELEMENT_FIELDS):
         v = first[i] if f in PER_UNIT or f == "shared_pru_s" else total[i]
         kw[f] = None if math.isnan(v) else (int(v) if f in _INT_FIELDS else float(v))
-    head = json.loads(rows[0].extra or "{}")
+    head = json.loads(rows[0][3] or "{}")
     tags = tuple(TagEvidence(p, int(i), Role(r), int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
                              None if pr is None else int(pr))
                  for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
     imp = tuple((str(r), int(a), int(b), float(x), float(y))
-                for row in rows if row.extra and '"implausible"' in row.extra
-                for r, a, b, x, y in json.loads(row.extra)["implausible"])
+                for row in rows if row[3] and '"implausible"' in row[3]
+                for r, a, b, x, y in json.loads(row[3])["implausible"])
     return Part(TimeElements(**kw), tags, imp)
 
 
@@ -209,20 +268,27 @@ class RollupMaintainer:
     the thread scans, from the watermark to the newest closed hour (``settle_s`` after its
     end by ``clock_ns``), every asset's hours for a missing or stale row, and computes them
     ``chunk_hours`` rows at a time (claim, snapshot, compute, put: ``store.put_rollups``
-    leaves out rows a concurrent change touched, which the listener then reports). The first
-    scan starts ``backfill_days`` before now (None: at the first hour of the store), and
-    never before the store's first sample."""
+    leaves out rows a concurrent change touched, which the listener then reports), then the
+    day rows of the local days (``calendar.timezone``) that end in the span, ``chunk_days``
+    at a time. The first scan starts ``backfill_days`` before now (None: at the first hour
+    of the store), and never before the store's first sample. In its thread it computes at
+    most ``duty`` of the time (``_yield``)."""
 
     def __init__(
         self, service: Any, *, settle_s: float = 300.0, chunk_hours: int = 64,
         interval_s: float = 30.0, backfill_days: float | None = 400.0,
-        clock_ns: Callable[[], int] = time.time_ns,
+        clock_ns: Callable[[], int] = time.time_ns, duty: float = 0.5, chunk_days: int = 8,
     ) -> None:
         self.service = service
         self.store: RollupStore = service.store
         self.settle_ns = int(settle_s * 1e9)
         self.chunk_hours = chunk_hours
+        self.chunk_days = chunk_days
         self.interval_s = interval_s
+        #: the share of time the thread may compute (``_yield``); a direct ``run_once`` (the
+        #: rebuild command, tests) computes without rest
+        self.duty = duty
+        self._threaded = False
         self._clock = clock_ns
         now = clock_ns()
         self._from = NEVER if backfill_days is None else now - int(backfill_days * 86400e9)
@@ -250,6 +316,7 @@ class RollupMaintainer:
         self._thread.start()
 
     def _loop(self) -> None:
+        self._threaded = True
         while not self._stop.is_set():
             try:
                 self.run_once()
@@ -298,13 +365,14 @@ class RollupMaintainer:
         service = self.service
         if not tags or end <= start:
             return 0
-        key = rollup_key(service.settings, asset, tags)
-        have = {r.hour_ns for r in self.store.rollups([asset.path], start, end) if r.key == key}
+        key = service.rollup_key(asset, tags)
+        have = {c[0] for c in keyed_rows(self.store, {asset.path: key}, start, end).get(asset.path, [])}
         todo = [h for h in range(start, end, HOUR_NS) if h not in have]
         done = 0
         for i in range(0, len(todo), self.chunk_hours):
             if self._stop.is_set():
                 break
+            t0 = time.monotonic()
             chunk = todo[i:i + self.chunk_hours]
             token = self.store.rollup_claim(chunk[-1] + HOUR_NS)
             with service.snapshot():
@@ -314,8 +382,34 @@ class RollupMaintainer:
                                               chunk[-1] + HOUR_NS, prior=True)
                 rows = [service.rollup_row(asset, tags, h, key, series, lo) for h in chunk]
             done += self.store.put_rollups(rows, token)
+            self._yield(time.monotonic() - t0)
+        # the local days that end in the scanned span (and after it started): day rows
+        days = [(a, b) for a, b in local_day_edges(service.settings.calendar.timezone,
+                                                   start - 2 * 86400 * 10**9, end) if b > start]
+        if days and not self._stop.is_set():
+            dkey = key + DAY
+            held = keyed_rows(self.store, {asset.path: dkey}, day_slot(days[0][1]),
+                              day_slot(days[-1][1]) + 1).get(asset.path, [])
+            have_days = {c[0] for c in held}
+            todo_days = [(a, b) for a, b in days if day_slot(b) not in have_days]
+            for i in range(0, len(todo_days), self.chunk_days):
+                if self._stop.is_set():
+                    break
+                t0 = time.monotonic()
+                dchunk = todo_days[i:i + self.chunk_days]
+                token = self.store.rollup_claim(dchunk[-1][1] + 1)
+                with service.snapshot():
+                    rows = [service.rollup_day_row(asset, tags, a, b, key) for a, b in dchunk]
+                done += self.store.put_rollups(rows, token)
+                self._yield(time.monotonic() - t0)
         self.computed += done
         return done
+
+    def _yield(self, busy_s: float) -> None:
+        """In the background thread: rest so that the thread computes at most ``duty`` of
+        the time (it holds the GIL while it computes, which the ingest path then waits for)."""
+        if self._threaded and self.duty < 1.0:
+            self._stop.wait(busy_s * (1.0 / self.duty - 1.0))
 
     def close(self) -> None:
         if self._unsubscribe is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from kpi import (
     gap_intervals,
     group_by_line,
     missing_roles,
+    pbt_inside,
     planned_intervals,
     roll_up,
     time_elements,
@@ -38,12 +40,16 @@ from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
 
 from .rollups import (
+    DAY,
     HOUR_NS,
     NEVER,
+    Cell,
     Part,
-    decode,
+    day_slot,
+    decode_cells,
     encode,
     has_rollups,
+    keyed_rows,
     reach_ns,
     rollup_key,
     tag_sum,
@@ -51,6 +57,8 @@ from .rollups import (
 )
 
 _NS: Final = 1_000_000_000
+#: assets whose roll-up rows ``results`` reads (and holds) at once
+_ROW_BATCH: Final = 50
 #: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
 _ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
                Role.REJECT_COUNT, Role.ENERGY_KWH)
@@ -70,14 +78,15 @@ class KpiService:
     """Computes ISO 22400 KPIs of assets, lines and the plant from the store."""
 
     def __init__(self, settings: Settings, store: Store, *, rollups: bool | None = None) -> None:
-        """``rollups`` (default ``kpi.rollups``, false): read whole hours from the store's
-        hourly roll-ups where it keeps them (``api.rollups``); False: every window from raw
-        samples."""
+        """``rollups`` (default ``kpi.rollups``, true): read whole hours (and an assessment's
+        whole local days) from the store's roll-ups where it keeps them (``api.rollups``);
+        False: every window from raw samples."""
         self.settings = settings
         self.store = store
         want = settings.kpi.rollups if rollups is None else rollups
         self.use_rollups = bool(want) and has_rollups(store)
         self._plans: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self._keys: dict[tuple[object, ...], str] = {}
         #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
 
@@ -90,11 +99,16 @@ class KpiService:
         """The time of the store's first sample (any tag) before ``end_ns``, or None: where
         the history held begins (the assessment's stable operation, the roll-ups' start).
 
-        A bisection over whole seconds with ``read_many(..., prior=True)`` (does any tag hold
-        a sample at or before p?), then one read of that second: about 32 reads whatever the
-        length of the history, instead of reading it all.
+        The store's ``first_ts`` where it has one; else a bisection over whole seconds with
+        ``read_many(..., prior=True)`` (does any tag hold a sample at or before p?), then one
+        read of that second: about 32 reads whatever the length of the history, instead of
+        reading it all.
         """
         store = self.store
+        fast = getattr(store, "first_ts", None)
+        if callable(fast):  # the store knows it (SqliteStore: its chunks' and rows' t_min)
+            first = fast()
+            return int(first) if first is not None and first < end_ns else None
         ids = [t.tag_id for t in store.tags()]
         if not ids:
             return None
@@ -135,6 +149,7 @@ class KpiService:
     def asset_result(
         self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None,
         *, context_start_ns: int | None = None, series: Mapping[int, Series] | None = None,
+        raw: bool = False, cells: list[Cell] | None = None,
     ) -> AssetResult:
         """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read.
 
@@ -143,12 +158,14 @@ class KpiService:
         parts of a window at any cuts add up to it. Reads, gaps and the plan then reach back
         to the window's start; the evidence is the part's own (samples in it, the one before).
         ``series`` (tag_id -> samples read with ``prior`` from at or before the context's
-        start): read from there instead of the store."""
+        start): read from there instead of the store. ``raw``: from raw samples even where
+        roll-ups are on; ``cells``: the window's roll-up rows of the asset, already read
+        (``results`` reads those of every asset at once)."""
         if tags is None:
             tags = self._tags_by_asset().get(asset.path, {})
         whole: tuple[int, int] | None = None
-        if context_start_ns is None and self.use_rollups and tags:
-            rolled = self._rolled(asset, start_ns, end_ns, tags)
+        if context_start_ns is None and self.use_rollups and tags and not raw:
+            rolled = self._rolled(asset, start_ns, end_ns, tags, cells)
             if rolled is not None:
                 return rolled
             whole = (max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS)), 0)
@@ -278,33 +295,91 @@ class KpiService:
             self._plans[(start_ns, end_ns)] = got
         return got
 
-    def _rolled(
-        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord]
-    ) -> AssetResult | None:
-        """The window as Σ of its whole hours' roll-ups (those usable for it) and raw parts
-        for the rest; None when it holds no usable roll-up."""
+    def rollup_key(self, asset: Asset, tags: dict[Role, TagRecord]) -> str:
+        """``api.rollups.rollup_key``, remembered per asset and tag set (a request asks it
+        for every asset)."""
+        ck = (asset.path, *sorted((r.value, t.tag_id, t.path, t.device,
+                                   tuple(sorted((t.enum or {}).items()))) for r, t in tags.items()))
+        got = self._keys.get(ck)
+        if got is None:
+            got = rollup_key(self.settings, asset, tags)
+            if len(self._keys) >= 65536:
+                self._keys.clear()
+            self._keys[ck] = got
+        return got
+
+    def _window_cells(self, assets: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
+                      start_ns: int, end_ns: int) -> dict[str, list[Cell]]:
+        """The usable hour rows of the window's whole hours, of every asset, in one read."""
         h0 = -(-start_ns // HOUR_NS) * HOUR_NS
         h1 = end_ns // HOUR_NS * HOUR_NS
-        if h1 <= h0:
-            return None
-        key = rollup_key(self.settings, asset, tags)
-        rows = {r.hour_ns: r for r in self.store.rollups(  # type: ignore[attr-defined]
-            [asset.path], h0, h1, key=key, min_reach_ns=start_ns)}
-        if not rows:
+        keys = {a.path: self.rollup_key(a, by_asset[a.path]) for a in assets if by_asset.get(a.path)}
+        if h1 <= h0 or not keys:
+            return {}
+        got = keyed_rows(self.store, keys, h0, h1, start_ns)
+        return {a: got.get(a, []) for a in keys}
+
+    def rollup_day_row(self, asset: Asset, tags: dict[Role, TagRecord], day_start: int,
+                       day_end: int, key: str) -> RollupRow:
+        """The day row of ``asset``'s local day [day_start, day_end): the day computed on its
+        own from raw samples (exactly what ``results`` of that day gives without roll-ups),
+        with the hours of planned busy time its device gaps hold (``extra["gap_s"]``, the
+        assessment's reporting rule); kept at ``day_slot(day_end)`` under ``key + DAY``."""
+        lo = day_start - HOUR_NS
+        series = self.store.read_many([t.tag_id for t in tags.values()], lo, day_end, prior=True)
+        reach = reach_ns(self.store, tags, day_start, series, lo)
+        r = self.asset_result(asset, day_start, day_end, tags, raw=True, series=series)
+        gap_s = pbt_inside(self._planned(day_start, day_end), gap_intervals(r.evidence.gaps, day_end))
+        return encode(Part(r.elements, r.evidence.tags, r.evidence.implausible_increases),
+                      key + DAY, asset.path, day_slot(day_end), min(reach, day_start),
+                      more={"gap_s": gap_s})
+
+    def day_rows(self, assets: list[Asset], days: list[tuple[int, int]]
+                 ) -> dict[int, dict[str, tuple[TimeElements, tuple[TagEvidence, ...], float]]]:
+        """Of the local days ``days`` (start, end), every day row held for ``assets``: day
+        start -> asset -> (elements, tag evidence, gap_s). Read in one pass; an asset-day
+        without a current row is absent (the caller computes it)."""
+        if not self.use_rollups or not days:
+            return {}
+        by_asset = self._tags_by_asset()
+        keys = {a.path: self.rollup_key(a, by_asset[a.path]) + DAY for a in assets if by_asset.get(a.path)}
+        start_of = {day_slot(e): s for s, e in days}
+        got = keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
+        out: dict[int, dict[str, tuple[TimeElements, tuple[TagEvidence, ...], float]]] = {}
+        for asset, cells in got.items():
+            for c in cells:
+                s = start_of.get(c[0])
+                if s is None:
+                    continue
+                part = decode_cells([c])
+                out.setdefault(s, {})[asset] = (part.elements, part.tags,
+                                                float(json.loads(c[3] or "{}").get("gap_s", 0.0)))
+        return out
+
+    def _rolled(
+        self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord],
+        cells: list[Cell] | None = None,
+    ) -> AssetResult | None:
+        """The window as Σ of its whole hours' roll-ups (those usable for it) and raw parts
+        for the rest; None when it holds no usable roll-up. ``cells``: its rows, if read."""
+        if cells is None:
+            cells = self._window_cells([asset], {asset.path: tags}, start_ns, end_ns).get(asset.path, [])
+        if not cells:
             return None
         parts: list[Part] = []
         at = start_ns
-        run: list[RollupRow] = []  # consecutive usable rows, decoded at once
-        for h in sorted(rows):
+        run: list[Cell] = []  # consecutive usable rows, decoded at once
+        for c in cells:
+            h = c[0]
             if at < h:
                 if run:
-                    parts.append(decode(run))
+                    parts.append(decode_cells(run))
                     run = []
                 parts.append(self._part(asset, tags, start_ns, at, h))
-            run.append(rows[h])
+            run.append(c)
             at = h + HOUR_NS
         if run:
-            parts.append(decode(run))
+            parts.append(decode_cells(run))
         if at < end_ns:
             parts.append(self._part(asset, tags, start_ns, at, end_ns))
         elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)
@@ -324,7 +399,8 @@ class KpiService:
             implausible_increases=tuple(implausible),
             default_mode=default_mode,
         )
-        return AssetResult(asset, elements, evidence, ((h1 - h0) // HOUR_NS, len(rows)))
+        whole_hours = max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS))
+        return AssetResult(asset, elements, evidence, (whole_hours, len(cells)))
 
     def assets_for(self, asset: str | None, line: str | None) -> list[Asset]:
         assets = self.settings.assets
@@ -346,10 +422,16 @@ class KpiService:
         [start_ns, end_ns), from one read of the tag table."""
         with self.snapshot():  # every asset's reads from the same data
             by_asset = self._tags_by_asset()
-            return [
-                self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}))
-                for a in (self.settings.assets if assets is None else assets)
-            ]
+            chosen = self.settings.assets if assets is None else assets
+            out: list[AssetResult] = []
+            # the rows of _ROW_BATCH assets at a time: a month of 500 assets' rows is
+            # ~360,000 tuples, which need not be held at once
+            for i in range(0, len(chosen), _ROW_BATCH):
+                batch = chosen[i:i + _ROW_BATCH]
+                cells = self._window_cells(batch, by_asset, start_ns, end_ns) if self.use_rollups else {}
+                out += [self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}),
+                                          cells=cells.get(a.path)) for a in batch]
+            return out
 
     def kpis(
         self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None

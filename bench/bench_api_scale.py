@@ -79,6 +79,7 @@ def prepare(tmp: Path, machines: int, days: int, now: datetime) -> tuple[Path, d
     base = load_settings(shipped_config("demo.yaml"))
     data = replicate(base, machines, days, improved_days_ago=days // 2)
     data["store"] = {"type": "sqlite", "path": str(tmp / "store.db")}
+    data["kpi"]["rollups"] = False  # the raw mode (roll-ups are on by default)
     settings = Settings.model_validate(data)
     cfg = tmp / "plant.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))

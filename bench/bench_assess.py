@@ -65,11 +65,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.assessment import assess
 from api.gateway import tag_records
+from api.rollups import RollupMaintainer
 from api.service import KpiService
 from config import Settings, load_settings, load_tiers, shipped_config
 from config.fingerprint import config_fingerprint
 from config.signals import ChannelMode, MachineState, OperationMode, Quality, Role, canonical_code
 from config.times import to_ns
+from kpi import ALGORITHM_VERSION
 from simulators import Plant
 from simulators.calendar import ShiftCalendar
 from simulators.scale import replicate
@@ -147,6 +149,30 @@ def generate(settings: Settings, path: Path, days: int) -> None:
         store.close()
     path.with_name(path.name + ".done").write_text(json.dumps(
         {"samples": points, "seconds": time.perf_counter() - t0, "bytes": db_bytes(path)}))
+
+
+def roll_up(settings: Settings, path: Path) -> None:
+    """Every closed hour and local day of the store rolled up (``RollupMaintainer.run_once``,
+    as the gateway's background thread does over time); ``path.rolled`` records the time."""
+    t0 = time.perf_counter()
+    with SqliteStore(path) as store:
+        rows = RollupMaintainer(KpiService(settings, store), backfill_days=None,
+                                clock_ns=lambda: to_ns(NOW)).run_once()
+    secs = time.perf_counter() - t0
+    print(f"  rolled up {rows:,} rows in {secs:.0f} s, RSS {rss_mb():.0f} MB", flush=True)
+    path.with_name(path.name + ".rolled").write_text(json.dumps(
+        {"rows": rows, "seconds": secs, "algorithm_version": ALGORITHM_VERSION}))
+
+
+def ensure_rollups(settings: Settings, path: Path, days: int) -> dict[str, Any]:
+    """The cached store's roll-ups (rows of the current algorithm version), computed in a
+    child process when absent (its memory does not count in this process's peak)."""
+    done = path.with_name(path.name + ".rolled")
+    if not done.exists() or json.loads(done.read_text()).get("algorithm_version") != ALGORITHM_VERSION:
+        print(f"rolling up {path} ...", flush=True)
+        subprocess.run([sys.executable, __file__, "--rollup", str(path),
+                        "--machines", str(len(settings.assets)), "--days", str(days)], check=True)
+    return dict(json.loads(done.read_text()))
 
 
 def ensure_store(settings: Settings, path: Path, days: int) -> dict[str, Any]:
@@ -377,6 +403,24 @@ def pandas_figures(df: pd.DataFrame) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- comparison
 
+def worst_diff(a: Any, b: Any) -> float:
+    """Largest relative difference of any number between two JSON answers (inf when their
+    shapes or non-numbers differ)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return float("inf")
+        return max((worst_diff(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return float("inf")
+        return max((worst_diff(x, y) for x, y in zip(a, b, strict=True)), default=0.0)
+    if isinstance(a, float) and isinstance(b, float):
+        if a == b or (a != a and b != b):
+            return 0.0
+        return abs(a - b) / max(abs(a), abs(b), 1e-300)
+    return 0.0 if a == b else float("inf")
+
+
 def compare(result: dict[str, Any], cur: dict[str, Any], base: dict[str, Any], rel: float
             ) -> tuple[bool, int, float, list[str]]:
     """Every number pandas computed beside the assessment's: (all within ``rel``, numbers
@@ -477,6 +521,9 @@ def main() -> None:
                          "most changes, so on-change bytes are not flattered)")
     ap.add_argument("--pandas-chunk", type=int, default=50, help="assets per pandas read")
     ap.add_argument("--generate", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--rollup", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--raw", action="store_true", help="also assess from raw samples once "
+                    "(kpi.rollups: false; slow) and compare with the roll-ups' answer to 1e-9")
     args = ap.parse_args()
     if args.days < 2:
         ap.error("--days must be at least 2 (a baseline and a current half)")
@@ -484,12 +531,18 @@ def main() -> None:
     if args.generate is not None:
         generate(settings, args.generate, args.days)
         return
+    if args.rollup is not None:
+        roll_up(settings, args.rollup)
+        return
     path = store_path(args.cache, settings, args.machines, args.days)
     rec = ensure_store(settings, path, args.days)
     print(f"store: {args.machines} machines x {args.days} days, {rec['samples']:,} samples "
           f"(report by exception), {rec['bytes'] / MB:,.1f} MB = "
           f"{rec['bytes'] / (args.machines * args.days / 30) / MB:,.2f} MB per machine-month, "
           f"generated in {rec['seconds']:.0f} s")
+    rolled = ensure_rollups(settings, path, args.days)
+    print(f"roll-ups: {rolled['rows']:,} rows (hours and local days), computed once in "
+          f"{rolled['seconds']:.0f} s (the gateway's background thread does this as hours close)")
     print(f"RSS before the assessment: {rss_mb():.0f} MB")
 
     criteria = load_tiers()
@@ -507,6 +560,21 @@ def main() -> None:
         peak_assess = peak_rss_mb()
         print(f"peak RSS after the assessment: {peak_assess:.0f} MB")
         gc.collect()
+        raw_s = None
+        raw_equal = None
+        if args.raw:
+            t0 = time.perf_counter()
+            raw_service = KpiService(settings, store, rollups=False)
+            with raw_service.snapshot():
+                raw_result = assess(settings, raw_service, criteria, now=NOW)
+            raw_s = time.perf_counter() - t0
+            raw_worst = worst_diff(result, raw_result)
+            raw_equal = raw_worst <= 1e-9
+            print(f"assess from raw samples (kpi.rollups false): {raw_s:.2f} s; largest relative "
+                  f"difference from the roll-ups' answer {raw_worst:.1e} (bar 1e-9: "
+                  f"{'equal' if raw_equal else 'NOT equal'})", flush=True)
+            del raw_result
+            gc.collect()
 
         def window(w: dict[str, str]) -> tuple[int, int]:
             return (to_ns(datetime.fromisoformat(w["from"])), to_ns(datetime.fromisoformat(w["to"])))
@@ -562,6 +630,7 @@ def main() -> None:
     print(json.dumps({
         "machines": args.machines, "days": args.days, "assess_s": round(warm_a, 3),
         "pandas_s": round(warm_p, 3), "equal": equal, "peak_rss_mb": round(peak_assess, 1),
+        "raw_assess_s": None if raw_s is None else round(raw_s, 3), "raw_equal": raw_equal,
         "bytes_per_machine_month_poll": round(sb["poll"]),
         "bytes_per_machine_month_on_change": round(sb["on_change"]),
     }))

@@ -111,13 +111,13 @@ class KpiSettings(Model):
         ),
     )
     rollups: bool = Field(
-        default=False,
+        default=True,
         description=(
-            "compute a window's whole hours from the store's hourly roll-ups where it keeps "
-            "them (the embedded store, maintained in the background), its edges from raw "
-            "samples: equal to the raw computation to ~1e-15 relative, not bit for bit, so "
-            "a window's bytes can change once its hours are rolled up (docs/kpis.md); "
-            "false (default): every window from raw samples"
+            "compute a window's whole hours (and whole local days) from the store's roll-ups "
+            "where it keeps them (the embedded store, maintained in the background), its edges "
+            "from raw samples: equal to the raw computation to 1e-9 relative (in practice "
+            "~1e-15), not bit for bit (docs/kpis.md); a store without rows yet answers from "
+            "raw samples; false: every window from raw samples"
         ),
     )
 

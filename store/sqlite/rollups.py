@@ -21,7 +21,7 @@ import numpy as np
 from ..base import RollupRow
 from ..batch import I32, I64
 
-__all__ = ["HOUR_NS", "RollupLog", "asset_since"]
+__all__ = ["HOUR_NS", "RollupLog", "asset_since", "get_keyed"]
 
 HOUR_NS = 3600 * 1_000_000_000
 #: changes remembered for rows being computed; a computation older than these is refused
@@ -118,4 +118,21 @@ def get(conn: sqlite3.Connection, assets: Sequence[str], start_ns: int, end_ns: 
     for a in assets:
         out += [RollupRow(a, h, k, r, d, x) for h, k, r, d, x in conn.execute(
             sql + " ORDER BY hour_ns", (a, int(start_ns), int(end_ns), *tail))]
+    return out
+
+
+def get_keyed(conn: sqlite3.Connection, keys: dict[str, str], start_ns: int, end_ns: int,
+              min_reach_ns: int | None = None) -> dict[str, list[tuple[int, int, bytes, str | None]]]:
+    """asset -> (hour_ns, reach_ns, data, extra) of its rows of key ``keys[asset]`` whose hour
+    starts in [start_ns, end_ns) (and ``reach_ns >= min_reach_ns``), by hour: plain tuples,
+    one statement per asset, for the read path."""
+    sql = ("SELECT hour_ns, reach_ns, data, extra FROM rollups"
+           " WHERE asset = ? AND hour_ns >= ? AND hour_ns < ? AND key = ?")
+    lo = _MIN if min_reach_ns is None else int(min_reach_ns)
+    sql += " AND reach_ns >= ? ORDER BY hour_ns"
+    out: dict[str, list[tuple[int, int, bytes, str | None]]] = {}
+    for a, k in keys.items():
+        got = conn.execute(sql, (a, int(start_ns), int(end_ns), k, lo)).fetchall()
+        if got:
+            out[a] = got
     return out

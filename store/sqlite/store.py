@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -754,6 +754,33 @@ class SqliteStore:
             ok = self._rollups.admit(rows, token)
             _rollups.put(conn, ok)
         return len(ok)
+
+    def first_ts(self) -> int | None:
+        """The time of the store's first sample (any tag), None when it holds none: the
+        least ``t_min`` of the chunks and ingest rows (exact: retention trims ``t_min`` with
+        the samples), two index or table scans instead of a bisection of reads."""
+        with self._snapshot("read first sample") as conn:
+            (t,) = conn.execute(
+                "SELECT min(m) FROM (SELECT min(t_min) AS m FROM chunks"
+                " UNION ALL SELECT min(t_min) FROM ingest)").fetchone()
+        return None if t is None else int(t)
+
+    def rollups_keyed(self, keys: Mapping[str, str], start_ns: int, end_ns: int,
+                      min_reach_ns: int | None = None
+                      ) -> dict[str, list[tuple[int, int, bytes, str | None]]]:
+        """The read path's rows (``api.rollups.keyed_rows``): asset -> (hour_ns, reach_ns,
+        data, extra) of the rows of key ``keys[asset]`` whose hour starts in [start_ns,
+        end_ns) and whose ``reach_ns >= min_reach_ns``, by hour, from one snapshot."""
+        with self._snapshot("read roll-ups") as conn:
+            return _rollups.get_keyed(conn, dict(keys), start_ns, end_ns, min_reach_ns)
+
+    def drop_rollups(self, start_ns: int, end_ns: int) -> int:
+        """Delete the roll-up rows whose hour starts in [start_ns, end_ns) (``tierproof rollups
+        rebuild``); returns how many. Not a change of the data: the change feed is not told."""
+        with self._write_txn("drop roll-ups") as conn:
+            cur = conn.execute("DELETE FROM rollups WHERE hour_ns >= ? AND hour_ns < ?",
+                               (int(start_ns), int(end_ns)))
+            return int(cur.rowcount)
 
     def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int, *, key: str | None = None,
                 min_reach_ns: int | None = None) -> list[RollupRow]:

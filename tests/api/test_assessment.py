@@ -19,6 +19,8 @@ import yaml
 
 from api.app import create_app
 from api.gateway import tag_records
+from api.rollups import RollupMaintainer
+from api.service import KpiService
 from config import load_settings, load_tiers
 from config.declared import Declared
 from config.settings import Settings
@@ -62,7 +64,13 @@ def _backfill(tmp: Path, days: int, silent: str | None = None) -> tuple[Settings
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
     """The demo config with its store in a temporary directory, holding 14 days of history."""
-    yield _backfill(tmp_path_factory.mktemp("assess"), 14)
+    settings, cfg = _backfill(tmp_path_factory.mktemp("assess"), 14)
+    # roll-ups are on by default: every closed hour (and local day) rolled up before the
+    # first request, so that every request reads the same rows (an app's maintainer adding
+    # rows between two requests would change the last digits, docs/kpis.md)
+    with SqliteStore(Path(settings.store.path)) as store:
+        RollupMaintainer(KpiService(settings, store), backfill_days=None).run_once()
+    yield settings, cfg
 
 
 class Client:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from api.gateway import tag_records
-from api.rollups import HOUR_NS, RollupMaintainer
+from api.rollups import HOUR_NS, RollupMaintainer, local_day_edges
 from api.service import KpiService
 from config import Settings
 from config.times import iso, to_ns
@@ -48,8 +48,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory, settings: Settings
         rolled, raw = KpiService(settings, store, rollups=True), KpiService(settings, store, rollups=False)
         assert rolled.use_rollups and not raw.use_rollups
         m = RollupMaintainer(rolled, settle_s=300, backfill_days=None, clock_ns=lambda: to_ns(NOW))
-            # every closed hour from the one of the first sample (09:00 three days ago) to 09:00
-        assert m.run_once() == len(settings.assets) * DAYS * 24
+        # every closed hour from the one of the first sample (09:00 three days ago) to 09:00,
+        # and a day row of each local (Shanghai) day ending in that span: three
+        assert m.run_once() == len(settings.assets) * (DAYS * 24 + DAYS)
         assert m.run_once() == 0  # nothing left
         yield rolled, raw, m
         m.close()
@@ -157,6 +158,10 @@ def test_across_a_dst_change(tmp_path: Path, settings: Settings) -> None:
         tz = ZoneInfo("Europe/Berlin")
         day = to_ns(datetime(2026, 10, 25, tzinfo=tz)), to_ns(datetime(2026, 10, 26, tzinfo=tz))
         assert day[1] - day[0] == 25 * HOUR_NS
+        # the 25-hour local day's row: that day on its own, as the raw computation gives it
+        held = rolled.day_rows(rolled.settings.assets, [day])[day[0]]
+        for r in raw.results(*day):
+            assert held[r.asset.path][0] == r.elements
         rnd = random.Random(3)
         for asset in rolled.settings.assets[:6]:
             assert_same(rolled, raw, asset.path, *day)
@@ -170,3 +175,73 @@ def test_across_a_dst_change(tmp_path: Path, settings: Settings) -> None:
         assert raw.asset_result(first, *monday).elements.pbt_s > 0
         # and the hours did come from roll-ups
         assert rolled._rolled(first, *monday, rolled._tags_by_asset()[first.path]) is not None
+
+
+def _close(got: object, want: object, where: str = "") -> None:
+    """Equal, floats to 1e-9 relative (the roll-ups' bar), everything else exactly."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            _close(got[k], want[k], f"{where}/{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and isinstance(got, float):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
+    else:
+        assert got == want, where
+
+
+def test_assessment_equals_the_raw_assessment(stores: Stores) -> None:
+    """The assessment from hour and day rows (whole local days read from day rows, the
+    windows' clipped days and totals from hour rows and raw edges) equals the raw one: every
+    figure, interval, delta, verdict and KPI to 1e-9 relative."""
+    from api.assessment import assess
+    from config import load_tiers
+
+    rolled, raw, _ = stores
+    lo = NOW - timedelta(days=DAYS)
+    cut = iso(to_ns(lo + timedelta(hours=37, minutes=11)))
+
+    def run(service: KpiService) -> dict[str, object]:
+        with service.snapshot():
+            return assess(service.settings, service, load_tiers(), now=NOW, from_=cut,
+                          to=iso(to_ns(NOW)), baseline_from=iso(to_ns(lo + timedelta(minutes=3))),
+                          baseline_to=cut)
+
+    assets = rolled.settings.assets
+    days = local_day_edges(rolled.settings.calendar.timezone, to_ns(lo), to_ns(NOW))
+    held = rolled.day_rows(assets, days)
+    assert len(days) == 2 and all(len(held[a]) == len(assets) for a, _ in days)
+    for a, b in days:  # a day row is that day computed on its own: exactly the raw figures
+        for r in raw.results(a, b):
+            assert held[a][r.asset.path][0] == r.elements
+    _close(run(rolled), run(raw))
+
+
+class _Protocol:
+    """The real store seen through the ``Store`` and roll-up protocol only (no ``first_ts``,
+    no ``rollups_keyed``): what another backend offers. Every call goes to the real store."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("first_ts", "rollups_keyed"):
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def test_a_store_with_the_protocol_only(stores: Stores) -> None:
+    """The first sample by bisection equals the store's ``first_ts``; rows read through
+    ``rollups()`` give the same answer as ``rollups_keyed``."""
+    rolled = stores[0]
+    plain = KpiService(rolled.settings, _Protocol(rolled.store), rollups=True)  # type: ignore[arg-type]
+    first = rolled.first_sample_ns(to_ns(NOW))
+    assert first is not None and first == plain.first_sample_ns(to_ns(NOW))
+    assert rolled.first_sample_ns(first) is None and plain.first_sample_ns(first) is None
+    assert rolled.first_sample_ns(first + 1) == first == plain.first_sample_ns(first + 1)
+    start, end = NOW - timedelta(days=2, minutes=13), NOW
+    a, b = rolled.kpis(start, end), plain.kpis(start, end)
+    assert a == b
