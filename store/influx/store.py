@@ -105,6 +105,10 @@ class InfluxStore:
         self._register_sent_ns = _NEVER
         #: a store without devices of its own reads what gateways wrote (``discover_tags``)
         self.central = False
+        #: no day rows (``api.rollups.day_slot``): a late write voids the hour points it makes
+        #: stale, and a day row's point (an hour + 1 ns, or off the hour grid in a zone with a
+        #: half-hour offset) would stay; the assessment sums hour rows instead
+        self.keeps_day_rows = False
         #: every write of this store, told to subscribers (the roll-up maintainer, the KPI
         #: cache); None once ``discover_tags`` made this a reader of other gateways' data
         self.changes: Changes | None = Changes()
