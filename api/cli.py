@@ -81,14 +81,22 @@ def _uvicorn_server(app: object, host: str, port: int) -> Any:
     itself instead of logged by uvicorn and turned into ``sys.exit(3)``."""
     import uvicorn
 
+    from .serving import BACKLOG, bounded_protocol, connection_limit, raise_fd_limit
+
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
 
+    # connections are bounded in number and in idle time (api.serving): a flood degrades the
+    # API, never collection
+    api = app.state.settings.api  # type: ignore[attr-defined]
+    protocol = bounded_protocol(connection_limit(api.max_connections, raise_fd_limit()),
+                                api.header_timeout_s)
     # open HTTP connections get 5 s to finish: a hanging client cannot hold up the stop
     return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                                 timeout_graceful_shutdown=5, lifespan="off"))
+                                 timeout_graceful_shutdown=5, lifespan="off", http=protocol,
+                                 timeout_keep_alive=api.keep_alive_s, backlog=BACKLOG))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -116,6 +124,9 @@ async def _serve(app: Any, host: str, port: int, duration: float | None,
     app's lifespan stops the collectors, flushes the writer and closes the store. ``sock``:
     the socket :func:`_listen` bound earlier (default: bound here, before anything starts)."""
     sock = sock if sock is not None else _listen(host, port)
+    from .serving import limit_loop_errors
+
+    limit_loop_errors(asyncio.get_running_loop())  # an accept() flood of EMFILE: not a log flood
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:  # the lifespan opens the store and the spool and starts the collectors

@@ -57,6 +57,7 @@ from store.writer import Writer
 from .base import Collector, CollectorFactory, cancel_and_wait, tag_record
 from .filter import StorageFilter, device_filter
 from .registry import COLLECTORS
+from .stall import STALL_REASON
 
 __all__ = ["Acknowledging", "DeviceHealth", "ReportsPartGaps", "Supervisor", "backoff_delays"]
 
@@ -241,6 +242,20 @@ class Supervisor:
             dropped = dict(getattr(c, "dropped", {}) or {}) if c is not None else {}
             out.append(replace(h, tag_errors=errors, dropped=dropped))
         return out
+
+    async def record_stall(self, start_ns: int, end_ns: int) -> None:
+        """The collectors could not run in ``[start_ns, end_ns)`` (see :mod:`collector.stall`):
+        a closed gap for every running device that has no gap open (an open one covers the
+        stall already), with reason "collection stalled (N s)"."""
+        reason = f"{STALL_REASON} ({(end_ns - start_ns) / 1e9:.2f} s)"
+        for d in self.devices:
+            if d.name not in self._tasks or d.name in self._gaps:
+                continue
+            try:
+                gap_id = await self.writer.run(self.store.open_gap, d.name, start_ns, reason)
+                await self.writer.run(self.store.close_gap, gap_id, end_ns)
+            except Exception:
+                log.exception("%s: could not record the stall as a gap", d.name)
 
     # ------------------------------------------------------------------ store (writer thread)
 
