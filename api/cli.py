@@ -11,12 +11,13 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from config.errors import ConfigError, StoreError, TierproofError
 from config.fingerprint import config_fingerprint
@@ -29,6 +30,7 @@ from config.times import iso, parse_instant, to_ns
 from .version import VERSION
 
 log = logging.getLogger("tierproof.cli")
+T = TypeVar("T")
 _NS = 1_000_000_000
 
 EPILOG = """\
@@ -211,6 +213,33 @@ def backfill(settings: Settings, plant: object, tag_ids: dict[str, int], store: 
     return points
 
 
+@contextlib.asynccontextmanager
+async def _on_own_loop(name: str, factory: Callable[[], contextlib.AbstractAsyncContextManager[T]]
+                       ) -> AsyncIterator[T]:
+    """Enter ``factory()`` on a new event loop in its own thread; yield what it yields."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    stack = contextlib.AsyncExitStack()
+
+    async def enter() -> T:
+        return await stack.enter_async_context(factory())
+
+    def on_loop(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    try:
+        value = await on_loop(enter())
+        try:
+            yield value
+        finally:
+            await on_loop(stack.aclose())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+        loop.close()
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from simulators import Plant, serve_devices
     from simulators.servers import embedded_brokers
@@ -237,7 +266,14 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         tag_ids = store.register_tags(tag_records(settings))
         backfill(settings, plant, tag_ids, store, now)
-        async with embedded_brokers(settings) as settings, serve_devices(settings, plant) as running:
+        @contextlib.asynccontextmanager
+        async def simulated() -> AsyncIterator[tuple[Settings, Any]]:
+            async with embedded_brokers(settings) as s, serve_devices(s, plant) as running:
+                yield s, running
+
+        # the simulated machines stand for other boxes: on their own loop, so that API load on
+        # this one cannot slow their answers and make the collectors' polls time out
+        async with _on_own_loop("tierproof-simulators", simulated) as (settings, running):
             for line in running.describe():
                 print(f"  {line}", flush=True)
             app = create_app(settings, store=store)
