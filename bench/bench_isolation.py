@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--history-days", type=float, default=14.0)
     ap.add_argument("--tree", default=str(Path(__file__).resolve().parent.parent))
     ap.add_argument("--old", action="store_true")
+    ap.add_argument("--kpi-loops", type=int, default=4)
+    ap.add_argument("--raw-loops", type=int, default=2)
+    ap.add_argument("--idle", type=int, default=1100)
     args = ap.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
@@ -126,10 +129,13 @@ def main() -> None:
 
         def loop(kind: str, url: str) -> None:
             with httpx.Client(base_url=base, timeout=120) as c:
+                n = 0
                 while not stop.is_set():
                     t = time.monotonic()
+                    n += 1
                     try:
-                        r = c.get(url)
+                        # {n}: each request a window of its own (no shared computation, no cache)
+                        r = c.get(url.format(n=n * 97 + threading.get_ident() % 89))
                         if r.status_code == 200:
                             lat[kind].append(time.monotonic() - t)
                         else:
@@ -150,14 +156,14 @@ def main() -> None:
                 time.sleep(1)
 
         t0 = time.time_ns()
-        heavy = f"/api/v1/kpis?from=now-{args.history_days:g}d&to=now"
-        raw = f"/api/v1/tags/{raw_path}/samples?from=now-{args.history_days:g}d&limit=100000"
+        heavy = f"/api/v1/kpis?from=now-{int(args.history_days * 86400)}s&to=now-{{n}}s"
+        raw = f"/api/v1/tags/{raw_path}/samples?from=now-{args.history_days:g}d&limit=100000&n={{n}}"
         threads = [threading.Thread(target=loop, args=(k, u), daemon=True)
-                   for k, u in (("kpis", heavy),) * 4 + (("raw", raw),) * 2]
+                   for k, u in (("kpis", heavy),) * args.kpi_loops + (("raw", raw),) * args.raw_loops]
         threads.append(threading.Thread(target=probe, daemon=True))
         for t in threads:
             t.start()
-        for i in range(1100):
+        for i in range(args.idle):
             s = socket.socket()
             s.settimeout(5)
             try:
@@ -195,7 +201,8 @@ def main() -> None:
         sim.wait(timeout=30)
     store = SqliteStore(settings.store.path)  # type: ignore[union-attr]
     tid = {t.path: t.tag_id for t in store.tags()}
-    print(f"flood {args.seconds:g} s, history {args.history_days:g} days, tree {args.tree}")
+    print(f"flood {args.seconds:g} s, history {args.history_days:g} days, {args.kpi_loops} KPI "
+          f"loops, {args.raw_loops} raw loops, {args.idle} idle connections, tree {args.tree}")
     for kind, xs in lat.items():
         med = f"{statistics.median(xs):.2f}" if xs else "-"
         print(f"  {kind}: {len(xs)} answers 200, median {med} s")
@@ -207,6 +214,9 @@ def main() -> None:
           + (f", max {max(ok):.2f} s" if ok else ""))
     print(f"  idle connections: {len(idle)} opened, {closed} closed by the server by the end")
     print(f"  gateway log: {log.stat().st_size:,} bytes; exit code {gw.returncode}")
+    stalls = [ln.split("WARNING")[-1].strip() for ln in log.read_text().splitlines()
+              if "could not run" in ln]
+    print(f"  stalls logged: {len(stalls)}" + "".join(f"\n    {x}" for x in stalls[:5]))
     for d in settings.devices:
         path = next(f"{t.asset}/{t.name}" for t in d.tags if t.name == "state")  # type: ignore[attr-defined]
         # a Modbus sample's time is its poll's (gateway) time: the protocol has no other
