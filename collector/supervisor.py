@@ -86,6 +86,8 @@ class DeviceHealth:
     gap_open_since: int | None = None  # ns, start of the gap currently open
     tag_errors: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # messages dropped, per reason (MQTT)
+    stalls: int = 0  # times the collectors could not run beyond the tolerance (each a gap)
+    stalled_s: float = 0.0  # their total length, seconds
 
 
 @runtime_checkable
@@ -254,6 +256,9 @@ class Supervisor:
             try:
                 gap_id = await self.writer.run(self.store.open_gap, d.name, start_ns, reason)
                 await self.writer.run(self.store.close_gap, gap_id, end_ns)
+                h = self._health[d.name]
+                h.stalls += 1
+                h.stalled_s += (end_ns - start_ns) / 1e9
             except Exception:
                 log.exception("%s: could not record the stall as a gap", d.name)
 

@@ -271,6 +271,8 @@ async def test_a_stall_of_the_collectors_loop_is_a_recorded_gap(tmp_path: Path) 
             await asyncio.sleep(3.0)
             after = time.time_ns()
             assert gw.stall is not None and gw.stall.stats.stalls >= 1
+            h = sup.status()[0]
+            assert h.stalls >= 1 and h.stalled_s >= 1.5
             gaps = gw.store.gaps(settings.devices[0].name, before, after)
         stalled = [g for g in gaps if g.reason.startswith(STALL_REASON)]
         assert stalled, gaps
