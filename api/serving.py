@@ -7,7 +7,9 @@ file descriptors, and then the collectors cannot open a socket nor the store a f
 * :class:`BoundedH11Protocol` answers a connection beyond ``api.max_connections`` with a 503
   problem and closes it at once, and closes a connection that has not sent a complete
   request's headers within ``api.header_timeout_s`` of opening (or of its last answer): idle,
-  half-open and slow-header (slowloris) connections cannot pile up. Refusals are logged
+  half-open and slow-header (slowloris) connections cannot pile up; and cuts a connection whose
+  client takes nothing of an answer for as long (a slow reader holds its answer's memory and
+  a connection slot, not both for ever). Refusals are logged
   through a :class:`~collector.lograte.LogLimiter` (one line, then a summary per minute);
 * :func:`raise_fd_limit` raises the soft file limit to the hard one at start, and
   :func:`connection_limit` keeps ``FD_RESERVE`` descriptors (plus the accept backlog) free for
@@ -55,6 +57,7 @@ class BoundedH11Protocol(H11Protocol):
     timed_out: int = 0  # connections closed for sending no request in time
 
     _header_timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
     _header_cycle: object = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -90,10 +93,29 @@ class BoundedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self._arm_header_timer()
 
+    def pause_writing(self) -> None:
+        # the client stopped taking the answer: it has header_timeout_s to take some more
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.header_timeout_s, self._write_timeout)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timeout(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            type(self).timed_out += 1
+            self.transport.abort()  # close() would wait for the buffer it will never take
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        for timer in (self._header_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._write_timer = None
         super().connection_lost(exc)
 
 

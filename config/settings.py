@@ -107,7 +107,8 @@ class ApiSettings(Model):
         description=(
             "an HTTP connection that has not sent a complete request's headers this long "
             "after it opened (or after its last answer) is closed: idle and half-open "
-            "connections cannot pile up"
+            "connections cannot pile up; so is one whose client takes nothing of its answer "
+            "this long"
         ),
     )
     keep_alive_s: Timeout_s = Field(
