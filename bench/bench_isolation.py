@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -230,6 +231,7 @@ def main() -> None:
               + ("; ".join(f"{((g_.end_ns or t1) - g_.start_ns) / NS:.2f} s '{g_.reason}'" for g_ in gaps)
                  or "none"))
     store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
