@@ -33,6 +33,7 @@ def create_app(
     kpi_settle_s: float = 60.0,
     kpi_single_flight: bool = True,
     rollups_maintain: bool = True,
+    isolate_collection: bool = True,
 ) -> FastAPI:
     """Build the API for ``settings``. ``collect=False`` serves stored data only.
 
@@ -43,11 +44,12 @@ def create_app(
     kept, those whose windows end ``kpi_settle_s`` before they completed (``api.flight``);
     ``kpi_single_flight=False`` computes every request, for comparison. ``rollups_maintain``:
     with ``kpi.rollups`` over the embedded store, a background thread keeps the hourly
-    roll-ups of closed hours (``api.rollups``)."""
+    roll-ups of closed hours (``api.rollups``). ``isolate_collection``: the collectors run on
+    their own event loop and thread, never on the one serving HTTP (``api.gateway``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Gateway(settings, store=store, collect=collect) as gw:
+        async with Gateway(settings, store=store, collect=collect, isolate=isolate_collection) as gw:
             app.state.gateway = gw
             app.state.service = KpiService(settings, gw.store)
             app.state.runner = KpiRunner(

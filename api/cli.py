@@ -11,12 +11,13 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from config.errors import ConfigError, StoreError, TierproofError
 from config.fingerprint import config_fingerprint
@@ -29,6 +30,7 @@ from config.times import iso, parse_instant, to_ns
 from .version import VERSION
 
 log = logging.getLogger("tierproof.cli")
+T = TypeVar("T")
 _NS = 1_000_000_000
 
 EPILOG = """\
@@ -88,14 +90,22 @@ def _uvicorn_server(app: object, host: str, port: int) -> Any:
     itself instead of logged by uvicorn and turned into ``sys.exit(3)``."""
     import uvicorn
 
+    from .serving import BACKLOG, bounded_protocol, connection_limit, raise_fd_limit
+
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
 
+    # connections are bounded in number and in idle time (api.serving): a flood degrades the
+    # API, never collection
+    api = app.state.settings.api  # type: ignore[attr-defined]
+    protocol = bounded_protocol(connection_limit(api.max_connections, raise_fd_limit()),
+                                api.header_timeout_s)
     # open HTTP connections get 5 s to finish: a hanging client cannot hold up the stop
     return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
-                                 timeout_graceful_shutdown=5, lifespan="off"))
+                                 timeout_graceful_shutdown=5, lifespan="off", http=protocol,
+                                 timeout_keep_alive=api.keep_alive_s, backlog=BACKLOG))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -123,6 +133,9 @@ async def _serve(app: Any, host: str, port: int, duration: float | None,
     app's lifespan stops the collectors, flushes the writer and closes the store. ``sock``:
     the socket :func:`_listen` bound earlier (default: bound here, before anything starts)."""
     sock = sock if sock is not None else _listen(host, port)
+    from .serving import limit_loop_errors
+
+    limit_loop_errors(asyncio.get_running_loop())  # an accept() flood of EMFILE: not a log flood
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:  # the lifespan opens the store and the spool and starts the collectors
@@ -207,6 +220,33 @@ def backfill(settings: Settings, plant: object, tag_ids: dict[str, int], store: 
     return points
 
 
+@contextlib.asynccontextmanager
+async def _on_own_loop(name: str, factory: Callable[[], contextlib.AbstractAsyncContextManager[T]]
+                       ) -> AsyncIterator[T]:
+    """Enter ``factory()`` on a new event loop in its own thread; yield what it yields."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    stack = contextlib.AsyncExitStack()
+
+    async def enter() -> T:
+        return await stack.enter_async_context(factory())
+
+    def on_loop(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    try:
+        value = await on_loop(enter())
+        try:
+            yield value
+        finally:
+            await on_loop(stack.aclose())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+        loop.close()
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from simulators import Plant, serve_devices
     from simulators.servers import embedded_brokers
@@ -233,7 +273,14 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         tag_ids = store.register_tags(tag_records(settings))
         backfill(settings, plant, tag_ids, store, now)
-        async with embedded_brokers(settings) as settings, serve_devices(settings, plant) as running:
+        @contextlib.asynccontextmanager
+        async def simulated() -> AsyncIterator[tuple[Settings, Any]]:
+            async with embedded_brokers(settings) as s, serve_devices(s, plant) as running:
+                yield s, running
+
+        # the simulated machines stand for other boxes: on their own loop, so that API load on
+        # this one cannot slow their answers and make the collectors' polls time out
+        async with _on_own_loop("tierproof-simulators", simulated) as (settings, running):
             for line in running.describe():
                 print(f"  {line}", flush=True)
             app = create_app(settings, store=store)

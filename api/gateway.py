@@ -1,15 +1,28 @@
-"""The running gateway: store, writer and supervised collectors, owned as one async context."""
+"""The running gateway: store, writer and supervised collectors, owned as one async context.
+
+With ``isolate=True`` (what the API and ``tierproof run`` use) the collectors, the writer's
+event-loop side, retention and the stall detector run on their **own event loop in their own
+thread** ("tierproof-collect"), not on the loop that serves HTTP: nothing a request does on
+the API's loop (parsing, serialising a large answer, accepting a flood of connections, logging
+about it) can delay a poll, a subscription or an ack. KPI computations run on their own worker
+threads (``api.flight``). What still shares the process -- the GIL, the CPU, the file
+descriptors -- is bounded by the API's limits (``api.serving``), and any time the collectors'
+loop could not run anyway is recorded as a gap by :class:`~collector.stall.StallMonitor`.
+See ``docs/architecture.md``, "Collection is isolated from serving".
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
-from collector import Supervisor
+from collector import StallMonitor, Supervisor
 from collector.base import tag_record
 from config.errors import StoreError
 from config.settings import Settings
@@ -17,6 +30,8 @@ from store import Store, TagRecord, open_store
 from store.writer import Writer
 
 log = logging.getLogger("tierproof.gateway")
+
+T = TypeVar("T")
 
 
 def tag_records(settings: Settings) -> list[TagRecord]:
@@ -27,7 +42,8 @@ def tag_records(settings: Settings) -> list[TagRecord]:
 class Gateway:
     """Owns the store (unless one is passed in), the writer thread and the supervisor."""
 
-    def __init__(self, settings: Settings, store: Store | None = None, collect: bool = True) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, collect: bool = True,
+                 *, isolate: bool = False, stall_tolerance_s: float | None = None) -> None:
         self.settings = settings
         self._own_store = store is None
         self.store: Store = store if store is not None else open_store(settings.store)
@@ -43,8 +59,14 @@ class Gateway:
                 log.warning("central: cannot read the tag register yet: %s", exc)
         self.writer = Writer(self.store)
         self.supervisor: Supervisor | None = None
+        self.stall: StallMonitor | None = None
         self._collect = collect
+        self._isolate = isolate
+        self._stall_tolerance_s = stall_tolerance_s
         self._retention: asyncio.Task[None] | None = None
+        #: the collectors' own loop and its thread (isolate=True), None otherwise
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def tag_id(self, path: str) -> int | None:
         """The store id of a tag path: configured, discovered at connect (OPC UA browse rules)
@@ -91,7 +113,7 @@ class Gateway:
                 log.exception("retention failed; will retry")
             await asyncio.sleep(every_s)
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:  # on the collectors' loop
         if getattr(self.settings.store, "retention_days", None) is not None:
             self._retention = asyncio.create_task(self._apply_retention(3600.0), name="retention")
         if self.central:
@@ -101,6 +123,61 @@ class Gateway:
                 [d for d in self.settings.devices], self.store, self.writer, self.tag_ids
             )
             await self.supervisor.start()
+            kwargs = {} if self._stall_tolerance_s is None else {"tolerance_s": self._stall_tolerance_s}
+            self.stall = StallMonitor(self.supervisor.record_stall, **kwargs)
+            await self.stall.__aenter__()
+
+    async def _stop(self) -> None:  # on the collectors' loop
+        if self.stall is not None:
+            await self.stall.__aexit__(None, None, None)
+        for task in (self._retention, self._discovery):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        await self.writer.close()
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:  # the collectors' thread
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _on_collectors(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the collectors' loop and wait for it without blocking this loop."""
+        assert self.loop is not None
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def _end_thread(self) -> None:
+        loop, thread = self.loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join)
+        self.loop, self._thread = None, None
+
+    async def __aenter__(self) -> Self:
+        if not self._isolate:
+            await self._start()
+            return self
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, args=(self.loop,),
+                                        name="tierproof-collect", daemon=True)
+        self._thread.start()
+        try:
+            await self._on_collectors(self._start())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._on_collectors(self._stop())
+            await self._end_thread()
+            if self._own_store:
+                self.store.close()
+            raise
         return self
 
     async def __aexit__(
@@ -110,14 +187,13 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         try:
-            for task in (self._retention, self._discovery):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if self.supervisor is not None:
-                await self.supervisor.stop()
-            await self.writer.close()
+            if self._isolate:
+                try:
+                    await self._on_collectors(self._stop())
+                finally:
+                    await self._end_thread()
+            else:
+                await self._stop()
         finally:
             if self._own_store:
                 self.store.close()

@@ -13,6 +13,7 @@ from .modbus import ModbusCollector
 from .mqtt import MqttCollector
 from .opcua import OpcUaCollector
 from .registry import COLLECTORS
+from .stall import StallMonitor, StallStats
 from .supervisor import (
     Acknowledging,
     DeviceHealth,
@@ -32,6 +33,8 @@ __all__ = [
     "MqttCollector",
     "OpcUaCollector",
     "ReportsPartGaps",
+    "StallMonitor",
+    "StallStats",
     "StorageFilter",
     "Supervisor",
     "backoff_delays",

@@ -57,6 +57,7 @@ from store.writer import Writer
 from .base import Collector, CollectorFactory, cancel_and_wait, tag_record
 from .filter import StorageFilter, device_filter
 from .registry import COLLECTORS
+from .stall import STALL_REASON
 
 __all__ = ["Acknowledging", "DeviceHealth", "ReportsPartGaps", "Supervisor", "backoff_delays"]
 
@@ -85,6 +86,8 @@ class DeviceHealth:
     gap_open_since: int | None = None  # ns, start of the gap currently open
     tag_errors: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # messages dropped, per reason (MQTT)
+    stalls: int = 0  # times the collectors could not run beyond the tolerance (each a gap)
+    stalled_s: float = 0.0  # their total length, seconds
 
 
 @runtime_checkable
@@ -241,6 +244,23 @@ class Supervisor:
             dropped = dict(getattr(c, "dropped", {}) or {}) if c is not None else {}
             out.append(replace(h, tag_errors=errors, dropped=dropped))
         return out
+
+    async def record_stall(self, start_ns: int, end_ns: int) -> None:
+        """The collectors could not run in ``[start_ns, end_ns)`` (see :mod:`collector.stall`):
+        a closed gap for every running device that has no gap open (an open one covers the
+        stall already), with reason "collection stalled (N s)"."""
+        reason = f"{STALL_REASON} ({(end_ns - start_ns) / 1e9:.2f} s)"
+        for d in self.devices:
+            if d.name not in self._tasks or d.name in self._gaps:
+                continue
+            try:
+                gap_id = await self.writer.run(self.store.open_gap, d.name, start_ns, reason)
+                await self.writer.run(self.store.close_gap, gap_id, end_ns)
+                h = self._health[d.name]
+                h.stalls += 1
+                h.stalled_s += (end_ns - start_ns) / 1e9
+            except Exception:
+                log.exception("%s: could not record the stall as a gap", d.name)
 
     # ------------------------------------------------------------------ store (writer thread)
 

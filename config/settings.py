@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from .base import ASSET_PATH, DeviceBase, Model, TagBase
-from .bounds import Port
+from .bounds import Port, Timeout_s
 from .declared import Declared
 from .modbus import ModbusDevice, ModbusTag, modbus_cross_check
 from .mqtt import MqttDevice, mqtt_cross_check
@@ -92,6 +92,27 @@ class ApiSettings(Model):
             "largest `limit` of /tags/{path}/samples (samples per answer): a larger one is "
             "refused with a 400 problem naming the parameter and this limit"
         ),
+    )
+    max_connections: int = Field(
+        default=512, ge=1, le=100_000,
+        description=(
+            "open HTTP connections at most: one more is answered 503 and closed at once, so "
+            "that a connection flood degrades the API, never collection (lowered at start to "
+            "what the process's file limit leaves after a reserve for the collectors and the "
+            "store)"
+        ),
+    )
+    header_timeout_s: Timeout_s = Field(
+        default=10.0,
+        description=(
+            "an HTTP connection that has not sent a complete request's headers this long "
+            "after it opened (or after its last answer) is closed: idle and half-open "
+            "connections cannot pile up; so is one whose client takes nothing of its answer "
+            "this long"
+        ),
+    )
+    keep_alive_s: Timeout_s = Field(
+        default=5.0, description="an idle keep-alive connection is closed after this long"
     )
 
 

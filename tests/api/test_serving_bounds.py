@@ -1,0 +1,130 @@
+"""The API's connection bounds (``api.serving``), on the server ``tierproof run`` builds: a
+connection beyond ``api.max_connections`` is answered 503 with a problem and closed; an idle
+or half-open connection is closed after ``api.header_timeout_s``; a request still works; a
+client that takes nothing of its answer for as long is cut."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from api.app import create_app
+from api.cli import _listen, _uvicorn_server
+from api.gateway import tag_records
+from api.serving import BACKLOG, FD_RESERVE, connection_limit
+from config import shipped_config
+from config.settings import Settings
+from store import SqliteStore
+from store.batch import Batch
+from tests.helpers import free_port, wait_until
+
+
+def test_the_connection_cap_leaves_descriptors_for_collection() -> None:
+    assert connection_limit(512, 4096) == 512
+    assert connection_limit(512, 1024) == 512  # 1024 - 256 - 128 = 640 >= 512
+    assert connection_limit(512, 700) == 700 - FD_RESERVE - BACKLOG
+    assert connection_limit(512, 300) == 16  # at least a few, whatever the limit
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), 10)  # until the server closes
+
+
+@pytest.mark.parametrize("half_open", [False, True])
+async def test_idle_connections_time_out_and_the_cap_refuses_with_503(
+        tmp_path: Path, half_open: bool) -> None:
+    port = free_port()
+    settings = Settings.model_validate({
+        "store": {"type": "sqlite", "path": str(tmp_path / "s.db")},
+        "api": {"host": "127.0.0.1", "port": port, "max_connections": 2,
+                "header_timeout_s": 0.5},
+    })
+    app = create_app(settings, collect=False)
+    sock = _listen("127.0.0.1", port)
+    async with app.router.lifespan_context(app):
+        server = _uvicorn_server(app, "127.0.0.1", port)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            await wait_until(lambda: server.started, 10, "the server to start")
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            if half_open:  # headers that never end
+                for _, w in idle:
+                    w.write(b"GET /api/v1/health HTTP/1.1\r\nhost: x\r\n")
+            await asyncio.sleep(0.1)
+            r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+            refused = await _read_all(r3)
+            assert refused.startswith(b"HTTP/1.1 503"), refused
+            body = json.loads(refused.split(b"\r\n\r\n", 1)[1])
+            assert "api.max_connections" in body["detail"]
+            # the two idle ones are closed by the server after header_timeout_s, unanswered
+            for r, _ in idle:
+                assert await _read_all(r) == b""
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+                assert (await c.get("/api/v1/collector/status")).status_code == 200
+            for _, w in [*idle, (r3, w3)]:
+                w.close()
+        finally:
+            server.should_exit = True
+            await task
+            sock.close()
+
+
+async def test_a_client_that_takes_nothing_of_its_answer_is_cut(tmp_path: Path) -> None:
+    port = free_port()
+    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    data.pop("simulation", None)
+    data["store"] = {"type": "sqlite", "path": str(tmp_path / "s.db")}
+    # an answer of ~28 MB: more than the kernel's socket buffers hold
+    data["api"] = {"host": "127.0.0.1", "port": port, "header_timeout_s": 0.5,
+                   "max_samples": 1_000_000}
+    settings = Settings.model_validate(data)
+    store = SqliteStore(tmp_path / "s.db")
+    ids = store.register_tags(tag_records(settings))
+    path = next(p for p in ids if p.endswith("/energy_kwh"))
+    n = 1_000_000
+    t0 = time.time_ns() - n * 1_000_000_000
+    store.write(Batch(np.full(n, ids[path], np.int32), t0 + np.arange(n, dtype=np.int64) * 1_000_000_000,
+                      np.arange(n, dtype=np.float64), np.zeros(n, np.uint8)))
+    store.close()
+    app = create_app(settings, collect=False)
+    sock = _listen("127.0.0.1", port)
+    async with app.router.lifespan_context(app):
+        server = _uvicorn_server(app, "127.0.0.1", port)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            await wait_until(lambda: server.started, 10, "the server to start")
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect(("127.0.0.1", port))
+            client.sendall(f"GET /api/v1/tags/{path}/samples?from=now-30d&limit={n} HTTP/1.1\r\n"
+                           f"host: x\r\n\r\n".encode())
+            protocol = server.config.http_protocol_class
+            # the answer is rendered (seconds on a busy machine), fills the socket buffers,
+            # and then waits for the reader for header_timeout_s: cut
+            await wait_until(lambda: protocol.timed_out >= 1, 120, "the slow reader to be cut")
+            received, reset = b"", False
+            client.settimeout(30)
+            try:
+                while chunk := client.recv(1 << 20):
+                    received += chunk
+            except ConnectionResetError:
+                reset = True
+            client.close()
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head[:200]
+            length = int(next(h.split(b":")[1] for h in head.split(b"\r\n")
+                              if h.lower().startswith(b"content-length")))
+            # the server cut the connection: the answer was not delivered whole
+            assert len(body) < length, (len(body), length, reset)
+        finally:
+            server.should_exit = True
+            await task
+            sock.close()
