@@ -24,6 +24,7 @@ a tierproof without devices (the central one) learns every gateway's tags from I
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 from collections import deque
@@ -32,19 +33,27 @@ from dataclasses import fields
 
 import numpy as np
 
-from kpi import TimeElements
-
 from ..base import RollupRow, TagRecord
 from ..batch import I32, I64
 from .lp import HIERARCHY, _tag_value, escape_field_str
 
 __all__ = [
-    "ELEMENTS", "HOUR_NS", "Claims", "asset_since", "rollup_line", "tag_line", "void_lines",
+    "HOUR_NS", "Claims", "asset_since", "elements", "rollup_line", "tag_line", "void_lines",
 ]
 
 HOUR_NS = 3600 * 1_000_000_000
-#: the time elements, in the order a row's ``data`` begins with them (``api.rollups.encode``)
-ELEMENTS = tuple(f.name for f in fields(TimeElements))
+
+
+@functools.cache
+def elements() -> tuple[str, ...]:
+    """The time elements' names, in the order a row's ``data`` begins with them
+    (``api.rollups.encode``). Imported when first needed: importing the
+    store (as the simulators do) must load no ``kpi`` code."""
+    from kpi import TimeElements
+
+    return tuple(f.name for f in fields(TimeElements))
+
+
 _LOG = 4096
 _ASSET_KEYS = HIERARCHY[:4]  # site, area, line, asset
 
@@ -66,7 +75,7 @@ def rollup_line(measurement: str, row: RollupRow) -> str:
            f"data={escape_field_str(base64.b64encode(row.data).decode())}",
            f"extra={escape_field_str(row.extra or '')}"]
     nulls = []
-    for name, v in zip(ELEMENTS, values.tolist(), strict=False):
+    for name, v in zip(elements(), values.tolist(), strict=False):
         if math.isfinite(v):
             out.append(f"{name}={v!r}")
         else:

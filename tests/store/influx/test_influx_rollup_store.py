@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from config.store import InfluxStoreSettings, SpoolSettings
 from store import Batch, InfluxStore, SpooledStore, TagRecord
 from store.base import RollupRow
-from store.influx.rollups import ELEMENTS
+from store.influx.rollups import elements
 from tests.influx_servers import InfluxDB16, VictoriaMetrics
 
 pytestmark = pytest.mark.influxdb
@@ -48,7 +48,7 @@ def tags() -> list[TagRecord]:
 
 
 def row(asset: str, hour: int, seed: float, key: str = "v1#abc") -> RollupRow:
-    values = np.arange(len(ELEMENTS) + 4, dtype="<f8") * 0.1 + seed
+    values = np.arange(len(elements()) + 4, dtype="<f8") * 0.1 + seed
     values[3] = np.nan  # an element without a value
     extra = json.dumps({"tags": [[f"{asset}/state", 1, "state", hour - 5 * 10**9]]})
     return RollupRow(asset, hour, key, hour - 7 * 10**9, values.tobytes(), extra)
@@ -83,7 +83,7 @@ def test_rows_round_trip_and_late_writes_void_exactly_their_hours(influxdb16: In
                                f'"site" = \'site-a\' AND time = {H0 + 2 * H}', "tierproof")
         series = got["results"][0]["series"][0]  # type: ignore[index]
         point = dict(zip(series["columns"], series["values"][0], strict=True))
-        assert point[ELEMENTS[0]] == pytest.approx(2.0) and point["nulls"] == ELEMENTS[3]
+        assert point[elements()[0]] == pytest.approx(2.0) and point["nulls"] == elements()[3]
         assert point["algorithm_version"] == "v1" and point["line"] == "line1"
 
         # a live write (after every claimed hour) voids nothing
@@ -188,7 +188,7 @@ def test_rows_reach_victoria_metrics_over_the_v2_write_api(victoria_metrics: Vic
         token = store.rollup_claim(now_h + 2 * H)
         assert store.put_rollups([row(A, now_h, 1.0), row(A, now_h + H, 2.0)], token) == 2
         store.write(sample(ids, f"{A}/good", now_h + H + 5))  # a late write still goes through
-    metric = f"tierproof_rollup_{ELEMENTS[1]}"
+    metric = f"tierproof_rollup_{elements()[1]}"
     deadline = time.monotonic() + 30
     lines: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not lines:
