@@ -785,7 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.log_level != "DEBUG":
         # the protocol stacks log every server start and client retry at INFO; ours say what matters
-        for noisy in ("pymodbus", "asyncua", "amqtt", "transitions"):
+        # httpx logs every request at INFO (hundreds a second into InfluxDB): the store writer
+        # logs one throughput line a minute instead (store.writer)
+        for noisy in ("pymodbus", "asyncua", "amqtt", "transitions", "httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return _dispatch(args)

@@ -57,7 +57,7 @@ class Gateway:
                 self.discover()
             except StoreError as exc:  # InfluxDB not up yet: the periodic look finds them
                 log.warning("central: cannot read the tag register yet: %s", exc)
-        self.writer = Writer(self.store)
+        self.writer = Writer(self.store, group_max_points=settings.store.group_max_points)
         self.supervisor: Supervisor | None = None
         self.stall: StallMonitor | None = None
         self._collect = collect

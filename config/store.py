@@ -25,6 +25,12 @@ class SqliteStoreSettings(Model):
     compact_every: int = Field(
         default=64, ge=1, description="ingest batches merged into per-tag chunks at a time"
     )
+    group_max_points: int = Field(
+        default=50_000, ge=1,
+        description="group commit: batches that arrive while a store write is in progress are "
+        "written together by the next one (one transaction / POST / fdatasync), up to this many "
+        "points per write",
+    )
 
 
 class SpoolSettings(Model):
@@ -60,6 +66,12 @@ class InfluxStoreSettings(Model):
     password: SecretStr | None = None
     measurement: str = Field(default="tierproof", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     batch_size: int = Field(default=5000, ge=1)
+    group_max_points: int = Field(
+        default=50_000, ge=1,
+        description="group commit: batches that arrive while a store write is in progress are "
+        "written together by the next one (one transaction / POST / fdatasync), up to this many "
+        "points per write",
+    )
     flush_interval_s: ZeroOrInterval_s = Field(
         default=0.0,
         description="0: every batch is posted when it is written; > 0: batches are gathered in the "

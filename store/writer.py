@@ -1,19 +1,33 @@
-"""Moves batches from the event loop to a store on one dedicated writer thread.
+"""Moves batches from the event loop to a store on one dedicated writer thread, with group commit.
 
-Store writes block (sqlite commits, HTTP posts), so the event loop hands them to a single
-thread: one thread keeps writes in submission order and never has two transactions of the
-same store in flight. Other store operations that must stay ordered with the writes (opening
-and closing gaps) go through :meth:`Writer.run` on the same thread.
+Store writes block (sqlite commits, HTTP posts, spool appends with their ``fdatasync``), so the
+event loop hands them to a single thread: one thread keeps writes in submission order and never
+has two transactions of the same store in flight. Other store operations that must stay ordered
+with the writes (opening and closing gaps) go through :meth:`Writer.run` on the same thread.
+
+Group commit: batches that arrive while the thread is busy (a write in progress, or writes
+queued before them) wait in one *group*; when the thread reaches the group it concatenates its
+batches (columnar, :meth:`Batch.concat`) and writes them with one ``store.write``: one SQLite
+transaction, one InfluxDB POST (per ``batch_size`` points), one spool append and one
+``fdatasync``. No wait is added: a batch that finds the thread idle is written alone at once.
+A group is closed when it holds ``group_max_points`` points (a batch that would pass the bound
+starts the next group; a batch larger than the bound is a group of its own) or when a
+:meth:`Writer.run` job is queued after it, so run jobs stay ordered with the batches around
+them. The bound also bounds latency: a batch waits at most for the write in progress and then
+its own group's write. Every batch of a group is acknowledged (``write()`` returns) only after
+the group's write returned, i.e. when the store has all of it durably; if the group's write
+raises, every batch of the group fails exactly as one batch written alone would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from config.errors import StoreError
@@ -21,11 +35,16 @@ from config.errors import StoreError
 from .base import Store
 from .batch import Batch
 
-__all__ = ["Writer", "WriterStats"]
+__all__ = ["DEFAULT_GROUP_MAX_POINTS", "Writer", "WriterStats"]
 
 log = logging.getLogger("tierproof.store.writer")
 
 T = TypeVar("T")
+
+#: default bound of one group commit, in points (see the module docstring)
+DEFAULT_GROUP_MAX_POINTS = 50_000
+#: default interval of the throughput line logged at INFO
+DEFAULT_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(slots=True)
@@ -34,12 +53,27 @@ class WriterStats:
     points_written: int = 0
     batches_failed: int = 0
     points_failed: int = 0
+    #: store writes (groups) done, successful or not; batches / groups is the mean group size
+    groups_written: int = 0
+    groups_failed: int = 0
+    largest_group: int = 0  # batches
     last_error: str | None = None
     last_error_ns: int | None = None
 
 
+@dataclass(eq=False, slots=True)
+class _Group:
+    """Batches written together; ``waiters[i]`` is the future of ``batches[i]`` when its caller
+    awaits it (``write``), None for a submitted batch."""
+
+    batches: list[Batch] = field(default_factory=list)
+    waiters: list[asyncio.Future[None] | None] = field(default_factory=list)
+    points: int = 0
+    started: bool = False  # set on the writer thread: no batch may join any more
+
+
 class Writer:
-    """Writes batches to ``store`` on one thread.
+    """Writes batches to ``store`` on one thread, several waiting batches per store write.
 
     - ``await write(batch)`` returns once the store has the batch durably (raises
       :class:`~config.errors.StoreError` if it failed): for acknowledging sources like MQTT.
@@ -48,56 +82,111 @@ class Writer:
       submitted write is logged with its traceback and counted in :attr:`stats`
       (``batches_failed``, ``last_error``); it does not stop later writes.
     - ``await close()`` waits for everything submitted, then stops the thread.
+
+    ``group_max_points`` bounds one group commit (see the module docstring); every
+    ``log_interval_s`` seconds with writes a throughput line is logged at INFO.
     """
 
-    def __init__(self, store: Store, max_pending: int = 64) -> None:
+    def __init__(self, store: Store, max_pending: int = 64, *,
+                 group_max_points: int = DEFAULT_GROUP_MAX_POINTS,
+                 log_interval_s: float = DEFAULT_LOG_INTERVAL_S) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
+        if group_max_points < 1:
+            raise ValueError("group_max_points must be >= 1")
         self.store = store
         self.max_pending = max_pending
+        self.group_max_points = group_max_points
+        self.log_interval_s = log_interval_s
         self.stats = WriterStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierproof-writer")
         self._slots = asyncio.Semaphore(max_pending)
-        self._pending: set[asyncio.Future[None]] = set()
+        self._pending: set[asyncio.Future[None]] = set()  # one per group
+        self._pending_batches = 0
+        self._open: _Group | None = None  # the newest group, if batches may still join it
+        self._lock = threading.Lock()  # guards _Group.batches/started between the two threads
         self._closed = False
+        self._window = [time.monotonic(), 0, 0, 0]  # start, points, batches, groups
 
     @property
     def pending(self) -> int:
         """Batches submitted and not yet written."""
-        return len(self._pending)
+        return self._pending_batches
 
-    def _write(self, batch: Batch) -> None:  # on the writer thread
-        self.store.write(batch)
+    def _write_group(self, group: _Group) -> None:  # on the writer thread
+        with self._lock:
+            group.started = True
+        self.store.write(Batch.concat(group.batches))
 
-    def _start(self, batch: Batch) -> asyncio.Future[None]:
+    def _start(self, batch: Batch, waiter: asyncio.Future[None] | None) -> None:
         if self._closed:
             raise StoreError("writer is closed")
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
+        n = len(batch)
+        with self._lock:
+            g = self._open
+            if g is not None and not g.started and g.points + n <= self.group_max_points:
+                g.batches.append(batch)
+                g.waiters.append(waiter)
+                g.points += n
+                self._pending_batches += 1
+                return
+        g = _Group([batch], [waiter], n)
+        self._open = g
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, self._write_group, g)
         self._pending.add(fut)
-        fut.add_done_callback(lambda f: self._done(f, len(batch)))
-        return fut
+        self._pending_batches += 1
+        fut.add_done_callback(lambda f: self._done(f, g))
 
-    def _done(self, fut: asyncio.Future[None], points: int) -> None:
+    def _done(self, fut: asyncio.Future[None], group: _Group) -> None:
         self._pending.discard(fut)
-        self._slots.release()
+        if self._open is group:
+            self._open = None
+        k = len(group.batches)
+        self._pending_batches -= k
+        for _ in range(k):
+            self._slots.release()
+        exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled():
-            return
-        exc = fut.exception()
+            exc = StoreError("store write cancelled")
+        for w in group.waiters:
+            if w is not None and not w.done():
+                if exc is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(exc)
+        st = self.stats
+        st.largest_group = max(st.largest_group, k)
         if exc is None:
-            self.stats.batches_written += 1
-            self.stats.points_written += points
+            st.groups_written += 1
+            st.batches_written += k
+            st.points_written += group.points
+            self._note(group.points, k)
             return
-        self.stats.batches_failed += 1
-        self.stats.points_failed += points
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        self.stats.last_error_ns = time.time_ns()
-        log.error("store write of %d points failed", points, exc_info=exc)
+        st.groups_failed += 1
+        st.batches_failed += k
+        st.points_failed += group.points
+        st.last_error = f"{type(exc).__name__}: {exc}"
+        st.last_error_ns = time.time_ns()
+        log.error("store write of %d points (%d batches) failed", group.points, k, exc_info=exc)
+
+    def _note(self, points: int, batches: int) -> None:
+        w = self._window
+        w[1] += points
+        w[2] += batches
+        w[3] += 1
+        now = time.monotonic()
+        span = now - w[0]
+        if span >= self.log_interval_s:
+            log.info("%s: %.0f points/s, %.1f batches/s, %.1f writes/s, %.1f batches per write "
+                     "over %.0f s", type(self.store).__name__, w[1] / span, w[2] / span,
+                     w[3] / span, w[2] / w[3], span)
+            self._window = [now, 0, 0, 0]
 
     async def submit(self, batch: Batch) -> None:
         """Queue a batch for writing; waits only while ``max_pending`` batches are queued."""
         await self._slots.acquire()
         try:
-            self._start(batch)
+            self._start(batch, None)
         except BaseException:
             self._slots.release()
             raise
@@ -105,14 +194,19 @@ class Writer:
     async def write(self, batch: Batch) -> None:
         """Write a batch and return when it is durably stored (after all earlier batches)."""
         await self._slots.acquire()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            fut = self._start(batch)
+            self._start(batch, waiter)
         except BaseException:
             self._slots.release()
             raise
         try:
             # shielded: a cancelled caller must not leave the batch half-tracked
-            await asyncio.shield(fut)
+            await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            # the group still resolves the future; retrieve its outcome so none goes unlogged
+            waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
         except Exception as exc:
             raise StoreError(f"store write failed: {exc}") from exc
 
@@ -120,6 +214,7 @@ class Writer:
         """Run another store operation on the writer thread, after the batches queued so far."""
         if self._closed:
             raise StoreError("writer is closed")
+        self._open = None  # batches queued after this job must be written after it
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def flush(self) -> None:

@@ -27,6 +27,7 @@ class SlowStore:
         self.gate = gate
         self.fail_on = fail_on or set()
         self.written: list[float] = []
+        self.writes = 0  # store.write calls (a group commit is one)
         self.threads: set[int] = set()
         self.active = 0
         self.max_active = 0
@@ -40,9 +41,11 @@ class SlowStore:
             self.threads.add(threading.get_ident())
             if self.gate is not None:
                 assert self.gate.wait(20), "test gate never opened"
-            if float(b.value[0]) in self.fail_on:
-                raise OSError(f"disk full at batch {b.value[0]}")
-            self.written.append(float(b.value[0]))
+            values = sorted(set(b.value.tolist()))  # one value per test batch
+            if self.fail_on.intersection(values):
+                raise OSError(f"disk full at batch {values}")
+            self.writes += 1
+            self.written.extend(values)
         finally:
             with self.lock:
                 self.active -= 1
@@ -88,6 +91,7 @@ async def test_submitted_failure_is_logged_and_counted_and_later_writes_go_on(
     with caplog.at_level(logging.ERROR, logger="tierproof.store.writer"):
         for k in range(3):
             await w.submit(batch(k))
+            await w.flush()  # one batch per store write: only batch 1 fails
         await w.close()
     assert store.written == [0.0, 2.0]
     assert w.stats.batches_failed == 1 and w.stats.points_failed == 3
@@ -132,3 +136,113 @@ async def test_run_keeps_order_with_writes() -> None:
     await w.run(lambda: seen.append(list(store.written)))
     await w.close()
     assert seen == [[0.0, 1.0]]
+
+
+# ------------------------------------------------------------------ group commit
+
+
+async def _hold_thread(w: Writer, gate: threading.Event) -> asyncio.Task[Any]:
+    """Occupy the writer thread until ``gate`` is set (a long write in progress)."""
+    held = asyncio.create_task(w.run(gate.wait, 20))
+    await asyncio.sleep(0)  # the job is queued before anything the caller does next
+    return held
+
+
+async def test_concurrent_writes_are_one_transaction_and_readable_on_return(
+    sqlite_store: SqliteStore,
+) -> None:
+    w = Writer(sqlite_store, max_pending=100)
+    gate = threading.Event()
+    seen: dict[int, list[float]] = {}
+
+    async def one(tag: int, k: int) -> None:
+        b = Batch.of(np.array([tag]), 1_000_000_000 * (k + 1), float(k))
+        await w.write(b)
+        # read straight away: the group holding this batch is committed
+        seen[tag * 1000 + k] = sqlite_store.read(tag, 0, 10**18).value.tolist()
+
+    try:
+        held = await _hold_thread(w, gate)
+        wave = [asyncio.create_task(one(t, 0)) for t in range(1, 51)]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in wave)  # nothing acknowledged before its commit
+        assert w.pending == 50
+        gate.set()
+        await held
+        await asyncio.gather(*wave)
+        # 50 concurrent writes became one store write (one INSERT, one transaction)
+        assert sqlite_store.stats().batches_written == 1
+        assert w.stats.groups_written == 1 and w.stats.batches_written == 50
+        assert all(seen[t * 1000] == [0.0] for t in range(1, 51))
+        # without holding the thread: 200 writes to 5 tags, fewer store writes, each readable
+        # with every earlier sample of its tag (order per series kept)
+        before = sqlite_store.stats().batches_written
+        await asyncio.gather(*(one(1 + k % 5, k) for k in range(1, 201)))
+        writes = sqlite_store.stats().batches_written - before
+        assert 1 <= writes < 200
+        for k in range(1, 201):
+            got = seen[(1 + k % 5) * 1000 + k]
+            assert float(k) in got and got == sorted(got)
+        assert sqlite_store.stats().points_written == 250 == w.stats.points_written
+        assert w.stats.largest_group > 1
+    finally:
+        gate.set()
+        await w.close()
+
+
+async def test_failed_group_fails_every_batch_in_it(
+    sqlite_store: SqliteStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a real fault: the store is closed while a group waits for the thread
+    w = Writer(sqlite_store)
+    gate = threading.Event()
+    try:
+        held = await _hold_thread(w, gate)
+        waiting = [asyncio.create_task(w.write(batch(k))) for k in range(5)]
+        for k in range(5, 8):
+            await w.submit(batch(k))
+        await asyncio.sleep(0)
+        sqlite_store.close()
+        with caplog.at_level(logging.ERROR, logger="tierproof.store.writer"):
+            gate.set()
+            await held
+            results = await asyncio.gather(*waiting, return_exceptions=True)
+            await w.flush()
+        assert all(isinstance(r, StoreError) and "closed" in str(r) for r in results), results
+        assert w.stats.groups_failed == 1 and w.stats.groups_written == 0
+        assert w.stats.batches_failed == 8 and w.stats.points_failed == 24
+        assert w.stats.batches_written == 0 and w.pending == 0
+        assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+    finally:
+        gate.set()
+        await w.close()
+
+
+async def test_groups_are_bounded_and_stay_ordered_with_run_jobs() -> None:
+    store = SlowStore()
+    w = Writer(store, group_max_points=7)  # type: ignore[arg-type]
+    gate = threading.Event()
+    seen: list[list[float]] = []
+    held = await _hold_thread(w, gate)
+    for k in range(5):
+        await w.submit(batch(k))  # 3 points each: groups {0, 1}, {2, 3}, {4}
+    snap = asyncio.create_task(w.run(lambda: seen.append(list(store.written))))
+    await asyncio.sleep(0)
+    await w.submit(batch(5))  # after the run job: not in the group of batch 4
+    gate.set()
+    await held
+    await snap
+    await w.close()
+    assert seen == [[0.0, 1.0, 2.0, 3.0, 4.0]]
+    assert store.written == [float(k) for k in range(6)]
+    assert store.writes == 4 and w.stats.groups_written == 4 and store.max_active == 1
+
+
+async def test_throughput_line_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    store = SlowStore()
+    w = Writer(store, log_interval_s=0.0)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="tierproof.store.writer"):
+        await w.write(batch(0))
+        await w.close()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(lines) == 1 and "points/s" in lines[0] and "batches per write" in lines[0]
