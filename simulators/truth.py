@@ -41,8 +41,9 @@ What the API gives and the truth deliberately does not (:data:`NOT_GIVEN`):
 - ``counter_resets`` and ``implausible_increases``: what the stored counter samples showed
   (a reset shows only where the counter had counted something; a glitch is a bad sample), not
   something the machine did;
-- ``evidence``, ``algorithm_version``, ``config_fingerprint``: how the service computed its
-  numbers from stored data; the truth has no data, only the model.
+- ``evidence``, ``algorithm_version``, ``config_fingerprint`` and ``rollups`` (how many whole
+  hours came from roll-up rows): how the service computed its numbers from stored data; the
+  truth has no data, only the model.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ _NS_PER_H = 3600 * NS
 #: names of the KPI service's output that the truth deliberately does not give (see above)
 NOT_GIVEN: Final[frozenset[str]] = frozenset({
     "counter_resets", "implausible_increases",  # elements: observations of stored samples
-    "evidence", "algorithm_version", "config_fingerprint",  # how stored data was used
+    "evidence", "algorithm_version", "config_fingerprint", "rollups",  # how stored data was used
 })
 
 
