@@ -1,6 +1,6 @@
 """A 7-day ``/kpis`` on InfluxDB 1.6 beside the embedded store, roll-ups off and on.
 
-Run: ``.venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]``.
+Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]``.
 Starts its own InfluxDB 1.6 (``tests/influx_servers.py``: Debian's influxd on free 127.0.0.1
 ports, a temporary data directory). The demo plant's history (``simulators.Plant``, report
 by exception, 8 days) is written batch for batch to a SQLite store and to InfluxDB through
@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from api.gateway import tag_records  # noqa: E402
-from api.rollups import RollupMaintainer  # noqa: E402
-from api.service import KpiService  # noqa: E402
-from config import load_settings, shipped_config  # noqa: E402
-from config.store import InfluxStoreSettings  # noqa: E402
-from config.times import to_ns  # noqa: E402
-from simulators import Plant  # noqa: E402
-from store import InfluxStore, SqliteStore  # noqa: E402
-from tests.influx_servers import InfluxDB16  # noqa: E402
+from api.gateway import tag_records
+from api.rollups import RollupMaintainer
+from api.service import KpiService
+from config import load_settings, shipped_config
+from config.store import InfluxStoreSettings
+from config.times import to_ns
+from simulators import Plant
+from store import InfluxStore, SqliteStore
+from tests.influx_servers import InfluxDB16
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)
 

@@ -118,7 +118,11 @@ class InfluxStore:
 
     def _query_client(self) -> httpx.Client:
         s = self.settings
-        headers = {"Accept": "application/json"}
+        # store.gzip governs reads too: on loopback or a fast LAN the server's compression
+        # costs more than the bytes it saves (a 7-day KPI read: 0.92 s with, 0.42-0.58 s
+        # without); httpx would ask for gzip on every request unless told otherwise
+        headers = {"Accept": "application/json",
+                   "Accept-Encoding": "gzip" if s.gzip else "identity"}
         auth: httpx.Auth | None = None
         if s.api == "v2":
             assert s.token is not None
