@@ -61,10 +61,6 @@ from .rollups import (
 _NS: Final = 1_000_000_000
 #: assets whose roll-up rows ``results`` reads (and holds) at once
 _ROW_BATCH: Final = 50
-#: how far before a raw part between roll-ups its samples are read ahead (``_read_ahead``):
-#: a part is computed from its reach, which on the demo plant lies up to ~9 h back; a read
-#: further back than this goes to the store (exact either way, one request more on InfluxDB)
-_READ_BACK_NS: Final = 12 * HOUR_NS
 #: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
 _ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
                Role.REJECT_COUNT, Role.ENERGY_KWH)
@@ -460,25 +456,36 @@ class KpiService:
     def _read_ahead(self, batch: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
                     cells: dict[str, list[Cell]], start_ns: int, end_ns: int) -> ReadAhead:
         """A view of the store holding what ``_rolled`` will read of every asset of ``batch``
-        whose window roll-ups carry (``api.readahead``): for each raw part (``_part``) -- the
-        start up to the first usable row, a missing row, the end after the last -- its
-        samples, from ``_READ_BACK_NS`` before the part (``reach_ns`` looks an hour back; the
-        part is then computed from its reach, the last good counter sample before it) or from
-        the window's start; all assets' parts of the same range in one read. Parts are short (the
-        rows carry the rest), so a batch's are held at once; an asset computed from raw
-        samples is read ahead by ``results``, its whole window, one asset at a time."""
+        whose window roll-ups carry (``api.readahead``): the samples of each raw part
+        (``_part``) -- the start up to the first usable row, an hour without one, the end
+        after the last -- from as far back as the part can reach. A part after a row reaches
+        no further back than that row's ``reach_ns`` (``reach_ns`` is monotone: the last good
+        counter sample before an instant, and the step samples in force there, only move
+        forward with it), so it is read from there (or the window's start); the start is read
+        from the window's start. The tails of all assets (one end) in one read from the
+        earliest of their reaches; each other part in a read of its own range, parts of the
+        same range together. Parts are short (the rows carry the rest), so a batch's are held
+        at once; an asset computed from raw samples is read ahead by ``results``, its whole
+        window, one asset at a time."""
         view = ReadAhead(self._store)
         ranges: dict[tuple[int, int], list[int]] = {}
+        tail_ids: list[int] = []
+        tail_lo = end_ns
         for asset in batch:
-            tags = by_asset.get(asset.path, {})
-            ids = [t.tag_id for t in tags.values()]
-            at = start_ns
-            for c in cells.get(asset.path) or ():
+            rows = cells.get(asset.path)
+            if not rows:
+                continue
+            ids = [t.tag_id for t in by_asset.get(asset.path, {}).values()]
+            at, lo = start_ns, start_ns
+            for c in rows:
                 if at < c[0]:
-                    ranges.setdefault((max(at - _READ_BACK_NS, start_ns), c[0]), []).extend(ids)
-                at = c[0] + HOUR_NS
-            if at < end_ns and cells.get(asset.path):
-                ranges.setdefault((max(at - _READ_BACK_NS, start_ns), end_ns), []).extend(ids)
+                    ranges.setdefault((lo, c[0]), []).extend(ids)
+                at, lo = c[0] + HOUR_NS, max(min(int(c[1]), c[0]), start_ns)
+            if at < end_ns:
+                tail_ids += ids
+                tail_lo = min(tail_lo, lo)
+        if tail_ids:
+            ranges.setdefault((tail_lo, end_ns), []).extend(tail_ids)
         for (lo, hi), ids in ranges.items():
             view.fetch(ids, lo, hi)
         return view
