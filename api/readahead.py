@@ -45,6 +45,20 @@ class ReadAhead:
         got = self._store.read_many(ids, start_ns, end_ns, prior=True)
         self._held.setdefault((int(start_ns), int(end_ns)), {}).update(got)
 
+    def fetch_all(self, ranges: dict[tuple[int, int], list[int]]) -> None:
+        """``fetch`` of several ranges: in one ``read_ranges`` where the store has one
+        (``InfluxStore``: one request for them all), else one ``read_many`` per range."""
+        ranges = {(int(lo), int(hi)): sorted({int(t) for t in ids})
+                  for (lo, hi), ids in ranges.items() if hi > lo and ids}
+        fast = getattr(self._store, "read_ranges", None)
+        if not callable(fast):
+            for (lo, hi), ids in ranges.items():
+                self.fetch(ids, lo, hi)
+            return
+        wanted = [(t, lo, hi) for (lo, hi), ids in ranges.items() for t in ids]
+        for (t, lo, hi), series in zip(wanted, fast(wanted, True), strict=True):
+            self._held.setdefault((lo, hi), {})[t] = series
+
     def forget(self, start_ns: int, end_ns: int) -> None:
         """Drop the samples read ahead for [start_ns, end_ns) (memory: one raw window at a time)."""
         self._held.pop((int(start_ns), int(end_ns)), None)

@@ -462,15 +462,12 @@ class KpiService:
         no further back than that row's ``reach_ns`` (``reach_ns`` is monotone: the last good
         counter sample before an instant, and the step samples in force there, only move
         forward with it), so it is read from there (or the window's start); the start is read
-        from the window's start. The tails of all assets (one end) in one read from the
-        earliest of their reaches; each other part in a read of its own range, parts of the
-        same range together. Parts are short (the rows carry the rest), so a batch's are held
-        at once; an asset computed from raw samples is read ahead by ``results``, its whole
-        window, one asset at a time."""
+        from the window's start. All in one request where the store reads many ranges at once
+        (``read_ranges``), else one ``read_many`` per range. Parts are short (the rows carry
+        the rest), so a batch's are held at once; an asset computed from raw samples is read
+        ahead by ``results``, its whole window, one asset at a time."""
         view = ReadAhead(self._store)
         ranges: dict[tuple[int, int], list[int]] = {}
-        tail_ids: list[int] = []
-        tail_lo = end_ns
         for asset in batch:
             rows = cells.get(asset.path)
             if not rows:
@@ -482,12 +479,8 @@ class KpiService:
                     ranges.setdefault((lo, c[0]), []).extend(ids)
                 at, lo = c[0] + HOUR_NS, max(min(int(c[1]), c[0]), start_ns)
             if at < end_ns:
-                tail_ids += ids
-                tail_lo = min(tail_lo, lo)
-        if tail_ids:
-            ranges.setdefault((tail_lo, end_ns), []).extend(tail_ids)
-        for (lo, hi), ids in ranges.items():
-            view.fetch(ids, lo, hi)
+                ranges.setdefault((lo, end_ns), []).extend(ids)
+        view.fetch_all(ranges)
         return view
 
     def kpis(

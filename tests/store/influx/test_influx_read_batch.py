@@ -109,3 +109,18 @@ def test_reads_ask_for_gzip_only_when_configured(influxdb16: InfluxDB16, tmp_pat
         np.testing.assert_array_equal(got.value, np.arange(n) * 0.5)
     assert asked == (["gzip"] if gzip else ["identity"])
     assert answered == (["gzip"] if gzip else [None])
+
+
+def test_read_ranges_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, list[int]]) -> None:
+    """Every tag over a window of its own, in one call (a KPI request's read-ahead)."""
+    influx, oracle, ids = stores
+    wanted = [(t, T0 + (k % 17) * 100 * SEC, T0 + (k % 17) * 100 * SEC + (k % 5 + 1) * 400 * SEC)
+              for k, t in enumerate(ids)]
+    requests: list[httpx.Request] = []
+    influx._http.event_hooks["request"].append(requests.append)
+    got = influx.read_ranges(wanted, prior=True)
+    assert len(requests) == 2 and len(got) == len(wanted)
+    for (t, a, b), s in zip(wanted, got, strict=True):
+        _same(s, influx.read(t, a, b, prior=True), f"tag {t} [{a}, {b})")
+        _same(s, oracle.read(t, a, b, prior=True), f"tag {t} [{a}, {b}) embedded")
+    assert influx.read_ranges([]) == []
