@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from kpi.calendar import clip
 from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
 
+from .readahead import ReadAhead
 from .rollups import (
     DAY,
     HOUR_NS,
@@ -82,13 +84,22 @@ class KpiService:
         whole local days) from the store's roll-ups where it keeps them (``api.rollups``);
         False: every window from raw samples."""
         self.settings = settings
-        self.store = store
+        self._store = store
+        #: this thread's read-ahead view of the store while ``results`` computes (``store``)
+        self._ahead = threading.local()
         want = settings.kpi.rollups if rollups is None else rollups
         self.use_rollups = bool(want) and has_rollups(store)
         self._plans: dict[tuple[int, int], tuple[Any, Any]] = {}
         self._keys: dict[tuple[object, ...], str] = {}
         #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
+
+    @property
+    def store(self) -> Store:
+        """The store; inside ``results``, on that thread, the view of it that serves the reads
+        read ahead (``api.readahead``)."""
+        view: Store | None = getattr(self._ahead, "view", None)
+        return self._store if view is None else view
 
     def snapshot(self) -> AbstractContextManager[None]:
         """A block in which every store read of this thread sees one state of the store
@@ -429,9 +440,48 @@ class KpiService:
             for i in range(0, len(chosen), _ROW_BATCH):
                 batch = chosen[i:i + _ROW_BATCH]
                 cells = self._window_cells(batch, by_asset, start_ns, end_ns) if self.use_rollups else {}
-                out += [self.asset_result(a, start_ns, end_ns, by_asset.get(a.path, {}),
-                                          cells=cells.get(a.path)) for a in batch]
+                view = self._read_ahead(batch, by_asset, cells, start_ns, end_ns)
+                self._ahead.view = view
+                try:
+                    for a in batch:
+                        tags = by_asset.get(a.path, {})
+                        if not cells.get(a.path):  # from raw samples: its whole window
+                            view.forget(start_ns, end_ns)
+                            view.fetch([t.tag_id for t in tags.values()], start_ns, end_ns)
+                        out.append(self.asset_result(a, start_ns, end_ns, tags, cells=cells.get(a.path)))
+                finally:
+                    self._ahead.view = None
             return out
+
+    def _read_ahead(self, batch: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
+                    cells: dict[str, list[Cell]], start_ns: int, end_ns: int) -> ReadAhead:
+        """A view of the store holding what ``_rolled`` will read of every asset of ``batch``
+        whose window roll-ups carry (``api.readahead``): the samples of each raw part
+        (``_part``) -- the start up to the first usable row, an hour without one, the end
+        after the last -- from as far back as the part can reach. A part after a row reaches
+        no further back than that row's ``reach_ns`` (``reach_ns`` is monotone: the last good
+        counter sample before an instant, and the step samples in force there, only move
+        forward with it), so it is read from there (or the window's start); the start is read
+        from the window's start. All in one request where the store reads many ranges at once
+        (``read_ranges``), else one ``read_many`` per range. Parts are short (the rows carry
+        the rest), so a batch's are held at once; an asset computed from raw samples is read
+        ahead by ``results``, its whole window, one asset at a time."""
+        view = ReadAhead(self._store)
+        ranges: dict[tuple[int, int], list[int]] = {}
+        for asset in batch:
+            rows = cells.get(asset.path)
+            if not rows:
+                continue
+            ids = [t.tag_id for t in by_asset.get(asset.path, {}).values()]
+            at, lo = start_ns, start_ns
+            for c in rows:
+                if at < c[0]:
+                    ranges.setdefault((lo, c[0]), []).extend(ids)
+                at, lo = c[0] + HOUR_NS, max(min(int(c[1]), c[0]), start_ns)
+            if at < end_ns:
+                ranges.setdefault((lo, end_ns), []).extend(ids)
+        view.fetch_all(ranges)
+        return view
 
     def kpis(
         self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None

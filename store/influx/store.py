@@ -118,7 +118,11 @@ class InfluxStore:
 
     def _query_client(self) -> httpx.Client:
         s = self.settings
-        headers = {"Accept": "application/json"}
+        # store.gzip governs reads too: on loopback or a fast LAN the server's compression
+        # costs more than the bytes it saves (a 7-day KPI read: 0.92 s with, 0.42-0.58 s
+        # without); httpx would ask for gzip on every request unless told otherwise
+        headers = {"Accept": "application/json",
+                   "Accept-Encoding": "gzip" if s.gzip else "identity"}
         auth: httpx.Auth | None = None
         if s.api == "v2":
             assert s.token is not None
@@ -568,10 +572,17 @@ class InfluxStore:
         """``read`` of several tags in few requests (not one snapshot: InfluxDB has none; see
         ``snapshot`` for what a block of reads can rely on)."""
         ids = [int(t) for t in tag_ids]
+        got = self.read_ranges([(t, start_ns, end_ns) for t in ids], prior)
+        return dict(zip(ids, got, strict=True))
+
+    def read_ranges(self, wanted: Sequence[tuple[int, int, int]], prior: bool = True) -> list[Series]:
+        """``read`` of each (tag_id, start_ns, end_ns), every tag over its own window, in few
+        requests (as ``read_many``): what a KPI request's read-ahead (``api.readahead``) asks
+        for its assets' raw parts at once."""
         per = 2 if prior else 1
-        stmts = [s for t in ids for s in self._window(self._path(t), start_ns, end_ns, prior)]
-        results = self._query(stmts)
-        return {t: series_of(*results[k * per:(k + 1) * per]) for k, t in enumerate(ids)}
+        stmts = [s for t, a, b in wanted for s in self._window(self._path(int(t)), a, b, prior)]
+        results = self._query(stmts) if stmts else []
+        return [series_of(*results[k * per:(k + 1) * per]) for k in range(len(wanted))]
 
     def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
         cond = tag_filter(self._path(tag_id))

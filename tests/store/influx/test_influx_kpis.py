@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from api.gateway import tag_records
+from api.rollups import RollupMaintainer
 from api.service import KpiService
 from config import load_settings, shipped_config
 from config.store import InfluxStoreSettings
@@ -93,3 +94,29 @@ def test_kpis_from_influxdb_equal_embedded(
     assert len(want["assets"]) == len(embedded.settings.assets) >= 8
     assert want["total"]["oee"] is not None
     assert _diff(want, got) == []
+
+
+def test_kpis_with_rollups_from_influxdb_equal_embedded_in_few_requests(
+    services: tuple[KpiService, KpiService],
+) -> None:
+    """Roll-ups of two days computed in each store (as the maintainers would have): a 30-hour
+    window from rows and raw edges is the same on both, and on InfluxDB its reads are issued
+    together (``api.readahead``): a handful of ``/query`` requests, not one per tag."""
+    embedded, influx = services
+    assert isinstance(influx.store, InfluxStore)
+    for service in services:
+        rolled = KpiService(service.settings, service.store, rollups=True)
+        assert RollupMaintainer(rolled, backfill_days=2, clock_ns=lambda: to_ns(NOW)).run_once() > 0
+    start, end = NOW - timedelta(hours=30, minutes=13), NOW - timedelta(minutes=4)
+    want = KpiService(embedded.settings, embedded.store, rollups=True).kpis(start, end)
+    requests: list[object] = []
+    influx.store._http.event_hooks["request"].append(requests.append)
+    try:
+        got = KpiService(influx.settings, influx.store, rollups=True).kpis(start, end)
+    finally:
+        influx.store._http.event_hooks["request"].clear()
+    assert _diff(want, got) == []
+    rolled_hours = [a["rollups"]["from_rollups"] for a in got["assets"].values()]
+    assert min(rolled_hours) > 0  # every asset's window was carried by roll-ups
+    tags = sum(len(a["evidence"]["tags"]) for a in got["assets"].values())
+    assert tags > 50 and len(requests) <= 4, len(requests)  # rows, then the raw parts

@@ -1,0 +1,113 @@
+"""A 7-day ``/kpis`` on InfluxDB 1.6 beside the embedded store, roll-ups off and on.
+
+Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]``.
+Starts its own InfluxDB 1.6 (``tests/influx_servers.py``: Debian's influxd on free 127.0.0.1
+ports, a temporary data directory). The demo plant's history (``simulators.Plant``, report
+by exception, 8 days) is written batch for batch to a SQLite store and to InfluxDB through
+``InfluxStore``; each store's roll-ups are computed (``RollupMaintainer.run_once``, as the
+gateway's maintainer would have done by then). Then ``KpiService.kpis`` -- what ``GET
+/api/v1/kpis`` answers -- over the last ``--days`` days (from 7 minutes past an hour: both
+edges partial) on each store, with roll-ups off and on: best of ``--repeat`` after one
+warm-up call. Prints the times and the InfluxDB/embedded ratio; asserts that every number of
+every answer is the same on both stores.
+
+Goal (issue 14): InfluxDB <= 2x the embedded store for the same window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from api.gateway import tag_records
+from api.rollups import RollupMaintainer
+from api.service import KpiService
+from config import load_settings, shipped_config
+from config.store import InfluxStoreSettings
+from config.times import to_ns
+from simulators import Plant
+from store import InfluxStore, SqliteStore
+from tests.influx_servers import InfluxDB16
+
+NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)
+
+
+def diff(a: Any, b: Any, where: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{where}.{k}: only in one" for k in set(a) ^ set(b)]
+        for k in set(a) & set(b):
+            out += diff(a[k], b[k], f"{where}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in diff(x, y, f"{where}[{i}]")]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def best_of(service: KpiService, start: datetime, end: datetime, repeat: int) -> tuple[float, Any]:
+    answer = service.kpis(start, end)  # warm-up (plans, keys, server caches)
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        answer = service.kpis(start, end)
+        best = min(best, time.perf_counter() - t0)
+    return best, answer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--days", type=float, default=7.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-gzip", action="store_true", help="store.gzip false (reads and writes)")
+    args = ap.parse_args()
+    settings = load_settings(shipped_config("demo.yaml"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        server = InfluxDB16(root / "influxdb")
+        server.start()
+        embedded = SqliteStore(root / "embedded.db")
+        influx = InfluxStore(InfluxStoreSettings(
+            type="influx", api="v1", url=server.url, database=server.database,
+            meta_path=str(root / "meta.db"), batch_size=5000, gzip=not args.no_gzip,
+        ))
+        try:
+            records = tag_records(settings)
+            ids = embedded.register_tags(records)
+            assert influx.register_tags(records) == ids
+            points = 0
+            t0 = time.perf_counter()
+            for batch in Plant(settings, now=NOW).history_batches(
+                    ids, to_ns(NOW - timedelta(days=args.days + 1)), to_ns(NOW)):
+                embedded.write(batch)
+                influx.write(batch)
+                points += len(batch)
+            print(f"{len(settings.assets)} assets, {len(records)} tags, {args.days + 1:g} days: "
+                  f"{points:,} samples into both stores in {time.perf_counter() - t0:.1f} s; "
+                  f"gzip {'off' if args.no_gzip else 'on'}")
+            for name, store in (("embedded", embedded), ("influxdb", influx)):
+                t0 = time.perf_counter()
+                rows = RollupMaintainer(KpiService(settings, store, rollups=True), backfill_days=None,
+                                        clock_ns=lambda: to_ns(NOW)).run_once()
+                print(f"roll-ups {name}: {rows:,} rows in {time.perf_counter() - t0:.1f} s")
+            start, end = NOW - timedelta(days=args.days) + timedelta(minutes=7), NOW
+            print(f"window {start.isoformat()} .. {end.isoformat()}, best of {args.repeat}")
+            print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}")
+            for rollups in (False, True):
+                e_s, want = best_of(KpiService(settings, embedded, rollups=rollups), start, end, args.repeat)
+                i_s, got = best_of(KpiService(settings, influx, rollups=rollups), start, end, args.repeat)
+                differ = diff(want, got)
+                assert not differ, differ[:10]
+                print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}{i_s / e_s:>8.1f}"
+                      "   (identical numbers)")
+        finally:
+            influx.close()
+            embedded.close()
+            server.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Batched reads on a real InfluxDB 1.6: ``read_many`` of many tags -- more statements than one
+``/query`` request carries -- returns exactly what a read of each tag on its own returns (with
+and without ``prior``, empty tags, text samples), the embedded store given the same batches
+agrees, and ``store.gzip`` decides whether reads ask the server for gzip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from config.store import InfluxStoreSettings
+from store import Batch, InfluxStore, Series, SqliteStore, TagRecord
+from store.influx import store as influx_store
+from tests.influx_servers import InfluxDB16
+
+pytestmark = pytest.mark.influxdb
+
+SEC = 10**9
+T0 = 1_700_000_000 * SEC + 987_654_321
+TAGS = 130  # 260 statements with prior: more than one request's _STATEMENTS_PER_QUERY
+
+
+def _settings(url: str, tmp_path: Path, gzip: bool = True) -> InfluxStoreSettings:
+    return InfluxStoreSettings(type="influx", api="v1", url=url, database="tierproof",
+                               measurement="readbatch", meta_path=str(tmp_path / "meta.db"),
+                               gzip=gzip)
+
+
+def _records() -> list[TagRecord]:
+    return [TagRecord(path=f"plant/a/l{i % 3}/m{i % 11}/sig{i}", asset=f"plant/a/l{i % 3}/m{i % 11}",
+                      role="analog", device=f"plc{i % 4}", protocol="modbus") for i in range(TAGS)]
+
+
+@pytest.fixture
+def stores(influxdb16: InfluxDB16, tmp_path: Path) -> Iterator[tuple[InfluxStore, SqliteStore, list[int]]]:
+    influx = InfluxStore(_settings(influxdb16.url, tmp_path))
+    oracle = SqliteStore(tmp_path / "oracle.db")
+    records = _records()
+    ids = influx.register_tags(records)
+    assert oracle.register_tags(records) == ids
+    tag_ids = [ids[r.path] for r in records]
+    rng = np.random.default_rng(14)
+    parts = []
+    for k, t in enumerate(tag_ids):
+        if k % 10 == 9:
+            continue  # every tenth tag: never written (an empty read)
+        n = int(rng.integers(1, 40))
+        ts = T0 + np.sort(rng.choice(100 * n, n, replace=False)).astype(np.int64) * SEC + k
+        value = rng.normal(size=n)
+        value[rng.random(n) < 0.1] = np.nan  # non-finite: no value field, read back as NaN
+        quality = rng.choice([0, 1, 2], n).astype(np.uint8)
+        parts.append(Batch.of(np.full(n, t), ts, value, quality))
+    batch = Batch.concat(parts)
+    influx.write(batch)
+    oracle.write(batch)
+    yield influx, oracle, tag_ids
+    influx.close()
+    oracle.close()
+
+
+def _same(got: Series, want: Series, where: str) -> None:
+    np.testing.assert_array_equal(got.ts_ns, want.ts_ns, err_msg=where)
+    np.testing.assert_array_equal(got.value, want.value, err_msg=where)  # NaN == NaN here
+    np.testing.assert_array_equal(got.quality, want.quality, err_msg=where)
+
+
+@pytest.mark.parametrize("prior", [True, False])
+def test_read_many_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, list[int]],
+                                        prior: bool) -> None:
+    influx, oracle, ids = stores
+    requests: list[httpx.Request] = []
+    influx._http.event_hooks["request"].append(requests.append)
+    start, end = T0 + 500 * SEC, T0 + 2500 * SEC  # cuts most tags' histories on both sides
+    many = influx.read_many(ids, start, end, prior=prior)
+    per = 2 if prior else 1
+    # all tags in as few requests as the statement bound allows
+    assert len(requests) == -(-TAGS * per // influx_store._STATEMENTS_PER_QUERY) >= (2 if prior else 1)
+    assert list(many) == ids
+    want = oracle.read_many(ids, start, end, prior=prior)
+    empty = 0
+    for t in ids:
+        one = influx.read(t, start, end, prior=prior)
+        _same(many[t], one, f"tag {t}: read_many vs read")
+        _same(many[t], want[t], f"tag {t}: InfluxDB vs embedded")
+        empty += not len(one.ts_ns)
+    assert empty >= TAGS // 10  # the never-written tags, at least
+    assert sum(len(s.ts_ns) for s in many.values()) > 500
+    if prior:  # some tag's first sample is the one before the window
+        assert any(len(s.ts_ns) and s.ts_ns[0] < start for s in many.values())
+
+
+@pytest.mark.parametrize("gzip", [True, False])
+def test_reads_ask_for_gzip_only_when_configured(influxdb16: InfluxDB16, tmp_path: Path,
+                                                 gzip: bool) -> None:
+    with InfluxStore(_settings(influxdb16.url, tmp_path, gzip=gzip)) as store:
+        (tid,) = store.register_tags(_records()[:1]).values()
+        n = 2000  # an answer large enough for the server to compress it
+        store.write(Batch.of(np.full(n, tid), T0 + np.arange(n) * SEC, np.arange(n) * 0.5))
+        asked: list[str | None] = []
+        answered: list[str | None] = []
+        store._http.event_hooks["request"].append(lambda r: asked.append(r.headers.get("accept-encoding")))
+        store._http.event_hooks["response"].append(
+            lambda r: answered.append(r.headers.get("content-encoding")))
+        got = store.read(tid, T0, T0 + n * SEC, prior=False)
+        np.testing.assert_array_equal(got.value, np.arange(n) * 0.5)
+    assert asked == (["gzip"] if gzip else ["identity"])
+    assert answered == (["gzip"] if gzip else [None])
+
+
+def test_read_ranges_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, list[int]]) -> None:
+    """Every tag over a window of its own, in one call (a KPI request's read-ahead)."""
+    influx, oracle, ids = stores
+    wanted = [(t, T0 + (k % 17) * 100 * SEC, T0 + (k % 17) * 100 * SEC + (k % 5 + 1) * 400 * SEC)
+              for k, t in enumerate(ids)]
+    requests: list[httpx.Request] = []
+    influx._http.event_hooks["request"].append(requests.append)
+    got = influx.read_ranges(wanted, prior=True)
+    assert len(requests) == 2 and len(got) == len(wanted)
+    for (t, a, b), s in zip(wanted, got, strict=True):
+        _same(s, influx.read(t, a, b, prior=True), f"tag {t} [{a}, {b})")
+        _same(s, oracle.read(t, a, b, prior=True), f"tag {t} [{a}, {b}) embedded")
+    assert influx.read_ranges([]) == []
