@@ -23,11 +23,13 @@ from . import rollups as _rollups
 from .chunks import chunk_parts, chunks_by_id, trim_chunks
 from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
 from .schema import (
+    BLOBS_PER_CONNECTION,
     INSERT_CHUNK,
     INSERT_INGEST,
     ROW_COLS,
     TAG,
     UPSERT_LATEST,
+    Connection,
     connect,
     enum_json,
     enum_load,
@@ -97,7 +99,7 @@ class SqliteStore:
         #: told after every commit that changes what a read returns (``store.changes``)
         self.changes = Changes()
         self._pool_lock = threading.Lock()
-        self._pool: list[sqlite3.Connection] = []
+        self._pool: list[Connection] = []
         self._cache: OrderedDict[int, Run] = OrderedDict()
         self._cache_weight = 0
         self._cache_lock = threading.Lock()
@@ -209,10 +211,12 @@ class SqliteStore:
                         conn.execute("COMMIT")
             finally:
                 with self._pool_lock:
-                    if self._closed:
-                        conn.close()
-                    else:
+                    # a connection that opened many blobs is retired (schema.Connection)
+                    keep = not self._closed and conn.blobs_opened < BLOBS_PER_CONNECTION
+                    if keep:
                         self._pool.append(conn)
+                if not keep:
+                    conn.close()
 
     def _run(self, conn: sqlite3.Connection, seq: int, level: int) -> Run:
         """The cached reader's view of ingest row ``seq`` (decoded once per process)."""
