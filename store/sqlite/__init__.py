@@ -20,7 +20,10 @@ written sequentially and keep per-tag chunks dense whatever the batch size.
 
 Concurrency: one writer connection behind a lock (writes, compaction, tags, gaps,
 retention); readers take connections from a small pool and read inside one transaction,
-so each read sees one WAL snapshot and never a half-compacted state.
+so each read sees one WAL snapshot and never a half-compacted state. A reader connection
+is closed instead of pooled once it has opened ``BLOBS_PER_CONNECTION`` blobs: CPython's
+``sqlite3`` keeps a dead weak reference per blob ever opened until the connection closes
+(python/cpython#144424), which grew a long-running gateway by ~0.5 GB/h (issue 13).
 ``store/sqlite/SCHEMA.md`` documents the file format for auditors.
 """
 

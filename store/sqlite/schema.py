@@ -7,12 +7,14 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from config.errors import StoreError
 
 __all__ = [
+    "BLOBS_PER_CONNECTION",
     "DAMAGE_TABLE",
     "INSERT_CHUNK",
     "INSERT_INGEST",
@@ -24,6 +26,7 @@ __all__ = [
     "UPSERT_LATEST",
     "VAL",
     "BlobRow",
+    "Connection",
     "Q",
     "connect",
     "enum_json",
@@ -183,13 +186,38 @@ UPSERT_LATEST = (
 BlobRow = tuple[bytes, bytes, bytes, bytes, str | None, bytes | None, bytes | None]
 
 
-def connect(path: Path, synchronous: str, reader: bool = False) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A connection that counts the blobs it opened.
+
+    CPython's ``sqlite3`` keeps a weak reference to every ``Blob`` a connection ever opened,
+    in a list that is emptied only when the connection closes (python/cpython#144424, open
+    in 3.11 to 3.14): about 85 bytes per ``blobopen``, for good. Readers open one blob per
+    tag and sorted ingest row (``runs.Run.part``), tens of thousands a minute under a few
+    dashboards while data arrive, so a long-lived connection grew without bound (the
+    soak's 0.5 GB/h, issue 13). The store retires a reader connection once it has opened
+    ``BLOBS_PER_CONNECTION`` blobs (``SqliteStore._reader``)."""
+
+    blobs_opened = 0
+
+    def blobopen(self, *args: Any, **kwargs: Any) -> sqlite3.Blob:
+        self.blobs_opened += 1
+        return super().blobopen(*args, **kwargs)
+
+
+#: blobs a reader connection opens before the store closes it (its dead weak references,
+#: ~85 bytes each, go with it): ~1.7 MB at most per connection, a reconnect (~1 ms) every
+#: ~20 k blob reads
+BLOBS_PER_CONNECTION = 20_000
+
+
+def connect(path: Path, synchronous: str, reader: bool = False) -> Connection:
     """A connection to the file at ``path``: a reader (query only), or the writer (WAL,
     ``synchronous``)."""
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a write is exactly one
     # transaction and a read is exactly one snapshot.
     conn = sqlite3.connect(
-        path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False,
+        factory=Connection,
     )
     if reader:
         conn.execute("PRAGMA query_only = ON")

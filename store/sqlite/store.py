@@ -26,11 +26,13 @@ from .checksum import chunk_fault
 from .chunks import Fault, chunk_parts, chunks_by_id, trim_chunks
 from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
 from .schema import (
+    BLOBS_PER_CONNECTION,
     INSERT_CHUNK,
     INSERT_INGEST,
     ROW_COLS,
     TAG,
     UPSERT_LATEST,
+    Connection,
     connect,
     enum_json,
     enum_load,
@@ -110,10 +112,14 @@ class SqliteStore:
         #: told after every commit that changes what a read returns (``store.changes``)
         self.changes = Changes()
         self._pool_lock = threading.Lock()
-        self._pool: list[sqlite3.Connection] = []
+        self._pool: list[Connection] = []
         self._cache: OrderedDict[int, Run] = OrderedDict()
         self._cache_weight = 0
         self._cache_lock = threading.Lock()
+        #: seqs of the ingest rows committed and not yet merged or flushed, as the writer
+        #: knows them: only their runs are cached (a reader whose snapshot predates a merge
+        #: still loads the merged rows; cached, they would stay until evicted by weight)
+        self._live: set[int] = set()
         #: the reader connection of this thread's open ``snapshot()``, if any
         self._pinned = threading.local()
         self._closed = False
@@ -129,6 +135,7 @@ class SqliteStore:
                 self._pending, self._pending_points = self._w.execute(
                     "SELECT count(*), coalesce(sum(n), 0) FROM ingest WHERE level = 0"
                 ).fetchone()
+                self._live = {int(q) for (q,) in self._w.execute("SELECT seq FROM ingest")}
                 (last,) = self._w.execute("SELECT max(hour_ns) FROM rollups").fetchone()
                 self._rollups = _rollups.RollupLog(
                     EVERYTHING if last is None else int(last) + _rollups.HOUR_NS)
@@ -225,10 +232,12 @@ class SqliteStore:
                         conn.execute("COMMIT")
             finally:
                 with self._pool_lock:
-                    if self._closed:
-                        conn.close()
-                    else:
+                    # a connection that opened many blobs is retired (schema.Connection)
+                    keep = not self._closed and conn.blobs_opened < BLOBS_PER_CONNECTION
+                    if keep:
                         self._pool.append(conn)
+                if not keep:
+                    conn.close()
 
     def _run(self, conn: sqlite3.Connection, seq: int, level: int) -> Run:
         """The cached reader's view of ingest row ``seq`` (decoded once per process)."""
@@ -243,7 +252,7 @@ class SqliteStore:
 
     def _remember(self, run: Run) -> None:
         with self._cache_lock:
-            if run.seq in self._cache:
+            if run.seq in self._cache or run.seq not in self._live:
                 return
             self._cache[run.seq] = run
             self._cache_weight += run.weight
@@ -253,6 +262,7 @@ class SqliteStore:
 
     def _forget(self, seqs: Sequence[int]) -> None:
         with self._cache_lock:
+            self._live.difference_update(seqs)
             for seq in seqs:
                 run = self._cache.pop(seq, None)
                 if run is not None:
@@ -328,12 +338,15 @@ class SqliteStore:
                 if int(batch.ts_ns.min()) >= self._rollups.end_ns:
                     # One statement in autocommit mode is one transaction: no BEGIN/COMMIT
                     # round trips (they cost as much as the INSERT for small batches).
-                    self._w.execute(INSERT_INGEST, row)
+                    seq = self._w.execute(INSERT_INGEST, row).lastrowid
                 else:  # late data: the roll-ups it touches go in the same transaction
                     since = _rollups.asset_since(batch.tag_id, batch.ts_ns, self._asset_of)
                     with self._write_txn("write batch") as conn:
-                        conn.execute(INSERT_INGEST, row)
+                        seq = conn.execute(INSERT_INGEST, row).lastrowid
                         self._rollups.drop(conn, since)
+            assert seq is not None
+            with self._cache_lock:  # committed: its run may be cached from now on
+                self._live.add(seq)
             self.changes.note(int(batch.ts_ns.min()))
             self._batches += 1
             self._points += n
@@ -383,6 +396,8 @@ class SqliteStore:
         self._forget(forget)
         for seq, merged in remember:  # only now: a rolled-back seq could be handed out again
             if seq not in forget:
+                with self._cache_lock:
+                    self._live.add(seq)
                 self._remember(Run.of(seq, merged, keep_samples=False))
 
     def _merge_level(self, conn: sqlite3.Connection, level: int) -> tuple[int, Sorted]:
