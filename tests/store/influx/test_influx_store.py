@@ -510,6 +510,8 @@ def test_password_never_in_logs_reprs_or_errors(
     influxdb16: InfluxDB16, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx's and influxdb-client's included
+    for name in ("httpx", "httpcore", "influxdb_client"):  # the CLI quiets them (api.cli.main)
+        caplog.set_level(logging.DEBUG, logger=name)
     s = settings(influxdb16.url, tmp_path, username="gateway", password=PASSWORD)
     texts: list[str] = [repr(s), str(s)]
     with InfluxStore(s) as store:  # 1.6 runs without auth here: it ignores the credentials
