@@ -27,21 +27,19 @@ import base64
 import functools
 import json
 import math
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 
 import numpy as np
 
 from ..base import RollupRow, TagRecord
-from ..batch import I32, I64
+from ..rollup_log import HOUR_NS, ChangeLog
 from .lp import HIERARCHY, _tag_value, escape_field_str
 
 __all__ = [
-    "HOUR_NS", "Claims", "asset_since", "elements", "rollup_line", "tag_line", "void_lines",
+    "HOUR_NS", "Claims", "elements", "rollup_line", "tag_line", "void_lines",
 ]
 
-HOUR_NS = 3600 * 1_000_000_000
 
 
 @functools.cache
@@ -54,7 +52,6 @@ def elements() -> tuple[str, ...]:
     return tuple(f.name for f in fields(TimeElements))
 
 
-_LOG = 4096
 _ASSET_KEYS = HIERARCHY[:4]  # site, area, line, asset
 
 
@@ -126,52 +123,11 @@ def tag_line(measurement: str, tag: TagRecord, ts_ns: int) -> str:
     return f"{key} {fields_} {int(ts_ns)}\n"
 
 
-def asset_since(tag_ids: I32, ts_ns: I64, asset_of: Mapping[int, str]) -> dict[str, int]:
-    """asset -> earliest time of the batch's samples of its tags."""
-    order = np.argsort(tag_ids, kind="stable")
-    t, ts = tag_ids[order], ts_ns[order]
-    first = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
-    mins = np.minimum.reduceat(ts, first)
-    out: dict[str, int] = {}
-    for tag, m in zip(t[first].tolist(), mins.tolist(), strict=True):
-        a = asset_of.get(int(tag))
-        if a is not None:
-            out[a] = min(out.get(a, int(m)), int(m))
-    return out
+class Claims(ChangeLog):
+    """InfluxDB's log (every call under the store's rollup lock): a change voids the hour
+    points it makes stale, in the same request as its samples."""
 
-
-class Claims:
-    """Which hours a computation may have produced rows for, and which computed rows may
-    still be put. Every call under the store's rollup lock."""
-
-    def __init__(self, end_ns: int) -> None:
-        #: no row ends after this and none being computed does: writes at or after it are
-        #: live ingest and void nothing
-        self.end_ns = end_ns
-        self.seq = 0
-        self._log: deque[tuple[int, str, int]] = deque(maxlen=_LOG)
-
-    def claim(self, end_ns: int) -> int:
-        self.end_ns = max(self.end_ns, end_ns)
-        return self.seq
-
-    def stale_hours(self, since: Mapping[str, int]) -> dict[str, range]:
+    def stale_hours(self, since: Mapping[str | None, int]) -> dict[str, range]:
         """asset -> the hours whose rows a change at ``since[asset]`` makes stale."""
-        out: dict[str, range] = {}
-        for asset, t in since.items():
-            if t < self.end_ns:
-                out[asset] = range(t // HOUR_NS * HOUR_NS, self.end_ns, HOUR_NS)
-        return out
-
-    def note(self, since: Mapping[str, int]) -> None:
-        """After the change reached the server: rows computed before it are refused."""
-        for asset, t in since.items():
-            if t < self.end_ns:
-                self.seq += 1
-                self._log.append((self.seq, asset, t))
-
-    def admit(self, rows: Sequence[RollupRow], token: int) -> list[RollupRow]:
-        if token < self.seq and (not self._log or self._log[0][0] > token + 1):
-            return []
-        later = [(a, t) for s, a, t in self._log if s > token]
-        return [r for r in rows if not any(a == r.asset and t < r.hour_ns + HOUR_NS for a, t in later)]
+        return {asset: range(t // HOUR_NS * HOUR_NS, self.end_ns, HOUR_NS)
+                for asset, t in since.items() if asset is not None and t < self.end_ns}

@@ -41,10 +41,11 @@ from config.store import InfluxStoreSettings
 from ..base import Gap, Latest, RollupRow, SamplePage, StoreStats, TagRecord
 from ..batch import I64, Batch, Series
 from ..changes import Changes
+from ..rollup_log import asset_since
 from ..sqlite import SqliteStore
 from .lp import HIERARCHY, LineEncoder, UnknownTags, gap_line, series_key
 from .ql import Rows, int_column, parse_chunked, quote_ident, quote_str, series_of, tag_filter
-from .rollups import Claims, asset_since, decode_point, rollup_line, tag_line, void_lines
+from .rollups import Claims, decode_point, rollup_line, tag_line, void_lines
 from .sink import make_sink, server_message
 
 __all__ = ["InfluxStore"]
@@ -242,7 +243,7 @@ class InfluxStore:
         # under the roll-up lock: a computation claims its hours before or after this write
         # as a whole (see store.influx.rollups)
         with self._rollup_lock:
-            since: dict[str, int] = {}
+            since: dict[str | None, int] = {}
             claims = self._claims
             if claims is None:
                 claims = self._load_claims()
@@ -400,7 +401,7 @@ class InfluxStore:
         with self._lock:
             assets = ({asset} if asset is not None else
                       {a for t, a in self._asset_of.items() if self._device_of.get(t) == device})
-        since = {a: int(start_ns) for a in assets}
+        since: dict[str | None, int] = {a: int(start_ns) for a in assets}
         with self._rollup_lock:
             claims = self._load_claims()
             stale = claims.stale_hours(since)

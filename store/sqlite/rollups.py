@@ -13,83 +13,29 @@ the snapshot's token has touched.
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
-from collections.abc import Iterable, Sequence
-
-import numpy as np
+from collections.abc import Mapping, Sequence
 
 from ..base import RollupRow
-from ..batch import I32, I64
+from ..rollup_log import HOUR_NS, ChangeLog, asset_since
 
 __all__ = ["HOUR_NS", "RollupLog", "asset_since", "get_keyed"]
 
-HOUR_NS = 3600 * 1_000_000_000
-#: changes remembered for rows being computed; a computation older than these is refused
-_LOG = 4096
 _MIN = -(2**63)
 
 
-def asset_since(tag_ids: I32, ts_ns: I64, asset_of: dict[int, str]) -> dict[str | None, int]:
-    """asset -> earliest ts of the batch's samples of its tags (tags of no asset: none)."""
-    order = np.argsort(tag_ids, kind="stable")
-    t, ts = tag_ids[order], ts_ns[order]
-    first = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
-    mins = np.minimum.reduceat(ts, first)
-    out: dict[str | None, int] = {}
-    for tag, m in zip(t[first].tolist(), mins.tolist(), strict=True):
-        a = asset_of.get(int(tag))
-        if a is not None:
-            out[a] = min(out.get(a, int(m)), int(m))
-    return out
+class RollupLog(ChangeLog):
+    """The SQLite store's log (all calls under its writer lock): a change deletes the rows
+    it touches in its own transaction."""
 
-
-class RollupLog:
-    """The writer's side (all calls under the store's writer lock): which changes must drop
-    rows, and which rows a computation may still put."""
-
-    def __init__(self, end_ns: int) -> None:
-        #: no row ends after this, nor is one being computed that does: changes from here on
-        #: (live ingest) need neither a DELETE nor a log entry
-        self.end_ns = end_ns
-        self.seq = 0
-        self._log: deque[tuple[int, str | None, int]] = deque(maxlen=_LOG)
-
-    def claim(self, end_ns: int) -> int:
-        """A computation of rows ending up to ``end_ns`` starts: its token."""
-        self.end_ns = max(self.end_ns, end_ns)
-        return self.seq
-
-    def touches(self, since: dict[str | None, int]) -> bool:
-        return any(t < self.end_ns for t in since.values())
-
-    def drop(self, conn: sqlite3.Connection, since: dict[str | None, int]) -> None:
+    def drop(self, conn: sqlite3.Connection, since: Mapping[str | None, int]) -> None:
         """In the change's transaction: delete the rows it touches and remember it. ``since``:
         asset (None: every asset) -> earliest time the change touched."""
-        for asset, t in since.items():
-            if t >= self.end_ns:
-                continue
-            self.seq += 1
-            self._log.append((self.seq, asset, t))
+        for asset, t in self.note(since):
             after = max(t - HOUR_NS, _MIN)  # the rows whose hour ends after t
             if asset is None:
                 conn.execute("DELETE FROM rollups WHERE hour_ns > ?", (after,))
             else:
                 conn.execute("DELETE FROM rollups WHERE asset = ? AND hour_ns > ?", (asset, after))
-
-    def forget_tokens(self) -> None:
-        """A change no entry describes (retention): every computation in flight is refused."""
-        self.seq += 1
-        self._log.clear()
-
-    def admit(self, rows: Iterable[RollupRow], token: int) -> list[RollupRow]:
-        """The rows that no change since ``token`` has touched (none if the log no longer
-        reaches back to it)."""
-        rows = list(rows)
-        if token < self.seq and (not self._log or self._log[0][0] > token + 1):
-            return []
-        later = [(a, t) for s, a, t in self._log if s > token]
-        return [r for r in rows
-                if not any((a is None or a == r.asset) and t < r.hour_ns + HOUR_NS for a, t in later)]
 
 
 def put(conn: sqlite3.Connection, rows: Sequence[RollupRow]) -> None:
