@@ -139,7 +139,7 @@ def mark_non_finite(batch: Batch) -> tuple[Batch, int]:
         return batch, 0
     odd &= batch.quality < Quality.BAD
     if batch.text is not None:
-        odd &= np.fromiter((t is None for t in batch.text), dtype=bool, count=len(batch))
+        odd &= batch.text == None  # noqa: E711 (elementwise over the object column)
     n = int(np.count_nonzero(odd))
     if not n:
         return batch, 0
