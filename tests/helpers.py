@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -131,3 +133,17 @@ class AcceleratedClock:
         if self._m0 is None:
             return self.t0
         return self.t0 + int((time.monotonic_ns() - self._m0) * self.speed)
+
+
+def flip_on_disk(path: Path, ts_ns: int) -> int:
+    """Flip the low byte of every stored little-endian copy of ``ts_ns`` in the closed file
+    (copies left in free pages are harmless); return how many: real damage to stored bytes."""
+    data = bytearray(path.read_bytes())
+    needle = struct.pack("<q", ts_ns)
+    at, hits = data.find(needle), 0
+    while at >= 0:
+        data[at] ^= 0xFF
+        hits += 1
+        at = data.find(needle, at + 1)
+    path.write_bytes(bytes(data))
+    return hits

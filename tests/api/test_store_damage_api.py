@@ -7,7 +7,6 @@ own lifespan."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from api.gateway import tag_records
 from config import settings_from_dict
 from config.times import iso
 from store import Batch, SqliteStore
+from tests.helpers import flip_on_disk
 
 SEC = 10**9
 MS = 10**6
@@ -62,17 +62,6 @@ def write_hour(db: Path, settings: Any) -> None:
                              np.concatenate([t + MS, t, t]), np.concatenate([np.ones(PER), n, n])))
             s.compact()
 
-
-def flip_on_disk(path: Path, ts_ns: int) -> int:
-    data = bytearray(path.read_bytes())
-    needle = struct.pack("<q", ts_ns)
-    at, hits = data.find(needle), 0
-    while at >= 0:
-        data[at] ^= 0xFF
-        hits += 1
-        at = data.find(needle, at + 1)
-    path.write_bytes(bytes(data))
-    return hits
 
 
 @asynccontextmanager

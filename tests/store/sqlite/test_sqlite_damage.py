@@ -6,12 +6,12 @@ without a read. The damage is real: bytes of the database file flipped while it 
 from __future__ import annotations
 
 import sqlite3
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from store import Batch, SqliteStore, TagRecord
+from tests.helpers import flip_on_disk
 
 SEC = 10**9
 MS = 10**6
@@ -33,19 +33,6 @@ def filled(path: Path) -> dict[str, int]:
             s.compact()
     return ids
 
-
-def flip_on_disk(path: Path, ts_ns: int) -> int:
-    """Flip the low byte of every stored little-endian copy of ``ts_ns`` in the closed file
-    (copies left in free pages are harmless); return how many."""
-    data = bytearray(path.read_bytes())
-    needle = struct.pack("<q", ts_ns)
-    at, hits = data.find(needle), 0
-    while at >= 0:
-        data[at] ^= 0xFF
-        hits += 1
-        at = data.find(needle, at + 1)
-    path.write_bytes(bytes(data))
-    return hits
 
 
 def damaged_file(tmp_path: Path) -> tuple[Path, dict[str, int]]:
