@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from config.settings import Settings
 from store.base import Store
 
+from .declared import DeclaredEvidence
 from .flight import KpiRunner
 from .gateway import Gateway
 from .problems import install_problem_handlers
@@ -49,9 +50,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Gateway(settings, store=store, collect=collect, isolate=isolate_collection) as gw:
+        # the declared items supplied through the API in place of the file's (api.declared)
+        declared = app.state.declared = DeclaredEvidence.open(settings)
+        app.state.settings = declared.settings
+        async with Gateway(declared.settings, store=store, collect=collect,
+                           isolate=isolate_collection) as gw:
             app.state.gateway = gw
-            app.state.service = KpiService(settings, gw.store)
+            app.state.service = KpiService(declared.settings, gw.store,
+                                           declared_versions=declared.versions())
             app.state.runner = KpiRunner(
                 getattr(gw.store, "changes", None), workers=kpi_workers,
                 cache_size=kpi_cache_size, cache_bytes=kpi_cache_bytes, settle_s=kpi_settle_s,
@@ -67,6 +73,7 @@ def create_app(
                 if maintainer is not None:
                     maintainer.close()
                 app.state.runner.close()
+                declared.close()
 
     app = FastAPI(
         title="tierproof",

@@ -82,7 +82,9 @@ figure the baseline→current delta with its interval, ``baseline_value``, ``cur
 what is ``missing``; ``figures`` (per figure ``unit``, ``value`` with interval, ``delta``,
 ``coverage``, ``missing``, ``note``); ``tiers``; and the record: ``criteria_version``,
 ``algorithm_version``, ``config_fingerprint``, ``days``, ``periods``, ``bootstrap``,
-``history``, ``not_computed`` (measured figures of ``config.tiers`` this version does not
+``history``, ``declared_versions`` (per declared item -- labour hours, calendar, asset
+register, ... -- the version used, who supplied it and when: ``api.declared``; 0 is the
+configuration's), ``not_computed`` (measured figures of ``config.tiers`` this version does not
 compute: missing, ``insufficient_data``), ``coverage_min``. Callers (the route,
 ``tierproof assess``) wrap ``assess`` in ``KpiService.snapshot()``, so all of one
 assessment's reads see one state of the store.
@@ -580,6 +582,8 @@ def assess(
         "criteria_version": criteria.version,
         "algorithm_version": ALGORITHM_VERSION,
         "config_fingerprint": service.fingerprint,
+        # the version of each declared item the assessment used (0: the configuration's)
+        "declared_versions": service.declared_versions,
         "window": window,
         "baseline_window": baseline_window,
         "assets": kpis["assets"],

@@ -292,6 +292,7 @@ class RollupMaintainer:
         self._clock = clock_ns
         now = clock_ns()
         self._from = NEVER if backfill_days is None else now - int(backfill_days * 86400e9)
+        self._backfill_ns = None if backfill_days is None else int(backfill_days * 86400e9)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.computed = 0
@@ -310,6 +311,14 @@ class RollupMaintainer:
                 self._first = None  # found again: retention may have moved it
             elif self._first is not None:
                 self._first = min(self._first, since_ns)  # a backfill before it
+
+    def retarget(self, service: Any) -> None:
+        """Compute for ``service`` from the next pass on: the settings in force changed (a
+        calendar or asset register supplied through the API, ``api.declared``), so the rows
+        have new keys; the next pass rescans from where the first one did."""
+        with self._lock:
+            self.service = service
+            self._from = NEVER if self._backfill_ns is None else self._clock() - self._backfill_ns
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tierproof-rollups", daemon=True)

@@ -40,6 +40,7 @@ from kpi.calendar import clip
 from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
 
+from .declared import config_versions
 from .readahead import ReadAhead
 from .rollups import (
     DAY,
@@ -79,11 +80,14 @@ class AssetResult:
 class KpiService:
     """Computes ISO 22400 KPIs of assets, lines and the plant from the store."""
 
-    def __init__(self, settings: Settings, store: Store, *, rollups: bool | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, *, rollups: bool | None = None,
+                 declared_versions: dict[str, dict[str, Any]] | None = None) -> None:
         """``rollups`` (default ``kpi.rollups``, true): read whole hours (and an assessment's
         whole local days) from the store's roll-ups where it keeps them (``api.rollups``);
-        False: every window from raw samples."""
+        False: every window from raw samples. ``declared_versions``: the version of each
+        declared item in ``settings`` (``api.declared``; default: the configuration's, 0)."""
         self.settings = settings
+        self.declared_versions = declared_versions or config_versions()
         self._store = store
         #: this thread's read-ahead view of the store while ``results`` computes (``store``)
         self._ahead = threading.local()

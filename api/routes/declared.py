@@ -1,0 +1,336 @@
+"""Declared evidence through the API: read, supply and audit the declared items (``api.declared``).
+
+Reads are GETs, changes PUT and DELETE (the ``write`` scope, decided centrally from the
+method). Who supplied a version is :func:`caller`: the API key's name once requests carry one
+(``request.state.api_key``), else the ``X-Supplied-By`` header, which is then required.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Body, FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.errors import NotFoundError
+from config.times import iso, to_ns
+
+from ..declared import ITEMS, DeclaredEvidence, DeclaredInvalid, config_path, validate
+from ..deps import NowDep, instant
+from ..problems import ECHO_MAX, problem
+from ..service import KpiService
+
+__all__ = ["DeclaredItemName", "caller", "router"]
+
+router = APIRouter(prefix="/api/v1", tags=["declared"])
+
+
+class DeclaredItemName(StrEnum):
+    """A declared item, as the API names it (``api.declared.ITEMS``)."""
+
+    assets = "assets"
+    calendar = "calendar"
+    planned_downtime = "planned-downtime"
+    labour_hours = "labour-hours"
+    operating_cost = "operating-cost"
+    ai_scenarios = "ai-scenarios"
+    maturity = "maturity"
+    energy_benchmark = "energy-benchmark"
+    emission_factor = "emission-factor"
+    references = "references"
+
+
+assert {i.value for i in DeclaredItemName} == set(ITEMS)
+
+_LABOUR_EXAMPLE: list[dict[str, Any]] = [
+    {"period": "2026-11", "amount": 5200, "unit": "h", "source": "MES labour report 2026-11"}]
+
+
+class DeclaredVersionOut(BaseModel):
+    """Which version of an item: 0 is the configuration file's value."""
+
+    version: int = Field(ge=0, description="0: the configuration file's; 1, 2, ...: supplied through the API")
+    supplied_by: str = Field(description="the API key's name (or X-Supplied-By); `config` for version 0")
+    supplied_at: str | None = Field(description="when it was supplied, ISO 8601 UTC; null for version 0")
+    source: Literal["config", "api"]
+    reason: str = Field(description="why it was supplied, as the supplier said")
+
+
+class DeclaredOut(BaseModel):
+    """A declared item's value (in force, or the version asked for) and its version."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "item": "labour-hours", "config_path": "declared.labour_hours",
+        "version": {"version": 3, "supplied_by": "mes-sync", "supplied_at": "2026-12-01T02:00:00Z",
+                    "source": "api", "reason": "November's figure from the MES"},
+        "in_force": True,
+        "value": [{**_LABOUR_EXAMPLE[0], "supplied_by": "mes-sync", "supplied_at": "2026-12-01"}],
+        "rejected": None}]})
+
+    item: str = Field(description="the item's name in the API")
+    config_path: str = Field(description="where the item lives in the configuration file")
+    version: DeclaredVersionOut
+    in_force: bool = Field(description="this version is the one KPIs and assessments use")
+    value: Any = Field(description="the item's value, as the configuration's model holds it")
+    rejected: str | None = Field(
+        default=None, description="why the latest version supplied is not in force (it no longer "
+        "fits the configuration file, e.g. a tag names an asset it lacks); null when it is")
+
+
+class DeclaredIn(BaseModel):
+    """A new version of a declared item."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"value": _LABOUR_EXAMPLE, "reason": "November's figure from the MES"}]})  # type: ignore[dict-item]
+
+    value: Any = Field(description=(
+        "the item's whole new value, as the configuration file would hold it under the item's "
+        "config_path (a list replaces the whole list); entries of `declared:` may leave out "
+        "supplied_by and supplied_at: the caller and today's plant date are filled in"))
+    reason: str = Field(min_length=1, max_length=ECHO_MAX * 5,
+                        description="why: kept in the audit trail")
+
+
+class DeclaredChange(BaseModel):
+    """One row of the audit trail: one version and the value it replaced (CSV-friendly:
+    scalar columns, values as JSON text)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "item": "labour-hours", "version": 2, "old_version": 1,
+        "supplied_at": "2026-12-01T02:00:00Z", "supplied_by": "mes-sync",
+        "reason": "corrected November", "to_config": False,
+        "old": '[{"amount": 5000.0, "period": "2026-11"}]',
+        "new": '[{"amount": 5200.0, "period": "2026-11"}]'}]})
+
+    item: str
+    version: int = Field(ge=1)
+    old_version: int = Field(ge=0, description="the version it replaced (0: the configuration's)")
+    supplied_at: str = Field(description="ISO 8601 UTC")
+    supplied_by: str
+    reason: str
+    to_config: bool = Field(description="the version returned the item to the configuration's value")
+    old: str = Field(description="the replaced value, JSON text (version 0: the file's value now)")
+    new: str = Field(description="the new value, JSON text")
+
+
+_ITEM = Path(description="the declared item", examples=["labour-hours"],
+             openapi_examples={i: {"value": i} for i in ("labour-hours", "calendar", "assets")})
+_SUPPLIED_BY = Header(
+    alias="X-Supplied-By", max_length=ECHO_MAX, examples=["mes-sync"],
+    description="who supplies it, recorded in the audit trail: required unless the request "
+                "carries an API key, whose name is recorded instead")
+_BODY_EXAMPLES = {
+    "labour-hours": {"summary": "labour hours of a month (PUT .../labour-hours)",
+                     "value": {"value": _LABOUR_EXAMPLE, "reason": "November's figure from the MES"}},
+    "calendar": {"summary": "shift calendar (PUT .../calendar)", "value": {
+        "value": {"timezone": "Asia/Shanghai", "holidays": ["2026-12-25"],
+                  "shifts": [{"name": "early", "start": "06:00", "end": "14:00",
+                              "days": ["mon", "tue", "wed", "thu", "fri"]}]},
+        "reason": "winter shift plan"}},
+    "planned-downtime": {"summary": "planned stops (PUT .../planned-downtime)", "value": {
+        "value": [{"name": "lunch", "start": "12:00", "end": "12:30"}], "reason": "canteen hours"}},
+    "maturity": {"summary": "maturity assessment (PUT .../maturity)", "value": {
+        "value": {"level": 3, "assessor": "CESI", "assessed_on": "2026-10-20",
+                  "source": "assessment report R-2026-118"}, "reason": "new assessment"}},
+}
+
+
+class _Missing(Exception):
+    pass
+
+
+def caller(request: Request) -> str:
+    """Who is supplying: the API key's name when the request carries one (set by the auth
+    middleware as ``request.state.api_key``), else the ``X-Supplied-By`` header."""
+    key = getattr(request.state, "api_key", None)
+    if key is not None:
+        name = getattr(key, "name", None) or getattr(key, "id", None) or key
+        return str(name)[:ECHO_MAX]
+    who = request.headers.get("x-supplied-by", "").strip()
+    if not who:
+        raise _Missing
+    return who[:ECHO_MAX]
+
+
+def _invalid(request: Request, errors: list[tuple[str, str]]) -> JSONResponse:
+    rows = [{"parameter": p[:ECHO_MAX], "reason": r[:ECHO_MAX * 2]} for p, r in errors]
+    return problem(422, "Invalid declared evidence",
+                   "; ".join(f"{e['parameter']}: {e['reason']}" for e in rows),
+                   request=request, errors=rows)
+
+
+def _no_caller(request: Request) -> JSONResponse:
+    return _invalid(request, [("header.X-Supplied-By", "say who supplies the value (or use an "
+                                                       "API key, whose name is recorded)")])
+
+
+def _evidence(request: Request) -> DeclaredEvidence:
+    ev: DeclaredEvidence = request.app.state.declared
+    return ev
+
+
+def _lock(app: FastAPI) -> asyncio.Lock:
+    lock: asyncio.Lock | None = getattr(app.state, "declared_lock", None)
+    if lock is None:
+        lock = app.state.declared_lock = asyncio.Lock()
+    return lock
+
+
+def _apply(app: FastAPI, ev: DeclaredEvidence, elements: bool) -> None:
+    """Put ``ev.settings`` in force: a new KPI service (its config fingerprint, which keys every
+    cached result, is of the new settings), and, when the item changes what time elements rest
+    on (calendar, planned downtime, assets), the roll-up maintainer on it (new roll-up keys)."""
+    gw = app.state.gateway
+    service = KpiService(ev.settings, gw.store, declared_versions=ev.versions())
+    app.state.settings = ev.settings
+    app.state.service = service
+    gw.settings = ev.settings  # the central gateway discovers the register's assets' tags
+    maintainer = getattr(app.state, "rollups", None)
+    if elements and maintainer is not None:
+        maintainer.retarget(service)
+
+
+def _out(ev: DeclaredEvidence, item: str) -> DeclaredOut:
+    v = ev.version(item).as_dict()
+    return DeclaredOut(item=item, config_path=config_path(item), version=DeclaredVersionOut(**v),
+                       in_force=True, value=ev.value(item), rejected=ev.rejected.get(item))
+
+
+_WRITE: dict[int | str, dict[str, Any]] = {422: {"description": (
+    "A value the configuration's models or cross-field checks refuse: `errors` names each field "
+    "by its configuration path (declared.labour_hours[2].amount)")}}
+
+
+@router.get(
+    "/declared/audit", response_model=list[DeclaredChange],
+    summary="The audit trail of declared evidence: who changed which item when, old → new",
+    description="Every version supplied through the API in the window (by the time it was "
+                "supplied), oldest first, each with the value it replaced. `from`/`to` bound "
+                "the time of supply; without them, the whole trail.",
+)
+async def get_declared_audit(
+    request: Request,
+    now: NowDep,
+    item: Annotated[DeclaredItemName | None, Query(description="only this item",
+                                                   examples=["labour-hours"])] = None,
+    from_: Annotated[str | None, Query(alias="from", description="supplied at or after (ISO 8601 "
+                                       "or now-30d)", examples=["now-30d"])] = None,
+    to: Annotated[str | None, Query(description="supplied before (ISO 8601 or now)",
+                                    examples=["now"])] = None,
+) -> list[DeclaredChange]:
+    lo = None if from_ is None else to_ns(instant(from_, "now", "from", now))
+    hi = None if to is None else to_ns(instant(to, "now", "to", now))
+    ev = _evidence(request)
+    rows = await asyncio.to_thread(ev.audit, None if item is None else item.value, lo, hi)
+    return [DeclaredChange(**{**r, "old": json.dumps(r["old"], sort_keys=True),
+                              "new": json.dumps(r["new"], sort_keys=True)}) for r in rows]
+
+
+@router.get(
+    "/declared", response_model=list[DeclaredOut],
+    summary="Every declared item in force, with its version",
+    description="Per item its value in force: the latest version supplied through the API, "
+                "else the configuration file's (version 0).",
+)
+async def list_declared(request: Request) -> list[DeclaredOut]:
+    ev = _evidence(request)
+    return [_out(ev, item) for item in ITEMS]
+
+
+@router.get(
+    "/declared/{item}", response_model=DeclaredOut,
+    summary="One declared item: its value in force (or an earlier version) and who supplied it",
+)
+async def get_declared(
+    request: Request,
+    item: Annotated[DeclaredItemName, _ITEM],
+    version: Annotated[int | None, Query(ge=0, le=2**62, examples=[1], description=(
+        "an earlier version (0: the configuration file's); default: the one in force"))] = None,
+) -> DeclaredOut:
+    ev = _evidence(request)
+    name = item.value
+    if version is None or version == ev.version(name).version:
+        return _out(ev, name)
+    if version == 0:
+        value = ev.config_value(name)
+        v: dict[str, Any] = {"version": 0, "supplied_by": "config", "supplied_at": None,
+                             "source": "config", "reason": "the configuration file"}
+    else:
+        got = await asyncio.to_thread(ev.registry.version, name, version)
+        if got is None:
+            raise NotFoundError(f"no version {version} of declared {name}; GET "
+                                f"/api/v1/declared/audit?item={name} lists them")
+        value = ev.config_value(name) if got.value is None else got.value
+        v = {"version": got.version, "supplied_by": got.supplied_by,
+             "supplied_at": iso(got.supplied_at_ns), "source": "api", "reason": got.reason}
+    return DeclaredOut(item=name, config_path=config_path(name), version=DeclaredVersionOut(**v),
+                       in_force=False, value=value)
+
+
+@router.put(
+    "/declared/{item}", response_model=DeclaredOut, responses=_WRITE,
+    summary="Supply a new version of a declared item (validated like the configuration)",
+    description=(
+        "The body's `value` replaces the item's whole value, validated by the configuration's "
+        "own models and cross-field checks; it becomes the item's next version, recorded with "
+        "the caller, the time and the `reason`, and is in force at once: KPI results cached "
+        "under the old settings are not served again, and a calendar, planned-downtime or "
+        "asset change makes the hourly roll-ups recompute under the new settings."),
+)
+async def put_declared(
+    request: Request,
+    item: Annotated[DeclaredItemName, _ITEM],
+    body: Annotated[DeclaredIn, Body(openapi_examples=_BODY_EXAMPLES)],
+    supplied_by: Annotated[str | None, _SUPPLIED_BY] = None,  # read by caller(request)
+) -> DeclaredOut | JSONResponse:
+    try:
+        who = caller(request)
+    except _Missing:
+        return _no_caller(request)
+    ev = _evidence(request)
+    name = item.value
+    async with _lock(request.app):
+        today = datetime.now(ZoneInfo(ev.settings.calendar.timezone)).date()
+        try:
+            value = validate(name, body.value, who, today)
+            settings = ev.propose(name, value)
+        except DeclaredInvalid as exc:
+            return _invalid(request, exc.errors)
+        await asyncio.to_thread(ev.put, name, value, who, body.reason, settings)
+        _apply(request.app, ev, ITEMS[name].elements)
+        return _out(ev, name)
+
+
+@router.delete(
+    "/declared/{item}", response_model=DeclaredOut, responses=_WRITE,
+    summary="Return a declared item to the configuration file's value (a new version)",
+    description="Records a new version that puts the configuration file's value back in force; "
+                "the versions before stay in the audit trail.",
+)
+async def delete_declared(
+    request: Request,
+    item: Annotated[DeclaredItemName, _ITEM],
+    reason: Annotated[str, Query(min_length=1, max_length=ECHO_MAX * 5, examples=["back to the file"],
+                                 description="why: kept in the audit trail")],
+    supplied_by: Annotated[str | None, _SUPPLIED_BY] = None,  # read by caller(request)
+) -> DeclaredOut | JSONResponse:
+    try:
+        who = caller(request)
+    except _Missing:
+        return _no_caller(request)
+    ev = _evidence(request)
+    name = item.value
+    async with _lock(request.app):
+        try:
+            settings = ev.propose(name, None)
+        except DeclaredInvalid as exc:
+            return _invalid(request, exc.errors)
+        await asyncio.to_thread(ev.put, name, None, who, reason, settings)
+        _apply(request.app, ev, ITEMS[name].elements)
+        return _out(ev, name)
