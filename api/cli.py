@@ -520,15 +520,19 @@ def _assess(args: argparse.Namespace) -> int:
     from store import open_store
 
     from .assessment import assess
+    from .declared import DeclaredEvidence
     from .service import KpiService
 
-    settings = load_settings(args.config)
+    # the declared items supplied through the API in place of the file's, as the API has them
+    with DeclaredEvidence.open(load_settings(args.config)) as declared:
+        settings = declared.settings
+        versions = declared.versions()
     store = open_store(settings.store)  # read only: no tags registered, nothing collected
     try:
         if not settings.devices and callable(getattr(store, "discover_tags", None)):
             # a central configuration: the tags are those the gateways registered in InfluxDB
             store.discover_tags([a.path for a in settings.assets])  # type: ignore[attr-defined]
-        service = KpiService(settings, store)
+        service = KpiService(settings, store, declared_versions=versions)
         with service.snapshot():  # one state of the store, while a gateway may be writing
             result = assess(settings, service, load_tiers(), tier=args.tier,
                             from_=args.from_, to=args.to, baseline_from=args.baseline_from,

@@ -273,6 +273,12 @@ class DeclaredEvidence:
     def close(self) -> None:
         self.registry.close()
 
+    def __enter__(self) -> DeclaredEvidence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def version(self, item: str) -> Version:
         return self._versions.get(item, _CONFIG_VERSION)
 

@@ -399,3 +399,19 @@ def test_retarget_computes_rows_of_the_new_calendar(tmp_path: Path) -> None:
         m.retarget(new)
         assert m.run_once() > 0
         assert keyed_rows(store, {asset.path: key}, 0, to_ns(now))
+
+
+def test_tierproof_assess_uses_the_supplied_versions(api: Api) -> None:
+    """``tierproof assess`` (the store read without the API) overlays the same versions."""
+    served = _assess(api)
+    r = subprocess.run([sys.executable, "-m", "api.cli", "assess", "--config", str(api.cfg),
+                        "--from", WINDOW["from"], "--to", WINDOW["to"], "--tier", "excellence",
+                        "--format", "json"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["declared_versions"] == served["declared_versions"]
+    assert got["declared_versions"]["labour-hours"]["version"] >= 1
+    assert got["config_fingerprint"] == served["config_fingerprint"]
+    assert (got["figures"]["production_efficiency_labour"]["value"]["labour_hours"]
+            == served["figures"]["production_efficiency_labour"]["value"]["labour_hours"])
