@@ -298,11 +298,15 @@ class DeclaredEvidence:
             values[item] = value
         return _checked(effective_settings(self.base, values))
 
-    def put(self, item: str, value: Any | None, who: str, reason: str,
-            settings: Settings) -> DeclaredVersion:
-        """Record ``value`` (validated, from ``validate``; None: back to the configuration's)
-        as ``item``'s next version, and put ``settings`` (from ``propose``) in force."""
-        stored = self.registry.put(item, None if value is None else dump(item, value), who, reason)
+    def record(self, item: str, value: Any | None, who: str, reason: str) -> DeclaredVersion:
+        """Store ``value`` (validated, from ``validate``; None: back to the configuration's) as
+        ``item``'s next version (a file write: callers in an event loop run it in a thread)."""
+        return self.registry.put(item, None if value is None else dump(item, value), who, reason)
+
+    def adopt(self, item: str, value: Any | None, stored: DeclaredVersion,
+              settings: Settings) -> None:
+        """Put the version ``record`` stored, and ``settings`` (from ``propose``), in force."""
+        who, reason = stored.supplied_by, stored.reason
         if value is None:
             self._values.pop(item, None)
             self._versions.pop(item, None)
@@ -311,7 +315,6 @@ class DeclaredEvidence:
             self._versions[item] = Version(stored.version, who, stored.supplied_at_ns, reason)
         self.rejected.pop(item, None)
         self.settings = settings
-        return stored
 
     def config_value(self, item: str) -> Any:
         """``item``'s value in the configuration (version 0), as JSON."""

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, FastAPI, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.errors import NotFoundError
@@ -23,12 +25,44 @@ from config.times import iso, to_ns
 
 from ..declared import ITEMS, DeclaredEvidence, DeclaredInvalid, config_path, validate
 from ..deps import NowDep, instant
-from ..problems import ECHO_MAX, problem
+from ..problems import ECHO_MAX, PROBLEM, problem
 from ..service import KpiService
 
 __all__ = ["DeclaredItemName", "caller", "router"]
 
-router = APIRouter(prefix="/api/v1", tags=["declared"])
+#: the largest body a change may send: an asset register of a thousand machines is ~250 kB
+MAX_BODY_BYTES: Final = 1 << 20
+
+
+class _BoundedRoute(APIRoute):
+    """A route whose request body is read at most MAX_BODY_BYTES far: a larger one is a 413
+    problem before anything is parsed (every request is bounded in memory)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request) -> Response:
+            if request.method in ("PUT", "POST", "PATCH"):
+                declared_length = request.headers.get("content-length", "")
+                if declared_length.isdigit() and int(declared_length) > MAX_BODY_BYTES:
+                    return _too_large(request)
+                body = bytearray()
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        return _too_large(request)
+                request._body = bytes(body)  # what request.body() answers from now on
+            return await handler(request)
+
+        return bounded
+
+
+def _too_large(request: Request) -> JSONResponse:
+    return problem(413, "HTTP error", f"the request body is larger than {MAX_BODY_BYTES} bytes",
+                   request=request)
+
+
+router = APIRouter(prefix="/api/v1", tags=["declared"], route_class=_BoundedRoute)
 
 
 class DeclaredItemName(StrEnum):
@@ -202,9 +236,13 @@ def _out(ev: DeclaredEvidence, item: str) -> DeclaredOut:
                        in_force=True, value=ev.value(item), rejected=ev.rejected.get(item))
 
 
-_WRITE: dict[int | str, dict[str, Any]] = {422: {"description": (
-    "A value the configuration's models or cross-field checks refuse: `errors` names each field "
-    "by its configuration path (declared.labour_hours[2].amount)")}}
+_WRITE: dict[int | str, dict[str, Any]] = {
+    422: {"description": (
+        "A value the configuration's models or cross-field checks refuse: `errors` names each "
+        "field by its configuration path (declared.labour_hours[2].amount)")},
+    413: {"description": f"A request body larger than {MAX_BODY_BYTES} bytes",
+          "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+}
 
 
 @router.get(
@@ -302,7 +340,8 @@ async def put_declared(
             settings = ev.propose(name, value)
         except DeclaredInvalid as exc:
             return _invalid(request, exc.errors)
-        await asyncio.to_thread(ev.put, name, value, who, body.reason, settings)
+        stored = await asyncio.to_thread(ev.record, name, value, who, body.reason)
+        ev.adopt(name, value, stored, settings)  # in the loop, as every read of it
         _apply(request.app, ev, ITEMS[name].elements)
         return _out(ev, name)
 
@@ -331,6 +370,7 @@ async def delete_declared(
             settings = ev.propose(name, None)
         except DeclaredInvalid as exc:
             return _invalid(request, exc.errors)
-        await asyncio.to_thread(ev.put, name, None, who, reason, settings)
+        stored = await asyncio.to_thread(ev.record, name, None, who, reason)
+        ev.adopt(name, None, stored, settings)  # in the loop, as every read of it
         _apply(request.app, ev, ITEMS[name].elements)
         return _out(ev, name)

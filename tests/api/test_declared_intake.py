@@ -415,3 +415,14 @@ def test_tierproof_assess_uses_the_supplied_versions(api: Api) -> None:
     assert got["config_fingerprint"] == served["config_fingerprint"]
     assert (got["figures"]["production_efficiency_labour"]["value"]["labour_hours"]
             == served["figures"]["production_efficiency_labour"]["value"]["labour_hours"])
+
+
+def test_a_body_over_the_bound_is_refused_unread(api: Api) -> None:
+    from api.routes.declared import MAX_BODY_BYTES
+
+    before = api.client.get("/api/v1/declared/references").json()
+    big = {"value": {"x": {"value": 1, "unit": "u", "source": "s" * MAX_BODY_BYTES}}, "reason": "big"}
+    r = _put(api, "references", big["value"])
+    assert r.status_code == 413, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert api.client.get("/api/v1/declared/references").json() == before
