@@ -71,7 +71,8 @@ class ConfigOut(BaseModel):
     config_fingerprint: str = Field(
         description="first 16 hex digits of the SHA-256 of the configuration as the file states "
         "it (canonical JSON of every field, defaults included; secrets count only as set or "
-        "not; runtime overrides excluded): `tierproof check-config FILE` prints the same"
+        "not; runtime overrides excluded): `tierproof check-config FILE` prints the same, until "
+        "declared evidence is supplied through the API (/api/v1/declared), which counts in it"
     )
     runtime_overrides: list[str] = Field(
         description="field paths whose value in force was set at runtime, not by the file "

@@ -10,7 +10,8 @@ change of meaning does. ``${VAR}`` values count with the value they had at load 
 Secrets (``SecretStr``: InfluxDB token and password, MQTT and OPC UA passwords) count only as
 set or unset: their value never enters the hash, so the fingerprint reveals nothing about
 them and an auditor without them can reproduce it (``tierproof check-config FILE``, with any
-value for their variables).
+value for their variables). Declared items supplied through the API (``api.declared``) are
+part of what was validated, not runtime overrides: the settings in force then carry them.
 """
 
 from __future__ import annotations
