@@ -14,6 +14,7 @@ from store.base import Store
 
 from .flight import KpiRunner
 from .gateway import Gateway
+from .metrics import install_metrics
 from .problems import install_problem_handlers
 from .rollups import RollupMaintainer
 from .routes import ROUTERS
@@ -79,4 +80,5 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_metrics(app)  # last: its request timing is the outermost middleware
     return app
