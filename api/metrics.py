@@ -20,6 +20,7 @@ not the process-global one: several apps in one process (tests) do not share or 
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .version import VERSION
@@ -367,6 +369,39 @@ def install_metrics(app: FastAPI) -> None:
     app.add_middleware(HttpMetrics, stats=stats)
 
 
+#: metric types the lean writer below renders (every type this module's collectors emit)
+_PLAIN_TYPES: Final = {"counter": "counter", "gauge": "gauge", "histogram": "histogram"}
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _labels(items: tuple[tuple[str, str], ...]) -> str:
+    """``{k="v",...}`` of a sample's labels, sorted by name, values escaped. Cached: a device's
+    labels are the same in each of its families and from one scrape to the next."""
+    return "{" + ",".join(
+        '{}="{}"'.format(k, v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"'))
+        for k, v in sorted(items)) + "}"
+
+
 def exposition(registry: CollectorRegistry) -> bytes:
-    """The registry in the Prometheus text format 0.0.4."""
-    return generate_latest(registry)
+    """The registry in the Prometheus text format 0.0.4: byte for byte what
+    ``prometheus_client.generate_latest`` writes (a test compares them), for the metric types
+    and samples this module emits (no timestamps, no ``_created``), in a fifth of its time:
+    the library re-validates and re-escapes every name of every sample, which costs ~40 us a
+    sample, and a plant of 500 devices has ~15,000 samples. Anything else (another type, a
+    timestamp, a ``_created`` sample) is written by the library."""
+    families = list(registry.collect())
+    out: list[str] = []
+    for m in families:
+        typ = _PLAIN_TYPES.get(m.type)
+        if typ is None or any(s.timestamp is not None or s.name.endswith("_created")
+                              for s in m.samples):
+            return generate_latest(registry)
+        name = f"{m.name}_total" if typ == "counter" else m.name
+        doc = m.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {typ}\n")
+        for s in m.samples:
+            if s.labels:
+                out.append(f"{s.name}{_labels(tuple(s.labels.items()))} {floatToGoString(s.value)}\n")
+            else:
+                out.append(f"{s.name} {floatToGoString(s.value)}\n")
+    return "".join(out).encode("utf-8")
