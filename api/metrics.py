@@ -33,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -239,24 +240,30 @@ def _devices(devices: Sequence[Any], now_ns: int) -> Iterator[Metric]:
     drops = _counter("device_drops_total", "Messages (or Sparkplug metrics) dropped, by reason "
                      "(payload_too_large, malformed_json, wrong_type, unknown_topic, ...)",
                      [*labels, "reason"])
+    # Samples appended directly, sharing one labels dict per device (and per state): no
+    # dict(zip(...)) per sample, and the writer renders each labels dict once (``exposition``)
+    def add(family: Metric, labels: dict[str, str], value: float) -> None:
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        family.samples.append(Sample(name, labels, value, None, None))
+
     for d in devices:
-        key = [d.name, d.protocol]
+        key = {"device": d.name, "protocol": d.protocol}
         for attr, family in counters:
-            family.add_metric(key, getattr(d, attr))
-        for s in DEVICE_STATES:
-            state.add_metric([*key, s], 1.0 if d.state == s else 0.0)
-        gap_open.add_metric(key, 0.0 if d.gap_open_since is None else 1.0)
-        gap_age.add_metric(key, 0.0 if d.gap_open_since is None
-                           else max(0, now_ns - d.gap_open_since) / 1e9)
+            add(family, key, getattr(d, attr))
+        for st in DEVICE_STATES:
+            add(state, {**key, "state": st}, 1.0 if d.state == st else 0.0)
+        add(gap_open, key, 0.0 if d.gap_open_since is None else 1.0)
+        add(gap_age, key, 0.0 if d.gap_open_since is None
+            else max(0, now_ns - d.gap_open_since) / 1e9)
         if d.last_success is not None:
-            last.add_metric(key, d.last_success / 1e9)
-        tag_errors.add_metric(key, len(d.tag_errors))
+            add(last, key, d.last_success / 1e9)
+        add(tag_errors, key, len(d.tag_errors))
         by_reason: dict[str, int] = {}
         for reason, n in d.dropped.items():
             r = label_value(reason)
             by_reason[r] = by_reason.get(r, 0) + n
         for r, n in sorted(by_reason.items()):
-            drops.add_metric([*key, r], n)
+            add(drops, {**key, "reason": r}, n)
     for _, family in counters:
         yield family
     yield from (state, gap_open, gap_age, last, tag_errors, drops)
@@ -391,6 +398,8 @@ def exposition(registry: CollectorRegistry) -> bytes:
     timestamp, a ``_created`` sample) is written by the library."""
     families = list(registry.collect())
     out: list[str] = []
+    #: id of a labels dict -> its rendering, for this call (the dicts live in ``families``)
+    rendered: dict[int, str] = {}
     for m in families:
         typ = _PLAIN_TYPES.get(m.type)
         if typ is None or any(s.timestamp is not None or s.name.endswith("_created")
@@ -401,7 +410,10 @@ def exposition(registry: CollectorRegistry) -> bytes:
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {typ}\n")
         for s in m.samples:
             if s.labels:
-                out.append(f"{s.name}{_labels(tuple(s.labels.items()))} {floatToGoString(s.value)}\n")
+                text = rendered.get(id(s.labels))
+                if text is None:
+                    text = rendered[id(s.labels)] = _labels(tuple(s.labels.items()))
+                out.append(f"{s.name}{text} {floatToGoString(s.value)}\n")
             else:
                 out.append(f"{s.name} {floatToGoString(s.value)}\n")
     return "".join(out).encode("utf-8")
