@@ -15,6 +15,7 @@ from store.base import Store
 from .declared import DeclaredEvidence
 from .flight import KpiRunner
 from .gateway import Gateway
+from .metrics import install_metrics
 from .problems import install_problem_handlers
 from .rollups import RollupMaintainer
 from .routes import ROUTERS
@@ -86,4 +87,5 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_metrics(app)  # last: its request timing is the outermost middleware
     return app

@@ -297,6 +297,8 @@ class RollupMaintainer:
         self._stop = threading.Event()
         self.computed = 0
         self.passes = 0
+        #: the start of the pass in progress (its rows may be missing until it ends), or None
+        self._scanning: int | None = None
         #: the store's first sample (no hour before it is computed); None: not known yet
         self._first: int | None = None
         changes = getattr(self.store, "changes", None)
@@ -341,6 +343,26 @@ class RollupMaintainer:
         """One pass: compute every missing row of closed hours from the watermark on."""
         with self._lock:
             start, self._from = self._from, self.closed_end()
+            self._scanning = start
+        try:
+            return self._scan(start)
+        finally:
+            self._scanning = None
+
+    def lag_s(self) -> float | None:
+        """Seconds from the oldest closed hour that may still lack its row (not computed yet,
+        or dropped by a late write) to the newest closed hour: 0 when every closed hour is
+        rolled up. None before the store's first sample is known (nothing to roll up yet).
+        Read by ``/metrics``; takes no more than this object's lock."""
+        with self._lock:
+            low = self._from if self._scanning is None else min(self._from, self._scanning)
+        first = self._first
+        if first is None:
+            return None
+        low = max(low, first // HOUR_NS * HOUR_NS)
+        return max(0, self.closed_end() - low) / 1e9
+
+    def _scan(self, start: int) -> int:
         end = self.closed_end()
         if self._first is None:  # once (and after a change of everything): ~32 reads
             self._first = self._first_ns()

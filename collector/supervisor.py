@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -83,6 +84,7 @@ class DeviceHealth:
     bad_samples: int = 0  # delivered with quality >= BAD
     non_finite: int = 0  # of those, made BAD here because the value was NaN or +-infinity
     reconnects: int = 0  # successful connections after a lost or failed one
+    gaps: int = 0  # gaps recorded since start: connection lost, collection stalled, part gone
     gap_open_since: int | None = None  # ns, start of the gap currently open
     tag_errors: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # messages dropped, per reason (MQTT)
@@ -168,6 +170,11 @@ class Supervisor:
             for d in devices
         }
         self._collectors: dict[str, Collector] = {}
+        #: what the device's earlier collectors (before a reconnect) dropped, per reason: the
+        #: status's ``dropped`` counts since start, not since the last connect
+        self._dropped_before: dict[str, dict[str, int]] = {}
+        #: held while a collector is replaced and while status() reads them (other threads)
+        self._swap = threading.Lock()
         self._gaps: dict[str, tuple[int, int]] = {}  # device -> (gap_id, start_ns) while open
         #: (device, part) -> [(gap_id, start_ns)] while open: the asset-scoped gaps a collector
         #: reports for part of its device (see ReportsPartGaps), one per asset of the part
@@ -233,15 +240,20 @@ class Supervisor:
         await self.stop()
 
     def status(self) -> list[DeviceHealth]:
-        """A snapshot of every device's health, in configuration order."""
+        """A snapshot of every device's health, in configuration order. ``dropped`` counts
+        since start, across reconnects; ``tag_errors`` are those of the current connection."""
         out = []
         for d in self.devices:
             h = self._health[d.name]
-            c = self._collectors.get(d.name)
+            with self._swap:
+                c = self._collectors.get(d.name)
+                dropped = dict(self._dropped_before.get(d.name, {}))
+                now = dict(getattr(c, "dropped", {}) or {}) if c is not None else {}
             errors = dict(getattr(c, "tag_errors", {}) or {}) if c is not None else {}
             if c is not None:  # an OPC UA browse rule that found nothing: "browse[i]" -> why
                 errors.update(getattr(c, "browse_errors", {}) or {})
-            dropped = dict(getattr(c, "dropped", {}) or {}) if c is not None else {}
+            for reason, n in now.items():
+                dropped[reason] = dropped.get(reason, 0) + n
             out.append(replace(h, tag_errors=errors, dropped=dropped))
         return out
 
@@ -257,6 +269,7 @@ class Supervisor:
                 gap_id = await self.writer.run(self.store.open_gap, d.name, start_ns, reason)
                 await self.writer.run(self.store.close_gap, gap_id, end_ns)
                 h = self._health[d.name]
+                h.gaps += 1
                 h.stalls += 1
                 h.stalled_s += (end_ns - start_ns) / 1e9
             except Exception:
@@ -306,6 +319,7 @@ class Supervisor:
             return
         self._gaps[name] = (gap_id, start_ns)
         self._health[name].gap_open_since = start_ns
+        self._health[name].gaps += 1
 
     async def _close_gap(self, name: str, end_ns: int) -> None:
         gap = self._gaps.pop(name, None)
@@ -337,7 +351,12 @@ class Supervisor:
                 h.state, h.last_error = "stopped", str(exc)
                 log.error("%s: not collected: %s", d.name, exc)
                 return
-            self._collectors[d.name] = collector
+            with self._swap:
+                before = dict(self._dropped_before.get(d.name, {}))
+                for reason, n in dict(getattr(self._collectors.get(d.name), "dropped", {}) or {}).items():
+                    before[reason] = before.get(reason, 0) + n
+                self._dropped_before[d.name] = before
+                self._collectors[d.name] = collector
             delivered = h.samples_delivered
             try:
                 async with collector:
@@ -480,6 +499,7 @@ class Supervisor:
                     self._part_tags[(name, key)] = tags
                     filt.suspend(tags)
             opened = self._part_gaps.setdefault((name, key), [])
+            self._health[name].gaps += 1
             for asset in assets:
                 try:
                     gap_id = await self.writer.run(self.store.open_gap, name, ts, reason or key, asset)
