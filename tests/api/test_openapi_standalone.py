@@ -137,6 +137,15 @@ def example_url(path: str, op: dict[str, Any]) -> str:
     return path
 
 
+def json_answer(op: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema of an operation's success answer; None when it has no JSON answer."""
+    for status in ("200", "201"):
+        schema = op["responses"].get(status, {}).get("content", {}).get("application/json", {}).get("schema")
+        if schema is not None:
+            return dict(schema)
+    return None
+
+
 def routes(settings: Settings) -> dict[str, APIRoute]:
     """operation id -> route, of the app as built: its own routes and those of the routers it
     includes (``api.routes.ROUTERS``; FastAPI keeps those behind the included router)."""
@@ -152,6 +161,7 @@ def test_every_operation_has_a_short_unique_id_a_model_examples_and_problems(
     assert len(ids) >= 11 and len(set(ids)) == len(ids), ids
     schemas = openapi["components"]["schemas"]
     by_name = routes(plant[1])
+    ops_by_id = {op["operationId"]: op for _, _, op in ops}
     assert set(ids) == set(by_name), "an operationId is not its route function's name"
     for path, method, op in ops:
         oid = op["operationId"]
@@ -159,23 +169,26 @@ def test_every_operation_has_a_short_unique_id_a_model_examples_and_problems(
         assert OPERATION_ID.match(oid) and len(oid) <= OPERATION_ID_MAX, where
         assert oid.startswith(method.lower() + "_") or method != "get", where
         assert op.get("summary"), f"{where}: no summary"
-        assert by_name[oid].response_model is not None, f"{where}: no response_model"
         for p in op.get("parameters", []):
             assert p["schema"].get("examples") or p.get("examples"), f"{where}: {p['name']} has no example"
-        ok = next(op["responses"][s] for s in ("200", "201", "204") if s in op["responses"])
-        schema = ok.get("content", {}).get("application/json", {}).get("schema", {})
-        ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
-        assert ref, f"{where}: its answer is not a named model: {schema}"
-        model = schemas[ref.rsplit("/", 1)[1]]
-        assert model.get("examples"), f"{where}: {ref} has no example"
         problems = {s for s, r in op["responses"].items()
                     if "application/problem+json" in r.get("content", {})}
         assert {"405", "500", "503"} <= problems, f"{where}: problems {problems}"
         if op.get("parameters"):
             assert {"400", "404", "422"} <= problems, f"{where}: problems {problems}"
+        if not json_answer(op):  # no content (204), or not JSON (e.g. Prometheus text)
+            continue
+        assert by_name[oid].response_model is not None, f"{where}: no response_model"
+        schema = json_answer(op)
+        ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
+        assert ref, f"{where}: its answer is not a named model: {schema}"
+        model = schemas[ref.rsplit("/", 1)[1]]
+        assert model.get("examples"), f"{where}: {ref} has no example"
     # every answer's example is what it says: it validates against its own model
     for oid, route in by_name.items():
         model = route.response_model
+        if model is None or not json_answer(ops_by_id[oid]):  # checked above
+            continue
         item = typing.get_args(model)[0] if typing.get_origin(model) is list else model
         for ex in schemas[item.__name__]["examples"]:
             TypeAdapter(item).validate_python(ex, strict=False)
@@ -201,7 +214,7 @@ def _declared(raw: Any, dumped: Any, where: str) -> None:
 def test_every_read_answer_validates_against_its_model_and_keeps_every_field(
         api: httpx.Client, openapi: dict[str, Any], plant: tuple[Path, Settings]) -> None:
     by_name = routes(plant[1])
-    read = [(p, op) for p, m, op in operations(openapi) if m == "get"]
+    read = [(p, op) for p, m, op in operations(openapi) if m == "get" and json_answer(op)]
     assert read
     for path, op in read:
         oid = op["operationId"]
@@ -269,7 +282,7 @@ def test_generated_client_gets_typed_models_for_every_read_route(
                               raise_on_unexpected_status=True)
     called = []
     for path, method, op in operations(openapi):
-        if method != "get":
+        if method != "get" or not json_answer(op):
             continue
         oid = op["operationId"]
         module = importlib.import_module(f"tierproof_client.api.{op['tags'][0]}.{oid}")
