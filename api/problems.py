@@ -70,7 +70,13 @@ class ParameterProblem(BaseModel):
 class Problem(BaseModel):
     """An RFC 9457 problem document: every error of the API."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"type": "about:blank", "title": "NotFoundError", "status": 404,
+         "detail": "no tag 'demo/machining/line1/lathe-09/state'; GET /api/v1/tags lists them"},
+        {"type": "about:blank", "title": "BadParameter", "status": 400,
+         "detail": "parameter 'limit': 500000 is more than api.max_samples (100000): ask for fewer "
+                   "samples per request", "parameter": "limit",
+         "limit": {"name": "api.max_samples", "value": 100000}}]})
 
     type: str = Field(default="about:blank", description="always about:blank: see `title`")
     title: str = Field(description="the kind of error: BadParameter, NotFoundError, KpiError, "

@@ -38,6 +38,7 @@ from pydantic import TypeAdapter
 
 from api.app import create_app
 from api.gateway import tag_records
+from api.problems import Problem
 from api.routes import ROUTERS
 from config import Settings, shipped_config
 from config.times import to_ns
@@ -184,6 +185,9 @@ def test_every_operation_has_a_short_unique_id_a_model_examples_and_problems(
         assert ref, f"{where}: its answer is not a named model: {schema}"
         model = schemas[ref.rsplit("/", 1)[1]]
         assert model.get("examples"), f"{where}: {ref} has no example"
+    assert schemas["Problem"].get("examples"), "the error answers have no example"
+    for ex in schemas["Problem"]["examples"]:
+        Problem.model_validate(ex)
     # every answer's example is what it says: it validates against its own model
     for oid, route in by_name.items():
         model = route.response_model
@@ -277,31 +281,30 @@ def _typed(value: Any, package: str, where: str) -> None:
 
 def test_generated_client_gets_typed_models_for_every_read_route(
         generated: Any, api: httpx.Client, openapi: dict[str, Any]) -> None:
-    client = generated.Client(base_url=str(api.base_url).rstrip("/"),
-                              headers=dict(api.headers), timeout=httpx.Timeout(120),
-                              raise_on_unexpected_status=True)
     called = []
-    for path, method, op in operations(openapi):
-        if method != "get" or not json_answer(op):
-            continue
-        oid = op["operationId"]
-        module = importlib.import_module(f"tierproof_client.api.{op['tags'][0]}.{oid}")
-        kwargs = {p["name"]: p["schema"]["examples"][0]
-                  for p in op.get("parameters", []) if p["in"] == "path"}
-        got = module.sync_detailed(client=client, **kwargs)
-        raw = api.get(example_url(path, op))
-        assert int(got.status_code) == NOT_200.get(oid, 200), (oid, got.status_code, got.content[:300])
-        parsed = got.parsed
-        assert parsed is not None, oid
-        _typed(parsed, generated.__name__, oid)
-        # the typed answer holds the whole answer: back to JSON, it is what the server sent
-        # (volatile fields aside: the health's time and KPI cache counters move between calls)
-        back = [p.to_dict() for p in parsed] if isinstance(parsed, list) else parsed.to_dict()
-        if oid == "get_health":
-            assert set(back) == set(raw.json()) and back["status"] == raw.json()["status"]
-        else:
-            assert back == raw.json(), oid
-        called.append(oid)
+    with generated.Client(base_url=str(api.base_url).rstrip("/"), headers=dict(api.headers),
+                          timeout=httpx.Timeout(120), raise_on_unexpected_status=True) as client:
+        for path, method, op in operations(openapi):
+            if method != "get" or not json_answer(op):
+                continue
+            oid = op["operationId"]
+            module = importlib.import_module(f"tierproof_client.api.{op['tags'][0]}.{oid}")
+            kwargs = {p["name"]: p["schema"]["examples"][0]
+                      for p in op.get("parameters", []) if p["in"] == "path"}
+            got = module.sync_detailed(client=client, **kwargs)
+            raw = api.get(example_url(path, op))
+            assert int(got.status_code) == NOT_200.get(oid, 200), (oid, got.status_code, got.content[:300])
+            parsed = got.parsed
+            assert parsed is not None, oid
+            _typed(parsed, generated.__name__, oid)
+            # the typed answer holds the whole answer: back to JSON, it is what the server sent
+            # (volatile fields aside: the health's time and KPI cache counters move between calls)
+            back = [p.to_dict() for p in parsed] if isinstance(parsed, list) else parsed.to_dict()
+            if oid == "get_health":
+                assert set(back) == set(raw.json()) and back["status"] == raw.json()["status"]
+            else:
+                assert back == raw.json(), oid
+            called.append(oid)
     assert {"get_kpis", "get_assessment", "get_kpi_deltas", "get_tag_latest", "get_tag_samples",
             "get_health", "get_config"} <= set(called), called
 
