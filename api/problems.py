@@ -317,7 +317,15 @@ def install_openapi(app: FastAPI) -> None:
             for op in item.values():
                 responses = op.setdefault("responses", {})
                 for status in _statuses(path, op):
-                    responses[str(status)] = _problem_response(status)
+                    problem, own = _problem_response(status), responses.get(str(status))
+                    if own is not None and own.get("content") and status != 422:
+                        # the route's own answer with this status (a degraded /health is a
+                        # HealthOut, 503) stays declared, the problem beside it; FastAPI's own
+                        # 422 (HTTPValidationError) is not what the API answers: replaced
+                        own["content"].update(problem["content"])
+                        own["description"] = f"{own['description']}; or a problem: {problem['description']}"
+                    else:
+                        responses[str(status)] = problem
         app.state.problem_openapi = True
         return schema
 

@@ -177,6 +177,9 @@ def test_every_operation_has_a_short_unique_id_a_model_examples_and_problems(
         assert {"405", "500", "503"} <= problems, f"{where}: problems {problems}"
         if op.get("parameters"):
             assert {"400", "404", "422"} <= problems, f"{where}: problems {problems}"
+        for status, declared in by_name[oid].responses.items():  # the route's own other answers
+            if "model" in declared:  # e.g. a degraded /health: a HealthOut with 503
+                assert "application/json" in op["responses"][str(status)]["content"], (where, status)
         if not json_answer(op):  # no content (204), or not JSON (e.g. Prometheus text)
             continue
         assert by_name[oid].response_model is not None, f"{where}: no response_model"
