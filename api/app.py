@@ -4,10 +4,15 @@ the routes (``api.routes``), their dependencies (``api.deps``) and the problem r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import typing
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 
 from config.settings import Settings
 from store.base import Store
@@ -21,6 +26,44 @@ from .rollups import RollupMaintainer
 from .routes import ROUTERS
 from .service import KpiService
 from .version import VERSION
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's OpenAPI operationId: its function's name (``get_kpis``), short and stable,
+    so that generated clients name their calls after it."""
+    return route.name
+
+
+def _models(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The pydantic models a response model annotation names (``list[TagOut]`` -> TagOut)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _models(arg)
+
+
+def install_examples(app: FastAPI, routes: Iterable[object]) -> None:
+    """Give each response model's schema in ``app.openapi()`` its examples as written.
+
+    FastAPI writes the document without null values, examples included, so an example of
+    an answer with null fields (most have some) would not validate against its own model;
+    the examples are put back from the models' ``json_schema_extra``."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+    models = {m.__name__: m for r in routes if isinstance(r, APIRoute)
+              for m in _models(r.response_model)}
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        if not getattr(app.state, "examples_openapi", False):
+            schemas = schema.get("components", {}).get("schemas", {})
+            for name, model in models.items():
+                extra = model.model_config.get("json_schema_extra")
+                if isinstance(extra, dict) and "examples" in extra and name in schemas:
+                    schemas[name]["examples"] = extra["examples"]
+            app.state.examples_openapi = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -76,16 +119,22 @@ def create_app(
                 app.state.runner.close()
                 declared.close()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc from the assets fastapi-offline installs with the package
+    # (served under /static-offline-docs), never from a CDN: plant networks are offline
+    app = FastAPIOffline(
         title="tierproof",
         version=VERSION,
         summary="Smart-factory KPIs with their evidence, from OPC UA / Modbus / MQTT telemetry",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        # operation ids shown beside each operation: the names a generated client gives its calls
+        swagger_ui_parameters={"displayOperationId": True},
     )
     app.state.settings = settings
     app.state.now_quantum_s = now_quantum_s
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_examples(app, (r for router in ROUTERS for r in router.routes))
     install_metrics(app)  # last: its request timing is the outermost middleware
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from config.fingerprint import REDACTED
 from config.times import Calendar
@@ -13,6 +13,11 @@ __all__ = ["AssetOut", "ConfigOut", "LatestOut", "SamplesOut", "TagOut"]
 
 
 class TagOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "path": "demo/machining/line1/lathe-01/state", "tag_id": 1,
+        "asset": "demo/machining/line1/lathe-01", "role": "state", "unit": "", "device": "line1-plc",
+        "protocol": "modbus", "enum": {"0": "Executing", "1": "NotExecuting"}}]})
+
     path: str
     tag_id: int
     asset: str
@@ -24,6 +29,10 @@ class TagOut(BaseModel):
 
 
 class LatestOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "path": "demo/machining/line1/lathe-01/good_count", "ts": "2026-12-07T02:05:34Z",
+        "value": 288.0, "text": None, "quality": "good"}]})
+
     path: str
     ts: str | None = Field(description="sample time, ISO 8601 UTC")
     value: float | None = Field(description="engineering value; null for a NaN or a text")
@@ -33,6 +42,14 @@ class LatestOut(BaseModel):
 
 class SamplesOut(BaseModel):
     """Parallel lists, one entry per sample in time order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "path": "demo/machining/line1/lathe-01/state",
+        "window": {"from": "2026-12-07T01:00:00Z", "to": "2026-12-07T02:00:00Z"},
+        "count": 2, "truncated": False,
+        "ts": ["2026-12-07T01:12:03Z", "2026-12-07T01:40:44Z"], "value": [1.0, 0.0],
+        "quality": [0, 0], "server_ts": ["2026-12-07T01:12:03Z", None],
+        "gateway_ts": ["2026-12-07T01:12:03.004000Z", "2026-12-07T01:40:44.002000Z"]}]})
 
     path: str
     window: dict[str, str | None]
@@ -54,6 +71,12 @@ class SamplesOut(BaseModel):
 
 
 class AssetOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "path": "demo/machining/line1/lathe-01", "line": "demo/machining/line1",
+        "description": "CNC lathe", "ideal_cycle_time_s": 45.0, "key_equipment": True,
+        "control": "cnc", "default_mode": None,
+        "tags": ["demo/machining/line1/lathe-01/state", "demo/machining/line1/lathe-01/mode"]}]})
+
     path: str
     line: str
     description: str
@@ -67,6 +90,14 @@ class AssetOut(BaseModel):
 
 class ConfigOut(BaseModel):
     """The configuration in force, for an auditor to check against the file."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "config_fingerprint": "77fbd1a2f9faf98f", "runtime_overrides": ["store.path"],
+        "redacted_as": REDACTED,
+        "calendar": {"timezone": "Asia/Shanghai", "shifts": [
+            {"name": "early", "start": "06:00", "end": "14:00", "days": ["mon", "tue"]}],
+            "planned_stops": [], "holidays": ["2026-12-25"]},
+        "settings": {"site": "demo", "store": {"type": "sqlite", "path": "data/demo.db"}}}]})
 
     config_fingerprint: str = Field(
         description="first 16 hex digits of the SHA-256 of the configuration as the file states "

@@ -70,7 +70,13 @@ class ParameterProblem(BaseModel):
 class Problem(BaseModel):
     """An RFC 9457 problem document: every error of the API."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"type": "about:blank", "title": "NotFoundError", "status": 404,
+         "detail": "no tag 'demo/machining/line1/lathe-09/state'; GET /api/v1/tags lists them"},
+        {"type": "about:blank", "title": "BadParameter", "status": 400,
+         "detail": "parameter 'limit': 500000 is more than api.max_samples (100000): ask for fewer "
+                   "samples per request", "parameter": "limit",
+         "limit": {"name": "api.max_samples", "value": 100000}}]})
 
     type: str = Field(default="about:blank", description="always about:blank: see `title`")
     title: str = Field(description="the kind of error: BadParameter, NotFoundError, KpiError, "
@@ -311,7 +317,15 @@ def install_openapi(app: FastAPI) -> None:
             for op in item.values():
                 responses = op.setdefault("responses", {})
                 for status in _statuses(path, op):
-                    responses[str(status)] = _problem_response(status)
+                    problem, own = _problem_response(status), responses.get(str(status))
+                    if own is not None and own.get("content") and status != 422:
+                        # the route's own answer with this status (a degraded /health is a
+                        # HealthOut, 503) stays declared, the problem beside it; FastAPI's own
+                        # 422 (HTTPValidationError) is not what the API answers: replaced
+                        own["content"].update(problem["content"])
+                        own["description"] = f"{own['description']}; or a problem: {problem['description']}"
+                    else:
+                        responses[str(status)] = problem
         app.state.problem_openapi = True
         return schema
 

@@ -14,6 +14,7 @@ router = APIRouter(prefix="/api/v1", tags=["config"])
 
 @router.get(
     "/config",
+    response_model=ConfigOut,
     summary="The effective configuration (secrets redacted), calendar and fingerprint",
     description=(
         "Every setting in force, with the runtime overrides applied and listed, and every "
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["config"])
         "`tierproof check-config FILE` prints), the one every KPI answer and assessment records."
     ),
 )
-def effective_config(settings: SettingsDep) -> ConfigOut:
+def get_config(settings: SettingsDep) -> ConfigOut:
     return ConfigOut(
         config_fingerprint=config_fingerprint(settings),
         runtime_overrides=runtime_overrides(settings),

@@ -11,5 +11,5 @@ router = APIRouter()
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def dashboard() -> str:
+def get_dashboard() -> str:
     return resources.files("api").joinpath("static/index.html").read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from config.errors import NotFoundError
 from config.times import iso
@@ -48,9 +48,36 @@ class HealthDevices(BaseModel):
     connected: int
 
 
+class KpiRunnerStatus(BaseModel):
+    """Single flight and the closed-result cache of the KPI routes (``api.flight``)."""
+
+    computed: int = Field(description="computations started")
+    joined: int = Field(description="requests that awaited a computation already in flight")
+    cache_hits: int
+    invalidated: int = Field(description="cached answers dropped because a write touched their windows")
+    cached: int
+    cache_size: int
+    cached_bytes: int
+    cache_bytes: int
+    in_flight: int
+    single_flight: bool
+
+
 class HealthOut(BaseModel):
     """The gateway's health. ``ok`` only when every sink, device and the spool are healthy and
     no stored data is known damaged."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "degraded",
+        "reasons": [{"part": "device", "name": "line1-plc",
+                     "reason": "not connected, waiting to retry: connection refused"}],
+        "version": "0.1.0", "time": "2026-12-07T02:05:35.353708+00:00",
+        "store": {"type": "sqlite", "batches_written": 120, "points_written": 48210,
+                  "chunks": 77, "tags": 128, "damaged_chunks": 0},
+        "devices": {"total": 3, "connected": 2},
+        "kpi": {"computed": 4, "joined": 0, "cache_hits": 9, "invalidated": 0, "cached": 3,
+                "cache_size": 64, "cached_bytes": 90211, "cache_bytes": 33554432,
+                "in_flight": 0, "single_flight": True}}]})
 
     status: Literal["ok", "degraded"]
     reasons: list[HealthReason] = Field(description="empty when ok")
@@ -58,7 +85,90 @@ class HealthOut(BaseModel):
     time: str
     store: dict[str, Any] = Field(description="store counters (with InfluxDB: `spool`)")
     devices: HealthDevices
-    kpi: dict[str, Any] | None = Field(default=None, description="single flight and cache of the KPI routes")
+    kpi: KpiRunnerStatus | None = Field(default=None, description="single flight and cache of the KPI routes")
+
+
+class SpoolOut(BaseModel):
+    """The store-and-forward spool of a remote store (InfluxDB) and its quarantine; times ISO
+    8601 UTC (null when there is none)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "sink": "unavailable", "status": "InfluxDB unreachable: retrying every 5 s",
+        "batches": 12, "points": 4800, "bytes": 96000, "max_bytes": 1073741824,
+        "when_full": "drop_oldest", "oldest": "2026-12-07T01:00:00Z",
+        "oldest_spooled": "2026-12-07T01:00:01Z", "dropped_points": 0, "dropped_batches": 0,
+        "dropped_oldest_points": 0, "refused_newest_points": 0, "quarantined_batches": 0,
+        "quarantined_points": 0, "quarantine_dropped_points": 0,
+        "partial_write_dropped_points": 0, "direct_points": 100000, "spooled_points": 4800,
+        "drained_points": 0, "lost_batches": 0, "lost_points": 0, "lost_batches_since_start": 0,
+        "dropped_points_since_start": 0, "damage": [], "drain_error": None,
+        "last_error": "connection refused", "last_error_at": "2026-12-07T01:00:00Z",
+        "retry_at": "2026-12-07T01:00:05Z", "retry_delay_s": 5.0, "probe_interval_s": None,
+        "probes": 0, "probes_answered": 0, "drained_after_probe_points": 0}]})
+
+    sink: str = Field(description="the sink's state: ok, unavailable, unauthorized, ...")
+    status: str = Field(description="the sink's state in a sentence")
+    batches: int = Field(description="batches waiting in the spool")
+    points: int
+    bytes: int
+    max_bytes: int
+    when_full: str = Field(description="drop_oldest or refuse_newest")
+    oldest: str | None = Field(description="earliest sample time in the spool")
+    oldest_spooled: str | None = Field(description="when the oldest waiting batch was spooled")
+    dropped_points: int = Field(description="every point lost on purpose (full spool or quarantine, "
+                                            "`tierproof spool drop`)")
+    dropped_batches: int
+    dropped_oldest_points: int
+    refused_newest_points: int
+    quarantined_batches: int
+    quarantined_points: int
+    quarantine_dropped_points: int
+    partial_write_dropped_points: int = Field(
+        description="points InfluxDB itself dropped from writes it otherwise stored")
+    direct_points: int
+    spooled_points: int
+    drained_points: int
+    lost_batches: int = Field(description="damaged, truncated or deleted spool records")
+    lost_points: int
+    lost_batches_since_start: int
+    dropped_points_since_start: int
+    damage: list[str] = Field(description="the last damage reports")
+    drain_error: str | None
+    last_error: str | None
+    last_error_at: str | None
+    retry_at: str | None
+    retry_delay_s: float | None
+    probe_interval_s: float | None
+    probes: int
+    probes_answered: int
+    drained_after_probe_points: int
+
+
+class DeviceStatus(BaseModel):
+    """What the supervisor knows about one device; times ISO 8601 UTC."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "line1-plc", "protocol": "modbus", "state": "connected",
+        "last_success": "2026-12-07T02:05:34.120000Z", "last_error": None,
+        "samples_delivered": 120000, "samples_stored": 8000, "bad_samples": 0, "non_finite": 0,
+        "reconnects": 1, "gap_open_since": None, "tag_errors": {}, "dropped": {}, "stalls": 0,
+        "stalled_s": 0.0}]})
+
+    name: str
+    protocol: str
+    state: Literal["connecting", "connected", "backoff", "stopped", "disabled"]
+    last_success: str | None = Field(description="gateway time of the last delivered batch")
+    last_error: str | None
+    samples_delivered: int
+    samples_stored: int = Field(description="of those, written to the store (polled tags: on change)")
+    bad_samples: int = Field(description="delivered with quality BAD or worse")
+    non_finite: int = Field(description="of those, made BAD because the value was NaN or ±infinity")
+    reconnects: int
+    gap_open_since: str | None = Field(description="start of the gap currently open")
+    tag_errors: dict[str, str] = Field(description="tag path -> why it cannot be read")
+    dropped: dict[str, int] = Field(description="messages dropped, per reason (MQTT)")
+    stalls: int = Field(description="times the collectors could not run beyond the tolerance (each a gap)")
+    stalled_s: float
 
 
 #: an absolute file path inside a message: only its last part is shown (no layout of the host)
@@ -124,7 +234,7 @@ def _device_reason(d: Any) -> str:
     ),
     responses={503: {"model": HealthOut, "description": "degraded: `reasons` says what and why"}},
 )
-def health(request: Request, g: GatewayDep, settings: SettingsDep) -> JSONResponse:
+def get_health(request: Request, g: GatewayDep, settings: SettingsDep) -> JSONResponse:
     devices = g.supervisor.status() if g.supervisor else []
     stats = g.store.stats()
     connected = sum(1 for d in devices if d.state == "connected")
@@ -154,7 +264,7 @@ def health(request: Request, g: GatewayDep, settings: SettingsDep) -> JSONRespon
         }),
         devices=HealthDevices(total=len(devices), connected=connected),
         # single flight and the closed-result cache of the KPI routes (api.flight)
-        kpi=runner.status() if runner else None,
+        kpi=KpiRunnerStatus.model_validate(runner.status()) if runner else None,
     )
     return JSONResponse(out.model_dump(mode="json", exclude_none=True),
                         status_code=200 if out.status == "ok" else 503)
@@ -163,6 +273,7 @@ def health(request: Request, g: GatewayDep, settings: SettingsDep) -> JSONRespon
 @router.get(
     "/store/spool",
     summary="Store-and-forward spool: waiting, dropped and quarantined points",
+    response_model=SpoolOut,
     description=(
         "Present when the store is remote (InfluxDB). Spooled points are accepted and durable "
         "but not yet in the store, so KPIs do not see them until they drain. `dropped_points` "
@@ -171,15 +282,15 @@ def health(request: Request, g: GatewayDep, settings: SettingsDep) -> JSONRespon
         "InfluxDB itself dropped from writes it otherwise stored (e.g. older than its retention)."
     ),
 )
-def store_spool(g: GatewayDep, settings: SettingsDep) -> dict[str, Any]:
+def get_spool(g: GatewayDep, settings: SettingsDep) -> dict[str, Any]:
     extra = g.store.stats().extra
     if "spool" not in extra:
         raise NotFoundError(f"store type {settings.store.type!r} has no spool (only influx has)")
     return _spool_out(extra["spool"])
 
 
-@router.get("/collector/status", summary="Health of every device")
-def collector_status(g: GatewayDep) -> list[dict[str, Any]]:
+@router.get("/collector/status", summary="Health of every device", response_model=list[DeviceStatus])
+def get_collector_status(g: GatewayDep) -> list[dict[str, Any]]:
     if g.supervisor is None:
         return []
     out = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
@@ -17,13 +17,16 @@ from kpi import ALGORITHM_VERSION
 from ..assessment import assess, resolve_windows
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
 from ..flight import json_body
+from ..kpi_models import DeltasOut, KpisOut
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
 _FROM = "ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a bare date is UTC midnight) or now-7d"
-#: the routes answer pre-rendered JSON bytes (api.flight); this keeps their OpenAPI content type
-JSON_OBJECT: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {"schema": {"type": "object"}}}}}
+#: examples of the window parameters (relative instants resolve against the request's now)
+FROM_EXAMPLES = ["now-7d", "2026-12-01T00:00:00+08:00"]
+TO_EXAMPLES = ["now", "2026-12-08T00:00:00+08:00"]
+BASELINE_FROM_EXAMPLES = ["now-14d", "2026-11-24T00:00:00+08:00"]
+BASELINE_TO_EXAMPLES = ["now-7d", "2026-12-01T00:00:00+08:00"]
 _SHARED = (
     " Identical requests (same resolved windows and selection) in flight together are computed "
     "once; results whose windows closed are cached until a write touches them (docs/api.md). "
@@ -53,20 +56,24 @@ def check_windows(settings: Settings, start: datetime, end: datetime, b_start: d
         "kpi.current, resolved against one 'now' per request, and is recorded in `window`; "
         "every read of the request sees one snapshot of the store." + _SHARED
     ),
-    response_class=Response,
-    responses=JSON_OBJECT,
+    # the answer is pre-rendered JSON (api.flight): the model documents it, never filters it
+    response_model=KpisOut,
 )
-async def kpis(
+async def get_kpis(
     service: ServiceDep,
     runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
-    asset: Annotated[str | None, Query(description="asset path site/area/line/asset")] = None,
-    line: Annotated[str | None, Query(description="line path site/area/line")] = None,
+    asset: Annotated[str | None, Query(description="asset path site/area/line/asset",
+                                       examples=["demo/machining/line1/lathe-01"])] = None,
+    line: Annotated[str | None, Query(description="line path site/area/line",
+                                      examples=["demo/machining/line1"])] = None,
     from_: Annotated[
-        str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current")
+        str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current",
+                          examples=FROM_EXAMPLES)
     ] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
+    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
+                                    examples=TO_EXAMPLES)] = None,
 ) -> Response:
     start, end = window(from_, to, settings.kpi.current, now)
     check_window(settings, start, end)
@@ -89,20 +96,23 @@ async def kpis(
         "`window` and `baseline_window`; a baseline is required. A figure whose delta cannot be "
         "computed is null." + _SHARED
     ),
-    response_class=Response,
-    responses=JSON_OBJECT,
+    response_model=DeltasOut,
 )
-async def deltas(
+async def get_kpi_deltas(
     service: ServiceDep,
     runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
     from_: Annotated[
-        str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current")
+        str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current",
+                          examples=FROM_EXAMPLES)
     ] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
-    baseline_from: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
-    baseline_to: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
+    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
+                                    examples=TO_EXAMPLES)] = None,
+    baseline_from: Annotated[str | None, Query(description="default: kpi.baseline",
+                                               examples=BASELINE_FROM_EXAMPLES)] = None,
+    baseline_to: Annotated[str | None, Query(description="default: kpi.baseline",
+                                             examples=BASELINE_TO_EXAMPLES)] = None,
 ) -> Response:
     if settings.kpi.baseline is None and (baseline_from is None or baseline_to is None):
         raise KpiError("deltas need a baseline: configure kpi.baseline or give baseline_from "

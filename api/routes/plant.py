@@ -8,7 +8,7 @@ from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from config.errors import NotFoundError
 from config.signals import Quality
@@ -21,6 +21,10 @@ from ..models import AssetOut, LatestOut, SamplesOut, TagOut
 from ..problems import BadParameter, echo
 
 router = APIRouter(prefix="/api/v1")
+
+#: a tag path, as `GET /api/v1/tags` lists them
+TagPath = Annotated[str, Path(description="the tag's path site/area/line/asset/signal",
+                              examples=["demo/machining/line1/lathe-01/state"])]
 
 
 def quality_name(code: int) -> str:
@@ -43,7 +47,7 @@ def _tag_id(g: Gateway, path: str) -> int:
 
 
 @router.get("/assets", tags=["plant"], summary="Assets (work units) of the plant")
-def assets(settings: SettingsDep) -> list[AssetOut]:
+def get_assets(settings: SettingsDep) -> list[AssetOut]:
     by_asset: dict[str, list[str]] = {}
     for _, t in settings.all_tags():
         by_asset.setdefault(t.asset, []).append(t.path)
@@ -58,16 +62,17 @@ def assets(settings: SettingsDep) -> list[AssetOut]:
 
 
 @router.get("/tags", tags=["tags"], summary="Configured tags")
-def tags(
+def get_tags(
     g: GatewayDep,
-    asset: Annotated[str | None, Query(description="only this asset's tags")] = None,
+    asset: Annotated[str | None, Query(description="only this asset's tags",
+                                       examples=["demo/machining/line1/lathe-01"])] = None,
 ) -> list[TagOut]:
     out = [TagOut(**dataclasses.asdict(t)) for t in g.store.tags()]
     return [t for t in out if asset is None or t.asset == asset]
 
 
 @router.get("/tags/{tag_path:path}/latest", tags=["tags"], summary="Latest sample of a tag")
-def latest(g: GatewayDep, tag_path: str) -> LatestOut:
+def get_tag_latest(g: GatewayDep, tag_path: TagPath) -> LatestOut:
     tid = _tag_id(g, tag_path)
     got = g.store.latest([tid]).get(tid)
     if got is None:
@@ -88,15 +93,18 @@ def latest(g: GatewayDep, tag_path: str) -> LatestOut:
         "what the page needs, whatever the window's length."
     ),
 )
-def samples(
+def get_tag_samples(
     g: GatewayDep,
     settings: SettingsDep,
     now: NowDep,
-    tag_path: str,
-    from_: Annotated[str | None, Query(alias="from", description="ISO 8601 or now-1h")] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now")] = None,
+    tag_path: TagPath,
+    from_: Annotated[str | None, Query(alias="from", description="ISO 8601 or now-1h",
+                                       examples=["now-1h", "2026-12-06T08:00:00+08:00"])] = None,
+    to: Annotated[str | None, Query(description="ISO 8601 or now",
+                                    examples=["now", "2026-12-06T09:00:00+08:00"])] = None,
     limit: Annotated[int | None, Query(
-        ge=1, description="samples at most (default 10,000, at most api.max_samples)")] = None,
+        ge=1, description="samples at most (default 10,000, at most api.max_samples)",
+        examples=[1000])] = None,
 ) -> SamplesOut:
     tid = _tag_id(g, tag_path)
     top = settings.api.max_samples

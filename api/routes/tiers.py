@@ -15,8 +15,16 @@ from kpi import ALGORITHM_VERSION
 from ..assessment import assess, resolve_windows
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep
 from ..flight import json_body
+from ..kpi_models import AssessmentOut
 from ..problems import echo
-from .kpis import _SHARED, JSON_OBJECT, check_windows
+from .kpis import (
+    _SHARED,
+    BASELINE_FROM_EXAMPLES,
+    BASELINE_TO_EXAMPLES,
+    FROM_EXAMPLES,
+    TO_EXAMPLES,
+    check_windows,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["tiers"])
 
@@ -35,21 +43,26 @@ router = APIRouter(prefix="/api/v1", tags=["tiers"])
         "the criteria version, algorithm version and config fingerprint. Every read of one "
         "assessment sees one snapshot of the store." + _SHARED
     ),
-    response_class=Response,
-    responses=JSON_OBJECT,
+    # the answer is pre-rendered JSON (api.flight): the model documents it, never filters it
+    response_model=AssessmentOut,
 )
-async def assessment(
+async def get_assessment(
     service: ServiceDep,
     runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
-    tier: Annotated[str | None, Query(description="one tier (default: every tier)")] = None,
+    tier: Annotated[str | None, Query(description="one tier (default: every tier)",
+                                      examples=["basic"])] = None,
     from_: Annotated[
-        str | None, Query(alias="from", description="ISO 8601 or now-7d; default: kpi.current")
+        str | None, Query(alias="from", description="ISO 8601 or now-7d; default: kpi.current",
+                          examples=FROM_EXAMPLES)
     ] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current")] = None,
-    baseline_from: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
-    baseline_to: Annotated[str | None, Query(description="default: kpi.baseline")] = None,
+    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
+                                    examples=TO_EXAMPLES)] = None,
+    baseline_from: Annotated[str | None, Query(description="default: kpi.baseline",
+                                               examples=BASELINE_FROM_EXAMPLES)] = None,
+    baseline_to: Annotated[str | None, Query(description="default: kpi.baseline",
+                                             examples=BASELINE_TO_EXAMPLES)] = None,
 ) -> Response:
     criteria = await asyncio.to_thread(load_tiers)  # a file read: not in the event loop
     names = [t.name for t in criteria.tiers]

@@ -322,6 +322,7 @@ async def test_health_and_spool_endpoint_show_waiting_and_dropped_points(
     import httpx
 
     from api.app import create_app
+    from api.routes.gateway import SpoolOut
     from config.settings import Settings
 
     store, ids = spooled
@@ -340,6 +341,8 @@ async def test_health_and_spool_endpoint_show_waiting_and_dropped_points(
         again = (await client.get("/api/v1/store/spool")).json()
         volatile = {"last_error", "last_error_at", "retry_at"}  # the drain keeps retrying meanwhile
         assert set(again) == set(spool)
+        # its response model declares every figure (/health's store.spool is not filtered)
+        assert set(SpoolOut.model_validate(again).model_dump()) == set(spool)
         assert {k: v for k, v in again.items() if k not in volatile} == {
             k: v for k, v in spool.items() if k not in volatile}
         await asyncio.to_thread(influxdb16.start)
