@@ -421,6 +421,16 @@ class History(BaseModel):
     coverage: float | None
 
 
+class DeclaredVersionOut(BaseModel):
+    """Which version of an item: 0 is the configuration file's value."""
+
+    version: int = Field(ge=0, description="0: the configuration file's; 1, 2, ...: supplied through the API")
+    supplied_by: str = Field(description="the API key's name (or X-Supplied-By); `config` for version 0")
+    supplied_at: str | None = Field(description="when it was supplied, ISO 8601 UTC; null for version 0")
+    source: Literal["config", "api"]
+    reason: str = Field(description="why it was supplied, as the supplier said")
+
+
 class AssessmentOut(BaseModel):
     """Which smart-factory tier the plant meets, criterion by criterion, with the figures,
     deltas and KPIs behind every verdict."""
@@ -444,6 +454,9 @@ class AssessmentOut(BaseModel):
                                         "delta": None, "missing": None}},
         "history": {"first_sample": "2026-11-20T00:00:00Z", "years": 0.05, "coverage": 1.0},
         "not_computed": ["availability"],
+        "declared_versions": {"labour-hours": {
+            "version": 3, "supplied_by": "mes-sync", "supplied_at": "2026-12-01T02:00:00Z",
+            "source": "api", "reason": "November's figure from the MES"}},
         "coverage_min": 0.9,
         "tiers": {"basic": {
             "tier": "basic", "criteria_version": "tierproof-tiers/2026-12-06.2",
@@ -478,5 +491,7 @@ class AssessmentOut(BaseModel):
     history: History
     not_computed: list[str] = Field(
         description="measured figures of the criteria this version does not compute")
+    declared_versions: dict[str, DeclaredVersionOut] = Field(
+        description="declared item -> the version of it this assessment used")
     coverage_min: float
     tiers: dict[str, TierOut] = Field(description="tier name -> its readiness")

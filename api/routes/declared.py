@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, FastAPI, Header, Path, Query, Request
@@ -25,6 +25,7 @@ from config.times import iso, to_ns
 
 from ..declared import ITEMS, DeclaredEvidence, DeclaredInvalid, config_path, validate
 from ..deps import NowDep, instant
+from ..kpi_models import DeclaredVersionOut
 from ..problems import ECHO_MAX, PROBLEM, problem
 from ..service import KpiService
 
@@ -84,16 +85,6 @@ assert {i.value for i in DeclaredItemName} == set(ITEMS)
 
 _LABOUR_EXAMPLE: list[dict[str, Any]] = [
     {"period": "2026-11", "amount": 5200, "unit": "h", "source": "MES labour report 2026-11"}]
-
-
-class DeclaredVersionOut(BaseModel):
-    """Which version of an item: 0 is the configuration file's value."""
-
-    version: int = Field(ge=0, description="0: the configuration file's; 1, 2, ...: supplied through the API")
-    supplied_by: str = Field(description="the API key's name (or X-Supplied-By); `config` for version 0")
-    supplied_at: str | None = Field(description="when it was supplied, ISO 8601 UTC; null for version 0")
-    source: Literal["config", "api"]
-    reason: str = Field(description="why it was supplied, as the supplier said")
 
 
 class DeclaredOut(BaseModel):
@@ -276,7 +267,7 @@ async def get_declared_audit(
     description="Per item its value in force: the latest version supplied through the API, "
                 "else the configuration file's (version 0).",
 )
-async def list_declared(request: Request) -> list[DeclaredOut]:
+async def get_declared_items(request: Request) -> list[DeclaredOut]:
     ev = _evidence(request)
     return [_out(ev, item) for item in ITEMS]
 
