@@ -151,7 +151,7 @@ class DeviceStatus(BaseModel):
         "name": "line1-plc", "protocol": "modbus", "state": "connected",
         "last_success": "2026-12-07T02:05:34.120000Z", "last_error": None,
         "samples_delivered": 120000, "samples_stored": 8000, "bad_samples": 0, "non_finite": 0,
-        "reconnects": 1, "gap_open_since": None, "tag_errors": {}, "dropped": {}, "stalls": 0,
+        "reconnects": 1, "gaps": 1, "gap_open_since": None, "tag_errors": {}, "dropped": {}, "stalls": 0,
         "stalled_s": 0.0}]})
 
     name: str
@@ -164,9 +164,12 @@ class DeviceStatus(BaseModel):
     bad_samples: int = Field(description="delivered with quality BAD or worse")
     non_finite: int = Field(description="of those, made BAD because the value was NaN or ±infinity")
     reconnects: int
+    gaps: int = Field(description="gaps recorded since the gateway started (connection lost, "
+                                   "collection stalled, part of the device gone)")
     gap_open_since: str | None = Field(description="start of the gap currently open")
     tag_errors: dict[str, str] = Field(description="tag path -> why it cannot be read")
-    dropped: dict[str, int] = Field(description="messages dropped, per reason (MQTT)")
+    dropped: dict[str, int] = Field(
+        description="messages dropped since the gateway started, per reason (MQTT)")
     stalls: int = Field(description="times the collectors could not run beyond the tolerance (each a gap)")
     stalled_s: float
 
