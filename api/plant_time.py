@@ -181,3 +181,18 @@ async def respond(body: bytes, zones: Zones) -> Response:
     if zones.output is not None:
         body = await asyncio.to_thread(render_times, body, zones.output)
     return Response(body, media_type="application/json")
+
+
+def last_worked(settings: Settings, now: datetime) -> tuple[str, date] | None:
+    """The calendar's first named shift and the last local date before today (plant time) on
+    which it is worked: the demo's example of ``shift=&date=`` (yesterday's shift)."""
+    cal = settings.calendar
+    first = next((r for r in cal.shifts if r.name), None)
+    if first is None:
+        return None
+    d = now.astimezone(cal.zone).date()
+    for _ in range(7):
+        d -= timedelta(days=1)
+        if ALL_DAYS[d.weekday()] in first.days:
+            return first.name, d
+    return None
