@@ -563,8 +563,9 @@ def _rollups(args: argparse.Namespace) -> int:
         m = RollupMaintainer(service, backfill_days=None)
         end = m.closed_end()
         first = service.first_sample_ns(now)
-        lo = None if args.from_ is None else to_ns(parse_instant(args.from_, now=datetime.now(UTC)))
-        hi = end if args.to is None else to_ns(parse_instant(args.to, now=datetime.now(UTC)))
+        tz = settings.calendar.zone  # a time without an offset is the plant's, as in the API
+        lo = None if args.from_ is None else to_ns(parse_instant(args.from_, datetime.now(UTC), tz))
+        hi = end if args.to is None else to_ns(parse_instant(args.to, datetime.now(UTC), tz))
         start = first if lo is None else lo
         if start is None:
             print(f"store {where}: no samples yet, nothing to roll up")
