@@ -44,7 +44,8 @@ class SamplesOut(BaseModel):
     truncated: bool = Field(description="the window holds more samples after the last of this "
                                         "answer: ask again from just after its last `ts`")
     ts: list[str | None] = Field(
-        description="sample time, ISO 8601 UTC: the source timestamp where the protocol has one"
+        description="sample time, ISO 8601 (UTC Z, or tz='s zone with its offset): the source "
+        "timestamp where the protocol has one"
         " (the time KPIs use)"
     )
     value: list[float | None]

@@ -40,6 +40,7 @@ __all__ = [
     "ShiftQuery",
     "Zones",
     "ZonesDep",
+    "last_worked",
     "render_times",
     "respond",
     "shift_window",
@@ -62,10 +63,6 @@ class Zones:
     inputs: tzinfo
     plant: tzinfo
     output: tzinfo | None
-
-    def of(self, value: str | None) -> tzinfo:
-        """The zone of an end given by a parameter (``value``), else by the configuration."""
-        return self.inputs if value is not None else self.plant
 
 
 def request_zones(
@@ -103,11 +100,26 @@ def render_times(body: bytes, tz: tzinfo | None) -> bytes:
     detail, a note) are left as written."""
     if tz is None:
         return body
+    # offsets are whole minutes (since 1972 in every zone): the local time of a UTC time is
+    # the local minute of its UTC minute + its seconds unchanged, so each distinct minute of
+    # the body is converted once and every time is a concatenation; an offset with seconds
+    # (Africa/Monrovia before 1972) is converted whole
+    minutes: dict[bytes, tuple[bytes, bytes] | None] = {}
 
     def one(m: re.Match[bytes]) -> bytes:
-        utc = datetime.fromisoformat(m.group(1).decode()).replace(tzinfo=UTC)
-        spec = "microseconds" if b"." in m.group(1) else "seconds"
-        return b'"' + utc.astimezone(tz).isoformat(timespec=spec).encode() + b'"'
+        text = m.group(1)
+        key = text[:16]  # YYYY-MM-DDTHH:MM
+        if key not in minutes:
+            local = datetime.fromisoformat(key.decode()).replace(tzinfo=UTC).astimezone(tz)
+            off = local.utcoffset() or timedelta(0)
+            minutes[key] = None if off.seconds % 60 else (
+                local.strftime("%Y-%m-%dT%H:%M").encode(), local.isoformat()[-6:].encode())
+        got = minutes[key]
+        if got is None:
+            utc = datetime.fromisoformat(text.decode()).replace(tzinfo=UTC)
+            spec = "microseconds" if b"." in text else "seconds"
+            return b'"' + utc.astimezone(tz).isoformat(timespec=spec).encode() + b'"'
+        return b'"' + got[0] + text[16:] + got[1] + b'"'
 
     return _ISO_Z.sub(one, body)
 

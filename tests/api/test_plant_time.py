@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from api.gateway import tag_records
+from api.plant_time import render_times
 from config import Settings, settings_from_dict
 from config.errors import ConfigError
 from config.times import to_ns
@@ -319,3 +320,22 @@ def test_a_skipped_time_in_the_config_names_the_field() -> None:
             {"name": "early", "start": "06:00", "end": "14:00"},
             {"name": "early", "start": "14:00", "end": "22:00"}]}})
     assert "shift names must be unique" in str(err.value)
+
+
+@pytest.mark.parametrize(("zone", "want"), [
+    ("Europe/Berlin", ['"2026-10-25T02:30:00+02:00"', '"2026-10-25T02:30:00.500000+01:00"']),
+    ("America/St_Johns", ['"2026-10-24T22:00:00-02:30"', '"2026-10-24T23:00:00.500000-02:30"']),
+    ("UTC", ['"2026-10-25T00:30:00+00:00"', '"2026-10-25T01:30:00.500000+00:00"']),
+])
+def test_render_times_rewrites_whole_utc_times_only(zone: str, want: list[str]) -> None:
+    """The response-time conversion itself (api.plant_time.render_times): both readings of
+    the hour read twice, half-hour offsets, fractions kept, times inside texts untouched."""
+    body = (b'{"a":"2026-10-25T00:30:00Z","b":["2026-10-25T01:30:00.500000Z"],'
+            b'"detail":"gap from 2026-10-25T00:30:00Z","n":1}')
+    out = render_times(body, ZoneInfo(zone)).decode()
+    assert out == (f'{{"a":{want[0]},"b":[{want[1]}],'
+                   '"detail":"gap from 2026-10-25T00:30:00Z","n":1}')
+    # an offset with seconds (Monrovia until 1972: -0:44:30) is written whole, exactly
+    early = render_times(b'["1971-06-01T12:00:00Z"]', ZoneInfo("Africa/Monrovia"))
+    assert early == b'["1971-06-01T11:15:30-00:44:30"]'
+    assert render_times(body, None) is body
