@@ -94,7 +94,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -300,11 +300,14 @@ def _window_days(service: KpiService, start: datetime, end: datetime, tz: ZoneIn
     return w
 
 
-def _instant(value: str | None, default: str | None, name: str, now: datetime) -> datetime | None:
+def _instant(value: str | None, default: str | None, name: str, now: datetime,
+             tz: tzinfo, plant: tzinfo) -> datetime | None:
+    """A parameter (bare times in ``tz``) or else the configured end (in the plant's zone)."""
     text = value if value is not None else default
     if text is None:
         return None
-    return instant(text, text, name, now)  # one parser of query instants (api.deps)
+    # one parser of query instants (api.deps)
+    return instant(text, text, name, now, tz if value is not None else plant)
 
 
 def _window(start: datetime, end: datetime, what: str) -> dict[str, str | None]:
@@ -498,17 +501,22 @@ def resolve_windows(
     baseline_from: str | None,
     baseline_to: str | None,
     now: datetime,
+    tz: tzinfo | None = None,
 ) -> tuple[datetime, datetime, datetime | None, datetime | None]:
     """The current and baseline windows of an assessment (parameters, else kpi.current and
-    kpi.baseline), every relative instant against the one ``now``; the baseline's ends are
-    None when there is none. A bad instant, an empty window or half a baseline is a KpiError."""
+    kpi.baseline), every relative instant against the one ``now``, dates and times without
+    an offset in the plant's zone (a parameter's in ``tz`` when given); the baseline's ends
+    are None when there is none. A bad instant, an empty window or half a baseline is a
+    KpiError."""
     cur, base = settings.kpi.current, settings.kpi.baseline
-    start = _instant(from_, cur.start, "from", now)
-    end = _instant(to, cur.end, "to", now)
+    plant = settings.calendar.zone
+    zone_ = tz if tz is not None else plant
+    start = _instant(from_, cur.start, "from", now, zone_, plant)
+    end = _instant(to, cur.end, "to", now, zone_, plant)
     assert start is not None and end is not None
     _window(start, end, "current")
-    b_start = _instant(baseline_from, base.start if base else None, "baseline_from", now)
-    b_end = _instant(baseline_to, base.end if base else None, "baseline_to", now)
+    b_start = _instant(baseline_from, base.start if base else None, "baseline_from", now, zone_, plant)
+    b_end = _instant(baseline_to, base.end if base else None, "baseline_to", now, zone_, plant)
     if (b_start is None) != (b_end is None):
         raise KpiError("give both baseline_from and baseline_to (no kpi.baseline is configured)")
     if b_start is not None and b_end is not None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from config.errors import ConfigError, StoreError, TierproofError
 from config.fingerprint import config_fingerprint
@@ -254,6 +255,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .gateway import tag_records
+    from .plant_time import last_worked
 
     settings = _settings(args.config)
     if settings.simulation is None:
@@ -287,6 +289,9 @@ async def _demo(args: argparse.Namespace) -> int:
             url = f"http://{args.host}:{args.port}"
             print(f"  dashboard  {url}/\n  API docs   {url}/docs\n  KPIs       {url}/api/v1/kpis\n"
                   f"  tiers      {url}/api/v1/tiers/assessment?tier=excellence", flush=True)
+            if (example := last_worked(settings, now)) is not None:  # dates are plant-local
+                print(f"  shift KPIs {url}/api/v1/kpis?shift={quote(example[0])}&date="
+                      f"{example[1].isoformat()}  ({settings.calendar.timezone})", flush=True)
             print("  press Ctrl-C to stop" if args.duration is None else
                   f"  stopping after {args.duration:g} s", flush=True)
             await _serve(app, args.host, args.port, args.duration, sock)
@@ -562,8 +567,9 @@ def _rollups(args: argparse.Namespace) -> int:
         m = RollupMaintainer(service, backfill_days=None)
         end = m.closed_end()
         first = service.first_sample_ns(now)
-        lo = None if args.from_ is None else to_ns(parse_instant(args.from_, now=datetime.now(UTC)))
-        hi = end if args.to is None else to_ns(parse_instant(args.to, now=datetime.now(UTC)))
+        tz = settings.calendar.zone  # a time without an offset is the plant's, as in the API
+        lo = None if args.from_ is None else to_ns(parse_instant(args.from_, datetime.now(UTC), tz))
+        hi = end if args.to is None else to_ns(parse_instant(args.to, datetime.now(UTC), tz))
         start = first if lo is None else lo
         if start is None:
             print(f"store {where}: no samples yet, nothing to roll up")

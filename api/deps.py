@@ -3,7 +3,7 @@ instants and windows from queries."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from time import time_ns
 from typing import Annotated
 
@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 
 from config.errors import KpiError
 from config.settings import Settings
-from config.times import Window, iso, parse_instant, to_ns
+from config.times import NonexistentTime, Window, iso, parse_instant, to_ns
 
 from .flight import KpiRunner
 from .gateway import Gateway
@@ -79,17 +79,22 @@ RunnerDep = Annotated[KpiRunner, Depends(get_runner)]
 _INSTANT_MAX = 64
 
 
-def instant(value: str | None, default: str, name: str, now: datetime) -> datetime:
+def instant(value: str | None, default: str, name: str, now: datetime,
+            tz: tzinfo | None = None) -> datetime:
     """Query parameter ``name`` (or ``default`` when absent) as an instant, relative ones
-    against ``now``. Not an instant: a KpiError (422) naming the parameter; an instant
-    outside the range of stored times (1970-01-01..2262-04-11, e.g. ``9999-01-01`` or
-    ``now-99999999999d``): a BadParameter (400)."""
+    against ``now``, dates and times without an offset in ``tz`` (the plant's zone, or the
+    request's ``tz=``; UTC when None). Not an instant: a KpiError (422) naming the parameter;
+    an instant outside the range of stored times (1970-01-01..2262-04-11, e.g. ``9999-01-01``
+    or ``now-99999999999d``), or a local time the clocks skip in ``tz``: a BadParameter
+    (400)."""
     text = value if value is not None else default
     if len(text) > _INSTANT_MAX:
         raise KpiError(f"parameter {name!r}: {echo(text, 40)} is not an instant (ISO 8601, "
                        "'now', 'now-7d')")
     try:
-        at = parse_instant(text, now)
+        at = parse_instant(text, now, tz)
+    except NonexistentTime as exc:  # a wall-clock time the clocks skip: no instant reads it
+        raise BadParameter(name, str(exc)) from exc
     except OverflowError as exc:  # timedelta or datetime arithmetic beyond year 1..9999
         raise BadParameter(name, f"{echo(text)} is outside 1970-01-01..2262-04-11, the "
                                  "range of stored times") from exc
@@ -118,19 +123,22 @@ def check_window(settings: Settings, start: datetime, end: datetime,
 
 def window(
     start: str | None, end: str | None, default: Window, now: datetime,
-    names: tuple[str, str] = ("from", "to"),
+    names: tuple[str, str] = ("from", "to"), tz: tzinfo | None = None,
+    plant_tz: tzinfo | None = None,
 ) -> tuple[datetime, datetime]:
-    """The window [start, end) of a request: each end from its parameter, else from the
-    configured ``default`` (``kpi.current``, ``kpi.baseline``), both against the request's
-    ``now``. An empty window is a KpiError."""
-    lo = instant(start, default.start, names[0], now)
-    hi = instant(end, default.end, names[1], now)
+    """The window [start, end) of a request: each end from its parameter (bare times in
+    ``tz``), else from the configured ``default`` (``kpi.current``, ``kpi.baseline``; bare
+    times in ``plant_tz``), both against the request's ``now``. An empty window is a
+    KpiError."""
+    lo = instant(start, default.start, names[0], now, tz if start is not None else plant_tz)
+    hi = instant(end, default.end, names[1], now, tz if end is not None else plant_tz)
     if hi <= lo:
         raise KpiError(f"the window is empty: {names[1]} ({hi.isoformat()}) is not after "
                        f"{names[0]} ({lo.isoformat()})")
     return lo, hi
 
 
-def window_out(start: datetime, end: datetime) -> dict[str, str | None]:
-    """A resolved window as the API records it: ISO 8601 UTC, exact to the microsecond."""
-    return {"from": iso(to_ns(start)), "to": iso(to_ns(end))}
+def window_out(start: datetime, end: datetime, tz: tzinfo | None = None) -> dict[str, str | None]:
+    """A resolved window as the API records it: ISO 8601 exact to the microsecond, UTC (or in
+    ``tz`` with its offset)."""
+    return {"from": iso(to_ns(start), tz=tz), "to": iso(to_ns(end), tz=tz)}

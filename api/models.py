@@ -34,8 +34,12 @@ class LatestOut(BaseModel):
         "value": 288.0, "text": None, "quality": "good"}]})
 
     path: str
-    ts: str | None = Field(description="sample time, ISO 8601 UTC")
+    ts: str | None = Field(description="sample time, ISO 8601 with its offset (UTC Z, or tz=)")
     value: float | None = Field(description="engineering value; null for a NaN or a text")
+    name: str | None = Field(default=None, description=(
+        "state, mode and channel_mode tags: the canonical name of the raw value (OPC 40001-1 / "
+        "OPC 40501, e.g. Executing), through the tag's enum as the KPIs read it; null for "
+        "other tags and for a raw value the enum does not map"))
     text: str | None = None
     quality: str = Field(description="good, uncertain, bad, ...")
 
@@ -57,10 +61,14 @@ class SamplesOut(BaseModel):
     truncated: bool = Field(description="the window holds more samples after the last of this "
                                         "answer: ask again from just after its last `ts`")
     ts: list[str | None] = Field(
-        description="sample time, ISO 8601 UTC: the source timestamp where the protocol has one"
+        description="sample time, ISO 8601 (UTC Z, or tz='s zone with its offset): the source "
+        "timestamp where the protocol has one"
         " (the time KPIs use)"
     )
     value: list[float | None]
+    name: list[str | None] | None = Field(default=None, description=(
+        "state, mode and channel_mode tags: the canonical name of each raw value (as `name` of "
+        "latest); null for other tags"))
     quality: list[int]
     server_ts: list[str | None] = Field(
         description="the server's timestamp (OPC UA ServerTimestamp); null when unknown"

@@ -24,7 +24,7 @@ from .mqtt import MqttDevice, mqtt_cross_check
 from .opcua import OpcUaDevice
 from .signals import ENUM_ROLES, SINGLE_ROLES, Role, canonical_names
 from .store import SqliteStoreSettings, StoreSettings
-from .times import Calendar, Instant, Window
+from .times import Calendar, Instant, Window, parse_instant
 
 
 class Asset(Model):
@@ -269,4 +269,13 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
     problems += modbus_cross_check(
         [(di, d) for di, d in enumerate(s.devices) if isinstance(d, ModbusDevice)]
     )
+    # a kpi window's time without an offset is a wall-clock time of the calendar's zone: one
+    # the clocks skip there names no instant
+    for wname in ("current", "baseline"):
+        w = getattr(s.kpi, wname)
+        for end in ("start", "end") if w is not None else ():
+            try:
+                parse_instant(getattr(w, end), tz=s.calendar.zone)
+            except ValueError as exc:
+                problems.append((f"kpi.{wname}.{end}", str(exc)))
     return problems

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from config.times import ALL_DAYS, Calendar, DailyRange
+from config.times import ALL_DAYS, Calendar, DailyRange, first_instant
 from config.times import epoch_ns as _ns
 
 I64 = npt.NDArray[np.int64]
@@ -22,24 +22,9 @@ _NS = 1_000_000_000
 
 
 def _local_ns(day: date, at: time, tz: ZoneInfo) -> int:
-    """The first instant at which the wall clock in ``tz`` reads ``day at`` (see the module)."""
-    early = datetime.combine(day, at, tz)  # fold=0: the earlier reading when read twice
-    late = early.replace(fold=1)
-    off0, off1 = early.utcoffset(), late.utcoffset()
-    assert off0 is not None and off1 is not None
-    if off0 >= off1:  # an ordinary time, or one read twice (fold=0 is the first reading)
-        return _ns(early)
-    # skipped: fold=0 reads it with the offset before the jump (too late), fold=1 with the one
-    # after (too early); the jump lies between. Find the first whole second of the new offset
-    # (tz transitions fall on whole seconds).
-    lo, hi = _ns(late) // _NS, _ns(early) // _NS  # offset(lo) is the old one, offset(hi) the new
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, tz).utcoffset() == off1:
-            hi = mid
-        else:
-            lo = mid
-    return hi * _NS
+    """The first instant at which the wall clock in ``tz`` reads ``day at`` (see the module;
+    ``config.times.first_instant`` holds the rule, shared with the API's bare dates)."""
+    return _ns(first_instant(day, at, tz))
 
 
 def _daily(ranges: list[DailyRange], tz: ZoneInfo, first: date, last: date) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -204,7 +205,9 @@ class Plant:
         now = now or datetime.now(UTC)
         self.now = now if now.tzinfo else now.replace(tzinfo=UTC)
         self.now_ns = datetime_ns(self.now)
-        self.improvement_at = parse_instant(self.simulation.improvement_at, self.now)
+        # a time without an offset is the plant's local time, as in kpi windows
+        self.improvement_at = parse_instant(self.simulation.improvement_at, self.now,
+                                            ZoneInfo(settings.calendar.timezone))
         self.clock = DayClock(settings.calendar)
         imp = datetime_ns(self.improvement_at)
         self.models: dict[str, MachineModel] = {

@@ -54,6 +54,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -258,10 +259,11 @@ def _sum(items: Iterable[Elements]) -> Elements:
     return total if total is not None else Elements(units=0)
 
 
-def _instant_ns(x: datetime | str | int, now: datetime) -> int:
+def _instant_ns(x: datetime | str | int, now: datetime, tz: ZoneInfo) -> int:
+    """``x`` in ns; a string without an offset is the plant's local time (as the API reads it)."""
     if isinstance(x, int):
         return x
-    return datetime_ns(parse_instant(x, now))
+    return datetime_ns(parse_instant(x, now, tz))
 
 
 def truth(
@@ -282,7 +284,8 @@ def truth(
     if plant is None:
         plant = Plant(settings, now=now)
     ref = plant.now
-    s_ns, e_ns = _instant_ns(start, ref), _instant_ns(end, ref)
+    tz = ZoneInfo(settings.calendar.timezone)
+    s_ns, e_ns = _instant_ns(start, ref, tz), _instant_ns(end, ref, tz)
     if e_ns <= s_ns:
         raise ValueError("truth window end must be after its start")
     per_asset = {a.path: asset_elements(plant, a.path, s_ns, e_ns, settings) for a in settings.assets}
@@ -312,7 +315,7 @@ def write_truth(
     w = settings.kpi.current if window == "current" else settings.kpi.baseline
     if w is None:
         raise ValueError(f"the configuration has no kpi.{window} window")
-    start, end = w.resolve(plant.now)
+    start, end = w.resolve(plant.now, ZoneInfo(settings.calendar.timezone))
     data = truth(settings, start, end, plant=plant)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)

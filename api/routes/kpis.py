@@ -18,10 +18,12 @@ from ..assessment import assess, resolve_windows
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
 from ..flight import json_body
 from ..kpi_models import DeltasOut, KpisOut
+from ..plant_time import DateQuery, ShiftQuery, Zones, ZonesDep, respond, shift_window
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
-_FROM = "ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a bare date is UTC midnight) or now-7d"
+_FROM = ("ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a date or time without an offset is the "
+         "plant's local time, calendar.timezone, or tz's) or now-7d")
 #: examples of the window parameters (relative instants resolve against the request's now)
 FROM_EXAMPLES = ["now-7d", "2026-12-01T00:00:00+08:00"]
 TO_EXAMPLES = ["now", "2026-12-08T00:00:00+08:00"]
@@ -40,6 +42,25 @@ def check_windows(settings: Settings, start: datetime, end: datetime, b_start: d
     check_window(settings, start, end)
     if b_start is not None and b_end is not None:
         check_window(settings, b_start, b_end, ("baseline_from", "baseline_to"))
+
+
+def assessment_windows(
+    settings: Settings, zones: Zones, now: datetime, *, from_: str | None, to: str | None,
+    baseline_from: str | None, baseline_to: str | None, shift: str | None, day: str | None,
+) -> tuple[datetime, datetime, datetime | None, datetime | None]:
+    """The resolved windows of a deltas or assessment request: the current one from
+    ``shift``/``date`` or ``from``/``to`` (bare times in the request's zone), else
+    kpi.current; the baseline from its parameters, else kpi.baseline (api.plant_time)."""
+    named = shift_window(settings, zones, shift, day, from_, to)
+    if named is not None:
+        from_, to = named[0].isoformat(), named[1].isoformat()
+    return resolve_windows(settings, from_=from_, to=to, baseline_from=baseline_from,
+                           baseline_to=baseline_to, now=now, tz=zones.inputs)
+
+
+def explicit(t: datetime | None) -> str | None:
+    """A resolved instant as a parameter that resolves to itself (with its offset)."""
+    return None if t is None else t.isoformat()
 
 
 @router.get(
@@ -64,6 +85,7 @@ async def get_kpis(
     runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
+    zones: ZonesDep,
     asset: Annotated[str | None, Query(description="asset path site/area/line/asset",
                                        examples=["demo/machining/line1/lathe-01"])] = None,
     line: Annotated[str | None, Query(description="line path site/area/line",
@@ -74,13 +96,20 @@ async def get_kpis(
     ] = None,
     to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
                                     examples=TO_EXAMPLES)] = None,
+    shift: ShiftQuery = None,
+    date: DateQuery = None,
 ) -> Response:
-    start, end = window(from_, to, settings.kpi.current, now)
+    named = shift_window(settings, zones, shift, date, from_, to)
+    if named is not None:
+        start, end = named
+    else:
+        start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs,
+                            plant_tz=zones.plant)
     check_window(settings, start, end)
     key = ("kpis", ALGORITHM_VERSION, service.fingerprint, to_ns(start), to_ns(end), asset, line)
     body = await runner.run(
         key, to_ns(end), lambda: json_body(service.kpis(start, end, asset=asset, line=line)))
-    return Response(body, media_type="application/json")
+    return await respond(body, zones)
 
 
 @router.get(
@@ -103,6 +132,7 @@ async def get_kpi_deltas(
     runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
+    zones: ZonesDep,
     from_: Annotated[
         str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current",
                           examples=FROM_EXAMPLES)
@@ -113,21 +143,23 @@ async def get_kpi_deltas(
                                                examples=BASELINE_FROM_EXAMPLES)] = None,
     baseline_to: Annotated[str | None, Query(description="default: kpi.baseline",
                                              examples=BASELINE_TO_EXAMPLES)] = None,
+    shift: ShiftQuery = None,
+    date: DateQuery = None,
 ) -> Response:
     if settings.kpi.baseline is None and (baseline_from is None or baseline_to is None):
         raise KpiError("deltas need a baseline: configure kpi.baseline or give baseline_from "
                        "and baseline_to")
     criteria = await asyncio.to_thread(load_tiers)  # a file read: not in the event loop
-    start, end, b_start, b_end = resolve_windows(
-        settings, from_=from_, to=to, baseline_from=baseline_from, baseline_to=baseline_to,
-        now=now)
+    start, end, b_start, b_end = assessment_windows(
+        settings, zones, now, from_=from_, to=to, baseline_from=baseline_from,
+        baseline_to=baseline_to, shift=shift, day=date)
     check_windows(settings, start, end, b_start, b_end)
     ends = [to_ns(t) for t in (start, end, b_start, b_end) if t is not None]
 
     def compute() -> bytes:
-        with service.snapshot():
-            result = assess(settings, service, criteria, from_=from_, to=to,
-                            baseline_from=baseline_from, baseline_to=baseline_to, now=now)
+        with service.snapshot():  # the windows as resolved above, offsets and all
+            result = assess(settings, service, criteria, from_=explicit(start), to=explicit(end),
+                            baseline_from=explicit(b_start), baseline_to=explicit(b_end), now=now)
         return json_body({
             "window": result["window"],
             "baseline_window": result["baseline_window"],
@@ -140,4 +172,4 @@ async def get_kpi_deltas(
 
     key = ("deltas", ALGORITHM_VERSION, service.fingerprint, criteria.version, *ends)
     body = await runner.run(key, max(ends), compute)
-    return Response(body, media_type="application/json")
+    return await respond(body, zones)

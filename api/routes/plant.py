@@ -18,7 +18,9 @@ from store.batch import TS_UNKNOWN
 from ..deps import GatewayDep, NowDep, SettingsDep, instant
 from ..gateway import Gateway
 from ..models import AssetOut, LatestOut, SamplesOut, TagOut
+from ..plant_time import ZonesDep
 from ..problems import BadParameter, echo
+from ..state_names import names_of
 
 router = APIRouter(prefix="/api/v1")
 
@@ -71,14 +73,21 @@ def get_tags(
     return [t for t in out if asset is None or t.asset == asset]
 
 
+def _names(g: Gateway, tid: int, values: list[float | None]) -> list[str | None] | None:
+    """Canonical state/mode names of ``values`` of tag ``tid`` (api.state_names)."""
+    return names_of(next((t for t in g.store.tags() if t.tag_id == tid), None), values)
+
+
 @router.get("/tags/{tag_path:path}/latest", tags=["tags"], summary="Latest sample of a tag")
-def get_tag_latest(g: GatewayDep, tag_path: TagPath) -> LatestOut:
+def get_tag_latest(g: GatewayDep, zones: ZonesDep, tag_path: TagPath) -> LatestOut:
     tid = _tag_id(g, tag_path)
     got = g.store.latest([tid]).get(tid)
     if got is None:
         return LatestOut(path=tag_path, ts=None, value=None, quality="no data")
+    value = _num(got.value)
     return LatestOut(
-        path=tag_path, ts=iso(got.ts_ns), value=_num(got.value), text=got.text,
+        path=tag_path, ts=iso(got.ts_ns, tz=zones.output), value=value,
+        name=(_names(g, tid, [value]) or [None])[0], text=got.text,
         quality=quality_name(got.quality),
     )
 
@@ -97,9 +106,11 @@ def get_tag_samples(
     g: GatewayDep,
     settings: SettingsDep,
     now: NowDep,
+    zones: ZonesDep,
     tag_path: TagPath,
-    from_: Annotated[str | None, Query(alias="from", description="ISO 8601 or now-1h",
-                                       examples=["now-1h", "2026-12-06T08:00:00+08:00"])] = None,
+    from_: Annotated[str | None, Query(alias="from", description=(
+        "ISO 8601 (without an offset: the plant's local time, or tz's) or now-1h"),
+        examples=["now-1h", "2026-12-06T08:00:00+08:00"])] = None,
     to: Annotated[str | None, Query(description="ISO 8601 or now",
                                     examples=["now", "2026-12-06T09:00:00+08:00"])] = None,
     limit: Annotated[int | None, Query(
@@ -113,19 +124,23 @@ def get_tag_samples(
     elif limit > top:
         raise BadParameter("limit", f"{limit} is more than api.max_samples ({top}): ask for "
                                     "fewer samples per request", limit=("api.max_samples", top))
-    start, end = instant(from_, "now-1h", "from", now), instant(to, "now", "to", now)
+    start = instant(from_, "now-1h", "from", now, zones.inputs)
+    end = instant(to, "now", "to", now, zones.inputs)
     page = g.store.read_page(tid, to_ns(start), to_ns(end), limit)
+    tz = zones.output
 
     def column(times: npt.NDArray[np.int64]) -> list[str | None]:
-        return [None if t == TS_UNKNOWN else iso(t) for t in times.tolist()]
+        return [None if t == TS_UNKNOWN else iso(t, tz=tz) for t in times.tolist()]
 
+    values = [None if math.isnan(v) else v for v in page.value.tolist()]
     return SamplesOut(
         path=tag_path,
-        window={"from": iso(to_ns(start)), "to": iso(to_ns(end))},
+        window={"from": iso(to_ns(start), tz=tz), "to": iso(to_ns(end), tz=tz)},
         count=len(page.ts_ns),
         truncated=page.more,
-        ts=[iso(int(t)) for t in page.ts_ns.tolist()],
-        value=[None if math.isnan(v) else v for v in page.value.tolist()],
+        ts=[iso(int(t), tz=tz) for t in page.ts_ns.tolist()],
+        value=values,
+        name=_names(g, tid, values),
         quality=page.quality.astype(int).tolist(),
         server_ts=column(page.server_ts),
         gateway_ts=column(page.gateway_ts),

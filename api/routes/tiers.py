@@ -12,10 +12,11 @@ from config.errors import NotFoundError
 from config.times import to_ns
 from kpi import ALGORITHM_VERSION
 
-from ..assessment import assess, resolve_windows
+from ..assessment import assess
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep
 from ..flight import json_body
 from ..kpi_models import AssessmentOut
+from ..plant_time import DateQuery, ShiftQuery, ZonesDep, respond
 from ..problems import echo
 from .kpis import (
     _SHARED,
@@ -23,7 +24,9 @@ from .kpis import (
     BASELINE_TO_EXAMPLES,
     FROM_EXAMPLES,
     TO_EXAMPLES,
+    assessment_windows,
     check_windows,
+    explicit,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["tiers"])
@@ -51,6 +54,7 @@ async def get_assessment(
     runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
+    zones: ZonesDep,
     tier: Annotated[str | None, Query(description="one tier (default: every tier)",
                                       examples=["basic"])] = None,
     from_: Annotated[
@@ -63,22 +67,25 @@ async def get_assessment(
                                                examples=BASELINE_FROM_EXAMPLES)] = None,
     baseline_to: Annotated[str | None, Query(description="default: kpi.baseline",
                                              examples=BASELINE_TO_EXAMPLES)] = None,
+    shift: ShiftQuery = None,
+    date: DateQuery = None,
 ) -> Response:
     criteria = await asyncio.to_thread(load_tiers)  # a file read: not in the event loop
     names = [t.name for t in criteria.tiers]
     if tier is not None and tier not in names:  # as assess says it, before any key is made
         raise NotFoundError(f"no tier {echo(tier)} in criteria {criteria.version}; tiers: {', '.join(names)}")
-    start, end, b_start, b_end = resolve_windows(
-        settings, from_=from_, to=to, baseline_from=baseline_from, baseline_to=baseline_to,
-        now=now)
+    start, end, b_start, b_end = assessment_windows(
+        settings, zones, now, from_=from_, to=to, baseline_from=baseline_from,
+        baseline_to=baseline_to, shift=shift, day=date)
     check_windows(settings, start, end, b_start, b_end)
     ends = [to_ns(t) for t in (start, end, b_start, b_end) if t is not None]
 
     def compute() -> bytes:
         with service.snapshot():  # the whole assessment in this one worker thread
-            return json_body(assess(settings, service, criteria, tier=tier, from_=from_, to=to,
-                                    baseline_from=baseline_from, baseline_to=baseline_to, now=now))
+            return json_body(assess(
+                settings, service, criteria, tier=tier, from_=explicit(start), to=explicit(end),
+                baseline_from=explicit(b_start), baseline_to=explicit(b_end), now=now))
 
     key = ("assessment", ALGORITHM_VERSION, service.fingerprint, criteria.version, tier, *ends)
     body = await runner.run(key, max(ends), compute)
-    return Response(body, media_type="application/json")
+    return await respond(body, zones)

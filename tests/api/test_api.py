@@ -119,3 +119,39 @@ def test_openapi_and_dashboard(demo: tuple[httpx.Client, Path]) -> None:
     assert "swagger" in client.get("/docs").text.lower()
     page = client.get("/")
     assert page.status_code == 200 and "/api/v1/kpis" in page.text
+
+
+#: canonical names of the raw values the demo's devices send (config/demo.yaml's enums): the
+#: Modbus CNC's native codes (Executing is 2 there, 3 in OPC 40001-1), OPC UA's canonical ones
+LIVE_NAMES = {
+    "demo/machining/line1/lathe-01/state":
+        {0.0: "NotAvailable", 1.0: "NotExecuting", 2.0: "Executing", 4.0: "OutOfService"},
+    "demo/machining/line1/lathe-01/channel_mode":
+        {0.0: "MDI", 1.0: "Automatic", 4.0: "Manual", 5.0: "Manual"},
+    "demo/assembly/line3/assembler-01/state":
+        {0.0: "NotAvailable", 1.0: "OutOfService", 2.0: "NotExecuting", 3.0: "Executing"},
+}
+
+
+def test_collected_states_carry_canonical_names(demo: tuple[httpx.Client, Path]) -> None:
+    """States and modes of a Modbus and an OPC UA machine as the demo collects them: `name`
+    is the canonical name of each raw value, in the last 10 minutes (the Modbus tags' first
+    poll at connect is always stored; the OPC UA subscription's values carry a gateway time,
+    the backfilled history's do not) and in latest (tests/api/test_plant_time.py checks the
+    stored history and tz=)."""
+    client, _ = demo
+
+    def collected() -> dict[str, dict[str, Any]] | None:
+        status = {d["name"]: d for d in client.get("/api/v1/collector/status").json()}
+        got = {p: client.get(f"/api/v1/tags/{p}/samples", params={"from": "now-10m"}).json()
+               for p in LIVE_NAMES}
+        opcua = got["demo/assembly/line3/assembler-01/state"]["gateway_ts"]
+        ok = status["line1-cnc"]["samples_stored"] > 0 and any(t is not None for t in opcua)
+        return got if ok else None
+
+    for path, s in wait_for(collected, 60, "collected state samples").items():
+        assert s["count"] > 0, path
+        assert s["name"] == [LIVE_NAMES[path].get(v) for v in s["value"]], (path, s)
+        assert all(n is not None for n, q in zip(s["name"], s["quality"], strict=True) if q == 0)
+        latest = client.get(f"/api/v1/tags/{path}/latest").json()
+        assert latest["name"] == LIVE_NAMES[path][latest["value"]], (path, latest)

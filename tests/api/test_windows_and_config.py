@@ -69,7 +69,8 @@ def test_fixed_dates_in_config_and_parameters(tmp_path: Path) -> None:
     }})
     w = get(settings, tmp_path, "/api/v1/kpis").json()["window"]
     assert w == {"from": "2026-10-31T16:00:00Z", "to": "2026-11-07T16:00:00Z"}
-    # a bare date is midnight UTC (as everywhere in tierproof); a parameter overrides one end
+    # a bare date is the local midnight of calendar.timezone (UTC here, the default); a
+    # parameter overrides one end (test_plant_time.py: other zones)
     w = get(settings, tmp_path, "/api/v1/kpis", {"from": "2026-11-05"}).json()["window"]
     assert w == {"from": "2026-11-05T00:00:00Z", "to": "2026-11-07T16:00:00Z"}
 

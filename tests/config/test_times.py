@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
-from config.times import NS_MAX, datetime_ns, epoch_ns, iso, to_ns, valid_ns
+from config.times import (
+    NS_MAX,
+    NonexistentTime,
+    datetime_ns,
+    epoch_ns,
+    iso,
+    parse_instant,
+    to_ns,
+    valid_ns,
+    zone,
+)
 
 S = 1_000_000_000
 
@@ -60,3 +71,36 @@ def test_iso_timespec() -> None:
 def test_valid_ns_masks_unknown_columns() -> None:
     ns = np.array([0, -1, 5, np.iinfo(np.int64).min], dtype=np.int64)
     assert valid_ns(ns).tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize(("text", "zone", "utc"), [
+    ("2026-12-05", "Asia/Shanghai", "2026-12-04T16:00:00Z"),  # a date: local midnight
+    ("2026-12-05T06:00", "Asia/Shanghai", "2026-12-04T22:00:00Z"),
+    ("2026-12-05T06:00:00Z", "Asia/Shanghai", "2026-12-05T06:00:00Z"),  # an offset wins
+    ("2026-10-25T02:30", "Europe/Berlin", "2026-10-25T00:30:00Z"),  # read twice: the earlier
+    ("2026-03-29", "Europe/Berlin", "2026-03-28T23:00:00Z"),
+    # Santiago skips midnight (2026-09-06 00:00 -> 01:00): the day starts at the jump
+    ("2026-09-06", "America/Santiago", "2026-09-06T04:00:00Z"),
+    ("2026-12-05", None, "2026-12-05T00:00:00Z"),  # no zone: UTC
+])
+def test_times_without_an_offset_are_local(text: str, zone: str | None, utc: str) -> None:
+    at = parse_instant(text, tz=None if zone is None else ZoneInfo(zone))
+    assert iso(to_ns(at)) == utc
+
+
+def test_a_skipped_local_time_is_refused_naming_the_jump() -> None:
+    with pytest.raises(NonexistentTime, match=r"2026-03-29T02:30:00 does not exist in "
+                                               r"Europe/Berlin: its clocks jump from 02:00:00 to 03:00:00"):
+        parse_instant("2026-03-29T02:30", tz=ZoneInfo("Europe/Berlin"))
+
+
+def test_iso_in_a_zone_carries_the_offset() -> None:
+    ns = to_ns(datetime(2026, 10, 25, 0, 30, tzinfo=UTC))
+    assert iso(ns, tz=ZoneInfo("Europe/Berlin")) == "2026-10-25T02:30:00+02:00"
+    assert iso(ns + 3600 * S, tz=ZoneInfo("Europe/Berlin")) == "2026-10-25T02:30:00+01:00"
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "America", "../etc/passwd", "a" * 300, "", "zone.tab"])
+def test_zone_refuses_what_is_not_a_zone_name(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown time zone"):
+        zone(name)
