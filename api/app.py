@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from config.settings import Settings
 from store.base import Store
 
+from .auth import check_keys, install_auth
 from .flight import KpiRunner
 from .gateway import Gateway
 from .problems import install_problem_handlers
@@ -49,6 +50,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # no key, no start (api.auth.required): before any collector or store opens
+        check_keys(settings, app.state.keys)
+        try:
+            async with _gateway_served(app):
+                yield
+        finally:
+            app.state.keys.flush()  # the keys' last use
+
+    @asynccontextmanager
+    async def _gateway_served(app: FastAPI) -> AsyncIterator[None]:
         async with Gateway(settings, store=store, collect=collect, isolate=isolate_collection) as gw:
             app.state.gateway = gw
             app.state.service = KpiService(settings, gw.store)
@@ -77,6 +88,8 @@ def create_app(
     app.state.settings = settings
     app.state.now_quantum_s = now_quantum_s
     install_problem_handlers(app)
+    # keys and scopes for every route, decided from method and path (api.auth)
+    app.state.keys = install_auth(app, settings)
     for router in ROUTERS:
         app.include_router(router)
     return app
