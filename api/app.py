@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from config.settings import Settings
 from store.base import Store
@@ -16,6 +16,7 @@ from .auth import check_keys, install_auth
 from .flight import KpiRunner
 from .gateway import Gateway
 from .problems import install_problem_handlers
+from .query import single_valued_query
 from .rollups import RollupMaintainer
 from .routes import ROUTERS
 from .service import KpiService
@@ -84,6 +85,7 @@ def create_app(
         version=VERSION,
         summary="Smart-factory KPIs with their evidence, from OPC UA / Modbus / MQTT telemetry",
         lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],  # ?asset=a&asset=b for one asset: a 422
     )
     app.state.settings = settings
     app.state.now_quantum_s = now_quantum_s

@@ -385,17 +385,23 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def presented_key(scope: Scope) -> str | None:
-    """The key of a request: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
-    key = _header(scope, b"x-api-key")
-    if key:
-        return key.strip()
+def presented_key(scope: Scope) -> tuple[str | None, str]:
+    """The key of a request -- ``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` --
+    or None and why: neither header, an Authorization header that is not ``Bearer <key>``,
+    or the two headers carrying different keys (every credential presented must hold)."""
+    key = (_header(scope, b"x-api-key") or "").strip() or None
     auth = _header(scope, b"authorization")
-    if auth:
+    if auth is not None:
         kind, _, value = auth.strip().partition(" ")
-        if kind.lower() == "bearer" and value.strip():
-            return value.strip()
-    return None
+        if kind.lower() != "bearer" or not value.strip():
+            return None, "the Authorization header is not 'Bearer <key>'"
+        if key is not None and value.strip() != key:
+            return None, "X-API-Key and Authorization: Bearer carry different keys"
+        key = value.strip()
+    if key is None:
+        return None, ("no API key: send one as 'X-API-Key: <key>' or 'Authorization: Bearer "
+                      "<key>' (`tierproof keys create` makes one)")
+    return key, ""
 
 
 class _Bucket:
@@ -441,11 +447,9 @@ class AuthMiddleware:
         if need is None:
             await self.app(scope, receive, send)
             return
-        key = presented_key(scope)
+        key, why = presented_key(scope)
         if key is None:
-            await self._deny(401, "no API key: send one as 'X-API-Key: <key>' or "
-                             "'Authorization: Bearer <key>' (`tierproof keys create` makes one)",
-                             scope, receive, send)
+            await self._deny(401, why, scope, receive, send)
             return
         who, why = self.ring.lookup(key)
         if who is None:

@@ -179,3 +179,11 @@ def demo_keys(log: Path, timeout: float = 90.0) -> dict[str, str]:
         return got
 
     return wait_for(found, timeout, "the demo's keys")  # type: ignore[no-any-return]
+
+
+def config_key_headers(config: Path, scope: str = "admin") -> dict[str, str]:
+    """``key_headers`` for the gateway a test runs with the configuration file ``config``
+    (``tierproof run|serve --config``): the key is in that file's keys file."""
+    from config.loader import load_settings
+
+    return key_headers(load_settings(config, store_only=True), scope)
