@@ -26,8 +26,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from fastapi.routing import APIRoute
-from starlette.routing import Mount
 
 from api.app import create_app
 from api.auth import ADMIN_PATHS, OPEN_PATHS, OPEN_PREFIXES, KeyFile, NoKeyError, keys_path
