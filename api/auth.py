@@ -306,7 +306,7 @@ class KeyRing:
         self._signature: tuple[int, int, int] | None = None
         self._loaded = False
         self._lock = threading.Lock()
-        self._used: dict[str, str] = {}
+        self._used: dict[str, int] = {}
         self._flushed = time.monotonic()
         self._bad_signature: tuple[int, int, int] | None = None
 
@@ -353,7 +353,7 @@ class KeyRing:
             if known is not None and hmac.compare_digest(known.sha256, digest):
                 if known.revoked is not None:
                     return None, f"API key {key_id} was revoked at {known.revoked}"
-                self._used[key_id] = _now_iso()
+                self._used[key_id] = time.time_ns()  # formatted when written (flush)
                 return known.principal, ""
         for k in self._configured:  # few: each compared, in constant time
             if hmac.compare_digest(k.sha256, digest):
@@ -368,7 +368,7 @@ class KeyRing:
         used, self._used = self._used, {}
         self._flushed = time.monotonic()
         try:
-            self.file.touch(used)
+            self.file.touch({k: iso(ns, timespec="seconds") or "" for k, ns in used.items()})
         except KeyFileError as exc:
             log.warning("could not record the API keys' last use: %s", exc)
 
