@@ -315,6 +315,12 @@ class KeyRing:
             st = self.file.path.stat()
         except FileNotFoundError:
             return None
+        except OSError as exc:  # e.g. the directory's permissions changed: keep what we have
+            if self._bad_signature != self._signature:
+                self._bad_signature = self._signature
+                log.error("keys file %s: cannot be checked (%s); the keys read before stay in "
+                          "force", self.file.path, exc.strerror or exc)
+            return self._signature
         return st.st_mtime_ns, st.st_size, st.st_ino
 
     def refresh(self, strict: bool = False) -> None:
