@@ -522,6 +522,8 @@ class HostAllowList:
 
 # --------------------------------------------------------------------------- app wiring
 
+_HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "options", "head", "patch",
+                                   "trace"})
 _AUTH_WHY: Final = {
     401: "No API key, or one that is unknown or revoked: send `X-API-Key: <key>` or "
          "`Authorization: Bearer <key>`",
@@ -549,6 +551,8 @@ def _install_openapi(app: FastAPI) -> None:
         })
         for path, item in schema.get("paths", {}).items():
             for method, op in item.items():
+                if method not in _HTTP_METHODS:  # a path item's `parameters`, `summary`
+                    continue
                 need = required_scope(method, path)
                 if need is None:
                     op["security"] = []
