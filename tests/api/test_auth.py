@@ -238,8 +238,23 @@ def tierproof(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def test_cli_create_list_revoke_reach_the_running_gateway(gw: tuple[Gateway, httpx.Client]) -> None:
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``tierproof ARGS`` in this process (as the console script runs it): code, stdout, stderr."""
+    from api.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_create_list_revoke_reach_the_running_gateway(
+        gw: tuple[Gateway, httpx.Client], capsys: pytest.CaptureFixture[str]) -> None:
     g, c = gw
+    # once as a user runs it: the key alone on stdout
     made = tierproof("keys", "create", "--config", str(g.cfg), "--scope", "write", "--name", "mes")
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
@@ -248,26 +263,26 @@ def test_cli_create_list_revoke_reach_the_running_gateway(gw: tuple[Gateway, htt
     assert f"created API key {key_id} (mes, scope write)" in made.stderr
     # the running gateway reads the changed file at the next request
     assert c.get("/api/v1/assets", headers={"X-API-Key": key}).status_code == 200
-    listed = tierproof("keys", "list", "--config", str(g.cfg))
-    assert listed.returncode == 0, listed.stderr
-    row = next(line for line in listed.stdout.splitlines() if key_id in line)
+    code, listed, _ = cli(capsys, "keys", "list", "--config", str(g.cfg))
+    assert code == 0
+    row = next(line for line in listed.splitlines() if key_id in line)
     assert re.search(rf"{key_id}\s+mes\s+write\s+20\d\d-", row) and row.rstrip().endswith("-")
-    assert key not in listed.stdout and key.split("_")[2] not in listed.stdout
-    revoked = next(line for line in listed.stdout.splitlines() if "test-revoked" in line)
+    assert key not in listed and key.split("_")[2] not in listed
+    revoked = next(line for line in listed.splitlines() if "test-revoked" in line)
     assert re.search(r"20\d\d-\S+$", revoked.strip())  # when it was revoked
 
-    gone = tierproof("keys", "revoke", key_id, "--config", str(g.cfg))
-    assert gone.returncode == 0 and f"revoked API key {key_id}" in gone.stdout, gone.stderr
+    code, out, _ = cli(capsys, "keys", "revoke", key_id, "--config", str(g.cfg))
+    assert code == 0 and f"revoked API key {key_id}" in out
     r = c.get("/api/v1/assets", headers={"X-API-Key": key})
     assert r.status_code == 401 and f"API key {key_id} was revoked" in r.json()["detail"]
-    again = tierproof("keys", "revoke", key_id, "--config", str(g.cfg))
-    assert again.returncode == 0 and "already revoked" in again.stdout
+    code, out, _ = cli(capsys, "keys", "revoke", key_id, "--config", str(g.cfg))
+    assert code == 0 and "already revoked" in out
 
-    unknown = tierproof("keys", "revoke", "feedf00d", "--config", str(g.cfg))
-    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
-    assert "no API key with id 'feedf00d'" in unknown.stderr and "keys list" in unknown.stderr
-    bad = tierproof("keys", "create", "--config", str(g.cfg), "--scope", "root", "--name", "x")
-    assert bad.returncode == 2 and "invalid choice: 'root'" in bad.stderr
+    code, _, err = cli(capsys, "keys", "revoke", "feedf00d", "--config", str(g.cfg))
+    assert code == 1 and err.count("\n") == 1
+    assert "no API key with id 'feedf00d'" in err and "keys list" in err
+    code, _, err = cli(capsys, "keys", "create", "--config", str(g.cfg), "--scope", "root", "--name", "x")
+    assert code == 2 and "invalid choice: 'root'" in err
 
 
 def test_no_key_no_start(tmp_path: Path) -> None:
