@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
@@ -17,11 +17,13 @@ from pydantic import BaseModel
 from config.settings import Settings
 from store.base import Store
 
+from .auth import check_keys, install_auth
 from .declared import DeclaredEvidence
 from .flight import KpiRunner
 from .gateway import Gateway
 from .metrics import install_metrics
 from .problems import install_problem_handlers
+from .query import single_valued_query
 from .rollups import RollupMaintainer
 from .routes import ROUTERS
 from .service import KpiService
@@ -94,6 +96,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # no key, no start (api.auth.required): before any collector or store opens
+        check_keys(settings, app.state.keys)
+        try:
+            async with _gateway_served(app):
+                yield
+        finally:
+            app.state.keys.flush()  # the keys' last use
+
+    @asynccontextmanager
+    async def _gateway_served(app: FastAPI) -> AsyncIterator[None]:
         # the declared items supplied through the API in place of the file's (api.declared)
         declared = app.state.declared = DeclaredEvidence.open(settings)
         app.state.settings = declared.settings
@@ -129,10 +141,13 @@ def create_app(
         generate_unique_id_function=operation_id,
         # operation ids shown beside each operation: the names a generated client gives its calls
         swagger_ui_parameters={"displayOperationId": True},
+        dependencies=[Depends(single_valued_query)],  # ?asset=a&asset=b for one asset: a 422
     )
     app.state.settings = settings
     app.state.now_quantum_s = now_quantum_s
     install_problem_handlers(app)
+    # keys and scopes for every route, decided from method and path (api.auth)
+    app.state.keys = install_auth(app, settings)
     for router in ROUTERS:
         app.include_router(router)
     install_examples(app, (r for router in ROUTERS for r in router.routes))

@@ -45,6 +45,7 @@ examples:
   tierproof spool list --config plant.yaml   batches waiting for InfluxDB, and refused ones
   tierproof store verify --config plant.yaml  check every stored chunk of the embedded store
   tierproof rollups status --config plant.yaml   hourly roll-ups: rows, hours missing
+  tierproof keys create --config plant.yaml --scope read --name mes   an API key (shown once)
 
 exit codes:
   0  success
@@ -103,10 +104,46 @@ def _uvicorn_server(app: object, host: str, port: int) -> Any:
     api = app.state.settings.api  # type: ignore[attr-defined]
     protocol = bounded_protocol(connection_limit(api.max_connections, raise_fd_limit()),
                                 api.header_timeout_s)
+    tls = api.tls
+    if tls is not None:
+        _check_tls(tls.cert, tls.key)
     # open HTTP connections get 5 s to finish: a hanging client cannot hold up the stop
     return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",  # type: ignore[arg-type]
                                  timeout_graceful_shutdown=5, lifespan="off", http=protocol,
-                                 timeout_keep_alive=api.keep_alive_s, backlog=BACKLOG))
+                                 timeout_keep_alive=api.keep_alive_s, backlog=BACKLOG,
+                                 ssl_certfile=tls.cert if tls else None,
+                                 ssl_keyfile=tls.key if tls else None))
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """api.tls's files make a TLS server context, or a StartFailure naming them and why
+    (uvicorn would fail later, inside the server task, with a bare ssl error)."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise StartFailure(f"api.tls: cert {cert} with key {key} cannot be used: {reason}") from exc
+
+
+def _scheme(settings: Settings) -> str:
+    return "https" if settings.api.tls is not None else "http"
+
+
+def _warn_open(settings: Settings, host: str) -> None:
+    """api.auth.required false on an address other machines reach: said at start."""
+    import ipaddress
+
+    if settings.api.auth.required:
+        return
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning("api.auth.required is false and the API listens on %s: anyone who reaches "
+                    "this address reads the plant's data without a key", host)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -135,6 +172,8 @@ async def _serve(app: Any, host: str, port: int, duration: float | None,
     the socket :func:`_listen` bound earlier (default: bound here, before anything starts)."""
     sock = sock if sock is not None else _listen(host, port)
     from .serving import limit_loop_errors
+
+    _warn_open(app.state.settings, host)
 
     limit_loop_errors(asyncio.get_running_loop())  # an accept() flood of EMFILE: not a log flood
     try:
@@ -268,6 +307,7 @@ async def _demo(args: argparse.Namespace) -> int:
     for suffix in ("", "-wal", "-shm"):  # the demo starts from a fresh history every time
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     settings = _with_store_path(settings, db)
+    read_key, admin_key = _demo_keys(settings)
     now = datetime.now(UTC)
     print(f"tierproof demo: {len(settings.assets)} simulated machines, store {db}", flush=True)
     plant = Plant(settings, now=now)
@@ -286,8 +326,10 @@ async def _demo(args: argparse.Namespace) -> int:
             for line in running.describe():
                 print(f"  {line}", flush=True)
             app = create_app(settings, store=store)
-            url = f"http://{args.host}:{args.port}"
-            print(f"  dashboard  {url}/\n  API docs   {url}/docs\n  KPIs       {url}/api/v1/kpis\n"
+            url = f"{_scheme(settings)}://{args.host}:{args.port}"
+            print(f"  read key   {read_key}\n  admin key  {admin_key}\n"
+                  f"  dashboard  {url}/#key={read_key}\n  API docs   {url}/docs\n"
+                  f"  KPIs       curl -H 'X-API-Key: {read_key}' {url}/api/v1/kpis\n"
                   f"  tiers      {url}/api/v1/tiers/assessment?tier=excellence", flush=True)
             if (example := last_worked(settings, now)) is not None:  # dates are plant-local
                 print(f"  shift KPIs {url}/api/v1/kpis?shift={quote(example[0])}&date="
@@ -301,6 +343,23 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the names of the keys the demo makes; replaced at every start, like its history
+DEMO_KEYS = ("demo-read", "demo-admin")
+
+
+def _demo_keys(settings: Settings) -> tuple[str, str]:
+    """A read key and an admin key for the demo (its earlier ones deleted; keys of other
+    names in the same file are kept)."""
+    from .auth import KeyFile, KeyFileError, keys_path
+
+    keys = KeyFile(keys_path(settings))
+    try:
+        keys.remove(set(DEMO_KEYS))
+        return keys.create(DEMO_KEYS[0], "read")[1], keys.create(DEMO_KEYS[1], "admin")[1]
+    except KeyFileError as exc:
+        raise StartFailure(str(exc)) from exc
+
+
 async def _run(args: argparse.Namespace) -> int:
     from .app import create_app
 
@@ -312,7 +371,7 @@ async def _run(args: argparse.Namespace) -> int:
     # gateways write and writes none (it would not know when their data change)
     app = create_app(settings, rollups_maintain=bool(settings.devices))
     print(f"tierproof: {len(settings.devices)} devices, {len(settings.assets)} assets, "
-          f"API on http://{host}:{port}", flush=True)
+          f"API on {_scheme(settings)}://{host}:{port}", flush=True)
     await _serve(app, host, port, args.duration)
     return 0
 
@@ -334,7 +393,7 @@ async def _serve_stored(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings, store=store, collect=False, rollups_maintain=False)
         print(f"tierproof serve: {len(settings.assets)} assets from the {settings.store.type} "
-              f"store, no collectors; API on http://{host}:{port}", flush=True)
+              f"store, no collectors; API on {_scheme(settings)}://{host}:{port}", flush=True)
         await _serve(app, host, port, args.duration, sock)
     finally:
         store.close()
@@ -679,6 +738,68 @@ def _store(args: argparse.Namespace) -> int:
     return EXIT_FAILED if got.damage else 0
 
 
+def _add_keys(sub: Any) -> None:
+    """The ``keys`` command and its actions."""
+    k = sub.add_parser(
+        "keys", help="create, list and revoke API keys",
+        description="API keys are kept hashed (SHA-256) in the keys file: api.auth.keys_file, "
+        "by default api_keys.json beside the store's file. A key is shown once, when created. "
+        "Scopes: read (GET), write (and every other method), admin (everything). Safe while "
+        "the gateway runs: it reads the file again when it changes (docs/api.md#authentication).")
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kc = ksub.add_parser("create", help="make a key and print it (once)",
+                         description="Prints the key alone on stdout (KEY=$(tierproof keys "
+                         "create ...)), and what it is on stderr.")
+    kc.add_argument("--config", required=True, help="the gateway's configuration file")
+    kc.add_argument("--scope", required=True, choices=["read", "write", "admin"])
+    kc.add_argument("--name", required=True, help="who or what uses it (e.g. mes, grafana)")
+    kl = ksub.add_parser("list", help="id, name, scope, created, last used, revoked (never the key)")
+    kl.add_argument("--config", required=True, help="the gateway's configuration file")
+    kr = ksub.add_parser("revoke", help="revoke a key for good (the next request with it is a 401)")
+    kr.add_argument("id", help="the key's id (from keys list; the 8 hex digits after tp_)")
+    kr.add_argument("--config", required=True, help="the gateway's configuration file")
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .auth import KeyFile, KeyFileError, keys_path
+
+    settings = load_settings(args.config, store_only=True)
+    keys = KeyFile(keys_path(settings))
+    try:
+        if args.keys_command == "create":
+            name = args.name.strip()
+            if not name or len(name) > 64 or not name.isprintable():
+                raise ConfigError(f"--name {name!r}: 1 to 64 printable characters")
+            rec, key = keys.create(name, args.scope)
+            print(key, flush=True)
+            print(f"created API key {rec.id} ({rec.name}, scope {rec.scope}) in {keys.path}; it "
+                  "is shown only now (the file keeps its SHA-256): send it as 'X-API-Key: <key>' "
+                  "or 'Authorization: Bearer <key>'", file=sys.stderr)
+            return 0
+        if args.keys_command == "revoke":
+            rec, now = keys.revoke(args.id)
+            print(f"{'revoked' if now else 'already revoked:'} API key {rec.id} ({rec.name}, "
+                  f"scope {rec.scope}) at {rec.revoked}")
+            return 0
+        records = keys.load()
+    except KeyFileError as exc:
+        if args.keys_command == "revoke" and "no API key with id" in str(exc):
+            raise TierproofError(str(exc)) from exc
+        raise StartFailure(str(exc)) from exc
+    configured = settings.api.auth.keys
+    print(f"keys file {keys.path}: {len(records)} keys "
+          f"({sum(r.revoked is None for r in records)} in force)"
+          + (f"; {len(configured)} more in the configuration (api.auth.keys)" if configured else ""))
+    rows: list[tuple[str, ...]] = [("id", "name", "scope", "created", "last used", "revoked")]
+    rows += [(r.id, r.name, r.scope, r.created, r.last_used or "-", r.revoked or "-")
+             for r in records]
+    rows += [(f"config:{c.name}", c.name, c.scope, "-", "-", "-") for c in configured]
+    if len(rows) > 1:
+        for line in _columns(rows):
+            print(f"  {line}".rstrip())
+    return 0
+
+
 def _instant_arg(text: str) -> str:
     """An option's instant, checked when the options are read (a usage error, exit code 2)."""
     try:
@@ -784,6 +905,7 @@ def parser() -> argparse.ArgumentParser:
 
     _add_spool(sub)
     _add_store(sub)
+    _add_keys(sub)
     return p
 
 
@@ -818,6 +940,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _assess(args)
     if args.command == "rollups":
         return _rollups(args)
+    if args.command == "keys":
+        return _keys(args)
     runner = {"demo": _demo, "run": _run, "serve": _serve_stored,
               "simulate": _simulate}[args.command]
     return asyncio.run(_until_stopped(runner, args))

@@ -10,10 +10,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the API key the benchmarks' clients send: the API runs with its keys on, as deployed (the
+#: key is given in the configuration the benchmark writes, ``api.auth.keys``)
+BENCH_KEY = "bench-key-" + "0123456789abcdef" * 2
+HEADERS = {"X-API-Key": BENCH_KEY}
+
+
+def with_key(data: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's data with :data:`BENCH_KEY` among its API keys."""
+    api = data.setdefault("api", {})
+    api["auth"] = {**api.get("auth", {}), "keys": [{"name": "bench", "scope": "read", "key": BENCH_KEY}]}
+    return data
 
 
 def free_port() -> int:

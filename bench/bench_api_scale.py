@@ -49,7 +49,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api_server import served  # noqa: E402  (bench/, beside this file)
+from api_server import HEADERS, served, with_key  # noqa: E402  (bench/, beside this file)
 
 from api.gateway import tag_records  # noqa: E402
 from api.rollups import RollupMaintainer  # noqa: E402
@@ -82,7 +82,7 @@ def prepare(tmp: Path, machines: int, days: int, now: datetime) -> tuple[Path, d
     data["kpi"]["rollups"] = False  # the raw mode (roll-ups are on by default)
     settings = Settings.model_validate(data)
     cfg = tmp / "plant.yaml"
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg.write_text(yaml.safe_dump(with_key(data), sort_keys=False))
     t0 = time.perf_counter()
     points = 0
     with SqliteStore(tmp / "store.db") as store:
@@ -133,7 +133,7 @@ async def load(port: int, pick: Callable[[], Request], clients: int, seconds: fl
             if not ok:
                 errors[kind] += 1
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120,
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=HEADERS,
                                  limits=httpx.Limits(max_connections=clients)) as c:
         await asyncio.gather(*(client(c) for _ in range(clients)))
     elapsed = time.monotonic() - start
@@ -158,7 +158,7 @@ def cpu_s(pid: int) -> float:
 def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with served(SERVER, cfg) as (proc, port):
-        paths = [t["path"] for t in httpx.get(f"http://127.0.0.1:{port}/api/v1/tags").json()]
+        paths = [t["path"] for t in httpx.get(f"http://127.0.0.1:{port}/api/v1/tags", headers=HEADERS).json()]
         rng = random.Random(12)
         latest: list[Request] = [("tag latest", f"/api/v1/tags/{p}/latest", {}) for p in paths]
         kinds: list[Request] = [v for v in cases.values() if v is not None]

@@ -42,6 +42,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from api_server import HEADERS, with_key  # (bench/, beside this file)
+
 from api.gateway import tag_records
 from config import shipped_config
 from config.loader import load_settings
@@ -70,7 +72,7 @@ def config(tmp: Path, days: float, old: bool) -> tuple[Path, dict[str, Any]]:
     if not old:
         data["api"].update(max_connections=200, header_timeout_s=2.0, keep_alive_s=2.0)
     cfg = tmp / "plant.yaml"
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg.write_text(yaml.safe_dump(with_key(data), sort_keys=False))
     return cfg, data
 
 
@@ -118,18 +120,18 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                st = httpx.get(f"{base}/api/v1/collector/status", timeout=5).json()
+                st = httpx.get(f"{base}/api/v1/collector/status", timeout=5, headers=HEADERS).json()
                 if all(d["state"] == "connected" for d in st) and st:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         time.sleep(3)
-        tags = httpx.get(f"{base}/api/v1/tags", timeout=10).json()
+        tags = httpx.get(f"{base}/api/v1/tags", timeout=10, headers=HEADERS).json()
         raw_path = next(t["path"] for t in tags if t["path"].endswith("/energy_kwh"))
 
         def loop(kind: str, url: str) -> None:
-            with httpx.Client(base_url=base, timeout=120) as c:
+            with httpx.Client(base_url=base, timeout=120, headers=HEADERS) as c:
                 n = 0
                 while not stop.is_set():
                     t = time.monotonic()

@@ -35,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api_server import served  # noqa: E402  (bench/, beside this file)
+from api_server import HEADERS, served, with_key  # noqa: E402  (bench/, beside this file)
 
 from api.cli import backfill  # noqa: E402
 from api.gateway import tag_records  # noqa: E402
@@ -61,7 +61,7 @@ def prepare(tmp: Path, days: float) -> Path:
     data["store"] = {"type": "sqlite", "path": str(tmp / "demo.db")}
     data["simulation"]["history_days"] = days
     cfg = tmp / "demo.yaml"
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg.write_text(yaml.safe_dump(with_key(data), sort_keys=False))
     settings = load_settings(cfg)
     now = datetime.now(UTC)
     with SqliteStore(tmp / "demo.db") as store:
@@ -85,7 +85,7 @@ async def poll(port: int, params: dict[str, str], clients: int,
             r.raise_for_status()
             latencies.append(time.perf_counter() - t0)
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600,
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600, headers=HEADERS,
                                  limits=httpx.Limits(max_connections=clients)) as c:
         await asyncio.gather(*(client(c) for _ in range(clients)))
     return latencies, time.monotonic() - start

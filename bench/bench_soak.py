@@ -41,6 +41,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from api_server import HEADERS, with_key  # noqa: E402  (bench/, beside this file)
+
 from config import shipped_config  # noqa: E402
 
 _MB = 2**20
@@ -63,7 +65,7 @@ def soak_config(src: Path, tmp: Path, days: float) -> Path:
             d["endpoint"] = re.sub(r":\d+/", f":{free_port()}/", d["endpoint"], count=1)
     data["simulation"]["history_days"] = days
     out = tmp / "soak.yaml"
-    out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    out.write_text(yaml.safe_dump(with_key(data), sort_keys=False), encoding="utf-8")
     return out
 
 
@@ -126,7 +128,7 @@ class Load:
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=self.base, timeout=60, headers=HEADERS) as client:
             tasks = []
             for i in range(self.clients):
                 phase = 2.0 * i / self.clients  # spread the clients over the 2 s period
@@ -153,7 +155,7 @@ async def soak(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 600
-            async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+            async with httpx.AsyncClient(base_url=base, timeout=10, headers=HEADERS) as c:
                 while True:
                     try:
                         if (await c.get("/api/v1/health")).status_code in (200, 503):

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from .api_auth import ApiAuthSettings, ApiCorsSettings, ApiTlsSettings
 from .base import ASSET_PATH, DeviceBase, Model, TagBase
 from .bounds import Port, Timeout_s
 from .declared import Declared
@@ -113,6 +114,29 @@ class ApiSettings(Model):
     )
     keep_alive_s: Timeout_s = Field(
         default=5.0, description="an idle keep-alive connection is closed after this long"
+    )
+    auth: ApiAuthSettings = Field(default_factory=ApiAuthSettings,
+                                  description="API keys and scopes (docs/api.md#authentication)")
+    tls: ApiTlsSettings | None = Field(default=None, description="HTTPS: cert and key files")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["*"], min_length=1,
+        description=(
+            "Host header values the API answers (`gateway.plant.local`, `*.plant.local`, "
+            "`127.0.0.1`); any other is a 400 problem: a DNS-rebinding page cannot reach the "
+            "API through a name of its own. `*`: any"
+        ),
+    )
+    cors: ApiCorsSettings = Field(default_factory=ApiCorsSettings)
+    rate_limit_per_s: float | None = Field(
+        default=None, gt=0, le=1_000_000,
+        description=(
+            "requests per second each API key may make on average (a token bucket of "
+            "rate_limit_burst requests); over it a 429 problem with Retry-After. None: no limit"
+        ),
+    )
+    rate_limit_burst: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="requests a key may make at once (default: rate_limit_per_s, at least 1)",
     )
 
 

@@ -147,3 +147,43 @@ def flip_on_disk(path: Path, ts_ns: int) -> int:
         at = data.find(needle, at + 1)
     path.write_bytes(bytes(data))
     return hits
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def api_key(settings: Any, scope: str = "admin", name: str = "tests") -> str:
+    """A new API key of ``scope`` in the keys file of ``settings`` (api.auth: beside the
+    store's file): what a test of an app it builds sends (``key_headers``)."""
+    from api.auth import KeyFile, keys_path
+
+    path = keys_path(settings).resolve()
+    # a test's store lives under its tmp_path; a key file in the repository is a test's mistake
+    assert not path.is_relative_to(REPO), f"keys file {path} inside the repository"
+    return KeyFile(path).create(name, scope)[1]  # type: ignore[arg-type]
+
+
+def key_headers(settings: Any, scope: str = "admin") -> dict[str, str]:
+    """``{"X-API-Key": <new key>}`` for an app built for ``settings`` (``api_key``)."""
+    return {"X-API-Key": api_key(settings, scope)}
+
+
+def demo_keys(log: Path, timeout: float = 90.0) -> dict[str, str]:
+    """The read and admin keys that ``tierproof demo`` printed into its log ``log``."""
+    import re
+
+    def found() -> dict[str, str]:
+        text = log.read_text(errors="replace")
+        got = dict(re.findall(r"^\s*(read|admin) key\s+(tp_\S+)", text, re.M))
+        assert {"read", "admin"} <= got.keys(), "the demo has not printed its keys yet"
+        return got
+
+    return wait_for(found, timeout, "the demo's keys")  # type: ignore[no-any-return]
+
+
+def config_key_headers(config: Path, scope: str = "admin") -> dict[str, str]:
+    """``key_headers`` for the gateway a test runs with the configuration file ``config``
+    (``tierproof run|serve --config``): the key is in that file's keys file."""
+    from config.loader import load_settings
+
+    return key_headers(load_settings(config, store_only=True), scope)

@@ -1,5 +1,6 @@
 """The demo command as a fixture: simulated plant -> Modbus -> collectors -> SQLite -> KPIs
--> API, started as a subprocess on free ports, shared by the API and dashboard tests."""
+-> API, started as a subprocess on free ports, shared by the API and dashboard tests; its
+client sends the admin key the demo printed."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from config import shipped_config
-from tests.helpers import free_port, on_free_ports, wait_for
+from tests.helpers import demo_keys, free_port, on_free_ports, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clien
     try:
         wait_for(lambda: proc.poll() is None and client.get("/api/v1/health").status_code == 200,
               90, "the demo's API to answer")
+        # the admin key the demo printed: every test of the shared demo sends it
+        client.headers["X-API-Key"] = demo_keys(tmp / "demo.log")["admin"]
         yield client, cfg
     finally:
         client.close()

@@ -3,6 +3,7 @@ collectors -> SQLite -> KPIs -> API) started as a subprocess on free ports."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from config import load_settings
-from tests.helpers import wait_for
+from tests.helpers import demo_keys, wait_for
 
 PROBLEM = "application/problem+json"
 
@@ -155,3 +156,24 @@ def test_collected_states_carry_canonical_names(demo: tuple[httpx.Client, Path])
         assert all(n is not None for n, q in zip(s["name"], s["quality"], strict=True) if q == 0)
         latest = client.get(f"/api/v1/tags/{path}/latest").json()
         assert latest["name"] == LIVE_NAMES[path][latest["value"]], (path, latest)
+
+
+def test_the_demo_prints_a_read_and_an_admin_key(demo: tuple[httpx.Client, Path]) -> None:
+    """``tierproof demo`` prints lines with "read key" and "admin key", and the dashboard's URL
+    with the read key in its fragment; the keys work with their scopes, and no key is a 401."""
+    client, cfg = demo
+    log = (cfg.parent / "demo.log").read_text()
+    keys = demo_keys(cfg.parent / "demo.log")
+    assert f"/#key={keys['read']}" in log
+    url = str(client.base_url)
+    read, admin = {"X-API-Key": keys["read"]}, {"X-API-Key": keys["admin"]}
+    assert httpx.get(f"{url}/api/v1/assets", headers=read).status_code == 200
+    assert httpx.get(f"{url}/api/v1/assets").status_code == 401
+    r = httpx.get(f"{url}/api/v1/config", headers=read)
+    assert r.status_code == 403 and r.json()["needed_scope"] == "admin"
+    assert httpx.get(f"{url}/api/v1/config", headers=admin).status_code == 200
+    # the keys file beside the demo's store holds the two demo keys, hashed
+    stored = json.loads((cfg.parent / "data" / "api_keys.json").read_text())
+    assert sorted((k["name"], k["scope"]) for k in stored["keys"]) == [
+        ("demo-admin", "admin"), ("demo-read", "read")]
+    assert keys["read"] not in json.dumps(stored) and keys["admin"] not in json.dumps(stored)

@@ -27,7 +27,7 @@ from config.settings import Settings
 from config.times import iso, to_ns
 from simulators import Plant
 from store.sqlite import SqliteStore
-from tests.helpers import one_week_demo
+from tests.helpers import key_headers, one_week_demo
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 IMPROVED = NOW - timedelta(days=7)  # the demo's improvement_at (now-7d)
@@ -82,9 +82,10 @@ class Client:
 
     def get(self, url: str, params: dict[str, str] | None = None) -> httpx.Response:
         async def run() -> httpx.Response:
+            headers = key_headers(self.settings)  # api.auth: every test sends a key
             app = create_app(self.settings, collect=False)
             async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+                transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
             ) as c:
                 return await c.get(url, params=params)
 

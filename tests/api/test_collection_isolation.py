@@ -42,7 +42,7 @@ from config import shipped_config
 from config.loader import load_settings
 from simulators import Plant, serve_devices
 from store import SqliteStore
-from tests.helpers import free_port, on_free_ports, wait_for
+from tests.helpers import config_key_headers, free_port, on_free_ports, wait_for
 
 NS = 1_000_000_000
 POLL_S = 1.0
@@ -105,8 +105,8 @@ def _gateway_limits() -> None:  # in the child, before exec: the finding's file 
 class Flood:
     """Heavy KPI requests, raw reads and idle connections against one API, in threads."""
 
-    def __init__(self, base: str, raw_path: str) -> None:
-        self.base, self.raw_path = base, raw_path
+    def __init__(self, base: str, raw_path: str, headers: dict[str, str]) -> None:
+        self.base, self.raw_path, self.headers = base, raw_path, headers
         self.stop = threading.Event()
         self.answers: dict[str, int] = {}
         self.failures = 0
@@ -114,7 +114,7 @@ class Flood:
         self._lock = threading.Lock()
 
     def _loop(self, url: str) -> None:
-        with httpx.Client(base_url=self.base, timeout=60) as c:
+        with httpx.Client(base_url=self.base, timeout=60, headers=self.headers) as c:
             while not self.stop.is_set():
                 try:
                     r = c.get(url)
@@ -169,12 +169,13 @@ def test_api_flood_neither_delays_polls_nor_hides_a_stall(
     port = data["api"]["port"]
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "run.log"
+    headers = config_key_headers(cfg)  # api.auth: the gateway starts with a key, clients send it
     with log.open("w") as out:
         gw = subprocess.Popen([sys.executable, "-m", "api.cli", "run", "--config", str(cfg)],
                               stdout=out, stderr=subprocess.STDOUT, preexec_fn=_gateway_limits)
     flood: Flood | None = None
     try:
-        with httpx.Client(base_url=base, timeout=10) as c:
+        with httpx.Client(base_url=base, timeout=10, headers=headers) as c:
             def connected() -> bool:
                 st = c.get("/api/v1/collector/status").json()
                 return len(st) == len(data["devices"]) and all(
@@ -184,7 +185,7 @@ def test_api_flood_neither_delays_polls_nor_hides_a_stall(
             time.sleep(2 * POLL_S)
             tags = c.get("/api/v1/tags").json()
             raw_path = next(t["path"] for t in tags if t["path"].endswith("/energy_kwh"))
-        flood = Flood(base, raw_path)
+        flood = Flood(base, raw_path, headers)
         t0 = time.time_ns()
         threads = flood.threads()
         for t in threads:
@@ -203,7 +204,7 @@ def test_api_flood_neither_delays_polls_nor_hides_a_stall(
             left_open = len(flood.idle) - flood.closed_by_server()
         for t in threads:
             t.join(timeout=90)
-        with httpx.Client(base_url=base, timeout=10) as c:  # the API is back
+        with httpx.Client(base_url=base, timeout=10, headers=headers) as c:  # the API is back
             assert wait_for(lambda: c.get("/api/v1/collector/status").status_code == 200, 30,
                             "the API to answer after the flood")
     finally:

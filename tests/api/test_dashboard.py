@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from config import load_settings
+from tests.helpers import demo_keys
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -33,7 +34,10 @@ def test_dashboard_renders_kpis_and_collectors(demo: tuple[httpx.Client, Path], 
     client, cfg = demo
     settings = load_settings(cfg)
     shot = tmp_path / "dashboard.png"
-    dom = render(str(client.base_url) + "/", tmp_path / "profile", shot)
+    # the URL the demo prints: its read key in the fragment, which the page sends as X-API-Key
+    read_key = demo_keys(cfg.parent / "demo.log")["read"]
+    dom = render(f"{client.base_url}/#key={read_key}", tmp_path / "profile", shot)
+    assert re.search(r'<form id="keyform" hidden="">', dom), "the page asked for a key it had"
     assert re.search(r'<span id="err"></span>', dom), "the page reported an error"
     for a in settings.assets:
         row = re.search(rf'<tr class="asset" data-path="{re.escape(a.path)}">(.*?)</tr>', dom, re.S)
@@ -47,3 +51,14 @@ def test_dashboard_renders_kpis_and_collectors(demo: tuple[httpx.Client, Path], 
     store = re.search(r'<table id="store">.*?<tbody><tr><td>(\w+)</td><td>(\d+)</td>', dom, re.S)
     assert store and store.group(1) == "sqlite" and int(store.group(2)) > 0, dom[-2000:]
     assert shot.stat().st_size > 10_000  # a real picture was drawn
+
+
+def test_dashboard_without_a_key_asks_for_one(demo: tuple[httpx.Client, Path], tmp_path: Path) -> None:
+    """A new browser (no key stored) without a key in the URL: the API answers 401, and the
+    page shows its key prompt instead of data."""
+    client, _ = demo
+    dom = render(f"{client.base_url}/", tmp_path / "fresh-profile")
+    form = re.search(r'<form id="keyform"([^>]*)>', dom)
+    assert form and "hidden" not in form.group(1), dom[:3000]
+    assert "no API key" in dom
+    assert not re.search(r'<tr class="asset"', dom)

@@ -13,7 +13,7 @@ from asyncua import Server, ua
 from api.app import create_app
 from config import settings_from_dict
 from store import SqliteStore
-from tests.helpers import free_port
+from tests.helpers import free_port, key_headers
 
 URI = "urn:tierproof:test:discovered"
 ASSET = "s/a/l/m1"
@@ -38,10 +38,11 @@ async def test_discovered_tag_has_latest_and_samples(tmp_path: Path) -> None:
     path = f"{ASSET}/m1.Temperature"
     async with server:
         store = SqliteStore(tmp_path / "api.db")
+        headers = key_headers(settings)  # api.auth: every test sends a key
         app = create_app(settings, store=store)
         try:
             async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+                transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
             ) as c:
                 latest: dict[str, object] = {}
                 for _ in range(300):  # until the rule ran and the first value was written

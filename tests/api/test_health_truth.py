@@ -16,6 +16,7 @@ from api.healthcheck import check
 from config.loader import settings_from_dict
 from simulators.modbus import RegisterImage
 from simulators.modbus.server import ModbusSimServer
+from tests.helpers import key_headers
 
 ASSET = "site/area/line1/m1"
 
@@ -43,10 +44,11 @@ async def test_device_down_is_degraded_503_with_the_reason_then_ok_again(tmp_pat
                      "tags": [{"asset": ASSET, "name": "count", "address": 0, "type": "uint16"}]}],
         "store": {"type": "sqlite", "path": str(tmp_path / "gw.db")},
     })
+    headers = key_headers(settings)  # api.auth: every test sends a key
     app = create_app(settings)
     try:
         async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=headers
         ) as client:
             ok = await poll(client, "ok", "the device to connect")
             body: dict[str, Any] = ok.json()

@@ -21,6 +21,7 @@ from api.problems import PROBLEM, scrub
 from config import settings_from_dict
 from config.times import iso
 from store import Batch, SqliteStore
+from tests.helpers import key_headers
 
 SEC = 10**9
 T0 = 1_700_000_000 * SEC
@@ -41,10 +42,11 @@ async def app_store(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Sq
         "api": {"max_kpi_window_days": 10, "max_samples": 50},
     })
     store = SqliteStore(db)
+    headers = key_headers(settings)  # api.auth: every test sends a key
     app = create_app(settings, store=store, collect=False)
     try:
         async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+            transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
         ) as c:
             (tid,) = [t["tag_id"] for t in (await c.get("/api/v1/tags")).json()]
             store.write(Batch.of([tid] * 100, T0 + np.arange(100) * SEC, np.arange(100.0)))

@@ -26,7 +26,7 @@ from config import Settings, load_settings
 from config.times import iso, to_ns
 from simulators import Plant
 from store.sqlite import SqliteStore
-from tests.helpers import one_week_demo
+from tests.helpers import api_key, one_week_demo
 from tests.integration.test_hour_parts import NOW
 
 
@@ -107,6 +107,7 @@ def test_the_app_keeps_roll_ups_by_default(tmp_path: Path) -> None:
     off = load_settings_from(tmp_path / "off.yaml", data)
 
     async def started(settings: Settings) -> object:
+        api_key(settings)  # api.auth: the app starts only with a key
         app = create_app(settings, collect=False)
         async with app.router.lifespan_context(app):
             return app.state.rollups

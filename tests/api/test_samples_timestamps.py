@@ -14,6 +14,7 @@ from api.app import create_app
 from config import settings_from_dict
 from config.times import iso
 from store import TS_UNKNOWN, Batch, SqliteStore
+from tests.helpers import key_headers
 
 SEC = 10**9
 T0 = 1_700_000_000 * SEC
@@ -35,11 +36,12 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Sqlit
         "store": {"type": "sqlite", "path": str(tmp_path / "api.db")},
     })
     store = SqliteStore(tmp_path / "api.db")
+    headers = key_headers(settings)  # api.auth: every test sends a key
     app = create_app(settings, store=store, collect=False)
     try:
         # the app's own lifespan (gateway, writer) around an in-process ASGI client
         async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+            transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
         ) as c:
             yield c, store
     finally:

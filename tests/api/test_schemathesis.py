@@ -38,7 +38,7 @@ from config import Settings
 from config.times import to_ns
 from simulators import Plant
 from store import SqliteStore
-from tests.helpers import free_port, one_week_demo, wait_for
+from tests.helpers import free_port, key_headers, one_week_demo, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = """
@@ -57,7 +57,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("schemathesis")
     data = one_week_demo()
     data["simulation"]["history_days"] = 2
@@ -77,6 +77,11 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for batch in Plant(settings, now=now).history_batches(
                 ids, to_ns(now - timedelta(days=2)), to_ns(now)):
             store.write(batch)
+    # api.auth: every case sends an admin key, in both forms the API takes (ours override
+    # the ones schemathesis generates from the security schemes: a case of a bad key is
+    # tests/api/test_auth.py's)
+    headers = key_headers(settings)
+    headers["Authorization"] = f"Bearer {headers['X-API-Key']}"
     port = free_port()
     log = (tmp / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(cfg), str(port)],
@@ -86,7 +91,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_for(lambda: proc.poll() is None
                  and httpx.get(f"{url}/api/v1/health").status_code == 200, 60, "the API")
-        yield url
+        yield url, headers
     finally:
         proc.terminate()
         proc.wait(30)
@@ -94,7 +99,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         print((tmp / "server.log").read_text()[-5000:])
 
 
-def _exercise(op: Any, mode: GenerationMode, api_url: str) -> int:
+def _exercise(op: Any, mode: GenerationMode, api_url: str, headers: dict[str, str]) -> int:
     """Hypothesis-driven cases of one operation in one mode; returns how many ran."""
     checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
     ran = 0
@@ -106,7 +111,7 @@ def _exercise(op: Any, mode: GenerationMode, api_url: str) -> int:
     def run(case: schemathesis.Case) -> None:
         nonlocal ran
         ran += 1
-        case.call_and_validate(base_url=api_url, checks=checks, timeout=60)
+        case.call_and_validate(base_url=api_url, headers=headers, checks=checks, timeout=60)
 
     try:
         run()
@@ -116,8 +121,9 @@ def _exercise(op: Any, mode: GenerationMode, api_url: str) -> int:
     return ran
 
 
-def test_the_live_api_conforms_to_its_openapi(api_url: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
+def test_the_live_api_conforms_to_its_openapi(api_url: tuple[str, dict[str, str]]) -> None:
+    url, headers = api_url
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     cases: dict[str, int] = {}
     failures: list[str] = []
     for result in schema.get_all_operations():
@@ -125,7 +131,7 @@ def test_the_live_api_conforms_to_its_openapi(api_url: str) -> None:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             t0 = time.monotonic()
             try:
-                cases[f"{op.label} {mode.value}"] = _exercise(op, mode, api_url)
+                cases[f"{op.label} {mode.value}"] = _exercise(op, mode, url, headers)
                 print(f"{op.label} {mode.value}: {cases[f'{op.label} {mode.value}']} cases, "
                       f"{time.monotonic() - t0:.1f} s")
             except (Exception, BaseExceptionGroup) as exc:  # every operation's, then fail once

@@ -24,7 +24,7 @@ from config import shipped_config
 from config.settings import Settings
 from store import SqliteStore
 from store.batch import Batch
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, key_headers, wait_until
 
 
 def test_the_connection_cap_leaves_descriptors_for_collection() -> None:
@@ -47,6 +47,7 @@ async def test_idle_connections_time_out_and_the_cap_refuses_with_503(
         "api": {"host": "127.0.0.1", "port": port, "max_connections": 2,
                 "header_timeout_s": 0.5},
     })
+    headers = key_headers(settings)  # api.auth: every test sends a key
     app = create_app(settings, collect=False)
     sock = _listen("127.0.0.1", port)
     async with app.router.lifespan_context(app):
@@ -67,7 +68,7 @@ async def test_idle_connections_time_out_and_the_cap_refuses_with_503(
             # the two idle ones are closed by the server after header_timeout_s, unanswered
             for r, _ in idle:
                 assert await _read_all(r) == b""
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as c:
                 assert (await c.get("/api/v1/collector/status")).status_code == 200
             for _, w in [*idle, (r3, w3)]:
                 w.close()
@@ -94,6 +95,7 @@ async def test_a_client_that_takes_nothing_of_its_answer_is_cut(tmp_path: Path) 
     store.write(Batch(np.full(n, ids[path], np.int32), t0 + np.arange(n, dtype=np.int64) * 1_000_000_000,
                       np.arange(n, dtype=np.float64), np.zeros(n, np.uint8)))
     store.close()
+    headers = key_headers(settings)  # api.auth: every test sends a key
     app = create_app(settings, collect=False)
     sock = _listen("127.0.0.1", port)
     async with app.router.lifespan_context(app):
@@ -105,7 +107,7 @@ async def test_a_client_that_takes_nothing_of_its_answer_is_cut(tmp_path: Path) 
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             client.connect(("127.0.0.1", port))
             client.sendall(f"GET /api/v1/tags/{path}/samples?from=now-30d&limit={n} HTTP/1.1\r\n"
-                           f"host: x\r\n\r\n".encode())
+                           f"host: x\r\nx-api-key: {headers['X-API-Key']}\r\n\r\n".encode())
             protocol = server.config.http_protocol_class
             # the answer is rendered (seconds on a busy machine), fills the socket buffers,
             # and then waits for the reader for header_timeout_s: cut

@@ -27,6 +27,7 @@ from store import Batch
 from store.changes import Changes
 from store.sqlite import SqliteStore
 from tests.api.test_assessment import NOW, _backfill
+from tests.helpers import key_headers
 
 DAY = {"from": iso(to_ns(NOW - timedelta(days=1))), "to": iso(to_ns(NOW))}
 HOUR = {"from": iso(to_ns(NOW - timedelta(hours=2))), "to": iso(to_ns(NOW - timedelta(hours=1)))}
@@ -87,10 +88,11 @@ async def app(stored: tuple[Settings, Path], tmp_path: Path) -> AsyncIterator[Ap
     copy = tmp_path / "copy.db"  # a private copy: writes of one test must not reach another
     copy.write_bytes(db.read_bytes())
     store = SqliteStore(copy)
+    headers = key_headers(settings)  # api.auth: every test sends a key
     api = create_app(settings, store=store, collect=False)
     try:
         async with api.router.lifespan_context(api), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=api), base_url="http://tierproof", timeout=120
+            transport=httpx.ASGITransport(app=api), base_url="http://tierproof", headers=headers, timeout=120
         ) as c:
             yield App(c, store, api.state.runner, settings)
     finally:

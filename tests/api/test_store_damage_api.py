@@ -23,7 +23,7 @@ from api.gateway import tag_records
 from config import settings_from_dict
 from config.times import iso
 from store import Batch, SqliteStore
-from tests.helpers import flip_on_disk
+from tests.helpers import flip_on_disk, key_headers
 
 SEC = 10**9
 MS = 10**6
@@ -67,10 +67,11 @@ def write_hour(db: Path, settings: Any) -> None:
 @asynccontextmanager
 async def _client(db: Path, settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     store = SqliteStore(db)
+    headers = key_headers(settings)  # api.auth: every test sends a key
     app = create_app(settings, store=store, collect=False)
     try:
         async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+            transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
         ) as c:
             yield c
     finally:

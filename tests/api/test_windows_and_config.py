@@ -4,6 +4,7 @@ GET /api/v1/config -- in process, against an empty SQLite store (no collecting).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from config.fingerprint import REDACTED, config_fingerprint, redact, runtime_ove
 from config.settings import Settings
 from simulators.servers import embedded_brokers
 from store.sqlite import SqliteStore
+from tests.helpers import key_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ("influx-pass-Zq81", "mqtt-pass-Kx07", "opcua-pass-Wm52")
@@ -31,10 +33,12 @@ def get(settings: Settings, tmp: Path, url: str, params: dict[str, str] | None =
     """One GET against the app for ``settings`` over an empty SQLite store in ``tmp``."""
 
     async def run() -> httpx.Response:
-        with SqliteStore(tmp / "w.db") as store:
+        # in tmp: the keys file of settings without a store path (api.auth) is data/ there
+        with SqliteStore(tmp / "w.db") as store, contextlib.chdir(tmp):
+            headers = key_headers(settings)  # api.auth: every test sends a key
             app = create_app(settings, store=store, collect=False)
             async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+                transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
             ) as c:
                 return await c.get(url, params=params)
 

@@ -75,7 +75,7 @@ def test_simulate_window_needs_the_config_window(tmp_path: Path) -> None:
 def test_run_collects_from_simulated_plant(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """`tierproof simulate` serves the machines, `tierproof run` collects them: two processes
     (the MQTT line through a real Mosquitto, as in production)."""
-    from tests.helpers import free_port, on_free_ports, wait_for
+    from tests.helpers import config_key_headers, free_port, on_free_ports, wait_for
 
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
     on_free_ports(data)
@@ -95,7 +95,8 @@ def test_run_collects_from_simulated_plant(tmp_path: Path, mosquitto: Mosquitto)
         gw = subprocess.Popen([sys.executable, "-m", "api.cli", "run", "--config", str(cfg)],
                               stdout=go, stderr=subprocess.STDOUT)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10,
+                          headers=config_key_headers(cfg)) as c:
             def delivered() -> bool:
                 st = c.get("/api/v1/collector/status").json()
                 return len(st) == len(data["devices"]) and all(

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import config_key_headers
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -76,7 +78,9 @@ def test_a_damaged_database_at_run(tmp_path: Path) -> None:
     with socket.socket() as s:  # a free port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = tierproof("run", "--config", str(config(tmp_path)), "--port", str(port), "--duration", "5")
+    cfg = config(tmp_path)
+    config_key_headers(cfg)  # a key (api.auth): the start gets past the key check to the store
+    r = tierproof("run", "--config", str(cfg), "--port", str(port), "--duration", "5")
     assert r.returncode == 3
     assert r.stdout.startswith("tierproof: 0 devices")
     assert one_line(r) == (f"tierproof: cannot start: {tmp_path / 't.db'}: open failed: "

@@ -20,7 +20,7 @@ import yaml
 
 from config import shipped_config
 from store import SqliteStore
-from tests.helpers import free_port, on_free_ports, wait_for
+from tests.helpers import config_key_headers, free_port, on_free_ports, wait_for
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def start_run(cfg: Path, data: dict[str, Any], log: Path) -> tuple[subprocess.Po
     with log.open("w") as out:
         gw = subprocess.Popen([sys.executable, "-m", "api.cli", "run", "--config", str(cfg)],
                               stdout=out, stderr=subprocess.STDOUT)
-    with httpx.Client(base_url=f"http://127.0.0.1:{data['api']['port']}", timeout=10) as c:
+    with httpx.Client(base_url=f"http://127.0.0.1:{data['api']['port']}", timeout=10,
+                      headers=config_key_headers(cfg)) as c:
         def delivered() -> list[Any] | None:
             st: list[Any] = c.get("/api/v1/collector/status").json()
             ok = len(st) == len(data["devices"]) and all(

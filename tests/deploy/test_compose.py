@@ -1,7 +1,7 @@
 """The Docker deployment, checked structurally (Docker cannot run here).
 
 docker-compose.yml is parsed and interpolated the way ``docker compose`` does it (``${VAR}``,
-``${VAR:-default}``, ``$$``), and then every place that names the same thing must agree:
+``${VAR:-default}``, ``${VAR:?message}``, ``$$``), and then every place that names the same thing must agree:
 service names and ports vs deploy/gateway.yaml (loaded through tierproof's real loader with
 the environment compose gives the gateway), InfluxDB's initial org/bucket/token vs the
 gateway's store and Grafana's datasource, Mosquitto's listener and password file vs the
@@ -28,7 +28,14 @@ from config.store import InfluxStoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_CONFIG = "/etc/tierproof/gateway.yaml"
-_COMPOSE_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_COMPOSE_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-?])([^}]*))?\}")
+#: what compose must refuse to start without: no working default secret ships
+SECRETS = ("INFLUX_TOKEN", "INFLUX_ADMIN_PASSWORD", "MQTT_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+           "TIERPROOF_READ_KEY")
+
+
+class Unset(Exception):
+    """A ``${VAR:?message}`` whose variable is unset or empty: compose refuses to start."""
 
 
 def interpolate(node: Any, env: dict[str, str]) -> Any:
@@ -46,8 +53,10 @@ def interpolate(node: Any, env: dict[str, str]) -> Any:
         value = env.get(m.group(1))
         if value:
             return value
+        if m.group(2) == "?":
+            raise Unset(f"{m.group(1)}: {m.group(3)}")
         assert m.group(2) is not None, f"compose needs {m.group(1)} set (no default): {node!r}"
-        return m.group(2)
+        return m.group(3)
 
     return _COMPOSE_VAR.sub(sub, node)
 
@@ -93,16 +102,44 @@ def datasources(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {d["uid"]: d for d in interpolate(raw, env)["datasources"]}
 
 
+#: every secret set, the rest at compose's defaults
+SET = {"INFLUX_TOKEN": "s3cret-T0ken", "INFLUX_ADMIN_PASSWORD": "adm1n-pw", "MQTT_PASSWORD": "pw#1:x",
+       "GRAFANA_ADMIN_PASSWORD": "graf-pw", "TIERPROOF_READ_KEY": "rk-" + "0123456789abcdef" * 2}
 ENVS = [
-    pytest.param({}, id="defaults"),
-    pytest.param({"INFLUX_TOKEN": "s3cret-T0ken", "INFLUX_ORG": "acme", "INFLUX_BUCKET": "press_shop",
-                  "MQTT_USERNAME": "gw", "MQTT_PASSWORD": "pw#1:x", "TIERPROOF_HOST_PORT": "18000"},
+    pytest.param(SET, id="secrets only"),
+    pytest.param({**SET, "INFLUX_ORG": "acme", "INFLUX_BUCKET": "press_shop", "MQTT_USERNAME": "gw",
+                  "TIERPROOF_HOST_PORT": "18000", "TIERPROOF_PUBLISH_ADDRESS": "0.0.0.0"},
                  id="a .env file"),
 ]
 
 
+@pytest.mark.parametrize("secret", SECRETS)
+def test_no_secret_has_a_default(secret: str) -> None:
+    """Compose refuses to start without each secret, naming it; so does the shipped
+    .env.example as copied (its secrets are empty); and the gateway without its API key."""
+    with pytest.raises(Unset, match=rf"^{secret}: set {secret} in .env"):
+        compose({k: v for k, v in SET.items() if k != secret})
+    example = dict(line.split("=", 1) for line in (ROOT / "deploy/.env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example[secret] == ""
+    with pytest.raises(Unset):
+        compose(example)
+
+
+def test_the_gateway_does_not_start_without_its_api_key() -> None:
+    env = {k: str(v) for k, v in compose(SET)["services"]["gateway"]["environment"].items()}
+    del env["TIERPROOF_READ_KEY"]
+    with pytest.raises(ConfigError,
+                       match=r"deploy/gateway.yaml:\d+: environment variable TIERPROOF_READ_KEY"):
+        load_settings(ROOT / "deploy" / "gateway.yaml", env=env)
+    env["TIERPROOF_READ_KEY"] = "short"
+    with pytest.raises(ConfigError,
+                       match=r"api.auth.keys\[0\].key: an API key must be at least 32 characters"):
+        load_settings(ROOT / "deploy" / "gateway.yaml", env=env)
+
+
 def test_services_images_and_dependencies() -> None:
-    c = compose()
+    c = compose(SET)
     s = c["services"]
     assert set(s) == {"influxdb", "mosquitto", "simulators", "gateway", "grafana"}
     assert s["influxdb"]["image"] == "influxdb:2"
@@ -126,7 +163,7 @@ def test_services_images_and_dependencies() -> None:
 
 
 def test_volumes_exist_and_state_is_on_named_volumes() -> None:
-    c = compose()
+    c = compose(SET)
     declared = set(c["volumes"])
     used = set()
     for name, svc in c["services"].items():
@@ -206,9 +243,13 @@ def test_api_port_and_healthcheck(env: dict[str, str]) -> None:
     g = gateway_settings(c)
     ports = c["services"]["gateway"]["ports"]
     assert [int(p.rsplit(":", 1)[1]) for p in ports] == [g.api.port]
-    # published on the loopback interface only: the API has no authentication
-    assert ports[0].rsplit(":", 1)[0] == "127.0.0.1:" + env.get("TIERPROOF_HOST_PORT", "8000")
-    assert g.api.host == "0.0.0.0"
+    # published on the loopback interface unless the .env says otherwise; the gateway listens on
+    # all interfaces of its container, and asks every request for a key
+    published = env.get("TIERPROOF_PUBLISH_ADDRESS", "127.0.0.1")
+    assert ports[0].rsplit(":", 1)[0] == f"{published}:" + env.get("TIERPROOF_HOST_PORT", "8000")
+    assert g.api.host == "0.0.0.0" and g.api.auth.required
+    assert [(k.name, k.scope, k.key.get_secret_value()) for k in g.api.auth.keys] == [
+        ("grafana", "read", env["TIERPROOF_READ_KEY"])]
     docker = (ROOT / "Dockerfile").read_text()
     assert f"http://127.0.0.1:{g.api.port}/api/v1/health" in docker
     assert f"EXPOSE {g.api.port}" in docker
@@ -240,6 +281,9 @@ def test_grafana_datasource_and_dashboard_agree(env: dict[str, str]) -> None:
     assert influx["jsonData"]["dbName"] == st.database
     assert influx["jsonData"]["httpHeaderName1"] == "Authorization"
     assert influx["secureJsonData"]["httpHeaderValue1"] == f"Token {st.token.get_secret_value()}"
+    key = gateway_settings(c).api.auth.keys[0].key.get_secret_value()
+    assert ds["tierproof-api"]["jsonData"]["httpHeaderName1"] == "X-API-Key"
+    assert ds["tierproof-api"]["secureJsonData"]["httpHeaderValue1"] == key
     api = urlparse(ds["tierproof-api"]["url"])
     assert (api.hostname, api.port) == ("gateway", gateway_settings(c).api.port)
     plugins = c["services"]["grafana"]["environment"]["GF_INSTALL_PLUGINS"].split(",")
@@ -266,7 +310,7 @@ def test_grafana_datasource_and_dashboard_agree(env: dict[str, str]) -> None:
 def test_simulators_publish_what_the_gateway_subscribes_to() -> None:
     from simulators.servers import mqtt_publications
 
-    c = compose()
+    c = compose(SET)
     (d,) = [d for d in gateway_settings(c, "simulators").devices if isinstance(d, MqttDevice)]
     pubs = mqtt_publications(d)
     assert {style for style, _, _ in pubs} == {sub.format for sub in d.subscriptions}
@@ -280,7 +324,7 @@ def test_the_plant_is_the_demo_plant() -> None:
     """deploy/gateway.yaml is config/demo.yaml with other addresses, credentials, store and
     API: a change to the demo plant must be made here too."""
     demo = load_settings(ROOT / "config" / "demo.yaml")
-    deploy = gateway_settings(compose())
+    deploy = gateway_settings(compose(SET))
     assert deploy.assets == demo.assets
     assert deploy.calendar == demo.calendar and deploy.kpi == demo.kpi
     assert deploy.simulation == demo.simulation and deploy.declared == demo.declared
@@ -292,7 +336,7 @@ def test_the_plant_is_the_demo_plant() -> None:
 
 
 def test_a_missing_secret_is_named_with_file_and_line() -> None:
-    c = compose()
+    c = compose(SET)
     env = {k: str(v) for k, v in c["services"]["gateway"]["environment"].items()}
     del env["INFLUX_TOKEN"]
     with pytest.raises(ConfigError, match=r"deploy/gateway.yaml:\d+: environment variable INFLUX_TOKEN"):

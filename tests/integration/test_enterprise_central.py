@@ -50,6 +50,9 @@ SITES = ("site-a", "site-b")
 ROOT = Path(__file__).resolve().parents[2]
 #: elements that add up over assets (the others are per-unit flags or window lengths)
 SKIP = {"window_s", "shared_pru_s"}
+#: the API key every process of the test accepts, given in the configuration (api.auth.keys)
+KEY = "enterprise-test-key-0123456789abcdef"
+AUTH = {"keys": [{"name": "tests", "scope": "read", "key": KEY}]}
 
 
 def gateway_config(site: str, seed: int, influx_url: str, tmp: Path) -> dict[str, Any]:
@@ -67,7 +70,7 @@ def gateway_config(site: str, seed: int, influx_url: str, tmp: Path) -> dict[str
         "devices": [device],
         "store": {"type": "influx", "api": "v1", "url": influx_url, "database": "tierproof",
                   "meta_path": str(tmp / site / "meta.db"), "spool": {"path": str(tmp / site / "spool")}},
-        "api": {"host": "127.0.0.1", "port": free_port()},
+        "api": {"host": "127.0.0.1", "port": free_port(), "auth": AUTH},
         "kpi": {"rollups": True},
         "simulation": {**demo["simulation"], "seed": seed, "history_days": 0.25},
     }
@@ -82,7 +85,7 @@ def central_config(gateways: list[dict[str, Any]], influx_url: str, tmp: Path) -
         "store": {"type": "influx", "api": "v1", "url": influx_url, "database": "tierproof",
                   "meta_path": str(tmp / "central" / "meta.db"),
                   "spool": {"path": str(tmp / "central" / "spool")}},
-        "api": {"host": "127.0.0.1", "port": free_port()},
+        "api": {"host": "127.0.0.1", "port": free_port(), "auth": AUTH},
         "kpi": {"rollups": True},
     }
 
@@ -118,7 +121,8 @@ def get_kpis(port: int, p: subprocess.Popen[bytes], log: Path, params: dict[str,
         if p.poll() is not None:
             raise AssertionError(f"{log.name} exited {p.returncode}:\n{log.read_text()[:3000]}")
         try:
-            r = httpx.get(f"http://127.0.0.1:{port}/api/v1/kpis", params=params, timeout=30)
+            r = httpx.get(f"http://127.0.0.1:{port}/api/v1/kpis", params=params, timeout=30,
+                          headers={"X-API-Key": KEY})
             if r.status_code == 200:
                 body: dict[str, Any] = r.json()
                 return body
@@ -186,7 +190,7 @@ def test_central_tierproof_assesses_two_gateways_over_one_influxdb(
     cpath = tmp_path / "central.yaml"
     cpath.write_text(yaml.safe_dump(central))
     serve = tierproof(procs, tmp_path / "serve.log", "serve", "--config", str(cpath))
-    run_data = {**central, "api": {"host": "127.0.0.1", "port": free_port()},
+    run_data = {**central, "api": {"host": "127.0.0.1", "port": free_port(), "auth": AUTH},
                 "store": {**central["store"], "meta_path": str(tmp_path / "central-run" / "meta.db"),
                           "spool": {"path": str(tmp_path / "central-run" / "spool")}}}
     rpath = tmp_path / "central-run.yaml"

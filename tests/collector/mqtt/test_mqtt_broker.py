@@ -20,7 +20,7 @@ from config.mqtt import MqttDevice
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.helpers import FAST, health, register, wait_until
+from tests.helpers import FAST, health, key_headers, register, wait_until
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt
@@ -358,11 +358,12 @@ async def test_dropped_counts_are_in_the_collector_status_endpoint(
                      "subscriptions": [PLAIN], "tags": [{"asset": ASSET, "name": "speed_rpm"}]}],
         "store": {"type": "sqlite", "path": str(tmp_path / "api.db")},
     })
+    headers = key_headers(settings)  # api.auth: every test sends a key
     app = create_app(settings)
     status: list[dict[str, Any]] = []
 
     async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=headers
     ) as client:
         async def poll(check: Any, what: str) -> None:
             async def ok() -> bool:

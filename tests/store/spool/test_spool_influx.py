@@ -32,7 +32,7 @@ from store.batch import Batch
 from store.influx import InfluxStore
 from store.spool import Spool
 from store.spool.quarantine import Quarantine
-from tests.helpers import wait_for
+from tests.helpers import key_headers, wait_for
 from tests.influx_servers import InfluxDB16
 
 pytestmark = pytest.mark.influxdb
@@ -329,9 +329,11 @@ async def test_health_and_spool_endpoint_show_waiting_and_dropped_points(
     influxdb16.stop()
     store.write(batch_k(0, ids))
     store.write(batch_k(1, ids))
-    app = create_app(Settings(store=settings(influxdb16, tmp_path)), store=store, collect=False)
+    gateway = Settings(store=settings(influxdb16, tmp_path))
+    headers = key_headers(gateway)  # api.auth: every test sends a key
+    app = create_app(gateway, store=store, collect=False)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+        transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
     ) as client:
         spool = (await client.get("/api/v1/health")).json()["store"]["spool"]
         assert (spool["sink"], spool["batches"], spool["dropped_points"]) == ("unavailable", 2, 0)

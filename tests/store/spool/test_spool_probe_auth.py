@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from config.base import Backoff
 from config.store import InfluxStoreSettings, SpoolSettings
 from store import SpooledStore, open_store
-from tests.helpers import wait_for
+from tests.helpers import key_headers, wait_for
 from tests.influx_servers import InfluxDB16, ServerFailed
 from tests.store.spool.test_spool_influx import batch_k, expected, stored, tag_records
 
@@ -163,9 +163,10 @@ async def test_health_is_degraded_while_influxdb_is_down_and_ok_after(
     store = open_store(cfg)
     assert isinstance(store, SpooledStore)
     ids = [store.register_tags(tag_records())[t.path] for t in tag_records()]
+    headers = key_headers(Settings(store=cfg))  # api.auth: every test sends a key
     app = create_app(Settings(store=cfg), store=store, collect=False)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+        transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
     ) as client:
         r = await client.get("/api/v1/health")
         assert (r.status_code, r.json()["status"], r.json()["reasons"]) == (200, "ok", [])
@@ -207,9 +208,10 @@ async def test_health_is_degraded_by_spool_damage_found_at_this_start(
     seg.write_bytes(bytes(data))
     store = open_store(cfg)
     assert isinstance(store, SpooledStore)
+    headers = key_headers(Settings(store=cfg))  # api.auth: every test sends a key
     app = create_app(Settings(store=cfg), store=store, collect=False)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://tierproof"
+        transport=httpx.ASGITransport(app=app), base_url="http://tierproof", headers=headers
     ) as client:
         assert await asyncio.to_thread(store.wait_drained, 15)
         r = await client.get("/api/v1/health")
