@@ -70,7 +70,8 @@ _RANK: Final[dict[str, int]] = {s: i for i, s in enumerate(SCOPES)}
 OPEN_PATHS: Final = frozenset({"/", "/api/v1/health", "/docs", "/docs/oauth2-redirect",
                                "/redoc", "/openapi.json"})
 #: path prefixes anyone may ask: the dashboard's static files and the docs pages' assets
-OPEN_PREFIXES: Final = ("/static/", "/docs/", "/redoc/")
+#: (Swagger UI and ReDoc from fastapi-offline, under /static-offline-docs/)
+OPEN_PREFIXES: Final = ("/static/", "/static-offline-docs/", "/docs/", "/redoc/")
 #: paths that need ``admin`` whatever the method: the whole configuration in force (device
 #: addresses, store URL: the plant network's map, secrets redacted)
 ADMIN_PATHS: Final = frozenset({"/api/v1/config"})

@@ -30,7 +30,7 @@ from config import Settings, load_settings
 from config.times import Calendar, iso, to_ns
 from simulators import Plant
 from store import SqliteStore
-from tests.helpers import free_port, one_week_demo, wait_for
+from tests.helpers import api_key, free_port, one_week_demo, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = """
@@ -62,10 +62,11 @@ WINDOW = {"from": iso(to_ns(DAY[0])), "to": iso(to_ns(DAY[1]))}
 class Api:
     """The gateway's API in a subprocess; ``restart`` starts a new one on the same files."""
 
-    def __init__(self, cfg: Path, log: Path) -> None:
+    def __init__(self, cfg: Path, log: Path, key: str) -> None:
         self.cfg, self.log = cfg, log
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(timeout=120, headers={"X-Supplied-By": WHO})
+        # a write key named WHO: the name the audit trail records as who supplied a value
+        self.client = httpx.Client(timeout=120, headers={"X-Supplied-By": WHO, "X-API-Key": key})
         self.start()
 
     def start(self) -> None:
@@ -107,7 +108,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                 ids, to_ns(NOW - timedelta(days=3)), to_ns(NOW)):
             store.write(batch)
         RollupMaintainer(KpiService(settings, store), backfill_days=None).run_once()
-    server = Api(cfg, tmp / "server.log")
+    server = Api(cfg, tmp / "server.log", api_key(settings, "admin", WHO))  # admin: /config too
     try:
         yield server
     finally:
@@ -249,14 +250,13 @@ def test_an_asset_register_without_a_tag_s_asset_is_refused(api: Api) -> None:
 
 
 def test_who_supplies_is_required(api: Api) -> None:
-    # without an API key (auth is another engineer's): the X-Supplied-By header is required
+    # no API key (whose name is recorded as who supplied a value): a 401, and nothing recorded
     r = httpx.put(f"{api.client.base_url}/api/v1/declared/labour-hours",
                   json={"value": _labour(1.0), "reason": "anonymous"},
-                  headers={k: v for k, v in api.client.headers.items() if k.lower() != "x-supplied-by"})
-    if r.status_code in (401, 403):  # auth merged: a key is required anyway
-        return
-    assert r.status_code == 422, r.text
-    assert r.json()["errors"][0]["parameter"] == "header.X-Supplied-By"
+                  headers={"X-Supplied-By": "someone"})
+    assert r.status_code == 401, r.text
+    got = api.client.get("/api/v1/declared/labour-hours").json()
+    assert got["version"]["version"] == 0, got
 
 
 def test_labour_hours_change_the_assessment_and_are_recorded(api: Api) -> None:

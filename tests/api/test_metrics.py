@@ -37,7 +37,7 @@ from config.loader import settings_from_dict
 from simulators.modbus import RegisterImage
 from simulators.modbus.server import ModbusSimServer
 from tests.collector.mqtt.test_mqtt_broker import PLAIN, publish_all, publisher
-from tests.helpers import free_port
+from tests.helpers import free_port, key_headers
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt
@@ -91,14 +91,16 @@ async def api(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Api]:
 @asynccontextmanager
 async def serve(app: FastAPI, port: int) -> AsyncIterator[httpx.AsyncClient]:
     """``app`` (its lifespan, then uvicorn as ``tierproof run`` builds it) on ``port``, and a
-    client of it."""
+    client of it, sending a read key (made before the app starts: no key, no start)."""
+    headers = key_headers(app.state.settings, "read")
     sock = _listen("127.0.0.1", port)
     try:
         async with app.router.lifespan_context(app):
             server = _uvicorn_server(app, "127.0.0.1", port)
             task = asyncio.create_task(server.serve(sockets=[sock]))
             try:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                             headers=headers) as c:
                     await until(lambda: _served(c), "the API to answer")
                     yield c
             finally:

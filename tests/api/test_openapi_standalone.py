@@ -44,7 +44,7 @@ from config import Settings, shipped_config
 from config.times import to_ns
 from simulators import Plant
 from store import SqliteStore
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, key_headers, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -96,14 +96,15 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
 def api(plant: tuple[Path, Settings], tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[httpx.Client]:
     """The one client of this file: the live API's base URL and any headers it needs."""
-    cfg, _ = plant
+    cfg, settings = plant
+    headers = key_headers(settings, "admin")  # every GET, /config's admin scope too
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(cfg), str(port)],
                             stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=headers)
     try:
         wait_for(lambda: proc.poll() is None
                  and client.get("/api/v1/health").status_code == 200, 60, "the API")

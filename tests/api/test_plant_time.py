@@ -29,7 +29,7 @@ from config.errors import ConfigError
 from config.times import to_ns
 from simulators import Plant
 from store import SqliteStore
-from tests.helpers import free_port, one_week_demo, wait_for
+from tests.helpers import api_key, free_port, one_week_demo, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = """
@@ -51,7 +51,7 @@ BERLIN_CALENDAR = {
 
 
 def _serve(tmp: Path, name: str, data: dict[str, Any], history: bool
-           ) -> tuple[subprocess.Popen[bytes], str]:
+           ) -> tuple[subprocess.Popen[bytes], str, str]:
     data["store"] = {"type": "sqlite", "path": str(tmp / f"{name}.db")}
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -62,12 +62,13 @@ def _serve(tmp: Path, name: str, data: dict[str, Any], history: bool
             for batch in Plant(settings, now=NOW).history_batches(
                     ids, to_ns(NOW - HISTORY), to_ns(NOW)):
                 store.write(batch)
+    key = api_key(Settings.model_validate(data), "read")  # before the start: no key, no start
     port = free_port()
     with (tmp / f"{name}.log").open("w") as log:  # the child holds its own handle
         proc = subprocess.Popen([sys.executable, "-c", SERVER, str(cfg), str(port)],
                                 stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", key
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +81,17 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, httpx.Cl
     berlin["kpi"]["baseline"] = {"start": "2026-03-02", "end": "2026-03-09"}
     servers = {"shanghai": _serve(tmp, "shanghai", demo, history=True),
                "berlin": _serve(tmp, "berlin", berlin, history=False)}
-    headers: dict[str, str] = {}  # the one place a key header goes
-    clients = {n: httpx.Client(base_url=url, timeout=60, headers=headers)
-               for n, (_, url) in servers.items()}
+    clients = {n: httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": key})
+               for n, (_, url, key) in servers.items()}
     try:
-        for n, (proc, _) in servers.items():
+        for n, (proc, _, _) in servers.items():
             wait_for(lambda p=proc, c=clients[n]: p.poll() is None  # type: ignore[misc]
                      and c.get("/api/v1/health").status_code in (200, 503), 60, f"the {n} API")
         yield clients
     finally:
         for c in clients.values():
             c.close()
-        for n, (proc, _) in servers.items():
+        for n, (proc, _, _) in servers.items():
             proc.terminate()
             proc.wait(30)
             print(n, (tmp / f"{n}.log").read_text()[-3000:])
