@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Body, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, create_model
 
 from config.base import Model
-from config.errors import NotFoundError
+from config.errors import ConfigError, NotFoundError
 from config.times import Calendar, iso, to_ns
 
 from ..declared import ITEMS, DeclaredEvidence, DeclaredInvalid, config_path, validate
@@ -348,8 +348,15 @@ async def get_declared(
         value = ev.config_value(name) if got.value is None else got.value
         v = {"version": got.version, "supplied_by": got.supplied_by,
              "supplied_at": iso(got.supplied_at_ns), "source": "api", "reason": got.reason}
-    return declared_out(item=name, config_path=config_path(name), version=DeclaredVersionOut(**v),
-                        in_force=False, value=value)
+    try:
+        return declared_out(item=name, config_path=config_path(name),
+                            version=DeclaredVersionOut(**v), in_force=False, value=value)
+    except ValidationError as exc:  # stored by a release whose model was laxer than this one's
+        raise ConfigError(f"version {version} of declared {name} does not fit the item's model "
+                          "any more, so it cannot be answered", [
+                              (config_path(name, tuple(e["loc"])[1:]),
+                               str(e["msg"]).removeprefix("Value error, "))
+                              for e in exc.errors() if e["loc"][:1] == ("value",)]) from exc
 
 
 @router.put(
