@@ -388,6 +388,13 @@ def test_a_stored_version_the_model_no_longer_takes_is_a_precise_problem(api: Ap
     assert api.client.get(f"/api/v1/declared/{item}").json()["value"]["unit"] == "kg CO2/kWh"
 
 
+def test_a_version_asked_for_twice_is_refused(api: Api) -> None:
+    """Not the last one silently (what FastAPI would take): a 400 naming the parameter."""
+    r = api.client.get("/api/v1/declared/labour-hours", params=[("version", "1"), ("version", "0")])
+    assert r.status_code == 400, r.text
+    assert r.json()["parameter"] == "version" and "more than once" in r.json()["detail"]
+
+
 def test_versions_survive_a_restart(api: Api) -> None:
     before = api.client.get("/api/v1/declared").json()
     audit = api.client.get("/api/v1/declared/audit").json()
