@@ -24,6 +24,7 @@ errors named by their path in the configuration file (``declared.labour_hours[2]
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -53,26 +54,31 @@ class ItemSpec:
 
     name: str  # as the API names it (path segment)
     path: str  # its field path in the configuration file
-    adapter: TypeAdapter[Any]
+    #: its value's type: the configuration's own (the API's answers declare it per item)
+    value_type: Any
     #: DeclaredItem entries whose supplied_by/supplied_at the API fills in when absent:
     #: "one" (the value), "list" (each element), "map" (each value), None (no such fields)
     entries: Literal["one", "list", "map"] | None
     #: the item changes what KPI computations and roll-ups rest on (not just the assessment)
     elements: bool
     summary: str
+    adapter: TypeAdapter[Any] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter", TypeAdapter(self.value_type))
 
 
-def _declared(field: str) -> TypeAdapter[Any]:
-    annotation: Any = Declared.model_fields[field].annotation
-    return TypeAdapter(annotation)
+def _declared(name: str) -> Any:
+    """The type of the ``declared:`` section's field ``name``."""
+    return Declared.model_fields[name].annotation
 
 
 ITEMS: Final[dict[str, ItemSpec]] = {s.name: s for s in (
-    ItemSpec("assets", "assets", TypeAdapter(list[Asset]), None, True,
+    ItemSpec("assets", "assets", list[Asset], None, True,
              "the asset register: every asset with its PRU, control and key-equipment flag"),
-    ItemSpec("calendar", "calendar", TypeAdapter(Calendar), None, True,
+    ItemSpec("calendar", "calendar", Calendar, None, True,
              "the shift calendar: time zone, shifts and holidays (planned downtime is its own item)"),
-    ItemSpec("planned-downtime", "calendar.planned_stops", TypeAdapter(list[DailyRange]), None, True,
+    ItemSpec("planned-downtime", "calendar.planned_stops", list[DailyRange], None, True,
              "planned downtime: the calendar's daily planned stops"),
     ItemSpec("labour-hours", "declared.labour_hours", _declared("labour_hours"), "list", False,
              "labour hours, one figure per calendar month (unit h)"),

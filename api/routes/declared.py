@@ -12,24 +12,25 @@ import json
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, create_model
 
-from config.errors import NotFoundError
-from config.times import iso, to_ns
+from config.base import Model
+from config.errors import ConfigError, NotFoundError
+from config.times import Calendar, iso, to_ns
 
 from ..declared import ITEMS, DeclaredEvidence, DeclaredInvalid, config_path, validate
 from ..deps import NowDep, instant
 from ..kpi_models import DeclaredVersionOut
-from ..problems import ECHO_MAX, PROBLEM, problem
+from ..problems import ECHO_MAX, PROBLEM, BadParameter, problem
 from ..service import KpiService
 
-__all__ = ["DeclaredItemName", "caller", "router"]
+__all__ = ["ITEM_MODELS", "DeclaredItemName", "DeclaredOut", "caller", "router"]
 
 #: the largest body a change may send: an asset register of a thousand machines is ~250 kB
 MAX_BODY_BYTES: Final = 1 << 20
@@ -87,25 +88,74 @@ _LABOUR_EXAMPLE: list[dict[str, Any]] = [
     {"period": "2026-11", "amount": 5200, "unit": "h", "source": "MES labour report 2026-11"}]
 
 
-class DeclaredOut(BaseModel):
-    """A declared item's value (in force, or the version asked for) and its version."""
+class _DeclaredOutBase(BaseModel):
+    """Every item's answer (its fields are ``_item_model``'s, in the answers' order)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "item": "labour-hours", "config_path": "declared.labour_hours",
-        "version": {"version": 3, "supplied_by": "mes-sync", "supplied_at": "2026-12-01T02:00:00Z",
-                    "source": "api", "reason": "November's figure from the MES"},
-        "in_force": True,
-        "value": [{**_LABOUR_EXAMPLE[0], "supplied_by": "mes-sync", "supplied_at": "2026-12-01"}],
-        "rejected": None}]})
 
-    item: str = Field(description="the item's name in the API")
-    config_path: str = Field(description="where the item lives in the configuration file")
-    version: DeclaredVersionOut
-    in_force: bool = Field(description="this version is the one KPIs and assessments use")
-    value: Any = Field(description="the item's value, as the configuration's model holds it")
-    rejected: str | None = Field(
-        default=None, description="why the latest version supplied is not in force (it no longer "
-        "fits the configuration file, e.g. a tag names an asset it lacks); null when it is")
+_REJECTED_DOC = ("why the latest version supplied is not in force (it no longer fits the "
+                 "configuration file, e.g. a tag names an asset it lacks); null when it is")
+
+
+#: the shift calendar as the ``calendar`` item answers it: the configuration's Calendar without
+#: its planned stops (those are the ``planned-downtime`` item)
+_CALENDAR_FIELDS: dict[str, Any] = {name: (f.annotation, f) for name, f in
+                                    Calendar.model_fields.items() if name != "planned_stops"}
+ShiftCalendar = create_model(
+    "ShiftCalendar", __base__=Model, __doc__="The shift calendar: time zone, shifts and holidays "
+    "(its planned stops are the planned-downtime item).", **_CALENDAR_FIELDS)
+
+
+def _value_type(item: str) -> Any:
+    """The type of ``item``'s value in an answer: the configuration's own (``ITEMS``)."""
+    return ShiftCalendar if item == "calendar" else ITEMS[item].value_type
+
+
+def _item_model(item: str) -> type[_DeclaredOutBase]:
+    """One item's answer: ``item`` fixed to its name, ``value`` of the item's own type (the
+    fields in the order the answers have always had)."""
+    spec = ITEMS[item]
+    fields: dict[str, Any] = {
+        "item": (Literal[item], Field(description="the item's name in the API")),
+        "config_path": (str, Field(description="where the item lives in the configuration file")),
+        "version": (DeclaredVersionOut, ...),
+        "in_force": (bool, Field(description="this version is the one KPIs and assessments use")),
+        "value": (_value_type(item), Field(description=f"the item's value, as `{spec.path}` of "
+                                           "the configuration file holds it")),
+        "rejected": (str | None, Field(default=None, description=_REJECTED_DOC)),
+    }
+    title = "".join(p.title() for p in item.split("-"))
+    return create_model(f"Declared{title}Out", __base__=_DeclaredOutBase,
+                        __doc__=f"Declared `{item}`: {spec.summary}.", **fields)
+
+
+#: one answer model per declared item, by name
+ITEM_MODELS: Final[dict[str, type[_DeclaredOutBase]]] = {i: _item_model(i) for i in ITEMS}
+
+_OUT_EXAMPLE: dict[str, Any] = {
+    "item": "labour-hours", "config_path": "declared.labour_hours",
+    "version": {"version": 3, "supplied_by": "mes-sync", "supplied_at": "2026-12-01T02:00:00Z",
+                "source": "api", "reason": "November's figure from the MES"},
+    "in_force": True,
+    "value": [{**_LABOUR_EXAMPLE[0], "supplied_by": "mes-sync", "supplied_at": "2026-12-01"}],
+    "rejected": None}
+
+
+if TYPE_CHECKING:
+    _AnyItemOut = _DeclaredOutBase
+else:  # one of the item models, told apart by `item` (OpenAPI: oneOf with a discriminator)
+    _AnyItemOut = Annotated[Union[tuple(ITEM_MODELS.values())], Field(discriminator="item")]  # noqa: UP007
+
+
+class DeclaredOut(RootModel[_AnyItemOut]):
+    """A declared item's value (in force, or the version asked for) and its version: one
+    model per item (``item`` tells which), its ``value`` typed as the configuration holds it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_OUT_EXAMPLE]})
+
+
+def declared_out(**fields: Any) -> DeclaredOut:
+    """The answer of ``fields["item"]`` (its value validated by the item's own model)."""
+    return DeclaredOut(ITEM_MODELS[fields["item"]](**fields))
 
 
 class DeclaredIn(BaseModel):
@@ -223,8 +273,8 @@ def _apply(app: FastAPI, ev: DeclaredEvidence, elements: bool) -> None:
 
 def _out(ev: DeclaredEvidence, item: str) -> DeclaredOut:
     v = ev.version(item).as_dict()
-    return DeclaredOut(item=item, config_path=config_path(item), version=DeclaredVersionOut(**v),
-                       in_force=True, value=ev.value(item), rejected=ev.rejected.get(item))
+    return declared_out(item=item, config_path=config_path(item), version=DeclaredVersionOut(**v),
+                        in_force=True, value=ev.value(item), rejected=ev.rejected.get(item))
 
 
 _WRITE: dict[int | str, dict[str, Any]] = {
@@ -282,6 +332,8 @@ async def get_declared(
     version: Annotated[int | None, Query(ge=0, le=2**62, examples=[1], description=(
         "an earlier version (0: the configuration file's); default: the one in force"))] = None,
 ) -> DeclaredOut:
+    if len(request.query_params.getlist("version")) > 1:  # FastAPI would take the last one
+        raise BadParameter("version", "given more than once: ask for one version")
     ev = _evidence(request)
     name = item.value
     if version is None or version == ev.version(name).version:
@@ -298,8 +350,15 @@ async def get_declared(
         value = ev.config_value(name) if got.value is None else got.value
         v = {"version": got.version, "supplied_by": got.supplied_by,
              "supplied_at": iso(got.supplied_at_ns), "source": "api", "reason": got.reason}
-    return DeclaredOut(item=name, config_path=config_path(name), version=DeclaredVersionOut(**v),
-                       in_force=False, value=value)
+    try:
+        return declared_out(item=name, config_path=config_path(name),
+                            version=DeclaredVersionOut(**v), in_force=False, value=value)
+    except ValidationError as exc:  # stored by a release whose model was laxer than this one's
+        raise ConfigError(f"version {version} of declared {name} does not fit the item's model "
+                          "any more, so it cannot be answered", [
+                              (config_path(name, tuple(e["loc"])[1:]),
+                               str(e["msg"]).removeprefix("Value error, "))
+                              for e in exc.errors() if e["loc"][:1] == ("value",)]) from exc
 
 
 @router.put(

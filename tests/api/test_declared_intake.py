@@ -30,6 +30,7 @@ from config import Settings, load_settings
 from config.times import Calendar, iso, to_ns
 from simulators import Plant
 from store import SqliteStore
+from store.declared import DeclaredRegistry, declared_path
 from tests.helpers import api_key, free_port, one_week_demo, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -359,6 +360,39 @@ def test_assets_can_be_updated(api: Api) -> None:
     got = {a["path"]: a for a in api.client.get("/api/v1/assets").json()}
     assert got[assets[0]["path"]]["ideal_cycle_time_s"] == 99.5
     assert got[assets[0]["path"]]["description"] == "retooled"
+
+
+def test_a_stored_version_the_model_no_longer_takes_is_a_precise_problem(api: Api) -> None:
+    """Answers are typed per item, so a stored version that no longer fits the item's model
+    is a 422 naming the version and the field, not a 500. The API never stores such a value:
+    one stored by an earlier, laxer release is made here by writing the registry file directly
+    (its own class, on the server's file)."""
+    item = "emission-factor"
+    good = {"value": 0.61, "unit": "kg CO2/kWh", "source": "grid factor 2026"}
+    assert _put(api, item, good, reason="a version first").status_code == 200  # the file is open
+    with DeclaredRegistry(declared_path(load_settings(api.cfg).store)) as registry:
+        stale = registry.put(item, {"value": 0.61, "unit": "", "source": "old release",
+                                    "supplied_by": "x", "supplied_at": "2026-01-05"},
+                             "old-release", "stored before the unit was required")
+    r = api.client.get(f"/api/v1/declared/{item}", params={"version": stale.version})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    detail = r.json()["detail"]
+    assert f"version {stale.version} of declared {item}" in detail, detail
+    assert "declared.emission_factor.unit" in detail, detail
+    # nothing else is lost: the audit trail lists it (as JSON text), a new version supersedes it
+    audit = api.client.get("/api/v1/declared/audit", params={"item": item}).json()
+    assert audit[-1]["version"] == stale.version and json.loads(audit[-1]["new"])["unit"] == ""
+    r = _put(api, item, good, reason="the unit given")
+    assert r.status_code == 200 and r.json()["version"]["version"] == stale.version + 1, r.text
+    assert api.client.get(f"/api/v1/declared/{item}").json()["value"]["unit"] == "kg CO2/kWh"
+
+
+def test_a_version_asked_for_twice_is_refused(api: Api) -> None:
+    """Not the last one silently (what FastAPI would take): a 400 naming the parameter."""
+    r = api.client.get("/api/v1/declared/labour-hours", params=[("version", "1"), ("version", "0")])
+    assert r.status_code == 400, r.text
+    assert r.json()["parameter"] == "version" and "more than once" in r.json()["detail"]
 
 
 def test_versions_survive_a_restart(api: Api) -> None:

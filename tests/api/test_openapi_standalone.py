@@ -37,6 +37,7 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 
 from api.app import create_app
+from api.declared import ITEMS
 from api.gateway import tag_records
 from api.problems import Problem
 from api.routes import ROUTERS
@@ -310,7 +311,44 @@ def test_generated_client_gets_typed_models_for_every_read_route(
                 assert back == raw.json(), oid
             called.append(oid)
     assert {"get_kpis", "get_assessment", "get_kpi_deltas", "get_tag_latest", "get_tag_samples",
-            "get_health", "get_config"} <= set(called), called
+            "get_health", "get_config", "get_declared_items", "get_declared"} <= set(called), called
+
+
+def test_generated_client_parses_each_declared_item_into_its_own_model(
+        generated: Any, api: httpx.Client, openapi: dict[str, Any],
+        plant: tuple[Path, Settings]) -> None:
+    """A declared answer is one model per item, told apart by ``item`` (oneOf with a
+    discriminator): the asset register (a list of objects) parses into Asset models, the
+    shift calendar (an object) into its own model, and so on for every item."""
+    union = openapi["components"]["schemas"]["DeclaredOut"]
+    assert union["discriminator"]["propertyName"] == "item", union
+    assert set(union["discriminator"]["mapping"]) == set(ITEMS), union["discriminator"]
+    assert len(union["oneOf"]) == len(ITEMS), union["oneOf"]
+    items = importlib.import_module("tierproof_client.api.declared.get_declared_items")
+    one = importlib.import_module("tierproof_client.api.declared.get_declared")
+    models = importlib.import_module("tierproof_client.models")
+    with generated.Client(base_url=str(api.base_url).rstrip("/"), headers=dict(api.headers),
+                          timeout=httpx.Timeout(120), raise_on_unexpected_status=True) as client:
+        every = items.sync(client=client)
+        calendar = one.sync(client=client, item=models.DeclaredItemName("calendar"))
+    assert every is not None and calendar is not None
+    by_item = {str(answer.item): answer for answer in every}
+    assert set(by_item) == set(ITEMS)
+    for name, answer in by_item.items():
+        title = "".join(p.title() for p in name.split("-"))
+        assert type(answer).__name__ == f"Declared{title}Out", (name, type(answer))
+    assets = by_item["assets"].value
+    assert assets and all(isinstance(a, models.Asset) for a in assets), assets
+    assert {a.path for a in assets} == {a.path for a in plant[1].assets}
+    for got in (by_item["calendar"], calendar):
+        assert isinstance(got, models.DeclaredCalendarOut), type(got)
+        assert isinstance(got.value, models.ShiftCalendar), type(got.value)
+        assert got.value.timezone == plant[1].calendar.timezone
+        assert all(isinstance(s, models.DailyRange) for s in got.value.shifts), got.value.shifts
+    assert isinstance(by_item["ai-scenarios"].value.scenarios[0], models.AiScenario)
+    assert isinstance(by_item["references"].value.additional_properties[
+        "provincial_cnc_rate"], models.DeclaredValue)
+
 
 
 # --------------------------------------------------------------------- offline docs
