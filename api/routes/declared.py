@@ -27,7 +27,7 @@ from config.times import Calendar, iso, to_ns
 from ..declared import ITEMS, DeclaredEvidence, DeclaredInvalid, config_path, validate
 from ..deps import NowDep, instant
 from ..kpi_models import DeclaredVersionOut
-from ..problems import ECHO_MAX, PROBLEM, BadParameter, problem
+from ..problems import ECHO_MAX, PROBLEM, problem
 from ..service import KpiService
 
 __all__ = ["ITEM_MODELS", "DeclaredItemName", "DeclaredOut", "caller", "router"]
@@ -332,8 +332,6 @@ async def get_declared(
     version: Annotated[int | None, Query(ge=0, le=2**62, examples=[1], description=(
         "an earlier version (0: the configuration file's); default: the one in force"))] = None,
 ) -> DeclaredOut:
-    if len(request.query_params.getlist("version")) > 1:  # FastAPI would take the last one
-        raise BadParameter("version", "given more than once: ask for one version")
     ev = _evidence(request)
     name = item.value
     if version is None or version == ev.version(name).version:
