@@ -107,6 +107,7 @@ from config.times import iso, to_ns
 from kpi import (
     ALGORITHM_VERSION,
     AssetDay,
+    Kpis,
     Observation,
     RegisteredAsset,
     Supplied,
@@ -486,8 +487,8 @@ def _history(service: KpiService, end: datetime, end_ns: int) -> tuple[dict[str,
     if first is None or first >= end_ns:
         return history, Observation(None, missing="the store holds no sample before the current "
                                                   "window's end")
-    since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=first // 1000)
-    span = service.kpis(since, end)["total"]["coverage"]
+    # only the span's coverage is used: its summed elements, not the per-asset answer
+    span = Kpis.of(service.total(first // 1000 * 1000, end_ns)).coverage
     years = (end_ns - first) / _NS / _YEAR_S
     history.update(years=years, coverage=span)
     return history, Observation(years, coverage=span, note="the span of the history held, no interval")
@@ -583,9 +584,8 @@ def assess(
         for name in names
         if tier is None or name == tier
     }
-    kpis = service.kpis(start, end)
-    for entry in kpis["assets"].values():
-        entry.pop("evidence", None)  # bulky: GET /api/v1/kpis of the same window serves it
+    # the per-tag evidence is bulky: GET /api/v1/kpis of the same window serves it
+    kpis = service.kpis(start, end, evidence=False)
     return {
         "criteria_version": criteria.version,
         "algorithm_version": ALGORITHM_VERSION,

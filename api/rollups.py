@@ -40,8 +40,8 @@ from store.changes import EVERYTHING
 
 __all__ = [
     "DAY", "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Cell", "Part", "RollupMaintainer", "RollupStore",
-    "day_slot", "decode", "decode_cells", "encode", "has_rollups", "keyed_rows", "local_day_edges",
-    "reach_ns", "rollup_key", "tag_sum", "time_sum",
+    "day_slot", "decode", "decode_cells", "decode_head", "encode", "has_rollups", "keyed_rows",
+    "local_day_edges", "reach_ns", "rollup_key", "tag_sum", "time_sum",
 ]
 
 log = logging.getLogger("tierproof.rollups")
@@ -52,6 +52,10 @@ ELEMENT_FIELDS: Final = tuple(f.name for f in fields(TimeElements))
 _INT_FIELDS: Final = frozenset(f.name for f in fields(TimeElements) if f.type in ("int", int))
 #: a unit's own flags: equal in every hour of it, taken once, not summed over time
 PER_UNIT: Final = frozenset({"units", "pq_known", "gq_known", "units_without_pru", "std_units"})
+#: taken from a run's first row, not summed (``decode_cells``)
+_FIRST: Final = PER_UNIT | {"shared_pru_s"}
+#: a role by its value: ``Role(value)`` goes through the enum machinery for every tag of every row
+_ROLES: Final = {r.value: r for r in Role}
 NEVER: Final = -(2**63)
 _COUNTERS: Final = (Role.TOTAL_COUNT, Role.GOOD_COUNT, Role.REJECT_COUNT, Role.ENERGY_KWH)
 _STEPS: Final = (Role.STATE, Role.MODE, Role.CHANNEL_MODE)
@@ -168,21 +172,27 @@ def decode(rows: Sequence[RollupRow]) -> Part:
 
 def decode_cells(rows: Sequence[Cell]) -> Part:
     """``decode`` of rows as (hour_ns, reach_ns, data, extra) tuples."""
+    return decode_head(rows)[0]
+
+
+def decode_head(rows: Sequence[Cell]) -> tuple[Part, dict[str, Any]]:
+    """``decode_cells``, and the first row's ``extra`` as parsed (a day row's ``gap_s``)."""
     values = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), -1)
-    total, first = values.sum(axis=0).tolist(), values[0].tolist()
+    total = values.sum(axis=0).tolist() if len(rows) > 1 else values[0].tolist()
+    first = values[0].tolist() if len(rows) > 1 else total
     n = len(ELEMENT_FIELDS)
     kw: dict[str, Any] = {}
     for i, f in enumerate(ELEMENT_FIELDS):
-        v = first[i] if f in PER_UNIT or f == "shared_pru_s" else total[i]
+        v = first[i] if f in _FIRST else total[i]
         kw[f] = None if math.isnan(v) else (int(v) if f in _INT_FIELDS else float(v))
     head = json.loads(rows[0][3] or "{}")
-    tags = tuple(TagEvidence(p, int(i), Role(r), int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
+    tags = tuple(TagEvidence(p, int(i), _ROLES[r], int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
                              None if pr is None else int(pr))
                  for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
     imp = tuple((str(r), int(a), int(b), float(x), float(y))
                 for row in rows if row[3] and '"implausible"' in row[3]
                 for r, a, b, x, y in json.loads(row[3])["implausible"])
-    return Part(TimeElements(**kw), tags, imp)
+    return Part(TimeElements(**kw), tags, imp), head
 
 
 def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,

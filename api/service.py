@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -50,6 +49,7 @@ from .rollups import (
     Part,
     day_slot,
     decode_cells,
+    decode_head,
     encode,
     has_rollups,
     keyed_rows,
@@ -89,7 +89,8 @@ class KpiService:
         self.settings = settings
         self.declared_versions = declared_versions or config_versions()
         self._store = store
-        #: this thread's read-ahead view of the store while ``results`` computes (``store``)
+        #: this thread's read-ahead view of the store while ``results`` computes (``store``),
+        #: and the raw parts its outermost ``snapshot`` computed (``parts``)
         self._ahead = threading.local()
         want = settings.kpi.rollups if rollups is None else rollups
         self.use_rollups = bool(want) and has_rollups(store)
@@ -105,10 +106,27 @@ class KpiService:
         view: Store | None = getattr(self._ahead, "view", None)
         return self._store if view is None else view
 
-    def snapshot(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
         """A block in which every store read of this thread sees one state of the store
-        (``Store.snapshot``): one ``kpis`` call, or one whole assessment."""
-        return self.store.snapshot()
+        (``Store.snapshot``): one ``kpis`` call, or one whole assessment.
+
+        The outermost block of a thread also keeps the raw parts that ``_part`` computes
+        (``_cached_part``): an assessment's windows share edges (the current window and its
+        first local day start at the same instant; the current window, the history span and
+        the last local day end in the same partial hour), and within one state of the store
+        the same part is the same computation. Dropped when the block ends, as is the tag
+        table it read (``_tags_by_asset``)."""
+        if getattr(self._ahead, "parts", None) is not None:
+            with self.store.snapshot():
+                yield
+            return
+        with self.store.snapshot():
+            self._ahead.parts = {}
+            try:
+                yield
+            finally:
+                self._ahead.parts = self._ahead.by_asset = None
 
     def first_sample_ns(self, end_ns: int) -> int | None:
         """The time of the store's first sample (any tag) before ``end_ns``, or None: where
@@ -146,7 +164,17 @@ class KpiService:
         return min(firsts) if firsts else hi * _NS
 
     def _tags_by_asset(self) -> dict[str, dict[Role, TagRecord]]:
-        """asset -> role -> tag, from one read of the store's tag table."""
+        """asset -> role -> tag, from one read of the store's tag table (one per outermost
+        ``snapshot``: within it the table does not change)."""
+        held: dict[str, dict[Role, TagRecord]] | None = getattr(self._ahead, "by_asset", None)
+        if held is not None:
+            return held
+        out = self._read_tags()
+        if getattr(self._ahead, "parts", None) is not None:  # inside a snapshot
+            self._ahead.by_asset = out
+        return out
+
+    def _read_tags(self) -> dict[str, dict[Role, TagRecord]]:
         roles = set(Role)
         out: dict[str, dict[Role, TagRecord]] = {}
         for t in self.store.tags():
@@ -287,17 +315,42 @@ class KpiService:
     def _part(self, asset: Asset, tags: dict[Role, TagRecord], window_start: int, a: int, b: int) -> Part:
         """[a, b) computed from raw samples as part of the window starting at window_start,
         reading back only as far as the part depends on (its reach) when that is enough:
-        every tag read once, from an hour before the part."""
+        every tag read once, from an hour before the part. Inside a ``snapshot`` a part
+        already computed for a window it serves is taken as it is (``_cached_part``)."""
+        cache: dict[tuple[str, int, int], list[tuple[int, bool, Part]]] | None = getattr(
+            self._ahead, "parts", None)
+        got = self._cached_part(asset.path, window_start, a, b)
+        if got is not None:
+            return got
+        by_reach = False
         if a <= window_start:
+            ctx = window_start
             r = self.asset_result(asset, a, b, tags, context_start_ns=window_start)
-            return Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
-        r0 = max(a - HOUR_NS, window_start)
-        series = self.store.read_many([t.tag_id for t in tags.values()], r0, b, prior=True)
-        reach = reach_ns(self.store, tags, a, series, r0)
-        ctx = reach if reach != NEVER and reach >= window_start else window_start
-        r = self.asset_result(asset, a, b, tags, context_start_ns=ctx,
-                              series=series if ctx >= r0 else None)
-        return Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+        else:
+            r0 = max(a - HOUR_NS, window_start)
+            series = self.store.read_many([t.tag_id for t in tags.values()], r0, b, prior=True)
+            reach = reach_ns(self.store, tags, a, series, r0)
+            by_reach = reach != NEVER and reach >= window_start
+            ctx = reach if by_reach else window_start
+            r = self.asset_result(asset, a, b, tags, context_start_ns=ctx,
+                                  series=series if ctx >= r0 else None)
+        part = Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+        if cache is not None:
+            cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, part))
+        return part
+
+    def _cached_part(self, path: str, window_start: int, a: int, b: int) -> Part | None:
+        """The part [a, b) of ``path`` as part of the window starting at ``window_start``, if
+        this snapshot computed it already: one computed with the context ``window_start``
+        itself, or one computed with the part's own reach as context (then it is the part of
+        every window starting at or before that reach, as a roll-up row is)."""
+        cache = getattr(self._ahead, "parts", None)
+        if cache is None:
+            return None
+        for ctx, by_reach, part in cache.get((path, a, b), ()):
+            if ctx == window_start or (by_reach and ctx >= window_start):
+                return part
+        return None
 
     def _planned(self, start_ns: int, end_ns: int) -> tuple[Any, Any]:
         """``planned_intervals`` of the calendar, remembered: every asset of a request (and
@@ -366,9 +419,8 @@ class KpiService:
                 s = start_of.get(c[0])
                 if s is None:
                     continue
-                part = decode_cells([c])
-                out.setdefault(s, {})[asset] = (part.elements, part.tags,
-                                                float(json.loads(c[3] or "{}").get("gap_s", 0.0)))
+                part, head = decode_head([c])
+                out.setdefault(s, {})[asset] = (part.elements, part.tags, float(head.get("gap_s", 0.0)))
         return out
 
     def _rolled(
@@ -469,7 +521,8 @@ class KpiService:
         from the window's start. All in one request where the store reads many ranges at once
         (``read_ranges``), else one ``read_many`` per range. Parts are short (the rows carry
         the rest), so a batch's are held at once; an asset computed from raw samples is read
-        ahead by ``results``, its whole window, one asset at a time."""
+        ahead by ``results``, its whole window, one asset at a time. A part this snapshot
+        has computed already (``_cached_part``) is not read again."""
         view = ReadAhead(self._store)
         ranges: dict[tuple[int, int], list[int]] = {}
         for asset in batch:
@@ -479,18 +532,20 @@ class KpiService:
             ids = [t.tag_id for t in by_asset.get(asset.path, {}).values()]
             at, lo = start_ns, start_ns
             for c in rows:
-                if at < c[0]:
+                if at < c[0] and self._cached_part(asset.path, start_ns, at, c[0]) is None:
                     ranges.setdefault((lo, c[0]), []).extend(ids)
                 at, lo = c[0] + HOUR_NS, max(min(int(c[1]), c[0]), start_ns)
-            if at < end_ns:
+            if at < end_ns and self._cached_part(asset.path, start_ns, at, end_ns) is None:
                 ranges.setdefault((lo, end_ns), []).extend(ids)
         view.fetch_all(ranges)
         return view
 
     def kpis(
-        self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None
+        self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None,
+        *, evidence: bool = True,
     ) -> dict[str, Any]:
-        """KPIs per asset, per line and for the selection, with their evidence."""
+        """KPIs per asset, per line and for the selection, with their evidence (``evidence``
+        False: without it, as the assessment answers)."""
         if end <= start:
             raise KpiError(
                 f"the window is empty: to ({end.isoformat()}) is not after from ({start.isoformat()})"
@@ -504,12 +559,18 @@ class KpiService:
             "algorithm_version": ALGORITHM_VERSION,
             "config_fingerprint": self.fingerprint,
             "assets": {
-                r.asset.path: self._entry(r.elements, r.evidence.as_dict(iso), r.hours)
+                r.asset.path: self._entry(r.elements, r.evidence.as_dict(iso) if evidence else None,
+                                          r.hours)
                 for r in results
             },
             "lines": {p: self._entry(e) for p, e in lines.items()},
             "total": self._entry(roll_up(per_asset.values())),
         }
+
+    def total(self, start_ns: int, end_ns: int) -> TimeElements:
+        """The elements of every asset of the register over [start_ns, end_ns), summed: the
+        ``total`` of ``kpis`` without building its per-asset answer."""
+        return roll_up(r.elements for r in self.results(start_ns, end_ns))
 
     @staticmethod
     def _entry(e: TimeElements, evidence: dict[str, Any] | None = None,

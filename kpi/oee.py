@@ -119,11 +119,7 @@ class TimeElements:
 
     def __add__(self, other: TimeElements) -> TimeElements:
         return TimeElements(
-            **{
-                f.name: getattr(self, f.name) + getattr(other, f.name)
-                for f in fields(self)
-                if f.name not in _NOT_SUMMED
-            },
+            **{f: getattr(self, f) + getattr(other, f) for f in _SUMMED},
             window_s=max(self.window_s, other.window_s),
             shared_pru_s=self.shared_pru_s if self.shared_pru_s == other.shared_pru_s else None,
         )
@@ -133,6 +129,8 @@ class TimeElements:
 
 
 _NOT_SUMMED: Final = frozenset({"window_s", "shared_pru_s"})
+#: the fields ``+`` sums (``dataclasses.fields`` once, not per addition)
+_SUMMED: Final = tuple(f.name for f in fields(TimeElements) if f.name not in _NOT_SUMMED)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -228,11 +226,15 @@ class UnitSignals:
     default_mode: int | None = None
 
 
+#: :data:`ELEMENT_TABLE` with plain int codes (numpy compares an enum member far slower)
+_TABLE_CODES: Final = tuple((int(s), None if m is None else int(m), name) for s, m, name in ELEMENT_TABLE)
+
+
 def element_masks(state: I64, mode: I64) -> dict[str, npt.NDArray[np.bool_]]:
     """Element name -> where (state, mode) codes map to it by :data:`ELEMENT_TABLE`."""
     masks = {name: np.zeros(state.shape, bool) for _, _, name in ELEMENT_TABLE}
     taken = np.zeros(state.shape, bool)
-    for s, m, name in ELEMENT_TABLE:
+    for s, m, name in _TABLE_CODES:
         hit = (state == s) & ~taken
         if m is not None:
             hit &= mode == m
@@ -263,6 +265,15 @@ def _attribution(
                np.where(apt | ~known, out_plan, 0.0))
     wall = (known_in, in_plan - known_in, out_plan)
     edges = np.append(iv.start, iv.end[-1:]) - start_ns
+    # each weight's cumulative sum at the interval edges: computed once (when first needed)
+    # for all the counters, not per counter and end
+    cum_weights: list[F64] = []
+    cum_wall: list[F64] = []
+
+    def cumulative(w: tuple[F64, F64, F64], held: list[F64]) -> list[F64]:
+        if not held:
+            held.extend(np.concatenate(([0.0], np.cumsum(x))) for x in w)
+        return held
 
     def attribute(c: CounterDelta | None) -> F3:
         """(in known PBT, in unknown PBT, outside PBT) shares of a counter's increases."""
@@ -270,19 +281,21 @@ def _attribution(
             return np.zeros(3)
         lo = np.maximum(c.t0_ns, clip) - start_ns
         hi = np.maximum(c.t1_ns - start_ns, lo + 1)  # a zero-length span: its later instant
+        at = np.concatenate((hi, lo))  # one interpolation for both ends
+        n = len(hi)
 
-        def spans(w: tuple[F64, F64, F64]) -> F64:
-            return np.stack([
-                np.interp(hi, edges, np.concatenate(([0.0], np.cumsum(x))))
-                - np.interp(lo, edges, np.concatenate(([0.0], np.cumsum(x))))
-                for x in w
-            ])
+        def spans(w: tuple[F64, F64, F64], held: list[F64]) -> F64:
+            rows = []
+            for cs in cumulative(w, held):
+                v = np.interp(at, edges, cs)
+                rows.append(v[:n] - v[n:])
+            return np.stack(rows)
 
-        share = spans(weights)
+        share = spans(weights, cum_weights)
         total = share.sum(axis=0)
         none = total <= 0
         if none.any():
-            share[:, none] = spans(wall)[:, none]
+            share[:, none] = spans(wall, cum_wall)[:, none]
             total = share.sum(axis=0)
         return np.asarray((share / total * c.inc).sum(axis=1), np.float64)
 
