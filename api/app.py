@@ -18,6 +18,7 @@ from .problems import install_problem_handlers
 from .rollups import RollupMaintainer
 from .routes import ROUTERS
 from .service import KpiService
+from .tabular import install_csv_openapi
 from .version import VERSION
 
 
@@ -79,4 +80,5 @@ def create_app(
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_csv_openapi(app)
     return app

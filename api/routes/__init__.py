@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import configuration, dashboard, gateway, kpis, plant, tiers
+from . import configuration, dashboard, gateway, kpis, plant, series, tiers
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (dashboard.router, gateway.router, plant.router, kpis.router,
-                                    tiers.router, configuration.router)
+                                    tiers.router, configuration.router,
+                                    series.router)

@@ -17,6 +17,8 @@ from kpi import ALGORITHM_VERSION
 from ..assessment import assess, resolve_windows
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
 from ..flight import json_body
+from ..tabular import tabular
+from .series import kpi_columns, kpi_rows
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
@@ -56,6 +58,7 @@ def check_windows(settings: Settings, start: datetime, end: datetime, b_start: d
     response_class=Response,
     responses=JSON_OBJECT,
 )
+@tabular(kpi_rows, columns=kpi_columns, name="kpis")
 async def kpis(
     service: ServiceDep,
     runner: RunnerDep,
