@@ -221,36 +221,57 @@ def tabular(rows: Rows | None = None, *, columns: Sequence[str] | Callable[[], S
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn, eval_str=True)
-        added = [
-            inspect.Parameter("tabular_request_", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-            inspect.Parameter("tabular_response_", inspect.Parameter.KEYWORD_ONLY,
-                              annotation=Response),
-            inspect.Parameter("format_", inspect.Parameter.KEYWORD_ONLY, annotation=FormatQuery,
-                              default=None),
-        ]
         params = list(sig.parameters.values())
+        # FastAPI fills one parameter per request of type Request and one of type Response:
+        # the route's own where it has them, else added here
+        names: dict[type, str] = {}
+        added: list[inspect.Parameter] = []
+        for kind, name in ((Request, "tabular_request_"), (Response, "tabular_response_")):
+            own = next((p.name for p in params if p.annotation is kind), None)
+            names[kind] = own or name
+            if own is None:
+                added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                               annotation=kind))
+        added.append(inspect.Parameter("format_", inspect.Parameter.KEYWORD_ONLY,
+                                       annotation=FormatQuery, default=None))
         kw_only = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
         rest = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         new_sig = sig.replace(parameters=rest + kw_only + added)
+        req_name, resp_name = names[Request], names[Response]
+        own_names = {p.name for p in params}
+
+        def split(kw: dict[str, Any]) -> tuple[Request, Response, str | None]:
+            fmt = kw.pop("format_", None)
+            req = kw[req_name] if req_name in own_names else kw.pop(req_name)
+            resp = kw[resp_name] if resp_name in own_names else kw.pop(resp_name)
+            return req, resp, fmt
 
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
-            async def wrapper(*args: Any, tabular_request_: Request, tabular_response_: Response,
-                              format_: str | None = None, **kw: Any) -> Any:
-                result = await fn(*args, **kw)
-                return _answer(table, result, tabular_request_, format_, tabular_response_)
+            async def wrapper(*args: Any, **kw: Any) -> Any:
+                req, resp, fmt = split(kw)
+                return _answer(table, await fn(*args, **kw), req, fmt, resp)
         else:
             @functools.wraps(fn)
-            def wrapper(*args: Any, tabular_request_: Request, tabular_response_: Response,
-                        format_: str | None = None, **kw: Any) -> Any:
-                result = fn(*args, **kw)
-                return _answer(table, result, tabular_request_, format_, tabular_response_)
+            def wrapper(*args: Any, **kw: Any) -> Any:
+                req, resp, fmt = split(kw)
+                return _answer(table, fn(*args, **kw), req, fmt, resp)
 
         wrapper.__signature__ = new_sig  # type: ignore[attr-defined]
         wrapper.__tabular__ = table  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
+
+
+def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI >= 0.16x keeps an included
+    router as one route holding the original; the routers' own prefixes are in the paths)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (inner := getattr(route, "original_router", None)) is not None:
+            yield from _api_routes(inner.routes)
 
 
 def install_csv_openapi(app: FastAPI) -> None:
@@ -263,9 +284,9 @@ def install_csv_openapi(app: FastAPI) -> None:
             assert app.openapi_schema is not None
             return app.openapi_schema
         schema = build()
-        for route in app.routes:
-            table = getattr(getattr(route, "endpoint", None), "__tabular__", None)
-            if not isinstance(route, APIRoute) or table is None:
+        for route in _api_routes(app.routes):
+            table = getattr(route.endpoint, "__tabular__", None)
+            if table is None:
                 continue
             for method in route.methods or ():
                 op = schema.get("paths", {}).get(route.path_format, {}).get(method.lower())
