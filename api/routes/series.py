@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import fields
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ from ..buckets import HISTORY_BUCKETS, SERIES_BUCKETS, Bucket, buckets
 from ..deps import GatewayDep, NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
 from ..flight import json_body
 from ..history import aggregate, aggregate_text
+from ..rollups import HOUR_NS
 from ..service import KpiService
 from ..tabular import columns_of, tabular
 from .plant import _tag_id
@@ -148,10 +150,20 @@ def series_body(service: KpiService, bks: list[Bucket], asset: str | None, line:
     hours from roll-ups where they are usable for it), all from one snapshot of the store."""
     assets = service.assets_for(asset, line)
     out: list[dict[str, Any]] = []
+    windows = [(b.start_ns, b.end_ns) for b in bks]
+    # hours: no whole hour inside whose roll-up row /kpis of the bucket could use (a row is
+    # the hour as part of a window that starts before it): each computed from raw samples,
+    # as /kpis does, with every asset's samples read once per day of buckets
+    short = bool(bks) and all(e - s <= HOUR_NS for s, e in windows) and all(
+        a[1] <= b[0] for a, b in itertools.pairwise(windows))
     with service.snapshot():
-        for b in bks:
-            per_asset = {r.asset.path: r.elements
-                         for r in service.results(b.start_ns, b.end_ns, assets)}
+        hourly = service.short_windows(assets, windows) if short else {}
+        for k, b in enumerate(bks):
+            if short:
+                per_asset = {a.path: hourly[a.path][k] for a in assets}
+            else:  # longer buckets: their whole hours from roll-ups, as /kpis of each does
+                per_asset = {r.asset.path: r.elements
+                             for r in service.results(b.start_ns, b.end_ns, assets)}
             if asset is not None:
                 e = per_asset[asset]
             elif line is not None:
