@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from config.errors import KpiError
@@ -21,7 +22,7 @@ from ..flight import json_body
 from ..history import aggregate, aggregate_text
 from ..rollups import HOUR_NS
 from ..service import KpiService
-from ..tabular import columns_of, tabular
+from ..tabular import tabular
 from .plant import _tag_id
 
 __all__ = ["HistoryOut", "KpiSeriesOut", "kpi_rows", "router"]
@@ -134,6 +135,11 @@ def kpi_rows(data: dict[str, Any]) -> Any:
         yield {"level": "total", "path": None, **data["total"]}
 
 
+#: a series bucket's CSV columns: its window first, then the figures and the elements
+_SERIES_COLUMNS = ["from", "to", "shift", "date", *(f.name for f in fields(Kpis)),
+                   *(f"elements.{f.name}" for f in fields(TimeElements))]
+
+
 def _series_rows(data: dict[str, Any]) -> Any:
     return data["buckets"]
 
@@ -189,9 +195,9 @@ def series_body(service: KpiService, bks: list[Bucket], asset: str | None, line:
         "`api.max_series_buckets` buckets (400 naming `bucket`); the window at most "
         "`api.max_kpi_window_days`. CSV (`format=csv` or `Accept: text/csv`): a row per bucket."
     ),
-    response_class=Response,
+    response_class=JSONResponse,  # the OpenAPI's content type: the answer is pre-rendered JSON
 )
-@tabular(_series_rows, columns=lambda: columns_of(SeriesBucket), name="kpi-series")
+@tabular(_series_rows, columns=lambda: _SERIES_COLUMNS, name="kpi-series")
 async def get_kpi_series(
     service: ServiceDep,
     runner: RunnerDep,
