@@ -7,13 +7,15 @@ bucket (quality below bad and a finite value); ``mean`` is **time-weighted**: ea
 value holds from its sample until the tag's next sample (the value in force at the window's
 start is the last sample before it), and the mean is the integral over the bucket's known
 time divided by that time. A bad-quality or NaN sample makes the time until the next sample
-unknown, and time after ``now`` is unknown. That is the mean of the signal, not of the
+unknown, so do the gaps of the tag's device (``tag_gaps``: it was not being collected), and
+so is time after ``now``. That is the mean of the signal, not of the
 samples: a tag stored on change (a state, a setpoint) or polled at an uneven rate has few
 samples where it is steady, and a sample mean would weigh its changes, not its time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -21,11 +23,11 @@ import numpy as np
 import numpy.typing as npt
 
 from config.signals import Quality
-from store.base import Store
+from store.base import Store, TagRecord
 
 from .buckets import Bucket
 
-__all__ = ["PAGE", "Aggregates", "aggregate", "aggregate_text"]
+__all__ = ["PAGE", "Aggregates", "aggregate", "aggregate_text", "tag_gaps"]
 
 #: samples per store read
 PAGE: Final = 50_000
@@ -67,10 +69,46 @@ def _usable(value: F64, quality: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]
     return (quality < Quality.BAD) & np.isfinite(value)
 
 
+def tag_gaps(store: Store, tag: TagRecord, start_ns: int, end_ns: int, now_ns: int
+             ) -> list[tuple[int, int]]:
+    """The intervals of [start_ns, end_ns) during which ``tag``'s value is unknown by a gap:
+    its device's gaps (device-wide, of its asset, or of damaged data of this tag), an open
+    gap reaching now; merged."""
+    out: list[tuple[int, int]] = []
+    for g in store.gaps(tag.device, start_ns, end_ns):
+        if g.asset not in (None, tag.asset) or g.tag not in (None, tag.path):
+            continue
+        a, b = max(g.start_ns, start_ns), min(now_ns if g.end_ns is None else g.end_ns, end_ns)
+        if b > a:
+            out.append((a, b))
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(out):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _step_integral(t: I64, v: F64, at: I64) -> tuple[F64, F64]:
+    """Of the step function holding v[k] on [t[k], t[k+1]) (NaN: unknown; the last value
+    holds on), the integral and the known seconds from t[0] to each of ``at`` (>= t[0])."""
+    known = np.isfinite(v[:-1])
+    dt = np.diff(t) / _NS
+    cg = np.concatenate([[0.0], np.cumsum(np.where(known, v[:-1] * dt, 0.0))])
+    ck = np.concatenate([[0.0], np.cumsum(np.where(known, dt, 0.0))])
+    j = np.searchsorted(t, at, "right") - 1
+    held = v[j]
+    ext = (at - t[j]) / _NS
+    return (cg[j] + np.where(np.isfinite(held), held * ext, 0.0),
+            ck[j] + np.where(np.isfinite(held), ext, 0.0))
+
+
 def aggregate(store: Store, tag_id: int, bks: list[Bucket], now_ns: int,
-              page: int = PAGE) -> Aggregates:
+              page: int = PAGE, gaps: Sequence[tuple[int, int]] = ()) -> Aggregates:
     """Every aggregate of ``tag_id`` over the buckets (sorted by start; they may overlap),
-    reading the samples of [first start, last end) a page at a time."""
+    reading the samples of [first start, last end) a page at a time. ``gaps`` (sorted,
+    disjoint): intervals of unknown value (``tag_gaps``), left out of the mean."""
     agg = Aggregates(len(bks))
     if not bks:
         return agg
@@ -138,6 +176,23 @@ def aggregate(store: Store, tag_id: int, bks: list[Bucket], now_ns: int,
         carry_t, carry_v = page_end, float(v[-1])
         last = int(ts[-1])
         at, skip = last, len(ts) - int(np.searchsorted(ts, last, "left"))
+    for a, b in gaps:  # the step function's integral over each gap is unknown time
+        a, b = max(a, lo_ns), min(b, stop)
+        if b <= a:
+            continue
+        s = store.read(tag_id, a, b, prior=True)  # a gap holds few samples, if any
+        inside = s.ts_ns >= a
+        first = np.nan
+        if (~inside).any():
+            k = int(np.flatnonzero(~inside)[-1])
+            first = float(s.value[k]) if _usable(s.value[k:k + 1], s.quality[k:k + 1])[0] else np.nan
+        t = np.concatenate([[a], s.ts_ns[inside]]).astype(np.int64)
+        v = np.concatenate([[first], np.where(_usable(s.value[inside], s.quality[inside]),
+                                              s.value[inside], np.nan)])
+        later = q[q > a]
+        gi, ki = _step_integral(t, v, np.minimum(later, b))
+        g_at[q > a] -= gi
+        k_at[q > a] -= ki
     ia = np.searchsorted(q, np.clip(starts, lo_ns, max(stop, lo_ns)))
     ib = np.searchsorted(q, np.clip(ends, lo_ns, max(stop, lo_ns)))
     agg.integral = g_at[ib] - g_at[ia]

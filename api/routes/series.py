@@ -19,7 +19,7 @@ from kpi import ALGORITHM_VERSION, Kpis, TimeElements, group_by_line, roll_up
 from ..buckets import HISTORY_BUCKETS, SERIES_BUCKETS, Bucket, buckets
 from ..deps import GatewayDep, NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
 from ..flight import json_body
-from ..history import aggregate, aggregate_text
+from ..history import aggregate, aggregate_text, tag_gaps
 from ..rollups import HOUR_NS
 from ..service import KpiService
 from ..tabular import tabular
@@ -246,9 +246,10 @@ _TEXT_AGGS = ("count", "last")
         "tag's raw samples. `min`, `max`, `last`, `count`: over the usable samples in the "
         "bucket (quality below bad, a finite value); `mean` is **time-weighted**: each usable "
         "value holds until the tag's next sample (the window starts with the value in force), "
-        "a bad or NaN sample makes the time to the next sample unknown, time after now is "
-        "unknown, and the mean is over the known time (`known_s`). A text tag (its latest "
-        "sample is a text) takes `count` and `last` only (422 naming `agg`). Buckets as for "
+        "a bad or NaN sample makes the time to the next sample unknown, so do the gaps of the "
+        "tag's device and time after now, and the mean is over the known time (`known_s`). "
+        "A text tag (its latest sample is a text) takes `count` and `last` only (422 naming "
+        "`agg`). Buckets as for "
         "`/kpis/series` (the plant's clock) plus 1m, 5m, 15m and 30m; at most "
         "`api.max_series_buckets`. Samples are read a page at a time: memory does not grow "
         "with the window. CSV: a row per bucket."
@@ -284,7 +285,10 @@ def get_tag_history(
         count, bad, texts = aggregate_text(g.store, tid, bks)
         values = list(count.tolist()) if agg == "count" else list(texts)
     else:
-        a = aggregate(g.store, tid, bks, to_ns(now))
+        rec = next((t for t in g.store.tags() if t.tag_id == tid), None)
+        now_ns = to_ns(now)
+        gaps = tag_gaps(g.store, rec, s_ns, e_ns, now_ns) if rec is not None else []
+        a = aggregate(g.store, tid, bks, now_ns, gaps=gaps)
         count, bad = a.count, a.bad
         pick = {"mean": a.mean(), "min": a.min, "max": a.max, "last": a.last}
         if agg == "count":

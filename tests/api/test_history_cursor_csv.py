@@ -28,6 +28,7 @@ TEMP = "s/a/l/m1/temp"
 COUNT = "s/a/l/m1/count"
 TEXT = "s/a/l/m1/recipe"
 NOISE = "s/a/l/m1/noise"
+GAP = (T0 + 70 * MIN, T0 + 100 * MIN)  # the device not collected
 # temp: 5 before the window; 10, 20, a bad sample, 30 in its first hour; nothing in its second
 TEMP_SAMPLES = [(-5, 5.0, 0), (0, 10.0, 0), (10, 20.0, 0), (40, 99.0, 2), (50, 30.0, 0)]
 
@@ -64,6 +65,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client
             ts = np.sort(rng.choice(np.arange(-30 * 60, 180 * 60), 400, replace=False)) * 10**9 + T0
             store.write(Batch.of([ids[NOISE]] * len(ts), ts, rng.normal(50, 10, len(ts)),
                                  np.where(rng.random(len(ts)) < 0.1, 2, 0)))
+            # the device not collected for 30 minutes of the second hour
+            store.close_gap(store.open_gap("plc", GAP[0], "unreachable"), GAP[1])
             yield c, store
     finally:
         store.close()
@@ -87,7 +90,8 @@ def test_history_aggregates_per_bucket(env: tuple[httpx.Client, SqliteStore]) ->
                                                     (iso(T0 + 60 * MIN), iso(T0 + 120 * MIN))]
     assert mean[0]["value"] == pytest.approx((10 * 10 + 20 * 30 + 30 * 10) / 50, rel=1e-12)
     assert mean[0]["known_s"] == 50 * 60.0
-    assert mean[1]["value"] == 30.0 and mean[1]["known_s"] == 3600.0  # held, no sample
+    # held, no sample; the device's gap is unknown time
+    assert mean[1]["value"] == 30.0 and mean[1]["known_s"] == 1800.0
     assert [(b["count"], b["bad"]) for b in mean] == [(3, 1), (0, 0)]
     assert [b["value"] for b in history(c, TEMP, "min")] == [10.0, None]
     assert [b["value"] for b in history(c, TEMP, "max")] == [30.0, None]
@@ -110,14 +114,17 @@ def test_text_tags_take_count_and_last_only(env: tuple[httpx.Client, SqliteStore
     assert r.status_code == 422 and r.json()["errors"][0]["parameter"] == "query.agg"
 
 
-def _reference_mean(ts: list[int], vs: list[float], qs: list[int], a: int, b: int) -> float | None:
-    """The time-weighted mean of [a, b) by a plain loop over the samples' steps."""
+def _reference_mean(ts: list[int], vs: list[float], qs: list[int], a: int, b: int,
+                    gap: tuple[int, int] = (0, 0)) -> float | None:
+    """The time-weighted mean of [a, b) by a plain loop over the samples' steps, without
+    the time of ``gap``."""
     integral = known = 0.0
     for i, t in enumerate(ts):
         lo, hi = max(t, a), min(ts[i + 1] if i + 1 < len(ts) else b, b)
         if hi > lo and qs[i] < 2:
-            integral += vs[i] * (hi - lo) / 1e9
-            known += (hi - lo) / 1e9
+            secs = ((hi - lo) - max(0, min(hi, gap[1]) - max(lo, gap[0]))) / 1e9
+            integral += vs[i] * secs
+            known += secs
     return integral / known if known else None
 
 
@@ -139,9 +146,13 @@ def test_history_pages_give_the_same_aggregates(env: tuple[httpx.Client, SqliteS
                             b.end_ns) for b in bks]
     np.testing.assert_allclose(one.mean(), [np.nan if w is None else w for w in want], rtol=1e-12)
     got = history(c, NOISE, "mean", bucket="15m")
-    assert [b["value"] for b in got] == pytest.approx(
-        [_reference_mean(s.ts_ns.tolist(), s.value.tolist(), s.quality.tolist(), T0 + i * 15 * MIN,
-                         T0 + (i + 1) * 15 * MIN) for i in range(8)], rel=1e-12)
+    want = [_reference_mean(s.ts_ns.tolist(), s.value.tolist(), s.quality.tolist(),
+                            T0 + i * 15 * MIN, T0 + (i + 1) * 15 * MIN, GAP) for i in range(8)]
+    assert [b["value"] is None for b in got] == [w is None for w in want]
+    assert [b["value"] for b in got if b["value"] is not None] == pytest.approx(
+        [w for w in want if w is not None], rel=1e-12)
+    known = [b["known_s"] for b in got]  # the gap's quarters: known only outside it
+    assert known[4] <= 600.0 and known[5] == 0.0 and known[6] <= 300.0 and got[5]["value"] is None
 
 
 # ---------------------------------------------------------------------------- cursor
