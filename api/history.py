@@ -151,28 +151,20 @@ def aggregate(store: Store, tag_id: int, bks: list[Bucket], now_ns: int,
             agg.last[i], agg.last_ts[i] = value[j], ts[j]
         # the time-weighted integral: a step function from the carried sample to the page's
         # last sample (which is carried to the next page), evaluated at the edges inside
-        t = np.concatenate([[carry_t], np.minimum(ts, stop)]).astype(np.int64)
+        t = np.concatenate([[carry_t], np.clip(ts, lo_ns, max(stop, lo_ns))]).astype(np.int64)
         v = np.concatenate([[carry_v], uv])
-        known = np.isfinite(v[:-1])
-        dt = np.diff(t) / _NS
-        cg = np.concatenate([[0.0], np.cumsum(np.where(known, v[:-1] * dt, 0.0))]) + g0
-        ck = np.concatenate([[0.0], np.cumsum(np.where(known, dt, 0.0))]) + k0
         page_end = int(t[-1])
         more = got.more and len(ts) > 0
-        upto = int(np.searchsorted(q, page_end, "right" if not more else "left"))
-        if not more:
-            upto = len(q)
+        # the edges before the page's last sample (all, at the end), whose value holds on
+        upto = int(np.searchsorted(q, page_end, "left")) if more else len(q)
         if upto > done_q:
-            qq = q[done_q:upto]
-            j = np.searchsorted(t, qq, "right") - 1
-            held = v[j]
-            ext = (qq - t[j]) / _NS
-            g_at[done_q:upto] = cg[j] + np.where(np.isfinite(held), held * ext, 0.0)
-            k_at[done_q:upto] = ck[j] + np.where(np.isfinite(held), ext, 0.0)
+            gi, ki = _step_integral(t, v, q[done_q:upto])
+            g_at[done_q:upto], k_at[done_q:upto] = g0 + gi, k0 + ki
             done_q = upto
         if not more:
             break
-        g0, k0 = float(cg[-1]), float(ck[-1])
+        ge, ke = _step_integral(t, v, np.array([page_end], np.int64))
+        g0, k0 = g0 + float(ge[0]), k0 + float(ke[0])
         carry_t, carry_v = page_end, float(v[-1])
         last = int(ts[-1])
         at, skip = last, len(ts) - int(np.searchsorted(ts, last, "left"))

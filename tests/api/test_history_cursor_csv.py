@@ -101,6 +101,9 @@ def test_history_aggregates_per_bucket(env: tuple[httpx.Client, SqliteStore]) ->
     early = history(c, TEMP, "mean", bucket="1d",
                     **{"from": iso(T0 - 2 * MIN), "to": iso(T0 + 2 * MIN)})
     assert early[0]["value"] == pytest.approx((5 * 2 + 10 * 2) / 4, rel=1e-12)
+    # time to come is unknown, not the last value carried into the future
+    future = history(c, TEMP, "mean", **{"from": "now+1h", "to": "now+3h"})
+    assert [(b["value"], b["known_s"]) for b in future] == [(None, 0.0)] * len(future)
 
 
 def test_text_tags_take_count_and_last_only(env: tuple[httpx.Client, SqliteStore]) -> None:
