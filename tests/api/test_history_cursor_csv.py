@@ -201,49 +201,6 @@ def test_a_tampered_cursor_is_a_400_naming_cursor(env: tuple[httpx.Client, Sqlit
     assert r.status_code == 400 and "another tag" in r.json()["detail"]
 
 
-class _TwoPerInstant:
-    """A store whose pages hold two samples at every timestamp, as a central InfluxDB can
-    hold two points of one path from two gateways' series. A fake: the real stores keep one
-    sample per tag and timestamp, so they cannot produce this; everything else is the real
-    store."""
-
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def read_page(self, tag_id: int, start_ns: int, end_ns: int, limit: int) -> Any:
-        p = self._store.read_page(tag_id, start_ns, end_ns, limit)
-        two = [np.repeat(a, 2) for a in p[:5]]
-        two[1] = two[1] + np.tile([0.0, 0.5], len(p.ts_ns))  # the second of a pair: +0.5
-        more = p.more or len(two[0]) > limit
-        return type(p)(*(a[:limit] for a in two), more)
-
-
-def test_cursor_pages_through_samples_that_share_a_timestamp(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "dup.db")
-    settings = _settings(tmp_path)
-    app = create_app(settings, store=_TwoPerInstant(store), collect=False,  # type: ignore[arg-type]
-                     rollups_maintain=False)
-    try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
-            tid = {t["path"]: t["tag_id"] for t in c.get("/api/v1/tags").json()}[COUNT]
-            store.write(Batch.of([tid] * 10, T0 + np.arange(10) * MIN, np.arange(10.0)))
-            got: list[tuple[str, float]] = []
-            params: dict[str, Any] = {**WINDOW, "limit": 3}  # pages end inside pairs
-            while True:
-                body = c.get(f"/api/v1/tags/{COUNT}/samples", params=params).json()
-                got += list(zip(body["ts"], body["value"], strict=True))
-                if not body["next_cursor"]:
-                    break
-                params = {"cursor": body["next_cursor"], "limit": 3}
-            want = [(iso(T0 + i * MIN), i + half) for i in range(10) for half in (0.0, 0.5)]
-            assert got == want
-    finally:
-        store.close()
-
-
 # ---------------------------------------------------------------------------- CSV
 
 def _csv(r: httpx.Response) -> list[dict[str, str]]:
