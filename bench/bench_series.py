@@ -12,6 +12,8 @@ gateway does in the background). Served by a uvicorn subprocess with the default
 one client: a warm-up ``/kpis`` of a window off the buckets' grid, the series (the plant's
 total per bucket), then each bucket's ``/kpis`` call
 (whose ``total`` is what the series' bucket must equal: checked, to 1e-9, on every bucket).
+Wall time and the server process's CPU time are printed: on a shared machine the CPU time
+is the steadier figure.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api_server import served  # noqa: E402  (bench/, beside this file)
-from bench_api_scale import prepare  # noqa: E402
+from bench_api_scale import cpu_s, prepare  # noqa: E402
 
 from api.rollups import RollupMaintainer  # noqa: E402
 from api.service import KpiService  # noqa: E402
@@ -81,32 +83,35 @@ def main() -> None:
                                     backfill_days=None, clock_ns=lambda: to_ns(now)).run_once()
         print(f"roll-ups: {rows:,} rows in {time.perf_counter() - t0:.1f} s")
     start, end = now - timedelta(days=args.days), now
-    with served(SERVER, cfg) as (_, port), httpx.Client(
+    with served(SERVER, cfg) as (proc, port), httpx.Client(
             base_url=f"http://127.0.0.1:{port}", timeout=3600) as c:
         # warm-up (caches, the server's roll-up maintainer's first pass): a window off the
         # buckets' grid, so that no timed request is answered from the closed-result cache
         c.get("/api/v1/kpis", params={"from": (start + timedelta(minutes=30)).isoformat(),
                                       "to": (end - timedelta(minutes=30)).isoformat()})
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s(proc.pid)
         r = c.get("/api/v1/kpis/series", params={"from": start.isoformat(), "to": end.isoformat(),
                                                  "bucket": args.bucket})
-        series_s = time.perf_counter() - t0
+        series_s, series_cpu = time.perf_counter() - t0, cpu_s(proc.pid) - c0
         r.raise_for_status()
         buckets = r.json()["buckets"]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s(proc.pid)
         calls = [c.get("/api/v1/kpis", params={"from": b["from"], "to": b["to"]}).json()["total"]
                  for b in buckets]
-        calls_s = time.perf_counter() - t0
+        calls_s, calls_cpu = time.perf_counter() - t0, cpu_s(proc.pid) - c0
     diff = max(worst({k: v for k, v in b.items() if k not in ("from", "to", "shift", "date")},
                      {k: v for k, v in t.items() if k not in ("evidence", "rollups")})
                for b, t in zip(buckets, calls, strict=True))
-    print(f"/kpis/series, {len(buckets)} buckets of {args.bucket}: {series_s:.2f} s")
-    print(f"{len(buckets)} separate /kpis calls: {calls_s:.2f} s")
-    print(f"ratio (calls / series): {calls_s / series_s:.2f}x; largest relative difference of "
+    print(f"/kpis/series, {len(buckets)} buckets of {args.bucket}: {series_s:.2f} s "
+          f"({series_cpu:.1f} s of server CPU)")
+    print(f"{len(buckets)} separate /kpis calls: {calls_s:.2f} s ({calls_cpu:.1f} s of server CPU)")
+    print(f"ratio (calls / series): {calls_s / series_s:.2f}x wall, "
+          f"{calls_cpu / max(series_cpu, 1e-9):.2f}x server CPU; largest relative difference of "
           f"any bucket's number: {diff:.2e}")
     print(json.dumps({"machines": args.machines, "days": args.days, "bucket": args.bucket,
                       "buckets": len(buckets), "series_s": round(series_s, 3),
                       "calls_s": round(calls_s, 3), "ratio": round(calls_s / series_s, 3),
+                      "series_cpu_s": round(series_cpu, 2), "calls_cpu_s": round(calls_cpu, 2),
                       "max_rel_diff": diff}))
 
 
