@@ -27,6 +27,7 @@ from .query import single_valued_query
 from .rollups import RollupMaintainer
 from .routes import ROUTERS
 from .service import KpiService
+from .tabular import install_csv_openapi
 from .version import VERSION
 
 
@@ -151,5 +152,6 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     install_examples(app, (r for router in ROUTERS for r in router.routes))
+    install_csv_openapi(app)
     install_metrics(app)  # last: its request timing is the outermost middleware
     return app

@@ -59,7 +59,10 @@ class SamplesOut(BaseModel):
     window: dict[str, str | None]
     count: int = Field(description="samples in this answer (at most `limit`)")
     truncated: bool = Field(description="the window holds more samples after the last of this "
-                                        "answer: ask again from just after its last `ts`")
+                                        "answer: ask again with `cursor=next_cursor`")
+    next_cursor: str | None = Field(
+        default=None, description="opaque: pass as `cursor` for the samples after this answer's "
+        "last (also in the `Link: <...>; rel=\"next\"` header); null when `truncated` is false")
     ts: list[str | None] = Field(
         description="sample time, ISO 8601 (UTC Z, or tz='s zone with its offset): the source "
         "timestamp where the protocol has one"

@@ -469,6 +469,40 @@ class KpiService:
         whole_hours = max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS))
         return AssetResult(asset, elements, evidence, (whole_hours, len(cells)))
 
+    def short_windows(self, assets: list[Asset], windows: list[tuple[int, int]],
+                      chunk_ns: int = 86_400 * _NS) -> dict[str, list[TimeElements]]:
+        """asset -> its elements over each of ``windows`` (sorted, disjoint, each an hour at
+        most: no whole hour but possibly its own, whose row is usable only when it is the
+        window's own computation), each window computed from raw samples on its own, as
+        ``results`` computes a window without a usable row. Each asset's tags are read ahead
+        once per ``chunk_ns`` of windows (memory: a chunk of one asset), not once per
+        window."""
+        out: dict[str, list[TimeElements]] = {}
+        with self.snapshot():
+            by_asset = self._tags_by_asset()
+            for a in assets:
+                tags = by_asset.get(a.path, {})
+                ids = [t.tag_id for t in tags.values()]
+                got: list[TimeElements] = []
+                i = 0
+                while i < len(windows):
+                    lo = windows[i][0]
+                    j = i
+                    while j < len(windows) and windows[j][1] - lo <= chunk_ns:
+                        j += 1
+                    j = max(j, i + 1)
+                    view = ReadAhead(self._store)
+                    view.fetch(ids, lo, windows[j - 1][1])
+                    self._ahead.view = view
+                    try:
+                        got += [self.asset_result(a, s, e, tags, raw=True).elements
+                                for s, e in windows[i:j]]
+                    finally:
+                        self._ahead.view = None
+                    i = j
+                out[a.path] = got
+        return out
+
     def assets_for(self, asset: str | None, line: str | None) -> list[Asset]:
         assets = self.settings.assets
         if asset is not None:

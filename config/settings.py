@@ -94,6 +94,14 @@ class ApiSettings(Model):
             "refused with a 400 problem naming the parameter and this limit"
         ),
     )
+    max_series_buckets: int = Field(
+        default=1_500, ge=1, le=100_000,
+        description=(
+            "most buckets of one /kpis/series or /tags/{path}/history answer (720 is 30 days "
+            "of hours, 1,440 a day of minutes): more is refused with a 400 problem naming "
+            "`bucket` and this limit"
+        ),
+    )
     max_connections: int = Field(
         default=512, ge=1, le=100_000,
         description=(

@@ -11,11 +11,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from collector.supervisor import DeviceHealth
 from config.errors import NotFoundError
 from config.times import iso
 from store.spool import spool_problems
 
 from ..deps import GatewayDep, SettingsDep
+from ..tabular import tabular
 
 router = APIRouter(prefix="/api/v1", tags=["gateway"])
 
@@ -293,6 +295,7 @@ def get_spool(g: GatewayDep, settings: SettingsDep) -> dict[str, Any]:
 
 
 @router.get("/collector/status", summary="Health of every device", response_model=list[DeviceStatus])
+@tabular(columns=DeviceHealth, name="collector-status")
 def get_collector_status(g: GatewayDep) -> list[dict[str, Any]]:
     if g.supervisor is None:
         return []

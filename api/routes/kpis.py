@@ -19,6 +19,8 @@ from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, win
 from ..flight import json_body
 from ..kpi_models import DeltasOut, KpisOut
 from ..plant_time import DateQuery, ShiftQuery, Zones, ZonesDep, respond, shift_window
+from ..tabular import tabular
+from .series import kpi_columns, kpi_rows
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
@@ -80,6 +82,7 @@ def explicit(t: datetime | None) -> str | None:
     # the answer is pre-rendered JSON (api.flight): the model documents it, never filters it
     response_model=KpisOut,
 )
+@tabular(kpi_rows, columns=kpi_columns, name="kpis")
 async def get_kpis(
     service: ServiceDep,
     runner: RunnerDep,

@@ -8,21 +8,26 @@ from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from config.errors import NotFoundError
 from config.signals import Quality
 from config.times import iso, to_ns
+from store.base import SamplePage
 from store.batch import TS_UNKNOWN
 
+from ..cursor import MAX_CURSOR, Cursor, decode_cursor, encode_cursor, next_link
 from ..deps import GatewayDep, NowDep, SettingsDep, instant
 from ..gateway import Gateway
 from ..models import AssetOut, LatestOut, SamplesOut, TagOut
 from ..plant_time import ZonesDep
 from ..problems import BadParameter, echo
 from ..state_names import names_of
+from ..tabular import parallel, tabular
 
 router = APIRouter(prefix="/api/v1")
+#: CSV of samples: a row per sample, a column per list of the answer
+_sample_rows, _SAMPLE_COLUMNS = parallel(SamplesOut)
 
 #: a tag path, as `GET /api/v1/tags` lists them
 TagPath = Annotated[str, Path(description="the tag's path site/area/line/asset/signal",
@@ -49,6 +54,7 @@ def _tag_id(g: Gateway, path: str) -> int:
 
 
 @router.get("/assets", tags=["plant"], summary="Assets (work units) of the plant")
+@tabular(columns=AssetOut, name="assets")
 def get_assets(settings: SettingsDep) -> list[AssetOut]:
     by_asset: dict[str, list[str]] = {}
     for _, t in settings.all_tags():
@@ -64,6 +70,7 @@ def get_assets(settings: SettingsDep) -> list[AssetOut]:
 
 
 @router.get("/tags", tags=["tags"], summary="Configured tags")
+@tabular(columns=TagOut, name="tags")
 def get_tags(
     g: GatewayDep,
     asset: Annotated[str | None, Query(description="only this asset's tags",
@@ -98,15 +105,21 @@ def get_tag_latest(g: GatewayDep, zones: ZonesDep, tag_path: TagPath) -> LatestO
     description=(
         "The first `limit` samples of the window in time order (default 10,000, at most "
         "`api.max_samples`: a larger limit is a 400 problem). `truncated` says whether the "
-        "window holds more: ask again from just after the last `ts`. The store reads only "
-        "what the page needs, whatever the window's length."
+        "window holds more; then `next_cursor` (and the `Link: <...>; rel=\"next\"` header) "
+        "continues exactly after the last sample of this answer, in the same window, with no "
+        "sample repeated or missed even where samples share a timestamp. The store reads only "
+        "what the page needs, whatever the window's length. CSV with `format=csv` or "
+        "`Accept: text/csv` (one row per sample)."
     ),
 )
+@tabular(_sample_rows, columns=_SAMPLE_COLUMNS, name="samples")
 def get_tag_samples(
     g: GatewayDep,
     settings: SettingsDep,
     now: NowDep,
     zones: ZonesDep,
+    request: Request,
+    response: Response,
     tag_path: TagPath,
     from_: Annotated[str | None, Query(alias="from", description=(
         "ISO 8601 (without an offset: the plant's local time, or tz's) or now-1h"),
@@ -116,6 +129,10 @@ def get_tag_samples(
     limit: Annotated[int | None, Query(
         ge=1, description="samples at most (default 10,000, at most api.max_samples)",
         examples=[1000])] = None,
+    cursor: Annotated[str | None, Query(
+        description="`next_cursor` of the previous page: continue after its last sample (the "
+        "cursor carries the window; `from` and `to` beside it are ignored)",
+        max_length=MAX_CURSOR)] = None,
 ) -> SamplesOut:
     tid = _tag_id(g, tag_path)
     top = settings.api.max_samples
@@ -124,24 +141,47 @@ def get_tag_samples(
     elif limit > top:
         raise BadParameter("limit", f"{limit} is more than api.max_samples ({top}): ask for "
                                     "fewer samples per request", limit=("api.max_samples", top))
-    start = instant(from_, "now-1h", "from", now, zones.inputs)
-    end = instant(to, "now", "to", now, zones.inputs)
-    page = g.store.read_page(tid, to_ns(start), to_ns(end), limit)
+    if cursor is not None:
+        c = decode_cursor(cursor, tag_path)
+        start_ns, end_ns, at, skip = c.start_ns, c.end_ns, c.last_ns, c.skip
+    else:
+        start_ns = to_ns(instant(from_, "now-1h", "from", now, zones.inputs))
+        end_ns = to_ns(instant(to, "now", "to", now, zones.inputs))
+        at, skip = start_ns, 0
+    page = g.store.read_page(tid, at, end_ns, limit + skip) if at < end_ns else None
+    if page is None:
+        ts_ns = np.empty(0, np.int64)
+        page = SamplePage(ts_ns, np.empty(0), np.empty(0, np.uint8), ts_ns, ts_ns, False)
+    # the samples at ``at`` that earlier pages delivered (fewer, if some were deleted since)
+    drop = min(skip, int(np.searchsorted(page.ts_ns, at, "right")))
+    ts_ns, value, quality = page.ts_ns[drop:], page.value[drop:], page.quality[drop:]
+    server_ts, gateway_ts = page.server_ts[drop:], page.gateway_ts[drop:]
+    more = page.more or len(ts_ns) > limit
+    ts_ns, value, quality = ts_ns[:limit], value[:limit], quality[:limit]
+    server_ts, gateway_ts = server_ts[:limit], gateway_ts[:limit]
+    next_cursor = None
+    if more and len(ts_ns):
+        last = int(ts_ns[-1])
+        run = len(ts_ns) - int(np.searchsorted(ts_ns, last, "left"))
+        next_cursor = encode_cursor(Cursor(tag_path, start_ns, end_ns, last,
+                                           run + (drop if last == at else 0)))
+        response.headers["Link"] = f'<{next_link(request, next_cursor)}>; rel="next"'
     tz = zones.output
 
     def column(times: npt.NDArray[np.int64]) -> list[str | None]:
         return [None if t == TS_UNKNOWN else iso(t, tz=tz) for t in times.tolist()]
 
-    values = [None if math.isnan(v) else v for v in page.value.tolist()]
+    values = [None if math.isnan(v) else v for v in value.tolist()]
     return SamplesOut(
         path=tag_path,
-        window={"from": iso(to_ns(start), tz=tz), "to": iso(to_ns(end), tz=tz)},
-        count=len(page.ts_ns),
-        truncated=page.more,
-        ts=[iso(int(t), tz=tz) for t in page.ts_ns.tolist()],
+        window={"from": iso(start_ns, tz=tz), "to": iso(end_ns, tz=tz)},
+        count=len(ts_ns),
+        truncated=more,
+        next_cursor=next_cursor,
+        ts=[iso(int(t), tz=tz) for t in ts_ns.tolist()],
         value=values,
         name=_names(g, tid, values),
-        quality=page.quality.astype(int).tolist(),
-        server_ts=column(page.server_ts),
-        gateway_ts=column(page.gateway_ts),
+        quality=quality.astype(int).tolist(),
+        server_ts=column(server_ts),
+        gateway_ts=column(gateway_ts),
     )
