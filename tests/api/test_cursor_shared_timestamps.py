@@ -54,7 +54,7 @@ def env(tmp_path: Path) -> Iterator[tuple[httpx.Client, SqliteStore]]:
     app = create_app(settings, store=_TwoPerInstant(store), collect=False,  # type: ignore[arg-type]
                      rollups_maintain=False)
     try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with serve(app, timeout=60) as c:
             yield c, store
     finally:
         store.close()

@@ -51,7 +51,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client
     store = SqliteStore(tmp / "h.db")
     app = create_app(settings, store=store, collect=False, rollups_maintain=False)
     try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with serve(app, timeout=60) as c:
             ids = {t["path"]: t["tag_id"] for t in c.get("/api/v1/tags").json()}
             for m, v, q in TEMP_SAMPLES:
                 store.write(Batch.of([ids[TEMP]], [T0 + m * MIN], [v], q))

@@ -50,7 +50,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
                      clock_ns=lambda: to_ns(NOW)).run_once()
     app = create_app(settings, store=store, collect=False, rollups_maintain=False)
     try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=120) as c:
+        with serve(app, timeout=120) as c:
             yield c
     finally:
         store.close()
@@ -179,7 +179,7 @@ def berlin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         store.write(Batch.of([tag[3]], [start], [0.0]))
     app = create_app(settings, store=store, collect=False, rollups_maintain=False)
     try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with serve(app, timeout=60) as c:
             yield c
     finally:
         store.close()
