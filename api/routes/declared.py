@@ -27,6 +27,7 @@ from config.times import Calendar, iso, to_ns
 from ..declared import ITEMS, DeclaredEvidence, DeclaredInvalid, config_path, validate
 from ..deps import NowDep, instant
 from ..kpi_models import DeclaredVersionOut
+from ..plant_time import ZonesDep
 from ..problems import ECHO_MAX, PROBLEM, problem
 from ..service import KpiService
 
@@ -296,6 +297,7 @@ _WRITE: dict[int | str, dict[str, Any]] = {
 async def get_declared_audit(
     request: Request,
     now: NowDep,
+    zones: ZonesDep,
     item: Annotated[DeclaredItemName | None, Query(description="only this item",
                                                    examples=["labour-hours"])] = None,
     from_: Annotated[str | None, Query(alias="from", description="supplied at or after (ISO 8601 "
@@ -303,8 +305,8 @@ async def get_declared_audit(
     to: Annotated[str | None, Query(description="supplied before (ISO 8601 or now)",
                                     examples=["now"])] = None,
 ) -> list[DeclaredChange]:
-    lo = None if from_ is None else to_ns(instant(from_, "now", "from", now))
-    hi = None if to is None else to_ns(instant(to, "now", "to", now))
+    lo = None if from_ is None else to_ns(instant(from_, "now", "from", now, zones.inputs))
+    hi = None if to is None else to_ns(instant(to, "now", "to", now, zones.inputs))
     ev = _evidence(request)
     rows = await asyncio.to_thread(ev.audit, None if item is None else item.value, lo, hi)
     return [DeclaredChange(**{**r, "old": json.dumps(r["old"], sort_keys=True),

@@ -29,6 +29,10 @@ router = APIRouter(prefix="/api/v1")
 #: CSV of samples: a row per sample, a column per list of the answer
 _sample_rows, _SAMPLE_COLUMNS = parallel(SamplesOut)
 
+#: what a cursor looks like (opaque: take `next_cursor` of the previous page as it is)
+CURSOR_EXAMPLE = encode_cursor(Cursor("demo/machining/line1/lathe-01/state", 1_765_000_000 * 10**9,
+                                      1_765_003_600 * 10**9, 1_765_001_800 * 10**9, 1))
+
 #: a tag path, as `GET /api/v1/tags` lists them
 TagPath = Annotated[str, Path(description="the tag's path site/area/line/asset/signal",
                               examples=["demo/machining/line1/lathe-01/state"])]
@@ -132,7 +136,7 @@ def get_tag_samples(
     cursor: Annotated[str | None, Query(
         description="`next_cursor` of the previous page: continue after its last sample (the "
         "cursor carries the window; `from` and `to` beside it are ignored)",
-        max_length=MAX_CURSOR)] = None,
+        max_length=MAX_CURSOR, examples=[CURSOR_EXAMPLE])] = None,
 ) -> SamplesOut:
     tid = _tag_id(g, tag_path)
     top = settings.api.max_samples

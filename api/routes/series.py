@@ -20,10 +20,11 @@ from ..buckets import HISTORY_BUCKETS, SERIES_BUCKETS, Bucket, buckets
 from ..deps import GatewayDep, NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
 from ..flight import json_body
 from ..history import aggregate, aggregate_text, tag_gaps
+from ..plant_time import ZonesDep, respond
 from ..rollups import HOUR_NS
 from ..service import KpiService
 from ..tabular import tabular
-from .plant import _tag_id
+from .plant import TagPath, _tag_id
 
 __all__ = ["HistoryOut", "KpiSeriesOut", "kpi_rows", "router"]
 
@@ -203,6 +204,7 @@ async def get_kpi_series(
     runner: RunnerDep,
     settings: SettingsDep,
     now: NowDep,
+    zones: ZonesDep,
     asset: Annotated[str | None, Query(description="asset path site/area/line/asset",
                                        examples=["demo/machining/line1/lathe-01"])] = None,
     line: Annotated[str | None, Query(description="line path site/area/line",
@@ -214,7 +216,8 @@ async def get_kpi_series(
     bucket: Annotated[SERIES_BUCKETS, Query(description="1h, shift or 1d",
                                             examples=["1h"])] = "1h",
 ) -> Response:
-    start, end = window(from_, to, settings.kpi.current, now)
+    start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs,
+                        plant_tz=zones.plant)
     check_window(settings, start, end)
     s_ns, e_ns = to_ns(start), to_ns(end)
     bks = buckets(bucket, settings.calendar, s_ns, e_ns, settings.api.max_series_buckets)
@@ -229,7 +232,7 @@ async def get_kpi_series(
         })
 
     key = ("series", ALGORITHM_VERSION, service.fingerprint, s_ns, e_ns, bucket, asset, line)
-    return Response(await runner.run(key, e_ns, compute), media_type="application/json")
+    return await respond(await runner.run(key, e_ns, compute), zones)
 
 
 # ---------------------------------------------------------------------------- history
@@ -260,7 +263,8 @@ def get_tag_history(
     g: GatewayDep,
     settings: SettingsDep,
     now: NowDep,
-    tag_path: str,
+    zones: ZonesDep,
+    tag_path: TagPath,
     from_: Annotated[str | None, Query(alias="from", description=f"{_FROM}; default now-24h",
                                        examples=["now-24h"])] = None,
     to: Annotated[str | None, Query(description="ISO 8601 or now; default now",
@@ -271,7 +275,7 @@ def get_tag_history(
         description="mean (time-weighted), min, max, last or count", examples=["mean"])] = "mean",
 ) -> HistoryOut:
     tid = _tag_id(g, tag_path)
-    start, end = window(from_, to, _DEFAULT_HISTORY, now)
+    start, end = window(from_, to, _DEFAULT_HISTORY, now, tz=zones.inputs)
     check_window(settings, start, end)
     s_ns, e_ns = to_ns(start), to_ns(end)
     bks = buckets(bucket, settings.calendar, s_ns, e_ns, settings.api.max_series_buckets)
@@ -297,11 +301,13 @@ def get_tag_history(
             values = [None if math.isnan(v) else v for v in pick[agg].tolist()]
         if agg == "mean":
             known = a.known_s.tolist()
+    tz = zones.output
     return HistoryOut(
-        path=tag_path, window={"from": iso(s_ns), "to": iso(e_ns)}, bucket=bucket, agg=agg,
+        path=tag_path, window={"from": iso(s_ns, tz=tz), "to": iso(e_ns, tz=tz)}, bucket=bucket,
+        agg=agg,
         timezone=settings.calendar.timezone,
         buckets=[HistoryBucket.model_validate({
-                     "from": iso(b.start_ns), "to": iso(b.end_ns), "shift": b.shift,
+                     "from": iso(b.start_ns, tz=tz), "to": iso(b.end_ns, tz=tz), "shift": b.shift,
                      "date": b.date, "value": v, "count": int(n), "bad": int(x), "known_s": k})
                  for b, v, n, x, k in zip(bks, values, count.tolist(), bad.tolist(), known,
                                           strict=True)],
