@@ -65,9 +65,11 @@ unit: venv
 ##   1. the tests marked `serial` (they assert timing: polls on time under an API flood,
 ##      bounded scheduling lag), alone, so that no other test's load can make them late;
 ##   2. every other test on $(WORKERS) pytest-xdist workers. Most tests wait on sockets and
-##      real servers more than they compute, so 3 workers on 2 cores cut the wall time by far
-##      more than a third. --dist loadscope keeps each module on one worker: a module-scoped
-##      fixture (the demo subprocess, a backfilled store, a server) starts once, as serially.
+##      real servers more than they compute, so 3 workers on 2 cores overlap those waits
+##      (12 min 41 s in one process before; 2 min 12 s + 6 min 49 s now; docs/architecture.md).
+##      --dist loadscope keeps each module on one worker: a module-scoped fixture (the demo
+##      subprocess, a backfilled store, a server) starts once, as in one process.
+## New tests must stay parallel-safe: free ports, files under tmp_path, no fixed paths.
 ## Both passes always run; the target fails if either failed. Exit 5 (no test selected, when
 ## ARGS narrows the run to tests of only one kind) is not a failure on its own.
 ## `make test WORKERS=0` (no workers) or `make unit` runs every test in one process.
