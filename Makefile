@@ -66,7 +66,7 @@ unit: venv
 ##      bounded scheduling lag), alone, so that no other test's load can make them late;
 ##   2. every other test on $(WORKERS) pytest-xdist workers. Most tests wait on sockets and
 ##      real servers more than they compute, so 3 workers on 2 cores overlap those waits
-##      (12 min 41 s in one process before; 2 min 12 s + 6 min 49 s now; docs/architecture.md).
+##      (12 min 41 s in one process before; 6 min 45 s for both passes now; docs/architecture.md).
 ##      --dist loadscope keeps each module on one worker: a module-scoped fixture (the demo
 ##      subprocess, a backfilled store, a server) starts once, as in one process.
 ## New tests must stay parallel-safe: free ports, files under tmp_path, no fixed paths.
