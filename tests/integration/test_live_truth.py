@@ -67,7 +67,9 @@ from store.writer import Writer
 from tests.helpers import AcceleratedClock, on_free_ports, one_week_demo, wait_until
 from tests.mosquitto import Mosquitto
 
-pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
+# serial: the tolerances allow JITTER_S of event-loop scheduling lag, which other tests running
+# beside it on the same cores could exceed: `make test` runs it alone, before the parallel pass
+pytestmark = [pytest.mark.mqtt, pytest.mark.slow, pytest.mark.serial]
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 18, 9, 29, tzinfo=TZ)  # a Wednesday, in the morning break (09:30-09:40)
@@ -119,7 +121,9 @@ async def collect(settings: Settings, plant: Plant, store: SqliteStore) -> None:
         sup = Supervisor(settings.devices, store, writer, tag_ids, factories, clock=clock)
         async with sup:
             # the clock stands still (in the break) until every machine's state is stored
-            await wait_until(lambda: first_samples_in(store, tag_ids, settings), 60,
+            # a deadline while the clock stands still, so no bound on accuracy: under load the
+            # start of every server and collector took over 60 s once
+            await wait_until(lambda: first_samples_in(store, tag_ids, settings), 180,
                              "every asset's first state sample")
             clock.start()
             end = to_ns(END + timedelta(minutes=1))

@@ -354,6 +354,7 @@ def _mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.timeout(900)  # 10,000 examples: CPU-bound minutes beside other xdist workers
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.binary(max_size=300), _mutated()))
 def test_no_exception_but_decode_error_for_any_bytes(data: bytes) -> None:
