@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 from asyncua import ua
 
 from collector import OpcUaCollector, Supervisor
@@ -153,6 +154,9 @@ N_BULK = 5000
 TICKS = 4
 
 
+# serial: under the load of other xdist workers a change was never delivered (seen once,
+# 180 s wait): the subscription is asked to keep up with 5,000 tags, which needs the cores
+@pytest.mark.serial
 async def test_5000_variable_subscription_delivers_every_change(plant: Plant) -> None:
     clock = TickingClock(datetime_ns(NOW), STEP_NS)
     async with serve_opcua(plant, [ASSET], interval_s=0.5, clock=clock, security=OPEN,
