@@ -187,3 +187,35 @@ def config_key_headers(config: Path, scope: str = "admin") -> dict[str, str]:
     from config.loader import load_settings
 
     return key_headers(load_settings(config, store_only=True), scope)
+
+
+def two_day_plant(tmp: Path, data: dict[str, Any]) -> tuple[Path, Any]:
+    """The demo plant ``data`` with two days of history up to now in ``tmp/store.db``, its
+    KPI windows closed (current: the last day up to 5 minutes ago, baseline: the day before,
+    so they are computed once, then answered from the closed-result cache), written to
+    ``tmp/plant.yaml``: (that file, its settings)."""
+    from datetime import UTC, datetime, timedelta
+
+    from api.gateway import tag_records
+    from config import Settings
+    from config.times import to_ns
+    from simulators import Plant
+    from store import SqliteStore
+
+    data["simulation"]["history_days"] = 2
+    now = datetime.now(UTC).replace(microsecond=0)
+    data["kpi"].update(
+        current={"start": (now - timedelta(days=1)).isoformat(),
+                 "end": (now - timedelta(minutes=5)).isoformat()},
+        baseline={"start": (now - timedelta(days=2)).isoformat(),
+                  "end": (now - timedelta(days=1)).isoformat()})
+    data["store"] = {"type": "sqlite", "path": str(tmp / "store.db")}
+    cfg = tmp / "plant.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    settings = Settings.model_validate(data)
+    with SqliteStore(tmp / "store.db") as store:
+        ids = store.register_tags(tag_records(settings))
+        for batch in Plant(settings, now=now).history_batches(
+                ids, to_ns(now - timedelta(days=2)), to_ns(now)):
+            store.write(batch)
+    return cfg, settings

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import typing
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,10 @@ from pydantic import TypeAdapter
 
 from api.app import create_app
 from api.declared import ITEMS
-from api.gateway import tag_records
 from api.problems import Problem
 from api.routes import ROUTERS
 from config import Settings, shipped_config
-from config.times import to_ns
-from simulators import Plant
-from store import SqliteStore
-from tests.helpers import free_port, key_headers, wait_for
+from tests.helpers import free_port, key_headers, two_day_plant, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -73,24 +68,7 @@ OPEN = {"ConfigOutSettings", "HealthOutStore"}
 def plant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
     """The shipped demo (declared evidence included) with two days of stored history."""
     tmp = tmp_path_factory.mktemp("openapi")
-    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
-    data["simulation"]["history_days"] = 2
-    now = datetime.now(UTC).replace(microsecond=0)
-    data["kpi"].update(
-        current={"start": (now - timedelta(days=1)).isoformat(),
-                 "end": (now - timedelta(minutes=5)).isoformat()},
-        baseline={"start": (now - timedelta(days=2)).isoformat(),
-                  "end": (now - timedelta(days=1)).isoformat()})
-    data["store"] = {"type": "sqlite", "path": str(tmp / "store.db")}
-    cfg = tmp / "plant.yaml"
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-    settings = Settings.model_validate(data)
-    with SqliteStore(tmp / "store.db") as store:
-        ids = store.register_tags(tag_records(settings))
-        for batch in Plant(settings, now=now).history_batches(
-                ids, to_ns(now - timedelta(days=2)), to_ns(now)):
-            store.write(batch)
-    return cfg, settings
+    return two_day_plant(tmp, yaml.safe_load(shipped_config("demo.yaml").read_text()))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import httpx
 import hypothesis
 import pytest
 import schemathesis
-import yaml
 from hypothesis import HealthCheck, Phase
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -33,12 +31,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from api.gateway import tag_records
-from config import Settings
-from config.times import to_ns
-from simulators import Plant
-from store import SqliteStore
-from tests.helpers import free_port, key_headers, one_week_demo, wait_for
+from tests.helpers import free_port, key_headers, one_week_demo, two_day_plant, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = """
@@ -59,24 +52,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("schemathesis")
-    data = one_week_demo()
-    data["simulation"]["history_days"] = 2
-    now = datetime.now(UTC).replace(microsecond=0)
-    # closed windows: computed once, then answered from the closed-result cache
-    data["kpi"].update(
-        current={"start": (now - timedelta(days=1)).isoformat(),
-                 "end": (now - timedelta(minutes=5)).isoformat()},
-        baseline={"start": (now - timedelta(days=2)).isoformat(),
-                  "end": (now - timedelta(days=1)).isoformat()})
-    data["store"] = {"type": "sqlite", "path": str(tmp / "store.db")}
-    cfg = tmp / "plant.yaml"
-    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-    settings = Settings.model_validate(data)
-    with SqliteStore(tmp / "store.db") as store:
-        ids = store.register_tags(tag_records(settings))
-        for batch in Plant(settings, now=now).history_batches(
-                ids, to_ns(now - timedelta(days=2)), to_ns(now)):
-            store.write(batch)
+    cfg, settings = two_day_plant(tmp, one_week_demo())
     # api.auth: every case sends an admin key, in both forms the API takes (ours override
     # the ones schemathesis generates from the security schemes: a case of a bad key is
     # tests/api/test_auth.py's)
