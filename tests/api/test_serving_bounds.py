@@ -6,6 +6,7 @@ client that takes nothing of its answer for as long is cut."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -78,6 +79,9 @@ async def test_idle_connections_time_out_and_the_cap_refuses_with_503(
             sock.close()
 
 
+# serial: the cut comes header_timeout_s (0.5 s) after the socket buffers fill, while a ~28 MB
+# answer is rendered; beside other tests on the same cores the read once timed out (CI)
+@pytest.mark.serial
 async def test_a_client_that_takes_nothing_of_its_answer_is_cut(tmp_path: Path) -> None:
     port = free_port()
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
@@ -101,9 +105,10 @@ async def test_a_client_that_takes_nothing_of_its_answer_is_cut(tmp_path: Path) 
     async with app.router.lifespan_context(app):
         server = _uvicorn_server(app, "127.0.0.1", port)
         task = asyncio.create_task(server.serve(sockets=[sock]))
+        stack = contextlib.ExitStack()
         try:
             await wait_until(lambda: server.started, 10, "the server to start")
-            client = socket.socket()
+            client = stack.enter_context(socket.socket())  # closed even if the test fails
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             client.connect(("127.0.0.1", port))
             client.sendall(f"GET /api/v1/tags/{path}/samples?from=now-30d&limit={n} HTTP/1.1\r\n"
@@ -127,6 +132,7 @@ async def test_a_client_that_takes_nothing_of_its_answer_is_cut(tmp_path: Path) 
             # the server cut the connection: the answer was not delivered whole
             assert len(body) < length, (len(body), length, reset)
         finally:
+            stack.close()
             server.should_exit = True
             await task
             sock.close()

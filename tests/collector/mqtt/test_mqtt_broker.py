@@ -179,6 +179,9 @@ async def test_a_batch_is_acknowledged_only_once_stored(mosquitto: Mosquitto) ->
         with publisher(mosquitto) as pub:
             publish_all(pub, [("tp/L1/M1/seq", "99")])
         async for b in c.batches():
+            if not len(b):  # redelivered before the broker had our acks: known, not stored
+                c.stored(b)
+                continue
             assert b.value.tolist() == [99.0]
             c.stored(b)
             break
