@@ -65,6 +65,9 @@ class Damage:
 
     def as_gap(self) -> Gap:
         """The damaged range as a gap of the tag's asset (KPIs count it as unknown time)."""
+        if self.tag_id < 0:  # an ingest row whose tags are unknown: any asset's data
+            return Gap(-abs(self.chunk_id), self.device, self.start_ns, self.end_ns,
+                       f"stored data damaged: unknown tags ({self.reason})", None, None)
         return Gap(-abs(self.chunk_id), self.device, self.start_ns, self.end_ns,
                    f"stored data damaged: {self.path} ({self.reason})", self.asset, self.path)
 

@@ -202,7 +202,8 @@ def _damage_reasons(store: Any) -> list[HealthReason]:
     ``_DAMAGE_SHOWN`` and a count of the rest; none for stores that do not check."""
     damage = getattr(store, "damage", None)
     found = damage() if callable(damage) else []
-    out = [HealthReason(part="store", name=d.path or f"tag id {d.tag_id}",
+    out = [HealthReason(part="store",
+                        name=d.path or (f"tag id {d.tag_id}" if d.tag_id >= 0 else "unknown tags"),
                         reason=f"stored data damaged: {d.samples} samples from {iso(d.start_ns)} to "
                         f"{iso(d.end_ns - 1)} ({d.reason}); read as a gap")
            for d in found[:_DAMAGE_SHOWN]]

@@ -736,7 +736,7 @@ class SqliteStore:
         out = [Gap(int(g), d, int(s), None if e is None else int(e), r, a) for g, d, s, e, r, a in rows]
         # damaged stored data: unknown time of its tag's asset, like a gap of collection
         damaged = [d.as_gap() for d in list(self._damage.values())
-                   if (device is None or d.device == device)
+                   if (device is None or d.device == device or d.tag_id < 0)
                    and d.start_ns < int(end_ns) and d.end_ns > int(start_ns)]
         if damaged:
             out = sorted(out + damaged, key=lambda g: (g.start_ns, g.gap_id))
