@@ -916,7 +916,7 @@ class SqliteStore:
         with self._snapshot("read first sample") as conn:
             (t,) = conn.execute(
                 "SELECT min(m) FROM (SELECT min(t_min) AS m FROM chunks"
-                " UNION ALL SELECT min(t_min) FROM ingest)").fetchone()
+                " UNION ALL SELECT min(t_min) FROM ingest WHERE level >= 0)").fetchone()
         return None if t is None else int(t)
 
     def rollups_keyed(self, keys: Mapping[str, str], start_ns: int, end_ns: int,
