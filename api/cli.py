@@ -731,10 +731,14 @@ def _store(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"store {name}: {got.chunks:,} chunks checked ({got.unverified:,} without checksums, "
-          f"written before schema version 5: checked to decode only); {len(got.damage)} damaged")
+          f"written before schema version 5: checked to decode only), {got.ingest_rows:,} ingest"
+          f" rows checked ({got.ingest_unverified:,} without checksums, written before schema"
+          f" version 6); {len(got.damage)} damaged")
     for d in got.damage:
-        print(f"  damaged: {d.path or '?'} (tag id {d.tag_id}): {d.samples:,} samples from "
-              f"{iso(d.start_ns)} to {iso(d.end_ns - 1)} (chunk {d.chunk_id}: {d.reason})")
+        what = d.reason if d.seq is not None else f"chunk {d.chunk_id}: {d.reason}"
+        who = f"{d.path or '?'} (tag id {d.tag_id})" if d.tag_id >= 0 else "unknown tags"
+        print(f"  damaged: {who}: {d.samples:,} samples from "
+              f"{iso(d.start_ns)} to {iso(d.end_ns - 1)} ({what})")
     return EXIT_FAILED if got.damage else 0
 
 

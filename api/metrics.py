@@ -289,8 +289,9 @@ def _writer(writer: Any) -> Iterator[Metric]:
 def _store(store: Any, now_ns: int) -> Iterator[Metric]:
     damage = getattr(store, "damage", None)
     if callable(damage):
-        yield GaugeMetricFamily(_name("store_damaged_chunks"), "Stored chunks found damaged "
-                                "(read as gaps; `tierproof store verify`)", value=len(damage()))
+        yield GaugeMetricFamily(_name("store_damaged_chunks"), "Damage records of the embedded "
+                                "store: chunks, and ingest rows per tag (read as gaps; "
+                                "`tierproof store verify`)", value=len(damage()))
     spool_stats = getattr(store, "spool_stats", None)
     if callable(spool_stats):
         yield from _spool(spool_stats(), now_ns)

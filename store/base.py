@@ -58,10 +58,17 @@ class Damage:
     samples: int
     reason: str
     found_ns: int
+    #: the damaged ingest row's seq (recent data not yet in chunks; then ``chunk_id`` is a
+    #: negative key of the row and tag, ``tag_id`` -1 when the row's tags are unknown);
+    #: None for a chunk
+    seq: int | None = None
 
     def as_gap(self) -> Gap:
         """The damaged range as a gap of the tag's asset (KPIs count it as unknown time)."""
-        return Gap(-self.chunk_id, self.device, self.start_ns, self.end_ns,
+        if self.tag_id < 0:  # an ingest row whose tags are unknown: any asset's data
+            return Gap(-abs(self.chunk_id), self.device, self.start_ns, self.end_ns,
+                       f"stored data damaged: unknown tags ({self.reason})", None, None)
+        return Gap(-abs(self.chunk_id), self.device, self.start_ns, self.end_ns,
                    f"stored data damaged: {self.path} ({self.reason})", self.asset, self.path)
 
 

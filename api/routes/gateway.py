@@ -75,7 +75,8 @@ class HealthOut(BaseModel):
                      "reason": "not connected, waiting to retry: connection refused"}],
         "version": "0.1.0", "time": "2026-12-07T02:05:35.353708+00:00",
         "store": {"type": "sqlite", "batches_written": 120, "points_written": 48210,
-                  "chunks": 77, "tags": 128, "damaged_chunks": 0},
+                  "chunks": 77, "tags": 128, "damaged_chunks": 0,
+                  "damaged_ingest_rows": 0},
         "devices": {"total": 3, "connected": 2},
         "kpi": {"computed": 4, "joined": 0, "cache_hits": 9, "invalidated": 0, "cached": 3,
                 "cache_size": 64, "cached_bytes": 90211, "cache_bytes": 33554432,
@@ -202,7 +203,8 @@ def _damage_reasons(store: Any) -> list[HealthReason]:
     ``_DAMAGE_SHOWN`` and a count of the rest; none for stores that do not check."""
     damage = getattr(store, "damage", None)
     found = damage() if callable(damage) else []
-    out = [HealthReason(part="store", name=d.path or f"tag id {d.tag_id}",
+    out = [HealthReason(part="store",
+                        name=d.path or (f"tag id {d.tag_id}" if d.tag_id >= 0 else "unknown tags"),
                         reason=f"stored data damaged: {d.samples} samples from {iso(d.start_ns)} to "
                         f"{iso(d.end_ns - 1)} ({d.reason}); read as a gap")
            for d in found[:_DAMAGE_SHOWN]]

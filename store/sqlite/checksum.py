@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .schema import TS, VAL
+from .schema import TAG, TS, VAL
 
-__all__ = ["chunk_crc", "chunk_fault", "extra_crc"]
+__all__ = ["chunk_crc", "chunk_fault", "extra_crc", "ingest_crcs", "ingest_fault"]
 
 _HEAD = struct.Struct("<qqqq")
 _NULL, _SOME = b"\x00", b"\x01"
@@ -87,4 +87,72 @@ def chunk_fault(r: Any, extra: Any | None) -> str | None:
                     return "texts index outside the chunk"
             except (ValueError, TypeError, IndexError, KeyError):
                 return "texts not decodable"
+    return None
+
+
+def ingest_crcs(level: int, n: int, t_min: int, t_max: int, tag_ids: Buf, ts: Buf, value: Buf,
+                quality: Buf) -> tuple[int, int]:
+    """An ``ingest`` row's (``crc_tags``, ``crc``): ``crc_tags`` = CRC-32 of the header
+    (``level``, ``t_min``, ``t_max``, ``n`` as 4 × int64 little-endian) then ``tag_ids``;
+    ``crc`` continues it over ``ts``, ``value``, ``quality``. One pass over the bytes; the
+    intermediate one says, when the whole does not match, whether the row's tags can still be
+    trusted (then its damage is reported per tag)."""
+    c_tags = zlib.crc32(tag_ids, zlib.crc32(_HEAD.pack(level, t_min, t_max, n)))
+    c = c_tags
+    for b in (ts, value, quality):
+        c = zlib.crc32(b, c)
+    return c_tags, c
+
+
+def ingest_fault(r: Any, extra: bool = True) -> tuple[str, bool] | None:
+    """Why the ingest row ``r`` = (level, n, t_min, t_max, crc_tags, crc, crc_extra, tag_ids,
+    ts, value, quality, texts, server_ts, gateway_ts) cannot be trusted, and whether its header
+    and ``tag_ids`` can (they name the tags and the time range its damage covers); None when
+    it is sound. ``extra`` False: texts and server/gateway timestamps were not loaded (they
+    are None in ``r``) and are not checked."""
+    level, n, t_min, t_max, c_tags, crc, crc_x, tag_ids, ts, value, quality, texts, srv, gw = r
+    # every write's row is checked once by its merge: the sound path is kept short
+    if not (type(level) is int and type(n) is int and type(t_min) is int
+            and type(t_max) is int and type(tag_ids) is bytes):
+        return "a column of the wrong type", False
+    try:
+        c_head = zlib.crc32(tag_ids, zlib.crc32(_HEAD.pack(level, t_min, t_max, n)))
+    except struct.error:  # an integer beyond int64
+        return "a header column out of range", False
+    tags_ok = (c_head == c_tags if c_tags is not None
+               else n >= 1 and len(tag_ids) == n * TAG.itemsize)
+    if not (type(ts) is bytes and type(value) is bytes and type(quality) is bytes):
+        return "a column of the wrong type", tags_ok
+    if extra and not ((texts is None or type(texts) is str)
+                      and (srv is None or type(srv) is bytes)
+                      and (gw is None or type(gw) is bytes)):
+        return "a column of the wrong type (texts or server/gateway timestamps)", tags_ok
+    if crc is not None and zlib.crc32(quality, zlib.crc32(value, zlib.crc32(ts, c_head))) != crc:
+        return "checksum mismatch", tags_ok
+    if extra and crc_x is not None and extra_crc(texts, srv, gw) != crc_x:
+        return "checksum mismatch (texts or server/gateway timestamps)", tags_ok
+    if crc is not None and (crc_x is not None or not extra):
+        return None  # matching checksums vouch for the row as written (sound by construction)
+    # what a row always is; the only check of a row without checksums
+    if n < 1:
+        return f"bad sample count {n}", False
+    for name, b, size in (("tag_ids", tag_ids, TAG.itemsize), ("ts", ts, TS.itemsize),
+                          ("value", value, VAL.itemsize), ("quality", quality, 1)):
+        if len(b) != n * size:
+            return f"{name} blob of {len(b)} bytes, not {n * size}", tags_ok
+    if crc is None:
+        t = np.frombuffer(ts, TS)
+        if int(t.min()) != t_min or int(t.max()) != t_max:
+            return "timestamps outside the row's range", tags_ok
+    if extra:
+        for name, b in (("server_ts", srv), ("gateway_ts", gw)):
+            if b is not None and len(b) != n * TS.itemsize:
+                return f"{name} blob of the wrong length", tags_ok
+        if texts is not None:
+            try:
+                pairs = json.loads(texts)
+                if not all(0 <= int(p[0]) < n and isinstance(p[1], str) for p in pairs):
+                    return "texts index outside the row", tags_ok
+            except (ValueError, TypeError, IndexError, KeyError):
+                return "texts not decodable", tags_ok
     return None

@@ -14,12 +14,27 @@ import numpy.typing as npt
 
 from ..base import Latest
 from ..batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times
-from .checksum import chunk_crc, extra_crc
-from .schema import ROW_COLS, TAG, TS, VAL, BlobRow, Q
+from .checksum import chunk_crc, extra_crc, ingest_crcs, ingest_fault
+from .schema import CHECK_COLS, ROW_COLS, TAG, TS, VAL, BlobRow, Q
 
 __all__ = [
-    "Part", "Run", "Sorted", "batch_row", "blob", "known", "merge_latest", "merge_parts", "merge_rows",
-    "texts_index", "texts_json", "texts_subset", "times_blob",
+    "IngestFault",
+    "Part",
+    "RowDamaged",
+    "Run",
+    "Sorted",
+    "batch_row",
+    "blob",
+    "checked_row",
+    "ingest_row_of",
+    "known",
+    "merge_latest",
+    "merge_parts",
+    "merge_rows",
+    "texts_index",
+    "texts_json",
+    "texts_subset",
+    "times_blob",
 ]
 
 
@@ -71,12 +86,20 @@ def texts_subset(txt: I32 | None, strings: Sequence[str], lo: int, hi: int) -> s
     return json.dumps([[int(i), strings[seg[i]]] for i in idx], ensure_ascii=False)
 
 
+def ingest_row_of(level: int, n: int, t_min: int, t_max: int, tag_ids: bytes, ts: bytes,
+                  value: bytes, quality: bytes, texts: str | None, server_ts: bytes | None,
+                  gateway_ts: bytes | None) -> tuple[object, ...]:
+    """The values of ``schema.INSERT_INGEST``: the row with its checksums (``checksum.py``)."""
+    return (level, n, t_min, t_max, tag_ids, ts, value, quality, texts, server_ts, gateway_ts,
+            *ingest_crcs(level, n, t_min, t_max, tag_ids, ts, value, quality),
+            extra_crc(texts, server_ts, gateway_ts))
+
+
 def batch_row(batch: Batch) -> tuple[object, ...]:
     """The level-0 ``ingest`` row of a written batch (its samples as given, unsorted)."""
-    n = len(batch)
-    return (
+    return ingest_row_of(
         0,
-        n,
+        len(batch),
         int(batch.ts_ns.min()),
         int(batch.ts_ns.max()),
         blob(batch.tag_id, TAG),
@@ -87,6 +110,36 @@ def batch_row(batch: Batch) -> tuple[object, ...]:
         times_blob(batch.server_ts_ns),
         times_blob(batch.gateway_ts_ns),
     )
+
+
+#: an ingest row found damaged: (seq, [(tag_id, samples), ...] or None when its tags cannot be
+#: trusted, t_min, t_max, n, reason)
+IngestFault = tuple[int, list[tuple[int, int]] | None, int, int, int, str]
+
+
+class RowDamaged(Exception):
+    """An ingest row failed its check (``checksum.ingest_fault``)."""
+
+    def __init__(self, fault: IngestFault) -> None:
+        super().__init__(fault[5])
+        self.fault = fault
+
+
+def checked_row(seq: int, r: Sequence[object], extra: bool = True) -> BlobRow:
+    """The ROW_COLS part of ``r`` (CHECK_COLS then ROW_COLS of ingest row ``seq``) once it
+    passes its check; else RowDamaged naming its tags (when they can be trusted) and range."""
+    got = ingest_fault(r, extra)
+    if got is None:
+        return tuple(r[7:14])  # type: ignore[return-value]
+    why, tags_ok = got
+    tags: list[tuple[int, int]] | None = None
+    if tags_ok:
+        tag_ids = r[7]
+        assert isinstance(tag_ids, bytes)  # tags_ok says so
+        u, counts = np.unique(np.frombuffer(tag_ids, TAG), return_counts=True)
+        tags = list(zip(u.tolist(), counts.tolist(), strict=True))
+    num = [x if isinstance(x, int) else 0 for x in r[1:4]]
+    raise RowDamaged((seq, tags, num[1], num[2], num[0], why))
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +227,7 @@ class Sorted:
         texts = None
         if self.txt is not None:
             texts = texts_subset(self.txt, self.strings, 0, len(self.txt))
-        return (
+        return ingest_row_of(
             level, len(self), int(self.ts.min()), int(self.ts.max()), blob(self.tag, TAG),
             blob(self.ts, TS), blob(self.value, VAL), blob(self.quality, Q), texts,
             times_blob(self.server_ts), times_blob(self.gateway_ts),
@@ -275,21 +328,21 @@ class Run:
 
     @classmethod
     def load(cls, conn: sqlite3.Connection, seq: int, level: int) -> Run:
-        """The reader's view of ingest row ``seq`` of ``level``, decoded from the file."""
+        """The reader's view of ingest row ``seq`` of ``level``, decoded from the file once it
+        passes its check (checksums; RowDamaged if not)."""
+        got = conn.execute(f"SELECT {CHECK_COLS}, {ROW_COLS} FROM ingest WHERE seq = ?",
+                           (seq,)).fetchone()
+        row = checked_row(seq, got)
         if level == 0:
-            row = conn.execute(f"SELECT {ROW_COLS} FROM ingest WHERE seq = ?", (seq,)).fetchone()
             return cls.of(seq, merge_rows([row]), keep_samples=True)
         # already sorted and de-duplicated on disk; readers fetch their slice of the optional
         # timestamps by blobopen: only whether the row has them is needed here
-        row = conn.execute(
-            "SELECT tag_ids, ts, value, quality, texts, server_ts IS NOT NULL,"
-            " gateway_ts IS NOT NULL FROM ingest WHERE seq = ?", (seq,)
-        ).fetchone()
         tag = np.frombuffer(row[0], TAG)
         txt, strings = texts_index(row[4], len(tag))
         s = Sorted.of(tag, np.frombuffer(row[1], TS), np.frombuffer(row[2], VAL),
                       np.frombuffer(row[3], Q), txt, strings)
-        return cls.of(seq, s, keep_samples=False, has_times=(bool(row[5]), bool(row[6])))
+        return cls.of(seq, s, keep_samples=False,
+                      has_times=(row[5] is not None, row[6] is not None))
 
     @property
     def weight(self) -> int:

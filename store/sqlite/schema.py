@@ -15,6 +15,8 @@ from config.errors import StoreError
 
 __all__ = [
     "BLOBS_PER_CONNECTION",
+    "CHECK_COLS",
+    "DAMAGE_SEQ",
     "DAMAGE_TABLE",
     "INSERT_CHUNK",
     "INSERT_INGEST",
@@ -38,8 +40,9 @@ log = logging.getLogger("store.sqlite")
 
 #: version of the file layout in ``meta.schema_version``; bump on any incompatible change
 #: (2: ``server_ts`` and ``gateway_ts`` in ingest and chunks; version 1 files are migrated;
-#: 3: ``gaps.asset``; 4: the ``rollups`` table; 5: chunk checksums and the ``damage`` table)
-SCHEMA_VERSION = 5
+#: 3: ``gaps.asset``; 4: the ``rollups`` table; 5: chunk checksums and the ``damage`` table;
+#: 6: ingest row checksums and ``damage.seq``)
+SCHEMA_VERSION = 6
 
 # Blob encodings are fixed little-endian so that a file moves between machines unchanged;
 # on little-endian hosts (x86, ARM) these are the native dtypes and cost no conversion.
@@ -78,7 +81,10 @@ CREATE TABLE ingest (
     quality BLOB NOT NULL,
     texts   TEXT,
     server_ts  BLOB,
-    gateway_ts BLOB
+    gateway_ts BLOB,
+    crc_tags   INTEGER,
+    crc        INTEGER,
+    crc_extra  INTEGER
 );
 CREATE TABLE chunks (
     chunk_id INTEGER PRIMARY KEY,
@@ -141,14 +147,17 @@ DAMAGE_TABLE = """CREATE TABLE damage (
     found_ns INTEGER NOT NULL
 )"""
 _SCHEMA += DAMAGE_TABLE + ";\n"
+#: ingest rows found damaged (version 6): the row's seq (NULL: a chunk's damage)
+DAMAGE_SEQ = "ALTER TABLE damage ADD COLUMN seq INTEGER"
+_SCHEMA += DAMAGE_SEQ + ";\n"
 INSERT_CHUNK = (
     "INSERT INTO chunks (tag_id, t_min, t_max, n, ts, value, quality, texts, server_ts, gateway_ts,"
     " crc, crc_extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_INGEST = (
     "INSERT INTO ingest"
-    " (level, n, t_min, t_max, tag_ids, ts, value, quality, texts, server_ts, gateway_ts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " (level, n, t_min, t_max, tag_ids, ts, value, quality, texts, server_ts, gateway_ts,"
+    " crc_tags, crc, crc_extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: schema version -> the statements that take a file from it to the next version
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -172,7 +181,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE chunks ADD COLUMN crc_extra INTEGER",
         DAMAGE_TABLE,
     ),
+    # Ingest row checksums (issue 13 item 5, the rows not yet compacted). Existing rows keep
+    # NULL: unverified (still checked to decode); damage rows of chunks keep seq NULL.
+    5: (
+        "ALTER TABLE ingest ADD COLUMN crc_tags INTEGER",
+        "ALTER TABLE ingest ADD COLUMN crc INTEGER",
+        "ALTER TABLE ingest ADD COLUMN crc_extra INTEGER",
+        DAMAGE_SEQ,
+    ),
 }
+#: the columns an ingest row's check needs before ROW_COLS (``checksum.ingest_fault``)
+CHECK_COLS = "level, n, t_min, t_max, crc_tags, crc, crc_extra"
+
 #: the ingest columns a merge reads, in BlobRow order
 ROW_COLS = "tag_ids, ts, value, quality, texts, server_ts, gateway_ts"
 # >=: at equal ts the flush being written now holds the later write.

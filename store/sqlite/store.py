@@ -24,14 +24,27 @@ from ..changes import EVERYTHING, Changes
 from . import rollups as _rollups
 from .checksum import chunk_fault
 from .chunks import Fault, chunk_parts, chunks_by_id, trim_chunks
-from .runs import Part, Run, Sorted, batch_row, merge_latest, merge_parts, merge_rows
+from .runs import (
+    IngestFault,
+    Part,
+    RowDamaged,
+    Run,
+    Sorted,
+    batch_row,
+    checked_row,
+    merge_latest,
+    merge_parts,
+    merge_rows,
+)
 from .schema import (
     BLOBS_PER_CONNECTION,
+    CHECK_COLS,
     INSERT_CHUNK,
     INSERT_INGEST,
     ROW_COLS,
     TAG,
     UPSERT_LATEST,
+    BlobRow,
     Connection,
     connect,
     enum_json,
@@ -80,6 +93,15 @@ class Verified(NamedTuple):
     chunks: int
     unverified: int
     damage: list[Damage]
+    #: ingest rows (recent data not yet in chunks) checked, of which without checksums
+    ingest_rows: int = 0
+    ingest_unverified: int = 0
+
+
+def _ingest_key(seq: int, tag_id: int) -> int:
+    """``damage.chunk_id`` of an ingest row's damage to one tag (-1: tags unknown): negative,
+    so never a chunk's id, and unique per (row, tag)."""
+    return -((seq << 32) | (tag_id + 1))
 
 
 class SqliteStore:
@@ -127,6 +149,8 @@ class SqliteStore:
         self._points = 0
         #: chunks known damaged, by chunk_id (the ``damage`` table, and what reads find)
         self._damage: dict[int, Damage] = {}
+        #: seqs of the ingest rows known damaged (never read, merged or flushed)
+        self._bad_seqs: set[int] = set()
         with self._errors("open"):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._w = connect(self._path, self._synchronous)
@@ -239,14 +263,21 @@ class SqliteStore:
                 if not keep:
                     conn.close()
 
-    def _run(self, conn: sqlite3.Connection, seq: int, level: int) -> Run:
-        """The cached reader's view of ingest row ``seq`` (decoded once per process)."""
+    def _run(self, conn: sqlite3.Connection, seq: int, level: int) -> Run | None:
+        """The cached reader's view of ingest row ``seq`` (decoded and checked once per
+        process); None when the row is damaged (then recorded, ``_found_rows``)."""
         with self._cache_lock:
             run = self._cache.get(seq)
             if run is not None:
                 self._cache.move_to_end(seq)
                 return run
-        run = Run.load(conn, seq, level)
+        if seq in self._bad_seqs:
+            return None
+        try:
+            run = Run.load(conn, seq, level)
+        except RowDamaged as exc:
+            self._found_rows([exc.fault], conn if conn is self._w else None)
+            return None
         self._remember(run)
         return run
 
@@ -368,17 +399,23 @@ class SqliteStore:
         forget: list[int] = []
         remember: list[tuple[int, Sorted]] = []
         with self._write_txn("compact") as conn:
-            rows = conn.execute("SELECT seq, level, n FROM ingest ORDER BY seq").fetchall()
+            rows = conn.execute(
+                "SELECT seq, level, n FROM ingest WHERE level >= 0 ORDER BY seq").fetchall()
             if not any(level == 0 for _, level, _ in rows):
                 self._pending = self._pending_points = 0
                 return
             points = sum(n for _, _, n in rows)
-            # distinct tags: raw rows' tag blobs plus the runs' (cached) directories
+            # distinct tags: raw rows' tag blobs plus the runs' (cached) directories. Only an
+            # estimate for choosing merge or flush: a damaged blob is left out here and found
+            # by the check the merge or flush makes of every row.
             tag_arrays = [np.frombuffer(b, TAG) for (b,) in conn.execute(
                 "SELECT tag_ids FROM ingest WHERE level = 0"
-            )]
-            tag_arrays += [self._run(conn, s, lv).tags_u for s, lv, _ in rows if lv > 0]
-            tags = np.unique(np.concatenate(tag_arrays))
+            ) if isinstance(b, bytes) and len(b) % TAG.itemsize == 0]
+            for s, lv, _ in rows:
+                run = self._run(conn, s, lv) if lv > 0 else None
+                if run is not None:
+                    tag_arrays.append(run.tags_u)
+            tags = np.unique(np.concatenate(tag_arrays or [np.empty(0, TAG)]))
             if points >= _MAX_PENDING_POINTS or points >= _CHUNK_TARGET * len(tags):
                 forget = self._flush(conn)
             else:
@@ -387,8 +424,11 @@ class SqliteStore:
                     seqs = [s for s, lv, _ in rows if lv == level]
                     if level > 0 and len(seqs) < _FANOUT:
                         break
-                    new_seq, merged = self._merge_level(conn, level)
+                    got = self._merge_level(conn, level)
                     forget += seqs
+                    if got is None:  # every row of the level was damaged
+                        break
+                    new_seq, merged = got
                     remember.append((new_seq, merged))
                     rows = [r for r in rows if r[1] != level] + [(new_seq, level + 1, len(merged))]
                     level += 1
@@ -400,29 +440,53 @@ class SqliteStore:
                     self._live.add(seq)
                 self._remember(Run.of(seq, merged, keep_samples=False))
 
-    def _merge_level(self, conn: sqlite3.Connection, level: int) -> tuple[int, Sorted]:
-        """All ingest rows of ``level`` -> one run of ``level + 1``. It gets the newest seq,
-        which keeps write order: rows of lower levels were all merged just before (levels
-        are merged bottom-up), so every row left is older than the new run's samples."""
-        rows = conn.execute(
-            f"SELECT {ROW_COLS} FROM ingest WHERE level = ? ORDER BY seq", (level,)
-        ).fetchall()
-        merged = merge_rows(rows)
+    def _sound_rows(self, conn: sqlite3.Connection, where: str,
+                    args: tuple[object, ...]) -> list[tuple[int, BlobRow]]:
+        """(seq, row) of the ingest rows ``where`` selects that pass their check, in seq
+        order; the others are recorded as damaged in the caller's transaction (and so taken
+        out of ingest's levels: never merged into a run or flushed into a chunk)."""
+        good: list[tuple[int, BlobRow]] = []
+        faults: list[IngestFault] = []
+        for r in conn.execute(
+            f"SELECT seq, {CHECK_COLS}, {ROW_COLS} FROM ingest WHERE {where} ORDER BY seq", args
+        ).fetchall():
+            try:
+                good.append((int(r[0]), checked_row(int(r[0]), r[1:])))
+            except RowDamaged as exc:
+                faults.append(exc.fault)
+        if faults:
+            # also for rows already known (a transaction that recorded them may have rolled
+            # back): out of the levels, so the merge's DELETE of its level leaves them
+            conn.executemany("UPDATE ingest SET level = -1 WHERE seq = ?",
+                             [(f[0],) for f in faults])
+            self._found_rows(faults, conn)
+        return good
+
+    def _merge_level(self, conn: sqlite3.Connection, level: int) -> tuple[int, Sorted] | None:
+        """All ingest rows of ``level`` -> one run of ``level + 1`` (None: all were damaged).
+        It gets the newest seq, which keeps write order: rows of lower levels were all merged
+        just before (levels are merged bottom-up), so every row left is older than the new
+        run's samples."""
+        rows = [r for _, r in self._sound_rows(conn, "level = ?", (level,))]
         conn.execute("DELETE FROM ingest WHERE level = ?", (level,))
+        if not rows:
+            return None
+        merged = merge_rows(rows)
         cur = conn.execute(INSERT_INGEST, merged.ingest_row(level + 1))
         assert cur.lastrowid is not None
         return int(cur.lastrowid), merged
 
     def _flush(self, conn: sqlite3.Connection) -> list[int]:
         """Move all of ingest into per-tag chunks (and ``latest``); return the seqs moved."""
-        rows = conn.execute(f"SELECT seq, {ROW_COLS} FROM ingest ORDER BY seq").fetchall()
+        rows = self._sound_rows(conn, "level >= 0", ())
         if not rows:
             return []
-        merged = merge_rows([r[1:] for r in rows])
+        merged = merge_rows([r for _, r in rows])
         conn.executemany(INSERT_CHUNK, merged.chunk_rows())
         conn.executemany(UPSERT_LATEST, merged.latest_rows())
-        seqs = [int(r[0]) for r in rows]
-        conn.execute("DELETE FROM ingest WHERE seq <= ?", (seqs[-1],))
+        seqs = [q for q, _ in rows]
+        # damaged rows (level -1) stay, reported, until retention
+        conn.execute("DELETE FROM ingest WHERE seq <= ? AND level >= 0", (seqs[-1],))
         return seqs
 
     def compact(self) -> int:
@@ -452,15 +516,16 @@ class SqliteStore:
         # order is write order among ingest rows.
         if prior:
             rows = conn.execute(
-                "SELECT seq, level FROM ingest WHERE t_min < ? ORDER BY seq", (end_ns,)
-            ).fetchall()
+                "SELECT seq, level FROM ingest WHERE level >= 0 AND t_min < ? ORDER BY seq",
+                (end_ns,)).fetchall()
         else:
             rows = conn.execute(
-                "SELECT seq, level FROM ingest WHERE t_max >= ? AND t_min < ? ORDER BY seq",
-                (start_ns, end_ns),
+                "SELECT seq, level FROM ingest WHERE level >= 0 AND t_max >= ? AND t_min < ?"
+                " ORDER BY seq", (start_ns, end_ns),
             ).fetchall()
         for seq, level in rows:
-            p = self._run(conn, seq, level).part(conn, tag_id, with_text, with_times)
+            run = self._run(conn, seq, level)
+            p = None if run is None else run.part(conn, tag_id, with_text, with_times)
             if p is not None:
                 parts.append(p)
         merged, strings = merge_parts(parts, with_text)
@@ -546,10 +611,11 @@ class SqliteStore:
             ).fetchall()
             ingest: list[Part] = []
             for seq, level in conn.execute(
-                "SELECT seq, level FROM ingest WHERE t_max >= ? AND t_min < ? ORDER BY seq",
-                (start_ns, end_ns),
+                "SELECT seq, level FROM ingest WHERE level >= 0 AND t_max >= ? AND t_min < ?"
+                " ORDER BY seq", (start_ns, end_ns),
             ).fetchall():
-                p = self._run(conn, seq, level).part(conn, tag_id, False, with_times=True)
+                run = self._run(conn, seq, level)
+                p = None if run is None else run.part(conn, tag_id, False, with_times=True)
                 if p is not None:
                     ingest.append(_window_part(p, start_ns, end_ns, want))
             loaded: dict[int, Part] = {}
@@ -605,8 +671,9 @@ class SqliteStore:
                 ):
                     out[int(tid)] = Latest(int(ts), float("nan") if v is None else float(v),
                                            int(q), text)
-            rows = conn.execute("SELECT seq, level FROM ingest ORDER BY seq").fetchall()
-            runs = [self._run(conn, s, lv) for s, lv in rows]
+            rows = conn.execute(
+                "SELECT seq, level FROM ingest WHERE level >= 0 ORDER BY seq").fetchall()
+            runs = [r for r in (self._run(conn, s, lv) for s, lv in rows) if r is not None]
         return merge_latest(out, runs, wanted)
 
     def last_ts(self, tag_ids: Sequence[int]) -> int | None:
@@ -669,7 +736,7 @@ class SqliteStore:
         out = [Gap(int(g), d, int(s), None if e is None else int(e), r, a) for g, d, s, e, r, a in rows]
         # damaged stored data: unknown time of its tag's asset, like a gap of collection
         damaged = [d.as_gap() for d in list(self._damage.values())
-                   if (device is None or d.device == device)
+                   if (device is None or d.device == device or d.tag_id < 0)
                    and d.start_ns < int(end_ns) and d.end_ns > int(start_ns)]
         if damaged:
             out = sorted(out + damaged, key=lambda g: (g.start_ns, g.gap_id))
@@ -680,13 +747,15 @@ class SqliteStore:
     def _load_damage(self) -> None:
         rows = self._w.execute(
             "SELECT d.chunk_id, d.tag_id, coalesce(t.path, ''), coalesce(t.device, ''),"
-            " coalesce(t.asset, ''), d.t_min, d.t_max, d.n, d.reason, d.found_ns"
+            " coalesce(t.asset, ''), d.t_min, d.t_max, d.n, d.reason, d.found_ns, d.seq"
             " FROM damage d LEFT JOIN tags t ON t.tag_id = d.tag_id"
         ).fetchall()
         self._damage = {
-            int(c): Damage(int(c), int(t), p, dv, a, int(t0), int(t1) + 1, int(n), r, int(f))
-            for c, t, p, dv, a, t0, t1, n, r, f in rows
+            int(c): Damage(int(c), int(t), p, dv, a, int(t0), int(t1) + 1, int(n), r, int(f),
+                           None if q is None else int(q))
+            for c, t, p, dv, a, t0, t1, n, r, f, q in rows
         }
+        self._bad_seqs = {d.seq for d in self._damage.values() if d.seq is not None}
 
     def _found(self, faults: Sequence[Fault]) -> None:
         """Record chunks a read found damaged: in memory at once (later reads skip them and
@@ -720,6 +789,56 @@ class SqliteStore:
                       d.samples, iso(d.start_ns), iso(d.end_ns - 1), d.chunk_id, d.reason)
         self.changes.note(min(d.start_ns for d in found))
 
+    def _found_rows(self, faults: Sequence[IngestFault],
+                    conn: sqlite3.Connection | None = None) -> None:
+        """Record ingest rows found damaged, as ``_found`` does chunks: one ``damage`` row per
+        tag of the row (over the row's time range; tag -1 when its tags cannot be trusted), the
+        row moved to level -1 (kept, never read, merged or flushed), the roll-ups of its
+        assets dropped. ``conn``: the writer inside the caller's transaction (a merge or
+        flush), else a transaction of its own."""
+        new = [f for f in faults if f[0] not in self._bad_seqs]
+        if not new:
+            return
+        now = time.time_ns()
+        found: list[Damage] = []
+
+        def record(c: sqlite3.Connection) -> None:
+            for seq, tags, t0, t1, n, why in new:
+                c.execute("UPDATE ingest SET level = -1 WHERE seq = ?", (seq,))
+                for tag_id, count in tags if tags is not None else [(-1, n)]:
+                    row = c.execute("SELECT path, device, asset FROM tags WHERE tag_id = ?",
+                                    (tag_id,)).fetchone() or ("", "", "")
+                    key = _ingest_key(seq, tag_id)
+                    found.append(Damage(key, tag_id, row[0], row[1], row[2], t0, t1 + 1, count,
+                                        f"ingest row {seq}: {why}", now, seq))
+                    c.execute(
+                        "INSERT OR IGNORE INTO damage (chunk_id, tag_id, t_min, t_max, n, reason,"
+                        " found_ns, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (key, tag_id, t0, t1, count, f"ingest row {seq}: {why}", now, seq))
+                    # tags unknown: any asset's roll-ups may rest on the row
+                    self._rollups.drop(c, {row[2] or None: t0})
+
+        try:
+            if conn is not None:
+                record(conn)
+            else:
+                with self._write_txn("record damage") as c:
+                    record(c)
+        except StoreError:
+            log.exception("%s: could not record damaged ingest rows %s", self._path,
+                          [f[0] for f in new])
+            found = [Damage(_ingest_key(q, -1), -1, "", "", "", t0, t1 + 1, n,
+                            f"ingest row {q}: {why}", now, q) for q, _, t0, t1, n, why in new]
+        self._bad_seqs.update(f[0] for f in new)
+        self._forget([f[0] for f in new])
+        for d in found:
+            self._damage[d.chunk_id] = d
+            log.error("%s: stored data damaged: tag %s (id %d), %d samples from %s to %s"
+                      " (%s); read as a gap", self._path.name, d.path or "?", d.tag_id,
+                      d.samples, iso(d.start_ns), iso(d.end_ns - 1), d.reason)
+        if found:
+            self.changes.note(min(d.start_ns for d in found))
+
     def damage(self) -> list[Damage]:
         """The damaged chunks known (recorded, or found by reads and ``verify`` since), in
         time order: their samples are left out of every read and count as gaps."""
@@ -750,7 +869,27 @@ class SqliteStore:
                         faults.append((int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), why))
                 if faults:
                     self._found(faults)
-        return Verified(checked, unverified, self.damage())
+            rows_checked = rows_unverified = 0
+            last = -1
+            while True:
+                rows = conn.execute(
+                    f"SELECT seq, {CHECK_COLS}, {ROW_COLS} FROM ingest WHERE seq > ?"
+                    " AND level >= 0 ORDER BY seq LIMIT ?", (last, max(1, int(batch) // 100)),
+                ).fetchall()
+                if not rows:
+                    break
+                last = int(rows[-1][0])
+                rows_checked += len(rows)
+                rows_unverified += sum(1 for r in rows if r[6] is None)
+                bad: list[IngestFault] = []
+                for r in rows:
+                    try:
+                        checked_row(int(r[0]), r[1:])
+                    except RowDamaged as exc:
+                        bad.append(exc.fault)
+                if bad:
+                    self._found_rows(bad)
+        return Verified(checked, unverified, self.damage(), rows_checked, rows_unverified)
 
     # ------------------------------------------------------------------ roll-ups
 
@@ -777,7 +916,7 @@ class SqliteStore:
         with self._snapshot("read first sample") as conn:
             (t,) = conn.execute(
                 "SELECT min(m) FROM (SELECT min(t_min) AS m FROM chunks"
-                " UNION ALL SELECT min(t_min) FROM ingest)").fetchone()
+                " UNION ALL SELECT min(t_min) FROM ingest WHERE level >= 0)").fetchone()
         return None if t is None else int(t)
 
     def rollups_keyed(self, keys: Mapping[str, str], start_ns: int, end_ns: int,
@@ -834,11 +973,14 @@ class SqliteStore:
                 ).rowcount
                 # damaged chunks wholly before the horizon were deleted above
                 conn.execute("DELETE FROM damage WHERE t_max < ?", (horizon,))
+                # damaged ingest rows (level -1) wholly before the horizon, likewise
+                conn.execute("DELETE FROM ingest WHERE level < 0 AND t_max < ?", (horizon,))
                 if deleted or gaps:  # rows resting on data before the horizon
                     conn.execute("DELETE FROM rollups WHERE reach_ns < ?", (horizon,))
                     self._rollups.forget_tokens()
         for cid in [c for c, d in list(self._damage.items()) if d.end_ns <= horizon]:
             self._damage.pop(cid, None)
+        self._bad_seqs = {d.seq for d in self._damage.values() if d.seq is not None}
         if deleted or gaps:  # first_sample and prior samples of any window may be gone
             self.changes.note(EVERYTHING)
         return deleted
@@ -859,7 +1001,9 @@ class SqliteStore:
             batches_written=self._batches,
             points_written=self._points,
             extra={"ingest_rows": int(ingest_rows), "chunks": int(chunks), "tags": int(tags),
-                   "db_bytes": db_bytes, "damaged_chunks": len(self._damage),
+                   "db_bytes": db_bytes,
+                   "damaged_chunks": sum(1 for d in self._damage.values() if d.seq is None),
+                   "damaged_ingest_rows": len(self._bad_seqs),
                    "path": str(self._path)},
         )
 

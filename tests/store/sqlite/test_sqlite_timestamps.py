@@ -234,6 +234,9 @@ def make_v1_file(path: Path) -> None:
         s.register_tags([TagRecord("s/a/l/m/x", "s/a/l/m", "analog", "plc", "modbus")])
         s.write(Batch.of([1, 1], [T0, T0 + SEC], [1.0, 2.0]))
     with sqlite3.connect(path) as c:
+        for col in ("crc_extra", "crc", "crc_tags"):  # version 6's
+            c.execute(f"ALTER TABLE ingest DROP COLUMN {col}")
+        c.execute("ALTER TABLE damage DROP COLUMN seq")
         c.execute("ALTER TABLE chunks DROP COLUMN crc_extra")  # version 5's
         c.execute("ALTER TABLE chunks DROP COLUMN crc")
         c.execute("DROP TABLE damage")
@@ -259,17 +262,20 @@ def make_v1_file(path: Path) -> None:
 def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     make_v1_file(path)
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     with SqliteStore(path, compact_every=1) as s:
         with sqlite3.connect(path) as c:
             assert c.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
             # and the gaps table gained its asset column (version 2 -> 3)
             assert [r[1] for r in c.execute("PRAGMA table_info(gaps)")][-1] == "asset"
             # and the rollups table (3 -> 4), empty
             assert c.execute("SELECT count(*) FROM rollups").fetchone() == (0,)
             assert [r[1] for r in c.execute("PRAGMA table_info(ingest)")] == [
-                *V1_INGEST, "server_ts", "gateway_ts"]
+                *V1_INGEST, "server_ts", "gateway_ts", "crc_tags", "crc", "crc_extra"]
+            # migrated ingest rows unverified (5 -> 6): crc NULL, still read (below)
+            assert c.execute("SELECT count(*) FROM ingest WHERE crc IS NULL").fetchone() == (1,)
+            assert [r[1] for r in c.execute("PRAGMA table_info(damage)")][-1] == "seq"
             assert [r[1] for r in c.execute("PRAGMA table_info(chunks)")] == [
                 *V1_CHUNKS, "server_ts", "gateway_ts", "crc", "crc_extra"]
             # and the damage table (4 -> 5), empty; migrated chunks unverified (crc NULL)
@@ -289,7 +295,7 @@ def test_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
         assert got[1].tolist() == [U, U, U, T0] and got[2].tolist() == [U, U, U, T0 + 5 * SEC]
         checked = s.verify()  # unverified chunks that decode are not damage
         assert checked.damage == [] and checked.unverified == checked.chunks >= 1
-    with SqliteStore(path) as again:  # opened again: already version 5, nothing to do
+    with SqliteStore(path) as again:  # opened again: already version 6, nothing to do
         assert again.read_timestamps(1, 0, END)[2].tolist() == [U, U, U, T0 + 5 * SEC]
         assert again.latest([1])[1].value == 4.0
 
