@@ -26,6 +26,7 @@ from .problems import install_problem_handlers
 from .query import single_valued_query
 from .rollups import RollupMaintainer
 from .routes import ROUTERS
+from .routes.dashboard import static_files
 from .service import KpiService
 from .tabular import install_csv_openapi
 from .version import VERSION
@@ -151,6 +152,7 @@ def create_app(
     app.state.keys = install_auth(app, settings)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/static", static_files(), name="static")  # the dashboard's script libraries
     install_examples(app, (r for router in ROUTERS for r in router.routes))
     install_csv_openapi(app)
     install_metrics(app)  # last: its request timing is the outermost middleware
