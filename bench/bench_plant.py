@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -79,8 +80,14 @@ class Latency:
         self.lat: list[np.ndarray] = []
         self.cnt: list[np.ndarray] = []
         self.points = 0
+        self.frozen = False  # the window closed: later acknowledgements do not count
+
+    def reset(self) -> None:
+        self.lat, self.cnt, self.points = [], [], 0
 
     def note(self, ts_ns: np.ndarray, now_ns: int | None = None) -> None:
+        if self.frozen:
+            return
         now = time.time_ns() if now_ns is None else now_ns
         u, c = np.unique(ts_ns, return_counts=True)
         self.lat.append(now - u)
@@ -175,8 +182,13 @@ def timed_store(store: Any, lat: Latency) -> None:
     store.write = noted  # on the instance: the gateway and its writer call it
 
 
-def tierproof_phase(settings_json: str, seconds: float) -> dict[str, Any]:
-    """The gateway as ``tierproof run`` builds it, collecting for ``seconds``."""
+def tierproof_phase(settings_json: str, seconds: float, warmup: float = 0.0) -> dict[str, Any]:
+    """The gateway as ``tierproof run`` builds it, collecting for ``seconds``.
+
+    ``warmup`` 0: the time counted runs from before the gateway starts (connects) until it has
+    stopped and flushed, and every point acknowledged counts. ``warmup`` > 0 (scenario B, paced
+    sources): the window opens ``warmup`` s after the start (connections, subscriptions and
+    their initial values are outside it) and the points acknowledged within it count."""
     quiet()
     from api.gateway import Gateway
     from config.settings import Settings
@@ -187,22 +199,30 @@ def tierproof_phase(settings_json: str, seconds: float) -> dict[str, Any]:
     store = open_store(settings.store)
     timed_store(store, lat)
 
-    async def run() -> tuple[float, float, int]:
+    async def run() -> tuple[float, float, int, int]:
         c0, t0 = time.process_time(), time.perf_counter()
         gw = Gateway(settings, store=store, isolate=True)
         async with gw:
+            if warmup > 0:
+                await asyncio.sleep(warmup)
+                lat.reset()
+                c0, t0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(seconds)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            if warmup > 0:
+                lat.frozen = True
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if warmup <= 0:
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         st = gw.writer.stats
         if st.batches_failed:
             raise RuntimeError(f"store writes failed: {st.last_error}")
-        return wall, cpu, st.points_written
+        return wall, cpu, st.points_written, len(gw.tag_ids)
 
     try:
-        wall, cpu, written = asyncio.run(run())
+        wall, cpu, written, ntags = asyncio.run(run())
     finally:
         store.close()
-    return figures(lat.points, wall, cpu, lat, writer_points=written)
+    return figures(lat.points, wall, cpu, lat, writer_points=written, tags=ntags)
 
 
 async def _raw_poll(port: int, registers: int, deadline: float,
@@ -369,6 +389,170 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         influx.stop()
 
 
+# ---------------------------------------------------------------- scenario B
+
+
+def serve_opcua_bulk(variables: int, interval_s: float, conn: Connection) -> None:
+    """Child process: our OPC UA simulator with ``variables`` bulk Doubles changing every
+    ``interval_s`` (beside the demo plant's OPC UA machine), until told to stop."""
+    quiet()
+    from asyncua import ua
+
+    from config import load_settings, shipped_config
+    from simulators import Plant
+    from simulators.opcua import serve_opcua
+
+    async def run() -> None:
+        plant = Plant(load_settings(shipped_config("demo.yaml")))
+        async with serve_opcua(plant, ["demo/assembly/line3/assembler-01"],
+                               extra_variables=variables, interval_s=interval_s,
+                               security=[ua.SecurityPolicyType.NoSecurity]) as server:
+            conn.send((server.endpoint, server.namespace_index))
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+
+    asyncio.run(run())
+
+
+def publish_mqtt(host: str, port: int, machines: int, tags: int, interval_s: float,
+                 conn: Connection) -> None:
+    """Child process: every ``interval_s`` one JSON document per machine (QoS 1) with
+    ``tags`` values and its publish time in ms (the source timestamp), until told to stop."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plant-pub-{os.getpid()}")
+    client.max_inflight_messages_set(1000)
+    client.connect(host, port, 60)
+    client.loop_start()
+    conn.send("ready")
+    k, sent = 0, 0
+    nxt = time.monotonic()
+    while not conn.poll(0):
+        for m in range(machines):
+            doc = {"ts": time.time_ns() // 1_000_000,
+                   "v": {f"t{t:03d}": round(20.0 + (k + m + t) % 100 * 0.25, 2) for t in range(tags)}}
+            client.publish(f"plant/L1/m{m:03d}", json.dumps(doc, separators=(",", ":")), qos=1)
+            sent += 1
+        k += 1
+        nxt += interval_s
+        time.sleep(max(0.0, nxt - time.monotonic()))
+    client.disconnect()
+    client.loop_stop()
+    conn.send(sent)
+
+
+def split(devices: int) -> tuple[int, int, int]:
+    """Modbus, OPC UA, MQTT devices: a third each, Modbus taking the remainder (34/33/33)."""
+    third = devices // 3
+    return devices - 2 * third, third, third
+
+
+def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: list[int],
+                   opcua: tuple[str, int], broker_url: str, db: str) -> Any:
+    from config.settings import Settings
+
+    _, n_ua, n_mq = n
+    endpoint, ns = opcua
+    assets: list[dict[str, Any]] = []
+    devices: list[dict[str, Any]] = []
+    for d, port in enumerate(modbus_ports):
+        asset = f"plant/modbus/line/m{d:03d}"
+        assets.append({"path": asset})
+        devices.append({"protocol": "modbus", "name": f"plc{d:03d}", "host": "127.0.0.1",
+                        "port": port, "poll_interval_s": 1.0 / hz,
+                        "tags": [{"name": f"t{t:03d}", "asset": asset, "address": t}
+                                 for t in range(tags)]})
+    for d in range(n_ua):
+        asset = f"plant/opcua/line/m{d:03d}"
+        assets.append({"path": asset})
+        devices.append({"protocol": "opcua", "name": f"ua{d:03d}", "endpoint": endpoint,
+                        "mode": "subscribe", "publishing_interval_ms": 1000.0 / hz,
+                        "timeout_s": 30.0,
+                        "tags": [{"name": f"t{t:03d}", "asset": asset,
+                                  "node_id": f"ns={ns};s=bulk/{d * tags + t}"}
+                                 for t in range(tags)]})
+    mq_tags = []
+    for d in range(n_mq):
+        asset = f"plant/mqtt/L1/m{d:03d}"
+        assets.append({"path": asset})
+        mq_tags += [{"asset": asset, "name": f"t{t:03d}", "field": f"v.t{t:03d}"}
+                    for t in range(tags)]
+    if n_mq:
+        devices.append({"protocol": "mqtt", "name": "broker", "broker": broker_url, "qos": 1,
+                        "subscriptions": [{"topic": "plant/L1/+", "format": "json",
+                                           "template": "plant/{line}/{asset}",
+                                           "timestamp_field": "ts"}],
+                        "tags": mq_tags})
+    return Settings.model_validate({"assets": assets, "devices": devices,
+                                    "store": {"type": "sqlite", "path": db}})
+
+
+def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> dict[str, Any]:
+    """One scenario B run: start the devices, measure the gateway in a fresh process."""
+    from tests.mosquitto import Mosquitto
+
+    n = split(devices)
+    ctx = mp.get_context("spawn")
+    procs, conns = [], []
+
+    def child(target: Callable[..., None], *a: Any) -> Connection:
+        parent, c = ctx.Pipe()
+        p = ctx.Process(target=target, args=(*a, c), daemon=True)
+        p.start()
+        procs.append(p)
+        conns.append(parent)
+        return parent
+
+    broker = Mosquitto()
+    broker.start()
+    try:
+        mb = child(serve_modbus, n[0], tags)
+        ua = child(serve_opcua_bulk, n[1] * tags, 1.0 / args.hz)
+        pub = child(publish_mqtt, broker.host, broker.port, n[2], tags, 1.0 / args.hz)
+        for c in (mb, ua, pub):
+            if not c.poll(120):
+                raise RuntimeError("a simulator did not start within 120 s")
+        ports, opcua = mb.recv(), ua.recv()
+        pub.recv()
+        settings = mixed_settings(n, tags, args.hz, ports, opcua, broker.url,
+                                  str(tmp / f"mixed{devices}x{tags}.db"))
+        print(f"Scenario B: {devices} devices x {tags} tags = {devices * tags:,} tags at "
+              f"{args.hz:g} Hz ({n[0]} Modbus servers, {n[1]} OPC UA sessions on one simulator "
+              f"server, {n[2]} machines publishing JSON through Mosquitto on one MQTT "
+              f"subscription), offered {devices * tags * args.hz:,.0f} points/s; "
+              f"{args.warmup:g} s warm-up, {args.seconds:g} s measured", flush=True)
+        r = in_child(tierproof_phase, settings.model_dump_json(), args.seconds, args.warmup)
+        print(f"{'case':34} {'points/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
+        print(line(f"tierproof -> SQLite, {r['tags']:,} tags", r) + f"  (p50 {r['p50']:.3f} s)",
+              flush=True)
+        return r
+    finally:
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.send("stop")
+        for p in procs:
+            p.join(15)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        broker.stop()
+
+
+def scenario_b(args: argparse.Namespace, tmp: Path) -> dict[str, float | None]:
+    r = mixed_run(args, tmp, args.devices, args.tags)
+    out: dict[str, float | None] = {"mixed_points_per_s": r["points"] / r["seconds"],
+                                    "p99_latency_s": r["p99"], "rss_10k_tags_mb": None}
+    if args.rss_tags and args.devices * args.tags == args.rss_tags:
+        out["rss_10k_tags_mb"] = r["rss_mb"]
+    elif args.rss_tags:
+        # the same mixed plant with rss_tags tags: more tags per device
+        r10 = mixed_run(args, tmp, args.devices, -(-args.rss_tags // args.devices))
+        out["rss_10k_tags_mb"] = r10["rss_mb"]
+    print(f"mixed: {out['mixed_points_per_s']:,.0f} points/s (goal >= 100,000), p99 "
+          f"{out['p99_latency_s']:.3f} s (goal <= 1 s), RSS with {args.rss_tags:,} tags "
+          f"{out['rss_10k_tags_mb'] or float('nan'):.0f} MiB (goal <= 200)", flush=True)
+    return out
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -379,6 +563,10 @@ def main() -> None:
     ap.add_argument("--a-devices", type=int, default=10, help="scenario A: Modbus devices")
     ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
     ap.add_argument("--tags", type=int, default=50, help="scenario B: tags per device")
+    ap.add_argument("--hz", type=float, default=1.0, help="scenario B: samples per tag per second")
+    ap.add_argument("--warmup", type=float, default=5.0, help="scenario B: seconds before the window")
+    ap.add_argument("--rss-tags", type=int, default=10_000,
+                    help="scenario B: also run the plant with this many tags for the RSS figure (0: no)")
     ap.add_argument("--skip-a", action="store_true")
     ap.add_argument("--skip-b", action="store_true")
     args = ap.parse_args()
@@ -395,10 +583,6 @@ def main() -> None:
             result.update(scenario_b(args, tmp))
     print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}))
-
-
-def scenario_b(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    raise NotImplementedError
 
 
 if __name__ == "__main__":
