@@ -171,13 +171,26 @@ def modbus_settings(ports: list[int], registers: int, poll_s: float, store: dict
     return Settings.model_validate({"assets": assets, "devices": devices, "store": store})
 
 
-def timed_store(store: Any, lat: Latency) -> None:
-    """Note the time each store write returns (the writer's acknowledgement) per point."""
+PROTOCOLS = ("modbus", "opcua", "mqtt")
+
+
+def timed_store(store: Any, lat: Latency, by_protocol: dict[str, Latency] | None = None,
+                protocol_of: list[np.ndarray] | None = None) -> None:
+    """Note the time each store write returns (the writer's acknowledgement) per point; with
+    ``by_protocol``, also per protocol (``protocol_of[0]``: tag id -> index in PROTOCOLS, set
+    once the gateway registered its tags)."""
     write = store.write
 
     def noted(batch: Any) -> None:
         write(batch)
-        lat.note(batch.ts_ns)
+        now = time.time_ns()
+        lat.note(batch.ts_ns, now)
+        if by_protocol is not None and protocol_of:
+            which = protocol_of[0][np.minimum(batch.tag_id, len(protocol_of[0]) - 1)]
+            for k, name in enumerate(PROTOCOLS):
+                mask = which == k
+                if mask.any():
+                    by_protocol[name].note(batch.ts_ns[mask], now)
 
     store.write = noted  # on the instance: the gateway and its writer call it
 
@@ -196,20 +209,31 @@ def tierproof_phase(settings_json: str, seconds: float, warmup: float = 0.0) -> 
 
     settings = Settings.model_validate_json(settings_json)
     lat = Latency()
+    by_protocol = {p: Latency() for p in PROTOCOLS}
+    protocol_of: list[np.ndarray] = []
     store = open_store(settings.store)
-    timed_store(store, lat)
+    timed_store(store, lat, by_protocol, protocol_of)
 
     async def run() -> tuple[float, float, int, int]:
         c0, t0 = time.process_time(), time.perf_counter()
         gw = Gateway(settings, store=store, isolate=True)
+        lookup = np.full(max(gw.tag_ids.values()) + 2, -1, np.int8)
+        for path, tid in gw.tag_ids.items():
+            proto = path.split("/")[1]
+            lookup[tid] = PROTOCOLS.index(proto) if proto in PROTOCOLS else -1
+        protocol_of.append(lookup)
         async with gw:
             if warmup > 0:
                 await asyncio.sleep(warmup)
                 lat.reset()
+                for x in by_protocol.values():
+                    x.reset()
                 c0, t0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(seconds)
             if warmup > 0:
                 lat.frozen = True
+                for x in by_protocol.values():
+                    x.frozen = True
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if warmup <= 0:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -222,7 +246,9 @@ def tierproof_phase(settings_json: str, seconds: float, warmup: float = 0.0) -> 
         wall, cpu, written, ntags = asyncio.run(run())
     finally:
         store.close()
-    return figures(lat.points, wall, cpu, lat, writer_points=written, tags=ntags)
+    return figures(lat.points, wall, cpu, lat, writer_points=written, tags=ntags,
+                   protocols={p: (x.points / wall, x.p(0.5), x.p(0.99))
+                              for p, x in by_protocol.items() if x.points})
 
 
 async def _raw_poll(port: int, registers: int, deadline: float,
@@ -447,11 +473,10 @@ def split(devices: int) -> tuple[int, int, int]:
 
 
 def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: list[int],
-                   opcua: tuple[str, int], broker_url: str, db: str) -> Any:
+                   opcua: list[tuple[str, int]], broker_url: str, db: str) -> Any:
     from config.settings import Settings
 
     _, n_ua, n_mq = n
-    endpoint, ns = opcua
     assets: list[dict[str, Any]] = []
     devices: list[dict[str, Any]] = []
     for d, port in enumerate(modbus_ports):
@@ -461,14 +486,17 @@ def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: 
                         "port": port, "poll_interval_s": 1.0 / hz,
                         "tags": [{"name": f"t{t:03d}", "asset": asset, "address": t}
                                  for t in range(tags)]})
+    first: dict[tuple[str, int], int] = {}
     for d in range(n_ua):
+        endpoint, ns = opcua[d]
+        j = d - first.setdefault(opcua[d], d)  # the device's index on its server
         asset = f"plant/opcua/line/m{d:03d}"
         assets.append({"path": asset})
         devices.append({"protocol": "opcua", "name": f"ua{d:03d}", "endpoint": endpoint,
                         "mode": "subscribe", "publishing_interval_ms": 1000.0 / hz,
                         "timeout_s": 30.0,
                         "tags": [{"name": f"t{t:03d}", "asset": asset,
-                                  "node_id": f"ns={ns};s=bulk/{d * tags + t}"}
+                                  "node_id": f"ns={ns};s=bulk/{j * tags + t}"}
                                  for t in range(tags)]})
     mq_tags = []
     for d in range(n_mq):
@@ -506,24 +534,31 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
     broker.start()
     try:
         mb = child(serve_modbus, n[0], tags)
-        ua = child(serve_opcua_bulk, n[1] * tags, 1.0 / args.hz)
+        k = max(1, min(args.opcua_servers, n[1]))
+        ua_per = [n[1] // k + (1 if j < n[1] % k else 0) for j in range(k)]
+        uas = [child(serve_opcua_bulk, m * tags, 1.0 / args.hz) for m in ua_per]
         pub = child(publish_mqtt, broker.host, broker.port, n[2], tags, 1.0 / args.hz)
-        for c in (mb, ua, pub):
+        for c in (mb, *uas, pub):
             if not c.poll(120):
                 raise RuntimeError("a simulator did not start within 120 s")
-        ports, opcua = mb.recv(), ua.recv()
+        ports = mb.recv()
+        # device d of OPC UA server j: that server's (d - first of j)-th block of bulk variables
+        opcua = [ep for c, m in zip(uas, ua_per, strict=True) for ep in [c.recv()] * m]
         pub.recv()
         settings = mixed_settings(n, tags, args.hz, ports, opcua, broker.url,
                                   str(tmp / f"mixed{devices}x{tags}.db"))
         print(f"Scenario B: {devices} devices x {tags} tags = {devices * tags:,} tags at "
-              f"{args.hz:g} Hz ({n[0]} Modbus servers, {n[1]} OPC UA sessions on one simulator "
-              f"server, {n[2]} machines publishing JSON through Mosquitto on one MQTT "
+              f"{args.hz:g} Hz ({n[0]} Modbus servers, {n[1]} OPC UA sessions on {k} simulator "
+              f"server processes, {n[2]} machines publishing JSON through Mosquitto on one MQTT "
               f"subscription), offered {devices * tags * args.hz:,.0f} points/s; "
               f"{args.warmup:g} s warm-up, {args.seconds:g} s measured", flush=True)
         r = in_child(tierproof_phase, settings.model_dump_json(), args.seconds, args.warmup)
         print(f"{'case':34} {'points/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
         print(line(f"tierproof -> SQLite, {r['tags']:,} tags", r) + f"  (p50 {r['p50']:.3f} s)",
               flush=True)
+        for proto, (rate, p50, p99) in r["protocols"].items():
+            print(f"  of which {proto:24} {rate:>11,.0f} {'':>6} {'':>8} {p99:>8.3f}  "
+                  f"(p50 {p50:.3f} s)", flush=True)
         return r
     finally:
         for c in conns:
@@ -564,6 +599,8 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
     ap.add_argument("--tags", type=int, default=50, help="scenario B: tags per device")
     ap.add_argument("--hz", type=float, default=1.0, help="scenario B: samples per tag per second")
+    ap.add_argument("--opcua-servers", type=int, default=3,
+                    help="scenario B: OPC UA simulator processes sharing the OPC UA devices")
     ap.add_argument("--warmup", type=float, default=5.0, help="scenario B: seconds before the window")
     ap.add_argument("--rss-tags", type=int, default=10_000,
                     help="scenario B: also run the plant with this many tags for the RSS figure (0: no)")
