@@ -56,7 +56,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -252,7 +252,7 @@ def tierproof_phase(settings_json: str, seconds: float, warmup: float = 0.0) -> 
 
 
 async def _raw_poll(port: int, registers: int, deadline: float,
-                    sink: Callable[[int, np.ndarray, list[int]], Any]) -> None:
+                    sink: Callable[[int, np.ndarray, Sequence[int]], Any]) -> None:
     from pymodbus.client import AsyncModbusTcpClient
 
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0, reconnect_delay=0)
@@ -281,7 +281,7 @@ def raw_sqlite_phase(ports: list[int], registers: int, seconds: float, db: str) 
     lat = Latency()
     base = {p: d * registers for d, p in enumerate(ports)}
 
-    def sink(port: int, ts: np.ndarray, values: list[int]) -> None:
+    def sink(port: int, ts: np.ndarray, values: Sequence[int]) -> None:
         t = int(ts[0])
         b = base[port]
         conn.execute("BEGIN")
@@ -328,7 +328,7 @@ def raw_influx_phase(ports: list[int], registers: int, seconds: float, url: str,
                     raise RuntimeError(f"raw POST: {r.status_code} {r.text[:200]}")
                 lat.note(ts)
 
-            def sink(port: int, ts: np.ndarray, values: list[int]) -> Any:
+            def sink(port: int, ts: np.ndarray, values: Sequence[int]) -> Any:
                 d, t = base[port], int(ts[0])
                 lines.append("".join(
                     f"raw,device=plc{d:03d},tag=m{d:03d}/r{i:03d} value={v}.0 {t}\n"
