@@ -378,16 +378,19 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     try:
         ports: list[int] = parent.recv()
         print(f"Scenario A: {len(ports)} Modbus TCP devices x {REGISTERS} holding registers, "
-              f"polled flat out, {args.seconds:g} s in {args.rounds} alternating rounds per case")
+              f"polled flat out, {args.seconds:g} s in {args.rounds} alternating rounds per case"
+              + ("; InfluxDB store with gzip: false" if args.influx_no_gzip else ""))
         print(f"{'case':34} {'registers/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
         per = args.seconds / args.rounds
         totals: dict[str, dict[str, Any]] = {k: {} for k in ("raw_sqlite", "tp_sqlite",
                                                              "raw_influx", "tp_influx")}
         for k in range(args.rounds):
             sqlite_store = {"type": "sqlite", "path": str(tmp / f"tp{k}.db")}
-            influx_store = {"type": "influx", "api": "v1", "url": influx.url,
-                            "database": influx.database, "meta_path": str(tmp / f"meta{k}.db"),
-                            "spool": {"path": str(tmp / f"spool{k}")}}
+            influx_store: dict[str, Any] = {
+                "type": "influx", "api": "v1", "url": influx.url, "database": influx.database,
+                "meta_path": str(tmp / f"meta{k}.db"), "spool": {"path": str(tmp / f"spool{k}")}}
+            if args.influx_no_gzip:
+                influx_store["gzip"] = False
             add(totals["raw_sqlite"], in_child(raw_sqlite_phase, ports, REGISTERS, per,
                                                str(tmp / f"raw{k}.db")))
             add(totals["tp_sqlite"], in_child(tierproof_phase, modbus_settings(
@@ -595,6 +598,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="measured time per case")
     ap.add_argument("--rounds", type=int, default=2, help="scenario A: alternating rounds")
+    ap.add_argument("--influx-no-gzip", action="store_true",
+                    help="scenario A: tierproof's InfluxDB store with gzip: false (shipped: true)")
     ap.add_argument("--a-devices", type=int, default=10, help="scenario A: Modbus devices")
     ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
     ap.add_argument("--tags", type=int, default=50, help="scenario B: tags per device")
