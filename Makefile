@@ -93,6 +93,7 @@ bench: venv
 	$(BIN)/python bench/bench_assess.py
 	$(BIN)/python bench/bench_rollup_ingest.py
 	$(BIN)/python bench/bench_auth.py
+	$(BIN)/python bench/bench_plant.py
 
 ## proto: regenerate collector/mqtt/sparkplug/sparkplug_b_pb2.py(i) from its sparkplug_b.proto; protoc comes
 ## from grpcio-tools in a throwaway venv so that it is not a dependency of tierproof; pinned,

@@ -1,0 +1,631 @@
+"""A benchmark shaped like a plant (issue 14 item 4): many devices, small batches per poll.
+
+Run: ``.venv/bin/python bench/bench_plant.py [--seconds S] [--rounds R] [--devices D --tags T]
+[--skip-a | --skip-b]``. Prints figures only; no assertions. Ends with one JSON line:
+``{"influx_ratio", "sqlite_ratio", "mixed_points_per_s", "p99_latency_s", "rss_10k_tags_mb"}``.
+
+Every measured phase runs in a **fresh spawned process** (so its CPU % and peak RSS are its
+own: nothing left over from an earlier phase), and the devices it reads run in another child
+process (a PLC is another machine; serving must not eat the measured process' CPU).
+
+Scenario A -- 10 Modbus TCP devices (10 of our simulator servers, each on its own port) x 125
+holding registers, one point per register, polled as fast as they answer, for S seconds
+(``--seconds``, 60), into (a) the embedded SQLite store and (b) a real InfluxDB 1.6
+(``tests/influx_servers.py``, started here on a free port with a temporary data directory):
+
+- tierproof: :class:`~api.gateway.Gateway` with ``isolate=True`` as ``tierproof run`` builds
+  it -- its Modbus collectors under the supervisor, the writer (group commit), the store from
+  ``open_store`` -- with shipped settings (only the poll interval is the shortest allowed,
+  1 ms, so the devices are polled as fast as they answer, and the store's paths are temporary);
+- raw: plain asyncio + pymodbus, one client per device reading the same 125 registers back to
+  back; into SQLite an ``executemany`` of the poll's points and a commit (WAL, synchronous
+  NORMAL: the store's shipped durability) per poll; into InfluxDB httpx POSTing 5,000-point
+  line-protocol batches (uncompressed: loopback), the poll that fills a batch awaiting its POST.
+
+Alternating rounds (``--rounds``, 2) of S / R seconds each, so that load from elsewhere on the
+shared machine hits both alike; rates are totals over the rounds.
+
+Figures: registers/s **durably stored** (tierproof: points its store's ``write`` returned for,
+the writer's acknowledgement, counted from the first connect to the end of the final flush;
+raw: points committed / POSTed with a 2xx), CPU % of the measuring process (all its threads;
+200 % = both cores; the device servers and InfluxDB are other processes), peak RSS of that
+process, and p99 source->stored latency: for each point, the time its store write returned
+(tierproof: the store's ``write``, wrapped on the instance to note the time; raw: commit / POST
+returned) minus its poll timestamp (the sample's ``ts_ns``, taken by the collector when the
+answer arrived). For InfluxDB with shipped settings (``flush_interval_s: 0``) the store's write
+returns once InfluxDB answered the POST; if InfluxDB is down it returns once the spool has the
+points (fsync), which is the durable point then -- here InfluxDB stays up.
+
+Scenario B -- the whole plant mixed: D devices (``--devices``, 100) x T tags (``--tags``, 50)
+at 1 Hz, a third each Modbus (our simulator servers), OPC UA (our asyncua simulator server,
+subscriptions) and MQTT (JSON messages from a publisher process through Mosquitto,
+``tests/mosquitto.py``), into the embedded store, for S seconds: sustained points/s, p99
+source->stored latency, peak RSS of the gateway process with D x T tags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REGISTERS = 125
+INFLUX_BATCH = 5_000
+
+
+# ---------------------------------------------------------------- latency bookkeeping
+
+
+class Latency:
+    """Weighted samples of (ack time - poll time): a batch's points share few poll times."""
+
+    def __init__(self) -> None:
+        self.lat: list[np.ndarray] = []
+        self.cnt: list[np.ndarray] = []
+        self.points = 0
+        self.frozen = False  # the window closed: later acknowledgements do not count
+
+    def reset(self) -> None:
+        self.lat, self.cnt, self.points = [], [], 0
+
+    def note(self, ts_ns: np.ndarray, now_ns: int | None = None) -> None:
+        if self.frozen:
+            return
+        now = time.time_ns() if now_ns is None else now_ns
+        u, c = np.unique(ts_ns, return_counts=True)
+        self.lat.append(now - u)
+        self.cnt.append(c)
+        self.points += len(ts_ns)
+
+    def p(self, q: float) -> float:
+        if not self.lat:
+            return float("nan")
+        lat, cnt = np.concatenate(self.lat), np.concatenate(self.cnt)
+        order = np.argsort(lat)
+        cum = np.cumsum(cnt[order])
+        k = int(np.searchsorted(cum, q * cum[-1]))
+        return float(lat[order][min(k, len(lat) - 1)]) / 1e9
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def figures(points: int, wall: float, cpu: float, lat: Latency, **extra: Any) -> dict[str, Any]:
+    return {"points": points, "seconds": wall, "cpu_s": cpu, "p50": lat.p(0.50),
+            "p99": lat.p(0.99), "rss_mb": peak_rss_mb(), **extra}
+
+
+def quiet() -> None:
+    """What ``tierproof run`` does: the protocol stacks log at WARNING and above only."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    for noisy in ("pymodbus", "asyncua", "amqtt", "transitions", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------- device servers (child process)
+
+
+def serve_modbus(count: int, registers: int, conn: Connection) -> None:
+    """Child process: ``count`` Modbus TCP servers, one unit of ``registers`` holding registers
+    each (values change every second, so on-change storage would matter if it applied)."""
+    quiet()
+    from simulators.modbus import ModbusSimServer, RegisterImage
+
+    async def run() -> None:
+        images = []
+        for d in range(count):
+            img = RegisterImage()
+            img.set_registers("holding", 0, [(d * 1000 + i) % 65536 for i in range(registers)])
+            images.append(img)
+        servers = [ModbusSimServer(units={1: img}) for img in images]
+        for s in servers:
+            await s.start()
+        conn.send([s.port for s in servers])
+        loop = asyncio.get_running_loop()
+        stop = loop.run_in_executor(None, conn.recv)
+        k = 0
+        while not stop.done():
+            await asyncio.sleep(1.0)
+            k += 1
+            for d, img in enumerate(images):
+                img.set_registers("holding", 0, [(d * 1000 + i + k) % 65536 for i in range(registers)])
+        for s in servers:
+            await s.stop()
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------- scenario A phases (spawned)
+
+
+def modbus_settings(ports: list[int], registers: int, poll_s: float, store: dict[str, Any]) -> Any:
+    from config.settings import Settings
+
+    assets = [{"path": f"plant/area/line/m{d:03d}"} for d in range(len(ports))]
+    devices = [{
+        "protocol": "modbus", "name": f"plc{d:03d}", "host": "127.0.0.1", "port": port,
+        "poll_interval_s": poll_s,
+        "tags": [{"name": f"r{r:03d}", "asset": f"plant/area/line/m{d:03d}", "address": r}
+                 for r in range(registers)],
+    } for d, port in enumerate(ports)]
+    return Settings.model_validate({"assets": assets, "devices": devices, "store": store})
+
+
+PROTOCOLS = ("modbus", "opcua", "mqtt")
+
+
+def timed_store(store: Any, lat: Latency, by_protocol: dict[str, Latency] | None = None,
+                protocol_of: list[np.ndarray] | None = None) -> None:
+    """Note the time each store write returns (the writer's acknowledgement) per point; with
+    ``by_protocol``, also per protocol (``protocol_of[0]``: tag id -> index in PROTOCOLS, set
+    once the gateway registered its tags)."""
+    write = store.write
+
+    def noted(batch: Any) -> None:
+        write(batch)
+        now = time.time_ns()
+        lat.note(batch.ts_ns, now)
+        if by_protocol is not None and protocol_of:
+            which = protocol_of[0][np.minimum(batch.tag_id, len(protocol_of[0]) - 1)]
+            for k, name in enumerate(PROTOCOLS):
+                mask = which == k
+                if mask.any():
+                    by_protocol[name].note(batch.ts_ns[mask], now)
+
+    store.write = noted  # on the instance: the gateway and its writer call it
+
+
+def tierproof_phase(settings_json: str, seconds: float, warmup: float = 0.0) -> dict[str, Any]:
+    """The gateway as ``tierproof run`` builds it, collecting for ``seconds``.
+
+    ``warmup`` 0: the time counted runs from before the gateway starts (connects) until it has
+    stopped and flushed, and every point acknowledged counts. ``warmup`` > 0 (scenario B, paced
+    sources): the window opens ``warmup`` s after the start (connections, subscriptions and
+    their initial values are outside it) and the points acknowledged within it count."""
+    quiet()
+    from api.gateway import Gateway
+    from config.settings import Settings
+    from store import open_store
+
+    settings = Settings.model_validate_json(settings_json)
+    lat = Latency()
+    by_protocol = {p: Latency() for p in PROTOCOLS}
+    protocol_of: list[np.ndarray] = []
+    store = open_store(settings.store)
+    timed_store(store, lat, by_protocol, protocol_of)
+
+    async def run() -> tuple[float, float, int, int]:
+        c0, t0 = time.process_time(), time.perf_counter()
+        gw = Gateway(settings, store=store, isolate=True)
+        lookup = np.full(max(gw.tag_ids.values()) + 2, -1, np.int8)
+        for path, tid in gw.tag_ids.items():
+            proto = path.split("/")[1]
+            lookup[tid] = PROTOCOLS.index(proto) if proto in PROTOCOLS else -1
+        protocol_of.append(lookup)
+        async with gw:
+            if warmup > 0:
+                await asyncio.sleep(warmup)
+                lat.reset()
+                for x in by_protocol.values():
+                    x.reset()
+                c0, t0 = time.process_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            if warmup > 0:
+                lat.frozen = True
+                for x in by_protocol.values():
+                    x.frozen = True
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if warmup <= 0:
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        st = gw.writer.stats
+        if st.batches_failed:
+            raise RuntimeError(f"store writes failed: {st.last_error}")
+        return wall, cpu, st.points_written, len(gw.tag_ids)
+
+    try:
+        wall, cpu, written, ntags = asyncio.run(run())
+    finally:
+        store.close()
+    return figures(lat.points, wall, cpu, lat, writer_points=written, tags=ntags,
+                   protocols={p: (x.points / wall, x.p(0.5), x.p(0.99))
+                              for p, x in by_protocol.items() if x.points})
+
+
+async def _raw_poll(port: int, registers: int, deadline: float,
+                    sink: Callable[[int, np.ndarray, Sequence[int]], Any]) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0, reconnect_delay=0)
+    if not await client.connect():
+        raise RuntimeError(f"raw: cannot connect to 127.0.0.1:{port}")
+    try:
+        while time.perf_counter() < deadline:
+            rr = await client.read_holding_registers(0, count=registers, device_id=1)
+            if rr.isError():
+                raise RuntimeError(f"raw read failed: {rr}")
+            r = sink(port, np.full(registers, time.time_ns(), np.int64), rr.registers)
+            if r is not None:
+                await r
+    finally:
+        client.close()
+
+
+def raw_sqlite_phase(ports: list[int], registers: int, seconds: float, db: str) -> dict[str, Any]:
+    """asyncio + pymodbus, an executemany and a commit per poll."""
+    quiet()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS samples (tag_id INTEGER, ts INTEGER, value REAL, "
+                 "quality INTEGER)")
+    lat = Latency()
+    base = {p: d * registers for d, p in enumerate(ports)}
+
+    def sink(port: int, ts: np.ndarray, values: Sequence[int]) -> None:
+        t = int(ts[0])
+        b = base[port]
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO samples VALUES (?, ?, ?, 0)",
+                         [(b + i, t, float(v)) for i, v in enumerate(values)])
+        conn.execute("COMMIT")
+        lat.note(ts)
+
+    async def run() -> None:
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(*(_raw_poll(p, registers, deadline, sink) for p in ports))
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    asyncio.run(run())
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    conn.close()
+    return figures(lat.points, wall, cpu, lat)
+
+
+def raw_influx_phase(ports: list[int], registers: int, seconds: float, url: str,
+                     database: str) -> dict[str, Any]:
+    """asyncio + pymodbus + httpx, 5,000-point line-protocol POSTs."""
+    quiet()
+    import httpx
+
+    lat = Latency()
+    lines: list[str] = []
+    stamps: list[np.ndarray] = []
+    base = {p: d for d, p in enumerate(ports)}
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def post() -> None:
+                if not lines:
+                    return
+                body = "".join(lines).encode()
+                ts = np.concatenate(stamps)
+                lines.clear()
+                stamps.clear()
+                r = await client.post(f"{url}/write", params={"db": database, "precision": "ns"},
+                                      content=body)
+                if r.status_code != 204:
+                    raise RuntimeError(f"raw POST: {r.status_code} {r.text[:200]}")
+                lat.note(ts)
+
+            def sink(port: int, ts: np.ndarray, values: Sequence[int]) -> Any:
+                d, t = base[port], int(ts[0])
+                lines.append("".join(
+                    f"raw,device=plc{d:03d},tag=m{d:03d}/r{i:03d} value={v}.0 {t}\n"
+                    for i, v in enumerate(values)))
+                stamps.append(ts)
+                if sum(len(s) for s in stamps) >= INFLUX_BATCH:
+                    return post()
+                return None
+
+            deadline = time.perf_counter() + seconds
+            await asyncio.gather(*(_raw_poll(p, registers, deadline, sink) for p in ports))
+            await post()
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    asyncio.run(run())
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return figures(lat.points, wall, cpu, lat)
+
+
+def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run one phase in a fresh spawned process (its own CPU and peak RSS)."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+        return ex.submit(fn, *args).result()
+
+
+def add(total: dict[str, Any], r: dict[str, Any]) -> None:
+    for k in ("points", "seconds", "cpu_s"):
+        total[k] = total.get(k, 0) + r[k]
+    for k in ("p99", "rss_mb"):
+        total[k] = max(total.get(k, 0.0), r[k])
+
+
+def line(name: str, r: dict[str, Any]) -> str:
+    return (f"{name:34} {r['points'] / r['seconds']:>11,.0f} {100 * r['cpu_s'] / r['seconds']:>6.0f} "
+            f"{r['rss_mb']:>8.0f} {r['p99']:>8.3f}")
+
+
+def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    from tests.influx_servers import InfluxDB16
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=serve_modbus, args=(args.a_devices, REGISTERS, child), daemon=True)
+    proc.start()
+    influx = InfluxDB16(tmp / "influxdb")
+    influx.start()
+    try:
+        ports: list[int] = parent.recv()
+        print(f"Scenario A: {len(ports)} Modbus TCP devices x {REGISTERS} holding registers, "
+              f"polled flat out, {args.seconds:g} s in {args.rounds} alternating rounds per case"
+              + ("; InfluxDB store with gzip: false" if args.influx_no_gzip else ""))
+        print(f"{'case':34} {'registers/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
+        per = args.seconds / args.rounds
+        totals: dict[str, dict[str, Any]] = {k: {} for k in ("raw_sqlite", "tp_sqlite",
+                                                             "raw_influx", "tp_influx")}
+        for k in range(args.rounds):
+            sqlite_store = {"type": "sqlite", "path": str(tmp / f"tp{k}.db")}
+            influx_store: dict[str, Any] = {
+                "type": "influx", "api": "v1", "url": influx.url, "database": influx.database,
+                "meta_path": str(tmp / f"meta{k}.db"), "spool": {"path": str(tmp / f"spool{k}")}}
+            if args.influx_no_gzip:
+                influx_store["gzip"] = False
+            add(totals["raw_sqlite"], in_child(raw_sqlite_phase, ports, REGISTERS, per,
+                                               str(tmp / f"raw{k}.db")))
+            add(totals["tp_sqlite"], in_child(tierproof_phase, modbus_settings(
+                ports, REGISTERS, 0.001, sqlite_store).model_dump_json(), per))
+            add(totals["raw_influx"], in_child(raw_influx_phase, ports, REGISTERS, per,
+                                               influx.url, influx.database))
+            add(totals["tp_influx"], in_child(tierproof_phase, modbus_settings(
+                ports, REGISTERS, 0.001, influx_store).model_dump_json(), per))
+        names = {"raw_sqlite": "raw asyncio loop -> SQLite", "tp_sqlite": "tierproof -> SQLite store",
+                 "raw_influx": "raw asyncio loop -> InfluxDB 1.6", "tp_influx": "tierproof -> InfluxDB 1.6"}
+        for key, name in names.items():
+            print(line(name, totals[key]), flush=True)
+
+        def rate(key: str) -> float:
+            return float(totals[key]["points"] / totals[key]["seconds"])
+
+        out = {"sqlite_ratio": rate("tp_sqlite") / rate("raw_sqlite"),
+               "influx_ratio": rate("tp_influx") / rate("raw_influx")}
+        print(f"ratio tierproof/raw: SQLite {out['sqlite_ratio']:.2f} (goal >= 0.9), "
+              f"InfluxDB {out['influx_ratio']:.2f} (goal >= 0.8)", flush=True)
+        return out
+    finally:
+        parent.send("stop")
+        proc.join(10)
+        influx.stop()
+
+
+# ---------------------------------------------------------------- scenario B
+
+
+def serve_opcua_bulk(variables: int, interval_s: float, conn: Connection) -> None:
+    """Child process: our OPC UA simulator with ``variables`` bulk Doubles changing every
+    ``interval_s`` (beside the demo plant's OPC UA machine), until told to stop."""
+    quiet()
+    from asyncua import ua
+
+    from config import load_settings, shipped_config
+    from simulators import Plant
+    from simulators.opcua import serve_opcua
+
+    async def run() -> None:
+        plant = Plant(load_settings(shipped_config("demo.yaml")))
+        async with serve_opcua(plant, ["demo/assembly/line3/assembler-01"],
+                               extra_variables=variables, interval_s=interval_s,
+                               security=[ua.SecurityPolicyType.NoSecurity]) as server:
+            conn.send((server.endpoint, server.namespace_index))
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+
+    asyncio.run(run())
+
+
+def publish_mqtt(host: str, port: int, machines: int, tags: int, interval_s: float,
+                 conn: Connection) -> None:
+    """Child process: every ``interval_s`` one JSON document per machine (QoS 1) with
+    ``tags`` values and its publish time in ms (the source timestamp), until told to stop."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plant-pub-{os.getpid()}")
+    client.max_inflight_messages_set(1000)
+    client.connect(host, port, 60)
+    client.loop_start()
+    conn.send("ready")
+    k, sent = 0, 0
+    nxt = time.monotonic()
+    while not conn.poll(0):
+        for m in range(machines):
+            doc = {"ts": time.time_ns() // 1_000_000,
+                   "v": {f"t{t:03d}": round(20.0 + (k + m + t) % 100 * 0.25, 2) for t in range(tags)}}
+            client.publish(f"plant/L1/m{m:03d}", json.dumps(doc, separators=(",", ":")), qos=1)
+            sent += 1
+        k += 1
+        nxt += interval_s
+        time.sleep(max(0.0, nxt - time.monotonic()))
+    client.disconnect()
+    client.loop_stop()
+    conn.send(sent)
+
+
+def split(devices: int) -> tuple[int, int, int]:
+    """Modbus, OPC UA, MQTT devices: a third each, Modbus taking the remainder (34/33/33)."""
+    third = devices // 3
+    return devices - 2 * third, third, third
+
+
+def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: list[int],
+                   opcua: list[tuple[str, int]], broker_url: str, db: str) -> Any:
+    from config.settings import Settings
+
+    _, n_ua, n_mq = n
+    assets: list[dict[str, Any]] = []
+    devices: list[dict[str, Any]] = []
+    for d, port in enumerate(modbus_ports):
+        asset = f"plant/modbus/line/m{d:03d}"
+        assets.append({"path": asset})
+        devices.append({"protocol": "modbus", "name": f"plc{d:03d}", "host": "127.0.0.1",
+                        "port": port, "poll_interval_s": 1.0 / hz,
+                        "tags": [{"name": f"t{t:03d}", "asset": asset, "address": t}
+                                 for t in range(tags)]})
+    first: dict[tuple[str, int], int] = {}
+    for d in range(n_ua):
+        endpoint, ns = opcua[d]
+        j = d - first.setdefault(opcua[d], d)  # the device's index on its server
+        asset = f"plant/opcua/line/m{d:03d}"
+        assets.append({"path": asset})
+        devices.append({"protocol": "opcua", "name": f"ua{d:03d}", "endpoint": endpoint,
+                        "mode": "subscribe", "publishing_interval_ms": 1000.0 / hz,
+                        "timeout_s": 30.0,
+                        "tags": [{"name": f"t{t:03d}", "asset": asset,
+                                  "node_id": f"ns={ns};s=bulk/{j * tags + t}"}
+                                 for t in range(tags)]})
+    mq_tags = []
+    for d in range(n_mq):
+        asset = f"plant/mqtt/L1/m{d:03d}"
+        assets.append({"path": asset})
+        mq_tags += [{"asset": asset, "name": f"t{t:03d}", "field": f"v.t{t:03d}"}
+                    for t in range(tags)]
+    if n_mq:
+        devices.append({"protocol": "mqtt", "name": "broker", "broker": broker_url, "qos": 1,
+                        "subscriptions": [{"topic": "plant/L1/+", "format": "json",
+                                           "template": "plant/{line}/{asset}",
+                                           "timestamp_field": "ts"}],
+                        "tags": mq_tags})
+    return Settings.model_validate({"assets": assets, "devices": devices,
+                                    "store": {"type": "sqlite", "path": db}})
+
+
+def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> dict[str, Any]:
+    """One scenario B run: start the devices, measure the gateway in a fresh process."""
+    from tests.mosquitto import Mosquitto
+
+    n = split(devices)
+    ctx = mp.get_context("spawn")
+    procs, conns = [], []
+
+    def child(target: Callable[..., None], *a: Any) -> Connection:
+        parent, c = ctx.Pipe()
+        p = ctx.Process(target=target, args=(*a, c), daemon=True)
+        p.start()
+        procs.append(p)
+        conns.append(parent)
+        return parent
+
+    broker = Mosquitto()
+    broker.start()
+    try:
+        mb = child(serve_modbus, n[0], tags)
+        k = max(1, min(args.opcua_servers, n[1]))
+        ua_per = [n[1] // k + (1 if j < n[1] % k else 0) for j in range(k)]
+        uas = [child(serve_opcua_bulk, m * tags, 1.0 / args.hz) for m in ua_per]
+        pub = child(publish_mqtt, broker.host, broker.port, n[2], tags, 1.0 / args.hz)
+        for c in (mb, *uas, pub):
+            if not c.poll(120):
+                raise RuntimeError("a simulator did not start within 120 s")
+        ports = mb.recv()
+        # device d of OPC UA server j: that server's (d - first of j)-th block of bulk variables
+        opcua = [ep for c, m in zip(uas, ua_per, strict=True) for ep in [c.recv()] * m]
+        pub.recv()
+        settings = mixed_settings(n, tags, args.hz, ports, opcua, broker.url,
+                                  str(tmp / f"mixed{devices}x{tags}.db"))
+        print(f"Scenario B: {devices} devices x {tags} tags = {devices * tags:,} tags at "
+              f"{args.hz:g} Hz ({n[0]} Modbus servers, {n[1]} OPC UA sessions on {k} simulator "
+              f"server processes, {n[2]} machines publishing JSON through Mosquitto on one MQTT "
+              f"subscription), offered {devices * tags * args.hz:,.0f} points/s; "
+              f"{args.warmup:g} s warm-up, {args.seconds:g} s measured", flush=True)
+        r = in_child(tierproof_phase, settings.model_dump_json(), args.seconds, args.warmup)
+        print(f"{'case':34} {'points/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
+        print(line(f"tierproof -> SQLite, {r['tags']:,} tags", r) + f"  (p50 {r['p50']:.3f} s)",
+              flush=True)
+        for proto, (rate, p50, p99) in r["protocols"].items():
+            print(f"  of which {proto:24} {rate:>11,.0f} {'':>6} {'':>8} {p99:>8.3f}  "
+                  f"(p50 {p50:.3f} s)", flush=True)
+        return r
+    finally:
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.send("stop")
+        for p in procs:
+            p.join(15)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        broker.stop()
+
+
+def scenario_b(args: argparse.Namespace, tmp: Path) -> dict[str, float | None]:
+    r = mixed_run(args, tmp, args.devices, args.tags)
+    out: dict[str, float | None] = {"mixed_points_per_s": r["points"] / r["seconds"],
+                                    "p99_latency_s": r["p99"], "rss_10k_tags_mb": None}
+    if args.rss_tags and args.devices * args.tags == args.rss_tags:
+        out["rss_10k_tags_mb"] = r["rss_mb"]
+    elif args.rss_tags:
+        # the same mixed plant with rss_tags tags: more tags per device
+        r10 = mixed_run(args, tmp, args.devices, -(-args.rss_tags // args.devices))
+        out["rss_10k_tags_mb"] = r10["rss_mb"]
+    print(f"mixed: {out['mixed_points_per_s']:,.0f} points/s (goal >= 100,000), p99 "
+          f"{out['p99_latency_s']:.3f} s (goal <= 1 s), RSS with {args.rss_tags:,} tags "
+          f"{out['rss_10k_tags_mb'] or float('nan'):.0f} MiB (goal <= 200)", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured time per case")
+    ap.add_argument("--rounds", type=int, default=2, help="scenario A: alternating rounds")
+    ap.add_argument("--influx-no-gzip", action="store_true",
+                    help="scenario A: tierproof's InfluxDB store with gzip: false (shipped: true)")
+    ap.add_argument("--a-devices", type=int, default=10, help="scenario A: Modbus devices")
+    ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
+    ap.add_argument("--tags", type=int, default=50, help="scenario B: tags per device")
+    ap.add_argument("--hz", type=float, default=1.0, help="scenario B: samples per tag per second")
+    ap.add_argument("--opcua-servers", type=int, default=3,
+                    help="scenario B: OPC UA simulator processes sharing the OPC UA devices")
+    ap.add_argument("--warmup", type=float, default=5.0, help="scenario B: seconds before the window")
+    ap.add_argument("--rss-tags", type=int, default=10_000,
+                    help="scenario B: also run the plant with this many tags for the RSS figure (0: no)")
+    ap.add_argument("--skip-a", action="store_true")
+    ap.add_argument("--skip-b", action="store_true")
+    args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f} ({os.cpu_count()} CPUs)", flush=True)
+    result: dict[str, float | None] = {"influx_ratio": None, "sqlite_ratio": None,
+                                       "mixed_points_per_s": None, "p99_latency_s": None,
+                                       "rss_10k_tags_mb": None}
+    with tempfile.TemporaryDirectory(prefix="bench_plant_") as d:
+        tmp = Path(d)
+        if not args.skip_a:
+            result.update(scenario_a(args, tmp))
+        if not args.skip_b:
+            result.update(scenario_b(args, tmp))
+    print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}))
+
+
+if __name__ == "__main__":
+    main()
