@@ -27,6 +27,7 @@ import httpx
 import pytest
 import yaml
 
+from api import healthcheck
 from api.app import create_app
 from api.auth import ADMIN_PATHS, OPEN_PATHS, OPEN_PREFIXES, KeyFile, NoKeyError, keys_path
 from api.cli import StartFailure, _check_tls, _listen, _uvicorn_server
@@ -423,6 +424,8 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
         with httpx.Client(base_url=base.replace("https", "http")) as plain, pytest.raises(
                 httpx.HTTPError):
             plain.get("/api/v1/health")
+        # Docker's HEALTHCHECK with api.tls: https to the container's own loopback address
+        assert healthcheck.check(f"{base}/api/v1/health") == 0
 
 
 def test_bad_tls_files_are_one_sentence(tmp_path: Path) -> None:
