@@ -327,13 +327,15 @@ async def _demo(args: argparse.Namespace) -> int:
                 print(f"  {line}", flush=True)
             app = create_app(settings, store=store)
             url = f"{_scheme(settings)}://{args.host}:{args.port}"
+            curl = f"curl -H 'X-API-Key: {read_key}'"  # every API route asks for a key
             print(f"  read key   {read_key}\n  admin key  {admin_key}\n"
                   f"  dashboard  {url}/#key={read_key}\n  API docs   {url}/docs\n"
-                  f"  KPIs       curl -H 'X-API-Key: {read_key}' {url}/api/v1/kpis\n"
-                  f"  tiers      {url}/api/v1/tiers/assessment?tier=excellence", flush=True)
+                  f"  KPIs       {curl} {url}/api/v1/kpis\n"
+                  f"  tiers      {curl} '{url}/api/v1/tiers/assessment?tier=excellence'",
+                  flush=True)
             if (example := last_worked(settings, now)) is not None:  # dates are plant-local
-                print(f"  shift KPIs {url}/api/v1/kpis?shift={quote(example[0])}&date="
-                      f"{example[1].isoformat()}  ({settings.calendar.timezone})", flush=True)
+                print(f"  shift KPIs {curl} '{url}/api/v1/kpis?shift={quote(example[0])}&date="
+                      f"{example[1].isoformat()}'  ({settings.calendar.timezone})", flush=True)
             print("  press Ctrl-C to stop" if args.duration is None else
                   f"  stopping after {args.duration:g} s", flush=True)
             await _serve(app, args.host, args.port, args.duration, sock)
