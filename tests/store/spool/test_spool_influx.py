@@ -341,7 +341,8 @@ async def test_health_and_spool_endpoint_show_waiting_and_dropped_points(
         assert spool["points"] == len(batch_k(0, ids)) + len(batch_k(1, ids))
         assert spool["oldest"].startswith("2025-10-09")  # T0, ISO 8601
         again = (await client.get("/api/v1/store/spool")).json()
-        volatile = {"last_error", "last_error_at", "retry_at"}  # the drain keeps retrying meanwhile
+        # the drain keeps retrying meanwhile, each time with a new jittered delay (in status too)
+        volatile = {"last_error", "last_error_at", "retry_at", "retry_delay_s", "status"}
         assert set(again) == set(spool)
         # its response model declares every figure (/health's store.spool is not filtered)
         assert set(SpoolOut.model_validate(again).model_dump()) == set(spool)
