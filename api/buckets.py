@@ -23,8 +23,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
-from config.times import ALL_DAYS, Calendar
-from kpi.calendar import _local_ns
+from config.times import Calendar
+from kpi.calendar import _local_ns, occurrences
 
 from .problems import BadParameter
 
@@ -122,20 +122,11 @@ def _shifts(calendar: Calendar, tz: ZoneInfo, start_ns: int, end_ns: int, most: 
     first = _local_date(start_ns, tz) - timedelta(days=1)
     last = _local_date(end_ns, tz)
     out: list[Bucket] = []
-    day = first
-    while day <= last:
-        wd = ALL_DAYS[day.weekday()]
-        for s in shifts:
-            if wd not in s.days:
-                continue
-            end_day = day if s.end > s.start else day + timedelta(days=1)
-            a, b = _local_ns(day, s.start, tz), _local_ns(end_day, s.end, tz)
-            a, b = max(a, start_ns), min(b, end_ns)
-            if b > a:
-                out.append(Bucket(a, b, s.name or f"{s.start:%H:%M}-{s.end:%H:%M}",
-                                  day.isoformat()))
-        if len(out) > most:
-            raise too_many()
-        day += timedelta(days=1)
+    for day, s, a, b in occurrences(shifts, tz, first, last):
+        a, b = max(a, start_ns), min(b, end_ns)
+        if b > a:
+            out.append(Bucket(a, b, s.name or f"{s.start:%H:%M}-{s.end:%H:%M}", day.isoformat()))
+            if len(out) > most:
+                raise too_many()
     out.sort(key=lambda b: (b.start_ns, b.end_ns))
     return out

@@ -8,7 +8,9 @@ the jump (a shift that starts at a skipped 02:30 starts when the clock jumps fro
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -27,9 +29,14 @@ def _local_ns(day: date, at: time, tz: ZoneInfo) -> int:
     return _ns(first_instant(day, at, tz))
 
 
-def _daily(ranges: list[DailyRange], tz: ZoneInfo, first: date, last: date) -> list[tuple[int, int]]:
-    """Occurrences of daily ranges on days first..last (local), as ns intervals."""
-    out: list[tuple[int, int]] = []
+R = TypeVar("R", bound=DailyRange)
+
+
+def occurrences(ranges: Sequence[R], tz: ZoneInfo, first: date, last: date
+                ) -> Iterator[tuple[date, R, int, int]]:
+    """Each occurrence of daily ranges on local days first..last, day by day: (the local day
+    it starts on, the range, start ns, end ns); a range whose end is not after its start
+    crosses midnight."""
     day = first
     while day <= last:
         wd = ALL_DAYS[day.weekday()]
@@ -37,9 +44,13 @@ def _daily(ranges: list[DailyRange], tz: ZoneInfo, first: date, last: date) -> l
             if wd not in r.days:
                 continue
             end_day = day if r.end > r.start else day + timedelta(days=1)
-            out.append((_local_ns(day, r.start, tz), _local_ns(end_day, r.end, tz)))
+            yield day, r, _local_ns(day, r.start, tz), _local_ns(end_day, r.end, tz)
         day += timedelta(days=1)
-    return out
+
+
+def _daily(ranges: list[DailyRange], tz: ZoneInfo, first: date, last: date) -> list[tuple[int, int]]:
+    """Occurrences of daily ranges on days first..last (local), as ns intervals."""
+    return [(a, b) for _, _, a, b in occurrences(ranges, tz, first, last)]
 
 
 def merge(intervals: list[tuple[int, int]]) -> tuple[I64, I64]:
