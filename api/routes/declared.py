@@ -361,6 +361,28 @@ async def get_declared(
                               for e in exc.errors() if e["loc"][:1] == ("value",)]) from exc
 
 
+async def _change(request: Request, name: str, value: Callable[[str, DeclaredEvidence], Any],
+                  reason: str) -> DeclaredOut | JSONResponse:
+    """Record ``name``'s next version, ``value(who, evidence)`` (a validated model object; None:
+    back to the configuration's), and put it in force: one change at a time (the app's lock),
+    checked across fields first; who supplies it is the caller (``caller``)."""
+    try:
+        who = caller(request)
+    except _Missing:
+        return _no_caller(request)
+    ev = _evidence(request)
+    async with _lock(request.app):
+        try:
+            got = value(who, ev)
+            settings = ev.propose(name, got)
+        except DeclaredInvalid as exc:
+            return _invalid(request, exc.errors)
+        stored = await asyncio.to_thread(ev.record, name, got, who, reason)
+        ev.adopt(name, got, stored, settings)  # in the loop, as every read of it
+        _apply(request.app, ev, ITEMS[name].elements)
+        return _out(ev, name)
+
+
 @router.put(
     "/declared/{item}", response_model=DeclaredOut, responses=_WRITE,
     summary="Supply a new version of a declared item (validated like the configuration)",
@@ -377,23 +399,11 @@ async def put_declared(
     body: Annotated[DeclaredIn, Body(openapi_examples=_BODY_EXAMPLES)],
     supplied_by: Annotated[str | None, _SUPPLIED_BY] = None,  # read by caller(request)
 ) -> DeclaredOut | JSONResponse:
-    try:
-        who = caller(request)
-    except _Missing:
-        return _no_caller(request)
-    ev = _evidence(request)
-    name = item.value
-    async with _lock(request.app):
+    def value(who: str, ev: DeclaredEvidence) -> Any:
         today = datetime.now(ZoneInfo(ev.settings.calendar.timezone)).date()
-        try:
-            value = validate(name, body.value, who, today)
-            settings = ev.propose(name, value)
-        except DeclaredInvalid as exc:
-            return _invalid(request, exc.errors)
-        stored = await asyncio.to_thread(ev.record, name, value, who, body.reason)
-        ev.adopt(name, value, stored, settings)  # in the loop, as every read of it
-        _apply(request.app, ev, ITEMS[name].elements)
-        return _out(ev, name)
+        return validate(item.value, body.value, who, today)
+
+    return await _change(request, item.value, value, body.reason)
 
 
 @router.delete(
@@ -409,18 +419,4 @@ async def delete_declared(
                                  description="why: kept in the audit trail")],
     supplied_by: Annotated[str | None, _SUPPLIED_BY] = None,  # read by caller(request)
 ) -> DeclaredOut | JSONResponse:
-    try:
-        who = caller(request)
-    except _Missing:
-        return _no_caller(request)
-    ev = _evidence(request)
-    name = item.value
-    async with _lock(request.app):
-        try:
-            settings = ev.propose(name, None)
-        except DeclaredInvalid as exc:
-            return _invalid(request, exc.errors)
-        stored = await asyncio.to_thread(ev.record, name, None, who, reason)
-        ev.adopt(name, None, stored, settings)  # in the loop, as every read of it
-        _apply(request.app, ev, ITEMS[name].elements)
-        return _out(ev, name)
+    return await _change(request, item.value, lambda who, ev: None, reason)
