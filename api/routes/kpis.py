@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from config import load_tiers
 from config.errors import KpiError
@@ -20,17 +19,18 @@ from ..flight import json_body
 from ..kpi_models import DeltasOut, KpisOut
 from ..plant_time import DateQuery, ShiftQuery, Zones, ZonesDep, respond, shift_window
 from ..tabular import tabular
+from .params import (
+    AssetQuery,
+    BaselineFromQuery,
+    BaselineToQuery,
+    FromQuery,
+    LineQuery,
+    ToQuery,
+)
 from .series import kpi_columns, kpi_rows
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"])
 
-_FROM = ("ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a date or time without an offset is the "
-         "plant's local time, calendar.timezone, or tz's) or now-7d")
-#: examples of the window parameters (relative instants resolve against the request's now)
-FROM_EXAMPLES = ["now-7d", "2026-12-01T00:00:00+08:00"]
-TO_EXAMPLES = ["now", "2026-12-08T00:00:00+08:00"]
-BASELINE_FROM_EXAMPLES = ["now-14d", "2026-11-24T00:00:00+08:00"]
-BASELINE_TO_EXAMPLES = ["now-7d", "2026-12-01T00:00:00+08:00"]
 _SHARED = (
     " Identical requests (same resolved windows and selection) in flight together are computed "
     "once; results whose windows closed are cached until a write touches them (docs/api.md). "
@@ -89,16 +89,10 @@ async def get_kpis(
     settings: SettingsDep,
     now: NowDep,
     zones: ZonesDep,
-    asset: Annotated[str | None, Query(description="asset path site/area/line/asset",
-                                       examples=["demo/machining/line1/lathe-01"])] = None,
-    line: Annotated[str | None, Query(description="line path site/area/line",
-                                      examples=["demo/machining/line1"])] = None,
-    from_: Annotated[
-        str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current",
-                          examples=FROM_EXAMPLES)
-    ] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
-                                    examples=TO_EXAMPLES)] = None,
+    asset: AssetQuery = None,
+    line: LineQuery = None,
+    from_: FromQuery = None,
+    to: ToQuery = None,
     shift: ShiftQuery = None,
     date: DateQuery = None,
 ) -> Response:
@@ -136,16 +130,10 @@ async def get_kpi_deltas(
     settings: SettingsDep,
     now: NowDep,
     zones: ZonesDep,
-    from_: Annotated[
-        str | None, Query(alias="from", description=f"{_FROM}; default: kpi.current",
-                          examples=FROM_EXAMPLES)
-    ] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
-                                    examples=TO_EXAMPLES)] = None,
-    baseline_from: Annotated[str | None, Query(description="default: kpi.baseline",
-                                               examples=BASELINE_FROM_EXAMPLES)] = None,
-    baseline_to: Annotated[str | None, Query(description="default: kpi.baseline",
-                                             examples=BASELINE_TO_EXAMPLES)] = None,
+    from_: FromQuery = None,
+    to: ToQuery = None,
+    baseline_from: BaselineFromQuery = None,
+    baseline_to: BaselineToQuery = None,
     shift: ShiftQuery = None,
     date: DateQuery = None,
 ) -> Response:

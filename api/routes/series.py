@@ -24,6 +24,7 @@ from ..plant_time import ZonesDep, respond
 from ..rollups import HOUR_NS
 from ..service import KpiService
 from ..tabular import tabular
+from .params import AssetQuery, FromQuery, LineQuery, ToQuery
 from .plant import TagPath, _tag_id
 
 __all__ = ["HistoryOut", "KpiSeriesOut", "kpi_rows", "router"]
@@ -205,14 +206,10 @@ async def get_kpi_series(
     settings: SettingsDep,
     now: NowDep,
     zones: ZonesDep,
-    asset: Annotated[str | None, Query(description="asset path site/area/line/asset",
-                                       examples=["demo/machining/line1/lathe-01"])] = None,
-    line: Annotated[str | None, Query(description="line path site/area/line",
-                                      examples=["demo/machining/line1"])] = None,
-    from_: Annotated[str | None, Query(alias="from", description=f"{_FROM}; default: "
-                                       "kpi.current", examples=["now-24h"])] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
-                                    examples=["now"])] = None,
+    asset: AssetQuery = None,
+    line: LineQuery = None,
+    from_: FromQuery = None,
+    to: ToQuery = None,
     bucket: Annotated[SERIES_BUCKETS, Query(description="1h, shift or 1d",
                                             examples=["1h"])] = "1h",
 ) -> Response:

@@ -18,16 +18,8 @@ from ..flight import json_body
 from ..kpi_models import AssessmentOut
 from ..plant_time import DateQuery, ShiftQuery, ZonesDep, respond
 from ..problems import echo
-from .kpis import (
-    _SHARED,
-    BASELINE_FROM_EXAMPLES,
-    BASELINE_TO_EXAMPLES,
-    FROM_EXAMPLES,
-    TO_EXAMPLES,
-    assessment_windows,
-    check_windows,
-    explicit,
-)
+from .kpis import _SHARED, assessment_windows, check_windows, explicit
+from .params import BaselineFromQuery, BaselineToQuery, FromQuery, ToQuery
 
 router = APIRouter(prefix="/api/v1", tags=["tiers"])
 
@@ -57,16 +49,10 @@ async def get_assessment(
     zones: ZonesDep,
     tier: Annotated[str | None, Query(description="one tier (default: every tier)",
                                       examples=["basic"])] = None,
-    from_: Annotated[
-        str | None, Query(alias="from", description="ISO 8601 or now-7d; default: kpi.current",
-                          examples=FROM_EXAMPLES)
-    ] = None,
-    to: Annotated[str | None, Query(description="ISO 8601 or now; default: kpi.current",
-                                    examples=TO_EXAMPLES)] = None,
-    baseline_from: Annotated[str | None, Query(description="default: kpi.baseline",
-                                               examples=BASELINE_FROM_EXAMPLES)] = None,
-    baseline_to: Annotated[str | None, Query(description="default: kpi.baseline",
-                                             examples=BASELINE_TO_EXAMPLES)] = None,
+    from_: FromQuery = None,
+    to: ToQuery = None,
+    baseline_from: BaselineFromQuery = None,
+    baseline_to: BaselineToQuery = None,
     shift: ShiftQuery = None,
     date: DateQuery = None,
 ) -> Response:
