@@ -12,15 +12,25 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
 from api.gateway import tag_records
 from config import settings_from_dict
 from config.times import iso
-from store import Batch, SqliteStore
-from tests.api.test_store_damage_api import ASSET, HOUR, MS, PER, SEC, STATE, T0, _client, config
+from store import SqliteStore
+from tests.api.test_store_damage_api import (
+    ASSET,
+    HOUR,
+    MS,
+    PER,
+    SEC,
+    STATE,
+    T0,
+    _client,
+    config,
+    hour_part,
+)
 from tests.helpers import flip_on_disk
 
 TAGS = [STATE, f"{ASSET}/total", f"{ASSET}/good"]
@@ -35,11 +45,7 @@ def write_hour_pending(db: Path, settings: Any) -> None:
     s = SqliteStore(live, compact_every=1000)
     ids = s.register_tags(tag_records(settings))
     for k in range(4):
-        t = T0 + (k * PER + np.arange(PER, dtype=np.int64)) * 10 * SEC
-        n = (k * PER + np.arange(PER)).astype(np.float64)
-        s.write(Batch.of([ids[STATE]] * PER + [ids[f"{ASSET}/total"]] * PER
-                         + [ids[f"{ASSET}/good"]] * PER,
-                         np.concatenate([t + MS, t, t]), np.concatenate([np.ones(PER), n, n])))
+        s.write(hour_part(ids, k))
     c = sqlite3.connect(live)
     assert c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
     c.close()

@@ -55,12 +55,16 @@ def write_hour(db: Path, settings: Any) -> None:
     with SqliteStore(db) as s:
         ids = s.register_tags(tag_records(settings))
         for k in range(4):
-            t = T0 + (k * PER + np.arange(PER, dtype=np.int64)) * 10 * SEC
-            n = (k * PER + np.arange(PER)).astype(np.float64)
-            s.write(Batch.of([ids[STATE]] * PER + [ids[f"{ASSET}/total"]] * PER
-                             + [ids[f"{ASSET}/good"]] * PER,
-                             np.concatenate([t + MS, t, t]), np.concatenate([np.ones(PER), n, n])))
+            s.write(hour_part(ids, k))
             s.compact()
+
+
+def hour_part(ids: dict[str, int], k: int) -> Batch:
+    """Part ``k`` of 4 of the hour: STATE Executing, total and good counting a part per 10 s."""
+    t = T0 + (k * PER + np.arange(PER, dtype=np.int64)) * 10 * SEC
+    n = (k * PER + np.arange(PER)).astype(np.float64)
+    return Batch.of([ids[STATE]] * PER + [ids[f"{ASSET}/total"]] * PER + [ids[f"{ASSET}/good"]] * PER,
+                    np.concatenate([t + MS, t, t]), np.concatenate([np.ones(PER), n, n]))
 
 
 
