@@ -210,6 +210,10 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
 
         # printing: A4, each section on its own page, charts drawn at the printable width
         page.send("Emulation.setEmulatedMedia", media="print")
+        # the charts are redrawn at A4's printable width (186 mm = 703 px) for print
+        page.wait("""[...document.querySelectorAll('.chart')]
+                     .every(e => Math.abs(echarts.getInstanceByDom(e).getWidth() - 703) <= 2)""",
+                  10, "the charts redrawn at the printable width")
         breaks = page.eval("[...document.querySelectorAll('section')]"
                            ".map(s => getComputedStyle(s).breakBefore)")
         assert breaks == ["auto"] + ["page"] * (len(SECTIONS) - 1)
@@ -221,9 +225,9 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         pages = pdf.count(b"/Type /Page") - pdf.count(b"/Type /Pages")
         print(f"report.pdf: {len(pdf):,} bytes, {pages} A4 pages")
         assert pdf.startswith(b"%PDF") and pages >= len(SECTIONS)
-        widths = page.eval("""[...document.querySelectorAll('.chart')]
-            .map(e => echarts.getInstanceByDom(e).getWidth())""")
-        assert all(w == pytest.approx(703, abs=2) for w in widths), widths
+        svg = page.eval("""[...document.querySelectorAll('.chart')]
+            .map(e => e.querySelector('svg').getBoundingClientRect().width)""")
+        assert all(w == pytest.approx(703, abs=2) for w in svg), svg
         assert page.errors == []
     assert report.stat().st_size < 3_000_000
 

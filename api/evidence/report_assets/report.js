@@ -34,13 +34,13 @@ const LABELS = {
     unit: "Unit", baseline: "Baseline", current: "Current", change: "Change", changeInterval: "Change interval",
     remark: "Remark", machine: "Machine", availability: "Availability", effectiveness: "Effectiveness",
     quality: "Quality", oee: "OEE", goodParts: "Good parts", pbtH: "Planned busy h", knownH: "Known h",
-    device: "Device", start: "Start", end: "End", duration: "Duration", reason: "Reason", allMachines: "all machines of the device",
+    device: "Device", deviceProtocol: "Device (protocol)", start: "Start", end: "End", duration: "Duration", reason: "Reason", allMachines: "all machines of the device",
     noGaps: "No gaps were recorded in either window.", tag: "Tag", role: "Role", samples: "Samples", badSamples: "Bad",
     kpi: "KPI", formula: "Formula", meaning: "Meaning", state: "State", mode: "Mode", element: "Element", anyMode: "any",
     method: "Method", seed: "Seed", resamples: "Resamples", minDays: "Minimum days for an interval",
     confidence: "Confidence", coverageMin: "Minimum coverage for a verdict", days: "Days per window",
     history: "History held", item: "Item", version: "Version", suppliedBy: "Supplied by", suppliedAt: "Supplied at",
-    protocol: "Protocol", where: "Read from", enumMap: "Value → canonical name", scale: "Scale",
+    where: "Read from", enumMap: "Value → canonical name", scale: "Scale",
     notComputed: "Figures not computed by this version", none: "none", planned: "Planned busy time",
     perHour: "per hour", perDay: "per local day", seriesOf: "{what}, {window}, {per}",
     hours: "{n} h", years: "{n} years", unknown: "Unknown", noData: "no data",
@@ -114,13 +114,13 @@ const LABELS = {
     unit: "单位", baseline: "基线", current: "当前", change: "变化", changeInterval: "变化的置信区间",
     remark: "备注", machine: "设备", availability: "可用率", effectiveness: "性能效率",
     quality: "质量率", oee: "设备综合效率", goodParts: "合格品数", pbtH: "计划工作小时", knownH: "已知小时",
-    device: "采集设备", start: "开始", end: "结束", duration: "时长", reason: "原因", allMachines: "该采集设备的全部设备",
+    device: "采集设备", deviceProtocol: "采集设备（协议）", start: "开始", end: "结束", duration: "时长", reason: "原因", allMachines: "该采集设备的全部设备",
     noGaps: "两个窗口内均未记录数据缺口。", tag: "标签", role: "角色", samples: "采样数", badSamples: "不良",
     kpi: "指标", formula: "公式", meaning: "含义", state: "状态", mode: "模式", element: "时间要素", anyMode: "任意",
     method: "方法", seed: "随机种子", resamples: "重抽样次数", minDays: "给出区间所需的最少天数",
     confidence: "置信水平", coverageMin: "给出结论所需的最低覆盖率", days: "各窗口天数",
     history: "历史数据时长", item: "申报项", version: "版本", suppliedBy: "提供者", suppliedAt: "提供时间",
-    protocol: "协议", where: "读取位置", enumMap: "原始值 → 规范名称", scale: "比例系数",
+    where: "读取位置", enumMap: "原始值 → 规范名称", scale: "比例系数",
     notComputed: "本版本未计算的指标", none: "无", planned: "计划工作时间",
     perHour: "每小时", perDay: "每个本地日", seriesOf: "{what}，{window}，{per}",
     hours: "{n} 小时", years: "{n} 年", unknown: "未知", noData: "无数据",
@@ -447,9 +447,14 @@ function renderMethods() {
   table("declared-table", ["item", "version", "suppliedBy", "suppliedAt", "source"],
     Object.entries(m.declared_versions).map(([k, d]) => el("tr", {}, td(k), tdn(String(d.version ?? dash)),
       td(d.supplied_by), td(d.supplied_at ? whenIso(d.supplied_at) : dash), el("td", {}, quoted(d.reason || d.source)))));
-  table("mapping-table", ["machine", "role", "device", "protocol", "where", "enumMap", "scale", "unit"],
-    m.mapping.map(r => el("tr", {}, td(r.asset), td(r.role), td(r.device), td(r.protocol), td(r.source),
-      td(r.enum || dash), tdn(r.scale == null ? dash : String(r.scale)), td(r.unit ?? dash))));
+  // one machine's tags under one cell of its name (rowspan): the table is long
+  const span = {};
+  for (const r of m.mapping) span[r.asset] = (span[r.asset] || 0) + 1;
+  table("mapping-table", ["machine", "role", "deviceProtocol", "where", "enumMap", "scale", "unit"],
+    m.mapping.map((r, i) => el("tr", {},
+      i === 0 || m.mapping[i - 1].asset !== r.asset ? el("td", {rowspan: String(span[r.asset]), text: r.asset}) : null,
+      td(r.role), td(`${r.device} (${r.protocol})`), td(r.source), td(r.enum || dash),
+      tdn(r.scale == null ? dash : String(r.scale)), td(r.unit ?? dash))));
 }
 
 // ---------------------------------------------------------------- language, printing
