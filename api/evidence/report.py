@@ -178,7 +178,10 @@ def _states(pack: Path, order: list[str], spans: dict[str, tuple[int, int]]) -> 
                               f"MachineryItemState name ({', '.join(s for s in STATES if s)}, or empty)")
         if row["asset"] not in order:
             order.append(row["asset"])
-        mode = MODES.index(row["mode"]) if row["mode"] in MODES else len(MODES) - 1
+        if row["mode"] not in MODES:
+            raise ReportError(f"{where}, field mode: {row['mode']!r} is not an OPC 40001-1 "
+                              f"MachineryOperationMode name ({', '.join(m for m in MODES if m)}, or empty)")
+        mode = MODES.index(row["mode"])
         start = _ms(row["start"], f"{where}, field start")
         for w, (lo, hi) in spans.items():
             if lo <= start < hi:
@@ -236,6 +239,28 @@ def _mode_name(m: OperationMode | None) -> str:
     if m is None:
         return "*"
     return "None" if m is OperationMode.NoMode else m.name
+
+
+def _declared_items(node: Any, path: str = "") -> list[dict[str, Any]]:
+    """Every declared item of ``declared.json`` (an object with ``supplied_by``, at any depth):
+    where it is, its value, unit and who supplied it, when, from what."""
+    out: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if "supplied_by" in node:
+            value = next((node[k] for k in ("value", "amount", "level", "point") if k in node), None)
+            if value is None:  # e.g. a list of scenarios: how many
+                value = ", ".join(f"{k}: {len(v)}" for k, v in node.items() if isinstance(v, list)) or None
+            out.append({"item": path, "value": value, "unit": node.get("unit"),
+                        "supplied_by": node.get("supplied_by"), "supplied_at": node.get("supplied_at"),
+                        "source": node.get("source")})
+            return out
+        for k, v in node.items():
+            out += _declared_items(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            key = v.get("period", i) if isinstance(v, dict) else i
+            out += _declared_items(v, f"{path}[{key}]")
+    return out
 
 
 def _criteria(assessment: dict[str, Any]) -> list[dict[str, Any]]:
@@ -325,7 +350,7 @@ def report_data(pack_dir: Path) -> dict[str, Any]:
             "not_computed": assessment.get("not_computed"),
             "config_fingerprint": assessment.get("config_fingerprint"),
             "declared_versions": assessment.get("declared_versions") or {},
-            "declared": declared,
+            "declared": _declared_items(declared),
         },
         "rendered": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -68,9 +68,7 @@ def write_pack(settings: Settings, cfg: Path, store: Store, out: Path) -> dict[s
         "config_sha256": assessment["config_fingerprint"], "tierproof_version": "test",
         "created": _z(to_ns(datetime.now(UTC)))}))
     (out / "config.yaml").write_text(cfg.read_text())
-    (out / "declared.json").write_text(json.dumps(
-        {"versions": assessment["declared_versions"],
-         "items": settings.declared.model_dump(mode="json")}, indent=1))
+    (out / "declared.json").write_text(json.dumps(settings.declared.model_dump(mode="json"), indent=1))
 
     store.register_tags(tag_records(settings))
     by_asset: dict[str, dict[Role, Any]] = {}

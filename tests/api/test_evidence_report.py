@@ -183,6 +183,12 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         assert len(gap_rows) == len(_csv(pack, "gaps.csv")) == 3  # the device serves three machines
         assert all(GAP_REASON in r for r in gap_rows)
 
+        # who supplied each declared item, and when
+        declared = page.eval("[...document.querySelectorAll('#declared-items-table tbody tr')]"
+                             ".map(r => r.innerText)")
+        assert len(declared) == (pack / "declared.json").read_text().count('"supplied_by"') == 8
+        assert any("demo energy manager" in r and "0.5366" in r for r in declared)
+
         # times in the plant's time zone, per locale
         start = datetime.fromisoformat(assessment["window"]["from"].replace("Z", "+00:00")).astimezone(tz)
         summary = page.eval("document.getElementById('summary-table').innerText")

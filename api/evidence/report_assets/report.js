@@ -22,7 +22,9 @@ const LABELS = {
     baselineWindow: "Baseline window", currentWindow: "Current window",
     gapsTitle: "Gaps", samplesTitle: "Samples in the pack per tag", formulasTitle: "Formulas (ISO 22400-2)",
     elementsTitle: "State and mode → time element (OPC 40001-1 → ISO 22400-2)", bootstrapTitle: "Intervals (bootstrap)",
-    versionsTitle: "Versions", declaredTitle: "Declared items", mappingTitle: "Signal mapping (from config.yaml)",
+    versionsTitle: "Versions", declaredTitle: "Versions of the declared items used",
+    declaredItemsTitle: "Declared items (declared.json)", noDeclared: "The plant declared nothing.",
+    abbrTitle: "Abbreviations (ISO 22400-2)", abbr: "Abbreviation", isoName: "Name", mappingTitle: "Signal mapping (from config.yaml)",
     chartsCredit: "Charts drawn with Apache ECharts 6.1.0 (Apache License 2.0), embedded in this file with its licence notice.",
     plantTimeZone: "Plant time zone", baselineRange: "Baseline window", currentRange: "Current window",
     criteriaVersion: "Criteria version", algorithmVersion: "Algorithm version", configSha: "Configuration SHA-256",
@@ -39,7 +41,7 @@ const LABELS = {
     kpi: "KPI", formula: "Formula", meaning: "Meaning", state: "State", mode: "Mode", element: "Element", anyMode: "any",
     method: "Method", seed: "Seed", resamples: "Resamples", minDays: "Minimum days for an interval",
     confidence: "Confidence", coverageMin: "Minimum coverage for a verdict", days: "Days per window",
-    history: "History held", item: "Item", version: "Version", suppliedBy: "Supplied by", suppliedAt: "Supplied at",
+    history: "History held", item: "Item", version: "Version", suppliedBy: "Supplied by", suppliedAt: "Supplied at", origin: "Source",
     where: "Read from", enumMap: "Value → canonical name", scale: "Scale",
     notComputed: "Figures not computed by this version", none: "none", planned: "Planned busy time",
     perHour: "per hour", perDay: "per local day", seriesOf: "{what}, {window}, {per}",
@@ -65,6 +67,25 @@ const LABELS = {
             "standard h / labour h": "standard h / labour h", "kWh/standard h": "kWh / standard h",
             "kWh/unit": "kWh / unit", "kg CO2/standard h": "kg CO₂ / standard h", "kg CO2/unit": "kg CO₂ / unit"},
     criteria: {},
+    abbrs: {PBT: "planned busy time (shifts − planned stops − holidays)",
+            APT: "actual production time (Executing and Processing)",
+            ASUT: "actual unit setup time (mode Setup)",
+            ADET: "actual unit delay time (malfunctions, minor stops)", AUPT: "actual unit processing time (APT + ASUT)",
+            PQ: "produced quantity", GQ: "good quantity", SQ: "scrap quantity",
+            PRU: "planned run time per unit (ideal cycle time)"},
+    formulaText: {
+      availability: "APT / known PBT  (apt_s / known_s)",
+      effectiveness: "PRU × PQ in known PBT / APT  (ideal_s / apt_pru_s)",
+      quality_ratio: "GQ / PQ in known PBT  (gq_plan / pq_plan)",
+      oee: "availability × effectiveness × quality ratio",
+      coverage: "known PBT / PBT  (known_s / pbt_s)",
+      automation_rate: "Σ apt_auto_s / Σ apt_mode_known_s",
+      defect_rate: "Σ sq_plan / Σ pq_plan",
+      production_efficiency: "Σ PRU × gq_plan / Σ (APT + ASUT + ADET)  (std_gq_s / std_busy_s)",
+      energy_per_standard_hour_kwh: "Σ energy_std_kwh / Σ (energy_std_gq_s / 3600)",
+      networking_rate: "Σ reporting asset-days / Σ planned asset-days",
+      cnc_rate_key_equipment: "Σ reporting digital key asset-days / Σ key asset-days",
+      delta: "current / baseline − 1"},
     formulas: {
       availability: "Availability", effectiveness: "Effectiveness", quality_ratio: "Quality ratio", oee: "OEE",
       coverage: "Coverage", automation_rate: "Automation rate", defect_rate: "Defect rate",
@@ -102,7 +123,9 @@ const LABELS = {
     baselineWindow: "基线窗口", currentWindow: "当前窗口",
     gapsTitle: "数据缺口", samplesTitle: "证据包中各标签的采样数", formulasTitle: "计算公式（ISO 22400-2）",
     elementsTitle: "状态与模式 → 时间要素（OPC 40001-1 → ISO 22400-2）", bootstrapTitle: "置信区间（自助法）",
-    versionsTitle: "版本", declaredTitle: "申报项", mappingTitle: "信号映射（来自 config.yaml）",
+    versionsTitle: "版本", declaredTitle: "所用申报项的版本",
+    declaredItemsTitle: "申报项（declared.json）", noDeclared: "工厂未申报任何内容。",
+    abbrTitle: "缩写（ISO 22400-2）", abbr: "缩写", isoName: "名称", mappingTitle: "信号映射（来自 config.yaml）",
     chartsCredit: "图表由 Apache ECharts 6.1.0（Apache 许可证 2.0）绘制，已连同其许可声明嵌入本文件。",
     plantTimeZone: "工厂时区", baselineRange: "基线窗口", currentRange: "当前窗口",
     criteriaVersion: "判定条件版本", algorithmVersion: "算法版本", configSha: "配置 SHA-256",
@@ -119,7 +142,7 @@ const LABELS = {
     kpi: "指标", formula: "公式", meaning: "含义", state: "状态", mode: "模式", element: "时间要素", anyMode: "任意",
     method: "方法", seed: "随机种子", resamples: "重抽样次数", minDays: "给出区间所需的最少天数",
     confidence: "置信水平", coverageMin: "给出结论所需的最低覆盖率", days: "各窗口天数",
-    history: "历史数据时长", item: "申报项", version: "版本", suppliedBy: "提供者", suppliedAt: "提供时间",
+    history: "历史数据时长", item: "申报项", version: "版本", suppliedBy: "提供者", suppliedAt: "提供时间", origin: "来源",
     where: "读取位置", enumMap: "原始值 → 规范名称", scale: "比例系数",
     notComputed: "本版本未计算的指标", none: "无", planned: "计划工作时间",
     perHour: "每小时", perDay: "每个本地日", seriesOf: "{what}，{window}，{per}",
@@ -148,6 +171,23 @@ const LABELS = {
       "cost-reduction": "运营成本较基线的变化", "defect-reduction": "产品不良率较基线的变化",
       energy: "单位产出能耗低于行业平均水平", maturity: "智能制造能力成熟度",
       "stable-operation": "改造后稳定运行"},
+    abbrs: {PBT: "计划工作时间（班次 − 计划停机 − 节假日）", APT: "实际生产时间（运行中且为加工模式）",
+            ASUT: "实际调整时间（调整模式）", ADET: "实际设备延误时间（故障、短暂停机）",
+            AUPT: "实际设备加工时间（APT + ASUT）", PQ: "产量", GQ: "合格品数", SQ: "废品数",
+            PRU: "单件计划运行时间（理想节拍）"},
+    formulaText: {
+      availability: "APT / 已知 PBT  (apt_s / known_s)",
+      effectiveness: "PRU × 已知 PBT 内的 PQ / APT  (ideal_s / apt_pru_s)",
+      quality_ratio: "已知 PBT 内 GQ / PQ  (gq_plan / pq_plan)",
+      oee: "可用率 × 性能效率 × 质量率",
+      coverage: "已知 PBT / PBT  (known_s / pbt_s)",
+      automation_rate: "Σ apt_auto_s / Σ apt_mode_known_s",
+      defect_rate: "Σ sq_plan / Σ pq_plan",
+      production_efficiency: "Σ PRU × gq_plan / Σ (APT + ASUT + ADET)  (std_gq_s / std_busy_s)",
+      energy_per_standard_hour_kwh: "Σ energy_std_kwh / Σ (energy_std_gq_s / 3600)",
+      networking_rate: "Σ 上报设备·日 / Σ 计划设备·日",
+      cnc_rate_key_equipment: "Σ 上报的数控关键设备·日 / Σ 关键设备·日",
+      delta: "当前 / 基线 − 1"},
     formulas: {
       availability: "可用率", effectiveness: "性能效率", quality_ratio: "质量率", oee: "设备综合效率（OEE）",
       coverage: "覆盖率", automation_rate: "自动化率", defect_rate: "产品不良率", production_efficiency: "生产效率",
@@ -170,20 +210,10 @@ const LABELS = {
 };
 
 // the formulas, in the symbols of ISO 22400-2 and the names of the pack's hourly.csv columns
-const FORMULAS = [
-  ["availability", "APT / known PBT  (apt_s / known_s)"],
-  ["effectiveness", "PRU × PQ in known PBT / APT  (ideal_s / apt_pru_s)"],
-  ["quality_ratio", "GQ / PQ in known PBT  (gq_plan / pq_plan)"],
-  ["oee", "availability × effectiveness × quality ratio"],
-  ["coverage", "known PBT / PBT  (known_s / pbt_s)"],
-  ["automation_rate", "Σ apt_auto_s / Σ apt_mode_known_s"],
-  ["defect_rate", "Σ sq_plan / Σ pq_plan"],
-  ["production_efficiency", "Σ PRU × gq_plan / Σ (APT + ASUT + ADET)  (std_gq_s / std_busy_s)"],
-  ["energy_per_standard_hour_kwh", "Σ energy_std_kwh / Σ (energy_std_gq_s / 3600)"],
-  ["networking_rate", "Σ reporting asset-days / Σ planned asset-days"],
-  ["cnc_rate_key_equipment", "Σ reporting digital key asset-days / Σ key asset-days"],
-  ["delta", "current / baseline − 1"],
-];
+const FORMULAS = ["availability", "effectiveness", "quality_ratio", "oee", "coverage", "automation_rate", "defect_rate",
+                  "production_efficiency", "energy_per_standard_hour_kwh", "networking_rate", "cnc_rate_key_equipment",
+                  "delta"];
+const ABBREVIATIONS = ["PBT", "APT", "ASUT", "ADET", "AUPT", "PQ", "GQ", "SQ", "PRU"];
 const STATE_COLORS = ["#1a7f37", "#d4a72c", "#cf222e", "#57606a", "#d0d7de"];
 const WINDOWS = ["baseline", "current"];
 
@@ -428,8 +458,9 @@ function renderCoverage() {
 
 function renderMethods() {
   const m = D.methods;
-  table("formulas-table", ["kpi", "formula", "meaning"], FORMULAS.map(([k, f]) => el("tr", {},
-    tdl("formulas", k), el("td", {}, el("code", {text: f})), tdl("formulaNotes", k))));
+  table("abbr-table", ["abbr", "isoName"], ABBREVIATIONS.map(k => el("tr", {}, td(k), tdl("abbrs", k))));
+  table("formulas-table", ["kpi", "formula", "meaning"], FORMULAS.map(k => el("tr", {},
+    tdl("formulas", k), el("td", {}, el("code", {text: tg("formulaText", k)})), tdl("formulaNotes", k))));
   table("elements-table", ["state", "mode", "element"], m.elements.map(([s, md, e]) => el("tr", {},
     tdl("states", s), md === "*" ? el("td", {i18n: "anyMode"}) : tdl("modes", md), tdl("elements", e))));
   const b = m.bootstrap || {};
@@ -444,7 +475,13 @@ function renderMethods() {
   const v = D.versions || {};
   kv("versions-table", [["criteriaVersion", v.criteria_version], ["algorithmVersion", v.algorithm_version],
     ["configSha", v.config_sha256], ["configFingerprint", m.config_fingerprint], ["tierproofVersion", v.tierproof_version]]);
-  table("declared-table", ["item", "version", "suppliedBy", "suppliedAt", "source"],
+  table("declared-items-table", ["item", "value", "unit", "suppliedBy", "suppliedAt", "origin"],
+    m.declared.map(d => el("tr", {}, td(d.item), tdn(isNum(d.value) ? num(d.value, 4) : (d.value ?? dash)),
+      td(d.unit ?? dash), td(d.supplied_by ?? dash), td(d.supplied_at ?? dash), el("td", {}, quoted(d.source)))));
+  if (!m.declared.length) {
+    document.querySelector("#declared-items-table tbody").append(el("tr", {}, el("td", {colspan: "6", i18n: "noDeclared"})));
+  }
+  table("declared-table", ["item", "version", "suppliedBy", "suppliedAt", "origin"],
     Object.entries(m.declared_versions).map(([k, d]) => el("tr", {}, td(k), tdn(String(d.version ?? dash)),
       td(d.supplied_by), td(d.supplied_at ? whenIso(d.supplied_at) : dash), el("td", {}, quoted(d.reason || d.source)))));
   // one machine's tags under one cell of its name (rowspan): the table is long
