@@ -34,9 +34,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -91,6 +91,10 @@ def _json(pack: Path, name: str) -> Any:
         raise ReportError(f"{path}: not JSON: {exc}") from None
 
 
+def _no_column(path: Path, lacking: list[str], have: list[str] | Sequence[str]) -> ReportError:
+    return ReportError(f"{path}: no column {', '.join(lacking)} (columns: {', '.join(have) or 'none'})")
+
+
 def _rows(pack: Path, name: str, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) of an input CSV that must have ``columns``."""
     path = pack / "inputs" / name
@@ -102,8 +106,7 @@ def _rows(pack: Path, name: str, columns: tuple[str, ...]) -> Iterator[tuple[int
         reader = csv.DictReader(f)
         have = reader.fieldnames or []
         if lacking := [c for c in columns if c not in have]:
-            raise ReportError(f"{path}: no column {', '.join(lacking)} "
-                              f"(columns: {', '.join(have) or 'none'})")
+            raise _no_column(path, lacking, have)
         for row in reader:
             yield reader.line_num, row
 
@@ -201,17 +204,33 @@ def _intervals(pack: Path, name: str, cols: tuple[str, ...]) -> list[dict[str, A
 
 
 def _samples(pack: Path) -> list[dict[str, Any]]:
-    """Per tag: how many samples the pack holds, and how many of them are bad (quality >= 2)."""
+    """Per tag: how many samples the pack holds, and how many of them are bad (quality >= 2,
+    ``config.signals.Quality.BAD``). The largest input: read by column position, not as dicts."""
+    path = pack / "inputs" / "samples.csv"
+    cols = ("tag", "asset", "role", "ts", "value", "quality")
     counts: dict[tuple[str, str, str], list[int]] = {}
-    for line, row in _rows(pack, "samples.csv", ("tag", "asset", "role", "ts", "value", "quality")):
-        try:
-            bad = int(row["quality"]) >= 2
-        except ValueError:
-            raise ReportError(f"{pack / 'inputs' / 'samples.csv'} line {line}, field quality: "
-                              f"{row['quality']!r} is not an integer") from None
-        c = counts.setdefault((row["asset"], row["role"], row["tag"]), [0, 0])
-        c[0] += 1
-        c[1] += bad
+    try:
+        f = path.open(newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path}: missing from the pack") from None
+    with f:
+        reader = csv.reader(f)
+        head = next(reader, [])
+        if lacking := [c for c in cols if c not in head]:
+            raise _no_column(path, lacking, head)
+        it, ia, ir, iq = (head.index(c) for c in ("tag", "asset", "role", "quality"))
+        for row in reader:
+            try:
+                key, q = (row[ia], row[ir], row[it]), row[iq]
+                bad = int(q) >= 2
+            except (ValueError, IndexError):
+                raise ReportError(f"{path} line {reader.line_num}, field quality: "
+                                  f"{row[iq] if len(row) > iq else None!r} is not an integer") from None
+            c = counts.get(key)
+            if c is None:
+                c = counts[key] = [0, 0]
+            c[0] += 1
+            c[1] += bad
     return [{"asset": a, "role": r, "tag": t, "n": n, "bad": b}
             for (a, r, t), (n, b) in sorted(counts.items())]
 
@@ -352,7 +371,6 @@ def report_data(pack_dir: Path) -> dict[str, Any]:
             "declared_versions": assessment.get("declared_versions") or {},
             "declared": _declared_items(declared),
         },
-        "rendered": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 

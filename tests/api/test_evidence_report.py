@@ -287,3 +287,22 @@ def test_inline_script_cannot_be_closed_by_pack_text(copy: Path) -> None:
     html = render_report(copy)
     body = html.split('<script type="application/json" id="report-data">', 1)[1].split("</script>", 1)[0]
     assert "alert(1)" in body and "</script" not in body.lower() and "<!--" not in body
+
+
+def test_same_pack_same_bytes_and_a_pack_without_baseline(copy: Path) -> None:
+    """The report is a function of the pack (no render time in it); without a baseline window
+    it still renders, with the current window alone."""
+    import json
+
+    assert render_report(copy) == render_report(copy)
+    doc = json.loads((copy / "assessment.json").read_text())
+    doc["baseline_window"] = None
+    (copy / "assessment.json").write_text(json.dumps(doc))
+    hourly = copy / "inputs" / "hourly.csv"
+    lines = hourly.read_text().splitlines()
+    hourly.write_text("\n".join([lines[0], *(x for x in lines[1:] if ",baseline," not in x)]) + "\n")
+    html = render_report(copy)
+    data = json.loads(html.split('id="report-data">', 1)[1].split("</script>", 1)[0])
+    assert data["trends"]["oee_hour"]["baseline"] == [] and data["trends"]["oee_hour"]["current"]
+    assert data["timeline"]["baseline"] == [] and data["timeline"]["current"]
+    assert all(a["baseline"] is None and a["current"] for a in data["per_asset"])

@@ -28,7 +28,7 @@ const LABELS = {
     chartsCredit: "Charts drawn with Apache ECharts 6.1.0 (Apache License 2.0), embedded in this file with its licence notice.",
     plantTimeZone: "Plant time zone", baselineRange: "Baseline window", currentRange: "Current window",
     criteriaVersion: "Criteria version", algorithmVersion: "Algorithm version", configSha: "Configuration SHA-256",
-    tierproofVersion: "tierproof version", created: "Pack created", rendered: "Report rendered",
+    tierproofVersion: "tierproof version", created: "Pack created",
     configFingerprint: "Configuration fingerprint",
     tier: "Tier", criterion: "Criterion", figure: "Figure", value: "Value", interval: "95 % interval",
     threshold: "Threshold", verdict: "Verdict", source: "Measured / declared", coverage: "Coverage",
@@ -129,7 +129,7 @@ const LABELS = {
     chartsCredit: "图表由 Apache ECharts 6.1.0（Apache 许可证 2.0）绘制，已连同其许可声明嵌入本文件。",
     plantTimeZone: "工厂时区", baselineRange: "基线窗口", currentRange: "当前窗口",
     criteriaVersion: "判定条件版本", algorithmVersion: "算法版本", configSha: "配置 SHA-256",
-    tierproofVersion: "tierproof 版本", created: "证据包生成时间", rendered: "报告生成时间",
+    tierproofVersion: "tierproof 版本", created: "证据包生成时间",
     configFingerprint: "配置指纹",
     tier: "梯度", criterion: "判定条件", figure: "指标", value: "数值", interval: "95% 置信区间",
     threshold: "阈值", verdict: "结论", source: "实测 / 申报", coverage: "覆盖率",
@@ -287,7 +287,7 @@ function renderSummary() {
     ["plantTimeZone", D.tz], ["baselineRange", w("baseline")], ["currentRange", w("current")],
     ["criteriaVersion", v.criteria_version], ["algorithmVersion", v.algorithm_version],
     ["configSha", v.config_sha256], ["tierproofVersion", v.tierproof_version],
-    ["created", whenIso(v.created)], ["rendered", whenIso(D.rendered)],
+    ["created", whenIso(v.created)],
   ]);
   const box = document.getElementById("tier-verdicts");
   box.replaceChildren(el("table", {}, el("tbody", {}, ...D.tiers.map(tr => el("tr", {},
