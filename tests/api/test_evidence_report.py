@@ -234,6 +234,11 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         svg = page.eval("""[...document.querySelectorAll('.chart')]
             .map(e => e.querySelector('svg').getBoundingClientRect().width)""")
         assert all(w == pytest.approx(703, abs=2) for w in svg), svg
+        # back on screen, the charts fill their boxes again
+        page.send("Emulation.setEmulatedMedia", media="screen")
+        page.wait("""[...document.querySelectorAll('.chart')].every(e => e.clientWidth > 900
+                     && Math.abs(echarts.getInstanceByDom(e).getWidth() - e.clientWidth) <= 1)""",
+                  10, "the charts redrawn at the screen's width")
         assert page.errors == []
     assert report.stat().st_size < 3_000_000
 

@@ -511,9 +511,18 @@ document.getElementById("print").addEventListener("click", () => window.print())
 // A4 portrait's printable width at 96 dpi (186 mm): the charts are drawn at that size to print
 const resizeAll = size => { for (const c of Object.values(charts)) c.resize(size); };
 const printing = window.matchMedia("print");
-printing.addEventListener("change", e => resizeAll(e.matches ? {width: 703} : undefined));
+// an explicit width stays with the chart until "auto" gives it back the box's width
+const AUTO = {width: "auto"};
+printing.addEventListener("change", e => resizeAll(e.matches ? {width: 703} : AUTO));
 window.addEventListener("beforeprint", () => resizeAll({width: 703}));
-window.addEventListener("afterprint", () => resizeAll());
-window.addEventListener("resize", () => resizeAll());
+window.addEventListener("afterprint", () => resizeAll(AUTO));
+// any later change of a chart's box (window resized, back from print) redraws it at its size
+const observer = new ResizeObserver(entries => {
+  for (const e of entries) {
+    const c = echarts.getInstanceByDom(e.target);
+    if (c && Math.abs(c.getWidth() - e.target.clientWidth) > 1) c.resize(AUTO);
+  }
+});
+for (const e of document.querySelectorAll(".chart")) observer.observe(e);
 render();
 window.reportReady = true;
