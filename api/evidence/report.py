@@ -340,6 +340,7 @@ def report_data(pack_dir: Path) -> dict[str, Any]:
             order.append(a["path"])
     per_asset.sort(key=lambda a: order.index(a["path"]))
     windows = {"baseline": assessment.get("baseline_window"), "current": assessment.get("window")}
+    planned = _intervals(pack, "planned.csv", ("asset", "start", "end"))
     spans = {w: (_ms(v["from"], f"{pack / 'assessment.json'}, field {w}.from"),
                  _ms(v["to"], f"{pack / 'assessment.json'}, field {w}.to"))
              for w, v in (("baseline", windows["baseline"]), ("current", windows["current"])) if v}
@@ -355,8 +356,9 @@ def report_data(pack_dir: Path) -> dict[str, Any]:
         "per_asset": per_asset,
         "timeline": {"states": STATES, "modes": MODES, **timeline,
                      "windows": {w: list(s) for w, s in spans.items()}},
-        "planned": [[p["start"], p["end"]] for p in _intervals(pack, "planned.csv", ("asset", "start", "end"))
-                    if p["asset"] in ("", order[0] if order else "")],
+        # the calendar's planned busy time: one plan for the plant, whether the pack lists it
+        # once or per asset
+        "planned": [list(p) for p in sorted({(p["start"], p["end"]) for p in planned})],
         "gaps": _intervals(pack, "gaps.csv", ("asset", "device", "start", "end", "reason")),
         "samples": _samples(pack),
         "methods": {

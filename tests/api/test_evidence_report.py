@@ -178,6 +178,12 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         first = states[0]
         assert drawn["states_baseline"][0][:3] == [assets.index(first["asset"]), _ms(first["start"]),
                                                    _ms(first["end"])]
+        # planned busy time shaded behind each window's timeline
+        planned = {(_ms(r["start"]), _ms(r["end"])) for r in _csv(pack, "planned.csv")}
+        shaded = page.eval("""['baseline', 'current'].flatMap(w => echarts.getInstanceByDom(
+            document.getElementById('chart-timeline-' + w)).getOption().series[0].markArea.data
+            .map(([a, b]) => [a.xAxis, b.xAxis]))""")
+        assert sorted(map(tuple, shaded)) == sorted(planned)
         # the gap is in the coverage section, on every machine of the device
         gap_rows = page.eval("[...document.querySelectorAll('#gaps-table tbody tr')].map(r => r.innerText)")
         assert len(gap_rows) == len(_csv(pack, "gaps.csv")) == 3  # the device serves three machines
