@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator
@@ -102,8 +103,6 @@ def _close(got: Any, want: Any) -> bool:
 def test_hourly_inputs_add_up_to_the_assessed_window(pack: Path) -> None:
     """The pack's hours are parts of the assessed window: each machine's hours of the current
     window sum to the assessment's elements of that window."""
-    import json
-
     assessment = json.loads((pack / "assessment.json").read_text())
     by: dict[str, list[TimeElements]] = defaultdict(list)
     for row in _csv(pack, "hourly.csv"):
@@ -151,8 +150,6 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         assert page.errors == []
 
         # every section is there, with the assessment's criteria
-        import json
-
         assessment = json.loads((pack / "assessment.json").read_text())
         assert page.eval("[...document.querySelectorAll('section')].map(s => s.id)") == list(SECTIONS)
         rows = page.eval("document.querySelectorAll('#tier-tables tbody tr').length")
@@ -169,6 +166,13 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
             ys = [v[1] if isinstance(v, list) else v for v in data]
             assert any(y for y in ys), key  # something was drawn
             assert _close(got[key], data), key
+        # each figure's relative change (baseline -> current) and its interval, as assessed
+        deltas = [e["delta"] for e in assessment["figures"].values()
+                  if (e.get("delta") or {}).get("point") is not None]
+        drawn_d = _series(page, "chart-deltas")
+        assert drawn_d["delta"] == [d["point"] for d in deltas] and len(deltas) >= 5
+        assert drawn_d["delta_interval"] == [[i, d["low"], d["high"]] for i, d in enumerate(deltas)
+                                             if d["low"] is not None and d["high"] is not None]
         # the state timelines: every interval of states.csv, in its window
         states = _csv(pack, "states.csv")
         drawn = _series(page, "chart-timeline-baseline") | _series(page, "chart-timeline-current")
@@ -246,6 +250,22 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
                      && Math.abs(echarts.getInstanceByDom(e).getWidth() - e.clientWidth) <= 1)""",
                   10, "the charts redrawn at the screen's width")
         assert page.errors == []
+
+        # intervals (two days give none: fewer than min_days) are drawn as whiskers: the same
+        # pack with the production efficiency's delta interval as a longer window gives it
+        other = tmp_path / "pack"
+        shutil.copytree(pack, other, ignore=shutil.ignore_patterns("report.html"))
+        doc = json.loads((other / "assessment.json").read_text())
+        doc["figures"]["production_efficiency"]["delta"].update(low=-0.05, high=0.03)
+        (other / "assessment.json").write_text(json.dumps(doc))
+        (other / "report.html").write_text(render_report(other), encoding="utf-8")
+        page.goto((other / "report.html").resolve().as_uri())
+        page.wait("window.reportReady === true", 60, "the second report to render")
+        drawn_d = _series(page, "chart-deltas")
+        i = [k for k, e in doc["figures"].items() if (e.get("delta") or {}).get("point") is not None
+             ].index("production_efficiency")
+        assert drawn_d["delta_interval"] == [[i, -0.05, 0.03]]
+        assert page.errors == []
     assert report.stat().st_size < 3_000_000
 
 
@@ -303,8 +323,6 @@ def test_inline_script_cannot_be_closed_by_pack_text(copy: Path) -> None:
 def test_same_pack_same_bytes_and_a_pack_without_baseline(copy: Path) -> None:
     """The report is a function of the pack (no render time in it); without a baseline window
     it still renders, with the current window alone."""
-    import json
-
     assert render_report(copy) == render_report(copy)
     doc = json.loads((copy / "assessment.json").read_text())
     doc["baseline_window"] = None

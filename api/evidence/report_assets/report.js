@@ -18,7 +18,7 @@ const LABELS = {
     coverageNote: "Coverage is known planned busy time / planned busy time. Gaps are the intervals a device delivered nothing (inputs/gaps.csv); they are unknown time, never counted as a state.",
     methodsNote: "How every number of this report was computed, so that an auditor can redo it from the pack alone.",
     oeeTrendTitle: "Plant OEE per hour", partsTrendTitle: "Good parts per hour (all products)",
-    dailyTrendTitle: "Plant OEE and good parts per local day (first and last day clipped to the window)", assetOeeTitle: "OEE per machine",
+    dailyTrendTitle: "Plant OEE and good parts per local day (first and last day clipped to the window)", assetOeeTitle: "OEE per machine", deltaChartTitle: "Relative change of each figure, baseline → current, with its 95 % interval",
     baselineWindow: "Baseline window", currentWindow: "Current window",
     gapsTitle: "Gaps", samplesTitle: "Samples in the pack per tag", formulasTitle: "Formulas (ISO 22400-2)",
     elementsTitle: "State and mode → time element (OPC 40001-1 → ISO 22400-2)", bootstrapTitle: "Intervals (bootstrap)",
@@ -119,7 +119,7 @@ const LABELS = {
     coverageNote: "覆盖率 = 已知的计划工作时间 / 计划工作时间。数据缺口是设备未上报任何数据的时段（inputs/gaps.csv），计为未知时间，从不计入任何状态。",
     methodsNote: "本报告每个数字的计算方法，审核人员仅凭证据包即可复算。",
     oeeTrendTitle: "全厂每小时设备综合效率（OEE）", partsTrendTitle: "每小时合格品数（全部产品）",
-    dailyTrendTitle: "全厂每个本地日的 OEE 与合格品数（首日和末日截取至窗口内）", assetOeeTitle: "各设备 OEE",
+    dailyTrendTitle: "全厂每个本地日的 OEE 与合格品数（首日和末日截取至窗口内）", assetOeeTitle: "各设备 OEE", deltaChartTitle: "各项指标从基线到当前的相对变化及其 95% 置信区间",
     baselineWindow: "基线窗口", currentWindow: "当前窗口",
     gapsTitle: "数据缺口", samplesTitle: "证据包中各标签的采样数", formulasTitle: "计算公式（ISO 22400-2）",
     elementsTitle: "状态与模式 → 时间要素（OPC 40001-1 → ISO 22400-2）", bootstrapTitle: "置信区间（自助法）",
@@ -392,6 +392,33 @@ function renderCharts() {
                tooltip: {valueFormatter: v => pct(v)}})),
              ...series("parts_day", t("goodParts"), t("perDay"), "line").map(s => ({...s, yAxisIndex: 1,
                tooltip: {valueFormatter: v => num(v, 0)}}))],
+  }, true);
+  // every figure's relative change, baseline -> current, with its 95 % interval where it has one
+  const changed = D.figures.filter(f => isNum(f.delta));
+  chart("chart-deltas").setOption({
+    animation: false, grid: {left: 230, right: 30, top: 10, bottom: 30},
+    tooltip: {trigger: "item", formatter: p => {
+      const f = changed[p.dataIndex];
+      return `${tg("figures", f.figure)}<br>${t("change")}: ${pct(f.delta, true)}<br>${t("interval")}: ` +
+             range(f.delta_low, f.delta_high, x => pct(x, true));
+    }},
+    xAxis: {type: "value", axisLabel: {formatter: v => pct(v, true)}},
+    yAxis: {type: "category", inverse: true, data: changed.map(f => tg("figures", f.figure))},
+    series: [
+      {id: "delta", type: "bar", name: t("change"), data: changed.map(f => f.delta), barMaxWidth: 14,
+       itemStyle: {color: "#54aeff"}},
+      {id: "delta_interval", type: "custom", name: t("changeInterval"),
+       data: changed.map((f, i) => [i, f.delta_low, f.delta_high]).filter(d => isNum(d[1]) && isNum(d[2])),
+       encode: {x: [1, 2], y: 0},
+       renderItem: (params, api) => {
+         const lo = api.coord([api.value(1), api.value(0)]), hi = api.coord([api.value(2), api.value(0)]);
+         const h = 8, style = {stroke: "#1b1f24", lineWidth: 1.5};
+         return {type: "group", children: [
+           {type: "line", shape: {x1: lo[0], y1: lo[1], x2: hi[0], y2: hi[1]}, style},
+           {type: "line", shape: {x1: lo[0], y1: lo[1] - h / 2, x2: lo[0], y2: lo[1] + h / 2}, style},
+           {type: "line", shape: {x1: hi[0], y1: hi[1] - h / 2, x2: hi[0], y2: hi[1] + h / 2}, style}]};
+       }},
+    ],
   }, true);
   chart("chart-assets").setOption({
     animation: false, legend: {top: 0}, grid: {left: 60, right: 20, top: 40, bottom: 90},
