@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
@@ -122,8 +123,10 @@ def _elements(row: dict[str, str], where: str) -> TimeElements:
                 values[name] = int(text)
             else:
                 values[name] = float(text)
+                if not math.isfinite(values[name]):
+                    raise ValueError(text)
         except ValueError:
-            raise ReportError(f"{where}, field {name}: {text!r} is not a number") from None
+            raise ReportError(f"{where}, field {name}: {text!r} is not a (finite) number") from None
     return TimeElements(**values)
 
 
@@ -384,9 +387,10 @@ def _vendor(name: str) -> str:
     return resources.files("api").joinpath("static", "vendor", "echarts", name).read_text(encoding="utf-8")
 
 
-def _script_safe(text: str) -> str:
-    """Text that cannot end the inline <script> it is put in."""
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+def _script_safe(data: str) -> str:
+    """JSON text that cannot end (``</script>``) or comment out (``<!--``) the inline <script> it
+    is put in: every ``<`` (only ever inside a JSON string) as the JSON escape ``\\u003c``."""
+    return data.replace("<", "\\u003c")
 
 
 def render_report(pack_dir: Path) -> str:

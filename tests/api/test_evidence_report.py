@@ -295,7 +295,11 @@ def test_bad_pack_is_an_error_naming_file_line_and_field(copy: Path) -> None:
     row = lines[1].split(",")
     row[head.index("apt_s")] = "fast"
     hourly.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
-    with pytest.raises(ReportError, match=r"hourly\.csv line 2, field apt_s: 'fast' is not a number"):
+    with pytest.raises(ReportError, match=r"hourly\.csv line 2, field apt_s: 'fast' is not a \(finite\)"):
+        render_report(copy)
+    row[head.index("apt_s")] = "nan"
+    hourly.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    with pytest.raises(ReportError, match=r"hourly\.csv line 2, field apt_s: 'nan' is not a \(finite\)"):
         render_report(copy)
     hourly.write_text("\n".join([lines[0].replace(",gq_plan,", ",gq_planned,"), *lines[1:]]) + "\n")
     with pytest.raises(ReportError, match=r"hourly\.csv: no column gq_plan"):
@@ -318,6 +322,9 @@ def test_inline_script_cannot_be_closed_by_pack_text(copy: Path) -> None:
     html = render_report(copy)
     body = html.split('<script type="application/json" id="report-data">', 1)[1].split("</script>", 1)[0]
     assert "alert(1)" in body and "</script" not in body.lower() and "<!--" not in body
+    # and reads back as the same text (JSON.parse in the page, json here)
+    reasons = [g["reason"] for g in json.loads(body)["gaps"]]
+    assert "</script><script>alert(1)</script><!--" in reasons
 
 
 def test_same_pack_same_bytes_and_a_pack_without_baseline(copy: Path) -> None:
