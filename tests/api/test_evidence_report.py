@@ -251,6 +251,15 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
                   10, "the charts redrawn at the screen's width")
         assert page.errors == []
 
+        # the page's own policy forbids every request: a fetch is refused before it leaves
+        refused = page.eval("""new Promise(done => {
+            document.addEventListener('securitypolicyviolation', e => done(e.effectiveDirective),
+                                      {once: true});
+            fetch('http://127.0.0.1:9/x').catch(() => {});
+        })""")
+        assert refused == "connect-src"
+        page.errors.clear()  # the refusal is logged as an error, as it should be
+
         # intervals (two days give none: fewer than min_days) are drawn as whiskers: the same
         # pack with the production efficiency's delta interval as a longer window gives it
         other = tmp_path / "pack"
