@@ -327,7 +327,7 @@ function renderTiers() {
         verdictCell(c.verdict), el("td", {i18n: c.kind}), tdn(pct(c.coverage)),
         el("td", {}, quoted(c.missing || c.reason)));
     });
-    const tbl = el("table", {}, el("thead", {}, el("tr", {}, ...["criterion", "figure", "value", "interval", "threshold",
+    const tbl = el("table", {cls: "tier"}, el("thead", {}, el("tr", {}, ...["criterion", "figure", "value", "interval", "threshold",
       "verdict", "source", "coverage", "missing"].map(th))), el("tbody", {}, ...rows));
     box.append(tbl);
   }
