@@ -211,9 +211,9 @@ class _CountingHandler:
 def subscription_params(client: Client, device: OpcUaDevice) -> ua.CreateSubscriptionParameters:
     """The subscription parameters the collector uses."""
     params = ua.CreateSubscriptionParameters()
-    params.RequestedPublishingInterval = device.publishing_interval_ms
+    params.RequestedPublishingInterval = device.publishing_ms
     params.RequestedLifetimeCount = 10000
-    params.RequestedMaxKeepAliveCount = client.get_keepalive_count(device.publishing_interval_ms)
+    params.RequestedMaxKeepAliveCount = client.get_keepalive_count(device.publishing_ms)
     params.MaxNotificationsPerPublish = 0
     params.PublishingEnabled = True
     params.Priority = 0
@@ -269,7 +269,7 @@ async def raw_round(devices: list[OpcUaDevice], servers: Servers, seconds: float
                 await asyncio.sleep(0.01)
         # Looked at once per publishing interval, as the collector drains its rows: the window
         # opens and closes right after data arrived, as (b)'s does at a yielded batch.
-        interval = device.publishing_interval_ms / 1000.0
+        interval = device.publishing_ms / 1000.0
         warm_from = time.perf_counter()
         t0 = deadline = c0 = 0.0
         tick0 = (0, 0.0)
@@ -429,7 +429,7 @@ def main() -> None:
         d = devices[0]
         n_subs = sum(-(-len(dev.tags) // dev.max_items_per_subscription) for dev in devices)
         print(f"subscriptions: {n_subs} of <= {d.max_items_per_subscription} items, publishing "
-              f"{d.publishing_interval_ms:g} ms, sampling {d.sampling_ms:g} ms, queue size "
+              f"{d.publishing_ms:g} ms, sampling {d.sampling_ms:g} ms, queue size "
               f"{d.queue_size}")
 
         rounds = max(1, round(args.seconds / 5))

@@ -240,13 +240,16 @@ def tierproof_phase(settings_json: str, seconds: float, warmup: float = 0.0) -> 
         st = gw.writer.stats
         if st.batches_failed:
             raise RuntimeError(f"store writes failed: {st.last_error}")
+        groups.append((st.batches_written, st.groups_written))
         return wall, cpu, st.points_written, len(gw.tag_ids)
 
+    groups: list[tuple[int, int]] = []
     try:
         wall, cpu, written, ntags = asyncio.run(run())
     finally:
         store.close()
     return figures(lat.points, wall, cpu, lat, writer_points=written, tags=ntags,
+                   writes=groups[0][1] if groups else 0, batches=groups[0][0] if groups else 0,
                    protocols={p: (x.points / wall, x.p(0.5), x.p(0.99))
                               for p, x in by_protocol.items() if x.points})
 
@@ -355,8 +358,8 @@ def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 
 def add(total: dict[str, Any], r: dict[str, Any]) -> None:
-    for k in ("points", "seconds", "cpu_s"):
-        total[k] = total.get(k, 0) + r[k]
+    for k in ("points", "seconds", "cpu_s", "writes", "batches"):
+        total[k] = total.get(k, 0) + r.get(k, 0)
     for k in ("p99", "rss_mb"):
         total[k] = max(total.get(k, 0.0), r[k])
 
@@ -379,7 +382,9 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         ports: list[int] = parent.recv()
         print(f"Scenario A: {len(ports)} Modbus TCP devices x {REGISTERS} holding registers, "
               f"polled flat out, {args.seconds:g} s in {args.rounds} alternating rounds per case"
-              + ("; InfluxDB store with gzip: false" if args.influx_no_gzip else ""))
+              + ("; InfluxDB store with gzip: false" if args.influx_no_gzip else "")
+              + (f"; InfluxDB posts_in_flight: {args.influx_posts_in_flight}"
+                 if args.influx_posts_in_flight else ""))
         print(f"{'case':34} {'registers/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
         per = args.seconds / args.rounds
         totals: dict[str, dict[str, Any]] = {k: {} for k in ("raw_sqlite", "tp_sqlite",
@@ -391,6 +396,8 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                 "meta_path": str(tmp / f"meta{k}.db"), "spool": {"path": str(tmp / f"spool{k}")}}
             if args.influx_no_gzip:
                 influx_store["gzip"] = False
+            if args.influx_posts_in_flight:
+                influx_store["posts_in_flight"] = args.influx_posts_in_flight
             add(totals["raw_sqlite"], in_child(raw_sqlite_phase, ports, REGISTERS, per,
                                                str(tmp / f"raw{k}.db")))
             add(totals["tp_sqlite"], in_child(tierproof_phase, modbus_settings(
@@ -402,7 +409,9 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         names = {"raw_sqlite": "raw asyncio loop -> SQLite", "tp_sqlite": "tierproof -> SQLite store",
                  "raw_influx": "raw asyncio loop -> InfluxDB 1.6", "tp_influx": "tierproof -> InfluxDB 1.6"}
         for key, name in names.items():
-            print(line(name, totals[key]), flush=True)
+            t = totals[key]
+            print(line(name, t) + (f"  ({t['batches'] / t['writes']:.1f} polls per store write)"
+                                   if t.get("writes") else ""), flush=True)
 
         def rate(key: str) -> float:
             return float(totals[key]["points"] / totals[key]["seconds"])
@@ -496,7 +505,7 @@ def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: 
         asset = f"plant/opcua/line/m{d:03d}"
         assets.append({"path": asset})
         devices.append({"protocol": "opcua", "name": f"ua{d:03d}", "endpoint": endpoint,
-                        "mode": "subscribe", "publishing_interval_ms": 1000.0 / hz,
+                        "mode": "subscribe", "sampling_interval_ms": 1000.0 / hz,
                         "timeout_s": 30.0,
                         "tags": [{"name": f"t{t:03d}", "asset": asset,
                                   "node_id": f"ns={ns};s=bulk/{j * tags + t}"}
@@ -600,6 +609,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="scenario A: alternating rounds")
     ap.add_argument("--influx-no-gzip", action="store_true",
                     help="scenario A: tierproof's InfluxDB store with gzip: false (shipped: true)")
+    ap.add_argument("--influx-posts-in-flight", type=int, default=0,
+                    help="scenario A: the InfluxDB store's posts_in_flight (0: shipped, 4)")
     ap.add_argument("--a-devices", type=int, default=10, help="scenario A: Modbus devices")
     ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
     ap.add_argument("--tags", type=int, default=50, help="scenario B: tags per device")

@@ -63,6 +63,12 @@ def parse_node_id(text: str) -> tuple[int | str, str, str]:
     return ns, kind, ident
 
 
+#: the sampling interval when neither it nor the publishing interval is configured
+DEFAULT_SAMPLING_MS = 1000.0
+#: bounds of the derived publishing interval (half the sampling interval)
+PUBLISHING_MS_RANGE = (100.0, 1000.0)
+
+
 class OpcUaTag(TagBase):
     """An OPC UA tag: one variable node, read or monitored by its Value attribute."""
 
@@ -159,9 +165,14 @@ class OpcUaDevice(DeviceBase):
     protocol: Literal["opcua"]
     endpoint: str = Field(description="opc.tcp://host:port[/path]")
     mode: Literal["subscribe", "poll"] = "subscribe"
-    publishing_interval_ms: Interval_ms = 1000.0
+    publishing_interval_ms: Interval_ms | None = Field(
+        default=None,
+        description="default: half the sampling interval, at least 100 ms, at most 1 s (500 ms with "
+        "the default sampling interval of 1 s)",
+    )
     sampling_interval_ms: float = Field(
-        default=-1.0, ge=-1, le=86_400_000, description="-1: the publishing interval; 0: the server's fastest"
+        default=-1.0, ge=-1, le=86_400_000,
+        description="-1: the publishing interval if one is set, else 1000; 0: the server's fastest",
     )
     queue_size: int = Field(
         default=10, ge=1, le=10000,
@@ -228,4 +239,19 @@ class OpcUaDevice(DeviceBase):
 
     @property
     def sampling_ms(self) -> float:
-        return self.publishing_interval_ms if self.sampling_interval_ms < 0 else self.sampling_interval_ms
+        """The sampling interval requested: as set; -1 follows a configured publishing interval
+        (else :data:`DEFAULT_SAMPLING_MS`)."""
+        if self.sampling_interval_ms >= 0:
+            return self.sampling_interval_ms
+        return self.publishing_interval_ms or DEFAULT_SAMPLING_MS
+
+    @property
+    def publishing_ms(self) -> float:
+        """The publishing interval requested: as set, else derived from the sampling interval
+        (half of it, within :data:`PUBLISHING_MS_RANGE`): a change waits for the next publish at
+        most half a sample period, so a source changing once per sampling interval reaches the
+        gateway well within that interval."""
+        if self.publishing_interval_ms is not None:
+            return self.publishing_interval_ms
+        lo, hi = PUBLISHING_MS_RANGE
+        return min(hi, max(lo, self.sampling_ms / 2))

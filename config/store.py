@@ -77,6 +77,11 @@ class InfluxStoreSettings(Model):
         description="0: every batch is posted when it is written; > 0: batches are gathered in the "
         "(durable) spool and posted together every flush_interval_s, or once batch_size points wait",
     )
+    posts_in_flight: int = Field(
+        default=4, ge=1, le=16,
+        description="POSTs one store write sends at once: its points split by series, each "
+        "series in one of them in order (a large write only; 1: one POST at a time)",
+    )
     timeout_s: Timeout_s = 10.0
     gzip: bool = True
     verify_tls: bool = True

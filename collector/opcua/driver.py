@@ -2,9 +2,12 @@
 
 **subscribe** (default): the tags are split over subscriptions of at most
 ``max_items_per_subscription`` monitored items, created with the configured publishing and
-sampling intervals, queue size and deadband. Each data-change notification appends one row
-(tag index, timestamp, value, quality, text) to plain lists; :meth:`OpcUaCollector.batches`
-turns what arrived into one columnar :class:`~store.batch.Batch` every publishing interval.
+sampling intervals, queue size and deadband (the publishing interval, unless configured, is
+half the sampling interval: ``OpcUaDevice.publishing_ms``). Each data-change notification
+appends one row (tag index, timestamp, value, quality, text) to plain lists;
+:meth:`OpcUaCollector.batches` turns what arrived into one columnar :class:`~store.batch.Batch`
+as soon as a publish delivered it (the notifications of one publish response make one batch),
+not on a timer of its own that would add up to another publishing interval of latency.
 No notification object is kept past its handler call.
 
 **poll**: every ``poll_interval_s`` one Read service call reads the Value of all tags (a
@@ -192,6 +195,8 @@ class OpcUaCollector(Diagnosis):
         self._lost: str | None = None
         self._lost_exc: BaseException | None = None
         self._lost_event = asyncio.Event()
+        #: set by every recorded sample (and a lost connection): the subscribe loop's wake-up
+        self._arrived = asyncio.Event()
         self._untrusted: tuple[str, str] | None = None  # (subject, thumbprint) refused
         self._channel_open = False  # the last connect opened its secure channel
         # rows received since the last batch (subscribe mode)
@@ -339,6 +344,10 @@ class OpcUaCollector(Diagnosis):
 
     # ------------------------------------------------------------------ values
 
+    def _connection_lost(self, reason: str, exc: BaseException | None) -> None:
+        super()._connection_lost(reason, exc)
+        self._arrived.set()  # the subscribe loop raises at once, not after its timeout
+
     def _record(self, i: int, dv: ua.DataValue | None) -> None:
         """Append one sample of tag i (a data-change notification or a read result)."""
         self.stats.notifications += 1
@@ -353,6 +362,7 @@ class OpcUaCollector(Diagnosis):
         self._r_text.append(text)
         if text is not None:
             self._r_has_text = True
+        self._arrived.set()
 
     def _convert(self, i: int, dv: ua.DataValue | None, now: int) -> tuple[int, float, int, str | None]:
         """(ts_ns, value, quality, text) of one sample; a value that cannot be converted is
@@ -465,11 +475,16 @@ class OpcUaCollector(Diagnosis):
         with self._translate("subscribe to"):
             for start in range(0, len(members), size):
                 await self._subscribe(client, members[start:start + size])
-        interval = d.publishing_interval_ms / 1000.0
+        interval = d.publishing_ms / 1000.0
         while True:
             self._raise_if_lost()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost_event.wait(), interval)
+            if not self._r_idx:
+                # woken by the first notification of a publish: asyncua has already queued the
+                # handler calls of the rest of that publish response, which run before this task
+                # resumes, so one publish is one batch (the timeout only re-checks the connection)
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), interval)
             self._raise_if_lost()
             batch = self._drain()
             if len(batch):
@@ -478,8 +493,8 @@ class OpcUaCollector(Diagnosis):
     async def _subscribe(self, client: Client, chunk: list[int]) -> None:
         d = self._dev
         params = ua.CreateSubscriptionParameters()
-        params.RequestedPublishingInterval = d.publishing_interval_ms
-        keepalive = client.get_keepalive_count(d.publishing_interval_ms)
+        params.RequestedPublishingInterval = d.publishing_ms
+        keepalive = client.get_keepalive_count(d.publishing_ms)
         params.RequestedMaxKeepAliveCount = keepalive
         # the lifetime must be at least three keep-alives (Part 4 5.13.2); servers revise a
         # shorter one and asyncua then warns at every subscription

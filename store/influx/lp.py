@@ -20,7 +20,8 @@ import numpy.typing as npt
 from ..base import TagRecord
 from ..batch import TS_UNKNOWN, Batch
 
-__all__ = ["HIERARCHY", "LineEncoder", "UnknownTags", "escape_field_str", "gap_line", "series_key"]
+__all__ = ["HIERARCHY", "MIN_LANE_POINTS", "LineEncoder", "UnknownTags", "escape_field_str", "gap_line",
+           "series_key", "take"]
 
 #: tag keys of the ISA-95 hierarchy, one per segment of a tag path
 HIERARCHY = ("site", "area", "line", "asset", "signal")
@@ -178,6 +179,21 @@ def _numbers(value: npt.NDArray[np.float64]) -> list[str]:
     return result
 
 
+#: fewest points per lane of :meth:`LineEncoder.encode_lanes` (below: fewer lanes)
+MIN_LANE_POINTS = 500
+
+
+def take(batch: Batch, idx: npt.NDArray[np.intp]) -> Batch:
+    """The samples of ``batch`` at ``idx`` (in that order), every column."""
+
+    def opt(a: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64] | None:
+        return None if a is None else a[idx]
+
+    return Batch(batch.tag_id[idx], batch.ts_ns[idx], batch.value[idx], batch.quality[idx],
+                 None if batch.text is None else batch.text[idx],
+                 opt(batch.server_ts_ns), opt(batch.gateway_ts_ns))
+
+
 class LineEncoder:
     """Line protocol for batches of registered tags (``keys``: tag_id -> series key)."""
 
@@ -221,6 +237,25 @@ class LineEncoder:
                     columns += _stamps(other, prefix, suffix, optional=False)
         # alone, the timestamp is cheaper per run of equal stamps (a poll's samples share one)
         return columns + _stamps(batch.ts_ns, " ", "\n", optional=False)
+
+    def encode_lanes(self, batch: Batch, batch_size: int, lanes: int) -> list[list[bytes]]:
+        """The batch as line protocol in up to ``lanes`` independent lanes that may be posted
+        at once: a sample goes to lane ``tag_id % k``, so all of one series is in one lane, in
+        batch order (each lane's bodies must be posted one after another, the lanes need not
+        be). ``k`` is ``lanes``, fewer when the batch has fewer than :data:`MIN_LANE_POINTS`
+        points per lane (a small write is one POST: a round trip costs more than it saves)."""
+        n = len(batch)
+        k = max(1, min(lanes, n // MIN_LANE_POINTS))
+        if k == 1:
+            return [self.encode(batch, batch_size)] if n else []
+        self._check(batch.tag_id)  # one error naming every unknown tag, not one per lane
+        lane = batch.tag_id % k
+        out = []
+        for j in range(k):
+            idx = np.flatnonzero(lane == j)
+            if len(idx):
+                out.append(self.encode(take(batch, idx), batch_size))
+        return out
 
     def encode(self, batch: Batch, batch_size: int) -> list[bytes]:
         """The batch as line protocol, in bodies of at most ``batch_size`` lines, in batch order."""

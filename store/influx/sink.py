@@ -22,6 +22,14 @@ text after a prefix. Sending the body again would drop the same points again (an
 rest), so :meth:`Sink.post` returns, with the number of points dropped (the store counts them
 once the whole batch is taken), and each reason is logged once.
 
+:meth:`Sink.post_lanes` posts several lanes of bodies at once (``posts_in_flight``, from
+:meth:`~store.influx.lp.LineEncoder.encode_lanes`: each series in one lane), each lane's bodies
+one after another, and returns only when every lane is done: all taken, or it raises as
+:meth:`Sink.post` would for the first lane that failed (:class:`SinkUnavailable` before
+:class:`SinkRejected`: the whole write is then retried or quarantined, the lanes that were taken
+sent again, which InfluxDB takes as the same points). No POST of a failed write is still in
+flight when it raises, so nothing of it can land after what is written next.
+
 Neither path retries (the spool does, with its backoff). Secrets never appear in messages:
 each message passes through :meth:`Sink.scrub`, which also removes the token and password
 should a server or library echo them.
@@ -36,6 +44,8 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 import httpx
@@ -123,6 +133,8 @@ PING_TIMEOUT_S = 2.0
 class Sink(Protocol):
     def post(self, body: bytes) -> int: ...
 
+    def post_lanes(self, lanes: Sequence[Sequence[bytes]]) -> int: ...
+
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -136,6 +148,48 @@ class _Base:
                          if s is not None and s.get_secret_value()]
         self._partial_lock = threading.Lock()  # post() runs in the writer and the drain thread
         self._partial_reasons: set[str] = set()
+        self._lanes: ThreadPoolExecutor | None = None  # post_lanes' other lanes, made at first use
+        self._lanes_lock = threading.Lock()
+
+    def post(self, body: bytes) -> int:
+        raise NotImplementedError
+
+    def _post_all(self, bodies: Sequence[bytes]) -> int:
+        return sum(self.post(b) for b in bodies)
+
+    def post_lanes(self, lanes: Sequence[Sequence[bytes]]) -> int:
+        """Post every lane, the lanes at once (the first on this thread), each lane's bodies in
+        order; the points the server dropped (partial writes), summed. Raises only after every
+        lane finished (see the module docstring)."""
+        if len(lanes) <= 1:
+            return self._post_all(lanes[0]) if lanes else 0
+        with self._lanes_lock:
+            if self._lanes is None:
+                self._lanes = ThreadPoolExecutor(max_workers=max(1, self.settings.posts_in_flight - 1),
+                                                 thread_name_prefix="tierproof-influx-post")
+            pool = self._lanes
+        others: list[Future[int]] = [pool.submit(self._post_all, bodies) for bodies in lanes[1:]]
+        outcomes: list[int | BaseException] = []
+        try:
+            outcomes.append(self._post_all(lanes[0]))
+        except Exception as exc:
+            outcomes.append(exc)
+        for f in others:  # every lane, failed or not, before returning or raising
+            try:
+                outcomes.append(f.result())
+            except Exception as exc:
+                outcomes.append(exc)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise next((e for e in errors if isinstance(e, SinkUnavailable)),
+                       next((e for e in errors if isinstance(e, SinkRejected)), errors[0]))
+        return sum(o for o in outcomes if isinstance(o, int))
+
+    def _close_lanes(self) -> None:
+        with self._lanes_lock:
+            pool, self._lanes = self._lanes, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def scrub(self, text: str) -> str:
         for s in self._secrets:
@@ -221,6 +275,7 @@ class V1Sink(_Base):
         return 0
 
     def close(self) -> None:
+        self._close_lanes()
         self._client.close()
 
 
@@ -270,6 +325,7 @@ class V2Sink(_Base):
         return 0
 
     def close(self) -> None:
+        self._close_lanes()
         self._client.close()
 
 

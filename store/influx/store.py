@@ -1,7 +1,8 @@
 """InfluxDB as the store: samples and gap markers in InfluxDB, metadata in a local file.
 
 - **Writes**: line protocol built columnarly (``store.influx.lp``), in bodies of
-  ``batch_size`` lines, posted by ``store.influx.sink``: ``api: v2`` through influxdb-client to
+  ``batch_size`` lines, a large write split by series into up to ``posts_in_flight`` lanes
+  posted at once (``Sink.post_lanes``), by ``store.influx.sink``: ``api: v2`` through influxdb-client to
   ``/api/v2/write`` (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics), ``api: v1`` to ``/write``
   (InfluxDB 1.x). A failed write raises :class:`SinkUnavailable` or :class:`SinkRejected` and is
   never retried here: the spool (``store.spool``) keeps and re-sends the batch. Re-sending is
@@ -235,7 +236,7 @@ class InfluxStore:
         with self._lock:
             encoder = self._encoder
         try:
-            bodies = encoder.encode(batch, self.settings.batch_size)
+            lanes = encoder.encode_lanes(batch, self.settings.batch_size, self.settings.posts_in_flight)
         except UnknownTags as exc:
             # no server will ever take these: the spool quarantines the batch with the reason
             raise SinkRejected(f"{self._where}: {exc}", status=None, reason=str(exc)) from exc
@@ -244,6 +245,7 @@ class InfluxStore:
         # as a whole (see store.influx.rollups)
         with self._rollup_lock:
             since: dict[str | None, int] = {}
+            voids = ""
             claims = self._claims
             if claims is None:
                 claims = self._load_claims()
@@ -252,15 +254,19 @@ class InfluxStore:
                     asset_of = self._asset_of
                 since = asset_since(batch.tag_id, batch.ts_ns, asset_of)
                 stale = claims.stale_hours(since)
-                if stale:  # after the samples, in the same request as the last of them
+                if stale:
                     voids = "".join(void_lines(self._rollup_m, a, h) for a, h in stale.items())
-                    bodies[-1] += voids.encode()
             pending = self._pending_voids
-            if pending:
-                bodies[-1] += pending.encode()
+            # after the samples: in the same request as the last of them when there is one
+            # lane, else in a request of their own once every lane is taken
+            after = (voids + pending).encode()
+            if after and len(lanes) == 1:
+                lanes[0][-1] += after
+                after = b""
             try:
-                for body in bodies:
-                    dropped += self._sink.post(body)
+                dropped += self._sink.post_lanes(lanes)
+                if after:
+                    dropped += self._sink.post(after)
             except SinkUnavailable:
                 self._sink_ok = False
                 raise

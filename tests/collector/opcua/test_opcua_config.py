@@ -41,8 +41,27 @@ def test_good_config_and_defaults() -> None:
     assert (d.mode, d.security_policy, d.security_mode, d.deadband.type) == (
         "subscribe", "None", "None", "none"
     )
-    assert d.sampling_ms == d.publishing_interval_ms
+    # unset: sampling 1 s, publishing half of it (a change waits at most 0.5 s for its publish)
+    assert (d.publishing_interval_ms, d.sampling_ms, d.publishing_ms) == (None, 1000.0, 500.0)
     assert s.all_tags()[1][1].path == "s/a/l/m1/temp"
+
+
+@pytest.mark.parametrize(("publishing", "sampling", "expected"), [
+    (None, -1, (1000.0, 500.0)),
+    (None, 250, (250.0, 125.0)),  # half the sampling interval
+    (None, 0, (0.0, 100.0)),  # the server's fastest sampling: the lower bound, 100 ms
+    (None, 60_000, (60_000.0, 1000.0)),  # a slow tag: at most 1 s
+    (2000, -1, (2000.0, 2000.0)),  # a configured publishing interval: sampling follows it
+    (2000, 250, (250.0, 2000.0)),  # both configured: as configured
+])
+def test_derived_publishing_interval(publishing: float | None, sampling: float,
+                                     expected: tuple[float, float]) -> None:
+    data = with_("devices.0.sampling_interval_ms", sampling)
+    if publishing is not None:
+        data["devices"][0]["publishing_interval_ms"] = publishing
+    d = settings_from_dict(data).devices[0]
+    assert isinstance(d, OpcUaDevice)
+    assert (d.sampling_ms, d.publishing_ms) == expected
 
 
 def test_password_is_secret() -> None:

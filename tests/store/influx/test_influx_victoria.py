@@ -68,7 +68,8 @@ def test_v2_write_arrives_with_hierarchy_tags(victoria_metrics: VictoriaMetrics,
     ]
     with InfluxStore(v2_settings(victoria_metrics.url, tmp_path)) as store:
         ids = store.register_tags(records)
-        tid = np.repeat(np.array(list(ids.values()), np.int32), 25)  # 1,000 points, 1 POST
+        # 1,000 points: two lanes of 500 (posts_in_flight), two POSTs at once via influxdb-client
+        tid = np.repeat(np.array(list(ids.values()), np.int32), 25)
         ts = now_ms - 60 * SEC + np.tile(np.arange(25, dtype=np.int64), 40) * SEC
         value = np.arange(1000, dtype=np.float64) / 4
         quality = (np.arange(1000) % 3).astype(np.uint8)

@@ -93,7 +93,7 @@ async def test_waiting_batches_are_one_post_or_one_spool_append(
         points = sum(len(batch_k(k, ids)) for k in range(N))
         f = store.forward
         if flush_interval_s == 0:
-            # one store write, one POST (batch_size 5,000 > the group's points)
+            # one store write (1,752 points: three lanes of >= 500, posted at once; posts_in_flight)
             assert (f.direct_batches, f.direct_points, f.spooled_batches) == (1, points, 0)
             assert store.inner.stats().batches_written == 1
         else:
