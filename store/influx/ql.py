@@ -8,7 +8,7 @@ server's ``max-row-limit`` nor one huge JSON document bounds a read).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,8 @@ from config.signals import Quality
 from ..batch import I64, TS_UNKNOWN, Series
 from .lp import HIERARCHY
 
-__all__ = ["Rows", "int_column", "parse_chunked", "quote_ident", "quote_str", "series_of", "tag_filter"]
+__all__ = ["Rows", "int_column", "parse_chunked", "parse_grouped", "quote_ident", "quote_str",
+           "series_of", "tag_filter"]
 
 
 def quote_ident(name: str) -> str:
@@ -57,10 +58,9 @@ class Rows:
         return [row[k] for row in self.values]
 
 
-def parse_chunked(body: str, statements: int, where: str) -> list[Rows]:
-    """``statements`` results from a (chunked or not) ``/query`` answer; a statement error is a
-    StoreError carrying the server's message."""
-    out = [Rows([], []) for _ in range(statements)]
+def _results(body: str, statements: int, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(statement index, series object) of each series part of a (chunked or not) ``/query``
+    answer, in order; a statement error is a StoreError carrying the server's message."""
     for line in body.splitlines():
         if not line.strip():
             continue
@@ -77,24 +77,49 @@ def parse_chunked(body: str, statements: int, where: str) -> list[Rows]:
             if not 0 <= k < statements:
                 raise StoreError(f"{where}: answer names statement {k} of {statements}")
             for series in result.get("series", ()):
-                rows = out[k]
-                cols = list(series.get("columns", ()))
-                if rows.columns and cols != rows.columns:
-                    # chunks of one statement share columns; re-order defensively if not
-                    idx = [cols.index(c) if c in cols else None for c in rows.columns]
-                    rows.values.extend(
-                        [[v[i] if i is not None else None for i in idx] for v in series["values"]]
-                    )
-                else:
-                    rows.columns = rows.columns or cols
-                    rows.values.extend(series.get("values", ()))
+                yield k, series
+
+
+def _extend(rows: Rows, series: dict[str, Any]) -> None:
+    cols = list(series.get("columns", ()))
+    if rows.columns and cols != rows.columns:
+        # chunks of one statement share columns; re-order defensively if not
+        idx = [cols.index(c) if c in cols else None for c in rows.columns]
+        rows.values.extend([[v[i] if i is not None else None for i in idx] for v in series["values"]])
+    else:
+        rows.columns = rows.columns or cols
+        rows.values.extend(series.get("values", ()))
+
+
+def parse_chunked(body: str, statements: int, where: str) -> list[Rows]:
+    """``statements`` results from a (chunked or not) ``/query`` answer; a statement error is a
+    StoreError carrying the server's message."""
+    out = [Rows([], []) for _ in range(statements)]
+    for k, series in _results(body, statements, where):
+        _extend(out[k], series)
     return out
 
 
-def _quality(column: Iterable[object], n: int) -> np.ndarray:
-    # a missing quality (written by something else than tierproof) counts as unusable
-    q = np.fromiter((Quality.BAD if v is None else v for v in column), dtype=np.float64, count=n)
-    return q.astype(np.uint8)
+def parse_grouped(body: str, statements: int, where: str, tag: str) -> list[dict[str, Rows]]:
+    """Of each of ``statements`` (each ``GROUP BY`` ``tag``): tag value -> its rows. The parts
+    of a group a chunked answer splits are joined; a group without rows is absent."""
+    out: list[dict[str, Rows]] = [{} for _ in range(statements)]
+    for k, series in _results(body, statements, where):
+        value = (series.get("tags") or {}).get(tag)
+        if value is None:
+            raise StoreError(f"{where}: statement {k}: a series without the tag {tag!r}")
+        _extend(out[k].setdefault(str(value), Rows([], [])), series)
+    return out
+
+
+_SERIES_COLUMNS = ["time", "value", "quality"]
+
+
+def _columns(r: Rows) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
+    if r.columns == _SERIES_COLUMNS:
+        t, v, q = zip(*r.values, strict=True)  # the columns taken apart at C speed
+        return t, v, q
+    return r.column("time"), r.column("value"), r.column("quality")
 
 
 def series_of(*parts: Rows) -> Series:
@@ -102,12 +127,14 @@ def series_of(*parts: Rows) -> Series:
     rows = [r for r in parts if r.values]
     if not rows:
         return Series.empty()
-    n = sum(len(r.values) for r in rows)
-    ts = np.fromiter((t for r in rows for t in r.column("time")), dtype=np.int64, count=n)
+    cols = [_columns(r) for r in rows]
+    ts = np.concatenate([np.array(c[0], dtype=np.int64) for c in cols])
     # None (no value field: a text or non-finite sample) becomes NaN in the float conversion
-    value = np.array([v for r in rows for v in r.column("value")], dtype=np.float64)
-    quality = _quality((v for r in rows for v in r.column("quality")), n)
-    return Series(ts, value, quality)
+    value = np.concatenate([np.array(c[1], dtype=np.float64) for c in cols])
+    # a missing quality (written by something else than tierproof) counts as unusable
+    q = np.concatenate([np.array(c[2], dtype=np.float64) for c in cols])
+    q[np.isnan(q)] = Quality.BAD
+    return Series(ts, value, q.astype(np.uint8))
 
 
 def int_column(rows: Rows, name: str) -> I64:
