@@ -76,8 +76,9 @@ def test_read_many_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, 
     influx._http.event_hooks["request"].append(requests.append)
     start, end = T0 + 500 * SEC, T0 + 2500 * SEC  # cuts most tags' histories on both sides
     many = influx.read_many(ids, start, end, prior=prior)
-    # one statement per asset (two with the sample before), all in one request
-    assert len(requests) == 1
+    # one statement per asset (two with the sample before), all in one request; with prior
+    # one more for the never-written tags, whose sample before is looked for without bound
+    assert len(requests) == (2 if prior else 1)
     statements = httpx.QueryParams(requests[0].content.decode())["q"].split(";")
     assert len(statements) == len({r.asset for r in _records()}) * (2 if prior else 1)
     assert list(many) == ids
@@ -128,12 +129,44 @@ def test_read_ranges_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore
     requests: list[httpx.Request] = []
     influx._http.event_hooks["request"].append(requests.append)
     got = influx.read_ranges(wanted, prior=True)
-    statements = sum(len(httpx.QueryParams(r.content.decode())["q"].split(";")) for r in requests)
-    assert len(requests) == -(-statements // per_request) and len(got) == len(wanted)
+    statements = [st for r in requests for st in httpx.QueryParams(r.content.decode())["q"].split(";")]
+    # the second look for the sample before, without bound: the never-written tags'
+    unbounded = [st for st in statements if "ORDER BY" in st and "AND time >= " not in st]
+    first = len(statements) - len(unbounded)
+    assert len(requests) == -(-first // per_request) + -(-len(unbounded) // per_request)
+    assert len(got) == len(wanted) and 0 < len(unbounded) < first
     # tags of one asset and window share their statements (two: samples, the one before)
     asset = {t: r.asset for t, r in zip(ids, _records(), strict=True)}
-    assert statements == 2 * len({(asset[t], a, b) for t, a, b in wanted}) < 2 * len(ids) * 0.7
+    assert first == 2 * len({(asset[t], a, b) for t, a, b in wanted}) < 2 * len(ids) * 0.7
     for (t, a, b), s in zip(wanted, got, strict=True):
         _same(s, influx.read(t, a, b, prior=True), f"tag {t} [{a}, {b})")
         _same(s, oracle.read(t, a, b, prior=True), f"tag {t} [{a}, {b}) embedded")
     assert influx.read_ranges([]) == []
+
+
+def test_sample_before_the_window_from_anywhere(influxdb16: InfluxDB16, tmp_path: Path) -> None:
+    """The sample before a window is looked for in the day before it first; a tag whose last
+    sample is older (here 3 days and 30 days) is asked again without that bound, in one more
+    request; a tag with none at all has none."""
+    day = 86_400 * SEC
+    with InfluxStore(_settings(influxdb16.url, tmp_path)) as influx, \
+            SqliteStore(tmp_path / "oracle.db") as oracle:
+        records = _records()[:4]  # four assets
+        ids = influx.register_tags(records)
+        assert oracle.register_tags(records) == ids
+        near, old, ancient, never = (ids[r.path] for r in records)
+        batch = Batch.of(np.array([near, near, old, old, ancient, ancient, never]),
+                         np.array([T0 - 3600 * SEC, T0 + 5 * SEC, T0 - 3 * day, T0 + 9 * SEC,
+                                   T0 - 30 * day, T0 - 29 * day, T0 + 7 * SEC]),
+                         np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]), 0)
+        influx.write(batch)
+        oracle.write(batch)
+        requests: list[httpx.Request] = []
+        influx._http.event_hooks["request"].append(requests.append)
+        got = influx.read_many([near, old, ancient, never], T0, T0 + 60 * SEC)
+        assert len(requests) == 2  # the bounded look, then old and ancient anywhere
+        assert "time >= " not in httpx.QueryParams(requests[1].content.decode())["q"].split("WHERE")[1] \
+            .split("AND time <")[0]
+        for t in (near, old, ancient, never):
+            _same(got[t], oracle.read(t, T0, T0 + 60 * SEC), f"tag {t}")
+        assert [len(got[t].ts_ns) for t in (near, old, ancient, never)] == [2, 2, 1, 1]
