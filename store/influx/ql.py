@@ -8,7 +8,7 @@ server's ``max-row-limit`` nor one huge JSON document bounds a read).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +58,12 @@ class Rows:
         return [row[k] for row in self.values]
 
 
-def _results(body: str, statements: int, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _results(body: str | Iterable[str], statements: int, where: str
+             ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(statement index, series object) of each series part of a (chunked or not) ``/query``
-    answer, in order; a statement error is a StoreError carrying the server's message."""
-    for line in body.splitlines():
+    answer (its text, or its lines as they arrive), in order; a statement error is a
+    StoreError carrying the server's message."""
+    for line in body.splitlines() if isinstance(body, str) else body:
         if not line.strip():
             continue
         try:
@@ -91,7 +93,7 @@ def _extend(rows: Rows, series: dict[str, Any]) -> None:
         rows.values.extend(series.get("values", ()))
 
 
-def parse_chunked(body: str, statements: int, where: str) -> list[Rows]:
+def parse_chunked(body: str | Iterable[str], statements: int, where: str) -> list[Rows]:
     """``statements`` results from a (chunked or not) ``/query`` answer; a statement error is a
     StoreError carrying the server's message."""
     out = [Rows([], []) for _ in range(statements)]
@@ -100,7 +102,8 @@ def parse_chunked(body: str, statements: int, where: str) -> list[Rows]:
     return out
 
 
-def parse_grouped(body: str, statements: int, where: str, tag: str) -> list[dict[str, Rows]]:
+def parse_grouped(body: str | Iterable[str], statements: int, where: str, tag: str
+                  ) -> list[dict[str, Rows]]:
     """Of each of ``statements`` (each ``GROUP BY`` ``tag``): tag value -> its rows. The parts
     of a group a chunked answer splits are joined; a group without rows is absent."""
     out: list[dict[str, Rows]] = [{} for _ in range(statements)]

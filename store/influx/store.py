@@ -29,9 +29,10 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -58,6 +59,8 @@ from .rollups import Claims, decode_point, rollup_line, tag_line, void_lines
 from .sink import make_sink, server_message
 
 __all__ = ["InfluxStore"]
+
+T = TypeVar("T")
 
 #: a roll-up row as the read path takes it: (hour_ns, reach_ns, data, extra), as ``api.rollups``
 Cell = tuple[int, int, bytes, "str | None"]
@@ -594,10 +597,13 @@ class InfluxStore:
             msg = self._sink.scrub(server_message(r.content, r.reason_phrase))
             raise StoreError(f"{self._where}: {action}: {r.status_code} {msg}")
 
-    def _answers(self, statements: Sequence[str]) -> Iterator[tuple[str, int]]:
-        """(answer body, statements it answers) of the statements, sent in as few requests as
-        is reasonable."""
+    def _answers(self, statements: Sequence[str], parse: Callable[[Iterable[str], int], list[T]]
+                 ) -> list[T]:
+        """``parse(lines, n)`` of the answer to each request of ``n`` of the statements (as
+        few requests as is reasonable), joined. The lines of a chunked answer are parsed as
+        they arrive: decoding overlaps the server's work on the next statements."""
         self._check_open()
+        out: list[T] = []
         try:
             self._ensure_dbrp()
             for i in range(0, len(statements), _STATEMENTS_PER_QUERY):
@@ -606,26 +612,26 @@ class InfluxStore:
                           "chunk_size": str(_CHUNK_SIZE)}
                 if self._rp:
                     params["rp"] = self._rp
-                r = self._http.post("/query", params=params, data={"q": ";".join(part)})
-                self._raise_for(r, "query")
-                yield r.text, len(part)
+                with self._http.stream("POST", "/query", params=params,
+                                       data={"q": ";".join(part)}) as r:
+                    if r.status_code >= 300:
+                        r.read()
+                        self._raise_for(r, "query")
+                    out += parse(r.iter_lines(), len(part))
         except httpx.HTTPError as exc:
             detail = self._sink.scrub(str(exc) or type(exc).__name__)
             raise StoreError(f"{self._where}: query failed: {type(exc).__name__}: {detail}") from exc
+        return out
 
     def _query(self, statements: Sequence[str]) -> list[Rows]:
         """Results of the statements in order."""
-        out: list[Rows] = []
-        for body, n in self._answers(statements):
-            out += parse_chunked(body, n, f"{self._where} query")
-        return out
+        where = f"{self._where} query"
+        return self._answers(statements, lambda lines, n: parse_chunked(lines, n, where))
 
     def _query_grouped(self, statements: Sequence[str], tag: str) -> list[dict[str, Rows]]:
         """Results of the statements (each ``GROUP BY`` ``tag``) in order: tag value -> rows."""
-        out: list[dict[str, Rows]] = []
-        for body, n in self._answers(statements):
-            out += parse_grouped(body, n, f"{self._where} query", tag)
-        return out
+        where = f"{self._where} query"
+        return self._answers(statements, lambda lines, n: parse_grouped(lines, n, where, tag))
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
