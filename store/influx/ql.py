@@ -2,17 +2,18 @@
 
 Reads ask for ``epoch=ns`` (integer nanosecond times, exact) and ``chunked=true`` (the server
 streams one JSON object per line, each holding part of a statement's rows, so neither the
-server's ``max-row-limit`` nor one huge JSON document bounds a read).
+server's ``max-row-limit`` nor one huge JSON document bounds a read). Lines are decoded with
+orjson (a 7-day ``/kpis``' 680 kB of samples: ~3 ms, ``json`` ~18 ms).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from config.errors import StoreError
 from config.signals import Quality
@@ -67,8 +68,8 @@ def _results(body: str | Iterable[str], statements: int, where: str
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
-        except ValueError as exc:
+            doc = orjson.loads(line)
+        except ValueError as exc:  # orjson.JSONDecodeError is one
             raise StoreError(f"{where}: answer is not JSON: {line[:200]!r}") from exc
         if "error" in doc:
             raise StoreError(f"{where}: {doc['error']}")
