@@ -550,7 +550,7 @@ class KpiService:
                         tags = by_asset.get(a.path, {})
                         if not cells.get(a.path):  # from raw samples: its whole window
                             view.forget(start_ns, end_ns)
-                            view.fetch([t.tag_id for t in tags.values()], start_ns, end_ns)
+                            view.fetch(_read_ids(tags), start_ns, end_ns)
                         out.append(self.asset_result(a, start_ns, end_ns, tags, cells=cells.get(a.path)))
                 finally:
                     self._ahead.view = None

@@ -48,8 +48,10 @@ from .lp import HIERARCHY, LineEncoder, UnknownTags, gap_line, series_key
 from .ql import (
     Rows,
     int_column,
+    join,
     parse_chunked,
     parse_grouped,
+    parse_series,
     quote_ident,
     quote_str,
     series_of,
@@ -628,6 +630,11 @@ class InfluxStore:
         where = f"{self._where} query"
         return self._answers(statements, lambda lines, n: parse_chunked(lines, n, where))
 
+    def _query_series(self, statements: Sequence[str], tag: str) -> list[dict[str, Series]]:
+        """``_query_grouped`` of statements of time, value and quality, as Series."""
+        where = f"{self._where} query"
+        return self._answers(statements, lambda lines, n: parse_series(lines, n, where, tag))
+
     def _query_grouped(self, statements: Sequence[str], tag: str) -> list[dict[str, Rows]]:
         """Results of the statements (each ``GROUP BY`` ``tag``) in order: tag value -> rows."""
         where = f"{self._where} query"
@@ -711,13 +718,13 @@ class InfluxStore:
                 stmts.append(f'SELECT "value", "quality" FROM {src} WHERE {cond}'
                              f' AND time >= {a} AND time < {b} GROUP BY "signal"')
                 plan.append((asset, a, {sig: [ks[i] for i in pos] for sig, pos in signals.items()}))
-        results = self._query_grouped(stmts, "signal") if stmts else []
+        results = self._query_series(stmts, "signal") if stmts else []
         per = 2 if prior else 1
         if prior:  # a signal without a sample in the bound: its sample before, from anywhere
             again = [(j, asset, a, [sig for sig in signals if sig not in results[j * per]])
                      for j, (asset, a, signals) in enumerate(plan)]
             again = [x for x in again if x[3]]
-            found = self._query_grouped(
+            found = self._query_series(
                 [self._before(self._signals(asset, sigs), a, None) for _, asset, a, sigs in again],
                 "signal") if again else []
             for (j, *_), more in zip(again, found, strict=True):
@@ -726,7 +733,7 @@ class InfluxStore:
         for j, (_, _, signals) in enumerate(plan):
             parts = results[j * per:(j + 1) * per]
             for sig, positions in signals.items():
-                series = series_of(*(p[sig] for p in parts if sig in p))
+                series = join(*(p[sig] for p in parts if sig in p))
                 for k in positions:
                     out[k] = series
         return out
