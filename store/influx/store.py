@@ -72,9 +72,9 @@ log = logging.getLogger("store.influx")
 #: statements sent in one /query request (each tag of a read_many is one or two)
 _STATEMENTS_PER_QUERY = 200
 _CHUNK_SIZE = 50_000
-#: roll-up rows kept decoded (``_rows``): ~2 kB each, so at most ~40 MB; a week of 11 assets
+#: roll-up rows kept decoded (``_rows``): ~1.6 kB each, so at most ~16 MB; a week of 11 assets
 #: is 1,848 rows, of 200 assets 33,600 (a window larger than this reads its rows whole)
-_ROW_CACHE = 20_000
+_ROW_CACHE = 10_000
 #: how far back a read first looks for the sample before its window (then, for the tags
 #: without one there, anywhere): an unbounded one opens every shard (~40 vs ~20 ms for a
 #: 7-day /kpis of the demo plant)
@@ -456,8 +456,8 @@ class InfluxStore:
         with self._lock:
             if self._row_cache is cache:  # not dropped meanwhile (tags re-registered)
                 cache.update(fresh)
-                while len(cache) > _ROW_CACHE:  # the oldest entries first
-                    del cache[next(iter(cache))]
+                if len(cache) > _ROW_CACHE:  # the newest kept, in one pass
+                    self._row_cache = dict(list(cache.items())[-_ROW_CACHE:])
         return out
 
     # ------------------------------------------------------------------ gaps

@@ -19,6 +19,7 @@ import pytest
 from config.store import InfluxStoreSettings
 from store import Batch, InfluxStore, TagRecord
 from store.base import RollupRow
+from store.influx import store as influx_store
 from store.influx.rollups import elements, rollup_line
 from tests.influx_servers import InfluxDB16
 
@@ -109,3 +110,23 @@ def test_rows_without_a_write_stamp_are_read_whole_every_time(influxdb16: Influx
             assert [(g.hour_ns, g.data, g.extra) for g in store.rollups([A], H0, H0 + 3 * H)] == \
                 [(w.hour_ns, w.data, w.extra) for w in rows]
             assert len(requests) == 2
+
+
+def test_rows_beyond_the_bound_are_read_whole_again(influxdb16: InfluxDB16, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most ``_ROW_CACHE`` rows are held (here 3 of 5): the newest; the others are read
+    whole again, and every read gives the same rows."""
+    monkeypatch.setattr(influx_store, "_ROW_CACHE", 3)
+    with InfluxStore(_settings(influxdb16.url, tmp_path, "bounded")) as store:
+        good = store.register_tags(_tags("temp"))[f"{A}/good"]
+        rows = [_row(H0 + k * H, k, good) for k in range(5)]
+        store.put_rollups(rows, store.rollup_claim(H0 + 5 * H))
+        requests: list[httpx.Request] = []
+        store._http.event_hooks["request"].append(requests.append)
+        first = store.rollups([A], H0, H0 + 5 * H)
+        assert [r.data for r in first] == [r.data for r in rows]
+        assert sorted(h for _, h in store._row_cache) == [H0 + k * H for k in (2, 3, 4)]
+        requests.clear()
+        assert store.rollups([A], H0, H0 + 5 * H) == first
+        whole = _statements(requests)[1]  # hours 0 and 1 only
+        assert len(requests) == 2 and f"time <= {H0 + H}" in whole and f"time >= {H0}" in whole
