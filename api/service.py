@@ -65,6 +65,14 @@ _ROW_BATCH: Final = 50
 #: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
 _ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
                Role.REJECT_COUNT, Role.ENERGY_KWH)
+_STEP_ROLES: Final = frozenset(_ROLE_ORDER[:3])
+_COUNTER_ROLES: Final = frozenset(_ROLE_ORDER[3:])
+
+
+def _read_ids(tags: Mapping[Role, TagRecord], roles: frozenset[Role] = frozenset(_ROLE_ORDER)) -> list[int]:
+    """The ids of ``tags``' tags of ``roles`` that ``asset_result`` reads (not an analog or
+    status tag: read ahead, their samples would be read for nothing)."""
+    return [t.tag_id for r, t in tags.items() if r in roles]
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,12 +336,17 @@ class KpiService:
             r = self.asset_result(asset, a, b, tags, context_start_ns=window_start)
         else:
             r0 = max(a - HOUR_NS, window_start)
-            series = self.store.read_many([t.tag_id for t in tags.values()], r0, b, prior=True)
+            series = self.store.read_many(_read_ids(tags), r0, b, prior=True)
             reach = reach_ns(self.store, tags, a, series, r0)
             by_reach = reach != NEVER and reach >= window_start
             ctx = reach if by_reach else window_start
+            if by_reach and ctx < r0:
+                # the step tags from the context; the counters as read: a counter counts only
+                # increases dated in [a, b), from its last good sample before a, which a
+                # reach other than NEVER says is in them (samples before it change nothing)
+                series = {**series, **self.store.read_many(_read_ids(tags, _STEP_ROLES), ctx, b)}
             r = self.asset_result(asset, a, b, tags, context_start_ns=ctx,
-                                  series=series if ctx >= r0 else None)
+                                  series=series if ctx >= r0 or by_reach else None)
         part = Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
         if cache is not None:
             cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, part))
@@ -537,7 +550,7 @@ class KpiService:
                         tags = by_asset.get(a.path, {})
                         if not cells.get(a.path):  # from raw samples: its whole window
                             view.forget(start_ns, end_ns)
-                            view.fetch([t.tag_id for t in tags.values()], start_ns, end_ns)
+                            view.fetch(_read_ids(tags), start_ns, end_ns)
                         out.append(self.asset_result(a, start_ns, end_ns, tags, cells=cells.get(a.path)))
                 finally:
                     self._ahead.view = None
@@ -563,14 +576,18 @@ class KpiService:
             rows = cells.get(asset.path)
             if not rows:
                 continue
-            ids = [t.tag_id for t in by_asset.get(asset.path, {}).values()]
+            tags = by_asset.get(asset.path, {})
+            steps, counters = _read_ids(tags, _STEP_ROLES), _read_ids(tags, _COUNTER_ROLES)
             at, lo = start_ns, start_ns
-            for c in rows:
-                if at < c[0] and self._cached_part(asset.path, start_ns, at, c[0]) is None:
-                    ranges.setdefault((lo, c[0]), []).extend(ids)
-                at, lo = c[0] + HOUR_NS, max(min(int(c[1]), c[0]), start_ns)
-            if at < end_ns and self._cached_part(asset.path, start_ns, at, end_ns) is None:
-                ranges.setdefault((lo, end_ns), []).extend(ids)
+            # each raw part [at, b): before each row, and after the last
+            for b, after in [*((c[0], c) for c in rows), (end_ns, None)]:
+                if at < b and self._cached_part(asset.path, start_ns, at, b) is None:
+                    # as _part reads: the steps from the reach, the counters from an hour
+                    # back (at the window's start: both from there)
+                    ranges.setdefault((lo, b), []).extend(steps)
+                    ranges.setdefault((max(at - HOUR_NS, start_ns), b), []).extend(counters)
+                if after is not None:
+                    at, lo = b + HOUR_NS, max(min(int(after[1]), b), start_ns)
         view.fetch_all(ranges)
         return view
 

@@ -1,6 +1,7 @@
 """A 7-day ``/kpis`` on InfluxDB 1.6 beside the embedded store, roll-ups off and on.
 
-Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]``.
+Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]
+[--keep DIR] [--profile N] [--rollups both|on|off]``.
 Starts its own InfluxDB 1.6 (``tests/influx_servers.py``: Debian's influxd on free 127.0.0.1
 ports, a temporary data directory). The demo plant's history (``simulators.Plant``, report
 by exception, 8 days) is written batch for batch to a SQLite store and to InfluxDB through
@@ -8,8 +9,11 @@ by exception, 8 days) is written batch for batch to a SQLite store and to Influx
 gateway's maintainer would have done by then). Then ``KpiService.kpis`` -- what ``GET
 /api/v1/kpis`` answers -- over the last ``--days`` days (from 7 minutes past an hour: both
 edges partial) on each store, with roll-ups off and on: best of ``--repeat`` after one
-warm-up call. Prints the times and the InfluxDB/embedded ratio; asserts that every number of
-every answer is the same on both stores.
+warm-up call, the two stores' calls alternating. Prints the times and the InfluxDB/embedded
+ratio; asserts that every number of every answer is the same on both stores. ``--keep DIR``
+keeps both stores (and InfluxDB's data) in DIR and reuses them on the next run with the same
+``--days`` (no writing, no roll-ups); ``--profile N`` prints the N costliest functions
+(cProfile, cumulative) of one InfluxDB call.
 
 Goal (issue 14): InfluxDB <= 2x the embedded store for the same window.
 """
@@ -17,7 +21,9 @@ Goal (issue 14): InfluxDB <= 2x the embedded store for the same window.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import math
+import pstats
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,6 +34,7 @@ from api.gateway import tag_records
 from api.rollups import RollupMaintainer
 from api.service import KpiService
 from config import load_settings, shipped_config
+from config.settings import Settings
 from config.store import InfluxStoreSettings
 from config.times import to_ns
 from simulators import Plant
@@ -48,14 +55,39 @@ def diff(a: Any, b: Any, where: str = "") -> list[str]:
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
-def best_of(service: KpiService, start: datetime, end: datetime, repeat: int) -> tuple[float, Any]:
-    answer = service.kpis(start, end)  # warm-up (plans, keys, server caches)
-    best = math.inf
+def best_of(services: tuple[KpiService, KpiService], start: datetime, end: datetime,
+            repeat: int) -> tuple[list[float], list[Any]]:
+    """Each service's best time and answer: one warm-up call each (plans, keys, server
+    caches), then ``repeat`` calls each, alternating (load from other work on the machine
+    falls on both alike)."""
+    answers = [s.kpis(start, end) for s in services]
+    best = [math.inf] * len(services)
     for _ in range(repeat):
+        for k, service in enumerate(services):
+            t0 = time.perf_counter()
+            answers[k] = service.kpis(start, end)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best, answers
+
+
+def fill(settings: Settings, embedded: SqliteStore, influx: InfluxStore, ids: dict[str, int],
+         days: float, no_gzip: bool) -> None:
+    """The plant's history into both stores, batch for batch, and each store's roll-ups."""
+    points = 0
+    t0 = time.perf_counter()
+    for batch in Plant(settings, now=NOW).history_batches(
+            ids, to_ns(NOW - timedelta(days=days + 1)), to_ns(NOW)):
+        embedded.write(batch)
+        influx.write(batch)
+        points += len(batch)
+    print(f"{len(settings.assets)} assets, {len(ids)} tags, {days + 1:g} days: "
+          f"{points:,} samples into both stores in {time.perf_counter() - t0:.1f} s; "
+          f"gzip {'off' if no_gzip else 'on'}")
+    for name, store in (("embedded", embedded), ("influxdb", influx)):
         t0 = time.perf_counter()
-        answer = service.kpis(start, end)
-        best = min(best, time.perf_counter() - t0)
-    return best, answer
+        rows = RollupMaintainer(KpiService(settings, store, rollups=True), backfill_days=None,
+                                clock_ns=lambda: to_ns(NOW)).run_once()
+        print(f"roll-ups {name}: {rows:,} rows in {time.perf_counter() - t0:.1f} s")
 
 
 def main() -> None:
@@ -63,10 +95,18 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=7.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-gzip", action="store_true", help="store.gzip false (reads and writes)")
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="keep the stores in DIR; reuse them when DIR holds them (same --days)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="print the N costliest functions of one InfluxDB call with roll-ups")
+    ap.add_argument("--rollups", choices=("both", "on", "off"), default="both",
+                    help="time the window with roll-ups on, off, or both (default)")
     args = ap.parse_args()
     settings = load_settings(shipped_config("demo.yaml"))
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.keep is None else args.keep
+        done = root / f"done-{args.days:g}d"
+        reuse = done.exists()
         server = InfluxDB16(root / "influxdb")
         server.start()
         embedded = SqliteStore(root / "embedded.db")
@@ -78,27 +118,26 @@ def main() -> None:
             records = tag_records(settings)
             ids = embedded.register_tags(records)
             assert influx.register_tags(records) == ids
-            points = 0
-            t0 = time.perf_counter()
-            for batch in Plant(settings, now=NOW).history_batches(
-                    ids, to_ns(NOW - timedelta(days=args.days + 1)), to_ns(NOW)):
-                embedded.write(batch)
-                influx.write(batch)
-                points += len(batch)
-            print(f"{len(settings.assets)} assets, {len(records)} tags, {args.days + 1:g} days: "
-                  f"{points:,} samples into both stores in {time.perf_counter() - t0:.1f} s; "
-                  f"gzip {'off' if args.no_gzip else 'on'}")
-            for name, store in (("embedded", embedded), ("influxdb", influx)):
-                t0 = time.perf_counter()
-                rows = RollupMaintainer(KpiService(settings, store, rollups=True), backfill_days=None,
-                                        clock_ns=lambda: to_ns(NOW)).run_once()
-                print(f"roll-ups {name}: {rows:,} rows in {time.perf_counter() - t0:.1f} s")
+            if reuse:
+                print(f"stores of {args.days + 1:g} days reused from {root}; "
+                      f"gzip {'off' if args.no_gzip else 'on'}")
+            else:
+                fill(settings, embedded, influx, ids, args.days, args.no_gzip)
+                if args.keep is not None:
+                    done.touch()
             start, end = NOW - timedelta(days=args.days) + timedelta(minutes=7), NOW
+            if args.profile:
+                service = KpiService(settings, influx, rollups=True)
+                service.kpis(start, end)
+                prof = cProfile.Profile()
+                prof.runcall(service.kpis, start, end)
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
             print(f"window {start.isoformat()} .. {end.isoformat()}, best of {args.repeat}")
             print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}")
-            for rollups in (False, True):
-                e_s, want = best_of(KpiService(settings, embedded, rollups=rollups), start, end, args.repeat)
-                i_s, got = best_of(KpiService(settings, influx, rollups=rollups), start, end, args.repeat)
+            for rollups in {"both": (False, True), "on": (True,), "off": (False,)}[args.rollups]:
+                (e_s, i_s), (want, got) = best_of(
+                    (KpiService(settings, embedded, rollups=rollups),
+                     KpiService(settings, influx, rollups=rollups)), start, end, args.repeat)
                 differ = diff(want, got)
                 assert not differ, differ[:10]
                 print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}{i_s / e_s:>8.1f}"

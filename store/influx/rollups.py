@@ -27,6 +27,7 @@ import base64
 import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 
@@ -63,12 +64,14 @@ def _asset_key(measurement: str, asset: str) -> str:
                                  for k, v in sorted(zip(_ASSET_KEYS, segments, strict=True)))
 
 
-def rollup_line(measurement: str, row: RollupRow) -> str:
-    """The row as one point of ``measurement`` at its hour."""
+def rollup_line(measurement: str, row: RollupRow, written_ns: int | None = None) -> str:
+    """The row as one point of ``measurement`` at its hour; ``written_ns``: when it was
+    written (a reader holding rows knows by it whether this one changed)."""
     values = np.frombuffer(row.data, "<f8")
     out = [f"key={escape_field_str(row.key)}",
            f"algorithm_version={escape_field_str(row.key.split('#', 1)[0])}",
            f"reach_ns={int(row.reach_ns)}i",
+           *([f"written_ns={int(written_ns)}i"] if written_ns is not None else []),
            f"data={escape_field_str(base64.b64encode(row.data).decode())}",
            f"extra={escape_field_str(row.extra or '')}"]
     nulls = []
@@ -88,6 +91,20 @@ def void_lines(measurement: str, asset: str, hours: Iterable[int]) -> str:
     return "".join(f'{key} key="" {int(h)}\n' for h in hours)
 
 
+#: a tag entry of ``extra`` as ``json.dumps`` writes it: ``["<path>", <id>, ``
+_TAG_ENTRY = re.compile(r'\["([^"\\]*)", (-?\d+), ')
+
+
+def _ids_differ(text: str, ids: Mapping[str, int]) -> bool:
+    """Whether ``extra`` may name a tag of ``ids`` by another id (then it is parsed and
+    rewritten; else kept as it is, as the rewrite would give it back). Text not as
+    ``json.dumps`` writes a row's evidence (``api.rollups.encode``), or with escapes, is left
+    to the parser."""
+    if "\\" in text or not text.startswith('{"tags": [["'):
+        return True
+    return any(ids.get(m[1], int(m[2])) != int(m[2]) for m in _TAG_ENTRY.finditer(text))
+
+
 def decode_point(asset: str, time_ns: int, key: object, reach: object, data: object,
                  extra: object, ids: Mapping[str, int]) -> RollupRow | None:
     """A row from the fields read back; None for a void point or one another writer made.
@@ -96,7 +113,7 @@ def decode_point(asset: str, time_ns: int, key: object, reach: object, data: obj
     if not key or not isinstance(key, str) or reach is None or not isinstance(data, str):
         return None
     text = extra if isinstance(extra, str) and extra else None
-    if text is not None and ids:
+    if text is not None and ids and _ids_differ(text, ids):
         try:
             doc = json.loads(text)
             tags = doc.get("tags")

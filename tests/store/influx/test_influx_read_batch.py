@@ -21,7 +21,7 @@ pytestmark = pytest.mark.influxdb
 
 SEC = 10**9
 T0 = 1_700_000_000 * SEC + 987_654_321
-TAGS = 130  # 260 statements with prior: more than one request's _STATEMENTS_PER_QUERY
+TAGS = 130  # of 33 assets: one or two statements per asset
 
 
 def _settings(url: str, tmp_path: Path, gzip: bool = True) -> InfluxStoreSettings:
@@ -76,9 +76,11 @@ def test_read_many_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, 
     influx._http.event_hooks["request"].append(requests.append)
     start, end = T0 + 500 * SEC, T0 + 2500 * SEC  # cuts most tags' histories on both sides
     many = influx.read_many(ids, start, end, prior=prior)
-    per = 2 if prior else 1
-    # all tags in as few requests as the statement bound allows
-    assert len(requests) == -(-TAGS * per // influx_store._STATEMENTS_PER_QUERY) >= (2 if prior else 1)
+    # one statement per asset (two with the sample before), all in one request; with prior
+    # one more for the never-written tags, whose sample before is looked for without bound
+    assert len(requests) == (2 if prior else 1)
+    statements = httpx.QueryParams(requests[0].content.decode())["q"].split(";")
+    assert len(statements) == len({r.asset for r in _records()}) * (2 if prior else 1)
     assert list(many) == ids
     want = oracle.read_many(ids, start, end, prior=prior)
     empty = 0
@@ -111,16 +113,60 @@ def test_reads_ask_for_gzip_only_when_configured(influxdb16: InfluxDB16, tmp_pat
     assert answered == (["gzip"] if gzip else [None])
 
 
-def test_read_ranges_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, list[int]]) -> None:
-    """Every tag over a window of its own, in one call (a KPI request's read-ahead)."""
+@pytest.mark.parametrize("per_request", [200, 7])
+def test_read_ranges_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, list[int]],
+                                          per_request: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tag over a window of its own, in one call (a KPI request's read-ahead); a tag
+    asked twice gets its samples twice; with fewer statements a request (7) the statements
+    of one window are split across requests and still find their tags."""
     influx, oracle, ids = stores
-    wanted = [(t, T0 + (k % 17) * 100 * SEC, T0 + (k % 17) * 100 * SEC + (k % 5 + 1) * 400 * SEC)
-              for k, t in enumerate(ids)]
+    monkeypatch.setattr(influx_store, "_STATEMENTS_PER_QUERY", per_request)
+    # the first tags: one window per asset (k % 33 is the asset); the others: each its own
+    window = [k % 33 % 4 if k < 80 else 4 + k % 17 for k in range(len(ids))]
+    wanted = [(t, T0 + w * 100 * SEC, T0 + w * 100 * SEC + (w % 5 + 1) * 400 * SEC)
+              for w, t in zip(window, ids, strict=True)]
+    wanted += wanted[:3]
     requests: list[httpx.Request] = []
     influx._http.event_hooks["request"].append(requests.append)
     got = influx.read_ranges(wanted, prior=True)
-    assert len(requests) == 2 and len(got) == len(wanted)
+    statements = [st for r in requests for st in httpx.QueryParams(r.content.decode())["q"].split(";")]
+    # the second look for the sample before, without bound: the never-written tags'
+    unbounded = [st for st in statements if "ORDER BY" in st and "AND time >= " not in st]
+    first = len(statements) - len(unbounded)
+    assert len(requests) == -(-first // per_request) + -(-len(unbounded) // per_request)
+    assert len(got) == len(wanted) and 0 < len(unbounded) < first
+    # tags of one asset and window share their statements (two: samples, the one before)
+    asset = {t: r.asset for t, r in zip(ids, _records(), strict=True)}
+    assert first == 2 * len({(asset[t], a, b) for t, a, b in wanted}) < 2 * len(ids) * 0.7
     for (t, a, b), s in zip(wanted, got, strict=True):
         _same(s, influx.read(t, a, b, prior=True), f"tag {t} [{a}, {b})")
         _same(s, oracle.read(t, a, b, prior=True), f"tag {t} [{a}, {b}) embedded")
     assert influx.read_ranges([]) == []
+
+
+def test_sample_before_the_window_from_anywhere(influxdb16: InfluxDB16, tmp_path: Path) -> None:
+    """The sample before a window is looked for in the day before it first; a tag whose last
+    sample is older (here 3 days and 30 days) is asked again without that bound, in one more
+    request; a tag with none at all has none."""
+    day = 86_400 * SEC
+    with InfluxStore(_settings(influxdb16.url, tmp_path)) as influx, \
+            SqliteStore(tmp_path / "oracle.db") as oracle:
+        records = _records()[:4]  # four assets
+        ids = influx.register_tags(records)
+        assert oracle.register_tags(records) == ids
+        near, old, ancient, never = (ids[r.path] for r in records)
+        batch = Batch.of(np.array([near, near, old, old, ancient, ancient, never]),
+                         np.array([T0 - 3600 * SEC, T0 + 5 * SEC, T0 - 3 * day, T0 + 9 * SEC,
+                                   T0 - 30 * day, T0 - 29 * day, T0 + 7 * SEC]),
+                         np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]), 0)
+        influx.write(batch)
+        oracle.write(batch)
+        requests: list[httpx.Request] = []
+        influx._http.event_hooks["request"].append(requests.append)
+        got = influx.read_many([near, old, ancient, never], T0, T0 + 60 * SEC)
+        assert len(requests) == 2  # the bounded look, then old and ancient anywhere
+        assert "time >= " not in httpx.QueryParams(requests[1].content.decode())["q"].split("WHERE")[1] \
+            .split("AND time <")[0]
+        for t in (near, old, ancient, never):
+            _same(got[t], oracle.read(t, T0, T0 + 60 * SEC), f"tag {t}")
+        assert [len(got[t].ts_ns) for t in (near, old, ancient, never)] == [2, 2, 1, 1]
