@@ -54,7 +54,7 @@ from . import layout as L
 from .keys import EvidenceKeyError, public_raw_b64, read_public_key, signature_ok
 from .pack import Windows, day_cells, hourly_rows, planned_rows, sha256_file, state_rows
 
-__all__ = ["REL_TOL", "Mismatch", "verify_pack"]
+__all__ = ["REL_TOL", "Mismatch", "first_difference", "verify_pack"]
 
 #: numbers recomputed by verify equal the pack's within this relative tolerance (an absolute
 #: one of the same size for numbers below 1: sums taken in another order differ in the last bits)
@@ -85,13 +85,13 @@ def _same(expected: Any, found: Any) -> bool:
     return bool(expected == found)
 
 
-def _diff(expected: Any, found: Any, path: str) -> tuple[str, Any, Any] | None:
+def first_difference(expected: Any, found: Any, path: str) -> tuple[str, Any, Any] | None:
     """The first place where ``found`` differs from ``expected`` (path, expected, found)."""
     if isinstance(expected, dict) and isinstance(found, dict):
         for k in expected:
             if k not in found:
                 return f"{path}.{k}", expected[k], "(absent)"
-            d = _diff(expected[k], found[k], f"{path}.{k}")
+            d = first_difference(expected[k], found[k], f"{path}.{k}")
             if d is not None:
                 return d
         for k in found:
@@ -102,7 +102,7 @@ def _diff(expected: Any, found: Any, path: str) -> tuple[str, Any, Any] | None:
         return None
     if isinstance(expected, list) and isinstance(found, list):
         for i, (e, f) in enumerate(zip(expected, found, strict=False)):
-            d = _diff(e, f, f"{path}[{i}]")
+            d = first_difference(e, f, f"{path}[{i}]")
             if d is not None:
                 return d
         if len(expected) != len(found):
@@ -377,7 +377,7 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
                                     L.HOURLY_COLUMNS, True)
             n_days = _day_sums(L.HOURLY, service, windows, hourly)
             result = _recompute(settings, service, criteria, recorded)
-    d = _diff(json.loads(json.dumps(result)), recorded, "")
+    d = first_difference(json.loads(json.dumps(result)), recorded, "")
     if d is not None:
         path, exp, got = d
         raise Mismatch(L.ASSESSMENT, path.lstrip("."), f"recomputed {exp!r}, found {got!r}")

@@ -81,8 +81,14 @@ async def get_evidence_pack(
                    baseline_to=explicit(b_end), now=now)
         return evidence_zip(tmp / "pack", tmp / "evidence.zip")
 
+    # one pack at a time per gateway: a pack reads every sample of its windows (bounded CPU
+    # and memory whatever the number of concurrent downloads)
+    lock = getattr(request.app.state, "evidence_lock", None)
+    if lock is None:
+        lock = request.app.state.evidence_lock = asyncio.Lock()
     try:
-        path = await asyncio.to_thread(build)
+        async with lock:
+            path = await asyncio.to_thread(build)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
