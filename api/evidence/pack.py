@@ -17,9 +17,9 @@ import csv
 import hashlib
 import importlib
 import importlib.util
-import io
 import itertools
 import json
+import os
 import shutil
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -128,12 +128,11 @@ def _ns_dt(ns: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
 
 
-def _csv(rows: Iterable[Sequence[Any]], header: Sequence[str]) -> bytes:
-    buf = io.StringIO(newline="")
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue().encode("utf-8")
+def _write_csv(path: Path, rows: Iterable[Sequence[Any]], header: Sequence[str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
 
 
 def _num(x: float | int | None) -> str:
@@ -301,32 +300,48 @@ def write_pack(
     criteria_file = criteria_path or shipped_config("tiers.yaml")
     criteria: TierCriteria = load_tiers(criteria_file)
     now = now or datetime.now(UTC)
-    files: dict[str, bytes] = {}
+    # written beside ``out`` and renamed into place when whole: a failed pack leaves nothing
+    work = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "inputs").mkdir(parents=True)
+    try:
+        manifest = _write(work, settings, service, key, declared, criteria_file, criteria, now,
+                          dict(tier=tier, from_=from_, to=to, baseline_from=baseline_from,
+                               baseline_to=baseline_to))
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write(out: Path, settings: Settings, service: KpiService, key: Ed25519PrivateKey,
+           declared: Any | None, criteria_file: Path, criteria: TierCriteria, now: datetime,
+           args: dict[str, Any]) -> dict[str, Any]:
+    """Every file of the pack into ``out``, the CSVs row by row (a month of samples is not
+    held in memory), then the signed manifest."""
     with service.snapshot():  # every read of the pack sees one state of the store
-        result = assess(settings, service, criteria, tier=tier, from_=from_, to=to,
-                        baseline_from=baseline_from, baseline_to=baseline_to, now=now)
+        result = assess(settings, service, criteria, now=now, **args)
         windows = Windows.of(result)
-        files[L.ASSESSMENT] = json_body(result)
-        files[L.HOURLY] = _csv(hourly_rows(service, windows), L.HOURLY_COLUMNS)
-        files[L.SAMPLES] = _csv(sample_rows(service, windows), L.SAMPLES_COLUMNS)
-        files[L.STATES] = _csv(state_rows(service, windows), L.STATES_COLUMNS)
-        files[L.GAPS] = _csv(gap_rows(service, windows), L.GAPS_COLUMNS)
-    files[L.PLANNED] = _csv(planned_rows(settings, windows), L.PLANNED_COLUMNS)
+        (out / L.ASSESSMENT).write_bytes(json_body(result))
+        del result
+        _write_csv(out / L.HOURLY, hourly_rows(service, windows), L.HOURLY_COLUMNS)
+        _write_csv(out / L.SAMPLES, sample_rows(service, windows), L.SAMPLES_COLUMNS)
+        _write_csv(out / L.STATES, state_rows(service, windows), L.STATES_COLUMNS)
+        _write_csv(out / L.GAPS, gap_rows(service, windows), L.GAPS_COLUMNS)
+    _write_csv(out / L.PLANNED, planned_rows(settings, windows), L.PLANNED_COLUMNS)
     config = yaml.safe_dump(redacted_config(settings), sort_keys=False, allow_unicode=True).encode()
-    files[L.CONFIG] = config
-    files[L.CRITERIA] = criteria_file.read_bytes()
-    files[L.DECLARED] = _json(declared_doc(settings, declared))
+    (out / L.CONFIG).write_bytes(config)
+    (out / L.CRITERIA).write_bytes(criteria_file.read_bytes())
+    (out / L.DECLARED).write_bytes(_json(declared_doc(settings, declared)))
     created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    files[L.VERSIONS] = _json({
+    (out / L.VERSIONS).write_bytes(_json({
         "criteria_version": criteria.version, "algorithm_version": ALGORITHM_VERSION,
         "config_sha256": hashlib.sha256(config).hexdigest(), "tierproof_version": VERSION,
-        "created": created})
-    files[L.PUBLIC_KEY] = public_pem(key.public_key())
-    out.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        p = out / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
+        "created": created}))
+    (out / L.PUBLIC_KEY).write_bytes(public_pem(key.public_key()))
     if importlib.util.find_spec("api.evidence.report") is not None:
         report = importlib.import_module("api.evidence.report")  # report.html's writer
         (out / L.REPORT).write_text(report.render_report(out), encoding="utf-8")

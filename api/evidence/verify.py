@@ -26,7 +26,6 @@ import base64
 import binascii
 import csv
 import hashlib
-import io
 import json
 import math
 import tempfile
@@ -59,6 +58,10 @@ __all__ = ["REL_TOL", "Mismatch", "first_difference", "verify_pack"]
 #: numbers recomputed by verify equal the pack's within this relative tolerance (an absolute
 #: one of the same size for numbers below 1: sums taken in another order differ in the last bits)
 REL_TOL: Final = 1e-9
+
+
+#: samples written to the temporary store at once
+_BATCH: Final = 200_000
 
 
 class Mismatch(TierproofError):
@@ -197,16 +200,30 @@ def check_integrity(root: Path, public_key: Path | None, report: Report) -> None
                      f"files: {len(files)} listed in {L.MANIFEST}, every SHA-256 matches, none added"]
 
 
+def _csv_iter(root: Path, rel: str, columns: Sequence[str]) -> Iterator[list[str]]:
+    """The rows of a CSV of the pack after its header (which must be ``columns``), read as
+    they are used, each checked for its number of fields."""
+    try:
+        f = (root / rel).open(encoding="utf-8", errors="strict", newline="")
+    except FileNotFoundError:
+        raise Mismatch(rel, "", "missing from the pack") from None
+    with f:
+        try:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or tuple(header) != tuple(columns):
+                raise Mismatch(rel, "header", f"expected {','.join(columns)}, found "
+                               f"{','.join(header) if header else '(empty file)'}")
+            for i, r in enumerate(reader, start=2):
+                if len(r) != len(columns):
+                    raise Mismatch(rel, f"line {i}", f"expected {len(columns)} fields, found {len(r)}")
+                yield r
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise Mismatch(rel, "", f"not a UTF-8 CSV file: {exc}") from None
+
+
 def _csv_rows(root: Path, rel: str, columns: Sequence[str]) -> list[list[str]]:
-    text = _read(root, rel).decode("utf-8", errors="strict")
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    if not rows or tuple(rows[0]) != tuple(columns):
-        raise Mismatch(rel, "header", f"expected {','.join(columns)}, found "
-                       f"{','.join(rows[0]) if rows else '(empty file)'}")
-    for i, r in enumerate(rows[1:], start=2):
-        if len(r) != len(columns):
-            raise Mismatch(rel, f"line {i}", f"expected {len(columns)} fields, found {len(r)}")
-    return rows[1:]
+    return list(_csv_iter(root, rel, columns))
 
 
 def _time(rel: str, line: int, column: str, text: str) -> int:
@@ -224,7 +241,18 @@ def _fill_store(root: Path, settings: Settings, store: SqliteStore) -> tuple[int
     ts: list[int] = []
     value: list[float] = []
     quality: list[int] = []
-    for i, (tag, asset, role, t, v, q) in enumerate(_csv_rows(root, L.SAMPLES, L.SAMPLES_COLUMNS), start=2):
+    n = 0
+
+    def flush() -> None:
+        nonlocal n
+        if tag_id:
+            store.write(Batch(np.array(tag_id, np.int32), np.array(ts, np.int64),
+                              np.array(value, np.float64), np.array(quality, np.uint8)))
+        n += len(tag_id)
+        for x in (tag_id, ts, value, quality):
+            x.clear()
+
+    for i, (tag, asset, role, t, v, q) in enumerate(_csv_iter(root, L.SAMPLES, L.SAMPLES_COLUMNS), start=2):
         rec = records.get(tag)
         if rec is None:
             raise Mismatch(L.SAMPLES, f"line {i}", f"tag {tag!r} is not a tag of {L.CONFIG}")
@@ -240,15 +268,15 @@ def _fill_store(root: Path, settings: Settings, store: SqliteStore) -> tuple[int
             raise Mismatch(L.SAMPLES, f"line {i}", f"value or quality is not a number: {exc}") from None
         if not 0 <= quality[-1] <= 255:
             raise Mismatch(L.SAMPLES, f"line {i} quality", f"{q} is not a stored quality (0-255)")
-    if tag_id:
-        store.write(Batch(np.array(tag_id, np.int32), np.array(ts, np.int64),
-                          np.array(value, np.float64), np.array(quality, np.uint8)))
+        if len(tag_id) >= _BATCH:
+            flush()
+    flush()
     gaps = _csv_rows(root, L.GAPS, L.GAPS_COLUMNS)
     for i, (asset, device, start, end, reason) in enumerate(gaps, start=2):
         gid = store.open_gap(device, _time(L.GAPS, i, "start", start), reason, asset or None)
         if end:
             store.close_gap(gid, _time(L.GAPS, i, "end", end))
-    return len(tag_id), len(gaps)
+    return n, len(gaps)
 
 
 class _PackService(KpiService):
