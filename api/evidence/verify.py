@@ -385,10 +385,17 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
                        f"{L.CRITERIA}), found {versions.get('criteria_version')}")
     declared = _json_file(root, L.DECLARED)
     keys = ("version", "supplied_by", "supplied_at", "source", "reason")
-    items = declared.get("items", {}) if isinstance(declared, dict) else {}
-    declared_versions = {i: {k: v.get(k) for k in keys} for i, v in items.items()}
+    try:
+        declared_versions = {i: {k: v.get(k) for k in keys} for i, v in declared["items"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise Mismatch(L.DECLARED, "items", f"expected an object of item -> its version, who "
+                       f"supplied it and when ({type(exc).__name__}: {exc})") from None
     recorded = _json_file(root, L.ASSESSMENT)
-    windows = Windows.of(recorded)
+    try:
+        windows = Windows.of(recorded)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise Mismatch(L.ASSESSMENT, "window", f"expected window and baseline_window with ISO 8601 "
+                       f"from and to ({type(exc).__name__}: {exc})") from None
     with (tempfile.TemporaryDirectory(prefix="tierproof-verify-") as tmp,
           SqliteStore(Path(tmp) / "pack.db") as store):
         n_samples, n_gaps = _fill_store(root, settings, store)

@@ -9,6 +9,7 @@ import base64
 import json
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,40 @@ def test_the_cli_writes_prints_the_key_and_verifies(
     assert capsys.readouterr().err.startswith("tierproof: inputs/states.csv: SHA-256: expected ")
     assert main(["evidence", "--config", str(cfg), "--out", str(out)]) == 1
     assert "exists and is not an empty directory" in capsys.readouterr().err
+
+
+def _edit_lines(rel: str, edit: Callable[[list[str]], None]) -> Callable[[Path], None]:
+    def apply(pack: Path) -> None:
+        lines = (pack / rel).read_text().splitlines()
+        edit(lines)
+        (pack / rel).write_text("\n".join(lines) + "\n")
+    return apply
+
+
+def _set(row: int, column: int, value: str) -> Callable[[list[str]], None]:
+    def edit(lines: list[str]) -> None:
+        cells = lines[row].split(",")
+        cells[column] = value
+        lines[row] = ",".join(cells)
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_edit_lines(L.HOURLY, lambda lines: lines.__setitem__(0, lines[0].replace("apt_s", "apt"))),
+     r"^inputs/hourly.csv: header: expected asset,window,hour_start,window_s,.*apt_s.*, found "),
+    (_edit_lines(L.HOURLY, lambda lines: lines.pop()),
+     r"^inputs/hourly.csv: line \d+: expected a row demo/\S+,current,\S+Z, found the end of the file"),
+    (_edit_lines(L.PLANNED, _set(1, 2, "2020-01-01T00:00:00Z")),
+     r"^inputs/planned.csv: line 2 \(demo/\S+\) end: expected \S+Z, found 2020-01-01T00:00:00Z"),
+    (_edit_lines(L.STATES, _set(1, 3, "OutOfService")),
+     r"^inputs/states.csv: line 2 \(demo/\S+\) state: expected \w+, found OutOfService"),
+    (_edit_lines(L.SAMPLES, _set(1, 0, "demo/nowhere/line9/ghost/state")),
+     r"^inputs/samples.csv: line 2: tag 'demo/nowhere/line9/ghost/state' is not a tag of config.yaml"),
+], ids=["hourly header", "hourly row removed", "planned interval", "state name", "unknown tag"])
+def test_a_resigned_pack_with_edited_inputs_names_file_line_and_field(
+    copy: Path, edit: Callable[[Path], None], message: str,
+) -> None:
+    edit(copy)
+    _rehash(copy, Ed25519PrivateKey.generate())
+    with pytest.raises(Mismatch, match=message):
+        verify_pack(copy)
