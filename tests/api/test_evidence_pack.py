@@ -10,6 +10,7 @@ import json
 import shutil
 import stat
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from api.service import KpiService
 from config import load_settings
 from config.loader import shipped_config
 from config.settings import Settings
+from config.times import to_ns
 from kpi import Kpis, TimeElements
 from store.sqlite import SqliteStore
 from tests.helpers import two_day_plant
@@ -34,12 +36,21 @@ from tests.helpers import two_day_plant
 @pytest.fixture(scope="module")
 def plant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
     """The shipped demo plant (its declared evidence included) with two days of history, its
-    roll-ups kept (the assessment reads them, verify recomputes from raw samples)."""
+    roll-ups kept (the assessment reads them, verify recomputes from raw samples), and two
+    gaps in the current window: a device unreachable for two hours, and one asset of another
+    device for one hour."""
     tmp = tmp_path_factory.mktemp("evidence")
     data = yaml.safe_load(shipped_config("demo.yaml").read_text())
     cfg, _ = two_day_plant(tmp, data)
     settings = load_settings(cfg)
+    start = to_ns(datetime.fromisoformat(settings.kpi.current.start))
     with SqliteStore(Path(settings.store.path)) as store:
+        by_device = {t.device: t.asset for t in store.tags()}
+        (d1, _), (d2, a2) = sorted(by_device.items())[:2]
+        g = store.open_gap(d1, start + 3 * HOUR, "device unreachable (test)")
+        store.close_gap(g, start + 5 * HOUR)
+        g = store.open_gap(d2, start + 7 * HOUR, "edge node offline (test)", a2)
+        store.close_gap(g, start + 8 * HOUR)
         RollupMaintainer(KpiService(settings, store), backfill_days=None).run_once()
     return cfg, settings
 
@@ -61,6 +72,9 @@ def copy(pack: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "pack"
     shutil.copytree(pack, dest)
     return dest
+
+
+HOUR = 3_600_000_000_000
 
 
 def _rows(p: Path) -> list[dict[str, str]]:
@@ -96,7 +110,17 @@ def test_the_pack_holds_the_contracted_files_and_columns(pack: Path, plant: tupl
     # each tag's last sample before the window's start is in: its value holds at the start
     start = assessment["baseline_window"]["from"]
     assert all(any(r["ts"] < start for r in samples if r["tag"] == t) for t in {r["tag"] for r in samples})
+    gaps = _rows(pack / L.GAPS)
+    reasons = {r["reason"] for r in gaps}
+    assert reasons == {"device unreachable (test)", "edge node offline (test)"}
+    # the device-wide gap once per asset of the device, the asset's own once
+    assert sum(r["reason"] == "edge node offline (test)" for r in gaps) == 1
+    assert sum(r["reason"] == "device unreachable (test)" for r in gaps) >= 1
+    gap = next(r for r in gaps if r["reason"] == "edge node offline (test)")
     states = _rows(pack / L.STATES)
+    # inside the gap the state is unknown (empty), never carried across it
+    assert any(r["asset"] == gap["asset"] and r["start"] == gap["start"] and r["state"] == ""
+               for r in states)
     assert {r["state"] for r in states} <= {"", "NotAvailable", "OutOfService", "NotExecuting", "Executing"}
     assert "Executing" in {r["state"] for r in states} and "Processing" in {r["mode"] for r in states}
     versions = json.loads((pack / L.VERSIONS).read_text())
@@ -158,7 +182,7 @@ def test_a_flipped_byte_in_any_file_is_named(copy: Path, rel: str) -> None:
         verify_pack(copy)
 
 
-def test_a_flipped_byte_in_the_manifest_or_its_signature_fails_the_signature(copy: Path) -> None:
+def test_a_flipped_byte_in_the_manifest_fails_the_signature(copy: Path) -> None:
     # a byte of a hash in the manifest: still JSON, no longer what was signed
     text = (copy / L.MANIFEST).read_text()
     i = text.index('"', text.index(L.HOURLY) + len(L.HOURLY) + 2) + 5
