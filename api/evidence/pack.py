@@ -34,6 +34,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from config.errors import KpiError
+from config.fingerprint import REDACTED
 from config.loader import shipped_config
 from config.redact import is_secret_field, redact_url
 from config.settings import Asset, Settings
@@ -106,6 +107,8 @@ def redacted_config(settings: Settings) -> dict[str, Any]:
                     for k, x in v.items()}
         if isinstance(v, list):
             return [walk(x) for x in v]
+        if v == REDACTED:  # any other SecretStr (a configured API key), as pydantic renders it
+            return SECRET
         return redact_url(v) if isinstance(v, str) else v
 
     out: dict[str, Any] = walk(settings.as_validated().model_dump(mode="json"))

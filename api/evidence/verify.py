@@ -53,7 +53,7 @@ from . import layout as L
 from .keys import EvidenceKeyError, public_raw_b64, read_public_key, signature_ok
 from .pack import Windows, day_cells, hourly_rows, planned_rows, sha256_file, state_rows
 
-__all__ = ["REL_TOL", "Mismatch", "first_difference", "verify_pack"]
+__all__ = ["KEY_PLACEHOLDER", "REL_TOL", "Mismatch", "first_difference", "load_pack_config", "verify_pack"]
 
 #: numbers recomputed by verify equal the pack's within this relative tolerance (an absolute
 #: one of the same size for numbers below 1: sums taken in another order differ in the last bits)
@@ -122,6 +122,23 @@ class Report:
 
     def __str__(self) -> str:
         return "\n".join(self.lines)
+
+
+#: what verify puts in place of a configured API key's ``***``: a key must be 32 characters
+#: to validate, and counts in the config fingerprint only as set (config.fingerprint)
+KEY_PLACEHOLDER: Final = "*" * 32
+
+
+def load_pack_config(data: bytes) -> Settings:
+    """The settings of a pack's ``config.yaml``: secrets are ``***`` there, which every secret
+    field takes but a configured API key (32 characters at least): that gets
+    ``KEY_PLACEHOLDER``. A ConfigError names what does not validate."""
+    doc = yaml.safe_load(data)
+    keys = (((doc or {}).get("api") or {}).get("auth") or {}).get("keys") if isinstance(doc, dict) else None
+    for k in keys if isinstance(keys, list) else []:
+        if isinstance(k, dict) and k.get("key") == "***":
+            k["key"] = KEY_PLACEHOLDER
+    return settings_from_dict(doc, L.CONFIG)
 
 
 def _read(root: Path, rel: str) -> bytes:
@@ -376,7 +393,7 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
         raise Mismatch(L.VERSIONS, "config_sha256", f"expected {hashlib.sha256(config_bytes).hexdigest()} "
                        f"(of {L.CONFIG}), found {versions.get('config_sha256')}")
     try:
-        settings = settings_from_dict(yaml.safe_load(config_bytes), L.CONFIG)
+        settings = load_pack_config(config_bytes)
         criteria = load_tiers(root / L.CRITERIA)
     except ConfigError as exc:
         raise Mismatch(L.CONFIG, "", f"not a valid configuration: {exc}") from None

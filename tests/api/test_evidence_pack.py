@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import SecretStr
 
 from api.cli import main
 from api.evidence import Mismatch, load_or_create_key, public_pem, verify_pack, write_pack
@@ -25,6 +26,7 @@ from api.evidence.verify import REL_TOL
 from api.rollups import RollupMaintainer
 from api.service import KpiService
 from config import load_settings
+from config.api_auth import ConfiguredKey
 from config.loader import shipped_config
 from config.settings import Settings
 from config.times import to_ns
@@ -136,17 +138,25 @@ def test_the_pack_holds_the_contracted_files_and_columns(pack: Path, plant: tupl
 
 
 def test_secrets_are_redacted_and_the_fingerprint_is_reproduced() -> None:
-    """config.yaml holds every secret as ***; loaded back, it has the gateway's fingerprint."""
+    """config.yaml holds every secret as ***; verify loads it back with the gateway's
+    fingerprint (a configured API key, which must be 32 characters, included)."""
     from api.evidence.pack import redacted_config
+    from api.evidence.verify import load_pack_config
     from config.fingerprint import config_fingerprint
-    from config.loader import settings_from_dict
 
+    api_key_value = "k" * 40
     for name, secret, env in (("examples/central.yaml", "s3cr3t-token", {"INFLUX_TOKEN": "s3cr3t-token"}),
-                              ("examples/mqtt.yaml", "change-me", {})):
+                              ("examples/mqtt.yaml", "change-me", {}),
+                              ("demo.yaml", api_key_value, {})):
         settings = load_settings(shipped_config(name), env=env)
+        if name == "demo.yaml":
+            auth = settings.api.auth.model_copy(update={"keys": [ConfiguredKey(
+                name="grafana", key=SecretStr(api_key_value))]})
+            settings = Settings.model_validate({**settings.model_dump(mode="python"),
+                                                "api": settings.api.model_copy(update={"auth": auth})})
         text = yaml.safe_dump(redacted_config(settings))
-        assert secret not in text and "***" in text, name
-        assert config_fingerprint(settings_from_dict(yaml.safe_load(text))) == config_fingerprint(settings)
+        assert secret not in text and "***" in text and "**********" not in text, name
+        assert config_fingerprint(load_pack_config(text.encode())) == config_fingerprint(settings), name
 
 
 def test_verify_recomputes_the_pack_and_its_kpis_equal_the_assessment(pack: Path) -> None:
