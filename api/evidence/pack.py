@@ -389,7 +389,3 @@ def evidence_zip(pack: Path, dest: Path) -> Path:
             if p.is_file():
                 z.write(p, p.relative_to(pack).as_posix())
     return dest
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
