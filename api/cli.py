@@ -28,6 +28,7 @@ from config.redact import redact_url
 from config.settings import Settings
 from config.times import iso, parse_instant, to_ns
 
+from .evidence import commands as evidence_commands
 from .version import VERSION
 
 log = logging.getLogger("tierproof.cli")
@@ -46,6 +47,8 @@ examples:
   tierproof store verify --config plant.yaml  check every stored chunk of the embedded store
   tierproof rollups status --config plant.yaml   hourly roll-ups: rows, hours missing
   tierproof keys create --config plant.yaml --scope read --name mes   an API key (shown once)
+  tierproof evidence --config plant.yaml --out pack/   signed evidence pack of the assessment
+  tierproof verify pack/ --public-key gateway.pem   check a pack and recompute it from its inputs
 
 exit codes:
   0  success
@@ -912,6 +915,7 @@ def parser() -> argparse.ArgumentParser:
     _add_spool(sub)
     _add_store(sub)
     _add_keys(sub)
+    evidence_commands.add_parsers(sub)
     return p
 
 
@@ -948,6 +952,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _rollups(args)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "evidence":
+        return evidence_commands.evidence(args)
+    if args.command == "verify":
+        return evidence_commands.verify(args)
     runner = {"demo": _demo, "run": _run, "serve": _serve_stored,
               "simulate": _simulate}[args.command]
     return asyncio.run(_until_stopped(runner, args))

@@ -224,8 +224,10 @@ def generated(openapi: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
     """The package openapi-python-client generates from the live /openapi.json, imported."""
     tmp = tmp_path_factory.mktemp("client")
     (tmp / "openapi.json").write_text(httpx.Response(200, json=openapi).text)
-    # no post hooks (they would format the code with ruff): the test needs it to import
-    (tmp / "config.yaml").write_text("post_hooks: []\npackage_name_override: tierproof_client\n")
+    # no post hooks (they would format the code with ruff): the test needs it to import; the
+    # evidence zip is bytes to the generator (it knows no application/zip, docs/api.md)
+    (tmp / "config.yaml").write_text("post_hooks: []\npackage_name_override: tierproof_client\n"
+                                     "content_type_overrides: {application/zip: application/octet-stream}\n")
     out = subprocess.run(
         [str(GENERATOR), "generate", "--path", str(tmp / "openapi.json"), "--meta", "none",
          "--output-path", str(tmp / "tierproof_client"), "--config", str(tmp / "config.yaml"),
