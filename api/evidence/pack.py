@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
-import importlib.util
 import itertools
 import json
 import os
@@ -51,6 +49,7 @@ from ..service import KpiService
 from ..version import VERSION
 from . import layout as L
 from .keys import public_pem, public_raw_b64
+from .report import render_report
 
 __all__ = ["KPI_ROLES", "Windows", "evidence_zip", "tags_by_asset", "write_pack"]
 
@@ -345,9 +344,7 @@ def _write(out: Path, settings: Settings, service: KpiService, key: Ed25519Priva
         "config_sha256": hashlib.sha256(config).hexdigest(), "tierproof_version": VERSION,
         "created": created}))
     (out / L.PUBLIC_KEY).write_bytes(public_pem(key.public_key()))
-    if importlib.util.find_spec("api.evidence.report") is not None:
-        report = importlib.import_module("api.evidence.report")  # report.html's writer
-        (out / L.REPORT).write_text(report.render_report(out), encoding="utf-8")
+    (out / L.REPORT).write_text(render_report(out), encoding="utf-8")
     return sign_pack(out, key, created)
 
 

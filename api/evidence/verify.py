@@ -52,6 +52,7 @@ from ..service import KpiService
 from . import layout as L
 from .keys import EvidenceKeyError, public_raw_b64, read_public_key, signature_ok
 from .pack import Windows, day_cells, hourly_rows, planned_rows, sha256_file, state_rows
+from .report import render_report
 
 __all__ = ["KEY_PLACEHOLDER", "REL_TOL", "Mismatch", "first_difference", "load_pack_config", "verify_pack"]
 
@@ -433,6 +434,9 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
     if d is not None:
         path, exp, got = d
         raise Mismatch(L.ASSESSMENT, path.lstrip("."), f"recomputed {exp!r}, found {got!r}")
+    if render_report(root).encode("utf-8") != _read(root, L.REPORT):
+        raise Mismatch(L.REPORT, "", "differs from the report rendered again from the pack's "
+                       "inputs: it does not show this pack's numbers")
     tiers = recorded.get("tiers", {})
     verdicts = sum(len(t.get("criteria", [])) for t in tiers.values()) if isinstance(tiers, dict) else 0
     report.lines += [
@@ -444,6 +448,7 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
         f"intervals (seed {recorded.get('bootstrap', {}).get('seed')}, "
         f"{recorded.get('bootstrap', {}).get('n_resamples')} resamples) and {verdicts} verdicts of "
         f"{len(tiers)} tiers recomputed, equal within {REL_TOL:g} relative",
+        f"{L.REPORT}: rendered again from the pack, identical",
         "taken as recorded: history.first_sample and history.coverage (the pack holds the "
         "windows, not the whole history)",
     ]

@@ -90,7 +90,7 @@ def test_the_pack_holds_the_contracted_files_and_columns(pack: Path, plant: tupl
     files = sorted(p.relative_to(pack).as_posix() for p in pack.rglob("*") if p.is_file())
     assert files == sorted([L.ASSESSMENT, L.VERSIONS, L.CONFIG, L.CRITERIA, L.DECLARED, L.HOURLY,
                             L.SAMPLES, L.STATES, L.GAPS, L.PLANNED, L.PUBLIC_KEY, L.MANIFEST,
-                            L.SIGNATURE])
+                            L.SIGNATURE, L.REPORT])
     for rel, cols in ((L.HOURLY, L.HOURLY_COLUMNS), (L.SAMPLES, L.SAMPLES_COLUMNS),
                       (L.STATES, L.STATES_COLUMNS), (L.GAPS, L.GAPS_COLUMNS),
                       (L.PLANNED, L.PLANNED_COLUMNS)):
@@ -184,7 +184,8 @@ def _flip(p: Path, at: int | None = None) -> None:
 
 
 @pytest.mark.parametrize("rel", [L.ASSESSMENT, L.VERSIONS, L.CONFIG, L.CRITERIA, L.DECLARED,
-                                 L.HOURLY, L.SAMPLES, L.STATES, L.GAPS, L.PLANNED, L.PUBLIC_KEY])
+                                 L.HOURLY, L.SAMPLES, L.STATES, L.GAPS, L.PLANNED, L.PUBLIC_KEY,
+                                 L.REPORT])
 def test_a_flipped_byte_in_any_file_is_named(copy: Path, rel: str) -> None:
     _flip(copy / rel, at=len((copy / rel).read_bytes()) - 2)
     with pytest.raises(Mismatch, match=rf"^{rel}: SHA-256: expected [0-9a-f]{{64}} \(manifest\), "
@@ -365,7 +366,10 @@ def _set(row: int, column: int, value: str) -> Callable[[list[str]], None]:
      r"^inputs/states.csv: line 2 \(demo/\S+\) state: expected \w+, found OutOfService"),
     (_edit_lines(L.SAMPLES, _set(1, 0, "demo/nowhere/line9/ghost/state")),
      r"^inputs/samples.csv: line 2: tag 'demo/nowhere/line9/ghost/state' is not a tag of config.yaml"),
-], ids=["hourly header", "hourly row removed", "planned interval", "state name", "unknown tag"])
+    (_edit_lines(L.REPORT, lambda lines: lines.insert(len(lines) // 2, "<p>OEE 99.9 %</p>")),
+     r"^report.html: differs from the report rendered again from the pack's inputs"),
+], ids=["hourly header", "hourly row removed", "planned interval", "state name", "unknown tag",
+        "report text"])
 def test_a_resigned_pack_with_edited_inputs_names_file_line_and_field(
     copy: Path, edit: Callable[[Path], None], message: str,
 ) -> None:
