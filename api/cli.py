@@ -46,6 +46,7 @@ examples:
   tierproof store verify --config plant.yaml  check every stored chunk of the embedded store
   tierproof rollups status --config plant.yaml   hourly roll-ups: rows, hours missing
   tierproof keys create --config plant.yaml --scope read --name mes   an API key (shown once)
+  tierproof grafana --config plant.yaml --output plant.json   Grafana dashboard, states mapped
 
 exit codes:
   0  success
@@ -144,6 +145,12 @@ def _warn_open(settings: Settings, host: str) -> None:
     if not loopback:
         log.warning("api.auth.required is false and the API listens on %s: anyone who reaches "
                     "this address reads the plant's data without a key", host)
+
+
+def _authority(host: str, sock: socket.socket) -> str:
+    """``host:port`` of the bound socket: the port it got, also for ``--port 0``."""
+    port = sock.getsockname()[1]
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -326,7 +333,7 @@ async def _demo(args: argparse.Namespace) -> int:
             for line in running.describe():
                 print(f"  {line}", flush=True)
             app = create_app(settings, store=store)
-            url = f"{_scheme(settings)}://{args.host}:{args.port}"
+            url = f"{_scheme(settings)}://{_authority(args.host, sock)}"
             curl = f"curl -H 'X-API-Key: {read_key}'"  # every API route asks for a key
             print(f"  read key   {read_key}\n  admin key  {admin_key}\n"
                   f"  dashboard  {url}/#key={read_key}\n  API docs   {url}/docs\n"
@@ -371,10 +378,11 @@ async def _run(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.api.port
     # without devices it is a central tierproof (docs/topology.md): it reads the roll-ups the
     # gateways write and writes none (it would not know when their data change)
+    sock = _listen(host, port)  # bound first: --port 0 prints the port it got
     app = create_app(settings, rollups_maintain=bool(settings.devices))
     print(f"tierproof: {len(settings.devices)} devices, {len(settings.assets)} assets, "
-          f"API on {_scheme(settings)}://{host}:{port}", flush=True)
-    await _serve(app, host, port, args.duration)
+          f"API on {_scheme(settings)}://{_authority(host, sock)}", flush=True)
+    await _serve(app, host, port, args.duration, sock)
     return 0
 
 
@@ -395,7 +403,8 @@ async def _serve_stored(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings, store=store, collect=False, rollups_maintain=False)
         print(f"tierproof serve: {len(settings.assets)} assets from the {settings.store.type} "
-              f"store, no collectors; API on {_scheme(settings)}://{host}:{port}", flush=True)
+              f"store, no collectors; API on {_scheme(settings)}://{_authority(host, sock)}",
+              flush=True)
         await _serve(app, host, port, args.duration, sock)
     finally:
         store.close()
@@ -806,6 +815,18 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grafana(args: argparse.Namespace) -> int:
+    from .grafana import dashboard_json
+
+    text = dashboard_json(load_settings(args.config))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote the Grafana dashboard of {args.config} to {args.output}")
+    return 0
+
+
 def _instant_arg(text: str) -> str:
     """An option's instant, checked when the options are read (a usage error, exit code 2)."""
     try:
@@ -909,6 +930,15 @@ def parser() -> argparse.ArgumentParser:
                        "store's first sample)")
         x.add_argument("--to", help="end (default: the last closed hour)")
 
+    g = sub.add_parser("grafana", help="write the Grafana dashboard of a plant's configuration",
+                       description="Write the plant dashboard for Grafana (InfluxDB store) with "
+                       "each machine's state and mode mapped from its own native codes to the "
+                       "canonical names (OPC 40001-1), as its enum in the configuration says. "
+                       "deploy/grafana/dashboards/plant.json is this command's output for "
+                       "config/demo.yaml (the plant of deploy/gateway.yaml).")
+    g.add_argument("--config", required=True, help="configuration file")
+    g.add_argument("--output", metavar="FILE", help="write here (default: standard output)")
+
     _add_spool(sub)
     _add_store(sub)
     _add_keys(sub)
@@ -948,6 +978,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _rollups(args)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "grafana":
+        return _grafana(args)
     runner = {"demo": _demo, "run": _run, "serve": _serve_stored,
               "simulate": _simulate}[args.command]
     return asyncio.run(_until_stopped(runner, args))
