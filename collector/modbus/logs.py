@@ -37,8 +37,9 @@ _LINE_MAX: Final = 300
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
 _FATAL = "Fatal error: protocol.data_received() call failed."
 #: pymodbus's records of a failed connect, which ModbusLine.open's ConnectError says in one
-#: sentence with the device's name (and the supervisor logs): kept at DEBUG
-_SAID_BY_US: Final = ("Failed to connect",)
+#: sentence with the device's name (and the supervisor logs), and its "Repeating...." marker
+#: of a repeated record (this module rate-limits repeats itself): kept at DEBUG
+_SAID_BY_US: Final = ("Failed to connect", "Repeating")
 
 _limiter = LogLimiter(log, "modbus")
 

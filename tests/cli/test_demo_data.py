@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -62,6 +64,10 @@ def test_demo_keeps_a_history_only_when_told_and_deletes_it_only_when_told(tmp_p
     # --port 0: the URLs carry the port the API got
     ports = set(re.findall(r"http://127\.0\.0\.1:(\d+)/", first.stdout))
     assert len(ports) == 1 and ports != {"0"}, first.stdout
+    # the printed example's date is the plant's yesterday (Asia/Shanghai), not UTC's
+    (day,) = re.findall(r"shift=early&date=(\d{4}-\d{2}-\d{2})'  \(Asia/Shanghai\)", first.stdout)
+    plant_today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    assert date.fromisoformat(day) in (plant_today - timedelta(days=1), plant_today - timedelta(days=2))
     with SqliteStore(db) as s:
         last = s.last_ts([t.tag_id for t in s.tags()])
         assert last is not None
@@ -170,3 +176,43 @@ def test_run_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_an_unreachable_device_is_named_once_per_line(tmp_path: Path) -> None:
+    """One line per failed connect, naming the device once (pymodbus's own "Failed to
+    connect" line, which repeated the address, is kept at DEBUG)."""
+    port = free_port()  # nothing listens there
+    cfg = tmp_path / "plant.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "version": 1,
+        "assets": [{"path": "acme/stamping/line1/press-1", "ideal_cycle_time_s": 12}],
+        "devices": [{"name": "press-plc", "protocol": "modbus", "host": "127.0.0.1", "port": port,
+                     "tags": [{"name": "state", "asset": "acme/stamping/line1/press-1",
+                               "role": "state", "address": 0,
+                               "enum": {0: "NotExecuting", 1: "Executing"}}]}],
+        "store": {"type": "sqlite", "path": str(tmp_path / "run.db")},
+        "api": {"auth": {"required": False}},
+    }))
+    r = subprocess.run([sys.executable, "-m", "api.cli", "run", "--config", str(cfg), "--port", "0",
+                        "--duration", "3"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in (r.stdout + r.stderr).splitlines() if f"127.0.0.1:{port}" in x]
+    assert lines, r.stderr
+    assert not [x for x in lines if "pymodbus" in x], lines
+    for line in lines:
+        assert line.count("press-plc") == 1 and line.count(str(port)) == 1, line
+
+
+def test_make_demo_says_what_it_installs(tmp_path: Path) -> None:
+    """A first `make demo` spends about half a minute installing: pip's own lines show it
+    (not -q), after a line saying what is happening."""
+    venv = tmp_path / "venv"
+    r = subprocess.run(["make", "-n", "-B", "run-venv", f"VENV={venv}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    steps = r.stdout.splitlines()
+    (install,) = [x for x in steps if "pip install" in x and "-e ." in x]
+    assert " -q" not in install and "--quiet" not in install, install
+    said = steps[steps.index(install) - 1]
+    assert said.startswith("echo") and "installing tierproof" in said, steps
