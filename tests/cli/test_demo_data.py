@@ -9,7 +9,9 @@ second or two, with a short history so that the backfill is quick."""
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -49,6 +51,37 @@ def _demo(tmp: Path, cfg: Path, *flags: str) -> subprocess.CompletedProcess[str]
          "--data-dir", str(tmp / "data"), "--duration", "1", *flags],
         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, cwd=tmp,
         env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _demo_asked(tmp: Path, cfg: Path, answer: str) -> tuple[int, str]:
+    """One demo run on a terminal (a pseudo-terminal): ``answer`` typed at its question."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "demo", "--config", str(cfg), "--port", "0",
+         "--data-dir", str(tmp / "data"), "--duration", "1"],
+        stdin=slave, stdout=slave, stderr=slave, cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    os.close(slave)
+    out, asked = b"", False
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the demo closed the terminal (it exited)
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not asked and b"[K/f]" in out:
+                os.write(master, answer.encode() + b"\n")
+                asked = True
+        return proc.wait(timeout=60), out.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _not_running(gaps: list[Any]) -> list[tuple[int, int | None]]:
@@ -97,10 +130,11 @@ def test_demo_keeps_a_history_only_when_told_and_deletes_it_only_when_told(tmp_p
         assert (s.last_ts([t.tag_id for t in s.tags()]) or 0) > last
     assert db.stat().st_size >= size
 
-    # --fresh: deleted and backfilled anew (the gap of the kept run is gone with it)
-    fresh = _demo(tmp_path, cfg, "--fresh")
-    assert fresh.returncode == 0, fresh.stderr
-    assert "backfilled 1 days of history" in fresh.stdout
+    # asked on a terminal, "f": deleted and backfilled anew (the kept run's gap gone with it),
+    # as --fresh does
+    code, fresh = _demo_asked(tmp_path, cfg, "f")
+    assert code == 0, fresh
+    assert "[k]eep it" in fresh and "backfilled 1 days of history" in fresh, fresh
     with SqliteStore(db) as s:
         assert all(a >= started for a, _ in _not_running(s.gaps(None, 0, 2**62)))
 
