@@ -15,13 +15,16 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
 $(BIN)/python:
-	@echo "setting up $(VENV) (first run only)"
+	@echo "setting up $(VENV) (first run only): a virtualenv, then pip upgraded"
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# pip's own lines (one or two per package: Collecting, Downloading, then Installing ...) are
+# the progress of the ~half a minute a first `make demo` spends here; -q left it silent
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing tierproof and its runtime dependencies into $(VENV) (about half a minute)"
-	$(BIN)/python -m pip install -q --progress-bar off -e .
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check -e .
+	@echo "installed"
 	touch $(RUN_STAMP)
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python

@@ -49,6 +49,7 @@ examples:
   tierproof keys create --config plant.yaml --scope read --name mes   an API key (shown once)
   tierproof evidence --config plant.yaml --out pack/   signed evidence pack of the assessment
   tierproof verify pack/ --public-key gateway.pem   check a pack and recompute it from its inputs
+  tierproof grafana --config plant.yaml --output plant.json   Grafana dashboard, states mapped
 
 exit codes:
   0  success
@@ -147,6 +148,12 @@ def _warn_open(settings: Settings, host: str) -> None:
     if not loopback:
         log.warning("api.auth.required is false and the API listens on %s: anyone who reaches "
                     "this address reads the plant's data without a key", host)
+
+
+def _authority(host: str, sock: socket.socket) -> str:
+    """``host:port`` of the bound socket: the port it got, also for ``--port 0``."""
+    port = sock.getsockname()[1]
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -307,17 +314,35 @@ async def _demo(args: argparse.Namespace) -> int:
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     db = data / "demo.db"
-    for suffix in ("", "-wal", "-shm"):  # the demo starts from a fresh history every time
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
     settings = _with_store_path(settings, db)
-    read_key, admin_key = _demo_keys(settings)
+    embedded = settings.store.type == "sqlite"
+    where = str(db) if embedded else f"the {settings.store.type} store"
     now = datetime.now(UTC)
-    print(f"tierproof demo: {len(settings.assets)} simulated machines, store {db}", flush=True)
-    plant = Plant(settings, now=now)
     store = open_store(settings.store)
     try:
         tag_ids = store.register_tags(tag_records(settings))
-        backfill(settings, plant, tag_ids, store, now)
+        last = store.last_ts(list(tag_ids.values()))
+        keep = last is not None and await _keep_history(args, settings, where, last)
+        if last is not None and not keep:  # --fresh on the embedded store (else refused)
+            store.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            store = open_store(settings.store)
+            tag_ids = store.register_tags(tag_records(settings))
+    except BaseException:
+        sock.close()
+        store.close()
+        raise
+    read_key, admin_key = _demo_keys(settings)
+    print(f"tierproof demo: {len(settings.assets)} simulated machines, store {where}", flush=True)
+    plant = Plant(settings, now=now)
+    try:
+        if keep:
+            assert last is not None
+            print(f"  kept the stored history (up to {_plant_local(settings, last)}); the time "
+                  "the demo was stopped is a gap (\"gateway not running\")", flush=True)
+        else:
+            backfill(settings, plant, tag_ids, store, now)
         @contextlib.asynccontextmanager
         async def simulated() -> AsyncIterator[tuple[Settings, Any]]:
             async with embedded_brokers(settings) as s, serve_devices(s, plant) as running:
@@ -328,8 +353,15 @@ async def _demo(args: argparse.Namespace) -> int:
         async with _on_own_loop("tierproof-simulators", simulated) as (settings, running):
             for line in running.describe():
                 print(f"  {line}", flush=True)
+            if not keep:
+                # the new history stands for a gateway that collected until now: a heartbeat
+                # left by an earlier run (the InfluxDB store's local metadata outlives its
+                # data) must not make the backfilled time a "gateway not running" gap
+                for device in settings.devices:
+                    if store.last_alive(device.name) is not None:
+                        store.mark_alive(device.name, time.time_ns())
             app = create_app(settings, store=store)
-            url = f"{_scheme(settings)}://{args.host}:{args.port}"
+            url = f"{_scheme(settings)}://{_authority(args.host, sock)}"
             curl = f"curl -H 'X-API-Key: {read_key}'"  # every API route asks for a key
             print(f"  read key   {read_key}\n  admin key  {admin_key}\n"
                   f"  dashboard  {url}/#key={read_key}\n  API docs   {url}/docs\n"
@@ -346,6 +378,71 @@ async def _demo(args: argparse.Namespace) -> int:
         sock.close()
         store.close()
     return 0
+
+
+def _plant_local(settings: Settings, ns: int) -> str:
+    from zoneinfo import ZoneInfo
+
+    tz = settings.calendar.timezone
+    return f"{datetime.fromtimestamp(ns / _NS, ZoneInfo(tz)):%Y-%m-%d %H:%M} {tz}"
+
+
+async def _keep_history(args: argparse.Namespace, settings: Settings, where: str, last: int) -> bool:
+    """Whether the demo continues the history it finds in its store (``--keep``) or starts a
+    fresh one (``--fresh``); without either, a terminal is asked (keep unless told to
+    delete) and anything else is refused: the demo never deletes a history unasked, nor
+    backfills a second one on top of it."""
+    embedded = settings.store.type == "sqlite"
+    if args.fresh and not embedded:
+        raise ConfigError(
+            f"{where} already holds samples (up to {_plant_local(settings, last)}) and the demo "
+            "does not delete from it: delete them in the database yourself (or use another "
+            "database or bucket) and start again, or continue them with --keep")
+    if args.keep or args.fresh:
+        return bool(args.keep)
+    found = (f"{where} holds a demo history (up to {_plant_local(settings, last)})")
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"{found}: run again with --keep to continue it (the time since is a recorded gap) "
+            "or with --fresh to delete it and backfill a new one"
+            + ("" if embedded else " (on InfluxDB: delete the samples yourself first)"))
+    if not embedded:
+        print(f"{found}: continuing it (--keep); the demo does not delete from InfluxDB",
+              flush=True)
+        return True
+    answer = await _ask(f"{found}.\n  [k]eep it and continue (the time since is a gap), or "
+                        "start [f]resh (deletes it)? [K/f] ")
+    return answer.strip().lower() not in ("f", "fresh")
+
+
+async def _ask(prompt: str) -> str:
+    """A line from the terminal, read in a daemon thread so that Ctrl-C (which the event loop
+    owns, :data:`_STOP`) interrupts the question instead of waiting for Enter."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        try:
+            line = input(prompt)
+        except EOFError:
+            line = ""
+
+        def give() -> None:
+            if not answer.done():
+                answer.set_result(line)
+
+        loop.call_soon_threadsafe(give)
+
+    threading.Thread(target=read, name="tierproof-ask", daemon=True).start()
+    stop = asyncio.ensure_future(_STOP.wait())
+    waits: list[asyncio.Future[Any]] = [answer, stop]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not answer.done():
+        raise KeyboardInterrupt
+    return answer.result()
 
 
 #: the names of the keys the demo makes; replaced at every start, like its history
@@ -374,10 +471,11 @@ async def _run(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.api.port
     # without devices it is a central tierproof (docs/topology.md): it reads the roll-ups the
     # gateways write and writes none (it would not know when their data change)
+    sock = _listen(host, port)  # bound first: --port 0 prints the port it got
     app = create_app(settings, rollups_maintain=bool(settings.devices))
     print(f"tierproof: {len(settings.devices)} devices, {len(settings.assets)} assets, "
-          f"API on {_scheme(settings)}://{host}:{port}", flush=True)
-    await _serve(app, host, port, args.duration)
+          f"API on {_scheme(settings)}://{_authority(host, sock)}", flush=True)
+    await _serve(app, host, port, args.duration, sock)
     return 0
 
 
@@ -398,7 +496,8 @@ async def _serve_stored(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings, store=store, collect=False, rollups_maintain=False)
         print(f"tierproof serve: {len(settings.assets)} assets from the {settings.store.type} "
-              f"store, no collectors; API on {_scheme(settings)}://{host}:{port}", flush=True)
+              f"store, no collectors; API on {_scheme(settings)}://{_authority(host, sock)}",
+              flush=True)
         await _serve(app, host, port, args.duration, sock)
     finally:
         store.close()
@@ -809,6 +908,18 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grafana(args: argparse.Namespace) -> int:
+    from .grafana import dashboard_json
+
+    text = dashboard_json(load_settings(args.config))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote the Grafana dashboard of {args.config} to {args.output}")
+    return 0
+
+
 def _instant_arg(text: str) -> str:
     """An option's instant, checked when the options are read (a usage error, exit code 2)."""
     try:
@@ -838,7 +949,15 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     d.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
-    d.add_argument("--data-dir", default="data", help="where the demo database goes (default data/)")
+    d.add_argument("--data-dir", default="data", help="where the demo database goes (default "
+                   "data/); a database already there is kept or deleted only as --keep or "
+                   "--fresh says (a terminal is asked; without one the demo refuses)")
+    once = d.add_mutually_exclusive_group()
+    once.add_argument("--keep", action="store_true", help="continue the stored history: no "
+                      "backfill; the time the demo was stopped is a recorded gap")
+    once.add_argument("--fresh", action="store_true", help="delete the stored history and "
+                      "backfill a new one (embedded store only: the demo never deletes from "
+                      "InfluxDB)")
 
     r = sub.add_parser("run", help="run the gateway for a real plant",
                        description="Collect from the configured devices into the configured store "
@@ -912,6 +1031,15 @@ def parser() -> argparse.ArgumentParser:
                        "store's first sample)")
         x.add_argument("--to", help="end (default: the last closed hour)")
 
+    g = sub.add_parser("grafana", help="write the Grafana dashboard of a plant's configuration",
+                       description="Write the plant dashboard for Grafana (InfluxDB store) with "
+                       "each machine's state and mode mapped from its own native codes to the "
+                       "canonical names (OPC 40001-1), as its enum in the configuration says. "
+                       "deploy/grafana/dashboards/plant.json is this command's output for "
+                       "config/demo.yaml (the plant of deploy/gateway.yaml).")
+    g.add_argument("--config", required=True, help="configuration file")
+    g.add_argument("--output", metavar="FILE", help="write here (default: standard output)")
+
     _add_spool(sub)
     _add_store(sub)
     _add_keys(sub)
@@ -956,6 +1084,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return evidence_commands.evidence(args)
     if args.command == "verify":
         return evidence_commands.verify(args)
+    if args.command == "grafana":
+        return _grafana(args)
     runner = {"demo": _demo, "run": _run, "serve": _serve_stored,
               "simulate": _simulate}[args.command]
     return asyncio.run(_until_stopped(runner, args))

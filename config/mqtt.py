@@ -269,6 +269,13 @@ class MqttDevice(DeviceBase):
     rebirth_min_interval_s: ZeroOrInterval_s = Field(
         default=5.0, description="sparkplug: at most one rebirth request per node this often"
     )
+    primary_host_id: str | None = Field(
+        default=None,
+        description="sparkplug: act as the Primary Host Application of this id (Sparkplug 3.0): "
+        "publish a retained spBv1.0/STATE/<id> online once subscribed (offline as the Will and "
+        "at a clean stop). Edge nodes configured with this primary host birth only while it is "
+        "online, so none sends data the gateway could not yet decode",
+    )
     max_payload_bytes: int = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MQTT_MAX_PACKET,
         description="a longer message is dropped before it is decoded and counted as "
@@ -285,6 +292,13 @@ class MqttDevice(DeviceBase):
     @classmethod
     def _broker(cls, v: str | None) -> str | None:
         return _mqtt_broker(v)
+
+    @field_validator("primary_host_id")
+    @classmethod
+    def _primary_host_id(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "/+#\0")):
+            raise ValueError("primary_host_id must be a non-empty name without '/', '+' or '#'")
+        return v
 
     @field_validator("client_id")
     @classmethod

@@ -117,6 +117,6 @@ async def serve_devices(
                 running.mqtt[(d.name, style)] = await stack.enter_async_context(serve_mqtt(
                     plant, host, port, style=style, assets=assets, prefix=prefix,
                     username=d.username, password=password, tls=tls, clock=clock,
-                    interval_s=interval_s or 0.2,
+                    interval_s=interval_s or 0.2, primary_host=d.primary_host_id,
                 ))
         yield running

@@ -27,10 +27,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    """The shipped demo configuration (the model is frozen, so one load serves every test)."""
-    from config import load_settings, shipped_config
+    """The shipped demo plant with the tests' own shift calendar (tests.helpers.SHIFT_CALENDAR;
+    the model is frozen, so one load serves every test)."""
+    from tests.helpers import shift_demo_settings
 
-    return load_settings(shipped_config("demo.yaml"))
+    return shift_demo_settings()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

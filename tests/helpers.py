@@ -5,6 +5,7 @@ supervisor health and simulated clocks."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
 import struct
 import time
@@ -69,11 +70,46 @@ def on_free_ports(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+#: A realistic shift calendar for the KPI tests, their own: two shifts Monday to Saturday with
+#: breaks, Sundays and nights off (the shipped demo runs round the clock so that it is alive
+#: whenever it is opened; the tests need off-shift time, idle Sundays and shift boundaries).
+SHIFT_CALENDAR: dict[str, Any] = {
+    "timezone": "Asia/Shanghai",
+    "shifts": [
+        {"name": "early", "start": "06:00", "end": "14:00",
+         "days": ["mon", "tue", "wed", "thu", "fri", "sat"]},
+        {"name": "late", "start": "14:00", "end": "22:00",
+         "days": ["mon", "tue", "wed", "thu", "fri", "sat"]},
+    ],
+    "planned_stops": [
+        {"name": "morning break", "start": "09:30", "end": "09:40"},
+        {"name": "lunch", "start": "12:00", "end": "12:30"},
+        {"name": "evening break", "start": "18:00", "end": "18:15"},
+    ],
+    "holidays": [],
+}
+
+
+def shift_demo() -> dict[str, Any]:
+    """The shipped demo plant's data with the tests' :data:`SHIFT_CALENDAR`."""
+    data: dict[str, Any] = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    data["calendar"] = copy.deepcopy(SHIFT_CALENDAR)
+    return data
+
+
+def shift_demo_settings() -> Any:
+    """:func:`shift_demo` as settings."""
+    from config import Settings
+
+    return Settings.model_validate(shift_demo())
+
+
 def one_week_demo() -> dict[str, Any]:
     """The shipped demo's data as the plant was before its two-week windows: no declared
-    evidence, 14 days of history improved a week before its now, one-week KPI windows. For
-    tests that use the demo plant as a setup and need both regimes in a short history."""
-    data: dict[str, Any] = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    evidence, 14 days of history improved a week before its now, one-week KPI windows, and
+    the tests' own :data:`SHIFT_CALENDAR`. For tests that use the demo plant as a setup and
+    need both regimes in a short history."""
+    data = shift_demo()
     data.pop("declared", None)
     data["simulation"].update(history_days=14, improvement_at="now-7d")
     data["kpi"].update(baseline={"start": "now-14d", "end": "now-7d"},

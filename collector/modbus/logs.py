@@ -36,6 +36,10 @@ HEX_MAX: Final = 256
 _LINE_MAX: Final = 300
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
 _FATAL = "Fatal error: protocol.data_received() call failed."
+#: pymodbus's records of a failed connect, which ModbusLine.open's ConnectError says in one
+#: sentence with the device's name (and the supervisor logs), and its "Repeating...." marker
+#: of a repeated record (this module rate-limits repeats itself): kept at DEBUG
+_SAID_BY_US: Final = ("Failed to connect", "Repeating")
 
 _limiter = LogLimiter(log, "modbus")
 
@@ -62,6 +66,12 @@ class _PymodbusFilter(logging.Filter):
             return True
         record.msg, record.args = f"{where}: pymodbus: {_clip(head.strip(), _LINE_MAX)}", None
         record.exc_info = record.exc_text = None
+        if head.startswith(_SAID_BY_US):
+            # the supervisor's line says it once, naming the device: this one only at DEBUG
+            if not log.isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return True
         # the key: the message without its numbers (transaction ids, byte values)
         return _limiter.admit(where, _NUMBER.sub("N", head)[:_LINE_MAX])
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -137,6 +139,8 @@ class PahoConnection:
     _wake: asyncio.Event
     _unacked: deque[tuple[Batch, list[tuple[int, str, int]]]]
     _on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]
+    #: Sparkplug primary host: STATE topic and payload maker of this session (primary_host_id)
+    _state: tuple[str, Callable[[bool], bytes]] | None = None
 
     async def __aenter__(self) -> Self:
         d = self._dev
@@ -156,6 +160,9 @@ class PahoConnection:
         if self._tls is not None:
             self._tls.opened.clear()
             client.tls_set_context(self._tls)
+        state = self._host_state()
+        if state is not None:  # Sparkplug primary host: offline is said by the broker if we die
+            client.will_set(state[0], state[1](False), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -183,10 +190,26 @@ class PahoConnection:
             if rc.is_failure:
                 raise ConnectError(self._refused(rc))
             await self._subscribe(client)
+            if state is not None:  # subscribed first: the births this calls for reach us
+                client.publish(state[0], state[1](True), qos=1, retain=True)
         except BaseException:
             self._close()
             raise
         return self
+
+    def _host_state(self) -> tuple[str, Callable[[bool], bytes]] | None:
+        """Sparkplug 3.0 primary host: the STATE topic and its payload (online or not), with
+        this session's timestamp in both, as the specification asks of birth and Will."""
+        host = self._dev.primary_host_id
+        if host is None:
+            return None
+        ts = time.time_ns() // 1_000_000
+
+        def payload(online: bool) -> bytes:
+            return json.dumps({"online": online, "timestamp": ts}).encode()
+
+        self._state = (f"spBv1.0/STATE/{host}", payload)
+        return self._state
 
     def _connect_error(self, exc: BaseException, doing: str = "connect to") -> ConnectError:
         """The one place socket and TLS errors of paho become tierproof errors."""
@@ -339,7 +362,11 @@ class PahoConnection:
         if client is not None and self._lost is None:
             # DISCONNECT, so the broker does not publish our Will nor wait for the keepalive
             client.on_disconnect = None  # a disconnect we asked for is no lost connection
+            state = self._state
             with contextlib.suppress(Exception):
+                if state is not None:  # a clean DISCONNECT suppresses the Will: say it
+                    client.publish(state[0], state[1](False), qos=1, retain=True)
+                    client.loop_write()
                 client.disconnect()
                 client.loop_write()
         self._close()

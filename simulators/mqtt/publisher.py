@@ -120,6 +120,8 @@ class _Session:
     client: mqtt.Client
     assets: list[str]
     node: str | None = None  # Sparkplug edge node id
+    host_online: bool = True  # the primary host's STATE (always True without one)
+    host_ts: int = -1  # the timestamp of the last STATE taken (older ones are stale)
     connected: bool = False
     need_birth: bool = False
     dead: bool = False
@@ -144,8 +146,11 @@ class MqttPublisher:
         clock: Callable[[], int],
         qos: int,
         retain: bool,
+        primary_host: str | None = None,
     ) -> None:
         self.plant = plant
+        #: Sparkplug: the primary host application whose STATE gates the births (None: none)
+        self.primary_host = primary_host
         self.style: MqttStyle = style
         self.assets = list(assets)
         self.prefix = prefix
@@ -222,6 +227,28 @@ class MqttPublisher:
             self.rebirths += 1
             self._wake.set()
 
+    def _on_state(self, s: _Session, payload: bytes) -> None:
+        """The primary host's STATE (Sparkplug 3.0): births when it comes online, silence
+        while it is offline (a stale STATE, older than the last one taken, is ignored)."""
+        try:
+            doc = json.loads(payload)
+            online, ts = doc["online"], doc["timestamp"]
+            if not isinstance(online, bool) or not isinstance(ts, int):
+                raise TypeError("online must be a boolean and timestamp an integer")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the STATE of primary host %s: %s", self.primary_host, exc)
+            return
+        if ts < s.host_ts:
+            return
+        s.host_ts = ts
+        if online and not s.host_online:
+            s.need_birth = True  # a host that (re)appears gets births before any data
+            self._wake.set()
+        s.host_online = online
+
+    def _state_topic(self) -> str:
+        return f"spBv1.0/STATE/{self.primary_host}"
+
     def _callbacks(self, s: _Session) -> None:
         loop = self._loop
 
@@ -229,6 +256,8 @@ class MqttPublisher:
             if s.node is not None and not rc.is_failure:
                 # every session, reconnects included: a clean session forgets subscriptions
                 c.subscribe(format_topic(self.prefix, "NCMD", s.node), qos=1)
+                if self.primary_host is not None:  # the retained STATE answers at once
+                    c.subscribe(self._state_topic(), qos=1)
             loop.call_soon_threadsafe(self._on_connect, s, rc)
 
         def on_disconnect(c: mqtt.Client, u: object, f: object, rc: mqtt.ReasonCode, p: object) -> None:
@@ -236,6 +265,9 @@ class MqttPublisher:
             self._on_disconnect(s)
 
         def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+            if self.primary_host is not None and msg.topic == self._state_topic():
+                loop.call_soon_threadsafe(self._on_state, s, bytes(msg.payload))
+                return
             loop.call_soon_threadsafe(self._on_command, s, bytes(msg.payload), msg.topic)
 
         s.client.on_connect = on_connect
@@ -266,7 +298,7 @@ class MqttPublisher:
         """Publish what changed since the last tick (all of it after a (re)connect)."""
         t = self.clock()
         for s in self.sessions:
-            if s.dead or not s.connected:
+            if s.dead or not s.connected or not s.host_online:
                 continue
             values = {a: self.plant.machine_values(a, t) for a in s.assets}
             if self.style == "plain":
@@ -389,6 +421,7 @@ async def serve_mqtt(
     tls: tuple[str | Path, str | Path | None, str | Path | None] | None = None,
     client_id: str | None = None,
     connect_timeout: float = 10.0,
+    primary_host: str | None = None,
 ) -> AsyncIterator[MqttPublisher]:
     """Publish ``assets`` (default: every asset of the plant) to the broker at host:port.
 
@@ -397,7 +430,10 @@ async def serve_mqtt(
     and no retain as the specification requires (its NDEATH Will QoS 1). ``tls`` is
     (CA file, client certificate, client key). ``client_id`` defaults to a random one; with
     several Sparkplug edge nodes each gets ``<client_id>-<node>``. Raises ConnectionError
-    when the broker cannot be reached or refuses the connection.
+    when the broker cannot be reached or refuses the connection. ``primary_host`` (Sparkplug
+    only): each edge node waits for that primary host application's STATE online before its
+    births, and is silent while it is offline, as Sparkplug 3.0 edge nodes configured with a
+    primary host are: a gateway that starts later sees births first, never data it cannot read.
     """
     if style not in ("plain", "json", "sparkplug"):
         raise ValueError(f"unknown MQTT style {style!r}; use plain, json or sparkplug")
@@ -408,7 +444,8 @@ async def serve_mqtt(
         if a not in plant.models:
             raise KeyError(f"asset {a!r} is not in the plant")
         _line_and_asset(a)
-    pub = MqttPublisher(plant, style, assets, prefix, clock, qos, retain)
+    pub = MqttPublisher(plant, style, assets, prefix, clock, qos, retain,
+                        primary_host if style == "sparkplug" else None)
     base_id = client_id or f"tierproof-sim-{secrets.token_hex(4)}"
 
     groups: dict[str | None, list[str]] = {}
@@ -425,7 +462,7 @@ async def serve_mqtt(
                            keyfile=None if key is None else str(key))
         if username is not None:
             client.username_pw_set(username, password)
-        s = _Session(client, members, node)
+        s = _Session(client, members, node, host_online=pub.primary_host is None)
         if node is not None:
             # aliases are unique across the edge node, devices included (spec 3.0 §6.4.2)
             s.aliases = {(a, sig): 1 + i * len(_SIGNALS) + j

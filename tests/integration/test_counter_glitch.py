@@ -12,19 +12,19 @@ import pytest
 
 from api.gateway import tag_records
 from api.service import KpiService
-from config import load_settings, shipped_config
 from config.times import to_ns
 from simulators import Plant
 from simulators.truth import truth
 from store.batch import Batch
 from store.sqlite import SqliteStore
+from tests.helpers import shift_demo_settings
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 ASSET = "demo/machining/line1/lathe-01"
 
 
 def test_counter_glitch_excluded_and_listed(tmp_path: Path) -> None:
-    settings = load_settings(shipped_config("demo.yaml"))
+    settings = shift_demo_settings()
     store = SqliteStore(tmp_path / "glitch.db")
     tag_ids = store.register_tags(tag_records(settings))
     plant = Plant(settings, now=NOW)

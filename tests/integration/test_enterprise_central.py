@@ -36,11 +36,11 @@ import yaml
 
 from api.gateway import tag_records
 from api.service import KpiService
-from config import load_settings, shipped_config
+from config import load_settings
 from config.times import to_ns
 from simulators import Plant
 from store import Batch, InfluxStore
-from tests.helpers import free_port
+from tests.helpers import free_port, shift_demo
 from tests.influx_servers import InfluxDB16
 
 pytestmark = [pytest.mark.influxdb, pytest.mark.slow]
@@ -57,7 +57,7 @@ AUTH = {"keys": [{"name": "tests", "scope": "read", "key": KEY}]}
 
 def gateway_config(site: str, seed: int, influx_url: str, tmp: Path) -> dict[str, Any]:
     """The demo's line 1 (three CNC machines on one Modbus device) as site ``site``."""
-    demo: dict[str, Any] = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    demo = shift_demo()
     keep = [a for a in demo["assets"] if a["path"].startswith("demo/machining/line1/")]
     (device,) = [copy.deepcopy(d) for d in demo["devices"] if d["name"] == "line1-cnc"]
     device.update(name=f"{site}-line1-cnc", port=free_port())

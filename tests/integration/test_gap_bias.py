@@ -11,17 +11,17 @@ import pytest
 
 from api.gateway import tag_records
 from api.service import KpiService
-from config import load_settings, shipped_config
 from config.times import to_ns
 from simulators import Plant
 from store.sqlite import SqliteStore
+from tests.helpers import shift_demo_settings
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 LINE = "demo/assembly/line4"
 
 
 def test_half_the_plan_in_a_gap_biases_neither_a_nor_e(tmp_path: Path) -> None:
-    settings = load_settings(shipped_config("demo.yaml"))
+    settings = shift_demo_settings()
     store = SqliteStore(tmp_path / "bias.db")
     tag_ids = store.register_tags(tag_records(settings))
     plant = Plant(settings, now=NOW)

@@ -11,10 +11,10 @@ import pytest
 
 from api.gateway import tag_records
 from api.service import KpiService
-from config import load_settings, shipped_config
 from config.times import to_ns
 from simulators import Plant
 from store.sqlite import SqliteStore
+from tests.helpers import shift_demo_settings
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 DEVICE = "line4-mqtt"
@@ -23,7 +23,7 @@ LINE4 = [f"demo/assembly/line4/{m}" for m in ("packer-01", "labeler-01", "pallet
 
 @pytest.fixture
 def service(tmp_path: Path) -> KpiService:
-    settings = load_settings(shipped_config("demo.yaml"))
+    settings = shift_demo_settings()
     assert {t.asset for d in settings.devices if d.name == DEVICE for t in d.tags} == set(LINE4)
     store = SqliteStore(tmp_path / "gaps.db")
     tag_ids = store.register_tags(tag_records(settings))

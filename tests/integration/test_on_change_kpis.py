@@ -26,7 +26,6 @@ from api.gateway import tag_records
 from api.service import KpiService
 from collector import Supervisor
 from collector.modbus import ModbusCollector
-from config import load_settings, shipped_config
 from config.base import DeviceBase
 from config.modbus import ModbusDevice
 from config.settings import Settings
@@ -37,7 +36,7 @@ from store.base import Gap
 from store.batch import Batch
 from store.sqlite import SqliteStore
 from store.writer import Writer
-from tests.helpers import FAST, health, wait_until
+from tests.helpers import FAST, health, shift_demo_settings, wait_until
 
 #: plant time: a Wednesday 17:50 in Shanghai, ten minutes before the evening break
 T0 = datetime(2026, 11, 18, 9, 50, tzinfo=UTC)
@@ -141,7 +140,7 @@ def samples(store: SqliteStore, tag_ids: Sequence[int], start: int, end: int) ->
 
 
 async def test_kpis_from_on_change_storage_equal_every_poll(tmp_path: Path) -> None:
-    settings = fast_modbus(load_settings(shipped_config("demo.yaml")))
+    settings = fast_modbus(shift_demo_settings())
     plant = Plant(settings, now=T0 + timedelta(days=1))
     clock = SimClock()
     on_change, every_poll = SqliteStore(tmp_path / "on_change.db"), SqliteStore(tmp_path / "every.db")

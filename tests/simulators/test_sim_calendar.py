@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -82,9 +83,14 @@ def test_importing_simulators_loads_no_kpi_module() -> None:
 # --------------------------------------------------------------------------- agreement with kpi/
 
 
-def test_same_intervals_as_kpi_for_the_demo_calendar() -> None:
-    """The truth's planned busy time for the shipped demo is exactly what it was with kpi's code."""
-    cal = load_settings(shipped_config("demo.yaml")).calendar
+@pytest.mark.parametrize("which", ["demo", "shifts"])
+def test_same_intervals_as_kpi_for_the_demo_calendar(which: str) -> None:
+    """The truth's planned busy time for the shipped demo (round the clock) and for the tests'
+    shift calendar (two shifts, Monday to Saturday) is exactly what it is with kpi's code."""
+    from tests.helpers import shift_demo_settings
+
+    cal = (load_settings(shipped_config("demo.yaml")) if which == "demo"
+           else shift_demo_settings()).calendar
     start = datetime_ns(datetime(2026, 1, 1, tzinfo=UTC))
     mine = ShiftCalendar(cal).intervals(start, start + 400 * D)
     theirs = planned_intervals(cal, start, start + 400 * D)

@@ -20,7 +20,9 @@ def test_demo_plant() -> None:
     assert all(a.ideal_cycle_time_s for a in s.assets)
     assert any(a.key_equipment for a in s.assets) and not all(a.key_equipment for a in s.assets)
     assert s.calendar.timezone == "Asia/Shanghai"
-    assert [(r.start.hour, r.end.hour) for r in s.calendar.shifts] == [(6, 14), (14, 22)]
+    # round the clock: the shifts cover every hour of every day (alive whenever it is opened)
+    assert [(r.start.hour, r.end.hour) for r in s.calendar.shifts] == [(6, 14), (14, 22), (22, 6)]
+    assert all(len(r.days) == 7 for r in s.calendar.shifts) and s.calendar.holidays == []
     assert any(isinstance(r, DailyRange) and r.start.hour == 12 for r in s.calendar.planned_stops)
     devices = [d for d in s.devices if isinstance(d, ModbusDevice)]
     assert [(d.host, d.port) for d in devices] == [("127.0.0.1", 15020), ("127.0.0.1", 15021)]

@@ -18,11 +18,11 @@ import pytest
 from api.gateway import tag_records
 from api.rollups import RollupMaintainer
 from api.service import KpiService
-from config import load_settings, shipped_config
 from config.store import InfluxStoreSettings
 from config.times import to_ns
 from simulators import Plant
 from store import InfluxStore, SqliteStore
+from tests.helpers import shift_demo_settings
 from tests.influx_servers import InfluxDB16, ServerFailed
 
 pytestmark = pytest.mark.influxdb
@@ -38,7 +38,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KpiServ
         server.start()
     except ServerFailed as exc:
         pytest.fail(str(exc), pytrace=False)
-    settings = load_settings(shipped_config("demo.yaml"))
+    settings = shift_demo_settings()
     embedded = SqliteStore(root / "embedded.db")
     influx = InfluxStore(InfluxStoreSettings(
         type="influx", api="v1", url=server.url, database=server.database,
