@@ -263,25 +263,54 @@ def _mode_name(m: OperationMode | None) -> str:
     return "None" if m is OperationMode.NoMode else m.name
 
 
-def _declared_items(node: Any, path: str = "") -> list[dict[str, Any]]:
-    """Every declared item of ``declared.json`` (an object with ``supplied_by``, at any depth):
-    where it is, its value, unit and who supplied it, when, from what."""
+def _summary(value: Any) -> Any:
+    """A declared value for a table cell: a number or text as it is, a list as its count, an
+    object as its scalar fields (the page never shows a raw JSON structure)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list):
+        return f"{len(value)} entries" if value else None
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()
+                         if isinstance(v, str | int | float | bool)) or None
+    return str(value)
+
+
+def _supplied(node: Any, path: str) -> list[dict[str, Any]]:
+    """The entries inside a declared value that name who supplied them (an object with
+    ``supplied_by``, at any depth): where each is, its value, unit, who, when, from what."""
     out: list[dict[str, Any]] = []
     if isinstance(node, dict):
         if "supplied_by" in node:
             value = next((node[k] for k in ("value", "amount", "level", "point") if k in node), None)
             if value is None:  # e.g. a list of scenarios: how many
                 value = ", ".join(f"{k}: {len(v)}" for k, v in node.items() if isinstance(v, list)) or None
-            out.append({"item": path, "value": value, "unit": node.get("unit"),
+            out.append({"item": path, "value": _summary(value), "unit": node.get("unit"),
                         "supplied_by": node.get("supplied_by"), "supplied_at": node.get("supplied_at"),
                         "source": node.get("source")})
             return out
         for k, v in node.items():
-            out += _declared_items(v, f"{path}.{k}" if path else str(k))
+            out += _supplied(v, f"{path}.{k}")
     elif isinstance(node, list):
         for i, v in enumerate(node):
             key = v.get("period", i) if isinstance(v, dict) else i
-            out += _declared_items(v, f"{path}[{key}]")
+            out += _supplied(v, f"{path}[{key}]")
+    return out
+
+
+def _declared_items(doc: Any) -> list[dict[str, Any]]:
+    """Every declared item of ``declared.json`` (``items``: name -> its version, who supplied it
+    and when, and its value): the entries inside its value that name their own supplier, or
+    else the item itself with who supplied it (e.g. the configuration file)."""
+    items = doc.get("items") if isinstance(doc, dict) else None
+    out: list[dict[str, Any]] = []
+    for name, it in (items or {}).items():
+        if not isinstance(it, dict):
+            continue
+        inner = _supplied(it.get("value"), name)
+        out += inner or [{"item": name, "value": _summary(it.get("value")), "unit": None,
+                          "supplied_by": it.get("supplied_by"), "supplied_at": it.get("supplied_at"),
+                          "source": it.get("source")}]
     return out
 
 

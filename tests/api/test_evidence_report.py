@@ -1,6 +1,6 @@
 """report.html of the evidence pack (``api.evidence.report``): rendered from a pack of a real
 plant (the demo plant's two days of simulated history in a SQLite store, with a device gap, its
-real assessment, and the CSVs read from that store: tests/api/report_pack.py), then opened from
+real assessment, and the CSVs read from that store by the pack writer itself), then opened from
 disk in headless Chromium with the network blocked, in English and Chinese, and printed."""
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from api.evidence.keys import load_or_create_key
+from api.evidence.pack import write_pack
 from api.evidence.report import ReportError, render_report
+from api.service import KpiService
 from config.times import to_ns
 from kpi import Kpis, TimeElements, roll_up
 from store import SqliteStore
 from tests.api.cdp_browser import CHROMIUM, Page, chromium_page
-from tests.api.report_pack import write_pack
 from tests.helpers import shipped_config, two_day_plant
 
 SECTIONS = ("summary", "tiers", "compare", "trends", "timelines", "coverage", "methods")
@@ -37,13 +39,14 @@ SAME_IN_BOTH = {"APT", "ASUT"}
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
-    cfg, settings = two_day_plant(tmp, yaml.safe_load(shipped_config("demo.yaml").read_text()))
+    _, settings = two_day_plant(tmp, yaml.safe_load(shipped_config("demo.yaml").read_text()))
     with SqliteStore(tmp / "store.db") as store:
         # a real gap of one device (two machines) in the current window, as the collector records it
         now = datetime.now(UTC)
         gap = store.open_gap("line1-cnc", to_ns(now - timedelta(hours=5)), GAP_REASON)
         store.close_gap(gap, to_ns(now - timedelta(hours=4, minutes=20)))
-        write_pack(settings, cfg, store, tmp / "pack")
+        write_pack(tmp / "pack", settings, KpiService(settings, store),
+                   load_or_create_key(tmp / "evidence_key.pem"))
     return tmp / "pack"
 
 
@@ -196,7 +199,12 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         # who supplied each declared item, and when
         declared = page.eval("[...document.querySelectorAll('#declared-items-table tbody tr')]"
                              ".map(r => r.innerText)")
-        assert len(declared) == (pack / "declared.json").read_text().count('"supplied_by"') == 8
+        # one row per item of declared.json, or per entry inside it that names its own supplier
+        items = json.loads((pack / "declared.json").read_text())["items"]
+        inner = sum(json.dumps(i["value"]).count('"supplied_by"') for i in items.values())
+        plain = sum(1 for i in items.values() if '"supplied_by"' not in json.dumps(i["value"]))
+        assert inner >= 8 and len(declared) == inner + plain
+        assert not any("[object Object]" in r for r in declared)
         assert any("demo energy manager" in r and "0.5366" in r for r in declared)
 
         # times in the plant's time zone, per locale
