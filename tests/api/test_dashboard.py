@@ -105,8 +105,13 @@ def wait_view(page: Page, ready: str, what: str, timeout: float = 90) -> Any:
         raise AssertionError(f"{exc}; page: {state}; errors: {page.errors}") from None
 
 
+def js_round(x: float) -> int:
+    """JavaScript's Math.round: halves up (Python's round() takes halves to even)."""
+    return math.floor(x + 0.5)
+
+
 def r1(v: float | None) -> float | None:
-    return None if v is None else round(v * 1000) / 10
+    return None if v is None else js_round(v * 1000) / 10
 
 
 def losses(e: dict[str, float]) -> tuple[list[float | None], list[float | None]]:
@@ -116,9 +121,9 @@ def losses(e: dict[str, float]) -> tuple[list[float | None], list[float | None]]
             e["not_available_s"], e["other_s"],
             None if pru is None else e["apt_pru_s"] - e["ideal_s"],
             None if pru is None else pru * e["sq_plan"]]
-    hours = [None if s is None else round(s / 3600 * 100) / 100 for s in secs]
-    parts = [None if pru is None or s is None else round(s / pru) for s in secs[:-1]]
-    return hours, [*parts, None if pru is None else round(e["sq_plan"])]
+    hours = [None if s is None else js_round(s / 3600 * 100) / 100 for s in secs]
+    parts = [None if pru is None or s is None else js_round(s / pru) for s in secs[:-1]]
+    return hours, [*parts, None if pru is None else js_round(e["sq_plan"])]
 
 
 # the tiles and their figures, as the page drew them
@@ -181,7 +186,7 @@ def test_overview_states_oee_and_its_charts(page: Page, demo: tuple[httpx.Client
         counters = option(page, "counters")["series"]
         assert [s["name"] for s in counters] == ["Good parts", "Scrap", "Energy (kWh)"]
         for s, key in zip(counters, ("gq", "sq", "energy_kwh"), strict=True):
-            assert s["data"] == [round(b["elements"][key] * 10) / 10 for b in series["buckets"]], key
+            assert s["data"] == [js_round(b["elements"][key] * 10) / 10 for b in series["buckets"]], key
         assert sum(counters[0]["data"]) > 0 and sum(counters[2]["data"]) > 0
 
         # baseline vs current: each figure's relative change and its 95 % interval

@@ -37,15 +37,17 @@ export function lineView(line) {
         <section class="line"><div class="tiles" id="tiles"></div></section>${CHARTS}`;
     },
     async load(slow, D) {  // D: this view's data (a view shown meanwhile has its own)
+      const N = {};  // the new answers, into D at once: never a chart beside newer figures
       await loadTags();
       const w = windowSpec(), q = `line=${encodeURIComponent(line)}`;
       const jobs = [loadLatest(`prefix=${encodeURIComponent(line)}`), loadDevices()];
       if (slow) {
-        jobs.push(api(`/api/v1/kpis?${q}&${wq(w)}`).then(k => { D.kpis = k; }),
-                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { D.series = s; S.plantTz = s.timezone; }));
+        jobs.push(api(`/api/v1/kpis?${q}&${wq(w)}`).then(k => { N.kpis = k; }),
+                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }));
       }
       await Promise.all(jobs);
-      if (slow) D.states = await bounded(assetsOf(line), 4, a => samples(`${a}/state`, w, D.kpis));
+      if (slow) N.states = await bounded(assetsOf(line), 4, a => samples(`${a}/state`, w, N.kpis));
+      Object.assign(D, N);
     },
     render() {
       const D = S.data, members = assetsOf(line);
@@ -74,18 +76,20 @@ export function machineView(asset) {
         </div>`;
     },
     async load(slow, D) {  // D: this view's data (a view shown meanwhile has its own)
+      const N = {};  // the new answers, into D at once: never a chart beside newer figures
       await loadTags();
       const w = windowSpec(), q = `asset=${encodeURIComponent(asset)}`;
       const jobs = [loadLatest(q), loadDevices()];
       if (slow) {
         const roles = ["state", "mode"].filter(r => S.tags.some(x => x.path === `${asset}/${r}`));
-        jobs.push(api(`/api/v1/kpis?${q}&${wq(w)}`).then(k => { D.kpis = k; }),
-                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { D.series = s; S.plantTz = s.timezone; }));
+        jobs.push(api(`/api/v1/kpis?${q}&${wq(w)}`).then(k => { N.kpis = k; }),
+                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }));
         await Promise.all(jobs);
-        const x = await bounded(roles, 2, r => samples(`${asset}/${r}`, w, D.kpis));
-        D.rows = roles.map((r, i) => ({r, s: x[i]}));
+        const x = await bounded(roles, 2, r => samples(`${asset}/${r}`, w, N.kpis));
+        N.rows = roles.map((r, i) => ({r, s: x[i]}));
       }
       await Promise.all(jobs);
+      Object.assign(D, N);
     },
     render() {
       const D = S.data, k = D.kpis?.assets?.[asset];

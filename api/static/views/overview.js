@@ -24,12 +24,14 @@ export const overview = {
         <th data-i18n="lastSuccess"></th><th data-i18n="lastError"></th></tr></thead><tbody></tbody></table></div>`;
   },
   async load(slow, D) {  // D: this view's data (a view shown meanwhile has its own)
+    const N = {};  // the new answers, into D at once: never a chart beside newer figures
     await loadTags();
     const w = windowSpec();
     const jobs = [loadLatest("role=state"), loadLatest("role=mode"), loadDevices()];
-    if (slow) jobs.push(api(`/api/v1/kpis?${wq(w)}`).then(k => { D.kpis = k; }),
-                        api(`/api/v1/kpis/series?${wq(w)}&bucket=${w.bucket}`).then(s => { D.series = s; S.plantTz = s.timezone; }));
+    if (slow) jobs.push(api(`/api/v1/kpis?${wq(w)}`).then(k => { N.kpis = k; }),
+                        api(`/api/v1/kpis/series?${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }));
     await Promise.all(jobs);
+    Object.assign(D, N);
   },
   async heavy(D) {  // baseline vs current: a bootstrap over weeks of days, every 10 minutes
     if (!D.deltasAt || Date.now() - D.deltasAt > DELTAS_PERIOD_MS) {

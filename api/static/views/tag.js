@@ -35,17 +35,18 @@ export function tagView(path, params) {
       if (!slow) return;
       await Promise.all([loadTags(), loadDevices()]);
       const x = S.tags.find(y => y.path === path), ww = w();
-      D.tag = x;
-      D.latest = await api(`${base}/latest`);
+      const N = {tag: x};  // the new answers, into D at once
+      N.latest = await api(`${base}/latest`);
       const hist = x && ENUMERATED.has(x.role)
-        ? api(`${base}/samples?${wq(ww)}&limit=10000`).then(s => { D.timeline = s; })
-        : api(`${base}/history?${wq(ww)}&bucket=${ww.bucket}&agg=${D.latest.text != null ? "count" : "mean"}`)
-            .then(h => { D.history = h; S.plantTz = h.timezone; });
+        ? api(`${base}/samples?${wq(ww)}&limit=10000`).then(s => { N.timeline = s; })
+        : api(`${base}/history?${wq(ww)}&bucket=${ww.bucket}&agg=${N.latest.text != null ? "count" : "mean"}`)
+            .then(h => { N.history = h; S.plantTz = h.timezone; });
       await Promise.all([
         hist,
-        D.samples && cursor ? null : api(`${base}/samples?${wq(ww)}&limit=${PAGE}`).then(s => { D.samples = s; }),
-        x ? api(`/api/v1/kpis?asset=${encodeURIComponent(x.asset)}&${wq(ww)}`).then(k => { D.kpis = k; }) : null,
+        D.samples && cursor ? null : api(`${base}/samples?${wq(ww)}&limit=${PAGE}`).then(s => { N.samples = s; }),
+        x ? api(`/api/v1/kpis?asset=${encodeURIComponent(x.asset)}&${wq(ww)}`).then(k => { N.kpis = k; }) : null,
       ]);
+      Object.assign(D, N);
     },
     render() {
       const D = S.data, x = D.tag, l = D.latest;
