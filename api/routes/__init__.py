@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import configuration, dashboard, declared, evidence, gateway, kpis, metrics, plant, series, tiers
+from . import (
+    configuration,
+    dashboard,
+    declared,
+    evidence,
+    gateway,
+    kpis,
+    latest,
+    metrics,
+    plant,
+    series,
+    tiers,
+)
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (dashboard.router, gateway.router, plant.router, kpis.router,
                                     tiers.router, configuration.router,
                                     declared.router, metrics.router, series.router,
-                                    evidence.router)
+                                    latest.router, evidence.router)

@@ -1,5 +1,6 @@
 """The browser dashboard: one static page that reads the API, and its static files under
-``/static/`` (the vendored Apache ECharts, api/static/vendor/echarts: no CDN, works offline)."""
+``/static/`` (its ES modules app.js, core.js, i18n.js, charts.js, views/*.js, style.css, and the
+vendored Apache ECharts, api/static/vendor/echarts: no CDN, no build step, works offline)."""
 
 from __future__ import annotations
 

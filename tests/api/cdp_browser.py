@@ -53,6 +53,10 @@ class Page:
     def goto(self, url: str) -> None:
         self.send("Page.navigate", url=url)
 
+    def hash(self, fragment: str) -> None:
+        """Go to another view of the page loaded (its ``#/...`` route), as a click on a link does."""
+        self.eval(f"location.hash = {json.dumps(fragment)}")
+
     def eval(self, expr: str) -> Any:
         got = self.send("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
         assert "exceptionDetails" not in got, got["exceptionDetails"]
@@ -65,10 +69,18 @@ class Page:
         self.send("Emulation.setDeviceMetricsOverride", width=px, height=height, deviceScaleFactor=1,
                   mobile=px < 600)
 
-    def screenshot(self, path: Path) -> None:
+    def screenshot(self, path: Path, full: bool = False, scale: float = 1.0) -> None:
+        """A PNG of the viewport, or of the whole page (``full``: beyond the viewport), at
+        ``scale`` (0.5: half the pixels each way, e.g. for a picture in the README)."""
         import base64
 
-        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+        params: dict[str, Any] = {"format": "png"}
+        if full or scale != 1.0:
+            w, h = self.eval("[document.documentElement.scrollWidth, "
+                             + ("document.documentElement.scrollHeight]" if full else "window.innerHeight]"))
+            params.update(captureBeyondViewport=full,
+                          clip={"x": 0, "y": 0, "width": w, "height": h, "scale": scale})
+        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", **params)["data"]))
 
 
 @contextmanager
