@@ -39,9 +39,10 @@ from store.batch import Series
 from store.changes import EVERYTHING
 
 __all__ = [
-    "DAY", "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Cell", "Part", "RollupMaintainer", "RollupStore",
-    "day_slot", "decode", "decode_cells", "decode_head", "encode", "has_rollups", "keyed_rows",
-    "local_day_edges", "reach_ns", "rollup_key", "tag_sum", "time_sum",
+    "DAY", "ELEMENT_FIELDS", "HEAD", "HOUR_NS", "NEVER", "SUM", "Cell", "Part", "RollupMaintainer",
+    "RollupStore", "day_slot", "decode", "decode_cells", "decode_head", "encode", "has_rollups",
+    "head_slot", "keyed_rows", "local_day_edges", "reach_ns", "rollup_key", "sum_cells", "sum_slot",
+    "tag_sum", "time_sum",
 ]
 
 log = logging.getLogger("tierproof.rollups")
@@ -73,6 +74,11 @@ class RollupStore(Store, Protocol):
 Cell = tuple[int, int, bytes, "str | None"]
 #: the suffix of a day row's key (``day_slot``)
 DAY: Final = ":day"
+#: the suffix of a day-sum row's key (``sum_slot``): the Σ of a local day's hour rows
+SUM: Final = ":sum"
+#: the suffix of a head row's key (``head_slot``): a local day's start up to its first hour
+#: whose row serves a window starting at midnight, as part of such a window
+HEAD: Final = ":head"
 
 
 def day_slot(day_end_ns: int) -> int:
@@ -80,6 +86,38 @@ def day_slot(day_end_ns: int) -> int:
     last hour + 1 ns, so that the store's rule (a change at t drops the rows whose hour ends
     after t) drops it with any change before the day's end, and no hour row is replaced."""
     return day_end_ns - HOUR_NS + 1
+
+
+def sum_slot(day_end_ns: int) -> int:
+    """Where the day-sum row of the local day ending at ``day_end_ns`` is kept (as
+    ``day_slot``, 1 ns after it: every change that drops one of the day's hour rows drops it)."""
+    return day_end_ns - HOUR_NS + 2
+
+
+def head_slot(day_end_ns: int) -> int:
+    """Where the head row of the local day ending at ``day_end_ns`` is kept (as ``day_slot``,
+    2 ns after it: dropped by any change before the day's end, hence before the head's)."""
+    return day_end_ns - HOUR_NS + 3
+
+
+def sum_cells(cells: Sequence[Cell], key: str, asset: str, day_end_ns: int) -> RollupRow:
+    """The day-sum row of consecutive hour rows ``cells`` (a local day's, every hour): the
+    elements and evidence counts summed as ``decode_cells`` sums them (``_FIRST`` fields
+    taken from the first hour), the first hour's tags with their prior samples, the hours'
+    implausible increases in order; ``reach_ns`` the hours' earliest (the sum serves a
+    window only when every hour does). A run of such rows decodes as the run of their
+    hours does, up to the order of the float additions (~1e-16 relative)."""
+    values = np.frombuffer(b"".join(c[2] for c in cells), "<f8").reshape(len(cells), -1)
+    total = values.sum(axis=0)
+    for i, f in enumerate(ELEMENT_FIELDS):
+        if f in _FIRST:
+            total[i] = values[0, i]
+    doc: dict[str, Any] = {"tags": json.loads(cells[0][3] or "{}").get("tags", [])}
+    imp = [x for c in cells if c[3] and '"implausible"' in c[3] for x in json.loads(c[3])["implausible"]]
+    if imp:
+        doc["implausible"] = imp
+    return RollupRow(asset, sum_slot(day_end_ns), key + SUM, min(int(c[1]) for c in cells),
+                     np.ascontiguousarray(total, "<f8").tobytes(), json.dumps(doc))
 
 
 def local_day_edges(tz: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
@@ -170,12 +208,12 @@ def decode(rows: Sequence[RollupRow]) -> Part:
     return decode_cells([(r.hour_ns, r.reach_ns, r.data, r.extra) for r in rows])
 
 
-def decode_cells(rows: Sequence[Cell]) -> Part:
-    """``decode`` of rows as (hour_ns, reach_ns, data, extra) tuples."""
+def decode_cells(rows: Sequence[Sequence[Any]]) -> Part:
+    """``decode`` of rows as (hour_ns, reach_ns, data, extra, ...) tuples."""
     return decode_head(rows)[0]
 
 
-def decode_head(rows: Sequence[Cell]) -> tuple[Part, dict[str, Any]]:
+def decode_head(rows: Sequence[Sequence[Any]]) -> tuple[Part, dict[str, Any]]:
     """``decode_cells``, and the first row's ``extra`` as parsed (a day row's ``gap_s``)."""
     values = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), -1)
     total = values.sum(axis=0).tolist() if len(rows) > 1 else values[0].tolist()
@@ -269,6 +307,21 @@ def tag_sum(parts: Sequence[Part]) -> tuple[TagEvidence, ...]:
         out.append(TagEvidence(t.path, t.tag_id, t.role, sum(p.tags[i].samples for p in parts),
                                sum(p.tags[i].bad_samples for p in parts), t.prior_ns))
     return tuple(out)
+
+
+def _head_end(day_start: int, day_end: int, by_hour: Mapping[int, Cell]) -> int | None:
+    """Where a local day's head ends: the first hour of the day whose row serves a window
+    starting at ``day_start`` (``reach_ns >= day_start``), the day's end when none does;
+    None when an hour before it has no row (its reach is not known yet)."""
+    h = -(-day_start // HOUR_NS) * HOUR_NS
+    while h + HOUR_NS <= day_end:
+        c = by_hour.get(h)
+        if c is None:
+            return None
+        if c[1] >= day_start:
+            return h
+        h += HOUR_NS
+    return day_end
 
 
 class RollupMaintainer:
@@ -445,7 +498,47 @@ class RollupMaintainer:
                     rows = [service.rollup_day_row(asset, tags, a, b, key) for a, b in dchunk]
                 done += self.store.put_rollups(rows, token)
                 self._yield(time.monotonic() - t0)
+            if not self._stop.is_set():
+                done += self._sums_and_heads(asset, tags, key, days)
         self.computed += done
+        return done
+
+    def _sums_and_heads(self, asset: Asset, tags: dict[Role, TagRecord], key: str,
+                        days: list[tuple[int, int]]) -> int:
+        """The day-sum and head rows of ``days`` that are not held: a day-sum row where every
+        hour of the day has a row (hour-aligned days only), a head row where the day's hour
+        rows show where the first one serving a window from midnight starts (``_head_end``).
+        Both from the hour rows as read in one snapshot after the claim, so that a change
+        since leaves them out (``put_rollups``)."""
+        service = self.service
+        lo, hi = day_slot(days[0][1]), head_slot(days[-1][1]) + 1
+        held = {c[0] for k in (SUM, HEAD)
+                for c in keyed_rows(self.store, {asset.path: key + k}, lo, hi).get(asset.path, [])}
+        todo = [(a, b) for a, b in days if sum_slot(b) not in held or head_slot(b) not in held]
+        done = 0
+        for i in range(0, len(todo), self.chunk_days):
+            if self._stop.is_set():
+                break
+            t0 = time.monotonic()
+            dchunk = todo[i:i + self.chunk_days]
+            token = self.store.rollup_claim(dchunk[-1][1] + 1)
+            rows: list[RollupRow] = []
+            with service.snapshot():
+                hours = keyed_rows(self.store, {asset.path: key}, dchunk[0][0],
+                                   dchunk[-1][1]).get(asset.path, [])
+                by_hour = {c[0]: c for c in hours}
+                for a, b in dchunk:
+                    grid = list(range(a, b, HOUR_NS))
+                    have = [by_hour[h] for h in grid if h in by_hour]
+                    if sum_slot(b) not in held and a % HOUR_NS == 0 and b % HOUR_NS == 0 \
+                            and len(have) == len(grid) and grid:
+                        rows.append(sum_cells(have, key, asset.path, b))
+                    end = _head_end(a, b, by_hour)
+                    if head_slot(b) not in held and end is not None and end > a:
+                        rows.append(service.rollup_head_row(asset, tags, a, end, b, key))
+            if rows:
+                done += self.store.put_rollups(rows, token)
+            self._yield(time.monotonic() - t0)
         return done
 
     def _yield(self, busy_s: float) -> None:
