@@ -311,8 +311,9 @@ def tag_sum(parts: Sequence[Part]) -> tuple[TagEvidence, ...]:
 
 def _head_end(day_start: int, day_end: int, by_hour: Mapping[int, Cell]) -> int | None:
     """Where a local day's head ends: the first hour of the day whose row serves a window
-    starting at ``day_start`` (``reach_ns >= day_start``), the day's end when none does;
-    None when an hour before it has no row (its reach is not known yet)."""
+    starting at ``day_start`` (``reach_ns >= day_start``), ``day_end`` (the day's end, or
+    the closed hours' end in the day in progress) when none does; None when an hour before
+    it has no row (its reach is not known yet)."""
     h = -(-day_start // HOUR_NS) * HOUR_NS
     while h + HOUR_NS <= day_end:
         c = by_hour.get(h)
@@ -498,44 +499,54 @@ class RollupMaintainer:
                     rows = [service.rollup_day_row(asset, tags, a, b, key) for a, b in dchunk]
                 done += self.store.put_rollups(rows, token)
                 self._yield(time.monotonic() - t0)
-            if not self._stop.is_set():
-                done += self._sums_and_heads(asset, tags, key, days)
+        if getattr(self.store, "keeps_day_rows", True) and not self._stop.is_set():
+            done += self._sums_and_heads(asset, tags, key, days, end)
         self.computed += done
         return done
 
     def _sums_and_heads(self, asset: Asset, tags: dict[Role, TagRecord], key: str,
-                        days: list[tuple[int, int]]) -> int:
-        """The day-sum and head rows of ``days`` that are not held: a day-sum row where every
-        hour of the day has a row (hour-aligned days only), a head row where the day's hour
-        rows show where the first one serving a window from midnight starts (``_head_end``).
-        Both from the hour rows as read in one snapshot after the claim, so that a change
-        since leaves them out (``put_rollups``)."""
+                        days: list[tuple[int, int]], end: int) -> int:
+        """The day-sum and head rows of ``days`` (closed local days) and the head row of the
+        local day in progress at ``end`` (the closed hours' end), where not held as they
+        would be now: a day-sum row where every hour of the day has a row (hour-aligned days
+        only); a head row up to where the day's hour rows show the first one serving a
+        window from midnight (``_head_end``) -- for the day in progress, up to ``end`` while
+        none does yet, so it is computed again as hours close until one does. All from the
+        hour rows as read in one snapshot after the claim, so that a change since leaves
+        them out (``put_rollups``)."""
         service = self.service
-        lo, hi = day_slot(days[0][1]), head_slot(days[-1][1]) + 1
-        held = {c[0] for k in (SUM, HEAD)
-                for c in keyed_rows(self.store, {asset.path: key + k}, lo, hi).get(asset.path, [])}
-        todo = [(a, b) for a, b in days if sum_slot(b) not in held or head_slot(b) not in held]
+        tz = service.settings.calendar.timezone
+        todo_days = list(days)
+        open_day = [(a, b) for a, b in local_day_edges(tz, end - 2 * 86_400 * 10**9, end + 2 * 86_400 * 10**9)
+                    if a < end < b]
+        todo_days += [d for d in open_day if d not in todo_days]
+        if not todo_days:
+            return 0
+        lo, hi = day_slot(todo_days[0][1]), head_slot(todo_days[-1][1]) + 1
+        sums = {c[0] for c in keyed_rows(self.store, {asset.path: key + SUM}, lo, hi).get(asset.path, [])}
+        heads = {c[0]: int(json.loads(c[3] or "{}").get("end", 0))
+                 for c in keyed_rows(self.store, {asset.path: key + HEAD}, lo, hi).get(asset.path, [])}
         done = 0
-        for i in range(0, len(todo), self.chunk_days):
+        for i in range(0, len(todo_days), self.chunk_days):
             if self._stop.is_set():
                 break
             t0 = time.monotonic()
-            dchunk = todo[i:i + self.chunk_days]
+            dchunk = todo_days[i:i + self.chunk_days]
             token = self.store.rollup_claim(dchunk[-1][1] + 1)
             rows: list[RollupRow] = []
             with service.snapshot():
                 hours = keyed_rows(self.store, {asset.path: key}, dchunk[0][0],
-                                   dchunk[-1][1]).get(asset.path, [])
+                                   min(dchunk[-1][1], end)).get(asset.path, [])
                 by_hour = {c[0]: c for c in hours}
                 for a, b in dchunk:
                     grid = list(range(a, b, HOUR_NS))
                     have = [by_hour[h] for h in grid if h in by_hour]
-                    if sum_slot(b) not in held and a % HOUR_NS == 0 and b % HOUR_NS == 0 \
-                            and len(have) == len(grid) and grid:
+                    if b <= end and sum_slot(b) not in sums and a % HOUR_NS == 0 \
+                            and b % HOUR_NS == 0 and len(have) == len(grid) and grid:
                         rows.append(sum_cells(have, key, asset.path, b))
-                    end = _head_end(a, b, by_hour)
-                    if head_slot(b) not in held and end is not None and end > a:
-                        rows.append(service.rollup_head_row(asset, tags, a, end, b, key))
+                    upto = _head_end(a, min(b, end), by_hour)
+                    if upto is not None and upto > a and heads.get(head_slot(b)) != upto:
+                        rows.append(service.rollup_head_row(asset, tags, a, upto, b, key))
             if rows:
                 done += self.store.put_rollups(rows, token)
             self._yield(time.monotonic() - t0)

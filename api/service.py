@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator, Mapping
@@ -348,6 +349,18 @@ class KpiService:
             cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, part))
         return part
 
+    def _midnights(self, a: int, b: int) -> list[int]:
+        """The plant's local midnights strictly inside (a, b)."""
+        return [d for d, _ in local_day_edges(self.settings.calendar.timezone, a + 1, b + 2 * 86_400 * _NS)
+                if d < b]
+
+    def _pieces(self, a: int, b: int) -> list[tuple[int, int]]:
+        """A raw stretch [a, b) of a window cut at local midnights: the window's first
+        stretch then ends where its first local day does, and is that day's own computation
+        when the assessment asks for the day (``_cached_part`` shares it); the parts of a
+        window at any cuts add up to it."""
+        return list(itertools.pairwise([a, *self._midnights(a, b), b]))
+
     def _cached_part(self, path: str, window_start: int, a: int, b: int) -> Part | None:
         """The part [a, b) of ``path`` as part of the window starting at ``window_start``, if
         this snapshot computed it already: one computed with the context ``window_start``
@@ -498,11 +511,10 @@ class KpiService:
         cells: list[Span] | None = None,
     ) -> AssetResult | None:
         """The window as Σ of its whole hours' roll-ups (those usable for it) and raw parts
-        for the rest; None when it holds no usable roll-up. ``cells``: its rows, if read."""
+        for the rest, cut at local midnights (``_pieces``); a window without a usable row is
+        its raw parts alone. ``cells``: its rows, if read."""
         if cells is None:
             cells = self._window_cells([asset], {asset.path: tags}, start_ns, end_ns).get(asset.path, [])
-        if not cells:
-            return None
         parts: list[Part] = []
         at = start_ns
         run: list[Span] = []  # consecutive usable rows, decoded at once
@@ -512,13 +524,13 @@ class KpiService:
                 if run:
                     parts.append(decode_cells(run))
                     run = []
-                parts.append(self._part(asset, tags, start_ns, at, h))
+                parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(at, h)]
             run.append(c)
             at = c[4]
         if run:
             parts.append(decode_cells(run))
         if at < end_ns:
-            parts.append(self._part(asset, tags, start_ns, at, end_ns))
+            parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(at, end_ns)]
         elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
@@ -608,7 +620,8 @@ class KpiService:
                 try:
                     for a in batch:
                         tags = by_asset.get(a.path, {})
-                        if not cells.get(a.path):  # from raw samples: its whole window
+                        if not cells.get(a.path) and self._uncached(a.path, start_ns, start_ns, end_ns):
+                            # from raw samples: its whole window
                             view.forget(start_ns, end_ns)
                             view.fetch([t.tag_id for t in tags.values()], start_ns, end_ns)
                         out.append(self.asset_result(a, start_ns, end_ns, tags, cells=cells.get(a.path)))
@@ -639,14 +652,18 @@ class KpiService:
             ids = [t.tag_id for t in by_asset.get(asset.path, {}).values()]
             at, lo = start_ns, start_ns
             for c in rows:
-                if at < c[0] and self._cached_part(asset.path, start_ns, at, c[0]) is None:
+                if at < c[0] and self._uncached(asset.path, start_ns, at, c[0]):
                     ranges.setdefault((lo, c[0]), []).extend(ids)
                 # after a day-sum row: its first hour's reach, before its last hour's (conservative)
                 at, lo = c[4], max(min(int(c[1]), c[0]), start_ns)
-            if at < end_ns and self._cached_part(asset.path, start_ns, at, end_ns) is None:
+            if at < end_ns and self._uncached(asset.path, start_ns, at, end_ns):
                 ranges.setdefault((lo, end_ns), []).extend(ids)
         view.fetch_all(ranges)
         return view
+
+    def _uncached(self, path: str, window_start: int, a: int, b: int) -> bool:
+        """Whether a piece of the raw stretch [a, b) is still to compute (``_pieces``)."""
+        return any(self._cached_part(path, window_start, x, y) is None for x, y in self._pieces(a, b))
 
     def kpis(
         self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None,
