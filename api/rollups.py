@@ -40,9 +40,9 @@ from store.changes import EVERYTHING
 
 __all__ = [
     "DAY", "ELEMENT_FIELDS", "HEAD", "HOUR_NS", "NEVER", "SUM", "Cell", "Part", "RollupMaintainer",
-    "RollupStore", "day_slot", "decode", "decode_cells", "decode_head", "encode", "has_rollups",
-    "head_slot", "keyed_rows", "local_day_edges", "reach_ns", "rollup_key", "sum_cells", "sum_slot",
-    "tag_sum", "time_sum",
+    "RollupStore", "day_slot", "decode", "decode_cells", "decode_each", "decode_head", "encode",
+    "has_rollups", "head_slot", "keyed_rows", "local_day_edges", "reach_ns", "rollup_key",
+    "sum_cells", "sum_slot", "tag_sum", "time_sum",
 ]
 
 log = logging.getLogger("tierproof.rollups")
@@ -231,6 +231,28 @@ def decode_head(rows: Sequence[Sequence[Any]]) -> tuple[Part, dict[str, Any]]:
                 for row in rows if row[3] and '"implausible"' in row[3]
                 for r, a, b, x, y in json.loads(row[3])["implausible"])
     return Part(TimeElements(**kw), tags, imp), head
+
+
+def decode_each(rows: Sequence[Sequence[Any]]) -> list[tuple[Part, dict[str, Any]]]:
+    """``decode_head([row])`` of every row on its own (rows of one width: one key), from
+    one conversion of their data: an assessment decodes each asset's day rows."""
+    if not rows:
+        return []
+    matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), -1).tolist()
+    n = len(ELEMENT_FIELDS)
+    ints = [f in _INT_FIELDS for f in ELEMENT_FIELDS]
+    out: list[tuple[Part, dict[str, Any]]] = []
+    for row, total in zip(rows, matrix, strict=True):
+        kw: dict[str, Any] = {f: None if v != v else (int(v) if i else float(v))  # v != v: NaN
+              for f, v, i in zip(ELEMENT_FIELDS, total, ints, strict=False)}
+        head = json.loads(row[3] or "{}")
+        tags = tuple(TagEvidence(p, int(i), _ROLES[r], int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
+                                 None if pr is None else int(pr))
+                     for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
+        imp = tuple((str(r), int(a), int(b), float(x), float(y))
+                    for r, a, b, x, y in head.get("implausible", ()))
+        out.append((Part(TimeElements(**kw), tags, imp), head))
+    return out
 
 
 def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,

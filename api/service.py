@@ -53,7 +53,7 @@ from .rollups import (
     Part,
     day_slot,
     decode_cells,
-    decode_head,
+    decode_each,
     encode,
     has_rollups,
     head_slot,
@@ -498,12 +498,10 @@ class KpiService:
         got = keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
         out: dict[int, dict[str, tuple[TimeElements, tuple[TagEvidence, ...], float]]] = {}
         for asset, cells in got.items():
-            for c in cells:
-                s = start_of.get(c[0])
-                if s is None:
-                    continue
-                part, head = decode_head([c])
-                out.setdefault(s, {})[asset] = (part.elements, part.tags, float(head.get("gap_s", 0.0)))
+            mine = [c for c in cells if c[0] in start_of]
+            for c, (part, head) in zip(mine, decode_each(mine), strict=True):
+                out.setdefault(start_of[c[0]], {})[asset] = (part.elements, part.tags,
+                                                             float(head.get("gap_s", 0.0)))
         return out
 
     def _rolled(
