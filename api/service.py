@@ -349,17 +349,17 @@ class KpiService:
             cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, part))
         return part
 
-    def _midnights(self, a: int, b: int) -> list[int]:
-        """The plant's local midnights strictly inside (a, b)."""
-        return [d for d, _ in local_day_edges(self.settings.calendar.timezone, a + 1, b + 2 * 86_400 * _NS)
-                if d < b]
-
-    def _pieces(self, a: int, b: int) -> list[tuple[int, int]]:
-        """A raw stretch [a, b) of a window cut at local midnights: the window's first
-        stretch then ends where its first local day does, and is that day's own computation
-        when the assessment asks for the day (``_cached_part`` shares it); the parts of a
-        window at any cuts add up to it."""
-        return list(itertools.pairwise([a, *self._midnights(a, b), b]))
+    def _pieces(self, window_start: int, a: int, b: int) -> list[tuple[int, int]]:
+        """A raw stretch [a, b) of the window starting at ``window_start``, cut at the first
+        local midnight inside it when it is the window's first: that piece is then the
+        computation of the window's first local day, which an assessment asks for on its
+        own (``_cached_part`` shares it; the parts of a window at any cuts add up to it).
+        Later stretches share nothing by a cut: they are left whole."""
+        if a != window_start:
+            return [(a, b)]
+        first = local_day_edges(self.settings.calendar.timezone, a + 1, a + 3 * 86_400 * _NS)
+        cut = [d for d, _ in first[:1] if d < b]
+        return list(itertools.pairwise([a, *cut, b]))
 
     def _cached_part(self, path: str, window_start: int, a: int, b: int) -> Part | None:
         """The part [a, b) of ``path`` as part of the window starting at ``window_start``, if
@@ -509,8 +509,8 @@ class KpiService:
         cells: list[Span] | None = None,
     ) -> AssetResult | None:
         """The window as Σ of its whole hours' roll-ups (those usable for it) and raw parts
-        for the rest, cut at local midnights (``_pieces``); a window without a usable row is
-        its raw parts alone. ``cells``: its rows, if read."""
+        for the rest, the first stretch cut at the first local midnight (``_pieces``); a
+        window without a usable row is its raw parts alone. ``cells``: its rows, if read."""
         if cells is None:
             cells = self._window_cells([asset], {asset.path: tags}, start_ns, end_ns).get(asset.path, [])
         parts: list[Part] = []
@@ -522,13 +522,13 @@ class KpiService:
                 if run:
                     parts.append(decode_cells(run))
                     run = []
-                parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(at, h)]
+                parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(start_ns, at, h)]
             run.append(c)
             at = c[4]
         if run:
             parts.append(decode_cells(run))
         if at < end_ns:
-            parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(at, end_ns)]
+            parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(start_ns, at, end_ns)]
         elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
@@ -661,7 +661,8 @@ class KpiService:
 
     def _uncached(self, path: str, window_start: int, a: int, b: int) -> bool:
         """Whether a piece of the raw stretch [a, b) is still to compute (``_pieces``)."""
-        return any(self._cached_part(path, window_start, x, y) is None for x, y in self._pieces(a, b))
+        return any(self._cached_part(path, window_start, x, y) is None
+                   for x, y in self._pieces(window_start, a, b))
 
     def kpis(
         self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None,
