@@ -715,7 +715,7 @@ def _rollups(args: argparse.Namespace) -> int:
     """``tierproof rollups status|rebuild``: the embedded store's roll-up rows."""
     from store import open_store
 
-    from .rollups import DAY, HOUR_NS, RollupMaintainer, has_rollups, rollup_key
+    from .rollups import DAY, HEAD, HOUR_NS, SUM, RollupMaintainer, has_rollups, rollup_key
     from .service import KpiService
 
     settings = load_settings(args.config)
@@ -760,7 +760,8 @@ def _rollups(args: argparse.Namespace) -> int:
             rows += len(hour_rows)
             days += sum(r.key == f"{key}{DAY}" for r in got if r.hour_ns % HOUR_NS)
             stale += sum(r.key != key for r in hour_rows)
-            stale += sum(r.key != f"{key}{DAY}" for r in got if r.hour_ns % HOUR_NS)
+            stale += sum(r.key not in (f"{key}{DAY}", f"{key}{SUM}", f"{key}{HEAD}")
+                         for r in got if r.hour_ns % HOUR_NS)
             if tags:
                 missing += hours - sum(r.key == key for r in hour_rows)
         print(f"store {where}: hours {iso(start)} to {iso(hi)} (closed), "

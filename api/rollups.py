@@ -39,9 +39,10 @@ from store.batch import Series
 from store.changes import EVERYTHING
 
 __all__ = [
-    "DAY", "ELEMENT_FIELDS", "HOUR_NS", "NEVER", "Cell", "Part", "RollupMaintainer", "RollupStore",
-    "day_slot", "decode", "decode_cells", "decode_head", "encode", "has_rollups", "keyed_rows",
-    "local_day_edges", "reach_ns", "rollup_key", "tag_sum", "time_sum",
+    "DAY", "ELEMENT_FIELDS", "HEAD", "HOUR_NS", "NEVER", "SUM", "Cell", "Part", "RollupMaintainer",
+    "RollupStore", "day_slot", "decode", "decode_cells", "decode_each", "decode_head", "encode",
+    "has_rollups", "head_slot", "keyed_rows", "local_day_edges", "reach_ns", "rollup_key",
+    "sum_cells", "sum_slot", "tag_sum", "time_sum",
 ]
 
 log = logging.getLogger("tierproof.rollups")
@@ -73,6 +74,11 @@ class RollupStore(Store, Protocol):
 Cell = tuple[int, int, bytes, "str | None"]
 #: the suffix of a day row's key (``day_slot``)
 DAY: Final = ":day"
+#: the suffix of a day-sum row's key (``sum_slot``): the Σ of a local day's hour rows
+SUM: Final = ":sum"
+#: the suffix of a head row's key (``head_slot``): a local day's start up to its first hour
+#: whose row serves a window starting at midnight, as part of such a window
+HEAD: Final = ":head"
 
 
 def day_slot(day_end_ns: int) -> int:
@@ -80,6 +86,38 @@ def day_slot(day_end_ns: int) -> int:
     last hour + 1 ns, so that the store's rule (a change at t drops the rows whose hour ends
     after t) drops it with any change before the day's end, and no hour row is replaced."""
     return day_end_ns - HOUR_NS + 1
+
+
+def sum_slot(day_end_ns: int) -> int:
+    """Where the day-sum row of the local day ending at ``day_end_ns`` is kept (as
+    ``day_slot``, 1 ns after it: every change that drops one of the day's hour rows drops it)."""
+    return day_end_ns - HOUR_NS + 2
+
+
+def head_slot(day_end_ns: int) -> int:
+    """Where the head row of the local day ending at ``day_end_ns`` is kept (as ``day_slot``,
+    2 ns after it: dropped by any change before the day's end, hence before the head's)."""
+    return day_end_ns - HOUR_NS + 3
+
+
+def sum_cells(cells: Sequence[Cell], key: str, asset: str, day_end_ns: int) -> RollupRow:
+    """The day-sum row of consecutive hour rows ``cells`` (a local day's, every hour): the
+    elements and evidence counts summed as ``decode_cells`` sums them (``_FIRST`` fields
+    taken from the first hour), the first hour's tags with their prior samples, the hours'
+    implausible increases in order; ``reach_ns`` the hours' earliest (the sum serves a
+    window only when every hour does). A run of such rows decodes as the run of their
+    hours does, up to the order of the float additions (~1e-16 relative)."""
+    values = np.frombuffer(b"".join(c[2] for c in cells), "<f8").reshape(len(cells), -1)
+    total = values.sum(axis=0)
+    for i, f in enumerate(ELEMENT_FIELDS):
+        if f in _FIRST:
+            total[i] = values[0, i]
+    doc: dict[str, Any] = {"tags": json.loads(cells[0][3] or "{}").get("tags", [])}
+    imp = [x for c in cells if c[3] and '"implausible"' in c[3] for x in json.loads(c[3])["implausible"]]
+    if imp:
+        doc["implausible"] = imp
+    return RollupRow(asset, sum_slot(day_end_ns), key + SUM, min(int(c[1]) for c in cells),
+                     np.ascontiguousarray(total, "<f8").tobytes(), json.dumps(doc))
 
 
 def local_day_edges(tz: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
@@ -170,12 +208,12 @@ def decode(rows: Sequence[RollupRow]) -> Part:
     return decode_cells([(r.hour_ns, r.reach_ns, r.data, r.extra) for r in rows])
 
 
-def decode_cells(rows: Sequence[Cell]) -> Part:
-    """``decode`` of rows as (hour_ns, reach_ns, data, extra) tuples."""
+def decode_cells(rows: Sequence[Sequence[Any]]) -> Part:
+    """``decode`` of rows as (hour_ns, reach_ns, data, extra, ...) tuples."""
     return decode_head(rows)[0]
 
 
-def decode_head(rows: Sequence[Cell]) -> tuple[Part, dict[str, Any]]:
+def decode_head(rows: Sequence[Sequence[Any]]) -> tuple[Part, dict[str, Any]]:
     """``decode_cells``, and the first row's ``extra`` as parsed (a day row's ``gap_s``)."""
     values = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), -1)
     total = values.sum(axis=0).tolist() if len(rows) > 1 else values[0].tolist()
@@ -193,6 +231,28 @@ def decode_head(rows: Sequence[Cell]) -> tuple[Part, dict[str, Any]]:
                 for row in rows if row[3] and '"implausible"' in row[3]
                 for r, a, b, x, y in json.loads(row[3])["implausible"])
     return Part(TimeElements(**kw), tags, imp), head
+
+
+def decode_each(rows: Sequence[Sequence[Any]]) -> list[tuple[Part, dict[str, Any]]]:
+    """``decode_head([row])`` of every row on its own (rows of one width: one key), from
+    one conversion of their data: an assessment decodes each asset's day rows."""
+    if not rows:
+        return []
+    matrix = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), -1).tolist()
+    n = len(ELEMENT_FIELDS)
+    ints = [f in _INT_FIELDS for f in ELEMENT_FIELDS]
+    out: list[tuple[Part, dict[str, Any]]] = []
+    for row, total in zip(rows, matrix, strict=True):
+        kw: dict[str, Any] = {f: None if v != v else (int(v) if i else float(v))  # v != v: NaN
+              for f, v, i in zip(ELEMENT_FIELDS, total, ints, strict=False)}
+        head = json.loads(row[3] or "{}")
+        tags = tuple(TagEvidence(p, int(i), _ROLES[r], int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
+                                 None if pr is None else int(pr))
+                     for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
+        imp = tuple((str(r), int(a), int(b), float(x), float(y))
+                    for r, a, b, x, y in head.get("implausible", ()))
+        out.append((Part(TimeElements(**kw), tags, imp), head))
+    return out
 
 
 def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
@@ -269,6 +329,22 @@ def tag_sum(parts: Sequence[Part]) -> tuple[TagEvidence, ...]:
         out.append(TagEvidence(t.path, t.tag_id, t.role, sum(p.tags[i].samples for p in parts),
                                sum(p.tags[i].bad_samples for p in parts), t.prior_ns))
     return tuple(out)
+
+
+def _head_end(day_start: int, day_end: int, by_hour: Mapping[int, Cell]) -> int | None:
+    """Where a local day's head ends: the first hour of the day whose row serves a window
+    starting at ``day_start`` (``reach_ns >= day_start``), ``day_end`` (the day's end, or
+    the closed hours' end in the day in progress) when none does; None when an hour before
+    it has no row (its reach is not known yet)."""
+    h = -(-day_start // HOUR_NS) * HOUR_NS
+    while h + HOUR_NS <= day_end:
+        c = by_hour.get(h)
+        if c is None:
+            return None
+        if c[1] >= day_start:
+            return h
+        h += HOUR_NS
+    return day_end
 
 
 class RollupMaintainer:
@@ -445,7 +521,57 @@ class RollupMaintainer:
                     rows = [service.rollup_day_row(asset, tags, a, b, key) for a, b in dchunk]
                 done += self.store.put_rollups(rows, token)
                 self._yield(time.monotonic() - t0)
+        if getattr(self.store, "keeps_day_rows", True) and not self._stop.is_set():
+            done += self._sums_and_heads(asset, tags, key, days, end)
         self.computed += done
+        return done
+
+    def _sums_and_heads(self, asset: Asset, tags: dict[Role, TagRecord], key: str,
+                        days: list[tuple[int, int]], end: int) -> int:
+        """The day-sum and head rows of ``days`` (closed local days) and the head row of the
+        local day in progress at ``end`` (the closed hours' end), where not held as they
+        would be now: a day-sum row where every hour of the day has a row (hour-aligned days
+        only); a head row up to where the day's hour rows show the first one serving a
+        window from midnight (``_head_end``) -- for the day in progress, up to ``end`` while
+        none does yet, so it is computed again as hours close until one does. All from the
+        hour rows as read in one snapshot after the claim, so that a change since leaves
+        them out (``put_rollups``)."""
+        service = self.service
+        tz = service.settings.calendar.timezone
+        todo_days = list(days)
+        open_day = [(a, b) for a, b in local_day_edges(tz, end - 2 * 86_400 * 10**9, end + 2 * 86_400 * 10**9)
+                    if a < end < b]
+        todo_days += [d for d in open_day if d not in todo_days]
+        if not todo_days:
+            return 0
+        lo, hi = day_slot(todo_days[0][1]), head_slot(todo_days[-1][1]) + 1
+        sums = {c[0] for c in keyed_rows(self.store, {asset.path: key + SUM}, lo, hi).get(asset.path, [])}
+        heads = {c[0]: int(json.loads(c[3] or "{}").get("end", 0))
+                 for c in keyed_rows(self.store, {asset.path: key + HEAD}, lo, hi).get(asset.path, [])}
+        done = 0
+        for i in range(0, len(todo_days), self.chunk_days):
+            if self._stop.is_set():
+                break
+            t0 = time.monotonic()
+            dchunk = todo_days[i:i + self.chunk_days]
+            token = self.store.rollup_claim(dchunk[-1][1] + 1)
+            rows: list[RollupRow] = []
+            with service.snapshot():
+                hours = keyed_rows(self.store, {asset.path: key}, dchunk[0][0],
+                                   min(dchunk[-1][1], end)).get(asset.path, [])
+                by_hour = {c[0]: c for c in hours}
+                for a, b in dchunk:
+                    grid = list(range(a, b, HOUR_NS))
+                    have = [by_hour[h] for h in grid if h in by_hour]
+                    if b <= end and sum_slot(b) not in sums and a % HOUR_NS == 0 \
+                            and b % HOUR_NS == 0 and len(have) == len(grid) and grid:
+                        rows.append(sum_cells(have, key, asset.path, b))
+                    upto = _head_end(a, min(b, end), by_hour)
+                    if upto is not None and upto > a and heads.get(head_slot(b)) != upto:
+                        rows.append(service.rollup_head_row(asset, tags, a, upto, b, key))
+            if rows:
+                done += self.store.put_rollups(rows, token)
+            self._yield(time.monotonic() - t0)
         return done
 
     def _yield(self, busy_s: float) -> None:

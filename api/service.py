@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,18 +45,23 @@ from .declared import config_versions
 from .readahead import ReadAhead
 from .rollups import (
     DAY,
+    HEAD,
     HOUR_NS,
     NEVER,
+    SUM,
     Cell,
     Part,
     day_slot,
     decode_cells,
-    decode_head,
+    decode_each,
     encode,
     has_rollups,
+    head_slot,
     keyed_rows,
+    local_day_edges,
     reach_ns,
     rollup_key,
+    sum_slot,
     tag_sum,
     time_sum,
 )
@@ -62,6 +69,9 @@ from .rollups import (
 _NS: Final = 1_000_000_000
 #: assets whose roll-up rows ``results`` reads (and holds) at once
 _ROW_BATCH: Final = 50
+#: a span of a window read from a row: (start, reach_ns, data, extra, end) -- an hour row
+#: (end = start + 1 h), a day-sum row (a local day) or a head row (midnight to its end)
+Span = tuple[int, int, bytes, "str | None", int]
 #: the order in which ``asset_result`` reads the roles (its evidence lists follow it)
 _ROLE_ORDER = (Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
                Role.REJECT_COUNT, Role.ENERGY_KWH)
@@ -200,7 +210,7 @@ class KpiService:
     def asset_result(
         self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord] | None = None,
         *, context_start_ns: int | None = None, series: Mapping[int, Series] | None = None,
-        raw: bool = False, cells: list[Cell] | None = None,
+        raw: bool = False, cells: list[Span] | None = None,
     ) -> AssetResult:
         """One asset's elements and evidence; ``tags`` (role -> tag) saves a store read.
 
@@ -352,6 +362,18 @@ class KpiService:
             cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, part))
         return part
 
+    def _pieces(self, window_start: int, a: int, b: int) -> list[tuple[int, int]]:
+        """A raw stretch [a, b) of the window starting at ``window_start``, cut at the first
+        local midnight inside it when it is the window's first: that piece is then the
+        computation of the window's first local day, which an assessment asks for on its
+        own (``_cached_part`` shares it; the parts of a window at any cuts add up to it).
+        Later stretches share nothing by a cut: they are left whole."""
+        if a != window_start:
+            return [(a, b)]
+        first = local_day_edges(self.settings.calendar.timezone, a + 1, a + 3 * 86_400 * _NS)
+        cut = [d for d, _ in first[:1] if d < b]
+        return list(itertools.pairwise([a, *cut, b]))
+
     def _cached_part(self, path: str, window_start: int, a: int, b: int) -> Part | None:
         """The part [a, b) of ``path`` as part of the window starting at ``window_start``, if
         this snapshot computed it already: one computed with the context ``window_start``
@@ -390,15 +412,63 @@ class KpiService:
         return got
 
     def _window_cells(self, assets: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
-                      start_ns: int, end_ns: int) -> dict[str, list[Cell]]:
-        """The usable hour rows of the window's whole hours, of every asset, in one read."""
+                      start_ns: int, end_ns: int) -> dict[str, list[Span]]:
+        """The rows that serve the window, of every asset, by start: the day-sum rows of its
+        whole local days (where the store keeps them and they serve it: ``reach_ns >=
+        start_ns``), the usable hour rows of its other whole hours, and, for a window that
+        starts on a local midnight, the day's head row when it ends before the first usable
+        hour row and by the window's end. One read of each kind for the assets that need the
+        same hours (``api.rollups.keyed_rows``)."""
         h0 = -(-start_ns // HOUR_NS) * HOUR_NS
         h1 = end_ns // HOUR_NS * HOUR_NS
         keys = {a.path: self.rollup_key(a, by_asset[a.path]) for a in assets if by_asset.get(a.path)}
         if h1 <= h0 or not keys:
             return {}
-        got = keyed_rows(self.store, keys, h0, h1, start_ns)
-        return {a: got.get(a, []) for a in keys}
+        tz = self.settings.calendar.timezone
+        days = [(a, b) for a, b in local_day_edges(tz, h0, h1) if a % HOUR_NS == 0 and b % HOUR_NS == 0]
+        daily = getattr(self.store, "keeps_day_rows", True)
+        sums: dict[str, list[Cell]] = {}
+        if daily and days:
+            sums = keyed_rows(self.store, {p: k + SUM for p, k in keys.items()},
+                              sum_slot(days[0][1]), sum_slot(days[-1][1]) + 1, start_ns)
+        day_of = {sum_slot(b): (a, b) for a, b in days}
+        out: dict[str, list[Span]] = {}
+        # the hours no day-sum covers, per asset; assets with the same ones read together
+        wanted: dict[tuple[tuple[int, int], ...], dict[str, str]] = {}
+        for path, key in keys.items():
+            spans: list[Span] = []
+            holes: list[tuple[int, int]] = []
+            at = h0
+            for c in sums.get(path, ()):
+                if c[0] not in day_of:
+                    continue
+                a, b = day_of[c[0]]
+                if at < a:
+                    holes.append((at, a))
+                spans.append((a, c[1], c[2], c[3], b))
+                at = b
+            if at < h1:
+                holes.append((at, h1))
+            out[path] = spans
+            wanted.setdefault(tuple(holes), {})[path] = key
+        for missing, group in wanted.items():
+            for a, b in missing:
+                for path, cells in keyed_rows(self.store, group, a, b, start_ns).items():
+                    out[path] += [(c[0], c[1], c[2], c[3], c[0] + HOUR_NS) for c in cells]
+        for spans in out.values():
+            spans.sort(key=lambda x: x[0])
+        first = local_day_edges(tz, start_ns, start_ns + 2 * 86_400 * _NS)
+        if daily and first and first[0][0] == start_ns:  # the window starts on a local midnight
+            b = first[0][1]
+            heads = keyed_rows(self.store, {p: k + HEAD for p, k in keys.items()}, head_slot(b),
+                               head_slot(b) + 1)
+            for path, cells in heads.items():
+                c = cells[0]
+                end = int(json.loads(c[3] or "{}")["end"])
+                spans = out[path]
+                if end <= end_ns and (not spans or spans[0][0] >= end):
+                    spans.insert(0, (start_ns, c[1], c[2], c[3], end))
+        return out
 
     def rollup_day_row(self, asset: Asset, tags: dict[Role, TagRecord], day_start: int,
                        day_end: int, key: str) -> RollupRow:
@@ -415,6 +485,19 @@ class KpiService:
                       key + DAY, asset.path, day_slot(day_end), min(reach, day_start),
                       more={"gap_s": gap_s})
 
+    def rollup_head_row(self, asset: Asset, tags: dict[Role, TagRecord], day_start: int,
+                        head_end: int, day_end: int, key: str) -> RollupRow:
+        """The head row of ``asset``'s local day [day_start, day_end): [day_start, head_end)
+        as part of a window starting at day_start (what ``_part`` computes for such a
+        window's first raw stretch), ``head_end`` the first hour whose row serves that window
+        (``api.rollups._head_end``); kept at ``head_slot(day_end)`` under ``key + HEAD``, its
+        end in ``extra["end"]``."""
+        r = self.asset_result(asset, day_start, head_end, tags, context_start_ns=day_start)
+        reach = reach_ns(self.store, tags, day_start)
+        return encode(Part(r.elements, r.evidence.tags, r.evidence.implausible_increases),
+                      key + HEAD, asset.path, head_slot(day_end), min(reach, day_start),
+                      more={"end": head_end})
+
     def day_rows(self, assets: list[Asset], days: list[tuple[int, int]]
                  ) -> dict[int, dict[str, tuple[TimeElements, tuple[TagEvidence, ...], float]]]:
         """Of the local days ``days`` (start, end), every day row held for ``assets``: day
@@ -428,40 +511,37 @@ class KpiService:
         got = keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
         out: dict[int, dict[str, tuple[TimeElements, tuple[TagEvidence, ...], float]]] = {}
         for asset, cells in got.items():
-            for c in cells:
-                s = start_of.get(c[0])
-                if s is None:
-                    continue
-                part, head = decode_head([c])
-                out.setdefault(s, {})[asset] = (part.elements, part.tags, float(head.get("gap_s", 0.0)))
+            mine = [c for c in cells if c[0] in start_of]
+            for c, (part, head) in zip(mine, decode_each(mine), strict=True):
+                out.setdefault(start_of[c[0]], {})[asset] = (part.elements, part.tags,
+                                                             float(head.get("gap_s", 0.0)))
         return out
 
     def _rolled(
         self, asset: Asset, start_ns: int, end_ns: int, tags: dict[Role, TagRecord],
-        cells: list[Cell] | None = None,
+        cells: list[Span] | None = None,
     ) -> AssetResult | None:
         """The window as Σ of its whole hours' roll-ups (those usable for it) and raw parts
-        for the rest; None when it holds no usable roll-up. ``cells``: its rows, if read."""
+        for the rest, the first stretch cut at the first local midnight (``_pieces``); a
+        window without a usable row is its raw parts alone. ``cells``: its rows, if read."""
         if cells is None:
             cells = self._window_cells([asset], {asset.path: tags}, start_ns, end_ns).get(asset.path, [])
-        if not cells:
-            return None
         parts: list[Part] = []
         at = start_ns
-        run: list[Cell] = []  # consecutive usable rows, decoded at once
+        run: list[Span] = []  # consecutive usable rows, decoded at once
         for c in cells:
             h = c[0]
             if at < h:
                 if run:
                     parts.append(decode_cells(run))
                     run = []
-                parts.append(self._part(asset, tags, start_ns, at, h))
+                parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(start_ns, at, h)]
             run.append(c)
-            at = h + HOUR_NS
+            at = c[4]
         if run:
             parts.append(decode_cells(run))
         if at < end_ns:
-            parts.append(self._part(asset, tags, start_ns, at, end_ns))
+            parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(start_ns, at, end_ns)]
         elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
@@ -480,7 +560,10 @@ class KpiService:
             default_mode=default_mode,
         )
         whole_hours = max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS))
-        return AssetResult(asset, elements, evidence, (whole_hours, len(cells)))
+        # the whole hours rows served (a day-sum row serves its day's, a head row the hours
+        # from the window's start to its end)
+        served = sum((c[4] - max(c[0], -(-start_ns // HOUR_NS) * HOUR_NS)) // HOUR_NS for c in cells)
+        return AssetResult(asset, elements, evidence, (whole_hours, min(served, whole_hours)))
 
     def short_windows(self, assets: list[Asset], windows: list[tuple[int, int]],
                       chunk_ns: int = 86_400 * _NS) -> dict[str, list[TimeElements]]:
@@ -548,7 +631,8 @@ class KpiService:
                 try:
                     for a in batch:
                         tags = by_asset.get(a.path, {})
-                        if not cells.get(a.path):  # from raw samples: its whole window
+                        if not cells.get(a.path) and self._uncached(a.path, start_ns, start_ns, end_ns):
+                            # from raw samples: its whole window
                             view.forget(start_ns, end_ns)
                             view.fetch(_read_ids(tags), start_ns, end_ns)
                         out.append(self.asset_result(a, start_ns, end_ns, tags, cells=cells.get(a.path)))
@@ -557,7 +641,7 @@ class KpiService:
             return out
 
     def _read_ahead(self, batch: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
-                    cells: dict[str, list[Cell]], start_ns: int, end_ns: int) -> ReadAhead:
+                    cells: dict[str, list[Span]], start_ns: int, end_ns: int) -> ReadAhead:
         """A view of the store holding what ``_rolled`` will read of every asset of ``batch``
         whose window roll-ups carry (``api.readahead``): the samples of each raw part
         (``_part``) -- the start up to the first usable row, an hour without one, the end
@@ -581,15 +665,22 @@ class KpiService:
             at, lo = start_ns, start_ns
             # each raw part [at, b): before each row, and after the last
             for b, after in [*((c[0], c) for c in rows), (end_ns, None)]:
-                if at < b and self._cached_part(asset.path, start_ns, at, b) is None:
+                if at < b and self._uncached(asset.path, start_ns, at, b):
                     # as _part reads: the steps from the reach, the counters from an hour
                     # back (at the window's start: both from there)
                     ranges.setdefault((lo, b), []).extend(steps)
                     ranges.setdefault((max(at - HOUR_NS, start_ns), b), []).extend(counters)
                 if after is not None:
-                    at, lo = b + HOUR_NS, max(min(int(after[1]), b), start_ns)
+                    # after a (day-sum) row: its end; its first hour's reach, before its last
+                    # hour's (conservative)
+                    at, lo = after[4], max(min(int(after[1]), b), start_ns)
         view.fetch_all(ranges)
         return view
+
+    def _uncached(self, path: str, window_start: int, a: int, b: int) -> bool:
+        """Whether a piece of the raw stretch [a, b) is still to compute (``_pieces``)."""
+        return any(self._cached_part(path, window_start, x, y) is None
+                   for x, y in self._pieces(window_start, a, b))
 
     def kpis(
         self, start: datetime, end: datetime, asset: str | None = None, line: str | None = None,

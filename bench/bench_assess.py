@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.assessment import assess
 from api.gateway import tag_records
-from api.rollups import RollupMaintainer, keyed_rows
+from api.rollups import SUM, RollupMaintainer, keyed_rows
 from api.service import KpiService
 from config import Settings, load_settings, load_tiers, shipped_config
 from config.fingerprint import config_fingerprint
@@ -175,7 +175,9 @@ def rows_current(settings: Settings, path: Path) -> bool:
         if not tags:
             return False
         key = service.rollup_key(asset, tags)
-        return bool(keyed_rows(store, {asset.path: key}, 0, 2**62).get(asset.path))
+        # hour rows, and the day-sum rows added later (a store rolled up before has none)
+        return all(keyed_rows(store, {asset.path: key + k}, 0, 2**62).get(asset.path)
+                   for k in ("", SUM))
 
 
 def ensure_rollups(settings: Settings, path: Path, days: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from operator import attrgetter
 from typing import Final, TypedDict
 
 import numpy as np
@@ -472,11 +473,24 @@ def time_elements(
 
 
 def roll_up(elements: Iterable[TimeElements]) -> TimeElements:
-    """Sum time elements and quantities of several units (then compute Kpis.of the sum)."""
-    total: TimeElements | None = None
-    for e in elements:
-        total = e if total is None else total + e
-    return total if total is not None else TimeElements(units=0)
+    """Sum time elements and quantities of several units (then compute Kpis.of the sum):
+    ``e1 + e2 + ...`` in that order, the same floats, without an object per addition (an
+    assessment sums 500 assets on each of 30 days)."""
+    es = list(elements)
+    if not es:
+        return TimeElements(units=0)
+    if len(es) == 1:
+        return es[0]
+    get = attrgetter(*_SUMMED)
+    totals = list(get(es[0]))
+    for e in es[1:]:
+        for i, v in enumerate(get(e)):
+            totals[i] += v
+    pru = es[0].shared_pru_s
+    if any(e.shared_pru_s != pru for e in es[1:]):
+        pru = None
+    return TimeElements(**dict(zip(_SUMMED, totals, strict=True)),
+                        window_s=max(e.window_s for e in es), shared_pru_s=pru)
 
 
 def group_by_line(per_asset: Mapping[str, TimeElements]) -> dict[str, TimeElements]:

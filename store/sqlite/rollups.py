@@ -72,13 +72,15 @@ def get_keyed(conn: sqlite3.Connection, keys: dict[str, str], start_ns: int, end
     """asset -> (hour_ns, reach_ns, data, extra) of its rows of key ``keys[asset]`` whose hour
     starts in [start_ns, end_ns) (and ``reach_ns >= min_reach_ns``), by hour: plain tuples,
     one statement per asset, for the read path."""
-    sql = ("SELECT hour_ns, reach_ns, data, extra FROM rollups"
-           " WHERE asset = ? AND hour_ns >= ? AND hour_ns < ? AND key = ?")
+    # by the key's index (``schema.ROLLUPS_BY_KEY``, made at every open): a read of day-level
+    # rows then touches those rows only, not every hour row between them
+    sql = ("SELECT hour_ns, reach_ns, data, extra FROM rollups INDEXED BY rollups_by_key"
+           " WHERE asset = ? AND key = ? AND hour_ns >= ? AND hour_ns < ?")
     lo = _MIN if min_reach_ns is None else int(min_reach_ns)
     sql += " AND reach_ns >= ? ORDER BY hour_ns"
     out: dict[str, list[tuple[int, int, bytes, str | None]]] = {}
     for a, k in keys.items():
-        got = conn.execute(sql, (a, int(start_ns), int(end_ns), k, lo)).fetchall()
+        got = conn.execute(sql, (a, k, int(start_ns), int(end_ns), lo)).fetchall()
         if got:
             out[a] = got
     return out

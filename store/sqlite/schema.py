@@ -135,6 +135,10 @@ ROLLUPS_TABLE = """CREATE TABLE rollups (
     PRIMARY KEY (asset, hour_ns)
 ) WITHOUT ROWID"""
 _SCHEMA += ROLLUPS_TABLE + ";\n"
+#: an asset's rows of one key by time: the read path's day-level rows (day, day-sum, head) lie
+#: between the hour rows, one in ~25, so a read of them by the primary key would walk every
+#: hour row of the span
+ROLLUPS_BY_KEY = "CREATE INDEX IF NOT EXISTS rollups_by_key ON rollups (asset, key, hour_ns)"
 #: chunks found damaged (a checksum that does not match, or blobs that do not decode): one row
 #: per chunk, so the record is bounded by the chunks; deleted with the chunk by retention
 DAMAGE_TABLE = """CREATE TABLE damage (
@@ -300,6 +304,8 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
                     f"{path}: unknown store schema version {version}"
                     f" (this tierproof reads {SCHEMA_VERSION})"
                 )
+        # not a change of the layout (a file with it opens in any version): created where missing
+        conn.execute(ROLLUPS_BY_KEY)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -49,8 +49,10 @@ def stores(tmp_path_factory: pytest.TempPathFactory, settings: Settings
         assert rolled.use_rollups and not raw.use_rollups
         m = RollupMaintainer(rolled, settle_s=300, backfill_days=None, clock_ns=lambda: to_ns(NOW))
         # every closed hour from the one of the first sample (09:00 three days ago) to 09:00,
-        # and a day row of each local (Shanghai) day ending in that span: three
-        assert m.run_once() == len(settings.assets) * (DAYS * 24 + DAYS)
+        # a day row of each local (Shanghai) day ending in that span: three, a day-sum and a
+        # head row of each of them whose hours all have rows: the last two, and the head of
+        # today (in progress: up to its first hour serving a window from midnight, or 09:00)
+        assert m.run_once() == len(settings.assets) * (DAYS * 24 + DAYS + 2 * (DAYS - 1) + 1)
         assert m.run_once() == 0  # nothing left
         yield rolled, raw, m
         m.close()
@@ -114,7 +116,7 @@ def test_late_data_reopen_the_hours_they_touch(stores: Stores) -> None:
     after = {a: len(store.rollups([a], 0, to_ns(NOW))) for a in (ASSET, other)}
     assert after[other] == before[other] and after[ASSET] == before[ASSET] - 10
     assert_same(rolled, raw, ASSET, hour - 5 * HOUR_NS - 17, to_ns(NOW))
-    assert m.run_once() == 10
+    assert m.run_once() == 11  # and today's head (its slot is the day's last hour)
     assert_same(rolled, raw, ASSET, hour - 5 * HOUR_NS - 17, to_ns(NOW))
 
 
@@ -263,3 +265,129 @@ def test_a_store_with_the_protocol_only(stores: Stores) -> None:
     start, end = NOW - timedelta(days=2, minutes=13), NOW
     a, b = rolled.kpis(start, end), plain.kpis(start, end)
     assert a == b
+
+
+def _local_midnights(service: KpiService) -> list[tuple[int, int]]:
+    """The whole local days of the fixture's history (the last two hold every hour's row)."""
+    lo = to_ns(NOW - timedelta(days=DAYS))
+    return local_day_edges(service.settings.calendar.timezone, lo, to_ns(NOW))
+
+
+def _spans(service: KpiService, asset: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of the rows that serve the window for ``asset`` (hours, day sums, heads)."""
+    a = service.settings.asset(asset)
+    tags = service._tags_by_asset()[asset]
+    with service.snapshot():
+        return [(c[0], c[4]) for c in service._window_cells([a], {asset: tags}, start, end)[asset]]
+
+
+def test_day_sums_and_heads_equal_the_raw_computation(stores: Stores) -> None:
+    """Windows over whole local days read one day-sum row per day, and windows starting on
+    a local midnight read the day's head row for their first hours; random windows of both
+    kinds and random assets equal the raw computation (1e-9 relative, the same evidence),
+    and a day-sum row holds the Σ of its day's hour rows."""
+    from api.rollups import SUM, decode_cells, keyed_rows, sum_slot
+
+    rolled, raw, _ = stores
+    rnd = random.Random(11)
+    days = _local_midnights(rolled)
+    assert len(days) == 2
+    sums = heads = 0
+    for k in range(24):
+        asset = rnd.choice(rolled.settings.assets).path if k % 3 else ASSET
+        if k % 2:  # from a local midnight to a random end (an assessment's last local day)
+            start = rnd.choice(days)[0]
+            end = min(start + rnd.randrange(HOUR_NS, 40 * HOUR_NS), to_ns(NOW))
+        else:  # from before the first whole day over at least one of them
+            start = days[0][0] - rnd.randrange(1, 8 * HOUR_NS)
+            end = rnd.randrange(days[0][1], to_ns(NOW))
+        assert_same(rolled, raw, asset, start, end)
+        spans = _spans(rolled, asset, start, end)
+        sums += sum(b - a > HOUR_NS and (a, b) in days for a, b in spans)
+        heads += bool(spans) and spans[0][0] == start and start in {a for a, _ in days} \
+            and spans[0][1] - start > HOUR_NS
+    assert sums >= 5 and heads >= 2, (sums, heads)
+    for asset in rolled.settings.assets:  # a window over the last whole day and into today
+        start, end = days[-1][0], to_ns(NOW)
+        assert_same(rolled, raw, asset.path, start, end)
+        spans = _spans(rolled, asset.path, start, end)
+        assert spans[0][0] == start
+    # a day-sum row is its hours summed (up to the order of the additions)
+    a, b = days[-1]
+    store = rolled.store
+    for asset in rolled.settings.assets:
+        key = rolled.rollup_key(asset, rolled._tags_by_asset()[asset.path])
+        hours = keyed_rows(store, {asset.path: key}, a, b)[asset.path]
+        (row,) = keyed_rows(store, {asset.path: key + SUM}, sum_slot(b), sum_slot(b) + 1)[asset.path]
+        got, want = decode_cells([row]), decode_cells(hours)
+        assert got.tags == want.tags and got.implausible == want.implausible
+        for name in NAMES:
+            g, w = getattr(got.elements, name), getattr(want.elements, name)
+            assert g == w if w is None or isinstance(w, int) else g == pytest.approx(w, rel=1e-12)
+        assert row[1] == min(c[1] for c in hours)
+
+
+def test_late_data_drop_the_day_sums_and_heads_they_touch(stores: Stores) -> None:
+    """A late sample inside the first whole local day drops that asset's day-sum and head
+    rows of that day and of the next (their hours may reach back to it), no other asset's;
+    windows stay equal to the raw computation meanwhile, and the next pass computes the rows
+    again, equal to before."""
+    from api.rollups import HEAD, SUM, keyed_rows
+
+    rolled, raw, m = stores
+    store = rolled.store
+    assert isinstance(store, SqliteStore)
+    days = _local_midnights(rolled)
+    other = next(a.path for a in rolled.settings.assets if a.path != ASSET)
+
+    def rows(asset: str) -> dict[int, bytes]:
+        a = rolled.settings.asset(asset)
+        key = rolled.rollup_key(a, rolled._tags_by_asset()[asset])
+        return {c[0]: c[2] for k in (SUM, HEAD) for c in keyed_rows(
+            store, {asset: key + k}, days[0][0], to_ns(NOW)).get(asset, [])}
+
+    before = {a: rows(a) for a in (ASSET, other)}
+    assert len(before[ASSET]) == 4 and len(before[other]) == 4
+    at = days[0][0] + 10 * HOUR_NS + 1234
+    total = next(t for t in store.tags() if t.asset == ASSET and t.role == "total_count")
+    v = float(store.read(total.tag_id, at, at, prior=True).value[-1])
+    store.write(Batch(np.array([total.tag_id], np.int32), np.array([at]), np.array([v]),
+                      np.zeros(1, np.uint8)))
+    assert rows(ASSET) == {} and rows(other) == before[other]
+    for start, end in ((days[0][0], to_ns(NOW)), (days[1][0], days[1][0] + 13 * HOUR_NS),
+                       (days[0][0] - 7 * HOUR_NS - 5, days[1][1])):
+        assert_same(rolled, raw, ASSET, start, end)
+    assert m.run_once() > 4
+    again = rows(ASSET)
+    assert again.keys() == before[ASSET].keys()
+    for start, end in ((days[0][0], to_ns(NOW)), (days[1][0], days[1][0] + 13 * HOUR_NS)):
+        assert_same(rolled, raw, ASSET, start, end)
+        assert _spans(rolled, ASSET, start, end)[0][0] == start  # served by the head again
+
+
+def test_day_sums_and_heads_of_another_key_are_not_used(stores: Stores, monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """A changed calendar, asset register (the mapping an element rests on: here the PRU) or
+    algorithm version gives another key: the rows held are not used, and the answer is the
+    raw computation under the new configuration."""
+    import api.rollups
+
+    rolled, _, _ = stores
+    days = _local_midnights(rolled)
+    windows = ((days[0][0], to_ns(NOW)), (days[0][0] - 3 * HOUR_NS - 7, days[1][1]))
+    s = rolled.settings
+    one_shift = s.calendar.model_copy(update={"shifts": s.calendar.shifts[:1]})
+    calendar = s.model_copy(update={"calendar": one_shift})
+    pru = s.model_copy(update={"assets": [a.model_copy(update={"ideal_cycle_time_s": 7.0}) if a.path == ASSET
+                                          else a for a in s.assets]})
+    for changed in (calendar, pru, None):
+        if changed is None:  # another algorithm version
+            monkeypatch.setattr(api.rollups, "ALGORITHM_VERSION", "tierproof-kpi/test")
+            changed = s
+        svc = KpiService(changed, rolled.store, rollups=True)
+        fresh = KpiService(changed, rolled.store, rollups=False)
+        for start, end in windows:
+            assert _spans(svc, ASSET, start, end) == []
+            assert_same(svc, fresh, ASSET, start, end)
+    monkeypatch.undo()
+    assert _spans(KpiService(s, rolled.store, rollups=True), ASSET, *windows[0])
