@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from . import configuration, dashboard, declared, gateway, kpis, metrics, plant, series, tiers
+from . import losses
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (dashboard.router, gateway.router, plant.router, kpis.router,
                                     tiers.router, configuration.router,
-                                    declared.router, metrics.router, series.router)
+                                    declared.router, metrics.router, series.router,
+                                    losses.router)
