@@ -4,7 +4,7 @@ answers against them)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,7 @@ LossType = Literal["planned_downtime", "breakdown", "changeover_setup", "small_s
 StopLossType = Literal["planned_downtime", "breakdown", "changeover_setup", "small_stop"]
 Element = Literal["malfunction", "minor_stop", "asut", "maintenance", "not_available", "other"]
 
-_WINDOW = {"from": "2026-12-06T00:00:00Z", "to": "2026-12-07T00:00:00Z"}
+_WINDOW: dict[str, Any] = {"from": "2026-12-06T00:00:00Z", "to": "2026-12-07T00:00:00Z"}
 
 
 class StopOut(BaseModel):

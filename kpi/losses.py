@@ -127,7 +127,7 @@ def classify(ev: StopEvents, reason_loss: Sequence[str], small_stop_s: float) ->
     or its element's when unassigned; a small stop when shorter than ``small_stop_s``,
     unless planned downtime or a changeover."""
     by_reason = np.array([_LT[t] for t in reason_loss] or [0], np.int64)
-    assigned = ev.reason >= 0
+    assigned = (ev.reason >= 0) & (ev.reason < len(reason_loss))
     lt = np.where(assigned, by_reason[np.where(assigned, ev.reason, 0)],
                   _ELEMENT_LT[np.maximum(ev.element, 0)])
     small = (ev.seconds < small_stop_s) & ~np.isin(lt, _KEEP_SHORT)
@@ -158,7 +158,7 @@ class Losses:
     units_without_pru: int = 0
 
     def __add__(self, other: Losses) -> Losses:
-        def add(a: dict, b: dict) -> dict:  # type: ignore[type-arg]
+        def add(a: dict, b: dict) -> dict:
             out = dict(a)
             for k, v in b.items():
                 out[k] = out.get(k, 0) + v
@@ -216,7 +216,7 @@ def losses(ev: StopEvents, e: TimeElements, reason_loss: Sequence[str], small_st
         key = (code, LOSS_TYPES[t])
         reason_loss_s[key] = reason_loss_s.get(key, 0.0) + s
     return Losses(
-        known_s=e.known_s, unknown_s=e.pbt_s - e.known_s, apt_s=e.apt_s, std_gq_s=std_gq,
+        known_s=e.known_s, unknown_s=max(e.pbt_s - e.known_s, 0.0), apt_s=e.apt_s, std_gq_s=std_gq,
         loss_s=loss_s, loss_parts=loss_parts, reason_s=reason_s,
         reason_parts={k: v * per for k, v in reason_s.items()}, reason_stops=reason_stops,
         reason_loss_s=reason_loss_s, stops=len(ev), units=1, units_without_pru=int(not pru),

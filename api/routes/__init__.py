@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import configuration, dashboard, declared, gateway, kpis, metrics, plant, series, tiers
-from . import losses
+from . import configuration, dashboard, declared, gateway, kpis, losses, metrics, plant, series, tiers
 
 __all__ = ["ROUTERS"]
 
