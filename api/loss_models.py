@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .kpi_models import Window
 
-__all__ = ["LossesOut", "StopOut", "StopsOut"]
+__all__ = ["AnnotationOut", "AnnotationsOut", "LossesOut", "ReasonIn", "StopOut", "StopsOut"]
 
 LossType = Literal["planned_downtime", "breakdown", "changeover_setup", "small_stop",
                    "speed_loss", "scrap_rework"]
@@ -23,6 +23,8 @@ _WINDOW: dict[str, Any] = {"from": "2026-12-06T00:00:00Z", "to": "2026-12-07T00:
 class StopOut(BaseModel):
     """One stop event: a stretch of stop time in known planned busy time with one reason."""
 
+    id: str = Field(description="the stop's id, `<asset>@<start ns>`: POST "
+                                "/api/v1/stops/{id}/reason annotates it")
     asset: str
     start: str = Field(description="ISO 8601 (UTC, or tz's)")
     end: str
@@ -32,10 +34,16 @@ class StopOut(BaseModel):
     category: str | None = Field(description="the reason's category; null when unassigned")
     loss_type: StopLossType
     element: Element = Field(description="ISO 22400 element of the stop's time (kpi.oee)")
-    reason_source: Literal["tag"] | None = Field(
-        description="where the reason came from: `tag` (the asset's stop_reason tag); null "
-                    "when unassigned")
-    source_tag: str | None = Field(description="path of the tag that gave the reason")
+    reason_source: Literal["tag", "operator"] | None = Field(
+        description="where the reason came from: `tag` (the asset's stop_reason tag), "
+                    "`operator` (an annotation); null when unassigned")
+    source_tag: str | None = Field(description="path of the tag that gave the machine's reason")
+    machine_reason: str | None = Field(
+        description="the reason the machine gave (its stop_reason tag), kept when an "
+                    "annotation replaced it; null when it gave none")
+    annotated_by: str | None = Field(description="who gave the annotation in force")
+    annotated_at: str | None = Field(description="when (ISO 8601)")
+    note: str | None = Field(description="the annotation's note")
 
 
 class StopsOut(BaseModel):
@@ -44,11 +52,14 @@ class StopsOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "window": _WINDOW, "small_stop_s": 300.0, "count": 1, "truncated": False,
         "stops": [{
+            "id": "demo/machining/line1/lathe-01@1765012324118000000",
             "asset": "demo/machining/line1/lathe-01", "start": "2026-12-06T09:12:04.118Z",
             "end": "2026-12-06T09:41:30.002Z", "duration_s": 1765.884,
             "reason": "mechanical_failure", "reason_label": "Mechanical failure",
             "category": "equipment", "loss_type": "breakdown", "element": "malfunction",
-            "reason_source": "tag", "source_tag": "demo/machining/line1/lathe-01/stop_reason"}],
+            "reason_source": "tag", "source_tag": "demo/machining/line1/lathe-01/stop_reason",
+            "machine_reason": "mechanical_failure", "annotated_by": None, "annotated_at": None,
+            "note": None}],
     }]})
 
     window: Window
@@ -130,3 +141,49 @@ class LossesOut(LossSummary):
     small_stop_s: float
     pareto: list[ParetoOut]
     assets: dict[str, LossSummary] = Field(description="asset path -> its losses")
+
+
+class ReasonIn(BaseModel):
+    """An operator's reason for a stop."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"reason": "material_shortage", "note": "no blanks from the saw"},
+        {"reason": "tool_breakage", "note": "insert broke, not a jam", "override": True}]})
+
+    reason: str = Field(min_length=1, max_length=100,
+                        description="a reason id of the reason tree (reasons:)")
+    note: str = Field(default="", max_length=500)
+    override: bool = Field(
+        default=False,
+        description="replace the reason the stop already has (the machine's, or an earlier "
+                    "annotation); without it such a stop is a 409 problem: a reason is never "
+                    "overwritten silently. The replaced reason stays in the audit.")
+
+
+class AnnotationOut(BaseModel):
+    """One annotation, as made (the audit keeps every one)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 7, "stop_id": "demo/machining/line1/lathe-01@1765012324118000000",
+        "asset": "demo/machining/line1/lathe-01", "start": "2026-12-06T09:12:04.118Z",
+        "reason": "material_shortage", "note": "no blanks from the saw",
+        "annotated_by": "shift-lead", "annotated_at": "2026-12-06T10:02:11.5Z",
+        "replaced_reason": None, "replaced_source": None}]})
+
+    id: int
+    stop_id: str
+    asset: str
+    start: str
+    reason: str
+    note: str
+    annotated_by: str = Field(description="the API key's name (or X-Annotated-By without keys)")
+    annotated_at: str
+    replaced_reason: str | None = Field(description="the reason in force before; null: none")
+    replaced_source: Literal["tag", "operator"] | None
+
+
+class AnnotationsOut(BaseModel):
+    """Every annotation of the stops starting in a window, in the order they were made."""
+
+    window: Window
+    annotations: list[AnnotationOut]

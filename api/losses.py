@@ -6,9 +6,12 @@ add up to the same window's time elements (computed raw too) to the last bit tha
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from config.reasons import LOSS_TYPES, UNASSIGNED, ReasonTree
 from config.settings import Asset
@@ -17,14 +20,30 @@ from config.times import iso
 from kpi import Kpis, Step, asset_gaps, gap_intervals
 from kpi.losses import STOP_ELEMENTS, Losses, StopEvents, classify, losses, stop_events
 from kpi.steps import UNKNOWN
+from store.annotations import StopAnnotation, StopAnnotations
 from store.base import TagRecord
 
 from .service import KpiService
 
-__all__ = ["STOP_COLUMNS", "AssetStops", "asset_stops", "loss_body", "stop_rows", "stops_body"]
+__all__ = ["SOURCE_OPERATOR", "SOURCE_TAG", "STOP_COLUMNS", "AssetStops", "asset_stops",
+           "loss_body", "parse_stop_id", "stop_id", "stop_rows", "stops_body"]
 
-#: where a stop's reason came from (more sources follow: OPC UA events, operators)
+#: where a stop's reason came from: the asset's stop_reason tag, or a person's annotation
+#: (``POST /api/v1/stops/{id}/reason``); OPC UA events are the next source
 SOURCE_TAG = "tag"
+SOURCE_OPERATOR = "operator"
+
+
+def stop_id(asset: str, start_ns: int) -> str:
+    """A stop's id: its asset and start (ns since the epoch), which the data fixes."""
+    return f"{asset}@{start_ns}"
+
+
+def parse_stop_id(text: str) -> tuple[str, int] | None:
+    asset, sep, start = text.rpartition("@")
+    if not sep or not asset or not start.isdigit() or len(start) > 19:
+        return None
+    return asset, int(start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +53,15 @@ class AssetStops:
     losses: Losses
     oee: float | None  # the KPI service's OEE of the same window (kpi.Kpis)
     reason_tag: str | None  # the stop_reason tag's path
+    #: per event: its annotation in force (None: none), and the machine's own reason code
+    #: (UNKNOWN: none) where an annotation replaced it
+    annotations: tuple[StopAnnotation | None, ...] = ()
+    machine_reason: tuple[int, ...] = ()
+
+    def source(self, i: int) -> str | None:
+        if self.annotations and self.annotations[i] is not None:
+            return SOURCE_OPERATOR
+        return SOURCE_TAG if int(self.events.reason[i]) != UNKNOWN else None
 
 
 def _reason_lut(tag: TagRecord, tree: ReasonTree) -> dict[int, int]:
@@ -43,9 +71,10 @@ def _reason_lut(tag: TagRecord, tree: ReasonTree) -> dict[int, int]:
 
 
 def asset_stops(service: KpiService, asset: Asset, start_ns: int, end_ns: int,
-                tree: ReasonTree, small_stop_s: float) -> AssetStops:
+                tree: ReasonTree, small_stop_s: float,
+                annotations: StopAnnotations | None = None) -> AssetStops:
     """One asset's stop events and losses over [start_ns, end_ns) (call inside
-    ``service.snapshot()``)."""
+    ``service.snapshot()``); a stop's annotation in force gives its reason."""
     tags: dict[Role, TagRecord] = service._tags_by_asset().get(asset.path, {})
     result = service.asset_result(asset, start_ns, end_ns, tags, raw=True)
 
@@ -71,10 +100,21 @@ def asset_stops(service: KpiService, asset: Asset, start_ns: int, end_ns: int,
         state, mode, reason, start_ns, end_ns, service._planned(start_ns, end_ns),
         gap_intervals(gaps, end_ns),
         default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode))
+    notes: tuple[StopAnnotation | None, ...] = ()
+    machine: tuple[int, ...] = ()
+    held = annotations.in_force(asset.path, start_ns, end_ns) if annotations is not None else {}
+    if held:
+        # an annotation whose reason left the tree since is not in force (the audit keeps it)
+        notes = tuple(a if a is not None and a.reason in tree.code else None
+                      for a in (held.get(int(t)) for t in ev.start_ns))
+        machine = tuple(int(c) for c in ev.reason)
+        codes = np.array([tree.code[a.reason] if a is not None else int(c)
+                          for a, c in zip(notes, ev.reason, strict=True)], np.int64)
+        ev = dataclasses.replace(ev, reason=codes)
     reason_loss = [tree.loss_type(rid) for rid in tree.ids]
     lo = losses(ev, result.elements, reason_loss, small_stop_s, asset.ideal_cycle_time_s)
     return AssetStops(asset, ev, lo, Kpis.of(result.elements).oee,
-                      None if reason_tag is None else reason_tag.path)
+                      None if reason_tag is None else reason_tag.path, notes, machine)
 
 
 def _reason_id(code: int, tree: ReasonTree) -> str:
@@ -96,7 +136,16 @@ def stops_body(items: Iterable[AssetStops], tree: ReasonTree, small_stop_s: floa
                 continue
             s0, s1 = int(ev.start_ns[i]), int(ev.end_ns[i])
             assigned = rid != UNASSIGNED
+            note = it.annotations[i] if it.annotations else None
+            source = it.source(i)
+            # the reason the machine itself gave (None: none), kept beside an annotation
+            if note is not None:
+                code = it.machine_reason[i]
+                machine = None if code == UNKNOWN else tree.ids[code]
+            else:
+                machine = rid if source == SOURCE_TAG else None
             rows.append((s0, it.asset.path, {
+                "id": stop_id(it.asset.path, s0),
                 "asset": it.asset.path,
                 "start": iso(s0),
                 "end": iso(s1),
@@ -106,8 +155,12 @@ def stops_body(items: Iterable[AssetStops], tree: ReasonTree, small_stop_s: floa
                 "category": tree.reasons[rid].category if assigned else None,
                 "loss_type": LOSS_TYPES[int(lt[i])],
                 "element": STOP_ELEMENTS[int(ev.element[i])],
-                "reason_source": SOURCE_TAG if assigned else None,
-                "source_tag": it.reason_tag if assigned else None,
+                "reason_source": source,
+                "source_tag": it.reason_tag if machine is not None else None,
+                "machine_reason": machine,
+                "annotated_by": None if note is None else note.annotated_by,
+                "annotated_at": None if note is None else iso(note.annotated_at_ns),
+                "note": None if note is None else note.note,
             }))
     rows.sort(key=lambda r: (r[0], r[1]))
     return {"window": window, "small_stop_s": small_stop_s, "count": len(rows),
@@ -118,8 +171,9 @@ def stop_rows(data: dict[str, Any]) -> Any:
     return data["stops"]
 
 
-STOP_COLUMNS = ["asset", "start", "end", "duration_s", "reason", "reason_label", "category",
-                "loss_type", "element", "reason_source", "source_tag"]
+STOP_COLUMNS = ["id", "asset", "start", "end", "duration_s", "reason", "reason_label",
+                "category", "loss_type", "element", "reason_source", "source_tag",
+                "machine_reason", "annotated_by", "annotated_at", "note"]
 
 
 def _summary(lo: Losses, tree: ReasonTree, oee: float | None) -> dict[str, Any]:
