@@ -173,3 +173,15 @@ def test_stops_filter_limit_and_csv(client: httpx.Client) -> None:
     assert bad.status_code == 404 and "gremlins" in bad.json()["detail"]
     too_many = client.get("/api/v1/stops", params={**WINDOW, "limit": 10**7})
     assert too_many.status_code == 400 and too_many.json()["parameter"] == "limit"
+
+
+def test_a_reason_tags_samples_are_named_by_reason_id(client: httpx.Client) -> None:
+    r = client.get(f"/api/v1/tags/{ASSET}/stop_reason/samples", params=WINDOW)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    named = dict(zip(body["value"], body["name"], strict=True))
+    assert named[0.0] is None  # no reason
+    assert {n for n in named.values() if n} >= {"mechanical_failure", "jam"}
+    assert all(n in ("mechanical_failure", "electrical_failure", "tool_breakage", "changeover",
+                     "adjustment", "jam", "blocked", "sensor_trip", "material_shortage",
+                     "no_operator", None) for n in named.values())
