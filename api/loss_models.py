@@ -185,5 +185,13 @@ class AnnotationOut(BaseModel):
 class AnnotationsOut(BaseModel):
     """Every annotation of the stops starting in a window, in the order they were made."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "window": _WINDOW, "annotations": [{
+            "id": 7, "stop_id": "demo/machining/line1/lathe-01@1765012324118000000",
+            "asset": "demo/machining/line1/lathe-01", "start": "2026-12-06T09:12:04.118Z",
+            "reason": "material_shortage", "note": "no blanks from the saw",
+            "annotated_by": "shift-lead", "annotated_at": "2026-12-06T10:02:11.5Z",
+            "replaced_reason": None, "replaced_source": None}]}]})
+
     window: Window
     annotations: list[AnnotationOut]
