@@ -208,7 +208,6 @@ def _who(request: Request) -> str | None:
         "replaced one stays in the annotation and in GET /api/v1/stops/annotations. The stop "
         "must be one GET /api/v1/stops lists (by its `id`)."
     ),
-    status_code=201,
     response_model=AnnotationOut,
     responses={409: {"description": "the stop already has a reason: send override: true",
                      "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}},
