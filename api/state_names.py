@@ -6,6 +6,7 @@ OPC 40001-1 / OPC 40501 (``config.signals``). The KPIs read them through the sam
 (``KpiService._lut``), so the name given beside a raw value here is what the KPIs counted it
 as, whatever the protocol: a raw value the mapping does not hold has no name (null), as the
 KPIs count it unknown; a tag without an ``enum`` (a discovered one) carries canonical codes.
+A ``stop_reason`` tag's names are the reason ids its ``enum`` maps codes to (``kpi.losses``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def enum_names(tag: TagRecord | None) -> dict[float, str] | None:
         role = Role(tag.role)
     except ValueError:
         return None
+    if role is Role.STOP_REASON:  # raw code -> reason id (a code it does not map: no name)
+        return {float(raw): name for raw, name in (tag.enum or {}).items()}
     enum = CANONICAL.get(role)
     if enum is None:
         return None

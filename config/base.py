@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from .bounds import Interval_s
-from .signals import ENUM_ROLES, Role, canonical_names
+from .signals import ENUM_ROLES, REASON_ROLES, Role, canonical_names
 
 
 class Model(BaseModel):
@@ -51,7 +51,9 @@ class TagBase(Model):
     unit: str = ""
     description: str = ""
     enum: dict[int, str] | None = Field(
-        default=None, description="raw value -> canonical name (state, mode, channel_mode)"
+        default=None, description=(
+            "raw value -> canonical name (state, mode, channel_mode), or reason id (stop_reason)"
+        )
     )
     scale: float = 1.0
     offset: float = 0.0
@@ -59,8 +61,10 @@ class TagBase(Model):
     @model_validator(mode="after")
     def _enum_names(self) -> TagBase:
         if self.enum is not None:
+            if self.role in REASON_ROLES:  # reason ids: checked against reasons: (cross_check)
+                return self
             if self.role not in ENUM_ROLES:
-                raise ValueError(f"enum is only for roles {', '.join(ENUM_ROLES)}")
+                raise ValueError(f"enum is only for roles {', '.join(ENUM_ROLES + REASON_ROLES)}")
             allowed = canonical_names(self.role)
             bad = sorted({n for n in self.enum.values() if n not in allowed})
             if bad:

@@ -19,7 +19,7 @@ from pydantic import (
 from .base import ASSET_PATH, NAME, DeviceBase, Model, TagBase
 from .bounds import Interval_ms, Interval_s, Timeout_s
 from .redact import redact_url, url_credentials_error
-from .signals import ENUM_ROLES, Role
+from .signals import ENUM_ROLES, REASON_ROLES, Role
 from .storage import Storage, check_tag_storage
 
 # OPC UA node ids in the string forms of OPC 10000-6 §5.3.1.10: "ns=<index>;" or
@@ -132,7 +132,7 @@ class BrowseRule(Model):
     @field_validator("role")
     @classmethod
     def _role(cls, v: Role) -> Role:
-        if v in ENUM_ROLES:
+        if v in ENUM_ROLES + REASON_ROLES:
             raise ValueError(
                 f"role {v.value} needs an enum mapping per tag; configure such tags in tags"
             )

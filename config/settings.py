@@ -23,7 +23,8 @@ from .declared import Declared
 from .modbus import ModbusDevice, ModbusTag, modbus_cross_check
 from .mqtt import MqttDevice, mqtt_cross_check
 from .opcua import OpcUaDevice
-from .signals import ENUM_ROLES, SINGLE_ROLES, Role, canonical_names
+from .reasons import ReasonSettings, reasons_cross_check
+from .signals import ENUM_ROLES, REASON_ROLES, SINGLE_ROLES, Role, canonical_names
 from .store import SqliteStoreSettings, StoreSettings
 from .times import Calendar, Instant, Window, parse_instant
 
@@ -222,6 +223,8 @@ class Settings(Model):
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     simulation: SimulationSettings | None = None
     declared: Declared = Field(default_factory=Declared, description="evidence telemetry cannot show")
+    reasons: ReasonSettings = Field(default_factory=ReasonSettings,
+                                    description="downtime reason tree (docs/configuration.md)")
 
     # The field values as validated (from the file). Runtime overrides -- the demo's store
     # path, the embedded broker's URL, ports chosen by tests -- are made with model_copy,
@@ -248,7 +251,8 @@ class Settings(Model):
 
 def cross_check(s: Settings) -> list[tuple[str, str]]:
     """Checks that span fields; returns (field path, reason) pairs."""
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = reasons_cross_check(s.reasons)
+    reason_ids = set(s.reasons.tree().ids)
     seen_assets: dict[str, int] = {}
     for i, a in enumerate(s.assets):
         if a.path in seen_assets:
@@ -289,6 +293,14 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                         f"a {t.role.value} tag needs enum: raw value -> {canonical_names(t.role)}",
                     )
                 )
+            if t.role in REASON_ROLES:
+                if t.enum is None:
+                    problems.append((f"{loc}.enum", f"a {t.role.value} tag needs enum: raw "
+                                     "code -> reason id (reasons:)"))
+                for raw, rid in sorted((t.enum or {}).items()):
+                    if rid not in reason_ids:
+                        problems.append((f"{loc}.enum.{raw}", f"no reason {rid!r} in reasons: "
+                                         "(a shipped one or reasons.reasons)"))
             if (
                 isinstance(d, ModbusDevice)
                 and isinstance(t, ModbusTag)

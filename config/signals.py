@@ -22,14 +22,18 @@ class Role(StrEnum):
     ENERGY_KWH = "energy_kwh"  # cumulative meter, may reset
     ANALOG = "analog"  # anything else (temperature, speed, ...)
     STATUS = "status"  # informational flags and texts
+    STOP_REASON = "stop_reason"  # a PLC's stop/fault reason code (enum: raw -> reason id)
 
 
 #: roles whose values are enumerations and therefore need a mapping to canonical names
 ENUM_ROLES = (Role.STATE, Role.MODE, Role.CHANNEL_MODE)
 #: roles whose values are cumulative counters (reset = drop to a lower value)
 COUNTER_ROLES = (Role.GOOD_COUNT, Role.REJECT_COUNT, Role.TOTAL_COUNT, Role.ENERGY_KWH)
+#: enumerated roles whose names are the configured reason ids (``reasons:``), not canonical
+#: names: stored on change like the other enumerations, mapped to reasons when read
+REASON_ROLES = (Role.STOP_REASON,)
 #: roles of which an asset may have at most one tag
-SINGLE_ROLES = ENUM_ROLES + COUNTER_ROLES
+SINGLE_ROLES = ENUM_ROLES + COUNTER_ROLES + REASON_ROLES
 
 
 class MachineState(IntEnum):

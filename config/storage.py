@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 
 from .base import Model
 from .bounds import Interval_s
-from .signals import COUNTER_ROLES, ENUM_ROLES, Role
+from .signals import COUNTER_ROLES, ENUM_ROLES, REASON_ROLES, Role
 
 __all__ = [
     "DEFAULT_MAX_INTERVAL_S",
@@ -37,7 +37,7 @@ __all__ = [
 
 #: roles whose samples are steps (enumerations) or cumulative counters: stored on change with
 #: deadband 0 by default, which loses nothing KPIs read from them
-LOSSLESS_ROLES: tuple[Role, ...] = ENUM_ROLES + COUNTER_ROLES
+LOSSLESS_ROLES: tuple[Role, ...] = ENUM_ROLES + COUNTER_ROLES + REASON_ROLES
 DEFAULT_MAX_INTERVAL_S = 60.0
 
 
@@ -98,7 +98,7 @@ def check_tag_storage(role: Role, storage: Storage | None) -> Storage | None:
     if storage is not None and storage.deadband is not None and role in LOSSLESS_ROLES:
         why = (
             "it is an enumeration: any change matters"
-            if role in ENUM_ROLES
+            if role in ENUM_ROLES + REASON_ROLES
             else "an increase inside the band would be lost at a counter reset"
         )
         raise ValueError(

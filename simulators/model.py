@@ -99,6 +99,23 @@ NATIVE_CODES: dict[str, dict[str, int]] = {
     "mode": {"None": 0, "Processing": 1, "Setup": 2, "Maintenance": 3},
     # Fanuc-like: MDI=0, MEM (memory, automatic)=1, JOG=5 (HANDLE=4 is never written)
     "channel_mode": {"MDI": 0, "Automatic": 1, "Manual": 5},
+    # the PLC's stop reason register: reason id (config.reasons' shipped ones) -> code; 0 is
+    # "no reason" (running, outside the plan, or a stop the PLC does not explain)
+    "stop_reason": {
+        "mechanical_failure": 11, "electrical_failure": 12, "tool_breakage": 13,
+        "changeover": 21, "adjustment": 22,
+        "jam": 31, "blocked": 32, "sensor_trip": 33,
+        "material_shortage": 41, "no_operator": 42,
+    },
+}
+
+#: The reason codes each kind of interruption is drawn from, with their chances (seeded per
+#: chunk, from a stream of its own: the timeline's other draws are unchanged). A tenth of the
+#: minor stops carry no code (0): stops no signal explains are part of a real plant.
+_REASON_DRAWS: dict[int, tuple[tuple[int, ...], tuple[float, ...]]] = {
+    _FAIL: ((11, 12, 13), (0.5, 0.3, 0.2)),
+    _MINOR: ((31, 32, 33, 41, 42, 0), (0.35, 0.2, 0.15, 0.12, 0.08, 0.10)),
+    _SETUP: ((21, 22), (0.75, 0.25)),
 }
 
 
@@ -131,6 +148,8 @@ class Timeline:
     power_kw: F64
     part_ns: I64
     part_good: Bools
+    #: the stop reason code the PLC shows (NATIVE_CODES["stop_reason"]; 0: none) per segment
+    reason: U8
 
     @property
     def seg_end(self) -> I64:
@@ -161,6 +180,7 @@ class Timeline:
         return Timeline(
             start_ns, end_ns, seg, self.state[i0:i1], self.mode[i0:i1], self.channel[i0:i1],
             self.power_kw[i0:i1], self.part_ns[p0:p1], self.part_good[p0:p1],
+            self.reason[i0:i1],
         )
 
     @classmethod
@@ -178,12 +198,14 @@ class Timeline:
         mode = np.concatenate([p.mode for p in parts])
         channel = np.concatenate([p.channel for p in parts])
         power = np.concatenate([p.power_kw for p in parts])
-        keep = _changes(state, mode, channel, power)
+        reason = np.concatenate([p.reason for p in parts])
+        keep = _changes(state, mode, channel, power, reason)
         return cls(
             parts[0].start_ns, parts[-1].end_ns, seg[keep], state[keep], mode[keep],
             channel[keep], power[keep],
             np.concatenate([p.part_ns for p in parts]),
             np.concatenate([p.part_good for p in parts]),
+            reason[keep],
         )
 
     def same_as(self, other: Timeline) -> bool:
@@ -192,7 +214,8 @@ class Timeline:
             self.start_ns == other.start_ns and self.end_ns == other.end_ns
             and all(
                 np.array_equal(getattr(self, f), getattr(other, f))
-                for f in ("seg_ns", "state", "mode", "channel", "power_kw", "part_ns", "part_good")
+                for f in ("seg_ns", "state", "mode", "channel", "power_kw", "part_ns", "part_good",
+                          "reason")
             )
         )
 
@@ -391,6 +414,15 @@ def _interruptions(rng: np.random.Generator, b: Behaviour, horizon: float) -> tu
     return u0, u1, kind
 
 
+def _reasons(rng: np.random.Generator, kind: U8) -> U8:
+    """The stop reason code of each piece (0 for runs and time off), drawn by its kind."""
+    out = np.zeros(kind.size, np.uint8)
+    for k, (codes, p) in _REASON_DRAWS.items():
+        sel = kind == k
+        out[sel] = rng.choice(np.array(codes, np.uint8), size=int(sel.sum()), p=p)
+    return out
+
+
 def _parts(rng: np.random.Generator, b: Behaviour, a: I64, e: I64) -> tuple[I64, Bools]:
     """Part completion instants (ns) and whether each part is good, for the producing
     segments [a, e)."""
@@ -475,7 +507,7 @@ class MachineModel:
             return Timeline(
                 c0, c1, np.array([c0], np.int64), _STATE_OF[[_OFF]], _MODE_OF[[_OFF]],
                 np.array([_AUTO], np.uint8), power_of[[_OFF]],
-                np.empty(0, np.int64), np.empty(0, bool),
+                np.empty(0, np.int64), np.empty(0, bool), np.zeros(1, np.uint8),
             )
 
         # 1.-2. interruptions, placed on the planned clock
@@ -492,6 +524,8 @@ class MachineModel:
         p_chan = np.full(2 * m + 1, -1, np.int16)  # -1: keeps the channel it had
         p_chan[0::2] = np.where(auto, _AUTO, _MANUAL)
         p_chan[p_kind == _SETUP] = _MDI  # setting up is done by hand input
+        p_reason = _reasons(np.random.default_rng([self.seed, self.profile.key, day, part, 19]),
+                            p_kind)
 
         # 3. planned clock -> wall clock (floored to ms; stays inside its interval)
         u_ns = np.round(p_start * NS).astype(np.int64)
@@ -505,18 +539,19 @@ class MachineModel:
         # zero-length pieces map onto their successor's start; side="right" picks the latter
         k = np.maximum(np.searchsorted(t, cand, side="right") - 1, 0)
         kind_w = np.where(in_plan, p_kind[k], _OFF)
+        reason_w = np.where(in_plan, p_reason[k], 0).astype(np.uint8)
         chan = np.where(in_plan, p_chan[k], -1)
         filled = np.maximum.accumulate(np.where(chan >= 0, np.arange(chan.size), -1))
         chan_w = np.where(filled >= 0, chan[np.maximum(filled, 0)], _AUTO).astype(np.uint8)
 
         state, mode, power = _STATE_OF[kind_w], _MODE_OF[kind_w], power_of[kind_w]
-        keep = _changes(state, mode, chan_w, power)
-        seg, state, mode, chan_w, power = (
-            cand[keep], state[keep], mode[keep], chan_w[keep], power[keep]
+        keep = _changes(state, mode, chan_w, power, reason_w)
+        seg, state, mode, chan_w, power, reason_w = (
+            cand[keep], state[keep], mode[keep], chan_w[keep], power[keep], reason_w[keep]
         )
         seg_end = np.append(seg[1:], np.int64(c1))
 
         # 4. parts on the production clock
         run = (state == _EXEC) & (mode == _PROC)
         part_ns, good = _parts(rng, b, seg[run], seg_end[run])
-        return Timeline(c0, c1, seg, state, mode, chan_w, power, part_ns, good)
+        return Timeline(c0, c1, seg, state, mode, chan_w, power, part_ns, good, reason_w)

@@ -50,7 +50,7 @@ _NO_MODE = int(OperationMode.NoMode)
 #: roles whose history :meth:`Plant.history_batches` writes
 HISTORY_ROLES = (
     Role.STATE, Role.MODE, Role.CHANNEL_MODE,
-    Role.GOOD_COUNT, Role.REJECT_COUNT, Role.TOTAL_COUNT, Role.ENERGY_KWH,
+    Role.GOOD_COUNT, Role.REJECT_COUNT, Role.TOTAL_COUNT, Role.ENERGY_KWH, Role.STOP_REASON,
 )
 _COUNT_KIND = {Role.TOTAL_COUNT: "total", Role.GOOD_COUNT: "good", Role.REJECT_COUNT: "reject"}
 
@@ -78,6 +78,7 @@ class MachineValues:
     speed_rpm: float
     temperature_c: float
     cycle_time_s: float  # mean actual cycle time in the current regime
+    stop_reason: int = 0  # the PLC's stop reason code (NATIVE_CODES["stop_reason"]; 0: none)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -120,6 +121,8 @@ class _Period:
             codes = {Role.STATE: self.tl.state, Role.MODE: self.tl.mode,
                      Role.CHANNEL_MODE: self.tl.channel}[role]
             return codes[self.tl.index_at(t)].astype(np.float64)
+        if role is Role.STOP_REASON:
+            return self.tl.reason[self.tl.index_at(t)].astype(np.float64)
         if role is Role.ENERGY_KWH:
             return self.energy(t)
         return self.count(_COUNT_KIND[role], t)
@@ -129,7 +132,7 @@ class _Period:
         dropped later)."""
         tl = self.tl
         seg = tl.seg_ns[(tl.seg_ns >= lo) & (tl.seg_ns < hi)]
-        if role in ENUM_ROLES:
+        if role in ENUM_ROLES or role is Role.STOP_REASON:
             return seg
         extra = [np.array([self.r0], np.int64)] if lo == self.r0 else []
         if role is Role.ENERGY_KWH:
@@ -148,12 +151,16 @@ class _Period:
 def stored_values(tag: TagBase, values: F64) -> F64:
     """What a collector stores for ``tag`` when the machine shows canonical ``values``.
 
+    A stop reason is the PLC's native code (``NATIVE_CODES["stop_reason"]``), whatever the
+    tag's enum says: the device sends it so, and a code the enum does not map is unassigned.
     Enumerations become the tag's raw integer (the one the simulated firmware writes, when
     the tag's ``enum`` maps it; else the smallest raw value mapped to that name). Numbers are
     encoded as the device would hold them (``(value - offset) / scale``, rounded and wrapped
     for integer types, rounded to float32 for float32). Either is then stored as the collector
     stores every tag: ``raw * scale + offset``.
     """
+    if tag.role is Role.STOP_REASON:
+        return values * tag.scale + tag.offset
     if tag.role in ENUM_ROLES:
         raw = _enum_lut(tag)[values.astype(np.int64)]
         if np.isnan(raw).any():
@@ -382,6 +389,7 @@ class Plant:
             speed_rpm=float(rpm),
             temperature_c=self._temperature(model, t_ns),
             cycle_time_s=float(model.behaviour_at(t_ns).cycle_s),
+            stop_reason=int(p.tl.reason[i]),
         )
 
     @staticmethod

@@ -63,10 +63,10 @@ from config.signals import ChannelMode, MachineState, OperationMode, Role
 from config.times import iso, parse_instant
 
 from .calendar import overlap_seconds
-from .model import NS, datetime_ns
+from .model import NATIVE_CODES, NS, datetime_ns
 from .plant import Plant
 
-__all__ = ["NOT_GIVEN", "Elements", "asset_elements", "truth", "write_truth"]
+__all__ = ["NOT_GIVEN", "Elements", "asset_elements", "stop_truth", "truth", "write_truth"]
 
 _NS_PER_H = 3600 * NS
 
@@ -321,3 +321,62 @@ def write_truth(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return data
+
+
+def stop_truth(plant: Plant, asset: str, start_ns: int, end_ns: int,
+               settings: Settings | None = None) -> dict[str, Any]:
+    """The exact stops of one asset over [start_ns, end_ns), restated from the timeline with
+    no code from ``kpi/`` (docs/kpis.md, "Losses and reasons"): seconds of stop time inside
+    PBT per reason id (``unassigned`` where the PLC shows no code) and per loss type, and the
+    stop events, each a maximal stretch of stop time in PBT with one element and one reason.
+
+    A stop is any PBT time not in Executing + Processing (every instant of the model is
+    known). Its element: OutOfService is a malfunction, else Processing a minor stop, Setup a
+    setup, Maintenance maintenance, NotAvailable not available, no mode other. Its loss type:
+    its reason's category's, or unassigned, breakdown (setup: changeover_setup, maintenance:
+    planned_downtime); shorter than ``reasons.small_stop_s`` a small stop, unless planned
+    downtime or a changeover."""
+    config = settings or plant.settings
+    tree = config.reasons.tree()
+    id_of = {code: rid for rid, code in NATIVE_CODES["stop_reason"].items()}
+    tl = plant.timeline(asset, start_ns, end_ns)
+    ps, pe = plant.clock.planned(start_ns, end_ns)
+    # pieces: the segments cut at the plan's edges, each wholly in or out of PBT
+    cuts = np.unique(np.concatenate((tl.seg_ns, ps, pe, np.array([start_ns, end_ns], np.int64))))
+    cuts = cuts[(cuts >= start_ns) & (cuts <= end_ns)]
+    a, b = cuts[:-1], cuts[1:]
+    k = np.searchsorted(ps, a, side="right") - 1
+    in_plan = (k >= 0) & (a < pe[np.maximum(k, 0)]) if ps.size else np.zeros(a.size, bool)
+    i = tl.index_at(a)
+    state, mode, code = tl.state[i], tl.mode[i], tl.reason[i]
+    oos = state == MachineState.OutOfService
+    element = np.where(
+        oos, 1, np.where(state == MachineState.NotAvailable, 5, np.select(
+            [mode == OperationMode.Processing, mode == OperationMode.Setup,
+             mode == OperationMode.Maintenance], [2, 3, 4], 6)))
+    running = (state == MachineState.Executing) & (mode == OperationMode.Processing) & ~oos
+    stop = in_plan & ~running
+    events: list[dict[str, Any]] = []
+    for j in np.flatnonzero(stop).tolist():
+        rid = id_of.get(int(code[j]), "unassigned")
+        last = events[-1] if events else None
+        if (last is not None and last["end_ns"] == int(a[j]) and last["reason"] == rid
+                and last["element"] == int(element[j])):
+            last["end_ns"] = int(b[j])
+        else:
+            events.append({"start_ns": int(a[j]), "end_ns": int(b[j]), "reason": rid,
+                           "element": int(element[j])})
+    by_element = {1: "breakdown", 2: "breakdown", 3: "changeover_setup", 4: "planned_downtime",
+                  5: "breakdown", 6: "breakdown"}
+    reasons: dict[str, float] = {}
+    loss_types: dict[str, float] = {}
+    for ev in events:
+        sec = (ev["end_ns"] - ev["start_ns"]) / NS
+        rid = ev["reason"]
+        lt = by_element[ev["element"]] if rid == "unassigned" else tree.loss_type(rid)
+        if sec < config.reasons.small_stop_s and lt not in ("planned_downtime", "changeover_setup"):
+            lt = "small_stop"
+        ev["loss_type"] = lt
+        reasons[rid] = reasons.get(rid, 0.0) + sec
+        loss_types[lt] = loss_types.get(lt, 0.0) + sec
+    return {"reasons": reasons, "loss_types": loss_types, "events": events}

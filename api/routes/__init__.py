@@ -12,6 +12,7 @@ from . import (
     gateway,
     kpis,
     latest,
+    losses,
     metrics,
     plant,
     series,
@@ -23,4 +24,4 @@ __all__ = ["ROUTERS"]
 ROUTERS: tuple[APIRouter, ...] = (dashboard.router, gateway.router, plant.router, kpis.router,
                                     tiers.router, configuration.router,
                                     declared.router, metrics.router, series.router,
-                                    latest.router, evidence.router)
+                                    latest.router, evidence.router, losses.router)

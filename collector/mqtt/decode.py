@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from config.mqtt import DEFAULT_MAX_TEXT_BYTES as DEFAULT_MAX_TEXT
 from config.mqtt import MqttTag
-from config.signals import ENUM_ROLES
+from config.signals import ENUM_ROLES, REASON_ROLES
 from config.times import NS_MAX, datetime_ns
 
 __all__ = [
@@ -226,7 +226,7 @@ class TagCodec:
     @classmethod
     def of(cls, tag: MqttTag, max_text: int = DEFAULT_MAX_TEXT) -> TagCodec:
         names: dict[str, int] = {}
-        if tag.enum is not None and tag.role in ENUM_ROLES:
+        if tag.enum is not None and tag.role in ENUM_ROLES + REASON_ROLES:
             names = {name.lower(): raw for raw, name in tag.enum.items()}
         return cls(tag.type, names, max_text)
 

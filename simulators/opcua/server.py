@@ -8,6 +8,7 @@ Address space (namespace :data:`NAMESPACE_URI`, string node ids that never chang
         MachineryItemState/CurrentState   Int32       canonical MachineState code
         MachineryOperationMode/CurrentState Int32     canonical OperationMode code
         ChannelMode                       Int32       canonical ChannelMode code
+        StopReason                        Int32       the PLC's stop reason code (0: none)
         TotalCount, GoodCount, RejectCount UInt32     cumulative, reset with the plant
         EnergyKwh, PowerKw, SpeedRpm, TemperatureC  Double
     Objects/Bulk/<first i of group>/<i>  Double      ns=<i>;s=bulk/<i>  (``extra_variables``)
@@ -86,6 +87,7 @@ _SIGNALS: dict[str, _Signal] = {
     "MachineryItemState/CurrentState": _Signal(ua.VariantType.Int32, Role.STATE, lambda v: v.state),
     "MachineryOperationMode/CurrentState": _Signal(ua.VariantType.Int32, Role.MODE, lambda v: v.mode),
     "ChannelMode": _Signal(ua.VariantType.Int32, Role.CHANNEL_MODE, lambda v: v.channel_mode),
+    "StopReason": _Signal(ua.VariantType.Int32, Role.STOP_REASON, lambda v: v.stop_reason),
     "TotalCount": _Signal(ua.VariantType.UInt32, Role.TOTAL_COUNT, lambda v: v.total % 2**32),
     "GoodCount": _Signal(ua.VariantType.UInt32, Role.GOOD_COUNT, lambda v: v.good % 2**32),
     "RejectCount": _Signal(ua.VariantType.UInt32, Role.REJECT_COUNT, lambda v: v.reject % 2**32),

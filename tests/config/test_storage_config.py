@@ -46,7 +46,7 @@ def test_role_defaults() -> None:
     for role in Role:
         want = "on_change" if role in (
             Role.STATE, Role.MODE, Role.CHANNEL_MODE, Role.TOTAL_COUNT, Role.GOOD_COUNT,
-            Role.REJECT_COUNT, Role.ENERGY_KWH) else "every_poll"
+            Role.REJECT_COUNT, Role.ENERGY_KWH, Role.STOP_REASON) else "every_poll"
         assert role_default(role).mode == want, role
     got = storages(plant())
     assert got["state"] == got["total"] == Storage(mode="on_change", deadband=None, max_interval_s=60)

@@ -29,7 +29,7 @@ from collector.modbus import ModbusCollector
 from config.base import DeviceBase
 from config.modbus import ModbusDevice
 from config.settings import Settings
-from config.signals import COUNTER_ROLES, ENUM_ROLES
+from config.storage import LOSSLESS_ROLES
 from config.times import to_ns
 from simulators import Plant, serve_plant
 from store.base import Gap
@@ -41,7 +41,7 @@ from tests.helpers import FAST, health, shift_demo_settings, wait_until
 #: plant time: a Wednesday 17:50 in Shanghai, ten minutes before the evening break
 T0 = datetime(2026, 11, 18, 9, 50, tzinfo=UTC)
 SPEED = 90  # plant seconds per wall second
-KPI_ROLES = {r.value for r in (*ENUM_ROLES, *COUNTER_ROLES)}
+KPI_ROLES = {r.value for r in LOSSLESS_ROLES}  # stored on change: steps, counters, reasons
 
 
 class SimClock:

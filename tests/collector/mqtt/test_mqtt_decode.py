@@ -126,6 +126,11 @@ def test_enumerated_tags_take_names() -> None:
     assert codec.from_json("notexecuting") == (2.0, None)
     with pytest.raises(PayloadError):
         codec.from_json("Running")
+    # a stop reason sent as its reason id is stored as the code the enum gives it
+    reason = MqttTag(asset=ASSET, name="reason", role="stop_reason", type="int",  # type: ignore[arg-type]
+                     enum={31: "jam", 11: "mechanical_failure"})
+    assert TagCodec.of(reason).from_text(b"jam") == (31.0, None)
+    assert TagCodec.of(reason).from_json(11) == (11.0, None)
 
 
 @pytest.mark.parametrize(("raw", "fmt", "ns"), [

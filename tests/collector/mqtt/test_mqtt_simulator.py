@@ -26,6 +26,7 @@ LINE1 = ["demo/machining/line1/lathe-01", "demo/machining/line1/mill-01"]
 LINE2 = ["demo/machining/line2/press-01"]  # a second Sparkplug edge node (the node id is the line)
 FIELDS = {  # the JSON layout of the publisher, as the README documents it
     "state": "machine.state", "mode": "machine.mode", "channel_mode": "machine.channel_mode",
+    "stop_reason": "machine.stop_reason",
     "total_count": "counters.total", "good_count": "counters.good", "reject_count": "counters.reject",
     "energy_kwh": "energy.kwh", "power_kw": "energy.power_kw", "speed_rpm": "process.speed_rpm",
     "temperature_c": "process.temperature_c",

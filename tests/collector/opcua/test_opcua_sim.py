@@ -135,7 +135,8 @@ async def test_server_restart_mid_subscription(sqlite_store: SqliteStore, plant:
                 spec_attr = {
                     "MachineryItemState/CurrentState": "state",
                     "MachineryOperationMode/CurrentState": "mode",
-                    "ChannelMode": "channel_mode", "TotalCount": "total", "GoodCount": "good",
+                    "ChannelMode": "channel_mode", "StopReason": "stop_reason",
+                    "TotalCount": "total", "GoodCount": "good",
                     "RejectCount": "reject", "EnergyKwh": "energy_kwh", "PowerKw": "power_kw",
                     "SpeedRpm": "speed_rpm", "TemperatureC": "temperature_c",
                 }[signal]

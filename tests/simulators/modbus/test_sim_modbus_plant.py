@@ -178,7 +178,7 @@ async def test_collector_stores_what_history_stores(served: PlantServers, clock:
                 canonical = plant.signal(tag.asset, tag.role, [clock.t])
                 assert got[ids[tag.path]] == stored_values(tag, canonical)[0], tag.path
                 checked += 1
-        assert checked == 21
+        assert checked == 24  # 3 units x (state, mode, channel, 3 counters, energy, stop reason)
         name_tag = next(t for t in device.tags if t.name == "machine_name")
         assert np.isnan(got[ids[name_tag.path]])  # a text: its value is NaN
 
@@ -243,7 +243,8 @@ def test_demo_tags_follow_the_register_map(settings: Settings) -> None:
 def test_one_unit_is_one_machine(settings: Settings) -> None:
     d = settings.devices[0]
     assert isinstance(d, ModbusDevice)
-    tags = [d.tags[0], d.tags[14].model_copy(update={"unit_id": 1})]
+    other = next(t for t in d.tags if t.asset != d.tags[0].asset)  # the next machine's first
+    tags = [d.tags[0], other.model_copy(update={"unit_id": 1})]
     bad = settings.model_copy(update={"devices": [d.model_copy(update={"tags": tags})]})
     with pytest.raises(ValueError, match="unit id 1 carries tags of two assets"):
         assign_units(bad)

@@ -29,6 +29,7 @@ EXPECTED = {
     "state": ("state", "machine", "state", DataType.INT32),
     "mode": ("mode", "machine", "mode", DataType.INT32),
     "channel_mode": ("channel_mode", "machine", "channel_mode", DataType.INT32),
+    "stop_reason": ("stop_reason", "machine", "stop_reason", DataType.INT32),
     "total_count": ("total", "counters", "total", DataType.UINT64),
     "good_count": ("good", "counters", "good", DataType.UINT64),
     "reject_count": ("reject", "counters", "reject", DataType.UINT64),

@@ -40,6 +40,7 @@ EXPECTED: dict[str, tuple[ua.VariantType, str]] = {
     "MachineryItemState/CurrentState": (ua.VariantType.Int32, "state"),
     "MachineryOperationMode/CurrentState": (ua.VariantType.Int32, "mode"),
     "ChannelMode": (ua.VariantType.Int32, "channel_mode"),
+    "StopReason": (ua.VariantType.Int32, "stop_reason"),
     "TotalCount": (ua.VariantType.UInt32, "total"),
     "GoodCount": (ua.VariantType.UInt32, "good"),
     "RejectCount": (ua.VariantType.UInt32, "reject"),
