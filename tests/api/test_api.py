@@ -119,7 +119,9 @@ def test_openapi_and_dashboard(demo: tuple[httpx.Client, Path]) -> None:
         assert p in spec["paths"], p
     assert "swagger" in client.get("/docs").text.lower()
     page = client.get("/")
-    assert page.status_code == 200 and "/api/v1/kpis" in page.text
+    assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
+    app = client.get("/static/app.js")  # the page's script, served without a key, asks the API
+    assert app.status_code == 200 and "/api/v1/kpis" in app.text
 
 
 #: canonical names of the raw values the demo's devices send (config/demo.yaml's enums): the
