@@ -145,6 +145,10 @@ class _SubHandler:
             )
 
 
+#: how long the subscribe loop lets a publish's notifications gather after the first
+_COALESCE_S = 0.01
+
+
 class OpcUaCollector(Diagnosis):
     """Collects one :class:`~config.opcua.OpcUaDevice`.
 
@@ -479,12 +483,16 @@ class OpcUaCollector(Diagnosis):
         while True:
             self._raise_if_lost()
             if not self._r_idx:
-                # woken by the first notification of a publish: asyncua has already queued the
-                # handler calls of the rest of that publish response, which run before this task
-                # resumes, so one publish is one batch (the timeout only re-checks the connection)
+                # woken by the first notification of a publish (the timeout only re-checks the
+                # connection)
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), interval)
+                if self._r_idx:
+                    # asyncua runs each notification's handler in a task of its own: give the
+                    # rest of the publish a moment to land, so a publish makes one batch, not
+                    # one batch per changed tag
+                    await asyncio.sleep(min(interval, _COALESCE_S))
             self._raise_if_lost()
             batch = self._drain()
             if len(batch):
