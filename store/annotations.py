@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from config.errors import StoreError
-from config.store import InfluxStoreSettings, StoreSettings
+from config.store import StoreSettings
+
+from .sidecar import open_sidecar, sidecar_path
 
 __all__ = ["StopAnnotation", "StopAnnotations", "annotations_path"]
 
@@ -45,10 +47,8 @@ _MIGRATIONS: Final = {
 
 
 def annotations_path(store: StoreSettings) -> Path:
-    """``<store file>.annotations.db`` beside the embedded store's file, or beside the
-    InfluxDB store's ``meta_path``."""
-    base = Path(store.meta_path if isinstance(store, InfluxStoreSettings) else store.path)
-    return base.with_name(base.name.removesuffix(".db") + ".annotations.db")
+    """``<store file>.annotations.db`` beside the store (``store.sidecar.sidecar_path``)."""
+    return sidecar_path(store, "annotations")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,24 +76,9 @@ class StopAnnotations:
             self._open()
 
     def _open(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # an audit row is never lost once acked
-            have = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if have > SCHEMA_VERSION:
-                raise StoreError(f"{self.path.name}: stop annotations of schema {have}, newer "
-                                 f"than this tierproof's ({SCHEMA_VERSION}): upgrade tierproof")
-            for v in range(have + 1, SCHEMA_VERSION + 1):
-                conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[v]} "
-                                   f"PRAGMA user_version = {v}; COMMIT;")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path.name}: cannot open the stop annotations: {exc}") from exc
-        self._conn = conn
-        return conn
+        if self._conn is None:
+            self._conn = open_sidecar(self.path, "stop annotations", _MIGRATIONS, SCHEMA_VERSION)
+        return self._conn
 
     def add(self, asset: str, start_ns: int, reason: str, note: str, by: str,
             replaced_reason: str | None, replaced_source: str | None,

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from config.errors import StoreError
-from config.store import InfluxStoreSettings, StoreSettings
+from config.store import StoreSettings
+
+from .sidecar import open_sidecar, sidecar_path
 
 __all__ = ["DeclaredRegistry", "DeclaredVersion", "declared_path"]
 
@@ -46,10 +48,9 @@ _MIGRATIONS: Final = {
 
 
 def declared_path(store: StoreSettings) -> Path:
-    """Where the registry of ``store``'s gateway lives: ``<store file>.declared.db`` beside the
-    embedded store's file, or beside the InfluxDB store's ``meta_path``."""
-    base = Path(store.meta_path if isinstance(store, InfluxStoreSettings) else store.path)
-    return base.with_name(base.name.removesuffix(".db") + ".declared.db")
+    """Where the registry of ``store``'s gateway lives: ``<store file>.declared.db`` beside it
+    (``store.sidecar.sidecar_path``)."""
+    return sidecar_path(store, "declared")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,26 +79,10 @@ class DeclaredRegistry:
             self._open()
 
     def _open(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # an audit row is never lost once acked
-            self._migrate(conn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path.name}: cannot open the declared-evidence registry: {exc}") from exc
-        self._conn = conn
-        return conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        have = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if have > SCHEMA_VERSION:
-            raise StoreError(f"{self.path.name}: declared-evidence registry of schema {have}, newer "
-                             f"than this tierproof's ({SCHEMA_VERSION}): upgrade tierproof")
-        for v in range(have + 1, SCHEMA_VERSION + 1):
-            conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[v]} PRAGMA user_version = {v}; COMMIT;")
+        if self._conn is None:
+            self._conn = open_sidecar(self.path, "declared-evidence registry", _MIGRATIONS,
+                                      SCHEMA_VERSION)
+        return self._conn
 
     def put(self, item: str, value: Any, supplied_by: str, reason: str,
             at_ns: int | None = None) -> DeclaredVersion:
