@@ -29,10 +29,10 @@ from ..losses import (
     stops_body,
 )
 from ..plant_time import ZonesDep, respond
-from ..problems import ECHO_MAX, PROBLEM, BadParameter, echo, problem
+from ..problems import ECHO_MAX, PROBLEM, echo, problem
 from ..service import KpiService
 from ..tabular import tabular
-from .params import AssetQuery, FromQuery, LineQuery, ToQuery
+from .params import AssetQuery, FromQuery, LineQuery, ToQuery, row_limit
 
 router = APIRouter(prefix="/api/v1", tags=["losses"])
 
@@ -103,12 +103,7 @@ async def get_stops(
     start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs,
                         plant_tz=zones.plant)
     check_window(settings, start, end)
-    top = settings.api.max_samples
-    if limit is None:
-        limit = min(10_000, top)
-    elif limit > top:
-        raise BadParameter("limit", f"{limit} is more than api.max_samples ({top}): ask for "
-                                    "fewer stops per request", limit=("api.max_samples", top))
+    limit = row_limit(limit, settings.api.max_samples, "stops")
     tree = settings.reasons.tree()
     if reason is not None and reason != UNASSIGNED and reason not in tree.code:
         raise NotFoundError(f"no reason {reason!r}; the reason tree is in GET /api/v1/config "

@@ -9,8 +9,10 @@ from typing import Annotated
 
 from fastapi import Query
 
+from ..problems import BadParameter
+
 __all__ = ["AssetQuery", "BaselineFromQuery", "BaselineToQuery", "FromQuery", "LineQuery",
-           "ToQuery"]
+           "ToQuery", "row_limit"]
 
 _FROM = ("ISO 8601 (e.g. 2026-12-01T00:00:00+08:00; a date or time without an offset is the "
          "plant's local time, calendar.timezone, or tz's) or now-7d")
@@ -33,3 +35,14 @@ BaselineFromQuery = Annotated[str | None, Query(description="default: kpi.baseli
                                                 examples=BASELINE_FROM_EXAMPLES)]
 BaselineToQuery = Annotated[str | None, Query(description="default: kpi.baseline",
                                               examples=BASELINE_TO_EXAMPLES)]
+
+
+def row_limit(limit: int | None, top: int, what: str) -> int:
+    """The rows a request may have: ``limit``, or 10,000 (at most ``top``, api.max_samples)
+    when unset; a ``limit`` above ``top`` is a 400 problem naming the setting."""
+    if limit is None:
+        return min(10_000, top)
+    if limit > top:
+        raise BadParameter("limit", f"{limit} is more than api.max_samples ({top}): ask for "
+                                    f"fewer {what} per request", limit=("api.max_samples", top))
+    return limit

@@ -21,9 +21,10 @@ from ..deps import GatewayDep, NowDep, SettingsDep, instant
 from ..gateway import Gateway
 from ..models import AssetOut, LatestOut, SamplesOut, TagOut
 from ..plant_time import ZonesDep
-from ..problems import BadParameter, echo
+from ..problems import echo
 from ..state_names import names_of
 from ..tabular import parallel, tabular
+from .params import row_limit
 
 router = APIRouter(prefix="/api/v1")
 #: CSV of samples: a row per sample, a column per list of the answer
@@ -139,12 +140,7 @@ def get_tag_samples(
         max_length=MAX_CURSOR, examples=[CURSOR_EXAMPLE])] = None,
 ) -> SamplesOut:
     tid = _tag_id(g, tag_path)
-    top = settings.api.max_samples
-    if limit is None:
-        limit = min(10_000, top)
-    elif limit > top:
-        raise BadParameter("limit", f"{limit} is more than api.max_samples ({top}): ask for "
-                                    "fewer samples per request", limit=("api.max_samples", top))
+    limit = row_limit(limit, settings.api.max_samples, "samples")
     if cursor is not None:
         c = decode_cursor(cursor, tag_path)
         start_ns, end_ns, at, skip = c.start_ns, c.end_ns, c.last_ns, c.skip
