@@ -279,7 +279,7 @@ def test_cli_create_list_revoke_reach_the_running_gateway(
     assert code == 0
     row = next(line for line in listed.splitlines() if key_id in line)
     assert re.search(rf"{key_id}\s+mes\s+write\s+20\d\d-", row) and row.rstrip().endswith("-")
-    assert key not in listed and key.split("_")[2] not in listed
+    assert key not in listed and key.split("_", 2)[2] not in listed
     revoked = next(line for line in listed.splitlines() if "test-revoked" in line)
     assert re.search(r"20\d\d-\S+$", revoked.strip())  # when it was revoked
 
