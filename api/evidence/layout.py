@@ -35,6 +35,8 @@ __all__ = [
     "SIGNATURE",
     "STATES",
     "STATES_COLUMNS",
+    "TAGS",
+    "TAGS_COLUMNS",
     "UNSIGNED",
     "VERSIONS",
     "WINDOWS",
@@ -56,6 +58,9 @@ SAMPLES: Final = "inputs/samples.csv"
 STATES: Final = "inputs/states.csv"
 GAPS: Final = "inputs/gaps.csv"
 PLANNED: Final = "inputs/planned.csv"
+#: the KPI tags config.yaml does not declare (a central tierproof's, from the gateways' tag
+#: register in the store): only in a pack that has such tags
+TAGS: Final = "inputs/tags.csv"
 REPORT: Final = "report.html"
 PUBLIC_KEY: Final = "public_key.pem"
 MANIFEST: Final = "manifest.json"
@@ -72,6 +77,7 @@ SAMPLES_COLUMNS: Final = ("tag", "asset", "role", "ts", "value", "quality")
 STATES_COLUMNS: Final = ("asset", "start", "end", "state", "mode")
 GAPS_COLUMNS: Final = ("asset", "device", "start", "end", "reason")
 PLANNED_COLUMNS: Final = ("asset", "start", "end")
+TAGS_COLUMNS: Final = ("tag", "asset", "role", "device", "protocol", "unit", "enum")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _NS: Final = 1_000_000_000

@@ -192,6 +192,23 @@ def sample_rows(service: KpiService, windows: Windows) -> Iterator[list[str]]:
             last = b
 
 
+def tag_rows(service: KpiService) -> list[list[str]]:
+    """The KPI tags of the pack (those of ``sample_rows``) that ``config.yaml`` does not declare:
+    a central tierproof has no devices and learns its tags, roles and enumerations from the
+    gateways' tag register in the store. Empty for a gateway's own pack."""
+    from ..gateway import tag_records
+
+    declared = {t.path for t in tag_records(service.settings)}
+    assets = {a.path for a in service.settings.assets}
+    tags = sorted((t for by_role in tags_by_asset(service.store.tags()).values()
+                   for t in by_role.values() if t.asset in assets and t.path not in declared),
+                  key=lambda t: t.path)
+    return [[t.path, t.asset, t.role, t.device, t.protocol, t.unit,
+             "" if t.enum is None else json.dumps({str(k): t.enum[k] for k in sorted(t.enum)},
+                                                  ensure_ascii=False, separators=(",", ":"))]
+            for t in tags]
+
+
 def _asset_gaps(service: KpiService, asset: Asset, tags: dict[Role, TagRecord], a: int, b: int) -> list[Gap]:
     devices = sorted({t.device for t in tags.values()})
     return asset_gaps((g for d in devices for g in service.store.gaps(d, a, b)), asset.path)
@@ -333,6 +350,8 @@ def _write(out: Path, settings: Settings, service: KpiService, key: Ed25519Priva
         _write_csv(out / L.SAMPLES, sample_rows(service, windows), L.SAMPLES_COLUMNS)
         _write_csv(out / L.STATES, state_rows(service, windows), L.STATES_COLUMNS)
         _write_csv(out / L.GAPS, gap_rows(service, windows), L.GAPS_COLUMNS)
+        if tags := tag_rows(service):  # a central tierproof's: verify needs their mapping
+            _write_csv(out / L.TAGS, tags, L.TAGS_COLUMNS)
     _write_csv(out / L.PLANNED, planned_rows(settings, windows), L.PLANNED_COLUMNS)
     config = yaml.safe_dump(redacted_config(settings), sort_keys=False, allow_unicode=True).encode()
     (out / L.CONFIG).write_bytes(config)

@@ -41,8 +41,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from config.errors import ConfigError, TierproofError
 from config.loader import load_tiers, settings_from_dict
 from config.settings import Settings
+from config.signals import Role
 from config.times import to_ns
 from kpi import TimeElements
+from store.base import TagRecord
 from store.batch import Batch
 from store.sqlite import SqliteStore
 
@@ -251,9 +253,38 @@ def _time(rel: str, line: int, column: str, text: str) -> int:
         raise Mismatch(rel, f"line {line} {column}", str(exc)) from None
 
 
+def _pack_tags(root: Path, settings: Settings, declared: dict[str, TagRecord]) -> dict[str, TagRecord]:
+    """The tags of ``inputs/tags.csv`` (absent: none), each of an asset of ``config.yaml`` and
+    none declared there: a central tierproof's tags as the gateways registered them."""
+    if not (root / L.TAGS).is_file():
+        return {}
+    assets = {a.path for a in settings.assets}
+    out: dict[str, TagRecord] = {}
+    for i, (tag, asset, role, device, protocol, unit, enum) in enumerate(
+            _csv_iter(root, L.TAGS, L.TAGS_COLUMNS), start=2):
+        if tag in declared or tag in out:
+            where = f"in {L.CONFIG}" if tag in declared else "twice"
+            raise Mismatch(L.TAGS, f"line {i}", f"tag {tag} is declared {where}: {L.TAGS} lists "
+                           f"only tags {L.CONFIG} does not declare, once each")
+        if asset not in assets or tag.rsplit("/", 1)[0] != asset:
+            raise Mismatch(L.TAGS, f"line {i}", f"tag {tag} of asset {asset}: not a signal of an "
+                           f"asset of {L.CONFIG}")
+        try:
+            Role(role)
+            mapping = None if not enum else {int(k): str(v) for k, v in json.loads(enum).items()}
+        except (ValueError, AttributeError) as exc:
+            raise Mismatch(L.TAGS, f"line {i}", f"tag {tag}: role {role!r} or enum {enum!r} is not "
+                           f"valid ({exc})") from None
+        out[tag] = TagRecord(path=tag, asset=asset, role=role, device=device, protocol=protocol,
+                             unit=unit, enum=mapping)
+    return out
+
+
 def _fill_store(root: Path, settings: Settings, store: SqliteStore) -> tuple[int, int]:
-    """The pack's samples and gaps in ``store``, its tags those of ``config.yaml``: (samples, gaps)."""
+    """The pack's samples and gaps in ``store``, its tags those of ``config.yaml`` and of
+    ``inputs/tags.csv`` (a central tierproof's): (samples, gaps)."""
     records = {t.path: t for t in tag_records(settings)}
+    records.update(_pack_tags(root, settings, records))
     ids = store.register_tags(list(records.values()))
     tag_id: list[int] = []
     ts: list[int] = []
