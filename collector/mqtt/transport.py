@@ -166,7 +166,8 @@ class PahoConnection:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        # Sparkplug primary host: its own STATE topic is answered here (_own_state)
+        client.on_message = self._on_message if state is None else self._on_message_or_state
         self._connack = loop.create_future()
         self._client = client
         try:
@@ -210,6 +211,38 @@ class PahoConnection:
 
         self._state = (f"spBv1.0/STATE/{host}", payload)
         return self._state
+
+    def _on_message_or_state(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        state = self._state
+        try:
+            ours = state is not None and msg.topic == state[0]
+        except UnicodeDecodeError:  # not ours: the driver counts it
+            ours = False
+        if ours:
+            assert state is not None
+            self._own_state(client, msg, state)
+        else:
+            self._on_message(client, userdata, msg)
+
+    def _own_state(self, client: mqtt.Client, msg: mqtt.MQTTMessage,
+                   state: tuple[str, Callable[[bool], bytes]]) -> None:
+        """A STATE on our own topic (Sparkplug 3.0, as Tahu's HostApplication does): one that
+        says offline -- a previous session's Will published late, or another process using our
+        host id -- is answered with our online STATE again (this session's timestamp, as our
+        Will has it), so that it is not what the broker retains for edge nodes that connect
+        later (they would wait for us forever)."""
+        if msg.qos:
+            client.ack(msg.mid, msg.qos)
+        try:
+            online = json.loads(msg.payload).get("online")
+        except (ValueError, AttributeError):
+            online = None
+        if online is True:
+            return  # ours, or one that says what ours says
+        log.warning("%s: %s says %r: publishing our online STATE again (a previous session's "
+                    "Will, or another host using primary_host_id %r?)", self._dev.name, state[0],
+                    bytes(msg.payload[:200]), self._dev.primary_host_id)
+        client.publish(state[0], state[1](True), qos=1, retain=True)
 
     def _connect_error(self, exc: BaseException, doing: str = "connect to") -> ConnectError:
         """The one place socket and TLS errors of paho become tierproof errors."""
@@ -333,6 +366,9 @@ class PahoConnection:
         filters = [s.spec.filter for s in self._subs]
         uniq = list(dict.fromkeys(filters))
         topics: list[tuple[str, int]] = [(f, d.qos) for f in uniq]
+        if self._state is not None:  # Sparkplug 3.0: a host subscribes to its own STATE first
+            uniq.append(self._state[0])
+            topics.append((self._state[0], 1))
         rc, mid = client.subscribe(topics)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectError(f"{d.name}: cannot subscribe: {mqtt.error_string(rc)}")

@@ -22,6 +22,20 @@
 // may be a decimal string (JavaScript numbers stop being exact at 2^53).
 // Answers: {"ok": ...} or {"error": "..."} lines. An unclean death is SIGKILL from the test.
 //
+// With "primaryHostId" the node waits for that Sparkplug 3.0 primary host as Eclipse Tahu's
+// Java edge node does (org.eclipse.tahu.edge.EdgeClient; Tahu's JavaScript client has no
+// primary host support): on every connect it subscribes to spBv1.0/STATE/<id> at QoS 1 and
+// publishes no birth; a STATE {"online": true, "timestamp": ms} not older than the last one
+// seen -> births (seq from 0), then DATA; online false -> a DDEATH per device and an NDEATH,
+// then no DATA until the host is online again (EdgeClient also ends its MQTT session and
+// reconnects; this node stays connected). A STATE with a timestamp older than the last one
+// seen is ignored (EdgeClient: "a stale STATE message"). DATA asked for while the host is
+// not online is not published (EdgeClient drops it too): answered {"ok": true, "held": true}.
+// Every STATE received is in the status: online, timestamp, its keys, MQTT retain and QoS.
+// Tahu's client decodes every message that arrives on its connection as a Sparkplug protobuf
+// before looking at the topic, so a STATE (JSON) would throw out of mqtt.js's message event
+// and end the process (RangeError: index out of range); STATE is routed around that listener.
+//
 // usage: node tahu_edge.js '{"serverUrl": "mqtt://127.0.0.1:1883", "groupId": "g",
 //                            "edgeNode": "n", "devices": ["M1"], "publishDeath": true}'
 "use strict";
@@ -79,6 +93,56 @@ const client = sparkplug.newClient({
 const counters = { births: 0, rebirths: 0, ncmd: 0, connects: 0 };
 let ready = false;
 
+// the primary host, as EdgeClient tracks it (see the header)
+const hostId = opts.primaryHostId || null;
+const stateTopic = hostId ? `spBv1.0/STATE/${hostId}` : null;
+const primary = { online: false, last: null, states: [], stale: 0, held: 0, deaths: 0, granted: null };
+
+if (hostId) {
+  const mq = client.client;
+  const [tahuOnMessage] = mq.listeners("message");
+  mq.removeListener("message", tahuOnMessage);
+  mq.on("message", (topic, message, packet) => {
+    if (topic === stateTopic) onState(message, packet);
+    else tahuOnMessage(topic, message, packet);
+  });
+}
+
+function onState(message, packet) {
+  let s;
+  try {
+    s = JSON.parse(message.toString("utf8"));
+  } catch (err) {
+    primary.states.push({ error: String(err), retain: packet.retain, qos: packet.qos });
+    return;
+  }
+  primary.states.push({ online: s.online, timestamp: s.timestamp, keys: Object.keys(s),
+                        retain: packet.retain, qos: packet.qos });
+  // EdgeClient.handleStateMessage
+  if (primary.last !== null && s.timestamp < primary.last) {
+    primary.stale += 1;
+    return;
+  }
+  primary.last = s.timestamp;
+  if (s.online === true && !primary.online) {
+    births();
+    primary.online = true;  // after the births: no DATA before them
+  } else if (s.online !== true && primary.online) {
+    primary.online = false;
+    for (const d of devices) client.publishDeviceDeath(d, { timestamp: now(), metrics: [] });
+    client.publishNDeath(client.client);
+    primary.deaths += 1;
+  }
+}
+
+function announce() {
+  if (ready) return;
+  ready = true;
+  const types = TYPES.map(([type, v], i) => ({ type, value: v, alias: i }));
+  console.log("READY " + JSON.stringify({ clientId: client.mqttOptions.clientId, types,
+                                         aliasBase: ALIAS_BASE }));
+}
+
 function births(extra) {
   const ts = now();
   // Tahu appends bdSeq (UInt64) to the NBIRTH itself and resets seq to 0
@@ -100,13 +164,16 @@ function births(extra) {
 
 client.on("birth", () => {
   counters.connects += 1;
-  births();
-  if (!ready) {
-    ready = true;
-    const types = TYPES.map(([type, v], i) => ({ type, value: v, alias: i }));
-    console.log("READY " + JSON.stringify({ clientId: client.mqttOptions.clientId, types,
-                                           aliasBase: ALIAS_BASE }));
+  if (!hostId) {
+    births();
+    announce();
+    return;
   }
+  primary.online = false;  // EdgeClient: wait for the host's STATE on every connect
+  client.client.subscribe(stateTopic, { qos: 1 }, (err, granted) => {
+    primary.granted = err ? String(err) : granted.map((g) => g.qos);
+    announce();
+  });
 });
 
 client.on("ncmd", (payload) => {
@@ -134,6 +201,10 @@ function run(cmd) {
   switch (cmd.cmd) {
     case "ndata":
     case "ddata": {
+      if (hostId && !primary.online) {
+        primary.held += 1;
+        return { ok: true, held: true };
+      }
       const payload = { metrics: (cmd.metrics || []).map(metric) };
       if (cmd.timestamp !== undefined) payload.timestamp = cmd.timestamp;
       if (cmd.cmd === "ndata") client.publishNodeData(payload);
@@ -155,7 +226,7 @@ function run(cmd) {
       });
       return null;
     case "status":
-      return { ok: true, ...counters };
+      return { ok: true, ...counters, ...(hostId ? { primary } : {}) };
     case "stop":
       client.client.once("end", () => {
         console.log(JSON.stringify({ ok: true, stopped: true }));
