@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import os
 import subprocess
 import sys
+import time
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -28,18 +32,23 @@ from api.evidence import layout as L
 from api.evidence.keys import key_path
 from api.evidence.pack import sign_pack
 from api.gateway import tag_records
+from api.rollups import RollupMaintainer
+from api.service import KpiService
 from config import load_settings
 from config.times import to_ns
 from simulators import Plant
 from store import InfluxStore
-from tests.helpers import shift_demo
+from tests.helpers import free_port, shift_demo
 from tests.influx_servers import InfluxDB16
 
-pytestmark = [pytest.mark.influxdb]
+pytestmark = [pytest.mark.influxdb, pytest.mark.slow]
 
 H = 3600 * 10**9
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ("site-a", "site-b")
+#: the API key of the central's serve (api.auth.keys)
+KEY = "central-evidence-test-key-0123456789"
+AUTH = {"keys": [{"name": "tests", "scope": "read", "key": KEY}]}
 
 
 def gateway_config(site: str, seed: int, influx_url: str, tmp: Path) -> dict[str, Any]:
@@ -57,6 +66,7 @@ def gateway_config(site: str, seed: int, influx_url: str, tmp: Path) -> dict[str
         "devices": [device],
         "store": {"type": "influx", "api": "v1", "url": influx_url, "database": "tierproof",
                   "meta_path": str(tmp / site / "meta.db")},
+        "kpi": {"rollups": True},
         "simulation": {**demo["simulation"], "seed": seed},
     }
 
@@ -85,12 +95,16 @@ def test_a_central_pack_verifies(influxdb16: InfluxDB16, tmp_path: Path) -> None
             asset = data["assets"][1]["path"] if site == "site-b" else None
             g = store.open_gap(data["devices"][0]["name"], t0 - 2 * H, f"test gap at {site}", asset)
             store.close_gap(g, t0 - 2 * H + (H // 2 if asset else H))
+            # the gateway's hourly roll-up rows, as its maintainer writes them to InfluxDB
+            RollupMaintainer(KpiService(settings, store), backfill_days=None).run_once()
         gateways.append(data)
     central = {
         "version": 1, "calendar": gateways[0]["calendar"],
         "assets": [a for g in gateways for a in g["assets"]],
         "store": {"type": "influx", "api": "v1", "url": influxdb16.url, "database": "tierproof",
                   "meta_path": str(tmp_path / "central" / "meta.db")},
+        "api": {"host": "127.0.0.1", "port": free_port(), "auth": AUTH},
+        "kpi": {"rollups": True},
     }
     cpath = tmp_path / "central.yaml"
     cpath.write_text(yaml.safe_dump(central))
@@ -108,6 +122,9 @@ def test_a_central_pack_verifies(influxdb16: InfluxDB16, tmp_path: Path) -> None
     assessment = json.loads((pack / L.ASSESSMENT).read_text())
     assets = sorted(a["path"] for g in gateways for a in g["assets"])
     assert sorted(assessment["assets"]) == assets
+    # the central reads whole hours from the gateways' roll-ups where it can (verify
+    # recomputes every hour from raw samples; an asset's "rollups" is not compared)
+    assert all(assessment["assets"][a]["rollups"]["whole_hours"] == 4 for a in assets)
     assert all(assessment["assets"][a]["elements"]["known_s"] > 0 for a in assets)
     tags = list(csv.DictReader((pack / L.TAGS).read_text().splitlines()))
     assert {t["asset"] for t in tags} == set(assets)
@@ -117,6 +134,36 @@ def test_a_central_pack_verifies(influxdb16: InfluxDB16, tmp_path: Path) -> None
     gaps = list(csv.DictReader((pack / L.GAPS).read_text().splitlines()))
     assert sorted((g["asset"].split("/")[0], g["reason"]) for g in gaps) == \
         [("site-a", "test gap at site-a")] * 3 + [("site-b", "test gap at site-b")]
+
+    # the same pack from the central's API (tierproof serve over central.yaml) verifies too
+    windows = {"baseline_from": iso(t0 - 8 * H), "baseline_to": iso(t0 - 4 * H),
+               "from": iso(t0 - 4 * H), "to": iso(t0)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as f:
+        serve = subprocess.Popen([sys.executable, "-m", "api.cli", "--log-level", "WARNING", "serve",
+                                  "--config", str(cpath)], cwd=ROOT, env=env, stdout=f,
+                                 stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert serve.poll() is None, log.read_text()[-3000:]
+            try:
+                r = httpx.get(f"http://127.0.0.1:{central['api']['port']}/api/v1/evidence",
+                              params=windows, headers={"X-API-Key": KEY}, timeout=120)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.3)
+    finally:
+        serve.terminate()
+        serve.wait(20)
+    assert r.status_code == 200, r.text[:2000]
+    api_pack = tmp_path / "api-pack"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        z.extractall(api_pack)
+    assert (api_pack / L.TAGS).read_text() == (pack / L.TAGS).read_text()
+    assert "asset-days" in str(verify_pack(api_pack))
 
     # tags.csv is what verify maps raw values by: another mapping, even re-signed with the
     # gateway's key, does not reproduce the state timeline
