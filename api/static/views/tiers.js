@@ -39,7 +39,6 @@ export function tiersView(params) {
   const qs = (t0) => new URLSearchParams(Object.entries({tier: t0, from, to}).filter(([, v]) => v)).toString();
   return {
     crumbs: () => [[t("tiersNav"), link.tiers()]],
-    window: {from, to},  // the assessed window asked for (none: kpi.current)
     hideWindow: true,
     mount(root) {
       root.innerHTML = `<h2 data-i18n="tiersNav"></h2>
