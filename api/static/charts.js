@@ -171,3 +171,99 @@ export function historyChart(id, hist, label) {
               data: hist.buckets.map(b => typeof b.value === "number" ? b.value : null)}]}, true);
   return c;
 }
+
+// ---------------------------------------------------------------- losses by reason (issue 19)
+// a reason's or loss type's label: the loss types and `unassigned` are translated, a reason of
+// the configuration's reason tree is shown by the name the configuration gives it (the API's
+// `label`/`reason_label`)
+export function reasonLabel(key, label, kind) {
+  if (kind === "loss_type") return tr("lossTypes", key);
+  if (key === "unassigned") return tr("reasonNames", key);
+  return label ?? key;
+}
+// one colour per reason, the same in a view's Pareto and its stop timeline: in the order of the
+// Pareto (largest loss first), then any other reason of the stops; unassigned grey
+const PALETTE = ["#cf222e", "#2f81f7", "#bf8700", "#8250df", "#1a7f37", "#e16f24", "#0a7ea4", "#bf3989",
+  "#6639ba", "#9a6700", "#116329", "#57606a", "#fb8f44", "#4ac26b", "#54aeff", "#ff8182"];
+const FIXED_COLORS = {unassigned: "#8c959f", speed_loss: "#d4a72c", scrap_rework: "#6e7781"};
+export function reasonColors(losses, stops) {
+  const keys = [...(losses?.pareto || []).filter(p => p.kind === "reason").map(p => p.key),
+    ...[...new Set((stops?.stops || []).map(s => s.reason))].sort()];
+  const out = {...FIXED_COLORS};
+  let i = 0;
+  for (const k of keys) if (!(k in out)) out[k] = PALETTE[i++ % PALETTE.length];
+  return out;
+}
+const h2 = v => v == null ? null : Math.round(v * 100) / 100;  // hours, 0.01 h steps
+
+// Pareto of the losses (/api/v1/losses `pareto`): hours lost per reason, speed loss and scrap,
+// largest first (bars), and their cumulative share (line, right axis, percent)
+export function paretoChart(id, losses, colors) {
+  const c = chartIn(id); if (!c || !losses) return c;
+  const p = losses.pareto;
+  c.setOption({...BASE, legend, grid: {left: 8, right: 8, top: 32, bottom: 8, containLabel: true},
+    tooltip: {trigger: "axis", axisPointer: {type: "shadow"}},
+    xAxis: {type: "category", data: p.map(x => reasonLabel(x.key, x.label, x.kind)),
+            axisLabel: {interval: 0, rotate: 40, width: 90, overflow: "truncate", fontSize: 11}},
+    yAxis: [{type: "value"},
+            {type: "value", min: 0, max: 100, splitLine: {show: false}, axisLabel: {formatter: v => pct(v / 100, 0)}}],
+    series: [
+      {name: t("hoursLost"), type: "bar", itemStyle: {color: "#57606a"}, tooltip: {valueFormatter: v => num(v, 2)},
+       data: p.map(x => ({value: h2(x.hours), itemStyle: {color: colors?.[x.key] || "#57606a"}}))},
+      {name: t("cumShare"), type: "line", yAxisIndex: 1, symbolSize: 5, itemStyle: {color: "#1b1f24"},
+       tooltip: {valueFormatter: v => pct(v == null ? null : v / 100)}, data: p.map(x => r1(x.cumulative_share))},
+    ]}, true);
+  return c;
+}
+
+// stop timeline coloured by reason: a row per machine, a bar per stop of /api/v1/stops; data
+// items [row, start ms, end ms, reason id, stop index]
+export function stopsChart(id, rows, stops, span, colors) {
+  const c = chartIn(id); if (!c || !stops) return c;
+  const row = new Map(rows.map((r, i) => [r.asset, i])), list = stops.stops;
+  const data = list.flatMap((s, k) => row.has(s.asset)
+    ? [[row.get(s.asset), Math.max(span[0], Date.parse(s.start)), Math.min(span[1], Date.parse(s.end)), s.reason, k]] : []);
+  c.getDom().style.height = `${Math.max(120, 40 + rows.length * 34)}px`;
+  c.resize();
+  c.setOption({...BASE, grid: {left: 8, right: 16, top: 8, bottom: 28, containLabel: true},
+    tooltip: {formatter: p => { const s = list[p.value[4]];
+      return `${esc2(rows[p.value[0]].label)}<br><b>${esc2(reasonLabel(s.reason, s.reason_label))}</b>`
+        + ` (${esc2(tr("lossTypes", s.loss_type))}${s.reason_source ? ", " + esc2(tr("reasonSources", s.reason_source)) : ""})<br>`
+        + `${when(s.start, {dateStyle: "short", timeStyle: "medium"})} → ${when(s.end, {timeStyle: "medium"})}`
+        + ` · ${esc2(t("minutes", {m: num(s.duration_s / 60, 1)}))}`; }},
+    xAxis: {type: "time", min: span[0], max: span[1],
+            axisLabel: {hideOverlap: true, formatter: v => when(v, span[1] - span[0] > 2 * 86400e3
+              ? {month: "numeric", day: "numeric"} : {hour: "2-digit", minute: "2-digit"})}},
+    yAxis: {type: "category", inverse: true, data: rows.map(r => r.label), axisTick: {show: false},
+            splitArea: {show: true, areaStyle: {color: ["#f6f8fa", "#ffffff"]}}},
+    series: [{type: "custom", name: t("stopTimeline"), encode: {x: [1, 2], y: 0}, data,
+      renderItem: (params, api) => {
+        const a = api.coord([api.value(1), api.value(0)]), b = api.coord([api.value(2), api.value(0)]);
+        const h = api.size([0, 1])[1] * 0.6;
+        const shape = echarts.graphic.clipRectByRect({x: a[0], y: a[1] - h / 2, width: Math.max(1.5, b[0] - a[0]), height: h},
+          {x: params.coordSys.x, y: params.coordSys.y, width: params.coordSys.width, height: params.coordSys.height});
+        return shape && {type: "rect", shape, style: {fill: colors?.[api.value(3)] || "#57606a"}};
+      }}]}, true);
+  return c;
+}
+// the colours of a stop timeline's reasons, largest loss first (HTML: a reason's name from the
+// configuration is data, class raw)
+export function reasonLegend(stops, colors) {
+  if (!stops) return "";
+  if (!stops.stops.length) return `<p>${esc2(t("noStops"))}</p>`;
+  const secs = {};
+  for (const s of stops.stops) secs[s.reason] = (secs[s.reason] || 0) + s.duration_s;
+  const label = Object.fromEntries(stops.stops.map(s => [s.reason, s.reason_label]));
+  const items = Object.keys(secs).sort((a, b) => secs[b] - secs[a]).map(k =>
+    `<li data-reason="${esc2(k)}"><i style="background:${colors[k] || "#57606a"}"></i>`
+    + `<span${k === "unassigned" ? "" : ' class="raw"'}>${esc2(reasonLabel(k, label[k]))}</span> ${esc2(t("hoursN", {h: num(secs[k] / 3600, 2)}))}</li>`).join("");
+  const cut = stops.truncated ? `<p class="sub">${esc2(t("stopsCut", {n: stops.stops.length, count: stops.count}))}</p>` : "";
+  return `<ul class="legend">${items}</ul>${cut}`;
+}
+// the six big losses of a /losses answer, in hours and parts
+export function lossTypeList(losses) {
+  if (!losses) return "";
+  return `<ul class="losstypes">${losses.loss_types.map(x => `<li data-loss-type="${x.loss_type}">`
+    + `${esc2(tr("lossTypes", x.loss_type))}: <b>${esc2(t("hoursN", {h: num(x.hours, 2)}))}</b>`
+    + (x.parts == null ? "" : ` · ${esc2(t("partsN", {n: num(x.parts, 0)}))}`) + `</li>`).join("")}</ul>`;
+}

@@ -114,7 +114,9 @@ export const link = {
   line: p => `#/line/${enc(p)}`,
   machine: p => `#/machine/${enc(p)}`,
   tag: (p, from, to) => `#/tag/${enc(p)}` + (from ? `?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}` : ""),
-  tiers: tier => `#/tiers` + (tier ? `?tier=${encodeURIComponent(tier)}` : ""),
+  // a tier and the assessed window (from/to as the API takes them; none: kpi.current)
+  tiers: (tier, from, to) => `#/tiers` + (tier || from ? "?" + new URLSearchParams(
+    Object.entries({tier, from, to}).filter(([, v]) => v)).toString() : ""),
 };
 
 // ---------------------------------------------------------------- live data several views share

@@ -325,6 +325,145 @@ def test_tier_page_lists_the_assessment(page: Page, demo: tuple[httpx.Client, Pa
         assert samples["window"] == win and samples["count"] > 0
 
 
+def pareto_labels(pareto: list[dict[str, Any]]) -> list[str]:
+    """The Pareto's categories as the page names them in English: the loss types and
+    `unassigned` translated, a reason by the configuration's name (the API's label)."""
+    names = {"speed_loss": "Speed loss", "scrap_rework": "Scrap / rework", "unassigned": "Unassigned"}
+    return [names.get(p["key"], p["label"]) if p["kind"] == "loss_type" or p["key"] == "unassigned"
+            else p["label"] for p in pareto]
+
+
+#: the fills of the rectangles ECharts drew for a chart (its display list: what is on the canvas)
+FILLS = ("[...new Set(window.tierproof.charts[{!r}].getZr().storage.getDisplayList()"
+         ".filter(e => e.type === 'rect').map(e => e.style.fill))]")
+
+
+def check_pareto(page: Page, client: httpx.Client, selection: dict[str, str]) -> dict[str, str]:
+    """The Pareto drawn is the page's /losses answer (hours per reason, speed loss and scrap,
+    largest first, and the cumulative share), which is the API's for the same window; the six
+    big losses are listed under it. Returns each key's bar colour."""
+    mine = data(page, "D.losses")
+    again = client.get("/api/v1/losses", params={**selection, **mine["window"]}).json()
+    # (a state that changed in the second before the page asked can move a few seconds)
+    got = {p["key"]: p["hours"] for p in mine["pareto"]}
+    for p in again["pareto"]:
+        assert got.get(p["key"], 0.0) == pytest.approx(p["hours"], abs=0.01), p
+    bars, line = option(page, "pareto")["series"]
+    assert [b["value"] for b in bars["data"]] == [js_round(p["hours"] * 100) / 100 for p in mine["pareto"]]
+    assert line["data"] == [r1(p["cumulative_share"]) for p in mine["pareto"]]
+    assert line["data"] == sorted(line["data"]) and line["data"][-1] == 100.0
+    assert option(page, "pareto")["xAxis"][0]["data"] == pareto_labels(mine["pareto"])
+    assert len(mine["pareto"]) >= 3 and bars["data"][0]["value"] > 0
+    listed = page.eval("[...document.querySelectorAll('#loss-types li')]"
+                       ".map(e => [e.dataset.lossType, e.innerText])")
+    assert [x[0] for x in listed] == [x["loss_type"] for x in mine["loss_types"]] == [
+        "planned_downtime", "breakdown", "changeover_setup", "small_stop", "speed_loss", "scrap_rework"]
+    assert listed[1][1].startswith("Breakdown: ") and listed[4][1].startswith("Speed loss: "), listed
+    return {p["key"]: b["itemStyle"]["color"] for p, b in zip(mine["pareto"], bars["data"], strict=True)}
+
+
+def check_stops(page: Page, client: httpx.Client, selection: dict[str, str], assets: list[str],
+                colours: dict[str, str]) -> None:
+    """The stop timeline: a row per machine, a bar per stop of the page's /stops answer (the
+    API's for the window), each filled with its reason's colour -- the colour of the reason's
+    bar in the Pareto; the legend names each reason drawn."""
+    stops = data(page, "D.stops")
+    assert stops["count"] == len(stops["stops"]) > 0 and not stops["truncated"]
+    again = client.get("/api/v1/stops", params={**selection, **stops["window"]}).json()
+    # the stops that began before the window's last minute (a state the page asked for in its
+    # last second may have been stored since)
+    cut = ms(stops["window"]["to"]) - 60_000
+    assert [(s["id"], s["reason"]) for s in stops["stops"] if ms(s["start"]) < cut] == \
+        [(s["id"], s["reason"]) for s in again["stops"] if ms(s["start"]) < cut]
+    opt = option(page, "stops")
+    assert opt["yAxis"][0]["data"] == [a.rsplit("/", 1)[1] for a in assets]
+    span = [ms(stops["window"]["from"]), ms(stops["window"]["to"])]
+    assert opt["series"][0]["data"] == [
+        [assets.index(s["asset"]), max(span[0], ms(s["start"])), min(span[1], ms(s["end"])), s["reason"], k]
+        for k, s in enumerate(stops["stops"])]
+    reasons = {s["reason"] for s in stops["stops"]}
+    legend = dict(page.eval("[...document.querySelectorAll('#stops-legend li')].map(e => "
+                            "[e.dataset.reason, getComputedStyle(e.querySelector('i')).backgroundColor])"))
+    assert set(legend) == reasons
+    hex_rgb = {k: "rgb({}, {}, {})".format(*(int(v[i:i + 2], 16) for i in (1, 3, 5)))
+               for k, v in colours.items()}
+    for r in reasons & hex_rgb.keys():  # the Pareto's colour of the reason, in the legend
+        assert legend[r] == hex_rgb[r], r
+    drawn = set(page.eval(FILLS.format("stops")))
+    assert reasons <= colours.keys(), reasons - colours.keys()  # every stop's reason is in the Pareto
+    assert {colours[r] for r in reasons} <= drawn, drawn  # and its colour is on the timeline's canvas
+    assert len({legend[r] for r in reasons}) == len(reasons)  # one colour per reason
+
+
+def ms(iso: str) -> int:
+    """An ISO time as JavaScript's Date.parse gives it (whole milliseconds)."""
+    from datetime import UTC, datetime, timedelta
+
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def test_loss_pareto_and_stop_timeline(page: Page, demo: tuple[httpx.Client, Path]) -> None:
+    """Issue 19 on the dashboard: the plant's loss Pareto on the overview; a line's Pareto and
+    its stop timeline (a row per machine, coloured by reason); a machine's."""
+    client, cfg = demo
+    settings = load_settings(cfg)
+    line = "demo/machining/line1"
+    machines = sorted(a.path for a in settings.assets if a.path.startswith(line + "/"))
+    with clean(page):
+        page.hash("#/")
+        wait_view(page, "D.losses && S.charts.pareto", "the plant's Pareto")
+        check_pareto(page, client, {})
+        page.hash(f"#/line/{line}")
+        wait_view(page, "D.losses && D.stops && S.charts.stops && S.charts.pareto", "the line's losses")
+        colours = check_pareto(page, client, {"line": line})
+        check_stops(page, client, {"line": line}, machines, colours)
+        shot(page, "line-losses-1280.png")
+        page.hash(f"#/machine/{machines[0]}")
+        wait_view(page, "D.losses && D.stops && S.charts.stops && S.charts.pareto", "the machine's losses")
+        colours = check_pareto(page, client, {"asset": machines[0]})
+        check_stops(page, client, {"asset": machines[0]}, machines[:1], colours)
+
+
+def test_tier_page_window_picker(page: Page, demo: tuple[httpx.Client, Path]) -> None:
+    """The tier page's window: as configured by default (no from/to asked), the last 7 days,
+    or plant dates with an inclusive end -- each what the assessment answers for and what the
+    evidence pack's link asks for."""
+    client, _ = demo
+    with clean(page):
+        page.hash("#/tiers?tier=basic")
+        configured = wait_view(page, "D.assessment && D.assessment.window", "the configured window")
+        assert page.eval("document.getElementById('tier-window').value") == ""
+        assert ms(configured["to"]) - ms(configured["from"]) == 14 * 86_400_000  # kpi.current: now-14d
+        page.eval("(() => { const s = document.getElementById('tier-window'); s.value = 'now-7d'; "
+                  "s.dispatchEvent(new Event('change')); })()")
+        week = wait_view(page, "location.hash.includes('now-7d') && D.assessment && D.assessment.window",
+                         "the last 7 days assessed")
+        assert ms(week["to"]) - ms(week["from"]) == 7 * 86_400_000
+        assert page.eval("document.getElementById('evidence-pack').getAttribute('href')") == \
+            "/api/v1/evidence?tier=basic&from=now-7d&to=now"
+        # dates of the plant (Asia/Shanghai): from its midnight to the midnight after the last day
+        page.eval("(() => { const s = document.getElementById('tier-window'); s.value = 'custom'; "
+                  "s.dispatchEvent(new Event('change')); })()")
+        assert page.eval("document.getElementById('tier-dates').hidden") is False
+        page.eval("(() => { document.getElementById('tier-from').value = '2026-11-23'; "
+                  "document.getElementById('tier-to').value = '2026-11-29'; "
+                  "document.getElementById('tier-apply').click(); })()")
+        days = wait_view(page, "location.hash.includes('2026-11-23') && D.assessment && D.assessment.window",
+                         "the chosen dates assessed")
+        assert (days["from"], days["to"]) == ("2026-11-22T16:00:00Z", "2026-11-29T16:00:00Z")
+        assert page.eval("document.getElementById('evidence-pack').getAttribute('href')") == \
+            "/api/v1/evidence?tier=basic&from=2026-11-23&to=2026-11-30"
+        assert page.eval("[document.getElementById('tier-window').value, "
+                         "document.getElementById('tier-to').value]") == ["custom", "2026-11-29"]
+        # (the page's own request: the gateway's cache answers it)
+        again = client.get("/api/v1/tiers/assessment", params={"from": "2026-11-23", "to": "2026-11-30"},
+                           timeout=180).json()
+        mine = data(page, "D.assessment.tiers.basic")
+        assert [c["verdict"] for c in mine["criteria"]] == \
+            [c["verdict"] for c in again["tiers"]["basic"]["criteria"]]
+
+
 def visible_texts(page: Page) -> list[str]:
     """Every visible text of the page but the API's own texts (class raw: reasons, errors)."""
     return page.eval("""(() => { const out = [];
@@ -352,9 +491,14 @@ def test_language_switch_changes_every_label(page: Page, demo: tuple[httpx.Clien
                            t["device"], t["protocol"]])
     latin = re.compile(r"[A-Za-z][A-Za-z_\-0-9]*")
     machine = f"#/machine/{settings.assets[0].path}"
-    views = {"#/": "D.kpis && D.series && S.charts.loss", machine: "D.rows && D.kpis && S.charts.gantt",
+    views = {"#/": "D.kpis && D.series && D.losses && S.charts.loss",
+             machine: "D.rows && D.kpis && D.losses && D.stops && S.charts.gantt",
+             # (the custom dates shown: their labels too)
              "#/tiers?tier=excellence": "D.assessment && "
-                                        "document.querySelectorAll('#criteria tbody tr').length"}
+                                        "document.querySelectorAll('#criteria tbody tr').length && "
+                                        "(() => { const s = document.getElementById('tier-window'); "
+                                        "s.value = 'custom'; s.dispatchEvent(new Event('change')); "
+                                        "return !document.getElementById('tier-dates').hidden; })()"}
     with clean(page):
         for view, ready in views.items():
             language(page, "en")
@@ -423,6 +567,7 @@ class Forwarder:
 
     def __init__(self, target: int) -> None:
         self.target, self.conns = target, []  # type: ignore[var-annotated]
+        self.closed, self.lock = False, threading.Lock()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -433,8 +578,12 @@ class Forwarder:
                 c, _ = self.server.accept()
             except OSError:
                 return
-            u = socket.create_connection(("127.0.0.1", self.target))
-            self.conns += [c, u]
+            with self.lock:
+                if self.closed:  # accepted as the relay was shut: the gateway is gone for it too
+                    c.close()
+                    return
+                u = socket.create_connection(("127.0.0.1", self.target))
+                self.conns += [c, u]
             for a, b in ((c, u), (u, c)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -450,6 +599,13 @@ class Forwarder:
                 b.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        with self.lock:
+            self.closed = True
+        # shutdown first: on Linux a close() alone does not wake the accept() blocked in the
+        # relay's thread, which would then take one more connection and relay it to the
+        # gateway -- a keep-alive connection the page could go on using, gateway "up"
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         for c in self.conns:
             # shutdown first: a close() alone leaves a socket another thread is blocked on open,
@@ -477,9 +633,15 @@ def test_dashboard_shows_a_banner_when_the_gateway_goes_away(
             page.wait("document.querySelectorAll('.tile').length === 11 && window.tierproof.lastOk", 90,
                       "the overview drawn")
             assert page.eval("document.getElementById('banner').hidden")
-            fwd.close()  # the next refresh fails: on a loaded machine up to a minute later (back-off)
+            fwd.close()
+            # the next refresh fails, and shows the banner. The page's own next refresh comes
+            # 5 to 60 s later (three times as long as the last took: a minute on a loaded
+            # machine); a user's choice of window refreshes at once (after the refresh in
+            # flight, which the closed relay fails), as this does: no waiting for the back-off
+            page.eval("(() => { const s = document.getElementById('window-picker'); s.value = '7d'; "
+                      "s.dispatchEvent(new Event('change')); })()")
             banner = page.wait("!document.getElementById('banner').hidden && "
-                               "document.getElementById('banner').textContent", 120, "the banner")
+                               "document.getElementById('banner').textContent", 60, "the banner")
             assert "Gateway unreachable" in banner, banner
             # what is shown is no longer known: stale tiles, collectors in state unknown
             assert all(x["stale"] for x in page.eval(TILES))

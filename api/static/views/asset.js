@@ -5,14 +5,19 @@
 import {t, tr} from "../i18n.js";
 import {S, api, assetsOf, bounded, enc, esc, figures, link, lineOf, loadDevices, loadLatest, loadTags, num,
   short, stateName, tile, when, windowMs, windowSpec, wq} from "../core.js";
-import {countersChart, ganttChart, lossChart, oeeChart, segments} from "../charts.js";
+import {countersChart, ganttChart, lossChart, lossTypeList, oeeChart, paretoChart, reasonColors, reasonLegend,
+  segments, stopsChart} from "../charts.js";
 
 const CHARTS = `
   <section class="card wide"><h2 data-i18n="timeline"></h2><div id="gantt" class="chart gantt"></div></section>
+  <section class="card wide"><h2 data-i18n="stopTimeline"></h2><div id="stops" class="chart gantt"></div>
+    <div id="stops-legend"></div></section>
   <div class="grid2">
     <section class="card"><h2 data-i18n="hourlyOee"></h2><div id="chart" class="chart"></div></section>
     <section class="card"><h2 data-i18n="losses"></h2><div id="loss" class="chart"></div></section>
     <section class="card"><h2 data-i18n="counters"></h2><div id="counters" class="chart"></div></section>
+    <section class="card"><h2 data-i18n="pareto"></h2><div id="pareto" class="chart"></div>
+      <div id="loss-types"></div></section>
   </div>`;
 
 // a state or mode tag's samples in the window (for the Gantt), from the sample in force at its
@@ -22,6 +27,18 @@ async function samples(path, w, kpis) {
   const prior = kpis?.assets?.[asset]?.evidence?.tags?.find(x => x.path === path)?.prior_sample;
   const from = prior ? {...w, from: prior} : w;
   return api(`/api/v1/tags/${enc(path)}/samples?${wq(from)}&limit=10000`).catch(e => e.status === 404 ? null : Promise.reject(e));
+}
+// the selection's losses (Pareto) and stops (timeline by reason), q: asset= or line=
+function lossJobs(q, w, N) {
+  return [api(`/api/v1/losses?${q}&${wq(w)}`).then(l => { N.losses = l; }),
+          api(`/api/v1/stops?${q}&${wq(w)}`).then(s => { N.stops = s; })];
+}
+function drawLosses(D, rows) {
+  const colors = reasonColors(D.losses, D.stops);
+  paretoChart("pareto", D.losses, colors);
+  document.getElementById("loss-types").innerHTML = lossTypeList(D.losses);
+  if (D.stops) stopsChart("stops", rows, D.stops, windowMs(windowSpec(), D.stops.window), colors);
+  document.getElementById("stops-legend").innerHTML = reasonLegend(D.stops, colors);
 }
 function timeline(rows) {
   const w = windowSpec(), span = windowMs(w, S.data.series?.window);
@@ -43,7 +60,8 @@ export function lineView(line) {
       const jobs = [loadLatest(`prefix=${encodeURIComponent(line)}`), loadDevices()];
       if (slow) {
         jobs.push(api(`/api/v1/kpis?${q}&${wq(w)}`).then(k => { N.kpis = k; }),
-                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }));
+                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }),
+                  ...lossJobs(q, w, N));
       }
       await Promise.all(jobs);
       if (slow) N.states = await bounded(assetsOf(line), 4, a => samples(`${a}/state`, w, N.kpis));
@@ -57,6 +75,7 @@ export function lineView(line) {
       S.chart = oeeChart("chart", D.series);
       lossChart("loss", D.kpis?.lines?.[line]?.elements);
       countersChart("counters", D.series);
+      drawLosses(D, members.map(a => ({asset: a, label: short(a)})));
     },
   };
 }
@@ -83,7 +102,8 @@ export function machineView(asset) {
       if (slow) {
         const roles = ["state", "mode"].filter(r => S.tags.some(x => x.path === `${asset}/${r}`));
         jobs.push(api(`/api/v1/kpis?${q}&${wq(w)}`).then(k => { N.kpis = k; }),
-                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }));
+                  api(`/api/v1/kpis/series?${q}&${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }),
+                  ...lossJobs(q, w, N));
         await Promise.all(jobs);
         const x = await bounded(roles, 2, r => samples(`${asset}/${r}`, w, N.kpis));
         N.rows = roles.map((r, i) => ({r, s: x[i]}));
@@ -99,6 +119,7 @@ export function machineView(asset) {
       S.chart = oeeChart("chart", D.series);
       lossChart("loss", k?.elements);
       countersChart("counters", D.series);
+      drawLosses(D, [{asset, label: short(asset)}]);
       const w = windowSpec(), span = D.kpis?.window;
       document.querySelector("#tags tbody").innerHTML = (S.tags || []).filter(x => x.asset === asset).map(x => {
         const l = S.latest[x.path];

@@ -2,7 +2,7 @@
 // and its parts per bucket, the losses, output and energy, baseline vs current, collectors.
 import {t, tr} from "../i18n.js";
 import {S, api, assetsOf, esc, link, lineOf, loadDevices, loadLatest, loadTags, pct, tile, when, windowSpec, wq} from "../core.js";
-import {countersChart, deltasChart, lossChart, oeeChart} from "../charts.js";
+import {countersChart, deltasChart, lossChart, lossTypeList, oeeChart, paretoChart, reasonColors} from "../charts.js";
 
 const DELTAS_PERIOD_MS = 600_000;  // a bootstrap over weeks of days: seconds of the gateway's CPU
 
@@ -14,6 +14,8 @@ export const overview = {
       <div class="grid2">
         <section class="card"><h2 data-i18n="hourlyOee"></h2><div id="chart" class="chart"></div></section>
         <section class="card"><h2 data-i18n="losses"></h2><div id="loss" class="chart"></div></section>
+        <section class="card"><h2 data-i18n="pareto"></h2><div id="pareto" class="chart"></div>
+          <div id="loss-types"></div></section>
         <section class="card"><h2 data-i18n="counters"></h2><div id="counters" class="chart"></div></section>
         <section class="card"><h2 data-i18n="deltas"></h2><div id="deltas" class="chart"></div>
           <div class="sub" id="deltas-windows"></div></section>
@@ -29,7 +31,8 @@ export const overview = {
     const w = windowSpec();
     const jobs = [loadLatest("role=state"), loadLatest("role=mode"), loadDevices()];
     if (slow) jobs.push(api(`/api/v1/kpis?${wq(w)}`).then(k => { N.kpis = k; }),
-                        api(`/api/v1/kpis/series?${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }));
+                        api(`/api/v1/kpis/series?${wq(w)}&bucket=${w.bucket}`).then(s => { N.series = s; S.plantTz = s.timezone; }),
+                        api(`/api/v1/losses?${wq(w)}`).then(l => { N.losses = l; }));
     await Promise.all(jobs);
     Object.assign(D, N);
   },
@@ -57,6 +60,8 @@ export const overview = {
                                                    && Date.parse(last.to) > Date.now() - 3600e3);
     S.chart = oeeChart("chart", D.series);
     lossChart("loss", D.kpis?.total?.elements);
+    paretoChart("pareto", D.losses, reasonColors(D.losses));
+    document.getElementById("loss-types").innerHTML = lossTypeList(D.losses);
     countersChart("counters", D.series);
     deltasChart("deltas", D.deltas);
     if (D.deltas) document.getElementById("deltas-windows").textContent =

@@ -23,22 +23,52 @@ function fmt(v, unit, measure) {
   return `${num(v, 2)}${unit ? ` <span class="raw">${esc(unit)}</span>` : ""}`;  // the API's unit, as it is
 }
 
+// the assessed window: as configured (kpi.current), the last days, or dates of the plant
+// (bare dates are the plant's local midnights; the "to" date is inclusive: the API gets the
+// midnight after it)
+const PRESETS = ["now-7d", "now-14d", "now-30d"];
+const nextDay = d => new Date(Date.parse(d + "T00:00:00Z") + 86400e3).toISOString().slice(0, 10);
+const prevDay = d => new Date(Date.parse(d + "T00:00:00Z") - 86400e3).toISOString().slice(0, 10);
+const isDate = s => /^\d{4}-\d{2}-\d{2}$/.test(s || "");
+
 export function tiersView(params) {
   let tier = params.get("tier") || "basic";
+  const from = params.get("from"), to = params.get("to");
+  const preset = !from ? "" : PRESETS.includes(from) && (!to || to === "now") ? from : "custom";
+  const win = new URLSearchParams(Object.entries({from, to}).filter(([, v]) => v)).toString();
+  const qs = (t0) => new URLSearchParams(Object.entries({tier: t0, from, to}).filter(([, v]) => v)).toString();
   return {
     crumbs: () => [[t("tiersNav"), link.tiers()]],
     hideWindow: true,
     mount(root) {
       root.innerHTML = `<h2 data-i18n="tiersNav"></h2>
         <p class="tierbar"><label><span data-i18n="tier"></span> <select id="tier-picker"></select></label>
-          <a id="evidence-pack" href="/api/v1/evidence?tier=${encodeURIComponent(tier)}" data-i18n="evidencePack"></a>
+          <label><span data-i18n="assessWindow"></span> <select id="tier-window">
+            <option value="" data-i18n="asConfigured"></option><option value="now-7d" data-i18n="last7d"></option>
+            <option value="now-14d" data-i18n="last14d"></option><option value="now-30d" data-i18n="last30d"></option>
+            <option value="custom" data-i18n="customDates"></option></select></label>
+          <span id="tier-dates" ${preset === "custom" ? "" : "hidden"}>
+            <label><span data-i18n="from"></span> <input type="date" id="tier-from" value="${isDate(from) ? from : ""}"></label>
+            <label><span data-i18n="toInclusive"></span> <input type="date" id="tier-to" value="${isDate(to) ? prevDay(to) : ""}"></label>
+            <button id="tier-apply" data-i18n="apply"></button></span>
+          <a id="evidence-pack" href="/api/v1/evidence?${qs(tier)}" data-i18n="evidencePack"></a>
           <span id="pack-err" class="bad"></span></p>
         <div id="tier-verdict"></div><div class="sub" id="tier-windows"></div>
         <div class="scroll"><table id="criteria"><thead><tr><th data-i18n="criterion"></th><th data-i18n="kind"></th>
           <th data-i18n="value"></th><th data-i18n="interval"></th><th data-i18n="threshold"></th><th data-i18n="verdict"></th>
           <th data-i18n="coverage"></th><th data-i18n="missing"></th><th data-i18n="evidence"></th></tr></thead><tbody></tbody></table></div>`;
       const pick = document.getElementById("tier-picker");
-      pick.addEventListener("change", () => { location.hash = link.tiers(pick.value); });
+      pick.addEventListener("change", () => { location.hash = link.tiers(pick.value, from, to); });
+      const wpick = document.getElementById("tier-window");
+      wpick.value = preset;
+      wpick.addEventListener("change", () => {
+        document.getElementById("tier-dates").hidden = wpick.value !== "custom";
+        if (wpick.value !== "custom") location.hash = link.tiers(tier, wpick.value || null, wpick.value ? "now" : null);
+      });
+      document.getElementById("tier-apply").addEventListener("click", () => {
+        const f = document.getElementById("tier-from").value, l = document.getElementById("tier-to").value;
+        if (isDate(f) && isDate(l)) location.hash = link.tiers(tier, f, nextDay(l));
+      });
       document.getElementById("evidence-pack").addEventListener("click", async ev => {
         ev.preventDefault();  // a plain link would not carry the API key
         const el = document.getElementById("pack-err");
@@ -51,7 +81,7 @@ export function tiersView(params) {
       if (!S.tags) S.tags = await api("/api/v1/tags");
       if (!D.assessment || Date.now() - D.assessmentAt > PERIOD_MS) {
         D.heavy = true;
-        D.assessment = await api("/api/v1/tiers/assessment");
+        D.assessment = await api("/api/v1/tiers/assessment" + (win ? "?" + win : ""));
         D.assessmentAt = Date.now();
       }
     },
