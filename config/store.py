@@ -67,8 +67,7 @@ class InfluxStoreSettings(Model):
     measurement: str = Field(default="tierproof", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     batch_size: int = Field(default=5000, ge=1)
     group_max_points: int = Field(
-        # 4 lanes (posts_in_flight) x one body of batch_size: larger groups add latency, not rate
-        default=20_000, ge=1,
+        default=50_000, ge=1,
         description="group commit: batches that arrive while a store write is in progress are "
         "written together by the next one (POSTs / spool append), up to this many points per "
         "write; the collectors wait once twice this many points are not yet written",
