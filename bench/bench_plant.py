@@ -403,6 +403,9 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                   f"p99 {raw['p99']:.2f} / {tp['p99']:.2f} s, {tp['batches'] / max(1, tp['writes']):.1f} "
                   f"polls per store write (load {os.getloadavg()[0]:.1f})", flush=True)
 
+        # --influx-group-max-points a,b,...: each round measures tierproof with each (0: shipped)
+        groups = [int(x) for x in args.influx_group_max_points.split(",")]
+        other: dict[int, list[float]] = {g: [] for g in groups[1:]}
         for k in range(args.rounds):
             sqlite_store = {"type": "sqlite", "path": str(tmp / f"tp{k}.db")}
             influx_store: dict[str, Any] = {
@@ -418,10 +421,22 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                           in_child(tierproof_phase, modbus_settings(
                               ports, REGISTERS, 0.001, sqlite_store).model_dump_json(), per))
             if "influx" in stores:
-                one_round("influx", in_child(raw_influx_phase, ports, REGISTERS, per,
-                                             influx.url, influx.database),
-                          in_child(tierproof_phase, modbus_settings(
-                              ports, REGISTERS, 0.001, influx_store).model_dump_json(), per))
+                raw = in_child(raw_influx_phase, ports, REGISTERS, per, influx.url, influx.database)
+                for j, gmp in enumerate(groups):
+                    if gmp:
+                        influx_store["group_max_points"] = gmp
+                    tp = in_child(tierproof_phase, modbus_settings(
+                        ports, REGISTERS, 0.001, influx_store).model_dump_json(), per)
+                    if j == 0:
+                        one_round("influx", raw, tp)
+                        continue
+                    # another group_max_points against the same raw round: compared, not totalled
+                    ratio = (tp["points"] / tp["seconds"]) / (raw["points"] / raw["seconds"])
+                    other[gmp].append(ratio)
+                    print(f"  round {k + 1} influx, group_max_points {gmp:,}: tierproof "
+                          f"{tp['points'] / tp['seconds']:,.0f} points/s, ratio {ratio:.2f}, p99 "
+                          f"{tp['p99']:.2f} s, {tp['batches'] / max(1, tp['writes']):.1f} polls per "
+                          f"store write (load {os.getloadavg()[0]:.1f})", flush=True)
         names = {"raw_sqlite": "raw asyncio loop -> SQLite", "tp_sqlite": "tierproof -> SQLite store",
                  "raw_influx": "raw asyncio loop -> InfluxDB 1.6", "tp_influx": "tierproof -> InfluxDB 1.6"}
         for key, name in names.items():
@@ -444,6 +459,9 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                       f"(goal >= {goal}); per round median {float(np.median(r)):.2f}, range "
                       f"{r[0]:.2f}-{r[-1]:.2f}, {sum(x >= goal for x in r)} of {len(r)} rounds at "
                       f"the goal; load average {min(loads):.1f}-{max(loads):.1f}", flush=True)
+        for gmp, rs in other.items():
+            print(f"ratio tierproof/raw, influx with group_max_points {gmp:,}: per round median "
+                  f"{float(np.median(rs)):.2f}, range {min(rs):.2f}-{max(rs):.2f}", flush=True)
         return out
     finally:
         parent.send("stop")
@@ -636,6 +654,9 @@ def main() -> None:
     ap.add_argument("--influx-posts-in-flight", type=int, default=0,
                     help="scenario A: the InfluxDB store's posts_in_flight (0: shipped, 4)")
     ap.add_argument("--a-devices", type=int, default=10, help="scenario A: Modbus devices")
+    ap.add_argument("--influx-group-max-points", default="0",
+                    help="scenario A: the InfluxDB store's group_max_points (0: shipped); several, "
+                    "comma-separated, are each measured in every round against the same raw run")
     ap.add_argument("--a-stores", default="sqlite,influx",
                     help="scenario A: the stores to measure (sqlite,influx; e.g. influx alone)")
     ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
