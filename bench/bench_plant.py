@@ -389,6 +389,23 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         per = args.seconds / args.rounds
         totals: dict[str, dict[str, Any]] = {k: {} for k in ("raw_sqlite", "tp_sqlite",
                                                              "raw_influx", "tp_influx")}
+        stores = set(args.a_stores.split(","))
+        # each round's ratios (tierproof / raw of that round), with the load average beside
+        rounds: dict[str, list[tuple[float, float]]] = {"sqlite": [], "influx": []}
+
+        def one_round(kind: str, raw: dict[str, Any], tp: dict[str, Any]) -> None:
+            add(totals[f"raw_{kind}"], raw)
+            add(totals[f"tp_{kind}"], tp)
+            ratio = (tp["points"] / tp["seconds"]) / (raw["points"] / raw["seconds"])
+            rounds[kind].append((ratio, os.getloadavg()[0]))
+            print(f"  round {len(rounds[kind])} {kind}: raw {raw['points'] / raw['seconds']:,.0f}, "
+                  f"tierproof {tp['points'] / tp['seconds']:,.0f} points/s, ratio {ratio:.2f}, "
+                  f"p99 {raw['p99']:.2f} / {tp['p99']:.2f} s, {tp['batches'] / max(1, tp['writes']):.1f} "
+                  f"polls per store write (load {os.getloadavg()[0]:.1f})", flush=True)
+
+        # --influx-group-max-points a,b,...: each round measures tierproof with each (0: shipped)
+        groups = [int(x) for x in args.influx_group_max_points.split(",")]
+        other: dict[int, list[float]] = {g: [] for g in groups[1:]}
         for k in range(args.rounds):
             sqlite_store = {"type": "sqlite", "path": str(tmp / f"tp{k}.db")}
             influx_store: dict[str, Any] = {
@@ -398,28 +415,53 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                 influx_store["gzip"] = False
             if args.influx_posts_in_flight:
                 influx_store["posts_in_flight"] = args.influx_posts_in_flight
-            add(totals["raw_sqlite"], in_child(raw_sqlite_phase, ports, REGISTERS, per,
-                                               str(tmp / f"raw{k}.db")))
-            add(totals["tp_sqlite"], in_child(tierproof_phase, modbus_settings(
-                ports, REGISTERS, 0.001, sqlite_store).model_dump_json(), per))
-            add(totals["raw_influx"], in_child(raw_influx_phase, ports, REGISTERS, per,
-                                               influx.url, influx.database))
-            add(totals["tp_influx"], in_child(tierproof_phase, modbus_settings(
-                ports, REGISTERS, 0.001, influx_store).model_dump_json(), per))
+            if "sqlite" in stores:
+                one_round("sqlite", in_child(raw_sqlite_phase, ports, REGISTERS, per,
+                                             str(tmp / f"raw{k}.db")),
+                          in_child(tierproof_phase, modbus_settings(
+                              ports, REGISTERS, 0.001, sqlite_store).model_dump_json(), per))
+            if "influx" in stores:
+                raw = in_child(raw_influx_phase, ports, REGISTERS, per, influx.url, influx.database)
+                for j, gmp in enumerate(groups):
+                    if gmp:
+                        influx_store["group_max_points"] = gmp
+                    tp = in_child(tierproof_phase, modbus_settings(
+                        ports, REGISTERS, 0.001, influx_store).model_dump_json(), per)
+                    if j == 0:
+                        one_round("influx", raw, tp)
+                        continue
+                    # another group_max_points against the same raw round: compared, not totalled
+                    ratio = (tp["points"] / tp["seconds"]) / (raw["points"] / raw["seconds"])
+                    other[gmp].append(ratio)
+                    print(f"  round {k + 1} influx, group_max_points {gmp:,}: tierproof "
+                          f"{tp['points'] / tp['seconds']:,.0f} points/s, ratio {ratio:.2f}, p99 "
+                          f"{tp['p99']:.2f} s, {tp['batches'] / max(1, tp['writes']):.1f} polls per "
+                          f"store write (load {os.getloadavg()[0]:.1f})", flush=True)
         names = {"raw_sqlite": "raw asyncio loop -> SQLite", "tp_sqlite": "tierproof -> SQLite store",
                  "raw_influx": "raw asyncio loop -> InfluxDB 1.6", "tp_influx": "tierproof -> InfluxDB 1.6"}
         for key, name in names.items():
             t = totals[key]
+            if not t:
+                continue
             print(line(name, t) + (f"  ({t['batches'] / t['writes']:.1f} polls per store write)"
                                    if t.get("writes") else ""), flush=True)
 
         def rate(key: str) -> float:
             return float(totals[key]["points"] / totals[key]["seconds"])
 
-        out = {"sqlite_ratio": rate("tp_sqlite") / rate("raw_sqlite"),
-               "influx_ratio": rate("tp_influx") / rate("raw_influx")}
-        print(f"ratio tierproof/raw: SQLite {out['sqlite_ratio']:.2f} (goal >= 0.9), "
-              f"InfluxDB {out['influx_ratio']:.2f} (goal >= 0.8)", flush=True)
+        out = {f"{kind}_ratio": rate(f"tp_{kind}") / rate(f"raw_{kind}")
+               for kind in ("sqlite", "influx") if kind in stores}
+        for kind, goal in (("sqlite", 0.9), ("influx", 0.8)):
+            if kind in stores:
+                r = sorted(x for x, _ in rounds[kind])
+                loads = [x for _, x in rounds[kind]]
+                print(f"ratio tierproof/raw, {kind}: {out[f'{kind}_ratio']:.2f} over all rounds "
+                      f"(goal >= {goal}); per round median {float(np.median(r)):.2f}, range "
+                      f"{r[0]:.2f}-{r[-1]:.2f}, {sum(x >= goal for x in r)} of {len(r)} rounds at "
+                      f"the goal; load average {min(loads):.1f}-{max(loads):.1f}", flush=True)
+        for gmp, rs in other.items():
+            print(f"ratio tierproof/raw, influx with group_max_points {gmp:,}: per round median "
+                  f"{float(np.median(rs)):.2f}, range {min(rs):.2f}-{max(rs):.2f}", flush=True)
         return out
     finally:
         parent.send("stop")
@@ -612,6 +654,11 @@ def main() -> None:
     ap.add_argument("--influx-posts-in-flight", type=int, default=0,
                     help="scenario A: the InfluxDB store's posts_in_flight (0: shipped, 4)")
     ap.add_argument("--a-devices", type=int, default=10, help="scenario A: Modbus devices")
+    ap.add_argument("--influx-group-max-points", default="0",
+                    help="scenario A: the InfluxDB store's group_max_points (0: shipped); several, "
+                    "comma-separated, are each measured in every round against the same raw run")
+    ap.add_argument("--a-stores", default="sqlite,influx",
+                    help="scenario A: the stores to measure (sqlite,influx; e.g. influx alone)")
     ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
     ap.add_argument("--tags", type=int, default=50, help="scenario B: tags per device")
     ap.add_argument("--hz", type=float, default=1.0, help="scenario B: samples per tag per second")

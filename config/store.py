@@ -69,8 +69,8 @@ class InfluxStoreSettings(Model):
     group_max_points: int = Field(
         default=50_000, ge=1,
         description="group commit: batches that arrive while a store write is in progress are "
-        "written together by the next one (one transaction / POST / fdatasync), up to this many "
-        "points per write",
+        "written together by the next one (POSTs / spool append), up to this many points per "
+        "write; the collectors wait once twice this many points are not yet written",
     )
     flush_interval_s: ZeroOrInterval_s = Field(
         default=0.0,

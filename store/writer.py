@@ -17,14 +17,26 @@ them. The bound also bounds latency: a batch waits at most for the write in prog
 its own group's write. Every batch of a group is acknowledged (``write()`` returns) only after
 the group's write returned, i.e. when the store has all of it durably; if the group's write
 raises, every batch of the group fails exactly as one batch written alone would.
+
+Backpressure is counted in points as well as batches: the collectors wait once
+``max_pending_points`` points (default: twice ``group_max_points``: one group being written,
+one filling) or ``max_pending`` batches are submitted and not yet written. The bound in points
+is what lets groups grow: by Little's law a store that takes ``W`` seconds per write can be fed
+at most (points allowed in the writer) / ``W`` points/s, and 64 polls of 125 registers (8,000
+points, the bound when it counted batches only) capped a gateway writing to InfluxDB at
+25-40k points/s at ~0.1-0.25 s per POST, whatever InfluxDB could take; with the bound in
+points a slow store gets larger groups (fewer, fuller POSTs, fewer of InfluxDB's WAL fsyncs)
+instead of a stalled collector. Waiting submitters are admitted in arrival order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +47,7 @@ from config.errors import StoreError
 from .base import Store
 from .batch import Batch
 
-__all__ = ["DEFAULT_GROUP_MAX_POINTS", "Writer", "WriterStats"]
+__all__ = ["DEFAULT_GROUP_MAX_POINTS", "DEFAULT_MAX_PENDING", "Writer", "WriterStats"]
 
 log = logging.getLogger("tierproof.store.writer")
 
@@ -43,6 +55,8 @@ T = TypeVar("T")
 
 #: default bound of one group commit, in points (see the module docstring)
 DEFAULT_GROUP_MAX_POINTS = 50_000
+#: default bound of batches submitted and not yet written (see ``max_pending_points`` too)
+DEFAULT_MAX_PENDING = 4096
 #: default interval of the throughput line logged at INFO
 DEFAULT_LOG_INTERVAL_S = 60.0
 
@@ -77,8 +91,10 @@ class Writer:
 
     - ``await write(batch)`` returns once the store has the batch durably (raises
       :class:`~config.errors.StoreError` if it failed): for acknowledging sources like MQTT.
-    - ``await submit(batch)`` returns at once unless ``max_pending`` batches are already
-      waiting, in which case it waits for room (backpressure on the collectors). A failed
+    - ``await submit(batch)`` returns at once unless ``max_pending`` batches or
+      ``max_pending_points`` points are already waiting, in which case it waits for room
+      (backpressure on the collectors; a batch larger than the bound waits until the writer
+      holds nothing else). A failed
       submitted write is logged with its traceback and counted in :attr:`stats`
       (``batches_failed``, ``last_error``); it does not stop later writes.
     - ``await close()`` waits for everything submitted, then stops the thread.
@@ -87,20 +103,29 @@ class Writer:
     ``log_interval_s`` seconds with writes a throughput line is logged at INFO.
     """
 
-    def __init__(self, store: Store, max_pending: int = 64, *,
+    def __init__(self, store: Store, max_pending: int = DEFAULT_MAX_PENDING, *,
                  group_max_points: int = DEFAULT_GROUP_MAX_POINTS,
+                 max_pending_points: int | None = None,
                  log_interval_s: float = DEFAULT_LOG_INTERVAL_S) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         if group_max_points < 1:
             raise ValueError("group_max_points must be >= 1")
+        if max_pending_points is not None and max_pending_points < 1:
+            raise ValueError("max_pending_points must be >= 1")
         self.store = store
         self.max_pending = max_pending
         self.group_max_points = group_max_points
+        self.max_pending_points = (2 * group_max_points if max_pending_points is None
+                                   else max_pending_points)
         self.log_interval_s = log_interval_s
         self.stats = WriterStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierproof-writer")
-        self._slots = asyncio.Semaphore(max_pending)
+        # admission (backpressure): batches and points held, and the submitters waiting for
+        # room in arrival order (points, future set once admitted); event loop only
+        self._held_batches = 0
+        self._held_points = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._pending: set[asyncio.Future[None]] = set()  # one per group
         self._pending_batches = 0
         self._open: _Group | None = None  # the newest group, if batches may still join it
@@ -143,8 +168,7 @@ class Writer:
             self._open = None
         k = len(group.batches)
         self._pending_batches -= k
-        for _ in range(k):
-            self._slots.release()
+        self._release(k, group.points)
         exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled():
             exc = StoreError("store write cancelled")
@@ -182,23 +206,65 @@ class Writer:
                      w[3] / span, w[2] / w[3], span)
             self._window = [now, 0, 0, 0]
 
+    def _fits(self, points: int) -> bool:
+        return self._held_batches < self.max_pending and (
+            self._held_points == 0 or self._held_points + points <= self.max_pending_points)
+
+    async def _acquire(self, points: int) -> None:
+        """Room for one batch of ``points`` points (FIFO: no batch passes an earlier waiter)."""
+        if not self._waiting and self._fits(points):
+            self._held_batches += 1
+            self._held_points += points
+            return
+        entry = (points, asyncio.get_running_loop().create_future())
+        self._waiting.append(entry)
+        try:
+            await entry[1]
+        except asyncio.CancelledError:
+            if entry[1].done() and not entry[1].cancelled():  # admitted, then cancelled
+                self._release(1, points)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(entry)
+                self._admit()  # the next waiter may fit now
+            raise
+
+    def _release(self, batches: int, points: int) -> None:
+        self._held_batches -= batches
+        self._held_points -= points
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiting:
+            points, fut = self._waiting[0]
+            if fut.done():  # its submitter was cancelled
+                self._waiting.popleft()
+                continue
+            if not self._fits(points):
+                return
+            self._waiting.popleft()
+            self._held_batches += 1
+            self._held_points += points
+            fut.set_result(None)
+
     async def submit(self, batch: Batch) -> None:
-        """Queue a batch for writing; waits only while ``max_pending`` batches are queued."""
-        await self._slots.acquire()
+        """Queue a batch for writing; waits only while the writer holds ``max_pending`` batches
+        or ``max_pending_points`` points."""
+        await self._acquire(len(batch))
         try:
             self._start(batch, None)
         except BaseException:
-            self._slots.release()
+            self._release(1, len(batch))
             raise
 
     async def write(self, batch: Batch) -> None:
         """Write a batch and return when it is durably stored (after all earlier batches)."""
-        await self._slots.acquire()
+        await self._acquire(len(batch))
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             self._start(batch, waiter)
         except BaseException:
-            self._slots.release()
+            self._release(1, len(batch))
             raise
         try:
             # shielded: a cancelled caller must not leave the batch half-tracked

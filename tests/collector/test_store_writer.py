@@ -220,7 +220,8 @@ async def test_failed_group_fails_every_batch_in_it(
 
 async def test_groups_are_bounded_and_stay_ordered_with_run_jobs() -> None:
     store = SlowStore()
-    w = Writer(store, group_max_points=7)  # type: ignore[arg-type]
+    # room for all five batches while the thread is held (the default is 2 x 7 points)
+    w = Writer(store, group_max_points=7, max_pending_points=100)  # type: ignore[arg-type]
     gate = threading.Event()
     seen: list[list[float]] = []
     held = await _hold_thread(w, gate)
@@ -246,3 +247,50 @@ async def test_throughput_line_at_info(caplog: pytest.LogCaptureFixture) -> None
         await w.close()
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(lines) == 1 and "points/s" in lines[0] and "batches per write" in lines[0]
+
+
+# ------------------------------------------------------------------ backpressure in points
+
+
+async def test_backpressure_counts_points_in_arrival_order() -> None:
+    """The collectors wait once the writer holds max_pending_points points (not a number of
+    batches): a slow store then gets larger groups instead of a stalled collector."""
+    gate = threading.Event()
+    store = SlowStore(gate)
+    w = Writer(store, max_pending_points=10)  # type: ignore[arg-type]
+    try:
+        for k in range(3):
+            await w.submit(batch(k))  # 9 points held
+        big = asyncio.create_task(w.submit(batch(3, n=4)))  # 13 > 10: waits
+        small = asyncio.create_task(w.submit(batch(4, n=1)))  # 10 would fit, but big came first
+        await asyncio.sleep(0.05)
+        assert not big.done() and not small.done()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(big, small), 20)
+        await w.flush()
+        assert store.written == [0.0, 1.0, 2.0, 3.0, 4.0]
+    finally:
+        gate.set()
+        await w.close()
+
+
+async def test_a_batch_above_the_bound_is_written_alone_and_a_cancelled_waiter_gives_way() -> None:
+    gate = threading.Event()
+    store = SlowStore(gate)
+    w = Writer(store, max_pending_points=5)  # type: ignore[arg-type]
+    try:
+        await w.submit(batch(0, n=50))  # larger than the bound: admitted while nothing is held
+        blocked = asyncio.create_task(w.submit(batch(1, n=2)))
+        after = asyncio.create_task(w.submit(batch(2, n=2)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done() and not after.done()
+        blocked.cancel()  # its producer gave up: the next in line takes its turn
+        gate.set()
+        await asyncio.wait_for(after, 20)
+        assert blocked.cancelled()
+        await w.flush()
+        assert store.written == [0.0, 2.0]
+        assert w.pending == 0 and w._held_points == 0 and w._held_batches == 0
+    finally:
+        gate.set()
+        await w.close()

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.influxdb
 
 T0 = 1_760_000_000_000_000_000
 TAGS = 61  # odd: a tag's lane is not its position's parity in a batch
-PER_TAG = 20  # 61 x 20 + 61 = 1,281 points a batch: two lanes of >= MIN_LANE_POINTS
+PER_TAG = 20  # 61 x 20 + 61 = 1,281 points a batch: two lanes of >= MIN_LANE_POINTS (3 bodies)
 FAST = Backoff(initial_s=0.05, max_s=0.5, multiplier=2.0, jitter=0.1)
 
 
@@ -76,7 +76,8 @@ def stored(server: InfluxDB16) -> dict[str, dict[int, float]]:
 def settings(server: InfluxDB16, tmp_path: Path, lanes: int) -> InfluxStoreSettings:
     return InfluxStoreSettings(
         type="influx", api="v1", url=server.url, database=server.database, timeout_s=3.0,
-        posts_in_flight=lanes, meta_path=str(tmp_path / "meta.db"),
+        # a write is split into lanes only when it needs more than one body of batch_size
+        batch_size=500, posts_in_flight=lanes, meta_path=str(tmp_path / "meta.db"),
         spool=SpoolSettings(path=str(tmp_path / "spool"), backoff=FAST),
     )
 
@@ -143,6 +144,10 @@ def test_lanes_split_by_series_and_keep_each_series_in_order() -> None:
             assert lines == by_series(whole)[key], f"{key}: lines out of batch order"
     # a small write is one lane: one POST
     assert len(enc.encode_lanes(Batch.of([1, 2], [T0, T0], [1.0, 2.0]), 100, 4)) == 1
+    # so is a write that fits one body, however many lanes it could fill (2,562 points)
+    assert [len(lane) for lane in enc.encode_lanes(b, len(b), 4)] == [1]
+    # and a write of two bodies takes two lanes, not four
+    assert len(enc.encode_lanes(b, len(b) - 1, 4)) == 2
 
 
 def test_a_large_write_posts_its_lanes_at_once(influxdb16: InfluxDB16, tmp_path: Path) -> None:
