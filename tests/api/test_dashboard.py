@@ -1,5 +1,5 @@
-"""The dashboard in a real headless Chromium (driven over the DevTools protocol, tests/api/
-cdp_browser.py) against the demo (a subprocess: simulated plant -> collectors -> SQLite -> API):
+"""The dashboard in a real headless Chromium (driven by Playwright, tests/api/browser.py)
+against the demo (a subprocess: simulated plant -> collectors -> SQLite -> API):
 the page's script fetches the API and renders every machine's state, mode and OEE, the OEE
 per line, and its charts (the vendored ECharts) — OEE and its parts, the OEE losses, output and
 energy, baseline vs current, a state timeline per machine — from the answers it got, checked
@@ -15,9 +15,7 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +25,9 @@ import httpx
 import pytest
 
 from config import load_settings
-from tests.api.cdp_browser import Page, chromium_page
+from tests.api.browser import Page, chromium_page
 from tests.helpers import demo_keys
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: screenshots of the views (test artefacts; `git status` ignores them)
 ART = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 #: where the README's pictures are written when asked (DASHBOARD_DOCS_IMG=docs/img)
@@ -38,18 +35,13 @@ DOCS_IMG = os.environ.get("DASHBOARD_DOCS_IMG")
 STATES = {"Executing", "NotExecuting", "OutOfService", "NotAvailable"}
 
 
-def render(url: str, profile: Path, shot: Path | None = None) -> str:
-    assert CHROMIUM, "chromium is not installed: `make test` installs it (scripts/system-deps.sh)"
-    args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--window-size=1300,900", "--virtual-time-budget=10000",
-    ]
-    if shot is not None:
-        subprocess.run([*args, f"--screenshot={shot}", url], capture_output=True, timeout=120)
-    out = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
+def render(url: str, profile: Path, ready: str) -> str:
+    """The DOM of ``url`` in a new browser (its own fresh profile) once ``ready`` holds."""
+    with chromium_page(profile, width=1300) as p:
+        p.goto(url)
+        p.wait(ready, 60, f"{url} rendered: {ready}")
+        assert p.errors == [] or all("401" in e for e in p.errors), p.errors
+        return str(p.page.content())
 
 
 @pytest.fixture(scope="module")
@@ -553,7 +545,8 @@ def test_dashboard_without_a_key_asks_for_one(demo: tuple[httpx.Client, Path], t
     """A new browser (no key stored) without a key in the URL: the API answers 401, and the
     page shows its key prompt instead of data."""
     client, _ = demo
-    dom = render(f"{client.base_url}/", tmp_path / "fresh-profile")
+    dom = render(f"{client.base_url}/", tmp_path / "fresh-profile",
+                 "!document.getElementById('keyform').hidden")
     form = re.search(r'<form id="keyform"([^>]*)>', dom)
     assert form and "hidden" not in form.group(1), dom[:3000]
     assert "no API key" in dom

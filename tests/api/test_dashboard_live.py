@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from config import shipped_config
-from tests.api.cdp_browser import CHROMIUM, Page, chromium_page
+from tests.api.browser import CHROMIUM, Page, chromium_page
 from tests.helpers import demo_keys, free_port, on_free_ports, wait_for
 
 #: the tiles' colours per state (api/static/style.css), as getComputedStyle gives them

@@ -5,7 +5,6 @@ disk in headless Chromium with the network blocked, in English and Chinese, and 
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 import shutil
@@ -27,7 +26,7 @@ from api.service import KpiService
 from config.times import to_ns
 from kpi import Kpis, TimeElements, roll_up
 from store import SqliteStore
-from tests.api.cdp_browser import CHROMIUM, Page, chromium_page
+from tests.api.browser import CHROMIUM, Page, chromium_page
 from tests.helpers import shipped_config, two_day_plant
 
 SECTIONS = ("summary", "tiers", "compare", "trends", "timelines", "coverage", "methods")
@@ -233,7 +232,7 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         assert page.errors == []
 
         # printing: A4, each section on its own page, charts drawn at the printable width
-        page.send("Emulation.setEmulatedMedia", media="print")
+        page.media("print")
         # the charts are redrawn at A4's printable width (186 mm = 703 px) for print
         page.wait("""[...document.querySelectorAll('.chart')]
                      .every(e => Math.abs(echarts.getInstanceByDom(e).getWidth() - 703) <= 2)""",
@@ -243,8 +242,7 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         assert breaks == ["auto"] + ["page"] * (len(SECTIONS) - 1)
         assert page.eval("getComputedStyle(document.querySelector('tbody tr')).breakInside") == "avoid"
         assert page.eval("getComputedStyle(document.querySelector('.toolbar')).display") == "none"
-        printed = page.send("Page.printToPDF", preferCSSPageSize=True, printBackground=True)
-        pdf = base64.b64decode(printed["data"])
+        pdf = page.pdf()
         (tmp_path / "report.pdf").write_bytes(pdf)
         pages = pdf.count(b"/Type /Page") - pdf.count(b"/Type /Pages")
         print(f"report.pdf: {len(pdf):,} bytes, {pages} A4 pages")
@@ -253,7 +251,7 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
             .map(e => e.querySelector('svg').getBoundingClientRect().width)""")
         assert all(w == pytest.approx(703, abs=2) for w in svg), svg
         # back on screen, the charts fill their boxes again
-        page.send("Emulation.setEmulatedMedia", media="screen")
+        page.media("screen")
         page.wait("""[...document.querySelectorAll('.chart')].every(e => e.clientWidth > 900
                      && Math.abs(echarts.getInstanceByDom(e).getWidth() - e.clientWidth) <= 1)""",
                   10, "the charts redrawn at the screen's width")

@@ -9,7 +9,7 @@ history (two days, with its declared evidence; not collecting).
   every field of it (nothing an answer carries goes undeclared);
 - a client generated from the live ``/openapi.json`` by openapi-python-client in this run
   parses every read route's answer into its generated model classes, losing nothing;
-- ``/docs`` (Swagger UI) and ``/redoc`` render the operations in headless Chromium with the
+- ``/docs`` (Swagger UI) and ``/redoc`` render the operations in headless Chromium (Playwright) with the
   network blocked: their assets come from the installed package, not a CDN.
 
 Routes are enumerated from the app, never listed here, so routes added later are checked too.
@@ -18,9 +18,9 @@ Routes are enumerated from the app, never listed here, so routes added later are
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import typing
@@ -40,10 +40,10 @@ from api.declared import ITEMS
 from api.problems import Problem
 from api.routes import ROUTERS
 from config import Settings, shipped_config
+from tests.api.browser import chromium_page
 from tests.helpers import free_port, key_headers, two_day_plant, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
 SERVER = """
 import sys, uvicorn
@@ -333,21 +333,13 @@ def test_generated_client_parses_each_declared_item_into_its_own_model(
 
 # --------------------------------------------------------------------- offline docs
 
-def render_offline(url: str, profile: Path) -> str:
-    """The DOM of ``url`` after its scripts ran in headless Chromium that can reach loopback
-    only: every other host goes to a proxy that is not there, and resolves to nothing."""
-    assert CHROMIUM, "chromium is not installed: `make test` installs it (scripts/system-deps.sh)"
-    args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        # loopback is never proxied (Chromium's implicit bypass): the API stays reachable
-        "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        f"--user-data-dir={profile}", "--window-size=1300,900", "--virtual-time-budget=15000",
-        "--dump-dom", url,
-    ]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
+def render_offline(url: str, profile: Path, ready: str) -> str:
+    """The DOM of ``url`` once ``ready`` holds, in headless Chromium (Playwright,
+    tests/api/browser.py) that can reach loopback only: a request to any other host is aborted."""
+    with chromium_page(profile, width=1300) as p:
+        p.goto(url)
+        p.wait(ready, 90, f"{url} rendered")
+        return str(p.page.content())
 
 
 def test_the_network_is_blocked_in_the_browser(tmp_path: Path) -> None:
@@ -357,14 +349,16 @@ def test_the_network_is_blocked_in_the_browser(tmp_path: Path) -> None:
                     '<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>'
                     '<script>document.getElementById("out").textContent = typeof SwaggerUIBundle;</script>'
                     '</body></html>')
-    dom = render_offline(page.as_uri(), tmp_path / "profile")
+    dom = render_offline(page.as_uri(), tmp_path / "profile", "document.readyState === 'complete'")
     assert '<div id="out">undefined</div>' in dom, dom[-1000:]
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_show_every_operation_offline(page: str, api: httpx.Client, openapi: dict[str, Any],
                                            tmp_path: Path) -> None:
-    dom = render_offline(str(api.base_url).rstrip("/") + page, tmp_path / "profile")
+    ids = json.dumps([op["operationId"] for _, _, op in operations(openapi)])
+    dom = render_offline(str(api.base_url).rstrip("/") + page, tmp_path / "profile",
+                         f"{ids}.every(i => document.body.innerHTML.includes(i))")
     for _, _, op in operations(openapi):
         assert op["operationId"] in dom, f"{page}: {op['operationId']} not shown"
         summary = op["summary"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
