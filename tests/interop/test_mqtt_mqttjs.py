@@ -29,7 +29,6 @@ pytestmark = pytest.mark.mqtt
 
 ASSET = "acme/assembly/L1/M1"
 END = 2**62
-T = time.time_ns() // 1_000_000 + 3_600_000  # ms: a valid payload time, after the others
 
 
 def device(b: Mosquitto) -> MqttDevice:
@@ -64,13 +63,15 @@ async def test_json_times_out_of_range_take_the_receive_time(
     async with Supervisor([dev], sqlite_store, writer, ids) as sup:
         await wait_until(lambda: sup.status()[0].state == "connected", 60, "connected")
         before = time.time_ns()
+        # ms: a valid payload time, after the others (taken now: the suite may run for long)
+        t_ms = before // 1_000_000 + 3_600_000
         publish("js/L1/M1", {"ts": -1, "speed": 1})  # before 1970
         publish("js/L1/M1", '{"ts": 1e300, "speed": 2}')  # absurd
         publish("js/L1/M1", {"ts": 10**17, "speed": 3})  # ms after 2262
         publish("iso/L1/M1", {"ts": "1601-01-01T00:00:00Z", "speed": 4})  # OPC UA's null date
         publish("iso/L1/M1", {"ts": "2300-01-01T00:00:00+00:00", "speed": 5})
         publish("tp/L1/M1/count", "6")  # plain: always the receive time
-        publish("js/L1/M1", {"ts": T, "speed": 7})
+        publish("js/L1/M1", {"ts": t_ms, "speed": 7})
         await wait_until(lambda: sup.status()[0].samples_delivered >= 7, 60, "seven samples")
         after = time.time_ns()
         h: DeviceHealth = sup.status()[0]
@@ -79,7 +80,7 @@ async def test_json_times_out_of_range_take_the_receive_time(
     speed = sqlite_store.read(ids[f"{ASSET}/speed"], 0, END, prior=False)
     assert sorted(speed.value.tolist()[:5]) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert all(before <= ts <= after for ts in speed.ts_ns[:5])  # the receive times
-    assert (speed.value[5], speed.ts_ns[5]) == (7.0, T * 1_000_000)
+    assert (speed.value[5], speed.ts_ns[5]) == (7.0, t_ms * 1_000_000)
     _, _, gateway = sqlite_store.read_timestamps(ids[f"{ASSET}/speed"], 0, END)
     assert all(before <= ts <= after for ts in gateway)
     count = sqlite_store.read(ids[f"{ASSET}/count"], 0, END, prior=False)

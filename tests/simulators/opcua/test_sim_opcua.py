@@ -310,11 +310,9 @@ async def test_set_bad_reports_bad_status(served: OpcUaPlantServer, plant: Plant
 
 
 async def test_large_address_space(plant: Plant) -> None:
-    t0 = time.monotonic()
+    # how long 5,000 variables take to start is a benchmark's question (bench_opcua), not a test's
     async with serve_opcua(plant, ["demo/machining/line1/lathe-01"], extra_variables=5000,
                            interval_s=0.2, security=[ua.SecurityPolicyType.NoSecurity]) as s:
-        started = time.monotonic() - t0
-        assert started < 30
         assert s.node_ids["bulk/4999"] == f"ns={s.namespace_index};s=bulk/4999"
         async with Client(s.endpoint) as client:
             nodes = [client.get_node(s.node_ids[f"bulk/{i}"]) for i in (0, 2500, 4999)]
