@@ -253,7 +253,9 @@ async def annotate_stop(
                                 "/api/v1/stops lists the stops and their ids")
         current, source = found
         if current is not None and not body.override:
-            given = "the machine" if source == "tag" else "an earlier annotation"
+            given = {"tag": "the machine (its stop_reason tag)",
+                     "opcua_event": "the machine (an OPC UA event)"}.get(
+                         source or "", "an earlier annotation")
             return problem(
                 409, "Conflict", f"the stop already has the reason {current!r}, given by "
                 f"{given}: send override: true to replace it (the replaced reason is kept "
