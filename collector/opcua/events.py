@@ -141,7 +141,16 @@ class EventSource:
             namespaces = await client.get_namespace_array()
         self._rules = [[self._rule(r.event_type, r.message, r.reason, namespaces)
                         for r in (tag.events.map if tag.events else ())] for tag in self._tags]
-        sub = await client.create_subscription(publishing_ms, _Handler(self))
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = publishing_ms
+        keepalive = client.get_keepalive_count(publishing_ms)
+        params.RequestedMaxKeepAliveCount = keepalive
+        # as the driver's data-change subscriptions: a lifetime servers do not revise
+        params.RequestedLifetimeCount = max(10000, 3 * keepalive)
+        params.MaxNotificationsPerPublish = 0
+        params.PublishingEnabled = True
+        params.Priority = 0
+        sub = await client.create_subscription(params, _Handler(self))
         for k, (tag, node) in enumerate(zip(self._tags, nodes, strict=True)):
             if node is None or tag.events is None:
                 continue  # unresolved: the collector's BAD_CONFIG row says why

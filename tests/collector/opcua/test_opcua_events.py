@@ -81,7 +81,7 @@ async def collect_events(settings: Settings, plant: Plant, ids: dict[str, int], 
             await wait_until(lambda: bool(col.events._handles), what="the event subscription")
             start, emitted0 = clock.t, sim.events_emitted
             end = start + int(SIM_SPAN.total_seconds() * 1e9)
-            pending: asyncio.Future[Batch] | None = first
+            pending: asyncio.Future[Batch] = first
             while clock.t < end:
                 done, _ = await asyncio.wait({pending}, timeout=0.5)
                 if done:
