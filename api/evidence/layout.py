@@ -15,16 +15,21 @@ from typing import Final
 from kpi.oee import TimeElements
 
 __all__ = [
+    "ANNOTATIONS",
+    "ANNOTATIONS_COLUMNS",
     "ASSESSMENT",
     "CONFIG",
     "CRITERIA",
     "DECLARED",
     "ELEMENT_FIELDS",
+    "EVENTS",
+    "EVENTS_COLUMNS",
     "FORMAT",
     "GAPS",
     "GAPS_COLUMNS",
     "HOURLY",
     "HOURLY_COLUMNS",
+    "LOSSES",
     "MANIFEST",
     "PLANNED",
     "PLANNED_COLUMNS",
@@ -35,6 +40,7 @@ __all__ = [
     "SIGNATURE",
     "STATES",
     "STATES_COLUMNS",
+    "STOPS",
     "UNSIGNED",
     "VERSIONS",
     "WINDOWS",
@@ -56,6 +62,12 @@ SAMPLES: Final = "inputs/samples.csv"
 STATES: Final = "inputs/states.csv"
 GAPS: Final = "inputs/gaps.csv"
 PLANNED: Final = "inputs/planned.csv"
+#: the losses of the current window (``api.evidence.losses``) and their inputs beyond the
+#: samples: the OPC UA events of reason_event tags, the operators' stop annotations
+LOSSES: Final = "losses.json"
+STOPS: Final = "stops.csv"
+EVENTS: Final = "inputs/reason_events.csv"
+ANNOTATIONS: Final = "inputs/stop_annotations.csv"
 REPORT: Final = "report.html"
 PUBLIC_KEY: Final = "public_key.pem"
 MANIFEST: Final = "manifest.json"
@@ -72,6 +84,9 @@ SAMPLES_COLUMNS: Final = ("tag", "asset", "role", "ts", "value", "quality")
 STATES_COLUMNS: Final = ("asset", "start", "end", "state", "mode")
 GAPS_COLUMNS: Final = ("asset", "device", "start", "end", "reason")
 PLANNED_COLUMNS: Final = ("asset", "start", "end")
+EVENTS_COLUMNS: Final = ("tag", "asset", "ts", "quality", "text")
+ANNOTATIONS_COLUMNS: Final = ("asset", "stop_start", "reason", "note", "annotated_by",
+                              "annotated_at", "replaced_reason", "replaced_source")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _NS: Final = 1_000_000_000
