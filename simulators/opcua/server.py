@@ -114,6 +114,8 @@ _SIGNALS: dict[str, _Signal] = {
 OPCUA_SIGNALS: dict[str, Role] = {name: s.role for name, s in _SIGNALS.items()}
 
 
+#: refreshes further apart than this (simulated ns) always look for stop pieces between them
+_EVENT_SCAN_NS = 2_000_000_000
 #: the Severity of the simulator's stop events
 EVENT_SEVERITY = 500
 _REASON_IDS = {code: rid for rid, code in NATIVE_CODES["stop_reason"].items()}
@@ -211,6 +213,7 @@ class OpcUaPlantServer:
         self._events: dict[str, Any] = {}
         #: stop events emitted (the simulator's own count, for tests)
         self.events_emitted = 0
+        self._event_sig: dict[str, tuple[int, int, int]] = {}
 
     # ------------------------------------------------------------------ building
 
@@ -300,10 +303,18 @@ class OpcUaPlantServer:
         emit the stop events of (the last refresh, ``t_ns``]."""
         t = self.clock() if t_ns is None else t_ns
         last = self.last_refresh_ns
+        values = self.plant.values_at(t)
         if last is not None and t > last:
             for asset in self._events:
-                await self._emit_stops(asset, last, t)
-        for asset, v in self.plant.values_at(t).items():
+                v = values[asset]
+                sig = (v.state, v.mode, v.stop_reason)
+                # in real time (refreshes a fraction of a second apart) a stop piece shows in
+                # the values, and the timeline is read only when they change; a clock that
+                # jumps further may hide whole pieces between two refreshes: read it always
+                if t - last > _EVENT_SCAN_NS or sig != self._event_sig.get(asset):
+                    await self._emit_stops(asset, last, t)
+                self._event_sig[asset] = sig
+        for asset, v in values.items():
             for signal, spec in _SIGNALS.items():
                 key = f"{asset}/{signal}"
                 if key not in self._nodes or key in self._bad:
