@@ -187,7 +187,8 @@ class AnnotationOut(BaseModel):
     annotated_by: str = Field(description="the API key's name (or X-Annotated-By without keys)")
     annotated_at: str
     replaced_reason: str | None = Field(description="the reason in force before; null: none")
-    replaced_source: Literal["tag", "operator"] | None
+    replaced_source: Literal["tag", "opcua_event", "operator"] | None = Field(
+        description="where the replaced reason came from; null: none")
 
 
 class AnnotationsOut(BaseModel):
