@@ -37,7 +37,7 @@ from .params import AssetQuery, FromQuery, LineQuery, ToQuery, row_limit
 router = APIRouter(prefix="/api/v1", tags=["losses"])
 
 #: version of the stop and loss rules (kpi.losses), part of the cache keys
-LOSS_VERSION = "losses/1"
+LOSS_VERSION = "losses/2"  # 2: OPC UA events as a reason source
 
 ReasonQuery = Annotated[str | None, Query(
     description="only the stops of this reason id (`unassigned`: those without a reason)",
