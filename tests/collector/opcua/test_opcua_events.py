@@ -37,7 +37,7 @@ from tests.helpers import TickingClock, one_week_demo, wait_until
 
 NOW = datetime(2026, 11, 21, 16, 0, tzinfo=UTC)  # a Saturday in Shanghai: both shifts run
 ASSET = "demo/assembly/line3/assembler-01"
-STEP_NS = 120 * 1_000_000_000  # simulated time per simulator refresh
+STEP_NS = 300 * 1_000_000_000  # simulated time per simulator refresh
 OPEN = [ua.SecurityPolicyType.NoSecurity]
 SIM_SPAN = timedelta(hours=40)  # simulated time the collector listens for
 
