@@ -34,13 +34,20 @@ class StopOut(BaseModel):
     category: str | None = Field(description="the reason's category; null when unassigned")
     loss_type: StopLossType
     element: Element = Field(description="ISO 22400 element of the stop's time (kpi.oee)")
-    reason_source: Literal["tag", "operator"] | None = Field(
+    reason_source: Literal["tag", "opcua_event", "operator"] | None = Field(
         description="where the reason came from: `tag` (the asset's stop_reason tag), "
-                    "`operator` (an annotation); null when unassigned")
+                    "`opcua_event` (an OPC UA event of its reason_event tag), `operator` (an "
+                    "annotation); null when unassigned. Precedence: tag, then event; an "
+                    "annotation replaces a machine's reason only with override: true")
     source_tag: str | None = Field(description="path of the tag that gave the machine's reason")
     machine_reason: str | None = Field(
-        description="the reason the machine gave (its stop_reason tag), kept when an "
-                    "annotation replaced it; null when it gave none")
+        description="the reason the machine gave (its stop_reason tag or an OPC UA event), "
+                    "kept when an annotation replaced it; null when it gave none")
+    event_source: str | None = Field(
+        default=None, description="the OPC UA event's SourceName (who), when an event gave "
+                                  "the machine's reason")
+    event_time: str | None = Field(default=None, description="the event's Time (ISO 8601)")
+    event_message: str | None = Field(default=None, description="the event's Message text")
     annotated_by: str | None = Field(description="who gave the annotation in force")
     annotated_at: str | None = Field(description="when (ISO 8601)")
     note: str | None = Field(description="the annotation's note")
@@ -58,7 +65,8 @@ class StopsOut(BaseModel):
             "reason": "mechanical_failure", "reason_label": "Mechanical failure",
             "category": "equipment", "loss_type": "breakdown", "element": "malfunction",
             "reason_source": "tag", "source_tag": "demo/machining/line1/lathe-01/stop_reason",
-            "machine_reason": "mechanical_failure", "annotated_by": None, "annotated_at": None,
+            "machine_reason": "mechanical_failure", "event_source": None, "event_time": None,
+            "event_message": None, "annotated_by": None, "annotated_at": None,
             "note": None}],
     }]})
 
@@ -179,7 +187,8 @@ class AnnotationOut(BaseModel):
     annotated_by: str = Field(description="the API key's name (or X-Annotated-By without keys)")
     annotated_at: str
     replaced_reason: str | None = Field(description="the reason in force before; null: none")
-    replaced_source: Literal["tag", "operator"] | None
+    replaced_source: Literal["tag", "opcua_event", "operator"] | None = Field(
+        description="where the replaced reason came from; null: none")
 
 
 class AnnotationsOut(BaseModel):

@@ -13,25 +13,81 @@ from typing import Any
 
 import numpy as np
 
+from collector.opcua.events import parse_event_text
 from config.reasons import LOSS_TYPES, UNASSIGNED, ReasonTree
 from config.settings import Asset
-from config.signals import Role, canonical_code
+from config.signals import Quality, Role, canonical_code
 from config.times import iso
 from kpi import Kpis, Step, asset_gaps, gap_intervals
-from kpi.losses import STOP_ELEMENTS, Losses, StopEvents, classify, losses, stop_events
+from kpi.losses import SOURCE_EVENT as SOURCE_EVENT_CODE
+from kpi.losses import SOURCE_TAG as SOURCE_TAG_CODE
+from kpi.losses import (
+    STOP_ELEMENTS,
+    Losses,
+    StopEvents,
+    classify,
+    event_reasons,
+    losses,
+    stop_events,
+)
 from kpi.steps import UNKNOWN
 from store.annotations import StopAnnotation, StopAnnotations
 from store.base import TagRecord
 
 from .service import KpiService
 
-__all__ = ["SOURCE_OPERATOR", "SOURCE_TAG", "STOP_COLUMNS", "AssetStops", "asset_stops",
-           "loss_body", "parse_stop_id", "stop_id", "stop_rows", "stops_body"]
+__all__ = [
+    "SOURCE_EVENT",
+    "SOURCE_OPERATOR",
+    "SOURCE_TAG",
+    "STOP_COLUMNS",
+    "AssetStops",
+    "ReasonEvent",
+    "asset_stops",
+    "loss_body",
+    "parse_stop_id",
+    "read_events",
+    "stop_id",
+    "stop_rows",
+    "stops_body",
+]
 
-#: where a stop's reason came from: the asset's stop_reason tag, or a person's annotation
-#: (``POST /api/v1/stops/{id}/reason``); OPC UA events are the next source
+#: where a stop's reason came from: the asset's stop_reason tag, an OPC UA event (its
+#: reason_event tag), or a person's annotation (``POST /api/v1/stops/{id}/reason``)
 SOURCE_TAG = "tag"
+SOURCE_EVENT = "opcua_event"
 SOURCE_OPERATOR = "operator"
+#: how far before a window events are read: an event gives its reason to the stop it is in,
+#: which may have begun before the window (a longer stop loses it at the window's start)
+EVENT_LOOKBACK_NS = 86_400 * 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonEvent:
+    """One stored OPC UA event (a reason_event tag's sample): when, the reason, who."""
+
+    ts_ns: int
+    reason: str
+    source_name: str
+    message: str
+    event_type: str
+    tag: str
+
+
+def read_events(service: KpiService, tag: TagRecord, start_ns: int, end_ns: int,
+                tree: ReasonTree) -> list[ReasonEvent]:
+    """The events of a reason_event tag in [start_ns, end_ns), in time order; one whose
+    reason is not in the tree (any more) or whose text is not an event's is left out."""
+    out = []
+    for ts, text, q in service.store.read_text(tag.tag_id, start_ns, end_ns):
+        doc = parse_event_text(text) if q < Quality.BAD else None
+        if doc is None or doc["reason"] not in tree.code:
+            continue
+        out.append(ReasonEvent(int(ts), doc["reason"], str(doc.get("source_name") or ""),
+                               str(doc.get("message") or ""), str(doc.get("event_type") or ""),
+                               tag.path))
+    out.sort(key=lambda e: e.ts_ns)
+    return out
 
 
 def stop_id(asset: str, start_ns: int) -> str:
@@ -57,11 +113,28 @@ class AssetStops:
     #: (UNKNOWN: none) where an annotation replaced it
     annotations: tuple[StopAnnotation | None, ...] = ()
     machine_reason: tuple[int, ...] = ()
+    #: the reason_event tag's events read (StopEvents.event indexes them)
+    reason_events: tuple[ReasonEvent, ...] = ()
+
+    def machine_source(self, i: int) -> str | None:
+        """Who among the machines gave stop i its reason: its tag, an event, or none."""
+        src = self.events.source
+        if src is not None:
+            return {SOURCE_TAG_CODE: SOURCE_TAG, SOURCE_EVENT_CODE: SOURCE_EVENT}.get(int(src[i]))
+        code = self.machine_reason[i] if self.machine_reason else int(self.events.reason[i])
+        return SOURCE_TAG if code != UNKNOWN else None
+
+    def event_of(self, i: int) -> ReasonEvent | None:
+        """The event that gave stop i its machine reason (None: none did)."""
+        ev = self.events.event
+        if ev is None or int(ev[i]) < 0:
+            return None
+        return self.reason_events[int(ev[i])]
 
     def source(self, i: int) -> str | None:
         if self.annotations and self.annotations[i] is not None:
             return SOURCE_OPERATOR
-        return SOURCE_TAG if int(self.events.reason[i]) != UNKNOWN else None
+        return self.machine_source(i)
 
 
 def _reason_lut(tag: TagRecord, tree: ReasonTree) -> dict[int, int]:
@@ -96,10 +169,31 @@ def asset_stops(service: KpiService, asset: Asset, start_ns: int, end_ns: int,
     gaps = asset_gaps((g for d in devices for g in service.store.gaps(d, start_ns, end_ns)),
                       asset.path)
     default_mode = asset.default_mode if Role.MODE not in tags else None
+    dmode = None if default_mode is None else canonical_code(Role.MODE, default_mode)
+    event_tag = tags.get(Role.REASON_EVENT)
+    found: list[ReasonEvent] = []
+    events = None
+    if event_tag is not None:
+        ext = max(start_ns - EVENT_LOOKBACK_NS, 0)
+        found = read_events(service, event_tag, ext, end_ns, tree)
+        ts = np.array([e.ts_ns for e in found], np.int64)
+        codes = np.array([tree.code[e.reason] for e in found], np.int64)
+        ext_gaps = asset_gaps((g for d in devices for g in service.store.gaps(d, ext, end_ns)),
+                              asset.path)
+        ext_state = ext_mode = None
+        if found:  # the state over the lookback too: the stop an early event is in
+            if Role.STATE in tags:
+                ext_state = _read_step(service, tags[Role.STATE], ext, end_ns)
+            if Role.MODE in tags:
+                ext_mode = _read_step(service, tags[Role.MODE], ext, end_ns)
+        # tolerance in whole ns: the configured seconds as the KPI core counts time
+        tol = round(service.settings.reasons.event_tolerance_s * 1e9)
+        events = (event_reasons(ext_state, ext_mode, ts, ext, end_ns,
+                                gap_intervals(ext_gaps, end_ns), tolerance_ns=tol,
+                                default_mode=dmode), codes)
     ev = stop_events(
         state, mode, reason, start_ns, end_ns, service._planned(start_ns, end_ns),
-        gap_intervals(gaps, end_ns),
-        default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode))
+        gap_intervals(gaps, end_ns), default_mode=dmode, events=events)
     notes: tuple[StopAnnotation | None, ...] = ()
     machine: tuple[int, ...] = ()
     held = annotations.in_force(asset.path, start_ns, end_ns) if annotations is not None else {}
@@ -114,7 +208,13 @@ def asset_stops(service: KpiService, asset: Asset, start_ns: int, end_ns: int,
     reason_loss = [tree.loss_type(rid) for rid in tree.ids]
     lo = losses(ev, result.elements, reason_loss, small_stop_s, asset.ideal_cycle_time_s)
     return AssetStops(asset, ev, lo, Kpis.of(result.elements).oee,
-                      None if reason_tag is None else reason_tag.path, notes, machine)
+                      None if reason_tag is None else reason_tag.path, notes, machine,
+                      tuple(found))
+
+
+def _read_step(service: KpiService, tag: TagRecord, start_ns: int, end_ns: int) -> Step:
+    s = service.store.read(tag.tag_id, start_ns, end_ns, prior=True)
+    return Step.from_samples(s.ts_ns, s.value, s.quality, service._lut(tag))
 
 
 def _reason_id(code: int, tree: ReasonTree) -> str:
@@ -143,7 +243,10 @@ def stops_body(items: Iterable[AssetStops], tree: ReasonTree, small_stop_s: floa
                 code = it.machine_reason[i]
                 machine = None if code == UNKNOWN else tree.ids[code]
             else:
-                machine = rid if source == SOURCE_TAG else None
+                machine = rid if source in (SOURCE_TAG, SOURCE_EVENT) else None
+            event = it.event_of(i) if machine is not None else None
+            source_tag = (event.tag if event is not None else it.reason_tag) \
+                if machine is not None else None
             rows.append((s0, it.asset.path, {
                 "id": stop_id(it.asset.path, s0),
                 "asset": it.asset.path,
@@ -156,8 +259,11 @@ def stops_body(items: Iterable[AssetStops], tree: ReasonTree, small_stop_s: floa
                 "loss_type": LOSS_TYPES[int(lt[i])],
                 "element": STOP_ELEMENTS[int(ev.element[i])],
                 "reason_source": source,
-                "source_tag": it.reason_tag if machine is not None else None,
+                "source_tag": source_tag,
                 "machine_reason": machine,
+                "event_source": None if event is None else event.source_name,
+                "event_time": None if event is None else iso(event.ts_ns),
+                "event_message": None if event is None else event.message,
                 "annotated_by": None if note is None else note.annotated_by,
                 "annotated_at": None if note is None else iso(note.annotated_at_ns),
                 "note": None if note is None else note.note,
@@ -173,7 +279,8 @@ def stop_rows(data: dict[str, Any]) -> Any:
 
 STOP_COLUMNS = ["id", "asset", "start", "end", "duration_s", "reason", "reason_label",
                 "category", "loss_type", "element", "reason_source", "source_tag",
-                "machine_reason", "annotated_by", "annotated_at", "note"]
+                "machine_reason", "event_source", "event_time", "event_message",
+                "annotated_by", "annotated_at", "note"]
 
 
 def _summary(lo: Losses, tree: ReasonTree, oee: float | None) -> dict[str, Any]:

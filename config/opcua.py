@@ -16,10 +16,10 @@ from pydantic import (
     model_validator,
 )
 
-from .base import ASSET_PATH, NAME, DeviceBase, Model, TagBase
+from .base import ASSET_PATH, NAME, DeviceBase, Model, Name, TagBase
 from .bounds import Interval_ms, Interval_s, Timeout_s
 from .redact import redact_url, url_credentials_error
-from .signals import ENUM_ROLES, REASON_ROLES, Role
+from .signals import ENUM_ROLES, EVENT_ROLES, REASON_ROLES, Role
 from .storage import Storage, check_tag_storage
 
 # OPC UA node ids in the string forms of OPC 10000-6 §5.3.1.10: "ns=<index>;" or
@@ -69,13 +69,95 @@ DEFAULT_SAMPLING_MS = 1000.0
 PUBLISHING_MS_RANGE = (100.0, 1000.0)
 
 
+#: BaseEventType: what an event subscription receives unless told otherwise
+BASE_EVENT_TYPE = "i=2041"
+
+
+class EventRule(Model):
+    """One rule of an event mapping: an event whose type is ``event_type`` (a node id, or
+    the type's BrowseName) and whose message matches ``message`` (a regular expression,
+    searched) gives the reason ``reason``. A rule names a type, a message or both."""
+
+    event_type: str | None = Field(
+        default=None,
+        description="the event type: a node id (ns=2;i=1001, nsu=<uri>;s=x) or its BrowseName "
+        "(MachineStopEventType; no namespace prefix)")
+    message: str | None = Field(
+        default=None, min_length=1,
+        description="regular expression searched in the event's Message text (Python re)")
+    reason: Name = Field(description="reason id (reasons:) this event gives a stop")
+
+    @field_validator("event_type")
+    @classmethod
+    def _event_type(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip()
+        if "=" in v:
+            parse_node_id(v)
+        elif not v:
+            raise ValueError("an event type must not be empty")
+        return v
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"{v!r} is not a regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> EventRule:
+        if self.event_type is None and self.message is None:
+            raise ValueError("a rule needs event_type, message or both (it would match every event)")
+        return self
+
+
+class EventMapping(Model):
+    """``events:`` of a ``reason_event`` tag: the tag's node (a machine object, or the Server
+    object i=2253) is subscribed for events of ``event_types``; the first rule of ``map``
+    an event matches gives its reason (``collector.opcua.events``)."""
+
+    event_types: list[str] = Field(
+        default_factory=lambda: [BASE_EVENT_TYPE], min_length=1,
+        description="node ids of the event types subscribed (and their subtypes); default "
+        "BaseEventType (i=2041): every event")
+    source_name: str | None = Field(
+        default=None, min_length=1,
+        description="only events whose SourceName is this (a subscription on the Server object "
+        "sees every machine's events)")
+    map: list[EventRule] = Field(min_length=1, description="rules, first match wins")
+
+    @field_validator("event_types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        for t in v:
+            parse_node_id(t)
+        return [t.strip() for t in v]
+
+
 class OpcUaTag(TagBase):
-    """An OPC UA tag: one variable node, read or monitored by its Value attribute."""
+    """An OPC UA tag: one variable node, read or monitored by its Value attribute -- or, with
+    role ``reason_event``, one node whose events are subscribed and mapped to reasons."""
 
     node_id: str = Field(description="ns=2;i=5, ns=2;s=x, ns=2;g=<guid>, ns=2;b=<base64>, nsu=<uri>;s=x")
     storage: Storage | None = Field(
         default=None, description="mode poll: which polled samples are stored (see config.storage)",
     )
+    events: EventMapping | None = Field(
+        default=None, description="role reason_event: the events subscribed and their reasons")
+
+    @model_validator(mode="after")
+    def _events_role(self) -> OpcUaTag:
+        if self.role in EVENT_ROLES and self.events is None:
+            raise ValueError(f"a {self.role.value} tag needs events: the event types and the "
+                             "rules mapping them to reasons")
+        if self.events is not None and self.role not in EVENT_ROLES:
+            raise ValueError(f"events is only for role {EVENT_ROLES[0].value}, not {self.role.value}")
+        return self
 
     @field_validator("storage")
     @classmethod
@@ -132,7 +214,7 @@ class BrowseRule(Model):
     @field_validator("role")
     @classmethod
     def _role(cls, v: Role) -> Role:
-        if v in ENUM_ROLES + REASON_ROLES:
+        if v in ENUM_ROLES + REASON_ROLES + EVENT_ROLES:
             raise ValueError(
                 f"role {v.value} needs an enum mapping per tag; configure such tags in tags"
             )
@@ -235,6 +317,10 @@ class OpcUaDevice(DeviceBase):
                     f"{', '.join(where)}: storage filters polled samples (mode: poll); a "
                     "subscription already reports changes only (use deadband for its filter)"
                 )
+        events = [f"tags[{i}]" for i, t in enumerate(self.tags) if t.events is not None]
+        if events and self.mode != "subscribe":
+            raise ValueError(f"{', '.join(events)}: events arrive through a subscription; a "
+                             "device with reason_event tags needs mode: subscribe")
         return self
 
     @property

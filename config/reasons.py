@@ -11,7 +11,7 @@ such id exists is in :func:`config.settings.cross_check`.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -28,6 +28,7 @@ __all__ = [
     "ReasonCategory",
     "ReasonSettings",
     "ReasonTree",
+    "event_cross_check",
     "reasons_cross_check",
 ]
 
@@ -116,6 +117,13 @@ class ReasonSettings(Model):
             "its reason is a planned stop or a changeover"
         ),
     )
+    event_tolerance_s: float = Field(
+        default=10.0, ge=0, le=3_600,
+        description=(
+            "an OPC UA event (reason_event tag) up to this many seconds before a stop begins "
+            "gives that stop its reason (an event inside a stop gives it anyway)"
+        ),
+    )
     categories: list[ReasonCategory] = Field(
         default_factory=list, description="the plant's own categories, added to the shipped")
     reasons: list[Reason] = Field(
@@ -147,4 +155,20 @@ def reasons_cross_check(r: ReasonSettings) -> list[tuple[str, str]]:
         if x.category not in cats:
             problems.append((f"reasons.reasons[{i}].category",
                              f"no category {x.category!r}; known: {', '.join(sorted(cats))}"))
+    return problems
+
+
+def event_cross_check(loc: str, tag: Any, reason_ids: set[str]) -> list[tuple[str, str]]:
+    """(field path, reason) of each problem of a tag's event mapping (``config.opcua``): a
+    reason that is not in the tree; a reason_event role on a tag that cannot subscribe to
+    events (only OPC UA tags can)."""
+    problems: list[tuple[str, str]] = []
+    events = getattr(tag, "events", None)
+    if tag.role == "reason_event" and events is None:
+        problems.append((f"{loc}.role", "reason_event is for OPC UA tags with events: "
+                         "(an event subscription); use stop_reason for a reason code"))
+    for k, rule in enumerate(events.map if events is not None else ()):
+        if rule.reason not in reason_ids:
+            problems.append((f"{loc}.events.map[{k}].reason", f"no reason {rule.reason!r} in "
+                             "reasons: (a shipped one or reasons.reasons)"))
     return problems

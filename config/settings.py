@@ -23,7 +23,7 @@ from .declared import Declared
 from .modbus import ModbusDevice, ModbusTag, modbus_cross_check
 from .mqtt import MqttDevice, mqtt_cross_check
 from .opcua import OpcUaDevice
-from .reasons import ReasonSettings, reasons_cross_check
+from .reasons import ReasonSettings, event_cross_check, reasons_cross_check
 from .signals import ENUM_ROLES, REASON_ROLES, SINGLE_ROLES, Role, canonical_names
 from .store import SqliteStoreSettings, StoreSettings
 from .times import Calendar, Instant, Window, parse_instant
@@ -301,6 +301,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                     if rid not in reason_ids:
                         problems.append((f"{loc}.enum.{raw}", f"no reason {rid!r} in reasons: "
                                          "(a shipped one or reasons.reasons)"))
+            problems += event_cross_check(loc, t, reason_ids)
             if (
                 isinstance(d, ModbusDevice)
                 and isinstance(t, ModbusTag)

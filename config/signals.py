@@ -23,6 +23,7 @@ class Role(StrEnum):
     ANALOG = "analog"  # anything else (temperature, speed, ...)
     STATUS = "status"  # informational flags and texts
     STOP_REASON = "stop_reason"  # a PLC's stop/fault reason code (enum: raw -> reason id)
+    REASON_EVENT = "reason_event"  # OPC UA events mapped to reasons (texts; config.opcua)
 
 
 #: roles whose values are enumerations and therefore need a mapping to canonical names
@@ -32,8 +33,11 @@ COUNTER_ROLES = (Role.GOOD_COUNT, Role.REJECT_COUNT, Role.TOTAL_COUNT, Role.ENER
 #: enumerated roles whose names are the configured reason ids (``reasons:``), not canonical
 #: names: stored on change like the other enumerations, mapped to reasons when read
 REASON_ROLES = (Role.STOP_REASON,)
+#: roles whose samples are events (a text per event, never a step): OPC UA event
+#: subscriptions mapped to reasons (``collector.opcua.events``)
+EVENT_ROLES = (Role.REASON_EVENT,)
 #: roles of which an asset may have at most one tag
-SINGLE_ROLES = ENUM_ROLES + COUNTER_ROLES + REASON_ROLES
+SINGLE_ROLES = ENUM_ROLES + COUNTER_ROLES + REASON_ROLES + EVENT_ROLES
 
 
 class MachineState(IntEnum):

@@ -42,8 +42,8 @@ from .calendar import I64, overlap_seconds
 from .oee import TimeElements, element_masks
 from .steps import UNKNOWN, Step, combine
 
-__all__ = ["ELEMENT_LOSS", "STOP_ELEMENTS", "Losses", "StopEvents", "classify", "losses",
-           "stop_events"]
+__all__ = ["ELEMENT_LOSS", "SOURCE_EVENT", "SOURCE_NONE", "SOURCE_TAG", "STOP_ELEMENTS", "Losses",
+           "StopEvents", "classify", "event_reasons", "losses", "stop_events"]
 
 F64 = npt.NDArray[np.float64]
 #: the elements of known PBT that are stops (every one but APT)
@@ -64,6 +64,10 @@ _ELEMENT_LT = np.array([_LT[ELEMENT_LOSS[e]] for e in STOP_ELEMENTS], np.int64)
 _KEEP_SHORT = np.array([_LT["planned_downtime"], _LT["changeover_setup"]], np.int64)
 
 
+#: where a stop's reason came from (:attr:`StopEvents.source`)
+SOURCE_NONE, SOURCE_TAG, SOURCE_EVENT = 0, 1, 2
+
+
 @dataclass(frozen=True, slots=True)
 class StopEvents:
     """Stop events of one unit, in time order."""
@@ -72,6 +76,11 @@ class StopEvents:
     end_ns: I64
     reason: I64  # reason code (position in the reason tree), UNKNOWN: unassigned
     element: I64  # index into STOP_ELEMENTS
+    #: per stop: SOURCE_TAG (the reason signal), SOURCE_EVENT (an event) or SOURCE_NONE;
+    #: None: the reason signal's wherever a reason is given (no events were passed)
+    source: I64 | None = None
+    #: per stop: index of the event that gave its reason (UNKNOWN: none)
+    event: I64 | None = None
 
     @property
     def seconds(self) -> F64:
@@ -85,6 +94,92 @@ def _empty() -> Step:
     return Step(np.empty(0, np.int64), np.empty(0, np.int64))
 
 
+def _elements(st: I64, md: I64) -> I64:
+    """Each interval's stop element (index into STOP_ELEMENTS), -1 for APT and unknown."""
+    masks = element_masks(st, md)
+    out: I64 = np.select([masks[e] for e in STOP_ELEMENTS], list(range(len(STOP_ELEMENTS))), -1)
+    return out
+
+
+def event_reasons(
+    state: Step | None,
+    mode: Step | None,
+    event_ts: I64,
+    start_ns: int,
+    end_ns: int,
+    gaps: Sequence[tuple[int, int]] = (),
+    *,
+    tolerance_ns: int = 0,
+    default_mode: int | None = None,
+) -> Step:
+    """The reason events give a unit over [start_ns, end_ns), as a step of *event indices*
+    (positions in ``event_ts``; UNKNOWN: no event's reason in force).
+
+    A *stretch* is a maximal run of time with one stop element (any element of known time
+    but APT: see :data:`STOP_ELEMENTS`), planned time or not. An event inside a stretch
+    gives it its reason: the first event of a stretch from the stretch's start, a later one
+    from its own time (a new reason mid-stop, as a reason code that changes would). An event
+    outside one gives its reason to the stretch beginning at most ``tolerance_ns`` after it
+    (an alarm a moment before the machine stops), from that stretch's start; an event
+    followed by no stretch within the tolerance gives nothing. A reason holds until the
+    stretch ends -- the element changes, the unit produces again, or its state becomes
+    unknown (a gap) -- so a stop cut in two by a break keeps its reason.
+    ``event_ts`` must be sorted; events at the same instant: the first counts."""
+    if mode is None and default_mode is not None:
+        mode = Step.constant(default_mode, start_ns, gaps)
+    iv = combine([state or _empty(), mode or _empty()], start_ns, end_ns, gaps)
+    n = len(iv.start)
+    if not n or not event_ts.size:
+        return _empty()
+    st, md = iv.codes
+    element = _elements(st, md)
+    down = element >= 0
+    # a stretch starts at each down interval that follows a non-down one or one of another
+    # element (or opens the window)
+    prev_down = np.concatenate(([False], down[:-1]))
+    same_el = np.concatenate(([False], element[1:] == element[:-1]))
+    stretch_start = down & ~(prev_down & same_el)
+    stretch_id = np.cumsum(stretch_start) - 1  # stretch of each interval (valid where down)
+    first_of = iv.start[stretch_start]  # each stretch's start
+    k = np.searchsorted(iv.start, event_ts, side="right") - 1
+    next_down = np.minimum.accumulate(np.where(down, np.arange(n), n)[::-1])[::-1]
+    ts_out: list[int] = []
+    ev_out: list[int] = []
+    claimed: set[int] = set()
+    for e, (t, ki) in enumerate(zip(event_ts.tolist(), k.tolist(), strict=True)):
+        if ki < 0 or t >= end_ns:
+            continue
+        if down[ki]:
+            sid = int(stretch_id[ki])
+            at = int(first_of[sid]) if sid not in claimed else t
+        else:
+            # the next down interval after this one (a stretch begins there)
+            j = int(next_down[ki + 1]) if ki + 1 < n else n
+            if j >= n:
+                continue
+            if iv.start[j] - t > tolerance_ns:
+                continue
+            sid = int(stretch_id[j])
+            if sid in claimed:
+                continue
+            at = int(iv.start[j])
+        claimed.add(sid)
+        ts_out.append(at)
+        ev_out.append(e)
+    if not ts_out:
+        return _empty()
+    # the end of each stretch: its element changes, production resumes or the state
+    # becomes unknown (an event at the same instant comes first, and wins)
+    ends = iv.start[np.flatnonzero((stretch_start & prev_down) | (~down & prev_down))]
+    ts = np.concatenate((np.array(ts_out, np.int64), ends))
+    code = np.concatenate((np.array(ev_out, np.int64), np.full(ends.size, UNKNOWN, np.int64)))
+    order = np.argsort(ts, kind="stable")
+    ts, code = ts[order], code[order]
+    keep = np.ones(ts.size, bool)
+    keep[1:] = ts[1:] != ts[:-1]  # the first of one instant
+    return Step(ts[keep], code[keep])
+
+
 def stop_events(
     state: Step | None,
     mode: Step | None,
@@ -95,31 +190,47 @@ def stop_events(
     gaps: Sequence[tuple[int, int]] = (),
     *,
     default_mode: int | None = None,
+    events: tuple[Step, I64] | None = None,
 ) -> StopEvents:
     """The stop events of one unit over [start_ns, end_ns) (see the module docstring);
     ``reason`` carries reason codes (UNKNOWN where none), ``default_mode`` as in
-    :class:`kpi.oee.UnitSignals`."""
+    :class:`kpi.oee.UnitSignals`. ``events``: the step of :func:`event_reasons` and each
+    event's reason code: where the reason signal gives none, the event in force does (the
+    signal is the machine's own word and wins; ``StopEvents.source`` says which gave it)."""
     if mode is None and default_mode is not None:
         mode = Step.constant(default_mode, start_ns, gaps)
-    iv = combine([state or _empty(), mode or _empty(), reason or _empty()], start_ns, end_ns,
-                 gaps, cuts=planned)
+    signals = [state or _empty(), mode or _empty(), reason or _empty()]
+    if events is not None:
+        signals.append(events[0])
+    iv = combine(signals, start_ns, end_ns, gaps, cuts=planned)
     if not len(iv.start):
         z = np.empty(0, np.int64)
-        return StopEvents(z, z, z, z)
+        return StopEvents(z, z, z, z, None if events is None else z, None if events is None else z)
     in_plan = overlap_seconds(planned, iv.start, iv.end) > 0  # each wholly in or out
-    st, md, rs = iv.codes
-    masks = element_masks(st, md)
-    element = np.select([masks[e] for e in STOP_ELEMENTS], list(range(len(STOP_ELEMENTS))), -1)
+    st, md, rs = iv.codes[0], iv.codes[1], iv.codes[2]
+    element = _elements(st, md)
     stop = in_plan & (element >= 0)
     rs = np.where(stop, rs, UNKNOWN)
-    # a run goes on while the next interval is a stop with the same element and reason
+    src = np.where(rs != UNKNOWN, SOURCE_TAG, SOURCE_NONE)
+    ev = np.full(rs.size, UNKNOWN, np.int64)
+    if events is not None:
+        codes = events[1]
+        ev = np.where(stop & (rs == UNKNOWN), iv.codes[3], UNKNOWN)
+        ev_code = np.where(ev >= 0, codes[np.maximum(ev, 0)] if codes.size else UNKNOWN, UNKNOWN)
+        ev = np.where(ev_code != UNKNOWN, ev, UNKNOWN)
+        src = np.where(ev >= 0, SOURCE_EVENT, src)
+        rs = np.where(ev >= 0, ev_code, rs)
+    # a run goes on while the next interval is a stop with the same element, reason and source
     same = np.zeros(stop.size, bool)
-    same[1:] = stop[1:] & stop[:-1] & (element[1:] == element[:-1]) & (rs[1:] == rs[:-1])
+    same[1:] = (stop[1:] & stop[:-1] & (element[1:] == element[:-1]) & (rs[1:] == rs[:-1])
+                & (src[1:] == src[:-1]))
     first = stop & ~same
     last = stop & ~np.append(same[1:], False)
     i0, i1 = np.flatnonzero(first), np.flatnonzero(last)
     return StopEvents(iv.start[i0], iv.end[i1], rs[i0].astype(np.int64),
-                      element[i0].astype(np.int64))
+                      element[i0].astype(np.int64),
+                      None if events is None else src[i0].astype(np.int64),
+                      None if events is None else ev[i0].astype(np.int64))
 
 
 def classify(ev: StopEvents, reason_loss: Sequence[str], small_stop_s: float) -> I64:

@@ -38,7 +38,7 @@ _MIGRATIONS: Final = {
         annotated_by TEXT NOT NULL,
         annotated_at_ns INTEGER NOT NULL,
         replaced_reason TEXT,             -- the reason in force before (NULL: unassigned)
-        replaced_source TEXT              -- its source (tag, operator; NULL: unassigned)
+        replaced_source TEXT              -- its source (tag, opcua_event, operator; NULL: unassigned)
     );
     CREATE INDEX stop_annotations_stop ON stop_annotations (asset, start_ns, id);
     CREATE INDEX stop_annotations_at ON stop_annotations (annotated_at_ns);

@@ -15,16 +15,21 @@ from typing import Final
 from kpi.oee import TimeElements
 
 __all__ = [
+    "ANNOTATIONS",
+    "ANNOTATIONS_COLUMNS",
     "ASSESSMENT",
     "CONFIG",
     "CRITERIA",
     "DECLARED",
     "ELEMENT_FIELDS",
+    "EVENTS",
+    "EVENTS_COLUMNS",
     "FORMAT",
     "GAPS",
     "GAPS_COLUMNS",
     "HOURLY",
     "HOURLY_COLUMNS",
+    "LOSSES",
     "MANIFEST",
     "PLANNED",
     "PLANNED_COLUMNS",
@@ -37,6 +42,7 @@ __all__ = [
     "STATES_COLUMNS",
     "TAGS",
     "TAGS_COLUMNS",
+    "STOPS",
     "UNSIGNED",
     "VERSIONS",
     "WINDOWS",
@@ -61,6 +67,12 @@ PLANNED: Final = "inputs/planned.csv"
 #: the KPI tags config.yaml does not declare (a central tierproof's, from the gateways' tag
 #: register in the store): only in a pack that has such tags
 TAGS: Final = "inputs/tags.csv"
+#: the losses of the current window (``api.evidence.losses``) and their inputs beyond the
+#: samples: the OPC UA events of reason_event tags, the operators' stop annotations
+LOSSES: Final = "losses.json"
+STOPS: Final = "stops.csv"
+EVENTS: Final = "inputs/reason_events.csv"
+ANNOTATIONS: Final = "inputs/stop_annotations.csv"
 REPORT: Final = "report.html"
 PUBLIC_KEY: Final = "public_key.pem"
 MANIFEST: Final = "manifest.json"
@@ -78,6 +90,9 @@ STATES_COLUMNS: Final = ("asset", "start", "end", "state", "mode")
 GAPS_COLUMNS: Final = ("asset", "device", "start", "end", "reason")
 PLANNED_COLUMNS: Final = ("asset", "start", "end")
 TAGS_COLUMNS: Final = ("tag", "asset", "role", "device", "protocol", "unit", "enum")
+EVENTS_COLUMNS: Final = ("tag", "asset", "ts", "quality", "text")
+ANNOTATIONS_COLUMNS: Final = ("asset", "stop_start", "reason", "note", "annotated_by",
+                              "annotated_at", "replaced_reason", "replaced_source")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _NS: Final = 1_000_000_000

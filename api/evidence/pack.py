@@ -49,6 +49,7 @@ from ..service import KpiService
 from ..version import VERSION
 from . import layout as L
 from .keys import public_pem, public_raw_b64
+from .losses import LOSS_ROLES, event_assets, lookback_span, write_losses
 from .report import render_report
 
 __all__ = ["KPI_ROLES", "Windows", "evidence_zip", "tags_by_asset", "write_pack"]
@@ -82,9 +83,11 @@ def _instant(text: str) -> int:
     return to_ns(datetime.fromisoformat(text))
 
 
-def tags_by_asset(tags: Iterable[TagRecord]) -> dict[str, dict[Role, TagRecord]]:
-    """asset -> role -> its KPI tag, as ``KpiService`` picks them (the first of each role)."""
-    roles = set(KPI_ROLES)
+def tags_by_asset(tags: Iterable[TagRecord], roles_of: Sequence[Role] = KPI_ROLES
+                  ) -> dict[str, dict[Role, TagRecord]]:
+    """asset -> role -> its KPI tag (or one of ``roles_of``), as ``KpiService`` picks them
+    (the first of each role)."""
+    roles = set(roles_of)
     out: dict[str, dict[Role, TagRecord]] = {}
     for t in tags:
         try:
@@ -175,14 +178,18 @@ def _merged(spans: Sequence[tuple[str, int, int]]) -> list[tuple[int, int]]:
 
 def sample_rows(service: KpiService, windows: Windows) -> Iterator[list[str]]:
     """Every KPI tag's samples in the windows, with the last one before each window's start,
-    sorted by tag then time."""
+    sorted by tag then time; the stop_reason tags' too, and for an asset with OPC UA events
+    from a day before the current window (``api.evidence.losses``)."""
     assets = {a.path for a in service.settings.assets}
-    tags = sorted((t for by_role in tags_by_asset(service.store.tags()).values()
+    tags = sorted((t for by_role in tags_by_asset(service.store.tags(), KPI_ROLES + LOSS_ROLES).values()
                    for t in by_role.values() if t.asset in assets), key=lambda t: t.path)
     ranges = _merged(windows.spans)
+    extra = lookback_span(windows)
+    with_events = event_assets(service.store, service.settings)
+    wider = _merged([*windows.spans, extra]) if extra else ranges
     for t in tags:
         last = None  # the end of the range read before: its samples are written already
-        for a, b in ranges:
+        for a, b in wider if t.asset in with_events else ranges:
             s = service.store.read(t.tag_id, a, b, prior=True)
             keep = np.ones(len(s.ts_ns), bool)
             if last is not None and len(s.ts_ns) and s.ts_ns[0] < a:
@@ -218,10 +225,13 @@ def gap_rows(service: KpiService, windows: Windows) -> Iterator[list[str]]:
     """Each gap that counts against an asset in the windows (a device-wide gap once per asset
     of the device), by asset then start."""
     by_asset = tags_by_asset(service.store.tags())
+    extra = lookback_span(windows)
+    with_events = event_assets(service.store, service.settings)
     for asset in service.settings.assets:
         tags = by_asset.get(asset.path, {})
         seen: dict[tuple[int, str], Gap] = {}
-        for a, b in _merged(windows.spans):
+        spans = [*windows.spans, extra] if extra and asset.path in with_events else windows.spans
+        for a, b in _merged(spans):
             for g in _asset_gaps(service, asset, tags, a, b):
                 seen.setdefault((g.gap_id, g.device), g)
         for g in sorted(seen.values(), key=lambda g: (g.start_ns, g.device, g.gap_id)):
@@ -352,6 +362,7 @@ def _write(out: Path, settings: Settings, service: KpiService, key: Ed25519Priva
         _write_csv(out / L.GAPS, gap_rows(service, windows), L.GAPS_COLUMNS)
         if tags := tag_rows(service):  # a central tierproof's: verify needs their mapping
             _write_csv(out / L.TAGS, tags, L.TAGS_COLUMNS)
+        write_losses(out, service, windows)
     _write_csv(out / L.PLANNED, planned_rows(settings, windows), L.PLANNED_COLUMNS)
     config = yaml.safe_dump(redacted_config(settings), sort_keys=False, allow_unicode=True).encode()
     (out / L.CONFIG).write_bytes(config)

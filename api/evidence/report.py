@@ -23,7 +23,9 @@ Pack layout read (issue 17; ``tierproof evidence`` writes it):
 - ``inputs/states.csv``: ``asset,start,end,state,mode`` (OPC 40001-1 names; empty: unknown);
 - ``inputs/gaps.csv``: ``asset,device,start,end,reason`` (an empty asset: every asset of the
   device);
-- ``inputs/planned.csv``: ``asset,start,end``.
+- ``inputs/planned.csv``: ``asset,start,end``;
+- ``losses.json`` (optional): the current window's ``GET /api/v1/losses`` document for every
+  asset, whose Pareto the page shows.
 
 A missing file, column or bad value is a ``ReportError`` naming the file, the line and the
 field.
@@ -345,6 +347,22 @@ def _figures(assessment: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _losses(pack: Path) -> dict[str, Any] | None:
+    """The Pareto of ``losses.json`` (the current window's losses, largest first), each
+    reason with its number of stops; None in a pack without the file."""
+    if not (pack / "losses.json").exists():
+        return None
+    doc = _json(pack, "losses.json")
+    try:
+        stops = {r["reason"]: r["stops"] for r in doc.get("reasons", [])}
+        pareto = [{**p, "stops": stops.get(p["key"]) if p["kind"] == "reason" else None}
+                  for p in doc.get("pareto", [])]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ReportError(f"{pack / 'losses.json'}: not the losses of a pack ({type(exc).__name__}: "
+                          f"{exc})") from None
+    return {"window": doc.get("window"), "loss_s": doc.get("loss_s"), "pareto": pareto}
+
+
 def report_data(pack_dir: Path) -> dict[str, Any]:
     """Everything the page shows, computed from the pack (JSON-ready)."""
     pack = Path(pack_dir)
@@ -393,6 +411,7 @@ def report_data(pack_dir: Path) -> dict[str, Any]:
         "planned": [list(p) for p in sorted({(p["start"], p["end"]) for p in planned})],
         "gaps": _intervals(pack, "gaps.csv", ("asset", "device", "start", "end", "reason")),
         "samples": _samples(pack),
+        "losses": _losses(pack),
         "methods": {
             "elements": [[s.name, _mode_name(m), el] for s, m, el in ELEMENT_TABLE],
             "mapping": _mapping(config),

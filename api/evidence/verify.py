@@ -53,6 +53,7 @@ from ..gateway import tag_records
 from ..service import KpiService
 from . import layout as L
 from .keys import EvidenceKeyError, public_raw_b64, read_public_key, signature_ok
+from .losses import restore_inputs, verify_losses
 from .pack import Windows, day_cells, hourly_rows, planned_rows, sha256_file, state_rows
 from .report import render_report
 
@@ -448,8 +449,10 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
     with (tempfile.TemporaryDirectory(prefix="tierproof-verify-") as tmp,
           SqliteStore(Path(tmp) / "pack.db") as store):
         n_samples, n_gaps = _fill_store(root, settings, store)
+        notes, n_events, n_notes = restore_inputs(root, settings, store, Path(tmp))
         service = _PackService(settings, store, declared_versions, recorded.get("history") or {})
         with service.snapshot():
+            loss_lines = verify_losses(root, service, windows, notes)
             planned = _csv_rows(root, L.PLANNED, L.PLANNED_COLUMNS)
             n_planned = _compare_rows(L.PLANNED, planned_rows(settings, windows), planned, 3,
                                       L.PLANNED_COLUMNS, False)
@@ -471,7 +474,8 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
     tiers = recorded.get("tiers", {})
     verdicts = sum(len(t.get("criteria", [])) for t in tiers.values()) if isinstance(tiers, dict) else 0
     report.lines += [
-        f"inputs: {n_samples} samples, {n_gaps} gap rows; {n_planned} planned intervals and "
+        f"inputs: {n_samples} samples, {n_gaps} gap rows, {n_events} OPC UA events, {n_notes} "
+        f"stop annotations; {n_planned} planned intervals and "
         f"{n_states} state intervals recomputed from {L.CONFIG} and the samples",
         f"{L.HOURLY}: {n_hours} rows recomputed from the samples; the hours of {n_days} "
         "asset-days add up to each day's elements",
@@ -479,6 +483,7 @@ def verify_pack(root: Path, public_key: Path | None = None) -> Report:
         f"intervals (seed {recorded.get('bootstrap', {}).get('seed')}, "
         f"{recorded.get('bootstrap', {}).get('n_resamples')} resamples) and {verdicts} verdicts of "
         f"{len(tiers)} tiers recomputed, equal within {REL_TOL:g} relative",
+        *loss_lines,
         f"{L.REPORT}: rendered again from the pack, identical",
         "taken as recorded: history.first_sample and history.coverage (the pack holds the "
         "windows, not the whole history)",

@@ -37,7 +37,7 @@ from .params import AssetQuery, FromQuery, LineQuery, ToQuery, row_limit
 router = APIRouter(prefix="/api/v1", tags=["losses"])
 
 #: version of the stop and loss rules (kpi.losses), part of the cache keys
-LOSS_VERSION = "losses/1"
+LOSS_VERSION = "losses/2"  # 2: OPC UA events as a reason source
 
 ReasonQuery = Annotated[str | None, Query(
     description="only the stops of this reason id (`unassigned`: those without a reason)",
@@ -253,7 +253,9 @@ async def annotate_stop(
                                 "/api/v1/stops lists the stops and their ids")
         current, source = found
         if current is not None and not body.override:
-            given = "the machine" if source == "tag" else "an earlier annotation"
+            given = {"tag": "the machine (its stop_reason tag)",
+                     "opcua_event": "the machine (an OPC UA event)"}.get(
+                         source or "", "an earlier annotation")
             return problem(
                 409, "Conflict", f"the stop already has the reason {current!r}, given by "
                 f"{given}: send override: true to replace it (the replaced reason is kept "

@@ -74,6 +74,7 @@ from store.batch import TS_UNKNOWN, Batch
 from ..base import scaling, unregistered_tags
 from .browse import MAX_BROWSE_NODES, browse_rule, discover, unique
 from .diagnosis import Diagnosis, quiet_asyncua, status_name
+from .events import EventSource
 from .security import load_cert, thumbprint
 
 __all__ = ["OpcUaCollector", "OpcUaStats", "discover_tags"]
@@ -185,6 +186,9 @@ class OpcUaCollector(Diagnosis):
         if problems:
             raise ConfigError(f"device {device.name}: cannot collect its tags", problems)
         self._ids = np.array([tag_ids[t.path] for t in self._tags], dtype=np.int32)
+        # reason_event tags: an event subscription (events.py), not a data-change item
+        ev = [i for i, t in enumerate(self._tags) if t.events is not None]
+        self.events = EventSource(self, [self._tags[i] for i in ev], ev, clock)
         self._scaling = scaling(self._tags)
         #: tag path -> why the server refuses it
         self.tag_errors: dict[str, str] = {}
@@ -474,11 +478,12 @@ class OpcUaCollector(Diagnosis):
         assert client is not None
         d = self._dev
         self._unresolved_rows()
-        members = [i for i, n in enumerate(self._nodes) if n is not None]
+        members = [i for i, n in enumerate(self._nodes) if n is not None and self._tags[i].events is None]
         size = d.max_items_per_subscription
         with self._translate("subscribe to"):
             for start in range(0, len(members), size):
                 await self._subscribe(client, members[start:start + size])
+            await self.events.subscribe(client, self._nodes, d.publishing_ms)
         interval = d.publishing_ms / 1000.0
         while True:
             self._raise_if_lost()

@@ -14,7 +14,16 @@ Address space (namespace :data:`NAMESPACE_URI`, string node ids that never chang
     Objects/Bulk/<first i of group>/<i>  Double      ns=<i>;s=bulk/<i>  (``extra_variables``)
 
 Every signal's node id is ``ns=<i>;s=<asset path>/<signal>`` with ``<signal>`` one of
-:data:`OPCUA_SIGNALS`. Values come from the same :class:`Plant` as the Modbus servers, so the
+:data:`OPCUA_SIGNALS`.
+
+Each machine object is also an event notifier: when a stop piece with a reason code begins
+(the reason, state or mode changes to a stop with a code, from the ground-truth timeline),
+the machine emits a ``MachineStopEventType`` event (a BaseEventType subtype with a
+``ReasonCode`` Int32 field) whose Time is the exact instant the piece began, SourceName the
+machine's name, Message ``"<name> stopped: <reason id>"`` (:func:`stop_message`) and
+Severity 500. A stop without a code emits nothing, like a PLC that shows none.
+
+Values come from the same :class:`Plant` as the Modbus servers, so the
 ground truth is shared; each value carries the simulated instant as its SourceTimestamp and is
 written only when it changes, so subscriptions see every change and nothing else.
 """
@@ -35,6 +44,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from asyncua import Node, Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
@@ -45,17 +55,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from config.signals import Role
 
+from ..model import NATIVE_CODES
 from ..plant import MachineValues, Plant
 from ..ports import free_port
 from ..ticker import Ticker
 
 __all__ = [
+    "EVENT_SEVERITY",
     "NAMESPACE_URI",
     "OPCUA_SIGNALS",
     "SECURITY_ALL",
     "OpcUaPlantServer",
     "SimUserManager",
     "serve_opcua",
+    "stop_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,6 +112,18 @@ _SIGNALS: dict[str, _Signal] = {
 
 #: signal name -> role, for writing collector configuration against the simulator
 OPCUA_SIGNALS: dict[str, Role] = {name: s.role for name, s in _SIGNALS.items()}
+
+
+#: refreshes further apart than this (simulated ns) always look for stop pieces between them
+_EVENT_SCAN_NS = 2_000_000_000
+#: the Severity of the simulator's stop events
+EVENT_SEVERITY = 500
+_REASON_IDS = {code: rid for rid, code in NATIVE_CODES["stop_reason"].items()}
+
+
+def stop_message(name: str, reason_code: int) -> str:
+    """The Message of a stop event: ``"<machine name> stopped: <reason id>"``."""
+    return f"{name} stopped: {_REASON_IDS.get(reason_code, str(reason_code))}"
 
 
 def _ts(t_ns: int) -> ua.DateTime:
@@ -184,6 +209,11 @@ class OpcUaPlantServer:
         self._bulk: list[str] = []
         self._tick = 0
         self._running = False
+        #: asset -> the stop event generator of its machine (events=True)
+        self._events: dict[str, Any] = {}
+        #: stop events emitted (the simulator's own count, for tests)
+        self.events_emitted = 0
+        self._event_sig: dict[str, tuple[int, int, int]] = {}
 
     # ------------------------------------------------------------------ building
 
@@ -192,14 +222,23 @@ class OpcUaPlantServer:
         self._nodes[key] = node
         self._variant[key] = variant
 
-    async def _build(self, assets: Sequence[str], extra_variables: int) -> None:
+    async def _build(self, assets: Sequence[str], extra_variables: int, events: bool = True) -> None:
         idx = self.namespace_index
         objects = self.server.nodes.objects
         machines = await objects.add_folder(_nid("Machines", idx), ua.QualifiedName("Machines", idx))
         values = self.plant.values_at(self.clock())
+        stop_type = None
+        if events:
+            stop_type = await self.server.create_custom_event_type(
+                idx, "MachineStopEventType", ua.ObjectIds.BaseEventType,
+                [("ReasonCode", ua.VariantType.Int32)])
         for asset in assets:
             v = values[asset]  # KeyError names an asset the plant does not have
             machine = await machines.add_object(_nid(asset, idx), ua.QualifiedName(v.name, idx))
+            if stop_type is not None:
+                gen = await self.server.get_event_generator(stop_type, machine.nodeid)
+                gen.event.Severity = EVENT_SEVERITY
+                self._events[asset] = gen
             ident = await machine.add_object(_nid(f"{asset}/Identification", idx),
                                              ua.QualifiedName("Identification", idx))
             for prop, text in (("AssetId", asset), ("Name", v.name)):
@@ -247,10 +286,35 @@ class OpcUaPlantServer:
             raise RuntimeError(f"writing {key} = {value!r} failed: {status}")
         self._last[key] = value
 
+    async def _emit_stops(self, asset: str, a: int, b: int) -> None:
+        """A stop event for each stop piece with a reason code beginning in (a, b]."""
+        tl = self.plant.timeline(asset, a, b + 1)
+        st, md, rs = tl.state.astype(np.int64), tl.mode.astype(np.int64), tl.reason.astype(np.int64)
+        change = (rs[1:] != rs[:-1]) | (st[1:] != st[:-1]) | (md[1:] != md[:-1])
+        gen = self._events[asset]
+        name = asset.rsplit("/", 1)[-1]
+        for j in (np.flatnonzero(change & (rs[1:] != 0)) + 1).tolist():
+            gen.event.ReasonCode = ua.Variant(int(rs[j]), ua.VariantType.Int32)
+            await gen.trigger(time_attr=_ts(int(tl.seg_ns[j])), message=stop_message(name, int(rs[j])))
+            self.events_emitted += 1
+
     async def refresh(self, t_ns: int | None = None) -> None:
-        """Show every machine as it is at ``t_ns`` (default: the clock); write changes only."""
+        """Show every machine as it is at ``t_ns`` (default: the clock); write changes only;
+        emit the stop events of (the last refresh, ``t_ns``]."""
         t = self.clock() if t_ns is None else t_ns
-        for asset, v in self.plant.values_at(t).items():
+        last = self.last_refresh_ns
+        values = self.plant.values_at(t)
+        if last is not None and t > last:
+            for asset in self._events:
+                v = values[asset]
+                sig = (v.state, v.mode, v.stop_reason)
+                # in real time (refreshes a fraction of a second apart) a stop piece shows in
+                # the values, and the timeline is read only when they change; a clock that
+                # jumps further may hide whole pieces between two refreshes: read it always
+                if t - last > _EVENT_SCAN_NS or sig != self._event_sig.get(asset):
+                    await self._emit_stops(asset, last, t)
+                self._event_sig[asset] = sig
+        for asset, v in values.items():
             for signal, spec in _SIGNALS.items():
                 key = f"{asset}/{signal}"
                 if key not in self._nodes or key in self._bad:
@@ -336,6 +400,7 @@ async def serve_opcua(
     anonymous: bool = True,
     cert_dir: Path | str | None = None,
     extra_variables: int = 0,
+    events: bool = True,
 ) -> AsyncIterator[OpcUaPlantServer]:
     """Run an OPC UA server showing ``assets`` (default: every asset of the plant).
 
@@ -343,7 +408,8 @@ async def serve_opcua(
     instant in ns (a constant clock freezes the machines). ``security`` lists the endpoints;
     any secure one needs the server certificate, which is generated into ``cert_dir`` (a
     temporary directory by default) and reused from there when present. ``users`` maps
-    user names to passwords; ``anonymous`` allows sessions without a user.
+    user names to passwords; ``anonymous`` allows sessions without a user. ``events``:
+    each machine emits its stop events (module docstring).
     """
     if extra_variables < 0:
         raise ValueError("extra_variables must be >= 0")
@@ -373,7 +439,7 @@ async def serve_opcua(
         idx = await server.register_namespace(NAMESPACE_URI)
 
         running = OpcUaPlantServer(server, plant, host, port, idx, cert_path, clock)
-        await running._build(assets, extra_variables)
+        await running._build(assets, extra_variables, events)
         await running.refresh()  # the first read already sees real values
 
         await server.start()

@@ -90,10 +90,11 @@ def test_the_pack_holds_the_contracted_files_and_columns(pack: Path, plant: tupl
     files = sorted(p.relative_to(pack).as_posix() for p in pack.rglob("*") if p.is_file())
     assert files == sorted([L.ASSESSMENT, L.VERSIONS, L.CONFIG, L.CRITERIA, L.DECLARED, L.HOURLY,
                             L.SAMPLES, L.STATES, L.GAPS, L.PLANNED, L.PUBLIC_KEY, L.MANIFEST,
-                            L.SIGNATURE, L.REPORT])
+                            L.SIGNATURE, L.REPORT, L.LOSSES, L.STOPS, L.EVENTS, L.ANNOTATIONS])
     for rel, cols in ((L.HOURLY, L.HOURLY_COLUMNS), (L.SAMPLES, L.SAMPLES_COLUMNS),
                       (L.STATES, L.STATES_COLUMNS), (L.GAPS, L.GAPS_COLUMNS),
-                      (L.PLANNED, L.PLANNED_COLUMNS)):
+                      (L.PLANNED, L.PLANNED_COLUMNS), (L.EVENTS, L.EVENTS_COLUMNS),
+                      (L.ANNOTATIONS, L.ANNOTATIONS_COLUMNS)):
         assert (pack / rel).read_text().splitlines()[0] == ",".join(cols), rel
     assert L.HOURLY_COLUMNS[3:] == tuple(TimeElements.__dataclass_fields__)
     hourly = _rows(pack / L.HOURLY)

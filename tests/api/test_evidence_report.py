@@ -29,7 +29,7 @@ from store import SqliteStore
 from tests.api.browser import CHROMIUM, Page, chromium_page
 from tests.helpers import shipped_config, two_day_plant
 
-SECTIONS = ("summary", "tiers", "compare", "trends", "timelines", "coverage", "methods")
+SECTIONS = ("summary", "tiers", "compare", "trends", "timelines", "coverage", "losses", "methods")
 GAP_REASON = "test: line 1 unreachable"
 #: labels that read the same in both languages (ISO 22400 abbreviations)
 SAME_IN_BOTH = {"APT", "ASUT"}
@@ -194,6 +194,13 @@ def test_report_opens_offline_in_both_languages_with_the_packs_numbers(
         gap_rows = page.eval("[...document.querySelectorAll('#gaps-table tbody tr')].map(r => r.innerText)")
         assert len(gap_rows) == len(_csv(pack, "gaps.csv")) == 3  # the device serves three machines
         assert all(GAP_REASON in r for r in gap_rows)
+        # the losses' Pareto: every item of losses.json, largest first, the last at 100 %
+        pareto = json.loads((pack / "losses.json").read_text())["pareto"]
+        cells = page.eval("[...document.querySelectorAll('#pareto-table tbody tr')]"
+                          ".map(r => [...r.cells].map(c => c.innerText))")
+        assert len(pareto) >= 3 and len(cells) == len(pareto)
+        assert [c[1] for c in cells] == [p["label"] for p in pareto]
+        assert cells[-1][5] == "100.0%"
 
         # who supplied each declared item, and when
         declared = page.eval("[...document.querySelectorAll('#declared-items-table tbody tr')]"

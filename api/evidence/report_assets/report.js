@@ -483,6 +483,15 @@ function renderCoverage() {
     D.samples.map(s => el("tr", {}, td(s.asset), td(s.role), td(s.tag), tdn(num(s.n, 0)), tdn(num(s.bad, 0)))));
 }
 
+function renderLosses() {
+  const L = D.losses;
+  const rows = (L ? L.pareto : []).map((p, i) => el("tr", {}, tdn(String(i + 1)),
+    p.kind === "loss_type" ? tdl("lossTypes", p.key) : el("td", {}, quoted(p.label)),
+    tdn(num(p.hours, 2)), tdn(num(p.stops, 0)), tdn(pct(p.share)), tdn(pct(p.cumulative_share))));
+  if (!rows.length) rows.push(el("tr", {}, el("td", {colspan: "6", i18n: "noLosses"})));
+  table("pareto-table", ["rank", "lossReason", "lossHours", "stopsCol", "lossShare", "cumShare"], rows);
+}
+
 function renderMethods() {
   const m = D.methods;
   table("abbr-table", ["abbr", "isoName"], ABBREVIATIONS.map(k => el("tr", {}, td(k), tdl("abbrs", k))));
@@ -524,12 +533,25 @@ function renderMethods() {
 // ---------------------------------------------------------------- language, printing
 Object.assign(LABELS.en, {windowCol: "Window", baseline: "Baseline", current: "Current"});
 Object.assign(LABELS["zh-CN"], {windowCol: "窗口", baseline: "基线", current: "当前"});
+Object.assign(LABELS.en, {secLosses: "Losses by reason", lossesNote: "Where the current window's "
+  + "time went beyond production, largest first: each stop reason's hours (from the stop_reason "
+  + "tags, OPC UA events and operators' annotations), speed loss and scrap, with their share of "
+  + "all losses and the cumulative share (losses.json, stops.csv; recomputed by tierproof verify).",
+  rank: "#", lossReason: "Reason or loss", lossHours: "Hours", stopsCol: "Stops", lossShare: "Share",
+  cumShare: "Cumulative", noLosses: "No losses in the current window.",
+  lossTypes: {speed_loss: "Speed loss", scrap_rework: "Scrap and rework"}});
+Object.assign(LABELS["zh-CN"], {secLosses: "按原因的损失", lossesNote: "当前窗口中生产以外的时间去向，"
+  + "由大到小：各停机原因的小时数（来自 stop_reason 标签、OPC UA 事件与操作员标注）、速度损失与废品，"
+  + "及其占全部损失的比例和累计比例（losses.json、stops.csv；tierproof verify 会重新计算）。",
+  rank: "序号", lossReason: "原因或损失", lossHours: "小时", stopsCol: "停机次数", lossShare: "占比",
+  cumShare: "累计占比", noLosses: "当前窗口内没有损失。",
+  lossTypes: {speed_loss: "速度损失", scrap_rework: "废品与返工"}});
 
 function render() {
   document.documentElement.lang = lang;
   document.title = t("title");
   document.getElementById("lang").value = lang;
-  renderSummary(); renderTiers(); renderCompare(); renderLegend(); renderCoverage(); renderMethods();
+  renderSummary(); renderTiers(); renderCompare(); renderLegend(); renderCoverage(); renderLosses(); renderMethods();
   for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
   renderCharts();
 }
