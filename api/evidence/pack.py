@@ -200,14 +200,15 @@ def sample_rows(service: KpiService, windows: Windows) -> Iterator[list[str]]:
 
 
 def tag_rows(service: KpiService) -> list[list[str]]:
-    """The KPI tags of the pack (those of ``sample_rows``) that ``config.yaml`` does not declare:
-    a central tierproof has no devices and learns its tags, roles and enumerations from the
-    gateways' tag register in the store. Empty for a gateway's own pack."""
+    """The tags of the pack's samples (``sample_rows``: KPI and stop-reason tags) that
+    ``config.yaml`` does not declare: a central tierproof has no devices and learns its tags,
+    roles and enumerations from the gateways' tag register in the store. Empty for a
+    gateway's own pack."""
     from ..gateway import tag_records
 
     declared = {t.path for t in tag_records(service.settings)}
     assets = {a.path for a in service.settings.assets}
-    tags = sorted((t for by_role in tags_by_asset(service.store.tags()).values()
+    tags = sorted((t for by_role in tags_by_asset(service.store.tags(), KPI_ROLES + LOSS_ROLES).values()
                    for t in by_role.values() if t.asset in assets and t.path not in declared),
                   key=lambda t: t.path)
     return [[t.path, t.asset, t.role, t.device, t.protocol, t.unit,
