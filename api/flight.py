@@ -26,8 +26,8 @@ for how relative windows become identical):
   computation. Such a request is answered with the most recent computation of the same
   *request spec* (the route's parameters before ``now`` resolves them) whose ``as_of`` (the
   ``now`` it was computed for) is at most ``max_age`` before the request's ``now``; if that
-  answer is older than the request's ``now``, one computation for the new ``now`` starts in the
-  background (at most one per spec at a time) and replaces it when done. With no answer that
+  answer is half ``max_age`` old or older, one computation for the request's ``now`` starts in
+  the background (at most one per spec at a time) and replaces it when done. With no answer that
   recent, the request joins a computation of the spec in flight that started within the bound,
   or starts one and waits. The route states ``as_of`` (and the ``Age``) of what it sends.
   Writes do not drop recent answers: their staleness is bounded by time only (``api.kpi_max_age_s``,
@@ -207,7 +207,9 @@ class KpiRunner:
             else:
                 rec = None
         if rec is not None:
-            if rec.as_of_ns < now_ns and spec not in self._spec_flight:
+            # renewed once half the bound old: one computation per spec per half bound at most,
+            # whatever the request rate, and answers usually well within the bound
+            if now_ns - rec.as_of_ns >= max_age_ns // 2 and spec not in self._spec_flight:
                 self.stats.refreshes += 1  # nobody waits for it: its result renews the answer
                 self._submit_spec(spec, key, end_ns, compute, now_ns)
             return Answer(rec.body, rec.as_of_ns)

@@ -113,7 +113,9 @@ async def test_an_answer_past_the_bound_is_never_served(runner: KpiRunner) -> No
     t0 = 1_000 * S
     first = await ask(runner, src, t0)
     assert first.as_of_ns == t0 and src.calls == 1
-    # within the bound: the recent answer, and one computation renewing it in the background
+    # within the bound: the recent answer (not renewed before it is half the bound old)
+    assert await ask(runner, src, t0 + 2 * S) == first and runner.stats.refreshes == 0
+    # and one computation renewing it in the background once it is
     src.hold.clear()
     again = await ask(runner, src, t0 + 5 * S)
     assert again == first and runner.stats.refreshes == 1
@@ -202,17 +204,17 @@ async def test_the_api_states_the_age_and_shows_a_write_within_the_bound(
             held = store.read(tag.tag_id, t, t + 1, prior=True)
             store.write(Batch.of(np.array([tag.tag_id]), np.array([t + 1]),
                                  np.array([float(held.value[-1])])))
-            clock[0] += 2 * S
+            clock[0] += 3 * S
             second = await c.get("/api/v1/kpis", params=params)
-            # the answer computed 2 s before, saying so; its window is that computation's
+            # the answer computed 3 s before, saying so; its window is that computation's
             assert second.content == first.content
-            assert second.headers["age"] == "2"
+            assert second.headers["age"] == "3"
             assert second.headers["x-kpi-as-of"] == second.json()["window"]["to"] == iso(to_ns(NOW))
-            await settled(runner)  # the background computation for NOW+2s is done
+            await settled(runner)  # it was half the bound old: renewed (for NOW+3s) meanwhile
             clock[0] += 1 * S
             third = await c.get("/api/v1/kpis", params=params)
-            assert third.headers["age"] == "1"
-            assert third.json()["window"]["to"] == iso(to_ns(NOW) + 2 * S)
+            assert third.headers["age"] == "1"  # not half the bound old: not renewed
+            assert third.json()["window"]["to"] == iso(to_ns(NOW) + 3 * S)
             assert _samples(third.json(), tag.path) == before + 1  # the write shows
             # past the bound of every answer kept: computed for this request
             clock[0] += 10 * S
@@ -220,6 +222,6 @@ async def test_the_api_states_the_age_and_shows_a_write_within_the_bound(
             assert fourth.headers["age"] == "0"
             assert fourth.json()["window"]["to"] == iso(clock[0])
             health = (await c.get("/api/v1/health")).json()["kpi"]
-            assert health["recent_hits"] == 2 and health["refreshes"] == 2
+            assert health["recent_hits"] == 2 and health["refreshes"] == 1
     finally:
         store.close()
