@@ -268,7 +268,8 @@ def idle(port: int, timeout_s: float = 600.0) -> None:
 
 
 def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds: float,
-             client: str = "wrk", think_ms: float = 0.0) -> dict[str, Any]:
+             client: str = "wrk", think_ms: float = 0.0,
+             only: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with served(SERVER, cfg) as (proc, port):
         paths = [t["path"] for t in httpx.get(f"http://127.0.0.1:{port}/api/v1/tags", headers=HEADERS).json()]
@@ -297,6 +298,8 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
             "mixed": [[url(r) for r in latest], *[[url(k)] for k in kinds]],
         }
         for name, pick in picks.items():
+            if only and name not in only:
+                continue
             # no computation of the case before still running (it would be counted here), and
             # one request first: a case measures the steady state, not the first computation
             idle(port)
@@ -364,6 +367,9 @@ def main() -> None:
                     help="wrk: mean pause of each connection between requests (0: back to back)")
     ap.add_argument("--max-age", type=float, default=None,
                     help="api.kpi_max_age_s of the server (default: the setting's default)")
+    ap.add_argument("--cases", default=None,
+                    help="only these cases (comma-separated names as printed, e.g. "
+                         "'kpis default,mixed')")
     ap.add_argument("--reuse", action="store_true",
                     help="serve the store of an earlier run in --dir (its history ends then)")
     args = ap.parse_args()
@@ -406,7 +412,8 @@ def main() -> None:
         print(f"{mode}: {args.clients} clients ({args.client}, think {args.think_ms:g} ms), "
               f"{args.seconds:g} s per case", flush=True)
         result["modes"][mode] = run_mode(mcfg, cases, args.clients, args.seconds, args.client,
-                                         args.think_ms)
+                                         args.think_ms,
+                                         args.cases.split(",") if args.cases else None)
     result["generate_s"] = round(result["generate_s"], 1)
     print(json.dumps(result))
 

@@ -56,6 +56,16 @@ async def recent(runner: RunnerDep, settings: Settings, zones: Zones, now: datet
     return response
 
 
+#: the headers of every /kpis and /kpis/deltas answer (api.flight.KpiRunner.run_recent)
+AGE_HEADERS = {200: {"headers": {
+    "Age": {"description": "seconds between the 'now' this answer was computed for and the "
+                           "request's (0: computed for this request); at most "
+                           "api.kpi_max_age_s", "schema": {"type": "integer", "example": 2}},
+    "X-KPI-As-Of": {"description": "the 'now' this answer was computed for (ISO 8601)",
+                    "schema": {"type": "string", "example": "2026-12-07T08:20:21Z"}},
+}}}
+
+
 def check_windows(settings: Settings, start: datetime, end: datetime, b_start: datetime | None,
                   b_end: datetime | None) -> None:
     """Both windows of an assessment or deltas request within api.max_kpi_window_days."""
@@ -99,6 +109,7 @@ def explicit(t: datetime | None) -> str | None:
     ),
     # the answer is pre-rendered JSON (api.flight): the model documents it, never filters it
     response_model=KpisOut,
+    responses=AGE_HEADERS,  # type: ignore[arg-type]
 )
 @tabular(kpi_rows, columns=kpi_columns, name="kpis")
 async def get_kpis(
@@ -143,6 +154,7 @@ async def get_kpis(
         "computed is null." + _SHARED
     ),
     response_model=DeltasOut,
+    responses=AGE_HEADERS,  # type: ignore[arg-type]
 )
 async def get_kpi_deltas(
     service: ServiceDep,
