@@ -238,7 +238,10 @@ def wrk_figures(w: dict[str, Any]) -> dict[str, Any]:
     return {"rps": round(ok / elapsed, 1), "p50_ms": round(w["p50_us"] / 1000, 1),
             "p90_ms": round(w["p90_us"] / 1000, 1), "p99_ms": round(p99, 1),
             "max_ms": round(w["max_us"] / 1000, 1), "requests": w["requests"], "errors": errors,
-            "non_2xx": w["status"], "goal_met": bool(p99 <= GOAL_MS and errors == 0)}
+            "non_2xx": w["status"],
+            "socket_errors": {k: w[k] for k in ("connect", "read", "write", "timeout") if w[k]},
+            # no answer in the whole case is no evidence of anything
+            "goal_met": bool(ok > 0 and p99 <= GOAL_MS and errors == 0)}
 
 
 def figures(lat: list[float], errors: int, elapsed: float) -> dict[str, Any]:
