@@ -206,21 +206,22 @@ class KpiRunner:
                 self.stats.recent_hits += 1
             else:
                 rec = None
+        # the computation's key names its 'now': a window with fixed ends (today) has the same
+        # key at every 'now', and a request must never join one computed for a 'now' past the
+        # bound under its own 'now'
+        own = (*key, now_ns)
         if rec is not None:
             # renewed once half the bound old: one computation per spec per half bound at most,
             # whatever the request rate, and answers usually well within the bound
             if now_ns - rec.as_of_ns >= max_age_ns // 2 and spec not in self._spec_flight:
                 self.stats.refreshes += 1  # nobody waits for it: its result renews the answer
-                self._submit_spec(spec, key, end_ns, compute, now_ns)
+                self._submit_spec(spec, own, end_ns, compute, now_ns)
             return Answer(rec.body, rec.as_of_ns)
         flight = self._spec_flight.get(spec)
         if flight is not None and flight[0] >= floor and flight[1] in self._inflight:
             self.stats.joined += 1  # computed for a 'now' within the bound: good enough
             return Answer(await asyncio.shield(self._inflight[flight[1]]), flight[0])
-        hit = self._cached(key)
-        if hit is not None:
-            return Answer(hit, now_ns)
-        fut = self._submit_spec(spec, key, end_ns, compute, now_ns)
+        fut = self._submit_spec(spec, own, end_ns, compute, now_ns)
         return Answer(await asyncio.shield(fut), now_ns)
 
     def _submit_spec(self, spec: Hashable, key: Key, end_ns: int, compute: Callable[[], bytes],

@@ -135,6 +135,28 @@ async def test_an_answer_past_the_bound_is_never_served(runner: KpiRunner) -> No
     assert src.calls == 3
 
 
+async def test_a_window_with_fixed_ends_never_joins_a_computation_past_the_bound(
+        runner: KpiRunner) -> None:
+    """``date=today``: the same resolved window (and key) at every 'now'. A request past the
+    bound of the computation in flight does not join it: it gets one for its own 'now'."""
+    src = Source()
+    t0 = 1_000 * S
+    end = t0 + 3_600 * S  # the day's end, ahead of every 'now' here
+    src.hold.clear()
+    old = asyncio.create_task(runner.run_recent(
+        SPEC, ("today",), end, src.compute(t0), now_ns=t0, max_age_s=MAX_AGE_S))
+    await asyncio.to_thread(src.entered.wait, 60)
+    late = asyncio.create_task(runner.run_recent(
+        SPEC, ("today",), end, src.compute(t0 + 6 * S), now_ns=t0 + 6 * S, max_age_s=MAX_AGE_S))
+    async with asyncio.timeout(60):
+        while src.calls < 2:
+            await asyncio.sleep(0.005)
+    src.hold.set()
+    assert (await old).as_of_ns == t0
+    got = await late
+    assert got.as_of_ns == t0 + 6 * S and got.body.split()[0] == str(t0 + 6 * S).encode()
+
+
 async def test_identical_requests_in_flight_compute_once(runner: KpiRunner) -> None:
     src = Source()
     src.hold.clear()
