@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run-venv demo test lint typecheck unit bench system interop-deps venv clean proto
+.PHONY: run-venv demo test lint typecheck unit bench bench-system system interop-deps venv clean proto
 
 # the runtime install (make demo) and the development install (make test / bench) are separate
 # stamps: a newcomer's demo does not wait for linters, type checkers and test tools
@@ -84,8 +84,15 @@ test: venv system interop-deps lint typecheck
 	if [ $$a -ne 0 ] && [ $$a -ne 5 ]; then exit $$a; fi; \
 	if [ $$b -ne 0 ] && [ $$b -ne 5 ]; then exit $$b; fi
 
+## bench-system: wrk (Debian), the HTTP load generator of bench/bench_api_scale.py: a C client
+## that measures the server, where a Python one saturates its own core first; idempotent
+bench-system:
+	@command -v wrk >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  echo "bench: installing wrk"; $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; }
+
 ## bench: benchmarks, printing figures and ratios against the raw client loops
-bench: venv
+bench: venv bench-system
 	$(BIN)/python bench/bench_modbus.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_storage.py
@@ -97,6 +104,7 @@ bench: venv
 	$(BIN)/python bench/bench_rollup_ingest.py
 	$(BIN)/python bench/bench_auth.py
 	$(BIN)/python bench/bench_plant.py
+	$(BIN)/python bench/bench_api_scale.py
 
 ## proto: regenerate collector/mqtt/sparkplug/sparkplug_b_pb2.py(i) from its sparkplug_b.proto; protoc comes
 ## from grpcio-tools in a throwaway venv so that it is not a dependency of tierproof; pinned,

@@ -20,6 +20,18 @@ for how relative windows become identical):
   being cached. ``settle_s`` is no correctness bound (the feed is): it keeps the cache for
   windows that the collectors are no longer writing into, instead of churning it every second.
   Errors are never cached.
+- **Recent answers of open windows** (:meth:`KpiRunner.run_recent`). A window that has not
+  closed (it ends less than ``settle_s`` before the request's ``now``: the default window,
+  today) gets a new key every ``now`` quantum, so neither of the above saves its
+  computation. Such a request is answered with the most recent computation of the same
+  *request spec* (the route's parameters before ``now`` resolves them) whose ``as_of`` (the
+  ``now`` it was computed for) is at most ``max_age`` before the request's ``now``; if that
+  answer is half ``max_age`` old or older, one computation for the request's ``now`` starts in
+  the background (at most one per spec at a time) and replaces it when done. With no answer that
+  recent, the request joins a computation of the spec in flight that started within the bound,
+  or starts one and waits. The route states ``as_of`` (and the ``Age``) of what it sends.
+  Writes do not drop recent answers: their staleness is bounded by time only (``api.kpi_max_age_s``,
+  docs/api.md); closed windows keep the exact cache above.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from fastapi.encoders import jsonable_encoder
 
 from store.changes import Changes
 
-__all__ = ["FlightStats", "KpiRunner", "json_body"]
+__all__ = ["Answer", "FlightStats", "KpiRunner", "json_body"]
 
 Key = tuple[Hashable, ...]
 
@@ -58,9 +70,26 @@ class FlightStats:
     joined: int = 0  # requests that awaited a computation already in flight
     cache_hits: int = 0
     invalidated: int = 0  # cached bodies dropped because a write touched their windows
+    recent_hits: int = 0  # open-window requests answered with a recent computation (run_recent)
+    refreshes: int = 0  # background computations started to renew a recent answer
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A KPI body and the ``now`` (ns since the epoch) it was computed for: its data is the
+    store as of that instant or later (the computation's snapshot opened after it)."""
+
+    body: bytes
+    as_of_ns: int
+
+
+@dataclass(slots=True)
+class _Recent:
+    as_of_ns: int
+    body: bytes
 
 
 @dataclass(slots=True)
@@ -100,6 +129,11 @@ class KpiRunner:
         self._lock = threading.Lock()
         self._cache: OrderedDict[Key, tuple[int, bytes]] = OrderedDict()  # key -> (end_ns, body)
         self._pending: dict[Key, _Pending] = {}
+        # open windows (run_recent): per spec, its newest answer and the computation in flight
+        self.recent_size = cache_size if single_flight else 0
+        self._recent: OrderedDict[Hashable, _Recent] = OrderedDict()
+        self._recent_bytes = 0
+        self._spec_flight: dict[Hashable, tuple[int, Key]] = {}  # spec -> (as_of_ns, key)
         self._unsubscribe = changes.subscribe(self._changed) if changes is not None else None
 
     @property
@@ -121,27 +155,106 @@ class KpiRunner:
         """The body of ``compute()`` (run in a worker thread), whose reads end at ``end_ns``
         (the latest end of its windows): from the cache, from the identical computation in
         flight, or computed now."""
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                self.stats.cache_hits += 1
-                return hit[1]
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
         if not self.single_flight:
             self.stats.computed += 1
             return await asyncio.get_running_loop().run_in_executor(self._executor, compute)
+        # shielded: a cancelled waiter must not cancel what the others await
+        return await asyncio.shield(self._submit(key, end_ns, compute))
+
+    def _cached(self, key: Key) -> bytes | None:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                return None
+            self._cache.move_to_end(key)
+            self.stats.cache_hits += 1
+            return hit[1]
+
+    def _submit(self, key: Key, end_ns: int, compute: Callable[[], bytes]) -> asyncio.Future[bytes]:
+        """The computation of ``key`` in flight, started now if there is none."""
         fut = self._inflight.get(key)
         if fut is not None:
             self.stats.joined += 1
-        else:
-            self.stats.computed += 1
-            with self._lock:  # before the computation's snapshot opens: no write goes unseen
-                self._pending[key] = _Pending(end_ns)
-            fut = asyncio.get_running_loop().run_in_executor(self._executor, compute)
-            self._inflight[key] = fut
-            fut.add_done_callback(lambda f: self._done(key, f))
-        # shielded: a cancelled waiter must not cancel what the others await
-        return await asyncio.shield(fut)
+            return fut
+        self.stats.computed += 1
+        with self._lock:  # before the computation's snapshot opens: no write goes unseen
+            self._pending[key] = _Pending(end_ns)
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, compute)
+        self._inflight[key] = fut
+        fut.add_done_callback(lambda f: self._done(key, f))
+        return fut
+
+    async def run_recent(self, spec: Hashable, key: Key, end_ns: int,
+                         compute: Callable[[], bytes], *, now_ns: int,
+                         max_age_s: float) -> Answer:
+        """Like :meth:`run` for a request whose ``now`` is ``now_ns``; if its window is open
+        (``end_ns`` later than ``now_ns - settle_s``), answered with the most recent
+        computation of ``spec`` whose ``as_of`` is at least ``now_ns - max_age_s`` (see the
+        module doc). ``max_age_s = 0``, or a closed window: computed (or cached) as by
+        :meth:`run`, ``as_of`` = ``now_ns``."""
+        max_age_ns = int(max_age_s * _NS)
+        if max_age_ns <= 0 or not self.recent_size or end_ns <= now_ns - self.settle_ns:
+            return Answer(await self.run(key, end_ns, compute), now_ns)
+        floor = now_ns - max_age_ns
+        with self._lock:
+            rec = self._recent.get(spec)
+            if rec is not None and rec.as_of_ns >= floor:
+                self._recent.move_to_end(spec)
+                self.stats.recent_hits += 1
+            else:
+                rec = None
+        # the computation's key names its 'now': a window with fixed ends (today) has the same
+        # key at every 'now', and a request must never join one computed for a 'now' past the
+        # bound under its own 'now'
+        own = (*key, now_ns)
+        if rec is not None:
+            # renewed once half the bound old: one computation per spec per half bound at most,
+            # whatever the request rate, and answers usually well within the bound
+            if now_ns - rec.as_of_ns >= max_age_ns // 2 and spec not in self._spec_flight:
+                self.stats.refreshes += 1  # nobody waits for it: its result renews the answer
+                self._submit_spec(spec, own, end_ns, compute, now_ns)
+            return Answer(rec.body, rec.as_of_ns)
+        flight = self._spec_flight.get(spec)
+        if flight is not None and flight[0] >= floor and flight[1] in self._inflight:
+            self.stats.joined += 1  # computed for a 'now' within the bound: good enough
+            return Answer(await asyncio.shield(self._inflight[flight[1]]), flight[0])
+        fut = self._submit_spec(spec, own, end_ns, compute, now_ns)
+        return Answer(await asyncio.shield(fut), now_ns)
+
+    def _submit_spec(self, spec: Hashable, key: Key, end_ns: int, compute: Callable[[], bytes],
+                     as_of_ns: int) -> asyncio.Future[bytes]:
+        """:meth:`_submit`, its result kept as ``spec``'s recent answer as of ``as_of_ns``."""
+        fut = self._submit(key, end_ns, compute)
+        flight = self._spec_flight.get(spec)
+        if flight is None or flight[0] < as_of_ns:
+            self._spec_flight[spec] = (as_of_ns, key)
+
+        def done(f: asyncio.Future[bytes]) -> None:
+            if self._spec_flight.get(spec) == (as_of_ns, key):
+                del self._spec_flight[spec]
+            if not f.cancelled() and f.exception() is None:
+                self._remember(spec, as_of_ns, f.result())
+
+        fut.add_done_callback(done)
+        return fut
+
+    def _remember(self, spec: Hashable, as_of_ns: int, body: bytes) -> None:
+        with self._lock:
+            old = self._recent.get(spec)
+            if old is not None and old.as_of_ns >= as_of_ns:
+                return  # a newer answer is already kept
+            if len(body) > self.cache_bytes:
+                return
+            if old is not None:
+                self._recent_bytes -= len(old.body)
+                del self._recent[spec]
+            self._recent[spec] = _Recent(as_of_ns, body)
+            self._recent_bytes += len(body)
+            while len(self._recent) > self.recent_size or self._recent_bytes > self.cache_bytes:
+                self._recent_bytes -= len(self._recent.popitem(last=False)[1].body)
 
     def _done(self, key: Key, fut: asyncio.Future[bytes]) -> None:
         self._inflight.pop(key, None)
@@ -159,7 +272,8 @@ class KpiRunner:
                     self._bytes -= len(self._cache.popitem(last=False)[1][1])
 
     def status(self) -> dict[str, Any]:
-        return {**self.stats.as_dict(), "cached": self.cached, "cache_size": self.cache_size,
+        return {**self.stats.as_dict(), "recent": len(self._recent),
+                "cached": self.cached, "cache_size": self.cache_size,
                 "cached_bytes": self._bytes, "cache_bytes": self.cache_bytes,
                 "in_flight": len(self._inflight), "single_flight": self.single_flight}
 

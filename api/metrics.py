@@ -343,6 +343,8 @@ def _kpi(s: dict[str, Any]) -> Iterator[Metric]:
         ("kpi_cache_hits_total", "cache_hits", "KPI requests answered from the closed-result cache"),
         ("kpi_cache_invalidations_total", "invalidated", "Cached results dropped by a write to "
          "their window"),
+        ("kpi_recent_hits_total", "recent_hits", "Open-window KPI requests answered with a recent "
+         "computation (api.kpi_max_age_s)"),
     ):
         yield CounterMetricFamily(_name(suffix), doc, value=s.get(key) or 0)
     yield GaugeMetricFamily(_name("kpi_computations_in_flight"), "KPI computations running",

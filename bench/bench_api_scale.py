@@ -14,9 +14,16 @@ the clock). With the ``rollups`` mode, every closed hour is rolled up beforehand
 (``RollupMaintainer.run_once``, its time printed) and the configuration sets ``kpi.rollups``.
 
 Served as ``bench/bench_kpi_api.py`` does: the app without collecting, in a uvicorn
-subprocess (default API options: single flight, closed-result cache, 2 KPI threads), once
-per mode; ``--clients`` httpx clients in this process each request back to back for
-``--seconds`` per case:
+subprocess (default API options: single flight, closed-result cache, 2 KPI threads, open-window
+answers up to ``api.kpi_max_age_s`` old -- ``--max-age`` sets it, 0 turns it off), once per
+mode; ``--clients`` connections each request back to back (or after an exponentially
+distributed pause of mean ``--think-ms``) for ``--seconds`` per case. The load generator
+(``--client``): ``wrk`` (Debian's ``wrk``, ``make bench-system``; default), a C client whose
+two threads cost a small fraction of a core, so the figures are the server's; or ``httpx``,
+the clients as coroutines of this Python process, which saturates its own core before the
+server's for the cheap requests (the figures before ``wrk``). A Lua script gives wrk its
+random tags and mixed requests and prints the percentiles (``--latency``), errors and
+non-2xx answers. Cases:
 
 - ``kpis default``: ``/api/v1/kpis`` (the default window, ``kpi.current``);
 - ``kpis closed day``: ``/api/v1/kpis?from=..&to=..``, the day before yesterday (UTC);
@@ -24,7 +31,12 @@ per mode; ``--clients`` httpx clients in this process each request back to back 
 - ``mixed``: each request one of the three at random (equal odds; per-kind figures too).
 
 The clients share the machine's cores with the server (and, on a shared machine, with
-whatever else runs: the 1-minute load average before each case is printed).
+whatever else runs: the 1-minute load average before and after each case is printed, with the
+CPU seconds per second -- cores -- of the server and of the load generator).
+
+``--reuse``: keep the store (and its roll-ups) of an earlier run in ``--dir`` instead of
+generating it: its history then ends when it was generated, not now (the default window's
+last part holds no samples).
 """
 
 from __future__ import annotations
@@ -34,13 +46,18 @@ import asyncio
 import json
 import os
 import random
+import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -49,7 +66,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api_server import HEADERS, served, with_key  # noqa: E402  (bench/, beside this file)
+from api_server import BENCH_KEY, HEADERS, served, with_key  # noqa: E402  (bench/, beside this file)
 
 from api.gateway import tag_records  # noqa: E402
 from api.rollups import RollupMaintainer  # noqa: E402
@@ -76,6 +93,8 @@ def prepare(tmp: Path, machines: int, days: int, now: datetime) -> tuple[Path, d
     tmp.mkdir(parents=True, exist_ok=True)
     for p in tmp.glob("store.db*"):
         p.unlink()
+    for p in tmp.glob("plant*.yaml"):
+        p.unlink()
     base = load_settings(shipped_config("demo.yaml"))
     data = replicate(base, machines, days, improved_days_ago=days // 2)
     data["store"] = {"type": "sqlite", "path": str(tmp / "store.db")}
@@ -96,8 +115,20 @@ def prepare(tmp: Path, machines: int, days: int, now: datetime) -> tuple[Path, d
                  "tags": len(ids)}
 
 
+def with_max_age(cfg: Path, max_age_s: float | None) -> Path:
+    """``cfg`` with ``api.kpi_max_age_s`` set (None: its default)."""
+    if max_age_s is None:
+        return cfg
+    data = yaml.safe_load(cfg.read_text())
+    data.setdefault("api", {})["kpi_max_age_s"] = max_age_s
+    out = cfg.with_name(f"{cfg.stem}-max-age-{max_age_s:g}.yaml")
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
 def with_rollups(cfg: Path) -> tuple[Path, float, int]:
-    """A copy of ``cfg`` with ``kpi.rollups`` on, after rolling up every closed hour."""
+    """A copy of ``cfg`` with ``kpi.rollups`` on, after rolling up every closed hour (not
+    rolled up yet: with ``--reuse``, those of the earlier run stay)."""
     data = yaml.safe_load(cfg.read_text())
     data["kpi"]["rollups"] = True
     out = cfg.with_name("plant-rollups.yaml")
@@ -140,6 +171,79 @@ async def load(port: int, pick: Callable[[], Request], clients: int, seconds: fl
     return {"elapsed": elapsed, "lat": dict(lat), "errors": dict(errors)}
 
 
+#: the Lua script of a wrk case: a random request of REQUESTS (a list per kind, kinds equally
+#: likely), an optional think time, and the figures as one JSON line at the end
+WRK_LUA = """
+local kinds = {%(kinds)s}
+local think_ms = %(think_ms)s
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+function init(args)
+  math.randomseed(12 + 7919 * id)
+end
+function request()
+  local kind = kinds[math.random(#kinds)]
+  return wrk.format("GET", kind[math.random(#kind)])
+end
+if think_ms > 0 then
+  function delay()
+    return math.floor(-think_ms * math.log(1 - math.random()))
+  end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,' ..
+    '"p99_us":%%d,"max_us":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,' ..
+    '"timeout":%%d}\\n', summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency.max, e.connect, e.read, e.write,
+    e.status, e.timeout))
+end
+"""
+
+
+def _lua_list(items: Sequence[str]) -> str:
+    return "{" + ",".join(json.dumps(i) for i in items) + "}"
+
+
+def wrk_load(port: int, kinds: Sequence[Sequence[str]], clients: int, seconds: float,
+             think_ms: float) -> tuple[dict[str, Any], float]:
+    """``wrk`` with ``clients`` connections on 2 threads for ``seconds``, each request one of
+    ``kinds`` (paths with their query, a kind at random, then a path of it at random); its
+    figures and its CPU seconds."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA % {"kinds": ",".join(_lua_list(k) for k in kinds),
+                           "think_ms": think_ms})
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(
+            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s",
+             "--timeout", "60s", "--latency", "-H", f"X-API-Key: {BENCH_KEY}", "-s", f.name,
+             f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        os.unlink(f.name)
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(line[4:]), cpu
+
+
+def wrk_figures(w: dict[str, Any]) -> dict[str, Any]:
+    elapsed = w["duration_us"] / 1e6
+    errors = w["connect"] + w["read"] + w["write"] + w["status"] + w["timeout"]
+    ok = w["requests"] - w["status"]
+    p99 = w["p99_us"] / 1000
+    return {"rps": round(ok / elapsed, 1), "p50_ms": round(w["p50_us"] / 1000, 1),
+            "p90_ms": round(w["p90_us"] / 1000, 1), "p99_ms": round(p99, 1),
+            "max_ms": round(w["max_us"] / 1000, 1), "requests": w["requests"], "errors": errors,
+            "non_2xx": w["status"],
+            "socket_errors": {k: w[k] for k in ("connect", "read", "write", "timeout") if w[k]},
+            # no answer in the whole case is no evidence of anything
+            "goal_met": bool(ok > 0 and p99 <= GOAL_MS and errors == 0)}
+
+
 def figures(lat: list[float], errors: int, elapsed: float) -> dict[str, Any]:
     ms = np.array(lat) * 1000 if lat else np.array([np.nan])
     p99 = float(np.percentile(ms, 99))
@@ -155,7 +259,20 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds: float) -> dict[str, Any]:
+def idle(port: int, timeout_s: float = 600.0) -> None:
+    """Until the server computes no KPI (``/health``'s ``kpi.in_flight``), at most
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", headers=HEADERS).json()
+        if not health.get("kpi", {}).get("in_flight"):
+            return
+        time.sleep(0.2)
+
+
+def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds: float,
+             client: str = "wrk", think_ms: float = 0.0,
+             only: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with served(SERVER, cfg) as (proc, port):
         paths = [t["path"] for t in httpx.get(f"http://127.0.0.1:{port}/api/v1/tags", headers=HEADERS).json()]
@@ -174,32 +291,68 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
             "tag latest": lambda: rng.choice(latest),
             "mixed": mixed,
         }
+
+        def url(req: Request) -> str:
+            return req[1] + ("?" + urlencode(req[2]) if req[2] else "")
+
+        lists: dict[str, list[list[str]]] = {
+            **{k[0]: [[url(k)]] for k in kinds},
+            "tag latest": [[url(r) for r in latest]],
+            "mixed": [[url(r) for r in latest], *[[url(k)] for k in kinds]],
+        }
         for name, pick in picks.items():
+            if only and name not in only:
+                continue
+            # no computation of the case before still running (it would be counted here), and
+            # one request first: a case measures the steady state, not the first computation
+            idle(port)
+            t_first = time.perf_counter()
+            _, path, params = pick()
+            httpx.get(f"http://127.0.0.1:{port}{path}", params=params, headers=HEADERS,
+                      timeout=600).raise_for_status()
+            first_s = time.perf_counter() - t_first
             load1 = os.getloadavg()[0]
-            server0, client0 = cpu_s(proc.pid), time.process_time()
-            r = asyncio.run(load(port, pick, clients, seconds))
-            server_cpu, client_cpu = cpu_s(proc.pid) - server0, time.process_time() - client0
-            all_lat = [x for v in r["lat"].values() for x in v]
-            fig = figures(all_lat, sum(r["errors"].values()), r["elapsed"])
+            server0, client0, t0 = cpu_s(proc.pid), time.process_time(), time.monotonic()
+            if client == "wrk":
+                w, client_cpu = wrk_load(port, lists[name], clients, seconds, think_ms)
+                elapsed = w["duration_us"] / 1e6
+                server_cpu = cpu_s(proc.pid) - server0
+                fig = wrk_figures(w)
+            else:
+                r = asyncio.run(load(port, pick, clients, seconds))
+                elapsed = r["elapsed"]
+                server_cpu, client_cpu = cpu_s(proc.pid) - server0, time.process_time() - client0
+                all_lat = [x for v in r["lat"].values() for x in v]
+                fig = figures(all_lat, sum(r["errors"].values()), elapsed)
+                if name == "mixed":
+                    fig["by_kind"] = {k: figures(v, r["errors"].get(k, 0), elapsed)
+                                      for k, v in sorted(r["lat"].items())}
+            wall = time.monotonic() - t0
+            fig["first_s"] = round(first_s, 2)
             fig["load1_before"] = round(load1, 2)
-            # cores busy on average during the case: the server's, the clients' (this process)
-            fig["server_cores"] = round(server_cpu / r["elapsed"], 2)
-            fig["client_cores"] = round(client_cpu / r["elapsed"], 2)
-            if name == "mixed":
-                fig["by_kind"] = {k: figures(v, r["errors"].get(k, 0), r["elapsed"])
-                                  for k, v in sorted(r["lat"].items())}
+            fig["load1_after"] = round(os.getloadavg()[0], 2)
+            # cores busy on average during the case: the server's, the load generator's
+            fig["server_cores"] = round(server_cpu / wall, 2)
+            fig["client_cores"] = round(client_cpu / wall, 2)
+            # the server's CPU per answered request: what the machine's load does not change much
+            done = fig["rps"] * elapsed
+            fig["server_cpu_ms_per_request"] = round(server_cpu * 1000 / done, 2) if done else None
             out[name] = fig
             print(f"  {name:16} {fig['rps']:8.1f} req/s  p50 {fig['p50_ms']:8.1f} ms  "
                   f"p99 {fig['p99_ms']:8.1f} ms  errors {fig['errors']}  "
                   f"p99<={GOAL_MS:g}ms: {'yes' if fig['goal_met'] else 'NO'}  "
-                  f"(load before {load1:.2f}; cores busy: server {fig['server_cores']:.2f}, "
-                  f"clients {fig['client_cores']:.2f})", flush=True)
+                  f"(load {load1:.2f} -> {fig['load1_after']:.2f}; cores busy: server "
+                  f"{fig['server_cores']:.2f}, {client} {fig['client_cores']:.2f}; server "
+                  f"{fig['server_cpu_ms_per_request']} ms CPU per request; first answer "
+                  f"{first_s:.2f} s)", flush=True)
             for k, f in fig.get("by_kind", {}).items():
                 print(f"    {k:14} {f['rps']:8.1f} req/s  p50 {f['p50_ms']:8.1f} ms  "
                       f"p99 {f['p99_ms']:8.1f} ms  errors {f['errors']}", flush=True)
         with open(f"/proc/{proc.pid}/status") as s:
             hwm = [ln for ln in s if ln.startswith("VmHWM:")]
         out["server_peak_rss_mb"] = int(hwm[0].split()[1]) // 1024 if hwm else None
+        health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", headers=HEADERS).json()
+        out["kpi_runner"] = health.get("kpi")
     return out
 
 
@@ -211,11 +364,33 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--modes", default="raw,rollups")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/tierproof-bench-api-scale"))
+    ap.add_argument("--client", choices=("wrk", "httpx"), default="wrk",
+                    help="the load generator (default wrk: `make bench-system` installs it)")
+    ap.add_argument("--think-ms", type=float, default=0.0,
+                    help="wrk: mean pause of each connection between requests (0: back to back)")
+    ap.add_argument("--max-age", type=float, default=None,
+                    help="api.kpi_max_age_s of the server (default: the setting's default)")
+    ap.add_argument("--cases", default=None,
+                    help="only these cases (comma-separated names as printed, e.g. "
+                         "'kpis default,mixed')")
+    ap.add_argument("--reuse", action="store_true",
+                    help="serve the store of an earlier run in --dir (its history ends then)")
     args = ap.parse_args()
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `make bench-system` (Debian package wrk), "
+                         "or --client httpx")
     now = datetime.now(UTC).replace(microsecond=0)
-    print(f"generating {args.machines} machines x {args.days} days up to {now:%Y-%m-%d %H:%M} "
-          f"into {args.dir} ...", flush=True)
-    cfg, gen = prepare(args.dir, args.machines, args.days, now)
+    cfg = args.dir / "plant.yaml"
+    if args.reuse and cfg.exists() and (args.dir / "store.db").exists():
+        gen = json.loads((args.dir / "generated.json").read_text())
+        now = datetime.fromisoformat(gen["now"])
+        print(f"reusing the store in {args.dir}: history up to {now:%Y-%m-%d %H:%M}", flush=True)
+    else:
+        print(f"generating {args.machines} machines x {args.days} days up to "
+              f"{now:%Y-%m-%d %H:%M} into {args.dir} ...", flush=True)
+        cfg, gen = prepare(args.dir, args.machines, args.days, now)
+        gen["now"] = now.isoformat()
+        (args.dir / "generated.json").write_text(json.dumps(gen))
     print(f"  {gen['samples']:,} samples of {gen['tags']} tags, {gen['bytes'] / 2**20:.0f} MB, "
           f"{gen['generate_s']:.1f} s", flush=True)
     day = now.replace(hour=0, minute=0, second=0) - timedelta(days=1)
@@ -227,6 +402,8 @@ def main() -> None:
     }
     result: dict[str, Any] = {"machines": args.machines, "days": args.days,
                               "clients": args.clients, "seconds": args.seconds,
+                              "client": args.client, "think_ms": args.think_ms,
+                              "max_age_s": args.max_age,
                               "cpus": os.cpu_count(), **gen, "modes": {}}
     for mode in args.modes.split(","):
         mcfg = cfg
@@ -234,8 +411,12 @@ def main() -> None:
             mcfg, secs, rows = with_rollups(cfg)
             print(f"roll-ups of every closed hour: {rows:,} rows, {secs:.1f} s", flush=True)
             result["rollup_rows"], result["rollup_s"] = rows, round(secs, 1)
-        print(f"{mode}: {args.clients} clients, {args.seconds:g} s per case", flush=True)
-        result["modes"][mode] = run_mode(mcfg, cases, args.clients, args.seconds)
+        mcfg = with_max_age(mcfg, args.max_age)
+        print(f"{mode}: {args.clients} clients ({args.client}, think {args.think_ms:g} ms), "
+              f"{args.seconds:g} s per case", flush=True)
+        result["modes"][mode] = run_mode(mcfg, cases, args.clients, args.seconds, args.client,
+                                         args.think_ms,
+                                         args.cases.split(",") if args.cases else None)
     result["generate_s"] = round(result["generate_s"], 1)
     print(json.dumps(result))
 

@@ -88,6 +88,17 @@ class ApiSettings(Model):
             "the parameter and this limit (a KPI request's cost grows with its window)"
         ),
     )
+    kpi_max_age_s: float = Field(
+        default=5.0, ge=0, le=3600,
+        description=(
+            "how old, in seconds, an answer of /kpis and /kpis/deltas for a window that has "
+            "not closed (the default window, today) may be: such a request gets the most "
+            "recent computation of the same request if it was computed for a 'now' at most "
+            "this long before the request's, stated in its Age and X-KPI-As-Of headers, while "
+            "one computation renews it in the background; 0: every such request waits for its "
+            "own computation (docs/api.md)"
+        ),
+    )
     max_samples: int = Field(
         default=100_000, ge=1, le=10_000_000,
         description=(

@@ -57,6 +57,10 @@ class KpiRunnerStatus(BaseModel):
     joined: int = Field(description="requests that awaited a computation already in flight")
     cache_hits: int
     invalidated: int = Field(description="cached answers dropped because a write touched their windows")
+    recent_hits: int = Field(0, description="open-window requests answered with a recent "
+                             "computation of the same request (api.kpi_max_age_s)")
+    refreshes: int = Field(0, description="background computations renewing such answers")
+    recent: int = Field(0, description="open-window requests whose recent answer is kept")
     cached: int
     cache_size: int
     cached_bytes: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 from fastapi import APIRouter, Response
@@ -10,12 +11,12 @@ from fastapi import APIRouter, Response
 from config import load_tiers
 from config.errors import KpiError
 from config.settings import Settings
-from config.times import to_ns
+from config.times import iso, to_ns
 from kpi import ALGORITHM_VERSION
 
 from ..assessment import assess, resolve_windows
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
-from ..flight import json_body
+from ..flight import Answer, json_body
 from ..kpi_models import DeltasOut, KpisOut
 from ..plant_time import DateQuery, ShiftQuery, Zones, ZonesDep, respond, shift_window
 from ..tabular import tabular
@@ -34,8 +35,35 @@ router = APIRouter(prefix="/api/v1", tags=["kpis"])
 _SHARED = (
     " Identical requests (same resolved windows and selection) in flight together are computed "
     "once; results whose windows closed are cached until a write touches them (docs/api.md). "
-    "Relative instants are resolved against 'now' rounded down to the second."
+    "Relative instants are resolved against 'now' rounded down to the second. A window that "
+    "has not closed (the default, today) may be answered with the same request's computation "
+    "for a 'now' up to api.kpi_max_age_s (5 s) earlier, renewed in the background: the `Age` "
+    "header gives its age in seconds and `X-KPI-As-Of` the 'now' it was computed for."
 )
+
+
+async def recent(runner: RunnerDep, settings: Settings, zones: Zones, now: datetime,
+                 spec: tuple[object, ...], key: tuple[object, ...], end_ns: int,
+                 compute: Callable[[], bytes]) -> Response:
+    """The answer of an open-window request (``api.flight.KpiRunner.run_recent``), with the
+    ``Age`` (whole seconds) and ``X-KPI-As-Of`` of the computation it is."""
+    now_ns = to_ns(now)
+    got: Answer = await runner.run_recent(spec, key, end_ns, compute, now_ns=now_ns,
+                                          max_age_s=settings.api.kpi_max_age_s)
+    response = await respond(got.body, zones)
+    response.headers["Age"] = str(max(0, now_ns - got.as_of_ns) // 1_000_000_000)
+    response.headers["X-KPI-As-Of"] = iso(got.as_of_ns, tz=zones.output) or ""  # as the body's times
+    return response
+
+
+#: the headers of every /kpis and /kpis/deltas answer (api.flight.KpiRunner.run_recent)
+AGE_HEADERS = {200: {"headers": {
+    "Age": {"description": "seconds between the 'now' this answer was computed for and the "
+                           "request's (0: computed for this request); at most "
+                           "api.kpi_max_age_s", "schema": {"type": "integer", "example": 2}},
+    "X-KPI-As-Of": {"description": "the 'now' this answer was computed for (ISO 8601)",
+                    "schema": {"type": "string", "example": "2026-12-07T08:20:21Z"}},
+}}}
 
 
 def check_windows(settings: Settings, start: datetime, end: datetime, b_start: datetime | None,
@@ -81,6 +109,7 @@ def explicit(t: datetime | None) -> str | None:
     ),
     # the answer is pre-rendered JSON (api.flight): the model documents it, never filters it
     response_model=KpisOut,
+    responses=AGE_HEADERS,  # type: ignore[arg-type]
 )
 @tabular(kpi_rows, columns=kpi_columns, name="kpis")
 async def get_kpis(
@@ -104,9 +133,11 @@ async def get_kpis(
                             plant_tz=zones.plant)
     check_window(settings, start, end)
     key = ("kpis", ALGORITHM_VERSION, service.fingerprint, to_ns(start), to_ns(end), asset, line)
-    body = await runner.run(
-        key, to_ns(end), lambda: json_body(service.kpis(start, end, asset=asset, line=line)))
-    return await respond(body, zones)
+    # the request before 'now' resolves it: what a recent answer must have been asked as
+    spec = ("kpis", ALGORITHM_VERSION, service.fingerprint, from_, to, shift, date, zones.inputs,
+            asset, line)
+    return await recent(runner, settings, zones, now, spec, key, to_ns(end),
+                        lambda: json_body(service.kpis(start, end, asset=asset, line=line)))
 
 
 @router.get(
@@ -123,6 +154,7 @@ async def get_kpis(
         "computed is null." + _SHARED
     ),
     response_model=DeltasOut,
+    responses=AGE_HEADERS,  # type: ignore[arg-type]
 )
 async def get_kpi_deltas(
     service: ServiceDep,
@@ -162,5 +194,6 @@ async def get_kpi_deltas(
         })
 
     key = ("deltas", ALGORITHM_VERSION, service.fingerprint, criteria.version, *ends)
-    body = await runner.run(key, max(ends), compute)
-    return await respond(body, zones)
+    spec = ("deltas", ALGORITHM_VERSION, service.fingerprint, criteria.version, from_, to,
+            baseline_from, baseline_to, shift, date, zones.inputs)
+    return await recent(runner, settings, zones, now, spec, key, max(ends), compute)
