@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,9 @@ def test_the_live_api_conforms_to_its_openapi(api_url: tuple[str, dict[str, str]
                 print(f"{op.label} {mode.value}: {cases[f'{op.label} {mode.value}']} cases, "
                       f"{time.monotonic() - t0:.1f} s")
             except (Exception, BaseExceptionGroup) as exc:  # every operation's, then fail once
-                failures.append(f"{op.label} ({mode.value}): {exc}"[:3000])
+                # with the sub-exceptions: hypothesis wraps a failure it could not replay
+                detail = "".join(traceback.format_exception(exc))[-4000:]
+                failures.append(f"{op.label} ({mode.value}): {exc}"[:1000] + "\n" + detail)
     total = sum(cases.values())
     print(f"schemathesis: {total} cases over {len(cases)} operation x mode pairs")
     assert not failures, "\n\n".join(failures)
