@@ -754,7 +754,7 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
         for proto, (rate, p50, p99) in r["protocols"].items():
             print(f"  of which {proto:24} {rate:>11,.0f} {'':>6} {'':>8} {p99:>8.3f}  "
                   f"(p50 {p50:.3f} s)", flush=True)
-        if r["opcua_parts"]:
+        if "opcua" in r["protocols"]:
             print("  OPC UA source->stored by timestamps, p50 / p99 s: " + ", ".join(
                 f"{k} {p50:.3f} / {p99:.3f}" for k, (p50, p99) in r["opcua_parts"].items()),
                 flush=True)
