@@ -37,10 +37,16 @@ returns once InfluxDB answered the POST; if InfluxDB is down it returns once the
 points (fsync), which is the durable point then -- here InfluxDB stays up.
 
 Scenario B -- the whole plant mixed: D devices (``--devices``, 100) x T tags (``--tags``, 50)
-at 1 Hz, a third each Modbus (our simulator servers), OPC UA (our asyncua simulator server,
-subscriptions) and MQTT (JSON messages from a publisher process through Mosquitto,
-``tests/mosquitto.py``), into the embedded store, for S seconds: sustained points/s, p99
-source->stored latency, peak RSS of the gateway process with D x T tags.
+at 1 Hz, a third each Modbus (our simulator servers, ``--modbus-procs`` processes), OPC UA
+(our asyncua simulator server, ``--opcua-servers`` processes, subscriptions with the shipped
+sampling interval unless ``--opcua-sampling-ms``) and MQTT (JSON messages from
+``--mqtt-procs`` publisher processes through Mosquitto, ``tests/mosquitto.py``), into the
+embedded store, for S seconds after a warm-up: sustained points/s, p99 source->stored latency
+(per protocol, and OPC UA's broken down by its three timestamps), peak RSS of the gateway
+process with D x T tags, and the CPU seconds of every process in the window (the gateway,
+each group of simulators, Mosquitto): on a shared machine the simulators compete with the
+gateway. ``--modbus-hz`` / ``--opcua-hz`` / ``--mqtt-hz`` set each protocol's rate (default
+``--hz``), ``--protocols`` leaves protocols out (their devices go to the others).
 """
 
 from __future__ import annotations
@@ -493,10 +499,12 @@ def serve_opcua_bulk(variables: int, interval_s: float, conn: Connection) -> Non
     asyncio.run(run())
 
 
-def publish_mqtt(host: str, port: int, machines: int, tags: int, interval_s: float,
+def publish_mqtt(host: str, port: int, first: int, machines: int, tags: int, interval_s: float,
                  conn: Connection) -> None:
-    """Child process: every ``interval_s`` one JSON document per machine (QoS 1) with
-    ``tags`` values and its publish time in ms (the source timestamp), until told to stop."""
+    """Child process: every ``interval_s`` one JSON document per machine ``first`` ..
+    ``first + machines - 1`` (QoS 1) with ``tags`` values and its publish time in ms (the
+    source timestamp), until told to stop. The documents are formatted from a template (one
+    ``%`` per document), so that the publisher spends little CPU per value."""
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plant-pub-{os.getpid()}")
@@ -504,13 +512,16 @@ def publish_mqtt(host: str, port: int, machines: int, tags: int, interval_s: flo
     client.connect(host, port, 60)
     client.loop_start()
     conn.send("ready")
+    # values cycle through 100 documents per machine (each value changes every cycle)
+    template = '{"ts":%d,"v":{' + ",".join(f'"t{t:03d}":%s' for t in range(tags)) + "}}"
+    cycle = [tuple(f"{20.0 + (k + t) % 100 * 0.25:g}" for t in range(tags)) for k in range(100)]
+    topics = [f"plant/L1/m{m:03d}" for m in range(first, first + machines)]
     k, sent = 0, 0
     nxt = time.monotonic()
     while not conn.poll(0):
-        for m in range(machines):
-            doc = {"ts": time.time_ns() // 1_000_000,
-                   "v": {f"t{t:03d}": round(20.0 + (k + m + t) % 100 * 0.25, 2) for t in range(tags)}}
-            client.publish(f"plant/L1/m{m:03d}", json.dumps(doc, separators=(",", ":")), qos=1)
+        for m, topic in enumerate(topics):
+            doc = template % (time.time_ns() // 1_000_000, *cycle[(k + m) % 100])
+            client.publish(topic, doc, qos=1)
             sent += 1
         k += 1
         nxt += interval_s
@@ -520,14 +531,20 @@ def publish_mqtt(host: str, port: int, machines: int, tags: int, interval_s: flo
     conn.send(sent)
 
 
-def split(devices: int) -> tuple[int, int, int]:
-    """Modbus, OPC UA, MQTT devices: a third each, Modbus taking the remainder (34/33/33)."""
-    third = devices // 3
-    return devices - 2 * third, third, third
+def split(devices: int, protocols: Sequence[str] = PROTOCOLS) -> tuple[int, int, int]:
+    """Modbus, OPC UA, MQTT devices: an equal share each of those in ``protocols`` (all three:
+    34/33/33, the first taking the remainder), none of the others."""
+    k = len(protocols)
+    share = devices // k
+    n = [share if p in protocols else 0 for p in PROTOCOLS]
+    n[PROTOCOLS.index(protocols[0])] += devices - share * k
+    return n[0], n[1], n[2]
 
 
-def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: list[int],
-                   opcua: list[tuple[str, int]], broker_url: str, db: str) -> Any:
+def mixed_settings(n: tuple[int, int, int], tags: int, hz: tuple[float, float, float],
+                   modbus_ports: list[int],
+                   opcua: list[tuple[str, int]], broker_url: str, db: str,
+                   opcua_sampling_ms: float | None = None) -> Any:
     from config.settings import Settings
 
     _, n_ua, n_mq = n
@@ -537,7 +554,7 @@ def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: 
         asset = f"plant/modbus/line/m{d:03d}"
         assets.append({"path": asset})
         devices.append({"protocol": "modbus", "name": f"plc{d:03d}", "host": "127.0.0.1",
-                        "port": port, "poll_interval_s": 1.0 / hz,
+                        "port": port, "poll_interval_s": 1.0 / hz[0],
                         "tags": [{"name": f"t{t:03d}", "asset": asset, "address": t}
                                  for t in range(tags)]})
     first: dict[tuple[str, int], int] = {}
@@ -547,8 +564,9 @@ def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: 
         asset = f"plant/opcua/line/m{d:03d}"
         assets.append({"path": asset})
         devices.append({"protocol": "opcua", "name": f"ua{d:03d}", "endpoint": endpoint,
-                        "mode": "subscribe", "sampling_interval_ms": 1000.0 / hz,
-                        "timeout_s": 30.0,
+                        "mode": "subscribe", "timeout_s": 30.0,
+                        **({} if opcua_sampling_ms is None
+                           else {"sampling_interval_ms": opcua_sampling_ms}),
                         "tags": [{"name": f"t{t:03d}", "asset": asset,
                                   "node_id": f"ns={ns};s=bulk/{j * tags + t}"}
                                  for t in range(tags)]})
@@ -568,53 +586,230 @@ def mixed_settings(n: tuple[int, int, int], tags: int, hz: float, modbus_ports: 
                                     "store": {"type": "sqlite", "path": db}})
 
 
+class Hist:
+    """Counts of durations in 1 ms bins up to 60 s (a fixed size: measuring must not add to
+    the RSS measured); for the OPC UA breakdown."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(60_001, np.int64)
+
+    def note(self, ns: np.ndarray) -> None:
+        ms = np.clip(ns // 1_000_000, 0, len(self.counts) - 1)
+        self.counts += np.bincount(ms, minlength=len(self.counts))
+
+    def p(self, q: float) -> float:
+        total = int(self.counts.sum())
+        if not total:
+            return float("nan")
+        return float(np.searchsorted(np.cumsum(self.counts), q * total)) / 1000.0
+
+
+def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, Any]:
+    """The gateway as ``tierproof run`` builds it (:func:`tierproof_phase`), the window opening
+    ``warmup`` s after the start (connections, subscriptions and their initial values are
+    outside it); the points acknowledged within the window count. Also breaks OPC UA's
+    source->stored down by its three timestamps: source->server (the server's ServerTimestamp:
+    here the simulator writing the value), server->gateway (the publish the change waited for,
+    the transport and asyncua's decoding, to the collector's handler: ``gateway_ts_ns``) and
+    gateway->stored (the collector's batch, the writer's group, the commit)."""
+    quiet()
+    from api.gateway import Gateway
+    from config.settings import Settings
+    from store import open_store
+
+    settings = Settings.model_validate_json(settings_json)
+    lat = Latency()
+    by_protocol = {p: Latency() for p in PROTOCOLS}
+    protocol_of: list[np.ndarray] = []
+    store: Any = open_store(settings.store)
+    timed_store(store, lat, by_protocol, protocol_of)
+    parts = {k: Hist() for k in ("source->server", "server->gateway", "gateway->stored")}
+    window = [False]
+    write = store.write
+
+    def noted(batch: Any) -> None:
+        write(batch)
+        now = time.time_ns()
+        if not window[0] or not protocol_of or batch.server_ts_ns is None:
+            return
+        ua_rows = protocol_of[0][np.minimum(batch.tag_id, len(protocol_of[0]) - 1)] == 1
+        if batch.gateway_ts_ns is None or not ua_rows.any():
+            return
+        ts, sts, gts = batch.ts_ns[ua_rows], batch.server_ts_ns[ua_rows], batch.gateway_ts_ns[ua_rows]
+        parts["source->server"].note(sts - ts)
+        parts["server->gateway"].note(gts - sts)
+        parts["gateway->stored"].note(now - gts)
+
+    store.write = noted
+
+    async def run() -> tuple[float, float, float, float, int, int, tuple[int, int]]:
+        gw = Gateway(settings, store=store, isolate=True)
+        lookup = np.full(max(gw.tag_ids.values()) + 2, -1, np.int8)
+        for path, tid in gw.tag_ids.items():
+            proto = path.split("/")[1]
+            lookup[tid] = PROTOCOLS.index(proto) if proto in PROTOCOLS else -1
+        protocol_of.append(lookup)
+        async with gw:
+            await asyncio.sleep(warmup)
+            lat.reset()
+            for x in by_protocol.values():
+                x.reset()
+            window[0] = True
+            w0, c0, t0 = time.time(), time.process_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            lat.frozen = True
+            for x in by_protocol.values():
+                x.frozen = True
+            window[0] = False
+            w1, wall, cpu = time.time(), time.perf_counter() - t0, time.process_time() - c0
+        st = gw.writer.stats
+        if st.batches_failed:
+            raise RuntimeError(f"store writes failed: {st.last_error}")
+        return (w0, w1, wall, cpu, st.points_written, len(gw.tag_ids),
+                (st.batches_written, st.groups_written))
+
+    try:
+        w0, w1, wall, cpu, written, ntags, groups = asyncio.run(run())
+    finally:
+        store.close()
+    return figures(lat.points, wall, cpu, lat, writer_points=written, tags=ntags,
+                   writes=groups[1], batches=groups[0], window=(w0, w1),
+                   protocols={p: (x.points / wall, x.p(0.5), x.p(0.99))
+                              for p, x in by_protocol.items() if x.points},
+                   opcua_parts={k: (h.p(0.5), h.p(0.99)) for k, h in parts.items()})
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process (and its reaped children: none here), seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """Samples the CPU seconds of the simulator processes every 0.25 s in a thread, so that
+    their CPU within the gateway's window (wall-clock bounds it reports) can be read."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        import threading
+
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _take(self) -> dict[str, float]:
+        return {name: sum(c for pid in pids if (c := proc_cpu_s(pid)) is not None)
+                for name, pids in self.pids.items()}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self._take()))
+            self._stop.wait(0.25)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def within(self, w0: float, w1: float) -> dict[str, float]:
+        """CPU seconds per group between the samples nearest to w0 and w1."""
+        def at(t: float) -> dict[str, float]:
+            return min(self.samples, key=lambda s: abs(s[0] - t))[1]
+
+        a, b = at(w0), at(w1)
+        return {name: b[name] - a[name] for name in self.pids}
+
+
+def shares(total: int, k: int) -> list[int]:
+    """``total`` split into ``k`` near-equal parts (the first ones one larger)."""
+    return [total // k + (1 if j < total % k else 0) for j in range(k)]
+
+
 def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> dict[str, Any]:
     """One scenario B run: start the devices, measure the gateway in a fresh process."""
     from tests.mosquitto import Mosquitto
 
-    n = split(devices)
+    n = split(devices, args.protocols)
+    hz = (args.modbus_hz or args.hz, args.opcua_hz or args.hz, args.mqtt_hz or args.hz)
     ctx = mp.get_context("spawn")
-    procs, conns = [], []
+    procs: list[Any] = []
+    conns: list[Connection] = []
+    pids: dict[str, list[int]] = {"Modbus servers": [], "OPC UA servers": [],
+                                  "MQTT publishers": [], "Mosquitto": []}
 
-    def child(target: Callable[..., None], *a: Any) -> Connection:
+    def child(group: str, target: Callable[..., None], *a: Any) -> Connection:
         parent, c = ctx.Pipe()
         p = ctx.Process(target=target, args=(*a, c), daemon=True)
         p.start()
         procs.append(p)
         conns.append(parent)
+        assert p.pid is not None
+        pids[group].append(p.pid)
         return parent
 
     broker = Mosquitto()
     broker.start()
+    assert broker.proc is not None
+    pids["Mosquitto"].append(broker.proc.pid)
+    sampler: CpuSampler | None = None
     try:
-        mb = child(serve_modbus, n[0], tags)
-        k = max(1, min(args.opcua_servers, n[1]))
-        ua_per = [n[1] // k + (1 if j < n[1] % k else 0) for j in range(k)]
-        uas = [child(serve_opcua_bulk, m * tags, 1.0 / args.hz) for m in ua_per]
-        pub = child(publish_mqtt, broker.host, broker.port, n[2], tags, 1.0 / args.hz)
-        for c in (mb, *uas, pub):
+        mb_per = [m for m in shares(n[0], max(1, min(args.modbus_procs, n[0]))) if m]
+        mbs = [child("Modbus servers", serve_modbus, m, tags) for m in mb_per]
+        ua_per = [m for m in shares(n[1], max(1, min(args.opcua_servers, n[1]))) if m]
+        uas = [child("OPC UA servers", serve_opcua_bulk, m * tags, 1.0 / hz[1]) for m in ua_per]
+        mq_per = [m for m in shares(n[2], max(1, min(args.mqtt_procs, n[2]))) if m]
+        firsts = [sum(mq_per[:j]) for j in range(len(mq_per))]
+        pubs = [child("MQTT publishers", publish_mqtt, broker.host, broker.port, f, m, tags,
+                      1.0 / hz[2]) for f, m in zip(firsts, mq_per, strict=True)]
+        for c in (*mbs, *uas, *pubs):
             if not c.poll(120):
                 raise RuntimeError("a simulator did not start within 120 s")
-        ports = mb.recv()
+        ports = [port for c in mbs for port in c.recv()]
         # device d of OPC UA server j: that server's (d - first of j)-th block of bulk variables
         opcua = [ep for c, m in zip(uas, ua_per, strict=True) for ep in [c.recv()] * m]
-        pub.recv()
-        settings = mixed_settings(n, tags, args.hz, ports, opcua, broker.url,
-                                  str(tmp / f"mixed{devices}x{tags}.db"))
-        print(f"Scenario B: {devices} devices x {tags} tags = {devices * tags:,} tags at "
-              f"{args.hz:g} Hz ({n[0]} Modbus servers, {n[1]} OPC UA sessions on {k} simulator "
-              f"server processes, {n[2]} machines publishing JSON through Mosquitto on one MQTT "
-              f"subscription), offered {devices * tags * args.hz:,.0f} points/s; "
-              f"{args.warmup:g} s warm-up, {args.seconds:g} s measured", flush=True)
-        r = in_child(tierproof_phase, settings.model_dump_json(), args.seconds, args.warmup)
+        for c in pubs:
+            c.recv()
+        settings = mixed_settings(n, tags, hz, ports, opcua, broker.url,
+                                  str(tmp / f"mixed{devices}x{tags}.db"), args.opcua_sampling_ms)
+        offered = [n[j] * tags * hz[j] for j in range(3)]
+        print(f"Scenario B: {devices} devices x {tags} tags = {devices * tags:,} tags: "
+              f"{n[0]} Modbus servers ({len(mb_per)} processes) polled at {hz[0]:g} Hz, "
+              f"{n[1]} OPC UA sessions ({len(ua_per)} simulator processes) changing at "
+              f"{hz[1]:g} Hz, sampling "
+              + (f"{args.opcua_sampling_ms:g} ms" if args.opcua_sampling_ms is not None
+                 else "shipped default")
+              + f", {n[2]} machines publishing JSON at {hz[2]:g} Hz ({len(mq_per)} processes) "
+              f"through Mosquitto on one MQTT subscription; offered {sum(offered):,.0f} "
+              f"points/s (Modbus {offered[0]:,.0f}, OPC UA {offered[1]:,.0f}, MQTT "
+              f"{offered[2]:,.0f}); {args.warmup:g} s warm-up, {args.seconds:g} s measured; "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
+        sampler = CpuSampler(pids)
+        r = in_child(mixed_phase, settings.model_dump_json(), args.seconds, args.warmup)
+        sampler.stop()
         print(f"{'case':34} {'points/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
-        print(line(f"tierproof -> SQLite, {r['tags']:,} tags", r) + f"  (p50 {r['p50']:.3f} s)",
-              flush=True)
+        print(line(f"tierproof -> SQLite, {r['tags']:,} tags", r) + f"  (p50 {r['p50']:.3f} s; "
+              f"{r['cpu_s'] / max(r['points'], 1) * 1e6:.1f} us CPU per point; "
+              f"load {os.getloadavg()[0]:.2f})", flush=True)
         for proto, (rate, p50, p99) in r["protocols"].items():
             print(f"  of which {proto:24} {rate:>11,.0f} {'':>6} {'':>8} {p99:>8.3f}  "
                   f"(p50 {p50:.3f} s)", flush=True)
+        if "opcua" in r["protocols"]:
+            print("  OPC UA source->stored by timestamps, p50 / p99 s: " + ", ".join(
+                f"{k} {p50:.3f} / {p99:.3f}" for k, (p50, p99) in r["opcua_parts"].items()),
+                flush=True)
+        cpu = sampler.within(*r["window"])
+        r["cpu_by_process"] = {"gateway": r["cpu_s"], **cpu}
+        print(f"  CPU seconds in the {r['seconds']:.1f} s window: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in r["cpu_by_process"].items())
+            + f" (sum {sum(r['cpu_by_process'].values()):.1f} of "
+            f"{r['seconds'] * (os.cpu_count() or 1):.0f} core-seconds)", flush=True)
         return r
     finally:
+        if sampler is not None:
+            sampler.stop()
         for c in conns:
             with contextlib.suppress(OSError):
                 c.send("stop")
@@ -662,8 +857,23 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100, help="scenario B: devices")
     ap.add_argument("--tags", type=int, default=50, help="scenario B: tags per device")
     ap.add_argument("--hz", type=float, default=1.0, help="scenario B: samples per tag per second")
+    ap.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
+                    help="scenario B: the protocols of the plant, sharing its devices equally")
+    ap.add_argument("--modbus-hz", type=float, default=0.0,
+                    help="scenario B: Modbus polls per second (0: --hz)")
+    ap.add_argument("--opcua-hz", type=float, default=0.0,
+                    help="scenario B: OPC UA value changes per second (0: --hz)")
+    ap.add_argument("--mqtt-hz", type=float, default=0.0,
+                    help="scenario B: MQTT documents per machine and second (0: --hz)")
+    ap.add_argument("--opcua-sampling-ms", type=float, default=None,
+                    help="scenario B: the OPC UA devices' sampling_interval_ms (default: not set, "
+                    "the shipped default)")
     ap.add_argument("--opcua-servers", type=int, default=3,
                     help="scenario B: OPC UA simulator processes sharing the OPC UA devices")
+    ap.add_argument("--modbus-procs", type=int, default=2,
+                    help="scenario B: processes sharing the Modbus simulator servers")
+    ap.add_argument("--mqtt-procs", type=int, default=1,
+                    help="scenario B: MQTT publisher processes sharing the machines")
     ap.add_argument("--warmup", type=float, default=5.0, help="scenario B: seconds before the window")
     ap.add_argument("--rss-tags", type=int, default=10_000,
                     help="scenario B: also run the plant with this many tags for the RSS figure (0: no)")

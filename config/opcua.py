@@ -63,8 +63,11 @@ def parse_node_id(text: str) -> tuple[int | str, str, str]:
     return ns, kind, ident
 
 
-#: the sampling interval when neither it nor the publishing interval is configured
-DEFAULT_SAMPLING_MS = 1000.0
+#: the sampling interval when neither it nor the publishing interval is configured: half a
+#: second, so that with the derived publishing interval (250 ms) a value changing once a second
+#: on a server that samples reaches the gateway within 0.75 s (sample wait + publish wait)
+#: -- collector/opcua/README.md#latency
+DEFAULT_SAMPLING_MS = 500.0
 #: bounds of the derived publishing interval (half the sampling interval)
 PUBLISHING_MS_RANGE = (100.0, 1000.0)
 
@@ -249,12 +252,12 @@ class OpcUaDevice(DeviceBase):
     mode: Literal["subscribe", "poll"] = "subscribe"
     publishing_interval_ms: Interval_ms | None = Field(
         default=None,
-        description="default: half the sampling interval, at least 100 ms, at most 1 s (500 ms with "
-        "the default sampling interval of 1 s)",
+        description="default: half the sampling interval, at least 100 ms, at most 1 s (250 ms with "
+        "the default sampling interval of 500 ms)",
     )
     sampling_interval_ms: float = Field(
         default=-1.0, ge=-1, le=86_400_000,
-        description="-1: the publishing interval if one is set, else 1000; 0: the server's fastest",
+        description="-1: the publishing interval if one is set, else 500; 0: the server's fastest",
     )
     queue_size: int = Field(
         default=10, ge=1, le=10000,

@@ -3,12 +3,14 @@
 **subscribe** (default): the tags are split over subscriptions of at most
 ``max_items_per_subscription`` monitored items, created with the configured publishing and
 sampling intervals, queue size and deadband (the publishing interval, unless configured, is
-half the sampling interval: ``OpcUaDevice.publishing_ms``). Each data-change notification
-appends one row (tag index, timestamp, value, quality, text) to plain lists;
-:meth:`OpcUaCollector.batches` turns what arrived into one columnar :class:`~store.batch.Batch`
-as soon as a publish delivered it (the notifications of one publish response make one batch),
-not on a timer of its own that would add up to another publishing interval of latency.
-No notification object is kept past its handler call.
+half the sampling interval: ``OpcUaDevice.publishing_ms``). The subscriptions are in
+asyncua's iterator mode: a publish response's changes land in the subscription's queue at
+once, and one consumer task per subscription appends one row per change (tag index,
+timestamp, value, quality, text) to plain lists, taking the whole publish before it yields;
+:meth:`OpcUaCollector.batches` then turns the rows into one columnar :class:`~store.batch.Batch`
+(the changes of one publish response make one batch), not on a timer of its own that would
+add up to another publishing interval of latency. No notification object is kept past its
+row.
 
 **poll**: every ``poll_interval_s`` one Read service call reads the Value of all tags (a
 drift-free grid, missed ticks skipped like the Modbus collector's).
@@ -57,12 +59,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
-from asyncua import Client, Node, ua
-from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua import Client, ua
+from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
 
 from config.base import DeviceBase
 from config.errors import ConfigError, ConnectError
@@ -125,29 +127,11 @@ class OpcUaStats:
     overruns: int = 0
 
 
-class _SubHandler:
-    """Data changes of one subscription; client handle k is tag ``members[k - 1]``."""
-
-    def __init__(self, owner: OpcUaCollector, members: list[int]) -> None:
-        self._owner = owner
-        self._members = members
-
-    def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:
-        handle = data.subscription_data.client_handle
-        if handle is None or not 0 < handle <= len(self._members):
-            return
-        self._owner._record(self._members[handle - 1], data.monitored_item.Value)
-
-    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
-        code = status.Status.value if status.Status is not None else 0
-        if code & 0x80000000:
-            self._owner._connection_lost(
-                f"subscription status {status_name(code)}", None
-            )
-
-
-#: how long the subscribe loop lets a publish's notifications gather after the first
-_COALESCE_S = 0.01
+#: bound of a subscription's event queue: none (0). A publish delivers at most
+#: max_items_per_subscription x queue_size changes and the consumer takes them all before the
+#: next one is read; asyncua's default (1,000, dropping the oldest) would lose changes of a
+#: larger publish
+_QUEUE_UNBOUNDED = 0
 
 
 class OpcUaCollector(Diagnosis):
@@ -200,6 +184,7 @@ class OpcUaCollector(Diagnosis):
         self._client: Client | None = None
         self._nodes: list[ua.NodeId | None] = []  # resolved at connect; None: unresolvable
         self._subs: list[Subscription] = []
+        self._consumers: list[asyncio.Task[None]] = []  # one per subscription
         self._lost: str | None = None
         self._lost_exc: BaseException | None = None
         self._lost_event = asyncio.Event()
@@ -282,6 +267,12 @@ class OpcUaCollector(Diagnosis):
     ) -> None:
         client, self._client = self._client, None
         self._subs = []
+        consumers, self._consumers = self._consumers, []
+        for task in consumers:
+            task.cancel()
+        for task in consumers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if client is not None:
             await self._disconnect(client)
 
@@ -488,20 +479,36 @@ class OpcUaCollector(Diagnosis):
         while True:
             self._raise_if_lost()
             if not self._r_idx:
-                # woken by the first notification of a publish (the timeout only re-checks the
-                # connection)
+                # woken by the rows of a publish (the timeout only re-checks the connection):
+                # its consumer task records all of them before this loop runs again
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), interval)
-                if self._r_idx:
-                    # asyncua runs each notification's handler in a task of its own: give the
-                    # rest of the publish a moment to land, so a publish makes one batch, not
-                    # one batch per changed tag
-                    await asyncio.sleep(min(interval, _COALESCE_S))
             self._raise_if_lost()
             batch = self._drain()
             if len(batch):
                 yield batch
+
+    async def _consume(self, sub: Subscription, members: list[int]) -> None:
+        """Record the data changes of one subscription (client handle k is tag
+        ``members[k - 1]``) as asyncua queues them. A publish's changes are queued at once and
+        taken here without a pause (``Queue.get`` does not yield while items wait), so a
+        publish makes one batch -- no task per notification, no gathering delay."""
+        try:
+            async for event in sub:
+                if isinstance(event, DataChangeEvent):
+                    handle = event.data.subscription_data.client_handle
+                    if handle is not None and 0 < handle <= len(members):
+                        self._record(members[handle - 1], event.data.monitored_item.Value)
+                elif isinstance(event, StatusChangeEvent):
+                    status = event.notification.Status
+                    code = status.value if status is not None else 0
+                    if code & 0x80000000:
+                        self._connection_lost(f"subscription status {status_name(code)}", None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failing consumer must stop the collector, not hang it
+            self._connection_lost(f"reading its subscription failed: {type(exc).__name__}: {exc}", exc)
 
     async def _subscribe(self, client: Client, chunk: list[int]) -> None:
         d = self._dev
@@ -515,8 +522,12 @@ class OpcUaCollector(Diagnosis):
         params.MaxNotificationsPerPublish = 0  # no limit
         params.PublishingEnabled = True
         params.Priority = 0
-        sub = await client.create_subscription(params, _SubHandler(self, chunk))
+        # iterator mode (no handler): asyncua queues the changes instead of starting a task per
+        # notification for a handler
+        sub = await client.create_subscription(params, None, queue_maxsize=_QUEUE_UNBOUNDED)
         self._subs.append(sub)
+        self._consumers.append(asyncio.create_task(self._consume(sub, chunk),
+                                                   name=f"opcua-{self._dev.name}-sub{len(self._subs)}"))
         mfilter: ua.DataChangeFilter | None = None
         if d.deadband.type != "none":
             mfilter = ua.DataChangeFilter(

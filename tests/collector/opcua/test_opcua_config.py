@@ -41,13 +41,14 @@ def test_good_config_and_defaults() -> None:
     assert (d.mode, d.security_policy, d.security_mode, d.deadband.type) == (
         "subscribe", "None", "None", "none"
     )
-    # unset: sampling 1 s, publishing half of it (a change waits at most 0.5 s for its publish)
-    assert (d.publishing_interval_ms, d.sampling_ms, d.publishing_ms) == (None, 1000.0, 500.0)
+    # unset: sampling 0.5 s, publishing half of it: a change of a sampled value waits at most
+    # 0.5 s for its sample and 0.25 s for its publish, within a second at 1 Hz
+    assert (d.publishing_interval_ms, d.sampling_ms, d.publishing_ms) == (None, 500.0, 250.0)
     assert s.all_tags()[1][1].path == "s/a/l/m1/temp"
 
 
 @pytest.mark.parametrize(("publishing", "sampling", "expected"), [
-    (None, -1, (1000.0, 500.0)),
+    (None, -1, (500.0, 250.0)),
     (None, 250, (250.0, 125.0)),  # half the sampling interval
     (None, 0, (0.0, 100.0)),  # the server's fastest sampling: the lower bound, 100 ms
     (None, 60_000, (60_000.0, 1000.0)),  # a slow tag: at most 1 s

@@ -215,3 +215,42 @@ async def test_5000_variable_subscription_delivers_every_change(plant: Plant) ->
         ticks = {round(seen[i][t] - i * 1e-3, 6) for i in range(N_BULK)}
         assert len(ticks) == 1, (t, sorted(ticks)[:5])
     assert rows >= N_BULK * (TICKS + 1)
+
+
+# --------------------------------------------------------------------------- one publish, one batch
+
+
+async def test_each_publish_becomes_one_batch(plant: Plant) -> None:
+    """The changes of one publish response reach the writer as one batch, none left behind
+    for a later one: the simulator writes all its bulk values in one tick (no await between
+    them yields to the server's publish loop), so every batch after the initial values holds
+    whole ticks -- each of its source timestamps on all n tags."""
+    n = 300
+    clock = TickingClock(datetime_ns(NOW), STEP_NS)
+    async with serve_opcua(plant, [ASSET], interval_s=0.3, clock=clock, security=OPEN,
+                           extra_variables=n) as sim:
+        tags = [otag(tag_name(f"bulk/{i}"), sim.node_ids[f"bulk/{i}"]) for i in range(n)]
+        dev = odevice(sim.endpoint, tags, publishing_interval_ms=100, timeout_s=10.0)
+        collector = OpcUaCollector(dev, {t.path: 1 + i for i, t in enumerate(dev.tags)})
+        batches: list[Batch] = []
+        async with collector:
+
+            async def collect() -> None:
+                async for b in collector.batches():
+                    batches.append(b)
+
+            task = asyncio.create_task(collect())
+            try:
+                await wait_until(lambda: sum(len(b) for b in batches) >= n, timeout=60,
+                                 what="the initial values")
+                first = len(batches)
+                await wait_until(lambda: len(batches) >= first + 3, timeout=60,
+                                 what="three batches of changes")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    for b in batches[first:first + 3]:
+        ts, counts = np.unique(b.ts_ns, return_counts=True)
+        assert counts.tolist() == [n] * len(ts), (len(b), ts.tolist(), counts.tolist())
+        for t in ts.tolist():
+            assert sorted(b.tag_id[b.ts_ns == t].tolist()) == list(range(1, n + 1))
