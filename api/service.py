@@ -253,8 +253,14 @@ class KpiService:
             )
             return s
 
+        #: the earliest step sample read (the one in force at ctx, if any): the gaps are read
+        #: back to it, since a gap between it and ctx ends its validity (``kpi.combine``)
+        since = [ctx]
+
         def step(role: Role) -> Step | None:
             s = read(role)
+            if s is not None and len(s.ts_ns):
+                since.append(int(s.ts_ns[0]))
             return None if s is None else Step.from_samples(
                 s.ts_ns, s.value, s.quality, self._lut(tags[role])
             )
@@ -291,16 +297,21 @@ class KpiService:
             manual_only=asset.control in ("manual", "none"),
             default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode),
         )
-        # the gaps after the reads: a damaged chunk a read just found is one of them
+        # the gaps after the reads: a damaged chunk a read just found is one of them. Read
+        # back to the step samples in force at ctx: a gap after such a sample and before ctx
+        # makes its value unknown until the tag's next sample, as in any window that starts
+        # before the gap (the parts of a window at any cuts add up to it, also when each part
+        # is a window of its own, as the assessment's local days are)
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
-            (g for d in devices for g in self.store.gaps(d, ctx, end_ns)), asset.path
+            (g for d in devices for g in self.store.gaps(d, min(since), end_ns)), asset.path
         )
         planned = self._planned(ctx, end_ns)
         elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns),
                                  context_start_ns=context_start_ns)
-        if ctx < start_ns:  # the part's own gaps and plan
-            gaps = [g for g in gaps if g.end_ns is None or g.end_ns > start_ns]
+        # the part's own gaps (those overlapping it) and plan
+        gaps = [g for g in gaps if g.end_ns is None or g.end_ns > start_ns]
+        if ctx < start_ns:
             planned = clip(planned, start_ns, end_ns)
         evidence = AssetEvidence(
             tags=tuple(tag_evidence),

@@ -70,8 +70,12 @@ ELEMENT_TABLE: Final[tuple[tuple[MachineState, OperationMode | None, str], ...]]
 ADET_ELEMENTS: Final[frozenset[str]] = frozenset({"malfunction", "minor_stop"})
 #: 3: standard-time weighted roll-ups (std_* and energy_std_* elements); energy per unit only
 #: over metered units; a roll-up's raw throughput and energy per unit need one shared PRU;
-#: quality and scrap ratio need every unit's good quantity measured (gq_known)
-ALGORITHM_VERSION = f"tierproof-kpi/3+{ELEMENT_TABLE_VERSION}"
+#: quality and scrap ratio need every unit's good quantity measured (gq_known).
+#: 4: a window's reads of gaps reach back to the step samples in force at its start, so a
+#: gap between such a sample and the start makes the value unknown there (until the next
+#: sample), as in any longer window: a local day computed on its own no longer counts as
+#: known what the whole window counts unknown (issue 12)
+ALGORITHM_VERSION = f"tierproof-kpi/4+{ELEMENT_TABLE_VERSION}"
 
 
 @dataclass(frozen=True, slots=True)
