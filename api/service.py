@@ -333,7 +333,7 @@ class KpiService:
         """The roll-up row of ``asset``'s hour [hour_ns, +1 h): the hour as part of every
         window starting at or before its ``reach_ns`` (``api.rollups``). ``series``: its
         tags' samples read with ``prior`` from ``read_from_ns``, used where they reach."""
-        reach = reach_ns(self.store, tags, hour_ns, series, read_from_ns)
+        reach = reach_ns(self.store, tags, hour_ns, series, read_from_ns, hour_ns + HOUR_NS)
         ctx = hour_ns if reach == NEVER else reach
         usable = series is not None and read_from_ns is not None and read_from_ns <= ctx
         r = self.asset_result(asset, hour_ns, hour_ns + HOUR_NS, tags, context_start_ns=ctx,
@@ -358,7 +358,7 @@ class KpiService:
         else:
             r0 = max(a - HOUR_NS, window_start)
             series = self.store.read_many(_read_ids(tags), r0, b, prior=True)
-            reach = reach_ns(self.store, tags, a, series, r0)
+            reach = reach_ns(self.store, tags, a, series, r0, b)
             by_reach = reach != NEVER and reach >= window_start
             ctx = reach if by_reach else window_start
             if by_reach and ctx < r0:
@@ -656,11 +656,10 @@ class KpiService:
         """A view of the store holding what ``_rolled`` will read of every asset of ``batch``
         whose window roll-ups carry (``api.readahead``): the samples of each raw part
         (``_part``) -- the start up to the first usable row, an hour without one, the end
-        after the last -- from as far back as the part can reach. A part after a row reaches
-        no further back than that row's ``reach_ns`` (``reach_ns`` is monotone: the last good
-        counter sample before an instant, and the step samples in force there, only move
-        forward with it), so it is read from there (or the window's start); the start is read
-        from the window's start. All in one request where the store reads many ranges at once
+        after the last -- from as far back as the part usually reaches: an hour before it, its
+        step tags from the row's ``reach_ns`` too when that is earlier (a part whose own reach
+        lies before both reads the rest from the store); the start is read from the window's
+        start. All in one request where the store reads many ranges at once
         (``read_ranges``), else one ``read_many`` per range. Parts are short (the rows carry
         the rest), so a batch's are held at once; an asset computed from raw samples is read
         ahead by ``results``, its whole window, one asset at a time. A part this snapshot
@@ -677,10 +676,11 @@ class KpiService:
             # each raw part [at, b): before each row, and after the last
             for b, after in [*((c[0], c) for c in rows), (end_ns, None)]:
                 if at < b and self._uncached(asset.path, start_ns, at, b):
-                    # as _part reads: the steps from the reach, the counters from an hour
-                    # back (at the window's start: both from there)
-                    ranges.setdefault((lo, b), []).extend(steps)
-                    ranges.setdefault((max(at - HOUR_NS, start_ns), b), []).extend(counters)
+                    # as _part reads: every tag from an hour back, the steps also from the
+                    # reach when that is before (at the window's start: both from there)
+                    back = max(at - HOUR_NS, start_ns)
+                    ranges.setdefault((min(lo, back), b), []).extend(steps)
+                    ranges.setdefault((back, b), []).extend(counters)
                 if after is not None:
                     # after a (day-sum) row: its end; its first hour's reach, before its last
                     # hour's (conservative)
