@@ -257,16 +257,18 @@ def decode_each(rows: Sequence[Sequence[Any]]) -> list[tuple[Part, dict[str, Any
 
 
 def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
-             series: Mapping[int, Series] | None = None, read_from_ns: int | None = None,
-             end_ns: int | None = None) -> int:
+             series: Mapping[int, Series] | None = None, read_from_ns: int | None = None) -> int:
     """The earliest instant whose data the part starting at ``start_ns`` (a whole hour or
     a window's edge) depends on, as the module docstring says; ``NEVER`` when it cannot be
     told (a counter's last sample before the part is bad and no good one is near).
     ``series``: the tags' samples read with ``prior`` from ``read_from_ns`` (<= start_ns - 1 h
     or as far back as the caller's window goes), used instead of store reads where they
-    suffice (they must then reach to ``end_ns``). ``end_ns``: the part's end; a counter
-    without a good sample in [start_ns, end_ns) has no increase dated in the part, so the
-    part does not depend on its samples before it (None: every counter counts).
+    suffice. Every counter counts, also one without a sample in the part: a reach that
+    skipped it would not be monotone in ``start_ns`` (an idle machine's first hour of
+    production reaches back to its last part of the day before), and a window starting at a
+    local midnight would then meet hours between usable rows that its head row does not
+    cover and that it computes from raw samples back to its start (on the 500 x 30 bench,
+    1.4x the CPU of this rule).
 
     The step samples in force at the part's start do not make it depend on the window's
     start: a window reads them with ``prior`` wherever it starts, and reads the gaps back to
@@ -288,28 +290,16 @@ def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
             s = series[tag.tag_id]
             lo = max(int(np.searchsorted(s.ts_ns, max(start_ns - HOUR_NS, read_from_ns), "left")) - 1, 0)
             hi = int(np.searchsorted(s.ts_ns, start_ns, "left"))
-            if end_ns is not None:
-                top = int(np.searchsorted(s.ts_ns, end_ns, "left"))
-                if not _any_good(s.value[hi:top], s.quality[hi:top]):
-                    continue  # no increase dated in the part
             ts, value, quality = s.ts_ns[lo:hi], s.value[lo:hi], s.quality[lo:hi]
         else:
-            r = store.read(tag.tag_id, start_ns - HOUR_NS, start_ns if end_ns is None else end_ns,
-                           prior=True)
-            hi = int(np.searchsorted(r.ts_ns, start_ns, "left"))
-            if end_ns is not None and not _any_good(r.value[hi:], r.quality[hi:]):
-                continue  # no increase dated in the part
-            ts, value, quality = r.ts_ns[:hi], r.value[:hi], r.quality[:hi]
+            r = store.read(tag.tag_id, start_ns - HOUR_NS, start_ns, prior=True)
+            ts, value, quality = r.ts_ns, r.value, r.quality
         good = np.flatnonzero((quality < Quality.BAD) & np.isfinite(value))
         if len(good):
             reach = min(reach, int(ts[good[-1]]))
         elif len(ts):  # samples before the part, none of them usable nearby
             return NEVER
     return reach
-
-
-def _any_good(value: np.ndarray, quality: np.ndarray) -> bool:
-    return bool(np.any((quality < Quality.BAD) & np.isfinite(value)))
 
 
 def time_sum(parts: Sequence[TimeElements], window_s: float) -> TimeElements:

@@ -333,7 +333,7 @@ class KpiService:
         """The roll-up row of ``asset``'s hour [hour_ns, +1 h): the hour as part of every
         window starting at or before its ``reach_ns`` (``api.rollups``). ``series``: its
         tags' samples read with ``prior`` from ``read_from_ns``, used where they reach."""
-        reach = reach_ns(self.store, tags, hour_ns, series, read_from_ns, hour_ns + HOUR_NS)
+        reach = reach_ns(self.store, tags, hour_ns, series, read_from_ns)
         ctx = hour_ns if reach == NEVER else reach
         usable = series is not None and read_from_ns is not None and read_from_ns <= ctx
         r = self.asset_result(asset, hour_ns, hour_ns + HOUR_NS, tags, context_start_ns=ctx,
@@ -358,7 +358,7 @@ class KpiService:
         else:
             r0 = max(a - HOUR_NS, window_start)
             series = self.store.read_many(_read_ids(tags), r0, b, prior=True)
-            reach = reach_ns(self.store, tags, a, series, r0, b)
+            reach = reach_ns(self.store, tags, a, series, r0)
             by_reach = reach != NEVER and reach >= window_start
             ctx = reach if by_reach else window_start
             if by_reach and ctx < r0:

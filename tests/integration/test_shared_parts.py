@@ -107,7 +107,7 @@ def test_a_kept_part_serves_exactly_the_windows_it_belongs_to(stores: Stores) ->
     tags = rolled._tags_by_asset()[ASSET]
     a = (to_ns(NOW) // HOUR_NS - 20) * HOUR_NS  # a whole hour, mid-history
     b = a + HOUR_NS + 7 * 60 * 10**9
-    reach = reach_ns(rolled.store, tags, a, end_ns=b)  # the part's own reach, as _part takes it
+    reach = reach_ns(rolled.store, tags, a)
     assert NEVER < reach < a  # the part depends on data before the hour
 
     def fresh(window_start: int) -> object:
