@@ -253,8 +253,14 @@ class KpiService:
             )
             return s
 
+        #: the earliest step sample read (the one in force at ctx, if any): the gaps are read
+        #: back to it, since a gap between it and ctx ends its validity (``kpi.combine``)
+        since = [ctx]
+
         def step(role: Role) -> Step | None:
             s = read(role)
+            if s is not None and len(s.ts_ns):
+                since.append(int(s.ts_ns[0]))
             return None if s is None else Step.from_samples(
                 s.ts_ns, s.value, s.quality, self._lut(tags[role])
             )
@@ -291,16 +297,21 @@ class KpiService:
             manual_only=asset.control in ("manual", "none"),
             default_mode=None if default_mode is None else canonical_code(Role.MODE, default_mode),
         )
-        # the gaps after the reads: a damaged chunk a read just found is one of them
+        # the gaps after the reads: a damaged chunk a read just found is one of them. Read
+        # back to the step samples in force at ctx: a gap after such a sample and before ctx
+        # makes its value unknown until the tag's next sample, as in any window that starts
+        # before the gap (the parts of a window at any cuts add up to it, also when each part
+        # is a window of its own, as the assessment's local days are)
         devices = sorted({t.device for t in tags.values()})
         gaps = asset_gaps(
-            (g for d in devices for g in self.store.gaps(d, ctx, end_ns)), asset.path
+            (g for d in devices for g in self.store.gaps(d, min(since), end_ns)), asset.path
         )
         planned = self._planned(ctx, end_ns)
         elements = time_elements(sig, start_ns, end_ns, planned, gap_intervals(gaps, end_ns),
                                  context_start_ns=context_start_ns)
-        if ctx < start_ns:  # the part's own gaps and plan
-            gaps = [g for g in gaps if g.end_ns is None or g.end_ns > start_ns]
+        # the part's own gaps (those overlapping it) and plan
+        gaps = [g for g in gaps if g.end_ns is None or g.end_ns > start_ns]
+        if ctx < start_ns:
             planned = clip(planned, start_ns, end_ns)
         evidence = AssetEvidence(
             tags=tuple(tag_evidence),
@@ -645,11 +656,10 @@ class KpiService:
         """A view of the store holding what ``_rolled`` will read of every asset of ``batch``
         whose window roll-ups carry (``api.readahead``): the samples of each raw part
         (``_part``) -- the start up to the first usable row, an hour without one, the end
-        after the last -- from as far back as the part can reach. A part after a row reaches
-        no further back than that row's ``reach_ns`` (``reach_ns`` is monotone: the last good
-        counter sample before an instant, and the step samples in force there, only move
-        forward with it), so it is read from there (or the window's start); the start is read
-        from the window's start. All in one request where the store reads many ranges at once
+        after the last -- from as far back as the part usually reaches: an hour before it, its
+        step tags from the row's ``reach_ns`` too when that is earlier (a part whose own reach
+        lies before both reads the rest from the store); the start is read from the window's
+        start. All in one request where the store reads many ranges at once
         (``read_ranges``), else one ``read_many`` per range. Parts are short (the rows carry
         the rest), so a batch's are held at once; an asset computed from raw samples is read
         ahead by ``results``, its whole window, one asset at a time. A part this snapshot
@@ -666,10 +676,11 @@ class KpiService:
             # each raw part [at, b): before each row, and after the last
             for b, after in [*((c[0], c) for c in rows), (end_ns, None)]:
                 if at < b and self._uncached(asset.path, start_ns, at, b):
-                    # as _part reads: the steps from the reach, the counters from an hour
-                    # back (at the window's start: both from there)
-                    ranges.setdefault((lo, b), []).extend(steps)
-                    ranges.setdefault((max(at - HOUR_NS, start_ns), b), []).extend(counters)
+                    # as _part reads: every tag from an hour back, the steps also from the
+                    # reach when that is before (at the window's start: both from there)
+                    back = max(at - HOUR_NS, start_ns)
+                    ranges.setdefault((min(lo, back), b), []).extend(steps)
+                    ranges.setdefault((back, b), []).extend(counters)
                 if after is not None:
                     # after a (day-sum) row: its end; its first hour's reach, before its last
                     # hour's (conservative)

@@ -84,6 +84,8 @@ MB = 2**20
 DAY_LOCAL = "2026-11-18"
 #: relative tolerance of tierproof vs pandas (see compare and docs/benchmarks.md)
 REL_TOL = 1e-6
+#: arguments the generating and rolling-up child processes get too (``--config``)
+_CHILD_ARGS: list[str] = []
 
 
 def rss_mb() -> float:
@@ -192,7 +194,8 @@ def ensure_rollups(settings: Settings, path: Path, days: int) -> dict[str, Any]:
             json.loads(done.read_text()).get("algorithm_version") != ALGORITHM_VERSION:
         print(f"rolling up {path} ...", flush=True)
         subprocess.run([sys.executable, __file__, "--rollup", str(path),
-                        "--machines", str(len(settings.assets)), "--days", str(days)], check=True)
+                        "--machines", str(len(settings.assets)), "--days", str(days), *_CHILD_ARGS],
+                       check=True)
     return dict(json.loads(done.read_text()))
 
 
@@ -210,7 +213,8 @@ def ensure_store(settings: Settings, path: Path, days: int, given: bool = False)
     if not done.exists():
         print(f"generating {path} ...", flush=True)
         subprocess.run([sys.executable, __file__, "--generate", str(path),
-                        "--machines", str(len(settings.assets)), "--days", str(days)], check=True)
+                        "--machines", str(len(settings.assets)), "--days", str(days), *_CHILD_ARGS],
+                       check=True)
     else:
         print(f"store cached: {path}")
     return dict(json.loads(done.read_text()))
@@ -559,6 +563,10 @@ def main() -> None:
                          "--machines and --days) instead of the cache's: the cache is keyed by "
                          "the whole configuration's fingerprint, which any new setting changes, "
                          "and generating plus rolling up 500 x 30 takes ~25 min")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="the plant configuration replicated (default: the shipped demo.yaml); "
+                         "a --store generated and rolled up under an earlier demo.yaml is "
+                         "measured with that file (its calendar is part of the roll-up key)")
     ap.add_argument("--skip-pandas", action="store_true",
                     help="time the assessment only (no pandas run, no storage comparison; "
                          "equal is then null)")
@@ -569,7 +577,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.days < 2:
         ap.error("--days must be at least 2 (a baseline and a current half)")
-    settings = scaled(load_settings(shipped_config("demo.yaml")), args.machines, args.days)
+    settings = scaled(load_settings(args.config or shipped_config("demo.yaml")), args.machines, args.days)
+    if args.config is not None:
+        _CHILD_ARGS[:] = ["--config", str(args.config)]
     if args.generate is not None:
         generate(settings, args.generate, args.days)
         return

@@ -29,7 +29,7 @@ energy per unit is over a unit with a meter and a measured good quantity (``mete
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Final, TypedDict
 
@@ -70,8 +70,12 @@ ELEMENT_TABLE: Final[tuple[tuple[MachineState, OperationMode | None, str], ...]]
 ADET_ELEMENTS: Final[frozenset[str]] = frozenset({"malfunction", "minor_stop"})
 #: 3: standard-time weighted roll-ups (std_* and energy_std_* elements); energy per unit only
 #: over metered units; a roll-up's raw throughput and energy per unit need one shared PRU;
-#: quality and scrap ratio need every unit's good quantity measured (gq_known)
-ALGORITHM_VERSION = f"tierproof-kpi/3+{ELEMENT_TABLE_VERSION}"
+#: quality and scrap ratio need every unit's good quantity measured (gq_known).
+#: 4: a window's reads of gaps reach back to the step samples in force at its start, so a
+#: gap between such a sample and the start makes the value unknown there (until the next
+#: sample), as in any longer window: a local day computed on its own no longer counts as
+#: known what the whole window counts unknown (issue 12)
+ALGORITHM_VERSION = f"tierproof-kpi/4+{ELEMENT_TABLE_VERSION}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +130,15 @@ class TimeElements:
         )
 
     def as_dict(self) -> dict[str, float | None]:
-        return asdict(self)
+        # the fields' values as they are (plain numbers: dataclasses.asdict would deep-copy
+        # each, which a month's answer of 500 assets pays for ~40 fields each)
+        return {f: getattr(self, f) for f in _ELEMENT_NAMES}
 
 
 _NOT_SUMMED: Final = frozenset({"window_s", "shared_pru_s"})
 #: the fields ``+`` sums (``dataclasses.fields`` once, not per addition)
 _SUMMED: Final = tuple(f.name for f in fields(TimeElements) if f.name not in _NOT_SUMMED)
+_ELEMENT_NAMES: Final = tuple(f.name for f in fields(TimeElements))
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -206,7 +213,10 @@ class Kpis:
         )
 
     def as_dict(self) -> dict[str, float | None]:
-        return asdict(self)
+        return {f: getattr(self, f) for f in _KPI_NAMES}
+
+
+_KPI_NAMES: Final = tuple(f.name for f in fields(Kpis))
 
 
 @dataclass(frozen=True, slots=True)

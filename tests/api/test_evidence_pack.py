@@ -168,17 +168,19 @@ def test_verify_recomputes_the_pack_and_its_kpis_equal_the_assessment(pack: Path
     # those of its hourly rows: summed per asset over the current window, Kpis.of them
     assessment = json.loads((pack / L.ASSESSMENT).read_text())
     hourly = _rows(pack / L.HOURLY)
-    # an asset without a gap: the rows are parts of their local days (the assessment's unit),
-    # and a day computed on its own takes the state before it as known even when a gap came
-    # between that sample and the day's start, where the whole window counts it unknown
-    gapped = {r["asset"] for r in _rows(pack / L.GAPS)}
-    asset = next(a for a in assessment["assets"] if a not in gapped)
+    # an asset with the 2-hour device gap: the rows are parts of their local days (the
+    # assessment's unit), and a day computed on its own counts a state sampled before a gap
+    # unknown after it, as the whole window does (algorithm version 4)
+    gap = next(r for r in _rows(pack / L.GAPS) if r["reason"] == "device unreachable (test)")
+    asset = gap["asset"]
     rows = [r for r in hourly if r["window"] == "current" and r["asset"] == asset]
     summed = {f: sum(float(r[f]) for r in rows) for f in ("known_s", "apt_s", "pbt_s")}
     got = assessment["assets"][asset]
-    assert summed["pbt_s"] == pytest.approx(got["elements"]["pbt_s"], rel=1e-9)
+    for f in ("known_s", "apt_s", "pbt_s"):
+        assert summed[f] == pytest.approx(got["elements"][f], rel=1e-9), f
+    assert got["elements"]["known_s"] < got["elements"]["pbt_s"]  # the gap is unknown time
     assert Kpis.of(TimeElements(known_s=summed["known_s"], apt_s=summed["apt_s"])).availability \
-        == pytest.approx(got["availability"], rel=1e-6)
+        == pytest.approx(got["availability"], rel=1e-9)
 
 
 def _flip(p: Path, at: int | None = None) -> None:
