@@ -222,6 +222,17 @@ def _asset_gaps(service: KpiService, asset: Asset, tags: dict[Role, TagRecord], 
     return asset_gaps((g for d in devices for g in service.store.gaps(d, a, b)), asset.path)
 
 
+def _reach_back(service: KpiService, tags: dict[Role, TagRecord], start_ns: int) -> int:
+    """The earliest of the asset's step samples in force at ``start_ns`` (or ``start_ns``)."""
+    since = start_ns
+    for role in (Role.STATE, Role.MODE, Role.CHANNEL_MODE):
+        if (t := tags.get(role)) is not None:
+            s = service.store.read(t.tag_id, start_ns, start_ns + 1, prior=True)
+            if len(s.ts_ns):
+                since = min(since, int(s.ts_ns[0]))
+    return since
+
+
 def gap_rows(service: KpiService, windows: Windows) -> Iterator[list[str]]:
     """Each gap that counts against an asset in the windows (a device-wide gap once per asset
     of the device), by asset then start."""
@@ -232,6 +243,9 @@ def gap_rows(service: KpiService, windows: Windows) -> Iterator[list[str]]:
         tags = by_asset.get(asset.path, {})
         seen: dict[tuple[int, str], Gap] = {}
         spans = [*windows.spans, extra] if extra and asset.path in with_events else windows.spans
+        # a window reads gaps back to the step samples in force at its start (kpi/4): a gap
+        # between such a sample and the start makes it unknown, so the pack holds that gap too
+        spans = [(label, _reach_back(service, tags, a), b) for label, a, b in spans]
         for a, b in _merged(spans):
             for g in _asset_gaps(service, asset, tags, a, b):
                 seen.setdefault((g.gap_id, g.device), g)

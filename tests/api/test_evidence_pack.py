@@ -10,7 +10,7 @@ import json
 import shutil
 import stat
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -384,3 +384,20 @@ def test_a_resigned_pack_with_edited_inputs_names_file_line_and_field(
     _rehash(copy, Ed25519PrivateKey.generate())
     with pytest.raises(Mismatch, match=message):
         verify_pack(copy)
+
+
+def test_a_window_starting_after_a_gap_holds_that_gap_and_verifies(
+    plant: tuple[Path, Settings], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A window that starts just after the 2-hour device gap: its state sampled before the gap
+    is unknown until the next sample (kpi/4), so the pack must hold the gap that ended before
+    the window's start, or verify disagrees with a legitimate pack."""
+    cfg, settings = plant
+    start = to_ns(datetime.fromisoformat(settings.kpi.current.start))
+    iso = lambda ns: datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat()  # noqa: E731
+    out = tmp_path / "pack"
+    assert main(["evidence", "--config", str(cfg), "--out", str(out), "--tier", "basic",
+                 "--from", iso(start + 5 * HOUR + 1_000_000_000), "--to", iso(start + 9 * HOUR)]) == 0
+    capsys.readouterr()
+    assert any(r["reason"] == "device unreachable (test)" for r in _rows(out / L.GAPS))
+    assert main(["verify", str(out)]) == 0, capsys.readouterr().err
