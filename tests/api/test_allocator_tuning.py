@@ -1,10 +1,13 @@
-"""glibc's malloc arenas are capped at api.allocator.ARENAS by ``tierproof`` (issue 13).
+"""``tierproof`` sets glibc's malloc up as api.allocator says (issue 13's memory growth).
 
-Each case runs a fresh interpreter: 8 threads each allocate and hold 200 kB (through
+Each case runs a fresh interpreter. Arenas: 8 threads each allocate and hold 200 kB (through
 ``malloc``: Python hands allocations above 512 bytes to it), then glibc's ``malloc_info`` is
 read, whose XML has one ``<heap nr=...>`` per arena. A thread's first malloc takes a new
 arena while the cap allows, so without a cap the count is 9 (the main arena and one per
-thread; glibc allows 8 per core), with it 2. Real glibc, no fakes; skipped elsewhere.
+thread; glibc allows 8 per core), with it 2. The mmap threshold: after a 1 MB buffer is
+freed, is a 600 kB one still mmapped (``mallinfo2().hblks`` counts mmapped chunks)? By
+default no (the free raised the threshold to 1 MB), with the fixed threshold yes. Real
+glibc, no fakes; skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's arenas only")
+
+# api/allocator.py by its path: importing the ``api`` package would load the whole app
+_ALLOCATOR = ("import importlib.util as u; spec = u.spec_from_file_location('a', 'api/allocator.py'); "
+              "a = u.module_from_spec(spec); spec.loader.exec_module(a)")
 
 _PROBE = r"""
 import ctypes, ctypes.util, re, sys, threading, tempfile
@@ -66,8 +73,9 @@ def test_without_the_cap_each_thread_takes_an_arena() -> None:
     assert _arenas("") == 9
 
 
-def test_limit_arenas_caps_them() -> None:
-    assert _arenas("import api.allocator as a; assert a.limit_arenas() is True") == 2
+def test_tune_malloc_caps_them() -> None:
+    setup = _ALLOCATOR + "; assert a.tune_malloc() == ['arena_max', 'mmap_threshold']"
+    assert _arenas(setup) == 2
 
 
 def test_the_cli_caps_them_before_parsing() -> None:
@@ -78,5 +86,36 @@ def test_the_cli_caps_them_before_parsing() -> None:
 
 
 def test_the_operators_setting_wins() -> None:
-    setup = "import api.allocator as a; assert a.limit_arenas() is False"
+    setup = _ALLOCATOR + "; assert a.tune_malloc() == ['mmap_threshold']"
     assert _arenas(setup, {"MALLOC_ARENA_MAX": "4"}) == 4
+
+
+_MMAPPED = r"""
+import ctypes, ctypes.util
+SETUP
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = Info
+big = bytearray(1 << 20)
+del big  # freed: glibc's default raises its mmap threshold to 1 MB
+before = libc.mallinfo2().hblks
+held = bytearray(600_000)
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+def _mmapped(setup: str) -> int:
+    base = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_",
+                                                             "GLIBC_TUNABLES")}
+    out = subprocess.run([sys.executable, "-c", _MMAPPED.replace("SETUP", setup)],
+                         env={**base, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.split()[-1])
+
+
+def test_large_buffers_stay_mmapped_after_a_larger_one_was_freed() -> None:
+    assert _mmapped("") == 0  # the control: glibc's sliding threshold
+    assert _mmapped(_ALLOCATOR + "; a.tune_malloc()") == 1
