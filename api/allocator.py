@@ -36,16 +36,18 @@ _M_ARENA_MAX = -8  # glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 
 
-def tune_malloc(arenas: int = ARENAS, mmap_threshold: int = MMAP_THRESHOLD) -> list[str]:
+def tune_malloc(arenas: int = ARENAS, mmap_threshold: int | None = MMAP_THRESHOLD) -> list[str]:
     """Cap glibc's arenas at ``arenas`` and fix its mmap threshold at ``mmap_threshold``
-    bytes; call it before threads start. Returns the settings applied (``arena_max``,
-    ``mmap_threshold``): none when the C library is not glibc (musl and macOS have no
-    per-thread arenas nor a sliding threshold), none of those the operator set."""
+    bytes (None: glibc's sliding threshold); call it before threads start. Returns the
+    settings applied (``arena_max``, ``mmap_threshold``): none when the C library is not
+    glibc (musl and macOS have no per-thread arenas nor a sliding threshold), none of those
+    the operator set."""
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     wanted = []
     if "MALLOC_ARENA_MAX" not in os.environ and "arena_max" not in tunables:
         wanted.append(("arena_max", _M_ARENA_MAX, int(arenas)))
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and "mmap_threshold" not in tunables:
+    if (mmap_threshold is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ
+            and "mmap_threshold" not in tunables):
         wanted.append(("mmap_threshold", _M_MMAP_THRESHOLD, int(mmap_threshold)))
     if not wanted:
         return []
