@@ -28,6 +28,7 @@ from config.redact import redact_url
 from config.settings import Settings
 from config.times import iso, parse_instant, to_ns
 
+from .allocator import tune_malloc
 from .evidence import commands as evidence_commands
 from .version import VERSION
 
@@ -1049,6 +1050,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_malloc()  # before any thread allocates (api.allocator: issue 13's memory growth)
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),

@@ -228,10 +228,13 @@ class Connection(sqlite3.Connection):
         return super().blobopen(*args, **kwargs)
 
 
-#: blobs a reader connection opens before the store closes it (its dead weak references,
-#: ~85 bytes each, go with it): ~1.7 MB at most per connection, a reconnect (~1 ms) every
-#: ~20 k blob reads
-BLOBS_PER_CONNECTION = 20_000
+#: blobs a reader connection opens before the store closes it (its dead weak references go
+#: with it): ~0.5 MB at most per connection (tracemalloc: 97 bytes per blob, the reference
+#: and its slot in the list), a reconnect (~1 ms) every 5 k blob reads. The pool holds one
+#: connection per concurrent reader (KPI workers, roll-up maintainer, API threads); at 20 k
+#: each held up to ~2 MB, and under 5 dashboards they filled for the first half hour or so
+#: (the soak's traced run: 30,938 references at minute 25; issue 13)
+BLOBS_PER_CONNECTION = 5_000
 
 
 def connect(path: Path, synchronous: str, reader: bool = False) -> Connection:
