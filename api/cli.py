@@ -1050,7 +1050,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    tune_malloc()  # before any thread allocates (api.allocator: issue 13's memory growth)
+    # before any thread allocates (api.allocator: issue 13's memory growth): 2 arenas; the
+    # fixed mmap threshold is the operator's choice (MALLOC_MMAP_THRESHOLD_): it costs CPU
+    tune_malloc(mmap_threshold=None)
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),
