@@ -352,10 +352,15 @@ class OpcUaCollector(Diagnosis):
         self.stats.notifications += 1
         now = self._clock()
         ts, value, q, text = self._convert(i, dv, now)
+        self._append(i, ts, _server_ns(dv), now, value, q, text)
+
+    def _append(self, i: int, ts: int, server_ts: int, gateway_ts: int, value: float, q: int,
+                text: str | None) -> None:
+        """Append one sample of tag i to the columns the subscribe loop drains."""
         self._r_idx.append(i)
         self._r_ts.append(ts)
-        self._r_sts.append(_server_ns(dv))
-        self._r_gts.append(now)
+        self._r_sts.append(server_ts)
+        self._r_gts.append(gateway_ts)
         self._r_val.append(value)
         self._r_q.append(q)
         self._r_text.append(text)

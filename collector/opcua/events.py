@@ -187,17 +187,7 @@ class EventSource:
 
     def _append(self, k: int, ts: int, server_ts: int, value: float, quality: int,
                 text: str | None) -> None:
-        o = self.owner
-        o._r_idx.append(self._indices[k])
-        o._r_ts.append(ts)
-        o._r_sts.append(server_ts)
-        o._r_gts.append(self._clock())
-        o._r_val.append(value)
-        o._r_q.append(quality)
-        o._r_text.append(text)
-        if text is not None:
-            o._r_has_text = True
-        o._arrived.set()
+        self.owner._append(self._indices[k], ts, server_ts, self._clock(), value, quality, text)
 
     async def _type_name(self, client: Client, type_id: ua.NodeId) -> str:
         key = type_id.to_string()

@@ -74,12 +74,14 @@ async def collect_events(settings: Settings, plant: Plant, ids: dict[str, int], 
     async with serve_opcua(plant, [ASSET], interval_s=0.01, clock=clock, security=OPEN) as sim:
         endpoint = sim.endpoint
         only = only.model_copy(update={"endpoint": endpoint})
+        clock.step = 0  # the plant stands still until the subscription is live
         async with OpcUaCollector(only, ids) as col:
             it = col.batches().__aiter__()
             first = asyncio.ensure_future(it.__anext__())
             # the subscription is live once subscribe() returned: wait for its handle
             await wait_until(lambda: bool(col.events._handles), what="the event subscription")
             start, emitted0 = clock.t, sim.events_emitted
+            clock.step = STEP_NS
             end = start + int(SIM_SPAN.total_seconds() * 1e9)
             pending: asyncio.Future[Batch] = first
             while clock.t < end:
@@ -87,6 +89,7 @@ async def collect_events(settings: Settings, plant: Plant, ids: dict[str, int], 
                 if done:
                     batches.append(pending.result())
                     pending = asyncio.ensure_future(it.__anext__())
+            clock.step = 0  # and again while what was emitted arrives: no stop after stop_at
             stop_at, emitted = clock.t, sim.events_emitted - emitted0
             # what was emitted before stop_at arrives within a few publishing intervals
             deadline = asyncio.get_running_loop().time() + 5
