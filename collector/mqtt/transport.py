@@ -141,6 +141,8 @@ class PahoConnection:
     _on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]
     #: Sparkplug primary host: STATE topic and payload maker of this session (primary_host_id)
     _state: tuple[str, Callable[[bool], bytes]] | None = None
+    #: the clean stop has said offline: our own STATE echoed back is not answered any more
+    _leaving: bool = False
 
     async def __aenter__(self) -> Self:
         d = self._dev
@@ -161,6 +163,7 @@ class PahoConnection:
             self._tls.opened.clear()
             client.tls_set_context(self._tls)
         state = self._host_state()
+        self._leaving = False
         if state is not None:  # Sparkplug primary host: offline is said by the broker if we die
             client.will_set(state[0], state[1](False), qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -237,8 +240,8 @@ class PahoConnection:
             online = json.loads(msg.payload).get("online")
         except (ValueError, AttributeError):
             online = None
-        if online is True:
-            return  # ours, or one that says what ours says
+        if online is True or self._leaving:
+            return  # ours, or one that says what ours says; or our own offline as we leave
         log.warning("%s: %s says %r: publishing our online STATE again (a previous session's "
                     "Will, or another host using primary_host_id %r?)", self._dev.name, state[0],
                     bytes(msg.payload[:200]), self._dev.primary_host_id)
@@ -401,8 +404,14 @@ class PahoConnection:
             state = self._state
             with contextlib.suppress(Exception):
                 if state is not None:  # a clean DISCONNECT suppresses the Will: say it
-                    client.publish(state[0], state[1](False), qos=1, retain=True)
+                    self._leaving = True  # our own offline echoed back is not answered
+                    said = client.publish(state[0], state[1](False), qos=1, retain=True)
                     client.loop_write()
+                    # the broker has it (PUBACK) before we DISCONNECT: bounded, not forever
+                    for _ in range(200):
+                        if said.is_published() or self._client is None or self._lost is not None:
+                            break
+                        await asyncio.sleep(0.01)
                 client.disconnect()
                 client.loop_write()
         self._close()
