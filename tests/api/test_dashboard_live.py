@@ -79,7 +79,7 @@ def page(lively: tuple[httpx.Client, str, int], tmp_path_factory: pytest.TempPat
 
 def test_overview_tiles_follow_the_machines_state(page: Page, lively: tuple[httpx.Client, str, int]) -> None:
     """Every tile first shows a state; then, with the page left alone, some tile's state name,
-    text and colour change (within 120 s; the machines stop about every 30 s); the new state
+    text and colour change (within 240 s; the machines stop about every 30 s); the new state
     is a later sample of the machine's state tag that the store holds."""
     client, _, machines = lively
     first = page.wait(f"(() => {{ const t = {TILES}; return t.length === {machines} && "
@@ -88,9 +88,16 @@ def test_overview_tiles_follow_the_machines_state(page: Page, lively: tuple[http
         assert x["colour"] == COLOURS[x["state"]], x
     before = {x["asset"]: x for x in first}
     cycles = page.eval("window.tierproof.cycles")
-    changed = page.wait(f"(() => {{ const b = {json.dumps(before)}; return {TILES}.filter(x => b[x.asset] "
-                        "&& x.state && x.state !== b[x.asset].state); })()",
-                        120, "a tile whose state changed while the page was watched")
+    try:
+        changed = page.wait(f"(() => {{ const b = {json.dumps(before)}; return {TILES}"
+                            ".filter(x => b[x.asset] && x.state && x.state !== b[x.asset].state); })()",
+                            240, "a tile whose state changed while the page was watched")
+    except AssertionError as exc:  # say what the page and the gateway had, to find out why
+        now = {x["asset"]: (x["state"], x["ts"]) for x in page.eval(TILES)}
+        status = client.get("/api/v1/collector/status").text[:3000]
+        raise AssertionError(f"{exc}; page refreshes {cycles} -> {page.eval('window.tierproof.cycles')}; "
+                             f"tiles first {[(a, x['state'], x['ts']) for a, x in before.items()]}; "
+                             f"tiles now {now}; collectors {status}") from exc
     assert page.eval("window.tierproof.cycles") > cycles  # by the page's own refresh, no reload
     assert page.errors == [], page.errors
     for x in changed:
