@@ -15,7 +15,7 @@ from config.times import iso, to_ns
 from kpi import ALGORITHM_VERSION
 
 from ..assessment import assess, resolve_windows
-from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window
+from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window
 from ..flight import Answer, json_body
 from ..kpi_models import DeltasOut, KpisOut
 from ..plant_time import DateQuery, ShiftQuery, Zones, ZonesDep, respond, shift_window
@@ -27,6 +27,7 @@ from .params import (
     FromQuery,
     LineQuery,
     ToQuery,
+    kpi_window,
 )
 from .series import kpi_columns, kpi_rows
 
@@ -128,10 +129,9 @@ async def get_kpis(
     named = shift_window(settings, zones, shift, date, from_, to)
     if named is not None:
         start, end = named
+        check_window(settings, start, end)
     else:
-        start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs,
-                            plant_tz=zones.plant)
-    check_window(settings, start, end)
+        start, end = kpi_window(settings, from_, to, now, zones)
     key = ("kpis", ALGORITHM_VERSION, service.fingerprint, to_ns(start), to_ns(end), asset, line)
     # the request before 'now' resolves it: what a recent answer must have been asked as
     spec = ("kpis", ALGORITHM_VERSION, service.fingerprint, from_, to, shift, date, zones.inputs,

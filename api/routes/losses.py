@@ -15,7 +15,7 @@ from config.times import iso, to_ns
 from kpi import ALGORITHM_VERSION
 from store.annotations import StopAnnotation, StopAnnotations, annotations_path
 
-from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window, window, window_out
+from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, window, window_out
 from ..flight import json_body
 from ..loss_models import AnnotationOut, AnnotationsOut, LossesOut, ReasonIn, StopsOut
 from ..losses import (
@@ -32,7 +32,7 @@ from ..plant_time import ZonesDep, respond
 from ..problems import ECHO_MAX, PROBLEM, echo, problem
 from ..service import KpiService
 from ..tabular import tabular
-from .params import AssetQuery, FromQuery, LineQuery, ToQuery, row_limit
+from .params import AssetQuery, FromQuery, LineQuery, ToQuery, kpi_window, row_limit
 
 router = APIRouter(prefix="/api/v1", tags=["losses"])
 
@@ -100,9 +100,7 @@ async def get_stops(
     reason: ReasonQuery = None,
     limit: LimitQuery = None,
 ) -> Response:
-    start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs,
-                        plant_tz=zones.plant)
-    check_window(settings, start, end)
+    start, end = kpi_window(settings, from_, to, now, zones)
     limit = row_limit(limit, settings.api.max_samples, "stops")
     tree = settings.reasons.tree()
     if reason is not None and reason != UNASSIGNED and reason not in tree.code:
@@ -150,9 +148,7 @@ async def get_losses(
     from_: FromQuery = None,
     to: ToQuery = None,
 ) -> Response:
-    start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs,
-                        plant_tz=zones.plant)
-    check_window(settings, start, end)
+    start, end = kpi_window(settings, from_, to, now, zones)
     assets = service.assets_for(asset, line)
     s_ns, e_ns = to_ns(start), to_ns(end)
     notes = annotations_of(request.app)

@@ -5,10 +5,15 @@ relative instants resolve against the request's one ``now``."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
 
+from config.settings import Settings
+
+from ..deps import check_window, window
+from ..plant_time import Zones
 from ..problems import BadParameter
 
 __all__ = ["AssetQuery", "BaselineFromQuery", "BaselineToQuery", "FromQuery", "LineQuery",
@@ -46,3 +51,12 @@ def row_limit(limit: int | None, top: int, what: str) -> int:
         raise BadParameter("limit", f"{limit} is more than api.max_samples ({top}): ask for "
                                     f"fewer {what} per request", limit=("api.max_samples", top))
     return limit
+
+
+def kpi_window(settings: Settings, from_: str | None, to: str | None, now: datetime,
+               zones: Zones) -> tuple[datetime, datetime]:
+    """A KPI request's window: ``from``/``to`` (bare times in the request's zone), else
+    ``kpi.current`` (bare times plant-local), checked against ``api.max_kpi_window_days``."""
+    start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs, plant_tz=zones.plant)
+    check_window(settings, start, end)
+    return start, end

@@ -24,7 +24,7 @@ from ..plant_time import ZonesDep, respond
 from ..rollups import HOUR_NS
 from ..service import KpiService
 from ..tabular import tabular
-from .params import AssetQuery, FromQuery, LineQuery, ToQuery
+from .params import AssetQuery, FromQuery, LineQuery, ToQuery, kpi_window
 from .plant import TagPath, _tag_id
 
 __all__ = ["HistoryOut", "KpiSeriesOut", "kpi_rows", "router"]
@@ -213,9 +213,7 @@ async def get_kpi_series(
     bucket: Annotated[SERIES_BUCKETS, Query(description="1h, shift or 1d",
                                             examples=["1h"])] = "1h",
 ) -> Response:
-    start, end = window(from_, to, settings.kpi.current, now, tz=zones.inputs,
-                        plant_tz=zones.plant)
-    check_window(settings, start, end)
+    start, end = kpi_window(settings, from_, to, now, zones)
     s_ns, e_ns = to_ns(start), to_ns(end)
     bks = buckets(bucket, settings.calendar, s_ns, e_ns, settings.api.max_series_buckets)
     service.assets_for(asset, line)  # 404 before any computation
