@@ -109,7 +109,9 @@ class BoundedH11Protocol(H11Protocol):
         self._write_timer = None
         if not self.transport.is_closing():
             type(self).timed_out += 1
-            self.transport.abort()  # close() would wait for the buffer it will never take
+        # close() would wait for the buffer the client never takes -- also a close() the
+        # keep-alive timer made after the whole answer was handed to the transport
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._header_timer, self._write_timer):
