@@ -107,7 +107,9 @@ def test_overview_tiles_follow_the_machines_state(page: Page, lively: tuple[http
         # the store holds the sample the tile shows, later than the one first shown
         ts = datetime.fromisoformat(x["ts"])
         assert ts > datetime.fromisoformat(old["ts"]), (old, x)
+        # (an explicit end: "now" is rounded down to the second, before a sample of this second)
         samples = client.get(f"/api/v1/tags/{x['asset']}/state/samples",
-                             params={"from": (ts - timedelta(seconds=1)).isoformat(), "to": "now"}).json()
+                             params={"from": (ts - timedelta(seconds=1)).isoformat(),
+                                     "to": (ts + timedelta(seconds=1)).isoformat()}).json()
         stored = [(datetime.fromisoformat(t), n) for t, n in zip(samples["ts"], samples["name"], strict=True)]
         assert (ts, x["state"]) in stored, (x, stored)

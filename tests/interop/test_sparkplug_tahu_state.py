@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from test_sparkplug_tahu import (
@@ -52,7 +53,7 @@ from test_sparkplug_tahu import (
 )
 
 from store.sqlite import SqliteStore
-from tests.helpers import free_port, health, wait_until
+from tests.helpers import free_port, health, wait_for, wait_until
 from tests.mosquitto import Mosquitto, Recorder
 
 pytestmark = pytest.mark.mqtt
@@ -163,6 +164,14 @@ def gateway_config(h: Harness, tmp: Path) -> Path:
     return path
 
 
+def stored(cfg: Path) -> int:
+    """How many samples of Tahu's ``d_int16`` the running gateway's store holds (its API)."""
+    port = yaml.safe_load(cfg.read_text())["api"]["port"]
+    got = httpx.get(f"http://127.0.0.1:{port}/api/v1/tags/{ASSET}/d_int16/samples",
+                    params={"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}, timeout=10)
+    return len(got.json()["ts"]) if got.status_code == 200 else 0
+
+
 def start_gateway(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "api.cli", "--log-level", "INFO", "run",
@@ -187,6 +196,8 @@ def test_the_gateways_will_takes_tahu_offline_and_its_return_brings_births(
             assert gw.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         (online,) = primary(node)["states"]
+        # the birth is in the store before the kill (a SIGKILL loses what is not yet written)
+        wait_for(lambda: stored(cfg) >= 1, 30, "Tahu's first birth in the store")
         gw.send_signal(signal.SIGKILL)
         gw.wait(10)
         deadline = time.monotonic() + 30
@@ -205,6 +216,8 @@ def test_the_gateways_will_takes_tahu_offline_and_its_return_brings_births(
             time.sleep(0.2)
         back = primary(node)["states"][2]
         assert back["online"] is True and back["timestamp"] > online["timestamp"]
+        # Tahu published its births; the gateway stores them before it is stopped
+        wait_for(lambda: stored(cfg) >= 2, 30, "Tahu's second birth in the store")
     finally:
         if gw.poll() is None:
             gw.terminate()
