@@ -143,6 +143,9 @@ class PahoConnection:
     _state: tuple[str, Callable[[bool], bytes]] | None = None
     #: the clean stop has said offline: our own STATE echoed back is not answered any more
     _leaving: bool = False
+    #: reading is paused: the messages read and not yet taken as a batch reached the bound
+    #: (see MqttCollector's read-ahead); the broker keeps the rest until we read again
+    _paused: bool = False
 
     async def __aenter__(self) -> Self:
         d = self._dev
@@ -296,6 +299,7 @@ class PahoConnection:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = lambda c, u, s: loop.add_writer(s, self._writable)
         client.on_socket_unregister_write = self._on_unregister_write
+        self._paused = False
         loop.add_reader(sock, self._readable)
         if client.want_write():
             loop.add_writer(sock, self._writable)
@@ -312,10 +316,30 @@ class PahoConnection:
         rc = client.loop_read()
         buf = self._rbuf
         # bytes already read into the buffer (or decrypted into the TLS socket) do not make the
-        # socket readable again: consume them now. Each loop_read consumes at least one.
+        # socket readable again: consume them now. Each loop_read consumes at least one. Not
+        # while paused: resume_reading() comes back for them.
         while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and buf is not None and self._client is not None
-               and buf.pending()):
+               and buf.pending() and not self._paused):
             rc = client.loop_read()
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (backpressure): what the broker sends waits in the TCP
+        buffers and then in the broker's queue for our session, not in this process."""
+        if self._paused or self._sock is None or self._loop is None:
+            return
+        self._paused = True
+        self._loop.remove_reader(self._sock)
+
+    def resume_reading(self) -> None:
+        """Read again, first the bytes already buffered (the socket does not signal those)."""
+        if not self._paused:
+            return
+        self._paused = False
+        if self._sock is None or self._loop is None or self._client is None:
+            return
+        self._loop.add_reader(self._sock, self._readable)
+        if self._rbuf is not None and self._rbuf.pending():
+            self._loop.call_soon(self._readable)
 
     def _writable(self) -> None:
         if self._client is not None:

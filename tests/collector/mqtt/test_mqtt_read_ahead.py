@@ -1,0 +1,79 @@
+"""The MQTT collector's bounded read-ahead against a real Mosquitto: a consumer slower than the
+publisher (the supervisor storing into a slow store) makes the collector stop reading, so the
+backlog waits in the broker, not in the gateway's memory -- and every message still arrives,
+once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from collector import MqttCollector
+from collector.mqtt.driver import READ_AHEAD_BATCHES
+from config.mqtt import MqttDevice
+from tests.helpers import FAST
+from tests.mosquitto import Mosquitto
+
+pytestmark = pytest.mark.mqtt
+
+ASSET = "plant/area/L1/M1"
+BATCH = 10  # batch_max_messages: the read-ahead bound is READ_AHEAD_BATCHES x this
+
+
+@pytest.fixture
+def unlimited_broker() -> Iterator[Mosquitto]:
+    """Mosquitto with no in-flight window (``max_inflight_messages 0``): it sends a subscriber
+    everything at once, so only the collector's own bound can hold the backlog back. (Its
+    default window of 20 unacknowledged messages would hide the collector's behaviour.)"""
+    broker = Mosquitto(extra_config="max_inflight_messages 0\n")
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+def publish_all(broker: Mosquitto, n: int) -> None:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="read-ahead-publisher")
+    c.max_inflight_messages_set(1000)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    try:
+        infos = [c.publish("tp/L1/M1/seq", str(i), qos=1) for i in range(n)]
+        for info in infos:
+            info.wait_for_publish(30)
+            assert info.is_published()
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+async def test_a_slow_consumer_pauses_reading_and_loses_nothing(unlimited_broker: Mosquitto) -> None:
+    n = 2_000
+    dev = MqttDevice.model_validate({
+        "name": "slow", "protocol": "mqtt", "broker": unlimited_broker.url, "client_id": "slow",
+        "subscriptions": [{"topic": "tp/+/+/+", "template": "tp/{line}/{asset}/{signal}"}],
+        "tags": [{"asset": ASSET, "name": "seq"}], "backoff": FAST.model_dump(),
+        "batch_max_messages": BATCH, "batch_max_ms": 0,
+    })
+    got: list[float] = []
+    sizes: list[int] = []
+    async with MqttCollector(dev, {f"{ASSET}/seq": 7}) as c:
+        # every message is at the broker before the first batch is taken: without the bound
+        # the collector would read all of them into its next batch
+        await asyncio.to_thread(publish_all, unlimited_broker, n)
+        async for b in c.batches():
+            sizes.append(len(b))
+            got += b.value.tolist()
+            await asyncio.sleep(0.02)  # the store write of a slow store
+            c.stored(b)
+            if len(got) >= n:
+                break
+        assert c.stats.read_pauses >= 1
+        assert c.stats.acked == n
+    bound = READ_AHEAD_BATCHES * BATCH
+    assert max(sizes) <= bound, f"a batch of {max(sizes)} messages: read ahead beyond {bound}"
+    assert got == [float(i) for i in range(n)]  # each once, in order
