@@ -875,6 +875,13 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
             print("  OPC UA source->stored by timestamps, p50 / p99 s: " + ", ".join(
                 f"{k} {p50:.3f} / {p99:.3f}" for k, (p50, p99) in r["opcua_parts"].items()),
                 flush=True)
+        # Mosquitto says so (once per episode) when a session's queue is full and it drops
+        # QoS 1 messages: lost before the gateway could see them
+        drops = broker.log_file.read_text(errors="replace").count(
+            "Outgoing messages are being dropped") if broker.log_file.exists() else 0
+        print(f"  Mosquitto: {drops} episodes of dropping queued messages for a client "
+              "(max_queued_messages reached)" if drops else
+              "  Mosquitto dropped no queued message", flush=True)
         within = sampler.within(*r["window"])
         cpu = {k: v for k, v in within.items() if not k.startswith("offered ")}
         flow_table(r, {p: within[f"offered {p}"] for p in PROTOCOLS}, offered)

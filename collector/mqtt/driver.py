@@ -459,9 +459,8 @@ class MqttCollector(PahoConnection):
         if len(self._r_msgs) >= limit or len(self._r_idx) >= limit:
             self._full.set()
             bound = self._read_ahead
-            if (len(self._r_msgs) >= bound or len(self._r_idx) >= bound) and not self._paused:
+            if (len(self._r_msgs) >= bound or len(self._r_idx) >= bound) and self.pause_reading():
                 self.stats.read_pauses += 1
-                self.pause_reading()
 
     def _count(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

@@ -146,6 +146,10 @@ class PahoConnection:
     #: reading is paused: the messages read and not yet taken as a batch reached the bound
     #: (see MqttCollector's read-ahead); the broker keeps the rest until we read again
     _paused: bool = False
+    #: pausing is allowed: only between a complete connect (CONNACK, SUBACK) and the stop,
+    #: when nothing waits for a packet from the broker (a persistent session's backlog arrives
+    #: before the SUBACK: pausing then would never read the SUBACK)
+    _may_pause: bool = False
 
     async def __aenter__(self) -> Self:
         d = self._dev
@@ -199,6 +203,7 @@ class PahoConnection:
             await self._subscribe(client)
             if state is not None:  # subscribed first: the births this calls for reach us
                 client.publish(state[0], state[1](True), qos=1, retain=True)
+            self._may_pause = True
         except BaseException:
             self._close()
             raise
@@ -322,20 +327,22 @@ class PahoConnection:
                and buf.pending() and not self._paused):
             rc = client.loop_read()
 
-    def pause_reading(self) -> None:
+    def pause_reading(self) -> bool:
         """Stop reading the socket (backpressure): what the broker sends waits in the TCP
-        buffers and then in the broker's queue for our session, not in this process."""
-        if self._paused or self._sock is None or self._loop is None:
-            return
+        buffers and then in the broker's queue for our session, not in this process. Whether
+        it paused (not while connecting or stopping, see ``_may_pause``)."""
+        if self._paused or not self._may_pause or self._sock is None or self._loop is None:
+            return False
         self._paused = True
         self._loop.remove_reader(self._sock)
+        return True
 
     def resume_reading(self) -> None:
         """Read again, first the bytes already buffered (the socket does not signal those)."""
         if not self._paused:
             return
         self._paused = False
-        if self._sock is None or self._loop is None or self._client is None:
+        if self._sock is None or self._loop is None or self._client is None or self._lost is not None:
             return
         self._loop.add_reader(self._sock, self._readable)
         if self._rbuf is not None and self._rbuf.pending():
@@ -421,6 +428,8 @@ class PahoConnection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._may_pause = False
+        self.resume_reading()  # the PUBACK of our offline STATE must be read
         client = self._client
         if client is not None and self._lost is None:
             # DISCONNECT, so the broker does not publish our Will nor wait for the keepalive
@@ -441,6 +450,7 @@ class PahoConnection:
         self._close()
 
     def _close(self) -> None:
+        self._may_pause = self._paused = False
         client, self._client = self._client, None
         if self._misc is not None:
             self._misc.cancel()

@@ -77,3 +77,30 @@ async def test_a_slow_consumer_pauses_reading_and_loses_nothing(unlimited_broker
     bound = READ_AHEAD_BATCHES * BATCH
     assert max(sizes) <= bound, f"a batch of {max(sizes)} messages: read ahead beyond {bound}"
     assert got == [float(i) for i in range(n)]  # each once, in order
+
+
+async def test_a_backlog_larger_than_the_bound_does_not_hold_up_the_connect(
+    unlimited_broker: Mosquitto,
+) -> None:
+    """A persistent session's backlog arrives right after CONNACK, before the SUBACK the
+    connect waits for: the collector must not stop reading then (it would never see the
+    SUBACK); the bound applies from the end of the connect, and the backlog drains whole."""
+    n = 2_000
+    dev = MqttDevice.model_validate({
+        "name": "away", "protocol": "mqtt", "broker": unlimited_broker.url, "client_id": "away",
+        "subscriptions": [{"topic": "tp/+/+/+", "template": "tp/{line}/{asset}/{signal}"}],
+        "tags": [{"asset": ASSET, "name": "seq"}], "backoff": FAST.model_dump(),
+        "batch_max_messages": BATCH, "batch_max_ms": 0, "connect_timeout_s": 10,
+    })
+    ids = {f"{ASSET}/seq": 7}
+    async with MqttCollector(dev, ids):
+        pass  # the persistent session exists from here on
+    await asyncio.to_thread(publish_all, unlimited_broker, n)  # queued while we are away
+    got: list[float] = []
+    async with MqttCollector(dev, ids) as c:
+        async for b in c.batches():
+            got += b.value.tolist()
+            c.stored(b)
+            if len(got) >= n:
+                break
+    assert got == [float(i) for i in range(n)]
