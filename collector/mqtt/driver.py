@@ -36,7 +36,9 @@ default: what one writer group commits at most), the collector stops reading the
 the supervisor takes the batch. A gateway that falls behind (a slow store, a starved CPU) then
 leaves its backlog in the TCP buffers and in the broker's queue for its session -- which the
 broker bounds (Mosquitto ``max_queued_messages``, see collector/mqtt/README.md) -- instead of
-growing without bound in its own memory (900 MiB in 30 s of a plant benchmark, before).
+growing without bound in its own memory (900 MiB in 30 s of a plant benchmark, before). Not
+while connecting: a persistent session's backlog can arrive before the SUBACK the connect
+waits for, which must be read (see ``PahoConnection._may_pause``).
 
 **Duplicates.** A redelivered message carries the DUP flag and its original packet id. The
 collector remembers (packet id, topic, payload hash) of the last :data:`DEDUP_MEMORY` stored
