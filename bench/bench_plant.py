@@ -47,6 +47,15 @@ process with D x T tags, and the CPU seconds of every process in the window (the
 each group of simulators, Mosquitto): on a shared machine the simulators compete with the
 gateway. ``--modbus-hz`` / ``--opcua-hz`` / ``--mqtt-hz`` set each protocol's rate (default
 ``--hz``), ``--protocols`` leaves protocols out (their devices go to the others).
+
+Where offered and stored points part, per protocol in the window: nominal (configured),
+offered (the simulators' own counters: registers answered, bulk values written, values
+published), received (batches the collectors handed the supervisor), stored (the store's write
+returned); Modbus poll ticks skipped; the collectors' loop lag and, from a 20 ms probe on that
+loop, how much of it was the loop's own callbacks, the gateway's other threads, or waiting for
+a core; whether Mosquitto logged dropping queued messages. Over the whole run it raises if the
+store acknowledged more than the collectors handed over or less than the supervisor finished
+delivering. ``--broker-config LINE`` adds a line to Mosquitto's config.
 """
 
 from __future__ import annotations
@@ -683,6 +692,21 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
 
     Supervisor._deliver = counted  # type: ignore[method-assign]  # this child process only
 
+    # the collectors' loop lag, explained: every 20 ms a probe on that loop notes how late its
+    # sleep woke up, the CPU that loop's thread used meanwhile (its own callbacks: our code)
+    # and the CPU of the whole process (the other threads: the writer, SQLite); a late wake-up
+    # with neither is the thread waiting for a core
+    lag_parts = np.zeros(4)  # late wake-ups (> 50 ms): count, seconds late, loop CPU, other CPU
+
+    async def probe() -> None:
+        while True:
+            t0, l0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+            await asyncio.sleep(0.02)
+            late = time.perf_counter() - t0 - 0.02
+            if late > 0.05 and window[0]:
+                loop_cpu = time.thread_time() - l0
+                lag_parts[:] += (1, late, loop_cpu, time.process_time() - p0 - loop_cpu)
+
     def counts(gw: Any) -> dict[str, Any]:
         """Per protocol: samples received (see above), delivered, stored (the store's write
         returned), and the Modbus poll ticks skipped because a poll overran."""
@@ -703,6 +727,8 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
             lookup[tid] = PROTOCOLS.index(proto) if proto in PROTOCOLS else -1
         protocol_of.append(lookup)
         async with gw:
+            assert gw.loop is not None
+            probing = asyncio.run_coroutine_threadsafe(probe(), gw.loop)
             await asyncio.sleep(warmup)
             lat.reset()
             for x in by_protocol.values():
@@ -718,11 +744,13 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
             w1, wall, cpu = time.time(), time.perf_counter() - t0, time.process_time() - c0
             at1 = counts(gw)
             lag = (gw.stall.stats.max_lag_s, gw.stall.stats.stalls) if gw.stall else (0.0, 0)
+            probing.cancel()
         # after the gateway stopped: its final flush is in
         end = counts(gw)
         flow: dict[str, Any] = {p: {"window": {k: at1[p][k] - at0[p][k] for k in at1[p]},
                                     "total": end[p]} for p in PROTOCOLS}
         flow["loop_lag"] = lag
+        flow["lag_parts"] = lag_parts.tolist()
         st = gw.writer.stats
         if st.batches_failed:
             raise RuntimeError(f"store writes failed: {st.last_error}")
@@ -935,8 +963,12 @@ def flow_table(r: dict[str, Any], offered_pts: dict[str, float], nominal: list[f
                         f"finished delivering {t['delivered']:,}, the store acknowledged "
                         f"{t['stored']:,}")
     lag, stalls = r["flow"]["loop_lag"]
+    n, late, loop_cpu, other_cpu = r["flow"]["lag_parts"]
     print(f"  the collectors' event loop: largest lag {lag:.3f} s (a sleep woke up that late), "
-          f"{stalls} stalls beyond the gap tolerance", flush=True)
+          f"{stalls} stalls beyond the gap tolerance; {n:.0f} wake-ups of a 20 ms probe more than "
+          f"50 ms late, {late:.2f} s late in all, during which the loop's thread ran {loop_cpu:.2f} "
+          f"CPU s (its callbacks) and the gateway's other threads {other_cpu:.2f} s (the rest: "
+          "waiting for a core)", flush=True)
     if lost:
         raise RuntimeError("points lost or invented: " + "; ".join(lost))
 
