@@ -104,3 +104,38 @@ async def test_a_backlog_larger_than_the_bound_does_not_hold_up_the_connect(
             if len(got) >= n:
                 break
     assert got == [float(i) for i in range(n)]
+
+
+async def test_a_stop_while_reading_is_paused_loses_nothing(unlimited_broker: Mosquitto) -> None:
+    """The gateway stops while the collector has paused reading (a batch read ahead, not
+    stored): the stop is clean, and the next connection of the session gets every message
+    not acknowledged -- the ones stored before the stop do not come again."""
+    n = 2_000
+    dev = MqttDevice.model_validate({
+        "name": "stop", "protocol": "mqtt", "broker": unlimited_broker.url, "client_id": "stop",
+        "clean_session": False,
+        "subscriptions": [{"topic": "tp/+/+/+", "template": "tp/{line}/{asset}/{signal}"}],
+        "tags": [{"asset": ASSET, "name": "seq"}], "backoff": FAST.model_dump(),
+        "batch_max_messages": BATCH, "batch_max_ms": 0,
+    })
+    ids = {f"{ASSET}/seq": 7}
+    stored: list[float] = []
+    c = await MqttCollector(dev, ids).__aenter__()
+    try:
+        await asyncio.to_thread(publish_all, unlimited_broker, n)
+        async for b in c.batches():
+            stored += b.value.tolist()
+            c.stored(b)
+            if c.stats.read_pauses:  # paused with a batch read ahead: stop here
+                break
+        assert c.stats.read_pauses >= 1 and len(stored) < n
+    finally:
+        async with asyncio.timeout(5):  # the clean stop does not wait on the paused socket
+            await c.__aexit__(None, None, None)
+    async with MqttCollector(dev, ids) as c:
+        async for b in c.batches():
+            stored += b.value.tolist()
+            c.stored(b)
+            if len(stored) >= n:
+                break
+    assert sorted(stored) == [float(i) for i in range(n)]  # every one, once
