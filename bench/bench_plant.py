@@ -47,6 +47,15 @@ process with D x T tags, and the CPU seconds of every process in the window (the
 each group of simulators, Mosquitto): on a shared machine the simulators compete with the
 gateway. ``--modbus-hz`` / ``--opcua-hz`` / ``--mqtt-hz`` set each protocol's rate (default
 ``--hz``), ``--protocols`` leaves protocols out (their devices go to the others).
+
+Where offered and stored points part, per protocol in the window: nominal (configured),
+offered (the simulators' own counters: registers answered, bulk values written, values
+published), received (batches the collectors handed the supervisor), stored (the store's write
+returned); Modbus poll ticks skipped; the collectors' loop lag and, from a 20 ms probe on that
+loop, how much of it was the loop's own callbacks, the gateway's other threads, or waiting for
+a core; whether Mosquitto logged dropping queued messages. Over the whole run it raises if the
+store acknowledged more than the collectors handed over or less than the supervisor finished
+delivering. ``--broker-config LINE`` adds a line to Mosquitto's config.
 """
 
 from __future__ import annotations
@@ -131,9 +140,11 @@ def quiet() -> None:
 # ---------------------------------------------------------------- device servers (child process)
 
 
-def serve_modbus(count: int, registers: int, conn: Connection) -> None:
+def serve_modbus(count: int, registers: int, counter: Any, conn: Connection) -> None:
     """Child process: ``count`` Modbus TCP servers, one unit of ``registers`` holding registers
-    each (values change every second, so on-change storage would matter if it applied)."""
+    each (values change every second, so on-change storage would matter if it applied).
+    ``counter`` (a shared ``multiprocessing.Value`` or None): the registers the servers have
+    answered read requests for so far, updated every 0.1 s (what the devices offered)."""
     quiet()
     from simulators.modbus import ModbusSimServer, RegisterImage
 
@@ -150,8 +161,14 @@ def serve_modbus(count: int, registers: int, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
         stop = loop.run_in_executor(None, conn.recv)
         k = 0
+        nxt = loop.time()
         while not stop.done():
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.1)
+            if counter is not None:
+                counter.value = sum(s.requests[3] for s in servers) * registers
+            if loop.time() < nxt + 1.0:
+                continue
+            nxt += 1.0
             k += 1
             for d, img in enumerate(images):
                 img.set_registers("holding", 0, [(d * 1000 + i + k) % 65536 for i in range(registers)])
@@ -181,10 +198,12 @@ PROTOCOLS = ("modbus", "opcua", "mqtt")
 
 
 def timed_store(store: Any, lat: Latency, by_protocol: dict[str, Latency] | None = None,
-                protocol_of: list[np.ndarray] | None = None) -> None:
+                protocol_of: list[np.ndarray] | None = None,
+                totals: np.ndarray | None = None) -> None:
     """Note the time each store write returns (the writer's acknowledgement) per point; with
     ``by_protocol``, also per protocol (``protocol_of[0]``: tag id -> index in PROTOCOLS, set
-    once the gateway registered its tags)."""
+    once the gateway registered its tags); ``totals`` (int64[3]): every point stored per
+    protocol over the gateway's life, window or not."""
     write = store.write
 
     def noted(batch: Any) -> None:
@@ -193,6 +212,8 @@ def timed_store(store: Any, lat: Latency, by_protocol: dict[str, Latency] | None
         lat.note(batch.ts_ns, now)
         if by_protocol is not None and protocol_of:
             which = protocol_of[0][np.minimum(batch.tag_id, len(protocol_of[0]) - 1)]
+            if totals is not None:
+                totals[:] += np.bincount(which[which >= 0], minlength=len(PROTOCOLS))[:len(PROTOCOLS)]
             for k, name in enumerate(PROTOCOLS):
                 mask = which == k
                 if mask.any():
@@ -380,7 +401,8 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=serve_modbus, args=(args.a_devices, REGISTERS, child), daemon=True)
+    proc = ctx.Process(target=serve_modbus, args=(args.a_devices, REGISTERS, None, child),
+                       daemon=True)
     proc.start()
     influx = InfluxDB16(tmp / "influxdb")
     influx.start()
@@ -478,9 +500,10 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
 # ---------------------------------------------------------------- scenario B
 
 
-def serve_opcua_bulk(variables: int, interval_s: float, conn: Connection) -> None:
+def serve_opcua_bulk(variables: int, interval_s: float, counter: Any, conn: Connection) -> None:
     """Child process: our OPC UA simulator with ``variables`` bulk Doubles changing every
-    ``interval_s`` (beside the demo plant's OPC UA machine), until told to stop."""
+    ``interval_s`` (beside the demo plant's OPC UA machine), until told to stop. ``counter``:
+    the bulk values written so far (ticks x ``variables``: what the server offered)."""
     quiet()
     from asyncua import ua
 
@@ -494,17 +517,22 @@ def serve_opcua_bulk(variables: int, interval_s: float, conn: Connection) -> Non
                                extra_variables=variables, interval_s=interval_s,
                                security=[ua.SecurityPolicyType.NoSecurity]) as server:
             conn.send((server.endpoint, server.namespace_index))
-            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            stop = asyncio.get_running_loop().run_in_executor(None, conn.recv)
+            first = server._tick  # the values before the first read are not offered changes
+            while not stop.done():
+                await asyncio.sleep(0.1)
+                counter.value = (server._tick - first) * variables
 
     asyncio.run(run())
 
 
 def publish_mqtt(host: str, port: int, first: int, machines: int, tags: int, interval_s: float,
-                 conn: Connection) -> None:
+                 counter: Any, conn: Connection) -> None:
     """Child process: every ``interval_s`` one JSON document per machine ``first`` ..
     ``first + machines - 1`` (QoS 1) with ``tags`` values and its publish time in ms (the
     source timestamp), until told to stop. The documents are formatted from a template (one
-    ``%`` per document), so that the publisher spends little CPU per value."""
+    ``%`` per document), so that the publisher spends little CPU per value. ``counter``: the
+    values published so far (documents x ``tags``)."""
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plant-pub-{os.getpid()}")
@@ -523,6 +551,7 @@ def publish_mqtt(host: str, port: int, first: int, machines: int, tags: int, int
             doc = template % (time.time_ns() // 1_000_000, *cycle[(k + m) % 100])
             client.publish(topic, doc, qos=1)
             sent += 1
+        counter.value = sent * tags
         k += 1
         nxt += interval_s
         time.sleep(max(0.0, nxt - time.monotonic()))
@@ -622,7 +651,8 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
     by_protocol = {p: Latency() for p in PROTOCOLS}
     protocol_of: list[np.ndarray] = []
     store: Any = open_store(settings.store)
-    timed_store(store, lat, by_protocol, protocol_of)
+    stored_total = np.zeros(len(PROTOCOLS), np.int64)
+    timed_store(store, lat, by_protocol, protocol_of, stored_total)
     parts = {k: Hist() for k in ("source->server", "server->gateway", "gateway->stored")}
     window = [False]
     write = store.write
@@ -642,7 +672,54 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
 
     store.write = noted
 
-    async def run() -> tuple[float, float, float, float, int, int, tuple[int, int]]:
+    # every batch a collector hands the supervisor, counted per protocol when the supervisor
+    # takes it (received) and once its delivery -- storage filter, store write, MQTT ack --
+    # returned (delivered); a batch between the two when the gateway stops was cut short
+    from collector.supervisor import Supervisor
+
+    received = np.zeros(len(PROTOCOLS), np.int64)
+    delivered = np.zeros(len(PROTOCOLS), np.int64)
+    deliver = Supervisor._deliver
+
+    async def counted(self: Any, name: str, batch: Any, collector: Any = None) -> None:
+        p = self._health[name].protocol
+        k = PROTOCOLS.index(p) if p in PROTOCOLS else None
+        if k is not None:
+            received[k] += len(batch)
+        await deliver(self, name, batch, collector)
+        if k is not None:
+            delivered[k] += len(batch)
+
+    Supervisor._deliver = counted  # type: ignore[method-assign]  # this child process only
+
+    # the collectors' loop lag, explained: every 20 ms a probe on that loop notes how late its
+    # sleep woke up, the CPU that loop's thread used meanwhile (its own callbacks: our code)
+    # and the CPU of the whole process (the other threads: the writer, SQLite); a late wake-up
+    # with neither is the thread waiting for a core
+    lag_parts = np.zeros(4)  # late wake-ups (> 50 ms): count, seconds late, loop CPU, other CPU
+
+    async def probe() -> None:
+        while True:
+            t0, l0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+            await asyncio.sleep(0.02)
+            late = time.perf_counter() - t0 - 0.02
+            if late > 0.05 and window[0]:
+                loop_cpu = time.thread_time() - l0
+                lag_parts[:] += (1, late, loop_cpu, time.process_time() - p0 - loop_cpu)
+
+    def counts(gw: Any) -> dict[str, Any]:
+        """Per protocol: samples received (see above), delivered, stored (the store's write
+        returned), and the Modbus poll ticks skipped because a poll overran."""
+        out: dict[str, Any] = {p: {"received": int(received[k]), "delivered": int(delivered[k])}
+                               for k, p in enumerate(PROTOCOLS)}
+        sup = gw.supervisor
+        out["modbus"]["overruns"] = sum(
+            getattr(getattr(c, "stats", None), "overruns", 0) for c in list(sup._collectors.values()))
+        for k, p in enumerate(PROTOCOLS):
+            out[p]["stored"] = int(stored_total[k])
+        return out
+
+    async def run() -> tuple[float, float, float, float, int, int, tuple[int, int], dict[str, Any]]:
         gw = Gateway(settings, store=store, isolate=True)
         lookup = np.full(max(gw.tag_ids.values()) + 2, -1, np.int8)
         for path, tid in gw.tag_ids.items():
@@ -650,11 +727,14 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
             lookup[tid] = PROTOCOLS.index(proto) if proto in PROTOCOLS else -1
         protocol_of.append(lookup)
         async with gw:
+            assert gw.loop is not None
+            probing = asyncio.run_coroutine_threadsafe(probe(), gw.loop)
             await asyncio.sleep(warmup)
             lat.reset()
             for x in by_protocol.values():
                 x.reset()
             window[0] = True
+            at0 = counts(gw)
             w0, c0, t0 = time.time(), time.process_time(), time.perf_counter()
             await asyncio.sleep(seconds)
             lat.frozen = True
@@ -662,21 +742,31 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
                 x.frozen = True
             window[0] = False
             w1, wall, cpu = time.time(), time.perf_counter() - t0, time.process_time() - c0
+            at1 = counts(gw)
+            lag = (gw.stall.stats.max_lag_s, gw.stall.stats.stalls) if gw.stall else (0.0, 0)
+            probing.cancel()
+        # after the gateway stopped: its final flush is in
+        end = counts(gw)
+        flow: dict[str, Any] = {p: {"window": {k: at1[p][k] - at0[p][k] for k in at1[p]},
+                                    "total": end[p]} for p in PROTOCOLS}
+        flow["loop_lag"] = lag
+        flow["lag_parts"] = lag_parts.tolist()
         st = gw.writer.stats
         if st.batches_failed:
             raise RuntimeError(f"store writes failed: {st.last_error}")
         return (w0, w1, wall, cpu, st.points_written, len(gw.tag_ids),
-                (st.batches_written, st.groups_written))
+                (st.batches_written, st.groups_written), flow)
 
     try:
-        w0, w1, wall, cpu, written, ntags, groups = asyncio.run(run())
+        w0, w1, wall, cpu, written, ntags, groups, flow = asyncio.run(run())
     finally:
         store.close()
     return figures(lat.points, wall, cpu, lat, writer_points=written, tags=ntags,
                    writes=groups[1], batches=groups[0], window=(w0, w1),
                    protocols={p: (x.points / wall, x.p(0.5), x.p(0.99))
                               for p, x in by_protocol.items() if x.points},
-                   opcua_parts={k: (h.p(0.5), h.p(0.99)) for k, h in parts.items()})
+                   opcua_parts={k: (h.p(0.5), h.p(0.99)) for k, h in parts.items()},
+                   flow=flow)
 
 
 def proc_cpu_s(pid: int) -> float | None:
@@ -689,21 +779,25 @@ def proc_cpu_s(pid: int) -> float | None:
 
 
 class CpuSampler:
-    """Samples the CPU seconds of the simulator processes every 0.25 s in a thread, so that
-    their CPU within the gateway's window (wall-clock bounds it reports) can be read."""
+    """Samples the CPU seconds of the simulator processes (and the points the simulators
+    offered, their shared counters) every 0.25 s in a thread, so that both within the
+    gateway's window (wall-clock bounds it reports) can be read."""
 
-    def __init__(self, pids: dict[str, list[int]]) -> None:
+    def __init__(self, pids: dict[str, list[int]], counters: dict[str, list[Any]] | None = None) -> None:
         import threading
 
         self.pids = pids
+        self.counters = counters or {}
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _take(self) -> dict[str, float]:
-        return {name: sum(c for pid in pids if (c := proc_cpu_s(pid)) is not None)
-                for name, pids in self.pids.items()}
+        cpu = {name: sum(c for pid in pids if (c := proc_cpu_s(pid)) is not None)
+               for name, pids in self.pids.items()}
+        return {**cpu, **{f"offered {name}": float(sum(v.value for v in values))
+                          for name, values in self.counters.items()}}
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -720,7 +814,7 @@ class CpuSampler:
             return min(self.samples, key=lambda s: abs(s[0] - t))[1]
 
         a, b = at(w0), at(w1)
-        return {name: b[name] - a[name] for name in self.pids}
+        return {name: b[name] - a[name] for name in a}
 
 
 def shares(total: int, k: int) -> list[int]:
@@ -739,6 +833,13 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
     conns: list[Connection] = []
     pids: dict[str, list[int]] = {"Modbus servers": [], "OPC UA servers": [],
                                   "MQTT publishers": [], "Mosquitto": []}
+    # per protocol: the points the simulators offered so far (shared counters they update)
+    counters: dict[str, list[Any]] = {p: [] for p in PROTOCOLS}
+
+    def counter(protocol: str) -> Any:
+        v = ctx.Value("q", 0, lock=False)
+        counters[protocol].append(v)
+        return v
 
     def child(group: str, target: Callable[..., None], *a: Any) -> Connection:
         parent, c = ctx.Pipe()
@@ -750,20 +851,21 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
         pids[group].append(p.pid)
         return parent
 
-    broker = Mosquitto()
+    broker = Mosquitto(extra_config="".join(f"{line}\n" for line in args.broker_config))
     broker.start()
     assert broker.proc is not None
     pids["Mosquitto"].append(broker.proc.pid)
     sampler: CpuSampler | None = None
     try:
         mb_per = [m for m in shares(n[0], max(1, min(args.modbus_procs, n[0]))) if m]
-        mbs = [child("Modbus servers", serve_modbus, m, tags) for m in mb_per]
+        mbs = [child("Modbus servers", serve_modbus, m, tags, counter("modbus")) for m in mb_per]
         ua_per = [m for m in shares(n[1], max(1, min(args.opcua_servers, n[1]))) if m]
-        uas = [child("OPC UA servers", serve_opcua_bulk, m * tags, 1.0 / hz[1]) for m in ua_per]
+        uas = [child("OPC UA servers", serve_opcua_bulk, m * tags, 1.0 / hz[1], counter("opcua"))
+               for m in ua_per]
         mq_per = [m for m in shares(n[2], max(1, min(args.mqtt_procs, n[2]))) if m]
         firsts = [sum(mq_per[:j]) for j in range(len(mq_per))]
         pubs = [child("MQTT publishers", publish_mqtt, broker.host, broker.port, f, m, tags,
-                      1.0 / hz[2]) for f, m in zip(firsts, mq_per, strict=True)]
+                      1.0 / hz[2], counter("mqtt")) for f, m in zip(firsts, mq_per, strict=True)]
         for c in (*mbs, *uas, *pubs):
             if not c.poll(120):
                 raise RuntimeError("a simulator did not start within 120 s")
@@ -785,8 +887,9 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
               f"through Mosquitto on one MQTT subscription; offered {sum(offered):,.0f} "
               f"points/s (Modbus {offered[0]:,.0f}, OPC UA {offered[1]:,.0f}, MQTT "
               f"{offered[2]:,.0f}); {args.warmup:g} s warm-up, {args.seconds:g} s measured; "
-              f"load {os.getloadavg()[0]:.2f}", flush=True)
-        sampler = CpuSampler(pids)
+              "Mosquitto " + ("; ".join(args.broker_config) or "as tests/mosquitto.py sets it")
+              + f"; load {os.getloadavg()[0]:.2f}", flush=True)
+        sampler = CpuSampler(pids, counters)
         r = in_child(mixed_phase, settings.model_dump_json(), args.seconds, args.warmup)
         sampler.stop()
         print(f"{'case':34} {'points/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
@@ -800,7 +903,16 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
             print("  OPC UA source->stored by timestamps, p50 / p99 s: " + ", ".join(
                 f"{k} {p50:.3f} / {p99:.3f}" for k, (p50, p99) in r["opcua_parts"].items()),
                 flush=True)
-        cpu = sampler.within(*r["window"])
+        # Mosquitto says so (once per episode) when a session's queue is full and it drops
+        # QoS 1 messages: lost before the gateway could see them
+        drops = broker.log_file.read_text(errors="replace").count(
+            "Outgoing messages are being dropped") if broker.log_file.exists() else 0
+        print(f"  Mosquitto: {drops} episodes of dropping queued messages for a client "
+              "(max_queued_messages reached)" if drops else
+              "  Mosquitto dropped no queued message", flush=True)
+        within = sampler.within(*r["window"])
+        cpu = {k: v for k, v in within.items() if not k.startswith("offered ")}
+        flow_table(r, {p: within[f"offered {p}"] for p in PROTOCOLS}, offered)
         r["cpu_by_process"] = {"gateway": r["cpu_s"], **cpu}
         print(f"  CPU seconds in the {r['seconds']:.1f} s window: " + ", ".join(
             f"{k} {v:.1f}" for k, v in r["cpu_by_process"].items())
@@ -819,6 +931,46 @@ def mixed_run(args: argparse.Namespace, tmp: Path, devices: int, tags: int) -> d
                 p.terminate()
                 p.join(5)
         broker.stop()
+
+
+def flow_table(r: dict[str, Any], offered_pts: dict[str, float], nominal: list[float]) -> None:
+    """Where offered and stored points part, per protocol, in the window: offered by the
+    simulators (Modbus: registers the servers answered; OPC UA: bulk values the servers
+    wrote; MQTT: values the publishers handed to paho), received by the collectors, stored
+    (the store's write returned); and over the gateway's whole life: raises if the store
+    acknowledged more points than the collectors received (invented) or fewer than the
+    supervisor finished delivering (lost; every tag here is stored every poll, so the storage
+    filter withholds nothing). A batch received and not delivered when the gateway stopped
+    was cut short by the stop (MQTT: not acknowledged, so the broker keeps it)."""
+    secs = r["seconds"]
+    print(f"  {'per protocol, points/s in the window':38} {'nominal':>9} {'offered':>9} "
+          f"{'received':>9} {'stored':>9}  whole run: received / stored", flush=True)
+    lost = []
+    for k, p in enumerate(PROTOCOLS):
+        f = r["flow"][p]
+        w, t = f["window"], f["total"]
+        if not t["received"] and not nominal[k]:
+            continue
+        extra = (f"; {w['overruns']:,} poll ticks skipped in the window (a poll overran its "
+                 f"interval)" if p == "modbus" else "")
+        cut = t["received"] - t["delivered"]
+        print(f"  {p:38} {nominal[k]:>9,.0f} {offered_pts[p] / secs:>9,.0f} "
+              f"{w['received'] / secs:>9,.0f} {w['stored'] / secs:>9,.0f}  "
+              f"{t['received']:,} / {t['stored']:,}"
+              + (f" ({cut:,} in a delivery the stop cut short)" if cut else "") + extra, flush=True)
+        if not t["delivered"] <= t["stored"] <= t["received"]:
+            lost.append(f"{p}: the collectors handed over {t['received']:,} points, the supervisor "
+                        f"finished delivering {t['delivered']:,}, the store acknowledged "
+                        f"{t['stored']:,}")
+    lag, stalls = r["flow"]["loop_lag"]
+    n, late, loop_cpu, other_cpu = r["flow"]["lag_parts"]
+    print(f"  the collectors' event loop: largest lag {lag:.3f} s (a sleep woke up that late), "
+          f"{stalls} stalls beyond the gap tolerance; {n:.0f} wake-ups of a 20 ms probe more than "
+          f"50 ms late, {late:.2f} s late in all, during which the loop's thread ran {loop_cpu:.2f} "
+          f"CPU s (its callbacks) and the gateway's other threads {other_cpu:.2f} s (the rest: "
+          "waiting for a core)", flush=True)
+    if lost:
+        raise RuntimeError("points lost or invented: " + "; ".join(lost))
 
 
 def scenario_b(args: argparse.Namespace, tmp: Path) -> dict[str, float | None]:
@@ -875,6 +1027,9 @@ def main() -> None:
     ap.add_argument("--mqtt-procs", type=int, default=1,
                     help="scenario B: MQTT publisher processes sharing the machines")
     ap.add_argument("--warmup", type=float, default=5.0, help="scenario B: seconds before the window")
+    ap.add_argument("--broker-config", action="append", default=[], metavar="LINE",
+                    help="scenario B: a line added to Mosquitto's config (repeatable), e.g. "
+                    "'max_inflight_messages 1000'")
     ap.add_argument("--rss-tags", type=int, default=10_000,
                     help="scenario B: also run the plant with this many tags for the RSS figure (0: no)")
     ap.add_argument("--skip-a", action="store_true")

@@ -29,6 +29,17 @@ the broker never redelivers it forever. If the connection drops before the ack, 
 redelivers the message (with the DUP flag) to the persistent session (``clean_session:
 false``).
 
+**Read-ahead.** While the supervisor stores a batch (and, at QoS 1, before it acknowledges
+it), paho's reader keeps taking messages into the next one. That is bounded: once the next
+batch holds :data:`READ_AHEAD_BATCHES` x ``batch_max_messages`` messages or rows (50,000 by
+default: what one writer group commits at most), the collector stops reading the socket until
+the supervisor takes the batch. A gateway that falls behind (a slow store, a starved CPU) then
+leaves its backlog in the TCP buffers and in the broker's queue for its session -- which the
+broker bounds (Mosquitto ``max_queued_messages``, see collector/mqtt/README.md) -- instead of
+growing without bound in its own memory (900 MiB in 30 s of a plant benchmark, before). Not
+while connecting: a persistent session's backlog can arrive before the SUBACK the connect
+waits for, which must be read (see ``PahoConnection._may_pause``).
+
 **Duplicates.** A redelivered message carries the DUP flag and its original packet id. The
 collector remembers (packet id, topic, payload hash) of the last :data:`DEDUP_MEMORY` stored
 messages per client id -- across reconnects, not across a gateway restart -- and drops a DUP
@@ -98,12 +109,15 @@ from .decode import (
 from .sparkplug import SparkplugDecodeError, SparkplugHost, parse_topic
 from .transport import PahoConnection, ReadBuffer, TlsContext
 
-__all__ = ["DEDUP_MEMORY", "PAYLOAD_TOO_LARGE", "MqttCollector", "MqttStats"]
+__all__ = ["DEDUP_MEMORY", "PAYLOAD_TOO_LARGE", "READ_AHEAD_BATCHES", "MqttCollector", "MqttStats"]
 
 log = logging.getLogger("tierproof.collector.mqtt")
 
 #: stored messages remembered per client id to recognise a redelivery (packet ids wrap at 65535)
 DEDUP_MEMORY: Final = 20_000
+#: messages (or rows) read ahead of the batch being stored, in batches of batch_max_messages:
+#: reading pauses beyond (see the module docstring)
+READ_AHEAD_BATCHES: Final = 10
 #: topics whose route is cached (a broker with more distinct topics just recomputes)
 _ROUTE_CACHE: Final = 100_000
 #: the reasons of the size limits (keys of MqttCollector.dropped)
@@ -125,6 +139,8 @@ class MqttStats:
     batches: int = 0
     acked: int = 0
     rebirth_requests: int = 0
+    #: times reading paused because the read-ahead bound was reached (the store is behind)
+    read_pauses: int = 0
 
 
 class _Memory:
@@ -214,6 +230,7 @@ class MqttCollector(PahoConnection):
         self._scaling = scaling(self._tags)
         self._codecs = [TagCodec.of(t, device.max_text_bytes) for t in self._tags]
         self._max_payload = device.max_payload_bytes
+        self._read_ahead = READ_AHEAD_BATCHES * device.batch_max_messages
         self._subs = [self._compile(s) for s in device.subscriptions]
         #: the supervisor stores each batch durably, then calls stored(batch)
         self.acknowledges = device.qos == 1
@@ -443,6 +460,9 @@ class MqttCollector(PahoConnection):
         limit = self._dev.batch_max_messages
         if len(self._r_msgs) >= limit or len(self._r_idx) >= limit:
             self._full.set()
+            bound = self._read_ahead
+            if (len(self._r_msgs) >= bound or len(self._r_idx) >= bound) and self.pause_reading():
+                self.stats.read_pauses += 1
 
     def _count(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -526,6 +546,7 @@ class MqttCollector(PahoConnection):
             self._wake.clear()
             self._full.clear()
             batch, msgs = self._drain()
+            self.resume_reading()  # what was held back is ours to read again
             if not len(batch) and not msgs:
                 continue
             self.stats.batches += 1

@@ -143,6 +143,13 @@ class PahoConnection:
     _state: tuple[str, Callable[[bool], bytes]] | None = None
     #: the clean stop has said offline: our own STATE echoed back is not answered any more
     _leaving: bool = False
+    #: reading is paused: the messages read and not yet taken as a batch reached the bound
+    #: (see MqttCollector's read-ahead); the broker keeps the rest until we read again
+    _paused: bool = False
+    #: pausing is allowed: only between a complete connect (CONNACK, SUBACK) and the stop,
+    #: when nothing waits for a packet from the broker (a persistent session's backlog arrives
+    #: before the SUBACK: pausing then would never read the SUBACK)
+    _may_pause: bool = False
 
     async def __aenter__(self) -> Self:
         d = self._dev
@@ -196,6 +203,7 @@ class PahoConnection:
             await self._subscribe(client)
             if state is not None:  # subscribed first: the births this calls for reach us
                 client.publish(state[0], state[1](True), qos=1, retain=True)
+            self._may_pause = True
         except BaseException:
             self._close()
             raise
@@ -296,6 +304,7 @@ class PahoConnection:
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = lambda c, u, s: loop.add_writer(s, self._writable)
         client.on_socket_unregister_write = self._on_unregister_write
+        self._paused = False
         loop.add_reader(sock, self._readable)
         if client.want_write():
             loop.add_writer(sock, self._writable)
@@ -312,10 +321,32 @@ class PahoConnection:
         rc = client.loop_read()
         buf = self._rbuf
         # bytes already read into the buffer (or decrypted into the TLS socket) do not make the
-        # socket readable again: consume them now. Each loop_read consumes at least one.
+        # socket readable again: consume them now. Each loop_read consumes at least one. Not
+        # while paused: resume_reading() comes back for them.
         while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and buf is not None and self._client is not None
-               and buf.pending()):
+               and buf.pending() and not self._paused):
             rc = client.loop_read()
+
+    def pause_reading(self) -> bool:
+        """Stop reading the socket (backpressure): what the broker sends waits in the TCP
+        buffers and then in the broker's queue for our session, not in this process. Whether
+        it paused (not while connecting or stopping, see ``_may_pause``)."""
+        if self._paused or not self._may_pause or self._sock is None or self._loop is None:
+            return False
+        self._paused = True
+        self._loop.remove_reader(self._sock)
+        return True
+
+    def resume_reading(self) -> None:
+        """Read again, first the bytes already buffered (the socket does not signal those)."""
+        if not self._paused:
+            return
+        self._paused = False
+        if self._sock is None or self._loop is None or self._client is None or self._lost is not None:
+            return
+        self._loop.add_reader(self._sock, self._readable)
+        if self._rbuf is not None and self._rbuf.pending():
+            self._loop.call_soon(self._readable)
 
     def _writable(self) -> None:
         if self._client is not None:
@@ -397,6 +428,8 @@ class PahoConnection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._may_pause = False
+        self.resume_reading()  # the PUBACK of our offline STATE must be read
         client = self._client
         if client is not None and self._lost is None:
             # DISCONNECT, so the broker does not publish our Will nor wait for the keepalive
@@ -417,6 +450,7 @@ class PahoConnection:
         self._close()
 
     def _close(self) -> None:
+        self._may_pause = self._paused = False
         client, self._client = self._client, None
         if self._misc is not None:
             self._misc.cancel()
