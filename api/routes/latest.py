@@ -46,7 +46,7 @@ def get_tags_latest(
                                       examples=["state"])] = None,
 ) -> list[LatestOut]:
     under = None if prefix is None else prefix.rstrip("/") + "/"
-    tags = [t for t in g.store.tags()
+    tags = [t for t in g.tags.all()
             if (asset is None or t.asset == asset)
             and (under is None or t.path.startswith(under))
             and (role is None or t.role == role)]

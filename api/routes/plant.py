@@ -81,13 +81,13 @@ def get_tags(
     asset: Annotated[str | None, Query(description="only this asset's tags",
                                        examples=["demo/machining/line1/lathe-01"])] = None,
 ) -> list[TagOut]:
-    out = [TagOut(**dataclasses.asdict(t)) for t in g.store.tags()]
+    out = [TagOut(**dataclasses.asdict(t)) for t in g.tags.all()]
     return [t for t in out if asset is None or t.asset == asset]
 
 
 def _names(g: Gateway, tid: int, values: list[float | None]) -> list[str | None] | None:
     """Canonical state/mode names of ``values`` of tag ``tid`` (api.state_names)."""
-    return names_of(next((t for t in g.store.tags() if t.tag_id == tid), None), values)
+    return names_of(g.tags.by_id(tid), values)
 
 
 @router.get("/tags/{tag_path:path}/latest", tags=["tags"], summary="Latest sample of a tag")

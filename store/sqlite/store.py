@@ -151,6 +151,9 @@ class SqliteStore:
         self._damage: dict[int, Damage] = {}
         #: seqs of the ingest rows known damaged (never read, merged or flushed)
         self._bad_seqs: set[int] = set()
+        #: bumped after every commit that adds or changes a tag (``store.tag_index``): what
+        #: this process registered; another process's registrations do not move it
+        self.tags_version = 0
         with self._errors("open"):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._w = connect(self._path, self._synchronous)
@@ -339,6 +342,8 @@ class SqliteStore:
                 self._rollups.drop(conn, {None: EVERYTHING})
                 self._load_assets()
         if changed:  # a new tag, or a role or enum changed: any window's KPIs may differ
+            with self._wlock:  # after the commit: a reader of the new number sees them
+                self.tags_version += 1
             self.changes.note(EVERYTHING)
         return {t.path: int(ids[t.path]) for t in tags}
 
