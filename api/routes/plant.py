@@ -81,7 +81,9 @@ def get_tags(
     asset: Annotated[str | None, Query(description="only this asset's tags",
                                        examples=["demo/machining/line1/lathe-01"])] = None,
 ) -> list[TagOut]:
-    out = [TagOut(**dataclasses.asdict(t)) for t in g.tags.all()]
+    # read from the store itself, not the gateway's index: the listing shows what the file
+    # holds now (also what another process registered), and it is no per-request look-up
+    out = [TagOut(**dataclasses.asdict(t)) for t in g.store.tags()]
     return [t for t in out if asset is None or t.asset == asset]
 
 
