@@ -81,10 +81,6 @@ class Gateway:
         t = self.tags.by_path(path)  # discovered, or registered by an earlier run
         return None if t is None else t.tag_id
 
-    def tag(self, path: str) -> TagRecord | None:
-        """The record of a tag path (as ``store.tags()`` lists it), from :attr:`tags`."""
-        return self.tags.by_path(path)
-
     def discover(self) -> int:
         """Learn the tags of the configured assets from the store (the central tierproof)."""
         assets = [a.path for a in self.settings.assets]
