@@ -26,7 +26,7 @@ from collector import StallMonitor, Supervisor
 from collector.base import tag_record
 from config.errors import StoreError
 from config.settings import Settings
-from store import Store, TagIndex, TagRecord, open_store
+from store import SqliteStore, Store, TagIndex, TagRecord, open_store
 from store.writer import Writer
 
 log = logging.getLogger("tierproof.gateway")
@@ -48,6 +48,10 @@ class Gateway:
         self._own_store = store is None
         self.store: Store = store if store is not None else open_store(settings.store)
         self.tag_ids: dict[str, int] = self.store.register_tags(tag_records(settings))
+        #: the store answers from this process's file (the embedded store): a point read
+        #: (``latest`` of one tag) may run on the event loop; any other store (InfluxDB, the
+        #: spool in front of it) asks a server over the network: never on the loop
+        self.reads_local = isinstance(self.store, SqliteStore)
         #: the store's tags by path and id, listed again only when they change: what every
         #: route resolving a path to its tag record asks (``store.tag_index``)
         self.tags = TagIndex(self.store)

@@ -9,6 +9,7 @@ from typing import Annotated
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from config.errors import NotFoundError
 from config.signals import Quality
@@ -95,12 +96,16 @@ def _names(g: Gateway, tid: int, values: list[float | None]) -> list[str | None]
 @router.get("/tags/{tag_path:path}/latest", tags=["tags"], summary="Latest sample of a tag",
             response_model=LatestOut)
 async def get_tag_latest(g: GatewayDep, zones: ZonesDep, tag_path: TagPath) -> Response:
-    # A coroutine reading the store on the event loop: one tag's newest sample is a point
-    # query plus the in-memory summaries of recent writes (~20 us), less than handing the
-    # request to a worker thread and back (docs/benchmarks.md, issue 12). The body is
-    # encoded here, once, not validated again against the model it was built from.
+    # A coroutine: with the embedded store it reads on the event loop, since one tag's newest
+    # sample is a point query plus the in-memory summaries of recent writes (~20 us), less
+    # than handing the request to a worker thread and back (docs/benchmarks.md, issue 12);
+    # another store (InfluxDB) is a network round trip, made from a worker thread. The body
+    # is encoded here, once, not validated again against the model it was built from.
     tid = _tag_id(g, tag_path)
-    got = g.store.latest([tid]).get(tid)
+    if g.reads_local:
+        got = g.store.latest([tid]).get(tid)
+    else:
+        got = (await run_in_threadpool(g.store.latest, [tid])).get(tid)
     if got is None:
         out = LatestOut(path=tag_path, ts=None, value=None, quality="no data")
     else:

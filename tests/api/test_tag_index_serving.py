@@ -2,7 +2,8 @@
 the store's tags again only when they change: over real HTTP against a real SQLite store, a tag
 registered while serving is found by ``/tags/{path}/latest`` and ``/tags/latest``, a changed
 enum renames its values at once, a tag another process registers into the same file is found
-within ``recheck_s``, and answering the same tag again lists nothing."""
+within ``recheck_s``, and answering the same tag again lists nothing; over a real InfluxDB 1.6
+the same route reads from a worker thread."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from config import settings_from_dict
 from store import Batch, SqliteStore, TagIndex, TagRecord
 from tests.api.series_server import serve
 from tests.helpers import wait_for
+from tests.influx_servers import InfluxDB16
 
 ASSET = "s/a/l/m1"
 
@@ -88,3 +90,25 @@ def test_tag_registered_by_another_process_is_found(
     got = wait_for(lambda: (r := client.get(f"/api/v1/tags/{path}/latest")).status_code == 200
                    and r, index.recheck_s + 10, "the other process's tag to be found")
     assert got.json()["value"] == 3.0 and got.json()["name"] == "Executing"
+
+
+def test_latest_over_influxdb(influxdb16: InfluxDB16, tmp_path: Path) -> None:
+    """With InfluxDB as the store, /tags/{path}/latest (whose read runs on the event loop only
+    for the embedded store) asks the real server from a worker thread, and a tag registered
+    while serving is found there too."""
+    settings = settings_from_dict({
+        "assets": [{"path": ASSET}], "devices": [],
+        "store": {"type": "influx", "api": "v1", "url": influxdb16.url, "database": "tierproof",
+                  "meta_path": str(tmp_path / "meta.db")},
+    })
+    app = create_app(settings, collect=False, rollups_maintain=False)
+    with serve(app) as client:
+        gateway = app.state.gateway
+        assert not gateway.reads_local
+        path = f"{ASSET}/state"
+        tid = gateway.store.register_tags([_record("state", {7: "Executing"})])[path]
+        gateway.store.write(Batch(np.array([tid], np.int32), np.array([time.time_ns()], np.int64),
+                                  np.array([7.0]), np.zeros(1, np.uint8)))
+        got = wait_for(lambda: (r := client.get(f"/api/v1/tags/{path}/latest")).status_code == 200
+                       and r.json()["value"] is not None and r, 30, "the sample in InfluxDB")
+        assert got.json()["value"] == 7.0 and got.json()["name"] == "Executing"
