@@ -48,10 +48,6 @@ class Gateway:
         self._own_store = store is None
         self.store: Store = store if store is not None else open_store(settings.store)
         self.tag_ids: dict[str, int] = self.store.register_tags(tag_records(settings))
-        #: the store answers from this process's file (the embedded store): a point read
-        #: (``latest`` of one tag) may run on the event loop; any other store (InfluxDB, the
-        #: spool in front of it) asks a server over the network: never on the loop
-        self.reads_local = isinstance(self.store, SqliteStore)
         #: the store's tags by path and id, listed again only when they change: what every
         #: route resolving a path to its tag record asks (``store.tag_index``)
         self.tags = TagIndex(self.store)
@@ -84,6 +80,14 @@ class Gateway:
             return self.supervisor.tag_ids[path]
         t = self.tags.by_path(path)  # discovered, or registered by an earlier run
         return None if t is None else t.tag_id
+
+    def latest_on_loop(self) -> bool:
+        """Whether ``store.latest`` of a few tags may run on the event loop now: the embedded
+        store with every recent write's summary in memory (no row to decode: tens of us).
+        Never another store: InfluxDB's (or the spool's in front of it) is a network round
+        trip."""
+        store = self.store
+        return isinstance(store, SqliteStore) and store.latest_in_memory()
 
     def discover(self) -> int:
         """Learn the tags of the configured assets from the store (the central tierproof)."""

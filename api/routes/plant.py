@@ -99,10 +99,11 @@ async def get_tag_latest(g: GatewayDep, zones: ZonesDep, tag_path: TagPath) -> R
     # A coroutine: with the embedded store it reads on the event loop, since one tag's newest
     # sample is a point query plus the in-memory summaries of recent writes (~20 us), less
     # than handing the request to a worker thread and back (docs/benchmarks.md, issue 12);
-    # another store (InfluxDB) is a network round trip, made from a worker thread. The body
-    # is encoded here, once, not validated again against the model it was built from.
+    # a recent write not summarised yet (its row to decode) or another store (InfluxDB, a
+    # network round trip) is read from a worker thread. The body is encoded here, once, not
+    # validated again against the model it was built from.
     tid = _tag_id(g, tag_path)
-    if g.reads_local:
+    if g.latest_on_loop():
         got = g.store.latest([tid]).get(tid)
     else:
         got = (await run_in_threadpool(g.store.latest, [tid])).get(tid)

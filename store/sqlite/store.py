@@ -681,6 +681,14 @@ class SqliteStore:
             runs = [r for r in (self._run(conn, s, lv) for s, lv in rows) if r is not None]
         return merge_latest(out, runs, wanted)
 
+    def latest_in_memory(self) -> bool:
+        """Whether :meth:`latest` would decode no ingest row: every row committed and not yet
+        merged or flushed has its summary cached. Then a ``latest`` of a few tags is a point
+        query and some numpy (tens of us): the API reads it on its event loop
+        (``api.gateway.Gateway.latest_on_loop``); otherwise in a worker thread."""
+        with self._cache_lock:
+            return self._live <= self._cache.keys()
+
     def last_ts(self, tag_ids: Sequence[int]) -> int | None:
         got = self.latest(tag_ids)
         return max((v.ts_ns for v in got.values()), default=None)

@@ -58,8 +58,11 @@ def test_tag_registered_while_serving_is_found(
     # registered in the serving process, as an OPC UA browse or a Sparkplug birth does
     tid = store.register_tags([_record("state", {7: "Executing"})])[path]
     _write(store, tid, 7.0)
+    # the write's row not decoded yet: read in a worker thread; then summarised: on the loop
+    assert not app.state.gateway.latest_on_loop()  # type: ignore[attr-defined]
     got = client.get(f"/api/v1/tags/{path}/latest")
     assert got.status_code == 200, got.text
+    assert app.state.gateway.latest_on_loop()  # type: ignore[attr-defined]
     assert got.json()["value"] == 7.0 and got.json()["name"] == "Executing"
     batch = client.get("/api/v1/tags/latest", params={"asset": ASSET}).json()
     assert [(e["path"], e["name"]) for e in batch] == [(path, "Executing")]
@@ -104,7 +107,7 @@ def test_latest_over_influxdb(influxdb16: InfluxDB16, tmp_path: Path) -> None:
     app = create_app(settings, collect=False, rollups_maintain=False)
     with serve(app) as client:
         gateway = app.state.gateway
-        assert not gateway.reads_local
+        assert not gateway.latest_on_loop()
         path = f"{ASSET}/state"
         tid = gateway.store.register_tags([_record("state", {7: "Executing"})])[path]
         gateway.store.write(Batch(np.array([tid], np.int32), np.array([time.time_ns()], np.int64),
