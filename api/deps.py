@@ -1,5 +1,10 @@
 """Dependencies of the routes (``Depends``): what the app holds, the request's one ``now``, and
-instants and windows from queries."""
+instants and windows from queries.
+
+The dependencies are ``async def`` although they never wait: FastAPI runs a plain ``def``
+dependency in its thread pool, a hand-over to a worker thread and back for each of them on
+every request (with the GIL passed to and fro, the largest part of a cached answer's cost
+under 50 concurrent clients, docs/benchmarks.md); a coroutine that does not wait runs inline."""
 
 from __future__ import annotations
 
@@ -26,31 +31,31 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was built for (set by ``create_app``)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     """The running gateway (set by the app's lifespan)."""
     gateway: Gateway = request.app.state.gateway
     return gateway
 
 
-def get_service(request: Request) -> KpiService:
+async def get_service(request: Request) -> KpiService:
     """The KPI service over the gateway's store (set by the app's lifespan)."""
     service: KpiService = request.app.state.service
     return service
 
 
-def get_runner(request: Request) -> KpiRunner:
+async def get_runner(request: Request) -> KpiRunner:
     """Where KPI computations run: worker threads, single flight, closed-result cache."""
     runner: KpiRunner = request.app.state.runner
     return runner
 
 
-def request_now(request: Request) -> datetime:
+async def request_now(request: Request) -> datetime:
     """The request's one ``now``: every relative instant of one request (``now-7d`` and
     ``now`` of a default window, the baseline's) is resolved against it, so that a default
     window of ``now-7d`` .. ``now`` is exactly 7 days long. FastAPI calls a dependency once

@@ -26,7 +26,7 @@ from collector import StallMonitor, Supervisor
 from collector.base import tag_record
 from config.errors import StoreError
 from config.settings import Settings
-from store import Store, TagRecord, open_store
+from store import SqliteStore, Store, TagIndex, TagRecord, open_store
 from store.writer import Writer
 
 log = logging.getLogger("tierproof.gateway")
@@ -48,6 +48,9 @@ class Gateway:
         self._own_store = store is None
         self.store: Store = store if store is not None else open_store(settings.store)
         self.tag_ids: dict[str, int] = self.store.register_tags(tag_records(settings))
+        #: the store's tags by path and id, listed again only when they change: what every
+        #: route resolving a path to its tag record asks (``store.tag_index``)
+        self.tags = TagIndex(self.store)
         #: no devices, and a store other gateways write to (InfluxDB): the central tierproof,
         #: which learns the configured assets' tags from the store (``discover_tags``)
         self.central = not settings.devices and callable(getattr(self.store, "discover_tags", None))
@@ -75,11 +78,16 @@ class Gateway:
             return self.tag_ids[path]
         if self.supervisor is not None and path in self.supervisor.tag_ids:
             return self.supervisor.tag_ids[path]
-        for t in self.store.tags():  # rare: a tag this process has not met yet
-            if t.path == path:
-                self.tag_ids[path] = t.tag_id
-                return t.tag_id
-        return None
+        t = self.tags.by_path(path)  # discovered, or registered by an earlier run
+        return None if t is None else t.tag_id
+
+    def latest_on_loop(self) -> bool:
+        """Whether ``store.latest`` of a few tags may run on the event loop now: the embedded
+        store with every recent write's summary in memory (no row to decode: tens of us).
+        Never another store: InfluxDB's (or the spool's in front of it) is a network round
+        trip."""
+        store = self.store
+        return isinstance(store, SqliteStore) and store.latest_in_memory()
 
     def discover(self) -> int:
         """Learn the tags of the configured assets from the store (the central tierproof)."""

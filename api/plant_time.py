@@ -65,7 +65,7 @@ class Zones:
     output: tzinfo | None
 
 
-def request_zones(
+async def request_zones(
     settings: SettingsDep,
     tz: Annotated[str | None, Query(
         description=TZ_DESCRIPTION, examples=["Europe/Berlin"],
@@ -73,7 +73,8 @@ def request_zones(
                           "utc": {"summary": "UTC with a numeric offset", "value": "UTC"}},
         max_length=64)] = None,
 ) -> Zones:
-    """The request's zones from ``tz`` (validated: an unknown name is a 422 naming ``tz``)."""
+    """The request's zones from ``tz`` (validated: an unknown name is a 422 naming ``tz``); a
+    coroutine that never waits, run inline (``api.deps``)."""
     plant = settings.calendar.zone
     if tz is None:
         return Zones(plant, plant, None)

@@ -24,9 +24,10 @@ def _single(dependant: Any, out: set[str]) -> set[str]:
     return out
 
 
-def single_valued_query(request: Request) -> None:
-    """An app-wide dependency: a single-valued query parameter given twice is a 422."""
-    if not request.url.query:
+async def single_valued_query(request: Request) -> None:
+    """An app-wide dependency: a single-valued query parameter given twice is a 422. A
+    coroutine that never waits: run inline, not handed to the thread pool (``api.deps``)."""
+    if not request.scope.get("query_string"):  # not request.url: building it costs more
         return
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)

@@ -19,6 +19,7 @@ from .changes import Changes
 from .influx import InfluxStore
 from .spool import Quarantine, Spool, SpoolAdmin, SpooledStore, spool_settings
 from .sqlite import SCHEMA_VERSION, SqliteStore
+from .tag_index import TagIndex
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -39,6 +40,7 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreStats",
+    "TagIndex",
     "TagRecord",
     "open_spool_admin",
     "open_store",

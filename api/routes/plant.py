@@ -9,6 +9,7 @@ from typing import Annotated
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from config.errors import NotFoundError
 from config.signals import Quality
@@ -81,27 +82,41 @@ def get_tags(
     asset: Annotated[str | None, Query(description="only this asset's tags",
                                        examples=["demo/machining/line1/lathe-01"])] = None,
 ) -> list[TagOut]:
+    # read from the store itself, not the gateway's index: the listing shows what the file
+    # holds now (also what another process registered), and it is no per-request look-up
     out = [TagOut(**dataclasses.asdict(t)) for t in g.store.tags()]
     return [t for t in out if asset is None or t.asset == asset]
 
 
 def _names(g: Gateway, tid: int, values: list[float | None]) -> list[str | None] | None:
     """Canonical state/mode names of ``values`` of tag ``tid`` (api.state_names)."""
-    return names_of(next((t for t in g.store.tags() if t.tag_id == tid), None), values)
+    return names_of(g.tags.by_id(tid), values)
 
 
-@router.get("/tags/{tag_path:path}/latest", tags=["tags"], summary="Latest sample of a tag")
-def get_tag_latest(g: GatewayDep, zones: ZonesDep, tag_path: TagPath) -> LatestOut:
+@router.get("/tags/{tag_path:path}/latest", tags=["tags"], summary="Latest sample of a tag",
+            response_model=LatestOut)
+async def get_tag_latest(g: GatewayDep, zones: ZonesDep, tag_path: TagPath) -> Response:
+    # A coroutine: with the embedded store it reads on the event loop, since one tag's newest
+    # sample is a point query plus the in-memory summaries of recent writes (~20 us), less
+    # than handing the request to a worker thread and back (docs/benchmarks.md, issue 12);
+    # a recent write not summarised yet (its row to decode) or another store (InfluxDB, a
+    # network round trip) is read from a worker thread. The body is encoded here, once, not
+    # validated again against the model it was built from.
     tid = _tag_id(g, tag_path)
-    got = g.store.latest([tid]).get(tid)
+    if g.latest_on_loop():
+        got = g.store.latest([tid]).get(tid)
+    else:
+        got = (await run_in_threadpool(g.store.latest, [tid])).get(tid)
     if got is None:
-        return LatestOut(path=tag_path, ts=None, value=None, quality="no data")
-    value = _num(got.value)
-    return LatestOut(
-        path=tag_path, ts=iso(got.ts_ns, tz=zones.output), value=value,
-        name=(_names(g, tid, [value]) or [None])[0], text=got.text,
-        quality=quality_name(got.quality),
-    )
+        out = LatestOut(path=tag_path, ts=None, value=None, quality="no data")
+    else:
+        value = _num(got.value)
+        out = LatestOut(
+            path=tag_path, ts=iso(got.ts_ns, tz=zones.output), value=value,
+            name=(_names(g, tid, [value]) or [None])[0], text=got.text,
+            quality=quality_name(got.quality),
+        )
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.get(

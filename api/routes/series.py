@@ -284,7 +284,7 @@ def get_tag_history(
         count, bad, texts = aggregate_text(g.store, tid, bks)
         values = list(count.tolist()) if agg == "count" else list(texts)
     else:
-        rec = next((t for t in g.store.tags() if t.tag_id == tid), None)
+        rec = g.tags.by_id(tid)
         now_ns = to_ns(now)
         gaps = tag_gaps(g.store, rec, s_ns, e_ns, now_ns) if rec is not None else []
         a = aggregate(g.store, tid, bks, now_ns, gaps=gaps)

@@ -255,6 +255,11 @@ class InfluxStore:
     def tags(self) -> list[TagRecord]:
         return self._meta.tags()
 
+    @property
+    def tags_version(self) -> int:
+        """Bumped when a tag is registered or discovered (the local register's, ``TagIndex``)."""
+        return self._meta.tags_version
+
     # ------------------------------------------------------------------ writing
 
     def write(self, batch: Batch) -> None:

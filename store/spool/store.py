@@ -454,6 +454,12 @@ class SpooledStore:
     def tags(self) -> list[TagRecord]:
         return self.inner.tags()
 
+    @property
+    def tags_version(self) -> int | None:
+        """The inner store's (``store.tag_index``); None when it keeps none."""
+        v = getattr(self.inner, "tags_version", None)
+        return v if isinstance(v, int) else None
+
     def snapshot(self) -> AbstractContextManager[None]:
         """The inner store's: spooled points are not in it, so no snapshot sees them."""
         return self.inner.snapshot()

@@ -151,6 +151,9 @@ class SqliteStore:
         self._damage: dict[int, Damage] = {}
         #: seqs of the ingest rows known damaged (never read, merged or flushed)
         self._bad_seqs: set[int] = set()
+        #: bumped after every commit that adds or changes a tag (``store.tag_index``): what
+        #: this process registered; another process's registrations do not move it
+        self.tags_version = 0
         with self._errors("open"):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._w = connect(self._path, self._synchronous)
@@ -339,6 +342,8 @@ class SqliteStore:
                 self._rollups.drop(conn, {None: EVERYTHING})
                 self._load_assets()
         if changed:  # a new tag, or a role or enum changed: any window's KPIs may differ
+            with self._wlock:  # after the commit: a reader of the new number sees them
+                self.tags_version += 1
             self.changes.note(EVERYTHING)
         return {t.path: int(ids[t.path]) for t in tags}
 
@@ -675,6 +680,14 @@ class SqliteStore:
                 "SELECT seq, level FROM ingest WHERE level >= 0 ORDER BY seq").fetchall()
             runs = [r for r in (self._run(conn, s, lv) for s, lv in rows) if r is not None]
         return merge_latest(out, runs, wanted)
+
+    def latest_in_memory(self) -> bool:
+        """Whether :meth:`latest` would decode no ingest row: every row committed and not yet
+        merged or flushed has its summary cached. Then a ``latest`` of a few tags is a point
+        query and some numpy (tens of us): the API reads it on its event loop
+        (``api.gateway.Gateway.latest_on_loop``); otherwise in a worker thread."""
+        with self._cache_lock:
+            return self._live <= self._cache.keys()
 
     def last_ts(self, tag_ids: Sequence[int]) -> int | None:
         got = self.latest(tag_ids)
