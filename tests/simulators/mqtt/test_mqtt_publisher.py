@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from datetime import UTC, datetime
+from signal import SIGCONT, SIGSTOP
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -119,6 +122,64 @@ async def test_plain_messages_are_retained_for_late_subscribers(
             got = await late.until(lambda ms: len(ms) >= 1, 5, "the retained state")
     assert got[0].retain
     assert int(got[0].payload) == plant.machine_values(LINE2[0], clock.t).state
+
+
+def plain_values(pub: object, plant: Plant, assets: list[str], t: int) -> dict[str, str]:
+    """topic -> payload of every plain signal of ``assets`` at ``t``."""
+    from simulators.mqtt import MqttPublisher
+
+    assert isinstance(pub, MqttPublisher)
+    return {pub.topic(a, s): plain_number(v) for a in assets for s, v in expected(plant, a, t).items()}
+
+
+async def test_a_stalled_broker_holds_qos1_messages_back_within_the_bound(
+    mosquitto: Mosquitto, plant: Plant, clock: Clock
+) -> None:
+    """paho keeps every QoS 1 message until its PUBACK: with Mosquitto stopped (SIGSTOP: a
+    real broker that takes bytes into its socket buffer and answers nothing, as a stalled
+    one does) the messages it keeps stay within ``max_unacked``; the rest is held back and
+    counted, and once the broker runs again the plant's *current* values reach the subscriber
+    (the held ones are not sent late, out of date)."""
+    bound, assets = 5, LINE1
+    with Recorder(mosquitto.host, mosquitto.port, ["tierproof/#"]) as rec:
+        async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="plain", assets=assets,
+                              clock=clock, interval_s=SLOW, max_unacked=bound) as pub:
+            (session,) = pub.sessions
+            queued = session.client._out_messages  # paho's own queue: what grew without bound
+
+            async def converge(what: str) -> None:
+                """Tick until the subscriber's last value of every topic is the plant's now."""
+                want, deadline = plain_values(pub, plant, assets, clock.t), time.monotonic() + 60
+                while not ({m.topic: m.payload.decode() for m in rec.messages} == want
+                           and pub.unacked == 0):
+                    assert time.monotonic() < deadline, f"{what}: held {pub.held}, unacked {pub.unacked}"
+                    pub.tick()
+                    assert len(queued) <= bound
+                    await asyncio.sleep(0.02)
+
+            # the first tick alone has 22 messages: 5 go out, the rest wait for PUBACKs
+            assert pub.published == bound and pub.held == len(assets) * len(EXPECTED) - bound
+            await converge("the first values")
+            assert mosquitto.proc is not None
+            pid, held, sent = mosquitto.proc.pid, pub.held, pub.published
+            os.kill(pid, SIGSTOP)
+            try:
+                for _ in range(40):  # the machines run on while the broker answers nothing
+                    clock.t += 7 * S
+                    pub.tick()
+                    assert len(queued) <= bound and pub.unacked <= bound
+                    await asyncio.sleep(0.005)
+                assert pub.published <= sent + bound and pub.held > held
+            finally:
+                os.kill(pid, SIGCONT)
+            await converge("the current values after the stall")
+    assert pub.unacked == 0 and len(queued) == 0
+
+
+async def test_the_bound_must_be_positive(plant: Plant) -> None:
+    with pytest.raises(ValueError, match="max_unacked must be at least 1, not 0"):
+        async with serve_mqtt(plant, "127.0.0.1", 1, style="plain", max_unacked=0):
+            pass
 
 
 # --------------------------------------------------------------------------- json
