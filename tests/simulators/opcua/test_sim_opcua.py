@@ -28,7 +28,7 @@ from simulators.opcua import (
     OpcUaPlantServer,
     serve_opcua,
 )
-from tests.helpers import Clock
+from tests.helpers import Clock, wait_until
 
 NOW = datetime(2026, 11, 20, 10, 17, 3, 123456, tzinfo=UTC)
 INTERVAL_S = 0.05
@@ -64,9 +64,11 @@ async def served(plant: Plant, clock: Clock, cert_dir: Path) -> AsyncIterator[Op
         yield s
 
 
-async def settle() -> None:
-    """Long enough for the update loop to have run at least once."""
-    await asyncio.sleep(4 * INTERVAL_S)
+async def settle(server: OpcUaPlantServer, clock: Clock) -> None:
+    """Until the update loop has shown the plant at the clock's instant (waited for, not
+    slept: a loaded machine may run the loop later than a few intervals on)."""
+    await wait_until(lambda: (server.last_refresh_ns or 0) >= clock.t, 60,
+                     "a refresh at the clock's instant")
 
 
 def expected_value(v: MachineValues, signal: str) -> int | float:
@@ -118,7 +120,7 @@ async def test_values_match_the_plant(served: OpcUaPlantServer, plant: Plant, cl
     async with Client(served.endpoint) as client:
         for step_s in (0, 3600, 2 * 86400 + 17):
             clock.t = datetime_ns(NOW) + step_s * 1_000_000_000
-            await settle()
+            await settle(served, clock)
             truth = plant.values_at(clock.t)
             got = await read(client, served, keys)
             for key, dv in zip(keys, got, strict=True):
@@ -286,7 +288,7 @@ async def test_stop_and_restart_on_the_same_port(served: OpcUaPlantServer, plant
     clock.t += 600 * 1_000_000_000  # time goes on while the network is down
     await served.start()
     assert served.running and served.port == port
-    await settle()
+    await settle(served, clock)
     async with Client(served.endpoint) as client:
         value = await client.get_node(served.node_ids[key]).read_value()
         assert value == plant.values_at(clock.t)["demo/machining/line1/mill-02"].total
@@ -298,7 +300,7 @@ async def test_set_bad_reports_bad_status(served: OpcUaPlantServer, plant: Plant
         node = client.get_node(served.node_ids[key])
         await served.set_bad(key, ua.StatusCodes.BadSensorFailure)
         clock.t += 60 * 1_000_000_000
-        await settle()  # updates do not overwrite a bad node
+        await settle(served, clock)  # updates do not overwrite a bad node
         dv = await node.read_data_value(raise_on_bad_status=False)
         assert dv.StatusCode is not None and dv.StatusCode.value == ua.StatusCodes.BadSensorFailure
         with pytest.raises(ua.UaStatusCodeError):
