@@ -16,7 +16,7 @@ from collector.mqtt.sparkplug import DataType, Metric, decode_payload, encode_pa
 from config.signals import Role
 from simulators import Plant
 from simulators.mqtt import MQTT_SIGNALS, plain_number, serve_mqtt
-from tests.helpers import Clock
+from tests.helpers import Clock, wait_until
 from tests.mosquitto import Mosquitto, Received, Recorder
 
 pytestmark = pytest.mark.mqtt
@@ -88,7 +88,7 @@ async def test_plain_topics_and_values(mosquitto: Mosquitto, plant: Plant, clock
         async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="plain", assets=assets,
                               clock=clock, interval_s=SLOW) as pub:
             n = len(assets) * len(EXPECTED)
-            got = await rec.until(lambda ms: len(ms) >= n, 5, f"{n} plain messages")
+            got = await rec.until(lambda ms: len(ms) >= n, 30, f"{n} plain messages")
             assert pub.published == n
             seen = {m.topic: m for m in got}
             assert len(seen) == n
@@ -109,7 +109,7 @@ async def test_plain_topics_and_values(mosquitto: Mosquitto, plant: Plant, clock
             assert diff, "the plant should move within 7 s"
             pub.tick()
             assert pub.published == n + len(diff)
-            more = (await rec.until(lambda ms: len(ms) >= n + len(diff), 5, "the changes"))[n:]
+            more = (await rec.until(lambda ms: len(ms) >= n + len(diff), 30, "the changes"))[n:]
             assert {m.topic for m in more} == {pub.topic(a, s) for a, s in diff}
 
 
@@ -119,7 +119,7 @@ async def test_plain_messages_are_retained_for_late_subscribers(
     async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="plain", assets=LINE2,
                           clock=clock, interval_s=SLOW):
         with Recorder(mosquitto.host, mosquitto.port, ["tierproof/line2/press-01/state"]) as late:
-            got = await late.until(lambda ms: len(ms) >= 1, 5, "the retained state")
+            got = await late.until(lambda ms: len(ms) >= 1, 30, "the retained state")
     assert got[0].retain
     assert int(got[0].payload) == plant.machine_values(LINE2[0], clock.t).state
 
@@ -190,7 +190,7 @@ async def test_json_documents(mosquitto: Mosquitto, plant: Plant, clock: Clock) 
     with Recorder(mosquitto.host, mosquitto.port, ["tierproof/+/+"], qos=0) as rec:
         async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="json", assets=assets,
                               clock=clock, interval_s=SLOW, qos=0) as pub:
-            got = await rec.until(lambda ms: len(ms) >= len(assets), 5, "one document per machine")
+            got = await rec.until(lambda ms: len(ms) >= len(assets), 30, "one document per machine")
             for asset in assets:
                 [msg] = [m for m in got if m.topic == pub.topic(asset)]
                 doc = json.loads(msg.payload)
@@ -215,10 +215,10 @@ async def test_json_sends_at_once_when_a_counter_changes(
         t1 = next(t0 + k * S for k in range(1, 3600)
                   if "total_count" in changed(plant, asset, t0, t0 + k * S))
         with Recorder(mosquitto.host, mosquitto.port, [pub.topic(asset)]) as rec:
-            await rec.until(lambda ms: len(ms) == 1, 5, "the retained document")
+            await rec.until(lambda ms: len(ms) == 1, 30, "the retained document")
             clock.t = t1
             pub.tick()
-            got = await rec.until(lambda ms: len(ms) == 2, 5, "the document after the part")
+            got = await rec.until(lambda ms: len(ms) == 2, 30, "the document after the part")
     assert json.loads(got[1].payload)["counters"]["total"] == plant.machine_values(asset, t1).total
 
 
@@ -241,7 +241,7 @@ def sparkplug_recorder(m: Mosquitto) -> Recorder:
 
 
 async def births(rec: Recorder, n: int) -> list[Received]:
-    return await rec.until(lambda ms: len(ms) >= n, 5, f"{n} birth messages")
+    return await rec.until(lambda ms: len(ms) >= n, 30, f"{n} birth messages")
 
 
 async def test_sparkplug_births_and_data(mosquitto: Mosquitto, plant: Plant, clock: Clock) -> None:
@@ -276,7 +276,7 @@ async def test_sparkplug_births_and_data(mosquitto: Mosquitto, plant: Plant, clo
             pub.tick()
             diff = {a: changed(plant, a, t0, clock.t) for a in LINE1}
             n_data = sum(1 for a in LINE1 if diff[a])
-            got = await rec.until(lambda ms: len(by_node(ms, "line1")) >= 3 + n_data, 5, "DDATA")
+            got = await rec.until(lambda ms: len(by_node(ms, "line1")) >= 3 + n_data, 30, "DDATA")
             data = by_node(got, "line1")[3:]
             assert [seq for _, seq, _ in data] == list(range(3, 3 + n_data))
             for kind, _, metrics in data:
@@ -310,13 +310,13 @@ async def test_sparkplug_rebirth_on_request(mosquitto: Mosquitto, plant: Plant, 
             pub.skip_seq()
             clock.t += 7 * S
             pub.tick()
-            got = await rec.until(lambda ms: len(ms) >= 3, 5, "the DDATA after the skipped seq")
+            got = await rec.until(lambda ms: len(ms) >= 3, 30, "the DDATA after the skipped seq")
             assert [(k, seq) for k, seq, _ in by_node(got, "line2")] == [
                 ("NBIRTH", 0), ("DBIRTH/press-01", 1), ("DDATA/press-01", 3)]
 
             await asyncio.to_thread(ask_rebirth, mosquitto, "line2")
 
-            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 5, 5, "the rebirth")
+            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 5, 30, "the rebirth")
             assert [(k, seq) for k, seq, _ in by_node(got, "line2")][3:] == [
                 ("NBIRTH", 0), ("DBIRTH/press-01", 1)]
             assert pub.rebirths == 1
@@ -337,7 +337,7 @@ async def test_sparkplug_ignores_other_commands(mosquitto: Mosquitto, plant: Pla
             sender.disconnect()
             sender.loop_stop()
             # the publisher subscribed before the recorder, so it has seen both when the recorder has
-            await rec.until(lambda ms: len(ms) == 2, 5, "both commands")
+            await rec.until(lambda ms: len(ms) == 2, 30, "both commands")
         pub.tick()
         assert pub.rebirths == 0
 
@@ -352,14 +352,14 @@ async def test_sparkplug_death(mosquitto: Mosquitto, plant: Plant, clock: Clock)
                               assets=LINE1 + LINE2, clock=clock, interval_s=SLOW) as pub:
             await births(rec, 5)
             pub.die("line1")  # a crash: the broker publishes line1's Will
-            got = await rec.until(lambda ms: deaths(ms) == 1, 5, "the NDEATH Will")
+            got = await rec.until(lambda ms: deaths(ms) == 1, 30, "the NDEATH Will")
             [death] = [m for m in got if parse_topic(m.topic).message_type == "NDEATH"]
             assert parse_topic(death.topic).edge_node_id == "line1"
             payload = decode_payload(death.payload)
             assert payload.seq is None
             assert [(m.name, m.value) for m in payload.metrics] == [("bdSeq", 0)]
         # leaving cleanly, line2 says NDEATH itself (a clean DISCONNECT suppresses the Will)
-        got = await rec.until(lambda ms: deaths(ms) == 2, 5, "line2's own NDEATH")
+        got = await rec.until(lambda ms: deaths(ms) == 2, 30, "line2's own NDEATH")
         assert parse_topic(got[-1].topic).edge_node_id == "line2"
 
 
@@ -376,7 +376,7 @@ async def test_password_and_tls_listeners(mosquitto: Mosquitto, plant: Plant, cl
         with Recorder(m.host, m.port, ["tierproof/line2/press-01/state"]) as rec:
             async with serve_mqtt(plant, m.host, port, style="plain", assets=LINE2, clock=clock,
                                   interval_s=SLOW, retain=False, **kwargs):  # type: ignore[arg-type]
-                got = await rec.until(lambda ms: len(ms) == 1, 5, f"a message through port {port}")
+                got = await rec.until(lambda ms: len(ms) == 1, 30, f"a message through port {port}")
         assert int(got[0].payload) == plant.machine_values(LINE2[0], clock.t).state
 
 
@@ -418,20 +418,15 @@ async def test_sparkplug_births_again_after_the_broker_restarts(
         async with Recorder(mosquitto.host, mosquitto.port, ["spBv1.0/tierproof/#"]) as rec:
             # paho reconnects the publisher after its 1 s reconnect delay, and it births at
             # once; to not depend on who was first, wait for that and then ask for a rebirth
-            for _ in range(200):
-                if pub.sessions[0].connected and not pub.sessions[0].need_birth:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: pub.sessions[0].connected and not pub.sessions[0].need_birth,
+                             30, "the publisher's new session and its births")
             await asyncio.to_thread(ask_rebirth, mosquitto, "line2")  # the new session listens too
-            for _ in range(100):
-                if pub.rebirths:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: pub.rebirths >= 1, 30, "the rebirth asked for")
             assert pub.rebirths == 1
-            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 2, 10, "births after restart")
+            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 2, 30, "births after restart")
             nbirths = [metrics for kind, _, metrics in by_node(got, "line2") if kind == "NBIRTH"]
             assert nbirths and all({m.name: m.value for m in n}["bdSeq"] == 1 for n in nbirths)
             pub.die()
-            got = await rec.until(lambda ms: deaths(ms) == 1, 5, "the Will of the new session")
+            got = await rec.until(lambda ms: deaths(ms) == 1, 30, "the Will of the new session")
             death = next(m for m in got if parse_topic(m.topic).message_type == "NDEATH")
             assert [(m.name, m.value) for m in decode_payload(death.payload).metrics] == [("bdSeq", 1)]

@@ -169,11 +169,11 @@ async def test_subscription_sees_changes_with_source_time(served: OpcUaPlantServ
     async with Client(served.endpoint) as client:
         sub = await client.create_subscription(20, Handler())
         await sub.subscribe_data_change(client.get_node(served.node_ids[key]))
-        first = await asyncio.wait_for(got.get(), 5)
+        first = await asyncio.wait_for(got.get(), 30)
         assert first.Value is not None
         assert first.Value.Value == plant.values_at(clock.t)[asset].total
         clock.t += 3600 * 1_000_000_000  # an hour later the lathe has made parts
-        change = await asyncio.wait_for(got.get(), 5)
+        change = await asyncio.wait_for(got.get(), 30)
         assert change.Value is not None and change.SourceTimestamp is not None
         assert change.Value.Value == plant.values_at(clock.t)[asset].total != first.Value.Value
         assert datetime_ns(change.SourceTimestamp) // 1000 == clock.t // 1000

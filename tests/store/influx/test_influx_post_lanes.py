@@ -250,7 +250,7 @@ def test_small_writes_are_one_post(influxdb16: InfluxDB16, tmp_path: Path) -> No
         ids = [reg[t.path] for t in tag_records()]
         w = Watched(store)
         store.write(Batch.of(np.array(ids[:10], np.int32), T0, 1.0))
-        wait_for(lambda: w.done_ns, 5, "the POST")
+        wait_for(lambda: w.done_ns, 30, "the POST")
         assert w.most == 1 and len(w.threads) == 1
     finally:
         store.close()
