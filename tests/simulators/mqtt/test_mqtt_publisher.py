@@ -117,7 +117,11 @@ async def test_plain_messages_are_retained_for_late_subscribers(
     mosquitto: Mosquitto, plant: Plant, clock: Clock
 ) -> None:
     async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="plain", assets=LINE2,
-                          clock=clock, interval_s=SLOW):
+                          clock=clock, interval_s=SLOW) as pub:
+        # late: once the broker has acknowledged (so retained) the first messages; they are
+        # only handed to paho when serve_mqtt yields, and a subscriber that came before them
+        # got them live, not retained (seen at load ~15)
+        await wait_until(lambda: pub.unacked == 0, 30, "the broker's PUBACKs")
         with Recorder(mosquitto.host, mosquitto.port, ["tierproof/line2/press-01/state"]) as late:
             got = await late.until(lambda ms: len(ms) >= 1, 30, "the retained state")
     assert got[0].retain
