@@ -281,6 +281,10 @@ class OpcUaCollector(Diagnosis):
         try:
             await asyncio.wait_for(client.disconnect(), self._dev.timeout_s)
         except asyncio.CancelledError:
+            # a stop that cannot wait for the server's answer to CloseSession (the supervisor
+            # cancels again every 0.1 s: collector.base.cancel_and_wait) still closes the
+            # socket, or it is left to the garbage collector (a ResourceWarning)
+            client.disconnect_socket()
             raise
         except Exception as exc:
             log.debug("%s: disconnect: %r", self._dev.name, exc)

@@ -17,6 +17,15 @@ simulators show, in canonical codes (``config.signals``) and engineering units.
 paho runs its network loop in a thread per session; everything that publishes runs on the
 asyncio loop, and paho's callbacks only hand events over to it (``call_soon_threadsafe``), so
 the Sparkplug sequence numbers have one writer.
+
+A slow broker cannot make the publisher grow without bound: paho keeps every QoS 1/2
+message until its PUBACK, so each session holds at most ``max_unacked`` unacknowledged
+messages. At the bound the producer waits (:attr:`MqttPublisher.held` counts the messages it
+did not hand over): a value not sent is not marked sent, so the next tick that has room sends
+the signal's *current* value (plain and json are latest-value, retained topics). Dropping the
+oldest queued message instead would reach into paho's private queue and leave stale values
+queued ahead of fresh ones; blocking would stall the event loop that the other simulators --
+and the demo's embedded broker itself -- run on.
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ MqttStyle = Literal["plain", "json", "sparkplug"]
 REBIRTH = "Node Control/Rebirth"
 BDSEQ = "bdSeq"
 _JSON_HEARTBEAT_S = 1.0
+#: the default bound of one session's QoS 1/2 messages handed to paho and not yet acknowledged
+MAX_UNACKED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +144,9 @@ class _Session:
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     last: dict[tuple[str, str], int | float] = field(default_factory=dict)
     last_json: dict[str, float] = field(default_factory=dict)  # asset -> monotonic time sent
+    # mids of QoS 1/2 messages handed to paho, not yet acknowledged (asyncio loop only)
+    unacked: set[int] = field(default_factory=set)
+    holding: bool = False  # at the bound: messages are held back until PUBACKs make room
     connect_result: asyncio.Future[mqtt.ReasonCode] | None = None
 
 
@@ -149,6 +163,7 @@ class MqttPublisher:
         qos: int,
         retain: bool,
         primary_host: str | None = None,
+        max_unacked: int = MAX_UNACKED,
     ) -> None:
         self.plant = plant
         #: Sparkplug: the primary host application whose STATE gates the births (None: none)
@@ -161,6 +176,11 @@ class MqttPublisher:
         self.retain = retain
         #: messages handed to paho for publishing
         self.published = 0
+        #: the most QoS 1/2 messages one session keeps unacknowledged (see the module's doc)
+        self.max_unacked = max_unacked
+        #: messages not handed to paho because their session was at ``max_unacked``; their
+        #: signals' current values went out with a later tick that had room
+        self.held = 0
         #: births sent because a host asked for them (Node Control/Rebirth)
         self.rebirths = 0
         self.sessions: list[_Session] = []
@@ -191,6 +211,11 @@ class MqttPublisher:
             sock = s.client.socket()
             if sock is not None:
                 sock.close()
+
+    @property
+    def unacked(self) -> int:
+        """QoS 1/2 messages handed to paho and not yet acknowledged, over every session."""
+        return sum(len(s.unacked) for s in self.sessions)
 
     def _nodes(self, node: str | None) -> list[_Session]:
         chosen = [s for s in self.sessions if node is None or s.node == node]
@@ -272,15 +297,39 @@ class MqttPublisher:
                 return
             loop.call_soon_threadsafe(self._on_command, s, bytes(msg.payload), msg.topic)
 
+        def on_publish(c: mqtt.Client, u: object, mid: int, rc: mqtt.ReasonCode, p: object) -> None:
+            # QoS 1/2: the broker's acknowledgement (QoS 0: written to the socket, untracked).
+            # On the loop, after the publish() that returned this mid has recorded it.
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing to count for
+                loop.call_soon_threadsafe(s.unacked.discard, mid)
+
         s.client.on_connect = on_connect
         s.client.on_disconnect = on_disconnect
         s.client.on_message = on_message
+        s.client.on_publish = on_publish
 
     # ------------------------------------------------------------------ publishing
 
-    def _publish(self, s: _Session, topic: str, payload: bytes | str, qos: int, retain: bool) -> None:
-        s.client.publish(topic, payload, qos=qos, retain=retain)
+    def _publish(self, s: _Session, topic: str, payload: bytes | str, qos: int, retain: bool) -> bool:
+        """Hand one message to paho; False (and nothing handed over) when ``s`` is at its
+        bound of unacknowledged QoS 1/2 messages: the caller then does not mark it sent."""
+        if qos > 0 and len(s.unacked) >= self.max_unacked:
+            self.held += 1
+            if not s.holding:
+                s.holding = True
+                log.info("MQTT simulator session %s: %d messages unacknowledged by the broker; "
+                         "holding new ones back until it catches up", s.node or "plant",
+                         len(s.unacked))
+            return False
+        if s.holding:
+            s.holding = False
+            log.info("MQTT simulator session %s: the broker caught up (%d messages held back "
+                     "so far)", s.node or "plant", self.held)
+        info = s.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0:
+            s.unacked.add(info.mid)
         self.published += 1
+        return True
 
     def _next_seq(self, s: _Session) -> int:
         seq = (s.seq + s.skip) % 256
@@ -315,14 +364,15 @@ class MqttPublisher:
         for asset, v in values.items():
             for signal, spec in _SIGNALS.items():
                 value = spec.get(v)
-                if s.last.get((asset, signal)) != value:
-                    self._publish(s, self.topic(asset, signal), plain_number(value), self.qos, self.retain)
+                if s.last.get((asset, signal)) != value and self._publish(
+                        s, self.topic(asset, signal), plain_number(value), self.qos, self.retain):
                     s.last[(asset, signal)] = value
 
     def _tick_json(self, s: _Session, values: dict[str, MachineValues], t_ns: int) -> None:
         now = time.monotonic()
         for asset, v in values.items():
             groups: dict[str, dict[str, int | float]] = {}
+            seen: dict[tuple[str, str], int | float] = {}
             event = False
             for signal, spec in _SIGNALS.items():
                 group, key = JSON_LAYOUT[signal]
@@ -330,11 +380,13 @@ class MqttPublisher:
                 groups.setdefault(group, {})[key] = value
                 if group in _JSON_EVENT_GROUPS and s.last.get((asset, signal)) != value:
                     event = True
-                s.last[(asset, signal)] = value
+                seen[(asset, signal)] = value
             if event or now - s.last_json.get(asset, -1e9) >= _JSON_HEARTBEAT_S:
                 doc = json.dumps({"ts": t_ns // 1_000_000, **groups}, separators=(",", ":"))
-                self._publish(s, self.topic(asset), doc, self.qos, self.retain)
+                if not self._publish(s, self.topic(asset), doc, self.qos, self.retain):
+                    continue  # held back: the change is still an event at the next tick
                 s.last_json[asset] = now
+            s.last.update(seen)
 
     def _tick_sparkplug(self, s: _Session, values: dict[str, MachineValues], t_ns: int) -> None:
         assert s.node is not None
@@ -424,6 +476,7 @@ async def serve_mqtt(
     client_id: str | None = None,
     connect_timeout: float = 10.0,
     primary_host: str | None = None,
+    max_unacked: int = MAX_UNACKED,
 ) -> AsyncIterator[MqttPublisher]:
     """Publish ``assets`` (default: every asset of the plant) to the broker at host:port.
 
@@ -436,18 +489,23 @@ async def serve_mqtt(
     only): each edge node waits for that primary host application's STATE online before its
     births, and is silent while it is offline, as Sparkplug 3.0 edge nodes configured with a
     primary host are: a gateway that starts later sees births first, never data it cannot read.
+    ``max_unacked``: the most QoS 1/2 messages a session keeps unacknowledged; at the bound
+    new ones are held back (counted in ``held``) and the current values go out once the
+    broker has acknowledged enough (see the module's doc).
     """
     if style not in ("plain", "json", "sparkplug"):
         raise ValueError(f"unknown MQTT style {style!r}; use plain, json or sparkplug")
     if qos not in (0, 1, 2):
         raise ValueError(f"qos must be 0, 1 or 2, not {qos}")
+    if max_unacked < 1:
+        raise ValueError(f"max_unacked must be at least 1, not {max_unacked}")
     assets = list(plant.models) if assets is None else list(assets)
     for a in assets:
         if a not in plant.models:
             raise KeyError(f"asset {a!r} is not in the plant")
         _line_and_asset(a)
     pub = MqttPublisher(plant, style, assets, prefix, clock, qos, retain,
-                        primary_host if style == "sparkplug" else None)
+                        primary_host if style == "sparkplug" else None, max_unacked)
     base_id = client_id or f"tierproof-sim-{secrets.token_hex(4)}"
 
     groups: dict[str | None, list[str]] = {}

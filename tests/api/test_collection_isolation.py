@@ -17,7 +17,6 @@ of the connected device.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import resource
 import signal
@@ -42,7 +41,7 @@ from config import shipped_config
 from config.loader import load_settings
 from simulators import Plant, serve_devices
 from store import SqliteStore
-from tests.helpers import config_key_headers, free_port, on_free_ports, wait_for
+from tests.helpers import config_key_headers, free_port, on_free_ports, wait_for, wait_until
 
 NS = 1_000_000_000
 POLL_S = 1.0
@@ -273,12 +272,13 @@ async def test_a_stall_of_the_collectors_loop_is_a_recorded_gap(tmp_path: Path) 
                 h = sup.status()[0]
                 return h.state == "connected" and h.samples_delivered > 0
 
-            while not polled():
-                await asyncio.sleep(0.1)
+            await wait_until(polled, 60, "the first poll")
             before = time.time_ns()
             # a real stall of the collectors' loop: a blocking call on it, as a bug would make
             loop.call_soon_threadsafe(time.sleep, 2.0)
-            await asyncio.sleep(3.0)
+            # the monitor records the stall once the loop runs again; a loaded machine may start
+            # the blocking call late, so wait for the record rather than a fixed 3 s
+            await wait_until(lambda: sup.status()[0].stalls >= 1, 60, "the stall recorded as a gap")
             after = time.time_ns()
             assert gw.stall is not None and gw.stall.stats.stalls >= 1
             h = sup.status()[0]

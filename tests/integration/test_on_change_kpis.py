@@ -1,8 +1,8 @@
 """KPIs from on-change storage equal those from every-poll storage of the same polls.
 
 The demo plant's two Modbus lines are served over real Modbus TCP (the simulator's clock
-runs 90x faster than the wall clock, so half an hour of plant time -- production, the evening
-break's planned stop, counters rising -- passes in about twenty seconds) and polled by the
+runs 90x faster than the wall clock, so forty minutes of plant time -- production, the evening
+break's planned stop, counters rising -- pass in about half a minute) and polled by the
 supervisor with the demo's role defaults: state, mode, channel mode and counters on change
 (deadband 0, 60 s heartbeat), the rest every poll. One supervisor run writes two real SQLite
 stores: every batch the collectors poll goes, as polled, to the *every-poll* store, and
@@ -38,8 +38,10 @@ from store.sqlite import SqliteStore
 from store.writer import Writer
 from tests.helpers import FAST, health, shift_demo_settings, wait_until
 
-#: plant time: a Wednesday 17:50 in Shanghai, ten minutes before the evening break
-T0 = datetime(2026, 11, 18, 9, 50, tzinfo=UTC)
+#: plant time: a Wednesday 17:30 in Shanghai, half an hour before the evening break (the
+#: start, however long it takes on a loaded machine, must leave line 2's gap in production)
+T0 = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)
+MIN = 60 * 10**9
 SPEED = 90  # plant seconds per wall second
 KPI_ROLES = {r.value for r in LOSSLESS_ROLES}  # stored on change: steps, counters, reasons
 
@@ -155,7 +157,10 @@ async def test_kpis_from_on_change_storage_equal_every_poll(tmp_path: Path) -> N
         async with sup:
             await wait_until(lambda: all(h.samples_delivered for h in sup.status()), 30,
                              "first polls")
-            await asyncio.sleep(2)  # the gap falls in production, before the break
+            # the gap falls in production, before the break: at 17:40 plant time, or at once
+            # if the start took longer (from 17:50, the start, a fixed 2 s and the stop had to
+            # fit in 10 plant minutes, under 7 s of wall time, for the gap to miss the break)
+            await wait_until(lambda: clock() >= to_ns(T0) + 10 * MIN, 60, "17:40")
             line2 = srv.servers["line2-plc"]
             await line2.stop()
             await wait_until(lambda: health(sup, "line2-plc").gap_open_since is not None, 30,
@@ -165,7 +170,7 @@ async def test_kpis_from_on_change_storage_equal_every_poll(tmp_path: Path) -> N
             await wait_until(lambda: health(sup, "line2-plc").gap_open_since is None, 30,
                              "line 2 back")
             # on into the evening break (18:00-18:15 plant time)
-            await wait_until(lambda: clock() > start_ns + 20 * 60 * 10**9, 60, "18:10")
+            await wait_until(lambda: clock() > to_ns(T0) + 40 * MIN, 90, "18:10")
         end_ns = clock()
         await writer.close()
 

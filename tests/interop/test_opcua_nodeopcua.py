@@ -26,6 +26,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -589,6 +590,43 @@ async def test_server_restart_is_a_gap_then_data_flows_again(
         first.stop()
         if second is not None:
             second.stop()
+
+
+def connections_to(port: int) -> int:
+    """TCP sockets of this process whose peer is 127.0.0.1:``port`` (Linux /proc)."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # a descriptor closed meanwhile
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:["):
+                ours.add(link[len("socket:["):-1])
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for f in rows if int(f[2].split(":")[1], 16) == port and f[9] in ours)
+
+
+async def test_a_stop_while_the_server_hangs_still_closes_our_socket(
+    tmp_path: Path, sqlite_store: SqliteStore
+) -> None:
+    """The supervisor stops a collector by cancelling it again every 0.1 s until it ends
+    (collector.base.cancel_and_wait). With the server not answering (SIGSTOP: a real hung
+    server) the collector's CloseSession cannot complete in that time -- as on a loaded
+    machine, where interop runs failed on the ResourceWarning of an unclosed socket: the
+    gateway's own, left to the garbage collector. It is closed at the stop."""
+    with running(tmp_path / "pki") as srv:
+        assert srv.peer.proc is not None
+        pid = srv.peer.proc.pid
+        dev = device(srv.endpoint(), ["Double"], mode="poll")
+        ids = register(sqlite_store, dev)
+        try:
+            async with Supervisor([dev], sqlite_store, Writer(sqlite_store), ids):
+                await wait_until(lambda: count(sqlite_store, ids[dev.tags[0].path]) >= 1,
+                                 what="a polled value")
+                assert connections_to(srv.port) >= 1
+                os.kill(pid, signal.SIGSTOP)
+            # (the transport closes its socket in a callback of the next loop iterations)
+            await wait_until(lambda: connections_to(srv.port) == 0, 10, "our socket closed")
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
 
 async def test_browse_rules_discover_node_opcua_variables(

@@ -51,9 +51,15 @@ pytestmark = pytest.mark.mqtt
 GROUP, NODE, DEV = "plant1", "tahu1", "M1"
 ASSET = f"acme/assembly/L1/{NODE}"  # the template reads the edge node id as {asset}
 END = 2**62
-# ms, the payload time of the DATA the tests send: after the births (Tahu stamps them with
-# its clock, which is ours), so that a tag's samples read in the order they were sent
-T = time.time_ns() // 1_000_000 + 3_600_000
+
+
+def data_ms() -> int:
+    """ms, the payload time of the DATA a test sends: an hour after now, so after the births
+    (Tahu stamps them with its clock, which is ours) and a tag's samples read in the order
+    they were sent. Taken when a test starts, not at import: a module imported at the start of
+    a suite whose test runs more than an hour later would stamp its DATA before the births."""
+    return time.time_ns() // 1_000_000 + 3_600_000
+
 
 # the table of tahu_edge.js (checked against what it reports): type, birth value, tag type
 TYPES: list[tuple[str, Any, str]] = [
@@ -141,6 +147,7 @@ async def test_births_of_every_type_and_data_by_alias_and_by_name(
     """NBIRTH and DBIRTH with every scalar type Tahu encodes -- UInt32 in long_value among
     them (issue 9's regression: the whole NBIRTH was refused) -- then NDATA and DDATA by
     alias and by name."""
+    T = data_ms()  # this test's DATA time
     h = Harness(mosquitto, sqlite_store)
     async with h.supervisor() as sup:
         await wait_until(lambda: health(sup).state == "connected", 60, "connected")
@@ -190,6 +197,7 @@ async def test_data_before_birth_gets_a_rebirth_request_that_tahu_answers(
 ) -> None:
     """The node was born before the gateway listened: its first DDATA is data before birth,
     tierproof sends NCMD "Node Control/Rebirth", Tahu's application publishes its births."""
+    T = data_ms()  # this test's DATA time
     h = Harness(mosquitto, sqlite_store)
     with Recorder(mosquitto.host, mosquitto.port, [f"spBv1.0/{GROUP}/DBIRTH/{NODE}/{DEV}"]) as rec:
         node = tahu(**h.node_options())  # births published (QoS 0, not retained) to nobody else
@@ -273,6 +281,7 @@ async def test_values_flow_again_after_a_broker_restart(
 ) -> None:
     """Mosquitto restarts: tierproof reconnects (a gap of the whole MQTT device), mqtt.js
     reconnects and Tahu publishes its births again (bdSeq 0 again, seq from 0)."""
+    T = data_ms()  # this test's DATA time
     h = Harness(mosquitto, sqlite_store)
     async with h.supervisor() as sup:
         await wait_until(lambda: health(sup).state == "connected", 60, "connected")
@@ -315,6 +324,7 @@ async def test_an_undecodable_metric_is_dropped_alone(
     """Bad metrics among good ones, in a DBIRTH and in DDATA, as Tahu publishes them (an
     out-of-range Int8, a type name it does not know) and as a raw protobuf from Node (a Double
     in int_value): each is dropped and counted by reason, the rest is stored, no rebirth."""
+    T = data_ms()  # this test's DATA time
     h = Harness(mosquitto, sqlite_store, EXTRA)
     async with h.supervisor() as sup:
         await wait_until(lambda: health(sup).state == "connected", 60, "connected")
@@ -365,6 +375,7 @@ async def test_timestamps_out_of_range_fall_back(
 ) -> None:
     """A metric timestamp after 2262 or negative (sent by Tahu as its uint64 two's
     complement) is unknown: the payload's is used; without a usable one, the receive time."""
+    T = data_ms()  # this test's DATA time
     h = Harness(mosquitto, sqlite_store)
     async with h.supervisor() as sup:
         await wait_until(lambda: health(sup).state == "connected", 60, "connected")

@@ -48,8 +48,8 @@ from test_sparkplug_tahu import (
     NODE,
     Harness,
     StartTahu,
-    T,
     check_births,
+    data_ms,
 )
 
 from store.sqlite import SqliteStore
@@ -69,7 +69,7 @@ def primary(node: Any) -> dict[str, Any]:
 
 
 def ddata(node: Any, value: int, k: int = 0) -> dict[str, Any]:
-    answer: dict[str, Any] = node.command(cmd="ddata", device=DEV, timestamp=T + k, metrics=[
+    answer: dict[str, Any] = node.command(cmd="ddata", device=DEV, timestamp=data_ms() + k, metrics=[
         {"alias": DEV_ALIAS + ALIAS["UInt32"], "type": "UInt32", "value": value}])
     return answer
 
@@ -148,7 +148,7 @@ async def test_tahu_births_on_our_online_state_and_goes_silent_on_our_offline_st
         await wait_until(lambda: h.count("d_uint32") == 4, 60, "DDATA after the host's return")
     check_births(h, 0)
     check_births(h, 1)  # Tahu's DDEATH and NDEATH went out while no gateway listened
-    # both births (now), then the DDATA (stamped an hour ahead, T): what Tahu held while the
+    # both births (now), then the DDATA (stamped an hour ahead): what Tahu held while the
     # host was away never went out
     assert h.series("d_uint32").value.tolist() == [4294967295.0, 4294967295.0, 1.0, 3.0]
 

@@ -69,7 +69,7 @@ def test_queued_qos1_message_survives_restart(mosquitto: Mosquitto) -> None:
     again = Recorder(m.host, m.port, [], client_id="persistent-sub", clean_session=False).start()
     assert again.session_present is True
     try:
-        got = again.wait_for(lambda ms: len(ms) >= 1, 5, "the queued message after restart")
+        got = again.wait_for(lambda ms: len(ms) >= 1, 30, "the queued message after restart")
     finally:
         again.stop()
     assert [(r.topic, r.payload, r.qos) for r in got] == [("plant/line1/count", b"42", 1)]

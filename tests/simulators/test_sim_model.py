@@ -152,10 +152,12 @@ def test_fourteen_days_of_ten_machines_is_fast(settings: Settings) -> None:
         for i, a in enumerate(settings.assets * 2)
     ][:10]
     plant = Plant(settings.model_copy(update={"assets": assets}), now=NOW)
-    t0 = time.perf_counter()
+    # the CPU time of this process, not the wall time: on the loaded test machine a niced
+    # process waits for a core for several times the ~0.1 s of CPU the timelines take
+    t0 = time.process_time()
     parts = sum(
         plant.timeline(a.path, ns(NOW - timedelta(days=14)), ns(NOW)).part_ns.size for a in assets
     )
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert parts > 100_000
-    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    assert elapsed < 2.0, f"{elapsed:.2f} s of CPU"

@@ -26,7 +26,7 @@ async def test_paho_publish_subscribe_through_it() -> None:
             pub.loop_start()
             pub.publish("plant/a", b"1", qos=0)
             await asyncio.to_thread(pub.publish("plant/b", b"2", qos=1).wait_for_publish, 5)
-            got = await rec.until(lambda ms: len(ms) == 2, 5, "both messages")
+            got = await rec.until(lambda ms: len(ms) == 2, 30, "both messages")
             pub.disconnect()
             await asyncio.to_thread(pub.loop_stop)
     assert sorted((m.topic, m.payload) for m in got) == [("plant/a", b"1"), ("plant/b", b"2")]
@@ -44,7 +44,7 @@ async def test_the_simulator_publishes_through_it() -> None:
             serve_mqtt(plant, u.hostname, u.port, style="plain", assets=[asset],
                        clock=lambda: datetime_ns(now), interval_s=3600),
         ):
-            got = await rec.until(lambda ms: len(ms) == 1, 5, "the counter")
+            got = await rec.until(lambda ms: len(ms) == 1, 30, "the counter")
     assert int(got[0].payload) == plant.machine_values(asset, datetime_ns(now)).total
 
 

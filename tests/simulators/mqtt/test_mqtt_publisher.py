@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from datetime import UTC, datetime
+from signal import SIGCONT, SIGSTOP
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -13,7 +16,7 @@ from collector.mqtt.sparkplug import DataType, Metric, decode_payload, encode_pa
 from config.signals import Role
 from simulators import Plant
 from simulators.mqtt import MQTT_SIGNALS, plain_number, serve_mqtt
-from tests.helpers import Clock
+from tests.helpers import Clock, wait_until
 from tests.mosquitto import Mosquitto, Received, Recorder
 
 pytestmark = pytest.mark.mqtt
@@ -85,7 +88,7 @@ async def test_plain_topics_and_values(mosquitto: Mosquitto, plant: Plant, clock
         async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="plain", assets=assets,
                               clock=clock, interval_s=SLOW) as pub:
             n = len(assets) * len(EXPECTED)
-            got = await rec.until(lambda ms: len(ms) >= n, 5, f"{n} plain messages")
+            got = await rec.until(lambda ms: len(ms) >= n, 30, f"{n} plain messages")
             assert pub.published == n
             seen = {m.topic: m for m in got}
             assert len(seen) == n
@@ -106,7 +109,7 @@ async def test_plain_topics_and_values(mosquitto: Mosquitto, plant: Plant, clock
             assert diff, "the plant should move within 7 s"
             pub.tick()
             assert pub.published == n + len(diff)
-            more = (await rec.until(lambda ms: len(ms) >= n + len(diff), 5, "the changes"))[n:]
+            more = (await rec.until(lambda ms: len(ms) >= n + len(diff), 30, "the changes"))[n:]
             assert {m.topic for m in more} == {pub.topic(a, s) for a, s in diff}
 
 
@@ -114,11 +117,73 @@ async def test_plain_messages_are_retained_for_late_subscribers(
     mosquitto: Mosquitto, plant: Plant, clock: Clock
 ) -> None:
     async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="plain", assets=LINE2,
-                          clock=clock, interval_s=SLOW):
+                          clock=clock, interval_s=SLOW) as pub:
+        # late: once the broker has acknowledged (so retained) the first messages; they are
+        # only handed to paho when serve_mqtt yields, and a subscriber that came before them
+        # got them live, not retained (seen at load ~15)
+        await wait_until(lambda: pub.unacked == 0, 30, "the broker's PUBACKs")
         with Recorder(mosquitto.host, mosquitto.port, ["tierproof/line2/press-01/state"]) as late:
-            got = await late.until(lambda ms: len(ms) >= 1, 5, "the retained state")
+            got = await late.until(lambda ms: len(ms) >= 1, 30, "the retained state")
     assert got[0].retain
     assert int(got[0].payload) == plant.machine_values(LINE2[0], clock.t).state
+
+
+def plain_values(pub: object, plant: Plant, assets: list[str], t: int) -> dict[str, str]:
+    """topic -> payload of every plain signal of ``assets`` at ``t``."""
+    from simulators.mqtt import MqttPublisher
+
+    assert isinstance(pub, MqttPublisher)
+    return {pub.topic(a, s): plain_number(v) for a in assets for s, v in expected(plant, a, t).items()}
+
+
+async def test_a_stalled_broker_holds_qos1_messages_back_within_the_bound(
+    mosquitto: Mosquitto, plant: Plant, clock: Clock
+) -> None:
+    """paho keeps every QoS 1 message until its PUBACK: with Mosquitto stopped (SIGSTOP: a
+    real broker that takes bytes into its socket buffer and answers nothing, as a stalled
+    one does) the messages it keeps stay within ``max_unacked``; the rest is held back and
+    counted, and once the broker runs again the plant's *current* values reach the subscriber
+    (the held ones are not sent late, out of date)."""
+    bound, assets = 5, LINE1
+    with Recorder(mosquitto.host, mosquitto.port, ["tierproof/#"]) as rec:
+        async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="plain", assets=assets,
+                              clock=clock, interval_s=SLOW, max_unacked=bound) as pub:
+            (session,) = pub.sessions
+            queued = session.client._out_messages  # paho's own queue: what grew without bound
+
+            async def converge(what: str) -> None:
+                """Tick until the subscriber's last value of every topic is the plant's now."""
+                want, deadline = plain_values(pub, plant, assets, clock.t), time.monotonic() + 60
+                while not ({m.topic: m.payload.decode() for m in rec.messages} == want
+                           and pub.unacked == 0):
+                    assert time.monotonic() < deadline, f"{what}: held {pub.held}, unacked {pub.unacked}"
+                    pub.tick()
+                    assert len(queued) <= bound
+                    await asyncio.sleep(0.02)
+
+            # the first tick alone has 22 messages: 5 go out, the rest wait for PUBACKs
+            assert pub.published == bound and pub.held == len(assets) * len(EXPECTED) - bound
+            await converge("the first values")
+            assert mosquitto.proc is not None
+            pid, held, sent = mosquitto.proc.pid, pub.held, pub.published
+            os.kill(pid, SIGSTOP)
+            try:
+                for _ in range(40):  # the machines run on while the broker answers nothing
+                    clock.t += 7 * S
+                    pub.tick()
+                    assert len(queued) <= bound and pub.unacked <= bound
+                    await asyncio.sleep(0.005)
+                assert pub.published <= sent + bound and pub.held > held
+            finally:
+                os.kill(pid, SIGCONT)
+            await converge("the current values after the stall")
+    assert pub.unacked == 0 and len(queued) == 0
+
+
+async def test_the_bound_must_be_positive(plant: Plant) -> None:
+    with pytest.raises(ValueError, match="max_unacked must be at least 1, not 0"):
+        async with serve_mqtt(plant, "127.0.0.1", 1, style="plain", max_unacked=0):
+            pass
 
 
 # --------------------------------------------------------------------------- json
@@ -129,7 +194,7 @@ async def test_json_documents(mosquitto: Mosquitto, plant: Plant, clock: Clock) 
     with Recorder(mosquitto.host, mosquitto.port, ["tierproof/+/+"], qos=0) as rec:
         async with serve_mqtt(plant, mosquitto.host, mosquitto.port, style="json", assets=assets,
                               clock=clock, interval_s=SLOW, qos=0) as pub:
-            got = await rec.until(lambda ms: len(ms) >= len(assets), 5, "one document per machine")
+            got = await rec.until(lambda ms: len(ms) >= len(assets), 30, "one document per machine")
             for asset in assets:
                 [msg] = [m for m in got if m.topic == pub.topic(asset)]
                 doc = json.loads(msg.payload)
@@ -154,10 +219,10 @@ async def test_json_sends_at_once_when_a_counter_changes(
         t1 = next(t0 + k * S for k in range(1, 3600)
                   if "total_count" in changed(plant, asset, t0, t0 + k * S))
         with Recorder(mosquitto.host, mosquitto.port, [pub.topic(asset)]) as rec:
-            await rec.until(lambda ms: len(ms) == 1, 5, "the retained document")
+            await rec.until(lambda ms: len(ms) == 1, 30, "the retained document")
             clock.t = t1
             pub.tick()
-            got = await rec.until(lambda ms: len(ms) == 2, 5, "the document after the part")
+            got = await rec.until(lambda ms: len(ms) == 2, 30, "the document after the part")
     assert json.loads(got[1].payload)["counters"]["total"] == plant.machine_values(asset, t1).total
 
 
@@ -180,7 +245,7 @@ def sparkplug_recorder(m: Mosquitto) -> Recorder:
 
 
 async def births(rec: Recorder, n: int) -> list[Received]:
-    return await rec.until(lambda ms: len(ms) >= n, 5, f"{n} birth messages")
+    return await rec.until(lambda ms: len(ms) >= n, 30, f"{n} birth messages")
 
 
 async def test_sparkplug_births_and_data(mosquitto: Mosquitto, plant: Plant, clock: Clock) -> None:
@@ -215,7 +280,7 @@ async def test_sparkplug_births_and_data(mosquitto: Mosquitto, plant: Plant, clo
             pub.tick()
             diff = {a: changed(plant, a, t0, clock.t) for a in LINE1}
             n_data = sum(1 for a in LINE1 if diff[a])
-            got = await rec.until(lambda ms: len(by_node(ms, "line1")) >= 3 + n_data, 5, "DDATA")
+            got = await rec.until(lambda ms: len(by_node(ms, "line1")) >= 3 + n_data, 30, "DDATA")
             data = by_node(got, "line1")[3:]
             assert [seq for _, seq, _ in data] == list(range(3, 3 + n_data))
             for kind, _, metrics in data:
@@ -249,13 +314,13 @@ async def test_sparkplug_rebirth_on_request(mosquitto: Mosquitto, plant: Plant, 
             pub.skip_seq()
             clock.t += 7 * S
             pub.tick()
-            got = await rec.until(lambda ms: len(ms) >= 3, 5, "the DDATA after the skipped seq")
+            got = await rec.until(lambda ms: len(ms) >= 3, 30, "the DDATA after the skipped seq")
             assert [(k, seq) for k, seq, _ in by_node(got, "line2")] == [
                 ("NBIRTH", 0), ("DBIRTH/press-01", 1), ("DDATA/press-01", 3)]
 
             await asyncio.to_thread(ask_rebirth, mosquitto, "line2")
 
-            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 5, 5, "the rebirth")
+            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 5, 30, "the rebirth")
             assert [(k, seq) for k, seq, _ in by_node(got, "line2")][3:] == [
                 ("NBIRTH", 0), ("DBIRTH/press-01", 1)]
             assert pub.rebirths == 1
@@ -276,7 +341,7 @@ async def test_sparkplug_ignores_other_commands(mosquitto: Mosquitto, plant: Pla
             sender.disconnect()
             sender.loop_stop()
             # the publisher subscribed before the recorder, so it has seen both when the recorder has
-            await rec.until(lambda ms: len(ms) == 2, 5, "both commands")
+            await rec.until(lambda ms: len(ms) == 2, 30, "both commands")
         pub.tick()
         assert pub.rebirths == 0
 
@@ -291,14 +356,14 @@ async def test_sparkplug_death(mosquitto: Mosquitto, plant: Plant, clock: Clock)
                               assets=LINE1 + LINE2, clock=clock, interval_s=SLOW) as pub:
             await births(rec, 5)
             pub.die("line1")  # a crash: the broker publishes line1's Will
-            got = await rec.until(lambda ms: deaths(ms) == 1, 5, "the NDEATH Will")
+            got = await rec.until(lambda ms: deaths(ms) == 1, 30, "the NDEATH Will")
             [death] = [m for m in got if parse_topic(m.topic).message_type == "NDEATH"]
             assert parse_topic(death.topic).edge_node_id == "line1"
             payload = decode_payload(death.payload)
             assert payload.seq is None
             assert [(m.name, m.value) for m in payload.metrics] == [("bdSeq", 0)]
         # leaving cleanly, line2 says NDEATH itself (a clean DISCONNECT suppresses the Will)
-        got = await rec.until(lambda ms: deaths(ms) == 2, 5, "line2's own NDEATH")
+        got = await rec.until(lambda ms: deaths(ms) == 2, 30, "line2's own NDEATH")
         assert parse_topic(got[-1].topic).edge_node_id == "line2"
 
 
@@ -315,7 +380,7 @@ async def test_password_and_tls_listeners(mosquitto: Mosquitto, plant: Plant, cl
         with Recorder(m.host, m.port, ["tierproof/line2/press-01/state"]) as rec:
             async with serve_mqtt(plant, m.host, port, style="plain", assets=LINE2, clock=clock,
                                   interval_s=SLOW, retain=False, **kwargs):  # type: ignore[arg-type]
-                got = await rec.until(lambda ms: len(ms) == 1, 5, f"a message through port {port}")
+                got = await rec.until(lambda ms: len(ms) == 1, 30, f"a message through port {port}")
         assert int(got[0].payload) == plant.machine_values(LINE2[0], clock.t).state
 
 
@@ -357,20 +422,15 @@ async def test_sparkplug_births_again_after_the_broker_restarts(
         async with Recorder(mosquitto.host, mosquitto.port, ["spBv1.0/tierproof/#"]) as rec:
             # paho reconnects the publisher after its 1 s reconnect delay, and it births at
             # once; to not depend on who was first, wait for that and then ask for a rebirth
-            for _ in range(200):
-                if pub.sessions[0].connected and not pub.sessions[0].need_birth:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: pub.sessions[0].connected and not pub.sessions[0].need_birth,
+                             30, "the publisher's new session and its births")
             await asyncio.to_thread(ask_rebirth, mosquitto, "line2")  # the new session listens too
-            for _ in range(100):
-                if pub.rebirths:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: pub.rebirths >= 1, 30, "the rebirth asked for")
             assert pub.rebirths == 1
-            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 2, 10, "births after restart")
+            got = await rec.until(lambda ms: len(by_node(ms, "line2")) >= 2, 30, "births after restart")
             nbirths = [metrics for kind, _, metrics in by_node(got, "line2") if kind == "NBIRTH"]
             assert nbirths and all({m.name: m.value for m in n}["bdSeq"] == 1 for n in nbirths)
             pub.die()
-            got = await rec.until(lambda ms: deaths(ms) == 1, 5, "the Will of the new session")
+            got = await rec.until(lambda ms: deaths(ms) == 1, 30, "the Will of the new session")
             death = next(m for m in got if parse_topic(m.topic).message_type == "NDEATH")
             assert [(m.name, m.value) for m in decode_payload(death.payload).metrics] == [("bdSeq", 1)]

@@ -84,9 +84,16 @@ def settings(server: InfluxDB16, tmp_path: Path, lanes: int) -> InfluxStoreSetti
 
 class Watched:
     """Notes the POSTs of a sink as they run: how many were in flight at most, and on which
-    threads (instrumentation around the real sink; every POST still goes to InfluxDB)."""
+    threads (instrumentation around the real sink; every POST still goes to InfluxDB).
 
-    def __init__(self, store: InfluxStore, fail_once: str | None = None) -> None:
+    ``meet``: the first ``meet`` POSTs wait for each other (at most 30 s) before they go on,
+    so POSTs issued at once are seen in flight together however the threads are scheduled
+    (they overlapped only by chance on a loaded machine); POSTs issued one after the other
+    never meet, and the first one fails."""
+
+    def __init__(self, store: InfluxStore, fail_once: str | None = None, meet: int = 0) -> None:
+        self.meet = threading.Barrier(meet) if meet else None
+        self.calls = 0
         self.sink: Any = store._sink
         self.post = self.sink.post
         self.lock = threading.Lock()
@@ -104,7 +111,11 @@ class Watched:
             fail = self.fail_once is not None and self.fail_once.encode() in body
             if fail:
                 self.fail_once = None
+            self.calls += 1
+            meet = self.meet if self.meet is not None and self.calls <= self.meet.parties else None
         try:
+            if meet is not None:
+                meet.wait(30)  # BrokenBarrierError: the POSTs were not issued at once
             if fail:
                 # A fault InfluxDB cannot be made to produce on cue: one of several concurrent
                 # POSTs fails while the others are taken. Raised after the others had time to
@@ -155,7 +166,7 @@ def test_a_large_write_posts_its_lanes_at_once(influxdb16: InfluxDB16, tmp_path:
     try:
         reg = store.register_tags(tag_records())
         ids = [reg[t.path] for t in tag_records()]
-        w = Watched(store)
+        w = Watched(store, meet=2)
         for k in range(6):
             store.write(batch_k(k, ids))
         assert w.most == 2 and len(w.threads) == 2, (w.most, w.threads)
@@ -173,7 +184,7 @@ def test_one_lane_failing_spools_the_whole_write_after_every_lane_finished(
         reg = store.register_tags(tag_records())
         ids = [reg[t.path] for t in tag_records()]
         store.write(batch_k(0, ids))
-        w = Watched(store.inner, fail_once=",signal=s1,")  # s1's lane, of the next write
+        w = Watched(store.inner, fail_once=",signal=s1,", meet=2)  # s1's lane, of the next write
         store.write(batch_k(1, ids))  # one lane taken, one failed: spooled, write returns
         returned = time.monotonic_ns()
         assert w.most == 2 and max(w.done_ns) <= returned  # no POST of it still in flight
@@ -239,7 +250,7 @@ def test_small_writes_are_one_post(influxdb16: InfluxDB16, tmp_path: Path) -> No
         ids = [reg[t.path] for t in tag_records()]
         w = Watched(store)
         store.write(Batch.of(np.array(ids[:10], np.int32), T0, 1.0))
-        wait_for(lambda: w.done_ns, 5, "the POST")
+        wait_for(lambda: w.done_ns, 30, "the POST")
         assert w.most == 1 and len(w.threads) == 1
     finally:
         store.close()

@@ -166,9 +166,18 @@ CHILD = textwrap.dedent("""
 
     cfg, first, last = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     settings = InfluxStoreSettings.model_validate(cfg)
-    if sys.argv[4] == "slow-drain":  # two batches per request: many pops to be killed between
+    if sys.argv[4] == "crash-mid-drain":  # two batches per request; killed after the 20th
+        import os, signal
         from store import InfluxStore, SpooledStore
-        store = SpooledStore.open(InfluxStore(settings), settings.spool, drain_points=450)
+        inner = InfluxStore(settings)
+        send, sent = inner.write, [0]
+        def send_then_crash(batch):
+            send(batch)
+            sent[0] += 1
+            if sent[0] == 20:  # InfluxDB has the batches; the spool has not yet recorded it
+                os.kill(os.getpid(), signal.SIGKILL)
+        inner.write = send_then_crash
+        store = SpooledStore.open(inner, settings.spool, drain_points=450)
     else:
         store = open_store(settings)
     ids = store.register_tags(tag_records())
@@ -244,11 +253,10 @@ def test_kill_9_mid_drain_sends_the_rest_after_restart(influxdb16: InfluxDB16, t
             return len(ro)
 
     assert spooled_now() == n
-    with run_child(cfg, n, n, "slow-drain") as child:
-        deadline = time.monotonic() + 60
-        while spooled_now() == n and time.monotonic() < deadline:  # a tight loop: drains are quick
-            time.sleep(0.005)
-        os.kill(child.pid, signal.SIGKILL)
+    # the child kills itself between a send and its record: a parent watching the spool and
+    # killing the child raced the drain (on a loaded machine it could drain all n first)
+    with run_child(cfg, n, n, "crash-mid-drain") as child:
+        assert child.wait(120) == -signal.SIGKILL
     left = spooled_now()
     assert 0 < left < n, f"killed with {left} of {n} batches still spooled"
     with run_child(cfg, n, n + 10, "drain") as child:
