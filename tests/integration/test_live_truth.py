@@ -253,7 +253,8 @@ async def test_live_kpis_through_every_collector_equal_the_truth(
                 e, a = exp["elements"], act["elements"]
                 assert a["pq"] > 0 and e["pq"] > 0
                 for q in ("pq", "gq", "sq"):
-                    assert a[q] == e[q], (asset, q, a[q], e[q])
+                    assert a[q] == e[q], (asset, proto, q, a[q], e[q], act["coverage"],
+                                          a["implausible_increases"])
                 # no gaps: every instant of the window's planned time is known, as in the truth
                 assert act["coverage"] == pytest.approx(1.0) == exp["coverage"], asset
                 tol = tolerances(plant, asset, exp, LAG_S[proto])
