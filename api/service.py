@@ -45,6 +45,7 @@ from .declared import config_versions
 from .readahead import ReadAhead
 from .rollups import (
     DAY,
+    ELEMENT_FIELDS,
     HEAD,
     HOUR_NS,
     NEVER,
@@ -83,6 +84,27 @@ def _read_ids(tags: Mapping[Role, TagRecord], roles: frozenset[Role] = frozenset
     """The ids of ``tags``' tags of ``roles`` that ``asset_result`` reads (not an analog or
     status tag: read ahead, their samples would be read for nothing)."""
     return [t.tag_id for r, t in tags.items() if r in roles]
+
+
+#: an asset-day's row as ``KpiService.day_vectors`` gives it: (elements vector, tags, good
+#: samples, gap_s)
+DayVector = tuple["np.ndarray[Any, np.dtype[np.float64]]", int, int, float]
+
+
+def _gap_s(extra: str | None) -> float:
+    """A day row's ``gap_s`` (its ``extra``'s last key, ``rollup_day_row``) without parsing
+    the whole JSON document: ``"gap_s": `` cannot occur inside a JSON string (its quotes
+    would be escaped there)."""
+    if not extra:
+        return 0.0
+    i = extra.rfind('"gap_s": ')
+    if i < 0:
+        return 0.0
+    j = i + 9
+    k = j
+    while k < len(extra) and extra[k] not in ",}":
+        k += 1
+    return float(extra[j:k])
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +548,33 @@ class KpiService:
             for c, (part, head) in zip(mine, decode_each(mine), strict=True):
                 out.setdefault(start_of[c[0]], {})[asset] = (part.elements, part.tags,
                                                              float(head.get("gap_s", 0.0)))
+        return out
+
+    def day_vectors(self, assets: list[Asset], days: list[tuple[int, int]]
+                    ) -> dict[int, dict[str, DayVector]]:
+        """``day_rows`` without building an object per asset-day: day start -> asset ->
+        (its elements as a float64 vector in ``ELEMENT_FIELDS`` order, None as NaN; its tags'
+        count and good samples; ``gap_s``). One read of every asset's day rows, one
+        conversion of each asset's rows to a matrix; an assessment sums the vectors of a day
+        in one numpy pass (``api.assessment``). An asset-day without a current row is absent."""
+        if not self.use_rollups or not days:
+            return {}
+        by_asset = self._tags_by_asset()
+        keys = {a.path: self.rollup_key(a, by_asset[a.path]) + DAY for a in assets if by_asset.get(a.path)}
+        start_of = {day_slot(e): s for s, e in days}
+        got = keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
+        n = len(ELEMENT_FIELDS)
+        out: dict[int, dict[str, DayVector]] = {}
+        for asset, cells in got.items():
+            mine = [c for c in cells if c[0] in start_of]
+            if not mine:
+                continue
+            m = np.frombuffer(b"".join(c[2] for c in mine), "<f8").reshape(len(mine), -1)
+            counts = m[:, n::2]  # per tag: samples, then bad samples
+            good = (counts.sum(axis=1) - m[:, n + 1::2].sum(axis=1)).tolist()
+            ntags = counts.shape[1]
+            for c, vec, g in zip(mine, m[:, :n], good, strict=True):
+                out.setdefault(start_of[c[0]], {})[asset] = (vec, ntags, int(g), _gap_s(c[3]))
         return out
 
     def _rolled(
