@@ -602,7 +602,29 @@ def assess(
     n_resamples: int = DEFAULT_N_RESAMPLES,
 ) -> dict[str, Any]:
     """The tier assessment as JSON-ready data (fractions). ``tier`` None: every tier of the
-    criteria; an unknown tier is a NotFoundError, a bad instant or empty window a KpiError."""
+    criteria; an unknown tier is a NotFoundError, a bad instant or empty window a KpiError.
+    Its windows read the same roll-up rows more than once: inside a snapshot they are read
+    once (``KpiService.sharing_rows``)."""
+    with service.sharing_rows():
+        return _assess(settings, service, criteria, tier=tier, from_=from_, to=to,
+                       baseline_from=baseline_from, baseline_to=baseline_to, now=now, seed=seed,
+                       n_resamples=n_resamples)
+
+
+def _assess(
+    settings: Settings,
+    service: KpiService,
+    criteria: TierCriteria,
+    *,
+    tier: str | None,
+    from_: str | None,
+    to: str | None,
+    baseline_from: str | None,
+    baseline_to: str | None,
+    now: datetime | None,
+    seed: int,
+    n_resamples: int,
+) -> dict[str, Any]:
     names = [t.name for t in criteria.tiers]
     if tier is not None and tier not in names:
         raise NotFoundError(f"no tier {tier!r} in criteria {criteria.version}; tiers: {', '.join(names)}")

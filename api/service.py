@@ -168,6 +168,54 @@ class KpiService:
             finally:
                 self._ahead.parts = self._ahead.by_asset = None
 
+    @contextmanager
+    def sharing_rows(self) -> Iterator[None]:
+        """Inside a ``snapshot``: the roll-up rows that ``results`` reads are kept until the
+        block ends and served again to every later read of the same or a narrower range
+        (``_keyed``). An assessment's windows read the same rows several times: the current
+        window's day-sum rows again within the history span's, the hour rows at the edges
+        of its local days again for the window and the span (the same hours, the same
+        state of the store). Memory: the rows the block reads (~75 MB for 500 machines x 30
+        days); a single ``kpis`` call, which reads each row once, does not keep them."""
+        if getattr(self._ahead, "parts", None) is None or getattr(self._ahead, "rows", None) is not None:
+            yield  # outside a snapshot (rows could change between reads), or nested
+            return
+        self._ahead.rows = {}
+        try:
+            yield
+        finally:
+            self._ahead.rows = None
+
+    def _keyed(self, keys: Mapping[str, str], start_ns: int, end_ns: int,
+               min_reach_ns: int | None = None) -> dict[str, list[Cell]]:
+        """``keyed_rows``, from the rows kept by ``sharing_rows`` where they cover
+        [start_ns, end_ns) (then filtered by ``min_reach_ns`` here, as the store would)."""
+        kept: dict[tuple[str, str], list[tuple[int, int, list[Cell]]]] | None = getattr(
+            self._ahead, "rows", None)
+        if kept is None:
+            return keyed_rows(self.store, keys, start_ns, end_ns, min_reach_ns)
+        lo = NEVER if min_reach_ns is None else min_reach_ns
+        out: dict[str, list[Cell]] = {}
+        missing: dict[str, str] = {}
+        for path, key in keys.items():
+            for a, b, cells in kept.get((path, key), ()):
+                if a <= start_ns and end_ns <= b:
+                    got = [c for c in cells if start_ns <= c[0] < end_ns and c[1] >= lo]
+                    if got:
+                        out[path] = got
+                    break
+            else:
+                missing[path] = key
+        if missing:
+            fresh = keyed_rows(self.store, missing, start_ns, end_ns)
+            for path, key in missing.items():
+                cells = fresh.get(path, [])
+                kept.setdefault((path, key), []).append((start_ns, end_ns, cells))
+                got = [c for c in cells if c[1] >= lo]
+                if got:
+                    out[path] = got
+        return {p: out[p] for p in keys if p in out}
+
     def first_sample_ns(self, end_ns: int) -> int | None:
         """The time of the store's first sample (any tag) before ``end_ns``, or None: where
         the history held begins (the assessment's stable operation, the roll-ups' start).
@@ -462,7 +510,7 @@ class KpiService:
         daily = getattr(self.store, "keeps_day_rows", True)
         sums: dict[str, list[Cell]] = {}
         if daily and days:
-            sums = keyed_rows(self.store, {p: k + SUM for p, k in keys.items()},
+            sums = self._keyed({p: k + SUM for p, k in keys.items()},
                               sum_slot(days[0][1]), sum_slot(days[-1][1]) + 1, start_ns)
         day_of = {sum_slot(b): (a, b) for a, b in days}
         out: dict[str, list[Span]] = {}
@@ -486,14 +534,14 @@ class KpiService:
             wanted.setdefault(tuple(holes), {})[path] = key
         for missing, group in wanted.items():
             for a, b in missing:
-                for path, cells in keyed_rows(self.store, group, a, b, start_ns).items():
+                for path, cells in self._keyed(group, a, b, start_ns).items():
                     out[path] += [(c[0], c[1], c[2], c[3], c[0] + HOUR_NS) for c in cells]
         for spans in out.values():
             spans.sort(key=lambda x: x[0])
         first = local_day_edges(tz, start_ns, start_ns + 2 * 86_400 * _NS)
         if daily and first and first[0][0] == start_ns:  # the window starts on a local midnight
             b = first[0][1]
-            heads = keyed_rows(self.store, {p: k + HEAD for p, k in keys.items()}, head_slot(b),
+            heads = self._keyed({p: k + HEAD for p, k in keys.items()}, head_slot(b),
                                head_slot(b) + 1)
             for path, cells in heads.items():
                 c = cells[0]
