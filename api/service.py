@@ -37,6 +37,7 @@ from kpi import (
     roll_up,
     time_elements,
 )
+from kpi.batch import PartSignals, batch_elements
 from kpi.calendar import clip
 from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
@@ -421,27 +422,119 @@ class KpiService:
         got = self._cached_part(asset.path, window_start, a, b)
         if got is not None:
             return got
-        by_reach = False
-        if a <= window_start:
-            ctx = window_start
-            r = self.asset_result(asset, a, b, tags, context_start_ns=window_start)
-        else:
-            r0 = max(a - HOUR_NS, window_start)
-            series = self.store.read_many(_read_ids(tags), r0, b, prior=True)
-            reach = reach_ns(self.store, tags, a, series, r0)
-            by_reach = reach != NEVER and reach >= window_start
-            ctx = reach if by_reach else window_start
-            if by_reach and ctx < r0:
-                # the step tags from the context; the counters as read: a counter counts only
-                # increases dated in [a, b), from its last good sample before a, which a
-                # reach other than NEVER says is in them (samples before it change nothing)
-                series = {**series, **self.store.read_many(_read_ids(tags, _STEP_ROLES), ctx, b)}
-            r = self.asset_result(asset, a, b, tags, context_start_ns=ctx,
-                                  series=series if ctx >= r0 or by_reach else None)
+        ctx, by_reach, series = self._part_input(tags, window_start, a, b)
+        r = self.asset_result(asset, a, b, tags, context_start_ns=ctx, series=series)
         part = Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
         if cache is not None:
             cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, part))
         return part
+
+    def _part_input(self, tags: dict[Role, TagRecord], window_start: int, a: int, b: int
+                    ) -> tuple[int, bool, Mapping[int, Series] | None]:
+        """What ``_part`` computes [a, b) from: its context, whether that is its reach, and
+        the samples read for it (None: ``asset_result`` reads them)."""
+        if a <= window_start:
+            return window_start, False, None
+        r0 = max(a - HOUR_NS, window_start)
+        series = self.store.read_many(_read_ids(tags), r0, b, prior=True)
+        reach = reach_ns(self.store, tags, a, series, r0)
+        by_reach = reach != NEVER and reach >= window_start
+        ctx = reach if by_reach else window_start
+        if by_reach and ctx < r0:
+            # the step tags from the context; the counters as read: a counter counts only
+            # increases dated in [a, b), from its last good sample before a, which a
+            # reach other than NEVER says is in them (samples before it change nothing)
+            series = {**series, **self.store.read_many(_read_ids(tags, _STEP_ROLES), ctx, b)}
+        return ctx, by_reach, series if ctx >= r0 or by_reach else None
+
+    def _batch_parts(self, batch: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
+                     cells: dict[str, list[Span]], start_ns: int, end_ns: int) -> None:
+        """The raw parts that ``_rolled`` will compute for ``batch`` (those of assets whose
+        window roll-ups carry, not computed yet in this snapshot), computed together
+        (``kpi.batch``) into the snapshot's parts (``_cached_part``), where ``_part`` then
+        finds them. Only where no gap (nor damaged data) touches the batch's reads; a part
+        ``kpi.batch`` leaves (an implausible counter rise) is computed by ``_part``."""
+        cache: dict[tuple[str, int, int], list[tuple[int, bool, Part]]] | None = getattr(
+            self._ahead, "parts", None)
+        if cache is None:
+            return
+        todo: list[tuple[Asset, dict[Role, TagRecord], int, int, int, bool,
+                        dict[Role, Series]]] = []
+        for asset in batch:
+            rows = cells.get(asset.path, [])
+            tags = by_asset.get(asset.path, {})
+            if not tags:
+                continue
+            stretches: list[tuple[int, int]] = []  # without rows: the whole window
+            at = start_ns
+            for c in rows:
+                if at < c[0]:
+                    stretches.append((at, c[0]))
+                at = c[4]
+            if at < end_ns:
+                stretches.append((at, end_ns))
+            for x, y in stretches:
+                for a, b in self._pieces(start_ns, x, y):
+                    if self._cached_part(asset.path, start_ns, a, b) is not None:
+                        continue
+                    ctx, by_reach, series = self._part_input(tags, start_ns, a, b)
+                    got: dict[Role, Series] = {}
+                    for role in _ROLE_ORDER:
+                        tag = tags.get(role)
+                        if tag is None:
+                            continue
+                        pre = series.get(tag.tag_id) if series is not None else None
+                        if pre is None:
+                            got[role] = self.store.read(tag.tag_id, ctx, b, prior=True)
+                        else:  # as asset_result slices it
+                            i = max(int(np.searchsorted(pre.ts_ns, ctx, "left")) - 1, 0)
+                            j = int(np.searchsorted(pre.ts_ns, b, "left"))
+                            got[role] = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
+                    todo.append((asset, tags, a, b, ctx, by_reach, got))
+        if not todo:
+            return
+        # the gaps asset_result would read: back to each part's first step sample
+        lo = min(min([ctx, *(int(s.ts_ns[0]) for r, s in got.items()
+                             if r in _STEP_ROLES and len(s.ts_ns))])
+                 for _, _, _, _, ctx, _, got in todo)
+        hi = max(b for _, _, _, b, _, _, _ in todo)
+        devices = sorted({t.device for _, tags, *_ in todo for t in tags.values()})
+        if any(self.store.gaps(d, lo, hi) for d in devices):
+            return  # asset_result reads them, part by part
+        plan_lo = min(ctx for _, _, _, _, ctx, _, _ in todo)
+        planned = self._planned(plan_lo, hi)
+
+        def step(r: Role, tags: dict[Role, TagRecord], got: dict[Role, Series]) -> Any:
+            s = got.get(r)
+            return None if s is None else ((s.ts_ns, s.value, s.quality), self._lut(tags[r]))
+
+        def count(r: Role, got: dict[Role, Series]) -> Any:
+            s = got.get(r)
+            return None if s is None else (s.ts_ns, s.value, s.quality)
+
+        rate = self.settings.kpi.counter_rate_factor
+        inputs = [PartSignals(
+            a, b, ctx, step(Role.STATE, tags, got), step(Role.MODE, tags, got),
+            step(Role.CHANNEL_MODE, tags, got), count(Role.TOTAL_COUNT, got),
+            count(Role.GOOD_COUNT, got), count(Role.REJECT_COUNT, got), count(Role.ENERGY_KWH, got),
+            asset.ideal_cycle_time_s,
+            rate / asset.ideal_cycle_time_s if asset.ideal_cycle_time_s else None,
+            manual_only=asset.control in ("manual", "none"),
+            default_mode=(canonical_code(Role.MODE, asset.default_mode)
+                          if Role.MODE not in tags and asset.default_mode is not None else None),
+        ) for asset, tags, a, b, ctx, _, got in todo]
+        for (asset, _, a, b, ctx, by_reach, got), e in zip(todo, batch_elements(inputs, planned),
+                                                          strict=True):
+            if e is None:
+                continue
+            evidence: list[TagEvidence] = []
+            for role, s in got.items():
+                tag = by_asset[asset.path][role]
+                k = max(int(np.searchsorted(s.ts_ns, a, "left")) - 1, 0) if ctx < a else 0
+                evidence.append(TagEvidence.of(tag.path, tag.tag_id, role, s.ts_ns[k:],
+                                               s.quality[k:], a, b))
+            cache.setdefault((asset.path, a, b), []).append(
+                (ctx, by_reach, Part(e, tuple(evidence), ())))
 
     def _pieces(self, window_start: int, a: int, b: int) -> list[tuple[int, int]]:
         """A raw stretch [a, b) of the window starting at ``window_start``, cut at the first
@@ -737,6 +830,8 @@ class KpiService:
                 view = self._read_ahead(batch, by_asset, cells, start_ns, end_ns)
                 self._ahead.view = view
                 try:
+                    if cells:
+                        self._batch_parts(batch, by_asset, cells, start_ns, end_ns)
                     for a in batch:
                         tags = by_asset.get(a.path, {})
                         if not cells.get(a.path) and self._uncached(a.path, start_ns, start_ns, end_ns):
