@@ -37,7 +37,7 @@ from kpi import (
     roll_up,
     time_elements,
 )
-from kpi.batch import PartSignals, batch_elements
+from kpi.batch import PartSignals, batch_elements, evidence_counts
 from kpi.calendar import clip
 from store.base import RollupRow, Store, TagRecord
 from store.batch import Series
@@ -523,18 +523,22 @@ class KpiService:
             default_mode=(canonical_code(Role.MODE, asset.default_mode)
                           if Role.MODE not in tags and asset.default_mode is not None else None),
         ) for asset, tags, a, b, ctx, _, got in todo]
-        for (asset, _, a, b, ctx, by_reach, got), e in zip(todo, batch_elements(inputs, planned),
-                                                          strict=True):
+        # each tag's evidence (TagEvidence.of of the part's samples), one role at a time
+        starts = np.array([t[2] for t in todo], np.int64)
+        ends = np.array([t[3] for t in todo], np.int64)
+        counts = {}
+        for role in _ROLE_ORDER:
+            sel = [None if (sr := t[6].get(role)) is None else (sr.ts_ns, sr.quality) for t in todo]
+            if any(v is not None for v in sel):
+                counts[role] = evidence_counts(sel, starts, ends)
+        for k, ((asset, tags, a, b, ctx, by_reach, got), e) in enumerate(
+                zip(todo, batch_elements(inputs, planned), strict=True)):
             if e is None:
                 continue
-            evidence: list[TagEvidence] = []
-            for role, s in got.items():
-                tag = by_asset[asset.path][role]
-                k = max(int(np.searchsorted(s.ts_ns, a, "left")) - 1, 0) if ctx < a else 0
-                evidence.append(TagEvidence.of(tag.path, tag.tag_id, role, s.ts_ns[k:],
-                                               s.quality[k:], a, b))
-            cache.setdefault((asset.path, a, b), []).append(
-                (ctx, by_reach, Part(e, tuple(evidence), ())))
+            evidence = tuple(
+                TagEvidence(tags[r].path, tags[r].tag_id, r, counts[r][0][k], counts[r][1][k],
+                            counts[r][2][k]) for r in got)
+            cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, Part(e, evidence, ())))
 
     def _pieces(self, window_start: int, a: int, b: int) -> list[tuple[int, int]]:
         """A raw stretch [a, b) of the window starting at ``window_start``, cut at the first

@@ -8,12 +8,11 @@ intervals of all parts from one sort, their codes from one search per signal, th
 masks and the seconds per element in one pass each -- and keeps per part only the counter
 attribution (``kpi.oee._attribution``, the same code as ``time_elements``).
 
-Exactness: the same elements as ``time_elements(..., context_start_ns=ctx)`` of each part;
-the seconds are summed per part in sample order (``np.bincount``) where ``time_elements``
-sums with numpy's pairwise summation, so a sum of more than 8 intervals may differ in its
-last bit (~1e-16 relative). A part this module cannot take -- a gap, an implausible counter
-rise (their bookkeeping stays in ``time_elements``) -- is returned as None: the caller
-computes it one by one.
+Exactness: the same elements as ``time_elements(..., context_start_ns=ctx)`` of each part,
+the same floats: each element's seconds are summed per part by the same numpy sum over the
+same intervals, and the counters' attribution is ``time_elements``' own code. A part this
+module cannot take -- a gap, an implausible counter rise (their bookkeeping stays in
+``time_elements``) -- is returned as None: the caller computes it one by one.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from .oee import (
 )
 from .steps import UNKNOWN, CounterDelta, Intervals
 
-__all__ = ["PartSignals", "batch_elements"]
+__all__ = ["PartSignals", "batch_elements", "evidence_counts"]
 
 F64 = npt.NDArray[np.float64]
 #: (ts_ns, value, quality) of one tag: its samples from the one before the part's context
@@ -130,6 +129,31 @@ def _counter(parts: Sequence[PartSignals], name: str, a: I64, b: I64, parts_rate
     pi = it1[inw]
     bounds = np.searchsorted(pi, np.arange(n + 1))
     return _Counter(has, pi, t0[inw], at[inw], inc[inw].astype(np.float64), wrong, resets, samples, bounds)
+
+
+def evidence_counts(series: Sequence[tuple[I64, npt.NDArray[np.uint8]] | None], start_ns: I64,
+                    end_ns: I64) -> tuple[list[int], list[int], list[int | None]]:
+    """Of one role's tag in each part [start_ns[k], end_ns[k]) -- its samples (ts, quality)
+    read from the one before the part's context, or None -- what ``TagEvidence.of`` counts:
+    samples inside the part, bad ones among them, and the last sample before it (None:
+    none); 0, 0, None for a part without the tag."""
+    n = len(series)
+    sizes = np.array([0 if s is None else len(s[0]) for s in series], np.int64)
+    if not sizes.sum():
+        return [0] * n, [0] * n, [None] * n
+    item = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    ts = np.concatenate([s[0] for s in series if s is not None]).astype(np.int64, copy=False)
+    q = np.concatenate([s[1] for s in series if s is not None])
+    inwin = (ts >= start_ns[item]) & (ts < end_ns[item])
+    samples = np.bincount(item[inwin], minlength=n)
+    bad = np.bincount(item[inwin & (q >= Quality.BAD)], minlength=n)
+    # samples are sorted within a part: the last before its start is the one before the first
+    # inside it (or its last sample, when none is inside)
+    before = np.bincount(item[ts < start_ns[item]], minlength=n)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    last = ts[np.maximum(first + before - 1, 0)].tolist()
+    prior = [int(t) if k > 0 else None for t, k in zip(last, before.tolist(), strict=True)]
+    return samples.tolist(), bad.tolist(), prior
 
 
 def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> list[TimeElements | None]:
@@ -232,18 +256,18 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
     own = start >= a[item]
     manual = np.array([p.manual_only for p in parts], bool)
 
-    def s(mask: npt.NDArray[np.bool_], w: F64 = in_plan) -> list[float]:
-        m = mask & own
-        return np.bincount(item[m], weights=w[m], minlength=n).tolist()
-
-    sums = {
-        "known_s": s(known), "apt_s": s(apt), "asut_s": s(asut), "adet_s": s(adet),
-        "idle_s": s(el["minor_stop"]), "maintenance_s": s(el["maintenance"]),
-        "not_available_s": s(el["not_available"]), "other_s": s(el["other"]),
-        "apt_auto_s": s(apt & (ch_c == ChannelMode.Automatic) & ~manual[item]),
-        "apt_known_ch": s(apt & (ch_c != UNKNOWN)),
-        "apt_outside_plan_s": s(apt, out_plan), "busy": s(apt | asut | adet),
+    # the seconds of each element: per part, the same numpy sum over the same intervals as
+    # time_elements (``w[mask].sum()``), so the same floats; the masks are made once
+    masks = {
+        "known_s": known, "apt_s": apt, "asut_s": asut, "adet_s": adet,
+        "idle_s": el["minor_stop"], "maintenance_s": el["maintenance"],
+        "not_available_s": el["not_available"], "other_s": el["other"],
+        "apt_auto_s": apt & (ch_c == ChannelMode.Automatic) & ~manual[item],
+        "apt_known_ch": apt & (ch_c != UNKNOWN),
+        "apt_outside_plan_s": apt, "busy": apt | asut | adet,
     }
+    masks = {name: m & own for name, m in masks.items()}
+    weights = {name: out_plan if name == "apt_outside_plan_s" else in_plan for name in masks}
     bounds = np.searchsorted(item, np.arange(n + 1))
     out: list[TimeElements | None] = []
     for k, p in enumerate(parts):
@@ -267,21 +291,22 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
         attribute = _attribution(iv, int(origin[k]), in_plan[x:y], out_plan[x:y], known[x:y],
                                  apt[x:y], clip_ns=int(ctx[k]))
         q = _Quantities.of(sig, attribute)
-        apt_s = sums["apt_s"][k]
+        sums = {name: float(weights[name][x:y][m[x:y]].sum()) for name, m in masks.items()}
+        apt_s = sums["apt_s"]
         out.append(TimeElements(
             window_s=(p.end_ns - p.start_ns) / 1e9,
             pbt_s=float(pbt[k]),
-            known_s=sums["known_s"][k],
+            known_s=sums["known_s"],
             apt_s=apt_s,
-            asut_s=sums["asut_s"][k],
-            adet_s=sums["adet_s"][k],
-            idle_s=sums["idle_s"][k],
-            maintenance_s=sums["maintenance_s"][k],
-            not_available_s=sums["not_available_s"][k],
-            other_s=sums["other_s"][k],
-            apt_auto_s=0.0 if p.manual_only else sums["apt_auto_s"][k],
-            apt_mode_known_s=apt_s if p.manual_only else sums["apt_known_ch"][k],
-            apt_outside_plan_s=sums["apt_outside_plan_s"][k],
+            asut_s=sums["asut_s"],
+            adet_s=sums["adet_s"],
+            idle_s=sums["idle_s"],
+            maintenance_s=sums["maintenance_s"],
+            not_available_s=sums["not_available_s"],
+            other_s=sums["other_s"],
+            apt_auto_s=0.0 if p.manual_only else sums["apt_auto_s"],
+            apt_mode_known_s=apt_s if p.manual_only else sums["apt_known_ch"],
+            apt_outside_plan_s=sums["apt_outside_plan_s"],
             pq=q.pq, gq=q.gq, sq=q.sq,
             pq_plan=float(q.pq_a[0]), gq_plan=float(q.gq_a[0]), sq_plan=float(q.sq_a[0]),
             pq_unattributed=float(q.pq_a[1]), pq_outside_plan=float(q.pq_a[2]),
@@ -294,6 +319,6 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
             units_without_pru=int(p.ideal_cycle_s is None),
             shared_pru_s=p.ideal_cycle_s,
             std_units=int(p.ideal_cycle_s is not None and _gq_known(sig)),
-            **_standard(sig, q.gq, float(q.gq_a[0]), sums["busy"][k]),
+            **_standard(sig, q.gq, float(q.gq_a[0]), sums["busy"]),
         ))
     return out

@@ -5,7 +5,7 @@ counters with resets, glitches and bad samples, an energy meter; a calendar with
 stops and a DST change) without their gaps (``batch_elements`` takes none), cut into many
 random parts of windows starting earlier (``context_start_ns``), all computed in one batch.
 A part with an implausible counter rise must come back as None (left to ``time_elements``);
-every other one equal to 1e-12 relative (the seconds are summed in another order).
+every other one equal, float for float.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _equal(got: TimeElements, want: TimeElements, what: str) -> None:
         if w is None or g is None:
             assert g is w, (what, f.name)
         else:
-            assert g == pytest.approx(w, rel=1e-12, abs=1e-9), (what, f.name, g, w)
+            assert g == w, (what, f.name, g, w)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -112,3 +112,28 @@ def test_missing_tags_and_empty_batches() -> None:
     assert e is not None and e.pq == 0 and e.pq_known == 0 and e.apt_mode_known_s == 0
     # 09:00:05-11:00 in Berlin (UTC+2) less the 09:30-10:00 stop
     assert e.pbt_s == 2 * 3600 - 5 - 1800
+
+
+def test_evidence_counts_are_tag_evidence_of() -> None:
+    """Samples in the part, bad ones, the one before: as ``TagEvidence.of`` counts them."""
+    from config.signals import Role
+    from kpi import TagEvidence
+    from kpi.batch import evidence_counts
+
+    m = _machine(2)
+    rng = np.random.default_rng(7)
+    parts = []
+    for k in range(30):
+        ctx = T0 + int(rng.integers(0, 60 * H))
+        a = ctx if k % 2 else ctx + int(rng.integers(0, 5 * H))
+        parts.append((a, a + int(rng.integers(S, 3 * H)), ctx))
+    reads = [m.total.read(ctx, b) for a, b, ctx in parts]
+    samples, bad, prior = evidence_counts(
+        [(r.ts, r.quality) for r in reads] + [None], np.array([p[0] for p in parts] + [T0]),
+        np.array([p[1] for p in parts] + [T0 + H]))
+    for k, ((a, b, ctx), r) in enumerate(zip(parts, reads, strict=True)):
+        lo = max(int(np.searchsorted(r.ts, a, "left")) - 1, 0) if ctx < a else 0
+        want = TagEvidence.of("p", 1, Role.TOTAL_COUNT, r.ts[lo:], r.quality[lo:], a, b)
+        assert (samples[k], bad[k], prior[k]) == (want.samples, want.bad_samples, want.prior_ns)
+    assert (samples[-1], bad[-1], prior[-1]) == (0, 0, None)
+    assert any(bad) and any(p is not None for p in prior)
