@@ -83,6 +83,32 @@ def _codes(ts: I64, value: F64, quality: npt.NDArray[np.uint8], lut: Mapping[int
     return code
 
 
+def _all_codes(got: Sequence[tuple[Samples, Mapping[int, int] | None]]) -> I64:
+    """``_codes`` of every part's samples of one signal, concatenated: one pass per distinct
+    lookup table (the tags of one machine kind share theirs), not one per part."""
+    sizes = np.array([len(g[0][0]) for g in got], np.int64)
+    value = np.concatenate([g[0][1] for g in got]).astype(np.float64, copy=False)
+    quality = np.concatenate([g[0][2] for g in got])
+    tables: dict[tuple[tuple[int, int], ...] | None, int] = {}
+    group = np.array([tables.setdefault(None if g[1] is None else tuple(sorted(g[1].items())),
+                                        len(tables)) for g in got], np.int64)
+    if len(tables) == 1:
+        return _codes(np.empty(0, np.int64), value, quality, got[0][1])
+    of_sample = np.repeat(group, sizes)
+    ok = (quality < Quality.BAD) & np.isfinite(value)
+    raw = np.where(ok, value, -1.0)
+    code = np.full(len(value), UNKNOWN, np.int64)
+    for table, i in tables.items():
+        mine = ok & (of_sample == i)
+        if table is None:
+            good = mine & (raw == np.round(raw))
+            code[good] = raw[good].astype(np.int64)
+        else:
+            for r, c in table:
+                code[mine & (raw == r)] = c
+    return code
+
+
 @dataclass(slots=True)
 class _Counter:
     """One counter role's usable samples of every part, and their consecutive pairs."""
@@ -208,7 +234,7 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
         sizes = np.array([0 if g is None else len(g[0][0]) for g in got], np.int64)
         owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
         ts = np.concatenate([g[0][0] for g in got if g is not None]).astype(np.int64, copy=False)
-        code = np.concatenate([_codes(g[0][0], g[0][1], g[0][2], g[1]) for g in got if g is not None])
+        code = _all_codes([g for g in got if g is not None])
         # a sample before the origin holds from it (no gaps): clip it there; of several, the
         # search below takes the last
         rel = np.maximum(ts - origin[owner], 0)

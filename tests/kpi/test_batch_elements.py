@@ -15,12 +15,18 @@ from dataclasses import fields, replace
 import numpy as np
 import pytest
 
+from config.signals import ChannelMode
 from kpi import TimeElements, planned_intervals
 from kpi.batch import PartSignals, batch_elements
 from tests.kpi.test_hour_additivity import CAL, DAYS, T0, H, Machine, S, Series, _machine, elements
 
+#: a channel tag whose raw values the configuration maps (swapped): half the parts have it
+SWAP = {int(ChannelMode.Automatic): int(ChannelMode.Manual),
+        int(ChannelMode.Manual): int(ChannelMode.Automatic)}
 
-def _signals(m: Machine, a: int, b: int, ctx: int, manual: bool) -> PartSignals:
+
+def _signals(m: Machine, a: int, b: int, ctx: int, manual: bool, lut: dict[int, int] | None = None
+             ) -> PartSignals:
     def samples(s: Series | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         if s is None:
             return None
@@ -31,7 +37,8 @@ def _signals(m: Machine, a: int, b: int, ctx: int, manual: bool) -> PartSignals:
         got = samples(s)
         return None if got is None else (got, None)
 
-    return PartSignals(a, b, ctx, step(m.state), step(m.mode), step(m.channel),
+    channel = samples(m.channel)
+    return PartSignals(a, b, ctx, step(m.state), step(m.mode), None if channel is None else (channel, lut),
                        samples(m.total), samples(m.good), None, samples(m.energy), m.pru,
                        1.5 / m.pru if m.pru else None, manual_only=manual,
                        default_mode=m.default_mode)
@@ -61,14 +68,16 @@ def test_a_batch_equals_each_part_on_its_own(seed: int) -> None:
         parts.append((k % len(machines), a, b, ctx, k % 5 == 0))
     lo = min(p[3] for p in parts)
     hi = max(p[2] for p in parts)
-    got = batch_elements([_signals(machines[i], a, b, ctx, manual) for i, a, b, ctx, manual in parts],
+    lut = [SWAP if k % 2 else None for k in range(len(parts))]
+    got = batch_elements([_signals(machines[i], a, b, ctx, manual, lut[k])
+                          for k, (i, a, b, ctx, manual) in enumerate(parts)],
                          planned_intervals(CAL, lo, hi))
     left = 0
-    for (i, a, b, ctx, manual), e in zip(parts, got, strict=True):
+    for k, ((i, a, b, ctx, manual), e) in enumerate(zip(parts, got, strict=True)):
         m = machines[i]
-        want = elements(m, a, b, context_start_ns=ctx)
-        if manual:  # time_elements of a manual machine: UnitSignals(manual_only=True)
-            want = _manual(m, a, b, ctx)
+        want = _reference(m, a, b, ctx, manual, lut[k])
+        if not manual and lut[k] is None:  # the reference is test_hour_additivity's
+            assert want == elements(m, a, b, context_start_ns=ctx)
         if e is None:
             left += 1
             assert want.implausible_increases > 0, "only a part with a glitch is left out"
@@ -78,26 +87,28 @@ def test_a_batch_equals_each_part_on_its_own(seed: int) -> None:
     assert left < len(parts), "some parts must be computed by the batch"
 
 
-def _manual(m: Machine, a: int, b: int, ctx: int) -> TimeElements:
-    """``elements`` of ``m`` as a manual machine (never automatic, its APT mode known)."""
+def _reference(m: Machine, a: int, b: int, ctx: int, manual: bool, lut: dict[int, int] | None
+               ) -> TimeElements:
+    """``elements`` of ``m``, as a manual machine (never automatic, its APT mode known) when
+    ``manual``, its channel's raw values mapped by ``lut``."""
     from kpi import CounterDelta, Step, UnitSignals, counter_increase
     from kpi.oee import time_elements
 
     max_per_s = 1.5 / m.pru if m.pru else None
 
-    def step(s: Series | None) -> Step | None:
+    def step(s: Series | None, table: dict[int, int] | None = None) -> Step | None:
         if s is None:
             return None
         r = s.read(ctx, b)
-        return Step.from_samples(r.ts, r.value, r.quality)
+        return Step.from_samples(r.ts, r.value, r.quality, table)
 
     def count(s: Series, parts: bool = True) -> CounterDelta:
         r = s.read(ctx, b)
         return counter_increase(r.ts, r.value, r.quality, a, b, max_per_s if parts else None)
 
-    sig = UnitSignals(state=step(m.state), mode=step(m.mode), channel=step(m.channel),
+    sig = UnitSignals(state=step(m.state), mode=step(m.mode), channel=step(m.channel, lut),
                       total=count(m.total), good=count(m.good), reject=None,
-                      energy=count(m.energy, parts=False), ideal_cycle_s=m.pru, manual_only=True,
+                      energy=count(m.energy, parts=False), ideal_cycle_s=m.pru, manual_only=manual,
                       default_mode=m.default_mode)
     return time_elements(sig, a, b, planned_intervals(CAL, ctx, b), (), context_start_ns=ctx)
 
