@@ -98,6 +98,8 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from config.declared import Declared
 from config.errors import KpiError, NotFoundError
 from config.settings import Settings
@@ -129,7 +131,7 @@ from kpi import (
 from kpi.deltas import DEFAULT_MIN_DAYS, DEFAULT_N_RESAMPLES
 
 from .deps import instant
-from .rollups import local_day_edges
+from .rollups import ELEMENT_FIELDS, local_day_edges
 from .service import AssetResult, KpiService
 
 __all__ = ["ASSESSMENT_SEED", "COMPUTED", "UNITS", "assess", "local_days"]
@@ -171,6 +173,8 @@ NOT_COMPUTED: Final = "not computed by this version"
 _NO_BASELINE: Final = "needs kpi.baseline (or baseline_from and baseline_to)"
 _YEAR_S: Final = 365.25 * 86400
 _NS: Final = 1_000_000_000
+_PBT: Final = ELEMENT_FIELDS.index("pbt_s")
+_KNOWN: Final = ELEMENT_FIELDS.index("known_s")
 
 
 @dataclass(slots=True)
@@ -246,7 +250,11 @@ def _day_of(e: TimeElements, tags: Sequence[TagEvidence], gap_s: float) -> Asset
 def _add_day(w: _Days, day: list[tuple[str, TimeElements, AssetDay]]) -> None:
     """One day's numerators and denominators (sums over its assets, in register order) onto
     ``w``: per asset its elements and what they show for the reporting rule."""
-    t = roll_up(e for _, e, _ in day)
+    _add_sums(w, roll_up(e for _, e, _ in day), {p: a for p, _, a in day})
+
+
+def _add_sums(w: _Days, t: TimeElements | _Summed, asset_days: dict[str, AssetDay]) -> None:
+    """A day's summed elements ``t`` (of its assets, in register order) onto ``w``."""
     w.known_s += t.known_s
     w.pbt_s += t.pbt_s
     w.apt_s += t.apt_s
@@ -262,7 +270,49 @@ def _add_day(w: _Days, day: list[tuple[str, TimeElements, AssetDay]]) -> None:
                     ("energy_per_unit_kwh", t.metered_kwh, t.metered_gq)):
         w.num[f].append(n)
         w.den[f].append(d)
-    w.asset_days.append({p: a for p, _, a in day})
+    w.asset_days.append(asset_days)
+
+
+class _Summed:
+    """A day's elements summed over its assets as one numpy pass over their vectors (rows in
+    register order: numpy adds the rows of an axis-0 sum one after the other, as ``roll_up``
+    does, so the floats are the same); the fields ``_add_sums`` reads, as Python numbers."""
+
+    known_s: float
+    pbt_s: float
+    apt_s: float
+    apt_mode_known_s: float
+    pq_known: int
+    gq_known: int
+    units: int
+    apt_auto_s: float
+    sq_plan: float
+    pq_plan: float
+    std_gq_s: float
+    std_busy_s: float
+    energy_std_kwh: float
+    energy_std_gq_s: float
+    metered_kwh: float
+    metered_gq: float
+
+    def __init__(self, matrix: np.ndarray[Any, np.dtype[np.float64]]) -> None:
+        total = matrix.sum(axis=0).tolist() if len(matrix) > 1 else matrix[0].tolist()
+        for f in _SUM_FIELDS:
+            v = total[_FIELD_AT[f]]
+            setattr(self, f, int(v) if f in _INT_SUMS else v)
+
+
+#: the summed elements ``_add_sums`` reads, and where each is in a row's vector
+_SUM_FIELDS: Final = ("known_s", "pbt_s", "apt_s", "apt_mode_known_s", "pq_known", "gq_known",
+                      "units", "apt_auto_s", "sq_plan", "pq_plan", "std_gq_s", "std_busy_s",
+                      "energy_std_kwh", "energy_std_gq_s", "metered_kwh", "metered_gq")
+_INT_SUMS: Final = frozenset({"pq_known", "gq_known", "units"})
+_FIELD_AT: Final = {f: i for i, f in enumerate(ELEMENT_FIELDS)}
+
+
+def _vector(e: TimeElements) -> list[float]:
+    """An asset-day computed from raw samples as a row vector (``ELEMENT_FIELDS``, None NaN)."""
+    return [float("nan") if v is None else v for v in (getattr(e, f) for f in ELEMENT_FIELDS)]
 
 
 def _register(settings: Settings) -> list[RegisteredAsset]:
@@ -278,23 +328,35 @@ def _window_days(service: KpiService, start: datetime, end: datetime, tz: ZoneIn
     settings = service.settings
     spans = [(label, to_ns(a), to_ns(b)) for label, a, b in local_days(start, end, tz)]
     whole = set(local_day_edges(settings.calendar.timezone, to_ns(start), to_ns(end)))
-    held = service.day_rows(settings.assets, sorted(whole))
+    held = service.day_vectors(settings.assets, sorted(whole))
+    by_asset = service._tags_by_asset()
+    both = {x.path: Role.STATE in t and Role.MODE in t
+            for x in settings.assets if (t := by_asset.get(x.path)) is not None}
     for label, a_ns, b_ns in spans:
         w.days.append(label)
         planned = planned_intervals(settings.calendar, a_ns, b_ns)
         rows = held.get(a_ns, {}) if (a_ns, b_ns) in whole else {}
         rest = [x for x in settings.assets if x.path not in rows]
         computed = {r.asset.path: r for r in service.results(a_ns, b_ns, rest)} if rest else {}
-        day: list[tuple[str, TimeElements, AssetDay]] = []
+        if not settings.assets:
+            _add_day(w, [])
+            continue
+        vectors: list[Any] = []
+        asset_days: dict[str, AssetDay] = {}
         for x in settings.assets:
             got = rows.get(x.path)
             if got is not None:
-                e, tags, gap_s = got
-                day.append((x.path, e, _day_of(e, tags, gap_s)))
+                vec, ntags, good, gap_s = got
+                vectors.append(vec)
+                asset_days[x.path] = AssetDay(
+                    pbt_s=float(vec[_PBT]), known_s=float(vec[_KNOWN]),
+                    state_and_mode=both.get(x.path, False), tags=ntags, good_samples=good,
+                    gap_s=gap_s)
             else:
                 r = computed[x.path]
-                day.append((x.path, r.elements, _asset_day(r, planned, b_ns)))
-        _add_day(w, day)
+                vectors.append(_vector(r.elements))
+                asset_days[x.path] = _asset_day(r, planned, b_ns)
+        _add_sums(w, _Summed(np.array(vectors, np.float64)), asset_days)
     rates = asset_day_rates(_register(service.settings), w.asset_days, service.settings.kpi.coverage_min)
     for f, (n, d) in rates.items():
         w.num[f], w.den[f] = n, d
@@ -540,7 +602,29 @@ def assess(
     n_resamples: int = DEFAULT_N_RESAMPLES,
 ) -> dict[str, Any]:
     """The tier assessment as JSON-ready data (fractions). ``tier`` None: every tier of the
-    criteria; an unknown tier is a NotFoundError, a bad instant or empty window a KpiError."""
+    criteria; an unknown tier is a NotFoundError, a bad instant or empty window a KpiError.
+    Its windows read the same roll-up rows more than once: inside a snapshot they are read
+    once (``KpiService.sharing_rows``)."""
+    with service.sharing_rows():
+        return _assess(settings, service, criteria, tier=tier, from_=from_, to=to,
+                       baseline_from=baseline_from, baseline_to=baseline_to, now=now, seed=seed,
+                       n_resamples=n_resamples)
+
+
+def _assess(
+    settings: Settings,
+    service: KpiService,
+    criteria: TierCriteria,
+    *,
+    tier: str | None,
+    from_: str | None,
+    to: str | None,
+    baseline_from: str | None,
+    baseline_to: str | None,
+    now: datetime | None,
+    seed: int,
+    n_resamples: int,
+) -> dict[str, Any]:
     names = [t.name for t in criteria.tiers]
     if tier is not None and tier not in names:
         raise NotFoundError(f"no tier {tier!r} in criteria {criteria.version}; tiers: {', '.join(names)}")

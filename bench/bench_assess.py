@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -611,8 +612,8 @@ def main() -> None:
                 result = assess(settings, service, criteria, now=NOW)
             assess_s.append(time.perf_counter() - t0)
             assess_cpu.append(time.process_time() - c0)
-            print(f"assess: {assess_s[-1]:.2f} s ({assess_cpu[-1]:.2f} s CPU), RSS {rss_mb():.0f} MB",
-                  flush=True)
+            print(f"assess: {assess_s[-1]:.2f} s ({assess_cpu[-1]:.2f} s CPU), RSS {rss_mb():.0f} MB, "
+                  f"load average (1 min) {os.getloadavg()[0]:.1f}", flush=True)
         peak_assess = peak_rss_mb()
         print(f"peak RSS after the assessment: {peak_assess:.0f} MB")
         gc.collect()
@@ -643,6 +644,7 @@ def main() -> None:
                 "assess_cpu_s": round(assess_cpu[-1], 3), "pandas_s": None, "equal": None,
                 "peak_rss_mb": round(peak_assess, 1),
                 "raw_assess_s": None if raw_s is None else round(raw_s, 3), "raw_equal": raw_equal,
+                "load_1m": round(os.getloadavg()[0], 1),
             }))
             return
 
@@ -685,6 +687,7 @@ def main() -> None:
           f"{warm_p:.2f} s: {warm_p / warm_a:.1f}x (goal >= 10x: "
           f"{'met' if warm_p / warm_a >= 10 else 'NOT met'}); first runs {assess_s[0]:.2f} s and "
           f"{pandas_s[0]:.2f} s; CPU of the warm assessment {assess_cpu[-1]:.2f} s")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} (2 cores)")
     print(f"peak RSS of the assessment {peak_assess:.0f} MB (goal <= 500 MB: "
           f"{'met' if peak_assess <= 500 else 'NOT met'})")
 
@@ -702,6 +705,7 @@ def main() -> None:
         "assess_cpu_s": round(assess_cpu[-1], 3), "pandas_s": round(warm_p, 3), "equal": equal,
         "peak_rss_mb": round(peak_assess, 1),
         "raw_assess_s": None if raw_s is None else round(raw_s, 3), "raw_equal": raw_equal,
+        "load_1m": round(os.getloadavg()[0], 1),
         "bytes_per_machine_month_poll": round(sb["poll"]),
         "bytes_per_machine_month_on_change": round(sb["on_change"]),
     }))

@@ -37,40 +37,46 @@ def chunk_parts(
         f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max >= ? AND t_min < ?",
         (tag_id, start_ns, end_ns),
     ).fetchall()
+    sound: set[int] = set()
     if prior:
         # The true last sample before start is in a chunk overlapping start (loaded
         # above), in the chunk(s) with the greatest t_max < start, or in ingest: two
         # index lookups, whatever the length of the history. Damaged chunks do not count:
         # then the next greatest t_max below theirs (a few more lookups, only after damage).
+        # (one statement for both lookups: a read of many tags makes one per tag)
         below = start_ns
         while True:
-            (p_max,) = conn.execute(
-                "SELECT max(t_max) FROM chunks WHERE tag_id = ? AND t_max < ?", (tag_id, below)
-            ).fetchone()
-            if p_max is None:
-                break
             got = conn.execute(
-                f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max = ?", (tag_id, p_max)
+                f"SELECT {cols} FROM chunks WHERE tag_id = ? AND t_max ="
+                " (SELECT max(t_max) FROM chunks WHERE tag_id = ? AND t_max < ?)",
+                (tag_id, tag_id, below),
             ).fetchall()
-            chunk_rows += got
-            if any(int(r[0]) not in skip and chunk_fault(r[:9], r[9:13] if extra else None)
-                   is None for r in got):
+            if not got:
                 break
-            below = int(p_max)
+            chunk_rows += got
+            found = False
+            for r in got:
+                if int(r[0]) not in skip and chunk_fault(r[:9], r[9:13] if extra else None) is None:
+                    sound.add(int(r[0]))  # checked: not checked again below
+                    found = True
+            if found:
+                break
+            below = int(got[0][3])
     chunk_rows.sort(key=lambda r: r[0])  # chunk_id order is write order
-    return [p for _, p in _checked(chunk_rows, with_text, with_times, skip, faults)]
+    return [p for _, p in _checked(chunk_rows, with_text, with_times, skip, faults, sound)]
 
 
 def _checked(rows: Sequence[Any], with_text: bool, with_times: bool, skip: Container[int],
-             faults: list[Fault] | None) -> list[tuple[int, Part]]:
-    """The rows that pass their check, as (chunk_id, part); the others into ``faults``."""
+             faults: list[Fault] | None, sound: Container[int] = ()) -> list[tuple[int, Part]]:
+    """The rows that pass their check, as (chunk_id, part); the others into ``faults``.
+    ``sound``: rows of the same read already checked (and passed)."""
     extra = with_text or with_times
     out: list[tuple[int, Part]] = []
     for r in rows:
         cid = int(r[0])
         if cid in skip:
             continue
-        why = chunk_fault(r[:9], r[9:13] if extra else None)
+        why = None if cid in sound else chunk_fault(r[:9], r[9:13] if extra else None)
         if why is None:
             try:
                 out.append((cid, _part(r, with_text, with_times)))

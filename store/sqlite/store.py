@@ -508,10 +508,12 @@ class SqliteStore:
     def _collect(
         self, conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: int,
         prior: bool, with_text: bool, with_times: bool = False,
+        ingest_rows: list[tuple[int, int]] | None = None,
     ) -> tuple[Part, list[str], int, int]:
         """Merged samples of one tag that the window (and prior) can need, with the slice
         [lo, hi) of the result that the caller asked for. ``with_times``: also the server
-        and gateway timestamps (None where no part has them)."""
+        and gateway timestamps (None where no part has them). ``ingest_rows``: the ingest
+        rows the window can need (``_ingest_rows``), when the caller read them already."""
         faults: list[Fault] = []
         parts = chunk_parts(conn, tag_id, start_ns, end_ns, prior, with_text, with_times,
                             skip=self._damage, faults=faults)
@@ -519,15 +521,7 @@ class SqliteStore:
             self._found(faults)
         # Every ingest row is newer than every chunk (a flush moves all of them), and seq
         # order is write order among ingest rows.
-        if prior:
-            rows = conn.execute(
-                "SELECT seq, level FROM ingest WHERE level >= 0 AND t_min < ? ORDER BY seq",
-                (end_ns,)).fetchall()
-        else:
-            rows = conn.execute(
-                "SELECT seq, level FROM ingest WHERE level >= 0 AND t_max >= ? AND t_min < ?"
-                " ORDER BY seq", (start_ns, end_ns),
-            ).fetchall()
+        rows = self._ingest_rows(conn, start_ns, end_ns, prior) if ingest_rows is None else ingest_rows
         for seq, level in rows:
             run = self._run(conn, seq, level)
             p = None if run is None else run.part(conn, tag_id, with_text, with_times)
@@ -540,10 +534,26 @@ class SqliteStore:
             lo -= 1
         return merged, strings, lo, hi
 
+    @staticmethod
+    def _ingest_rows(conn: sqlite3.Connection, start_ns: int, end_ns: int, prior: bool
+                     ) -> list[tuple[int, int]]:
+        """(seq, level) of the ingest rows a read of [start_ns, end_ns) can need (of any tag:
+        each run holds many), in seq order."""
+        if prior:
+            return conn.execute(
+                "SELECT seq, level FROM ingest WHERE level >= 0 AND t_min < ? ORDER BY seq",
+                (end_ns,)).fetchall()
+        return conn.execute(
+            "SELECT seq, level FROM ingest WHERE level >= 0 AND t_max >= ? AND t_min < ?"
+            " ORDER BY seq", (start_ns, end_ns),
+        ).fetchall()
+
     def _series(
-        self, conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: int, prior: bool
+        self, conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: int, prior: bool,
+        ingest_rows: list[tuple[int, int]] | None = None,
     ) -> Series:
-        m, _, lo, hi = self._collect(conn, tag_id, start_ns, end_ns, prior, with_text=False)
+        m, _, lo, hi = self._collect(conn, tag_id, start_ns, end_ns, prior, with_text=False,
+                                     ingest_rows=ingest_rows)
         # astype copies: callers get new, writable, native arrays (never views of blobs)
         return Series(
             m.ts[lo:hi].astype(np.int64),
@@ -560,10 +570,12 @@ class SqliteStore:
     def read_many(
         self, tag_ids: Sequence[int], start_ns: int, end_ns: int, prior: bool = True
     ) -> dict[int, Series]:
-        """``read`` of several tags from one snapshot (mutually consistent)."""
+        """``read`` of several tags from one snapshot (mutually consistent); the ingest rows
+        the window can need are listed once for them all."""
         with self._snapshot("read") as conn:
+            rows = self._ingest_rows(conn, int(start_ns), int(end_ns), prior)
             return {
-                int(t): self._series(conn, int(t), int(start_ns), int(end_ns), prior)
+                int(t): self._series(conn, int(t), int(start_ns), int(end_ns), prior, rows)
                 for t in tag_ids
             }
 

@@ -1,0 +1,350 @@
+"""``time_elements`` of many parts at once: the raw edges of an assessment's windows.
+
+An assessment of a plant computes, per asset, a few short raw parts of its windows (the
+partial hours at their edges; ``api.service``), each from a handful of samples. Computed one
+by one, each costs ~150 numpy calls on arrays of a few elements: the calls, not the data,
+are the time. :func:`batch_elements` computes the parts of many assets together -- the step
+intervals of all parts from one sort, their codes from one search per signal, the element
+masks and the seconds per element in one pass each -- and keeps per part only the counter
+attribution (``kpi.oee._attribution``, the same code as ``time_elements``).
+
+Exactness: the same elements as ``time_elements(..., context_start_ns=ctx)`` of each part,
+the same floats: each element's seconds are summed per part by the same numpy sum over the
+same intervals, and the counters' attribution is ``time_elements``' own code. A part this
+module cannot take -- a gap, an implausible counter rise (their bookkeeping stays in
+``time_elements``) -- is returned as None: the caller computes it one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from config.signals import ChannelMode, Quality
+
+from .calendar import I64
+from .oee import (
+    ADET_ELEMENTS,
+    TimeElements,
+    UnitSignals,
+    _attribution,
+    _gq_known,
+    _Quantities,
+    _standard,
+    element_masks,
+)
+from .steps import UNKNOWN, CounterDelta, Intervals
+
+__all__ = ["PartSignals", "batch_elements", "evidence_counts"]
+
+F64 = npt.NDArray[np.float64]
+#: (ts_ns, value, quality) of one tag: its samples from the one before the part's context
+Samples = tuple[I64, F64, npt.NDArray[np.uint8]]
+#: the span of a part's own time line in the search keys (item x SPAN + time from its origin)
+_SPAN = 1 << 52
+_COUNTERS = ("total", "good", "reject", "energy")
+
+
+@dataclass(frozen=True, slots=True)
+class PartSignals:
+    """One part [start_ns, end_ns) of a window starting at ``context_start_ns``: its step
+    tags' samples (``lut``: raw -> canonical code, None: the raw integer) and counters'."""
+
+    start_ns: int
+    end_ns: int
+    context_start_ns: int
+    state: tuple[Samples, Mapping[int, int] | None] | None
+    mode: tuple[Samples, Mapping[int, int] | None] | None
+    channel: tuple[Samples, Mapping[int, int] | None] | None
+    total: Samples | None
+    good: Samples | None
+    reject: Samples | None
+    energy: Samples | None
+    ideal_cycle_s: float | None
+    max_per_s: float | None  # the part counters' plausible rate (``counter_increase``)
+    manual_only: bool = False
+    default_mode: int | None = None
+
+
+def _codes(ts: I64, value: F64, quality: npt.NDArray[np.uint8], lut: Mapping[int, int] | None) -> I64:
+    """``Step.from_samples``' codes."""
+    ok = (quality < Quality.BAD) & np.isfinite(value)
+    raw = np.where(ok, value, -1.0)
+    code = np.full(len(value), UNKNOWN, np.int64)
+    if lut is None:
+        good = ok & (raw == np.round(raw))
+        code[good] = raw[good].astype(np.int64)
+    else:
+        for r, c in lut.items():
+            code[ok & (raw == r)] = c
+    return code
+
+
+def _all_codes(got: Sequence[tuple[Samples, Mapping[int, int] | None]]) -> I64:
+    """``_codes`` of every part's samples of one signal, concatenated: one pass per distinct
+    lookup table (the tags of one machine kind share theirs), not one per part."""
+    sizes = np.array([len(g[0][0]) for g in got], np.int64)
+    value = np.concatenate([g[0][1] for g in got]).astype(np.float64, copy=False)
+    quality = np.concatenate([g[0][2] for g in got])
+    tables: dict[tuple[tuple[int, int], ...] | None, int] = {}
+    group = np.array([tables.setdefault(None if g[1] is None else tuple(sorted(g[1].items())),
+                                        len(tables)) for g in got], np.int64)
+    if len(tables) == 1:
+        return _codes(np.empty(0, np.int64), value, quality, got[0][1])
+    of_sample = np.repeat(group, sizes)
+    ok = (quality < Quality.BAD) & np.isfinite(value)
+    raw = np.where(ok, value, -1.0)
+    code = np.full(len(value), UNKNOWN, np.int64)
+    for table, i in tables.items():
+        mine = ok & (of_sample == i)
+        if table is None:
+            good = mine & (raw == np.round(raw))
+            code[good] = raw[good].astype(np.int64)
+        else:
+            for r, c in table:
+                code[mine & (raw == r)] = c
+    return code
+
+
+@dataclass(slots=True)
+class _Counter:
+    """One counter role's usable samples of every part, and their consecutive pairs."""
+
+    has: npt.NDArray[np.bool_]  # per part: the tag exists
+    pair_item: I64  # per pair counted in its part (dated in it)
+    t0: I64
+    t1: I64
+    inc: F64
+    wrong: npt.NDArray[np.bool_]  # per part: an implausible rise (left to time_elements)
+    resets: I64
+    samples: I64
+    bounds: I64  # per part: its pairs are pair_item[bounds[k]:bounds[k + 1]]
+
+
+def _counter(parts: Sequence[PartSignals], name: str, a: I64, b: I64, parts_rate: bool) -> _Counter:
+    n = len(parts)
+    got = [getattr(p, name) for p in parts]
+    has = np.array([g is not None for g in got], bool)
+    sizes = np.array([0 if g is None else len(g[0]) for g in got], np.int64)
+    item = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    if not len(item):
+        z = np.zeros(n, np.int64)
+        e = np.empty(0, np.int64)
+        return _Counter(has, e, e, e, np.empty(0), np.zeros(n, bool), z, z, np.zeros(n + 1, np.int64))
+    ts = np.concatenate([g[0] for g in got if g is not None]).astype(np.int64, copy=False)
+    v = np.concatenate([g[1] for g in got if g is not None]).astype(np.float64, copy=False)
+    q = np.concatenate([g[2] for g in got if g is not None])
+    ok = (q < Quality.BAD) & np.isfinite(v)
+    t, v, it = ts[ok], v[ok], item[ok]
+    samples = np.bincount(it[(t >= a[it]) & (t < b[it])], minlength=n)
+    same = it[1:] == it[:-1]
+    d = np.diff(v)
+    inc = np.where(d >= 0, d, v[1:])
+    at, t0, it1 = t[1:], t[:-1], it[1:]
+    inw = same & (at >= a[it1]) & (at < b[it1])
+    wrong = np.zeros(n, bool)
+    if parts_rate:
+        rate = np.array([np.nan if p.max_per_s is None else p.max_per_s for p in parts])[it1]
+        allowed = (at - t0) / 1e9 * rate + 1.0
+        bad = inw & ~np.isnan(rate) & (inc > allowed)
+        wrong[it1[bad]] = True
+    resets = np.bincount(it1[inw & (d < 0)], minlength=n)
+    pi = it1[inw]
+    bounds = np.searchsorted(pi, np.arange(n + 1))
+    return _Counter(has, pi, t0[inw], at[inw], inc[inw].astype(np.float64), wrong, resets, samples, bounds)
+
+
+def evidence_counts(series: Sequence[tuple[I64, npt.NDArray[np.uint8]] | None], start_ns: I64,
+                    end_ns: I64) -> tuple[list[int], list[int], list[int | None]]:
+    """Of one role's tag in each part [start_ns[k], end_ns[k]) -- its samples (ts, quality)
+    read from the one before the part's context, or None -- what ``TagEvidence.of`` counts:
+    samples inside the part, bad ones among them, and the last sample before it (None:
+    none); 0, 0, None for a part without the tag."""
+    n = len(series)
+    sizes = np.array([0 if s is None else len(s[0]) for s in series], np.int64)
+    if not sizes.sum():
+        return [0] * n, [0] * n, [None] * n
+    item = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    ts = np.concatenate([s[0] for s in series if s is not None]).astype(np.int64, copy=False)
+    q = np.concatenate([s[1] for s in series if s is not None])
+    inwin = (ts >= start_ns[item]) & (ts < end_ns[item])
+    samples = np.bincount(item[inwin], minlength=n)
+    bad = np.bincount(item[inwin & (q >= Quality.BAD)], minlength=n)
+    # samples are sorted within a part: the last before its start is the one before the first
+    # inside it (or its last sample, when none is inside)
+    before = np.bincount(item[ts < start_ns[item]], minlength=n)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    last = ts[np.maximum(first + before - 1, 0)].tolist()
+    prior = [int(t) if k > 0 else None for t, k in zip(last, before.tolist(), strict=True)]
+    return samples.tolist(), bad.tolist(), prior
+
+
+def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> list[TimeElements | None]:
+    """Each part's ``time_elements(sig, start, end, planned_k, (), context_start_ns=ctx)``,
+    ``planned`` covering every part's [context_start_ns, end_ns) (its edges cut the
+    intervals; only what lies in a part's span counts), no gaps. None: a part left to
+    ``time_elements`` (an implausible counter rise)."""
+    n = len(parts)
+    if n == 0:
+        return []
+    a = np.array([p.start_ns for p in parts], np.int64)
+    b = np.array([p.end_ns for p in parts], np.int64)
+    ctx = np.array([p.context_start_ns for p in parts], np.int64)
+    counters = {name: _counter(parts, name, a, b, name != "energy") for name in _COUNTERS}
+    # the intervals reach back to the earliest span an increase is spread over
+    t0min = a.copy()
+    for c in counters.values():
+        if len(c.pair_item):
+            np.minimum.at(t0min, c.pair_item, c.t0)
+    origin = np.maximum(ctx, t0min)
+    if bool(((b - origin) >= _SPAN).any()):
+        raise ValueError("a part longer than 52 days")
+    ps, pe = planned
+
+    # every part's interval edges: origin, end, the plan's edges, the part's start, the steps'
+    # samples; sorted by (part, time) with one key: part x SPAN + time from its origin
+    base = np.arange(n, dtype=np.int64) * _SPAN
+    keys: list[I64] = [base, base + (b - origin)]
+    cut = origin < a
+    keys.append(np.flatnonzero(cut) * _SPAN + (a - origin)[cut])
+    plan_edges = np.concatenate([ps, pe])
+    if len(plan_edges):
+        # each part's plan edges inside [origin, end]
+        lo = np.searchsorted(np.sort(plan_edges), origin, "left")
+        hi = np.searchsorted(np.sort(plan_edges), b, "right")
+        cnt = hi - lo
+        pe_sorted = np.sort(plan_edges)
+        idx = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(int(cnt.sum()))
+        owner = np.repeat(np.arange(n, dtype=np.int64), cnt)
+        keys.append(owner * _SPAN + (pe_sorted[idx] - origin[owner]))
+    steps: list[tuple[I64, I64] | None] = []  # per step role: (sorted keys, codes) of its samples
+    for role in ("state", "mode", "channel"):
+        got = [getattr(p, role) for p in parts]
+        if role == "mode":  # no mode tag: the configured default mode from the origin
+            got = [g if g is not None or p.default_mode is None else
+                   ((np.array([origin[k]], np.int64), np.array([float(p.default_mode)]),
+                     np.zeros(1, np.uint8)), None)
+                   for k, (g, p) in enumerate(zip(got, parts, strict=True))]
+        if all(g is None for g in got):
+            steps.append(None)
+            continue
+        sizes = np.array([0 if g is None else len(g[0][0]) for g in got], np.int64)
+        owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
+        ts = np.concatenate([g[0][0] for g in got if g is not None]).astype(np.int64, copy=False)
+        code = _all_codes([g for g in got if g is not None])
+        # a sample before the origin holds from it (no gaps): clip it there; of several, the
+        # search below takes the last
+        rel = np.maximum(ts - origin[owner], 0)
+        inside = rel <= (b - origin)[owner]
+        skey = owner * _SPAN + rel
+        keys.append(skey[inside])
+        steps.append((skey, code))
+    edges = np.unique(np.concatenate(keys))
+    part_of = edges // _SPAN
+    same = part_of[1:] == part_of[:-1]
+    sk, ek = edges[:-1][same], edges[1:][same]
+    item = part_of[:-1][same]
+    start = sk - item * _SPAN + origin[item]
+    end = ek - item * _SPAN + origin[item]
+    codes = np.full((3, len(sk)), UNKNOWN, np.int64)
+    for r, st in enumerate(steps):
+        if st is None:
+            continue
+        skey, code = st
+        i = np.searchsorted(skey, sk, side="right") - 1
+        have = (i >= 0) & ((skey[np.maximum(i, 0)] // _SPAN) == item)
+        codes[r, have] = code[i[have]]
+    # planned seconds per interval: a cumulative-coverage function over the plan (exact
+    # integers, as ``overlap_seconds``)
+    if len(ps):
+        cum = np.concatenate([[0], np.cumsum(pe - ps)])
+
+        def cover(t: I64) -> I64:
+            j = np.searchsorted(ps, t, side="right")
+            k = np.maximum(j - 1, 0)
+            return np.where(j > 0, cum[k] + np.minimum(t, pe[k]) - ps[k], 0)
+
+        in_plan = ((cover(end) - cover(start)) / 1e9).astype(np.float64)
+        pbt = (cover(b) - cover(a)) / 1e9
+    else:
+        in_plan = np.zeros(len(start))
+        pbt = np.zeros(n)
+    seconds = (end - start).astype(np.float64) / 1e9
+    out_plan = seconds - in_plan
+    st_c, md_c, ch_c = codes
+    el = element_masks(st_c, md_c)
+    known = np.logical_or.reduce(list(el.values()))
+    apt, asut = el["apt"], el["asut"]
+    adet = np.logical_or.reduce([el[x] for x in sorted(ADET_ELEMENTS)])
+    own = start >= a[item]
+    manual = np.array([p.manual_only for p in parts], bool)
+
+    # the seconds of each element: per part, the same numpy sum over the same intervals as
+    # time_elements (``w[mask].sum()``), so the same floats; the masks are made once
+    masks = {
+        "known_s": known, "apt_s": apt, "asut_s": asut, "adet_s": adet,
+        "idle_s": el["minor_stop"], "maintenance_s": el["maintenance"],
+        "not_available_s": el["not_available"], "other_s": el["other"],
+        "apt_auto_s": apt & (ch_c == ChannelMode.Automatic) & ~manual[item],
+        "apt_known_ch": apt & (ch_c != UNKNOWN),
+        "apt_outside_plan_s": apt, "busy": apt | asut | adet,
+    }
+    masks = {name: m & own for name, m in masks.items()}
+    weights = {name: out_plan if name == "apt_outside_plan_s" else in_plan for name in masks}
+    bounds = np.searchsorted(item, np.arange(n + 1))
+    out: list[TimeElements | None] = []
+    for k, p in enumerate(parts):
+        if any(c.wrong[k] for c in counters.values()):
+            out.append(None)
+            continue
+        deltas: dict[str, CounterDelta | None] = {}
+        for name, c in counters.items():
+            if not c.has[k]:
+                deltas[name] = None
+                continue
+            x, y = int(c.bounds[k]), int(c.bounds[k + 1])
+            inc = c.inc[x:y]
+            deltas[name] = CounterDelta(float(inc.sum()), int(c.resets[k]), int(c.samples[k]),
+                                        c.t0[x:y], c.t1[x:y], inc, ())
+        sig = UnitSignals(state=None, mode=None, channel=None, total=deltas["total"],
+                          good=deltas["good"], reject=deltas["reject"], energy=deltas["energy"],
+                          ideal_cycle_s=p.ideal_cycle_s, manual_only=p.manual_only)
+        x, y = int(bounds[k]), int(bounds[k + 1])
+        iv = Intervals(start[x:y], end[x:y], codes[:, x:y])
+        attribute = _attribution(iv, int(origin[k]), in_plan[x:y], out_plan[x:y], known[x:y],
+                                 apt[x:y], clip_ns=int(ctx[k]))
+        q = _Quantities.of(sig, attribute)
+        sums = {name: float(weights[name][x:y][m[x:y]].sum()) for name, m in masks.items()}
+        apt_s = sums["apt_s"]
+        out.append(TimeElements(
+            window_s=(p.end_ns - p.start_ns) / 1e9,
+            pbt_s=float(pbt[k]),
+            known_s=sums["known_s"],
+            apt_s=apt_s,
+            asut_s=sums["asut_s"],
+            adet_s=sums["adet_s"],
+            idle_s=sums["idle_s"],
+            maintenance_s=sums["maintenance_s"],
+            not_available_s=sums["not_available_s"],
+            other_s=sums["other_s"],
+            apt_auto_s=0.0 if p.manual_only else sums["apt_auto_s"],
+            apt_mode_known_s=apt_s if p.manual_only else sums["apt_known_ch"],
+            apt_outside_plan_s=sums["apt_outside_plan_s"],
+            pq=q.pq, gq=q.gq, sq=q.sq,
+            pq_plan=float(q.pq_a[0]), gq_plan=float(q.gq_a[0]), sq_plan=float(q.sq_a[0]),
+            pq_unattributed=float(q.pq_a[1]), pq_outside_plan=float(q.pq_a[2]),
+            ideal_s=(p.ideal_cycle_s or 0.0) * float(q.pq_a[0]),
+            apt_pru_s=apt_s if p.ideal_cycle_s is not None else 0.0,
+            counter_resets=sum(int(c.resets[k]) for c in counters.values() if c.has[k]),
+            implausible_increases=0,
+            pq_known=int(q.pq_known),
+            gq_known=int(_gq_known(sig)),
+            units_without_pru=int(p.ideal_cycle_s is None),
+            shared_pru_s=p.ideal_cycle_s,
+            std_units=int(p.ideal_cycle_s is not None and _gq_known(sig)),
+            **_standard(sig, q.gq, float(q.gq_a[0]), sums["busy"]),
+        ))
+    return out
