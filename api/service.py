@@ -683,10 +683,7 @@ class KpiService:
         without a current row is absent (the caller computes it)."""
         if not self.use_rollups or not days:
             return {}
-        by_asset = self._tags_by_asset()
-        keys = {a.path: self.rollup_key(a, by_asset[a.path]) + DAY for a in assets if by_asset.get(a.path)}
-        start_of = {day_slot(e): s for s, e in days}
-        got = keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
+        start_of, got = self._day_cells(assets, days)
         out: dict[int, dict[str, tuple[TimeElements, tuple[TagEvidence, ...], float]]] = {}
         for asset, cells in got.items():
             mine = [c for c in cells if c[0] in start_of]
@@ -694,6 +691,15 @@ class KpiService:
                 out.setdefault(start_of[c[0]], {})[asset] = (part.elements, part.tags,
                                                              float(head.get("gap_s", 0.0)))
         return out
+
+    def _day_cells(self, assets: list[Asset], days: list[tuple[int, int]]
+                   ) -> tuple[dict[int, int], dict[str, list[Cell]]]:
+        """The day rows' cells of ``assets`` over the local days ``days``, read in one pass:
+        (day slot -> day start, asset -> its cells)."""
+        by_asset = self._tags_by_asset()
+        keys = {a.path: self.rollup_key(a, by_asset[a.path]) + DAY for a in assets if by_asset.get(a.path)}
+        start_of = {day_slot(e): s for s, e in days}
+        return start_of, keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
 
     def day_vectors(self, assets: list[Asset], days: list[tuple[int, int]]
                     ) -> dict[int, dict[str, DayVector]]:
@@ -704,10 +710,7 @@ class KpiService:
         in one numpy pass (``api.assessment``). An asset-day without a current row is absent."""
         if not self.use_rollups or not days:
             return {}
-        by_asset = self._tags_by_asset()
-        keys = {a.path: self.rollup_key(a, by_asset[a.path]) + DAY for a in assets if by_asset.get(a.path)}
-        start_of = {day_slot(e): s for s, e in days}
-        got = keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
+        start_of, got = self._day_cells(assets, days)
         n = len(ELEMENT_FIELDS)
         out: dict[int, dict[str, DayVector]] = {}
         for asset, cells in got.items():

@@ -36,7 +36,7 @@ from .oee import (
     _standard,
     element_masks,
 )
-from .steps import UNKNOWN, CounterDelta, Intervals
+from .steps import UNKNOWN, CounterDelta, Intervals, step_codes
 
 __all__ = ["PartSignals", "batch_elements", "evidence_counts"]
 
@@ -69,22 +69,8 @@ class PartSignals:
     default_mode: int | None = None
 
 
-def _codes(ts: I64, value: F64, quality: npt.NDArray[np.uint8], lut: Mapping[int, int] | None) -> I64:
-    """``Step.from_samples``' codes."""
-    ok = (quality < Quality.BAD) & np.isfinite(value)
-    raw = np.where(ok, value, -1.0)
-    code = np.full(len(value), UNKNOWN, np.int64)
-    if lut is None:
-        good = ok & (raw == np.round(raw))
-        code[good] = raw[good].astype(np.int64)
-    else:
-        for r, c in lut.items():
-            code[ok & (raw == r)] = c
-    return code
-
-
 def _all_codes(got: Sequence[tuple[Samples, Mapping[int, int] | None]]) -> I64:
-    """``_codes`` of every part's samples of one signal, concatenated: one pass per distinct
+    """``step_codes`` of every part's samples of one signal, concatenated: one pass per distinct
     lookup table (the tags of one machine kind share theirs), not one per part."""
     sizes = np.array([len(g[0][0]) for g in got], np.int64)
     value = np.concatenate([g[0][1] for g in got]).astype(np.float64, copy=False)
@@ -93,19 +79,12 @@ def _all_codes(got: Sequence[tuple[Samples, Mapping[int, int] | None]]) -> I64:
     group = np.array([tables.setdefault(None if g[1] is None else tuple(sorted(g[1].items())),
                                         len(tables)) for g in got], np.int64)
     if len(tables) == 1:
-        return _codes(np.empty(0, np.int64), value, quality, got[0][1])
+        return step_codes(value, quality, got[0][1])
     of_sample = np.repeat(group, sizes)
-    ok = (quality < Quality.BAD) & np.isfinite(value)
-    raw = np.where(ok, value, -1.0)
-    code = np.full(len(value), UNKNOWN, np.int64)
+    code = np.empty(len(value), np.int64)
     for table, i in tables.items():
-        mine = ok & (of_sample == i)
-        if table is None:
-            good = mine & (raw == np.round(raw))
-            code[good] = raw[good].astype(np.int64)
-        else:
-            for r, c in table:
-                code[mine & (raw == r)] = c
+        mine = of_sample == i
+        code[mine] = step_codes(value[mine], quality[mine], None if table is None else dict(table))
     return code
 
 

@@ -23,6 +23,22 @@ F64 = npt.NDArray[np.float64]
 UNKNOWN = -1
 
 
+def step_codes(value: F64, quality: npt.NDArray[np.uint8], lut: Mapping[int, int] | None) -> I64:
+    """Raw step values mapped through ``lut`` (raw -> canonical code); a bad or non-finite
+    sample, and a raw value the table does not hold, -> UNKNOWN; without a table a whole
+    number is its own code."""
+    ok = (quality < Quality.BAD) & np.isfinite(value)
+    raw = np.where(ok, value, -1.0)
+    code = np.full(len(value), UNKNOWN, np.int64)
+    if lut is None:
+        good = ok & (raw == np.round(raw))
+        code[good] = raw[good].astype(np.int64)
+    else:
+        for r, c in lut.items():
+            code[ok & (raw == r)] = c
+    return code
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One step signal: sorted sample times and canonical codes (UNKNOWN where unusable)."""
@@ -39,16 +55,7 @@ class Step:
         lut: Mapping[int, int] | None = None,
     ) -> Step:
         """Map raw values through ``lut`` (raw -> canonical code); unmapped raw -> UNKNOWN."""
-        ok = (quality < Quality.BAD) & np.isfinite(value)
-        raw = np.where(ok, value, -1.0)
-        code = np.full(len(value), UNKNOWN, np.int64)
-        if lut is None:
-            good = ok & (raw == np.round(raw))
-            code[good] = raw[good].astype(np.int64)
-        else:
-            for r, c in lut.items():
-                code[ok & (raw == r)] = c
-        return cls(np.asarray(ts_ns, np.int64), code)
+        return cls(np.asarray(ts_ns, np.int64), step_codes(value, quality, lut))
 
 
     @classmethod
