@@ -492,7 +492,7 @@ class RollupMaintainer:
                 lo = chunk[0] - HOUR_NS
                 series = self.store.read_many([t.tag_id for t in tags.values()], lo,
                                               chunk[-1] + HOUR_NS, prior=True)
-                rows = [service.rollup_row(asset, tags, h, key, series, lo) for h in chunk]
+                rows = service.rollup_rows(asset, tags, chunk, key, series, lo)
             done += self.store.put_rollups(rows, token)
             self._yield(time.monotonic() - t0)
         # the local days that end in the scanned span (and after it started): day rows
