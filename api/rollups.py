@@ -492,7 +492,7 @@ class RollupMaintainer:
                 lo = chunk[0] - HOUR_NS
                 series = self.store.read_many([t.tag_id for t in tags.values()], lo,
                                               chunk[-1] + HOUR_NS, prior=True)
-                rows = [service.rollup_row(asset, tags, h, key, series, lo) for h in chunk]
+                rows = service.rollup_rows(asset, tags, chunk, key, series, lo)
             done += self.store.put_rollups(rows, token)
             self._yield(time.monotonic() - t0)
         # the local days that end in the scanned span (and after it started): day rows
@@ -549,7 +549,14 @@ class RollupMaintainer:
                 break
             t0 = time.monotonic()
             dchunk = todo_days[i:i + self.chunk_days]
-            token = self.store.rollup_claim(dchunk[-1][1] + 1)
+            # what the chunk's rows rest on ends by the closed hours' end: a day-sum row is
+            # computed for a closed day only, and a head row ends at or before ``end`` (the
+            # day in progress's head too). Claiming its day's end instead told the store
+            # that every live write until the local midnight touches a row: each took the
+            # invalidation transaction (BEGIN, DELETE, COMMIT instead of one autocommit
+            # INSERT) and dropped the head row, computed again in the next pass (issue 12,
+            # docs/benchmarks.md "Roll-up maintenance during ingest")
+            token = self.store.rollup_claim(min(dchunk[-1][1], end) + 1)
             rows: list[RollupRow] = []
             with service.snapshot():
                 hours = keyed_rows(self.store, {asset.path: key}, dchunk[0][0],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -412,6 +412,28 @@ class KpiService:
         return encode(Part(r.elements, r.evidence.tags, r.evidence.implausible_increases), key,
                       asset.path, hour_ns, reach)
 
+    def rollup_rows(
+        self, asset: Asset, tags: dict[Role, TagRecord], hours: Sequence[int], key: str,
+        series: Mapping[int, Series], read_from_ns: int,
+    ) -> list[RollupRow]:
+        """``rollup_row`` of each of ``hours`` (``series``: the tags' samples read with
+        ``prior`` from ``read_from_ns``), the hours whose context (reach) the samples cover
+        computed together (``kpi.batch``: the same floats as one by one); an hour it leaves (a
+        gap, an implausible counter rise, a reach before ``read_from_ns``) one by one."""
+        reaches = [reach_ns(self.store, tags, h, series, read_from_ns) for h in hours]
+        ctxs = [h if r == NEVER else r for h, r in zip(hours, reaches, strict=True)]
+        todo = [k for k, c in enumerate(ctxs) if read_from_ns <= c]
+        parts: dict[int, Part] = {}
+        if todo:
+            got = self._batch_of([(asset, tags, hours[k], hours[k] + HOUR_NS, ctxs[k],
+                                   self._part_reads(tags, series, ctxs[k], hours[k] + HOUR_NS))
+                                  for k in todo])
+            if got is not None:
+                parts = {k: p for k, p in zip(todo, got, strict=True) if p is not None}
+        return [encode(parts[k], key, asset.path, h, reaches[k]) if k in parts
+                else self.rollup_row(asset, tags, h, key, series, read_from_ns)
+                for k, h in enumerate(hours)]
+
     def _part(self, asset: Asset, tags: dict[Role, TagRecord], window_start: int, a: int, b: int) -> Part:
         """[a, b) computed from raw samples as part of the window starting at window_start,
         reading back only as far as the part depends on (its reach) when that is enough:
@@ -478,30 +500,52 @@ class KpiService:
                     if self._cached_part(asset.path, start_ns, a, b) is not None:
                         continue
                     ctx, by_reach, series = self._part_input(tags, start_ns, a, b)
-                    got: dict[Role, Series] = {}
-                    for role in _ROLE_ORDER:
-                        tag = tags.get(role)
-                        if tag is None:
-                            continue
-                        pre = series.get(tag.tag_id) if series is not None else None
-                        if pre is None:
-                            got[role] = self.store.read(tag.tag_id, ctx, b, prior=True)
-                        else:  # as asset_result slices it
-                            i = max(int(np.searchsorted(pre.ts_ns, ctx, "left")) - 1, 0)
-                            j = int(np.searchsorted(pre.ts_ns, b, "left"))
-                            got[role] = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
+                    got = self._part_reads(tags, series, ctx, b)
                     todo.append((asset, tags, a, b, ctx, by_reach, got))
         if not todo:
             return
+        parts = self._batch_of([(asset, tags, a, b, ctx, got) for asset, tags, a, b, ctx, _, got in todo])
+        if parts is None:
+            return  # asset_result reads the gaps, part by part
+        for (asset, _, a, b, ctx, by_reach, _), part in zip(todo, parts, strict=True):
+            if part is not None:
+                cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, part))
+
+    def _part_reads(self, tags: dict[Role, TagRecord], series: Mapping[int, Series] | None,
+                    ctx: int, b: int) -> dict[Role, Series]:
+        """Each role's samples that ``asset_result`` reads for a part ending at ``b`` with the
+        context ``ctx``: sliced from ``series`` (read with ``prior`` from at or before ctx)
+        as it slices them, else read from the store."""
+        got: dict[Role, Series] = {}
+        for role in _ROLE_ORDER:
+            tag = tags.get(role)
+            if tag is None:
+                continue
+            pre = series.get(tag.tag_id) if series is not None else None
+            if pre is None:
+                got[role] = self.store.read(tag.tag_id, ctx, b, prior=True)
+            else:  # as asset_result slices it
+                i = max(int(np.searchsorted(pre.ts_ns, ctx, "left")) - 1, 0)
+                j = int(np.searchsorted(pre.ts_ns, b, "left"))
+                got[role] = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
+        return got
+
+    def _batch_of(self, todo: Sequence[tuple[Asset, dict[Role, TagRecord], int, int, int,
+                                             dict[Role, Series]]]) -> list[Part | None] | None:
+        """The parts (asset, tags, a, b, ctx, reads by ``_part_reads``) computed together
+        (``kpi.batch``): each as ``asset_result(asset, a, b, tags, context_start_ns=ctx)``
+        gives its elements, tag evidence and (none) implausible increases; None for a part
+        ``kpi.batch`` leaves (an implausible counter rise). None for all when a gap (or
+        damaged data) touches the reads: ``asset_result`` then computes them one by one."""
         # the gaps asset_result would read: back to each part's first step sample
         lo = min(min([ctx, *(int(s.ts_ns[0]) for r, s in got.items()
                              if r in _STEP_ROLES and len(s.ts_ns))])
-                 for _, _, _, _, ctx, _, got in todo)
-        hi = max(b for _, _, _, b, _, _, _ in todo)
+                 for _, _, _, _, ctx, got in todo)
+        hi = max(b for _, _, _, b, _, _ in todo)
         devices = sorted({t.device for _, tags, *_ in todo for t in tags.values()})
         if any(self.store.gaps(d, lo, hi) for d in devices):
-            return  # asset_result reads them, part by part
-        plan_lo = min(ctx for _, _, _, _, ctx, _, _ in todo)
+            return None
+        plan_lo = min(ctx for _, _, _, _, ctx, _ in todo)
         planned = self._planned(plan_lo, hi)
 
         def step(r: Role, tags: dict[Role, TagRecord], got: dict[Role, Series]) -> Any:
@@ -522,23 +566,26 @@ class KpiService:
             manual_only=asset.control in ("manual", "none"),
             default_mode=(canonical_code(Role.MODE, asset.default_mode)
                           if Role.MODE not in tags and asset.default_mode is not None else None),
-        ) for asset, tags, a, b, ctx, _, got in todo]
+        ) for asset, tags, a, b, ctx, got in todo]
         # each tag's evidence (TagEvidence.of of the part's samples), one role at a time
         starts = np.array([t[2] for t in todo], np.int64)
         ends = np.array([t[3] for t in todo], np.int64)
         counts = {}
         for role in _ROLE_ORDER:
-            sel = [None if (sr := t[6].get(role)) is None else (sr.ts_ns, sr.quality) for t in todo]
+            sel = [None if (sr := t[5].get(role)) is None else (sr.ts_ns, sr.quality) for t in todo]
             if any(v is not None for v in sel):
                 counts[role] = evidence_counts(sel, starts, ends)
-        for k, ((asset, tags, a, b, ctx, by_reach, got), e) in enumerate(
+        out: list[Part | None] = []
+        for k, ((_, tags, _, _, _, got), e) in enumerate(
                 zip(todo, batch_elements(inputs, planned), strict=True)):
             if e is None:
+                out.append(None)
                 continue
             evidence = tuple(
                 TagEvidence(tags[r].path, tags[r].tag_id, r, counts[r][0][k], counts[r][1][k],
                             counts[r][2][k]) for r in got)
-            cache.setdefault((asset.path, a, b), []).append((ctx, by_reach, Part(e, evidence, ())))
+            out.append(Part(e, evidence, ()))
+        return out
 
     def _pieces(self, window_start: int, a: int, b: int) -> list[tuple[int, int]]:
         """A raw stretch [a, b) of the window starting at ``window_start``, cut at the first

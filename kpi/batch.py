@@ -211,6 +211,9 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
             steps.append(None)
             continue
         sizes = np.array([0 if g is None else len(g[0][0]) for g in got], np.int64)
+        if not sizes.sum():  # tags without a sample in any part: unknown throughout, as None
+            steps.append(None)
+            continue
         owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
         ts = np.concatenate([g[0][0] for g in got if g is not None]).astype(np.int64, copy=False)
         code = _all_codes([g for g in got if g is not None])

@@ -148,3 +148,29 @@ def test_evidence_counts_are_tag_evidence_of() -> None:
         assert (samples[k], bad[k], prior[k]) == (want.samples, want.bad_samples, want.prior_ns)
     assert (samples[-1], bad[-1], prior[-1]) == (0, 0, None)
     assert any(bad) and any(p is not None for p in prior)
+
+
+
+def test_a_step_tag_without_any_sample() -> None:
+    """Step tags that exist but hold no sample in any part of the batch (a tag never written
+    yet: its reads are empty): unknown throughout, as ``time_elements`` counts them. Raised
+    IndexError before (a search into the empty keys; seen in a DST day of /kpi-series)."""
+    from kpi import Step, UnitSignals
+    from kpi.oee import time_elements
+
+    m = replace(_machine(5), gaps=[])
+    a, b = T0 + 7 * H, T0 + 9 * H
+    empty = (np.empty(0, np.int64), np.empty(0), np.empty(0, np.uint8))
+    base = replace(_signals(m, a, b, a, False), state=(empty, None), mode=(empty, None),
+                   total=None, good=None, energy=None, default_mode=None)
+    parts = [replace(base, channel=(empty, SWAP)),
+             replace(base, start_ns=a + H, end_ns=b + H, channel=None)]
+    got = batch_elements(parts, planned_intervals(CAL, a, b + H))
+    none = Step.from_samples(*empty)
+    for e, p in zip(got, parts, strict=True):
+        assert e is not None and e.known_s == 0 and e.apt_s == 0 and e.pbt_s > 0
+        sig = UnitSignals(state=none, mode=none, channel=none if p.channel else None, total=None,
+                          good=None, reject=None, energy=None, ideal_cycle_s=m.pru)
+        want = time_elements(sig, p.start_ns, p.end_ns, planned_intervals(CAL, a, p.end_ns), (),
+                             context_start_ns=a)
+        _equal(e, want, f"[{p.start_ns}, {p.end_ns})")
