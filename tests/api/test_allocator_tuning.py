@@ -119,3 +119,44 @@ def _mmapped(setup: str) -> int:
 def test_large_buffers_stay_mmapped_after_a_larger_one_was_freed() -> None:
     assert _mmapped("") == 0  # the control: glibc's sliding threshold
     assert _mmapped(_ALLOCATOR + "; a.tune_malloc()") == 1
+
+
+_FRAGMENT = r"""
+import time
+SETUP
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+chunks = [bytearray(2000) for _ in range(100_000)]  # ~200 MB through malloc (> 512 bytes)
+for c in chunks:
+    c[::512] = b"x" * len(c[::512])  # touched: resident
+pins = chunks[::64]
+del chunks  # freed, but every 64th chunk pins the heap below it: nothing at the top to trim
+before = rss_mb()
+started = START
+time.sleep(1.0)
+print(started, round(before), round(rss_mb()))
+"""
+
+
+def _fragmented(start: str, env: dict[str, str] | None = None) -> tuple[str, int, int]:
+    code = _FRAGMENT.replace("SETUP", _ALLOCATOR).replace("START", start)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_", "TIERPROOF_"))}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **(env or {})}, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    started, before, after = out.stdout.split()
+    return started, int(before), int(after)
+
+
+def test_trimming_gives_fragmented_free_memory_back() -> None:
+    # the control: ~195 MB freed inside the heap stays resident without a trim
+    started, before, after = _fragmented("None")
+    assert before > 150 and after > before - 20, (before, after)
+    # with the trimmer (every 0.1 s here) the freed pages go back to the system
+    started, before, after = _fragmented("a.start_trimming(0.1)")
+    assert started == "True" and before > 150 and after < before - 100, (before, after)
+
+
+def test_trimming_is_off_with_zero() -> None:
+    started, before, after = _fragmented("a.start_trimming()", {"TIERPROOF_MALLOC_TRIM_S": "0"})
+    assert started == "False" and after > before - 20, (before, after)
