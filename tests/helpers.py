@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +74,52 @@ def on_free_ports(config: dict[str, Any]) -> dict[str, Any]:
         elif d["protocol"] == "modbus":
             d["port"] = free_port()
     return config
+
+
+@contextmanager
+def running_demo(tmp: Path, data: dict[str, Any], duration: int = 600,
+                 health: tuple[int, ...] = (200, 503)) -> Iterator[tuple[httpx.Client, Path, Path]]:
+    """``tierproof demo`` of ``data`` (its devices moved to free ports here; its store in
+    ``tmp/data``) until its API answers ``/api/v1/health`` with one of ``health`` (90 s);
+    yields (a client of its API, the config file, the demo's log) and stops it with SIGINT.
+
+    Free ports are free when chosen, not always when bound: a demo that exits because another
+    process took one of them first is started again on new ports (3 attempts; a CI rehearsal
+    saw a simulator's Modbus port taken). Any other early exit, or no answer, fails with the
+    demo's log."""
+    cfg, log = tmp / "demo.yaml", tmp / "demo.log"
+    for attempt in range(3):
+        on_free_ports(data)
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        shutil.rmtree(tmp / "data", ignore_errors=True)
+        port = free_port()
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "demo", "--config", str(cfg), "--port", str(port),
+                 "--data-dir", str(tmp / "data"), "--duration", str(duration)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        try:
+            wait_for(lambda p=proc, c=client: p.poll() is not None
+                     or c.get("/api/v1/health").status_code in health, 90, "the demo's API to answer")
+        except AssertionError as exc:
+            proc.kill()
+            client.close()
+            raise AssertionError(f"{exc}; the demo's log: {log.read_text()[-3000:]}") from exc
+        if proc.poll() is None:
+            break
+        client.close()
+        assert attempt < 2 and "address already in use" in log.read_text(), log.read_text()[-3000:]
+    try:
+        yield client, cfg, log
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 #: A realistic shift calendar for the KPI tests, their own: two shifts Monday to Saturday with

@@ -8,10 +8,6 @@ the page showed. No timing is asserted: only that a change came within the bound
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -21,7 +17,7 @@ import yaml
 
 from config import shipped_config
 from tests.api.browser import CHROMIUM, Page, chromium_page
-from tests.helpers import demo_keys, free_port, on_free_ports, wait_for
+from tests.helpers import demo_keys, running_demo
 
 #: the tiles' colours per state (api/static/style.css), as getComputedStyle gives them
 COLOURS = {"Executing": "rgb(26, 127, 55)", "NotExecuting": "rgb(191, 135, 0)",
@@ -38,45 +34,15 @@ def lively(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
     """``tierproof demo`` with machines that stop every half minute of running (a little
     history only: the test watches the present); its client (admin key) and read key."""
     tmp = tmp_path_factory.mktemp("lively")
-    for attempt in range(3):  # free ports are free when chosen, not always when bound
-        data = on_free_ports(yaml.safe_load(shipped_config("demo.yaml").read_text()))
-        sim = data["simulation"]
-        sim["history_days"] = 0.05
-        for regime in ("baseline", "improved"):
-            sim[regime].update(minor_stop_every_min=0.5, minor_stop_s=20)
-        cfg = tmp / "demo.yaml"
-        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-        port = free_port()
-        log = tmp / "demo.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "demo", "--config", str(cfg), "--port", str(port),
-                 "--data-dir", str(tmp / f"data{attempt}"), "--duration", "600"],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        try:
-            wait_for(lambda p=proc, c=client: p.poll() is not None
-                     or c.get("/api/v1/health").status_code in (200, 503), 90, "the demo's API to answer")
-        except AssertionError as exc:
-            proc.kill()
-            raise AssertionError(f"{exc}; the demo's log: {log.read_text()[-3000:]}") from exc
-        if proc.poll() is None:
-            break
-        client.close()
-        # another process took one of the chosen ports first (a CI rehearsal saw a simulator's
-        # Modbus port in use): choose again; anything else fails here with the demo's log
-        assert attempt < 2 and "address already in use" in log.read_text(), log.read_text()[-3000:]
-    try:
+    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    sim = data["simulation"]
+    sim["history_days"] = 0.05
+    for regime in ("baseline", "improved"):
+        sim[regime].update(minor_stop_every_min=0.5, minor_stop_s=20)
+    with running_demo(tmp, data) as (client, _, log):
         keys = demo_keys(log)
         client.headers["X-API-Key"] = keys["admin"]
         yield client, keys["read"], len(data["assets"])
-    finally:
-        client.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
