@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -351,7 +352,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
         # the simulated machines stand for other boxes: on their own loop, so that API load on
         # this one cannot slow their answers and make the collectors' polls time out
-        async with _on_own_loop("tierproof-simulators", simulated) as (settings, running):
+        async with _simulators_started(_on_own_loop("tierproof-simulators", simulated)) as (settings,
+                                                                                           running):
             for line in running.describe():
                 print(f"  {line}", flush=True)
             if not keep:
@@ -379,6 +381,25 @@ async def _demo(args: argparse.Namespace) -> int:
         sock.close()
         store.close()
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _simulators_started(servers: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """``servers`` entered; a simulated device that cannot listen (its port in use) is one
+    sentence naming the device, its address and the remedy (exit code 3), not a traceback."""
+    entered = False
+    try:
+        async with servers as value:
+            entered = True
+            yield value
+    except OSError as exc:
+        if entered:
+            raise
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason += (" (stop the process that holds the port, or choose another port in the "
+                       "device's configuration)")
+        raise StartFailure(reason) from exc
 
 
 def _plant_local(settings: Settings, ns: int) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from config.mqtt import MqttDevice, MqttFormat
@@ -16,6 +19,8 @@ from .modbus import PlantServers, serve_plant
 from .mqtt import MqttPublisher, embedded_broker, serve_mqtt
 from .opcua import OpcUaPlantServer, serve_opcua
 from .plant import Plant
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,6 +74,17 @@ async def embedded_brokers(settings: Settings) -> AsyncIterator[Settings]:
         yield settings.model_copy(update={"devices": devices})
 
 
+async def _listening(stack: contextlib.AsyncExitStack, what: str, host: str, port: int,
+                     server: AbstractAsyncContextManager[T]) -> T:
+    """``server`` entered on ``stack``; the OSError of a port it cannot listen on raised again
+    naming ``what`` and the address, so that the demo's one-line error says which device."""
+    try:
+        return await stack.enter_async_context(server)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, f"{what} cannot listen on {host}:{port}: {why}") from exc
+
+
 @contextlib.asynccontextmanager
 async def serve_devices(
     settings: Settings,
@@ -97,10 +113,11 @@ async def serve_devices(
                 continue
             url = urlparse(d.endpoint)
             assets = sorted({t.asset for t in d.tags})
-            running.opcua[d.name] = await stack.enter_async_context(
-                serve_opcua(plant, assets, host=url.hostname or "127.0.0.1", port=url.port or 4840,
-                            clock=clock, interval_s=interval_s or 0.2)
-            )
+            host, port = url.hostname or "127.0.0.1", url.port or 4840
+            server = serve_opcua(plant, assets, host=host, port=port, clock=clock,
+                                 interval_s=interval_s or 0.2)
+            what = f"simulated OPC UA device {d.name}"
+            running.opcua[d.name] = await _listening(stack, what, host, port, server)
         for d in settings.devices:
             if not isinstance(d, MqttDevice) or not d.enabled:
                 continue

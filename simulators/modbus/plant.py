@@ -334,8 +334,11 @@ async def serve_plant(
     running = PlantServers(plant, servers, units)
     running.refresh(clock())  # the first request already sees real values
     async with contextlib.AsyncExitStack() as stack:
-        for s in servers.values():
-            await stack.enter_async_context(s)
+        for name, s in servers.items():
+            try:
+                await stack.enter_async_context(s)
+            except OSError as exc:
+                raise OSError(exc.errno, f"simulated Modbus device {name} {exc.strerror}") from exc
         # entered last, so left first: no refresh runs once the servers are stopping
         await stack.enter_async_context(Ticker(
             lambda: running.refresh(clock()), interval_s, name="modbus-plant-update",

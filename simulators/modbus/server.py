@@ -30,7 +30,10 @@ into pymodbus' server; only the server and protocol code of pymodbus are used.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import socket
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -244,6 +247,18 @@ class _SimServer:
         await self.stop()
 
 
+def _listen_error(host: str, port: int) -> OSError:
+    """Why a simulated Modbus server could not listen on ``host:port``, as the OSError a bind
+    there raises now (the port in use, an address not of this machine), naming both."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        return OSError(exc.errno, f"cannot listen on {host}:{port}: {why}")
+    return OSError(errno.EADDRINUSE, f"could not listen on {host}:{port} (free again now)")
+
+
 class ModbusSimServer(_SimServer):
     """Modbus TCP server for a set of unit ids, as an async context manager.
 
@@ -281,7 +296,11 @@ class ModbusSimServer(_SimServer):
             trace_pdu=self._trace, framer=FramerType.RTU if rtu else FramerType.SOCKET,
             ignore_missing_devices=rtu,
         )
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError:  # pymodbus logs why listen() failed and says only that it did
+            await server.shutdown()
+            raise _listen_error(self.host, self.port) from None
         listener = server.transport
         sockets = getattr(listener, "sockets", None)
         if sockets:

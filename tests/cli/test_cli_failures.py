@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import config_key_headers
+from config import shipped_config
+from tests.helpers import config_key_headers, free_port, on_free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +64,27 @@ def test_debug_adds_the_traceback(tmp_path: Path, busy_port: int) -> None:
     assert r.returncode == 3
     assert "Traceback (most recent call last)" in r.stderr and "OSError" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("tierproof: cannot start: the API cannot listen")
+
+
+def test_demo_simulator_port_in_use(tmp_path: Path, busy_port: int) -> None:
+    """A simulated machine's port taken by another process: one sentence naming the device,
+    its address and the remedy (it was "internal error: RuntimeError: Could not start
+    listen", pymodbus's words)."""
+    data = yaml.safe_load(shipped_config("demo.yaml").read_text())
+    on_free_ports(data)
+    data["simulation"]["history_days"] = 1
+    (cnc,) = [d for d in data["devices"] if d["name"] == "line1-cnc"]
+    cnc["port"] = busy_port
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    r = tierproof("demo", "--config", str(cfg), "--port", str(free_port()), "--data-dir",
+                  str(tmp_path / "data"), "--duration", "5")
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr  # (pymodbus's own WARNING line may precede)
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"tierproof: cannot start: simulated Modbus device line1-cnc cannot listen on "
+        f"127.0.0.1:{busy_port}: Address already in use (stop the process that holds the port, or "
+        "choose another port in the device's configuration)")
 
 
 def test_a_damaged_database(tmp_path: Path) -> None:
