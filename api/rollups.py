@@ -169,6 +169,7 @@ def rollup_key(settings: Settings, asset: Asset, tags: dict[Role, TagRecord]) ->
         "calendar": settings.calendar.model_dump(mode="json"),
         "pru": asset.ideal_cycle_time_s, "default_mode": asset.default_mode, "control": asset.control,
         "counter_rate_factor": settings.kpi.counter_rate_factor,
+        "counter_stamp_tolerance_s": settings.kpi.counter_stamp_tolerance_s,
         # by path, not by the store's id of it: ids are local to a store (the central one
         # numbers the tags it discovers anew) and a path already names one tag
         "tags": sorted([r.value, t.path, t.device, sorted((t.enum or {}).items())]
