@@ -183,7 +183,7 @@ class KpiSettings(Model):
             "seconds a counter sample's gateway stamp may be late against the instant its "
             "value was read (a Modbus answer or plain MQTT value is stamped when the gateway's "
             "event loop gets to it; starved of CPU, it gets to it late): the plausible increase "
-            "between two samples allows this much time more (docs/kpis.md). 2 s: twice the "
+            "between two samples allows this much time more (docs/kpis.md). 2 s: about twice the "
             "worst lag of the collectors' loop measured at load 16-18 (1.12 s)"
         ),
     )
