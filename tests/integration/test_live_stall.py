@@ -44,6 +44,7 @@ from api.service import KpiService
 from collector import Supervisor
 from collector.registry import COLLECTORS
 from config import Settings
+from config.modbus import ModbusDevice
 from config.times import to_ns
 from simulators import Plant, serve_devices
 from simulators.truth import truth
@@ -73,8 +74,8 @@ class StallingProxy:
     the answer arrives while the gateway cannot run, as for a process waiting for a core when
     its socket becomes readable. The stall is real; only its moment is chosen, the worst one
     (press-01 makes a part every 6 s, ten in a stall), so that every run shows the late stamp
-    instead of one in two (a stall at a random moment meets an answer on its way ~1 % of the
-    time: 0 and 2 parts lost in two runs of 38 stalls)."""
+    instead of now and then (stalls at random moments, a loop callback every 1.5 s, lost 2
+    and 0 parts in two runs of 38 stalls: an answer is rarely on its way just then)."""
 
     def __init__(self, upstream: int, gateway: asyncio.AbstractEventLoop) -> None:
         self.upstream, self.gateway = upstream, gateway
@@ -163,8 +164,8 @@ async def collect_stalled(settings: Settings, plant: Plant, store: SqliteStore) 
     tag_ids = store.register_tags(tag_records(settings))
     writer = Writer(store)
     factories = {name: partial(cls, clock=clock) for name, cls in COLLECTORS.items()}
-    line2 = next(d for d in settings.devices if d.name == "line2-plc")
-    proxy = StallingProxy(line2.port, asyncio.get_running_loop())  # type: ignore[attr-defined]
+    line2 = next(d for d in settings.devices if isinstance(d, ModbusDevice) and d.name == "line2-plc")
+    proxy = StallingProxy(line2.port, asyncio.get_running_loop())
     with simulators_in_thread(settings, plant, clock, proxy):
         gateway = through(settings, "line2-plc", proxy.port)
         sup = Supervisor(gateway.devices, store, writer, tag_ids, factories, clock=clock)
