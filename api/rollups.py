@@ -15,8 +15,9 @@ h, e.g. exactly on it) computes that hour from raw samples.
 A row's ``key`` is the algorithm version and a hash of what the elements rest on in config
 (the calendar, the asset's PRU, default mode and control, ``counter_rate_factor`` and
 ``counter_stamp_tolerance_s``, its tags' roles and enumerations, and the element layout); a
-row of another key is ignored, and recomputed. The store drops rows whose data change (``store/sqlite/rollups.py``);
-:class:`RollupMaintainer` computes the closed hours that have no row in the background.
+row of another key is ignored, and recomputed. The store drops rows whose data change
+(``store/sqlite/rollups.py``); :class:`RollupMaintainer` computes the closed hours that have
+no row in the background.
 """
 
 from __future__ import annotations
