@@ -143,7 +143,7 @@ class KpisOut(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "window": {"from": "2026-12-06T00:00:00Z", "to": "2026-12-07T00:00:00Z"},
-        "algorithm_version": "tierproof-kpi/4+elements/2",
+        "algorithm_version": "tierproof-kpi/5+elements/2",
         "config_fingerprint": "77fbd1a2f9faf98f",
         "assets": {"demo/machining/line1/lathe-01": {
             **_ENTRY_EXAMPLE,
@@ -279,7 +279,7 @@ class DeltasOut(BaseModel):
         "window": {"from": "2026-12-01T00:00:00Z", "to": "2026-12-08T00:00:00Z"},
         "baseline_window": {"from": "2026-11-24T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
         "criteria_version": "tierproof-tiers/2026-12-06.2",
-        "algorithm_version": "tierproof-kpi/4+elements/2",
+        "algorithm_version": "tierproof-kpi/5+elements/2",
         "config_fingerprint": "77fbd1a2f9faf98f",
         "bootstrap": {"seed": 0, "n_resamples": 9999, "min_days": 7,
                       "method": "day-block bootstrap (BCa)", "confidence": 0.95},
@@ -437,7 +437,7 @@ class AssessmentOut(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "criteria_version": "tierproof-tiers/2026-12-06.2",
-        "algorithm_version": "tierproof-kpi/4+elements/2",
+        "algorithm_version": "tierproof-kpi/5+elements/2",
         "config_fingerprint": "77fbd1a2f9faf98f",
         "window": {"from": "2026-12-01T00:00:00Z", "to": "2026-12-08T00:00:00Z"},
         "baseline_window": {"from": "2026-11-24T00:00:00Z", "to": "2026-12-01T00:00:00Z"},

@@ -13,10 +13,11 @@ or before it (``usable``). A window that starts later (within seconds of
 h, e.g. exactly on it) computes that hour from raw samples.
 
 A row's ``key`` is the algorithm version and a hash of what the elements rest on in config
-(the calendar, the asset's PRU, default mode and control, ``counter_rate_factor``, its tags'
-roles and enumerations, and the element layout); a row of another key is ignored, and
-recomputed. The store drops rows whose data change (``store/sqlite/rollups.py``);
-:class:`RollupMaintainer` computes the closed hours that have no row in the background.
+(the calendar, the asset's PRU, default mode and control, ``counter_rate_factor`` and
+``counter_stamp_tolerance_s``, its tags' roles and enumerations, and the element layout); a
+row of another key is ignored, and recomputed. The store drops rows whose data change
+(``store/sqlite/rollups.py``); :class:`RollupMaintainer` computes the closed hours that have
+no row in the background.
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ def rollup_key(settings: Settings, asset: Asset, tags: dict[Role, TagRecord]) ->
         "calendar": settings.calendar.model_dump(mode="json"),
         "pru": asset.ideal_cycle_time_s, "default_mode": asset.default_mode, "control": asset.control,
         "counter_rate_factor": settings.kpi.counter_rate_factor,
+        "counter_stamp_tolerance_s": settings.kpi.counter_stamp_tolerance_s,
         # by path, not by the store's id of it: ids are local to a store (the central one
         # numbers the tags it discovers anew) and a path already names one tag
         "tags": sorted([r.value, t.path, t.device, sorted((t.enum or {}).items())]

@@ -347,7 +347,8 @@ class KpiService:
                 return None
             parts = role in (Role.TOTAL_COUNT, Role.GOOD_COUNT, Role.REJECT_COUNT)
             c = counter_increase(
-                s.ts_ns, s.value, s.quality, start_ns, end_ns, max_per_s if parts else None
+                s.ts_ns, s.value, s.quality, start_ns, end_ns, max_per_s if parts else None,
+                self.settings.kpi.counter_stamp_tolerance_s,
             )
             implausible.extend((role.value, *x) for x in c.implausible)
             return c
@@ -566,6 +567,7 @@ class KpiService:
             manual_only=asset.control in ("manual", "none"),
             default_mode=(canonical_code(Role.MODE, asset.default_mode)
                           if Role.MODE not in tags and asset.default_mode is not None else None),
+            stamp_tolerance_s=self.settings.kpi.counter_stamp_tolerance_s,
         ) for asset, tags, a, b, ctx, got in todo]
         # each tag's evidence (TagEvidence.of of the part's samples), one role at a time
         starts = np.array([t[2] for t in todo], np.int64)

@@ -295,16 +295,17 @@ def step_intervals(samples: pd.DataFrame, tags: pd.DataFrame, plan: tuple[Any, A
 
 
 def increases(samples: pd.DataFrame, assets: pd.DataFrame, factor: float,
-              start_ns: int, end_ns: int) -> pd.DataFrame:
+              start_ns: int, end_ns: int, late_s: float = 0.0) -> pd.DataFrame:
     """Counter increases dated in the window (a drop is a reset: the new value counts from 0;
-    a part-counter rise faster than the machine can make parts, plus one, is excluded)."""
+    a part-counter rise faster than the machine can make parts in the time between its samples
+    and ``late_s`` of stamping lateness, plus one, is excluded)."""
     c = samples[samples.role.isin(COUNTS)].sort_values(["tag_id", "ts"])
     g = c.groupby("tag_id")
     c = c.assign(d=g.value.diff(), t0=g.ts.shift())
     c = c[c.d.notna() & (c.ts >= start_ns) & (c.ts < end_ns)]
     c = c.assign(inc=np.where(c.d >= 0, c.d, c.value), t0=c.t0.astype(np.int64))
     c = c.merge(assets[["asset", "pru"]], on="asset")
-    allowed = (c.ts - c.t0) / 1e9 * factor / c.pru + 1.0
+    allowed = ((c.ts - c.t0) / 1e9 + late_s) * factor / c.pru + 1.0
     wrong = c.role.isin(PARTS) & c.pru.notna() & (c.inc > allowed)
     return c.assign(inc=c.inc.where(~wrong, 0.0))
 
@@ -372,7 +373,8 @@ def pandas_elements(store: SqliteStore, settings: Settings, start_ns: int, end_n
                             fill_value=0.0)
         el = el.reindex(columns=["apt", "asut", "adet"], fill_value=0.0)
         el = el.join(iv.groupby("asset")[["known", "auto", "mode_known"]].sum())
-        inc = increases(samples, assets, factor, start_ns, end_ns)
+        inc = increases(samples, assets, factor, start_ns, end_ns,
+                        settings.kpi.counter_stamp_tolerance_s)
         inc["plan"] = attributed(inc, iv, start_ns)
         q = inc.pivot_table(index="asset", columns="role", values=["inc", "plan"], aggfunc="sum")
         q.columns = [f"{v}_{r}" for v, r in q.columns]

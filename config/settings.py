@@ -175,6 +175,18 @@ class KpiSettings(Model):
             "this factor, plus one part of sampling slack (e.g. a glitch to 0 and back)"
         ),
     )
+    counter_stamp_tolerance_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description=(
+            "seconds a counter sample's gateway stamp may be late against the instant its "
+            "value was read (a Modbus answer or plain MQTT value is stamped when the gateway's "
+            "event loop gets to it; starved of CPU, it gets to it late): the plausible increase "
+            "between two samples allows this much time more (docs/kpis.md). 2 s: about twice the "
+            "worst lag of the collectors' loop measured at load 16-18 (1.12 s)"
+        ),
+    )
     rollups: bool = Field(
         default=True,
         description=(

@@ -67,6 +67,7 @@ class PartSignals:
     max_per_s: float | None  # the part counters' plausible rate (``counter_increase``)
     manual_only: bool = False
     default_mode: int | None = None
+    stamp_tolerance_s: float = 0.0  # how late a counter sample's stamp may be (``counter_increase``)
 
 
 def _all_codes(got: Sequence[tuple[Samples, Mapping[int, int] | None]]) -> I64:
@@ -127,7 +128,9 @@ def _counter(parts: Sequence[PartSignals], name: str, a: I64, b: I64, parts_rate
     wrong = np.zeros(n, bool)
     if parts_rate:
         rate = np.array([np.nan if p.max_per_s is None else p.max_per_s for p in parts])[it1]
-        allowed = (at - t0) / 1e9 * rate + 1.0
+        late = np.array([p.stamp_tolerance_s for p in parts], np.float64)[it1]
+        # the same float operations as counter_increase, so the same decisions
+        allowed = ((at - t0) / 1e9 + late) * rate + 1.0
         bad = inw & ~np.isnan(rate) & (inc > allowed)
         wrong[it1[bad]] = True
     resets = np.bincount(it1[inw & (d < 0)], minlength=n)

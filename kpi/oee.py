@@ -75,7 +75,10 @@ ADET_ELEMENTS: Final[frozenset[str]] = frozenset({"malfunction", "minor_stop"})
 #: gap between such a sample and the start makes the value unknown there (until the next
 #: sample), as in any longer window: a local day computed on its own no longer counts as
 #: known what the whole window counts unknown (issue 12)
-ALGORITHM_VERSION = f"tierproof-kpi/4+{ELEMENT_TABLE_VERSION}"
+#: 5: a part counter's plausible increase allows ``kpi.counter_stamp_tolerance_s`` of stamping
+#: lateness: (elapsed + tolerance) x rate + 1, so a sample stamped late by a gateway starved of
+#: CPU no longer makes the next real rise "implausible" and excluded from PQ
+ALGORITHM_VERSION = f"tierproof-kpi/5+{ELEMENT_TABLE_VERSION}"
 
 
 @dataclass(frozen=True, slots=True)

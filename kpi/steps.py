@@ -137,6 +137,7 @@ def counter_increase(
     start_ns: int,
     end_ns: int,
     max_per_s: float | None = None,
+    stamp_tolerance_s: float = 0.0,
 ) -> CounterDelta:
     """Sum of non-negative differences between consecutive usable samples, each attributed
     to the later sample's time and counted when that time is in [start_ns, end_ns).
@@ -144,9 +145,15 @@ def counter_increase(
     A drop means the counter was reset: the new value counts from zero.
     Needs the last sample before the window (read with ``prior``) to count the first rise.
     With ``max_per_s`` (the most parts a second the machine can make), an increase above
-    ``max_per_s`` x the seconds between its two samples, plus one part of sampling slack, is
-    physically implausible (a glitch to 0 and back): it is excluded and listed in
-    ``implausible``.
+    ``max_per_s`` x (the seconds between its two samples + ``stamp_tolerance_s``), plus one
+    part of sampling slack, is physically implausible (a glitch to 0 and back): it is excluded
+    and listed in ``implausible``.
+
+    ``stamp_tolerance_s``: how late a sample's stamp may be against the instant its value was
+    read. A gateway stamps a Modbus answer, or a plain MQTT value, when its coroutine resumes;
+    starved of CPU, it stamps one late, and the pair after it looks shorter than it was: by at
+    most the tolerance, since the later sample is not early. The rule stays local to the pair
+    (hour sums stay additive).
     """
     ok = (quality < Quality.BAD) & np.isfinite(value)
     t, v = ts_ns[ok], value[ok]
@@ -158,7 +165,7 @@ def counter_increase(
     inw = (at >= start_ns) & (at < end_ns)
     bad: tuple[tuple[int, int, float, float], ...] = ()
     if max_per_s is not None:
-        allowed = (at - t[:-1]) / 1e9 * max_per_s + 1.0
+        allowed = ((at - t[:-1]) / 1e9 + stamp_tolerance_s) * max_per_s + 1.0
         wrong = inw & (inc > allowed)
         bad = tuple(
             (int(a), int(b), float(x), float(y))

@@ -45,10 +45,10 @@ def test_counter_glitch_excluded_and_listed(tmp_path: Path) -> None:
     want = truth(settings, start, end, plant=plant)["assets"][ASSET]
     (flag,) = got["evidence"]["implausible_increases"]
     assert flag["role"] == "total_count" and flag["increase"] == value
-    # 1 ms allows 0.001 s x 1.5 / PRU + 1 part of slack
+    # 1 ms allows (0.001 s + 2 s of stamping tolerance) x 1.5 / PRU + 1 part of slack
     pru = settings.asset(ASSET).ideal_cycle_time_s
-    assert pru is not None
-    assert flag["allowed"] == pytest.approx(0.001 * 1.5 / pru + 1)
+    assert pru is not None and settings.kpi.counter_stamp_tolerance_s == 2.0
+    assert flag["allowed"] == pytest.approx((0.001 + 2.0) * 1.5 / pru + 1)
     assert got["elements"]["implausible_increases"] == 1
     assert got["elements"]["pq"] == want["elements"]["pq"] == before["elements"]["pq"]
     assert got["effectiveness"] == pytest.approx(before["effectiveness"])

@@ -24,6 +24,13 @@ How close live KPIs can be, and why:
   edges are exact, so PQ, GQ and SQ must equal the truth's exactly; the energy meter keeps
   running on standby power, so energy may differ by L seconds of the highest power at each
   edge.
+* A counter sample read over Modbus or plain MQTT is stamped when the collector's coroutine
+  resumes, late when the event loop is busy or the process waits for a core (a CI rehearsal at
+  load 15: press-01's PQ 790 against 793, three real parts "implausible"). The KPI rule allows
+  each pair of samples ``kpi.counter_stamp_tolerance_s`` of stamping lateness (docs/kpis.md);
+  that is wall-clock time of the gateway, so, like ``JITTER_S``, it is ``SPEED`` x longer in
+  simulated time here: the settings set it to ``SPEED`` x its default (``STAMP_S``).
+  ``test_live_stall.py`` stalls the loop on purpose.
 * A part completed within L before a planned stop may be seen (its counter increase) while
   the state still shows production, after the plan ended, and be attributed outside it; the
   planned quantities may so differ by the parts the truth completes in those spans.
@@ -56,7 +63,7 @@ from api.gateway import tag_records
 from api.service import KpiService
 from collector import Supervisor
 from collector.registry import COLLECTORS
-from config import Settings
+from config import KpiSettings, Settings
 from config.loader import load_settings
 from config.signals import ChannelMode, MachineState, OperationMode, Role, canonical_code
 from config.times import to_ns
@@ -79,6 +86,8 @@ SPEED = 120.0
 REFRESH_S = 0.05  # every simulator shows the plant anew this often (wall clock)
 POLL_S = 0.1  # the Modbus poll interval (wall clock)
 JITTER_S = 0.1  # allowance for the event loop's scheduling (wall clock)
+#: how late a counter sample's stamp may be (wall clock): the setting's default, x SPEED below
+STAMP_S = KpiSettings().counter_stamp_tolerance_s
 LAG_S = {  # the most a stored change lags the true one, in simulated seconds
     "modbus": SPEED * (REFRESH_S + POLL_S + JITTER_S),
     "opcua": SPEED * (REFRESH_S + JITTER_S),
@@ -100,6 +109,7 @@ def live_settings(tmp: Path, broker: str) -> Settings:
         else:
             d["broker"] = broker
     data["store"] = {"type": "sqlite", "path": str(tmp / "live.db")}
+    data["kpi"]["counter_stamp_tolerance_s"] = SPEED * STAMP_S  # wall-clock lateness, simulated
     cfg = tmp / "live.yaml"
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     return load_settings(cfg)

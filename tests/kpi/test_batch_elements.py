@@ -41,7 +41,7 @@ def _signals(m: Machine, a: int, b: int, ctx: int, manual: bool, lut: dict[int, 
     return PartSignals(a, b, ctx, step(m.state), step(m.mode), None if channel is None else (channel, lut),
                        samples(m.total), samples(m.good), None, samples(m.energy), m.pru,
                        1.5 / m.pru if m.pru else None, manual_only=manual,
-                       default_mode=m.default_mode)
+                       default_mode=m.default_mode, stamp_tolerance_s=m.late_s)
 
 
 def _equal(got: TimeElements, want: TimeElements, what: str) -> None:
@@ -104,7 +104,8 @@ def _reference(m: Machine, a: int, b: int, ctx: int, manual: bool, lut: dict[int
 
     def count(s: Series, parts: bool = True) -> CounterDelta:
         r = s.read(ctx, b)
-        return counter_increase(r.ts, r.value, r.quality, a, b, max_per_s if parts else None)
+        return counter_increase(r.ts, r.value, r.quality, a, b, max_per_s if parts else None,
+                                m.late_s)
 
     sig = UnitSignals(state=step(m.state), mode=step(m.mode), channel=step(m.channel, lut),
                       total=count(m.total), good=count(m.good), reject=None,

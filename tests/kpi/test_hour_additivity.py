@@ -69,6 +69,7 @@ class Machine:
     gaps: list[tuple[int, int]]
     pru: float | None
     default_mode: int | None
+    late_s: float = 0.0  # the counters' stamping tolerance (kpi.counter_stamp_tolerance_s)
 
 
 def _times(rng: np.random.Generator, mean_s: float, first: int = T0 - H) -> npt.NDArray[np.int64]:
@@ -113,6 +114,8 @@ def _machine(seed: int) -> Machine:
         channel=_step(rng, CHANNELS, 900), total=_counter(rng, 40, 0.05), good=_counter(rng, 40, 0.045),
         energy=_counter(rng, 600, 0.01), gaps=sorted(gaps), pru=[None, 10.0, 20.0][seed % 3],
         default_mode=None if with_mode else int(OperationMode.Processing),
+        # a stamping tolerance on odd seeds: 30 s x 0.15 or 0.075 parts/s more allowed per pair
+        late_s=30.0 if seed % 2 else 0.0,
     )
 
 
@@ -130,7 +133,8 @@ def elements(m: Machine, start_ns: int, end_ns: int, context_start_ns: int | Non
 
     def count(s: Series, parts: bool = True) -> CounterDelta:
         r = s.read(ctx, end_ns)
-        return counter_increase(r.ts, r.value, r.quality, start_ns, end_ns, max_per_s if parts else None)
+        return counter_increase(r.ts, r.value, r.quality, start_ns, end_ns,
+                                max_per_s if parts else None, m.late_s)
 
     sig = UnitSignals(state=step(m.state), mode=step(m.mode), channel=step(m.channel),
                       total=count(m.total), good=count(m.good), reject=None,

@@ -311,10 +311,11 @@ def test_automation_rate_keeps_every_unit() -> None:
     assert (k.automation_rate, k.automation_coverage) == pytest.approx((0.0, 1.0))
 
 
-def glitch(points: list[tuple[float, float]], max_per_s: float | None) -> CounterDelta:
+def glitch(points: list[tuple[float, float]], max_per_s: float | None,
+           late_s: float = 0.0) -> CounterDelta:
     ts = np.array([t * S for t, _ in points], np.int64)
     val = np.array([v for _, v in points], np.float64)
-    return counter_increase(ts, val, np.zeros(len(ts), np.uint8), 0, 1000 * S, max_per_s)
+    return counter_increase(ts, val, np.zeros(len(ts), np.uint8), 0, 1000 * S, max_per_s, late_s)
 
 
 def test_counter_glitch_is_excluded_and_listed() -> None:
@@ -334,6 +335,25 @@ def test_counter_glitch_is_excluded_and_listed() -> None:
     # the excluded increase is in no quantity and is counted in the elements (per counter)
     e = time_elements(unit(total=c), 0, 1000 * S, ALL_PLANNED)
     assert e.pq == 20 and e.implausible_increases == 1
+
+
+def test_a_sample_stamped_late_within_the_tolerance_loses_no_part() -> None:
+    # PRU 10 s, factor 1.5: 0.15 parts a second. The machine makes a part every 10 s; the
+    # gateway reads 10 at 100 s but, starved of CPU, stamps it at 160 s; the next sample, read
+    # and stamped at 170 s, shows the 7 parts made since: +7 over 10 s of stamps.
+    pts = [(0, 0), (50, 5), (160, 10), (170, 17), (180, 18)]
+    # without a tolerance: allowed 10 x 0.15 + 1 = 2.5 < 7 -> seven real parts excluded
+    c = glitch(pts, 1.5 / 10)
+    assert c.increase == 11 and c.implausible == ((160 * S, 170 * S, 7.0, pytest.approx(2.5)),)
+    # a 60 s stamping tolerance: allowed (10 + 60) x 0.15 + 1 = 11.5 -> every part counted
+    c = glitch(pts, 1.5 / 10, late_s=60)
+    assert c.increase == 18 and c.implausible == ()
+    # the smallest tolerance that keeps them: (7 - 1) / 0.15 - 10 = 30 s
+    assert glitch(pts, 1.5 / 10, late_s=30.5).increase == 18
+    assert glitch(pts, 1.5 / 10, late_s=29.5).increase == 11
+    # a glitch to 0 and back is still one: 0 -> 120 over 1 s allows (1 + 60) x 0.15 + 1 = 10.15
+    c = glitch([(0, 100), (100, 110), (200, 0), (201, 120), (300, 130)], 1.5 / 10, late_s=60)
+    assert c.increase == 20 and c.implausible == ((200 * S, 201 * S, 120.0, pytest.approx(10.15)),)
 
 
 # ---------------------------------------------------------------- default mode (no mode tag)
