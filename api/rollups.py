@@ -141,11 +141,15 @@ def local_day_edges(tz: str, start_ns: int, end_ns: int) -> list[tuple[int, int]
 
 
 def keyed_rows(store: Store, keys: Mapping[str, str], start_ns: int, end_ns: int,
-               min_reach_ns: int | None = None) -> dict[str, list[Cell]]:
+               min_reach_ns: int | None = None, *, dense: bool = False) -> dict[str, list[Cell]]:
     """asset -> its rows of key ``keys[asset]`` in [start_ns, end_ns) with ``reach_ns >=
     min_reach_ns``, by hour: the store's ``rollups_keyed`` (one statement per asset, plain
-    tuples) where it has one, else filtered from ``rollups`` (the three-method protocol)."""
-    fast = getattr(store, "rollups_keyed", None)
+    tuples) where it has one, else filtered from ``rollups`` (the three-method protocol).
+    ``dense``: hour rows (most rows of the span), which a store may read another way
+    (``SqliteStore.rollups_dense``: by its primary key)."""
+    fast = getattr(store, "rollups_dense", None) if dense else None
+    if not callable(fast):
+        fast = getattr(store, "rollups_keyed", None)
     if callable(fast):
         got: dict[str, list[Cell]] = fast(keys, start_ns, end_ns, min_reach_ns)
         return got

@@ -136,6 +136,8 @@ class KpiService:
         want = settings.kpi.rollups if rollups is None else rollups
         self.use_rollups = bool(want) and has_rollups(store)
         self._plans: dict[tuple[int, int], tuple[Any, Any]] = {}
+        #: instant -> the first local midnight after it (``_pieces``), None: none in 3 days
+        self._midnights: dict[int, int | None] = {}
         self._keys: dict[tuple[object, ...], str] = {}
         #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
@@ -167,7 +169,7 @@ class KpiService:
             try:
                 yield
             finally:
-                self._ahead.parts = self._ahead.by_asset = None
+                self._ahead.parts = self._ahead.by_asset = self._ahead.keys = None
 
     @contextmanager
     def sharing_rows(self) -> Iterator[None]:
@@ -188,13 +190,13 @@ class KpiService:
             self._ahead.rows = None
 
     def _keyed(self, keys: Mapping[str, str], start_ns: int, end_ns: int,
-               min_reach_ns: int | None = None) -> dict[str, list[Cell]]:
+               min_reach_ns: int | None = None, *, dense: bool = False) -> dict[str, list[Cell]]:
         """``keyed_rows``, from the rows kept by ``sharing_rows`` where they cover
         [start_ns, end_ns) (then filtered by ``min_reach_ns`` here, as the store would)."""
         kept: dict[tuple[str, str], list[tuple[int, int, list[Cell]]]] | None = getattr(
             self._ahead, "rows", None)
         if kept is None:
-            return keyed_rows(self.store, keys, start_ns, end_ns, min_reach_ns)
+            return keyed_rows(self.store, keys, start_ns, end_ns, min_reach_ns, dense=dense)
         lo = NEVER if min_reach_ns is None else min_reach_ns
         out: dict[str, list[Cell]] = {}
         missing: dict[str, str] = {}
@@ -208,7 +210,7 @@ class KpiService:
             else:
                 missing[path] = key
         if missing:
-            fresh = keyed_rows(self.store, missing, start_ns, end_ns)
+            fresh = keyed_rows(self.store, missing, start_ns, end_ns, dense=dense)
             for path, key in missing.items():
                 cells = fresh.get(path, [])
                 kept.setdefault((path, key), []).append((start_ns, end_ns, cells))
@@ -261,6 +263,7 @@ class KpiService:
         out = self._read_tags()
         if getattr(self._ahead, "parts", None) is not None:  # inside a snapshot
             self._ahead.by_asset = out
+            self._ahead.keys = {}  # rollup_key of its assets
         return out
 
     def _read_tags(self) -> dict[str, dict[Role, TagRecord]]:
@@ -595,8 +598,16 @@ class KpiService:
         Later stretches share nothing by a cut: they are left whole."""
         if a != window_start:
             return [(a, b)]
-        first = local_day_edges(self.settings.calendar.timezone, a + 1, a + 3 * 86_400 * _NS)
-        cut = [d for d, _ in first[:1] if d < b]
+        # the first local midnight after a (every asset of a window asks for the same one)
+        if a in self._midnights:
+            d = self._midnights[a]
+        else:
+            first = local_day_edges(self.settings.calendar.timezone, a + 1, a + 3 * 86_400 * _NS)
+            d = first[0][0] if first else None
+            if len(self._midnights) >= 4096:
+                self._midnights.clear()
+            self._midnights[a] = d
+        cut = [d] if d is not None and d < b else []
         return list(itertools.pairwise([a, *cut, b]))
 
     def _cached_part(self, path: str, window_start: int, a: int, b: int) -> Part | None:
@@ -625,7 +636,20 @@ class KpiService:
 
     def rollup_key(self, asset: Asset, tags: dict[Role, TagRecord]) -> str:
         """``api.rollups.rollup_key``, remembered per asset and tag set (a request asks it
-        for every asset)."""
+        for every asset); inside a snapshot, per asset of its tag table without rebuilding the
+        tag set's description (``_tags_by_asset``: the table does not change within it)."""
+        held = getattr(self._ahead, "by_asset", None)
+        memo: dict[str, tuple[Asset, str]] | None = getattr(self._ahead, "keys", None)
+        if held is not None and memo is not None and held.get(asset.path) is tags:
+            mine = memo.get(asset.path)
+            if mine is not None and mine[0] is asset:
+                return mine[1]
+            key = self._rollup_key(asset, tags)
+            memo[asset.path] = (asset, key)
+            return key
+        return self._rollup_key(asset, tags)
+
+    def _rollup_key(self, asset: Asset, tags: dict[Role, TagRecord]) -> str:
         ck = (asset.path, *sorted((r.value, t.tag_id, t.path, t.device,
                                    tuple(sorted((t.enum or {}).items()))) for r, t in tags.items()))
         got = self._keys.get(ck)
@@ -678,7 +702,7 @@ class KpiService:
             wanted.setdefault(tuple(holes), {})[path] = key
         for missing, group in wanted.items():
             for a, b in missing:
-                for path, cells in self._keyed(group, a, b, start_ns).items():
+                for path, cells in self._keyed(group, a, b, start_ns, dense=True).items():
                     out[path] += [(c[0], c[1], c[2], c[3], c[0] + HOUR_NS) for c in cells]
         for spans in out.values():
             spans.sort(key=lambda x: x[0])
