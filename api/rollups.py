@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -308,25 +309,37 @@ def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
 
 def time_sum(parts: Sequence[TimeElements], window_s: float) -> TimeElements:
     """One unit's elements over consecutive parts of a window: time elements and quantities
-    summed, its own flags (``PER_UNIT``) and PRU taken from the first part."""
-    first = parts[0]
+    summed, its own flags (``PER_UNIT``) and PRU taken from the first part.
+
+    Each sum is ``sum(<the field of parts[1:]>) + <the field of parts[0]>``, in that order
+    (the floats a window's elements have always had); the fields are read once per part
+    (``attrgetter``), not once per field and part."""
+    head = _FIELDS_OF(parts[0])
+    cols = list(zip(*map(_FIELDS_OF, parts[1:]), strict=True)) if len(parts) > 1 else None
     kw: dict[str, Any] = {}
-    for f in ELEMENT_FIELDS:
-        if f in PER_UNIT or f == "shared_pru_s":
-            kw[f] = getattr(first, f)
+    for i, f in enumerate(ELEMENT_FIELDS):
+        if f in _TAKEN:
+            kw[f] = head[i]
         elif f == "window_s":
             kw[f] = window_s
         else:
-            kw[f] = sum(getattr(p, f) for p in parts[1:]) + getattr(first, f)
+            kw[f] = (sum(cols[i]) if cols is not None else 0) + head[i]
     return TimeElements(**kw)
+
+
+_FIELDS_OF: Final = attrgetter(*ELEMENT_FIELDS)
+#: taken from the first part by ``time_sum``
+_TAKEN: Final = PER_UNIT | {"shared_pru_s"}
 
 
 def tag_sum(parts: Sequence[Part]) -> tuple[TagEvidence, ...]:
     """Per tag, samples and bad samples summed over the parts; the prior of the first."""
     out: list[TagEvidence] = []
+    sets = [p.tags for p in parts]
     for i, t in enumerate(parts[0].tags):
-        out.append(TagEvidence(t.path, t.tag_id, t.role, sum(p.tags[i].samples for p in parts),
-                               sum(p.tags[i].bad_samples for p in parts), t.prior_ns))
+        mine = [s[i] for s in sets]
+        out.append(TagEvidence(t.path, t.tag_id, t.role, sum(x.samples for x in mine),
+                               sum(x.bad_samples for x in mine), t.prior_ns))
     return tuple(out)
 
 

@@ -102,10 +102,9 @@ def _gap_s(extra: str | None) -> float:
     if i < 0:
         return 0.0
     j = i + 9
-    k = j
-    while k < len(extra) and extra[k] not in ",}":
-        k += 1
-    return float(extra[j:k])
+    # the value ends at the next "," or "}" (or the text's end), found in C, not char by char
+    ends = [k for k in (extra.find(",", j), extra.find("}", j)) if k >= 0]
+    return float(extra[j:min(ends)] if ends else extra[j:])
 
 
 @dataclass(frozen=True, slots=True)
