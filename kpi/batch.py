@@ -340,7 +340,7 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
 #: the counters ``_Quantities`` attributes (the energy meter's increase is not attributed)
 _ATTRIBUTED = ("total", "good", "reject")
 #: the most cells of the padded (part x interval) matrix ``_attributed`` sums along
-_MAX_CELLS = 1 << 22
+_MAX_CELLS = 1 << 20
 
 
 def _of_part(shared: dict[str, F64], deltas: Mapping[str, CounterDelta | None], k: int
