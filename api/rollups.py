@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -225,18 +224,28 @@ def decode_head(rows: Sequence[Sequence[Any]]) -> tuple[Part, dict[str, Any]]:
     total = values.sum(axis=0).tolist() if len(rows) > 1 else values[0].tolist()
     first = values[0].tolist() if len(rows) > 1 else total
     n = len(ELEMENT_FIELDS)
-    kw: dict[str, Any] = {}
-    for i, f in enumerate(ELEMENT_FIELDS):
-        v = first[i] if f in _FIRST else total[i]
-        kw[f] = None if math.isnan(v) else (int(v) if f in _INT_FIELDS else float(v))
+    vals = total[:n]
+    for i in _FIRST_AT:
+        vals[i] = first[i]
+    kw: dict[str, Any] = {f: None if v != v else (int(v) if is_int else float(v))  # v != v: NaN
+                          for f, v, is_int in zip(ELEMENT_FIELDS, vals, _IS_INT, strict=True)}
     head = json.loads(rows[0][3] or "{}")
     tags = tuple(TagEvidence(p, int(i), _ROLES[r], int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
                              None if pr is None else int(pr))
                  for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
-    imp = tuple((str(r), int(a), int(b), float(x), float(y))
-                for row in rows if row[3] and '"implausible"' in row[3]
-                for r, a, b, x, y in json.loads(row[3])["implausible"])
+    imp: tuple[tuple[str, int, int, float, float], ...] = ()
+    # rows with implausible increases are rare: one search of all the rows' extras first
+    if '"implausible"' in "\n".join([r[3] or "" for r in rows]):
+        imp = tuple((str(r), int(a), int(b), float(x), float(y))
+                    for row in rows if row[3] and '"implausible"' in row[3]
+                    for r, a, b, x, y in json.loads(row[3])["implausible"])
     return Part(TimeElements(**kw), tags, imp), head
+
+
+#: positions in ``ELEMENT_FIELDS`` of the fields taken from a run's first row, and whether each
+#: field is an int (``decode_head``)
+_FIRST_AT: Final = tuple(i for i, f in enumerate(ELEMENT_FIELDS) if f in _FIRST)
+_IS_INT: Final = tuple(f in _INT_FIELDS for f in ELEMENT_FIELDS)
 
 
 def decode_each(rows: Sequence[Sequence[Any]]) -> list[tuple[Part, dict[str, Any]]]:

@@ -840,7 +840,8 @@ class KpiService:
         whole_hours = max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS))
         # the whole hours rows served (a day-sum row serves its day's, a head row the hours
         # from the window's start to its end)
-        served = sum((c[4] - max(c[0], -(-start_ns // HOUR_NS) * HOUR_NS)) // HOUR_NS for c in cells)
+        h0 = -(-start_ns // HOUR_NS) * HOUR_NS
+        served = sum((c[4] - (c[0] if c[0] > h0 else h0)) // HOUR_NS for c in cells)
         return AssetResult(asset, elements, evidence, (whole_hours, min(served, whole_hours)))
 
     def short_windows(self, assets: list[Asset], windows: list[tuple[int, int]],
@@ -941,19 +942,21 @@ class KpiService:
                 continue
             tags = by_asset.get(asset.path, {})
             steps, counters = _read_ids(tags, _STEP_ROLES), _read_ids(tags, _COUNTER_ROLES)
-            at, lo = start_ns, start_ns
-            # each raw part [at, b): before each row, and after the last
-            for b, after in [*((c[0], c) for c in rows), (end_ns, None)]:
+            at, last = start_ns, None
+            # each raw part [at, b): before each row, and after the last (the rows follow one
+            # another mostly: only where one does not is there a part)
+            for b, after in itertools.chain(((c[0], c) for c in rows), ((end_ns, None),)):
                 if at < b and self._uncached(asset.path, start_ns, at, b):
+                    # after a (day-sum) row: its first hour's reach, before its last hour's
+                    # (conservative); at the window's start, the start
+                    lo = start_ns if last is None else max(min(int(last[1]), last[0]), start_ns)
                     # as _part reads: every tag from an hour back, the steps also from the
                     # reach when that is before (at the window's start: both from there)
                     back = max(at - HOUR_NS, start_ns)
                     ranges.setdefault((min(lo, back), b), []).extend(steps)
                     ranges.setdefault((back, b), []).extend(counters)
                 if after is not None:
-                    # after a (day-sum) row: its end; its first hour's reach, before its last
-                    # hour's (conservative)
-                    at, lo = after[4], max(min(int(after[1]), b), start_ns)
+                    at, last = after[4], after
         view.fetch_all(ranges)
         return view
 
