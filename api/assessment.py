@@ -621,8 +621,9 @@ def _collector_paused() -> Iterator[None]:
     ends (the rows it shares, each window's parts and results), and the collections their
     allocation sets off scan everything the process holds -- on the 500 x 30 bench two full
     collections of ~0.14 s each and ~350 young ones, ~0.3-0.4 s of a ~2.3 s assessment. What
-    it drops is freed by reference counting (no cycles among its objects); any cycle made
-    meanwhile, by it or another thread, is collected at the next collection after the block."""
+    it drops is freed by reference counting as before (the bench's peak RSS is unchanged, 302
+    against 304 MB); a cycle made meanwhile, by it or by another thread, waits for the first
+    collection after the block."""
     collect = gc.isenabled()
     gc.disable()
     try:
