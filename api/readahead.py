@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from store.base import Store
 from store.batch import Series
 
@@ -35,6 +33,9 @@ class ReadAhead:
         self._store = store
         #: (start_ns, end_ns) -> tag id -> samples read with prior
         self._held: dict[tuple[int, int], dict[int, Series]] = {}
+        #: the same by tag id: tag id -> (start_ns, end_ns) -> samples (a read looks at the
+        #: ranges of its own tag only; every range read of a tag gives the same samples)
+        self._by_tag: dict[int, dict[tuple[int, int], Series]] = {}
         self.served = 0  # reads answered from what was read ahead (for tests and benches)
 
     def fetch(self, tag_ids: Sequence[int], start_ns: int, end_ns: int) -> None:
@@ -43,7 +44,12 @@ class ReadAhead:
         if not ids or end_ns <= start_ns:
             return
         got = self._store.read_many(ids, start_ns, end_ns, prior=True)
-        self._held.setdefault((int(start_ns), int(end_ns)), {}).update(got)
+        for t, series in got.items():
+            self._hold(int(t), int(start_ns), int(end_ns), series)
+
+    def _hold(self, tag_id: int, start_ns: int, end_ns: int, series: Series) -> None:
+        self._held.setdefault((start_ns, end_ns), {})[tag_id] = series
+        self._by_tag.setdefault(tag_id, {})[(start_ns, end_ns)] = series
 
     def fetch_all(self, ranges: dict[tuple[int, int], list[int]]) -> None:
         """``fetch`` of several ranges: in one ``read_ranges`` where the store has one
@@ -57,18 +63,18 @@ class ReadAhead:
             return
         wanted = [(t, lo, hi) for (lo, hi), ids in ranges.items() for t in ids]
         for (t, lo, hi), series in zip(wanted, fast(wanted, True), strict=True):
-            self._held.setdefault((lo, hi), {})[t] = series
+            self._hold(t, lo, hi, series)
 
     def forget(self, start_ns: int, end_ns: int) -> None:
         """Drop the samples read ahead for [start_ns, end_ns) (memory: one raw window at a time)."""
-        self._held.pop((int(start_ns), int(end_ns)), None)
+        span = (int(start_ns), int(end_ns))
+        for t in self._held.pop(span, {}):
+            self._by_tag[t].pop(span, None)
 
     def _slice(self, tag_id: int, start_ns: int, end_ns: int, prior: bool) -> Series | None:
-        for (lo, hi), series in self._held.items():
-            if lo <= start_ns and end_ns <= hi and tag_id in series:
-                s = series[tag_id]
-                i = int(np.searchsorted(s.ts_ns, start_ns, "left"))
-                j = int(np.searchsorted(s.ts_ns, end_ns, "left"))
+        for (lo, hi), s in self._by_tag.get(tag_id, {}).items():
+            if lo <= start_ns and end_ns <= hi:
+                i, j = s.ts_ns.searchsorted((start_ns, end_ns)).tolist()
                 if prior and i > 0:
                     i -= 1
                 return Series(s.ts_ns[i:j], s.value[i:j], s.quality[i:j])

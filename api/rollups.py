@@ -25,11 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -142,11 +142,15 @@ def local_day_edges(tz: str, start_ns: int, end_ns: int) -> list[tuple[int, int]
 
 
 def keyed_rows(store: Store, keys: Mapping[str, str], start_ns: int, end_ns: int,
-               min_reach_ns: int | None = None) -> dict[str, list[Cell]]:
+               min_reach_ns: int | None = None, *, dense: bool = False) -> dict[str, list[Cell]]:
     """asset -> its rows of key ``keys[asset]`` in [start_ns, end_ns) with ``reach_ns >=
     min_reach_ns``, by hour: the store's ``rollups_keyed`` (one statement per asset, plain
-    tuples) where it has one, else filtered from ``rollups`` (the three-method protocol)."""
-    fast = getattr(store, "rollups_keyed", None)
+    tuples) where it has one, else filtered from ``rollups`` (the three-method protocol).
+    ``dense``: hour rows (most rows of the span), which a store may read another way
+    (``SqliteStore.rollups_dense``: by its primary key)."""
+    fast = getattr(store, "rollups_dense", None) if dense else None
+    if not callable(fast):
+        fast = getattr(store, "rollups_keyed", None)
     if callable(fast):
         got: dict[str, list[Cell]] = fast(keys, start_ns, end_ns, min_reach_ns)
         return got
@@ -222,18 +226,28 @@ def decode_head(rows: Sequence[Sequence[Any]]) -> tuple[Part, dict[str, Any]]:
     total = values.sum(axis=0).tolist() if len(rows) > 1 else values[0].tolist()
     first = values[0].tolist() if len(rows) > 1 else total
     n = len(ELEMENT_FIELDS)
-    kw: dict[str, Any] = {}
-    for i, f in enumerate(ELEMENT_FIELDS):
-        v = first[i] if f in _FIRST else total[i]
-        kw[f] = None if math.isnan(v) else (int(v) if f in _INT_FIELDS else float(v))
+    vals = total[:n]
+    for i in _FIRST_AT:
+        vals[i] = first[i]
+    kw: dict[str, Any] = {f: None if v != v else (int(v) if is_int else float(v))  # v != v: NaN
+                          for f, v, is_int in zip(ELEMENT_FIELDS, vals, _IS_INT, strict=True)}
     head = json.loads(rows[0][3] or "{}")
     tags = tuple(TagEvidence(p, int(i), _ROLES[r], int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
                              None if pr is None else int(pr))
                  for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
-    imp = tuple((str(r), int(a), int(b), float(x), float(y))
-                for row in rows if row[3] and '"implausible"' in row[3]
-                for r, a, b, x, y in json.loads(row[3])["implausible"])
+    imp: tuple[tuple[str, int, int, float, float], ...] = ()
+    # rows with implausible increases are rare: one search of all the rows' extras first
+    if '"implausible"' in "\n".join([r[3] or "" for r in rows]):
+        imp = tuple((str(r), int(a), int(b), float(x), float(y))
+                    for row in rows if row[3] and '"implausible"' in row[3]
+                    for r, a, b, x, y in json.loads(row[3])["implausible"])
     return Part(TimeElements(**kw), tags, imp), head
+
+
+#: positions in ``ELEMENT_FIELDS`` of the fields taken from a run's first row, and whether each
+#: field is an int (``decode_head``)
+_FIRST_AT: Final = tuple(i for i, f in enumerate(ELEMENT_FIELDS) if f in _FIRST)
+_IS_INT: Final = tuple(f in _INT_FIELDS for f in ELEMENT_FIELDS)
 
 
 def decode_each(rows: Sequence[Sequence[Any]]) -> list[tuple[Part, dict[str, Any]]]:
@@ -306,25 +320,37 @@ def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
 
 def time_sum(parts: Sequence[TimeElements], window_s: float) -> TimeElements:
     """One unit's elements over consecutive parts of a window: time elements and quantities
-    summed, its own flags (``PER_UNIT``) and PRU taken from the first part."""
-    first = parts[0]
+    summed, its own flags (``PER_UNIT``) and PRU taken from the first part.
+
+    Each sum is ``sum(<the field of parts[1:]>) + <the field of parts[0]>``, in that order
+    (the floats a window's elements have always had); the fields are read once per part
+    (``attrgetter``), not once per field and part."""
+    head = _FIELDS_OF(parts[0])
+    cols = list(zip(*map(_FIELDS_OF, parts[1:]), strict=True)) if len(parts) > 1 else None
     kw: dict[str, Any] = {}
-    for f in ELEMENT_FIELDS:
-        if f in PER_UNIT or f == "shared_pru_s":
-            kw[f] = getattr(first, f)
+    for i, f in enumerate(ELEMENT_FIELDS):
+        if f in _TAKEN:
+            kw[f] = head[i]
         elif f == "window_s":
             kw[f] = window_s
         else:
-            kw[f] = sum(getattr(p, f) for p in parts[1:]) + getattr(first, f)
+            kw[f] = (sum(cols[i]) if cols is not None else 0) + head[i]
     return TimeElements(**kw)
+
+
+_FIELDS_OF: Final = attrgetter(*ELEMENT_FIELDS)
+#: taken from the first part by ``time_sum``
+_TAKEN: Final = PER_UNIT | {"shared_pru_s"}
 
 
 def tag_sum(parts: Sequence[Part]) -> tuple[TagEvidence, ...]:
     """Per tag, samples and bad samples summed over the parts; the prior of the first."""
     out: list[TagEvidence] = []
+    sets = [p.tags for p in parts]
     for i, t in enumerate(parts[0].tags):
-        out.append(TagEvidence(t.path, t.tag_id, t.role, sum(p.tags[i].samples for p in parts),
-                               sum(p.tags[i].bad_samples for p in parts), t.prior_ns))
+        mine = [s[i] for s in sets]
+        out.append(TagEvidence(t.path, t.tag_id, t.role, sum(x.samples for x in mine),
+                               sum(x.bad_samples for x in mine), t.prior_ns))
     return tuple(out)
 
 

@@ -102,10 +102,9 @@ def _gap_s(extra: str | None) -> float:
     if i < 0:
         return 0.0
     j = i + 9
-    k = j
-    while k < len(extra) and extra[k] not in ",}":
-        k += 1
-    return float(extra[j:k])
+    # the value ends at the next "," or "}" (or the text's end), found in C, not char by char
+    ends = [k for k in (extra.find(",", j), extra.find("}", j)) if k >= 0]
+    return float(extra[j:min(ends)] if ends else extra[j:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +135,8 @@ class KpiService:
         want = settings.kpi.rollups if rollups is None else rollups
         self.use_rollups = bool(want) and has_rollups(store)
         self._plans: dict[tuple[int, int], tuple[Any, Any]] = {}
+        #: instant -> the first local midnight after it (``_pieces``), None: none in 3 days
+        self._midnights: dict[int, int | None] = {}
         self._keys: dict[tuple[object, ...], str] = {}
         #: of the file's meaning, not of the runtime overrides (config.fingerprint)
         self.fingerprint = config_fingerprint(settings)
@@ -167,7 +168,7 @@ class KpiService:
             try:
                 yield
             finally:
-                self._ahead.parts = self._ahead.by_asset = None
+                self._ahead.parts = self._ahead.by_asset = self._ahead.keys = None
 
     @contextmanager
     def sharing_rows(self) -> Iterator[None]:
@@ -188,13 +189,13 @@ class KpiService:
             self._ahead.rows = None
 
     def _keyed(self, keys: Mapping[str, str], start_ns: int, end_ns: int,
-               min_reach_ns: int | None = None) -> dict[str, list[Cell]]:
+               min_reach_ns: int | None = None, *, dense: bool = False) -> dict[str, list[Cell]]:
         """``keyed_rows``, from the rows kept by ``sharing_rows`` where they cover
         [start_ns, end_ns) (then filtered by ``min_reach_ns`` here, as the store would)."""
         kept: dict[tuple[str, str], list[tuple[int, int, list[Cell]]]] | None = getattr(
             self._ahead, "rows", None)
         if kept is None:
-            return keyed_rows(self.store, keys, start_ns, end_ns, min_reach_ns)
+            return keyed_rows(self.store, keys, start_ns, end_ns, min_reach_ns, dense=dense)
         lo = NEVER if min_reach_ns is None else min_reach_ns
         out: dict[str, list[Cell]] = {}
         missing: dict[str, str] = {}
@@ -208,7 +209,7 @@ class KpiService:
             else:
                 missing[path] = key
         if missing:
-            fresh = keyed_rows(self.store, missing, start_ns, end_ns)
+            fresh = keyed_rows(self.store, missing, start_ns, end_ns, dense=dense)
             for path, key in missing.items():
                 cells = fresh.get(path, [])
                 kept.setdefault((path, key), []).append((start_ns, end_ns, cells))
@@ -261,6 +262,7 @@ class KpiService:
         out = self._read_tags()
         if getattr(self._ahead, "parts", None) is not None:  # inside a snapshot
             self._ahead.by_asset = out
+            self._ahead.keys = {}  # rollup_key of its assets
         return out
 
     def _read_tags(self) -> dict[str, dict[Role, TagRecord]]:
@@ -597,8 +599,16 @@ class KpiService:
         Later stretches share nothing by a cut: they are left whole."""
         if a != window_start:
             return [(a, b)]
-        first = local_day_edges(self.settings.calendar.timezone, a + 1, a + 3 * 86_400 * _NS)
-        cut = [d for d, _ in first[:1] if d < b]
+        # the first local midnight after a (every asset of a window asks for the same one)
+        if a in self._midnights:
+            d = self._midnights[a]
+        else:
+            first = local_day_edges(self.settings.calendar.timezone, a + 1, a + 3 * 86_400 * _NS)
+            d = first[0][0] if first else None
+            if len(self._midnights) >= 4096:
+                self._midnights.clear()
+            self._midnights[a] = d
+        cut = [d] if d is not None and d < b else []
         return list(itertools.pairwise([a, *cut, b]))
 
     def _cached_part(self, path: str, window_start: int, a: int, b: int) -> Part | None:
@@ -627,7 +637,20 @@ class KpiService:
 
     def rollup_key(self, asset: Asset, tags: dict[Role, TagRecord]) -> str:
         """``api.rollups.rollup_key``, remembered per asset and tag set (a request asks it
-        for every asset)."""
+        for every asset); inside a snapshot, per asset of its tag table without rebuilding the
+        tag set's description (``_tags_by_asset``: the table does not change within it)."""
+        held = getattr(self._ahead, "by_asset", None)
+        memo: dict[str, tuple[Asset, str]] | None = getattr(self._ahead, "keys", None)
+        if held is not None and memo is not None and held.get(asset.path) is tags:
+            mine = memo.get(asset.path)
+            if mine is not None and mine[0] is asset:
+                return mine[1]
+            key = self._rollup_key(asset, tags)
+            memo[asset.path] = (asset, key)
+            return key
+        return self._rollup_key(asset, tags)
+
+    def _rollup_key(self, asset: Asset, tags: dict[Role, TagRecord]) -> str:
         ck = (asset.path, *sorted((r.value, t.tag_id, t.path, t.device,
                                    tuple(sorted((t.enum or {}).items()))) for r, t in tags.items()))
         got = self._keys.get(ck)
@@ -680,7 +703,7 @@ class KpiService:
             wanted.setdefault(tuple(holes), {})[path] = key
         for missing, group in wanted.items():
             for a, b in missing:
-                for path, cells in self._keyed(group, a, b, start_ns).items():
+                for path, cells in self._keyed(group, a, b, start_ns, dense=True).items():
                     out[path] += [(c[0], c[1], c[2], c[3], c[0] + HOUR_NS) for c in cells]
         for spans in out.values():
             spans.sort(key=lambda x: x[0])
@@ -819,7 +842,8 @@ class KpiService:
         whole_hours = max(0, end_ns // HOUR_NS - -(-start_ns // HOUR_NS))
         # the whole hours rows served (a day-sum row serves its day's, a head row the hours
         # from the window's start to its end)
-        served = sum((c[4] - max(c[0], -(-start_ns // HOUR_NS) * HOUR_NS)) // HOUR_NS for c in cells)
+        h0 = -(-start_ns // HOUR_NS) * HOUR_NS
+        served = sum((c[4] - (c[0] if c[0] > h0 else h0)) // HOUR_NS for c in cells)
         return AssetResult(asset, elements, evidence, (whole_hours, min(served, whole_hours)))
 
     def short_windows(self, assets: list[Asset], windows: list[tuple[int, int]],
@@ -920,19 +944,21 @@ class KpiService:
                 continue
             tags = by_asset.get(asset.path, {})
             steps, counters = _read_ids(tags, _STEP_ROLES), _read_ids(tags, _COUNTER_ROLES)
-            at, lo = start_ns, start_ns
-            # each raw part [at, b): before each row, and after the last
-            for b, after in [*((c[0], c) for c in rows), (end_ns, None)]:
+            at, last = start_ns, None
+            # each raw part [at, b): before each row, and after the last (the rows follow one
+            # another mostly: only where one does not is there a part)
+            for b, after in itertools.chain(((c[0], c) for c in rows), ((end_ns, None),)):
                 if at < b and self._uncached(asset.path, start_ns, at, b):
+                    # after a (day-sum) row: its first hour's reach, before its last hour's
+                    # (conservative); at the window's start, the start
+                    lo = start_ns if last is None else max(min(int(last[1]), last[0]), start_ns)
                     # as _part reads: every tag from an hour back, the steps also from the
                     # reach when that is before (at the window's start: both from there)
                     back = max(at - HOUR_NS, start_ns)
                     ranges.setdefault((min(lo, back), b), []).extend(steps)
                     ranges.setdefault((back, b), []).extend(counters)
                 if after is not None:
-                    # after a (day-sum) row: its end; its first hour's reach, before its last
-                    # hour's (conservative)
-                    at, lo = after[4], max(min(int(after[1]), b), start_ns)
+                    at, last = after[4], after
         view.fetch_all(ranges)
         return view
 

@@ -17,7 +17,7 @@ module cannot take -- a gap, an implausible counter rise (their bookkeeping stay
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -280,6 +280,8 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
     masks = {name: m & own for name, m in masks.items()}
     weights = {name: out_plan if name == "apt_outside_plan_s" else in_plan for name in masks}
     bounds = np.searchsorted(item, np.arange(n + 1))
+    shared = _attributed(counters, start, end, item, bounds, in_plan, out_plan, known, apt,
+                         origin, ctx)
     out: list[TimeElements | None] = []
     for k, p in enumerate(parts):
         if any(c.wrong[k] for c in counters.values()):
@@ -298,9 +300,12 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
                           good=deltas["good"], reject=deltas["reject"], energy=deltas["energy"],
                           ideal_cycle_s=p.ideal_cycle_s, manual_only=p.manual_only)
         x, y = int(bounds[k]), int(bounds[k + 1])
-        iv = Intervals(start[x:y], end[x:y], codes[:, x:y])
-        attribute = _attribution(iv, int(origin[k]), in_plan[x:y], out_plan[x:y], known[x:y],
-                                 apt[x:y], clip_ns=int(ctx[k]))
+        if shared is None:  # kpi.oee's own attribution, part by part
+            iv = Intervals(start[x:y], end[x:y], codes[:, x:y])
+            attribute = _attribution(iv, int(origin[k]), in_plan[x:y], out_plan[x:y], known[x:y],
+                                     apt[x:y], clip_ns=int(ctx[k]))
+        else:
+            attribute = _of_part(shared, deltas, k)
         q = _Quantities.of(sig, attribute)
         sums = {name: float(weights[name][x:y][m[x:y]].sum()) for name, m in masks.items()}
         apt_s = sums["apt_s"]
@@ -332,4 +337,133 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
             std_units=int(p.ideal_cycle_s is not None and _gq_known(sig)),
             **_standard(sig, q.gq, float(q.gq_a[0]), sums["busy"]),
         ))
+    return out
+
+
+#: the counters ``_Quantities`` attributes (the energy meter's increase is not attributed)
+_ATTRIBUTED = ("total", "good", "reject")
+#: the most cells of the padded (part x interval) matrix ``_attributed`` sums along
+_MAX_CELLS = 1 << 20
+
+
+def _of_part(shared: dict[str, F64], deltas: Mapping[str, CounterDelta | None], k: int
+             ) -> Callable[[CounterDelta | None], F64]:
+    """Part k's ``attribute`` (``kpi.oee._attribution``) from ``_attributed``'s shares."""
+    mine = {id(d): shared[name][k] for name in _ATTRIBUTED if (d := deltas.get(name)) is not None}
+
+    def attribute(c: CounterDelta | None) -> F64:
+        if c is None or not len(c.inc):
+            return np.zeros(3)
+        return np.array(mine[id(c)], np.float64)
+
+    return attribute
+
+
+def _interp(x: F64, key: I64, edge_key: I64, edge_x: F64, fp: F64, first: I64, last: I64,
+            part: I64) -> F64:
+    """``np.interp(x, xp_k, fp_k)`` of each x in its part k (xp_k = ``edge_x[first[k]:last[k] +
+    1]``, fp_k the same slice of ``fp``), by numpy's own formula: below xp_k[0] fp_k[0], at or
+    beyond its last point fp_k[-1], on a point its fp, else slope * (x - xp[j]) + fp[j] with
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]) (and its fallbacks when that is NaN)."""
+    j = np.searchsorted(edge_key, key, side="right") - 1
+    lo, hi = first[part], last[part]
+    inner = (j >= lo) & (j < hi)
+    jj = np.where(inner, j, lo)
+    j1 = jj + 1 if len(edge_x) > 1 else jj
+    j1 = np.minimum(j1, len(edge_x) - 1)
+    xj, x1, fj, f1 = edge_x[jj], edge_x[j1], fp[jj], fp[j1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (f1 - fj) / (x1 - xj)
+        res = slope * (x - xj) + fj
+        nan = np.isnan(res)
+        if nan.any():
+            again = slope * (x - x1) + f1
+            res = np.where(nan, np.where(np.isnan(again) & (fj == f1), fj, again), res)
+    res = np.where(xj == x, fj, res)
+    return np.where(j < lo, fp[lo], np.where(j >= hi, fp[hi], res))
+
+
+def _attributed(counters: Mapping[str, _Counter], start: I64, end: I64, item: I64, bounds: I64,
+                in_plan: F64, out_plan: F64, known: npt.NDArray[np.bool_],
+                apt: npt.NDArray[np.bool_], origin: I64, ctx: I64) -> dict[str, F64] | None:
+    """Per attributed counter, each part's (in known PBT, in unknown PBT, outside PBT) shares
+    of its increases, an (n, 3) array: what ``kpi.oee._attribution`` of the part (its
+    intervals from its origin, the increases clipped at its context) gives, the same floats,
+    for all parts at once instead of ~20 numpy calls per counter and part. Its weights'
+    cumulative sums are each part's own (``np.cumsum`` along the rows of a part x interval
+    matrix: one sequential sum per part, as the part's own), the interpolation numpy's
+    formula (``_interp``), the shares' sums per part numpy's ``sum`` of the part's slice.
+    None when a part has no interval or the matrix would be too large: then per part."""
+    n = len(bounds) - 1
+    sizes = np.diff(bounds)
+    if not n or not bool((sizes > 0).all()) or n * int(sizes.max()) > _MAX_CELLS:
+        return None
+    if not any(len(counters[name].pair_item) for name in _ATTRIBUTED):
+        return {name: np.zeros((n, 3)) for name in _ATTRIBUTED}
+    parts = np.arange(n, dtype=np.int64)
+    # each part's interpolation points: its intervals' starts and its last end, from its origin
+    first = bounds[:-1] + parts  # where part k's points begin
+    last = bounds[1:] + parts  # its last point
+    m = len(start) + n
+    edge_x = np.empty(m, np.int64)
+    at_start = np.arange(len(start), dtype=np.int64) + item
+    edge_x[at_start] = start - origin[item]
+    edge_x[last] = end[bounds[1:] - 1] - origin
+    edge_part = np.repeat(parts, sizes + 1)
+    edge_key = edge_part * _SPAN + edge_x
+    # the weights (kpi.oee._attribution), then each part's cumulative sums from 0 at its first point
+    known_in = np.where(known, in_plan, 0.0)
+    weights = (np.where(apt, in_plan, 0.0), in_plan - known_in, np.where(apt | ~known, out_plan, 0.0))
+    wall = (known_in, in_plan - known_in, out_plan)
+    col = np.arange(len(start), dtype=np.int64) - bounds[:-1][item]
+    width = int(sizes.max())
+
+    def cumulative(w: F64) -> F64:
+        grid = np.zeros((n, width))
+        grid[item, col] = w
+        run = np.cumsum(grid, axis=1)
+        cum = np.zeros(m)
+        cum[at_start + 1] = run[item, col]
+        return cum
+
+    cum_w = [cumulative(w) for w in weights]
+    cum_v: list[F64] | None = None
+    xf = edge_x.astype(np.float64)
+    out: dict[str, F64] = {}
+    for name in _ATTRIBUTED:
+        c = counters[name]
+        shares = np.zeros((n, 3))
+        out[name] = shares
+        if not len(c.pair_item):
+            continue
+        k = c.pair_item
+        lo = np.maximum(c.t0, ctx[k]) - origin[k]
+        hi = np.maximum(c.t1 - origin[k], lo + 1)  # a zero-length span: its later instant
+        at = np.concatenate((hi, lo))
+        both = np.concatenate((k, k))
+        key = both * _SPAN + at
+        atf = at.astype(np.float64)
+        p = len(k)
+
+        def spans(cums: list[F64]) -> list[F64]:
+            rows = []
+            for cs in cums:
+                v = _interp(atf, key, edge_key, xf, cs, first, last, both)  # noqa: B023
+                rows.append(v[:p] - v[p:])  # noqa: B023
+            return rows
+
+        r0, r1, r2 = spans(cum_w)
+        total = (r0 + r1) + r2  # share.sum(axis=0) of the three rows, in order
+        none = total <= 0
+        if none.any():
+            if cum_v is None:
+                cum_v = [cumulative(w) for w in wall]
+            v0, v1, v2 = spans(cum_v)
+            r0, r1, r2 = (np.where(none, v, r) for v, r in ((v0, r0), (v1, r1), (v2, r2)))
+            total = (r0 + r1) + r2
+        prod = np.stack((r0, r1, r2)) / total * c.inc
+        for q in range(n):
+            x, y = int(c.bounds[q]), int(c.bounds[q + 1])
+            if y > x:
+                shares[q] = prod[:, x:y].sum(axis=1)
     return out

@@ -24,6 +24,8 @@ __all__ = ["chunk_crc", "chunk_fault", "extra_crc", "ingest_crcs", "ingest_fault
 
 _HEAD = struct.Struct("<qqqq")
 _NULL, _SOME = b"\x00", b"\x01"
+_TS_SIZE, _VAL_SIZE = TS.itemsize, VAL.itemsize
+assert np.dtype("<i8") == TS  # read as such by chunk_fault
 
 Buf = bytes | memoryview
 
@@ -49,9 +51,11 @@ def chunk_fault(r: Any, extra: Any | None) -> str | None:
     cannot be trusted, or None. ``extra`` = (texts, server_ts, gateway_ts, crc_extra) when the
     read loads those columns (then checked too), else None."""
     _, tag_id, t_min, t_max, n, ts, value, quality, crc = r
-    # SQLite does not enforce column types: a damaged row can hold anything anywhere
-    if not all(isinstance(x, int) for x in (tag_id, t_min, t_max, n)) or not all(
-            isinstance(b, bytes) for b in (ts, value, quality)):
+    # SQLite does not enforce column types: a damaged row can hold anything anywhere (every
+    # read checks every chunk it loads: spelled out, not as generators, for its cost)
+    if not (isinstance(tag_id, int) and isinstance(t_min, int) and isinstance(t_max, int)
+            and isinstance(n, int) and isinstance(ts, bytes) and isinstance(value, bytes)
+            and isinstance(quality, bytes)):
         return "a column of the wrong type"
     if extra is not None and not (
             (extra[0] is None or isinstance(extra[0], str))
@@ -66,15 +70,20 @@ def chunk_fault(r: Any, extra: Any | None) -> str | None:
     # what a chunk always is; the only check of a chunk without checksums
     if n < 1:
         return f"bad sample count {n}"
-    for name, b, size in (("ts", ts, TS.itemsize), ("value", value, VAL.itemsize),
-                          ("quality", quality, 1)):
-        if len(b) != n * size:
-            return f"{name} blob of {len(b)} bytes, not {n * size}"
-    t = np.frombuffer(ts, TS)
-    # the order only without a checksum: a matching one vouches for what was written sorted
-    if int(t[0]) != t_min or int(t[-1]) != t_max or (
-            crc is None and n > 1 and not bool((t[1:] > t[:-1]).all())):
+    if len(ts) != n * _TS_SIZE or len(value) != n * _VAL_SIZE or len(quality) != n:
+        for name, b, size in (("ts", ts, _TS_SIZE), ("value", value, _VAL_SIZE),
+                              ("quality", quality, 1)):
+            if len(b) != n * size:
+                return f"{name} blob of {len(b)} bytes, not {n * size}"
+    # the first and last timestamps (int64 little-endian, TS) without a numpy array; the
+    # order only without a checksum: a matching one vouches for what was written sorted
+    if int.from_bytes(ts[:_TS_SIZE], "little", signed=True) != t_min or int.from_bytes(
+            ts[-_TS_SIZE:], "little", signed=True) != t_max:
         return "timestamps out of order or outside the chunk's range"
+    if crc is None and n > 1:
+        t = np.frombuffer(ts, TS)
+        if not bool((t[1:] > t[:-1]).all()):
+            return "timestamps out of order or outside the chunk's range"
     if extra is not None:
         texts, srv, gw, _ = extra
         for name, b in (("server_ts", srv), ("gateway_ts", gw)):
