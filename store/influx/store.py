@@ -425,15 +425,23 @@ class InfluxStore:
         if not assets:
             return {}
         window = f"time >= {int(start_ns)} AND time < {int(end_ns)}"
-        versions = self._query([f'SELECT "key", "reach_ns", "written_ns" FROM {src} WHERE '
-                                f"{cond(a)} AND {window}" for a in assets])
+        # where the key is given the condition fixes it: not asked for (a week of 11 assets'
+        # keys is 85 of the answer's 199 kB, and ~1/3 of InfluxDB's time for it)
+        def columns(asset: str) -> str:
+            return ('"reach_ns", "written_ns"' if keys[asset] is not None
+                    else '"key", "reach_ns", "written_ns"')
+
+        versions = self._query([f"SELECT {columns(a)} FROM {src} WHERE {cond(a)} AND {window}"
+                                for a in assets])
         with self._lock:
             cache = self._row_cache
         out: dict[str, list[RollupRow]] = {}
         missing: dict[str, list[int]] = {}
         for a, rows in zip(assets, versions, strict=True):
             held: list[RollupRow] = []
-            for t, k, r, w in zip(rows.column("time"), rows.column("key"), rows.column("reach_ns"),
+            given = keys[a]
+            key_column = rows.column("key") if given is None else [given] * len(rows.values)
+            for t, k, r, w in zip(rows.column("time"), key_column, rows.column("reach_ns"),
                                   rows.column("written_ns"), strict=True):
                 hit = cache.get((a, int(t))) if w is not None else None
                 if hit is not None and hit[0] == (k, r, w):
