@@ -1,7 +1,8 @@
 """A 7-day ``/kpis`` on InfluxDB 1.6 beside the embedded store, roll-ups off and on.
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]
-[--keep DIR] [--profile N] [--rollups both|on|off] [--storage both|cache|tsm]``.
+[--keep DIR] [--profile N] [--rollups both|on|off] [--storage both|cache|tsm]
+[--statements N]``.
 Starts its own InfluxDB 1.6 (``tests/influx_servers.py``: Debian's influxd on free 127.0.0.1
 ports, a temporary data directory). The demo plant's history (``simulators.Plant``, report
 by exception, 8 days) is written batch for batch to a SQLite store and to InfluxDB through
@@ -21,7 +22,10 @@ TSM files once it holds 25 MB or no write came for 10 minutes: the demo plant's 
 ~26 MB of cache, so a gateway like it keeps days of recent data there); ``tsm``: in TSM files
 (the server started with a 1 s cold interval, timed once its cache is empty), as a server
 holds data older than its cache. ``both`` (default) times each. Beside each time: InfluxDB's
-own CPU per call (``/proc``, the mean of the timed calls).
+own CPU per call (``/proc``, the mean of the timed calls). ``--statements N`` then replays
+the InfluxQL statements of one call with roll-ups, by kind (the rows' versions, the raw
+edges' samples before their windows, the raw edges' windows), N times each: where InfluxDB's
+time goes (its CPU per replay, the answer's bytes and samples).
 
 The roll-up rows of both stores are counted by kind and compared: InfluxDB keeps the hour
 rows only (``docs/influxdb.md``: no day, day-sum or head rows), and every hour row must be in
@@ -42,6 +46,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
+import orjson
 
 from api.gateway import tag_records
 from api.rollups import DAY, HEAD, SUM, RollupMaintainer
@@ -165,6 +172,45 @@ def row_census(settings: Settings, embedded: SqliteStore, influx: InfluxStore,
           f"day-sum or head rows (docs/influxdb.md); {void_points} void points")
 
 
+def replay(settings: Settings, influx: InfluxStore, server: InfluxDB16, start: datetime,
+           end: datetime, times: int) -> None:
+    """The statements of one call with roll-ups, by kind, each kind posted as one request
+    ``times`` times: best wall time, InfluxDB's mean CPU, the answer's bytes and samples."""
+    sent: list[str] = []
+    answers = influx._answers
+
+    def spy(statements: Any, parse: Any) -> Any:
+        sent.extend(statements)
+        return answers(statements, parse)
+
+    influx._answers = spy  # type: ignore[method-assign]
+    try:
+        KpiService(settings, influx, rollups=True).kpis(start, end)
+    finally:
+        del influx._answers
+    kinds: dict[str, list[str]] = {}
+    for q in sent:
+        kind = ("roll-up versions" if "_rollup" in q else
+                "raw: sample before" if "LIMIT 1" in q else "raw: windows")
+        kinds.setdefault(kind, []).append(q)
+    params = {"db": server.database, "epoch": "ns", "chunked": "true", "chunk_size": "50000"}
+    headers = {"Accept-Encoding": "gzip" if influx.settings.gzip else "identity"}
+    print(f"{'statements of one call':<24}{'n':>4}{'best s':>9}{'influxd cpu':>13}"
+          f"{'bytes':>10}{'samples':>9}")
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        for kind, stmts in [*kinds.items(), ("all", sent)]:
+            best, cpu = math.inf, 0.0
+            for _ in range(times):
+                c0, t0 = influxd_cpu_s(server), time.perf_counter()
+                body = client.post("/query", params=params, data={"q": ";".join(stmts)}).content
+                best = min(best, time.perf_counter() - t0)
+                cpu += influxd_cpu_s(server) - c0
+            samples = sum(len(x.get("values") or ()) for line in body.splitlines() if line.strip()
+                          for r in orjson.loads(line).get("results", ()) for x in r.get("series", ()))
+            print(f"{kind:<24}{len(stmts):>4}{best:>9.4f}{cpu / times * 1000:>10.1f} ms"
+                  f"{len(body):>10,}{samples:>9,}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=float, default=7.0)
@@ -178,6 +224,8 @@ def main() -> None:
                     help="time the window with roll-ups on, off, or both (default)")
     ap.add_argument("--storage", choices=("both", "cache", "tsm"), default="both",
                     help="InfluxDB's data in its cache, in TSM files, or each (default)")
+    ap.add_argument("--statements", type=int, default=0, metavar="N",
+                    help="replay the statements of one call with roll-ups N times, by kind")
     args = ap.parse_args()
     settings = load_settings(shipped_config("demo.yaml"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,6 +293,8 @@ def main() -> None:
                         same = "to 1e-9 relative" if rollups and diff(want, got) else "identical"
                         print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}"
                               f"{i_s / e_s:>8.1f}{cpu * 1000:>15.0f} ms   ({same} numbers)")
+                    if args.statements:
+                        replay(settings, influx, server, start, end, args.statements)
                 finally:
                     influx.close()
                     server.kill()
