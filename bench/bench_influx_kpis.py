@@ -21,8 +21,11 @@ cache, as right after writing or a restart (the cache, reloaded from the WAL, is
 TSM files once it holds 25 MB or no write came for 10 minutes: the demo plant's 8 days are
 ~26 MB of cache, so a gateway like it keeps days of recent data there); ``tsm``: in TSM files
 (the server started with a 1 s cold interval, timed once its cache is empty), as a server
-holds data older than its cache. ``both`` (default) times each. Beside each time: InfluxDB's
-own CPU per call (``/proc``, the mean of the timed calls). ``--statements N`` then replays
+holds data older than its cache. ``both`` (default) times each. Beside each time, the CPU
+per call (means of the timed calls): the embedded store's (this process), InfluxDB's (this
+process + influxd's, from ``/proc``) and their ratio -- on a loaded machine a steadier
+comparison than the times, and on a quiet 2-core one near what the times come to (the two
+processes mostly wait for each other). ``--statements N`` then replays
 the InfluxQL statements of one call with roll-ups, by kind (the rows' versions, the raw
 edges' samples before their windows, the raw edges' windows), N times each: where InfluxDB's
 time goes (its CPU per replay, the answer's bytes and samples).
@@ -90,22 +93,24 @@ def influxd_cpu_s(server: InfluxDB16) -> float:
 
 
 def best_of(services: tuple[KpiService, KpiService], start: datetime, end: datetime,
-            repeat: int, server: InfluxDB16) -> tuple[list[float], list[Any], float]:
-    """Each service's best time and answer, and the server's mean CPU per call of the
-    second (InfluxDB): one warm-up call each (plans, keys, server caches), then ``repeat``
-    calls each, alternating (load from other work on the machine falls on both alike)."""
+            repeat: int, server: InfluxDB16) -> tuple[list[float], list[Any], list[float]]:
+    """Each service's best time and answer, and the CPU seconds per call (means): this
+    process's for each service, and InfluxDB's for the second. One warm-up call each
+    (plans, keys, server caches, read hints), then ``repeat`` calls each, alternating (load
+    from other work on the machine falls on both alike)."""
     answers = [s.kpis(start, end) for s in services]
     best = [math.inf] * len(services)
-    cpu = 0.0
+    cpu = [0.0, 0.0, 0.0]  # embedded, this process for InfluxDB, influxd
     for _ in range(repeat):
         for k, service in enumerate(services):
-            c0 = influxd_cpu_s(server)
+            c0, p0 = influxd_cpu_s(server), time.process_time()
             t0 = time.perf_counter()
             answers[k] = service.kpis(start, end)
             best[k] = min(best[k], time.perf_counter() - t0)
+            cpu[k] += time.process_time() - p0
             if k == 1:
-                cpu += influxd_cpu_s(server) - c0
-    return best, answers, cpu / max(1, repeat)
+                cpu[2] += influxd_cpu_s(server) - c0
+    return best, answers, [c / max(1, repeat) for c in cpu]
 
 
 def fill(settings: Settings, embedded: SqliteStore, influx: InfluxStore, ids: dict[str, int],
@@ -277,7 +282,7 @@ def main() -> None:
                           f"{end.isoformat()}, best of {args.repeat}; load average "
                           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
                     print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}"
-                          f"{'influxd cpu/call':>18}")
+                          f"   CPU ms per call: embedded, InfluxDB (here + influxd), ratio")
                     for rollups in {"both": (False, True), "on": (True,),
                                     "off": (False,)}[args.rollups]:
                         (e_s, i_s), (want, got), cpu = best_of(
@@ -291,8 +296,11 @@ def main() -> None:
                         differ = diff(want, got, rel=1e-9 if rollups else 0.0)
                         assert not differ, differ[:10]
                         same = "to 1e-9 relative" if rollups and diff(want, got) else "identical"
+                        e_cpu, i_cpu = cpu[0], cpu[1] + cpu[2]
                         print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}"
-                              f"{i_s / e_s:>8.1f}{cpu * 1000:>15.0f} ms   ({same} numbers)")
+                              f"{i_s / e_s:>8.1f}   {e_cpu * 1000:.0f}, {i_cpu * 1000:.0f} "
+                              f"({cpu[1] * 1000:.0f} + {cpu[2] * 1000:.0f}), {i_cpu / e_cpu:.1f}"
+                              f"   ({same} numbers)")
                     if args.statements:
                         replay(settings, influx, server, start, end, args.statements)
                 finally:
