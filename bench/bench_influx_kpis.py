@@ -44,6 +44,7 @@ import cProfile
 import math
 import os
 import pstats
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -250,62 +251,85 @@ def main() -> None:
             ids = embedded.register_tags(records)
             start, end = NOW - timedelta(days=args.days) + timedelta(minutes=7), NOW
             states = {"both": ("cache", "tsm"), "cache": ("cache",), "tsm": ("tsm",)}[args.storage]
-            for n, state in enumerate(states):
-                server = InfluxDB16(root / "influxdb", cache_cold_s=1.0 if state == "tsm" else None)
+
+            def timed(state: str, server: InfluxDB16, influx: InfluxStore) -> None:
+                if args.profile:
+                    service = KpiService(settings, influx, rollups=True)
+                    service.kpis(start, end)
+                    prof = cProfile.Profile()
+                    prof.runcall(service.kpis, start, end)
+                    pstats.Stats(prof).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(args.profile)
+                print(f"InfluxDB data in its {state}; window {start.isoformat()} .. "
+                      f"{end.isoformat()}, best of {args.repeat}; load average "
+                      f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+                print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}"
+                      f"   CPU ms per call: embedded, InfluxDB (here + influxd), ratio")
+                for rollups in {"both": (False, True), "on": (True,), "off": (False,)}[args.rollups]:
+                    (e_s, i_s), (want, got), cpu = best_of(
+                        (KpiService(settings, embedded, rollups=rollups),
+                         KpiService(settings, influx, rollups=rollups)), start, end,
+                        args.repeat, server)
+                    # from raw samples alone the two stores' answers are identical; with
+                    # roll-ups each store sums its own rows (the embedded store also has
+                    # day-sum rows) and the contract is the roll-ups' own: equal to 1e-9
+                    # relative (docs/kpis.md)
+                    differ = diff(want, got, rel=1e-9 if rollups else 0.0)
+                    assert not differ, differ[:10]
+                    same = "to 1e-9 relative" if rollups and diff(want, got) else "identical"
+                    e_cpu, i_cpu = cpu[0], cpu[1] + cpu[2]
+                    print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}"
+                          f"{i_s / e_s:>8.1f}   {e_cpu * 1000:.0f}, {i_cpu * 1000:.0f} "
+                          f"({cpu[1] * 1000:.0f} + {cpu[2] * 1000:.0f}), {i_cpu / e_cpu:.1f}"
+                          f"   ({same} numbers)")
+                if args.statements:
+                    replay(settings, influx, server, start, end, args.statements)
+
+            # the data as written, in the server's cache (reloaded from its WAL at each start;
+            # never written to TSM files here: those would pile up, one copy a run)
+            server = InfluxDB16(root / "influxdb", cache_cold_s=36_000)
+            server.start()
+            influx = influx_on(server)
+            try:
+                assert influx.register_tags(records) == ids
+                if reuse:
+                    print(f"stores of {args.days + 1:g} days reused from {root}; "
+                          f"gzip {'off' if args.no_gzip else 'on'}")
+                else:
+                    shutil.rmtree(root / "influxdb-tsm", ignore_errors=True)
+                    fill(settings, embedded, influx, ids, args.days, args.no_gzip)
+                    if args.keep is not None:
+                        done.touch()
+                row_census(settings, embedded, influx, server)
+                if "cache" in states:
+                    print(f"InfluxDB's cache holds {server.cache_bytes() / 1e6:.1f} MB")
+                    timed("cache", server, influx)
+            finally:
+                influx.close()
+                server.kill()
+            if "tsm" in states:
+                # a copy of it whose cache the server writes to TSM files at once (a 1 s cold
+                # interval); its WAL is then deleted (everything in it is in the TSM files), so
+                # that the copy holds nothing in the cache on the next run either
+                tsm = root / "influxdb-tsm"
+                if not tsm.exists():
+                    shutil.copytree(root / "influxdb", tsm)
+                server = InfluxDB16(tsm, cache_cold_s=1.0)
                 server.start()
                 influx = influx_on(server)
                 try:
                     assert influx.register_tags(records) == ids
-                    if n == 0:
-                        if reuse:
-                            print(f"stores of {args.days + 1:g} days reused from {root}; "
-                                  f"gzip {'off' if args.no_gzip else 'on'}")
-                        else:
-                            fill(settings, embedded, influx, ids, args.days, args.no_gzip)
-                            if args.keep is not None:
-                                done.touch()
-                        row_census(settings, embedded, influx, server)
-                    if state == "tsm":
-                        deadline = time.monotonic() + 120
-                        while (held := server.cache_bytes()) and time.monotonic() < deadline:
-                            time.sleep(0.5)
-                        assert not held, f"InfluxDB still holds {held:,} bytes in its cache"
-                    else:
-                        print(f"InfluxDB's cache holds {server.cache_bytes() / 1e6:.1f} MB")
-                    if args.profile:
-                        service = KpiService(settings, influx, rollups=True)
-                        service.kpis(start, end)
-                        prof = cProfile.Profile()
-                        prof.runcall(service.kpis, start, end)
-                        pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
-                    print(f"InfluxDB data in its {state}; window {start.isoformat()} .. "
-                          f"{end.isoformat()}, best of {args.repeat}; load average "
-                          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-                    print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}"
-                          f"   CPU ms per call: embedded, InfluxDB (here + influxd), ratio")
-                    for rollups in {"both": (False, True), "on": (True,),
-                                    "off": (False,)}[args.rollups]:
-                        (e_s, i_s), (want, got), cpu = best_of(
-                            (KpiService(settings, embedded, rollups=rollups),
-                             KpiService(settings, influx, rollups=rollups)), start, end,
-                            args.repeat, server)
-                        # from raw samples alone the two stores' answers are identical; with
-                        # roll-ups each store sums its own rows (the embedded store also
-                        # has day-sum rows) and the contract is the roll-ups' own: equal to
-                        # 1e-9 relative (docs/kpis.md)
-                        differ = diff(want, got, rel=1e-9 if rollups else 0.0)
-                        assert not differ, differ[:10]
-                        same = "to 1e-9 relative" if rollups and diff(want, got) else "identical"
-                        e_cpu, i_cpu = cpu[0], cpu[1] + cpu[2]
-                        print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}"
-                              f"{i_s / e_s:>8.1f}   {e_cpu * 1000:.0f}, {i_cpu * 1000:.0f} "
-                              f"({cpu[1] * 1000:.0f} + {cpu[2] * 1000:.0f}), {i_cpu / e_cpu:.1f}"
-                              f"   ({same} numbers)")
-                    if args.statements:
-                        replay(settings, influx, server, start, end, args.statements)
+                    deadline = time.monotonic() + 120
+                    while (held := server.cache_bytes()) and time.monotonic() < deadline:
+                        time.sleep(0.5)
+                    assert not held, f"InfluxDB still holds {held:,} bytes in its cache"
+                    timed("tsm", server, influx)
+                    held = server.cache_bytes()
                 finally:
                     influx.close()
                     server.kill()
+                if not held:
+                    for wal in (tsm / "wal").rglob("*.wal"):
+                        wal.unlink()
         finally:
             embedded.close()
 
