@@ -258,7 +258,8 @@ def main() -> None:
                     service.kpis(start, end)
                     prof = cProfile.Profile()
                     prof.runcall(service.kpis, start, end)
-                    pstats.Stats(prof).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(args.profile)
+                    order = os.environ.get("SORT", "cumulative")  # e.g. SORT=tottime
+                    pstats.Stats(prof).sort_stats(order).print_stats(args.profile)
                 print(f"InfluxDB data in its {state}; window {start.isoformat()} .. "
                       f"{end.isoformat()}, best of {args.repeat}; load average "
                       f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")

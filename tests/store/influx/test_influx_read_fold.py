@@ -105,3 +105,46 @@ def test_dense_tags_fold_their_sample_before_and_read_the_same(influxdb16: Influ
         assert "'quiet'" not in " ".join(second[2]) and "'gone'" in " ".join(second[2])
         assert all("AND time >= " not in st.split("WHERE", 1)[1].split("AND time <")[0]
                    for st in second[2])
+
+
+class RowLimitedInfluxDB16(InfluxDB16):
+    """InfluxDB 1.6 whose answers not chunked hold at most 5 rows per series."""
+
+    def _config(self) -> str:
+        return super()._config().replace("max-row-limit = 0", "max-row-limit = 5")
+
+
+@pytest.mark.parametrize("limited", [False, True])
+def test_small_answers_are_asked_for_whole_and_a_cut_one_again(tmp_path: Path,
+                                                                limited: bool) -> None:
+    """Once the tags' rates are known, a read expected to be small is asked for in one piece
+    (not chunked: cheaper for httpx); a server whose ``max-row-limit`` cuts it (it says
+    ``"partial":true``) is asked again, chunked, and nothing is lost."""
+    server = (RowLimitedInfluxDB16 if limited else InfluxDB16)(tmp_path / "influxdb")
+    server.start()
+    try:
+        settings = InfluxStoreSettings(type="influx", api="v1", url=server.url,
+                                       database="tierproof", measurement="whole",
+                                       meta_path=str(tmp_path / "meta.db"), gzip=False)
+        with InfluxStore(settings) as influx, SqliteStore(tmp_path / "oracle.db") as oracle:
+            records = _records()[:3]
+            ids = influx.register_tags(records)
+            assert oracle.register_tags(records) == ids
+            ts = T0 + np.arange(0, 2 * HOUR, 10 * SEC, dtype=np.int64)
+            batch = Batch.concat([Batch.of(np.full(len(ts), t), ts + k, np.arange(len(ts)) * 1.5, 0)
+                                  for k, t in enumerate(ids.values())])
+            influx.write(batch)
+            oracle.write(batch)
+            requests: list[httpx.Request] = []
+            influx._http.event_hooks["request"].append(requests.append)
+            for window in ((T0 + HOUR, T0 + HOUR + 600 * SEC), (T0 + HOUR + 900 * SEC, T0 + 2 * HOUR)):
+                requests.clear()
+                wanted = [(t, *window) for t in ids.values()]
+                for (t, a, b), s in zip(wanted, influx.read_ranges(wanted), strict=True):
+                    _same(s, oracle.read(t, a, b, prior=True), f"tag {t} [{a}, {b})")
+                    assert len(s.ts_ns) > 50
+            chunked = ["chunked" in r.url.params for r in requests]
+            # the second read: its rates known, asked for whole; cut by the limit: again chunked
+            assert chunked == ([False, True] if limited else [False])
+    finally:
+        server.kill()
