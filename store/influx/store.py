@@ -655,7 +655,7 @@ class InfluxStore:
                     r = self._http.post("/query", params=params, data=data)
                     self._raise_for(r, "query")
                     if b'"partial":true' not in r.content:
-                        out += parse([r.text], len(part))
+                        out += parse([r.content.decode()], len(part))  # JSON: UTF-8
                         continue
                 params.update(chunked="true", chunk_size=str(_CHUNK_SIZE))
                 with self._http.stream("POST", "/query", params=params, data=data) as r:
