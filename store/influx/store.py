@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import zlib
@@ -87,9 +88,11 @@ _PRIOR_BOUND_NS = 24 * 3600 * 1_000_000_000
 #: a statement of its own; a sparser one (a state, a rarely rising reject counter) has one
 _FOLD_BACK_NS = (60 * 1_000_000_000, 600 * 1_000_000_000, 3600 * 1_000_000_000)
 _FOLD_SAMPLES = 4
-#: an answer expected to hold at most this many samples is asked for whole, not chunked
-#: (~3.5 MB of JSON; ``InfluxStore._answers``)
-_WHOLE_SAMPLES = 100_000
+#: a request whose answer is expected to hold at most this many samples is asked for whole,
+#: not chunked (``InfluxStore._answers``): InfluxDB encodes a large answer whole at a higher
+#: cost than chunked (a week of an asset's tags, ~30-90k samples: 1.7 s of its CPU for a
+#: 7-day /kpis without roll-ups against 1.0 s chunked; 15k: the same as chunked)
+_WHOLE_SAMPLES = 15_000
 #: the tag register is written again this often (a retention policy would expire it)
 _REGISTER_EVERY_NS = 24 * 3600 * 1_000_000_000
 _NEVER = -(2**63)
@@ -631,16 +634,18 @@ class InfluxStore:
             raise StoreError(f"{self._where}: {action}: {r.status_code} {msg}")
 
     def _answers(self, statements: Sequence[str], parse: Callable[[Iterable[str], int], list[T]],
-                 whole: bool = False) -> list[T]:
+                 sizes: Sequence[float | None] | None = None) -> list[T]:
         """``parse(lines, n)`` of the answer to each request of ``n`` of the statements (as
         few requests as is reasonable), joined. The lines of a chunked answer are parsed as
         they arrive: decoding overlaps the server's work on the next statements.
 
-        ``whole``: the answer is known to be small (a few MB at most): asked for in one piece,
-        not chunked (a chunked answer's ~3 HTTP chunks per statement cost this process ~4 ms
-        per 100 statements in httpx; InfluxDB sends each series as a chunk). A server whose
-        ``max-row-limit`` cut it (``"partial":true``, which no string value in the answer can
-        hold unescaped) is asked again, chunked."""
+        ``sizes``: the samples each statement's answer is expected to hold (None: not known).
+        A request whose statements are expected to hold at most ``_WHOLE_SAMPLES`` is asked
+        for whole, not chunked: InfluxDB sends each series of a chunked answer as an HTTP chunk
+        of its own, which costs it and httpx (~285 chunks for a 7-day /kpis' raw edges: ~4 ms
+        of this process's CPU, ~10 ms of InfluxDB's). A server whose ``max-row-limit`` cut
+        the answer (``"partial":true``, which no string value in the answer can hold
+        unescaped) is asked again, chunked."""
         self._check_open()
         out: list[T] = []
         try:
@@ -651,7 +656,9 @@ class InfluxStore:
                 if self._rp:
                     params["rp"] = self._rp
                 data = {"q": ";".join(part)}
-                if whole:
+                expect = None if sizes is None else sizes[i:i + _STATEMENTS_PER_QUERY]
+                if expect is not None and sum(x if x is not None else math.inf
+                                              for x in expect) <= _WHOLE_SAMPLES:
                     r = self._http.post("/query", params=params, data=data)
                     self._raise_for(r, "query")
                     if b'"partial":true' not in r.content:
@@ -673,13 +680,13 @@ class InfluxStore:
         where = f"{self._where} query"
         return self._answers(statements, lambda lines, n: parse_chunked(lines, n, where))
 
-    def _query_series(self, statements: Sequence[str], tag: str, whole: bool = False
-                      ) -> list[dict[str, Series]]:
-        """``_query_grouped`` of statements of time, value and quality, as Series (``whole``:
+    def _query_series(self, statements: Sequence[str], tag: str,
+                      sizes: Sequence[float | None] | None = None) -> list[dict[str, Series]]:
+        """``_query_grouped`` of statements of time, value and quality, as Series (``sizes``:
         see ``_answers``)."""
         where = f"{self._where} query"
         return self._answers(statements, lambda lines, n: parse_series(lines, n, where, tag),
-                             whole)
+                             sizes)
 
     def _query_grouped(self, statements: Sequence[str], tag: str) -> list[dict[str, Rows]]:
         """Results of the statements (each ``GROUP BY`` ``tag``) in order: tag value -> rows."""
@@ -766,10 +773,10 @@ class InfluxStore:
         src = self._source()
         with self._lock:
             rates = {t: r for t, _, _ in wanted if (r := self._rate.get(int(t))) is not None}
-        # the samples the answer will hold, at the rates of the tags' last reads (None: a tag
-        # not read yet): a small answer is asked for whole (``_answers``)
-        expected: float | None = 0.0
         stmts: list[str] = []
+        # the samples each statement's answer will hold, at the rates of its tags' last reads
+        # (None: a tag not read yet): a small answer is asked for whole (``_answers``)
+        sizes: list[float | None] = []
         # each statement's (kind, asset, window start, signal -> positions in wanted); kind:
         # "before" (the sample before the window), "window", "fold" (the window and a look
         # back before it)
@@ -777,24 +784,25 @@ class InfluxStore:
         for (a, b), ks in groups.items():
             for asset, signals in self._by_asset([wanted[k][0] for k in ks]).items():
                 by_back: dict[int, dict[str, list[int]]] = {}
+                size: dict[int, float | None] = {}
                 for sig, pos in signals.items():
                     rate = rates.get(int(wanted[ks[pos[0]]][0]))
                     back = self._fold_back(rate) if prior else 0
                     by_back.setdefault(back, {})[sig] = [ks[i] for i in pos]
-                    if rate is None:
-                        expected = None
-                    elif expected is not None:
-                        expected += len(pos) * (rate * (b - a + back) + 1)
+                    held = size.get(back, 0.0)
+                    size[back] = (None if rate is None or held is None
+                                  else held + rate * (b - a + back) + 1)
                 for back, sigs in sorted(by_back.items()):
                     cond = self._signals(asset, list(sigs))
                     if back == 0 and prior:
                         stmts.append(self._before(cond, a, _PRIOR_BOUND_NS))
+                        sizes.append(len(sigs))
                         plan.append(("before", asset, a, sigs))
                     stmts.append(f'SELECT "value", "quality" FROM {src} WHERE {cond}'
                                  f' AND time >= {a - back} AND time < {b} GROUP BY "signal"')
+                    sizes.append(size[back])
                     plan.append(("fold" if back else "window", asset, a, sigs))
-        whole = expected is not None and expected <= _WHOLE_SAMPLES
-        results = self._query_series(stmts, "signal", whole) if stmts else []
+        results = self._query_series(stmts, "signal", sizes) if stmts else []
         before: dict[int, Series] = {}  # position -> the sample before its window (prior)
         inside: dict[int, Series] = {}  # position -> its window's samples
         # (asset, window start, bound) -> signal -> positions: samples before still to find,
@@ -829,9 +837,9 @@ class InfluxStore:
             if not again:
                 break
             todo = list(again.items())
-            found = self._query_series(  # a sample per signal at most: whole
+            found = self._query_series(  # a sample per signal at most
                 [self._before(self._signals(asset, list(sigs)), a, bound)
-                 for (asset, a, bound), sigs in todo], "signal", whole=True)
+                 for (asset, a, bound), sigs in todo], "signal", [len(sigs) for _, sigs in todo])
             again = {}
             for ((asset, a, bound), sigs), got in zip(todo, found, strict=True):
                 for sig, positions in sigs.items():
