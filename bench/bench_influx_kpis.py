@@ -1,7 +1,8 @@
 """A 7-day ``/kpis`` on InfluxDB 1.6 beside the embedded store, roll-ups off and on.
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]
-[--keep DIR] [--profile N] [--rollups both|on|off]``.
+[--keep DIR] [--profile N] [--rollups both|on|off] [--storage both|cache|tsm]
+[--statements N]``.
 Starts its own InfluxDB 1.6 (``tests/influx_servers.py``: Debian's influxd on free 127.0.0.1
 ports, a temporary data directory). The demo plant's history (``simulators.Plant``, report
 by exception, 8 days) is written batch for batch to a SQLite store and to InfluxDB through
@@ -15,6 +16,24 @@ keeps both stores (and InfluxDB's data) in DIR and reuses them on the next run w
 ``--days`` (no writing, no roll-ups); ``--profile N`` prints the N costliest functions
 (cProfile, cumulative) of one InfluxDB call.
 
+``--storage``: where InfluxDB holds the data while it answers. ``cache``: in its in-memory
+cache, as right after writing or a restart (the cache, reloaded from the WAL, is written to
+TSM files once it holds 25 MB or no write came for 10 minutes: the demo plant's 8 days are
+~26 MB of cache, so a gateway like it keeps days of recent data there); ``tsm``: in TSM files
+(the server started with a 1 s cold interval, timed once its cache is empty), as a server
+holds data older than its cache. ``both`` (default) times each. Beside each time, the CPU
+per call (means of the timed calls): the embedded store's (this process), InfluxDB's (this
+process + influxd's, from ``/proc``) and their ratio -- on a loaded machine a steadier
+comparison than the times, and on a quiet 2-core one near what the times come to (the two
+processes mostly wait for each other). ``--statements N`` then replays
+the InfluxQL statements of one call with roll-ups, by kind (the rows' versions, the raw
+edges' samples before their windows, the raw edges' windows), N times each: where InfluxDB's
+time goes (its CPU per replay, the answer's bytes and samples).
+
+The roll-up rows of both stores are counted by kind and compared: InfluxDB keeps the hour
+rows only (``docs/influxdb.md``: no day, day-sum or head rows), and every hour row must be in
+both stores, the same (key, reach, data, evidence); a missing or different one fails the run.
+
 Goal (issue 14): InfluxDB <= 2x the embedded store for the same window.
 """
 
@@ -23,15 +42,20 @@ from __future__ import annotations
 import argparse
 import cProfile
 import math
+import os
 import pstats
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
+
 from api.gateway import tag_records
-from api.rollups import RollupMaintainer
+from api.rollups import DAY, HEAD, SUM, RollupMaintainer
 from api.service import KpiService
 from config import load_settings, shipped_config
 from config.settings import Settings
@@ -39,6 +63,7 @@ from config.store import InfluxStoreSettings
 from config.times import to_ns
 from simulators import Plant
 from store import InfluxStore, SqliteStore
+from store.base import RollupRow
 from tests.influx_servers import InfluxDB16
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)
@@ -60,19 +85,33 @@ def diff(a: Any, b: Any, where: str = "", rel: float = 0.0) -> list[str]:
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
+def influxd_cpu_s(server: InfluxDB16) -> float:
+    """CPU seconds (user + system) the server process has used so far."""
+    proc = server._proc
+    assert proc is not None
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def best_of(services: tuple[KpiService, KpiService], start: datetime, end: datetime,
-            repeat: int) -> tuple[list[float], list[Any]]:
-    """Each service's best time and answer: one warm-up call each (plans, keys, server
-    caches), then ``repeat`` calls each, alternating (load from other work on the machine
-    falls on both alike)."""
+            repeat: int, server: InfluxDB16) -> tuple[list[float], list[Any], list[float]]:
+    """Each service's best time and answer, and the CPU seconds per call (means): this
+    process's for each service, and InfluxDB's for the second. One warm-up call each
+    (plans, keys, server caches, read hints), then ``repeat`` calls each, alternating (load
+    from other work on the machine falls on both alike)."""
     answers = [s.kpis(start, end) for s in services]
     best = [math.inf] * len(services)
+    cpu = [0.0, 0.0, 0.0]  # embedded, this process for InfluxDB, influxd
     for _ in range(repeat):
         for k, service in enumerate(services):
+            c0, p0 = influxd_cpu_s(server), time.process_time()
             t0 = time.perf_counter()
             answers[k] = service.kpis(start, end)
             best[k] = min(best[k], time.perf_counter() - t0)
-    return best, answers
+            cpu[k] += time.process_time() - p0
+            if k == 1:
+                cpu[2] += influxd_cpu_s(server) - c0
+    return best, answers, [c / max(1, repeat) for c in cpu]
 
 
 def fill(settings: Settings, embedded: SqliteStore, influx: InfluxStore, ids: dict[str, int],
@@ -95,6 +134,89 @@ def fill(settings: Settings, embedded: SqliteStore, influx: InfluxStore, ids: di
         print(f"roll-ups {name}: {rows:,} rows in {time.perf_counter() - t0:.1f} s")
 
 
+#: a roll-up row's kind by the suffix of its key (``api.rollups``): hour rows have none
+KINDS = {"": "hour", DAY: "day", SUM: "day-sum", HEAD: "head"}
+
+
+def kind_of(row: RollupRow) -> str:
+    tail = row.key[row.key.rfind(":"):] if ":" in row.key else ""
+    return KINDS.get(tail, f"other ({tail})")
+
+
+def row_census(settings: Settings, embedded: SqliteStore, influx: InfluxStore,
+               server: InfluxDB16) -> None:
+    """Count each store's roll-up rows by kind, say why the counts differ, and require every
+    hour row in both stores, the same (InfluxDB keeps hour rows only: see the module)."""
+    assets = [a.path for a in settings.assets]
+    everything = (-(2**62), 2**62)
+    held: dict[str, dict[tuple[str, int], RollupRow]] = {}
+    for name, store in (("embedded", embedded), ("InfluxDB", influx)):
+        by_kind: dict[str, int] = {}
+        hours: dict[tuple[str, int], RollupRow] = {}
+        for row in store.rollups(assets, *everything):
+            kind = kind_of(row)
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            if kind == "hour":
+                hours[(row.asset, row.hour_ns)] = row
+        held[name] = hours
+        parts = " + ".join(f"{n:,} {k}" for k, n in sorted(by_kind.items(), key=lambda x: -x[1]))
+        print(f"roll-up rows {name}: {sum(by_kind.values()):,} = {parts}")
+    voids = server.query(f'SELECT count("key") FROM "{influx.settings.measurement}_rollup" '
+                         "WHERE \"key\" = ''", server.database)
+    series = voids["results"][0].get("series") or [{"values": [[0, 0]]}]  # type: ignore[index]
+    void_points = int(series[0]["values"][0][1])
+    emb, inf = held["embedded"], held["InfluxDB"]
+    missing = sorted(emb.keys() - inf.keys())
+    extra = sorted(inf.keys() - emb.keys())
+    differ = sorted(k for k in emb.keys() & inf.keys()
+                    if (emb[k].key, emb[k].reach_ns, emb[k].data, emb[k].extra)
+                    != (inf[k].key, inf[k].reach_ns, inf[k].data, inf[k].extra))
+    assert not (missing or extra or differ), (
+        f"hour rows: {len(missing)} only embedded {missing[:5]}, {len(extra)} only InfluxDB "
+        f"{extra[:5]}, {len(differ)} different {differ[:5]}")
+    print(f"  the {len(emb):,} hour rows are in both stores, the same; InfluxDB keeps no day, "
+          f"day-sum or head rows (docs/influxdb.md); {void_points} void points")
+
+
+def replay(settings: Settings, influx: InfluxStore, server: InfluxDB16, start: datetime,
+           end: datetime, times: int) -> None:
+    """The statements of one call with roll-ups, by kind, each kind posted as one request
+    ``times`` times: best wall time, InfluxDB's mean CPU, the answer's bytes and samples."""
+    sent: list[str] = []
+    answers = influx._answers
+
+    def spy(statements: Any, parse: Any) -> Any:
+        sent.extend(statements)
+        return answers(statements, parse)
+
+    influx._answers = spy  # type: ignore[method-assign]
+    try:
+        KpiService(settings, influx, rollups=True).kpis(start, end)
+    finally:
+        del influx._answers
+    kinds: dict[str, list[str]] = {}
+    for q in sent:
+        kind = ("roll-up versions" if "_rollup" in q else
+                "raw: sample before" if "LIMIT 1" in q else "raw: windows")
+        kinds.setdefault(kind, []).append(q)
+    params = {"db": server.database, "epoch": "ns", "chunked": "true", "chunk_size": "50000"}
+    headers = {"Accept-Encoding": "gzip" if influx.settings.gzip else "identity"}
+    print(f"{'statements of one call':<24}{'n':>4}{'best s':>9}{'influxd cpu':>13}"
+          f"{'bytes':>10}{'samples':>9}")
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        for kind, stmts in [*kinds.items(), ("all", sent)]:
+            best, cpu = math.inf, 0.0
+            for _ in range(times):
+                c0, t0 = influxd_cpu_s(server), time.perf_counter()
+                body = client.post("/query", params=params, data={"q": ";".join(stmts)}).content
+                best = min(best, time.perf_counter() - t0)
+                cpu += influxd_cpu_s(server) - c0
+            samples = sum(len(x.get("values") or ()) for line in body.splitlines() if line.strip()
+                          for r in orjson.loads(line).get("results", ()) for x in r.get("series", ()))
+            print(f"{kind:<24}{len(stmts):>4}{best:>9.4f}{cpu / times * 1000:>10.1f} ms"
+                  f"{len(body):>10,}{samples:>9,}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=float, default=7.0)
@@ -106,55 +228,111 @@ def main() -> None:
                     help="print the N costliest functions of one InfluxDB call with roll-ups")
     ap.add_argument("--rollups", choices=("both", "on", "off"), default="both",
                     help="time the window with roll-ups on, off, or both (default)")
+    ap.add_argument("--storage", choices=("both", "cache", "tsm"), default="both",
+                    help="InfluxDB's data in its cache, in TSM files, or each (default)")
+    ap.add_argument("--statements", type=int, default=0, metavar="N",
+                    help="replay the statements of one call with roll-ups N times, by kind")
     args = ap.parse_args()
     settings = load_settings(shipped_config("demo.yaml"))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) if args.keep is None else args.keep
         done = root / f"done-{args.days:g}d"
         reuse = done.exists()
-        server = InfluxDB16(root / "influxdb")
-        server.start()
         embedded = SqliteStore(root / "embedded.db")
-        influx = InfluxStore(InfluxStoreSettings(
-            type="influx", api="v1", url=server.url, database=server.database,
-            meta_path=str(root / "meta.db"), batch_size=5000, gzip=not args.no_gzip,
-        ))
+
+        def influx_on(server: InfluxDB16) -> InfluxStore:
+            return InfluxStore(InfluxStoreSettings(
+                type="influx", api="v1", url=server.url, database=server.database,
+                meta_path=str(root / "meta.db"), batch_size=5000, gzip=not args.no_gzip,
+            ))
+
         try:
             records = tag_records(settings)
             ids = embedded.register_tags(records)
-            assert influx.register_tags(records) == ids
-            if reuse:
-                print(f"stores of {args.days + 1:g} days reused from {root}; "
-                      f"gzip {'off' if args.no_gzip else 'on'}")
-            else:
-                fill(settings, embedded, influx, ids, args.days, args.no_gzip)
-                if args.keep is not None:
-                    done.touch()
             start, end = NOW - timedelta(days=args.days) + timedelta(minutes=7), NOW
-            if args.profile:
-                service = KpiService(settings, influx, rollups=True)
-                service.kpis(start, end)
-                prof = cProfile.Profile()
-                prof.runcall(service.kpis, start, end)
-                pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
-            print(f"window {start.isoformat()} .. {end.isoformat()}, best of {args.repeat}")
-            print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}")
-            for rollups in {"both": (False, True), "on": (True,), "off": (False,)}[args.rollups]:
-                (e_s, i_s), (want, got) = best_of(
-                    (KpiService(settings, embedded, rollups=rollups),
-                     KpiService(settings, influx, rollups=rollups)), start, end, args.repeat)
-                # from raw samples alone the two stores' answers are identical; with roll-ups
-                # each store sums its own rows (which hours are rows may differ) and the
-                # contract is the roll-ups' own: equal to 1e-9 relative (docs/kpis.md)
-                differ = diff(want, got, rel=1e-9 if rollups else 0.0)
-                assert not differ, differ[:10]
-                same = "to 1e-9 relative" if rollups and diff(want, got) else "identical"
-                print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}{i_s / e_s:>8.1f}"
-                      f"   ({same} numbers)")
+            states = {"both": ("cache", "tsm"), "cache": ("cache",), "tsm": ("tsm",)}[args.storage]
+
+            def timed(state: str, server: InfluxDB16, influx: InfluxStore) -> None:
+                if args.profile:
+                    service = KpiService(settings, influx, rollups=True)
+                    service.kpis(start, end)
+                    prof = cProfile.Profile()
+                    prof.runcall(service.kpis, start, end)
+                    order = os.environ.get("SORT", "cumulative")  # e.g. SORT=tottime
+                    pstats.Stats(prof).sort_stats(order).print_stats(args.profile)
+                print(f"InfluxDB data in its {state}; window {start.isoformat()} .. "
+                      f"{end.isoformat()}, best of {args.repeat}; load average "
+                      f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+                print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}"
+                      f"   CPU ms per call: embedded, InfluxDB (here + influxd), ratio")
+                for rollups in {"both": (False, True), "on": (True,), "off": (False,)}[args.rollups]:
+                    (e_s, i_s), (want, got), cpu = best_of(
+                        (KpiService(settings, embedded, rollups=rollups),
+                         KpiService(settings, influx, rollups=rollups)), start, end,
+                        args.repeat, server)
+                    # from raw samples alone the two stores' answers are identical; with
+                    # roll-ups each store sums its own rows (the embedded store also has
+                    # day-sum rows) and the contract is the roll-ups' own: equal to 1e-9
+                    # relative (docs/kpis.md)
+                    differ = diff(want, got, rel=1e-9 if rollups else 0.0)
+                    assert not differ, differ[:10]
+                    same = "to 1e-9 relative" if rollups and diff(want, got) else "identical"
+                    e_cpu, i_cpu = cpu[0], cpu[1] + cpu[2]
+                    print(f"{'on' if rollups else 'off':<10}{e_s:>12.3f}{i_s:>12.3f}"
+                          f"{i_s / e_s:>8.1f}   {e_cpu * 1000:.0f}, {i_cpu * 1000:.0f} "
+                          f"({cpu[1] * 1000:.0f} + {cpu[2] * 1000:.0f}), {i_cpu / e_cpu:.1f}"
+                          f"   ({same} numbers)")
+                if args.statements:
+                    replay(settings, influx, server, start, end, args.statements)
+
+            # the data as written, in the server's cache (reloaded from its WAL at each start;
+            # never written to TSM files here: those would pile up, one copy a run)
+            server = InfluxDB16(root / "influxdb", cache_cold_s=36_000)
+            server.start()
+            influx = influx_on(server)
+            try:
+                assert influx.register_tags(records) == ids
+                if reuse:
+                    print(f"stores of {args.days + 1:g} days reused from {root}; "
+                          f"gzip {'off' if args.no_gzip else 'on'}")
+                else:
+                    shutil.rmtree(root / "influxdb-tsm", ignore_errors=True)
+                    fill(settings, embedded, influx, ids, args.days, args.no_gzip)
+                    if args.keep is not None:
+                        done.touch()
+                row_census(settings, embedded, influx, server)
+                if "cache" in states:
+                    print(f"InfluxDB's cache holds {server.cache_bytes() / 1e6:.1f} MB")
+                    timed("cache", server, influx)
+            finally:
+                influx.close()
+                server.kill()
+            if "tsm" in states:
+                # a copy of it whose cache the server writes to TSM files at once (a 1 s cold
+                # interval); its WAL is then deleted (everything in it is in the TSM files), so
+                # that the copy holds nothing in the cache on the next run either
+                tsm = root / "influxdb-tsm"
+                if not tsm.exists():
+                    shutil.copytree(root / "influxdb", tsm)
+                server = InfluxDB16(tsm, cache_cold_s=1.0)
+                server.start()
+                influx = influx_on(server)
+                try:
+                    assert influx.register_tags(records) == ids
+                    deadline = time.monotonic() + 120
+                    while (held := server.cache_bytes()) and time.monotonic() < deadline:
+                        time.sleep(0.5)
+                    assert not held, f"InfluxDB still holds {held:,} bytes in its cache"
+                    timed("tsm", server, influx)
+                    held = server.cache_bytes()
+                finally:
+                    influx.close()
+                    server.kill()
+                if not held:
+                    for wal in (tsm / "wal").rglob("*.wal"):
+                        wal.unlink()
         finally:
-            influx.close()
             embedded.close()
-            server.kill()
 
 
 if __name__ == "__main__":

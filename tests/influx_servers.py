@@ -141,16 +141,25 @@ class InfluxDB16(_Server):
 
     name = "influxd"
 
-    def __init__(self, root: Path, database: str = "tierproof", binary: str = INFLUXD) -> None:
+    def __init__(self, root: Path, database: str = "tierproof", binary: str = INFLUXD,
+                 cache_cold_s: float | None = None) -> None:
+        """``cache_cold_s``: the server writes its in-memory cache to TSM files once no write
+        came for that long (``cache-snapshot-write-cold-duration``, default 10 min; the cache
+        is also written once it holds 25 MB): a server that has run a while holds older data
+        in TSM files, one just (re)started everything since its last snapshot in the cache
+        (reloaded from the WAL). See :meth:`cache_bytes`."""
         root.mkdir(parents=True, exist_ok=True)
         super().__init__(root, binary)
         self.database = database
+        self.cache_cold_s = cache_cold_s
         self.rpc_port = free_port()
         self.config_path = root / "influxdb.conf"
         self.config_path.write_text(self._config())
 
     def _config(self) -> str:
         d = self.root
+        cold = ("" if self.cache_cold_s is None else
+                f'\n  cache-snapshot-write-cold-duration = "{self.cache_cold_s:g}s"')
         return f"""\
 reporting-disabled = true
 bind-address = "127.0.0.1:{self.rpc_port}"
@@ -165,7 +174,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   wal-dir = "{d / 'wal'}"
   query-log-enabled = false
   index-version = "inmem"
-  trace-logging-enabled = false
+  trace-logging-enabled = false{cold}
 
 [retention]
   enabled = false
@@ -222,6 +231,13 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         if isinstance(results, list) and results and "error" in results[0]:
             raise RuntimeError(f"{q}: {results[0]['error']}")
         return body
+
+    def cache_bytes(self) -> int:
+        """Bytes the server holds in its in-memory cache, all shards (``/debug/vars``): 0 once
+        every point is in TSM files."""
+        doc = httpx.get(f"{self.url}/debug/vars", timeout=30.0).json()
+        return sum(int(v.get("values", {}).get("memBytes", 0)) for k, v in doc.items()
+                   if k.startswith("tsm1_cache"))
 
     def create_database(self, name: str | None = None) -> str:
         name = name or self.database

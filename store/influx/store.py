@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import zlib
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import numpy as np
 
 from config.errors import SinkRejected, SinkUnavailable, StoreError
 from config.store import InfluxStoreSettings
@@ -80,6 +82,17 @@ _ROW_CACHE = 10_000
 #: without one there, anywhere): an unbounded one opens every shard (~40 vs ~20 ms for a
 #: 7-day /kpis of the demo plant)
 _PRIOR_BOUND_NS = 24 * 3600 * 1_000_000_000
+#: look backs in which a read finds the sample before its window among the window's own
+#: (``InfluxStore.read_ranges``: folding), and how many samples a tag's last read rate must
+#: put in one for it to be used: a denser tag costs fewer extra samples than the cursors of
+#: a statement of its own; a sparser one (a state, a rarely rising reject counter) has one
+_FOLD_BACK_NS = (60 * 1_000_000_000, 600 * 1_000_000_000, 3600 * 1_000_000_000)
+_FOLD_SAMPLES = 4
+#: a request whose answer is expected to hold at most this many samples is asked for whole,
+#: not chunked (``InfluxStore._answers``): InfluxDB encodes a large answer whole at a higher
+#: cost than chunked (a week of an asset's tags, ~30-90k samples: 1.7 s of its CPU for a
+#: 7-day /kpis without roll-ups against 1.0 s chunked; 15k: the same as chunked)
+_WHOLE_SAMPLES = 15_000
 #: the tag register is written again this often (a retention policy would expire it)
 _REGISTER_EVERY_NS = 24 * 3600 * 1_000_000_000
 _NEVER = -(2**63)
@@ -119,6 +132,8 @@ class InfluxStore:
         #: ``ns``: the cap of this thread's open ``snapshot()``, if any
         self._cap = threading.local()
         self._asset_of: dict[int, str] = {}
+        #: tag id -> its samples per ns in its last read window (``read_ranges``: a hint)
+        self._rate: dict[int, float] = {}
         self._device_of: dict[int, str] = {}
         #: (asset, hour_ns) -> ((key, reach_ns, written_ns), row): rows read (``_rows``)
         self._row_cache: dict[tuple[str, int], tuple[tuple[object, object, object], RollupRow]] = {}
@@ -425,15 +440,23 @@ class InfluxStore:
         if not assets:
             return {}
         window = f"time >= {int(start_ns)} AND time < {int(end_ns)}"
-        versions = self._query([f'SELECT "key", "reach_ns", "written_ns" FROM {src} WHERE '
-                                f"{cond(a)} AND {window}" for a in assets])
+        # where the key is given the condition fixes it: not asked for (a week of 11 assets'
+        # keys is 85 of the answer's 199 kB, and ~1/3 of InfluxDB's time for it)
+        def columns(asset: str) -> str:
+            return ('"reach_ns", "written_ns"' if keys[asset] is not None
+                    else '"key", "reach_ns", "written_ns"')
+
+        versions = self._query([f"SELECT {columns(a)} FROM {src} WHERE {cond(a)} AND {window}"
+                                for a in assets])
         with self._lock:
             cache = self._row_cache
         out: dict[str, list[RollupRow]] = {}
         missing: dict[str, list[int]] = {}
         for a, rows in zip(assets, versions, strict=True):
             held: list[RollupRow] = []
-            for t, k, r, w in zip(rows.column("time"), rows.column("key"), rows.column("reach_ns"),
+            given = keys[a]
+            key_column = rows.column("key") if given is None else [given] * len(rows.values)
+            for t, k, r, w in zip(rows.column("time"), key_column, rows.column("reach_ns"),
                                   rows.column("written_ns"), strict=True):
                 hit = cache.get((a, int(t))) if w is not None else None
                 if hit is not None and hit[0] == (k, r, w):
@@ -610,23 +633,39 @@ class InfluxStore:
             msg = self._sink.scrub(server_message(r.content, r.reason_phrase))
             raise StoreError(f"{self._where}: {action}: {r.status_code} {msg}")
 
-    def _answers(self, statements: Sequence[str], parse: Callable[[Iterable[str], int], list[T]]
-                 ) -> list[T]:
+    def _answers(self, statements: Sequence[str], parse: Callable[[Iterable[str], int], list[T]],
+                 sizes: Sequence[float | None] | None = None) -> list[T]:
         """``parse(lines, n)`` of the answer to each request of ``n`` of the statements (as
         few requests as is reasonable), joined. The lines of a chunked answer are parsed as
-        they arrive: decoding overlaps the server's work on the next statements."""
+        they arrive: decoding overlaps the server's work on the next statements.
+
+        ``sizes``: the samples each statement's answer is expected to hold (None: not known).
+        A request whose statements are expected to hold at most ``_WHOLE_SAMPLES`` is asked
+        for whole, not chunked: InfluxDB sends each series of a chunked answer as an HTTP chunk
+        of its own, which costs it and httpx (~285 chunks for a 7-day /kpis' raw edges: ~4 ms
+        of this process's CPU, ~10 ms of InfluxDB's). A server whose ``max-row-limit`` cut
+        the answer (``"partial":true``, which no string value in the answer can hold
+        unescaped) is asked again, chunked."""
         self._check_open()
         out: list[T] = []
         try:
             self._ensure_dbrp()
             for i in range(0, len(statements), _STATEMENTS_PER_QUERY):
                 part = statements[i:i + _STATEMENTS_PER_QUERY]
-                params = {"db": self._database, "epoch": "ns", "chunked": "true",
-                          "chunk_size": str(_CHUNK_SIZE)}
+                params = {"db": self._database, "epoch": "ns"}
                 if self._rp:
                     params["rp"] = self._rp
-                with self._http.stream("POST", "/query", params=params,
-                                       data={"q": ";".join(part)}) as r:
+                data = {"q": ";".join(part)}
+                expect = None if sizes is None else sizes[i:i + _STATEMENTS_PER_QUERY]
+                if expect is not None and sum(x if x is not None else math.inf
+                                              for x in expect) <= _WHOLE_SAMPLES:
+                    r = self._http.post("/query", params=params, data=data)
+                    self._raise_for(r, "query")
+                    if b'"partial":true' not in r.content:
+                        out += parse([r.content.decode()], len(part))  # JSON: UTF-8
+                        continue
+                params.update(chunked="true", chunk_size=str(_CHUNK_SIZE))
+                with self._http.stream("POST", "/query", params=params, data=data) as r:
                     if r.status_code >= 300:
                         r.read()
                         self._raise_for(r, "query")
@@ -641,10 +680,13 @@ class InfluxStore:
         where = f"{self._where} query"
         return self._answers(statements, lambda lines, n: parse_chunked(lines, n, where))
 
-    def _query_series(self, statements: Sequence[str], tag: str) -> list[dict[str, Series]]:
-        """``_query_grouped`` of statements of time, value and quality, as Series."""
+    def _query_series(self, statements: Sequence[str], tag: str,
+                      sizes: Sequence[float | None] | None = None) -> list[dict[str, Series]]:
+        """``_query_grouped`` of statements of time, value and quality, as Series (``sizes``:
+        see ``_answers``)."""
         where = f"{self._where} query"
-        return self._answers(statements, lambda lines, n: parse_series(lines, n, where, tag))
+        return self._answers(statements, lambda lines, n: parse_series(lines, n, where, tag),
+                             sizes)
 
     def _query_grouped(self, statements: Sequence[str], tag: str) -> list[dict[str, Rows]]:
         """Results of the statements (each ``GROUP BY`` ``tag``) in order: tag value -> rows."""
@@ -713,41 +755,124 @@ class InfluxStore:
         for its assets' raw parts at once. The tags of one asset over one window are one
         statement (``GROUP BY "signal"``; the sample before the window another, whose
         ``LIMIT 1`` holds per signal): InfluxDB's cost is per statement more than per point
-        (a 7-day ``/kpis``: 376 statements of one tag took ~0.13 s, the same points ~0.04 s)."""
+        (a 7-day ``/kpis``: 376 statements of one tag took ~0.13 s, the same points ~0.04 s).
+
+        **Folding** (with ``prior``): InfluxDB's cost is also per series and field that a
+        statement opens (a cursor each; with the data in its cache each copies the series'
+        cached points), and the statement of the sample before a window opens as many as the
+        window's own. So a tag that the last read of it showed dense enough to have a few
+        samples in a short look back (``_fold_back``) is read from that far before its window
+        in the window's statement, and its sample before the window is the last one read
+        before the window's start; a tag with none there (the hint was wrong: the machine
+        stopped) is asked for it on its own, as an unfolded tag, in the next request. The
+        answer is the same either way; only the first read of a tag in a process, and the
+        tags with sparse samples, take the statement of their own."""
         groups: dict[tuple[int, int], list[int]] = {}
         for k, (_, a, b) in enumerate(wanted):
             groups.setdefault((self._capped(a), self._capped(b)), []).append(k)
         src = self._source()
+        with self._lock:
+            rates = {t: r for t, _, _ in wanted if (r := self._rate.get(int(t))) is not None}
         stmts: list[str] = []
-        # (asset, window start, signal -> positions in wanted) of each statement (pair)
-        plan: list[tuple[str, int, dict[str, list[int]]]] = []
+        # the samples each statement's answer will hold, at the rates of its tags' last reads
+        # (None: a tag not read yet): a small answer is asked for whole (``_answers``)
+        sizes: list[float | None] = []
+        # each statement's (kind, asset, window start, signal -> positions in wanted); kind:
+        # "before" (the sample before the window), "window", "fold" (the window and a look
+        # back before it)
+        plan: list[tuple[str, str, int, dict[str, list[int]]]] = []
         for (a, b), ks in groups.items():
             for asset, signals in self._by_asset([wanted[k][0] for k in ks]).items():
-                cond = self._signals(asset, list(signals))
-                if prior:
-                    stmts.append(self._before(cond, a, _PRIOR_BOUND_NS))
-                stmts.append(f'SELECT "value", "quality" FROM {src} WHERE {cond}'
-                             f' AND time >= {a} AND time < {b} GROUP BY "signal"')
-                plan.append((asset, a, {sig: [ks[i] for i in pos] for sig, pos in signals.items()}))
-        results = self._query_series(stmts, "signal") if stmts else []
-        per = 2 if prior else 1
-        if prior:  # a signal without a sample in the bound: its sample before, from anywhere
-            again = [(j, asset, a, [sig for sig in signals if sig not in results[j * per]])
-                     for j, (asset, a, signals) in enumerate(plan)]
-            again = [x for x in again if x[3]]
-            found = self._query_series(
-                [self._before(self._signals(asset, sigs), a, None) for _, asset, a, sigs in again],
-                "signal") if again else []
-            for (j, *_), more in zip(again, found, strict=True):
-                results[j * per].update(more)
-        out: list[Series] = [Series.empty()] * len(wanted)
-        for j, (_, _, signals) in enumerate(plan):
-            parts = results[j * per:(j + 1) * per]
-            for sig, positions in signals.items():
-                series = join(*(p[sig] for p in parts if sig in p))
+                by_back: dict[int, dict[str, list[int]]] = {}
+                size: dict[int, float | None] = {}
+                for sig, pos in signals.items():
+                    rate = rates.get(int(wanted[ks[pos[0]]][0]))
+                    back = self._fold_back(rate) if prior else 0
+                    by_back.setdefault(back, {})[sig] = [ks[i] for i in pos]
+                    held = size.get(back, 0.0)
+                    size[back] = (None if rate is None or held is None
+                                  else held + rate * (b - a + back) + 1)
+                for back, sigs in sorted(by_back.items()):
+                    cond = self._signals(asset, list(sigs))
+                    if back == 0 and prior:
+                        stmts.append(self._before(cond, a, _PRIOR_BOUND_NS))
+                        sizes.append(len(sigs))
+                        plan.append(("before", asset, a, sigs))
+                    stmts.append(f'SELECT "value", "quality" FROM {src} WHERE {cond}'
+                                 f' AND time >= {a - back} AND time < {b} GROUP BY "signal"')
+                    sizes.append(size[back])
+                    plan.append(("fold" if back else "window", asset, a, sigs))
+        results = self._query_series(stmts, "signal", sizes) if stmts else []
+        before: dict[int, Series] = {}  # position -> the sample before its window (prior)
+        inside: dict[int, Series] = {}  # position -> its window's samples
+        # (asset, window start, bound) -> signal -> positions: samples before still to find,
+        # in the day before the window (bound _PRIOR_BOUND_NS), or anywhere (None)
+        again: dict[tuple[str, int, int | None], dict[str, list[int]]] = {}
+        for (kind, asset, a, sigs), got in zip(plan, results, strict=True):
+            for sig, positions in sigs.items():
+                series = got.get(sig)
+                if kind == "window":
+                    for k in positions:
+                        inside[k] = series if series is not None else Series.empty()
+                    continue
+                if kind == "before":
+                    if series is not None:
+                        for k in positions:
+                            before[k] = series
+                    else:
+                        again.setdefault((asset, a, None), {}).setdefault(sig, []).extend(positions)
+                    continue
+                s = series if series is not None else Series.empty()
+                i = int(np.searchsorted(s.ts_ns, a, "left"))
+                cut = Series(s.ts_ns[i:], s.value[i:], s.quality[i:])
+                last = Series(s.ts_ns[i - 1:i], s.value[i - 1:i], s.quality[i - 1:i]) if i else None
                 for k in positions:
-                    out[k] = series
+                    inside[k] = cut
+                    if last is not None:
+                        before[k] = last
+                if not i:  # nothing in the look back: the day before, then anywhere
+                    again.setdefault((asset, a, _PRIOR_BOUND_NS), {}).setdefault(sig, []).extend(
+                        positions)
+        for _ in range(2):
+            if not again:
+                break
+            todo = list(again.items())
+            found = self._query_series(  # a sample per signal at most
+                [self._before(self._signals(asset, list(sigs)), a, bound)
+                 for (asset, a, bound), sigs in todo], "signal", [len(sigs) for _, sigs in todo])
+            again = {}
+            for ((asset, a, bound), sigs), got in zip(todo, found, strict=True):
+                for sig, positions in sigs.items():
+                    series = got.get(sig)
+                    if series is not None:
+                        for k in positions:
+                            before[k] = series
+                    elif bound is not None:
+                        again.setdefault((asset, a, None), {}).setdefault(sig, []).extend(positions)
+        out: list[Series] = []
+        dense: dict[int, float] = {}
+        for k, (t, a, b) in enumerate(wanted):
+            window = inside[k]
+            out.append(join(before[k], window) if k in before else window)
+            a, b = self._capped(a), self._capped(b)
+            if prior and b > a:
+                dense[int(t)] = len(window.ts_ns) / (b - a)
+        with self._lock:
+            self._rate.update(dense)
         return out
+
+    @staticmethod
+    def _fold_back(rate: float | None) -> int:
+        """How far before a window a tag with ``rate`` samples per ns (as last read) is read
+        in the window's statement: the shortest of ``_FOLD_BACK_NS`` in which it would have
+        ``_FOLD_SAMPLES`` samples; 0 (a statement of its own for its sample before) when
+        none is, or its rate is not known yet."""
+        if not rate:
+            return 0
+        for back in _FOLD_BACK_NS:
+            if rate * back >= _FOLD_SAMPLES:
+                return back
+        return 0
 
     def _before(self, cond: str, start_ns: int, bound_ns: int | None) -> str:
         """The statement of the last sample before ``start_ns`` of each signal of ``cond``,
