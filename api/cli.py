@@ -161,7 +161,11 @@ def _listen(host: str, port: int) -> socket.socket:
     """The API's socket, bound before anything starts: a port in use is one sentence, and no
     collector has started for nothing."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: the connections accepted from it inherit it, and asyncio sets
+    # TCP_NODELAY only on sockets whose proto says TCP. With proto 0, Nagle held back each
+    # answer's body (uvicorn writes head and body apart) until the client's delayed ACK: ~40 ms
+    # per request on Linux (issue 12: p50 44 ms under 50 clients, 18 ms with the option)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
