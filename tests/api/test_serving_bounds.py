@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import time
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from api import cli
 from api.app import create_app
 from api.cli import _listen, _uvicorn_server
 from api.gateway import tag_records
@@ -189,3 +191,39 @@ async def test_served_connections_send_without_nagle_delay(tmp_path: Path) -> No
     finally:
         srv.close()
         await srv.wait_closed()
+
+
+async def test_serving_starts_with_the_start_up_heap_frozen(tmp_path: Path) -> None:
+    """``tierproof run/serve/demo`` (``api.cli._serve``) moves what start-up left alive out
+    of the cyclic GC's reach before it serves: a full collection no longer traverses it
+    (tens of ms with the GIL held, stalling the serving and collecting loops)."""
+    port = free_port()
+    settings = Settings.model_validate({
+        "store": {"type": "sqlite", "path": str(tmp_path / "s.db")},
+        "api": {"host": "127.0.0.1", "port": port},
+    })
+    headers = key_headers(settings)
+    app = create_app(settings, collect=False)
+    gc.unfreeze()
+    cli._STOP.install()
+    task = asyncio.create_task(cli._serve(app, "127.0.0.1", port, None))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as c:
+            async def up() -> bool:
+                try:
+                    return (await c.get("/api/v1/collector/status")).status_code == 200
+                except httpx.TransportError:
+                    return False
+            for _ in range(200):
+                if task.done() or await up():
+                    break
+                await asyncio.sleep(0.05)
+            assert not task.done(), task
+            assert await up()
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000, frozen  # the app, its settings and routes at least
+    finally:
+        assert cli._STOP._event is not None
+        cli._STOP._event.set()  # as a stop signal does
+        await asyncio.wait_for(task, 30)
+        gc.unfreeze()  # the rest of the test session collects as before
