@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -271,6 +272,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runq_wait_s(pid: int) -> float:
+    """Seconds the threads of process ``pid`` have spent runnable but waiting for a CPU so far
+    (``/proc/PID/task/*/schedstat``, its second field; 0 where the kernel does not keep it)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a thread that ended
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def idle(port: int, timeout_s: float = 600.0) -> None:
     """Until the server computes no KPI (``/health``'s ``kpi.in_flight``), at most
     ``timeout_s``."""
@@ -329,6 +340,7 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
             first_s = time.perf_counter() - t_first
             load1 = os.getloadavg()[0]
             server0, client0, t0 = cpu_s(proc.pid), time.process_time(), time.monotonic()
+            waited0 = runq_wait_s(proc.pid)
             if client == "wrk":
                 w, client_cpu = wrk_load(port, lists[name], clients, seconds, think_ms)
                 elapsed = w["duration_us"] / 1e6
@@ -344,6 +356,9 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
                     fig["by_kind"] = {k: figures(v, r["errors"].get(k, 0), elapsed)
                                       for k, v in sorted(r["lat"].items())}
             wall = time.monotonic() - t0
+            # the server's threads runnable but not running (other processes had the CPUs):
+            # the machine's queue, which no change of the server's own shortens
+            fig["server_runq_wait_cores"] = round((runq_wait_s(proc.pid) - waited0) / wall, 2)
             fig["first_s"] = round(first_s, 2)
             fig["load1_before"] = round(load1, 2)
             fig["load1_after"] = round(os.getloadavg()[0], 2)
@@ -359,6 +374,7 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
                   f"p99<={GOAL_MS:g}ms: {'yes' if fig['goal_met'] else 'NO'}  "
                   f"(load {load1:.2f} -> {fig['load1_after']:.2f}; cores busy: server "
                   f"{fig['server_cores']:.2f}, {client} {fig['client_cores']:.2f}; server "
+                  f"waiting for a CPU {fig['server_runq_wait_cores']:.2f}; server "
                   f"{fig['server_cpu_ms_per_request']} ms CPU per request; first answer "
                   f"{first_s:.2f} s)", flush=True)
             for k, f in fig.get("by_kind", {}).items():
