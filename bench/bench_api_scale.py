@@ -34,7 +34,9 @@ non-2xx answers. Cases:
 
 The clients share the machine's cores with the server (and, on a shared machine, with
 whatever else runs: the 1-minute load average before and after each case is printed, with the
-CPU seconds per second -- cores -- of the server and of the load generator).
+CPU seconds per second -- cores -- of the server and of the load generator, and the cores'
+worth of time the server's threads were runnable but waiting for a CPU: the machine's run
+queue, where a loaded machine's p99 comes from).
 
 ``--reuse``: keep the store (and its roll-ups) of an earlier run in ``--dir`` instead of
 generating it: its history then ends when it was generated, not now (the default window's
