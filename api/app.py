@@ -19,6 +19,7 @@ from store.base import Store
 
 from .auth import check_keys, install_auth
 from .declared import DeclaredEvidence
+from .fastlane import FastLane
 from .flight import KpiRunner
 from .gateway import Gateway
 from .metrics import install_metrics
@@ -83,6 +84,7 @@ def create_app(
     kpi_single_flight: bool = True,
     rollups_maintain: bool = True,
     isolate_collection: bool = True,
+    fast_lane: bool = True,
 ) -> FastAPI:
     """Build the API for ``settings``. ``collect=False`` serves stored data only.
 
@@ -94,7 +96,10 @@ def create_app(
     ``kpi_single_flight=False`` computes every request, for comparison. ``rollups_maintain``:
     with ``kpi.rollups`` over the embedded store, a background thread keeps the hourly
     roll-ups of closed hours (``api.rollups``). ``isolate_collection``: the collectors run on
-    their own event loop and thread, never on the one serving HTTP (``api.gateway``)."""
+    their own event loop and thread, never on the one serving HTTP (``api.gateway``).
+    ``fast_lane``: the plain ``/kpis`` and ``/tags/{path}/latest`` requests are answered
+    without FastAPI's per-request machinery (``api.fastlane``; False: every request through
+    the router, for comparison)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +152,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.now_quantum_s = now_quantum_s
+    if fast_lane:  # first: the innermost of the app's middleware, inside keys and metrics
+        app.add_middleware(FastLane)
     install_problem_handlers(app)
     # keys and scopes for every route, decided from method and path (api.auth)
     app.state.keys = install_auth(app, settings)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -162,7 +163,11 @@ def _listen(host: str, port: int) -> socket.socket:
     """The API's socket, bound before anything starts: a port in use is one sentence, and no
     collector has started for nothing."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: the connections accepted from it inherit it, and asyncio sets
+    # TCP_NODELAY only on sockets whose proto says TCP. With proto 0, Nagle held back each
+    # answer's body (uvicorn writes head and body apart) until the client's delayed ACK: ~40 ms
+    # per request on Linux (issue 12: p50 44 ms under 50 clients, 18 ms with the option)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -196,6 +201,7 @@ async def _serve(app: Any, host: str, port: int, duration: float | None,
                 raise  # exit code 2, as itself
             except (TierproofError, OSError) as exc:
                 raise StartFailure(str(exc)) from exc
+            _freeze_start_up_heap()
             server = _uvicorn_server(app, host, port)
             task = asyncio.create_task(server.serve(sockets=[sock]))
             stop = asyncio.create_task(_STOP.wait())
@@ -208,6 +214,18 @@ async def _serve(app: Any, host: str, port: int, duration: float | None,
                 await task
     finally:
         sock.close()
+
+
+def _freeze_start_up_heap() -> int:
+    """Move every object alive once the gateway has started (configuration, tag index, store,
+    collectors, routes: ~137k objects for 100 machines) out of the cyclic garbage collector's
+    reach (``gc.freeze``); returns how many are frozen. A full collection traversed them all
+    each time: 83 ms measured on the 100-machine plant at start, during which, holding the
+    GIL, it stops the serving loop and the collectors' loop alike (issue 12's p99). They are
+    still freed by reference counting; only a cycle among them outlives its last use."""
+    gc.collect()  # what start-up left as garbage is not kept for ever
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 async def _wait_for_stop(duration: float | None) -> None:

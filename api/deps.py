@@ -25,7 +25,7 @@ from .service import KpiService
 
 __all__ = [
     "GatewayDep", "NowDep", "RunnerDep", "ServiceDep", "SettingsDep", "check_window", "instant",
-    "window", "window_out",
+    "now_of", "window", "window_out",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,8 +65,13 @@ async def request_now(request: Request) -> datetime:
     of a relative window within one quantum resolve to the same instants, hence are identical
     and share one computation (``api.flight``); the answer's ``window`` records the instants
     used. Explicit instants are not touched."""
+    return now_of(request.app.state)
+
+
+def now_of(state: object) -> datetime:
+    """:func:`request_now` for the app whose ``app.state`` is ``state`` (``api.fastlane``)."""
     ns = time_ns()
-    quantum = int(getattr(request.app.state, "now_quantum_s", 0.0) * 1e9)
+    quantum = int(getattr(state, "now_quantum_s", 0.0) * 1e9)
     if quantum > 0:
         ns -= ns % quantum
     return _EPOCH + timedelta(microseconds=ns // 1000)  # exact, unlike a float timestamp

@@ -13,10 +13,12 @@ regenerated every run: its history must end now, since the default KPI window is
 the clock). With the ``rollups`` mode, every closed hour is rolled up beforehand
 (``RollupMaintainer.run_once``, its time printed) and the configuration sets ``kpi.rollups``.
 
-Served as ``bench/bench_kpi_api.py`` does: the app without collecting, in a uvicorn
-subprocess (default API options: single flight, closed-result cache, 2 KPI threads, open-window
-answers up to ``api.kpi_max_age_s`` old -- ``--max-age`` sets it, 0 turns it off), once per
-mode; ``--clients`` connections each request back to back (or after an exponentially
+Served as a user serves a stored plant: ``tierproof serve --config <the mode's file>`` in a
+subprocess (``--server cli``, the default: the CLI's bounded HTTP protocol and socket, its
+allocator settings; ``--server uvicorn``: the app under a plain ``uvicorn.run``, as measured
+before session s28F), with the default API options (single flight, closed-result cache, 2 KPI
+threads, open-window answers up to ``api.kpi_max_age_s`` old -- ``--max-age`` sets it, 0 turns
+it off), once per mode; ``--clients`` connections each request back to back (or after an exponentially
 distributed pause of mean ``--think-ms``) for ``--seconds`` per case. The load generator
 (``--client``): ``wrk`` (Debian's ``wrk``, ``make bench-system``; default), a C client whose
 two threads cost a small fraction of a core, so the figures are the server's; or ``httpx``,
@@ -32,7 +34,9 @@ non-2xx answers. Cases:
 
 The clients share the machine's cores with the server (and, on a shared machine, with
 whatever else runs: the 1-minute load average before and after each case is printed, with the
-CPU seconds per second -- cores -- of the server and of the load generator).
+CPU seconds per second -- cores -- of the server and of the load generator, and the cores'
+worth of time the server's threads were runnable but waiting for a CPU: the machine's run
+queue, where a loaded machine's p99 comes from).
 
 ``--reuse``: keep the store (and its roll-ups) of an earlier run in ``--dir`` instead of
 generating it: its history then ends when it was generated, not now (the default window's
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -78,13 +83,23 @@ from simulators.scale import replicate  # noqa: E402
 from store.sqlite import SqliteStore  # noqa: E402
 
 GOAL_MS = 50.0
-SERVER = """
+#: how the store is served: ``cli`` is what a user runs (``tierproof serve``: the bounded
+#: HTTP protocol of api.serving, the allocator's settings, the CLI's start-up); ``uvicorn`` is
+#: the app under a plain ``uvicorn.run`` (the figures of the sessions before s28F)
+SERVERS = {
+    "cli": """
+import sys
+from api.cli import main
+sys.exit(main(["serve", "--config", sys.argv[1], "--host", "127.0.0.1", "--port", sys.argv[2]]))
+""",
+    "uvicorn": """
 import sys, uvicorn
 from api.app import create_app
 from config import load_settings
 app = create_app(load_settings(sys.argv[1]), collect=False)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-"""
+""",
+}
 
 
 def prepare(tmp: Path, machines: int, days: int, now: datetime) -> tuple[Path, dict[str, Any]]:
@@ -259,6 +274,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runq_wait_s(pid: int) -> float:
+    """Seconds the threads of process ``pid`` have spent runnable but waiting for a CPU so far
+    (``/proc/PID/task/*/schedstat``, its second field; 0 where the kernel does not keep it)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a thread that ended
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def idle(port: int, timeout_s: float = 600.0) -> None:
     """Until the server computes no KPI (``/health``'s ``kpi.in_flight``), at most
     ``timeout_s``."""
@@ -272,9 +297,9 @@ def idle(port: int, timeout_s: float = 600.0) -> None:
 
 def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds: float,
              client: str = "wrk", think_ms: float = 0.0,
-             only: Sequence[str] | None = None) -> dict[str, Any]:
+             only: Sequence[str] | None = None, server: str = "cli") -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with served(SERVER, cfg) as (proc, port):
+    with served(SERVERS[server], cfg) as (proc, port):
         paths = [t["path"] for t in httpx.get(f"http://127.0.0.1:{port}/api/v1/tags", headers=HEADERS).json()]
         rng = random.Random(12)
         latest: list[Request] = [("tag latest", f"/api/v1/tags/{p}/latest", {}) for p in paths]
@@ -307,12 +332,17 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
             # one request first: a case measures the steady state, not the first computation
             idle(port)
             t_first = time.perf_counter()
-            _, path, params = pick()
-            httpx.get(f"http://127.0.0.1:{port}{path}", params=params, headers=HEADERS,
-                      timeout=600).raise_for_status()
+            # one request of each kind the case sends (the mixed case's default window too:
+            # an answer older than api.kpi_max_age_s is computed again, and the clients that
+            # ask meanwhile wait for it)
+            warm = [pick()] if name != "mixed" else [latest[0], *kinds]
+            for _, path, params in warm:
+                httpx.get(f"http://127.0.0.1:{port}{path}", params=params, headers=HEADERS,
+                          timeout=600).raise_for_status()
             first_s = time.perf_counter() - t_first
             load1 = os.getloadavg()[0]
             server0, client0, t0 = cpu_s(proc.pid), time.process_time(), time.monotonic()
+            waited0 = runq_wait_s(proc.pid)
             if client == "wrk":
                 w, client_cpu = wrk_load(port, lists[name], clients, seconds, think_ms)
                 elapsed = w["duration_us"] / 1e6
@@ -328,6 +358,9 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
                     fig["by_kind"] = {k: figures(v, r["errors"].get(k, 0), elapsed)
                                       for k, v in sorted(r["lat"].items())}
             wall = time.monotonic() - t0
+            # the server's threads runnable but not running (other processes had the CPUs):
+            # the machine's queue, which no change of the server's own shortens
+            fig["server_runq_wait_cores"] = round((runq_wait_s(proc.pid) - waited0) / wall, 2)
             fig["first_s"] = round(first_s, 2)
             fig["load1_before"] = round(load1, 2)
             fig["load1_after"] = round(os.getloadavg()[0], 2)
@@ -343,6 +376,7 @@ def run_mode(cfg: Path, cases: dict[str, Request | None], clients: int, seconds:
                   f"p99<={GOAL_MS:g}ms: {'yes' if fig['goal_met'] else 'NO'}  "
                   f"(load {load1:.2f} -> {fig['load1_after']:.2f}; cores busy: server "
                   f"{fig['server_cores']:.2f}, {client} {fig['client_cores']:.2f}; server "
+                  f"waiting for a CPU {fig['server_runq_wait_cores']:.2f}; server "
                   f"{fig['server_cpu_ms_per_request']} ms CPU per request; first answer "
                   f"{first_s:.2f} s)", flush=True)
             for k, f in fig.get("by_kind", {}).items():
@@ -373,6 +407,9 @@ def main() -> None:
     ap.add_argument("--cases", default=None,
                     help="only these cases (comma-separated names as printed, e.g. "
                          "'kpis default,mixed')")
+    ap.add_argument("--server", choices=sorted(SERVERS), default="cli",
+                    help="cli: `tierproof serve` (what a user runs; default); uvicorn: the app "
+                         "under a plain uvicorn.run, as measured before")
     ap.add_argument("--reuse", action="store_true",
                     help="serve the store of an earlier run in --dir (its history ends then)")
     args = ap.parse_args()
@@ -402,7 +439,8 @@ def main() -> None:
     }
     result: dict[str, Any] = {"machines": args.machines, "days": args.days,
                               "clients": args.clients, "seconds": args.seconds,
-                              "client": args.client, "think_ms": args.think_ms,
+                              "client": args.client, "server": args.server,
+                              "think_ms": args.think_ms,
                               "max_age_s": args.max_age,
                               "cpus": os.cpu_count(), **gen, "modes": {}}
     for mode in args.modes.split(","):
@@ -416,7 +454,8 @@ def main() -> None:
               f"{args.seconds:g} s per case", flush=True)
         result["modes"][mode] = run_mode(mcfg, cases, args.clients, args.seconds, args.client,
                                          args.think_ms,
-                                         args.cases.split(",") if args.cases else None)
+                                         args.cases.split(",") if args.cases else None,
+                                         args.server)
     result["generate_s"] = round(result["generate_s"], 1)
     print(json.dumps(result))
 

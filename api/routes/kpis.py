@@ -16,9 +16,10 @@ from kpi import ALGORITHM_VERSION
 
 from ..assessment import assess, resolve_windows
 from ..deps import NowDep, RunnerDep, ServiceDep, SettingsDep, check_window
-from ..flight import Answer, json_body
+from ..flight import Answer, KpiRunner, json_body
 from ..kpi_models import DeltasOut, KpisOut
 from ..plant_time import DateQuery, ShiftQuery, Zones, ZonesDep, respond, shift_window
+from ..service import KpiService
 from ..tabular import tabular
 from .params import (
     AssetQuery,
@@ -43,7 +44,7 @@ _SHARED = (
 )
 
 
-async def recent(runner: RunnerDep, settings: Settings, zones: Zones, now: datetime,
+async def recent(runner: KpiRunner, settings: Settings, zones: Zones, now: datetime,
                  spec: tuple[object, ...], key: tuple[object, ...], end_ns: int,
                  compute: Callable[[], bytes]) -> Response:
     """The answer of an open-window request (``api.flight.KpiRunner.run_recent``), with the
@@ -126,6 +127,16 @@ async def get_kpis(
     shift: ShiftQuery = None,
     date: DateQuery = None,
 ) -> Response:
+    return await kpis_answer(service, runner, settings, now, zones, asset=asset, line=line,
+                             from_=from_, to=to, shift=shift, date=date)
+
+
+async def kpis_answer(service: KpiService, runner: KpiRunner, settings: Settings, now: datetime,
+                      zones: Zones, *, asset: str | None = None, line: str | None = None,
+                      from_: str | None = None, to: str | None = None, shift: str | None = None,
+                      date: str | None = None) -> Response:
+    """``GET /api/v1/kpis``'s JSON answer for its parameters once FastAPI has read them (also
+    answered so by ``api.fastlane`` for the plain requests)."""
     named = shift_window(settings, zones, shift, date, from_, to)
     if named is not None:
         start, end = named
