@@ -168,7 +168,7 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
     """Each part's ``time_elements(sig, start, end, planned_k, (), context_start_ns=ctx)``,
     ``planned`` covering every part's [context_start_ns, end_ns) (its edges cut the
     intervals; only what lies in a part's span counts), no gaps. None: a part left to
-    ``time_elements`` (an implausible counter rise)."""
+    ``time_elements`` (an implausible counter rise, or a span of 52 days or more)."""
     n = len(parts)
     if n == 0:
         return []
@@ -182,8 +182,13 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
         if len(c.pair_item):
             np.minimum.at(t0min, c.pair_item, c.t0)
     origin = np.maximum(ctx, t0min)
-    if bool(((b - origin) >= _SPAN).any()):
-        raise ValueError("a part longer than 52 days")
+    long = (b - origin) >= _SPAN
+    if bool(long.any()):  # a key holds 52 days: a longer part is left to time_elements (None)
+        kept = np.flatnonzero(~long).tolist()
+        left: list[TimeElements | None] = [None] * n
+        for i, e in zip(kept, batch_elements([parts[i] for i in kept], planned), strict=True):
+            left[i] = e
+        return left
     ps, pe = planned
 
     # every part's interval edges: origin, end, the plan's edges, the part's start, the steps'

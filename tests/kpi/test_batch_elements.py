@@ -175,3 +175,19 @@ def test_a_step_tag_without_any_sample() -> None:
         want = time_elements(sig, p.start_ns, p.end_ns, planned_intervals(CAL, a, p.end_ns), (),
                              context_start_ns=a)
         _equal(e, want, f"[{p.start_ns}, {p.end_ns})")
+
+
+def test_a_part_of_52_days_or_more_is_left_to_time_elements() -> None:
+    """A part's intervals are keyed within 2**52 ns (52.1 days): a longer one (a 345-day
+    ``/kpis`` window read raw) comes back None, for ``time_elements``, and the others of the
+    batch are still computed (it raised ValueError, a 500 at the API)."""
+    m = replace(_machine(6), gaps=[])  # a machine without an implausible rise in ``short``
+    short = (T0 + 7 * H, T0 + 9 * H)
+    long = (T0, T0 + 60 * 86400 * S)
+    parts = [short, long, short]
+    got = batch_elements([_signals(m, a, b, a, False) for a, b in parts],
+                         planned_intervals(CAL, T0, long[1]))
+    assert got[1] is None
+    for e in (got[0], got[2]):
+        assert e is not None
+        _equal(e, _reference(m, *short, short[0], False, None), "the short part")
