@@ -43,8 +43,8 @@ from store.changes import EVERYTHING
 __all__ = [
     "DAY", "ELEMENT_FIELDS", "HEAD", "HOUR_NS", "NEVER", "SUM", "Cell", "Part", "RollupMaintainer",
     "RollupStore", "day_slot", "decode", "decode_cells", "decode_each", "decode_head", "encode",
-    "has_rollups", "head_slot", "hour_rows", "keyed_rows", "local_day_edges", "reach_ns", "rollup_key",
-    "sum_cells", "sum_slot", "tag_sum", "time_sum",
+    "has_rollups", "head_rows", "head_slot", "hour_rows", "keyed_rows", "local_day_edges",
+    "reach_ns", "rollup_key", "sum_cells", "sum_slot", "tag_sum", "time_sum",
 ]
 
 log = logging.getLogger("tierproof.rollups")
@@ -325,21 +325,53 @@ def hour_rows(service: Any, items: Sequence[tuple[Asset, dict[Role, TagRecord], 
                                service._part_reads(tags, series, ctx, h + HOUR_NS)))
                 owner.append(n)
         plans.append((reaches, at))
-    got: list[Part | None] | None = service._batch_of(inputs) if inputs else None
-    if got is None and len(set(owner)) > 1:  # a gap in one asset's reads: asset by asset
-        got = []
-        for n in sorted(set(owner)):
-            mine = [x for x, o in zip(inputs, owner, strict=True) if o == n]
-            part = service._batch_of(mine)
-            got += [None] * len(mine) if part is None else part
+    got = _batched(service, inputs, owner)  # owners in order: each one's parts together
     rows: list[RollupRow] = []
     for (asset, tags, key, hours, series, lo), (reaches, at) in zip(items, plans, strict=True):
         for k, h in enumerate(hours):
             j = at.get(k)
-            p = None if got is None or j is None else got[j]
+            p = None if j is None else got[j]
             rows.append(encode(p, key, asset.path, h, reaches[k]) if p is not None
                         else service.rollup_row(asset, tags, h, key, series, lo))
     return rows
+
+
+def head_rows(service: Any, heads: Sequence[tuple[Asset, dict[Role, TagRecord], int, int, int, str]]
+              ) -> list[RollupRow]:
+    """``KpiService.rollup_head_row`` of each of ``heads`` (asset, tags, day start, head
+    end, day end, key), computed together (``kpi.batch``: each head the part [day start,
+    head end) of a window starting at day start, its tags read once from an hour before);
+    where a gap touches the reads, asset by asset, and a head the batch leaves one by one.
+    A late write anywhere in a local day drops its head row, so a pass computes a head for
+    each asset that one touched, as it computes their hours."""
+    inputs: list[Any] = []
+    reaches: list[int] = []
+    for asset, tags, a, upto, _, _ in heads:
+        lo = a - HOUR_NS
+        series = service.store.read_many([t.tag_id for t in tags.values()], lo, upto, prior=True)
+        reaches.append(reach_ns(service.store, tags, a, series, lo))
+        inputs.append((asset, tags, a, upto, a, service._part_reads(tags, series, a, upto)))
+    got = _batched(service, inputs, list(range(len(inputs))))
+    return [encode(p, key + HEAD, asset.path, head_slot(b), min(r, a), more={"end": upto})
+            if p is not None else service.rollup_head_row(asset, tags, a, upto, b, key)
+            for (asset, tags, a, upto, b, key), r, p in zip(heads, reaches, got, strict=True)]
+
+
+def _batched(service: Any, inputs: Sequence[Any], owner: Sequence[int]) -> list[Part | None]:
+    """``KpiService._batch_of`` of ``inputs`` (parts of the owners ``owner``, each owner's
+    parts together): all in one pass; where a gap (or damaged data) touches the reads, a
+    pass per owner; None for a part no pass computed (its caller computes it one by one)."""
+    got: list[Part | None] | None = service._batch_of(inputs) if inputs else None
+    if got is not None:
+        return got
+    if len(set(owner)) <= 1:
+        return [None] * len(inputs)
+    out: list[Part | None] = []
+    for n in sorted(set(owner)):
+        mine = [x for x, o in zip(inputs, owner, strict=True) if o == n]
+        part = service._batch_of(mine)
+        out += [None] * len(mine) if part is None else part
+    return out
 
 
 def time_sum(parts: Sequence[TimeElements], window_s: float) -> TimeElements:
@@ -650,6 +682,7 @@ class RollupMaintainer:
             # docs/benchmarks.md "Roll-up maintenance during ingest")
             token = self.store.rollup_claim(min(dchunk[-1][1], end) + 1)
             rows: list[RollupRow] = []
+            todo_heads: list[tuple[Asset, dict[Role, TagRecord], int, int, int, str]] = []
             with service.snapshot():
                 hours = keyed_rows(self.store, keys, dchunk[0][0], min(dchunk[-1][1], end))
                 for asset, tags in work:
@@ -665,7 +698,8 @@ class RollupMaintainer:
                             rows.append(sum_cells(have, key, asset.path, b))
                         upto = _head_end(a, min(b, end), by_hour)
                         if upto is not None and upto > a and have_heads.get(head_slot(b)) != upto:
-                            rows.append(service.rollup_head_row(asset, tags, a, upto, b, key))
+                            todo_heads.append((asset, tags, a, upto, b, key))
+                rows += head_rows(service, todo_heads)
             if rows:
                 done += self.store.put_rollups(rows, token)
             self._yield(time.monotonic() - t0)

@@ -15,24 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from api.gateway import tag_records
-from api.rollups import DAY, HEAD, HOUR_NS, SUM, RollupMaintainer, hour_rows
+from api.rollups import DAY, HEAD, HOUR_NS, SUM, RollupMaintainer, head_rows, hour_rows
 from api.service import KpiService
 from config import Settings
 from config.times import to_ns
 from simulators import Plant
 from store.base import RollupRow
 from store.sqlite import SqliteStore
-from tests.integration.test_hour_parts import ASSET, DAYS, NOW, harden
+from tests.integration.test_hour_parts import ASSET, DAYS, MIDNIGHTS, NOW, harden
 
 
 class Counting(KpiService):
-    """Counts the hours computed one by one."""
+    """Counts the hours (and heads) computed one by one."""
 
     one_by_one = 0
+    heads_one_by_one = 0
 
     def rollup_row(self, *args: Any, **kw: Any) -> RollupRow:
         self.one_by_one += 1
         return super().rollup_row(*args, **kw)
+
+    def rollup_head_row(self, *args: Any, **kw: Any) -> RollupRow:
+        self.heads_one_by_one += 1
+        return super().rollup_head_row(*args, **kw)
 
 
 def test_batched_hour_rows_are_the_rows_one_by_one(tmp_path: Path, settings: Settings) -> None:
@@ -136,3 +141,34 @@ def test_the_maintainer_writes_the_same_rows_for_several_assets_at_once(
             assert any(r.key.endswith(DAY) for r in rows) and any(r.key.endswith(HEAD) for r in rows)
             assert any(r.key.endswith(SUM) for r in rows)
     assert held[0] == held[1]
+
+
+def test_head_rows_of_several_assets_at_once_are_the_rows_one_by_one(
+        tmp_path: Path, settings: Settings) -> None:
+    """``api.rollups.head_rows`` (every asset's head of a local day in one ``kpi.batch``
+    pass) gives ``rollup_head_row``'s rows byte for byte: heads of one to three hours of the
+    history's local days, one of them starting inside the hardened asset's device gap."""
+    with SqliteStore(tmp_path / "heads.db") as store:
+        tag_ids = store.register_tags(tag_records(settings))
+        for batch in Plant(settings, now=NOW).history_batches(
+                tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
+            store.write(batch)
+        harden(store)
+        service = Counting(settings, store, rollups=True)
+        by_asset = service._read_tags()
+        n = batched = 0
+        for midnight in MIDNIGHTS:
+            for hours in (1, 3):
+                todo = [(asset, by_asset[asset.path], midnight, midnight + hours * HOUR_NS,
+                         midnight + 24 * HOUR_NS, service.rollup_key(asset, by_asset[asset.path]))
+                        for asset in settings.assets]
+                with service.snapshot():
+                    got = head_rows(service, todo)
+                    batched += len(todo) - service.heads_one_by_one
+                    want = [service.rollup_head_row(*t) for t in todo]
+                    service.heads_one_by_one = 0
+                assert got == want, (midnight, hours)
+                assert all(r.key.endswith(HEAD) for r in got)
+                n += len(got)
+        assert n == 4 * len(settings.assets)
+        assert n // 2 < batched < n, (batched, n)  # the gaps' heads one by one, most batched
