@@ -19,6 +19,14 @@ while ingest runs (far more hours per real second than a live plant closes), and
 batches take the store's invalidation path (a transaction that deletes the rows they touch).
 
 Rounds alternate (on, off, on, off ...) so that other load on the machine affects both.
+``--duty`` sets the maintainer's share of the time while it has a backlog (default: the
+maintainer's own).
+
+``--serial-every N``: instead of the rounds, the maintainer's own work without the GIL in
+between: one round that ingests the same batches and runs a pass (``run_once``) after every
+N-th batch in the same thread, as a maintainer that keeps up would, timing ingest and passes
+apart (wall and CPU), then the JSON line of that round. With late batches a maintainer that
+keeps up computes again every hour they re-open, as often as they do.
 Each write is timed: live and late batches are reported apart, so the invalidation path's
 cost shows beside the ratio. The load average is printed before and after.
 """
@@ -112,8 +120,39 @@ def schedule(live: list[tuple[str, Batch]], late_share: float, seed: int = 7) ->
     return out
 
 
+def serial_round(template: Path, path: Path, settings: Any, batches: list[tuple[bool, Batch]],
+                 every: int, settle_s: float) -> dict[str, Any]:
+    """Ingest and a maintainer pass every ``every`` batches in one thread (``--serial-every``)."""
+    shutil.copyfile(template, path)
+    store = SqliteStore(path)
+    clock = [int(batches[0][1].ts_ns.min())]
+    service = KpiService(settings, store, rollups=True)
+    maint = RollupMaintainer(service, settle_s=settle_s, backfill_days=None, clock_ns=lambda: clock[0])
+    t_in = t_m = cpu_m = 0.0
+    for i, (late, b) in enumerate(batches, 1):
+        t = time.perf_counter()
+        store.write(b)
+        t_in += time.perf_counter() - t
+        if not late:
+            clock[0] = max(clock[0], int(b.ts_ns.max()))
+        if i % every == 0 or i == len(batches):
+            t, c = time.perf_counter(), time.process_time()
+            maint.run_once()
+            t_m += time.perf_counter() - t
+            cpu_m += time.process_time() - c
+    maint.close()
+    rows = len(store.rollups([a.path for a in settings.assets], -(2**62), 2**62))
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return {"ingest_s": t_in, "maintainer_s": t_m, "maintainer_cpu_s": cpu_m,
+            "maintainer_over_ingest": t_m / t_in, "passes": maint.passes,
+            "rows_computed": maint.computed, "rows_at_end": rows,
+            "cpu_ms_per_row": 1e3 * cpu_m / max(maint.computed, 1)}
+
+
 def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[bool, Batch]],
-              on: bool, interval_s: float, settle_s: float) -> dict[str, Any]:
+              on: bool, interval_s: float, settle_s: float, duty: float | None = None) -> dict[str, Any]:
     shutil.copyfile(template, path)
     store = SqliteStore(path)
     clock = [int(batches[0][1].ts_ns.min())]
@@ -121,7 +160,8 @@ def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[boo
     if on:
         service = KpiService(settings, store, rollups=True)
         maint = RollupMaintainer(service, settle_s=settle_s, interval_s=interval_s,
-                                 backfill_days=None, clock_ns=lambda: clock[0])
+                                 backfill_days=None, clock_ns=lambda: clock[0],
+                                 **({} if duty is None else {"duty": duty}))
         maint.start()
     t_live = t_late = 0.0
     n_live = n_late = p_live = p_late = 0
@@ -171,6 +211,9 @@ def main() -> None:
     ap.add_argument("--late", type=float, default=0.05, help="late batches per live batch")
     ap.add_argument("--interval-s", type=float, default=0.05, help="maintainer pass interval (real)")
     ap.add_argument("--settle-s", type=float, default=60.0, help="maintainer settle (simulated)")
+    ap.add_argument("--duty", type=float, default=None, help="maintainer's duty (default: its own)")
+    ap.add_argument("--serial-every", type=int, default=0,
+                    help="instead: one round, a maintainer pass after every N batches, same thread")
     ap.add_argument("--tmp", default=None, help="directory for the stores (default: a temp dir)")
     args = ap.parse_args()
 
@@ -196,11 +239,26 @@ def main() -> None:
               f" {n_points:,} points, mean {n_points / len(batches):.1f} points/batch")
         load0 = os.getloadavg()
         print(f"load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} ({os.cpu_count()} cores)")
+        if args.serial_every:
+            res = serial_round(template, Path(tmp) / "serial.db", settings, batches, args.serial_every,
+                               args.settle_s)
+            load1 = os.getloadavg()
+            print(f"serial, a pass every {args.serial_every} batches: ingest {res['ingest_s']:.2f} s,"
+                  f" maintainer {res['maintainer_s']:.2f} s ({res['maintainer_cpu_s']:.2f} s CPU,"
+                  f" {res['maintainer_over_ingest']:.2f}x ingest) in {res['passes']} passes,"
+                  f" {res['rows_computed']:,} rows computed ({res['cpu_ms_per_row']:.2f} ms CPU each),"
+                  f" {res['rows_at_end']:,} held at the end; load after {load1[0]:.2f}")
+            print(json.dumps({"bench": "rollup_ingest_serial", "machines": len(settings.assets),
+                              "hours": args.hours, "late": args.late, "every": args.serial_every,
+                              **{k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()},
+                              "load_before": [round(x, 2) for x in load0],
+                              "load_after": [round(x, 2) for x in load1]}))
+            return
         results: list[dict[str, Any]] = []
         for r in range(2 * args.rounds):
             on = r % 2 == 0
             res = run_round(template, Path(tmp) / f"round{r}.db", settings, batches, on,
-                            args.interval_s, args.settle_s)
+                            args.interval_s, args.settle_s, args.duty)
             results.append(res)
             print(f"round {r + 1} {'on ' if on else 'off'}: {res['points_per_s']:>10,.0f} points/s"
                   f"  live {res['live_us_per_batch']:6.1f} us/batch  late {res['late_us_per_batch']:7.1f}"
