@@ -183,10 +183,17 @@ def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[boo
             clock[0] = max(clock[0], int(b.ts_ns.max()))
     wall = time.perf_counter() - t0
     computed = passes = 0
+    catch_up_s = 0.0
+    rows = len(store.rollups([a.path for a in settings.assets], -(2**62), 2**62))
     if maint is not None:
         maint.close()
         computed, passes = maint.computed, maint.passes
-    rows = len(store.rollups([a.path for a in settings.assets], -(2**62), 2**62))
+        rows = len(store.rollups([a.path for a in settings.assets], -(2**62), 2**62))
+        # what the maintainer left when ingest stopped, computed at once (no rest)
+        t = time.perf_counter()
+        RollupMaintainer(maint.service, settle_s=settle_s, backfill_days=None,
+                         clock_ns=lambda: clock[0]).run_once()
+        catch_up_s = time.perf_counter() - t
     store.close()
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
@@ -197,7 +204,7 @@ def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[boo
         "live_us_per_batch": 1e6 * t_live / n_live, "late_us_per_batch": 1e6 * t_late / max(n_late, 1),
         "late_median_us": 1e6 * statistics.median(late_times) if late_times else 0.0,
         "late_batches": n_late, "late_share_of_time": (t_late / (t_live + t_late)),
-        "hours_computed": computed, "passes": passes, "rows_at_end": rows,
+        "hours_computed": computed, "passes": passes, "rows_at_end": rows, "catch_up_s": catch_up_s,
     }
 
 
@@ -263,7 +270,8 @@ def main() -> None:
             print(f"round {r + 1} {'on ' if on else 'off'}: {res['points_per_s']:>10,.0f} points/s"
                   f"  live {res['live_us_per_batch']:6.1f} us/batch  late {res['late_us_per_batch']:7.1f}"
                   f" us/batch (median {res['late_median_us']:.1f})  hours computed {res['hours_computed']}"
-                  f" in {res['passes']} passes, rows at end {res['rows_at_end']}")
+                  f" in {res['passes']} passes, rows at end {res['rows_at_end']}"
+                  f" (the rest computed after it in {res['catch_up_s']:.2f} s)")
         load1 = os.getloadavg()
         print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 
@@ -294,6 +302,8 @@ def main() -> None:
         "late_us_per_batch_on": round(late_on, 1), "late_us_per_batch_off": round(late_off, 1),
         "lost_ms_per_hour_computed": None if lost_ms is None else round(lost_ms, 2),
         "hours_computed_per_round": [x["hours_computed"] for x in results if x["on"]],
+        "rows_at_end_per_round": [x["rows_at_end"] for x in results if x["on"]],
+        "catch_up_s_per_round": [round(x["catch_up_s"], 2) for x in results if x["on"]],
         "load_before": [round(x, 2) for x in load0], "load_after": [round(x, 2) for x in load1],
         "rounds": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in x.items()}
                    for x in results],
