@@ -166,7 +166,7 @@ def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[boo
     t_live = t_late = 0.0
     n_live = n_late = p_live = p_late = 0
     late_times: list[float] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for late, b in batches:
         t = time.perf_counter()
         store.write(b)
@@ -181,11 +181,12 @@ def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[boo
             n_live += 1
             p_live += len(b)
             clock[0] = max(clock[0], int(b.ts_ns.max()))
-    wall = time.perf_counter() - t0
+    wall, ingest_cpu = time.perf_counter() - t0, time.thread_time() - c0
     computed = passes = 0
-    catch_up_s = 0.0
+    catch_up_s = maint_cpu = 0.0
     rows = len(store.rollups([a.path for a in settings.assets], -(2**62), 2**62))
     if maint is not None:
+        maint_cpu = thread_cpu_s(maint)
         maint.close()
         computed, passes = maint.computed, maint.passes
         rows = len(store.rollups([a.path for a in settings.assets], -(2**62), 2**62))
@@ -205,7 +206,20 @@ def run_round(template: Path, path: Path, settings: Any, batches: list[tuple[boo
         "late_median_us": 1e6 * statistics.median(late_times) if late_times else 0.0,
         "late_batches": n_late, "late_share_of_time": (t_late / (t_live + t_late)),
         "hours_computed": computed, "passes": passes, "rows_at_end": rows, "catch_up_s": catch_up_s,
+        "ingest_cpu_s": ingest_cpu, "maintainer_cpu_s": maint_cpu,
     }
+
+
+def thread_cpu_s(maint: RollupMaintainer) -> float:
+    """CPU seconds (user + system) of the maintainer's thread so far, from /proc (10 ms
+    ticks): what it took of the interpreter while ingest ran, whatever the machine's load."""
+    thread = maint._thread
+    tid = None if thread is None else thread.native_id
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -271,7 +285,8 @@ def main() -> None:
                   f"  live {res['live_us_per_batch']:6.1f} us/batch  late {res['late_us_per_batch']:7.1f}"
                   f" us/batch (median {res['late_median_us']:.1f})  hours computed {res['hours_computed']}"
                   f" in {res['passes']} passes, rows at end {res['rows_at_end']}"
-                  f" (the rest computed after it in {res['catch_up_s']:.2f} s)")
+                  f" (the rest computed after it in {res['catch_up_s']:.2f} s); CPU: ingest thread"
+                  f" {res['ingest_cpu_s']:.2f} s, maintainer thread {res['maintainer_cpu_s']:.2f} s")
         load1 = os.getloadavg()
         print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 
@@ -283,6 +298,11 @@ def main() -> None:
     late_on, late_off = med(True, "late_us_per_batch"), med(False, "late_us_per_batch")
     live_on, live_off = med(True, "live_us_per_batch"), med(False, "live_us_per_batch")
     print(f"median points/s: on {on_rate:,.0f}, off {off_rate:,.0f}: ratio {ratio:.3f} (goal >= 0.9)")
+    # less noisy than the wall ratio on a loaded machine: if the maintainer's CPU all held the
+    # interpreter from ingest (the worst case on the GIL), ingest would run at this share
+    cpu_share = med(True, "ingest_cpu_s") / (med(True, "ingest_cpu_s") + med(True, "maintainer_cpu_s"))
+    print(f"maintainer thread CPU {med(True, 'maintainer_cpu_s'):.2f} s against ingest thread"
+          f" {med(True, 'ingest_cpu_s'):.2f} s per on round: ingest's share {cpu_share:.3f}")
     print(f"live batch: on {live_on:.1f} us, off {live_off:.1f} us; late batch (invalidation path"
           f" when on): on {late_on:.1f} us, off {late_off:.1f} us (+{late_on - late_off:.1f} us);"
           f" late batches' share of ingest time when on: {med(True, 'late_share_of_time'):.1%}")
@@ -298,6 +318,7 @@ def main() -> None:
         "points": n_points, "batches": len(batches), "late_batches": n_late,
         "points_per_s_on": round(on_rate), "points_per_s_off": round(off_rate),
         "ratio": round(ratio, 3), "goal": 0.9, "goal_met": ratio >= 0.9,
+        "ingest_cpu_share": round(cpu_share, 3),
         "live_us_per_batch_on": round(live_on, 1), "live_us_per_batch_off": round(live_off, 1),
         "late_us_per_batch_on": round(late_on, 1), "late_us_per_batch_off": round(late_off, 1),
         "lost_ms_per_hour_computed": None if lost_ms is None else round(lost_ms, 2),
