@@ -433,7 +433,7 @@ class RollupMaintainer:
         self, service: Any, *, settle_s: float = 300.0, chunk_hours: int = 64,
         interval_s: float = 30.0, backfill_days: float | None = 400.0,
         clock_ns: Callable[[], int] = time.time_ns, duty: float = 0.5, chunk_days: int = 8,
-        chunk_assets: int = 64, busy_duty: float = 0.1,
+        chunk_assets: int = 64, busy_duty: float = 0.05,
     ) -> None:
         self.service = service
         self.store: RollupStore = service.store
@@ -447,7 +447,9 @@ class RollupMaintainer:
         #: rebuild command, tests) computes without rest
         self.duty = duty
         #: the share while the store's writer is saturated (``_duty_now``): ingest at full
-        #: speed (a spool drain, a backfill) keeps >= 0.9 of its rate (issue 12)
+        #: speed (a spool drain, a backfill) keeps >= 0.9 of its rate (issue 12; at 0.1 the
+        #: maintainer's CPU was 0.10 of the two threads' with a backlog, and a thread the OS
+        #: deschedules while it holds the GIL holds it longer than its CPU time)
         self.busy_duty = min(busy_duty, duty)
         self._writer_at: tuple[float, int] | None = None
         self._threaded = False
