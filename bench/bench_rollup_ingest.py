@@ -28,7 +28,10 @@ N-th batch in the same thread, as a maintainer that keeps up would, timing inges
 apart (wall and CPU), then the JSON line of that round. With late batches a maintainer that
 keeps up computes again every hour they re-open, as often as they do.
 Each write is timed: live and late batches are reported apart, so the invalidation path's
-cost shows beside the ratio. The load average is printed before and after.
+cost shows beside the ratio. Per "on" round also: the rows held at its end and the time to
+compute the rest after it, and the CPU of the ingest thread and of the maintainer's thread
+(ingest's share of the two is what it keeps at worst on the GIL, steadier than the wall ratio
+on a loaded machine). The load average is printed before and after.
 """
 
 from __future__ import annotations
