@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any, Final, Protocol
@@ -44,8 +44,8 @@ from store.changes import EVERYTHING
 __all__ = [
     "DAY", "ELEMENT_FIELDS", "HEAD", "HOUR_NS", "NEVER", "SUM", "Cell", "Part", "RollupMaintainer",
     "RollupStore", "day_slot", "decode", "decode_cells", "decode_each", "decode_head", "encode",
-    "has_rollups", "head_slot", "keyed_rows", "local_day_edges", "reach_ns", "rollup_key",
-    "sum_cells", "sum_slot", "tag_sum", "time_sum",
+    "has_rollups", "head_rows", "head_slot", "hour_rows", "keyed_rows", "local_day_edges",
+    "reach_ns", "rollup_key", "sum_cells", "sum_slot", "tag_sum", "time_sum",
 ]
 
 log = logging.getLogger("tierproof.rollups")
@@ -318,6 +318,78 @@ def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
     return reach
 
 
+def hour_rows(service: Any, items: Sequence[tuple[Asset, dict[Role, TagRecord], str, Sequence[int],
+                                                  Mapping[int, Series], int]]) -> list[RollupRow]:
+    """``KpiService.rollup_rows`` of several assets at once: ``items`` (asset, tags, key,
+    hours, series, read_from_ns), the hours whose context (reach) their samples cover
+    computed in one ``kpi.batch`` pass over all the assets (the same floats as one by one:
+    a part's computation does not depend on the other parts of the batch); where a gap (or
+    damaged data) touches the reads of one asset, each asset's parts in a pass of its own;
+    an hour the batch leaves (a gap, an implausible counter rise, a reach before
+    ``read_from_ns``) one by one (``rollup_row``). The rows in ``items``' order."""
+    inputs: list[Any] = []
+    owner: list[int] = []
+    plans: list[tuple[list[int], dict[int, int]]] = []
+    for n, (asset, tags, _, hours, series, lo) in enumerate(items):
+        reaches = [reach_ns(service.store, tags, h, series, lo) for h in hours]
+        at: dict[int, int] = {}
+        for k, (h, r) in enumerate(zip(hours, reaches, strict=True)):
+            ctx = h if r == NEVER else r
+            if lo <= ctx:
+                at[k] = len(inputs)
+                inputs.append((asset, tags, h, h + HOUR_NS, ctx,
+                               service._part_reads(tags, series, ctx, h + HOUR_NS)))
+                owner.append(n)
+        plans.append((reaches, at))
+    got = _batched(service, inputs, owner)  # owners in order: each one's parts together
+    rows: list[RollupRow] = []
+    for (asset, tags, key, hours, series, lo), (reaches, at) in zip(items, plans, strict=True):
+        for k, h in enumerate(hours):
+            j = at.get(k)
+            p = None if j is None else got[j]
+            rows.append(encode(p, key, asset.path, h, reaches[k]) if p is not None
+                        else service.rollup_row(asset, tags, h, key, series, lo))
+    return rows
+
+
+def head_rows(service: Any, heads: Sequence[tuple[Asset, dict[Role, TagRecord], int, int, int, str]]
+              ) -> list[RollupRow]:
+    """``KpiService.rollup_head_row`` of each of ``heads`` (asset, tags, day start, head
+    end, day end, key), computed together (``kpi.batch``: each head the part [day start,
+    head end) of a window starting at day start, its tags read once from an hour before);
+    where a gap touches the reads, asset by asset, and a head the batch leaves one by one.
+    A late write anywhere in a local day drops its head row, so a pass computes a head for
+    each asset that one touched, as it computes their hours."""
+    inputs: list[Any] = []
+    reaches: list[int] = []
+    for asset, tags, a, upto, _, _ in heads:
+        lo = a - HOUR_NS
+        series = service.store.read_many([t.tag_id for t in tags.values()], lo, upto, prior=True)
+        reaches.append(reach_ns(service.store, tags, a, series, lo))
+        inputs.append((asset, tags, a, upto, a, service._part_reads(tags, series, a, upto)))
+    got = _batched(service, inputs, list(range(len(inputs))))
+    return [encode(p, key + HEAD, asset.path, head_slot(b), min(r, a), more={"end": upto})
+            if p is not None else service.rollup_head_row(asset, tags, a, upto, b, key)
+            for (asset, tags, a, upto, b, key), r, p in zip(heads, reaches, got, strict=True)]
+
+
+def _batched(service: Any, inputs: Sequence[Any], owner: Sequence[int]) -> list[Part | None]:
+    """``KpiService._batch_of`` of ``inputs`` (parts of the owners ``owner``, each owner's
+    parts together): all in one pass; where a gap (or damaged data) touches the reads, a
+    pass per owner; None for a part no pass computed (its caller computes it one by one)."""
+    got: list[Part | None] | None = service._batch_of(inputs) if inputs else None
+    if got is not None:
+        return got
+    if len(set(owner)) <= 1:
+        return [None] * len(inputs)
+    out: list[Part | None] = []
+    for n in sorted(set(owner)):
+        mine = [x for x, o in zip(inputs, owner, strict=True) if o == n]
+        part = service._batch_of(mine)
+        out += [None] * len(mine) if part is None else part
+    return out
+
+
 def time_sum(parts: Sequence[TimeElements], window_s: float) -> TimeElements:
     """One unit's elements over consecutive parts of a window: time elements and quantities
     summed, its own flags (``PER_UNIT``) and PRU taken from the first part.
@@ -375,28 +447,39 @@ class RollupMaintainer:
 
     The change feed listener only lowers a watermark (never computes on the writer thread);
     the thread scans, from the watermark to the newest closed hour (``settle_s`` after its
-    end by ``clock_ns``), every asset's hours for a missing or stale row, and computes them
-    ``chunk_hours`` rows at a time (claim, snapshot, compute, put: ``store.put_rollups``
-    leaves out rows a concurrent change touched, which the listener then reports), then the
-    day rows of the local days (``calendar.timezone``) that end in the span, ``chunk_days``
-    at a time. The first scan starts ``backfill_days`` before now (None: at the first hour
-    of the store), and never before the store's first sample. In its thread it computes at
-    most ``duty`` of the time (``_yield``)."""
+    end by ``clock_ns``), the hours of ``chunk_assets`` assets at a time for a missing or
+    stale row, and computes them in groups of at most ``chunk_hours`` asset-hours (claim,
+    snapshot, compute in one ``kpi.batch`` pass, put: ``store.put_rollups`` leaves out rows
+    a concurrent change touched, which the listener then reports), then the day rows of the
+    local days (``calendar.timezone``) that end in the span, ``chunk_days`` at a time. The
+    first scan starts ``backfill_days`` before now (None: at the first hour of the store),
+    and never before the store's first sample. In its thread it computes at
+    most ``duty`` of the time, down to ``busy_duty`` while the store's writer is busy
+    (``_yield``)."""
 
     def __init__(
         self, service: Any, *, settle_s: float = 300.0, chunk_hours: int = 64,
         interval_s: float = 30.0, backfill_days: float | None = 400.0,
         clock_ns: Callable[[], int] = time.time_ns, duty: float = 0.5, chunk_days: int = 8,
+        chunk_assets: int = 64, busy_duty: float = 0.05,
     ) -> None:
         self.service = service
         self.store: RollupStore = service.store
         self.settle_ns = int(settle_s * 1e9)
         self.chunk_hours = chunk_hours
         self.chunk_days = chunk_days
+        #: assets scanned together (``_assets``): what a pass holds at once stays bounded
+        self.chunk_assets = chunk_assets
         self.interval_s = interval_s
         #: the share of time the thread may compute (``_yield``); a direct ``run_once`` (the
         #: rebuild command, tests) computes without rest
         self.duty = duty
+        #: the share while the store's writer is saturated (``_duty_now``): ingest at full
+        #: speed (a spool drain, a backfill) keeps >= 0.9 of its rate (issue 12; at 0.1 the
+        #: maintainer's CPU was 0.10 of the two threads' with a backlog, and a thread the OS
+        #: deschedules while it holds the GIL holds it longer than its CPU time)
+        self.busy_duty = min(busy_duty, duty)
+        self._writer_at: tuple[float, int] | None = None
         self._threaded = False
         self._clock = clock_ns
         now = clock_ns()
@@ -417,7 +500,10 @@ class RollupMaintainer:
     def _changed(self, since_ns: int) -> None:
         """On the writer's thread: note where to rescan from; nothing else."""
         with self._lock:
-            self._from = min(self._from, since_ns - HOUR_NS)
+            # the first hour whose rows a change at since_ns may touch (the store drops the
+            # rows whose hour ends after it): a live write after the closed hours moves
+            # nothing, so the next pass does not scan the hours it left complete again
+            self._from = min(self._from, (since_ns - 1) // HOUR_NS * HOUR_NS)
             if since_ns == EVERYTHING:
                 self._first = None  # found again: retention may have moved it
             elif self._first is not None:
@@ -437,6 +523,7 @@ class RollupMaintainer:
 
     def _loop(self) -> None:
         self._threaded = True
+        self._duty_now()  # where the writer's time is counted from
         while not self._stop.is_set():
             try:
                 self.run_once()
@@ -486,10 +573,11 @@ class RollupMaintainer:
         service = self.service
         try:
             by_asset = service._tags_by_asset()
-            for asset in service.settings.assets:
+            work = [(a, by_asset[a.path]) for a in service.settings.assets if by_asset.get(a.path)]
+            for i in range(0, len(work), self.chunk_assets):
                 if self._stop.is_set():
                     raise InterruptedError
-                done += self._asset(asset, by_asset.get(asset.path, {}), start, end)
+                done += self._assets(work[i:i + self.chunk_assets], start, end)
         except BaseException:
             with self._lock:  # what is left is for the next pass (or the next maintainer)
                 self._from = min(self._from, start)
@@ -502,63 +590,105 @@ class RollupMaintainer:
         return self.service.first_sample_ns(self._clock())
 
     def _asset(self, asset: Asset, tags: dict[Role, TagRecord], start: int, end: int) -> int:
+        """``_assets`` of one asset (``tierproof rollups rebuild`` reports each)."""
+        return self._assets([(asset, tags)], start, end) if tags else 0
+
+    def _assets(self, work: Sequence[tuple[Asset, dict[Role, TagRecord]]], start: int, end: int) -> int:
+        """The missing rows of ``work``'s assets (each with its tags) in [start, end): hour
+        rows, then day rows, then day-sum and head rows, each kind for all the assets at once
+        (one read of the rows held, one claim, snapshot and put per group of rows, the hour
+        rows of a group computed in one ``kpi.batch`` pass): in a live pass each asset has an
+        hour or a few to compute, and per asset those steps cost several times the hour's
+        own computation (issue 12, docs/benchmarks.md "Roll-up maintenance during ingest")."""
         service = self.service
-        if not tags or end <= start:
+        if end <= start or not work:
             return 0
-        key = service.rollup_key(asset, tags)
-        have = {c[0] for c in keyed_rows(self.store, {asset.path: key}, start, end).get(asset.path, [])}
-        todo = [h for h in range(start, end, HOUR_NS) if h not in have]
+        keys = {asset.path: service.rollup_key(asset, tags) for asset, tags in work}
+        held = keyed_rows(self.store, keys, start, end)
+        todo: list[tuple[Asset, dict[Role, TagRecord], str, list[int]]] = []
+        for asset, tags in work:
+            have = {c[0] for c in held.get(asset.path, ())}
+            hours = [h for h in range(start, end, HOUR_NS) if h not in have]
+            if hours:
+                todo.append((asset, tags, keys[asset.path], hours))
         done = 0
-        for i in range(0, len(todo), self.chunk_hours):
+        for group in self._hour_groups(todo):
             if self._stop.is_set():
                 break
             t0 = time.monotonic()
-            chunk = todo[i:i + self.chunk_hours]
-            token = self.store.rollup_claim(chunk[-1] + HOUR_NS)
+            token = self.store.rollup_claim(max(chunk[-1] for *_, chunk in group) + HOUR_NS)
             with service.snapshot():
-                # every tag read once for the chunk, from an hour before it
-                lo = chunk[0] - HOUR_NS
-                series = self.store.read_many([t.tag_id for t in tags.values()], lo,
-                                              chunk[-1] + HOUR_NS, prior=True)
-                rows = service.rollup_rows(asset, tags, chunk, key, series, lo)
+                items = []
+                for asset, tags, key, chunk in group:
+                    # every tag read once for the chunk, from an hour before it
+                    lo = chunk[0] - HOUR_NS
+                    series = self.store.read_many([t.tag_id for t in tags.values()], lo,
+                                                  chunk[-1] + HOUR_NS, prior=True)
+                    items.append((asset, tags, key, chunk, series, lo))
+                rows = hour_rows(service, items)
             done += self.store.put_rollups(rows, token)
             self._yield(time.monotonic() - t0)
+        # a store that cannot drop a day row with the hours a late write touches (InfluxDB:
+        # its voids are points on the hour grid) keeps none; the assessment then sums hours
+        if not getattr(self.store, "keeps_day_rows", True) or self._stop.is_set():
+            self.computed += done
+            return done
         # the local days that end in the scanned span (and after it started): day rows
         days = [(a, b) for a, b in local_day_edges(service.settings.calendar.timezone,
                                                    start - 2 * 86400 * 10**9, end) if b > start]
-        # a store that cannot drop a day row with the hours a late write touches (InfluxDB:
-        # its voids are points on the hour grid) keeps none; the assessment then sums hours
-        if days and getattr(self.store, "keeps_day_rows", True) and not self._stop.is_set():
-            dkey = key + DAY
-            held = keyed_rows(self.store, {asset.path: dkey}, day_slot(days[0][1]),
-                              day_slot(days[-1][1]) + 1).get(asset.path, [])
-            have_days = {c[0] for c in held}
-            todo_days = [(a, b) for a, b in days if day_slot(b) not in have_days]
+        if days:
+            dkeys = {path: key + DAY for path, key in keys.items()}
+            held_days = keyed_rows(self.store, dkeys, day_slot(days[0][1]), day_slot(days[-1][1]) + 1)
+            todo_days: list[tuple[Asset, dict[Role, TagRecord], int, int]] = []
+            for asset, tags in work:
+                have_days = {c[0] for c in held_days.get(asset.path, ())}
+                todo_days += [(asset, tags, a, b) for a, b in days if day_slot(b) not in have_days]
             for i in range(0, len(todo_days), self.chunk_days):
                 if self._stop.is_set():
                     break
                 t0 = time.monotonic()
                 dchunk = todo_days[i:i + self.chunk_days]
-                token = self.store.rollup_claim(dchunk[-1][1] + 1)
+                token = self.store.rollup_claim(max(b for *_, b in dchunk) + 1)
                 with service.snapshot():
-                    rows = [service.rollup_day_row(asset, tags, a, b, key) for a, b in dchunk]
-                done += self.store.put_rollups(rows, token)
+                    drows = [service.rollup_day_row(asset, tags, a, b, keys[asset.path])
+                             for asset, tags, a, b in dchunk]
+                done += self.store.put_rollups(drows, token)
                 self._yield(time.monotonic() - t0)
-        if getattr(self.store, "keeps_day_rows", True) and not self._stop.is_set():
-            done += self._sums_and_heads(asset, tags, key, days, end)
+        if not self._stop.is_set():
+            done += self._sums_and_heads(work, keys, days, end)
         self.computed += done
         return done
 
-    def _sums_and_heads(self, asset: Asset, tags: dict[Role, TagRecord], key: str,
-                        days: list[tuple[int, int]], end: int) -> int:
+    def _hour_groups(self, todo: Sequence[tuple[Asset, dict[Role, TagRecord], str, list[int]]]
+                     ) -> Iterator[list[tuple[Asset, dict[Role, TagRecord], str, list[int]]]]:
+        """``todo``'s hours (asset, tags, key, hours) in groups of at most ``chunk_hours``
+        asset-hours, each asset's hours cut into runs of at most ``chunk_hours``: the
+        samples a group reads stay what one asset's chunk read before (a backfill computes
+        an asset per group, a live pass every asset's new hour in one)."""
+        group: list[tuple[Asset, dict[Role, TagRecord], str, list[int]]] = []
+        size = 0
+        for asset, tags, key, hours in todo:
+            for i in range(0, len(hours), self.chunk_hours):
+                chunk = hours[i:i + self.chunk_hours]
+                if group and size + len(chunk) > self.chunk_hours:
+                    yield group
+                    group, size = [], 0
+                group.append((asset, tags, key, chunk))
+                size += len(chunk)
+        if group:
+            yield group
+
+    def _sums_and_heads(self, work: Sequence[tuple[Asset, dict[Role, TagRecord]]],
+                        keys: Mapping[str, str], days: list[tuple[int, int]], end: int) -> int:
         """The day-sum and head rows of ``days`` (closed local days) and the head row of the
         local day in progress at ``end`` (the closed hours' end), where not held as they
-        would be now: a day-sum row where every hour of the day has a row (hour-aligned days
-        only); a head row up to where the day's hour rows show the first one serving a
-        window from midnight (``_head_end``) -- for the day in progress, up to ``end`` while
-        none does yet, so it is computed again as hours close until one does. All from the
-        hour rows as read in one snapshot after the claim, so that a change since leaves
-        them out (``put_rollups``)."""
+        would be now, for every asset of ``work`` (``keys``: asset -> its rows' key): a
+        day-sum row where every hour of the day has a row (hour-aligned days only); a head
+        row up to where the day's hour rows show the first one serving a window from
+        midnight (``_head_end``) -- for the day in progress, up to ``end`` while none does
+        yet, so it is computed again as hours close until one does. All from the hour rows
+        as read in one snapshot after the claim, so that a change since leaves them out
+        (``put_rollups``)."""
         service = self.service
         tz = service.settings.calendar.timezone
         todo_days = list(days)
@@ -568,9 +698,11 @@ class RollupMaintainer:
         if not todo_days:
             return 0
         lo, hi = day_slot(todo_days[0][1]), head_slot(todo_days[-1][1]) + 1
-        sums = {c[0] for c in keyed_rows(self.store, {asset.path: key + SUM}, lo, hi).get(asset.path, [])}
-        heads = {c[0]: int(json.loads(c[3] or "{}").get("end", 0))
-                 for c in keyed_rows(self.store, {asset.path: key + HEAD}, lo, hi).get(asset.path, [])}
+        sums = {path: {c[0] for c in cells} for path, cells in
+                keyed_rows(self.store, {p: k + SUM for p, k in keys.items()}, lo, hi).items()}
+        heads = {path: {c[0]: int(json.loads(c[3] or "{}").get("end", 0)) for c in cells}
+                 for path, cells in keyed_rows(self.store, {p: k + HEAD for p, k in keys.items()},
+                                               lo, hi).items()}
         done = 0
         for i in range(0, len(todo_days), self.chunk_days):
             if self._stop.is_set():
@@ -586,29 +718,53 @@ class RollupMaintainer:
             # docs/benchmarks.md "Roll-up maintenance during ingest")
             token = self.store.rollup_claim(min(dchunk[-1][1], end) + 1)
             rows: list[RollupRow] = []
+            todo_heads: list[tuple[Asset, dict[Role, TagRecord], int, int, int, str]] = []
             with service.snapshot():
-                hours = keyed_rows(self.store, {asset.path: key}, dchunk[0][0],
-                                   min(dchunk[-1][1], end)).get(asset.path, [])
-                by_hour = {c[0]: c for c in hours}
-                for a, b in dchunk:
-                    grid = list(range(a, b, HOUR_NS))
-                    have = [by_hour[h] for h in grid if h in by_hour]
-                    if b <= end and sum_slot(b) not in sums and a % HOUR_NS == 0 \
-                            and b % HOUR_NS == 0 and len(have) == len(grid) and grid:
-                        rows.append(sum_cells(have, key, asset.path, b))
-                    upto = _head_end(a, min(b, end), by_hour)
-                    if upto is not None and upto > a and heads.get(head_slot(b)) != upto:
-                        rows.append(service.rollup_head_row(asset, tags, a, upto, b, key))
+                hours = keyed_rows(self.store, keys, dchunk[0][0], min(dchunk[-1][1], end))
+                for asset, tags in work:
+                    key = keys[asset.path]
+                    by_hour = {c[0]: c for c in hours.get(asset.path, ())}
+                    have_sums = sums.get(asset.path, set())
+                    have_heads = heads.get(asset.path, {})
+                    for a, b in dchunk:
+                        grid = list(range(a, b, HOUR_NS))
+                        have = [by_hour[h] for h in grid if h in by_hour]
+                        if b <= end and sum_slot(b) not in have_sums and a % HOUR_NS == 0 \
+                                and b % HOUR_NS == 0 and len(have) == len(grid) and grid:
+                            rows.append(sum_cells(have, key, asset.path, b))
+                        upto = _head_end(a, min(b, end), by_hour)
+                        if upto is not None and upto > a and have_heads.get(head_slot(b)) != upto:
+                            todo_heads.append((asset, tags, a, upto, b, key))
+                rows += head_rows(service, todo_heads)
             if rows:
                 done += self.store.put_rollups(rows, token)
             self._yield(time.monotonic() - t0)
         return done
 
     def _yield(self, busy_s: float) -> None:
-        """In the background thread: rest so that the thread computes at most ``duty`` of
-        the time (it holds the GIL while it computes, which the ingest path then waits for)."""
+        """In the background thread: rest so that the thread computes at most ``_duty_now()``
+        of the time (it holds the GIL while it computes, which the ingest path then waits for)."""
         if self._threaded and self.duty < 1.0:
-            self._stop.wait(busy_s * (1.0 / self.duty - 1.0))
+            self._stop.wait(busy_s * (1.0 / self._duty_now() - 1.0))
+
+    def _duty_now(self) -> float:
+        """``duty`` less the share of the time since the last call that the store's writer
+        spent writing (``SqliteStore.write_ns``), never below ``busy_duty``: while ingest
+        runs at full speed (a spool drain, a backfill, the roll-up benchmark) every slice of
+        the interpreter the maintainer takes is one the writer waits for, and the ratio of
+        ingest with roll-ups to without is about 1 - (busy share of the maintainer) x (the
+        share of its work that holds the GIL, ~0.5-0.7); a live plant's writer is idle
+        nearly all the time, and a backlog (a re-roll, the first backfill) is caught up at
+        ``duty``. A store without the counter: ``duty``."""
+        written = getattr(self.store, "write_ns", None)
+        if not isinstance(written, int):
+            return self.duty
+        now, last = time.monotonic(), self._writer_at
+        self._writer_at = (now, written)
+        if last is None or now <= last[0]:
+            return self.duty
+        share = min(max((written - last[1]) / 1e9 / (now - last[0]), 0.0), 1.0)
+        return max(self.busy_duty, self.duty * (1.0 - share))
 
     def close(self) -> None:
         if self._unsubscribe is not None:

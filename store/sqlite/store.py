@@ -194,6 +194,9 @@ class SqliteStore:
         #: bumped after every commit that adds or changes a tag (``store.tag_index``): what
         #: this process registered; another process's registrations do not move it
         self.tags_version = 0
+        #: nanoseconds spent in ``write`` (waiting for the writer lock and merging included):
+        #: the roll-up maintainer rests longer while the writer is busy (``api.rollups``)
+        self.write_ns = 0
         with self._errors("open"):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._w = connect(self._path, self._synchronous)
@@ -407,6 +410,13 @@ class SqliteStore:
         n = len(batch)
         if n == 0:
             return
+        t0 = time.perf_counter_ns()
+        try:
+            self._write(batch, n)
+        finally:
+            self.write_ns += time.perf_counter_ns() - t0
+
+    def _write(self, batch: Batch, n: int) -> None:
         row = batch_row(batch)
         with self._wlock:
             with self._errors("write batch"):

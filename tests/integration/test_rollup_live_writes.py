@@ -70,6 +70,7 @@ def test_live_writes_keep_the_head_of_the_day_in_progress(tmp_path: Path, settin
         at = to_ns(NOW) + 10**9
         store.write(Batch(ids, np.full(len(ids), at, np.int64), values, np.zeros(len(ids), np.uint8)))
         assert heads(rolled, day_end) == before  # the live write touched no row
+        assert m.lag_s() == 0  # nor re-opened an hour: the watermark stays at the closed end
         assert m.run_once() == 0  # so the next pass has nothing to compute again
         for asset in list(before)[:3]:  # a window from midnight reads the head row, as raw
             assert_same(rolled, raw, asset, midnight, at + 1)
