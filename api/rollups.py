@@ -14,10 +14,11 @@ h, e.g. exactly on it) computes that hour from raw samples.
 
 A row's ``key`` is the algorithm version and a hash of what the elements rest on in config
 (the calendar, the asset's PRU, default mode and control, ``counter_rate_factor`` and
-``counter_stamp_tolerance_s``, its tags' roles and enumerations, and the element layout); a
-row of another key is ignored, and recomputed. The store drops rows whose data change
-(``store/sqlite/rollups.py``); :class:`RollupMaintainer` computes the closed hours that have
-no row in the background.
+``counter_stamp_tolerance_s``, its tags' roles, paths and enumerations, the element layout
+and the row's, ``ROW_LAYOUT``); a row of another key is ignored, and recomputed. A row names
+its tags by role (``encode``): the reader gives each tag's path and id from the asset's tags
+(``decode``). The store drops rows whose data change (``store/sqlite/rollups.py``);
+:class:`RollupMaintainer` computes the closed hours that have no row in the background.
 """
 
 from __future__ import annotations
