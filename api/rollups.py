@@ -14,10 +14,11 @@ h, e.g. exactly on it) computes that hour from raw samples.
 
 A row's ``key`` is the algorithm version and a hash of what the elements rest on in config
 (the calendar, the asset's PRU, default mode and control, ``counter_rate_factor`` and
-``counter_stamp_tolerance_s``, its tags' roles and enumerations, and the element layout); a
-row of another key is ignored, and recomputed. The store drops rows whose data change
-(``store/sqlite/rollups.py``); :class:`RollupMaintainer` computes the closed hours that have
-no row in the background.
+``counter_stamp_tolerance_s``, its tags' roles, paths and enumerations, the element layout
+and the row's, ``ROW_LAYOUT``); a row of another key is ignored, and recomputed. A row names
+its tags by role (``encode``): the reader gives each tag's path and id from the asset's tags
+(``decode``). The store drops rows whose data change (``store/sqlite/rollups.py``);
+:class:`RollupMaintainer` computes the closed hours that have no row in the background.
 """
 
 from __future__ import annotations
@@ -58,8 +59,15 @@ _INT_FIELDS: Final = frozenset(f.name for f in fields(TimeElements) if f.type in
 PER_UNIT: Final = frozenset({"units", "pq_known", "gq_known", "units_without_pru", "std_units"})
 #: taken from a run's first row, not summed (``decode_cells``)
 _FIRST: Final = PER_UNIT | {"shared_pru_s"}
-#: a role by its value: ``Role(value)`` goes through the enum machinery for every tag of every row
-_ROLES: Final = {r.value: r for r in Role}
+#: a tag's role as a row's ``extra`` names it: its position here (``encode``). Part of every
+#: ``rollup_key``: a change of this table changes the keys, so no row is read by another one
+ROLE_CODES: Final = tuple(r.value for r in Role)
+#: a role by its code (``decode_head``): ``Role(value)`` goes through the enum machinery
+_ROLE_OF: Final = tuple(Role(v) for v in ROLE_CODES)
+_CODE_OF: Final = {r: i for i, r in enumerate(_ROLE_OF)}
+#: what a row's ``extra`` holds (``encode``), in ``rollup_key``'s basis: a row of another
+#: layout has another key, and is recomputed, never misread
+ROW_LAYOUT: Final = {"tags": "[role code, prior sample ns]", "roles": ROLE_CODES}
 NEVER: Final = -(2**63)
 _COUNTERS: Final = (Role.TOTAL_COUNT, Role.GOOD_COUNT, Role.REJECT_COUNT, Role.ENERGY_KWH)
 
@@ -170,7 +178,7 @@ def has_rollups(store: Store) -> bool:
 def rollup_key(settings: Settings, asset: Asset, tags: dict[Role, TagRecord]) -> str:
     """What a row of ``asset`` was computed by and from (see the module docstring)."""
     basis = {
-        "fields": ELEMENT_FIELDS,
+        "fields": ELEMENT_FIELDS, "row": ROW_LAYOUT,
         "calendar": settings.calendar.model_dump(mode="json"),
         "pru": asset.ideal_cycle_time_s, "default_mode": asset.default_mode, "control": asset.control,
         "counter_rate_factor": settings.kpi.counter_rate_factor,
@@ -196,12 +204,18 @@ class Part:
 def encode(part: Part, key: str, asset: str, hour_ns: int, reach: int,
            more: dict[str, Any] | None = None) -> RollupRow:
     """A row: ``data`` holds the elements (``ELEMENT_FIELDS``, float64, None as NaN) and then
-    each tag's samples and bad samples; ``extra`` (JSON) each tag's path, id, role and prior
-    sample, and the implausible increases when there are any."""
+    each tag's samples and bad samples; ``extra`` (JSON) each tag's role (its code in
+    ``ROLE_CODES``) and prior sample, and the implausible increases when there are any.
+
+    A tag's path and id are not kept: the row's key covers the asset's tags by role and path
+    (``rollup_key``), so a row is only read with the tags it was computed from, whose records
+    the reader has (``decode``; ids are the reading store's own, also for rows another
+    gateway wrote to InfluxDB). Tag paths repeated in every row made it ~1.15 KB, more than
+    a b-tree page holds: SQLite put each in an overflow page of its own."""
     e = part.elements
     values = [np.nan if getattr(e, f) is None else getattr(e, f) for f in ELEMENT_FIELDS]
     values += [x for t in part.tags for x in (t.samples, t.bad_samples)]
-    doc: dict[str, Any] = {"tags": [[t.path, t.tag_id, t.role.value, t.prior_ns] for t in part.tags]}
+    doc: dict[str, Any] = {"tags": [[_CODE_OF[t.role], t.prior_ns] for t in part.tags]}
     if part.implausible:
         doc["implausible"] = [list(x) for x in part.implausible]
     if more:
@@ -209,18 +223,36 @@ def encode(part: Part, key: str, asset: str, hour_ns: int, reach: int,
     return RollupRow(asset, hour_ns, key, reach, np.array(values, "<f8").tobytes(), json.dumps(doc))
 
 
-def decode(rows: Sequence[RollupRow]) -> Part:
+def decode(rows: Sequence[RollupRow], tags: Mapping[Role, TagRecord]) -> Part:
     """Consecutive rows of one asset (one key) as one part: their elements and evidence
-    counts summed (numpy, over the rows at once), the prior samples of the first row."""
-    return decode_cells([(r.hour_ns, r.reach_ns, r.data, r.extra) for r in rows])
+    counts summed (numpy, over the rows at once), the prior samples of the first row; each
+    tag's path and id from ``tags``, the asset's tags by role (those the key was made of)."""
+    return decode_cells([(r.hour_ns, r.reach_ns, r.data, r.extra) for r in rows], tags)
 
 
-def decode_cells(rows: Sequence[Sequence[Any]]) -> Part:
+def decode_cells(rows: Sequence[Sequence[Any]], tags: Mapping[Role, TagRecord]) -> Part:
     """``decode`` of rows as (hour_ns, reach_ns, data, extra, ...) tuples."""
-    return decode_head(rows)[0]
+    return decode_head(rows, tags)[0]
 
 
-def decode_head(rows: Sequence[Sequence[Any]]) -> tuple[Part, dict[str, Any]]:
+def _evidence(entries: Sequence[Any], counts: Sequence[float], n: int,
+              tags: Mapping[Role, TagRecord]) -> tuple[TagEvidence, ...]:
+    """A row's tag evidence: ``entries`` its ``extra``'s ``[role code, prior]`` per tag,
+    ``counts`` its values (each tag's samples and bad samples from position ``n``)."""
+    try:
+        roles = [_ROLE_OF[c] for c, _ in entries]
+        return tuple(TagEvidence(t.path, t.tag_id, r, int(counts[n + 2 * k]), int(counts[n + 2 * k + 1]),
+                                 None if pr is None else int(pr))
+                     for k, (r, t, (_, pr)) in enumerate(zip(roles, map(tags.__getitem__, roles), entries,
+                                                             strict=True)))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(f"roll-up row's tags {entries!r} (role codes of {ROLE_CODES}) are not of "
+                         f"the asset's tags ({', '.join(sorted(r.value for r in tags))}): "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def decode_head(rows: Sequence[Sequence[Any]], tags: Mapping[Role, TagRecord]
+                ) -> tuple[Part, dict[str, Any]]:
     """``decode_cells``, and the first row's ``extra`` as parsed (a day row's ``gap_s``)."""
     values = np.frombuffer(b"".join(r[2] for r in rows), "<f8").reshape(len(rows), -1)
     total = values.sum(axis=0).tolist() if len(rows) > 1 else values[0].tolist()
@@ -232,16 +264,14 @@ def decode_head(rows: Sequence[Sequence[Any]]) -> tuple[Part, dict[str, Any]]:
     kw: dict[str, Any] = {f: None if v != v else (int(v) if is_int else float(v))  # v != v: NaN
                           for f, v, is_int in zip(ELEMENT_FIELDS, vals, _IS_INT, strict=True)}
     head = json.loads(rows[0][3] or "{}")
-    tags = tuple(TagEvidence(p, int(i), _ROLES[r], int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
-                             None if pr is None else int(pr))
-                 for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
+    evidence = _evidence(head.get("tags", ()), total, n, tags)
     imp: tuple[tuple[str, int, int, float, float], ...] = ()
     # rows with implausible increases are rare: one search of all the rows' extras first
     if '"implausible"' in "\n".join([r[3] or "" for r in rows]):
         imp = tuple((str(r), int(a), int(b), float(x), float(y))
                     for row in rows if row[3] and '"implausible"' in row[3]
                     for r, a, b, x, y in json.loads(row[3])["implausible"])
-    return Part(TimeElements(**kw), tags, imp), head
+    return Part(TimeElements(**kw), evidence, imp), head
 
 
 #: positions in ``ELEMENT_FIELDS`` of the fields taken from a run's first row, and whether each
@@ -250,8 +280,9 @@ _FIRST_AT: Final = tuple(i for i, f in enumerate(ELEMENT_FIELDS) if f in _FIRST)
 _IS_INT: Final = tuple(f in _INT_FIELDS for f in ELEMENT_FIELDS)
 
 
-def decode_each(rows: Sequence[Sequence[Any]]) -> list[tuple[Part, dict[str, Any]]]:
-    """``decode_head([row])`` of every row on its own (rows of one width: one key), from
+def decode_each(rows: Sequence[Sequence[Any]], tags: Mapping[Role, TagRecord]
+                ) -> list[tuple[Part, dict[str, Any]]]:
+    """``decode_head([row], tags)`` of every row on its own (rows of one width: one key), from
     one conversion of their data: an assessment decodes each asset's day rows."""
     if not rows:
         return []
@@ -263,12 +294,10 @@ def decode_each(rows: Sequence[Sequence[Any]]) -> list[tuple[Part, dict[str, Any
         kw: dict[str, Any] = {f: None if v != v else (int(v) if i else float(v))  # v != v: NaN
               for f, v, i in zip(ELEMENT_FIELDS, total, ints, strict=False)}
         head = json.loads(row[3] or "{}")
-        tags = tuple(TagEvidence(p, int(i), _ROLES[r], int(total[n + 2 * k]), int(total[n + 2 * k + 1]),
-                                 None if pr is None else int(pr))
-                     for k, (p, i, r, pr) in enumerate(head.get("tags", [])))
+        evidence = _evidence(head.get("tags", ()), total, n, tags)
         imp = tuple((str(r), int(a), int(b), float(x), float(y))
                     for r, a, b, x, y in head.get("implausible", ()))
-        out.append((Part(TimeElements(**kw), tags, imp), head))
+        out.append((Part(TimeElements(**kw), evidence, imp), head))
     return out
 
 

@@ -756,10 +756,11 @@ class KpiService:
         if not self.use_rollups or not days:
             return {}
         start_of, got = self._day_cells(assets, days)
+        by_asset = self._tags_by_asset()  # as _day_cells read it (held inside a snapshot)
         out: dict[int, dict[str, tuple[TimeElements, tuple[TagEvidence, ...], float]]] = {}
         for asset, cells in got.items():
             mine = [c for c in cells if c[0] in start_of]
-            for c, (part, head) in zip(mine, decode_each(mine), strict=True):
+            for c, (part, head) in zip(mine, decode_each(mine, by_asset[asset]), strict=True):
                 out.setdefault(start_of[c[0]], {})[asset] = (part.elements, part.tags,
                                                              float(head.get("gap_s", 0.0)))
         return out
@@ -813,13 +814,13 @@ class KpiService:
             h = c[0]
             if at < h:
                 if run:
-                    parts.append(decode_cells(run))
+                    parts.append(decode_cells(run, tags))
                     run = []
                 parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(start_ns, at, h)]
             run.append(c)
             at = c[4]
         if run:
-            parts.append(decode_cells(run))
+            parts.append(decode_cells(run, tags))
         if at < end_ns:
             parts += [self._part(asset, tags, start_ns, a, b) for a, b in self._pieces(start_ns, at, end_ns)]
         elements = time_sum([p.elements for p in parts], (end_ns - start_ns) / 1e9)

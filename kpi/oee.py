@@ -77,7 +77,10 @@ ADET_ELEMENTS: Final[frozenset[str]] = frozenset({"malfunction", "minor_stop"})
 #: known what the whole window counts unknown (issue 12)
 #: 5: a part counter's plausible increase allows ``kpi.counter_stamp_tolerance_s`` of stamping
 #: lateness: (elapsed + tolerance) x rate + 1, so a sample stamped late by a gateway starved of
-#: CPU no longer makes the next real rise "implausible" and excluded from PQ
+#: CPU no longer makes the next real rise "implausible" and excluded from PQ; and (before 5
+#: was released, so under the same version) a roll-up row's ``extra`` names its tags by role
+#: code and prior sample only, no path or id (``api.rollups.encode``; the row layout is in
+#: the roll-up key, so rows of the former layout are recomputed, not misread)
 ALGORITHM_VERSION = f"tierproof-kpi/5+{ELEMENT_TABLE_VERSION}"
 
 

@@ -97,11 +97,15 @@ _TAG_ENTRY = re.compile(r'\["([^"\\]*)", (-?\d+), ')
 
 def _ids_differ(text: str, ids: Mapping[str, int]) -> bool:
     """Whether ``extra`` may name a tag of ``ids`` by another id (then it is parsed and
-    rewritten; else kept as it is, as the rewrite would give it back). Text not as
-    ``json.dumps`` writes a row's evidence (``api.rollups.encode``), or with escapes, is left
-    to the parser."""
-    if "\\" in text or not text.startswith('{"tags": [["'):
+    rewritten; else kept as it is, as the rewrite would give it back). A row of
+    ``api.rollups.encode`` names its tags by role code only (no path, no id: a reader takes
+    them from its own tags), and is kept; text not as ``json.dumps`` writes a row's evidence,
+    or with escapes, is left to the parser. Rows that named tags by path and id (written
+    before) are of other keys, which a reader ignores."""
+    if "\\" in text or not text.startswith('{"tags": [['):
         return True
+    if not text.startswith('{"tags": [["'):  # [role code, prior]: nothing to rewrite
+        return False
     return any(ids.get(m[1], int(m[2])) != int(m[2]) for m in _TAG_ENTRY.finditer(text))
 
 

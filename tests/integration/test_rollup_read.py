@@ -326,10 +326,11 @@ def test_day_sums_and_heads_equal_the_raw_computation(stores: Stores) -> None:
     a, b = days[-1]
     store = rolled.store
     for asset in rolled.settings.assets:
-        key = rolled.rollup_key(asset, rolled._tags_by_asset()[asset.path])
+        tags = rolled._tags_by_asset()[asset.path]
+        key = rolled.rollup_key(asset, tags)
         hours = keyed_rows(store, {asset.path: key}, a, b)[asset.path]
         (row,) = keyed_rows(store, {asset.path: key + SUM}, sum_slot(b), sum_slot(b) + 1)[asset.path]
-        got, want = decode_cells([row]), decode_cells(hours)
+        got, want = decode_cells([row], tags), decode_cells(hours, tags)
         assert got.tags == want.tags and got.implausible == want.implausible
         for name in NAMES:
             g, w = getattr(got.elements, name), getattr(want.elements, name)
@@ -401,3 +402,43 @@ def test_day_sums_and_heads_of_another_key_are_not_used(stores: Stores, monkeypa
             assert_same(svc, fresh, ASSET, start, end)
     monkeypatch.undo()
     assert _spans(KpiService(s, rolled.store, rollups=True), ASSET, *windows[0])
+
+
+def test_rows_name_tags_by_role_and_decode_to_the_parts_computed(stores: Stores) -> None:
+    """A row's ``extra`` names its tags by role code and prior sample only (no path, no id:
+    the key covers the asset's tags, whose records the reader has), so no row spills into an
+    overflow page; hour rows (also those with implausible increases) decode, with the
+    asset's tags, to the very part computed from raw samples -- elements, evidence with paths
+    and ids, implausible increases; tags without one of the row's roles are refused."""
+    import sqlite3
+
+    from api.rollups import NEVER, Part, decode_cells, keyed_rows
+
+    rolled, _, _ = stores
+    store = rolled.store
+    by_asset = rolled._tags_by_asset()
+    checked = implausible = 0
+    for asset in rolled.settings.assets:
+        tags = by_asset[asset.path]
+        rows = store.rollups([asset.path], 0, 2**62)  # hour, day, day-sum and head rows
+        assert len(rows) > DAYS * 24
+        assert not [r.extra for r in rows if "/" in (r.extra or "")]  # no path (nor the asset's)
+        hours = keyed_rows(store, {asset.path: rolled.rollup_key(asset, tags)}, 0, 2**62)[asset.path]
+        pick = hours[::9] + [c for c in hours if '"implausible"' in (c[3] or "")]
+        for h, reach, data, extra in pick:
+            ctx = h if reach == NEVER else reach
+            r = rolled.asset_result(asset, h, h + HOUR_NS, tags, context_start_ns=ctx)
+            want = Part(r.elements, r.evidence.tags, r.evidence.implausible_increases)
+            assert decode_cells([(h, reach, data, extra)], tags) == want, (asset.path, h)
+            assert {(t.path, t.tag_id) for t in want.tags} <= {(t.path, t.tag_id) for t in tags.values()}
+            checked += 1
+            implausible += bool(want.implausible)
+    assert checked > 50 and implausible >= 1, (checked, implausible)
+    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as db:
+        pages = dict(db.execute("SELECT pagetype, count(*) FROM dbstat WHERE name = 'rollups' GROUP BY 1"))
+    assert pages.get("leaf", 0) > 0 and "overflow" not in pages, pages
+    tags = by_asset[ASSET]
+    fewer = {r: t for r, t in tags.items() if r.value != "good_count"}
+    with pytest.raises(ValueError, match=r"roll-up row's tags .* are not of the asset's tags .*: KeyError"):
+        decode_cells(keyed_rows(store, {ASSET: rolled.rollup_key(rolled.settings.asset(ASSET), tags)},
+                                0, 2**62)[ASSET][:1], fewer)

@@ -130,3 +130,37 @@ def test_rows_beyond_the_bound_are_read_whole_again(influxdb16: InfluxDB16, tmp_
         assert store.rollups([A], H0, H0 + 5 * H) == first
         whole = _statements(requests)[1]  # hours 0 and 1 only
         assert len(requests) == 2 and f"time <= {H0 + H}" in whole and f"time >= {H0}" in whole
+
+
+def test_rows_of_the_kpi_service_come_back_as_written_and_decode_with_the_readers_ids(
+        influxdb16: InfluxDB16, tmp_path: Path) -> None:
+    """A row as ``api.rollups.encode`` writes it names its tags by role code and prior sample
+    only (no path, no id): another gateway's row comes back as written (nothing to rewrite)
+    and decodes, with the reader's own tags, to the writer's part with the reader's ids."""
+    from dataclasses import replace
+
+    from api.rollups import Part, decode_cells, encode
+    from config.signals import Role
+    from kpi import TagEvidence, TimeElements
+
+    with InfluxStore(_settings(influxdb16.url, tmp_path, "reader")) as reader, \
+            InfluxStore(_settings(influxdb16.url, tmp_path, "writer")) as writer:
+        good = reader.register_tags(_tags("temp"))[f"{A}/good"]
+        theirs = writer.register_tags(_tags("speed", "temp"))[f"{A}/good"]
+        assert theirs != good
+        part = Part(TimeElements(window_s=3600.0, pbt_s=1800.25, apt_s=1200.5, pq=17.0, gq=15.0,
+                                 counter_resets=1, implausible_increases=1, shared_pru_s=None),
+                    (TagEvidence(f"{A}/good", theirs, Role.GOOD_COUNT, 12, 1, H0 - 5),),
+                    (("good_count", H0 + 1, H0 + 2, 3.0, 4.0),))
+        rows = [encode(part, KEY, A, H0 + k * H, H0 - 7) for k in range(2)]
+        assert all(f"{A}/" not in (r.extra or "") for r in rows)
+        assert writer.put_rollups(rows, writer.rollup_claim(H0 + 2 * H)) == 2
+        got = reader.rollups_keyed({A: KEY}, H0, H0 + 2 * H)[A]
+        assert [(c[0], c[2], c[3]) for c in got] == [(r.hour_ns, r.data, r.extra) for r in rows]
+        mine = {Role(t.role): t for t in reader.tags() if t.path == f"{A}/good"}
+        assert mine[Role.GOOD_COUNT].tag_id == good
+        ours = (TagEvidence(f"{A}/good", good, Role.GOOD_COUNT, 12, 1, H0 - 5),)
+        assert decode_cells(got[:1], mine) == replace(part, tags=ours)
+        both = decode_cells(got, mine)  # two hours: counts summed, the first hour's prior
+        assert both.tags == (TagEvidence(f"{A}/good", good, Role.GOOD_COUNT, 24, 2, H0 - 5),)
+        assert both.elements.pq == 34.0 and len(both.implausible) == 2
