@@ -185,9 +185,9 @@ def replay(settings: Settings, influx: InfluxStore, server: InfluxDB16, start: d
     sent: list[str] = []
     answers = influx._answers
 
-    def spy(statements: Any, parse: Any) -> Any:
+    def spy(statements: Any, parse: Any, sizes: Any = None) -> Any:
         sent.extend(statements)
-        return answers(statements, parse)
+        return answers(statements, parse, sizes)
 
     influx._answers = spy  # type: ignore[method-assign]
     try:
