@@ -260,8 +260,9 @@ def main() -> None:
                     prof.runcall(service.kpis, start, end)
                     order = os.environ.get("SORT", "cumulative")  # e.g. SORT=tottime
                     pstats.Stats(prof).sort_stats(order).print_stats(args.profile)
-                print(f"InfluxDB data in its {state}; window {start.isoformat()} .. "
-                      f"{end.isoformat()}, best of {args.repeat}; load average "
+                answers = "MessagePack" if getattr(influx, "_msgpack", False) else "JSON"
+                print(f"InfluxDB data in its {state}; answers in {answers}; window "
+                      f"{start.isoformat()} .. {end.isoformat()}, best of {args.repeat}; load average "
                       f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
                 print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}"
                       f"   CPU ms per call: embedded, InfluxDB (here + influxd), ratio")
