@@ -461,8 +461,19 @@ class KpiService:
         if a <= window_start:
             return window_start, False, None
         r0 = max(a - HOUR_NS, window_start)
-        series = self.store.read_many(_read_ids(tags), r0, b, prior=True)
-        reach = reach_ns(self.store, tags, a, series, r0)
+        # the counters from a (with the sample before it): a counter's part counts only the
+        # increases dated in [a, b), the first from its last good sample before a, so when
+        # that is the sample before a (nearly always) its earlier samples change nothing, and
+        # that sample is its reach; where one is bad (reach_ns: NEVER), read as far back as
+        # reach_ns looks (an hour), as before. The steps from r0: the one in force at the
+        # context, which lies before a
+        steps, counters = _read_ids(tags, _STEP_ROLES), _read_ids(tags, _COUNTER_ROLES)
+        series = {**self.store.read_many(steps, r0, b, prior=True),
+                  **self.store.read_many(counters, a, b, prior=True)}
+        reach = reach_ns(self.store, tags, a, series, a)
+        if reach == NEVER and counters and r0 < a:
+            series.update(self.store.read_many(counters, r0, b, prior=True))
+            reach = reach_ns(self.store, tags, a, series, r0)
         by_reach = reach != NEVER and reach >= window_start
         ctx = reach if by_reach else window_start
         if by_reach and ctx < r0:
@@ -957,7 +968,7 @@ class KpiService:
                     # reach when that is before (at the window's start: both from there)
                     back = max(at - HOUR_NS, start_ns)
                     ranges.setdefault((min(lo, back), b), []).extend(steps)
-                    ranges.setdefault((back, b), []).extend(counters)
+                    ranges.setdefault((at, b), []).extend(counters)
                 if after is not None:
                     at, last = after[4], after
         view.fetch_all(ranges)

@@ -185,9 +185,9 @@ def replay(settings: Settings, influx: InfluxStore, server: InfluxDB16, start: d
     sent: list[str] = []
     answers = influx._answers
 
-    def spy(statements: Any, parse: Any) -> Any:
+    def spy(statements: Any, parse: Any, sizes: Any = None) -> Any:
         sent.extend(statements)
-        return answers(statements, parse)
+        return answers(statements, parse, sizes)
 
     influx._answers = spy  # type: ignore[method-assign]
     try:
@@ -260,8 +260,9 @@ def main() -> None:
                     prof.runcall(service.kpis, start, end)
                     order = os.environ.get("SORT", "cumulative")  # e.g. SORT=tottime
                     pstats.Stats(prof).sort_stats(order).print_stats(args.profile)
-                print(f"InfluxDB data in its {state}; window {start.isoformat()} .. "
-                      f"{end.isoformat()}, best of {args.repeat}; load average "
+                answers = "MessagePack" if getattr(influx, "_msgpack", False) else "JSON"
+                print(f"InfluxDB data in its {state}; answers in {answers}; window "
+                      f"{start.isoformat()} .. {end.isoformat()}, best of {args.repeat}; load average "
                       f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
                 print(f"{'roll-ups':<10}{'embedded s':>12}{'influxdb s':>12}{'ratio':>8}"
                       f"   CPU ms per call: embedded, InfluxDB (here + influxd), ratio")

@@ -22,8 +22,8 @@ from config.signals import Quality
 from ..batch import I64, TS_UNKNOWN, Series
 from .lp import HIERARCHY
 
-__all__ = ["Rows", "int_column", "join", "parse_chunked", "parse_grouped", "parse_series",
-           "quote_ident", "quote_str", "series_of", "tag_filter"]
+__all__ = ["Body", "Rows", "int_column", "join", "msgpack_docs", "parse_chunked", "parse_grouped",
+           "parse_series", "quote_ident", "quote_str", "series_of", "tag_filter"]
 
 
 def quote_ident(name: str) -> str:
@@ -60,11 +60,39 @@ class Rows:
         return [row[k] for row in self.values]
 
 
-def _results(body: str | Iterable[str], statements: int, where: str
-             ) -> Iterator[tuple[int, dict[str, Any]]]:
+#: an answer as the parsers take it: its JSON text, or its parts as they arrive -- JSON lines,
+#: or documents already decoded (a MessagePack answer, ``msgpack_docs``)
+Body = str | Iterable[str | dict[str, Any]]
+
+
+def msgpack_docs(chunks: Iterable[bytes], where: str) -> Iterator[dict[str, Any]]:
+    """The documents of a MessagePack ``/query`` answer (``Accept: application/x-msgpack``,
+    InfluxDB 1.x: the JSON answer's structure, one document per chunk of a chunked answer),
+    decoded as the bytes arrive, the garbage collector off while each is (as ``_results``)."""
+    import msgpack  # only called once the server answered MessagePack (``InfluxStore``)
+
+    unpacker = msgpack.Unpacker(raw=False)
+    for chunk in chunks:
+        unpacker.feed(chunk)
+        collect = gc.isenabled()
+        gc.disable()
+        try:
+            docs = list(unpacker)
+        except ValueError as exc:  # msgpack's decoding errors are ValueErrors
+            raise StoreError(f"{where}: answer is not MessagePack: {exc}") from exc
+        finally:
+            if collect:
+                gc.enable()
+        for doc in docs:
+            if not isinstance(doc, dict):
+                raise StoreError(f"{where}: answer is not a MessagePack map: {str(doc)[:200]!r}")
+            yield doc
+
+
+def _results(body: Body, statements: int, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(statement index, series object) of each series part of a (chunked or not) ``/query``
-    answer (its text, or its lines as they arrive), in order; a statement error is a
-    StoreError carrying the server's message.
+    answer (its text, or its lines or decoded documents as they arrive), in order; a
+    statement error is a StoreError carrying the server's message.
 
     The garbage collector is off while a line is decoded and its series handled (the
     consumer converts them while this waits at ``yield``): a chunk of 50,000 samples is
@@ -73,15 +101,18 @@ def _results(body: str | Iterable[str], statements: int, where: str
     ~0.1 s off). Converted (``parse_series``), the lists are freed by reference counting
     before it is on again (no cycle among them)."""
     for line in body.splitlines() if isinstance(body, str) else body:
-        if not line.strip():
+        if isinstance(line, str) and not line.strip():
             continue
         collect = gc.isenabled()
         gc.disable()
         try:
-            try:
-                doc = orjson.loads(line)
-            except ValueError as exc:  # orjson.JSONDecodeError is one
-                raise StoreError(f"{where}: answer is not JSON: {line[:200]!r}") from exc
+            if isinstance(line, dict):
+                doc = line
+            else:
+                try:
+                    doc = orjson.loads(line)
+                except ValueError as exc:  # orjson.JSONDecodeError is one
+                    raise StoreError(f"{where}: answer is not JSON: {line[:200]!r}") from exc
             if "error" in doc:
                 raise StoreError(f"{where}: {doc['error']}")
             for result in doc.get("results", ()):
@@ -109,7 +140,7 @@ def _extend(rows: Rows, series: dict[str, Any]) -> None:
         rows.values.extend(series.get("values", ()))
 
 
-def parse_chunked(body: str | Iterable[str], statements: int, where: str) -> list[Rows]:
+def parse_chunked(body: Body, statements: int, where: str) -> list[Rows]:
     """``statements`` results from a (chunked or not) ``/query`` answer; a statement error is a
     StoreError carrying the server's message."""
     out = [Rows([], []) for _ in range(statements)]
@@ -118,7 +149,7 @@ def parse_chunked(body: str | Iterable[str], statements: int, where: str) -> lis
     return out
 
 
-def parse_grouped(body: str | Iterable[str], statements: int, where: str, tag: str
+def parse_grouped(body: Body, statements: int, where: str, tag: str
                   ) -> list[dict[str, Rows]]:
     """Of each of ``statements`` (each ``GROUP BY`` ``tag``): tag value -> its rows. The parts
     of a group a chunked answer splits are joined; a group without rows is absent."""
@@ -131,7 +162,7 @@ def parse_grouped(body: str | Iterable[str], statements: int, where: str, tag: s
     return out
 
 
-def parse_series(body: str | Iterable[str], statements: int, where: str, tag: str
+def parse_series(body: Body, statements: int, where: str, tag: str
                  ) -> list[dict[str, Series]]:
     """``parse_grouped`` of statements of columns time, value, quality, each group as a
     Series. Each part is converted as soon as it is decoded: lists of a read's every sample

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from kpi import TimeElements
 from simulators import Plant
 from store.batch import Batch
 from store.sqlite import SqliteStore
-from tests.integration.test_hour_parts import ASSET, NOW, harden
+from tests.integration.test_hour_parts import ASSET, NOW, _hour, harden
 
 DAYS = 3
 NAMES = [f.name for f in fields(TimeElements)]
@@ -88,6 +89,56 @@ def test_random_windows_equal_the_raw_computation(stores: Stores) -> None:
         a = rolled.settings.asset(asset)
         used += rolled._rolled(a, start, end, rolled._tags_by_asset()[asset]) is not None
     assert used > 20  # most windows read roll-ups (not those within one hour, or near it)
+
+
+class Recording:
+    """The store, noting every (tag, start, end) read of samples."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.reads: list[tuple[int, int, int]] = []
+
+    def read(self, tag_id: int, start_ns: int, end_ns: int, prior: bool = True) -> Any:
+        self.reads.append((int(tag_id), start_ns, end_ns))
+        return self._store.read(tag_id, start_ns, end_ns, prior)
+
+    def read_many(self, tag_ids: Any, start_ns: int, end_ns: int, prior: bool = True) -> Any:
+        self.reads += [(int(t), start_ns, end_ns) for t in tag_ids]
+        return self._store.read_many(tag_ids, start_ns, end_ns, prior)
+
+    def read_ranges(self, wanted: Any, prior: bool = True) -> Any:
+        self.reads += [(int(t), a, b) for t, a, b in wanted]
+        return self._store.read_ranges(wanted, prior)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("back", [50, 40, 30, 7])
+def test_a_raw_edge_reads_its_counters_from_its_start(stores: Stores, back: int) -> None:
+    """The part after a window's last whole hour h reads each counter from h (with the sample
+    before it), not from an hour before: a counter's part counts only the increases dated in
+    it, the first from its last good sample before h. Where that sample is bad (before h3 =
+    _hour(50) of ``harden``) it reads back an hour, as reach_ns looks. The answer is the raw
+    computation's either way (h1, h2: a glitch and a reset across the edge)."""
+    rolled, raw, _ = stores
+    store = rolled.store
+    assert isinstance(store, SqliteStore)
+    h = _hour(back)
+    start, end = h - 5 * HOUR_NS - 17 * 10**9, h + 17 * 60 * 10**9
+    seen = Recording(store)
+    service = KpiService(rolled.settings, seen, rollups=True)  # type: ignore[arg-type]
+    got = service.results(start, end, [service.settings.asset(ASSET)])[0]
+    want = raw.asset_result(raw.settings.asset(ASSET), start, end)
+    assert got.hours is not None and got.hours[1] >= 1  # rows, then the tail from raw samples
+    for name in NAMES:
+        assert getattr(got.elements, name) == pytest.approx(getattr(want.elements, name), rel=1e-9)
+    assert got.evidence.as_dict(iso) == want.evidence.as_dict(iso)
+    tags = service._tags_by_asset()[ASSET]
+    counters = {t.tag_id for t in tags.values() if t.role.endswith("_count") or t.role == "energy_kwh"}
+    tail = [a for t, a, b in seen.reads if t in counters and b == end]
+    assert tail
+    assert min(tail) == (h - HOUR_NS if back == 50 else h), [(a - h) / 1e9 for a in tail]
 
 
 def test_whole_history_and_kpis(stores: Stores) -> None:
