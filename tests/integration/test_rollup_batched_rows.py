@@ -9,7 +9,9 @@ the batch. Real store, real computation; the subclass only counts the one-by-one
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,17 +42,23 @@ class Counting(KpiService):
         return super().rollup_head_row(*args, **kw)
 
 
-def test_batched_hour_rows_are_the_rows_one_by_one(tmp_path: Path, settings: Settings) -> None:
-    with SqliteStore(tmp_path / "batched.db") as store:
+@contextlib.contextmanager
+def _hardened(path: Path, settings: Settings) -> Iterator[tuple[SqliteStore, Counting, list[int]]]:
+    """A store of ``DAYS`` of the plant's history, its ``ASSET`` hardened (gaps, a glitch); a
+    counting service over it; the whole hours of that history."""
+    with SqliteStore(path) as store:
         tag_ids = store.register_tags(tag_records(settings))
         for batch in Plant(settings, now=NOW).history_batches(
                 tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
             store.write(batch)
         harden(store)
-        service = Counting(settings, store, rollups=True)
         end = to_ns(NOW) // HOUR_NS * HOUR_NS
         first = (to_ns(NOW - timedelta(days=DAYS)) // HOUR_NS + 1) * HOUR_NS
-        hours = list(range(first, end, HOUR_NS))
+        yield store, Counting(settings, store, rollups=True), list(range(first, end, HOUR_NS))
+
+
+def test_batched_hour_rows_are_the_rows_one_by_one(tmp_path: Path, settings: Settings) -> None:
+    with _hardened(tmp_path / "batched.db", settings) as (store, service, hours):
         by_asset = service._read_tags()
         total = mine = 0
         for asset in settings.assets:
@@ -81,16 +89,7 @@ def test_hour_rows_of_several_assets_at_once_are_the_rows_one_by_one(
     """``api.rollups.hour_rows`` computes the hours of every asset in one ``kpi.batch`` pass;
     the hardened asset's device gaps make the whole batch fall back to a pass per asset in
     the chunks they touch. Every row is ``rollup_row``'s, byte for byte."""
-    with SqliteStore(tmp_path / "several.db") as store:
-        tag_ids = store.register_tags(tag_records(settings))
-        for batch in Plant(settings, now=NOW).history_batches(
-                tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
-            store.write(batch)
-        harden(store)
-        service = Counting(settings, store, rollups=True)
-        end = to_ns(NOW) // HOUR_NS * HOUR_NS
-        first = (to_ns(NOW - timedelta(days=DAYS)) // HOUR_NS + 1) * HOUR_NS
-        hours = list(range(first, end, HOUR_NS))
+    with _hardened(tmp_path / "several.db", settings) as (store, service, hours):
         by_asset = service._read_tags()
         total = 0
         for i in range(0, len(hours), 4):  # every asset's next hours, as a live pass has them
