@@ -13,7 +13,10 @@ from .checksum import chunk_crc, chunk_fault, extra_crc
 from .runs import Part, texts_index, texts_subset, times_blob
 from .schema import TS, VAL, Q
 
-__all__ = ["Fault", "chunk_parts", "chunk_parts_many", "chunks_by_id", "trim_chunks"]
+#: the arrays ``sound_window`` gives: an int64, float64 and uint8 array
+Arrays = tuple[Any, Any, Any]
+
+__all__ = ["Fault", "chunk_parts", "chunk_parts_many", "chunks_by_id", "sound_window", "trim_chunks"]
 
 
 #: a chunk found damaged: (chunk_id, tag_id, t_min, t_max, n, reason)
@@ -105,6 +108,64 @@ def chunk_parts_many(
             rows.sort(key=lambda r: r[0])  # chunk_id order is write order
         out.append([p for _, p in _checked(rows, False, False, skip, faults, sound)])
     return out
+
+
+def sound_window(conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: int
+                 ) -> Arrays | None:
+    """The samples of one tag in [start_ns, end_ns) and the last before it, as (ts int64,
+    value float64, quality uint8) copies, from its chunks alone: the same samples as
+    ``chunk_parts_many`` then ``store._ordered_window`` give, without a ``Part`` per chunk
+    or a numpy call per chunk that lies wholly inside or before the window. Only the usual
+    case: every chunk the read loads passes its check (``checksum.chunk_fault``, once each,
+    as there) and, in write order, each ends before the next begins. None otherwise (a
+    damaged chunk, chunks that overlap): the caller then takes the general path, which finds
+    and records the damage. The caller also makes sure no ingest row or known damaged
+    chunk can matter (those need the general path too)."""
+    rows = conn.execute(_WITH_PRIOR, (tag_id, tag_id, start_ns, start_ns, end_ns)).fetchall()
+    for r in rows:
+        if chunk_fault(r, None) is not None:
+            return None
+    if len(rows) > 1:
+        rows.sort(key=lambda r: r[0])  # chunk_id order is write order
+        prev = None
+        for r in rows:
+            # checked: ts[0] == t_min and ts[-1] == t_max (chunk_fault)
+            if prev is not None and prev >= r[2]:
+                return None
+            prev = r[3]
+    # (row, i, j): the samples [i, j) of each chunk the window needs; a chunk wholly before
+    # the start gives at most its last sample (the one before the start, if it is the last
+    # such chunk); a chunk the window holds whole gives all of it
+    cuts: list[tuple[Any, int, int]] = []
+    last = -1  # the chunk holding the last sample before start_ns
+    for k, r in enumerate(rows):
+        n, t_min, t_max = r[4], r[2], r[3]
+        if t_max < start_ns:
+            i = j = n
+        elif t_min >= start_ns and t_max < end_ns:
+            i, j = 0, n
+        else:
+            i, j = np.frombuffer(r[5], TS).searchsorted((start_ns, end_ns)).tolist()
+        if i > 0:
+            last = k
+        cuts.append((r, i, j))
+    if last >= 0:
+        r, i, j = cuts[last]
+        cuts[last] = (r, i - 1, j)
+    pick = [(r, i, j) for r, i, j in cuts if j > i]
+    if not pick:
+        return np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.uint8)
+    if len(pick) == 1:
+        r, i, j = pick[0]
+        return (np.frombuffer(r[5], TS, j - i, i * TS.itemsize).astype(np.int64),
+                np.frombuffer(r[6], VAL, j - i, i * VAL.itemsize).astype(np.float64),
+                np.frombuffer(r[7], Q, j - i, i * Q.itemsize).astype(np.uint8))
+    return (np.concatenate([np.frombuffer(r[5], TS, j - i, i * TS.itemsize) for r, i, j in pick]
+                           ).astype(np.int64, copy=False),
+            np.concatenate([np.frombuffer(r[6], VAL, j - i, i * VAL.itemsize) for r, i, j in pick]
+                           ).astype(np.float64, copy=False),
+            np.concatenate([np.frombuffer(r[7], Q, j - i, i * Q.itemsize) for r, i, j in pick]
+                           ).astype(np.uint8, copy=False))
 
 
 def _checked(rows: Sequence[Any], with_text: bool, with_times: bool, skip: Container[int],

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from store import Batch, SqliteStore, TagRecord
+from store.sqlite.chunks import sound_window
 from tests.helpers import flip_on_disk
 
 SEC = 10**9
@@ -88,3 +89,46 @@ def test_a_damaged_prior_chunk_is_looked_past_as_read_does(tmp_path: Path) -> No
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT count(*) FROM damage").fetchone() == (1,)
     c.close()
+
+
+def test_sound_chunks_read_straight_from_their_rows_as_read(tmp_path: Path) -> None:
+    """Every sample in chunks (no ingest row): ``read_ranges`` reads the ranges whose chunks
+    are sound and in time order straight from the rows (``chunks.sound_window``) -- within
+    a chunk, across chunks, before the first sample, past the last, between two chunks --
+    and those whose chunks overlap (a late write) or repeat a time the general way, each
+    exactly as ``read``."""
+    rng = np.random.default_rng(28)
+    with SqliteStore(tmp_path / "s.db") as s:
+        ids = list(s.register_tags([TagRecord(f"s/a/l/m/t{i}", "s/a/l/m", "analog", "d", "modbus")
+                                    for i in range(3)]).values())
+        a, b, c = ids
+        for k in range(5):  # a and b: a chunk per batch, 100 s apart, a sample every 4 s
+            ts = T0 + (k * 100 + np.arange(0, 100, 4, dtype=np.int64)) * SEC
+            s.write(Batch.of(np.r_[np.full(len(ts), a), np.full(len(ts), b)], np.r_[ts, ts + MS],
+                             np.r_[np.arange(len(ts)) + 100.0 * k, -np.arange(len(ts)) - 100.0 * k],
+                             np.r_[np.zeros(len(ts)), np.arange(len(ts)) % 3 * 96].astype(np.uint8)))
+            s.compact()
+        late = T0 + (100 + np.arange(2, 100, 8, dtype=np.int64)) * SEC  # b: inside its 2nd chunk
+        s.write(Batch.of(np.full(len(late), b), late, np.full(len(late), 7.5)))
+        s.compact()
+        dup = T0 + np.repeat(np.arange(0, 300, dtype=np.int64), 2) * SEC
+        s.write(Batch.of(np.full(len(dup), c), dup, np.arange(len(dup), dtype=np.float64)))
+        s.compact()
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            assert conn.execute("SELECT count(*) FROM ingest WHERE level >= 0").fetchone() == (0,)
+            # a's chunks follow one another: read from the rows; b's overlap: the general way
+            assert sound_window(conn, a, T0 + 90 * SEC, T0 + 210 * SEC) is not None
+            assert sound_window(conn, b, T0 + 90 * SEC, T0 + 210 * SEC) is None
+        conn.close()
+        edges = T0 + np.arange(-20, 620, 7) * SEC + np.array([0, 1, MS, -1])[np.arange(92) % 4]
+        wanted = [(a, T0 + 96 * SEC, T0 + 96 * SEC + 1), (a, T0 + 97 * SEC, T0 + 100 * SEC),
+                  (a, T0 + 700 * SEC, T0 + 800 * SEC), (a, T0 - SEC, T0)]
+        for _ in range(400):
+            lo, hi = np.sort(rng.choice(edges, 2, replace=False))
+            wanted.append((int(rng.choice(ids)), int(lo), int(hi)))
+        got = s.read_ranges(wanted, True)
+        for (t, lo, hi), g in zip(wanted, got, strict=True):
+            assert_same(g, s.read(t, lo, hi, True), f"{t} {lo - T0} {hi - T0}")
+            # copies, never read-only views of the rows' blobs
+            assert g.ts_ns.flags.writeable and g.value.flags.writeable and g.quality.flags.writeable
+        assert s.damage() == []
