@@ -333,8 +333,8 @@ def reach_ns(store: Store, tags: dict[Role, TagRecord], start_ns: int,
             # can only give a reach before read_from_ns, or NEVER: the caller then reads back
             assert series is not None and read_from_ns is not None
             s = series[tag.tag_id]
-            lo = max(int(np.searchsorted(s.ts_ns, max(start_ns - HOUR_NS, read_from_ns), "left")) - 1, 0)
-            hi = int(np.searchsorted(s.ts_ns, start_ns, "left"))
+            lo, hi = s.ts_ns.searchsorted((max(start_ns - HOUR_NS, read_from_ns), start_ns)).tolist()
+            lo = max(lo - 1, 0)
             ts, value, quality = s.ts_ns[lo:hi], s.value[lo:hi], s.quality[lo:hi]
         else:
             r = store.read(tag.tag_id, start_ns - HOUR_NS, start_ns, prior=True)

@@ -538,9 +538,9 @@ class KpiService:
             pre = series.get(tag.tag_id) if series is not None else None
             if pre is None:
                 got[role] = self.store.read(tag.tag_id, ctx, b, prior=True)
-            else:  # as asset_result slices it
-                i = max(int(np.searchsorted(pre.ts_ns, ctx, "left")) - 1, 0)
-                j = int(np.searchsorted(pre.ts_ns, b, "left"))
+            else:  # as asset_result slices it (one search of both bounds)
+                i, j = pre.ts_ns.searchsorted((ctx, b)).tolist()
+                i = max(i - 1, 0)
                 got[role] = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
         return got
 
