@@ -76,6 +76,17 @@ def on_free_ports(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """Stop ``proc`` with ``sig`` and wait up to ``timeout`` s for it to exit, killing it after
+    that; its exit code (negative: the signal that ended it)."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)
+
+
 @contextmanager
 def running_demo(tmp: Path, data: dict[str, Any], duration: int = 600,
                  health: tuple[int, ...] = (200, 503)) -> Iterator[tuple[httpx.Client, Path, Path]]:
@@ -115,11 +126,7 @@ def running_demo(tmp: Path, data: dict[str, Any], duration: int = 600,
         yield client, cfg, log
     finally:
         client.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, signal.SIGINT)
 
 
 #: A realistic shift calendar for the KPI tests, their own: two shifts Monday to Saturday with

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from config import shipped_config
 from config.loader import load_settings
 from simulators import Plant, serve_devices
 from store import SqliteStore
-from tests.helpers import config_key_headers, free_port, on_free_ports, wait_for, wait_until
+from tests.helpers import config_key_headers, free_port, on_free_ports, stop, wait_for, wait_until
 
 NS = 1_000_000_000
 POLL_S = 1.0
@@ -95,11 +94,7 @@ def simulated(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     try:
         yield cfg, data
     finally:
-        sim.send_signal(signal.SIGTERM)
-        try:
-            sim.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            sim.kill()
+        stop(sim)
 
 
 def _gateway_limits() -> None:  # in the child, before exec: the finding's file limit
@@ -221,11 +216,7 @@ def test_api_flood_neither_delays_polls_nor_hides_a_stall(
             for s in flood.idle:
                 with contextlib.suppress(OSError):
                     s.close()
-        gw.send_signal(signal.SIGTERM)
-        try:
-            gw.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            gw.kill()
+        stop(gw, timeout=60)
     out_text = log.read_text()
     assert gw.returncode == 0, out_text[-3000:]
     assert flood.answers.get("200", 0) > 0, (flood.answers, flood.failures)

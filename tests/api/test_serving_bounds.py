@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -41,17 +42,21 @@ async def _read_all(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.read(), 10)  # until the server closes
 
 
-@pytest.mark.parametrize("half_open", [False, True])
-async def test_idle_connections_time_out_and_the_cap_refuses_with_503(
-        tmp_path: Path, half_open: bool) -> None:
+def _app_on_a_free_port(tmp_path: Path, **api: Any) -> tuple[int, dict[str, str], Any]:
+    """A free port, a key's headers (api.auth: every test sends a key) and an app (no
+    collectors) of a store in ``tmp_path``, served there with the ``api`` settings given."""
     port = free_port()
     settings = Settings.model_validate({
         "store": {"type": "sqlite", "path": str(tmp_path / "s.db")},
-        "api": {"host": "127.0.0.1", "port": port, "max_connections": 2,
-                "header_timeout_s": 0.5},
+        "api": {"host": "127.0.0.1", "port": port, **api},
     })
-    headers = key_headers(settings)  # api.auth: every test sends a key
-    app = create_app(settings, collect=False)
+    return port, key_headers(settings), create_app(settings, collect=False)
+
+
+@pytest.mark.parametrize("half_open", [False, True])
+async def test_idle_connections_time_out_and_the_cap_refuses_with_503(
+        tmp_path: Path, half_open: bool) -> None:
+    port, headers, app = _app_on_a_free_port(tmp_path, max_connections=2, header_timeout_s=0.5)
     sock = _listen("127.0.0.1", port)
     async with app.router.lifespan_context(app):
         server = _uvicorn_server(app, "127.0.0.1", port)
@@ -150,13 +155,7 @@ async def test_served_connections_send_without_nagle_delay(tmp_path: Path) -> No
     delayed ACK (~40 ms a request on Linux: issue 12's p50 of 44 ms under 50 clients). The
     socket ``_listen`` binds makes asyncio set it by itself, and the bounded protocol sets it
     on whatever socket a connection comes from."""
-    port = free_port()
-    settings = Settings.model_validate({
-        "store": {"type": "sqlite", "path": str(tmp_path / "s.db")},
-        "api": {"host": "127.0.0.1", "port": port},
-    })
-    headers = key_headers(settings)
-    app = create_app(settings, collect=False)
+    port, headers, app = _app_on_a_free_port(tmp_path)
     sock = _listen("127.0.0.1", port)
     async with app.router.lifespan_context(app):
         server = _uvicorn_server(app, "127.0.0.1", port)
@@ -197,13 +196,7 @@ async def test_serving_starts_with_the_start_up_heap_frozen(tmp_path: Path) -> N
     """``tierproof run/serve/demo`` (``api.cli._serve``) moves what start-up left alive out
     of the cyclic GC's reach before it serves: a full collection no longer traverses it
     (tens of ms with the GIL held, stalling the serving and collecting loops)."""
-    port = free_port()
-    settings = Settings.model_validate({
-        "store": {"type": "sqlite", "path": str(tmp_path / "s.db")},
-        "api": {"host": "127.0.0.1", "port": port},
-    })
-    headers = key_headers(settings)
-    app = create_app(settings, collect=False)
+    port, headers, app = _app_on_a_free_port(tmp_path)
     gc.unfreeze()
     cli._STOP.install()
     task = asyncio.create_task(cli._serve(app, "127.0.0.1", port, None))

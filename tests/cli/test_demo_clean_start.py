@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 from config import shipped_config
-from tests.helpers import REPO, demo_keys, free_port, on_free_ports, wait_for
+from tests.helpers import REPO, demo_keys, free_port, on_free_ports, stop, wait_for
 
 #: a log line at WARNING or above (the format of api.cli's logging.basicConfig)
 ALARM = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ", re.M)
@@ -59,11 +59,7 @@ def test_a_clean_demo_start_logs_no_warning_and_drops_nothing(tmp_path: Path) ->
 
             status = wait_for(delivered, 120, "every device of the demo to deliver")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, signal.SIGINT, timeout=60)
     text = log.read_text()
     assert proc.returncode == 0, text[-3000:]
     # a device that answered late under the shared test machine's CPU load is a fact of the

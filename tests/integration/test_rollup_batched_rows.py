@@ -42,16 +42,20 @@ class Counting(KpiService):
         return super().rollup_head_row(*args, **kw)
 
 
+def _history(store: SqliteStore, settings: Settings) -> None:
+    """``DAYS`` of the plant's history into ``store``, its ``ASSET`` hardened (gaps, a glitch)."""
+    tag_ids = store.register_tags(tag_records(settings))
+    for batch in Plant(settings, now=NOW).history_batches(
+            tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
+        store.write(batch)
+    harden(store)
+
+
 @contextlib.contextmanager
 def _hardened(path: Path, settings: Settings) -> Iterator[tuple[SqliteStore, Counting, list[int]]]:
-    """A store of ``DAYS`` of the plant's history, its ``ASSET`` hardened (gaps, a glitch); a
-    counting service over it; the whole hours of that history."""
+    """A store of ``_history``, a counting service over it, the whole hours of that history."""
     with SqliteStore(path) as store:
-        tag_ids = store.register_tags(tag_records(settings))
-        for batch in Plant(settings, now=NOW).history_batches(
-                tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
-            store.write(batch)
-        harden(store)
+        _history(store, settings)
         end = to_ns(NOW) // HOUR_NS * HOUR_NS
         first = (to_ns(NOW - timedelta(days=DAYS)) // HOUR_NS + 1) * HOUR_NS
         yield store, Counting(settings, store, rollups=True), list(range(first, end, HOUR_NS))
@@ -118,11 +122,7 @@ def test_the_maintainer_writes_the_same_rows_for_several_assets_at_once(
     rows, day sums and heads, after a backfill and after passes that each close an hour."""
     path = tmp_path / "a.db"
     with SqliteStore(path) as store:
-        tag_ids = store.register_tags(tag_records(settings))
-        for batch in Plant(settings, now=NOW).history_batches(
-                tag_ids, to_ns(NOW - timedelta(days=DAYS)), to_ns(NOW)):
-            store.write(batch)
-        harden(store)
+        _history(store, settings)
     shutil.copyfile(path, tmp_path / "b.db")
     held = []
     for name, per in (("a.db", 64), ("b.db", 1)):
