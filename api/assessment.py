@@ -92,9 +92,7 @@ assessment's reads see one state of the store.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Final
@@ -104,6 +102,7 @@ import numpy as np
 
 from config.declared import Declared
 from config.errors import KpiError, NotFoundError
+from config.gcpause import collector_paused
 from config.settings import Settings
 from config.signals import Role
 from config.tiers import MEASURED_FIGURES, TierCriteria
@@ -607,30 +606,13 @@ def assess(
     criteria; an unknown tier is a NotFoundError, a bad instant or empty window a KpiError.
     Its windows read the same roll-up rows more than once: inside a snapshot they are read
     once (``KpiService.sharing_rows``). The cyclic garbage collector is paused meanwhile
-    (``_collector_paused``)."""
-    with service.sharing_rows(), _collector_paused():
+    (``config.gcpause``): an assessment allocates a few hundred thousand small objects that
+    live until it ends, and on the 500 x 30 bench the collections they set off took ~0.3-0.4
+    s of ~2.3 s."""
+    with service.sharing_rows(), collector_paused():
         return _assess(settings, service, criteria, tier=tier, from_=from_, to=to,
                        baseline_from=baseline_from, baseline_to=baseline_to, now=now, seed=seed,
                        n_resamples=n_resamples)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for the block (as ``store.influx.ql`` decodes a
-    line): an assessment allocates a few hundred thousand small objects that live until it
-    ends (the rows it shares, each window's parts and results), and the collections their
-    allocation sets off scan everything the process holds -- on the 500 x 30 bench two full
-    collections of ~0.14 s each and ~350 young ones, ~0.3-0.4 s of a ~2.3 s assessment. What
-    it drops is freed by reference counting as before (the bench's peak RSS is unchanged, 302
-    against 304 MB); a cycle made meanwhile, by it or by another thread, waits for the first
-    collection after the block."""
-    collect = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collect:
-            gc.enable()
 
 
 def _assess(
