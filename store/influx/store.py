@@ -813,8 +813,12 @@ class InfluxStore:
         in the window's statement, and its sample before the window is the last one read
         before the window's start; a tag with none there (the hint was wrong: the machine
         stopped) is asked for it on its own, as an unfolded tag, in the next request. The
-        answer is the same either way; only the first read of a tag in a process, and the
-        tags with sparse samples, take the statement of their own."""
+        hint (the tag's rate, the least of a call's reads of it) is capped by how far back its
+        last sample before a window lay: a tag dense in its window whose sample before lay
+        hours back (a reject counter's burst) is not folded, so that its look back does not
+        miss and cost that request at every call. The answer is the same either way; only
+        the first read of a tag in a process, and the tags with sparse samples, take the
+        statement of their own."""
         groups: dict[tuple[int, int], list[int]] = {}
         for k, (_, a, b) in enumerate(wanted):
             groups.setdefault((self._capped(a), self._capped(b)), []).append(k)
@@ -901,17 +905,27 @@ class InfluxStore:
         dense: dict[int, float] = {}
         for k, (t, a, b) in enumerate(wanted):
             window = inside[k]
-            out.append(join(before[k], window) if k in before else window)
+            prev = before.get(k)
+            out.append(join(prev, window) if prev is not None else window)
             a, b = self._capped(a), self._capped(b)
             if prior and b > a:
-                dense[int(t)] = len(window.ts_ns) / (b - a)
+                # the rate the next read folds by: the window's, but no more than puts
+                # _FOLD_SAMPLES samples between the sample before and the window's start (a
+                # look back chosen by it reaches that sample), the least of this call's reads
+                # of the tag. A tag whose sample before lies far back (a reject counter: a
+                # sample in the window, the one before hours earlier) is then not folded,
+                # where its look back would find nothing and cost another request; a tag with
+                # no sample before is never folded
+                lead = a - int(prev.ts_ns[-1]) if prev is not None and len(prev.ts_ns) else 0
+                rate = min(len(window.ts_ns) / (b - a), _FOLD_SAMPLES / lead) if lead > 0 else 0.0
+                dense[int(t)] = min(rate, dense.get(int(t), rate))
         with self._lock:
             self._rate.update(dense)
         return out
 
     @staticmethod
     def _fold_back(rate: float | None) -> int:
-        """How far before a window a tag with ``rate`` samples per ns (as last read) is read
+        """How far before a window a tag with ``rate`` samples per ns (its hint) is read
         in the window's statement: the shortest of ``_FOLD_BACK_NS`` in which it would have
         ``_FOLD_SAMPLES`` samples; 0 (a statement of its own for its sample before) when
         none is, or its rate is not known yet."""

@@ -148,3 +148,43 @@ def test_small_answers_are_asked_for_whole_and_a_cut_one_again(tmp_path: Path,
             assert chunked == ([False, True] if limited else [False])
     finally:
         server.kill()
+
+
+def test_a_tag_whose_sample_before_lies_far_back_is_not_folded(influxdb16: InfluxDB16,
+                                                               tmp_path: Path) -> None:
+    """A tag dense inside its window but whose sample before lay hours back (a reject counter
+    that counts a burst) is read with a statement of its own for its sample before the next
+    window, in the first request: folded, its look back would find nothing there and cost a
+    request more. A dense tag read in the same request is still folded."""
+    settings = InfluxStoreSettings(type="influx", api="v1", url=influxdb16.url,
+                                   database="tierproof", measurement="lead",
+                                   meta_path=str(tmp_path / "meta.db"), gzip=False)
+    windows = [(T0 + k * DAY, T0 + k * DAY + HOUR) for k in range(3)]
+    records = [TagRecord(path=f"plant/a/l1/m1/{s}", asset="plant/a/l1/m1", role="total_count",
+                         device="plc", protocol="modbus") for s in ("dense", "burst")]
+    with InfluxStore(settings) as influx, SqliteStore(tmp_path / "oracle.db") as oracle:
+        ids = influx.register_tags(records)
+        assert oracle.register_tags(records) == ids
+        dense = np.arange(T0 - DAY, windows[-1][1], 7 * SEC, dtype=np.int64)
+        # burst: a sample 5 h before each window, then one every 7 s from 1 s into it
+        burst = np.concatenate([np.concatenate([[a - 5 * HOUR], np.arange(a + SEC, b, 7 * SEC)])
+                                for a, b in windows]).astype(np.int64)
+        batch = Batch.concat([Batch.of(np.full(len(ts), ids[r.path]), ts,
+                                       np.arange(len(ts), dtype=np.float64), 0)
+                              for r, ts in zip(records, (dense, burst), strict=True)])
+        influx.write(batch)
+        oracle.write(batch)
+        requests: list[httpx.Request] = []
+        influx._http.event_hooks["request"].append(requests.append)
+        for window in windows:
+            requests.clear()
+            wanted = [(t, *window) for t in ids.values()]
+            for (t, a, b), s in zip(wanted, influx.read_ranges(wanted, prior=True), strict=True):
+                _same(s, oracle.read(t, a, b, prior=True), f"tag {t} [{a}, {b})")
+            sent = _statements(requests)
+            # one request each time: the first read has its statement of the sample before
+            # for both; later ones fold dense (a minute back) and ask burst's on its own
+            assert len(sent) == 1, sent
+            before = [st for st in sent[0] if "LIMIT 1" in st]
+            assert len(before) == 1 and "'burst'" in before[0]
+            assert ("'dense'" in before[0]) == (window == windows[0])
