@@ -75,6 +75,8 @@ _MAX_FAILURES: Final = 3
 #: first run also imports and opens the store), before it is ended and computed here
 _SLOWER: Final = 10.0
 _GRACE_S: Final = 60.0
+#: what ``_answer`` returns for a worker that failed
+_FAILED: Final = object()
 _BOOT: Final = ("import sys; sys.path[:0] = sys.argv[2:]; "
                 "from api.assetsplit import _serve; _serve(int(sys.argv[1]))")
 
@@ -173,6 +175,7 @@ class _Pool:
     def shutdown(self) -> None:
         with self.lock:
             workers, self.workers = self.workers, []
+            self.failures, self.off = 0, False
         for w in workers:
             w.end()
 
@@ -182,7 +185,8 @@ atexit.register(_POOL.shutdown)
 
 
 def shutdown() -> None:
-    """End every worker of this process (the next call starts new ones)."""
+    """End every worker of this process; the next call starts new ones (workers turned off by
+    failures are on again)."""
     _POOL.shutdown()
 
 
@@ -236,7 +240,7 @@ def map_assets(service: KpiService, fn: AssetFn, *args: Any) -> list[Any]:
         try:
             w.conn.send_bytes(pickle.dumps(
                 (context if fresh else context.token, fn, runs[i], args), pickle.HIGHEST_PROTOCOL))
-        except Exception as exc:  # noqa: BLE001 (a broken pipe, or what cannot pickle)
+        except Exception as exc:  # a broken pipe, or what cannot pickle
             w.lock.release()
             _POOL.drop(w, f"could not be sent its assets ({exc!r})")
             continue
@@ -260,9 +264,6 @@ def map_assets(service: KpiService, fn: AssetFn, *args: Any) -> list[Any]:
     return out
 
 
-_FAILED: Final = object()
-
-
 def _answer(w: _Worker, timeout: float) -> Any:
     """A worker's answer, or _FAILED (the worker then ended and logged)."""
     try:
@@ -277,7 +278,10 @@ def _answer(w: _Worker, timeout: float) -> Any:
                     return payload
                 why = f"failed:\n{payload}"
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
-            code = w.proc.poll()
+            try:  # a pipe closed by a dying worker: its exit code follows within moments
+                code: int | None = w.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
             why = f"ended (exit code {code}, {exc!r})" if code is not None else f"broke ({exc!r})"
     finally:
         w.lock.release()
@@ -311,10 +315,11 @@ def _serve(fd: int) -> None:
     try:
         while True:
             try:
-                ctx, fn, (a, b), args = pickle.loads(conn.recv_bytes())
+                data = conn.recv_bytes()
             except EOFError:
                 return
             try:
+                ctx, fn, (a, b), args = pickle.loads(data)
                 if isinstance(ctx, _Context):
                     if store is not None:
                         store.close()

@@ -248,13 +248,16 @@ class SqliteStore:
         if self._closed:
             raise StoreError(f"{self._path}: store is closed")
 
+    def _check_writable(self, action: str) -> None:
+        self._check_open()
+        if self.readonly:
+            raise StoreError(f"{self._path}: {action}: the store is open read-only")
+
     @contextmanager
     def _write_txn(self, action: str) -> Iterator[sqlite3.Connection]:
         """One write transaction on the writer connection, under the writer lock."""
         with self._wlock, self._errors(action):
-            self._check_open()
-            if self.readonly:
-                raise StoreError(f"{self._path}: {action}: the store is open read-only")
+            self._check_writable(action)
             conn = self._w
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -437,7 +440,7 @@ class SqliteStore:
         row = batch_row(batch)
         with self._wlock:
             with self._errors("write batch"):
-                self._check_open()
+                self._check_writable("write batch")
                 if int(batch.ts_ns.min()) >= self._rollups.end_ns:
                     # One statement in autocommit mode is one transaction: no BEGIN/COMMIT
                     # round trips (they cost as much as the INSERT for small batches).
