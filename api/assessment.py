@@ -87,7 +87,15 @@ register, ... -- the version used, who supplied it and when: ``api.declared``; 0
 configuration's), ``not_computed`` (measured figures of ``config.tiers`` this version does not
 compute: missing, ``insufficient_data``), ``coverage_min``. Callers (the route,
 ``tierproof assess``) wrap ``assess`` in ``KpiService.snapshot()``, so all of one
-assessment's reads see one state of the store.
+assessment's reads in this process see one state of the store.
+
+The per-asset work (``_assets_part``: every asset's per-day elements of both windows, its
+current-window and history elements) runs over contiguous runs of the register in worker
+processes and this one (``api.assetsplit``, ``kpi.assess_workers``); the runs come back in
+register order and are summed here as one process sums them, so the answer is the same JSON
+bit for bit. Each run is read in its process's own snapshot: every number of one asset comes
+from one snapshot; a worker's is opened a few milliseconds after this process's
+(docs/architecture.md, "An assessment on every core").
 """
 
 from __future__ import annotations
