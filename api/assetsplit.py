@@ -291,7 +291,7 @@ def _answer(w: _Worker, timeout: float) -> Any:
 
 def _context(service: KpiService) -> _Context:
     store = service.store
-    return _Context(_POOL.token(service), service.settings, str(store.path),  # type: ignore[attr-defined]
+    return _Context(_POOL.token(service), service.settings, str(store.path.resolve()),  # type: ignore[attr-defined]
                     str(getattr(store, "_synchronous", "normal")), service.use_rollups,
                     service.declared_versions)
 
