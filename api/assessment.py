@@ -87,7 +87,15 @@ register, ... -- the version used, who supplied it and when: ``api.declared``; 0
 configuration's), ``not_computed`` (measured figures of ``config.tiers`` this version does not
 compute: missing, ``insufficient_data``), ``coverage_min``. Callers (the route,
 ``tierproof assess``) wrap ``assess`` in ``KpiService.snapshot()``, so all of one
-assessment's reads see one state of the store.
+assessment's reads in this process see one state of the store.
+
+The per-asset work (``_assets_part``: every asset's per-day elements of both windows, its
+current-window and history elements) runs over contiguous runs of the register in worker
+processes and this one (``api.assetsplit``, ``kpi.assess_workers``); the runs come back in
+register order and are summed here as one process sums them, so the answer is the same JSON
+bit for bit. Each run is read in its process's own snapshot: every number of one asset comes
+from one snapshot; a worker's is opened a few milliseconds after this process's
+(docs/architecture.md, "An assessment on every core").
 """
 
 from __future__ import annotations
@@ -103,7 +111,7 @@ import numpy as np
 from config.declared import Declared
 from config.errors import KpiError, NotFoundError
 from config.gcpause import collector_paused
-from config.settings import Settings
+from config.settings import Asset, Settings
 from config.signals import Role
 from config.tiers import MEASURED_FIGURES, TierCriteria
 from config.times import iso, to_ns
@@ -131,6 +139,7 @@ from kpi import (
 )
 from kpi.deltas import DEFAULT_MIN_DAYS, DEFAULT_N_RESAMPLES
 
+from .assetsplit import map_assets
 from .deps import instant
 from .rollups import ELEMENT_FIELDS, local_day_edges
 from .service import AssetResult, KpiService
@@ -320,45 +329,101 @@ def _register(settings: Settings) -> list[RegisteredAsset]:
     return [RegisteredAsset(a.path, a.key_equipment, a.control) for a in settings.assets]
 
 
-def _window_days(service: KpiService, start: datetime, end: datetime, tz: ZoneInfo) -> _Days:
-    """The window's per-day arrays. A whole local day reads each asset's day row where the
-    store holds a current one (``KpiService.day_rows``: the day computed on its own, the
-    same numbers as from raw samples); the rest (the window's clipped first and last days,
-    assets without a row) from ``KpiService.results``."""
-    w = _Days()
+#: an asset-day's reporting facts as a row (``AssetDay``'s fields, in this order)
+_DAY_FIELDS: Final = ("pbt_s", "known_s", "state_and_mode", "tags", "good_samples", "gap_s")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What an assessment computes per asset: its windows (current, then baseline or None),
+    and the history span ``(first sample rounded down to the us, current end)`` or None."""
+
+    windows: tuple[tuple[datetime, datetime], ...]
+    history: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """The per-asset answers of a run of the register's assets (computed in one process,
+    from one snapshot: ``api.assetsplit``), in register order. ``days``: per window, per local
+    day, the assets' elements (rows of ``ELEMENT_FIELDS``, None as NaN) and their asset-day
+    rows (``_DAY_FIELDS``); ``kpis``: the current window's elements and whole hours of each
+    asset; ``history``: each asset's elements over the history span."""
+
+    days: list[list[tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]]]
+    kpis: list[tuple[TimeElements, tuple[int, int] | None]]
+    history: list[TimeElements]
+
+
+def _assets_part(service: KpiService, assets: list[Asset], plan: _Plan) -> _Part:
+    """Everything an assessment computes asset by asset, for ``assets`` (a run of the
+    register): the reads and computations of ``KpiService`` (its caches shared between the
+    windows within the caller's snapshot), no sum over assets."""
+    tz = ZoneInfo(service.settings.calendar.timezone)
+    days = [_window_rows(service, assets, start, end, tz) for start, end in plan.windows]
+    history = ([r.elements for r in service.results(*plan.history, assets)]
+               if plan.history is not None else [])
+    start, end = plan.windows[0]
+    kpis = [(r.elements, r.hours) for r in service.results(to_ns(start), to_ns(end), assets)]
+    return _Part(days, kpis, history)
+
+
+def _window_rows(service: KpiService, assets: list[Asset], start: datetime, end: datetime,
+                 tz: ZoneInfo) -> list[tuple[Any, Any]]:
+    """Per local day of the window, the elements and asset-day rows of ``assets``. A whole
+    local day reads each asset's day row where the store holds a current one
+    (``KpiService.day_vectors``: the day computed on its own, the same numbers as from raw
+    samples); the rest (the window's clipped first and last days, assets without a row) from
+    ``KpiService.results``."""
     settings = service.settings
-    spans = [(label, to_ns(a), to_ns(b)) for label, a, b in local_days(start, end, tz)]
+    spans = [(to_ns(a), to_ns(b)) for _, a, b in local_days(start, end, tz)]
     whole = set(local_day_edges(settings.calendar.timezone, to_ns(start), to_ns(end)))
-    held = service.day_vectors(settings.assets, sorted(whole))
+    held = service.day_vectors(assets, sorted(whole))
     by_asset = service._tags_by_asset()
     both = {x.path: Role.STATE in t and Role.MODE in t
-            for x in settings.assets if (t := by_asset.get(x.path)) is not None}
-    for label, a_ns, b_ns in spans:
-        w.days.append(label)
+            for x in assets if (t := by_asset.get(x.path)) is not None}
+    out: list[tuple[Any, Any]] = []
+    for a_ns, b_ns in spans:
         planned = planned_intervals(settings.calendar, a_ns, b_ns)
         rows = held.get(a_ns, {}) if (a_ns, b_ns) in whole else {}
-        rest = [x for x in settings.assets if x.path not in rows]
+        rest = [x for x in assets if x.path not in rows]
         computed = {r.asset.path: r for r in service.results(a_ns, b_ns, rest)} if rest else {}
-        if not settings.assets:
-            _add_day(w, [])
-            continue
         vectors: list[Any] = []
-        asset_days: dict[str, AssetDay] = {}
-        for x in settings.assets:
+        facts: list[tuple[float, float, bool, int, int, float]] = []
+        for x in assets:
             got = rows.get(x.path)
             if got is not None:
                 vec, ntags, good, gap_s = got
                 vectors.append(vec)
-                asset_days[x.path] = AssetDay(
-                    pbt_s=float(vec[_PBT]), known_s=float(vec[_KNOWN]),
-                    state_and_mode=both.get(x.path, False), tags=ntags, good_samples=good,
-                    gap_s=gap_s)
+                facts.append((vec[_PBT], vec[_KNOWN], both.get(x.path, False), ntags, good, gap_s))
             else:
                 r = computed[x.path]
                 vectors.append(_vector(r.elements))
-                asset_days[x.path] = _asset_day(r, planned, b_ns)
-        _add_sums(w, _Summed(np.array(vectors, np.float64)), asset_days)
-    rates = asset_day_rates(_register(service.settings), w.asset_days, service.settings.kpi.coverage_min)
+                d = _asset_day(r, planned, b_ns)
+                facts.append((d.pbt_s, d.known_s, d.state_and_mode, d.tags, d.good_samples, d.gap_s))
+        out.append((np.array(vectors, np.float64).reshape(len(assets), len(ELEMENT_FIELDS)),
+                    np.array(facts, np.float64).reshape(len(assets), len(_DAY_FIELDS))))
+    return out
+
+
+def _window_days(settings: Settings, labels: list[str], parts: list[list[tuple[Any, Any]]]) -> _Days:
+    """The window's per-day arrays from the runs' per-asset rows (``_window_rows``), summed
+    over all assets in register order: the rows of the runs one after the other are the
+    register's, so the sums are one process's, float for float."""
+    w = _Days()
+    for i, label in enumerate(labels):
+        w.days.append(label)
+        if not settings.assets:
+            _add_day(w, [])
+            continue
+        vectors = np.concatenate([p[i][0] for p in parts])
+        facts = np.concatenate([p[i][1] for p in parts]).tolist()
+        asset_days = {
+            x.path: AssetDay(pbt_s=pbt, known_s=known, state_and_mode=bool(sm), tags=int(ntags),
+                             good_samples=int(good), gap_s=gap_s)
+            for x, (pbt, known, sm, ntags, good, gap_s) in zip(settings.assets, facts, strict=True)}
+        _add_sums(w, _Summed(vectors), asset_days)
+    rates = asset_day_rates(_register(settings), w.asset_days, settings.kpi.coverage_min)
     for f, (n, d) in rates.items():
         w.num[f], w.den[f] = n, d
     return w
@@ -543,18 +608,27 @@ def _unit_checked(values: dict[str, Observation], criteria: TierCriteria, declar
                 f"{unit!r}: figures in different units are not compared; supply the reference in {unit}"))
 
 
-def _history(service: KpiService, end: datetime, end_ns: int) -> tuple[dict[str, Any], Observation]:
-    """How long the history held reaches back from the current window's end (stable operation)."""
+def _history_span(service: KpiService, end_ns: int) -> tuple[int | None, tuple[int, int] | None]:
+    """The store's first sample before the current window's end, and the span whose coverage
+    the history reports (None: no sample before the end)."""
     first = service.first_sample_ns(end_ns)
-    history: dict[str, Any] = {"first_sample": iso(first), "years": None, "coverage": None}
     if first is None or first >= end_ns:
+        return first, None
+    return first, (first // 1000 * 1000, end_ns)
+
+
+def _history(first: int | None, end_ns: int, span: TimeElements | None) -> tuple[dict[str, Any], Observation]:
+    """How long the history held reaches back from the current window's end (stable
+    operation); ``span``: the elements of every asset over it, summed."""
+    history: dict[str, Any] = {"first_sample": iso(first), "years": None, "coverage": None}
+    if first is None or first >= end_ns or span is None:
         return history, Observation(None, missing="the store holds no sample before the current "
                                                   "window's end")
     # only the span's coverage is used: its summed elements, not the per-asset answer
-    span = Kpis.of(service.total(first // 1000 * 1000, end_ns)).coverage
+    coverage = Kpis.of(span).coverage
     years = (end_ns - first) / _NS / _YEAR_S
-    history.update(years=years, coverage=span)
-    return history, Observation(years, coverage=span, note="the span of the history held, no interval")
+    history.update(years=years, coverage=coverage)
+    return history, Observation(years, coverage=coverage, note="the span of the history held, no interval")
 
 
 def resolve_windows(
@@ -639,8 +713,15 @@ def _assess(
     baseline_window = _window(b_start, b_end, "baseline") if b_start and b_end else None
 
     tz = ZoneInfo(settings.calendar.timezone)
-    current = _window_days(service, start, end, tz)
-    baseline = _window_days(service, b_start, b_end, tz) if b_start and b_end else None
+    end_ns = to_ns(end)
+    first, span = _history_span(service, end_ns)
+    windows = ((start, end), (b_start, b_end)) if b_start and b_end else ((start, end),)
+    # the per-asset work, over runs of the register in worker processes and this one
+    parts: list[_Part] = map_assets(service, _assets_part, _Plan(windows, span))
+    labels = [[label for label, _, _ in local_days(a, b, tz)] for a, b in windows]
+    current = _window_days(settings, labels[0], [p.days[0] for p in parts])
+    baseline = (_window_days(settings, labels[1], [p.days[1] for p in parts])
+                if len(windows) > 1 else None)
     kw: dict[str, Any] = {"seed": seed, "n_resamples": n_resamples, "min_days": DEFAULT_MIN_DAYS}
 
     figures, values, deltas = _figures(current, baseline, kw, settings.declared)
@@ -661,8 +742,8 @@ def _assess(
         values[f] = Observation(None, missing=NOT_COMPUTED)
         deltas[f] = Observation(None, missing=NOT_COMPUTED)
 
-    end_ns = to_ns(end)
-    history, values["history_years"] = _history(service, end, end_ns)
+    history, values["history_years"] = _history(
+        first, end_ns, roll_up(e for p in parts for e in p.history) if span is not None else None)
 
     periods = {"current_periods": _months(start, end, tz),
                "baseline_periods": _months(b_start, b_end, tz) if b_start and b_end else []}
@@ -673,7 +754,8 @@ def _assess(
         if tier is None or name == tier
     }
     # the per-tag evidence is bulky: GET /api/v1/kpis of the same window serves it
-    kpis = service.kpis(start, end, evidence=False)
+    kpis = KpiService.entries([(x.path, e, None, hours) for x, (e, hours) in
+                               zip(settings.assets, (k for p in parts for k in p.kpis), strict=True)])
     return {
         "criteria_version": criteria.version,
         "algorithm_version": ALGORITHM_VERSION,

@@ -991,19 +991,26 @@ class KpiService:
             )
         start_ns, end_ns = to_ns(start), to_ns(end)
         results = self.results(start_ns, end_ns, self.assets_for(asset, line))
-        per_asset = {r.asset.path: r.elements for r in results}
-        lines = group_by_line(per_asset)
         return {
             "window": {"from": iso(start_ns), "to": iso(end_ns)},
             "algorithm_version": ALGORITHM_VERSION,
             "config_fingerprint": self.fingerprint,
-            "assets": {
-                r.asset.path: self._entry(r.elements, r.evidence.as_dict(iso) if evidence else None,
-                                          r.hours)
-                for r in results
-            },
-            "lines": {p: self._entry(e) for p, e in lines.items()},
-            "total": self._entry(roll_up(per_asset.values())),
+            **self.entries([(r.asset.path, r.elements, r.evidence.as_dict(iso) if evidence else None,
+                             r.hours) for r in results]),
+        }
+
+    @classmethod
+    def entries(cls, per_asset: Sequence[tuple[str, TimeElements, dict[str, Any] | None,
+                                               tuple[int, int] | None]]) -> dict[str, Any]:
+        """The ``assets``, ``lines`` and ``total`` of a ``kpis`` answer from each asset's
+        (path, elements, evidence or None, whole hours), in register order (the order of the
+        sums): also what an assessment whose assets were computed in several processes
+        answers (``api.assessment``)."""
+        elements = {p: e for p, e, _, _ in per_asset}
+        return {
+            "assets": {p: cls._entry(e, ev, hours) for p, e, ev, hours in per_asset},
+            "lines": {p: cls._entry(e) for p, e in group_by_line(elements).items()},
+            "total": cls._entry(roll_up(elements.values())),
         }
 
     def total(self, start_ns: int, end_ns: int) -> TimeElements:

@@ -197,6 +197,18 @@ class KpiSettings(Model):
             "raw samples; false: every window from raw samples"
         ),
     )
+    assess_workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description=(
+            "worker processes that compute a share of an assessment's assets beside the "
+            "process that serves it (api.assetsplit), each with its own read-only connection "
+            "to the embedded store, started on first use and kept warm; the answer is the "
+            "same JSON bit for bit. Default (unset): one per core beyond the first; 0: every "
+            "asset in the serving process (always so for a store other than the embedded one)"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- simulation

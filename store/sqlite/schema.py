@@ -30,6 +30,7 @@ __all__ = [
     "BlobRow",
     "Connection",
     "Q",
+    "check_schema",
     "connect",
     "enum_json",
     "enum_load",
@@ -313,6 +314,19 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """For a read-only open (``SqliteStore(readonly=True)``): the file is a tierproof store at
+    exactly ``SCHEMA_VERSION`` (a reader neither creates nor migrates one)."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in names:
+        raise StoreError(f"{path}: not a tierproof store (no meta table)")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{path}: store schema version {version}, this tierproof reads "
+                         f"{SCHEMA_VERSION}: open it read-write once (the gateway migrates it)")
 
 
 def enum_json(enum: dict[int, str] | None) -> str | None:

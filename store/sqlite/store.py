@@ -47,6 +47,7 @@ from .schema import (
     UPSERT_LATEST,
     BlobRow,
     Connection,
+    check_schema,
     connect,
     enum_json,
     enum_load,
@@ -159,7 +160,12 @@ class SqliteStore:
         synchronous: Literal["normal", "full"] = "normal",
         retention_days: float | None = None,
         compact_every: int = 64,
+        readonly: bool = False,
     ) -> None:
+        """``readonly``: a reader of a store another process (or object) writes, e.g. an
+        assessment worker (``api.assetsplit``): every connection is ``query_only``, the file
+        is neither created nor migrated (it must exist at this version's schema), ``close``
+        neither compacts nor checkpoints, and a write is a StoreError."""
         if synchronous not in ("normal", "full"):
             raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         if compact_every < 1:
@@ -197,11 +203,20 @@ class SqliteStore:
         #: nanoseconds spent in ``write`` (waiting for the writer lock and merging included):
         #: the roll-up maintainer rests longer while the writer is busy (``api.rollups``)
         self.write_ns = 0
+        self.readonly = readonly
         with self._errors("open"):
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._w = connect(self._path, self._synchronous)
+            if readonly:
+                if not self._path.is_file():
+                    raise StoreError(f"{self._path}: no such store to open read-only")
+                self._w = connect(self._path, self._synchronous, reader=True)
+            else:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                self._w = connect(self._path, self._synchronous)
             try:
-                init_schema(self._w, self._path)
+                if readonly:
+                    check_schema(self._w, self._path)
+                else:
+                    init_schema(self._w, self._path)
                 self._pending, self._pending_points = self._w.execute(
                     "SELECT count(*), coalesce(sum(n), 0) FROM ingest WHERE level = 0"
                 ).fetchone()
@@ -233,11 +248,16 @@ class SqliteStore:
         if self._closed:
             raise StoreError(f"{self._path}: store is closed")
 
+    def _check_writable(self, action: str) -> None:
+        self._check_open()
+        if self.readonly:
+            raise StoreError(f"{self._path}: {action}: the store is open read-only")
+
     @contextmanager
     def _write_txn(self, action: str) -> Iterator[sqlite3.Connection]:
         """One write transaction on the writer connection, under the writer lock."""
         with self._wlock, self._errors(action):
-            self._check_open()
+            self._check_writable(action)
             conn = self._w
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -420,7 +440,7 @@ class SqliteStore:
         row = batch_row(batch)
         with self._wlock:
             with self._errors("write batch"):
-                self._check_open()
+                self._check_writable("write batch")
                 if int(batch.ts_ns.min()) >= self._rollups.end_ns:
                     # One statement in autocommit mode is one transaction: no BEGIN/COMMIT
                     # round trips (they cost as much as the INSERT for small batches).
@@ -1157,9 +1177,10 @@ class SqliteStore:
             if self._closed:
                 return
             try:
-                self.compact()
-                with self._errors("checkpoint"):
-                    self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if not self.readonly:  # a reader leaves both to the writer
+                    self.compact()
+                    with self._errors("checkpoint"):
+                        self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 with self._pool_lock:
                     self._closed = True

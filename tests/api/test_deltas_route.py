@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from api import assetsplit
 from api.assessment import assess
 from api.gateway import tag_records
 from api.service import KpiService
@@ -77,13 +77,19 @@ def test_bad_parameters_are_problems(client: Client) -> None:
     assert "baseline_from" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("workers", [0, 1])
 def test_an_assessment_reads_one_snapshot_while_samples_arrive(
-    stored: tuple[Settings, Path], tmp_path: Path,
+    stored: tuple[Settings, Path], tmp_path: Path, workers: int,
 ) -> None:
-    """A writer adds samples inside both windows while one assessment runs: inside a snapshot
-    the assessment equals the one before the writes; after it, the writes show. Real SQLite,
-    real threads, interleaved by an event at the first day the assessment reads."""
+    """A writer adds samples inside both windows while one assessment runs, after its snapshot
+    opened and before its per-asset work starts. In one process (``assess_workers: 0``) the
+    assessment equals the one before the writes; with a worker (``api.assetsplit``), which
+    opens its own snapshot after the writes, each asset's numbers are all from one snapshot:
+    the worker's run of assets as after the writes, this process's as before. After it, the
+    writes show everywhere. Real SQLite, a real worker process."""
     settings, _ = stored
+    settings = settings.model_copy(update={"kpi": settings.kpi.model_copy(
+        update={"assess_workers": workers})})
     db = Path(settings.store.path)  # type: ignore[union-attr]
     copy = tmp_path / "copy.db"
     with SqliteStore(db) as src:  # a private copy: the writes must not reach other tests
@@ -102,29 +108,33 @@ def test_an_assessment_reads_one_snapshot_while_samples_arrive(
         t = np.arange(to_ns(NOW - timedelta(days=14)), to_ns(NOW), 60 * 10**9)
         extra = Batch.of(np.repeat(rejects, len(t)), np.tile(t, len(rejects)),
                          np.tile(np.arange(len(t), dtype=float) * 1000, len(rejects)))
+        real_first = service.first_sample_ns
+        wrote: list[int] = []
 
-        first_read, written = threading.Event(), threading.Event()
-        real_kpis = service.kpis
+        def first_sample_ns(end_ns: int) -> int | None:
+            # read by the assessment in its snapshot before any asset's numbers: the writes
+            # commit now, on the store's writer connection
+            if not wrote:
+                store.write(extra)
+                store.compact()
+                wrote.append(1)
+            return real_first(end_ns)
 
-        def kpis(*a: Any, **k: Any) -> dict[str, Any]:
-            if not first_read.is_set():
-                first_read.set()
-                assert written.wait(60), "the writer was blocked by the snapshot"
-            return real_kpis(*a, **k)
-
-        def writer() -> None:
-            assert first_read.wait(60)
-            store.write(extra)
-            store.compact()
-            written.set()
-
-        service.kpis = kpis  # type: ignore[method-assign]
-        th = threading.Thread(target=writer)
-        th.start()
+        service.first_sample_ns = first_sample_ns  # type: ignore[method-assign]
         with service.snapshot():
             during = assess(settings, service, criteria, **kw)
-        th.join(60)
-        service.kpis = real_kpis  # type: ignore[method-assign]
+        service.first_sample_ns = real_first  # type: ignore[method-assign]
+        assert wrote
         after = assess(settings, service, criteria, **kw)
-    assert during == before
     assert _assessment_deltas(after) != _assessment_deltas(before)
+    if workers == 0:
+        assert during == before
+        return
+    paths = [a.path for a in settings.assets]
+    (a, b), (c, d) = assetsplit._runs(len(paths), 2)  # the worker's run, then this process's
+    theirs, ours = paths[a:b], paths[c:d]
+    assert [during["assets"][p] for p in theirs] == [after["assets"][p] for p in theirs]
+    assert [during["assets"][p] for p in ours] == [before["assets"][p] for p in ours]
+    # the writes reach assets of both runs: the two states are told apart in each
+    for run in (theirs, ours):
+        assert any(before["assets"][p] != after["assets"][p] for p in run)

@@ -441,6 +441,37 @@ def test_foreign_and_corrupt_files_refused(tmp_path: Path) -> None:
     assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
 
 
+def test_readonly_reader_beside_the_writer(tmp_path: Path) -> None:
+    """``readonly=True`` (an assessment worker's store, api.assetsplit): reads what the writer
+    committed, never writes (a write is a StoreError naming the file, close neither compacts
+    nor checkpoints), and neither creates nor migrates a file."""
+    path = tmp_path / "ro.db"
+    with pytest.raises(StoreError, match=r"ro\.db: no such store to open read-only"):
+        SqliteStore(path, readonly=True)
+    assert not path.exists()
+    writer = SqliteStore(path, compact_every=1000)
+    (tid,) = writer.register_tags([tag(1)]).values()
+    writer.write(Batch.of([tid], [T0], [1.5]))
+    reader = SqliteStore(path, readonly=True)
+    assert [t.path for t in reader.tags()] == [tag(1).path]
+    assert_series(reader.read(tid, 0, 2**62, prior=False), Series(
+        np.array([T0], np.int64), np.array([1.5]), np.array([0], np.uint8)))
+    with pytest.raises(StoreError, match=r"ro\.db: write.*read-only"):
+        reader.write(Batch.of([tid], [T0 + SEC], [2.0]))
+    with pytest.raises(StoreError, match=r"read-only"):
+        reader.register_tags([tag(2)])
+    writer.write(Batch.of([tid], [T0 + SEC], [2.5]))  # seen by the reader's next read
+    assert reader.read(tid, 0, 2**62, prior=False).value.tolist() == [1.5, 2.5]
+    reader.close()
+    assert writer.stats().extra["ingest_rows"] == 2  # the reader's close compacted nothing
+    writer.close()
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    c.close()
+    with pytest.raises(StoreError, match=r"schema version 5, this tierproof reads"):
+        SqliteStore(path, readonly=True)
+
+
 # --------------------------------------------------------------------------- crash safety
 
 
