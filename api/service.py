@@ -687,7 +687,7 @@ class KpiService:
             return {}
         tz = self.settings.calendar.timezone
         days = [(a, b) for a, b in local_day_edges(tz, h0, h1) if a % HOUR_NS == 0 and b % HOUR_NS == 0]
-        daily = getattr(self.store, "keeps_day_rows", True)
+        daily = self._keeps_days()
         sums: dict[str, list[Cell]] = {}
         if daily and days:
             sums = self._keyed({p: k + SUM for p, k in keys.items()},
@@ -780,10 +780,19 @@ class KpiService:
                    ) -> tuple[dict[int, int], dict[str, list[Cell]]]:
         """The day rows' cells of ``assets`` over the local days ``days``, read in one pass:
         (day slot -> day start, asset -> its cells)."""
+        if not self._keeps_days():
+            return {}, {}
         by_asset = self._tags_by_asset()
         keys = {a.path: self.rollup_key(a, by_asset[a.path]) + DAY for a in assets if by_asset.get(a.path)}
         start_of = {day_slot(e): s for s, e in days}
         return start_of, keyed_rows(self.store, keys, min(start_of), max(start_of) + 1)
+
+    def _keeps_days(self) -> bool:
+        """Whether the store keeps day, day-sum and head rows (``api.rollups``). InfluxDB does
+        not (``InfluxStore.keeps_day_rows``: a late write voids the hour points it makes
+        stale, not a day's): such rows found there anyway (written by a gateway before
+        ``SpooledStore`` told it so) are not read, since nothing voided them."""
+        return bool(getattr(self.store, "keeps_day_rows", True))
 
     def day_vectors(self, assets: list[Asset], days: list[tuple[int, int]]
                     ) -> dict[int, dict[str, DayVector]]:

@@ -528,6 +528,20 @@ class SpooledStore:
     def discover_tags(self, assets: Sequence[str]) -> int:
         return self.inner.discover_tags(assets)  # type: ignore[attr-defined]
 
+    #: what readers ask of a store beyond the ``Store`` protocol, with ``getattr`` and a
+    #: default (``api.service``, ``api.rollups``, ``api.readahead``): the inner store's where
+    #: it has them. Without them a gateway over InfluxDB (always behind this spool) took the
+    #: default ``keeps_day_rows = True`` and kept day, day-sum and head rows in InfluxDB,
+    #: whose voids (points on the hour grid) a late write cannot reach, and read its raw
+    #: edges and roll-up rows through the general paths, a statement per tag and range
+    _INNER_CAPABILITIES = frozenset({"keeps_day_rows", "read_ranges", "rollups_keyed",
+                                     "rollups_dense", "first_ts"})
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SpooledStore._INNER_CAPABILITIES and "inner" in self.__dict__:
+            return getattr(self.inner, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def close(self, timeout: float = 30.0) -> None:
         """Send what waits for a flush (within ``timeout``), stop draining (what is still
         spooled stays for the next start), then close."""

@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -38,7 +39,7 @@ from config import load_settings
 from config.times import to_ns
 from simulators import Plant
 from store import InfluxStore
-from tests.helpers import free_port, shift_demo
+from tests.helpers import SHIFT_CALENDAR, free_port, shift_demo
 from tests.influx_servers import InfluxDB16
 
 pytestmark = [pytest.mark.influxdb, pytest.mark.slow]
@@ -77,8 +78,20 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
+def in_shift_end(now: datetime) -> datetime:
+    """The latest 20:00 of the tests' shift calendar (``SHIFT_CALENDAR``: shifts 06:00-22:00,
+    Monday to Saturday, in its zone) not after ``now``: the 8 hours before it lie in shifts.
+    With the hour before the wall clock instead, the windows lay outside every shift when the
+    test ran between about 18:00 and 06:00 UTC (no planned time: ``known_s`` 0)."""
+    local = now.astimezone(ZoneInfo(SHIFT_CALENDAR["timezone"]))
+    t = local.replace(hour=20, minute=0, second=0, microsecond=0)
+    while t > local or t.weekday() == 6:
+        t -= timedelta(days=1)
+    return t.astimezone(UTC)
+
+
 def test_a_central_pack_verifies(influxdb16: InfluxDB16, tmp_path: Path) -> None:
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    now = in_shift_end(datetime.now(UTC))
     t0 = to_ns(now)
     gateways = []
     for seed, site in enumerate(SITES, start=7):
