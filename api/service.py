@@ -557,7 +557,8 @@ class KpiService:
                  for _, _, _, _, ctx, got in todo)
         hi = max(b for _, _, _, b, _, _ in todo)
         devices = sorted({t.device for _, tags, *_ in todo for t in tags.values()})
-        if any(self.store.gaps(d, lo, hi) for d in devices):
+        # every device's gaps at once first (none, usually: then none of these devices')
+        if self.store.gaps(None, lo, hi) and any(self.store.gaps(d, lo, hi) for d in devices):
             return None
         plan_lo = min(ctx for _, _, _, _, ctx, _ in todo)
         planned = self._planned(plan_lo, hi)
@@ -920,6 +921,7 @@ class KpiService:
                 batch = chosen[i:i + _ROW_BATCH]
                 cells = self._window_cells(batch, by_asset, start_ns, end_ns) if self.use_rollups else {}
                 view = self._read_ahead(batch, by_asset, cells, start_ns, end_ns)
+                view.fetch_gaps(start_ns, end_ns)  # _rolled's reads of each asset's gaps
                 self._ahead.view = view
                 try:
                     if cells:
