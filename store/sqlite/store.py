@@ -652,8 +652,13 @@ class SqliteStore:
                 for tag_id, start_ns, end_ns in distinct:
                     windows.setdefault((start_ns, end_ns), []).append(tag_id)
                 rest = []
+                # with prior, a window's ingest rows are those with t_min < its end: none
+                # before the latest end, none for any window (one statement, not one each)
+                latest = max((e for _, e in windows), default=0)
+                none = not self._ingest_rows(conn, latest, latest, prior)
                 for (start_ns, end_ns), tag_ids in windows.items():
-                    rows = ingest[(start_ns, end_ns)] = self._ingest_rows(conn, start_ns, end_ns, prior)
+                    rows = ingest[(start_ns, end_ns)] = (
+                        [] if none else self._ingest_rows(conn, start_ns, end_ns, prior))
                     found = [None] * len(tag_ids) if rows else sound_windows(conn, tag_ids, start_ns, end_ns)
                     for tag_id, got in zip(tag_ids, found, strict=True):
                         key = (tag_id, start_ns, end_ns)
