@@ -78,6 +78,11 @@ class ReadAhead:
         for t in self._held.pop(span, {}):
             self._by_tag[t].pop(span, None)
 
+    def holds(self, tag_id: int, start_ns: int, end_ns: int) -> bool:
+        """Whether a read of [start_ns, end_ns) (with or without ``prior``) is served from
+        the samples read ahead."""
+        return any(lo <= start_ns and end_ns <= hi for lo, hi in self._by_tag.get(int(tag_id), {}))
+
     def _slice(self, tag_id: int, start_ns: int, end_ns: int, prior: bool) -> Series | None:
         for (lo, hi), s in self._by_tag.get(tag_id, {}).items():
             if lo <= start_ns and end_ns <= hi:

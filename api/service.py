@@ -518,15 +518,16 @@ class KpiService:
                     ctx, by_reach, series = self._part_input(tags, start_ns, a, b)
                     inputs.append((asset, tags, a, b, ctx, by_reach, series))
         # the parts that read their samples from the store (a context before what was read
-        # for them: the window's start), read ahead together (one read_ranges, not three
-        # statements per tag)
+        # for them: the window's start) and are not held by the view, read ahead together
+        # (one read_ranges, not three statements per tag)
         view = getattr(self._ahead, "view", None)
         if isinstance(view, ReadAhead):
             ranges: dict[tuple[int, int], list[int]] = {}
             for _, tags, _, b, ctx, _, series in inputs:
                 if series is None:
-                    ranges.setdefault((ctx, b), []).extend(_read_ids(tags))
-            if ranges:
+                    ranges.setdefault((ctx, b), []).extend(
+                        t for t in _read_ids(tags) if not view.holds(t, ctx, b))
+            if any(ranges.values()):
                 view.fetch_all(ranges)
         for asset, tags, a, b, ctx, by_reach, series in inputs:
             todo.append((asset, tags, a, b, ctx, by_reach, self._part_reads(tags, series, ctx, b)))
