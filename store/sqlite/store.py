@@ -645,9 +645,9 @@ class SqliteStore:
             ingest: dict[tuple[int, int], list[tuple[int, int]]] = {}
             rest = distinct
             if prior and not self._damage:
-                # the usual case first (chunks.sound_windows): no ingest row the range can
-                # need, no chunk known damaged, every chunk it loads sound and in time order
-                # the tags of each window read in one statement (chunks.sound_windows)
+                # the usual case first (chunks.sound_windows, the tags of each window in one
+                # statement): no ingest row the range can need, no chunk known damaged, every
+                # chunk it loads sound and in time order
                 windows: dict[tuple[int, int], list[int]] = {}
                 for tag_id, start_ns, end_ns in distinct:
                     windows.setdefault((start_ns, end_ns), []).append(tag_id)
@@ -657,15 +657,16 @@ class SqliteStore:
                 latest = max((e for _, e in windows), default=0)
                 none = not self._ingest_rows(conn, latest, latest, prior)
                 for (start_ns, end_ns), tag_ids in windows.items():
-                    rows = ingest[(start_ns, end_ns)] = (
+                    listed = ingest[(start_ns, end_ns)] = (
                         [] if none else self._ingest_rows(conn, start_ns, end_ns, prior))
-                    found = [None] * len(tag_ids) if rows else sound_windows(conn, tag_ids, start_ns, end_ns)
-                    for tag_id, got in zip(tag_ids, found, strict=True):
+                    straight = ([None] * len(tag_ids) if listed
+                                else sound_windows(conn, tag_ids, start_ns, end_ns))
+                    for tag_id, arrays in zip(tag_ids, straight, strict=True):
                         key = (tag_id, start_ns, end_ns)
-                        if got is None:
+                        if arrays is None:
                             rest.append(key)
                             continue
-                        t, v, q = got
+                        t, v, q = arrays
                         keep = _keep_last(t)
                         series[key] = Series(t, v, q) if keep is None else Series(t[keep], v[keep], q[keep])
             faults: list[Fault] = []
