@@ -69,8 +69,15 @@ from .rollups import (
 )
 
 _NS: Final = 1_000_000_000
-#: assets whose roll-up rows ``results`` reads (and holds) at once
+#: the fewest assets whose roll-up rows ``results`` reads (and holds) at once, and whose raw
+#: parts it reads ahead and computes together
 _ROW_BATCH: Final = 50
+#: the most roll-up rows ``results`` holds at once (estimated from the window: 50 assets' month
+#: of hour rows, the bound of _ROW_BATCH assets in a store without day-level rows)
+_ROWS_AT_ONCE: Final = 50 * 30 * 24
+#: the most hours of raw stretches (asset-hours between and around the usable rows) whose
+#: samples ``results`` reads ahead at once beyond _ROW_BATCH assets: 50 assets' whole days
+_RAW_HOURS_AT_ONCE: Final = 50 * 24
 #: a span of a window read from a row: (start, reach_ns, data, extra, end) -- an hour row
 #: (end = start + 1 h), a day-sum row (a local day) or a head row (midnight to its end)
 Span = tuple[int, int, bytes, "str | None", int]
@@ -496,6 +503,8 @@ class KpiService:
             return
         todo: list[tuple[Asset, dict[Role, TagRecord], int, int, int, bool,
                         dict[Role, Series]]] = []
+        inputs: list[tuple[Asset, dict[Role, TagRecord], int, int, int, bool,
+                           Mapping[int, Series] | None]] = []
         for asset in batch:
             rows = cells.get(asset.path, [])
             tags = by_asset.get(asset.path, {})
@@ -514,8 +523,21 @@ class KpiService:
                     if self._cached_part(asset.path, start_ns, a, b) is not None:
                         continue
                     ctx, by_reach, series = self._part_input(tags, start_ns, a, b)
-                    got = self._part_reads(tags, series, ctx, b)
-                    todo.append((asset, tags, a, b, ctx, by_reach, got))
+                    inputs.append((asset, tags, a, b, ctx, by_reach, series))
+        # the parts that read their samples from the store (a context before what was read
+        # for them: the window's start) and are not held by the view, read ahead together
+        # (one read_ranges, not three statements per tag)
+        view = getattr(self._ahead, "view", None)
+        if isinstance(view, ReadAhead):
+            ranges: dict[tuple[int, int], list[int]] = {}
+            for _, tags, _, b, ctx, _, series in inputs:
+                if series is None:
+                    ranges.setdefault((ctx, b), []).extend(
+                        t for t in _read_ids(tags) if not view.holds(t, ctx, b))
+            if any(ranges.values()):
+                view.fetch_all(ranges)
+        for asset, tags, a, b, ctx, by_reach, series in inputs:
+            todo.append((asset, tags, a, b, ctx, by_reach, self._part_reads(tags, series, ctx, b)))
         if not todo:
             return
         parts = self._batch_of([(asset, tags, a, b, ctx, got) for asset, tags, a, b, ctx, _, got in todo])
@@ -557,7 +579,8 @@ class KpiService:
                  for _, _, _, _, ctx, got in todo)
         hi = max(b for _, _, _, b, _, _ in todo)
         devices = sorted({t.device for _, tags, *_ in todo for t in tags.values()})
-        if any(self.store.gaps(d, lo, hi) for d in devices):
+        # every device's gaps at once first (none, usually: then none of these devices')
+        if self.store.gaps(None, lo, hi) and any(self.store.gaps(d, lo, hi) for d in devices):
             return None
         plan_lo = min(ctx for _, _, _, _, ctx, _ in todo)
         planned = self._planned(plan_lo, hi)
@@ -923,26 +946,82 @@ class KpiService:
             by_asset = self._tags_by_asset()
             chosen = self.settings.assets if assets is None else assets
             out: list[AssetResult] = []
-            # the rows of _ROW_BATCH assets at a time: a month of 500 assets' rows is
-            # ~360,000 tuples, which need not be held at once
-            for i in range(0, len(chosen), _ROW_BATCH):
-                batch = chosen[i:i + _ROW_BATCH]
-                cells = self._window_cells(batch, by_asset, start_ns, end_ns) if self.use_rollups else {}
-                view = self._read_ahead(batch, by_asset, cells, start_ns, end_ns)
-                self._ahead.view = view
-                try:
-                    if cells:
-                        self._batch_parts(batch, by_asset, cells, start_ns, end_ns)
-                    for a in batch:
-                        tags = by_asset.get(a.path, {})
-                        if not cells.get(a.path) and self._uncached(a.path, start_ns, start_ns, end_ns):
-                            # from raw samples: its whole window
-                            view.forget(start_ns, end_ns)
-                            view.fetch(_read_ids(tags), start_ns, end_ns)
-                        out.append(self.asset_result(a, start_ns, end_ns, tags, cells=cells.get(a.path)))
-                finally:
-                    self._ahead.view = None
+            # the rows of as many assets at a time as hold ~_ROWS_AT_ONCE of them (a month
+            # of 500 assets' hour rows is ~360,000 tuples, which need not be held at once);
+            # their raw parts read ahead and computed together in groups of at least
+            # _ROW_BATCH assets, more while their raw stretches stay within
+            # _RAW_HOURS_AT_ONCE (per-batch costs, ~60 numpy and SQL steps, then amortise
+            # over more assets: a window's edges are short)
+            rows = self._rows_per_asset(start_ns, end_ns)
+            step = max(_ROW_BATCH, _ROWS_AT_ONCE // rows)
+            for i in range(0, len(chosen), step):
+                cells = (self._window_cells(chosen[i:i + step], by_asset, start_ns, end_ns)
+                         if self.use_rollups else {})
+                for batch in self._raw_groups(chosen[i:i + step], cells, start_ns, end_ns):
+                    mine = {a.path: cells[a.path] for a in batch if a.path in cells}
+                    self._batch(batch, by_asset, mine, start_ns, end_ns, out)
             return out
+
+    def _rows_per_asset(self, start_ns: int, end_ns: int) -> int:
+        """The most roll-up rows ``_window_cells`` can give an asset of the window: its whole
+        hours, or, where the store keeps day-level rows, a row per local day and the hours
+        of its first and last day."""
+        hours = max(1, (end_ns - start_ns) // HOUR_NS + 1)
+        if getattr(self.store, "keeps_day_rows", True):
+            return max(1, min(hours, hours // 24 + 2 * 24 + 1))
+        return hours
+
+    @staticmethod
+    def _raw_groups(assets: list[Asset], cells: dict[str, list[Span]], start_ns: int,
+                    end_ns: int) -> list[list[Asset]]:
+        """``assets`` in consecutive groups of at least _ROW_BATCH, a group growing while the
+        hours its assets' raw stretches are read ahead over (``_read_ahead``: the window
+        outside their usable rows, the step tags from the row before; an asset without rows
+        is read on its own, one at a time) stay within _RAW_HOURS_AT_ONCE."""
+        groups: list[list[Asset]] = []
+        group: list[Asset] = []
+        raw = 0.0
+        for a in assets:
+            spans = cells.get(a.path)
+            mine = 0.0
+            if spans:
+                # each raw stretch from where _read_ahead reads its step tags (after a row:
+                # the row's reach, an hour back at least), as if every tag were read from there
+                at, lo = start_ns, start_ns
+                for b, row in [*((c[0], c) for c in spans), (end_ns, None)]:
+                    if at < b:
+                        mine += b - min(lo, max(at - HOUR_NS, start_ns))
+                    if row is not None:
+                        at, lo = row[4], max(min(int(row[1]), row[0]), start_ns)
+                mine /= HOUR_NS
+            if len(group) >= _ROW_BATCH and raw + mine > _RAW_HOURS_AT_ONCE:
+                groups.append(group)
+                group, raw = [], 0.0
+            group.append(a)
+            raw += mine
+        if group:
+            groups.append(group)
+        return groups
+
+    def _batch(self, batch: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
+               cells: dict[str, list[Span]], start_ns: int, end_ns: int, out: list[AssetResult]
+               ) -> None:
+        """``results`` of one group of assets (``_raw_groups``), appended to ``out``."""
+        view = self._read_ahead(batch, by_asset, cells, start_ns, end_ns)
+        view.fetch_gaps(start_ns, end_ns)  # _rolled's reads of each asset's gaps
+        self._ahead.view = view
+        try:
+            if cells:
+                self._batch_parts(batch, by_asset, cells, start_ns, end_ns)
+            for a in batch:
+                tags = by_asset.get(a.path, {})
+                if not cells.get(a.path) and self._uncached(a.path, start_ns, start_ns, end_ns):
+                    # from raw samples: its whole window
+                    view.forget(start_ns, end_ns)
+                    view.fetch(_read_ids(tags), start_ns, end_ns)
+                out.append(self.asset_result(a, start_ns, end_ns, tags, cells=cells.get(a.path)))
+        finally:
+            self._ahead.view = None
 
     def _read_ahead(self, batch: list[Asset], by_asset: dict[str, dict[Role, TagRecord]],
                     cells: dict[str, list[Span]], start_ns: int, end_ns: int) -> ReadAhead:

@@ -282,8 +282,12 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
         "apt_known_ch": apt & (ch_c != UNKNOWN),
         "apt_outside_plan_s": apt, "busy": apt | asut | adet,
     }
-    masks = {name: m & own for name, m in masks.items()}
-    weights = {name: out_plan if name == "apt_outside_plan_s" else in_plan for name in masks}
+    # one (mask x interval) matrix, each part's columns sliced once; ``np.add.reduce`` is what
+    # ``ndarray.sum`` calls (the same floats), without its Python wrapper
+    names = tuple(masks)
+    stacked = np.stack([masks[name] for name in names]) & own
+    outside = tuple(name == "apt_outside_plan_s" for name in names)
+    add = np.add.reduce
     bounds = np.searchsorted(item, np.arange(n + 1))
     shared = _attributed(counters, start, end, item, bounds, in_plan, out_plan, known, apt,
                          origin, ctx)
@@ -299,7 +303,7 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
                 continue
             x, y = int(c.bounds[k]), int(c.bounds[k + 1])
             inc = c.inc[x:y]
-            deltas[name] = CounterDelta(float(inc.sum()), int(c.resets[k]), int(c.samples[k]),
+            deltas[name] = CounterDelta(float(add(inc)), int(c.resets[k]), int(c.samples[k]),
                                         c.t0[x:y], c.t1[x:y], inc, ())
         sig = UnitSignals(state=None, mode=None, channel=None, total=deltas["total"],
                           good=deltas["good"], reject=deltas["reject"], energy=deltas["energy"],
@@ -312,7 +316,9 @@ def batch_elements(parts: Sequence[PartSignals], planned: tuple[I64, I64]) -> li
         else:
             attribute = _of_part(shared, deltas, k)
         q = _Quantities.of(sig, attribute)
-        sums = {name: float(weights[name][x:y][m[x:y]].sum()) for name, m in masks.items()}
+        ip, op = in_plan[x:y], out_plan[x:y]
+        sums = {name: float(add((op if o else ip)[m]))
+                for name, o, m in zip(names, outside, stacked[:, x:y], strict=True)}
         apt_s = sums["apt_s"]
         out.append(TimeElements(
             window_s=(p.end_ns - p.start_ns) / 1e9,

@@ -3,6 +3,7 @@ chunks that straddle the retention horizon."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Container, Sequence
 from typing import Any
@@ -16,7 +17,8 @@ from .schema import TS, VAL, Q
 #: the arrays ``sound_window`` gives: an int64, float64 and uint8 array
 Arrays = tuple[Any, Any, Any]
 
-__all__ = ["Fault", "chunk_parts", "chunk_parts_many", "chunks_by_id", "sound_window", "trim_chunks"]
+__all__ = ["Fault", "chunk_parts", "chunk_parts_many", "chunks_by_id", "sound_rows", "sound_window",
+           "sound_windows", "trim_chunks"]
 
 
 #: a chunk found damaged: (chunk_id, tag_id, t_min, t_max, n, reason)
@@ -122,6 +124,37 @@ def sound_window(conn: sqlite3.Connection, tag_id: int, start_ns: int, end_ns: i
     and records the damage. The caller also makes sure no ingest row or known damaged
     chunk can matter (those need the general path too)."""
     rows = conn.execute(_WITH_PRIOR, (tag_id, tag_id, start_ns, start_ns, end_ns)).fetchall()
+    return sound_rows(rows, start_ns, end_ns)
+
+
+#: ``_WITH_PRIOR`` of several tags over one window, in one statement: the tag ids as a JSON
+#: array (``json_each``), each tag's chunks found by the index as ``_WITH_PRIOR`` finds them
+#: (``SEARCH c USING INDEX chunks_by_tag (tag_id=? AND t_max>?)``, the bound a correlated
+#: subquery on the covering index)
+_MANY_WITH_PRIOR = (
+    f"SELECT {', '.join('c.' + c.strip() for c in _HEAD_COLS.split(','))} FROM json_each(?) j"
+    " JOIN chunks c ON c.tag_id = j.value AND c.t_max >= coalesce("
+    "(SELECT max(t_max) FROM chunks WHERE tag_id = j.value AND t_max < ?), ?) AND c.t_min < ?"
+)
+
+
+def sound_windows(conn: sqlite3.Connection, tag_ids: Sequence[int], start_ns: int, end_ns: int
+                  ) -> list[Arrays | None]:
+    """``sound_window`` of each of ``tag_ids`` over the same window, from one statement for
+    them all instead of one per tag (a KPI request's read-ahead reads ~14 tags per window
+    edge: on the 500 x 30 bench ~14,000 ranges in ~1,000 windows). The same rows per tag,
+    checked and cut the same way."""
+    by_tag: dict[int, list[Any]] = {int(t): [] for t in tag_ids}
+    for r in conn.execute(_MANY_WITH_PRIOR, (json.dumps(list(by_tag)), start_ns, start_ns, end_ns)):
+        mine = by_tag.get(r[1]) if isinstance(r[1], int) else None
+        if mine is None:  # a damaged row: the general path finds and records it
+            return [None] * len(tag_ids)
+        mine.append(r)
+    return [sound_rows(by_tag[int(t)], start_ns, end_ns) for t in tag_ids]
+
+
+def sound_rows(rows: list[Any], start_ns: int, end_ns: int) -> Arrays | None:
+    """``sound_window`` of the rows ``_WITH_PRIOR`` found for one tag."""
     for r in rows:
         if chunk_fault(r, None) is not None:
             return None

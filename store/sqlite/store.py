@@ -23,7 +23,7 @@ from ..batch import I64, TS_UNKNOWN, Batch, Series
 from ..changes import EVERYTHING, Changes
 from . import rollups as _rollups
 from .checksum import chunk_fault
-from .chunks import Fault, chunk_parts, chunk_parts_many, chunks_by_id, sound_window, trim_chunks
+from .chunks import Fault, chunk_parts, chunk_parts_many, chunks_by_id, sound_windows, trim_chunks
 from .runs import (
     IngestFault,
     Part,
@@ -656,7 +656,8 @@ class SqliteStore:
         (``chunks.chunk_parts_many``), the ingest rows listed once per window, and of chunks
         in time order (the usual case) only the samples the range needs are copied, not the
         whole chunks merged first -- where no ingest row can matter and every chunk is sound,
-        straight from the rows' blobs (``chunks.sound_window``)."""
+        straight from the rows' blobs, the tags of one window in one statement
+        (``chunks.sound_windows``)."""
         keys = [(int(t), int(a), int(b)) for t, a, b in wanted]
         distinct = list(dict.fromkeys(keys))
         series: dict[tuple[int, int, int], Series] = {}
@@ -664,21 +665,30 @@ class SqliteStore:
             ingest: dict[tuple[int, int], list[tuple[int, int]]] = {}
             rest = distinct
             if prior and not self._damage:
-                # the usual case first (chunks.sound_window): no ingest row the range can
-                # need, no chunk known damaged, every chunk it loads sound and in time order
+                # the usual case first (chunks.sound_windows, the tags of each window in one
+                # statement): no ingest row the range can need, no chunk known damaged, every
+                # chunk it loads sound and in time order
+                windows: dict[tuple[int, int], list[int]] = {}
+                for tag_id, start_ns, end_ns in distinct:
+                    windows.setdefault((start_ns, end_ns), []).append(tag_id)
                 rest = []
-                for key in distinct:
-                    _, start_ns, end_ns = key
-                    rows = ingest.get((start_ns, end_ns))
-                    if rows is None:
-                        rows = ingest[(start_ns, end_ns)] = self._ingest_rows(conn, start_ns, end_ns, prior)
-                    got = None if rows else sound_window(conn, *key)
-                    if got is None:
-                        rest.append(key)
-                        continue
-                    t, v, q = got
-                    keep = _keep_last(t)
-                    series[key] = Series(t, v, q) if keep is None else Series(t[keep], v[keep], q[keep])
+                # with prior, a window's ingest rows are those with t_min < its end: none
+                # before the latest end, none for any window (one statement, not one each)
+                latest = max((e for _, e in windows), default=0)
+                none = not self._ingest_rows(conn, latest, latest, prior)
+                for (start_ns, end_ns), tag_ids in windows.items():
+                    listed = ingest[(start_ns, end_ns)] = (
+                        [] if none else self._ingest_rows(conn, start_ns, end_ns, prior))
+                    straight = ([None] * len(tag_ids) if listed
+                                else sound_windows(conn, tag_ids, start_ns, end_ns))
+                    for tag_id, arrays in zip(tag_ids, straight, strict=True):
+                        key = (tag_id, start_ns, end_ns)
+                        if arrays is None:
+                            rest.append(key)
+                            continue
+                        t, v, q = arrays
+                        keep = _keep_last(t)
+                        series[key] = Series(t, v, q) if keep is None else Series(t[keep], v[keep], q[keep])
             faults: list[Fault] = []
             found = chunk_parts_many(conn, rest, prior, skip=self._damage, faults=faults)
             if faults:

@@ -127,3 +127,65 @@ def test_a_kept_part_serves_exactly_the_windows_it_belongs_to(stores: Stores) ->
     assert svc._cached_part(ASSET, reach, a, b) is None  # dropped with the snapshot
     assert early == fresh(reach - 1) == fresh(reach - 600 * 10**9)
     assert late == fresh(reach + 1)
+
+
+def test_the_answer_does_not_depend_on_how_the_assets_are_grouped(
+        stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """``results`` reads the rows of as many assets at a time as its row budget allows and
+    reads ahead and computes their raw parts in groups (``_raw_groups``): an assessment with
+    one group of every asset, and one with groups of two assets (rows read two at a time),
+    answer exactly the same."""
+    import api.service as service_module
+
+    rolled = stores[0]
+    lo = NOW - timedelta(days=DAYS)
+    cut = iso(to_ns(lo + timedelta(hours=37, minutes=11)))
+    kw: dict[str, Any] = {"now": NOW, "from_": cut, "to": iso(to_ns(NOW)),
+                          "baseline_from": iso(to_ns(lo + timedelta(minutes=3))), "baseline_to": cut}
+    answers = []
+    groups: list[list[int]] = []
+    real = KpiService._raw_groups
+
+    def seen(*a: Any) -> list[list[Asset]]:
+        got = real(*a)
+        groups.append([len(g) for g in got])
+        return got
+
+    monkeypatch.setattr(KpiService, "_raw_groups", staticmethod(seen))
+    for batch, rows, raw_hours in ((50, 36_000, 1_200), (2, 1, 0.0)):
+        monkeypatch.setattr(service_module, "_ROW_BATCH", batch)
+        monkeypatch.setattr(service_module, "_ROWS_AT_ONCE", rows)
+        monkeypatch.setattr(service_module, "_RAW_HOURS_AT_ONCE", raw_hours)
+        groups.clear()
+        svc = KpiService(rolled.settings, rolled.store)
+        with svc.snapshot():
+            answers.append(json.dumps(assess(svc.settings, svc, load_tiers(), **kw), sort_keys=True))
+        n = len(rolled.settings.assets)
+        if batch == 2:
+            assert all(g in ([2], [1]) for g in groups) and len(groups) >= 6 * (n // 2), groups
+        else:
+            assert groups and all(g == [n] for g in groups), groups
+    assert answers[0] == answers[1]
+
+
+def test_raw_groups_hold_at_least_the_batch_and_grow_within_the_raw_budget(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of at least _ROW_BATCH assets, each growing while the hours it reads ahead stay
+    within _RAW_HOURS_AT_ONCE; an asset without rows counts nothing (read on its own)."""
+    import api.service as service_module
+
+    monkeypatch.setattr(service_module, "_ROW_BATCH", 2)
+    monkeypatch.setattr(service_module, "_RAW_HOURS_AT_ONCE", 5)
+    assets = list(settings.assets[:7])
+    s = 10 * HOUR_NS
+    e = s + 24 * HOUR_NS
+    # each asset: a row from s + 1 h to e - 1 h whose reach is its start: 2 h of raw stretch
+    # (1 h at the start, 1 h at the end read from an hour back: 2 h) -> 3 h each
+    cells: dict[str, list[Any]] = {a.path: [(s + HOUR_NS, s + HOUR_NS, b"", None, e - HOUR_NS)]
+                                   for a in assets}
+    cells[assets[3].path] = []  # no usable row: read on its own
+    got = KpiService._raw_groups(assets, cells, s, e)
+    assert [len(g) for g in got] == [2, 2, 2, 1]
+    assert [a for g in got for a in g] == assets
+    monkeypatch.setattr(service_module, "_RAW_HOURS_AT_ONCE", 1000)
+    assert [len(g) for g in KpiService._raw_groups(assets, cells, s, e)] == [7]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from store import Batch, SqliteStore, TagRecord
-from store.sqlite.chunks import sound_window
+from store.sqlite.chunks import sound_window, sound_windows
 from tests.helpers import flip_on_disk
 
 SEC = 10**9
@@ -131,4 +131,52 @@ def test_sound_chunks_read_straight_from_their_rows_as_read(tmp_path: Path) -> N
             assert_same(g, s.read(t, lo, hi, True), f"{t} {lo - T0} {hi - T0}")
             # copies, never read-only views of the rows' blobs
             assert g.ts_ns.flags.writeable and g.value.flags.writeable and g.quality.flags.writeable
+        assert s.damage() == []
+
+
+def test_the_tags_of_one_window_are_read_together_as_read(tmp_path: Path) -> None:
+    """Ranges of several tags over the same window (a KPI request's read-ahead at a window's
+    edge) are read in one statement (``chunks.sound_windows``): each tag gets what
+    ``sound_window`` alone gives it and ``read_ranges`` what ``read`` gives -- tags whose
+    chunks follow one another, one whose chunks overlap, one without samples, one tag asked
+    twice."""
+    with SqliteStore(tmp_path / "w.db") as s:
+        ids = list(s.register_tags([TagRecord(f"s/a/l/m/t{i}", "s/a/l/m", "analog", "d", "modbus")
+                                    for i in range(5)]).values())
+        a, b, c, d, never = ids
+        for k in range(5):  # a, b, d: a chunk per batch, 100 s apart; d every 10 s, shifted
+            ts = T0 + (k * 100 + np.arange(0, 100, 4, dtype=np.int64)) * SEC
+            td = T0 + (k * 100 + np.arange(3, 100, 10, dtype=np.int64)) * SEC
+            s.write(Batch.of(np.r_[np.full(len(ts), a), np.full(len(ts), b), np.full(len(td), d)],
+                             np.r_[ts, ts + MS, td],
+                             np.r_[np.arange(len(ts)) + 100.0 * k, -np.arange(len(ts)) - 100.0 * k,
+                                   np.arange(len(td)) * 2.0],
+                             np.r_[np.zeros(len(ts)), np.arange(len(ts)) % 3 * 96,
+                                   np.zeros(len(td))].astype(np.uint8)))
+            s.compact()
+        late = T0 + (100 + np.arange(2, 100, 8, dtype=np.int64)) * SEC  # b: inside its 2nd chunk
+        s.write(Batch.of(np.full(len(late), b), late, np.full(len(late), 7.5)))
+        s.compact()
+        ts = T0 + np.arange(0, 300, 7, dtype=np.int64) * SEC
+        s.write(Batch.of(np.full(len(ts), c), ts, np.arange(len(ts), dtype=np.float64)))
+        s.compact()
+        windows = [(T0 + 90 * SEC, T0 + 210 * SEC), (T0 + 96 * SEC, T0 + 96 * SEC + 1),
+                   (T0 - SEC, T0), (T0 + 450 * SEC, T0 + 900 * SEC), (T0 + 250 * SEC, T0 + 251 * SEC)]
+        with sqlite3.connect(tmp_path / "w.db") as conn:
+            for lo, hi in windows:
+                tags = [a, b, c, d, never, a]
+                each = [sound_window(conn, t, lo, hi) for t in tags]
+                if lo == T0 + 90 * SEC:  # b's chunks overlap there, a's and d's follow one another
+                    assert each[1] is None and each[0] is not None and each[3] is not None
+                for t, one, many in zip(tags, each, sound_windows(conn, tags, lo, hi), strict=True):
+                    assert (one is None) == (many is None), (t, lo - T0, hi - T0)
+                    if one is not None and many is not None:
+                        for x, y in zip(one, many, strict=True):
+                            np.testing.assert_array_equal(x, y)
+                            assert x.dtype == y.dtype
+        conn.close()
+        wanted = [(t, lo, hi) for lo, hi in windows for t in (a, b, c, d, never, a)]
+        got = s.read_ranges(wanted, True)
+        for (t, lo, hi), g in zip(wanted, got, strict=True):
+            assert_same(g, s.read(t, lo, hi, True), f"{t} {lo - T0} {hi - T0}")
         assert s.damage() == []
