@@ -140,7 +140,6 @@ from kpi import (
 from kpi.deltas import DEFAULT_MIN_DAYS, DEFAULT_N_RESAMPLES
 
 from .assetsplit import map_assets
-from .deps import instant
 from .rollups import ELEMENT_FIELDS, local_day_edges
 from .service import AssetResult, KpiService
 
@@ -435,7 +434,10 @@ def _instant(value: str | None, default: str | None, name: str, now: datetime,
     text = value if value is not None else default
     if text is None:
         return None
-    # one parser of query instants (api.deps)
+    # one parser of query instants (api.deps, imported here: it imports the app's gateway
+    # and with it the collectors, which an assessment worker, api.assetsplit, does not need)
+    from .deps import instant
+
     return instant(text, text, name, now, tz if value is not None else plant)
 
 
