@@ -137,6 +137,10 @@ class _Session:
     host_ts: int = -1  # the timestamp of the last STATE taken (older ones are stale)
     connected: bool = False
     need_birth: bool = False
+    #: the broker acknowledged this session's NCMD subscription (a rebirth asked before
+    #: that may reach no one); ``ncmd_mid``: that SUBSCRIBE's message id
+    listening: bool = False
+    ncmd_mid: int = -1
     dead: bool = False
     seq: int = 0
     bd_seq: int = 0
@@ -282,10 +286,15 @@ class MqttPublisher:
         def on_connect(c: mqtt.Client, u: object, f: object, rc: mqtt.ReasonCode, p: object) -> None:
             if s.node is not None and not rc.is_failure:
                 # every session, reconnects included: a clean session forgets subscriptions
-                c.subscribe(format_topic(self.prefix, "NCMD", s.node), qos=1)
+                s.listening = False
+                s.ncmd_mid = c.subscribe(format_topic(self.prefix, "NCMD", s.node), qos=1)[1]
                 if self.primary_host is not None:  # the retained STATE answers at once
                     c.subscribe(self._state_topic(), qos=1)
             loop.call_soon_threadsafe(self._on_connect, s, rc)
+
+        def on_subscribe(c: mqtt.Client, u: object, mid: int, rcs: object, p: object) -> None:
+            if mid == s.ncmd_mid:  # paho's thread, as on_connect that set it
+                s.listening = True
 
         def on_disconnect(c: mqtt.Client, u: object, f: object, rc: mqtt.ReasonCode, p: object) -> None:
             # in paho's thread, before it reconnects: the Will must be set here, not later
@@ -306,6 +315,7 @@ class MqttPublisher:
         s.client.on_connect = on_connect
         s.client.on_disconnect = on_disconnect
         s.client.on_message = on_message
+        s.client.on_subscribe = on_subscribe
         s.client.on_publish = on_publish
 
     # ------------------------------------------------------------------ publishing

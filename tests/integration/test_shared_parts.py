@@ -32,6 +32,12 @@ from tests.integration.test_rollup_read import DAYS, Stores, stores  # noqa: F40
 NAMES = [f.name for f in fields(TimeElements)]
 
 
+def in_process(settings: Settings) -> Settings:
+    """``settings`` with ``kpi.assess_workers: 0``: these tests count what this process's
+    service computes, which worker processes (``api.assetsplit``) would share with it."""
+    return settings.model_copy(update={"kpi": settings.kpi.model_copy(update={"assess_workers": 0})})
+
+
 class Counting(KpiService):
     """The real service, counting the raw parts it computes (``asset_result`` of a part of a
     window, ``context_start_ns`` given): every read and computation is the service's own."""
@@ -53,10 +59,10 @@ def test_an_assessment_in_one_snapshot_shares_its_edges_and_answers_the_same(
     kw: dict[str, Any] = {"now": NOW, "from_": cut, "to": iso(to_ns(NOW)),
                           "baseline_from": iso(to_ns(lo + timedelta(minutes=3))), "baseline_to": cut}
 
-    shared = Counting(rolled.settings, rolled.store)
+    shared = Counting(in_process(rolled.settings), rolled.store)
     with shared.snapshot():  # as the route and the CLI run it
         one = assess(shared.settings, shared, load_tiers(), **kw)
-    alone = Counting(rolled.settings, rolled.store)
+    alone = Counting(in_process(rolled.settings), rolled.store)
     # no enclosing snapshot: each window (each results call) keeps only its own parts
     each = assess(alone.settings, alone, load_tiers(), **kw)
 
@@ -157,7 +163,7 @@ def test_the_answer_does_not_depend_on_how_the_assets_are_grouped(
         monkeypatch.setattr(service_module, "_ROWS_AT_ONCE", rows)
         monkeypatch.setattr(service_module, "_RAW_HOURS_AT_ONCE", raw_hours)
         groups.clear()
-        svc = KpiService(rolled.settings, rolled.store)
+        svc = KpiService(in_process(rolled.settings), rolled.store)
         with svc.snapshot():
             answers.append(json.dumps(assess(svc.settings, svc, load_tiers(), **kw), sort_keys=True))
         n = len(rolled.settings.assets)

@@ -421,9 +421,12 @@ async def test_sparkplug_births_again_after_the_broker_restarts(
         await asyncio.to_thread(mosquitto.restart)
         async with Recorder(mosquitto.host, mosquitto.port, ["spBv1.0/tierproof/#"]) as rec:
             # paho reconnects the publisher after its 1 s reconnect delay, and it births at
-            # once; to not depend on who was first, wait for that and then ask for a rebirth
-            await wait_until(lambda: pub.sessions[0].connected and not pub.sessions[0].need_birth,
-                             30, "the publisher's new session and its births")
+            # once; to not depend on who was first, wait for that (and for the broker's SUBACK
+            # of its NCMD subscription: a command published before it reaches no one, which
+            # under CI load it did) and then ask for a rebirth
+            await wait_until(lambda: pub.sessions[0].connected and not pub.sessions[0].need_birth
+                             and pub.sessions[0].listening,
+                             30, "the publisher's new session, its births and its subscription")
             await asyncio.to_thread(ask_rebirth, mosquitto, "line2")  # the new session listens too
             await wait_until(lambda: pub.rebirths >= 1, 30, "the rebirth asked for")
             assert pub.rebirths == 1
