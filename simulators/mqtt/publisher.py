@@ -140,7 +140,7 @@ class _Session:
     #: the broker acknowledged this session's NCMD subscription (a rebirth asked before
     #: that may reach no one); ``ncmd_mid``: that SUBSCRIBE's message id
     listening: bool = False
-    ncmd_mid: int = -1
+    ncmd_mid: int | None = None
     dead: bool = False
     seq: int = 0
     bd_seq: int = 0
