@@ -8,7 +8,8 @@ round trip each per call) and computes the last itself meanwhile; the caller get
 per-asset answer back in register order and sums them as one process would, so the answer
 is the same JSON, bit for bit.
 
-Workers (``kpi.assess_workers``; default one per core beyond the first, 0: none):
+Workers (``kpi.assess_workers``; default one per core beyond the first for a register of 64
+assets or more, 0: none):
 
 - each is a fresh interpreter (``subprocess``: exec, never a fork of a process that runs
   threads; not ``multiprocessing``'s spawn either, which would import the parent's main
@@ -75,6 +76,13 @@ _MAX_FAILURES: Final = 3
 #: first run also imports and opens the store), before it is ended and computed here
 _SLOWER: Final = 10.0
 _GRACE_S: Final = 60.0
+#: unset ``kpi.assess_workers``: workers for a register of at least this many assets. A split
+#: costs ~0.1 s of CPU in all (each process reads its own tag table, day rows and plan; the
+#: answer pickles) and a first assessment also starts the worker (an interpreter, its imports
+#: and the store, ~0.5 s); half of a 30-day assessment's per-asset work (~2.6 ms an asset on
+#: the 500 x 30 bench) outweighs that from about 80 assets. A demo-sized plant is assessed
+#: in one process and starts no worker; a set value applies at any size
+_AUTO_MIN_ASSETS: Final = 64
 #: what ``_answer`` returns for a worker that failed
 _FAILED: Final = object()
 _BOOT: Final = ("import sys; sys.path[:0] = sys.argv[2:]; "
@@ -199,13 +207,14 @@ def usage() -> list[dict[str, float]]:
 
 def workers_for(service: KpiService) -> int:
     """How many workers ``map_assets`` uses for ``service``: ``kpi.assess_workers`` (unset:
-    the cores beyond the first), 0 for a store other than the embedded one, when workers
-    are off, or for fewer than two assets."""
+    the cores beyond the first, for a register of ``_AUTO_MIN_ASSETS`` or more), 0 for a
+    store other than the embedded one, when workers are off, or for fewer than two assets."""
     from store.sqlite import SqliteStore
 
     want = service.settings.kpi.assess_workers
     if want is None:
-        want = len(os.sched_getaffinity(0)) - 1
+        n = len(service.settings.assets)
+        want = len(os.sched_getaffinity(0)) - 1 if n >= _AUTO_MIN_ASSETS else 0
     if want <= 0 or _POOL.off or not isinstance(service.store, SqliteStore):
         return 0
     return max(0, min(want, len(service.settings.assets) - 1))

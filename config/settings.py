@@ -205,7 +205,8 @@ class KpiSettings(Model):
             "worker processes that compute a share of an assessment's assets beside the "
             "process that serves it (api.assetsplit), each with its own read-only connection "
             "to the embedded store, started on first use and kept warm; the answer is the "
-            "same JSON bit for bit. Default (unset): one per core beyond the first; 0: every "
+            "same JSON bit for bit. Default (unset): one per core beyond the first for a "
+            "register of 64 assets or more (below, a worker costs more than it saves); 0: every "
             "asset in the serving process (always so for a store other than the embedded one)"
         ),
     )

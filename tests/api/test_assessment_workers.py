@@ -165,3 +165,19 @@ def test_workers_off_after_repeated_failures(plant: tuple[Settings, Path], fresh
                 if r.levelno == logging.ERROR and "off for this process" in r.getMessage()]
         assetsplit.shutdown()  # on again
         assert assetsplit.workers_for(service) == 1
+
+
+def test_unset_workers_only_for_a_large_register(plant: tuple[Settings, Path], fresh: None) -> None:
+    """``kpi.assess_workers`` unset: no worker for the demo's register (a worker's start and
+    the split's fixed cost outweigh half its work), one per extra core from 64 assets on; a
+    set value applies at any size."""
+    settings, db = plant
+    unset = settings.model_copy(update={"kpi": settings.kpi.model_copy(update={"assess_workers": None})})
+    assert len(unset.assets) < 64
+    big = unset.model_copy(update={"assets": [
+        a.model_copy(update={"path": f"{a.path}-{k}"}) for k in range(64 // len(unset.assets) + 1)
+        for a in unset.assets]})
+    with SqliteStore(db, readonly=True) as store:
+        assert assetsplit.workers_for(KpiService(unset, store)) == 0
+        assert assetsplit.workers_for(KpiService(_with(settings, 1), store)) == 1
+        assert assetsplit.workers_for(KpiService(big, store)) == len(os.sched_getaffinity(0)) - 1
