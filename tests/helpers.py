@@ -16,8 +16,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import yaml
@@ -147,6 +149,20 @@ SHIFT_CALENDAR: dict[str, Any] = {
     ],
     "holidays": [],
 }
+
+
+def in_shift_end(now: datetime) -> datetime:
+    """The latest 20:00 of :data:`SHIFT_CALENDAR` (shifts 06:00-22:00, Monday to Saturday, in
+    its zone) not after ``now``, in UTC: the 8 hours before it lie in shifts (less the evening
+    break), whatever the wall clock says. A test that simulates data up to the wall clock and
+    expects the machines to run, planned time or production there fails at some hours of the
+    day or week (the calendar's nights and Sundays: 14:00 to 22:00 UTC, Saturday 16:00 to
+    Sunday 22:00 UTC); ending its data here instead keeps the data recent."""
+    local = now.astimezone(ZoneInfo(SHIFT_CALENDAR["timezone"]))
+    t = local.replace(hour=20, minute=0, second=0, microsecond=0)
+    while t > local or t.weekday() == 6:
+        t -= timedelta(days=1)
+    return t.astimezone(UTC)
 
 
 def shift_demo() -> dict[str, Any]:

@@ -29,7 +29,7 @@ from config.errors import ConfigError
 from config.times import to_ns
 from simulators import Plant
 from store import SqliteStore
-from tests.helpers import api_key, free_port, one_week_demo, wait_for
+from tests.helpers import api_key, free_port, in_shift_end, one_week_demo, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = """
@@ -39,7 +39,10 @@ from config import load_settings
 app = create_app(load_settings(sys.argv[1]), collect=False)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
-NOW = datetime.now(UTC).replace(microsecond=0)
+#: the end of the demo plant's history: in the tests' shift calendar's late shift, so that its
+#: machines ran in the six hours before (ending it at the wall clock, the state tags held no
+#: Executing from about 20:00 to 22:00 UTC, and from Saturday 20:00 to Sunday 22:00 UTC)
+NOW = in_shift_end(datetime.now(UTC))
 HISTORY = timedelta(hours=6)
 BERLIN_CALENDAR = {
     "timezone": "Europe/Berlin",

@@ -19,10 +19,9 @@ import subprocess
 import sys
 import time
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -39,7 +38,7 @@ from config import load_settings
 from config.times import to_ns
 from simulators import Plant
 from store import InfluxStore
-from tests.helpers import SHIFT_CALENDAR, free_port, shift_demo
+from tests.helpers import free_port, in_shift_end, shift_demo
 from tests.influx_servers import InfluxDB16
 
 pytestmark = [pytest.mark.influxdb, pytest.mark.slow]
@@ -76,18 +75,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "api.cli", "--log-level", "WARNING", *args],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                           text=True, timeout=300)
-
-
-def in_shift_end(now: datetime) -> datetime:
-    """The latest 20:00 of the tests' shift calendar (``SHIFT_CALENDAR``: shifts 06:00-22:00,
-    Monday to Saturday, in its zone) not after ``now``: the 8 hours before it lie in shifts.
-    With the hour before the wall clock instead, the windows lay outside every shift when the
-    test ran between about 18:00 and 06:00 UTC (no planned time: ``known_s`` 0)."""
-    local = now.astimezone(ZoneInfo(SHIFT_CALENDAR["timezone"]))
-    t = local.replace(hour=20, minute=0, second=0, microsecond=0)
-    while t > local or t.weekday() == 6:
-        t -= timedelta(days=1)
-    return t.astimezone(UTC)
 
 
 def test_a_central_pack_verifies(influxdb16: InfluxDB16, tmp_path: Path) -> None:

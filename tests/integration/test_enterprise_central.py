@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from config import load_settings
 from config.times import to_ns
 from simulators import Plant
 from store import Batch, InfluxStore
-from tests.helpers import free_port, shift_demo
+from tests.helpers import free_port, in_shift_end, shift_demo
 from tests.influx_servers import InfluxDB16
 
 pytestmark = [pytest.mark.influxdb, pytest.mark.slow]
@@ -152,7 +152,12 @@ def close(a: float | None, b: float | None) -> bool:
 def test_central_tierproof_assesses_two_gateways_over_one_influxdb(
     influxdb16: InfluxDB16, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
+    # the history ends 13 min 7 s before the latest 20:00 of the shift calendar (its late
+    # shift): the window below lies in shifts at any time of day or week, and starts and ends
+    # inside an hour. With the wall clock instead, from about 20:00 to 23:00 UTC and from
+    # Saturday 20:00 to Sunday 23:00 UTC it lay wholly outside the shifts (at other hours of
+    # the night partly), and the sums compared below were zeros
+    now = in_shift_end(datetime.now(UTC)) - timedelta(minutes=13, seconds=7)
     t0 = to_ns(now)
     hf = t0 // H * H
     # from where the history begins (no hour's roll-up reaches back before it), to 10 minutes
@@ -204,6 +209,7 @@ def test_central_tierproof_assesses_two_gateways_over_one_influxdb(
 
     # the enterprise is the sum of its sites, as each gateway computes its own
     total = enterprise["total"]["elements"]
+    assert total["pbt_s"] > 0 and total["known_s"] > 0 and total["pq"] > 0, total  # compared: not zeros
     for name, value in total.items():
         if name in SKIP or not isinstance(value, int | float) or isinstance(value, bool):
             continue
