@@ -300,13 +300,12 @@ def config_key_headers(config: Path, scope: str = "admin") -> dict[str, str]:
     return key_headers(load_settings(config, store_only=True), scope)
 
 
-def two_day_plant(tmp: Path, data: dict[str, Any]) -> tuple[Path, Any]:
-    """The demo plant ``data`` with two days of history up to now in ``tmp/store.db``, its
-    KPI windows closed (current: the last day up to 5 minutes ago, baseline: the day before,
-    so they are computed once, then answered from the closed-result cache), written to
-    ``tmp/plant.yaml``: (that file, its settings)."""
-    from datetime import UTC, datetime, timedelta
-
+def two_day_plant(tmp: Path, data: dict[str, Any], now: datetime | None = None) -> tuple[Path, Any]:
+    """The demo plant ``data`` with two days of history up to ``now`` (default: the wall
+    clock, to the second) in ``tmp/store.db``, its KPI windows closed (current: the last day
+    up to 5 minutes before now, baseline: the day before, so they are computed once, then
+    answered from the closed-result cache), written to ``tmp/plant.yaml``: (that file, its
+    settings)."""
     from api.gateway import tag_records
     from config import Settings
     from config.times import to_ns
@@ -314,7 +313,7 @@ def two_day_plant(tmp: Path, data: dict[str, Any]) -> tuple[Path, Any]:
     from store import SqliteStore
 
     data["simulation"]["history_days"] = 2
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
     data["kpi"].update(
         current={"start": (now - timedelta(days=1)).isoformat(),
                  "end": (now - timedelta(minutes=5)).isoformat()},
