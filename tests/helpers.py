@@ -329,3 +329,8 @@ def two_day_plant(tmp: Path, data: dict[str, Any], now: datetime | None = None) 
                 ids, to_ns(now - timedelta(days=2)), to_ns(now)):
             store.write(batch)
     return cfg, settings
+
+
+def with_assess_workers(settings: Any, workers: int | None) -> Any:
+    """``settings`` with ``kpi.assess_workers`` set to ``workers`` (None: unset, the default)."""
+    return settings.model_copy(update={"kpi": settings.kpi.model_copy(update={"assess_workers": workers})})

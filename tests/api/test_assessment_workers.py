@@ -26,7 +26,7 @@ from config.settings import Asset, Settings
 from config.times import iso, to_ns
 from simulators import Plant
 from store.sqlite import SqliteStore
-from tests.helpers import one_week_demo
+from tests.helpers import one_week_demo, with_assess_workers
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)  # a Wednesday, mid-shift in Shanghai
 WINDOWS = {"from_": iso(to_ns(NOW - timedelta(days=3))), "to": iso(to_ns(NOW)),
@@ -61,7 +61,7 @@ def fresh() -> Iterator[None]:
 
 
 def _with(settings: Settings, workers: int) -> Settings:
-    return settings.model_copy(update={"kpi": settings.kpi.model_copy(update={"assess_workers": workers})})
+    return with_assess_workers(settings, workers)
 
 
 def _assessed(settings: Settings, store: SqliteStore) -> str:
@@ -172,7 +172,7 @@ def test_unset_workers_only_for_a_large_register(plant: tuple[Settings, Path], f
     the split's fixed cost outweigh half its work), one per extra core from 64 assets on; a
     set value applies at any size."""
     settings, db = plant
-    unset = settings.model_copy(update={"kpi": settings.kpi.model_copy(update={"assess_workers": None})})
+    unset = with_assess_workers(settings, None)
     assert len(unset.assets) < 64
     big = unset.model_copy(update={"assets": [
         a.model_copy(update={"path": f"{a.path}-{k}"}) for k in range(64 // len(unset.assets) + 1)

@@ -23,6 +23,7 @@ from store.sqlite import SqliteStore
 from tests.api.test_assessment import BASELINE, CURRENT, NOW, WINDOWS, Client
 from tests.api.test_assessment import client as client  # its client over the module's own store
 from tests.api.test_assessment import stored as stored  # the module's own backfilled store
+from tests.helpers import with_assess_workers
 
 PROBLEM = "application/problem+json"
 
@@ -88,8 +89,7 @@ def test_an_assessment_reads_one_snapshot_while_samples_arrive(
     the worker's run of assets as after the writes, this process's as before. After it, the
     writes show everywhere. Real SQLite, a real worker process."""
     settings, _ = stored
-    settings = settings.model_copy(update={"kpi": settings.kpi.model_copy(
-        update={"assess_workers": workers})})
+    settings = with_assess_workers(settings, workers)
     db = Path(settings.store.path)  # type: ignore[union-attr]
     copy = tmp_path / "copy.db"
     with SqliteStore(db) as src:  # a private copy: the writes must not reach other tests

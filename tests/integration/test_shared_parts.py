@@ -26,6 +26,7 @@ from config.signals import Role
 from config.times import iso, to_ns
 from kpi import TimeElements
 from store.base import TagRecord
+from tests.helpers import with_assess_workers
 from tests.integration.test_hour_parts import ASSET, NOW
 from tests.integration.test_rollup_read import DAYS, Stores, stores  # noqa: F401 (the fixture)
 
@@ -35,7 +36,7 @@ NAMES = [f.name for f in fields(TimeElements)]
 def in_process(settings: Settings) -> Settings:
     """``settings`` with ``kpi.assess_workers: 0``: these tests count what this process's
     service computes, which worker processes (``api.assetsplit``) would share with it."""
-    return settings.model_copy(update={"kpi": settings.kpi.model_copy(update={"assess_workers": 0})})
+    return with_assess_workers(settings, 0)
 
 
 class Counting(KpiService):
