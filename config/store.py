@@ -85,6 +85,11 @@ class InfluxStoreSettings(Model):
     timeout_s: Timeout_s = 10.0
     gzip: bool = True
     verify_tls: bool = True
+    read_cache_samples: int = Field(
+        default=1_000_000, ge=0,
+        description="samples read back that a gateway keeps, exact by its own writes, so that a "
+                    "KPI call asks InfluxDB only for what changed (docs/influxdb.md); 0: off",
+    )
     meta_path: str = Field(
         default="data/tierproof-meta.db",
         description="local file keeping the tag ids, gaps and heartbeats of this gateway",

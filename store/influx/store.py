@@ -62,6 +62,7 @@ from .ql import (
     series_of,
     tag_filter,
 )
+from .readcache import OPEN, ReadCache
 from .rollups import Claims, decode_point, rollup_line, tag_line, void_lines
 from .sink import make_sink, server_message
 
@@ -153,6 +154,11 @@ class InfluxStore:
         #: tag id -> its samples per ns in its last read window (``read_ranges``: a hint)
         self._rate: dict[int, float] = {}
         self._device_of: dict[int, str] = {}
+        #: samples read back, kept exact by this store's writes (``store.influx.readcache``);
+        #: None: off (``read_cache_samples: 0``), or a reader of other gateways' data
+        self._cache: ReadCache | None = (ReadCache(settings.read_cache_samples)
+                                         if settings.read_cache_samples else None)
+        self._keys: dict[int, str] = {}
         #: (asset, hour_ns) -> ((key, reach_ns, written_ns), row): rows read (``_rows``)
         self._row_cache: dict[tuple[str, int], tuple[tuple[object, object, object], RollupRow]] = {}
         self._written_ns = 0  # the last written_ns stamped on a row put
@@ -210,6 +216,9 @@ class InfluxStore:
             if self._paths != paths:  # rows read hold tag ids: new ids, rows read anew
                 self._row_cache = {}
             self._paths = paths
+            if self._keys != keys and self._cache is not None:
+                self._cache.clear()  # a tag id now names another series
+            self._keys = keys
 
     def register_tags(self, tags: Sequence[TagRecord]) -> dict[str, int]:
         """Tag ids are kept in the local metadata file (stable by path across restarts)."""
@@ -261,6 +270,7 @@ class InfluxStore:
         processes write here). Returns the number of tags found; call again to refresh."""
         self.central = True
         self.changes = None
+        self._cache = None  # other processes write here: nothing read can be kept
         stmts = [f"SELECT * FROM {self._src(self._tags_m)} WHERE "
                  + " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
                                 for k, v in zip(HIERARCHY[:4], a.split("/"), strict=True))
@@ -308,6 +318,35 @@ class InfluxStore:
         except UnknownTags as exc:
             # no server will ever take these: the spool quarantines the batch with the reason
             raise SinkRejected(f"{self._where}: {exc}", status=None, reason=str(exc)) from exc
+        cache = self._cache
+        # the read cache: the batch's tags are being written (a read asked meanwhile is not
+        # kept); after the post, what InfluxDB took extends or drops their ranges
+        if cache is not None:
+            cache.writing(batch)
+        try:
+            dropped = self._post_batch(batch, lanes)
+        except BaseException:
+            if cache is not None:
+                cache.written(batch, whole=False)
+            raise
+        if cache is not None:
+            cache.written(batch, whole=dropped == 0)
+        self._sink_ok = True
+        with self._lock:  # counted once the whole batch is taken: a batch sent again counts once
+            self._batches += 1
+            self._points += len(batch)
+            self._partial_dropped += dropped
+        if self.changes is not None:
+            self.changes.note(int(batch.ts_ns.min()))
+        if self._unsent_gaps:
+            self._send_gaps()
+        if self._register_due or (self._register_sent_ns != _NEVER
+                                  and time.time_ns() - self._register_sent_ns > _REGISTER_EVERY_NS):
+            self._send_register()
+
+    def _post_batch(self, batch: Batch, lanes: list[list[bytes]]) -> int:
+        """Post the encoded batch and the voids it makes (``write``); the points InfluxDB
+        dropped."""
         dropped = 0
         # under the roll-up lock: a computation claims its hours before or after this write
         # as a whole (see store.influx.rollups)
@@ -342,18 +381,7 @@ class InfluxStore:
                 claims.note(since)
             if pending:
                 self._pending_voids = self._pending_voids[len(pending):]
-        self._sink_ok = True
-        with self._lock:  # counted once the whole batch is taken: a batch sent again counts once
-            self._batches += 1
-            self._points += len(batch)
-            self._partial_dropped += dropped
-        if self.changes is not None:
-            self.changes.note(int(batch.ts_ns.min()))
-        if self._unsent_gaps:
-            self._send_gaps()
-        if self._register_due or (self._register_sent_ns != _NEVER
-                                  and time.time_ns() - self._register_sent_ns > _REGISTER_EVERY_NS):
-            self._send_register()
+        return dropped
 
     # ------------------------------------------------------------------ roll-ups
 
@@ -798,7 +826,43 @@ class InfluxStore:
         return dict(zip(ids, got, strict=True))
 
     def read_ranges(self, wanted: Sequence[tuple[int, int, int]], prior: bool = True) -> list[Series]:
-        """``read`` of each (tag_id, start_ns, end_ns), every tag over its own window, in few
+        """``read`` of each (tag_id, start_ns, end_ns), every tag over its own window: from
+        the read cache where it holds the range (``store.influx.readcache``: a gateway's store,
+        with ``prior``), the rest from InfluxDB (``_read_ranges``), whose answers the cache then
+        keeps. A tag this process has written nothing of after the window's end is asked with
+        no upper bound (every sample from the window's start on: a range the tag's next
+        writes extend)."""
+        cache = self._cache if prior and self.changes is not None else None
+        if cache is None:
+            return self._read_ranges(wanted, prior, frozenset())[0]
+        out: list[Series | None] = [None] * len(wanted)
+        todo: list[int] = []
+        for k, (t, a, b) in enumerate(wanted):
+            a_c, b_c = self._capped(a), self._capped(b)
+            got = cache.answer(int(t), a_c, b_c) if b_c > a_c else None
+            if got is None:
+                todo.append(k)
+            else:
+                out[k] = got
+        if todo:
+            sub = [wanted[k] for k in todo]
+            last = cache.last_written()
+            opened = frozenset() if last is None else frozenset(
+                i for i, (_, _, b) in enumerate(sub) if self._capped(b) > last)
+            gens = cache.generations(sorted({int(t) for t, _, _ in sub}))
+            got_sub, seen = self._read_ranges(sub, prior, opened)
+            for i, (k, series) in enumerate(zip(todo, got_sub, strict=True)):
+                out[k] = series
+                t, a, b = sub[i]
+                a_c, b_c = self._capped(a), self._capped(b)
+                before, window, unbounded = seen[i]
+                cache.keep(int(t), a_c, OPEN if unbounded else b_c, before, window, gens)
+        return [s if s is not None else Series.empty() for s in out]
+
+    def _read_ranges(self, wanted: Sequence[tuple[int, int, int]], prior: bool,
+                     opened: frozenset[int]
+                     ) -> tuple[list[Series], list[tuple[Series | None, Series, bool]]]:
+        """``read_ranges`` from InfluxDB, in few
         requests (as ``read_many``): what a KPI request's read-ahead (``api.readahead``) asks
         for its assets' raw parts at once. The tags of one asset over one window are one
         statement (``GROUP BY "signal"``; the sample before the window another, whose
@@ -818,7 +882,13 @@ class InfluxStore:
         hours back (a reject counter's burst) is not folded, so that its look back does not
         miss and cost that request at every call. The answer is the same either way; only
         the first read of a tag in a process, and the tags with sparse samples, take the
-        statement of their own."""
+        statement of their own.
+
+        ``opened``: positions in ``wanted`` that may be read with no upper bound; a statement
+        has none when all of its tags may. Also returns, per position, what the cache may
+        keep: the sample before the window (None: there is none), the window's samples, and
+        whether they are every sample from its start on (no upper bound).
+        """
         groups: dict[tuple[int, int], list[int]] = {}
         for k, (_, a, b) in enumerate(wanted):
             groups.setdefault((self._capped(a), self._capped(b)), []).append(k)
@@ -833,8 +903,13 @@ class InfluxStore:
         # "before" (the sample before the window), "window", "fold" (the window and a look
         # back before it)
         plan: list[tuple[str, str, int, dict[str, list[int]]]] = []
+        unbounded: set[int] = set()  # positions read with no upper bound
         for (a, b), ks in groups.items():
             for asset, signals in self._by_asset([wanted[k][0] for k in ks]).items():
+                mine = [ks[i] for pos in signals.values() for i in pos]
+                bare = all(k in opened for k in mine)
+                if bare:
+                    unbounded.update(mine)
                 by_back: dict[int, dict[str, list[int]]] = {}
                 size: dict[int, float | None] = {}
                 for sig, pos in signals.items():
@@ -850,8 +925,9 @@ class InfluxStore:
                         stmts.append(self._before(cond, a, _PRIOR_BOUND_NS))
                         sizes.append(len(sigs))
                         plan.append(("before", asset, a, sigs))
+                    upper = "" if bare else f" AND time < {b}"
                     stmts.append(f'SELECT "value", "quality" FROM {src} WHERE {cond}'
-                                 f' AND time >= {a - back} AND time < {b} GROUP BY "signal"')
+                                 f' AND time >= {a - back}{upper} GROUP BY "signal"')
                     sizes.append(size[back])
                     plan.append(("fold" if back else "window", asset, a, sigs))
         results = self._query_series(stmts, "signal", sizes) if stmts else []
@@ -902,12 +978,17 @@ class InfluxStore:
                     elif bound is not None:
                         again.setdefault((asset, a, None), {}).setdefault(sig, []).extend(positions)
         out: list[Series] = []
+        seen: list[tuple[Series | None, Series, bool]] = []
         dense: dict[int, float] = {}
         for k, (t, a, b) in enumerate(wanted):
+            a, b = self._capped(a), self._capped(b)
             window = inside[k]
             prev = before.get(k)
+            seen.append((prev, window, k in unbounded))
+            if k in unbounded:  # its statement had no upper bound
+                j = int(np.searchsorted(window.ts_ns, b, "left"))
+                window = Series(window.ts_ns[:j], window.value[:j], window.quality[:j])
             out.append(join(prev, window) if prev is not None else window)
-            a, b = self._capped(a), self._capped(b)
             if prior and b > a:
                 # the rate the next read folds by: the window's, but no more than puts
                 # _FOLD_SAMPLES samples between the sample before and the window's start (a
@@ -921,7 +1002,7 @@ class InfluxStore:
                 dense[int(t)] = min(rate, dense.get(int(t), rate))
         with self._lock:
             self._rate.update(dense)
-        return out
+        return out, seen
 
     @staticmethod
     def _fold_back(rate: float | None) -> int:

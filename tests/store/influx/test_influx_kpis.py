@@ -169,3 +169,38 @@ def test_day_rows_found_in_influxdb_are_not_read(services: tuple[KpiService, Kpi
     assert inner.put_rollups(rows, inner.rollup_claim(max(r.hour_ns for r in rows) + 1)) == len(rows)
     assert rolled["influx"].day_vectors(assets, days) == {}
     assert rolled["influx"].day_rows(assets, days) == {}
+
+
+def test_kpis_stay_equal_while_the_plant_goes_on(services: tuple[KpiService, KpiService]) -> None:
+    """(Last in the module: it writes after NOW.) The plant goes on after NOW, a minute at a
+    time, into both stores; a 7-day window that moves with it, called after each minute, is
+    the same on both. On InfluxDB its raw edges come more and more from the read cache
+    (``store.influx.readcache``): the samples written since extend what it read."""
+    # from raw samples alone (the rows of an earlier test would make the sums equal to 1e-9
+    # relative only: each store sums its own)
+    embedded, influx = (KpiService(s.settings, s.store, rollups=False) for s in services)
+    assert isinstance(influx.store, SpooledStore) and isinstance(influx.store.inner, InfluxStore)
+    inner = influx.store.inner
+    ids = {t.path: t.tag_id for t in embedded.store.tags()}
+    requests: list[object] = []
+    inner._http.event_hooks["request"].append(requests.append)
+    per_call: list[int] = []
+    try:
+        t = NOW
+        for _ in range(4):
+            nxt = t + timedelta(minutes=1)
+            for batch in Plant(embedded.settings, now=nxt).history_batches(ids, to_ns(t), to_ns(nxt)):
+                embedded.store.write(batch)
+                influx.store.write(batch)
+            t = nxt
+            start = t - timedelta(days=7, minutes=-7)
+            want = embedded.kpis(start, t)
+            requests.clear()
+            got = influx.kpis(start, t)
+            per_call.append(len(requests))
+            assert _diff(want, got) == [], t
+    finally:
+        inner._http.event_hooks["request"].clear()
+    assert inner._cache is not None and inner._cache.hits > 0
+    # the first call reads each tag's week; the minutes written since extend what it read
+    assert per_call[0] > 0 and per_call[1:] == [0, 0, 0], per_call
