@@ -5,7 +5,9 @@ to date by its own puts and voids, and asks InfluxDB only for the hours it does 
 What is checked: a second read of the same rows asks nothing, a wider window asks only for
 its new hours, in one request; a put is seen without asking; a late write voids the held rows
 of the hours it touches, and a gap opened voids them at once, before its voids are even sent;
-a put or a write that failed (and may have landed in part) makes its hours asked again; a void
+a put or a write that failed (and may have landed in part), and a put refused, make their
+hours asked again; at most ``_KNOWN_SLOTS`` hours are held, a wider window asked as a central
+store asks; a void
 landing while a read is answered does not leave the read's older answer known; what was
 learned is asked again after ``_RECHECK_NS`` (a second writer, misconfigured, is seen then);
 every answer equals a fresh store's (that reads everything from InfluxDB); a central store
@@ -307,3 +309,37 @@ def test_kpis_after_a_late_write_equal_the_raw_computation(influxdb16: InfluxDB1
             for name, x, y in pairs:
                 assert (x is None and y is None) or abs(x - y) <= 1e-9 * max(1.0, abs(y)), \
                     (path, name, x, y)
+
+
+def test_a_refused_put_makes_its_hours_asked_and_the_bound_holds(
+        gateway: tuple[InfluxStore, dict[str, int], list[httpx.Request]],
+        influxdb16: InfluxDB16, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, ids, requests = gateway
+    keys: dict[str, str | None] = {A: KEY, B: KEY}
+    store._rows(keys, H0, H0 + 5 * H, None)
+    token = store.rollup_claim(H0 + 5 * H)  # a computation starts; a late write of A's hour 3
+    store.write(_sample(ids, f"{A}/good", H0 + 3 * H + 1))
+    again = [_row(A, H0 + k * H, 30.0 + k) for k in (1, 3, 4)]
+    assert store.put_rollups(again, token) == 1  # hours 3 and 4 refused
+    requests.clear()
+    got = store._rows(keys, H0, H0 + 5 * H, None)
+    stmts = _statements(requests)
+    assert len(requests) == 1 and len(stmts) == 1, stmts  # A's hours 3-4 only
+    assert f"time >= {H0 + 3 * H} AND time < {H0 + 5 * H}" in stmts[0]
+    assert [r.data for r in got[A]] == [got[A][0].data, again[0].data, got[A][2].data]
+    assert got == _fresh(influxdb16, tmp_path, keys, H0, H0 + 5 * H)
+
+    # at most _KNOWN_SLOTS (asset, hour) slots, the last learned; a wider window asks as a
+    # central store asks (the rows' versions)
+    monkeypatch.setattr(influx_store, "_KNOWN_SLOTS", 6)
+    with InfluxStore(_settings(influxdb16.url, tmp_path, "bounded")) as bounded:
+        bounded.register_tags(_tags())
+        asked: list[httpx.Request] = []
+        bounded._http.event_hooks["request"].append(asked.append)
+        assert bounded._rows(keys, H0, H0 + 5 * H, None) == got  # 10 slots
+        assert '"written_ns"' in _statements(asked)[0] and not bounded._known
+        for a, b in ((0, 3), (2, 5), (0, 3)):  # 6 slots each
+            asked.clear()
+            assert bounded._rows(keys, H0 + a * H, H0 + b * H, None) == \
+                {x: [r for r in got[x] if H0 + a * H <= r.hour_ns < H0 + b * H] for x in keys}
+            assert len(asked) == 1 and len(bounded._known) == 6
