@@ -370,7 +370,7 @@ class InfluxStore:
             if stale or pending:
                 with self._lock:
                     self._void_known(stale)
-                    del self._pending_hours[:n_pending]
+                    self._sent_pending(n_pending)
             if pending:
                 self._pending_voids = self._pending_voids[len(pending):]
         self._sink_ok = True
@@ -438,7 +438,7 @@ class InfluxStore:
                 self._sink.post(self._pending_voids.encode())
                 self._pending_voids = ""
                 with self._lock:
-                    self._pending_hours = []
+                    self._sent_pending(len(self._pending_hours))
             rows = list(rows)
             admitted = self._load_claims().admit(rows, token)
             if len(admitted) < len(rows):  # refused: what a write made of their hours is asked
@@ -525,6 +525,7 @@ class InfluxStore:
             if not asked:
                 return out
             ids = {p: i for i, p in self._paths.items()}
+            pending = list(self._pending_hours)  # and those sent while this read is answered
         src = self._src(self._rollup_m)
         fetch = list(asked)
         answers = self._query([
@@ -543,8 +544,9 @@ class InfluxStore:
             learned[a] = hours
         with self._lock:
             keep = self._known_dropped <= seq
+            pending += self._pending_hours
             for a, hours in learned.items():
-                stale = [h for pa, h in self._pending_hours if pa == a]
+                stale = [h for pa, h in pending if pa == a]
                 mine = keep and self._known_changed.get(a, 0) <= seq
                 for h, rows_ in hours.items():
                     if stale:
@@ -586,6 +588,12 @@ class InfluxStore:
                 learned, rows = known[k]
                 known[k] = (learned, tuple(r for r in rows if r.hour_ns != k[1]))
         self._changed(stale)
+
+    def _sent_pending(self, n: int) -> None:
+        """The first ``n`` pending voids are in InfluxDB: no longer applied to what a read
+        learns, so a read that asked before they landed keeps nothing of their assets."""
+        self._changed({a for a, _ in self._pending_hours[:n]})
+        del self._pending_hours[:n]
 
     def _forget_known(self, stale: Mapping[str, range]) -> None:
         """Not known any more: asked for at the next read."""

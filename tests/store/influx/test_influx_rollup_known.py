@@ -225,6 +225,17 @@ def test_a_void_landing_while_a_read_is_answered_is_not_undone(
     assert got == {A: before[A][:2]} == _fresh(influxdb16, tmp_path, keys, H0, H0 + 5 * H)
     assert len(requests) == 1  # asked again: what the older answer said was not kept
 
+    # B's hours 1-4 stale by a gap, their voids sent (with a live write) while a read of B,
+    # begun after the gap, is answered: the read leaves them out, whichever it was told
+    store.open_gap("plc-2", H0 + H + 5, "timeout")
+    writes.append(_sample(ids, f"{A}/good", H0 + 9 * H))
+    monkeypatch.setattr(store, "_query", answered_then_written)
+    raced = store._rows({B: KEY}, H0, H0 + 5 * H, None)
+    assert not writes and [r.hour_ns for r in raced[B]] == [H0]
+    monkeypatch.undo()
+    assert store._rows({B: KEY}, H0, H0 + 5 * H, None) == raced == \
+        _fresh(influxdb16, tmp_path, {B: KEY}, H0, H0 + 5 * H)
+
 
 def test_what_was_learned_is_asked_again_after_a_while_and_central_stores_ask_always(
         gateway: tuple[InfluxStore, dict[str, int], list[httpx.Request]],
