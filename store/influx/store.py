@@ -173,6 +173,11 @@ class InfluxStore:
         self._known_seq = 0
         self._known_changed: dict[str, int] = {}
         self._known_dropped = 0
+        #: this store has written samples or claimed rows: it is the process that writes its
+        #: assets' data (the gateway), so it knows its rows. A store that wrote nothing
+        #: (``tierproof serve`` over a gateway's configuration, the CLI) reads another
+        #: process's rows, and asks as a central store does
+        self._writer = False
         #: voids of rows whose hours a gap opened or closed touched: sent before the next rows
         #: or with the next write of samples (see open_gap)
         self._pending_voids = ""
@@ -374,6 +379,7 @@ class InfluxStore:
             if pending:
                 self._pending_voids = self._pending_voids[len(pending):]
         self._sink_ok = True
+        self._writer = True
         with self._lock:  # counted once the whole batch is taken: a batch sent again counts once
             self._batches += 1
             self._points += len(batch)
@@ -416,6 +422,7 @@ class InfluxStore:
         """A computation of rows of hours ending up to ``end_ns`` starts: its token. The new
         end is kept in the local metadata before any row can be put."""
         with self._rollup_lock:
+            self._writer = True
             claims = self._load_claims()
             before = claims.end_ns
             token = claims.claim(int(end_ns))
@@ -479,16 +486,19 @@ class InfluxStore:
         """asset -> its rows (of key ``keys[asset]`` where not None, and ``reach_ns >=
         min_reach_ns`` where given) whose hour starts in [start_ns, end_ns), by hour.
 
-        A gateway's store (not central) is the only writer of its assets' rows: it answers
-        from what it knows of each hour (``_known_rows``) and asks InfluxDB only for the hours
-        it does not know. A central store, and a window of more than ``_KNOWN_SLOTS`` hours
-        of all its assets, ask for every row's version (``_rows_asked``)."""
+        The gateway's store (not central, and it has written samples or claimed rows: the
+        process that writes its assets' data) is the only writer of its assets' rows: it
+        answers from what it knows of each hour (``_known_rows``) and asks InfluxDB only for
+        the hours it does not know. A central store, a store that has written nothing (a
+        reader of a gateway's data in another process), and a window of more than
+        ``_KNOWN_SLOTS`` hours of all its assets, ask for every row's version
+        (``_rows_asked``)."""
         assets = list(keys)
         if not assets:
             return {}
         self._check_open()
         slots = range(int(start_ns) // HOUR_NS * HOUR_NS, int(end_ns), HOUR_NS)
-        if self.central or len(slots) * len(assets) > _KNOWN_SLOTS:
+        if self.central or not self._writer or len(slots) * len(assets) > _KNOWN_SLOTS:
             return self._rows_asked(keys, start_ns, end_ns, min_reach_ns)
         got = self._known_rows(assets, slots)
         low = -(2**63) if min_reach_ns is None else int(min_reach_ns)

@@ -10,8 +10,9 @@ hours asked again; at most ``_KNOWN_SLOTS`` hours are held, a wider window asked
 store asks; a void
 landing while a read is answered does not leave the read's older answer known; what was
 learned is asked again after ``_RECHECK_NS`` (a second writer, misconfigured, is seen then);
-every answer equals a fresh store's (that reads everything from InfluxDB); a central store
-still asks at every read; and the KPIs of a late-written week equal the raw computation's.
+every answer equals a fresh store's (that reads everything from InfluxDB); a central store,
+and one that wrote nothing (a reader of the gateway's data in another process), still ask at
+every read; and the KPIs of a late-written week equal the raw computation's.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def gateway(influxdb16: InfluxDB16, tmp_path: Path) -> Iterator[tuple[InfluxStor
 
 def _fresh(influxdb16: InfluxDB16, tmp_path: Path, keys: dict[str, str | None], start: int,
            end: int) -> dict[str, list[RollupRow]]:
-    """The rows as a store that knows nothing reads them from InfluxDB."""
+    """The rows as a store that knows nothing (it wrote nothing) reads them from InfluxDB."""
     name = f"fresh{len(list(tmp_path.iterdir()))}"
     with InfluxStore(_settings(influxdb16.url, tmp_path, name)) as fresh:
         fresh.register_tags(_tags())
@@ -257,16 +258,20 @@ def test_what_was_learned_is_asked_again_after_a_while_and_central_stores_ask_al
     assert got == _fresh(influxdb16, tmp_path, keys, H0, H0 + 5 * H)
     monkeypatch.undo()
 
-    # a central store (reader of gateways' rows) asks for the rows' versions at every read
-    with InfluxStore(_settings(influxdb16.url, tmp_path, "central")) as central:
-        central.register_tags(_tags())
-        central.discover_tags([])
-        asked: list[httpx.Request] = []
-        central._http.event_hooks["request"].append(asked.append)
-        for _ in range(2):
-            asked.clear()
-            assert central._rows(keys, H0, H0 + 5 * H, None) == got
-            assert len(asked) >= 1 and all('"written_ns"' in s for s in _statements(asked)[:1])
+    # a central store (reader of gateways' rows), and a store that wrote nothing (``tierproof
+    # serve`` over the gateway's configuration: another process writes the rows), ask for the
+    # rows' versions at every read
+    for name in ("central", "serve"):
+        with InfluxStore(_settings(influxdb16.url, tmp_path, name)) as reader:
+            reader.register_tags(_tags())
+            if name == "central":
+                reader.discover_tags([])
+            asked: list[httpx.Request] = []
+            reader._http.event_hooks["request"].append(asked.append)
+            for _ in range(2):
+                asked.clear()
+                assert reader._rows(keys, H0, H0 + 5 * H, None) == got
+                assert len(asked) >= 1 and '"written_ns"' in _statements(asked)[0]
 
 
 NOW = datetime(2026, 11, 18, 9, 17, 23, tzinfo=UTC)
@@ -345,6 +350,7 @@ def test_a_refused_put_makes_its_hours_asked_and_the_bound_holds(
     monkeypatch.setattr(influx_store, "_KNOWN_SLOTS", 6)
     with InfluxStore(_settings(influxdb16.url, tmp_path, "bounded")) as bounded:
         bounded.register_tags(_tags())
+        bounded.rollup_claim(H0)  # a writer of rows (a gateway's maintainer claims first)
         asked: list[httpx.Request] = []
         bounded._http.event_hooks["request"].append(asked.append)
         assert bounded._rows(keys, H0, H0 + 5 * H, None) == got  # 10 slots
