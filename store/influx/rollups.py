@@ -38,7 +38,7 @@ from ..rollup_log import HOUR_NS, ChangeLog
 from .lp import HIERARCHY, _tag_value, escape_field_str
 
 __all__ = [
-    "HOUR_NS", "Claims", "elements", "rollup_line", "tag_line", "void_lines",
+    "HOUR_NS", "Claims", "elements", "evidence", "rollup_line", "tag_line", "void_lines",
 ]
 
 
@@ -116,6 +116,13 @@ def decode_point(asset: str, time_ns: int, key: object, reach: object, data: obj
     own ids of the same paths (ids are local, paths are not)."""
     if not key or not isinstance(key, str) or reach is None or not isinstance(data, str):
         return None
+    return RollupRow(asset, int(time_ns), key, int(reach),  # type: ignore[call-overload]
+                     base64.b64decode(data), evidence(extra, ids))
+
+
+def evidence(extra: object, ids: Mapping[str, int]) -> str | None:
+    """A row's ``extra`` as a reader gets it back (``decode_point``): None when empty, tag
+    ids rewritten to ``ids`` where they differ."""
     text = extra if isinstance(extra, str) and extra else None
     if text is not None and ids and _ids_differ(text, ids):
         try:
@@ -128,8 +135,7 @@ def decode_point(asset: str, time_ns: int, key: object, reach: object, data: obj
                 text = json.dumps(doc)
         except (ValueError, AttributeError):
             pass  # opaque to the store: handed back as written
-    return RollupRow(asset, int(time_ns), key, int(reach),  # type: ignore[call-overload]
-                     base64.b64decode(data), text)
+    return text
 
 
 def tag_line(measurement: str, tag: TagRecord, ts_ns: int) -> str:

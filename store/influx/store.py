@@ -31,7 +31,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
@@ -63,7 +63,7 @@ from .ql import (
     tag_filter,
 )
 from .readcache import OPEN, ReadCache
-from .rollups import Claims, decode_point, rollup_line, tag_line, void_lines
+from .rollups import HOUR_NS, Claims, decode_point, evidence, rollup_line, tag_line, void_lines
 from .sink import make_sink, server_message
 
 __all__ = ["InfluxStore"]
@@ -81,6 +81,13 @@ _CHUNK_SIZE = 50_000
 #: roll-up rows kept decoded (``_rows``): ~1.6 kB each, so at most ~16 MB; a week of 11 assets
 #: is 1,848 rows, of 200 assets 33,600 (a window larger than this reads its rows whole)
 _ROW_CACHE = 10_000
+#: a gateway's knowledge of its own rows (``InfluxStore._rows``, not central): at most this
+#: many (asset, hour) slots held (a slot with a row ~1.6 kB: ~16 MB; a window of more slots is
+#: asked as a central store asks), and how long what a read learned is trusted: then it is
+#: asked again, so that a second writer of the same assets (a misconfiguration: the owner is
+#: their only writer) cannot keep this store wrong for longer
+_KNOWN_SLOTS = 10_000
+_RECHECK_NS = 600 * 1_000_000_000
 #: how far back a read first looks for the sample before its window (then, for the tags
 #: without one there, anywhere): an unbounded one opens every shard (~40 vs ~20 ms for a
 #: 7-day /kpis of the demo plant)
@@ -162,9 +169,26 @@ class InfluxStore:
         #: (asset, hour_ns) -> ((key, reach_ns, written_ns), row): rows read (``_rows``)
         self._row_cache: dict[tuple[str, int], tuple[tuple[object, object, object], RollupRow]] = {}
         self._written_ns = 0  # the last written_ns stamped on a row put
+        #: a gateway's (not central) knowledge of its rows (``_rows``): (asset, hour slot) ->
+        #: (when a read learned it, monotonic ns; the rows of the slot's hour in time order,
+        #: none: no usable row), kept up to date by this store's own voids and puts
+        self._known: dict[tuple[str, int], tuple[int, tuple[RollupRow, ...]]] = {}
+        #: changes of that knowledge: a counter, asset -> the counter at its last void or put,
+        #: the counter when it was all dropped. A read stores what it learned only for the
+        #: assets unchanged since it asked (a void landing meanwhile is not undone)
+        self._known_seq = 0
+        self._known_changed: dict[str, int] = {}
+        self._known_dropped = 0
+        #: this store has written samples or claimed rows: it is the process that writes its
+        #: assets' data (the gateway), so it knows its rows. A store that wrote nothing
+        #: (``tierproof serve`` over a gateway's configuration, the CLI) reads another
+        #: process's rows, and asks as a central store does
+        self._writer = False
         #: voids of rows whose hours a gap opened or closed touched: sent before the next rows
         #: or with the next write of samples (see open_gap)
         self._pending_voids = ""
+        #: their (asset, hours): still to be voided in InfluxDB, so a read learns them stale
+        self._pending_hours: list[tuple[str, range]] = []
         #: roll-ups: claims (from ``<meta_path>-rollups.json`` at first use), and the lock
         #: that orders writes of samples (and their voids) against puts of computed rows
         self._claims: Claims | None = None
@@ -215,6 +239,7 @@ class InfluxStore:
             self._device_of = {t.tag_id: t.device for t in tags}
             if self._paths != paths:  # rows read hold tag ids: new ids, rows read anew
                 self._row_cache = {}
+                self._drop_known()
             self._paths = paths
             if self._keys != keys and self._cache is not None:
                 self._cache.clear()  # a tag id now names another series
@@ -271,6 +296,8 @@ class InfluxStore:
         self.central = True
         self.changes = None
         self._cache = None  # other processes write here: nothing read can be kept
+        with self._lock:  # other gateways write the rows: asked for at every read
+            self._drop_known()
         stmts = [f"SELECT * FROM {self._src(self._tags_m)} WHERE "
                  + " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
                                 for k, v in zip(HIERARCHY[:4], a.split("/"), strict=True))
@@ -332,6 +359,7 @@ class InfluxStore:
         if cache is not None:
             cache.written(batch, whole=dropped == 0)
         self._sink_ok = True
+        self._writer = True
         with self._lock:  # counted once the whole batch is taken: a batch sent again counts once
             self._batches += 1
             self._points += len(batch)
@@ -352,6 +380,7 @@ class InfluxStore:
         # as a whole (see store.influx.rollups)
         with self._rollup_lock:
             since: dict[str | None, int] = {}
+            stale: dict[str, range] = {}
             voids = ""
             claims = self._claims
             if claims is None:
@@ -364,6 +393,7 @@ class InfluxStore:
                 if stale:
                     voids = "".join(void_lines(self._rollup_m, a, h) for a, h in stale.items())
             pending = self._pending_voids
+            n_pending = len(self._pending_hours)
             # after the samples: in the same request as the last of them when there is one
             # lane, else in a request of their own once every lane is taken
             after = (voids + pending).encode()
@@ -374,11 +404,18 @@ class InfluxStore:
                 dropped += self._sink.post_lanes(lanes)
                 if after:
                     dropped += self._sink.post(after)
-            except SinkUnavailable:
-                self._sink_ok = False
+            except BaseException as exc:
+                if isinstance(exc, SinkUnavailable):
+                    self._sink_ok = False
+                if stale:  # the voids may have landed, in part or not at all: asked again
+                    self._forget_known(stale)
                 raise
             if since:
                 claims.note(since)
+            if stale or pending:
+                with self._lock:
+                    self._void_known(stale)
+                    self._sent_pending(n_pending)
             if pending:
                 self._pending_voids = self._pending_voids[len(pending):]
         return dropped
@@ -413,6 +450,7 @@ class InfluxStore:
         """A computation of rows of hours ending up to ``end_ns`` starts: its token. The new
         end is kept in the local metadata before any row can be put."""
         with self._rollup_lock:
+            self._writer = True
             claims = self._load_claims()
             before = claims.end_ns
             token = claims.claim(int(end_ns))
@@ -434,14 +472,25 @@ class InfluxStore:
             if self._pending_voids:  # before any row computed after the gap that made them
                 self._sink.post(self._pending_voids.encode())
                 self._pending_voids = ""
+                with self._lock:
+                    self._sent_pending(len(self._pending_hours))
+            rows = list(rows)
             admitted = self._load_claims().admit(rows, token)
+            if len(admitted) < len(rows):  # refused: what a write made of their hours is asked
+                taken = {id(r) for r in admitted}
+                self._forget_rows([r for r in rows if id(r) not in taken])
             # each write of a row stamps it anew: readers holding a row see it changed
             now = max(time.time_ns(), self._written_ns + 1)
             lines = [rollup_line(self._rollup_m, r, now + k) for k, r in enumerate(admitted)]
             self._written_ns = now + len(admitted)
             step = max(1, self.settings.batch_size // 10)  # a row is ~10 points' worth of bytes
             for i in range(0, len(lines), step):
-                self._sink.post("".join(lines[i:i + step]).encode())
+                try:
+                    self._sink.post("".join(lines[i:i + step]).encode())
+                except BaseException:  # may have landed in part: these and the rest asked again
+                    self._forget_rows(admitted[i:])
+                    raise
+                self._put_known(admitted[i:i + step])
         return len(admitted)
 
     def rollups(self, assets: Sequence[str], start_ns: int, end_ns: int, key: str | None = None,
@@ -462,7 +511,170 @@ class InfluxStore:
 
     def _rows(self, keys: Mapping[str, str | None], start_ns: int, end_ns: int,
               min_reach_ns: int | None) -> dict[str, list[RollupRow]]:
-        """asset -> its rows (of key ``keys[asset]`` where not None), by hour.
+        """asset -> its rows (of key ``keys[asset]`` where not None, and ``reach_ns >=
+        min_reach_ns`` where given) whose hour starts in [start_ns, end_ns), by hour.
+
+        The gateway's store (not central, and it has written samples or claimed rows: the
+        process that writes its assets' data) is the only writer of its assets' rows: it
+        answers from what it knows of each hour (``_known_rows``) and asks InfluxDB only for
+        the hours it does not know. A central store, a store that has written nothing (a
+        reader of a gateway's data in another process), and a window of more than
+        ``_KNOWN_SLOTS`` hours of all its assets, ask for every row's version
+        (``_rows_asked``)."""
+        assets = list(keys)
+        if not assets:
+            return {}
+        self._check_open()
+        slots = range(int(start_ns) // HOUR_NS * HOUR_NS, int(end_ns), HOUR_NS)
+        if self.central or not self._writer or len(slots) * len(assets) > _KNOWN_SLOTS:
+            return self._rows_asked(keys, start_ns, end_ns, min_reach_ns)
+        got = self._known_rows(assets, slots)
+        low = -(2**63) if min_reach_ns is None else int(min_reach_ns)
+        out: dict[str, list[RollupRow]] = {}
+        for a in assets:
+            key = keys[a]
+            out[a] = [r for r in got[a] if start_ns <= r.hour_ns < end_ns and r.reach_ns >= low
+                      and (key is None or r.key == key)]
+        return out
+
+    def _known_rows(self, assets: Sequence[str], slots: range) -> dict[str, list[RollupRow]]:
+        """asset -> every row whose hour starts in one of ``slots`` (hours), by hour: those
+        of the hours this store knows (read within ``_RECHECK_NS``, and kept since by its
+        own voids and puts), the others asked for in one request (a statement per asset:
+        every usable row, of any key, from its first hour not known to its last), and then
+        known. What a read learns of an asset is not kept if this store voided or put a row
+        of it meanwhile (the answer may predate that), and hours whose voids are still to
+        be sent (a gap opened or closed: ``_pending_hours``) are learned stale."""
+        now = time.monotonic_ns()
+        asked: dict[str, list[int]] = {}
+        out: dict[str, list[RollupRow]] = {}
+        with self._lock:
+            known = self._known
+            seq = self._known_seq
+            for a in assets:
+                held: list[RollupRow] = []
+                for h in slots:
+                    slot = known.get((a, h))
+                    if slot is None or now - slot[0] > _RECHECK_NS:
+                        asked.setdefault(a, []).append(h)
+                    else:
+                        held += slot[1]
+                out[a] = held
+            if not asked:
+                return out
+            ids = {p: i for i, p in self._paths.items()}
+            pending = list(self._pending_hours)  # and those sent while this read is answered
+        src = self._src(self._rollup_m)
+        fetch = list(asked)
+        answers = self._query([
+            f'SELECT "key", "reach_ns", "data", "extra" FROM {src} WHERE {self._asset_cond(a)}'
+            f""" AND "key" != '' AND time >= {asked[a][0]} AND time < {asked[a][-1] + HOUR_NS}"""
+            for a in fetch])
+        learned: dict[str, dict[int, list[RollupRow]]] = {}
+        for a, rows in zip(fetch, answers, strict=True):
+            hours: dict[int, list[RollupRow]] = {h: [] for h in asked[a]}
+            for t, k, r, d, x in zip(rows.column("time"), rows.column("key"),
+                                     rows.column("reach_ns"), rows.column("data"),
+                                     rows.column("extra"), strict=True):
+                bucket = hours.get(int(t) // HOUR_NS * HOUR_NS)
+                if bucket is not None and (row := decode_point(a, t, k, r, d, x, ids)) is not None:
+                    bucket.append(row)
+            learned[a] = hours
+        with self._lock:
+            keep = self._known_dropped <= seq
+            pending += self._pending_hours
+            for a, hours in learned.items():
+                stale = [h for pa, h in pending if pa == a]
+                mine = keep and self._known_changed.get(a, 0) <= seq
+                for h, rows_ in hours.items():
+                    if stale:
+                        rows_ = [r for r in rows_ if not any(r.hour_ns in s for s in stale)]
+                    out[a] += rows_
+                    if mine:
+                        self._known.pop((a, h), None)  # newest last: the bound keeps it
+                        self._known[(a, h)] = (now, tuple(rows_))
+                out[a].sort(key=lambda row: row.hour_ns)
+            if len(self._known) > _KNOWN_SLOTS:  # the newest kept, in one pass
+                self._known = dict(list(self._known.items())[-_KNOWN_SLOTS:])
+        return out
+
+    # what this store knows of its rows (``_known_rows``): every call under self._lock but
+    # _forget_rows, _forget_known and _put_known
+
+    def _changed(self, assets: Iterable[str]) -> None:
+        self._known_seq += 1
+        for a in assets:
+            self._known_changed[a] = self._known_seq
+
+    def _drop_known(self) -> None:
+        self._known = {}
+        self._known_seq += 1
+        self._known_dropped = self._known_seq
+
+    def _known_in(self, asset: str, hours: range) -> list[tuple[str, int]]:
+        """The known slots of ``asset`` among ``hours``."""
+        known = self._known
+        if len(hours) <= len(known):
+            return [(asset, h) for h in hours if (asset, h) in known]
+        return [k for k in known if k[0] == asset and k[1] in hours]
+
+    def _void_known(self, stale: Mapping[str, range]) -> None:
+        """The rows of ``stale`` (asset -> hours) were voided: no longer held."""
+        known = self._known
+        for a, hours in stale.items():
+            for k in self._known_in(a, hours):
+                learned, rows = known[k]
+                known[k] = (learned, tuple(r for r in rows if r.hour_ns != k[1]))
+        self._changed(stale)
+
+    def _sent_pending(self, n: int) -> None:
+        """The first ``n`` pending voids are in InfluxDB: no longer applied to what a read
+        learns, so a read that asked before they landed keeps nothing of their assets."""
+        self._changed({a for a, _ in self._pending_hours[:n]})
+        del self._pending_hours[:n]
+
+    def _forget_known(self, stale: Mapping[str, range]) -> None:
+        """Not known any more: asked for at the next read."""
+        with self._lock:
+            for a, hours in stale.items():
+                for k in self._known_in(a, hours):
+                    del self._known[k]
+            self._changed(stale)
+
+    def _forget_rows(self, rows: Sequence[RollupRow]) -> None:
+        with self._lock:
+            for r in rows:
+                self._known.pop((r.asset, r.hour_ns // HOUR_NS * HOUR_NS), None)
+            self._changed({r.asset for r in rows})
+
+    def _put_known(self, rows: Sequence[RollupRow]) -> None:
+        """``rows`` are in InfluxDB: each replaces its hour's row where the hour is known,
+        as a read gives it back (``decode_point``)."""
+        with self._lock:
+            ids = {p: i for i, p in self._paths.items()}
+            known = self._known
+            for r in rows:
+                k = (r.asset, int(r.hour_ns) // HOUR_NS * HOUR_NS)
+                slot = known.get(k)
+                if slot is None:
+                    continue
+                held = [x for x in slot[1] if x.hour_ns != r.hour_ns]
+                if r.key:  # an empty key is a void point
+                    held.append(RollupRow(r.asset, int(r.hour_ns), r.key, int(r.reach_ns),
+                                          bytes(r.data), evidence(r.extra, ids)))
+                    held.sort(key=lambda row: row.hour_ns)
+                known[k] = (slot[0], tuple(held))
+            self._changed({r.asset for r in rows})
+
+    @staticmethod
+    def _asset_cond(asset: str) -> str:
+        return " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
+                            for k, v in zip(HIERARCHY[:4], asset.split("/"), strict=True))
+
+    def _rows_asked(self, keys: Mapping[str, str | None], start_ns: int, end_ns: int,
+                    min_reach_ns: int | None) -> dict[str, list[RollupRow]]:
+        """``_rows`` of a store that does not know the rows (central: other gateways write
+        them), by their versions.
 
         A row's points are ~1.3 kB (its ``data`` and ``extra``): a week of 11 assets is 2.3 MB
         that InfluxDB takes ~35 ms to encode as JSON. So rows read are kept (up to
@@ -584,6 +796,9 @@ class InfluxStore:
                 self._pending_voids += "".join(void_lines(self._rollup_m, a, h)
                                                for a, h in stale.items())
                 claims.note(since)
+                with self._lock:  # stale from now on: no read learns otherwise meanwhile
+                    self._pending_hours.extend(stale.items())
+                    self._void_known(stale)
         if stale:  # again, after the claims: a computation they refused is done anew
             self._meta_changed(int(start_ns))
 
@@ -832,7 +1047,9 @@ class InfluxStore:
         keeps. A tag this process has written nothing of after the window's end is asked with
         no upper bound (every sample from the window's start on: a range the tag's next
         writes extend)."""
-        cache = self._cache if prior and self.changes is not None else None
+        # only the process that writes the tags' samples sees every change of them (a store
+        # that wrote nothing reads a gateway's data in another process: ``_writer``)
+        cache = self._cache if prior and self.changes is not None and self._writer else None
         if cache is None:
             return self._read_ranges(wanted, prior, frozenset())[0]
         out: list[Series | None] = [None] * len(wanted)

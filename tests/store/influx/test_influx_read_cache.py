@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -62,12 +63,16 @@ def _same(got: list[Series], want: list[Series], where: str) -> None:
         np.testing.assert_array_equal(g.quality, w.quality, err_msg=f"{where} [{k}] quality")
 
 
+#: a gateway's InfluxDB store, the embedded oracle, the tag ids, the requests made
+Stores = tuple[InfluxStore, SqliteStore, dict[str, int], list[httpx.Request]]
+
+
 @pytest.fixture
-def stores(influxdb16: InfluxDB16, tmp_path: Path, request: pytest.FixtureRequest
-           ) -> Iterator[tuple[InfluxStore, SqliteStore, dict[str, int], list[httpx.Request]]]:
+def stores(influxdb16: InfluxDB16, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stores]:
     """A gateway's InfluxDB store (cache on) and the embedded oracle, both given a day of
     history up to T0; the requests the InfluxDB store makes from then on."""
-    influx = InfluxStore(_settings(influxdb16, tmp_path, f"rc_{request.node.name[:40]}".replace("[", "_").replace("]", "")))
+    name = "rc_" + "".join(c if c.isalnum() else "_" for c in request.node.name[:40])
+    influx = InfluxStore(_settings(influxdb16, tmp_path, name))
     oracle = SqliteStore(tmp_path / "oracle.db")
     try:
         ids = influx.register_tags(_records())
@@ -98,7 +103,7 @@ def _write(influx: InfluxStore, oracle: SqliteStore, batch: Batch) -> None:
     oracle.write(batch)
 
 
-def test_a_range_read_once_is_answered_from_the_cache_and_follows_live_writes(stores) -> None:  # type: ignore[no-untyped-def]
+def test_a_range_read_once_is_answered_from_the_cache_and_follows_live_writes(stores: Stores) -> None:
     influx, oracle, ids, requests = stores
     wanted = _edges(ids, T0)
     _same(influx.read_ranges(wanted), oracle.read_ranges(wanted), "first read")
@@ -116,7 +121,7 @@ def test_a_range_read_once_is_answered_from_the_cache_and_follows_live_writes(st
     assert influx._cache is not None and influx._cache.hits >= 6 * len(wanted)
 
 
-def test_a_late_sample_a_rewritten_stamp_and_a_nan_are_asked_again(stores) -> None:  # type: ignore[no-untyped-def]
+def test_a_late_sample_a_rewritten_stamp_and_a_nan_are_asked_again(stores: Stores) -> None:
     influx, oracle, ids, requests = stores
     wanted = _edges(ids, T0)
     influx.read_ranges(wanted)
@@ -146,7 +151,7 @@ def test_a_late_sample_a_rewritten_stamp_and_a_nan_are_asked_again(stores) -> No
         assert requests == [], f"{name}: kept again"
 
 
-def test_a_write_while_a_read_is_asked_is_not_kept(stores) -> None:  # type: ignore[no-untyped-def]
+def test_a_write_while_a_read_is_asked_is_not_kept(stores: Stores) -> None:
     """The write lands between the read's request and its answer (the test posts it from
     inside the read: the interleaving two threads produce now and then)."""
     influx, oracle, ids, requests = stores
@@ -155,7 +160,7 @@ def test_a_write_while_a_read_is_asked_is_not_kept(stores) -> None:  # type: ign
     answers = influx._answers
     done: list[bool] = []
 
-    def racing(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def racing(*args: Any, **kwargs: Any) -> Any:
         if not done:
             done.append(True)
             _write(influx, oracle, late)
@@ -204,9 +209,8 @@ def test_a_partial_write_drops_the_ranges_of_its_tags(influxdb16: InfluxDB16, tm
         assert requests, "the batch's tags were asked again"
 
 
-def test_a_store_reading_other_gateways_data_keeps_nothing(stores, influxdb16: InfluxDB16,  # type: ignore[no-untyped-def]
-                                                           tmp_path: Path) -> None:
-    influx, oracle, ids, _ = stores
+def test_a_store_reading_other_gateways_data_keeps_nothing(stores: Stores, tmp_path: Path) -> None:
+    influx, _, ids, _ = stores
     influx._send_register()  # the tag register a central store discovers
     central = InfluxStore(influx.settings.model_copy(update={"meta_path": str(tmp_path / "central.db")}))
     try:

@@ -1,10 +1,12 @@
-"""Roll-up rows read from a real InfluxDB 1.6 are kept by version (``InfluxStore._rows``): a
-read asks for every row's ``key``, ``reach_ns`` and ``written_ns`` and reads whole only the
-rows it does not hold as they are. What is checked: a second read of the same rows is one
+"""Roll-up rows read from a real InfluxDB 1.6 by a central store (``discover_tags``: other
+gateways write them) are kept by version (``InfluxStore._rows_asked``): a read asks for
+every row's ``key``, ``reach_ns`` and ``written_ns`` and reads whole only the rows it does
+not hold as they are. What is checked: a second read of the same rows is one
 small request and gives the same rows; a row written again by another writer (another
 process: a second store on the same database) is read anew, a voided one is gone; rows
 written without ``written_ns`` (before it existed) are read whole every time; tag ids in
-``extra`` are this store's, rewritten only where the writer's differ.
+``extra`` are this store's, rewritten only where the writer's differ. (A gateway's own store
+knows its rows instead: ``test_influx_rollup_known.py``.)
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def test_rows_are_read_whole_only_when_they_changed(influxdb16: InfluxDB16, tmp_
         good = reader.register_tags(_tags("temp"))[f"{A}/good"]
         theirs = writer.register_tags(_tags("speed", "temp"))[f"{A}/good"]
         assert theirs != good
+        reader.discover_tags([])  # a reader of what gateways write
         rows = [_row(H0 + k * H, k, theirs) for k in range(5)]
         assert writer.put_rollups(rows, writer.rollup_claim(H0 + 5 * H)) == 5
         requests: list[httpx.Request] = []
@@ -98,6 +101,7 @@ def test_rows_without_a_write_stamp_are_read_whole_every_time(influxdb16: Influx
         good = store.register_tags(_tags("temp"))[f"{A}/good"]
         rows = [_row(H0 + k * H, k, good) for k in range(3)]
         # as a gateway before written_ns wrote them
+        store.discover_tags([])
         body = "".join(rollup_line("rc_rollup", r) for r in rows)
         assert "written_ns" not in body
         r = httpx.post(f"{influxdb16.url}/write", params={"db": "tierproof", "precision": "ns"},
@@ -121,6 +125,7 @@ def test_rows_beyond_the_bound_are_read_whole_again(influxdb16: InfluxDB16, tmp_
         good = store.register_tags(_tags("temp"))[f"{A}/good"]
         rows = [_row(H0 + k * H, k, good) for k in range(5)]
         store.put_rollups(rows, store.rollup_claim(H0 + 5 * H))
+        store.discover_tags([])
         requests: list[httpx.Request] = []
         store._http.event_hooks["request"].append(requests.append)
         first = store.rollups([A], H0, H0 + 5 * H)
