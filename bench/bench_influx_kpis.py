@@ -368,7 +368,8 @@ def live(settings: Settings, records: Any, ids: dict[str, int], root: Path, data
         print(f"  (times: median / p90 of the calls; the last window ends "
               f"{datetime.fromtimestamp(clock[0] / 1e9, UTC).isoformat()}; hours rolled: "
               f"{'; '.join(rolled) or 'none (no hour closed)'}; InfluxDB's cache "
-              f"{server.cache_bytes() / 1e6:.1f} MB)")
+              f"{server.cache_bytes() / 1e6:.1f} MB; load average now "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     finally:
         for m in maintainers:
             m.close()
