@@ -75,7 +75,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -295,17 +295,22 @@ def live(settings: Settings, records: Any, ids: dict[str, int], root: Path, data
     # new samples stay in the server's cache, as on a server that has run a while (its
     # snapshot of a cold cache is 10 minutes away, the 25 MB one a day of the demo plant)
     server = InfluxDB16(work / "influxdb", cache_cold_s=36_000)
-    server.start()
-    embedded = SqliteStore(work / "embedded.db")
-    influx = influx_on(server, work / "meta.db")
-    stores = (embedded, influx)
     step_ns = round(args.live_step * 1e9)
     clock = [to_ns(NOW)]
-    maintainers: list[RollupMaintainer] = []
-    try:
+    with ExitStack() as done:  # undone in reverse: maintainers, stores, server, the copies
+        done.callback(shutil.rmtree, work, ignore_errors=True)
+        done.callback(server.kill)
+        server.start()
+        embedded = SqliteStore(work / "embedded.db")
+        done.callback(embedded.close)
+        influx = influx_on(server, work / "meta.db")
+        done.callback(influx.close)
+        stores = (embedded, influx)
         assert embedded.register_tags(records) == ids and influx.register_tags(records) == ids
         maintainers = [RollupMaintainer(KpiService(settings, s, rollups=True), backfill_days=None,
                                         clock_ns=lambda: clock[0]) for s in stores]
+        for m in maintainers:
+            done.callback(m.close)
         settle_ns = maintainers[0].settle_ns
         due = (clock[0] // HOUR_NS + 1) * HOUR_NS + settle_ns  # the next hour closed
         rolled: list[str] = []
@@ -370,13 +375,6 @@ def live(settings: Settings, records: Any, ids: dict[str, int], root: Path, data
               f"{'; '.join(rolled) or 'none (no hour closed)'}; InfluxDB's cache "
               f"{server.cache_bytes() / 1e6:.1f} MB; load average now "
               f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
-    finally:
-        for m in maintainers:
-            m.close()
-        influx.close()
-        embedded.close()
-        server.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
