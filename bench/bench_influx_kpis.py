@@ -2,7 +2,7 @@
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]
 [--keep DIR] [--profile N] [--rollups both|on|off] [--storage both|cache|tsm]
-[--statements N]``.
+[--statements N] [--live SECONDS [--live-step S]]``.
 Starts its own InfluxDB 1.6 (``tests/influx_servers.py``: Debian's influxd on free 127.0.0.1
 ports, a temporary data directory). The demo plant's history (``simulators.Plant``, report
 by exception, 8 days) is written batch for batch to a SQLite store and to InfluxDB through
@@ -34,6 +34,32 @@ The roll-up rows of both stores are counted by kind and compared: InfluxDB keeps
 rows only (``docs/influxdb.md``: no day, day-sum or head rows), and every hour row must be in
 both stores, the same (key, reach, data, evidence); a missing or different one fails the run.
 
+``--live SECONDS`` (default 0: off): after the static timing of each storage state (cache,
+tsm: each the run times), a live phase, as a gateway's dashboard sees it: samples keep
+arriving and the window moves with them. A static window, the same every call with no
+writes, would flatter any read cache; this one cannot. It works on copies of both stores
+(the embedded file and the InfluxDB store's meta file by SQLite's backup, InfluxDB's data
+directory -- the cache state's or the tsm state's -- by a copy, a server of its own on it, new
+samples staying in its cache), made in a temporary directory and deleted after: with
+``--keep`` the kept stores (and their ``done-*`` marker) are as the static run left them, and
+the next run reuses them. Rounds, for SECONDS of wall time per roll-up setting (``--rollups
+both``: off, then on, the plant going on): the plant continues after NOW (the same ``Plant``,
+``plant_rounds``: exactly the samples of one unbroken history, no gap or repeat at NOW) by
+``--live-step`` seconds (default 1; the demo plant reports ~1 change a second, so many rounds
+write nothing, some a few samples), the same batches written to both stores with each
+store's ``write`` (untimed); then ``KpiService.kpis`` on both for [T - days + 7 min, T), T the
+new data's end (whole seconds), the store going first alternating each round; the answers
+must agree as in the static mode (identical; 1e-9 relative with roll-ups). Printed per
+store: the median and p90 call time, the ratio of the medians, the CPU per call (as above:
+this process, and influxd's from ``/proc``; influxd's includes whatever it does in the
+background during a call, e.g. after the round's write), the rounds and the samples
+written. One untimed warm-up call each first. Roll-ups: a new hour row needs an hour to
+close, 300 s after its end (the maintainer's ``settle_s``), and the live phase starts at
+09:17:23 plant time, so a phase of a minute or two at 1 s a round crosses none: the calls
+read the new samples raw at the window's right edge. When T passes an hour's end + 300 s
+(e.g. ``--live 30 --live-step 20``), both stores' ``RollupMaintainer.run_once`` rolls it,
+untimed (printed: the rows each made), and the next calls read its rows.
+
 Goal (issue 14): InfluxDB <= 2x the embedded store for the same window.
 """
 
@@ -45,24 +71,28 @@ import math
 import os
 import pstats
 import shutil
+import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 
 from api.gateway import tag_records
-from api.rollups import DAY, HEAD, SUM, RollupMaintainer
+from api.rollups import DAY, HEAD, HOUR_NS, SUM, RollupMaintainer
 from api.service import KpiService
 from config import load_settings, shipped_config
 from config.settings import Settings
 from config.store import InfluxStoreSettings
 from config.times import to_ns
 from simulators import Plant
-from store import InfluxStore, SqliteStore
+from store import Batch, InfluxStore, SqliteStore
 from store.base import RollupRow
 from tests.influx_servers import InfluxDB16
 
@@ -217,6 +247,136 @@ def replay(settings: Settings, influx: InfluxStore, server: InfluxDB16, start: d
                   f"{len(body):>10,}{samples:>9,}")
 
 
+def plant_rounds(settings: Settings, ids: dict[str, int],
+                 step_ns: int) -> Iterator[tuple[int, list[Batch]]]:
+    """The plant going on after NOW, ``step_ns`` a round: each round's end T and the samples
+    of [T - step, T) (often none: the demo plant reports ~1 change a second). The same
+    ``Plant`` as the history (same settings, same ``now``), started one step before NOW and
+    its first slice dropped, so that every slice after NOW probes the value just before it:
+    the samples are exactly those of one unbroken history over NOW (checked: the history's
+    last hour and the live stream's first 30 min, at steps of 1 and 10 s, equal an 8.5-day
+    history's to the sample), no gap and no repeated value at NOW."""
+    now = to_ns(NOW)
+    feed = Plant(settings, now=NOW).history_batches(
+        ids, now - step_ns, now + 366 * 86400 * 10**9, slice_ns=step_ns)
+    ahead = next(feed, None)
+    t = now
+    while True:
+        t += step_ns
+        batches = []
+        # a batch lies in one slice, its samples in time order
+        while ahead is not None and int(ahead.ts_ns[0]) < t:
+            if int(ahead.ts_ns[0]) >= now:
+                batches.append(ahead)
+            ahead = next(feed, None)
+        yield t, batches
+
+
+def copy_sqlite(src: Path, dst: Path) -> None:
+    """A consistent copy of a SQLite store (what its WAL holds included), by SQLite's backup."""
+    with closing(sqlite3.connect(src)) as a, closing(sqlite3.connect(dst)) as b:
+        a.backup(b)
+
+
+def live(settings: Settings, records: Any, ids: dict[str, int], root: Path, data: Path,
+         work: Path, state: str, influx_on: Any, args: argparse.Namespace) -> None:
+    """The live phase on copies of both stores (``work``: the embedded file, InfluxDB's data
+    directory ``data``, the InfluxDB store's meta file; the stores in ``root`` stay as they
+    were): see the module. One sub-phase of ``args.live`` seconds per roll-up setting, the
+    plant going on from one to the next."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    copy_sqlite(root / "embedded.db", work / "embedded.db")
+    copy_sqlite(root / "meta.db", work / "meta.db")
+    claims = root / "meta.db-rollups.json"
+    if claims.exists():
+        shutil.copy2(claims, work / "meta.db-rollups.json")
+    shutil.copytree(data, work / "influxdb")
+    # new samples stay in the server's cache, as on a server that has run a while (its
+    # snapshot of a cold cache is 10 minutes away, the 25 MB one a day of the demo plant)
+    server = InfluxDB16(work / "influxdb", cache_cold_s=36_000)
+    step_ns = round(args.live_step * 1e9)
+    clock = [to_ns(NOW)]
+    with ExitStack() as done:  # undone in reverse: maintainers, stores, server, the copies
+        done.callback(shutil.rmtree, work, ignore_errors=True)
+        done.callback(server.kill)
+        server.start()
+        embedded = SqliteStore(work / "embedded.db")
+        done.callback(embedded.close)
+        influx = influx_on(server, work / "meta.db")
+        done.callback(influx.close)
+        stores = (embedded, influx)
+        assert embedded.register_tags(records) == ids and influx.register_tags(records) == ids
+        maintainers = [RollupMaintainer(KpiService(settings, s, rollups=True), backfill_days=None,
+                                        clock_ns=lambda: clock[0]) for s in stores]
+        for m in maintainers:
+            done.callback(m.close)
+        settle_ns = maintainers[0].settle_ns
+        due = (clock[0] // HOUR_NS + 1) * HOUR_NS + settle_ns  # the next hour closed
+        rolled: list[str] = []
+        rounds = plant_rounds(settings, ids, step_ns)
+        print(f"live, InfluxDB's history in its {state}, the new samples in its cache: "
+              f"{args.live:g} s of rounds a roll-up setting, each writing the next "
+              f"{args.live_step:g} s of the plant to both stores (untimed), then the window "
+              f"[T - {args.days:g} d + 7 min, T) on both; load average "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print(f"{'roll-ups':<10}{'rounds':>7}{'samples':>8}{'embedded s':>17}{'influxdb s':>17}"
+              f"{'ratio':>7}   CPU ms per call: embedded, InfluxDB (here + influxd), ratio")
+        for rollups in {"both": (False, True), "on": (True,), "off": (False,)}[args.rollups]:
+            services = tuple(KpiService(settings, s, rollups=rollups) for s in stores)
+            t_end = clock[0]
+            for service in services:  # warm-up (plans, keys, server caches), untimed
+                service.kpis(datetime.fromtimestamp(t_end / 1e9, UTC) - timedelta(days=args.days)
+                             + timedelta(minutes=7), datetime.fromtimestamp(t_end / 1e9, UTC))
+            times: list[list[float]] = [[], []]
+            cpu = [0.0, 0.0, 0.0]  # embedded, this process for InfluxDB, influxd
+            samples = n = 0
+            same = True
+            t0_wall = time.perf_counter()
+            while time.perf_counter() - t0_wall < args.live:
+                t_end, batches = next(rounds)
+                clock[0] = t_end
+                for batch in batches:
+                    for store in stores:
+                        store.write(batch)
+                    samples += len(batch)
+                if t_end >= due:  # an hour closed: both maintainers roll it, untimed
+                    made = [m.run_once() for m in maintainers]
+                    hour = datetime.fromtimestamp((due - settle_ns - HOUR_NS) / 1e9, UTC)
+                    rolled.append(f"{hour:%H:%M} at T = {hour + timedelta(hours=1):%H:%M}"
+                                  f" + {settle_ns / 60e9:g} min: {made[0]} embedded, "
+                                  f"{made[1]} InfluxDB rows")
+                    due += HOUR_NS
+                end = datetime.fromtimestamp(t_end / 1e9, UTC)  # whole seconds: exact
+                start = end - timedelta(days=args.days) + timedelta(minutes=7)
+                answers: list[Any] = [None, None]
+                for k in ((0, 1) if n % 2 == 0 else (1, 0)):
+                    c0, p0 = influxd_cpu_s(server), time.process_time()
+                    t0 = time.perf_counter()
+                    answers[k] = services[k].kpis(start, end)
+                    times[k].append(time.perf_counter() - t0)
+                    cpu[k] += time.process_time() - p0
+                    if k == 1:
+                        cpu[2] += influxd_cpu_s(server) - c0
+                differ = diff(answers[0], answers[1], rel=1e-9 if rollups else 0.0)
+                assert not differ, (end.isoformat(), differ[:10])
+                same = same and not (rollups and diff(answers[0], answers[1]))
+                n += 1
+            med = [float(np.median(t)) for t in times]
+            p90 = [float(np.percentile(t, 90)) for t in times]
+            e_cpu, i_cpu = cpu[0] / n, (cpu[1] + cpu[2]) / n
+            print(f"{'on' if rollups else 'off':<10}{n:>7,}{samples:>8,}"
+                  f"{med[0]:>9.3f} / {p90[0]:.3f}{med[1]:>9.3f} / {p90[1]:.3f}"
+                  f"{med[1] / med[0]:>7.1f}   {e_cpu * 1000:.0f}, {i_cpu * 1000:.0f} "
+                  f"({cpu[1] / n * 1000:.0f} + {cpu[2] / n * 1000:.0f}), {i_cpu / e_cpu:.1f}"
+                  f"   ({'identical' if same else 'to 1e-9 relative'} numbers)")
+        print(f"  (times: median / p90 of the calls; the last window ends "
+              f"{datetime.fromtimestamp(clock[0] / 1e9, UTC).isoformat()}; hours rolled: "
+              f"{'; '.join(rolled) or 'none (no hour closed)'}; InfluxDB's cache "
+              f"{server.cache_bytes() / 1e6:.1f} MB; load average now "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=float, default=7.0)
@@ -232,7 +392,14 @@ def main() -> None:
                     help="InfluxDB's data in its cache, in TSM files, or each (default)")
     ap.add_argument("--statements", type=int, default=0, metavar="N",
                     help="replay the statements of one call with roll-ups N times, by kind")
+    ap.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
+                    help="after each storage state's timing, SECONDS of live rounds per roll-up "
+                         "setting on copies of the stores (default 0: none)")
+    ap.add_argument("--live-step", type=float, default=1.0, metavar="SECONDS",
+                    help="the plant's seconds written each live round (default 1)")
     args = ap.parse_args()
+    if args.live < 0 or args.live_step <= 0 or args.live_step * 1e9 % 1e9:
+        ap.error("--live must be >= 0 and --live-step a whole number of seconds > 0")
     settings = load_settings(shipped_config("demo.yaml"))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) if args.keep is None else args.keep
@@ -240,10 +407,10 @@ def main() -> None:
         reuse = done.exists()
         embedded = SqliteStore(root / "embedded.db")
 
-        def influx_on(server: InfluxDB16) -> InfluxStore:
+        def influx_on(server: InfluxDB16, meta: Path = root / "meta.db") -> InfluxStore:
             store = InfluxStore(InfluxStoreSettings(
                 type="influx", api="v1", url=server.url, database=server.database,
-                meta_path=str(root / "meta.db"), batch_size=5000, gzip=not args.no_gzip,
+                meta_path=str(meta), batch_size=5000, gzip=not args.no_gzip,
             ))
             # the gateway's store: the process that writes its samples and rows (its
             # maintainer claims hours before computing them), which therefore knows its rows
@@ -315,6 +482,9 @@ def main() -> None:
             finally:
                 influx.close()
                 server.kill()
+            if "cache" in states and args.live:
+                live(settings, records, ids, root, root / "influxdb", Path(tmp) / "live", "cache",
+                     influx_on, args)
             if "tsm" in states:
                 # a copy of it whose cache the server writes to TSM files at once (a 1 s cold
                 # interval); its WAL is then deleted (everything in it is in the TSM files), so
@@ -339,6 +509,9 @@ def main() -> None:
                 if not held:
                     for wal in (tsm / "wal").rglob("*.wal"):
                         wal.unlink()
+                if args.live:
+                    live(settings, records, ids, root, tsm, Path(tmp) / "live", "TSM files",
+                         influx_on, args)
         finally:
             embedded.close()
 

@@ -175,6 +175,27 @@ def test_history_does_not_depend_on_slicing(plant: Plant, tag_ids: dict[str, int
         np.testing.assert_array_equal(getattr(other, name), getattr(whole, name))
 
 
+def test_history_goes_on_after_its_end(plant: Plant, tag_ids: dict[str, int],
+                                       batches: list[Batch]) -> None:
+    """A history continued after its end, as ``bench/bench_influx_kpis.py --live`` writes it
+    (started one slice before the end, that slice dropped): exactly the samples of one
+    unbroken history over the end -- no gap, and no value repeated at the end, which a
+    continuation started at the end itself would have (every tag's value there)."""
+    w0, end = plant.history_window()
+    step, span = 7 * 10**9, 1800 * 10**9
+    fresh = Plant(plant.settings, now=NOW)
+    unbroken = Batch.concat(list(fresh.history_batches(tag_ids, w0, end + span)))
+    after = Batch.concat(list(fresh.history_batches(tag_ids, end - step, end + span, slice_ns=step)))
+    keep = after.ts_ns >= end
+    joined = Batch.concat([*batches, Batch(after.tag_id[keep], after.ts_ns[keep],
+                                           after.value[keep], after.quality[keep])])
+    assert np.count_nonzero(keep) > 100  # the half hour after the end has samples
+    for name in ("tag_id", "ts_ns", "value"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(unbroken, name))
+    at_end = Batch.concat(list(fresh.history_batches(tag_ids, end, end + span)))
+    assert np.count_nonzero(at_end.ts_ns == end) > np.count_nonzero(unbroken.ts_ns == end)
+
+
 def test_stored_values_follow_the_tag_encoding(settings: Settings) -> None:
     base = dict(name="x", asset=settings.assets[0].path, address=0)
     kwh = np.array([0.0, 1.23456789, 1.2349, 70000.5])
