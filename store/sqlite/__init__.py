@@ -11,7 +11,8 @@ carries along with the samples. Later, in one transaction each:
   them (size tiers, so a few large runs rather than many small ones);
 - everything in ``ingest`` is *flushed* into per-tag ``chunks`` once that gives chunks of
   ``_CHUNK_TARGET`` samples per tag on average (or ``_MAX_PENDING_POINTS`` are waiting),
-  and on ``compact()``, ``apply_retention()`` and ``close()``.
+  and on ``compact()``, ``apply_retention()`` and ``close()``; a tag with more than
+  ``runs.CHUNK_MAX`` samples pending gets several chunks of at most that many, in time order.
 
 Why the runs: a chunk row costs one random page write in the per-tag index. Flushing every
 64 batches of a 50-tag device each, with 25,000 tags, made one chunk *per sample*

@@ -158,3 +158,38 @@ def test_verify_finds_it_without_a_read_and_names_unknown_tags(tmp_path: Path) -
         assert (gap.asset, gap.tag, gap.start_ns) == (None, None, int(times(2)[0]))
         # the two sound rows read as written
         assert len(s.read(ids[A], T0, END, prior=False)) == 2 * PER
+
+
+def test_a_reader_that_skips_a_row_another_thread_is_recording_finds_its_gap(tmp_path: Path) -> None:
+    """A read in one thread finds the damaged row and records it; a read in another thread at
+    that moment either reads the row itself (and finds the damage) or skips it, and then
+    finds its gap: never the row's samples missing with no gap (a /kpis computed so while
+    the roll-up maintainer recorded the damage counted the quarter hour as known: coverage
+    1.0 instead of ~0.75). The first thread is held inside the recording, just after the
+    row is marked for readers to skip."""
+    import threading
+
+    path, ids = damaged_file(tmp_path)
+    with SqliteStore(path) as s:
+        held, go = threading.Event(), threading.Event()
+        forget = s._forget
+
+        def hold(seqs: list[int]) -> None:
+            if seqs and not held.is_set():
+                held.set()
+                assert go.wait(10)
+            forget(seqs)
+
+        s._forget = hold  # type: ignore[method-assign]
+        finder = threading.Thread(target=s.read, args=(ids[A], T0, END), kwargs={"prior": False})
+        finder.start()
+        try:
+            assert held.wait(10)
+            got = s.read(ids[B], T0, END, prior=False)
+            assert got.ts_ns.tolist() == np.concatenate([times(0), times(2)]).tolist()  # skipped
+            gaps = [(g.start_ns, g.end_ns) for g in s.gaps("plc", T0, END)]
+            assert (R0, R1 + 1) in gaps, gaps
+        finally:
+            go.set()
+            finder.join(10)
+        assert not finder.is_alive()
