@@ -2,7 +2,7 @@
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/bench_influx_kpis.py [--days 7] [--repeat 3] [--no-gzip]
 [--keep DIR] [--profile N] [--rollups both|on|off] [--storage both|cache|tsm]
-[--statements N] [--live SECONDS [--live-step S]]``.
+[--statements N] [--live SECONDS [--live-step S]] [--no-read-cache]``.
 Starts its own InfluxDB 1.6 (``tests/influx_servers.py``: Debian's influxd on free 127.0.0.1
 ports, a temporary data directory). The demo plant's history (``simulators.Plant``, report
 by exception, 8 days) is written batch for batch to a SQLite store and to InfluxDB through
@@ -59,6 +59,12 @@ close, 300 s after its end (the maintainer's ``settle_s``), and the live phase s
 read the new samples raw at the window's right edge. When T passes an hour's end + 300 s
 (e.g. ``--live 30 --live-step 20``), both stores' ``RollupMaintainer.run_once`` rolls it,
 untimed (printed: the rows each made), and the next calls read its rows.
+
+``--no-read-cache`` turns off the InfluxDB store's read cache (``store.read_cache_samples: 0``,
+``store/influx/readcache.py``): every call then reads its raw edges from InfluxDB, as before
+session 30. With it on (the default), the static window is answered from what the first call
+read (nothing was written since), which says little; the live phase is the figure to take:
+each round writes, the window moves, and the cache answers only what the writes kept exact.
 
 Goal (issue 14): InfluxDB <= 2x the embedded store for the same window.
 """
@@ -382,6 +388,8 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=7.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-gzip", action="store_true", help="store.gzip false (reads and writes)")
+    ap.add_argument("--no-read-cache", action="store_true",
+                    help="store.read_cache_samples 0: every call reads its raw edges from InfluxDB")
     ap.add_argument("--keep", type=Path, metavar="DIR",
                     help="keep the stores in DIR; reuse them when DIR holds them (same --days)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
@@ -411,6 +419,7 @@ def main() -> None:
             store = InfluxStore(InfluxStoreSettings(
                 type="influx", api="v1", url=server.url, database=server.database,
                 meta_path=str(meta), batch_size=5000, gzip=not args.no_gzip,
+                read_cache_samples=0 if args.no_read_cache else 1_000_000,
             ))
             # the gateway's store: the process that writes its samples and rows (its
             # maintainer claims hours before computing them), which therefore knows its rows
