@@ -41,10 +41,13 @@ def test_kpi_filters(demo: tuple[httpx.Client, Path]) -> None:
     assert list(one["assets"]) == ["demo/machining/line2/press-01"]
     line = client.get("/api/v1/kpis", params={"line": "demo/machining/line1"}).json()
     assert len(line["assets"]) == 3 and list(line["lines"]) == ["demo/machining/line1"]
-    # the line's figures are the sums of its assets' elements, not a mean of ratios
+    # the line's figures are the sums of its assets' elements, not a mean of ratios:
+    # availability is APT over the known part of PBT (kpi.oee.Kpis.of), which is PBT only
+    # while no time is unknown (a poll the busy machine let time out makes some)
     apt = sum(a["elements"]["apt_s"] for a in line["assets"].values())
-    pbt = sum(a["elements"]["pbt_s"] for a in line["assets"].values())
-    assert line["lines"]["demo/machining/line1"]["availability"] == pytest.approx(apt / pbt)
+    known = sum(a["elements"]["known_s"] for a in line["assets"].values())
+    assert known > 0
+    assert line["lines"]["demo/machining/line1"]["availability"] == pytest.approx(apt / known, rel=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +111,10 @@ def test_live_collection_reaches_latest_and_samples(demo: tuple[httpx.Client, Pa
         assert latest["quality"] == "good" and latest["value"] is not None and latest["ts"], path
         samples = client.get(f"/api/v1/tags/{path}/samples", params={"from": "now-10m"}).json()
         assert len(samples["ts"]) == len(samples["value"]) == samples["count"], path
-        assert all(q == 0 for q in samples["quality"]), path
+        # good, but for a poll a unit did not answer in time (BAD_NOT_CONNECTED, 3): what a
+        # machine busy with other work can cause now and then, and the collector records
+        # (CI rehearsal /tmp/ci65: one such sample of lathe-01 while a benchmark ran beside)
+        assert 0 in samples["quality"] and set(samples["quality"]) <= {0, 3}, (path, samples["quality"])
 
 
 def test_openapi_and_dashboard(demo: tuple[httpx.Client, Path]) -> None:
