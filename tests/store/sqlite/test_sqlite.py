@@ -582,6 +582,9 @@ def test_concurrent_writer_and_readers(tmp_path: Path, levels: str) -> None:
     errors: list[BaseException] = []
     done = threading.Event()
     first = threading.Event()  # readers start once there is something to read
+    # the writer's second half waits for a read done: the writer could otherwise write all
+    # its batches before any reader finished one (CI rehearsal /tmp/ci66: reads 0)
+    some_read = threading.Event()
     reads = [0]
 
     def writer() -> None:
@@ -589,6 +592,8 @@ def test_concurrent_writer_and_readers(tmp_path: Path, levels: str) -> None:
             for i in range(n_batches):
                 store.write(Batch.of(tags, T0 + i * SEC, float(i)))
                 first.set()
+                if i == n_batches // 2:
+                    some_read.wait(30)
                 if i % 50 == 49:
                     store.compact()
         except BaseException as exc:  # pragma: no cover - reported below
@@ -613,6 +618,7 @@ def test_concurrent_writer_and_readers(tmp_path: Path, levels: str) -> None:
                 lt = store.latest(tags[:5])
                 assert len({v.ts_ns for v in lt.values()}) == 1  # one snapshot
                 reads[0] += 1
+                some_read.set()
         except BaseException as exc:
             errors.append(exc)
 
