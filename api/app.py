@@ -128,13 +128,16 @@ def create_app(
             app.state.gateway = gw
             app.state.service = KpiService(declared.settings, gw.store,
                                            declared_versions=declared.versions())
+            changes = getattr(gw.store, "changes", None)
             version = None if sole_writer else getattr(gw.store, "data_version", None)
+            # a store without a feed (the central tierproof over InfluxDB) caches nothing, as
+            # before; one whose feed cannot see the others' writes gets the time bound
+            max_age = (None if sole_writer or version is not None or changes is None
+                       else declared.settings.api.kpi_closed_max_age_s)
             app.state.runner = KpiRunner(
-                getattr(gw.store, "changes", None), workers=kpi_workers,
+                changes, workers=kpi_workers,
                 cache_size=kpi_cache_size, cache_bytes=kpi_cache_bytes, settle_s=kpi_settle_s,
-                single_flight=kpi_single_flight, version=version,
-                closed_max_age_s=(None if sole_writer or version is not None
-                                  else declared.settings.api.kpi_closed_max_age_s))
+                single_flight=kpi_single_flight, version=version, closed_max_age_s=max_age)
             maintainer = None
             if rollups_maintain and app.state.service.use_rollups:
                 maintainer = RollupMaintainer(app.state.service)

@@ -104,10 +104,11 @@ class ApiSettings(Model):
         description=(
             "how old, in seconds, a cached KPI answer for a closed window may be in a process "
             "that is not the only writer of its store and cannot tell when others write: "
-            "`tierproof serve` (or a gateway without devices) over InfluxDB, beside the gateway "
-            "that writes it; a late write shows in its answers within this bound. The gateway "
-            "itself, and any process over the embedded store, keep such answers exactly until a "
-            "write touches them (docs/api.md); 0: such a process caches nothing"
+            "`tierproof serve` over InfluxDB, beside the gateway that writes it (the central "
+            "tierproof, without devices, caches none); a late write shows in its answers "
+            "within this bound. The gateway itself, and any process over the embedded store, "
+            "keep such answers exactly until a write touches them (docs/api.md); 0: such a "
+            "process serves none from its cache"
         ),
     )
     max_samples: int = Field(

@@ -191,7 +191,7 @@ class SqliteStore:
         #: the reader connection of this thread's open ``snapshot()``, if any
         self._pinned = threading.local()
         #: the connection of ``data_version`` (opened on first use)
-        self._probe: Connection | None = None
+        self._probe: sqlite3.Cursor | None = None
         self._probe_lock = threading.Lock()
         self._closed = False
         self._batches = 0
@@ -1191,11 +1191,15 @@ class SqliteStore:
         derived from the file earlier (``api.flight``). It moves on this object's commits too,
         and may move on a commit that changed nothing (a checkpoint restarting the WAL), never
         the other way round. Cheap (a few microseconds: the WAL index in shared memory)."""
-        with self._probe_lock, self._errors("data_version"):
-            self._check_open()
-            if self._probe is None:
-                self._probe = connect(self._path, self._synchronous, reader=True)
-            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+        with self._probe_lock:  # asked before every KPI cache hit: no context manager more
+            try:
+                if self._probe is None:
+                    self._check_open()
+                    self._probe = connect(self._path, self._synchronous, reader=True).cursor()
+                self._probe.execute("PRAGMA data_version")
+                return int(self._probe.fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self._path}: data_version failed: {exc}") from exc
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1217,7 +1221,7 @@ class SqliteStore:
                     conn.close()
                 with self._probe_lock:
                     if self._probe is not None:
-                        self._probe.close()
+                        self._probe.connection.close()
                         self._probe = None
                 self._w.close()
                 with self._cache_lock:
