@@ -142,8 +142,8 @@ class KpiRunner:
     ) -> None:
         """``single_flight=False`` computes every request (and caches nothing): the behaviour
         before this module, for comparison (bench/bench_kpi_api.py). ``version`` and
-        ``closed_max_age_s``: for a store that others write too (module doc); without either
-        only ``changes`` decides, and without ``changes`` either nothing is cached."""
+        ``closed_max_age_s``: for a store that others write too (module doc); with none of
+        ``changes``, ``version`` and ``closed_max_age_s`` nothing is cached."""
         if workers < 1 or cache_size < 0 or settle_s < 0:
             raise ValueError("workers >= 1, cache_size >= 0 and settle_s >= 0 are required")
         if closed_max_age_s is not None and closed_max_age_s < 0:
