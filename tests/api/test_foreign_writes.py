@@ -15,15 +15,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from api.app import create_app
 from api.flight import KpiRunner
+from config.loader import load_settings
 from config.settings import Settings
 from config.times import to_ns
 from store.sqlite import SqliteStore
 from tests.api.test_assessment import NOW
 from tests.api.test_single_flight import HOUR, App, Spy, _samples, spy, stored
-from tests.helpers import key_headers
+from tests.helpers import free_port, key_headers, wait_for
 
 __all__ = ["spy", "stored"]  # fixtures
 
@@ -85,6 +87,46 @@ async def test_serve_shows_a_late_write_by_another_process(serve: App, spy: Spy)
     assert spy.calls == 2
     health = (await serve.client.get("/api/v1/health")).json()
     assert health["kpi"]["closed_check"] == "feed+version"
+
+
+def test_the_tierproof_serve_process_shows_a_late_write_of_another(
+    stored: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    """End to end: ``tierproof serve`` as its own process over a copy of the store, the
+    writer a third process."""
+    _, db = stored
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    cfg = tmp_path / "serve.yaml"
+    src = yaml.safe_load((db.parent / "plant.yaml").read_text())  # tests.api.test_assessment
+    src["store"] = {"type": "sqlite", "path": str(copy)}
+    cfg.write_text(yaml.safe_dump(src, sort_keys=False))
+    headers = key_headers(load_settings(cfg))
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--config", str(cfg), "--port", str(port),
+         "--duration", "300"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers,
+                          timeout=120) as c:
+            wait_for(lambda: c.get("/api/v1/health").status_code == 200, 60, "tierproof serve")
+            first = c.get("/api/v1/kpis", params=HOUR)
+            again = c.get("/api/v1/kpis", params=HOUR)
+            assert first.status_code == 200 and again.content == first.content
+            kpi = c.get("/api/v1/health").json()["kpi"]
+            assert kpi["cache_hits"] == 1 and kpi["closed_check"] == "feed+version"
+            with SqliteStore(copy, readonly=True) as store:
+                tag = next(t for t in store.tags() if t.role == "state")
+            _write_elsewhere(copy, tag.tag_id, to_ns(NOW - timedelta(hours=1, minutes=30)))
+            after = c.get("/api/v1/kpis", params=HOUR)
+            assert after.status_code == 200
+            assert _samples(after.json(), tag.path) == _samples(first.json(), tag.path) + 1
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
 
 
 async def test_a_write_by_another_process_during_a_computation_keeps_it_out_of_the_cache(
