@@ -21,11 +21,14 @@ from api.app import create_app
 from api.flight import KpiRunner
 from config.loader import load_settings
 from config.settings import Settings
+from config.store import InfluxStoreSettings
 from config.times import to_ns
+from store import InfluxStore
 from store.sqlite import SqliteStore
 from tests.api.test_assessment import NOW
 from tests.api.test_single_flight import HOUR, App, Spy, _samples, spy, stored
 from tests.helpers import free_port, key_headers, wait_for
+from tests.influx_servers import InfluxDB16
 
 __all__ = ["spy", "stored"]  # fixtures
 
@@ -177,3 +180,38 @@ async def test_without_feed_version_or_bound_nothing_is_cached() -> None:
         assert runner.cached == 0
     finally:
         runner.close()
+
+
+@pytest.mark.influxdb
+async def test_serve_over_influxdb_keeps_a_closed_answer_max_age_at_most(
+    influxdb16: InfluxDB16, stored: tuple[Settings, Path], tmp_path: Path, spy: Spy
+) -> None:
+    """``tierproof serve`` over InfluxDB (the gateway's configuration: devices, so not the
+    central tierproof): its feed exists but hears only its own writes, InfluxDB has no version
+    to ask, so closed answers are served ``api.kpi_closed_max_age_s`` at most (here 0:
+    never); the gateway (``sole_writer``) keeps them by its feed alone."""
+    base, _ = stored
+    store_settings = InfluxStoreSettings(type="influx", api="v1", url=influxdb16.url,
+                                         database="tierproof", meta_path=str(tmp_path / "meta.db"))
+    settings = base.model_copy(update={
+        "store": store_settings,
+        "api": base.api.model_copy(update={"kpi_closed_max_age_s": 0.0})})
+    headers = key_headers(settings)
+    for sole_writer, check, calls in ((None, "feed+max_age", 2), (True, "feed", 1)):
+        store = InfluxStore(store_settings)
+        api = create_app(settings, store=store, collect=False, rollups_maintain=False,
+                         sole_writer=sole_writer)
+        try:
+            async with api.router.lifespan_context(api), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=api), base_url="http://tierproof",
+                headers=headers, timeout=120,
+            ) as c:
+                spy.calls = 0
+                runner: KpiRunner = api.state.runner
+                assert runner.closed_check == check
+                for _ in range(2):
+                    assert (await c.get("/api/v1/kpis", params=HOUR)).status_code == 200
+                assert spy.calls == calls
+                assert runner.stats.expired == (1 if sole_writer is None else 0)
+        finally:
+            store.close()
