@@ -85,6 +85,7 @@ def create_app(
     rollups_maintain: bool = True,
     isolate_collection: bool = True,
     fast_lane: bool = True,
+    sole_writer: bool | None = None,
 ) -> FastAPI:
     """Build the API for ``settings``. ``collect=False`` serves stored data only.
 
@@ -99,7 +100,13 @@ def create_app(
     their own event loop and thread, never on the one serving HTTP (``api.gateway``).
     ``fast_lane``: the plain ``/kpis`` and ``/tags/{path}/latest`` requests are answered
     without FastAPI's per-request machinery (``api.fastlane``; False: every request through
-    the router, for comparison)."""
+    the router, for comparison). ``sole_writer``: this process makes every write its store
+    sees, so its change feed tells the KPI cache every one of them (default: ``collect`` with
+    devices configured); otherwise (``tierproof serve`` beside a gateway) the cache also asks
+    the store whether anyone committed (``SqliteStore.data_version``), or, over a store that
+    cannot tell (InfluxDB), keeps a closed answer ``api.kpi_closed_max_age_s`` at most."""
+    if sole_writer is None:
+        sole_writer = collect and bool(settings.devices)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,10 +128,16 @@ def create_app(
             app.state.gateway = gw
             app.state.service = KpiService(declared.settings, gw.store,
                                            declared_versions=declared.versions())
+            changes = getattr(gw.store, "changes", None)
+            version = None if sole_writer else getattr(gw.store, "data_version", None)
+            # a store without a feed (the central tierproof over InfluxDB) caches nothing, as
+            # before; one whose feed cannot see the others' writes gets the time bound
+            max_age = (None if sole_writer or version is not None or changes is None
+                       else declared.settings.api.kpi_closed_max_age_s)
             app.state.runner = KpiRunner(
-                getattr(gw.store, "changes", None), workers=kpi_workers,
+                changes, workers=kpi_workers,
                 cache_size=kpi_cache_size, cache_bytes=kpi_cache_bytes, settle_s=kpi_settle_s,
-                single_flight=kpi_single_flight)
+                single_flight=kpi_single_flight, version=version, closed_max_age_s=max_age)
             maintainer = None
             if rollups_maintain and app.state.service.use_rollups:
                 maintainer = RollupMaintainer(app.state.service)

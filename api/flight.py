@@ -20,6 +20,15 @@ for how relative windows become identical):
   being cached. ``settle_s`` is no correctness bound (the feed is): it keeps the cache for
   windows that the collectors are no longer writing into, instead of churning it every second.
   Errors are never cached.
+- **Writes the feed does not see.** The feed reports what this process's store object
+  commits; a process that is not the only writer of its store (``tierproof serve`` beside a
+  gateway on the same file or InfluxDB: ``create_app(sole_writer=False)``) must not trust it
+  alone. Given ``version`` (a callable whose value moves whenever anyone commits to the store:
+  ``SqliteStore.data_version``), every cache lookup asks it first and drops every entry
+  computed under another value, and a result whose value moved while it was computed is not
+  kept: still exact, whoever writes. Given ``closed_max_age_s`` (a store with no such number:
+  InfluxDB), an entry is served only until that long after its computation started, then
+  computed again: a write the feed did not report shows within that bound.
 - **Recent answers of open windows** (:meth:`KpiRunner.run_recent`). A window that has not
   closed (it ends less than ``settle_s`` before the request's ``now``: the default window,
   today) gets a new key every ``now`` quantum, so neither of the above saves its
@@ -75,6 +84,7 @@ class FlightStats:
     joined: int = 0  # requests that awaited a computation already in flight
     cache_hits: int = 0
     invalidated: int = 0  # cached bodies dropped because a write touched their windows
+    expired: int = 0  # cached bodies dropped as older than closed_max_age_s
     recent_hits: int = 0  # open-window requests answered with a recent computation (run_recent)
     refreshes: int = 0  # background computations started to renew a recent answer
 
@@ -101,7 +111,17 @@ class _Recent:
 @dataclass(slots=True)
 class _Pending:
     end_ns: int
+    started_ns: int  # clock_ns() when submitted, before the computation's snapshot opened
+    version: int | None  # the store's version() then
     dirty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    end_ns: int
+    body: bytes
+    started_ns: int
+    version: int | None
 
 
 class KpiRunner:
@@ -116,14 +136,24 @@ class KpiRunner:
         cache_bytes: int = 32 << 20,
         settle_s: float = 60.0,
         single_flight: bool = True,
+        version: Callable[[], int] | None = None,
+        closed_max_age_s: float | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         """``single_flight=False`` computes every request (and caches nothing): the behaviour
-        before this module, for comparison (bench/bench_kpi_api.py)."""
+        before this module, for comparison (bench/bench_kpi_api.py). ``version`` and
+        ``closed_max_age_s``: for a store that others write too (module doc); with none of
+        ``changes``, ``version`` and ``closed_max_age_s`` nothing is cached."""
         if workers < 1 or cache_size < 0 or settle_s < 0:
             raise ValueError("workers >= 1, cache_size >= 0 and settle_s >= 0 are required")
+        if closed_max_age_s is not None and closed_max_age_s < 0:
+            raise ValueError(f"closed_max_age_s must be >= 0 or None, not {closed_max_age_s}")
         self.single_flight = single_flight
-        self.cache_size = cache_size if changes is not None and single_flight else 0
+        checked = changes is not None or version is not None or closed_max_age_s is not None
+        self.cache_size = cache_size if checked and single_flight else 0
+        self._version = version
+        self.closed_max_age_ns = (None if closed_max_age_s is None
+                                  else int(closed_max_age_s * _NS))
         self.cache_bytes = cache_bytes
         self._bytes = 0  # of the bodies cached
         self.settle_ns = int(settle_s * _NS)
@@ -133,7 +163,8 @@ class KpiRunner:
         self._inflight: dict[Key, asyncio.Future[bytes]] = {}
         # touched from the loop and, through the change feed, from the store's writer thread
         self._lock = threading.Lock()
-        self._cache: OrderedDict[Key, tuple[int, bytes]] = OrderedDict()  # key -> (end_ns, body)
+        self._cache: OrderedDict[Key, _Entry] = OrderedDict()
+        self._seen: int | None = None  # the version() the entries were computed under
         self._pending: dict[Key, _Pending] = {}
         # open windows (run_recent): per spec, its newest answer and the computation in flight
         self.recent_size = cache_size if single_flight else 0
@@ -149,9 +180,9 @@ class KpiRunner:
     def _changed(self, since_ns: int) -> None:
         """A write committed at times >= since_ns (on the writer's thread)."""
         with self._lock:
-            stale = [k for k, (end_ns, _) in self._cache.items() if end_ns > since_ns]
+            stale = [k for k, e in self._cache.items() if e.end_ns > since_ns]
             for k in stale:
-                self._bytes -= len(self._cache.pop(k)[1])
+                self._bytes -= len(self._cache.pop(k).body)
             self.stats.invalidated += len(stale)
             for p in self._pending.values():
                 if p.end_ns > since_ns:
@@ -171,13 +202,27 @@ class KpiRunner:
         return await asyncio.shield(self._submit(key, end_ns, compute))
 
     def _cached(self, key: Key) -> bytes | None:
+        # asked before the lock: a store's version() may take its own lock
+        version = self._version() if self._version is not None and self._cache else None
         with self._lock:
+            if version is not None and version != self._seen:
+                # committed by someone since the entries' computations: any window may be touched
+                stale = [k for k, e in self._cache.items() if e.version != version]
+                for k in stale:
+                    self._bytes -= len(self._cache.pop(k).body)
+                self.stats.invalidated += len(stale)
+                self._seen = version
             hit = self._cache.get(key)
             if hit is None:
                 return None
+            if (self.closed_max_age_ns is not None
+                    and self._clock_ns() - hit.started_ns > self.closed_max_age_ns):
+                self._bytes -= len(self._cache.pop(key).body)
+                self.stats.expired += 1
+                return None
             self._cache.move_to_end(key)
             self.stats.cache_hits += 1
-            return hit[1]
+            return hit.body
 
     def _submit(self, key: Key, end_ns: int, compute: Callable[[], bytes]) -> asyncio.Future[bytes]:
         """The computation of ``key`` in flight, started now if there is none."""
@@ -186,8 +231,9 @@ class KpiRunner:
             self.stats.joined += 1
             return fut
         self.stats.computed += 1
+        version = self._version() if self._version is not None and self.cache_size else None
         with self._lock:  # before the computation's snapshot opens: no write goes unseen
-            self._pending[key] = _Pending(end_ns)
+            self._pending[key] = _Pending(end_ns, self._clock_ns(), version)
         fut = asyncio.get_running_loop().run_in_executor(self._executor, compute)
         self._inflight[key] = fut
         fut.add_done_callback(lambda f: self._done(key, f))
@@ -267,24 +313,37 @@ class KpiRunner:
 
     def _done(self, key: Key, fut: asyncio.Future[bytes]) -> None:
         self._inflight.pop(key, None)
+        version = self._version() if self._version is not None and self.cache_size else None
         with self._lock:
             pending = self._pending.pop(key, None)
             if fut.cancelled() or fut.exception() is not None or pending is None:
                 return
             closed = pending.end_ns <= self._clock_ns() - self.settle_ns
             body = fut.result()
-            if self.cache_size and closed and not pending.dirty and len(body) <= self.cache_bytes:
+            # a commit while it ran (the feed's, or anyone's through version()) may be unseen
+            dirty = pending.dirty or version != pending.version
+            if self.cache_size and closed and not dirty and len(body) <= self.cache_bytes:
                 old = self._cache.pop(key, None)
-                self._bytes += len(body) - (len(old[1]) if old else 0)
-                self._cache[key] = (pending.end_ns, body)
+                self._bytes += len(body) - (len(old.body) if old else 0)
+                self._cache[key] = _Entry(pending.end_ns, body, pending.started_ns, version)
                 while len(self._cache) > self.cache_size or self._bytes > self.cache_bytes:
-                    self._bytes -= len(self._cache.popitem(last=False)[1][1])
+                    self._bytes -= len(self._cache.popitem(last=False)[1].body)
+
+    @property
+    def closed_check(self) -> str:
+        """How a cached closed answer is known current: ``feed`` (this process's writes),
+        ``version`` (anyone's commits, asked before every hit), ``max_age`` (a time bound)."""
+        parts = [name for name, on in (("feed", self._unsubscribe is not None),
+                                       ("version", self._version is not None),
+                                       ("max_age", self.closed_max_age_ns is not None)) if on]
+        return "+".join(parts) if self.cache_size and parts else "none"
 
     def status(self) -> dict[str, Any]:
         return {**self.stats.as_dict(), "recent": len(self._recent),
                 "cached": self.cached, "cache_size": self.cache_size,
                 "cached_bytes": self._bytes, "cache_bytes": self.cache_bytes,
-                "in_flight": len(self._inflight), "single_flight": self.single_flight}
+                "in_flight": len(self._inflight), "single_flight": self.single_flight,
+                "closed_check": self.closed_check}
 
     def close(self) -> None:
         """Stop taking work; wait for the computations running (they read the store)."""

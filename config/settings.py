@@ -99,6 +99,18 @@ class ApiSettings(Model):
             "own computation (docs/api.md)"
         ),
     )
+    kpi_closed_max_age_s: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description=(
+            "how old, in seconds, a cached KPI answer for a closed window may be in a process "
+            "that is not the only writer of its store and cannot tell when others write: "
+            "`tierproof serve` over InfluxDB, beside the gateway that writes it (the central "
+            "tierproof, without devices, caches none); a late write shows in its answers "
+            "within this bound. The gateway itself, and any process over the embedded store, "
+            "keep such answers exactly until a write touches them (docs/api.md); 0: such a "
+            "process serves none from its cache"
+        ),
+    )
     max_samples: int = Field(
         default=100_000, ge=1, le=10_000_000,
         description=(

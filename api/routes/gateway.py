@@ -57,6 +57,8 @@ class KpiRunnerStatus(BaseModel):
     joined: int = Field(description="requests that awaited a computation already in flight")
     cache_hits: int
     invalidated: int = Field(description="cached answers dropped because a write touched their windows")
+    expired: int = Field(0, description="cached answers dropped as older than "
+                         "api.kpi_closed_max_age_s (a process that cannot see every write)")
     recent_hits: int = Field(0, description="open-window requests answered with a recent "
                              "computation of the same request (api.kpi_max_age_s)")
     refreshes: int = Field(0, description="background computations renewing such answers")
@@ -67,6 +69,9 @@ class KpiRunnerStatus(BaseModel):
     cache_bytes: int
     in_flight: int
     single_flight: bool
+    closed_check: str = Field("feed", description="how a cached closed answer is known current: "
+                              "feed (this process's writes), version (any process's commits to "
+                              "the embedded store), max_age (api.kpi_closed_max_age_s), none")
 
 
 class HealthOut(BaseModel):

@@ -190,6 +190,9 @@ class SqliteStore:
         self._live: set[int] = set()
         #: the reader connection of this thread's open ``snapshot()``, if any
         self._pinned = threading.local()
+        #: the connection of ``data_version`` (opened on first use)
+        self._probe: sqlite3.Cursor | None = None
+        self._probe_lock = threading.Lock()
         self._closed = False
         self._batches = 0
         self._points = 0
@@ -1184,6 +1187,25 @@ class SqliteStore:
                    "path": str(self._path)},
         )
 
+    def data_version(self) -> int:
+        """A number that moves whenever any connection to the file commits, in this process
+        or another (``PRAGMA data_version`` on a connection of its own that never writes).
+
+        ``changes`` reports only this object's own commits; a reader of a file another process
+        writes (``tierproof serve`` beside a gateway) asks this before trusting anything it
+        derived from the file earlier (``api.flight``). It moves on this object's commits too,
+        and may move on a commit that changed nothing (a checkpoint restarting the WAL), never
+        the other way round. Cheap (a few microseconds: the WAL index in shared memory)."""
+        with self._probe_lock:  # asked before every KPI cache hit: no context manager more
+            try:
+                if self._probe is None:
+                    self._check_open()
+                    self._probe = connect(self._path, self._synchronous, reader=True).cursor()
+                self._probe.execute("PRAGMA data_version")
+                return int(self._probe.fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self._path}: data_version failed: {exc}") from exc
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
@@ -1202,6 +1224,10 @@ class SqliteStore:
                     idle, self._pool = self._pool, []
                 for conn in idle:
                     conn.close()
+                with self._probe_lock:
+                    if self._probe is not None:
+                        self._probe.connection.close()
+                        self._probe = None
                 self._w.close()
                 with self._cache_lock:
                     self._cache.clear()

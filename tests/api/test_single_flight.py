@@ -89,7 +89,9 @@ async def app(stored: tuple[Settings, Path], tmp_path: Path) -> AsyncIterator[Ap
     copy.write_bytes(db.read_bytes())
     store = SqliteStore(copy)
     headers = key_headers(settings)  # api.auth: every test sends a key
-    api = create_app(settings, store=store, collect=False)
+    # this process writes the store (the tests' writes stand for the gateway's collectors):
+    # its change feed sees every write, and the cache is exact by it alone
+    api = create_app(settings, store=store, collect=False, sole_writer=True)
     try:
         async with api.router.lifespan_context(api), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=api), base_url="http://tierproof", headers=headers, timeout=120
