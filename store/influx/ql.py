@@ -23,7 +23,7 @@ from ..batch import I64, TS_UNKNOWN, Series
 from .lp import HIERARCHY
 
 __all__ = ["Body", "Rows", "int_column", "join", "msgpack_docs", "parse_chunked", "parse_grouped",
-           "parse_series", "quote_ident", "quote_str", "series_of", "tag_filter"]
+           "parse_series", "path_filter", "quote_ident", "quote_str", "series_of"]
 
 
 def quote_ident(name: str) -> str:
@@ -34,13 +34,13 @@ def quote_str(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def tag_filter(path: str) -> str:
-    """WHERE condition selecting one tag's series by its hierarchy tags (not by role or device,
-    so a tag whose role or device changed is still one signal)."""
+def path_filter(path: str) -> str:
+    """WHERE condition selecting by the hierarchy tags of ``path``: a tag's series (site/area/
+    line/asset/signal; not by role or device, so a tag whose role or device changed is still
+    one signal), or an asset's (site/area/line/asset)."""
     segments = path.split("/")
-    return " AND ".join(
-        f"{quote_ident(k)} = {quote_str(v)}" for k, v in zip(HIERARCHY, segments, strict=True)
-    )
+    return " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
+                        for k, v in zip(HIERARCHY[:len(segments)], segments, strict=True))
 
 
 @dataclass(slots=True)

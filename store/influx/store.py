@@ -57,10 +57,10 @@ from .ql import (
     parse_chunked,
     parse_grouped,
     parse_series,
+    path_filter,
     quote_ident,
     quote_str,
     series_of,
-    tag_filter,
 )
 from .readcache import OPEN, ReadCache
 from .rollups import HOUR_NS, Claims, decode_point, evidence, rollup_line, tag_line, void_lines
@@ -298,10 +298,7 @@ class InfluxStore:
         self._cache = None  # other processes write here: nothing read can be kept
         with self._lock:  # other gateways write the rows: asked for at every read
             self._drop_known()
-        stmts = [f"SELECT * FROM {self._src(self._tags_m)} WHERE "
-                 + " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
-                                for k, v in zip(HIERARCHY[:4], a.split("/"), strict=True))
-                 for a in assets]
+        stmts = [f"SELECT * FROM {self._src(self._tags_m)} WHERE {path_filter(a)}" for a in assets]
         found: dict[str, TagRecord] = {}
         for rows in self._query(stmts) if stmts else []:
             for values in rows.values:  # in time order: a tag's last registration wins
@@ -567,7 +564,7 @@ class InfluxStore:
         src = self._src(self._rollup_m)
         fetch = list(asked)
         answers = self._query([
-            f'SELECT "key", "reach_ns", "data", "extra" FROM {src} WHERE {self._asset_cond(a)}'
+            f'SELECT "key", "reach_ns", "data", "extra" FROM {src} WHERE {path_filter(a)}'
             f""" AND "key" != '' AND time >= {asked[a][0]} AND time < {asked[a][-1] + HOUR_NS}"""
             for a in fetch])
         learned: dict[str, dict[int, list[RollupRow]]] = {}
@@ -666,11 +663,6 @@ class InfluxStore:
                 known[k] = (slot[0], tuple(held))
             self._changed({r.asset for r in rows})
 
-    @staticmethod
-    def _asset_cond(asset: str) -> str:
-        return " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
-                            for k, v in zip(HIERARCHY[:4], asset.split("/"), strict=True))
-
     def _rows_asked(self, keys: Mapping[str, str | None], start_ns: int, end_ns: int,
                     min_reach_ns: int | None) -> dict[str, list[RollupRow]]:
         """``_rows`` of a store that does not know the rows (central: other gateways write
@@ -686,8 +678,7 @@ class InfluxStore:
         src = self._src(self._rollup_m)
 
         def cond(asset: str) -> str:
-            out = " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
-                               for k, v in zip(HIERARCHY[:4], asset.split("/"), strict=True))
+            out = path_filter(asset)
             key = keys[asset]
             out += f' AND "key" = {quote_str(key)}' if key is not None else ' AND "key" != \'\''
             if min_reach_ns is not None:
@@ -1020,9 +1011,8 @@ class InfluxStore:
     @staticmethod
     def _signals(asset: str, signals: Sequence[str]) -> str:
         """WHERE condition selecting ``signals`` of ``asset`` (by the hierarchy tags, as
-        ``tag_filter``); answers ``GROUP BY "signal"`` tell them apart."""
-        cond = " AND ".join(f"{quote_ident(k)} = {quote_str(v)}"
-                            for k, v in zip(HIERARCHY[:4], asset.split("/"), strict=True))
+        ``path_filter``); answers ``GROUP BY "signal"`` tell them apart."""
+        cond = path_filter(asset)
         either = " OR ".join(f'"signal" = {quote_str(s)}' for s in signals)
         return f"{cond} AND ({either})" if len(signals) > 1 else f"{cond} AND {either}"
 
@@ -1243,7 +1233,7 @@ class InfluxStore:
                 f' AND time < {start_ns} GROUP BY "signal" ORDER BY time DESC LIMIT 1')
 
     def read_text(self, tag_id: int, start_ns: int, end_ns: int) -> list[tuple[int, str, int]]:
-        cond = tag_filter(self._path(tag_id))
+        cond = path_filter(self._path(tag_id))
         start_ns, end_ns = self._capped(start_ns), self._capped(end_ns)
         (rows,) = self._query([
             f'SELECT "text", "quality" FROM {self._source()} WHERE {cond}'
@@ -1259,7 +1249,7 @@ class InfluxStore:
     def read_timestamps(self, tag_id: int, start_ns: int, end_ns: int) -> tuple[I64, I64, I64]:
         """(ts, server_ts, gateway_ts) of the samples ``read(..., prior=False)`` returns;
         TS_UNKNOWN where a sample has no such field."""
-        cond = tag_filter(self._path(tag_id))
+        cond = path_filter(self._path(tag_id))
         start_ns, end_ns = self._capped(start_ns), self._capped(end_ns)
         (rows,) = self._query([
             f'SELECT "quality", "server_ts", "gateway_ts" FROM {self._source()} WHERE {cond}'
@@ -1274,7 +1264,7 @@ class InfluxStore:
         says whether the window holds more), so the answer is as long as the page."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, not {limit}")
-        cond = tag_filter(self._path(tag_id))
+        cond = path_filter(self._path(tag_id))
         start_ns, end_ns = self._capped(start_ns), self._capped(end_ns)
         (rows,) = self._query([
             f'SELECT "value", "quality", "server_ts", "gateway_ts" FROM {self._source()}'
