@@ -1039,7 +1039,7 @@ class InfluxStore:
         writes extend)."""
         # only the process that writes the tags' samples sees every change of them (a store
         # that wrote nothing reads a gateway's data in another process: ``_writer``)
-        cache = self._cache if prior and self.changes is not None and self._writer else None
+        cache = self._cache if prior and self._writer else None  # None: central, or off
         if cache is None:
             return self._read_ranges(wanted, prior, frozenset())[0]
         out: list[Series | None] = [None] * len(wanted)
