@@ -129,6 +129,20 @@ def influxd_cpu_s(server: InfluxDB16) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def timed_call(service: KpiService, start: datetime, end: datetime, server: InfluxDB16, k: int,
+               cpu: list[float]) -> tuple[float, Any]:
+    """One call of store ``k`` (0: embedded, 1: InfluxDB): its wall time and answer; its CPU
+    added to ``cpu`` (embedded; this process for InfluxDB; influxd)."""
+    c0, p0 = influxd_cpu_s(server), time.process_time()
+    t0 = time.perf_counter()
+    answer = service.kpis(start, end)
+    took = time.perf_counter() - t0
+    cpu[k] += time.process_time() - p0
+    if k == 1:
+        cpu[2] += influxd_cpu_s(server) - c0
+    return took, answer
+
+
 def best_of(services: tuple[KpiService, KpiService], start: datetime, end: datetime,
             repeat: int, server: InfluxDB16) -> tuple[list[float], list[Any], list[float]]:
     """Each service's best time and answer, and the CPU seconds per call (means): this
@@ -140,13 +154,8 @@ def best_of(services: tuple[KpiService, KpiService], start: datetime, end: datet
     cpu = [0.0, 0.0, 0.0]  # embedded, this process for InfluxDB, influxd
     for _ in range(repeat):
         for k, service in enumerate(services):
-            c0, p0 = influxd_cpu_s(server), time.process_time()
-            t0 = time.perf_counter()
-            answers[k] = service.kpis(start, end)
-            best[k] = min(best[k], time.perf_counter() - t0)
-            cpu[k] += time.process_time() - p0
-            if k == 1:
-                cpu[2] += influxd_cpu_s(server) - c0
+            took, answers[k] = timed_call(service, start, end, server, k, cpu)
+            best[k] = min(best[k], took)
     return best, answers, [c / max(1, repeat) for c in cpu]
 
 
@@ -357,13 +366,8 @@ def live(settings: Settings, records: Any, ids: dict[str, int], root: Path, data
                 start = end - timedelta(days=args.days) + timedelta(minutes=7)
                 answers: list[Any] = [None, None]
                 for k in ((0, 1) if n % 2 == 0 else (1, 0)):
-                    c0, p0 = influxd_cpu_s(server), time.process_time()
-                    t0 = time.perf_counter()
-                    answers[k] = services[k].kpis(start, end)
-                    times[k].append(time.perf_counter() - t0)
-                    cpu[k] += time.process_time() - p0
-                    if k == 1:
-                        cpu[2] += influxd_cpu_s(server) - c0
+                    took, answers[k] = timed_call(services[k], start, end, server, k, cpu)
+                    times[k].append(took)
                 differ = diff(answers[0], answers[1], rel=1e-9 if rollups else 0.0)
                 assert not differ, (end.isoformat(), differ[:10])
                 same = same and not (rollups and diff(answers[0], answers[1]))
