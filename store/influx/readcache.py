@@ -119,8 +119,6 @@ class ReadCache:
             starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
             for i, j in zip(starts.tolist(), [*starts[1:].tolist(), len(ids)], strict=True):
                 for key in list(self._of_tag.get(int(ids[i]), ())):
-                    if key not in self._ranges:  # dropped by a range the one before became
-                        continue
                     if whole:
                         self._apply(key, batch, order[i:j])
                     else:
