@@ -121,25 +121,17 @@ def diff(a: Any, b: Any, where: str = "", rel: float = 0.0) -> list[str]:
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
-def influxd_cpu_s(server: InfluxDB16) -> float:
-    """CPU seconds (user + system) the server process has used so far."""
-    proc = server._proc
-    assert proc is not None
-    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def timed_call(service: KpiService, start: datetime, end: datetime, server: InfluxDB16, k: int,
                cpu: list[float]) -> tuple[float, Any]:
     """One call of store ``k`` (0: embedded, 1: InfluxDB): its wall time and answer; its CPU
     added to ``cpu`` (embedded; this process for InfluxDB; influxd)."""
-    c0, p0 = influxd_cpu_s(server), time.process_time()
+    c0, p0 = server.cpu_s(), time.process_time()
     t0 = time.perf_counter()
     answer = service.kpis(start, end)
     took = time.perf_counter() - t0
     cpu[k] += time.process_time() - p0
     if k == 1:
-        cpu[2] += influxd_cpu_s(server) - c0
+        cpu[2] += server.cpu_s() - c0
     return took, answer
 
 
@@ -252,10 +244,10 @@ def replay(settings: Settings, influx: InfluxStore, server: InfluxDB16, start: d
         for kind, stmts in [*kinds.items(), ("all", sent)]:
             best, cpu = math.inf, 0.0
             for _ in range(times):
-                c0, t0 = influxd_cpu_s(server), time.perf_counter()
+                c0, t0 = server.cpu_s(), time.perf_counter()
                 body = client.post("/query", params=params, data={"q": ";".join(stmts)}).content
                 best = min(best, time.perf_counter() - t0)
-                cpu += influxd_cpu_s(server) - c0
+                cpu += server.cpu_s() - c0
             samples = sum(len(x.get("values") or ()) for line in body.splitlines() if line.strip()
                           for r in orjson.loads(line).get("results", ()) for x in r.get("series", ()))
             print(f"{kind:<24}{len(stmts):>4}{best:>9.4f}{cpu / times * 1000:>10.1f} ms"

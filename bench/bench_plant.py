@@ -384,8 +384,34 @@ def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         return ex.submit(fn, *args).result()
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of every core since boot (``/proc/stat``; idle and iowait are idle)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def with_influxd(server: Any, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)``'s figures with the CPU seconds InfluxDB used meanwhile (``influxd_cpu_s``)
+    and how busy the machine's cores were (``machine_busy``, 0-1, the phase's process start
+    and stop included)."""
+    c0, (b0, t0) = server.cpu_s(), machine_cpu()
+    r = fn(*args)
+    b1, t1 = machine_cpu()
+    r["influxd_cpu_s"] = server.cpu_s() - c0
+    r["machine_busy"] = (b1 - b0) / max(1, t1 - t0)
+    return r
+
+
+def influxd(r: dict[str, Any]) -> str:
+    """InfluxDB's CPU % over a phase and its CPU microseconds per point stored (and how busy
+    the machine was, for one phase)."""
+    return (f"influxd {100 * r['influxd_cpu_s'] / r['seconds']:.0f}% CPU, "
+            f"{1e6 * r['influxd_cpu_s'] / max(1, r['points']):.2f} us/point"
+            + (f", machine {100 * r['machine_busy']:.0f}% busy" if "machine_busy" in r else ""))
+
+
 def add(total: dict[str, Any], r: dict[str, Any]) -> None:
-    for k in ("points", "seconds", "cpu_s", "writes", "batches"):
+    for k in ("points", "seconds", "cpu_s", "writes", "batches", "influxd_cpu_s"):
         total[k] = total.get(k, 0) + r.get(k, 0)
     for k in ("p99", "rss_mb"):
         total[k] = max(total.get(k, 0.0), r[k])
@@ -410,7 +436,8 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         ports: list[int] = parent.recv()
         print(f"Scenario A: {len(ports)} Modbus TCP devices x {REGISTERS} holding registers, "
               f"polled flat out, {args.seconds:g} s in {args.rounds} alternating rounds per case"
-              + ("; InfluxDB store with gzip: false" if args.influx_no_gzip else "")
+              + (f"; InfluxDB store with gzip: {args.influx_gzip}" if args.influx_gzip != "auto"
+                 else "")
               + (f"; InfluxDB posts_in_flight: {args.influx_posts_in_flight}"
                  if args.influx_posts_in_flight else ""))
         print(f"{'case':34} {'registers/s':>11} {'CPU %':>6} {'RSS MiB':>8} {'p99 s':>8}")
@@ -429,7 +456,9 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             print(f"  round {len(rounds[kind])} {kind}: raw {raw['points'] / raw['seconds']:,.0f}, "
                   f"tierproof {tp['points'] / tp['seconds']:,.0f} points/s, ratio {ratio:.2f}, "
                   f"p99 {raw['p99']:.2f} / {tp['p99']:.2f} s, {tp['batches'] / max(1, tp['writes']):.1f} "
-                  f"polls per store write (load {os.getloadavg()[0]:.1f})", flush=True)
+                  f"polls per store write (load {os.getloadavg()[0]:.1f})"
+                  + (f"; raw {influxd(raw)}, tierproof {influxd(tp)}" if kind == "influx" else ""),
+                  flush=True)
 
         # --influx-group-max-points a,b,...: each round measures tierproof with each (0: shipped)
         groups = [int(x) for x in args.influx_group_max_points.split(",")]
@@ -439,8 +468,8 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             influx_store: dict[str, Any] = {
                 "type": "influx", "api": "v1", "url": influx.url, "database": influx.database,
                 "meta_path": str(tmp / f"meta{k}.db"), "spool": {"path": str(tmp / f"spool{k}")}}
-            if args.influx_no_gzip:
-                influx_store["gzip"] = False
+            if args.influx_gzip != "auto":
+                influx_store["gzip"] = args.influx_gzip == "true"
             if args.influx_posts_in_flight:
                 influx_store["posts_in_flight"] = args.influx_posts_in_flight
             if "sqlite" in stores:
@@ -449,11 +478,12 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
                           in_child(tierproof_phase, modbus_settings(
                               ports, REGISTERS, 0.001, sqlite_store).model_dump_json(), per))
             if "influx" in stores:
-                raw = in_child(raw_influx_phase, ports, REGISTERS, per, influx.url, influx.database)
+                raw = with_influxd(influx, in_child, raw_influx_phase, ports, REGISTERS, per,
+                                   influx.url, influx.database)
                 for j, gmp in enumerate(groups):
                     if gmp:
                         influx_store["group_max_points"] = gmp
-                    tp = in_child(tierproof_phase, modbus_settings(
+                    tp = with_influxd(influx, in_child, tierproof_phase, modbus_settings(
                         ports, REGISTERS, 0.001, influx_store).model_dump_json(), per)
                     if j == 0:
                         one_round("influx", raw, tp)
@@ -472,7 +502,8 @@ def scenario_a(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
             if not t:
                 continue
             print(line(name, t) + (f"  ({t['batches'] / t['writes']:.1f} polls per store write)"
-                                   if t.get("writes") else ""), flush=True)
+                                   if t.get("writes") else "")
+                  + (f"  ({influxd(t)})" if "influx" in key else ""), flush=True)
 
         def rate(key: str) -> float:
             return float(totals[key]["points"] / totals[key]["seconds"])
@@ -996,8 +1027,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="measured time per case")
     ap.add_argument("--rounds", type=int, default=2, help="scenario A: alternating rounds")
-    ap.add_argument("--influx-no-gzip", action="store_true",
-                    help="scenario A: tierproof's InfluxDB store with gzip: false (shipped: true)")
+    ap.add_argument("--influx-gzip", choices=("auto", "true", "false"), default="auto",
+                    help="scenario A: tierproof's InfluxDB store's gzip (shipped: auto, which is "
+                         "off for InfluxDB on loopback as here)")
     ap.add_argument("--influx-posts-in-flight", type=int, default=0,
                     help="scenario A: the InfluxDB store's posts_in_flight (0: shipped, 4)")
     ap.add_argument("--a-devices", type=int, default=10, help="scenario A: Modbus devices")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -47,6 +49,18 @@ class SpoolSettings(Model):
     )
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine by its name or address (no lookup: a name other
+    than ``localhost`` counts as another machine)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class InfluxStoreSettings(Model):
     """InfluxDB as the store. ``api: v2`` writes with influxdb-client to InfluxDB 2.x/3.x and
     1.8+ (url, token, org, bucket); ``api: v1`` posts to ``/write`` of InfluxDB 1.x up to 1.7
@@ -83,7 +97,12 @@ class InfluxStoreSettings(Model):
         "series in one of them in order (a large write only; 1: one POST at a time)",
     )
     timeout_s: Timeout_s = 10.0
-    gzip: bool = True
+    gzip: Literal[True, False, "auto"] = Field(
+        default="auto",
+        description="compress request bodies and ask for compressed answers; auto: on unless the "
+        "url's host is a loopback address (localhost, 127.0.0.0/8, ::1), where compressing only "
+        "costs both processes CPU",
+    )
     verify_tls: bool = True
     read_cache_samples: int = Field(
         default=1_000_000, ge=0,
@@ -95,6 +114,20 @@ class InfluxStoreSettings(Model):
         description="local file keeping the tag ids, gaps and heartbeats of this gateway",
     )
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+
+    @property
+    def compress(self) -> bool:
+        """Whether requests and answers are gzipped: ``gzip``, with ``auto`` resolved by the url."""
+        return (not is_loopback_url(self.url)) if self.gzip == "auto" else self.gzip
+
+    @field_validator("gzip", mode="before")
+    @classmethod
+    def _gzip(cls, v: object) -> object:
+        """A yes/no word in a string (an environment override, a quoted YAML value) as a bool."""
+        if isinstance(v, str) and v.lower() != "auto":
+            return {"true": True, "yes": True, "on": True, "1": True,
+                    "false": False, "no": False, "off": False, "0": False}.get(v.lower(), v)
+        return v.lower() if isinstance(v, str) else v
 
     @field_validator("url")
     @classmethod

@@ -71,6 +71,14 @@ class _Server:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the running server process has used so far."""
+        proc = self._proc
+        if proc is None:
+            raise self._fail("is not running")
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def start(self) -> None:
         """Start (again) on the same port and data directory; return once it answers."""
         if self.running:

@@ -255,7 +255,7 @@ class V1Sink(_Base):
             # a header, not the u/p query parameters: URLs end up in logs and exception texts
             auth = httpx.BasicAuth(settings.username, settings.password.get_secret_value())
         headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if settings.gzip:
+        if settings.compress:
             headers["Content-Encoding"] = "gzip"
         self._client = httpx.Client(
             base_url=settings.url, params=params, headers=headers, auth=auth,
@@ -263,7 +263,7 @@ class V1Sink(_Base):
         )
 
     def post(self, body: bytes) -> int:
-        if self.settings.gzip:
+        if self.settings.compress:
             body = gzip_body(body)
         try:
             r = self._client.post("/write", content=body)
@@ -303,7 +303,7 @@ class V2Sink(_Base):
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         kw: dict[str, str] = {}
-        if self.settings.gzip:
+        if self.settings.compress:
             body = gzip_body(body)
             kw["content_encoding"] = "gzip"
         try:

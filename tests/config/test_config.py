@@ -11,6 +11,7 @@ import yaml
 
 from config import ConfigError, load_settings, settings_from_dict
 from config.loader import SHIPPED_DIR
+from config.store import InfluxStoreSettings
 
 SHIPPED = sorted(p for p in SHIPPED_DIR.rglob("*.yaml") if p.name != "tiers.yaml")
 
@@ -138,6 +139,33 @@ def test_influx_url_is_checked(url: str, why: str) -> None:
                            "f.yaml")
     assert err.value.problems[0][0] == "f.yaml: store.url" and why in err.value.problems[0][1]
     assert ":pw@" not in str(err.value)  # the password is not echoed
+
+
+@pytest.mark.parametrize(("url", "gzip", "compress"), [
+    ("http://127.0.0.1:8086", "auto", False),
+    ("http://127.8.9.1:8086", "auto", False),
+    ("http://localhost:8086", "auto", False),
+    ("https://LOCALHOST", "auto", False),
+    ("http://[::1]:8086", "auto", False),
+    ("http://influx:8086", "auto", True),  # another container or machine: no name lookup
+    ("http://192.168.1.20:8086", "auto", True),
+    ("https://cloud.example.com", "auto", True),
+    ("http://127.0.0.1:8086", True, True),
+    ("http://influx:8086", False, False),
+    ("http://influx:8086", "yes", True),  # YAML 1.1 booleans in a string still read as one
+])
+def test_influx_gzip_auto_is_off_on_loopback_only(url: str, gzip: object, compress: bool) -> None:
+    s = settings_from_dict({"store": {"type": "influx", "api": "v1", "database": "plant", "url": url,
+                                      "gzip": gzip}}, "f.yaml").store
+    assert isinstance(s, InfluxStoreSettings) and s.compress is compress
+
+
+def test_influx_gzip_refuses_other_words() -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_dict({"store": {"type": "influx", "api": "v1", "database": "plant",
+                                      "gzip": "sometimes"}}, "f.yaml")
+    assert err.value.problems[0][0] == "f.yaml: store.gzip"
+    assert "True, False or 'auto'" in err.value.problems[0][1], err.value.problems
 
 
 @pytest.mark.parametrize(("text", "start", "end"), [

@@ -1,12 +1,13 @@
 """Batched reads on a real InfluxDB 1.6: ``read_many`` of many tags -- more statements than one
 ``/query`` request carries -- returns exactly what a read of each tag on its own returns (with
 and without ``prior``, empty tags, text samples), the embedded store given the same batches
-agrees, and ``store.gzip`` decides whether reads ask the server for gzip."""
+agrees, and ``store.gzip`` decides whether writes are compressed and reads ask the server for gzip."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from config.store import InfluxStoreSettings
 from store import Batch, InfluxStore, Series, SqliteStore, TagRecord
 from store.influx import store as influx_store
+from store.influx.sink import V1Sink
 from tests.influx_servers import InfluxDB16
 
 pytestmark = pytest.mark.influxdb
@@ -24,7 +26,7 @@ T0 = 1_700_000_000 * SEC + 987_654_321
 TAGS = 130  # of 33 assets: one or two statements per asset
 
 
-def _settings(url: str, tmp_path: Path, gzip: bool = True) -> InfluxStoreSettings:
+def _settings(url: str, tmp_path: Path, gzip: bool | Literal["auto"] = True) -> InfluxStoreSettings:
     return InfluxStoreSettings(type="influx", api="v1", url=url, database="tierproof",
                                measurement="readbatch", meta_path=str(tmp_path / "meta.db"),
                                gzip=gzip)
@@ -95,11 +97,20 @@ def test_read_many_equals_per_tag_reads(stores: tuple[InfluxStore, SqliteStore, 
         assert any(len(s.ts_ns) and s.ts_ns[0] < start for s in many.values())
 
 
-@pytest.mark.parametrize("gzip", [True, False])
-def test_reads_ask_for_gzip_only_when_configured(influxdb16: InfluxDB16, tmp_path: Path,
-                                                 gzip: bool) -> None:
+@pytest.mark.parametrize("gzip", [True, False, "auto"])
+def test_gzip_setting_governs_writes_and_reads(influxdb16: InfluxDB16, tmp_path: Path,
+                                               gzip: bool | Literal["auto"]) -> None:
+    """``store.gzip`` decides both the write bodies and the answers asked for; ``auto`` (the
+    default) is off here, the server being on loopback."""
+    assert InfluxStoreSettings(type="influx", api="v1", database="x", url=influxdb16.url).gzip == "auto"
+    compressed = gzip is True
     with InfluxStore(_settings(influxdb16.url, tmp_path, gzip=gzip)) as store:
         (tid,) = store.register_tags(_records()[:1]).values()
+        posted: list[str | None] = []
+        sink = store._sink
+        assert isinstance(sink, V1Sink)
+        sink._client.event_hooks["request"].append(
+            lambda r: posted.append(r.headers.get("content-encoding")))
         n = 2000  # an answer large enough for the server to compress it
         store.write(Batch.of(np.full(n, tid), T0 + np.arange(n) * SEC, np.arange(n) * 0.5))
         asked: list[str | None] = []
@@ -109,8 +120,9 @@ def test_reads_ask_for_gzip_only_when_configured(influxdb16: InfluxDB16, tmp_pat
             lambda r: answered.append(r.headers.get("content-encoding")))
         got = store.read(tid, T0, T0 + n * SEC, prior=False)
         np.testing.assert_array_equal(got.value, np.arange(n) * 0.5)
-    assert asked == (["gzip"] if gzip else ["identity"])
-    assert answered == (["gzip"] if gzip else [None])
+    assert posted and set(posted) == ({"gzip"} if compressed else {None})
+    assert asked == (["gzip"] if compressed else ["identity"])
+    assert answered == (["gzip"] if compressed else [None])
 
 
 @pytest.mark.parametrize("per_request", [200, 7])
