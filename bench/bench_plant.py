@@ -20,7 +20,9 @@ holding registers, one point per register, polled as fast as they answer, for S 
 - raw: plain asyncio + pymodbus, one client per device reading the same 125 registers back to
   back; into SQLite an ``executemany`` of the poll's points and a commit (WAL, synchronous
   NORMAL: the store's shipped durability) per poll; into InfluxDB httpx POSTing 5,000-point
-  line-protocol batches (uncompressed: loopback), the poll that fills a batch awaiting its POST.
+  line-protocol batches (uncompressed: loopback; tierproof's shipped ``gzip: auto`` is off there
+  too), the poll that fills a batch awaiting its POST. Beside each InfluxDB phase: InfluxDB's CPU
+  (% and microseconds per point stored) and how busy the machine's cores were.
 
 Alternating rounds (``--rounds``, 2) of S / R seconds each, so that load from elsewhere on the
 shared machine hits both alike; rates are totals over the rounds.
