@@ -124,10 +124,11 @@ class InfluxStoreSettings(Model):
     @classmethod
     def _gzip(cls, v: object) -> object:
         """A yes/no word in a string (an environment override, a quoted YAML value) as a bool."""
-        if isinstance(v, str) and v.lower() != "auto":
-            return {"true": True, "yes": True, "on": True, "1": True,
-                    "false": False, "no": False, "off": False, "0": False}.get(v.lower(), v)
-        return v.lower() if isinstance(v, str) else v
+        if not isinstance(v, str):
+            return v
+        word = v.strip().lower()
+        return {"true": True, "yes": True, "on": True, "1": True,
+                "false": False, "no": False, "off": False, "0": False}.get(word, word)
 
     @field_validator("url")
     @classmethod

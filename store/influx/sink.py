@@ -143,6 +143,7 @@ class Sink(Protocol):
 class _Base:
     def __init__(self, settings: InfluxStoreSettings) -> None:
         self.settings = settings
+        self._gzip = settings.compress  # request bodies: store.gzip, auto resolved by the url
         self.where = f"InfluxDB {settings.url}"
         self._secrets = [s.get_secret_value() for s in (settings.token, settings.password)
                          if s is not None and s.get_secret_value()]
@@ -263,7 +264,7 @@ class V1Sink(_Base):
         )
 
     def post(self, body: bytes) -> int:
-        if self.settings.compress:
+        if self._gzip:
             body = gzip_body(body)
         try:
             r = self._client.post("/write", content=body)
@@ -303,7 +304,7 @@ class V2Sink(_Base):
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         kw: dict[str, str] = {}
-        if self.settings.compress:
+        if self._gzip:
             body = gzip_body(body)
             kw["content_encoding"] = "gzip"
         try:
