@@ -144,6 +144,7 @@ class InfluxStore:
         self._lock = threading.Lock()
         self._encoder = LineEncoder({})
         self._paths: dict[int, str] = {}
+        self._ids: dict[str, int] = {}  # path -> tag id: the inverse of _paths
         self._dbrp_checked = settings.api == "v1"
         #: ask for MessagePack answers (``_answers``): the package is there and the server
         #: has not answered otherwise
@@ -241,6 +242,7 @@ class InfluxStore:
                 self._row_cache = {}
                 self._drop_known()
             self._paths = paths
+            self._ids = {t.path: t.tag_id for t in tags}
             if self._keys != keys and self._cache is not None:
                 self._cache.clear()  # a tag id now names another series
             self._keys = keys
@@ -559,7 +561,7 @@ class InfluxStore:
                 out[a] = held
             if not asked:
                 return out
-            ids = {p: i for i, p in self._paths.items()}
+            ids = self._ids
             pending = list(self._pending_hours)  # and those sent while this read is answered
         src = self._src(self._rollup_m)
         fetch = list(asked)
@@ -648,7 +650,7 @@ class InfluxStore:
         """``rows`` are in InfluxDB: each replaces its hour's row where the hour is known,
         as a read gives it back (``decode_point``)."""
         with self._lock:
-            ids = {p: i for i, p in self._paths.items()}
+            ids = self._ids
             known = self._known
             for r in rows:
                 k = (r.asset, int(r.hour_ns) // HOUR_NS * HOUR_NS)
@@ -716,7 +718,7 @@ class InfluxStore:
         if not missing:
             return out
         with self._lock:
-            ids = {p: i for i, p in self._paths.items()}
+            ids = self._ids
         fetch = list(missing)
         whole = self._query([
             f'SELECT "key", "reach_ns", "written_ns", "data", "extra" FROM {src} WHERE {cond(a)}'
