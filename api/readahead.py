@@ -89,7 +89,7 @@ class ReadAhead:
                 i, j = s.ts_ns.searchsorted((start_ns, end_ns)).tolist()
                 if prior and i > 0:
                     i -= 1
-                return Series(s.ts_ns[i:j], s.value[i:j], s.quality[i:j])
+                return s.cut(i, j)
         return None
 
     def read(self, tag_id: int, start_ns: int, end_ns: int, prior: bool = True) -> Series:

@@ -324,7 +324,7 @@ class KpiService:
             else:  # the same samples, sliced: pre holds every sample from the one before ctx
                 i = max(int(np.searchsorted(pre.ts_ns, ctx, "left")) - 1, 0)
                 j = int(np.searchsorted(pre.ts_ns, end_ns, "left"))
-                s = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
+                s = pre.cut(i, j)
             # the part's own evidence: from the last sample before its start
             lo = max(int(np.searchsorted(s.ts_ns, start_ns, "left")) - 1, 0) if ctx < start_ns else 0
             tag_evidence.append(
@@ -563,7 +563,7 @@ class KpiService:
             else:  # as asset_result slices it (one search of both bounds)
                 i, j = pre.ts_ns.searchsorted((ctx, b)).tolist()
                 i = max(i - 1, 0)
-                got[role] = Series(pre.ts_ns[i:j], pre.value[i:j], pre.quality[i:j])
+                got[role] = pre.cut(i, j)
         return got
 
     def _batch_of(self, todo: Sequence[tuple[Asset, dict[Role, TagRecord], int, int, int,

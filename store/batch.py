@@ -172,3 +172,7 @@ class Series(NamedTuple):
 
     def __len__(self) -> int:
         return len(self.ts_ns)
+
+    def cut(self, i: int, j: int) -> Series:
+        """The samples at positions [i, j) (views, not copies)."""
+        return Series(self.ts_ns[i:j], self.value[i:j], self.quality[i:j])

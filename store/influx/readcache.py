@@ -40,6 +40,7 @@ from typing import Final
 import numpy as np
 
 from ..batch import Batch, Series
+from .ql import join
 
 __all__ = ["OPEN", "ReadCache"]
 
@@ -55,10 +56,6 @@ class _Range:
     prior: Series
     samples: Series
     born: float  # time.monotonic() when read
-
-
-def _cut(s: Series, i: int, j: int) -> Series:
-    return Series(s.ts_ns[i:j], s.value[i:j], s.quality[i:j])
 
 
 class ReadCache:
@@ -144,16 +141,14 @@ class ReadCache:
         keep = np.ones(len(ts), bool)  # equal stamps: the last written stays (InfluxDB's rule)
         keep[:-1] = ts[1:] != ts[:-1]
         add = Series(ts[keep], value[keep], quality[keep])
-        r.samples = Series(np.concatenate([held, add.ts_ns]),
-                           np.concatenate([r.samples.value, add.value]),
-                           np.concatenate([r.samples.quality, add.quality]))
+        r.samples = join(r.samples, add)
         self._held += len(add)
         n = len(r.samples.ts_ns)
         if n > max(1, self.max_samples // 4):  # an open range keeps its newer half
             k = n // 2
             self._drop(key)
-            self._put(key[0], int(r.samples.ts_ns[k]), r.hi, _cut(r.samples, k - 1, k),
-                      _cut(r.samples, k, n), r.born)
+            self._put(key[0], int(r.samples.ts_ns[k]), r.hi, r.samples.cut(k - 1, k),
+                      r.samples.cut(k, n), r.born)
         self._bound()
 
     def _bound(self) -> None:
@@ -217,12 +212,8 @@ class ReadCache:
             ts = r.samples.ts_ns
             i, j = np.searchsorted(ts, (a, b)).tolist()
             if i > 0:
-                return _cut(r.samples, i - 1, j)
-            if not len(r.prior.ts_ns):
-                return _cut(r.samples, 0, j)
-            return Series(np.concatenate([r.prior.ts_ns, ts[:j]]),
-                          np.concatenate([r.prior.value, r.samples.value[:j]]),
-                          np.concatenate([r.prior.quality, r.samples.quality[:j]]))
+                return r.samples.cut(i - 1, j)
+            return join(r.prior, r.samples.cut(0, j))
 
     def generations(self, tags: list[int]) -> dict[int, int]:
         """Before a read's request: its tags' generations (``keep`` compares them)."""

@@ -1161,8 +1161,8 @@ class InfluxStore:
                     continue
                 s = series if series is not None else Series.empty()
                 i = int(np.searchsorted(s.ts_ns, a, "left"))
-                cut = Series(s.ts_ns[i:], s.value[i:], s.quality[i:])
-                last = Series(s.ts_ns[i - 1:i], s.value[i - 1:i], s.quality[i - 1:i]) if i else None
+                cut = s.cut(i, len(s))
+                last = s.cut(i - 1, i) if i else None
                 for k in positions:
                     inside[k] = cut
                     if last is not None:
@@ -1196,7 +1196,7 @@ class InfluxStore:
             seen.append((prev, window, k in unbounded))
             if k in unbounded:  # its statement had no upper bound
                 j = int(np.searchsorted(window.ts_ns, b, "left"))
-                window = Series(window.ts_ns[:j], window.value[:j], window.quality[:j])
+                window = window.cut(0, j)
             out.append(join(prev, window) if prev is not None else window)
             if prior and b > a:
                 # the rate the next read folds by: the window's, but no more than puts
