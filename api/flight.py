@@ -180,10 +180,8 @@ class KpiRunner:
     def _changed(self, since_ns: int) -> None:
         """A write committed at times >= since_ns (on the writer's thread)."""
         with self._lock:
-            stale = [k for k, e in self._cache.items() if e.end_ns > since_ns]
-            for k in stale:
-                self._bytes -= len(self._cache.pop(k).body)
-            self.stats.invalidated += len(stale)
+            self.stats.invalidated += self._drop([k for k, e in self._cache.items()
+                                                  if e.end_ns > since_ns])
             for p in self._pending.values():
                 if p.end_ns > since_ns:
                     p.dirty = True
@@ -201,24 +199,27 @@ class KpiRunner:
         # shielded: a cancelled waiter must not cancel what the others await
         return await asyncio.shield(self._submit(key, end_ns, compute))
 
+    def _drop(self, keys: list[Key]) -> int:
+        """Drop these cached entries (under ``self._lock``); how many."""
+        for k in keys:
+            self._bytes -= len(self._cache.pop(k).body)
+        return len(keys)
+
     def _cached(self, key: Key) -> bytes | None:
         # asked before the lock: a store's version() may take its own lock
         version = self._version() if self._version is not None and self._cache else None
         with self._lock:
             if version is not None and version != self._seen:
                 # committed by someone since the entries' computations: any window may be touched
-                stale = [k for k, e in self._cache.items() if e.version != version]
-                for k in stale:
-                    self._bytes -= len(self._cache.pop(k).body)
-                self.stats.invalidated += len(stale)
+                self.stats.invalidated += self._drop([k for k, e in self._cache.items()
+                                                      if e.version != version])
                 self._seen = version
             hit = self._cache.get(key)
             if hit is None:
                 return None
             if (self.closed_max_age_ns is not None
                     and self._clock_ns() - hit.started_ns > self.closed_max_age_ns):
-                self._bytes -= len(self._cache.pop(key).body)
-                self.stats.expired += 1
+                self.stats.expired += self._drop([key])
                 return None
             self._cache.move_to_end(key)
             self.stats.cache_hits += 1
