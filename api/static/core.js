@@ -82,6 +82,11 @@ export const short = path => path.split("/").pop();
 export const enc = path => path.split("/").map(encodeURIComponent).join("/");
 export const lineOf = asset => asset.split("/").slice(0, -1).join("/");
 export const stateName = (name, role) => tr(role === "mode" || role === "channel_mode" ? "modes" : "states", name);
+// a named value as HTML: a state or mode is translated; any other role's name (a stop reason's
+// id, a value map's word) is the configuration's, shown as it is (class raw)
+const TRANSLATED = new Set(["state", "mode", "channel_mode"]);
+export const nameHtml = (name, role) => TRANSLATED.has(role) ? esc(stateName(name, role))
+  : `<span class="raw">${esc(name)}</span>`;
 
 // ---------------------------------------------------------------- the window: picker, or a link's from/to
 export function windowSpec(params) {

@@ -483,6 +483,7 @@ def test_language_switch_changes_every_label(page: Page, demo: tuple[httpx.Clien
                            t["device"], t["protocol"]])
     latin = re.compile(r"[A-Za-z][A-Za-z_\-0-9]*")
     machine = f"#/machine/{settings.assets[0].path}"
+    reason = f"{settings.assets[0].path}/stop_reason"
     views = {"#/": "D.kpis && D.series && D.losses && S.charts.loss",
              machine: "D.rows && D.kpis && D.losses && D.stops && S.charts.gantt",
              # (the custom dates shown: their labels too)
@@ -498,11 +499,17 @@ def test_language_switch_changes_every_label(page: Page, demo: tuple[httpx.Clien
             wait_view(page, ready, view)
             en = visible_texts(page)
             names_en = [] if "tiers" in view else [s["name"] for s in option(page, "chart")["series"]]
+            if view == machine:  # the machine stands for a reason (or not, now): its id is data
+                page.eval(f"(() => {{ const l = window.tierproof.latest; "
+                          f"l[{reason!r}] = {{...l[{reason!r}], name: 'no_operator'}}; }})()")
             language(page, "zh-CN")
             zh = visible_texts(page)
             assert page.eval("document.documentElement.lang") == "zh-CN"
             left = sorted({w for s in zh for w in latin.findall(s) if w not in data_words and len(w) > 2})
             assert left == [], (view, left)
+            if view == machine:  # (shown, as the configuration spells it)
+                assert page.eval(f"document.querySelector('#tags tr[data-tag=\"{reason}\"] .raw')"
+                                 ".textContent") == "no_operator"
             assert len(set(en) - set(zh)) > 10, view  # the labels changed
             if names_en:
                 names_zh = [s["name"] for s in option(page, "chart")["series"]]

@@ -4,7 +4,7 @@
 // and the gaps that count against it.
 import {t, tr} from "../i18n.js";
 import {S, api, assetsOf, bounded, enc, esc, figures, link, lineOf, loadDevices, loadLatest, loadTags, num,
-  short, stateName, tile, when, windowMs, windowSpec, wq} from "../core.js";
+  nameHtml, short, stateName, tile, when, windowMs, windowSpec, wq} from "../core.js";
 import {countersChart, ganttChart, lossChart, lossTypeList, oeeChart, paretoChart, reasonColors, reasonLegend,
   segments, stopsChart} from "../charts.js";
 
@@ -124,7 +124,7 @@ export function machineView(asset) {
       document.querySelector("#tags tbody").innerHTML = (S.tags || []).filter(x => x.asset === asset).map(x => {
         const l = S.latest[x.path];
         // a unit is the configuration's text, shown as it is (class raw)
-        const v = l?.name != null ? esc(stateName(l.name, x.role)) : l?.text != null ? `<span class="raw">${esc(l.text)}</span>`
+        const v = l?.name != null ? nameHtml(l.name, x.role) : l?.text != null ? `<span class="raw">${esc(l.text)}</span>`
           : l?.value != null ? `${num(l.value, 3)} <span class="raw">${esc(x.unit || "")}</span>` : "—";
         return `<tr data-tag="${esc(x.path)}"><td><a href="${link.tag(x.path, span?.from ?? (w.fixed ? w.from : null), span?.to ?? w.to)}">${esc(short(x.path))}</a></td>
           <td>${esc(tr("roles", x.role))}</td><td>${v}</td><td>${when(l?.ts, {timeStyle: "medium"})}</td>

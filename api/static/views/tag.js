@@ -2,7 +2,7 @@
 // or mode tag, its timeline), its raw samples page by page (the data every KPI traces to), a
 // CSV download, and the gaps of its machine in the window.
 import {t, tr} from "../i18n.js";
-import {S, api, download, enc, esc, link, lineOf, loadDevices, loadTags, num, short, stateName, when,
+import {S, api, download, enc, esc, link, lineOf, loadDevices, loadTags, nameHtml, num, short, stateName, when,
   windowMs, windowSpec, wq} from "../core.js";
 import {ganttChart, historyChart, segments} from "../charts.js";
 
@@ -51,9 +51,11 @@ export function tagView(path, params) {
     render() {
       const D = S.data, x = D.tag, l = D.latest;
       if (!x) return;
-      const val = (v, name, text) => name != null ? stateName(name, x.role) : text ?? (v == null ? "—" : num(v, 3));
+      // (HTML: a state is translated; a text or another role's name is data, class raw)
+      const val = (v, name, text) => name != null ? nameHtml(name, x.role)
+        : text != null ? `<span class="raw">${esc(text)}</span>` : esc(v == null ? "—" : num(v, 3));
       document.getElementById("tag-meta").innerHTML = `${esc(tr("roles", x.role))} · <span class="raw">${esc(x.unit || "")}</span>`
-        + ` · ${esc(x.device)} (${esc(x.protocol)}) · ${esc(val(l?.value, l?.name, l?.text))} ${when(l?.ts, {timeStyle: "medium"})}`;
+        + ` · ${esc(x.device)} (${esc(x.protocol)}) · ${val(l?.value, l?.name, l?.text)} ${when(l?.ts, {timeStyle: "medium"})}`;
       if (D.timeline) {
         const span = windowMs(w(), D.timeline.window);
         ganttChart("history", [{label: tr("roles", x.role), names: n => stateName(n, x.role), segments: segments(D.timeline, span)}], span);
@@ -64,7 +66,7 @@ export function tagView(path, params) {
         document.getElementById("samples-next").hidden = !s.next_cursor;
         document.getElementById("samples-count").textContent = `${when(s.window.from)} → ${when(s.window.to)} · ${num(s.count, 0)}`;
         document.querySelector("#samples tbody").innerHTML = s.ts.map((ts, i) => `<tr><td>${when(ts, {dateStyle: "short", timeStyle: "medium"})}</td>
-          <td>${esc(val(s.value[i], s.name?.[i]))}</td><td>${esc(tr("qualities", ["good", "uncertain"][s.quality[i]] ?? "bad"))}</td></tr>`).join("");
+          <td>${val(s.value[i], s.name?.[i])}</td><td>${esc(tr("qualities", ["good", "uncertain"][s.quality[i]] ?? "bad"))}</td></tr>`).join("");
       }
       const gaps = D.kpis?.assets?.[x.asset]?.evidence?.gaps;
       document.getElementById("gaps").innerHTML = gaps == null ? "" : !gaps.length ? `<p>${t("noGaps")}</p>`
