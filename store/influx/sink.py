@@ -256,7 +256,7 @@ class V1Sink(_Base):
             # a header, not the u/p query parameters: URLs end up in logs and exception texts
             auth = httpx.BasicAuth(settings.username, settings.password.get_secret_value())
         headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if settings.compress:
+        if self._gzip:
             headers["Content-Encoding"] = "gzip"
         self._client = httpx.Client(
             base_url=settings.url, params=params, headers=headers, auth=auth,
