@@ -81,6 +81,7 @@ from config.times import to_ns  # noqa: E402
 from simulators import Plant  # noqa: E402
 from simulators.scale import replicate  # noqa: E402
 from store.sqlite import SqliteStore  # noqa: E402
+from tests.helpers import process_cpu_s as cpu_s  # noqa: E402
 
 GOAL_MS = 50.0
 #: how the store is served: ``cli`` is what a user runs (``tierproof serve``: the bounded
@@ -265,13 +266,6 @@ def figures(lat: list[float], errors: int, elapsed: float) -> dict[str, Any]:
     return {"rps": round(len(lat) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p99_ms": round(p99, 1), "requests": len(lat), "errors": errors,
             "goal_met": bool(p99 <= GOAL_MS and errors == 0)}
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def runq_wait_s(pid: int) -> float:

@@ -804,11 +804,12 @@ def mixed_phase(settings_json: str, seconds: float, warmup: float) -> dict[str, 
 
 def proc_cpu_s(pid: int) -> float | None:
     """utime + stime of a process (and its reaped children: none here), seconds."""
+    from tests.helpers import process_cpu_s  # (not at the top: the phases' children import this file)
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        return process_cpu_s(pid)
+    except OSError:  # it has exited
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuSampler:

@@ -41,6 +41,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/PID/stat``; OSError
+    once it has exited and been reaped)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(check: Any, timeout: float, what: str) -> Any:
     """Poll ``check()`` (blocking) until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout

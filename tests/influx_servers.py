@@ -20,7 +20,7 @@ from typing import IO
 
 import httpx
 
-from tests.helpers import free_port
+from tests.helpers import free_port, process_cpu_s
 
 __all__ = ["INFLUXD", "VICTORIA_METRICS", "InfluxDB16", "ServerFailed", "VictoriaMetrics"]
 
@@ -76,8 +76,7 @@ class _Server:
         proc = self._proc
         if proc is None:
             raise self._fail("is not running")
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(proc.pid)
 
     def start(self) -> None:
         """Start (again) on the same port and data directory; return once it answers."""
