@@ -56,6 +56,24 @@ class _Range:
     prior: Series
     samples: Series
     born: float  # time.monotonic() when read
+    #: arrays whose first ``len(samples)`` places are ``samples`` (None: not yet appended to):
+    #: a write's samples go into the places after, growing by half when full, so a range
+    #: that each write extends is not copied whole at each write. Places once filled are
+    #: never written again: answers given out (views) stay as they were.
+    room: Series | None = None
+
+
+def _extend(r: _Range, add: Series) -> Series:
+    """``r.samples`` followed by ``add``, in ``r.room`` (made, or made larger, as needed)."""
+    n, m = len(r.samples.ts_ns), len(add.ts_ns)
+    room = r.room
+    if room is None or n + m > len(room.ts_ns):
+        size = max(16, (n + m) * 3 // 2)
+        room = Series(np.empty(size, np.int64), np.empty(size, np.float64), np.empty(size, np.uint8))
+        room.ts_ns[:n], room.value[:n], room.quality[:n] = r.samples
+        r.room = room
+    room.ts_ns[n:n + m], room.value[n:n + m], room.quality[n:n + m] = add
+    return room.cut(0, n + m)
 
 
 class ReadCache:
@@ -114,34 +132,52 @@ class ReadCache:
             order = held[np.argsort(batch.tag_id[held], kind="stable")]
             ids = batch.tag_id[order]
             starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-            for i, j in zip(starts.tolist(), [*starts[1:].tolist(), len(ids)], strict=True):
-                for key in list(self._of_tag.get(int(ids[i]), ())):
-                    if whole:
-                        self._apply(key, batch, order[i:j])
-                    else:
+            tags = ids[starts].tolist()
+            if not whole:
+                for tag in tags:
+                    for key in list(self._of_tag.get(tag, ())):
                         self._drop(key)
+                return
+            # what decides each tag's fate, for all of them at once: its first stamp, whether
+            # it has a sample that cannot be appended (NaN, text), whether its stamps rise
+            ts, value, quality = batch.ts_ns[order], batch.value[order] + 0.0, batch.quality[order]
+            first = np.minimum.reduceat(ts, starts).tolist()
+            bad = ~np.isfinite(value)
+            if batch.text is not None:
+                bad |= batch.text[order] != None  # noqa: E711 (elementwise over the object column)
+            dirty = np.logical_or.reduceat(bad, starts).tolist()
+            rises = np.ones(len(ts), bool)
+            rises[1:] = ts[1:] > ts[:-1]
+            rises[starts] = True
+            ordered = np.logical_and.reduceat(rises, starts).tolist()
+            ends = [*starts[1:].tolist(), len(ids)]
+            for g, (tag, i, j) in enumerate(zip(tags, starts.tolist(), ends, strict=True)):
+                keys = self._of_tag.get(tag)
+                if not keys:
+                    continue
+                add = Series(ts[i:j], value[i:j], quality[i:j])
+                if not ordered[g]:  # equal stamps: the last written stays (InfluxDB's rule)
+                    k = np.argsort(add.ts_ns, kind="stable")
+                    add = Series(add.ts_ns[k], add.value[k], add.quality[k])
+                    keep = np.ones(len(k), bool)
+                    keep[:-1] = add.ts_ns[1:] != add.ts_ns[:-1]
+                    add = Series(add.ts_ns[keep], add.value[keep], add.quality[keep])
+                for key in list(keys):
+                    self._apply(key, first[g], dirty[g], add)
+            self._bound()
 
-    def _apply(self, key: tuple[int, int], batch: Batch, rows: np.ndarray) -> None:
+    def _apply(self, key: tuple[int, int], first: int, dirty: bool, add: Series) -> None:
+        """A whole write's samples of the range's tag (``add``: in time order, one per stamp;
+        ``first`` their earliest stamp; ``dirty`` when one is NaN or text)."""
         r = self._ranges[key]
-        ts = batch.ts_ns[rows]
-        first = int(ts.min())
         if r.hi != OPEN and first >= r.hi:
             return  # after a closed range: nothing it holds changes
         held = r.samples.ts_ns
         last = int(held[-1]) if len(held) else (int(r.prior.ts_ns[-1]) if len(r.prior.ts_ns) else None)
-        value = batch.value[rows]
-        clean = (r.hi == OPEN and first >= r.lo and (last is None or first > last)
-                 and bool(np.isfinite(value).all())
-                 and (batch.text is None or all(x is None for x in batch.text[rows])))
-        if not clean:
+        if dirty or r.hi != OPEN or first < r.lo or (last is not None and first <= last):
             self._drop(key)
             return
-        order = np.argsort(ts, kind="stable")
-        ts, value, quality = ts[order], value[order] + 0.0, batch.quality[rows][order]
-        keep = np.ones(len(ts), bool)  # equal stamps: the last written stays (InfluxDB's rule)
-        keep[:-1] = ts[1:] != ts[:-1]
-        add = Series(ts[keep], value[keep], quality[keep])
-        r.samples = join(r.samples, add)
+        r.samples = _extend(r, add)
         self._held += len(add)
         n = len(r.samples.ts_ns)
         if n > max(1, self.max_samples // 4):  # an open range keeps its newer half
@@ -149,7 +185,6 @@ class ReadCache:
             self._drop(key)
             self._put(key[0], int(r.samples.ts_ns[k]), r.hi, r.samples.cut(k - 1, k),
                       r.samples.cut(k, n), r.born)
-        self._bound()
 
     def _bound(self) -> None:
         """The least recently used ranges go until the bound holds."""
