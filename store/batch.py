@@ -176,3 +176,13 @@ class Series(NamedTuple):
     def cut(self, i: int, j: int) -> Series:
         """The samples at positions [i, j) (views, not copies)."""
         return Series(self.ts_ns[i:j], self.value[i:j], self.quality[i:j])
+
+
+def keep_last(ts: I64) -> npt.NDArray[np.bool_] | None:
+    """Mask keeping the last of each run of equal ts (ts sorted), or None if all distinct."""
+    if len(ts) < 2:
+        return None
+    keep = np.empty(len(ts), dtype=bool)
+    np.not_equal(ts[1:], ts[:-1], out=keep[:-1])
+    keep[-1] = True
+    return None if keep.all() else keep

@@ -39,7 +39,7 @@ from typing import Final
 
 import numpy as np
 
-from ..batch import Batch, Series
+from ..batch import Batch, Series, keep_last
 from .ql import join
 
 __all__ = ["OPEN", "ReadCache"]
@@ -151,17 +151,17 @@ class ReadCache:
             rises[starts] = True
             ordered = np.logical_and.reduceat(rises, starts).tolist()
             ends = [*starts[1:].tolist(), len(ids)]
+            rows = Series(ts, value, quality)
             for g, (tag, i, j) in enumerate(zip(tags, starts.tolist(), ends, strict=True)):
                 keys = self._of_tag.get(tag)
                 if not keys:
                     continue
-                add = Series(ts[i:j], value[i:j], quality[i:j])
+                add = rows.cut(i, j)
                 if not ordered[g]:  # equal stamps: the last written stays (InfluxDB's rule)
                     k = np.argsort(add.ts_ns, kind="stable")
+                    keep = keep_last(add.ts_ns[k])
+                    k = k if keep is None else k[keep]
                     add = Series(add.ts_ns[k], add.value[k], add.quality[k])
-                    keep = np.ones(len(k), bool)
-                    keep[:-1] = add.ts_ns[1:] != add.ts_ns[:-1]
-                    add = Series(add.ts_ns[keep], add.value[keep], add.quality[keep])
                 for key in list(keys):
                     self._apply(key, first[g], dirty[g], add)
             self._bound()

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..base import Latest
-from ..batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times
+from ..batch import F64, I32, I64, TS_UNKNOWN, U8, Batch, Series, concat_times, keep_last
 from .checksum import chunk_crc, extra_crc, ingest_crcs, ingest_fault
 from .schema import CHECK_COLS, ROW_COLS, TAG, TS, VAL, BlobRow, Q
 
@@ -433,16 +433,6 @@ def _positions(sorted_tags: I32, want: I32) -> npt.NDArray[np.intp]:
     return k[sorted_tags[k] == want[inside]]
 
 
-def _keep_last(ts: I64) -> npt.NDArray[np.bool_] | None:
-    """Mask keeping the last of each run of equal ts (ts sorted), or None if all distinct."""
-    if len(ts) < 2:
-        return None
-    keep = np.empty(len(ts), dtype=bool)
-    np.not_equal(ts[1:], ts[:-1], out=keep[:-1])
-    keep[-1] = True
-    return None if keep.all() else keep
-
-
 def merge_parts(parts: list[Part], with_text: bool) -> tuple[Part, list[str]]:
     """Concatenate parts given in write order, sort by ts (stable), keep the last write per ts."""
     if not parts:
@@ -474,7 +464,7 @@ def merge_parts(parts: list[Part], with_text: bool) -> tuple[Part, list[str]]:
         txt = None if txt is None else txt[order]
         srv = None if srv is None else srv[order]
         gw = None if gw is None else gw[order]
-    keep = _keep_last(ts)
+    keep = keep_last(ts)
     if keep is not None:
         ts, value, quality = ts[keep], value[keep], quality[keep]
         txt = None if txt is None else txt[keep]

@@ -19,7 +19,7 @@ from config.errors import StoreError
 from config.times import iso
 
 from ..base import Damage, Gap, Latest, RollupRow, SamplePage, StoreStats, TagRecord
-from ..batch import I64, TS_UNKNOWN, Batch, Series
+from ..batch import I64, TS_UNKNOWN, Batch, Series, keep_last
 from ..changes import EVERYTHING, Changes
 from . import rollups as _rollups
 from .checksum import chunk_fault
@@ -30,7 +30,6 @@ from .runs import (
     RowDamaged,
     Run,
     Sorted,
-    _keep_last,
     batch_row,
     checked_row,
     merge_latest,
@@ -133,7 +132,7 @@ def _ordered_window(parts: Sequence[Part], start_ns: int, end_ns: int, prior: bo
         t = np.concatenate([p.ts[i:j] for p, i, j in pick]).astype(np.int64, copy=False)
         v = np.concatenate([p.value[i:j] for p, i, j in pick]).astype(np.float64, copy=False)
         q = np.concatenate([p.quality[i:j] for p, i, j in pick]).astype(np.uint8, copy=False)
-    keep = _keep_last(t)
+    keep = keep_last(t)
     if keep is not None:
         t, v, q = t[keep], v[keep], q[keep]
     return Series(t, v, q)
@@ -690,7 +689,7 @@ class SqliteStore:
                             rest.append(key)
                             continue
                         t, v, q = arrays
-                        keep = _keep_last(t)
+                        keep = keep_last(t)
                         series[key] = Series(t, v, q) if keep is None else Series(t[keep], v[keep], q[keep])
             faults: list[Fault] = []
             found = chunk_parts_many(conn, rest, prior, skip=self._damage, faults=faults)
