@@ -140,15 +140,11 @@ def _scheme(settings: Settings) -> str:
 
 def _warn_open(settings: Settings, host: str) -> None:
     """api.auth.required false on an address other machines reach: said at start."""
-    import ipaddress
+    from config.store import is_loopback_host
 
     if settings.api.auth.required:
         return
-    try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback_host(host):
         log.warning("api.auth.required is false and the API listens on %s: anyone who reaches "
                     "this address reads the plant's data without a key", host)
 

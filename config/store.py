@@ -49,10 +49,11 @@ class SpoolSettings(Model):
     )
 
 
-def is_loopback_url(url: str) -> bool:
-    """Whether ``url``'s host is this machine by its name or address (no lookup: a name other
-    than ``localhost`` counts as another machine)."""
-    host = (urlsplit(url).hostname or "").lower()
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name, an address, an IPv6 address in brackets) is this machine by
+    its name or address (no lookup: a name other than ``localhost`` counts as another
+    machine)."""
+    host = host.strip("[]").lower()
     if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
         return True
     try:
@@ -118,7 +119,7 @@ class InfluxStoreSettings(Model):
     @property
     def compress(self) -> bool:
         """Whether requests and answers are gzipped: ``gzip``, with ``auto`` resolved by the url."""
-        return (not is_loopback_url(self.url)) if self.gzip == "auto" else self.gzip
+        return (not is_loopback_host(urlsplit(self.url).hostname or "")) if self.gzip == "auto" else self.gzip
 
     @field_validator("gzip", mode="before")
     @classmethod
