@@ -105,6 +105,7 @@ bench: venv bench-system
 	$(BIN)/python bench/bench_auth.py
 	$(BIN)/python bench/bench_plant.py
 	$(BIN)/python bench/bench_influx_lines.py
+	$(BIN)/python bench/bench_read_cache.py
 	$(BIN)/python bench/bench_api_scale.py
 
 ## proto: regenerate collector/mqtt/sparkplug/sparkplug_b_pb2.py(i) from its sparkplug_b.proto; protoc comes
